@@ -1,0 +1,192 @@
+"""cgroup v1 (legacy or hybrid) driver: one directory per controller hierarchy.
+
+v1 has no cgroup.kill and no atomic view of a process tree per controller, so:
+- where the hybrid unified hierarchy (cgroup2 without controllers) is mounted and writable we
+  also place the task there, only to track its processes and kill them atomically with
+  cgroup.kill, exactly as systemd does in hybrid mode;
+- otherwise we freeze the task (freezer), SIGKILL every member, thaw, and repeat until empty,
+  so a fork bomb cannot outrun the kill loop.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from . import cgroupfs as fs
+from .detect import Hierarchy, v1_hierarchy, v2_hierarchy
+from .driver import TASK_PREFIX, Driver, TaskGroup
+from .errors import SandboxError
+from .limits import Limits
+
+CPU_PERIOD_US = 100_000
+CONTROLLERS = ("memory", "pids", "cpu", "freezer")
+
+
+class CgroupV1Driver(Driver):
+    mode = "cgroup-v1"
+
+    def __init__(self, hierarchies: list[Hierarchy], root_name: str) -> None:
+        self.roots: dict[str, str] = {}
+        for controller in CONTROLLERS:
+            h = v1_hierarchy(hierarchies, controller)
+            if h is not None and h.writable:
+                self.roots[controller] = os.path.join(h.own_dir, root_name)
+        if "memory" not in self.roots:
+            raise SandboxError("cgroup v1 mode needs a writable memory hierarchy; none is mounted here")
+        for path in self.roots.values():
+            fs.make_dir(path)
+        unified = v2_hierarchy(hierarchies)
+        if unified is not None and unified.writable:
+            self._add_unified_tracking(os.path.join(unified.own_dir, root_name))
+
+    def _add_unified_tracking(self, root: str) -> None:
+        """Use the hybrid unified hierarchy where it can kill a tree (cgroup.kill, Linux 5.14+)."""
+        try:
+            os.mkdir(root)
+        except FileExistsError:
+            pass
+        except OSError:
+            return
+        if os.path.exists(os.path.join(root, "cgroup.kill")):
+            self.roots["unified"] = root
+        else:
+            try:
+                os.rmdir(root)
+            except OSError:
+                pass
+
+    def create(self, name: str, limits: Limits) -> TaskGroup:
+        dirs = {c: os.path.join(root, name) for c, root in self.roots.items()}
+        group = V1TaskGroup(name, dirs)
+        try:
+            for path in dirs.values():
+                fs.make_dir(path)
+            group.apply(limits)
+        except BaseException:
+            group.remove_quietly()
+            raise
+        return group
+
+    def leftover_names(self) -> list[str]:
+        names: set[str] = set()
+        for root in self.roots.values():
+            try:
+                names.update(e for e in os.listdir(root) if e.startswith(TASK_PREFIX) and os.path.isdir(os.path.join(root, e)))
+            except FileNotFoundError:
+                pass
+        return sorted(names)
+
+    def open_existing(self, name: str) -> TaskGroup:
+        return V1TaskGroup(name, {c: os.path.join(root, name) for c, root in self.roots.items()})
+
+    def close(self) -> None:
+        for root in self.roots.values():
+            try:
+                os.rmdir(root)
+            except OSError:
+                pass
+
+
+class V1TaskGroup(TaskGroup):
+    def __init__(self, name: str, dirs: dict[str, str]) -> None:
+        self.name = name
+        self.dirs = dirs
+        self.enforced: dict[str, str] = {}
+        # The unified hierarchy sees the whole tree and can kill it atomically; memory is the fallback.
+        self._tracking = dirs.get("unified") or dirs["memory"]
+
+    def _file(self, controller: str, name: str) -> str:
+        return os.path.join(self.dirs[controller], name)
+
+    def apply(self, limits: Limits) -> None:
+        if limits.memory_max_bytes is not None:
+            value = str(limits.memory_max_bytes)
+            fs.write(self._file("memory", "memory.limit_in_bytes"), value, what="memory limit")
+            memsw = self._file("memory", "memory.memsw.limit_in_bytes")
+            note = ""
+            if os.path.exists(memsw):
+                # Equal to the memory limit: the task may not escape its limit into swap.
+                fs.write(memsw, value, what="memory+swap limit")
+                note = " and memory.memsw.limit_in_bytes"
+            self.enforced["memory"] = f"cgroup v1 memory.limit_in_bytes={value}{note}"
+        if limits.memory_high_bytes is not None:
+            self.enforced["memory_high"] = "not available on cgroup v1 (no throttle point); the hard limit applies"
+        if limits.pids_max is not None:
+            if "pids" in self.dirs:
+                fs.write(self._file("pids", "pids.max"), str(limits.pids_max), what="pids limit")
+                self.enforced["pids"] = f"cgroup v1 pids.max={limits.pids_max}"
+            else:
+                self.enforced["pids"] = "not enforced: no writable pids hierarchy"
+        if limits.cpu_max is not None:
+            if "cpu" in self.dirs:
+                quota = int(limits.cpu_max * CPU_PERIOD_US)
+                fs.write(self._file("cpu", "cpu.cfs_period_us"), str(CPU_PERIOD_US), what="cpu period")
+                fs.write(self._file("cpu", "cpu.cfs_quota_us"), str(quota), what="cpu limit")
+                self.enforced["cpu"] = f"cgroup v1 cpu.cfs_quota_us={quota} per {CPU_PERIOD_US}"
+            else:
+                self.enforced["cpu"] = "not enforced: no writable cpu hierarchy"
+        self.enforced["tree"] = (
+            "tracked and killed via the unified hierarchy (cgroup.kill)"
+            if "unified" in self.dirs
+            else "tracked via the memory cgroup, killed by freeze-and-kill" if "freezer" in self.dirs
+            else "tracked via the memory cgroup, killed by repeated SIGKILL"
+        )
+
+    def attach(self, pid: int) -> None:
+        for path in self.dirs.values():
+            fs.write(os.path.join(path, "cgroup.procs"), str(pid), what="attach task")
+
+    def pids(self) -> list[int]:
+        return fs.read_pids(os.path.join(self._tracking, "cgroup.procs"))
+
+    def signal_all(self, sig: int) -> None:
+        fs.kill_pids(self.pids(), sig)
+
+    def kill_all(self) -> None:
+        if "unified" in self.dirs:
+            fs.write(os.path.join(self.dirs["unified"], "cgroup.kill"), "1", what="kill task")
+            if fs.wait_until_empty(os.path.join(self.dirs["unified"], "cgroup.procs"), 5.0):
+                return
+        self._freeze_and_kill()
+
+    def _freeze_and_kill(self) -> None:
+        procs = os.path.join(self.dirs["memory"], "cgroup.procs")
+        freezer = self.dirs.get("freezer")
+        deadline = time.monotonic() + 5.0
+        while fs.read_pids(procs) and time.monotonic() < deadline:
+            if freezer:
+                fs.write(os.path.join(freezer, "freezer.state"), "FROZEN", what="freeze task")
+                self._wait_frozen(freezer)
+            fs.kill_pids(fs.read_pids(procs), signal.SIGKILL)
+            if freezer:
+                fs.write(os.path.join(freezer, "freezer.state"), "THAWED", what="thaw task")
+            fs.wait_until_empty(procs, 0.05)
+
+    @staticmethod
+    def _wait_frozen(freezer: str) -> None:
+        deadline = time.monotonic() + 1.0
+        while (fs.read_text(os.path.join(freezer, "freezer.state")) or "").strip() == "FREEZING":
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
+
+    def oom_kills(self) -> int:
+        return fs.read_keyed(self._file("memory", "memory.oom_control")).get("oom_kill", 0)
+
+    def memory_current(self) -> int | None:
+        return fs.read_int(self._file("memory", "memory.usage_in_bytes"))
+
+    def memory_peak(self) -> int | None:
+        return fs.read_int(self._file("memory", "memory.max_usage_in_bytes"))
+
+    def remove(self) -> None:
+        for path in self.dirs.values():
+            fs.remove_dir(path)
+
+    def remove_quietly(self) -> None:
+        for path in self.dirs.values():
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass

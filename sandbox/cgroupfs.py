@@ -1,0 +1,107 @@
+"""Small, careful file operations on a cgroup filesystem, shared by the v1 and v2 drivers.
+
+Every write names the file and value in its error, because "Invalid argument" alone tells
+an operator nothing at 3 a.m.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+from .errors import SandboxError
+
+
+def write(path: str, value: str, *, what: str = "") -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as exc:
+        label = f" ({what})" if what else ""
+        if exc.errno == errno.EINVAL:
+            raise SandboxError(f"the kernel refused {value.strip()!r} for {path}{label}: the value is out of range") from exc
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise SandboxError(
+                f"no permission to write {path}{label}: run as root, or give the service a delegated cgroup "
+                "(systemd Delegate=yes, or a container with a writable cgroup namespace)"
+            ) from exc
+        raise SandboxError(f"cannot write {value.strip()!r} to {path}{label}: {exc.strerror}") from exc
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def read_int(path: str) -> int | None:
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        return int(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    """Parse flat-keyed files such as memory.events or memory.oom_control ("key value" lines)."""
+    result: dict[str, int] = {}
+    for line in (read_text(path) or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            result[parts[0]] = int(parts[1])
+    return result
+
+
+def read_pids(procs_file: str) -> list[int]:
+    return [int(p) for p in (read_text(procs_file) or "").split()]
+
+
+def make_dir(path: str) -> None:
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise SandboxError(
+                f"no permission to create cgroup {path}: run as root, or give the service a delegated cgroup "
+                "(systemd Delegate=yes, or a container with a writable cgroup namespace)"
+            ) from exc
+        raise SandboxError(f"cannot create cgroup {path}: {exc.strerror}") from exc
+
+
+def remove_dir(path: str, timeout_s: float = 2.0) -> None:
+    """rmdir, retrying EBUSY briefly: an exiting task leaves its cgroup a moment after SIGKILL."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise SandboxError(f"cannot remove cgroup {path}: {exc.strerror} (processes still in it?)") from exc
+            time.sleep(0.005)
+
+
+def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def wait_until_empty(procs_file: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while read_pids(procs_file):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True

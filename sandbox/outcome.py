@@ -1,0 +1,60 @@
+"""How a confined command ended, said exactly."""
+from __future__ import annotations
+
+import signal as _signal
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+
+class Status(str, Enum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    MEMORY_LIMIT_EXCEEDED = "MEMORY_LIMIT_EXCEEDED"
+    TIMED_OUT = "TIMED_OUT"
+    KILLED = "KILLED"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    exit_code: int | None
+    signal: int | None
+    oom_kills: int
+    peak_memory_bytes: int | None
+    duration_s: float
+    mode: str
+    limits_enforced: dict[str, str] = field(default_factory=dict)
+    killed_by: str | None = None
+
+    @property
+    def shell_exit_code(self) -> int:
+        """What a shell would report: the exit code, or 128 + the signal number."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return self.exit_code if self.exit_code is not None else 1
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["signal_name"] = _signal.Signals(self.signal).name if self.signal else None
+        data["duration_s"] = round(self.duration_s, 4)
+        return data
+
+
+def classify(
+    *, returncode: int, oom_kills: int, killed_by: str | None
+) -> Status:
+    """The status from what we know for certain; OOM comes from counters, never from exit 137.
+
+    Precedence: a limit breach the kernel (or our watchdog) recorded explains a failed run
+    better than anything else; then an end we caused; then the exit code.
+    """
+    if killed_by == "memory-watchdog":
+        return Status.MEMORY_LIMIT_EXCEEDED
+    if oom_kills > 0 and returncode != 0 and killed_by is None:
+        return Status.MEMORY_LIMIT_EXCEEDED
+    if killed_by == "timeout":
+        return Status.TIMED_OUT
+    if killed_by is not None:
+        return Status.KILLED
+    return Status.SUCCEEDED if returncode == 0 else Status.FAILED
