@@ -33,7 +33,13 @@ class CgroupV1Driver(Driver):
             if h is not None and h.writable:
                 self.roots[controller] = os.path.join(h.own_dir, root_name)
         if "memory" not in self.roots:
-            raise SandboxError("cgroup v1 mode needs a writable memory hierarchy; none is mounted here")
+            memory = v1_hierarchy(hierarchies, "memory")
+            if memory is None:
+                raise SandboxError("cgroup v1 mode needs the memory hierarchy; none is mounted here (use mode none)")
+            raise SandboxError(
+                f"no permission to create cgroups under {memory.own_dir}: run as root, or give the service a "
+                "delegated cgroup (systemd Delegate=yes, or a container with a writable cgroup namespace)"
+            )
         for path in self.roots.values():
             fs.make_dir(path)
         unified = v2_hierarchy(hierarchies)

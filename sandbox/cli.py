@@ -101,6 +101,8 @@ def _run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
     )
     sandbox = Sandbox.open(args.root_name, mode=args.mode)
+    if sandbox.mode == "none" and args.mode == "auto":
+        print("sandbox: warning: no writable cgroup hierarchy here; limits are best effort (mode none)", file=sys.stderr)
     try:
         process = sandbox.start(command, limits)
         # Ctrl-C or SIGTERM to the CLI ends the task too, by cgroup, and still reports.

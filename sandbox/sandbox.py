@@ -224,6 +224,10 @@ class ConfinedProcess:
     def memory_current(self) -> int | None:
         return None if self._done.is_set() else self._group.memory_current()
 
+    def process_count(self) -> int:
+        """Live processes of the task (its whole tree), 0 once it has ended."""
+        return 0 if self._done.is_set() else len(self._group.pids())
+
     def memory_peak(self) -> int | None:
         if self._outcome is not None:
             return self._outcome.peak_memory_bytes

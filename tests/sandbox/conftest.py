@@ -1,0 +1,62 @@
+"""Fixtures that give each test its own sandbox root below this process's own cgroup.
+
+In CI (CI=true) a sandbox that cannot use cgroups is a failure, not a skip: the cgroup tests
+are the point of this suite, and a green run that skipped them would prove nothing.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from sandbox import Sandbox, SandboxError
+
+PYTHON = sys.executable
+
+
+def _open_or_skip(mode: str = "auto") -> Sandbox:
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    try:
+        sandbox = Sandbox.open(name, mode=mode)
+    except SandboxError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI requires cgroups, but the sandbox cannot create one here: {exc}")
+        pytest.skip(f"no usable cgroups here: {exc}")
+    if mode == "auto" and sandbox.mode == "none":
+        sandbox.close()
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI requires cgroups, but no writable cgroup hierarchy was found (mode none)")
+        pytest.skip("no writable cgroup hierarchy here")
+    return sandbox
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    sb = _open_or_skip()
+    yield sb
+    leftovers = sb.sweep()
+    sb.close()
+    assert not leftovers, f"a test left task cgroups behind: {leftovers}"
+
+
+@pytest.fixture
+def none_sandbox() -> Iterator[Sandbox]:
+    sb = Sandbox.open(f"test-{uuid.uuid4().hex[:10]}", mode="none")
+    yield sb
+    sb.close()
+
+
+def leak_script(step_mb: int = 10, pause_s: float = 0.01) -> list[str]:
+    """A process that allocates (and touches) STEP_MB at a time without end."""
+    return [PYTHON, "-c", f"import time\nleak=[]\nwhile True:\n    leak.append(bytearray({step_mb} << 20)); time.sleep({pause_s})"]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False

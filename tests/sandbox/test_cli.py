@@ -1,0 +1,81 @@
+"""The CLI from outside, as an operator runs it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import leak_script
+
+CLI = [sys.executable, "-m", "sandbox", "run"]
+
+
+def run_cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if user == "nobody" else []
+    root = f"--root-name=test-cli-{os.getpid()}"
+    return subprocess.run([*prefix, *CLI, root, *args], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+
+def test_json_outcome_and_exit_code_mirror_the_child():
+    result = run_cli("--json", "--", "sh", "-c", "exit 7")
+    assert result.returncode == 7
+    outcome = json.loads(result.stdout)
+    assert outcome["status"] == "FAILED"
+    assert outcome["exit_code"] == 7
+    assert outcome["mode"] in ("cgroup-v1", "cgroup-v2")
+    assert set(outcome) >= {"status", "exit_code", "signal", "oom_kills", "peak_memory_bytes", "duration_s", "mode", "limits_enforced"}
+
+
+def test_a_leak_through_the_cli_is_memory_limit_exceeded_with_exit_137():
+    result = run_cli("--memory-limit", "100M", "--json", "--", *leak_script())
+    assert result.returncode == 137
+    outcome = json.loads(result.stdout)
+    assert outcome["status"] == "MEMORY_LIMIT_EXCEEDED"
+    assert outcome["oom_kills"] >= 1
+    assert outcome["signal_name"] == "SIGKILL"
+
+
+def test_without_writable_cgroups_auto_mode_falls_back_to_none_and_says_so():
+    result = run_cli("--json", "--", "true", user="nobody")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["mode"] == "none"
+    assert "best effort (mode none)" in result.stderr
+
+
+def test_timeout_through_the_cli():
+    result = run_cli("--timeout", "0.5", "--json", "--", "sleep", "30")
+    assert result.returncode == 137
+    assert json.loads(result.stdout)["status"] == "TIMED_OUT"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--memory-limit", "12Q", "--", "true"], "invalid size '12Q'"),
+        (["--memory-limit=-5M", "--", "true"], "invalid size"),
+        (["--pids-limit=-1", "--", "true"], "greater than zero"),
+        (["--cpu-limit", "0.001", "--", "true"], "below what the kernel accepts"),
+        (["--memory-limit", "1M", "--", "true"], "below"),
+        (["--", "no-such-command-anywhere"], "command not found"),
+        ([], "no command given"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_never_a_traceback(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_no_permission_to_create_cgroups_names_the_fix():
+    mode = json.loads(run_cli("--json", "--", "true").stdout)["mode"]
+    result = run_cli(f"--mode={mode}", "--", "true", user="nobody")
+    assert result.returncode == 2, result.stderr
+    assert "no permission" in result.stderr
+    assert "run as root" in result.stderr and "delegated cgroup" in result.stderr
+    assert "Traceback" not in result.stderr
