@@ -1,0 +1,268 @@
+"""The one definition of every executor setting: environment name, type, default, docs.
+
+Validation at start-up, the generated table in docs/settings.md (`python -m executor.settings
+--table`) and the CLI's help all come from SETTINGS. Every error names the setting and the fix,
+on one line, because operators read it in a container log at 3 a.m.
+
+Precedence: explicit overrides (CLI flags) > process environment > environment file > default.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlparse
+
+from sandbox.sizes import parse_size
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it and says how to fix it."""
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise ValueError(f"{number} must be at least 1")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of seconds") from None
+    if number <= 0:
+        raise ValueError(f"{number} must be greater than zero")
+    return number
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (use true or false)")
+
+
+def _size(value: str) -> int:
+    return parse_size(value)
+
+
+def _gms_url(value: str) -> str:
+    url = value.strip().rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL (e.g. https://<your-company>.acryl.io/gms)")
+    if not parsed.path.endswith("/gms"):
+        raise ValueError(f"{value!r} must end in /gms (e.g. https://<your-company>.acryl.io/gms)")
+    return url
+
+
+def _identifier(value: str) -> str:
+    text = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", text):
+        raise ValueError(f"{value!r} is not a valid identifier (letters, digits, '.', '_', '-'; 1 to 128 characters)")
+    return text
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9087; port 0 picks a free one)")
+    return host, int(port)
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"{value!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
+    return level
+
+
+def _sandbox_mode(value: str) -> str:
+    mode = value.strip()
+    if mode not in ("auto", "cgroup-v2", "cgroup-v1", "none"):
+        raise ValueError(f"{value!r} is not a sandbox mode (auto, cgroup-v2, cgroup-v1, none)")
+    return mode
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: str | None
+    doc: str
+    required: bool = False
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATAHUB_GMS_URL", "gms_url", _gms_url, None,
+            "DataHub base URL, including the trailing /gms.", required=True),
+    Setting("DATAHUB_GMS_TOKEN", "gms_token", _text, None,
+            "Remote Executor access token (Settings > Access Tokens > Remote Executor). Never logged.",
+            required=True, secret=True),
+    Setting("DATAHUB_EXECUTOR_POOL_ID", "pool_id", _identifier, None,
+            "The executor pool to take tasks from.", required=True),
+    Setting("DATAHUB_EXECUTOR_ID", "executor_id", _identifier, None,
+            "This executor's identity in the pool; defaults to the host name."),
+    Setting("DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS", "ingestion_max_workers", _positive_int, "4",
+            "Concurrent ingestion tasks at default weight (each weighs 1/this)."),
+    Setting("DATAHUB_EXECUTOR_MONITORS_MAX_WORKERS", "monitors_max_workers", _positive_int, "10",
+            "Concurrent monitor tasks at default weight (a separate ledger)."),
+    Setting("DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR", "file_secret_basedir", _text, "/mnt/secrets",
+            "Directory of file secrets, one file per secret name; re-read on every task."),
+    Setting("DATAHUB_EXECUTOR_FILE_SECRET_MAXLEN", "file_secret_maxlen", _size, "1048576",
+            "Largest secret file accepted, in bytes (suffixes K, M accepted)."),
+    Setting("DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER", "aws_secrets_manager", _bool, "false",
+            "Also resolve ${NAME} from AWS Secrets Manager, by secret name, after files and environment."),
+    Setting("DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL", "heartbeat_interval_s", _seconds, "15",
+            "Seconds between heartbeats; the control plane judges liveness by it."),
+    Setting("DATAHUB_EXECUTOR_PROGRESS_INTERVAL", "progress_interval_s", _seconds, "3",
+            "Seconds between progress reports (log tail, cancel check) of a running task."),
+    Setting("DATAHUB_EXECUTOR_DRAIN_TIMEOUT", "drain_timeout_s", _seconds, "300",
+            "On SIGTERM, how long running tasks may take to finish before they are killed and reported ABORTED."),
+    Setting("DATAHUB_EXECUTOR_CANCEL_GRACE", "cancel_grace_s", _seconds, "60",
+            "Seconds between SIGTERM and SIGKILL when a task is cancelled."),
+    Setting("DATAHUB_EXECUTOR_TASK_TIMEOUT", "task_timeout_s", _seconds, "86400",
+            "Longest a task may run before it ends as TIMEOUT."),
+    Setting("DATAHUB_EXECUTOR_SANDBOX_MODE", "sandbox_mode", _sandbox_mode, "auto",
+            "Confinement: auto, cgroup-v2, cgroup-v1 or none (best effort, no cgroups)."),
+    Setting("DATAHUB_EXECUTOR_CGROUP_ROOT", "cgroup_root", _identifier, "datahub-executor",
+            "Name of the cgroup, below the executor's own, that holds its task cgroups. One per executor."),
+    Setting("DATAHUB_EXECUTOR_WORK_DIR", "work_dir", _text, "/var/lib/datahub-executor",
+            "Per-task scratch directories and task log files."),
+    Setting("DATAHUB_EXECUTOR_VENV_CACHE_DIR", "venv_cache_dir", _text, "/var/cache/datahub-executor/venvs",
+            "Virtualenvs per (acryl-datahub version, plugins, extra requirements), shared between tasks."),
+    Setting("DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION", "default_cli_version", _text, "native",
+            "acryl-datahub version for recipes that name none: native (the executor's own), latest, or a version."),
+    Setting("PIP_INDEX_URL", "pip_index_url", _text, None,
+            "Package index (or internal mirror) for task virtualenvs; the installer's default when unset."),
+    Setting("DATAHUB_EXECUTOR_HEALTH_ADDRESS", "health_address", _host_port, "127.0.0.1:9087",
+            "Where /health and /metrics listen; loopback by default."),
+    Setting("DATAHUB_EXECUTOR_LOG_JSON", "log_json", _bool, "false",
+            "Log JSON lines instead of human-readable ones."),
+    Setting("DATAHUB_EXECUTOR_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level of the executor's own log."),
+    Setting("DATAHUB_EXECUTOR_LOG_S3_BUCKET", "log_s3_bucket", _text, None,
+            "Upload full task logs to this S3 bucket instead of the control plane."),
+    Setting("DATAHUB_EXECUTOR_SQS_ENDPOINT_URL", "sqs_endpoint_url", _text, None,
+            "Override the SQS endpoint the pool names (VPC endpoints, local testing)."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    gms_url: str
+    gms_token: str = field(repr=False)
+    pool_id: str
+    executor_id: str
+    ingestion_max_workers: int
+    monitors_max_workers: int
+    file_secret_basedir: str
+    file_secret_maxlen: int
+    aws_secrets_manager: bool
+    heartbeat_interval_s: float
+    progress_interval_s: float
+    drain_timeout_s: float
+    cancel_grace_s: float
+    task_timeout_s: float
+    sandbox_mode: str
+    cgroup_root: str
+    work_dir: str
+    venv_cache_dir: str
+    default_cli_version: str
+    pip_index_url: str | None
+    health_address: tuple[str, int]
+    log_json: bool
+    log_level: str
+    log_s3_bucket: str | None
+    sqs_endpoint_url: str | None
+
+
+assert {s.attr for s in SETTINGS} == {f.name for f in fields(Settings)}, "SETTINGS and Settings disagree"
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines as in a systemd EnvironmentFile; '#' comments; optional quotes."""
+    values: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise SettingsError(f"cannot read settings file {path}: {exc.strerror}") from exc
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key.strip()):
+            raise SettingsError(f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, file: str | None = None, overrides: Mapping[str, str] | None = None
+) -> Settings:
+    environ = os.environ if environ is None else environ
+    sources: dict[str, str] = {}
+    if file:
+        sources.update(read_env_file(file))
+    sources.update({k: v for k, v in environ.items() if v != ""})
+    sources.update(overrides or {})
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = sources.get(setting.env)
+        if raw is None or raw.strip() == "":
+            if setting.required:
+                raise SettingsError(f"{setting.env} is not set: {setting.doc}")
+            values[setting.attr] = None if setting.default is None else setting.parse(setting.default)
+            continue
+        try:
+            values[setting.attr] = setting.parse(raw)
+        except ValueError as exc:
+            reason = "the value is not accepted" if setting.secret else str(exc)  # never echo a secret
+            raise SettingsError(f"{setting.env} is invalid: {reason}") from None
+    if values["executor_id"] is None:
+        values["executor_id"] = _identifier(socket.gethostname().split(".")[0] or "executor")
+    return Settings(**values)
+
+
+def settings_table() -> str:
+    """The Markdown table of docs/settings.md, generated from SETTINGS."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for s in SETTINGS:
+        default = "*required*" if s.required else (f"`{s.default}`" if s.default is not None else "unset")
+        rows.append(f"| `{s.env}` | {default} | {s.doc} |")
+    header = (
+        "# Executor settings\n\n"
+        "Generated from `executor/settings.py` by `python -m executor.settings --table`; do not edit by hand.\n"
+        "Each is an environment variable (or a line of the environment file). Per-source variables\n"
+        "`EXECUTOR_TASK_WEIGHT` and `EXECUTOR_TASK_MEMORY_LIMIT` are set on the source, not here.\n\n"
+    )
+    return header + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--table"]:
+        sys.stdout.write(settings_table())
+    else:
+        print("usage: python -m executor.settings --table", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from executor.settings import SETTINGS, SettingsError, load_settings, settings_table
+
+BASE = {
+    "DATAHUB_GMS_URL": "https://acme.acryl.io/gms",
+    "DATAHUB_GMS_TOKEN": "tok-123456",
+    "DATAHUB_EXECUTOR_POOL_ID": "remote",
+}
+
+
+def test_defaults_are_the_seeds():
+    s = load_settings(BASE)
+    assert s.ingestion_max_workers == 4
+    assert s.monitors_max_workers == 10
+    assert s.file_secret_basedir == "/mnt/secrets"
+    assert s.file_secret_maxlen == 1 << 20
+    assert s.health_address == ("127.0.0.1", 9087)
+    assert s.executor_id
+
+
+@pytest.mark.parametrize(
+    "env,name",
+    [
+        ({"DATAHUB_GMS_URL": "https://acme.acryl.io"}, "DATAHUB_GMS_URL"),
+        ({"DATAHUB_GMS_URL": "acme.acryl.io/gms"}, "DATAHUB_GMS_URL"),
+        ({"DATAHUB_EXECUTOR_POOL_ID": ""}, "DATAHUB_EXECUTOR_POOL_ID"),
+        ({"DATAHUB_EXECUTOR_POOL_ID": "bad pool/id"}, "DATAHUB_EXECUTOR_POOL_ID"),
+        ({"DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS": "four"}, "DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS"),
+        ({"DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS": "0"}, "DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS"),
+        ({"DATAHUB_EXECUTOR_FILE_SECRET_MAXLEN": "1Q"}, "DATAHUB_EXECUTOR_FILE_SECRET_MAXLEN"),
+        ({"DATAHUB_EXECUTOR_HEALTH_ADDRESS": "9087"}, "DATAHUB_EXECUTOR_HEALTH_ADDRESS"),
+        ({"DATAHUB_EXECUTOR_LOG_JSON": "maybe"}, "DATAHUB_EXECUTOR_LOG_JSON"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(env, name):
+    with pytest.raises(SettingsError) as err:
+        load_settings({**BASE, **env})
+    message = str(err.value)
+    assert message.startswith(name)
+    assert "\n" not in message
+
+
+def test_a_missing_required_setting_says_what_it_is_for():
+    with pytest.raises(SettingsError, match="DATAHUB_GMS_TOKEN is not set: Remote Executor access token"):
+        load_settings({k: v for k, v in BASE.items() if k != "DATAHUB_GMS_TOKEN"})
+
+
+def test_the_token_never_appears_in_repr_or_errors():
+    s = load_settings(BASE)
+    assert "tok-123456" not in repr(s)
+
+
+def test_precedence_overrides_then_environment_then_file(tmp_path: Path):
+    env_file = tmp_path / "executor.env"
+    env_file.write_text('# comment\nDATAHUB_EXECUTOR_INGESTION_MAX_WORKERS=2\nDATAHUB_EXECUTOR_MONITORS_MAX_WORKERS="7"\n')
+    s = load_settings({**BASE, "DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS": "3"}, file=str(env_file),
+                      overrides={"DATAHUB_EXECUTOR_MONITORS_MAX_WORKERS": "5"})
+    assert s.ingestion_max_workers == 3
+    assert s.monitors_max_workers == 5
+    assert load_settings(BASE, file=str(env_file)).monitors_max_workers == 7
+
+
+def test_a_malformed_settings_file_names_the_line(tmp_path: Path):
+    env_file = tmp_path / "executor.env"
+    env_file.write_text("GOOD=1\nthis is not a setting\n")
+    with pytest.raises(SettingsError, match=r"executor.env:2: expected KEY=VALUE"):
+        load_settings(BASE, file=str(env_file))
+
+
+def test_the_committed_settings_table_is_generated_from_the_definition():
+    committed = (Path(__file__).parents[2] / "docs" / "settings.md").read_text()
+    assert committed == settings_table(), "regenerate: python -m executor.settings --table > docs/settings.md"
+    for setting in SETTINGS:
+        assert f"`{setting.env}`" in committed
