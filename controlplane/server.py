@@ -1,0 +1,136 @@
+"""The control plane as a running service: store, queues, HTTP server, lost-executor sweeper.
+
+Used by `datahub-executor-controlplane serve`, by the quickstart and by the tests (through
+controlplane/testing.py). The first start creates an admin token and writes it, mode 0600, to
+<state_dir>/admin-token; it is never printed.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from .api import create_app
+from .queues import EmbeddedSqs, Queues
+from .service import ControlPlane
+from .store import Store
+
+SWEEP_INTERVAL_S = 2.0
+
+
+@dataclass
+class ServerConfig:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    queue: str = "embedded"  # or "aws"
+    region: str = "us-east-1"
+    sqs_port: int = 0
+
+
+class ControlPlaneServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._sqs: EmbeddedSqs | None = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.port = 0
+        self.cp: ControlPlane | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    @property
+    def gms_url(self) -> str:
+        return self.base_url + "/gms"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.state_dir / "admin-token"
+
+    def start(self) -> None:
+        self._stop.clear()
+        if self.config.queue == "embedded":
+            self._sqs = EmbeddedSqs(self._sqs_port())
+            endpoint = self._sqs.start()
+            queues = Queues(region=self.config.region, endpoint_url=endpoint, local=True)
+        else:
+            queues = Queues(region=self.config.region, endpoint_url=None, local=False)
+        store = Store(str(self.state_dir / "controlplane.sqlite3"))
+        self.cp = ControlPlane(store, queues)
+        self._ensure_admin_token()
+        if self.config.queue == "embedded":
+            self.cp.restore_embedded_queues()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.config.host, self.config.port or self._remembered("api-port")))
+        self.port = sock.getsockname()[1]
+        (self.state_dir / "api-port").write_text(str(self.port))
+        self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(self.cp), log_level="warning", access_log=False))
+        serve = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [sock]}, name="controlplane-http", daemon=True)
+        serve.start()
+        sweeper = threading.Thread(target=self._sweep_lost, name="controlplane-sweeper", daemon=True)
+        sweeper.start()
+        self._threads = [serve, sweeper]
+        deadline = time.monotonic() + 10
+        while not self._uvicorn.started:
+            if time.monotonic() > deadline or not serve.is_alive():
+                raise RuntimeError("the control plane's HTTP server did not start")
+            time.sleep(0.01)
+
+    def _remembered(self, name: str) -> int:
+        """Ports are kept across a restart of the same state dir, so clients keep their URLs."""
+        try:
+            return int((self.state_dir / name).read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def _sqs_port(self) -> int:
+        port = self.config.sqs_port or self._remembered("sqs-port")
+        if port == 0:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+        (self.state_dir / "sqs-port").write_text(str(port))
+        return port
+
+    def _ensure_admin_token(self) -> None:
+        assert self.cp is not None
+        if self.admin_token_path.exists() and any(t["kind"] == "admin" for t in self.cp.tokens()):
+            return
+        _, token = self.cp.create_token("admin", None, "bootstrap admin token")
+        fd = os.open(self.admin_token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+
+    def _sweep_lost(self) -> None:
+        while not self._stop.wait(SWEEP_INTERVAL_S):
+            try:
+                assert self.cp is not None
+                self.cp.abort_lost_executions()
+            except Exception:  # a sweep must never take the control plane down; next one retries
+                continue
+
+    @property
+    def sqs_endpoint_url(self) -> str | None:
+        return self._sqs.endpoint_url if self._sqs else None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._sqs is not None:
+            self._sqs.stop()
+        if self.cp is not None:
+            self.cp.store.close()
