@@ -1,0 +1,98 @@
+"""`datahub-executor check`: the seed's troubleshooting list, run before anything else.
+
+One line per check, passed or failed with the fix; exit 1 if any failed.
+"""
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Callable
+
+from sandbox import Sandbox, SandboxError
+
+from .consumer import SqsConsumer
+from .controlplane_client import ControlPlaneClient, ControlPlaneError
+from .settings import Settings
+
+
+def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
+    client = ControlPlaneClient(settings.gms_url, settings.gms_token, retries=1, timeout_s=10)
+    results: list[bool] = []
+
+    def check(name: str, probe: Callable[[], str]) -> None:
+        try:
+            detail = probe()
+            out(f"PASS  {name}: {detail}")
+            results.append(True)
+        except Exception as exc:  # every failure becomes one line with its fix
+            out(f"FAIL  {name}: {exc}")
+            results.append(False)
+
+    check("GMS URL", lambda: f"{settings.gms_url} ends in /gms")
+    pool: dict = {}
+
+    def token_and_pool() -> str:
+        try:
+            pool.update(client.pool_queue(settings.pool_id))
+        except ControlPlaneError as exc:
+            if exc.status == 401:
+                raise RuntimeError("token refused (401): generate a Remote Executor token and set DATAHUB_GMS_TOKEN") from None
+            if exc.status == 403:
+                raise RuntimeError(f"token not scoped to pool {settings.pool_id} (403): use a token for this pool") from None
+            if exc.status == 404:
+                raise RuntimeError(f"pool {settings.pool_id} does not exist: create it, or fix DATAHUB_EXECUTOR_POOL_ID") from None
+            raise RuntimeError(f"{exc}: check network connectivity to {settings.gms_url} and DATAHUB_GMS_URL") from None
+        return f"token accepted; pool {settings.pool_id} exists"
+
+    check("token and pool", token_and_pool)
+
+    def sqs() -> str:
+        if not pool:
+            raise RuntimeError("skipped: the pool could not be looked up")
+        consumer = SqsConsumer(pool["queue_url"], region=pool.get("region") or "us-east-1",
+                               endpoint_url=settings.sqs_endpoint_url or pool.get("endpoint_url"),
+                               visibility_timeout_s=int(pool["visibility_timeout_s"]),
+                               local_credentials=bool(pool.get("endpoint_url")))
+        try:
+            consumer.client.get_queue_attributes(QueueUrl=pool["queue_url"], AttributeNames=["ApproximateNumberOfMessages"])
+        except Exception as exc:
+            raise RuntimeError(f"{type(exc).__name__}: allow outbound HTTPS to sqs.*.amazonaws.com and check the "
+                               "task role's sqs:ReceiveMessage permission") from None
+        return f"queue {pool['queue_url']} reachable"
+
+    check("SQS", sqs)
+
+    def package_index() -> str:
+        url = settings.pip_index_url or "https://pypi.org/simple/"
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/acryl-datahub/", timeout=10) as answer:
+                answer.read(1)
+        except Exception as exc:
+            raise RuntimeError(f"{url} not reachable ({type(exc).__name__}): allow it, or set PIP_INDEX_URL to a mirror") from None
+        return f"{url} reachable"
+
+    check("package index", package_index)
+
+    def secrets() -> str:
+        base = settings.file_secret_basedir
+        if not os.path.isdir(base):
+            return f"{base} absent: file secrets disabled (mount secrets there or set DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR)"
+        if not os.access(base, os.R_OK | os.X_OK):
+            raise RuntimeError(f"{base} is not readable by this user: fix its permissions")
+        return f"{len(os.listdir(base))} file secret(s) in {base}; environment secrets available"
+
+    check("secret stores", secrets)
+
+    def cgroups() -> str:
+        try:
+            sandbox = Sandbox.open(f"{settings.cgroup_root}-check", mode=settings.sandbox_mode)
+        except SandboxError as exc:
+            raise RuntimeError(str(exc)) from None
+        mode = sandbox.mode
+        sandbox.close()
+        if mode == "none":
+            return "mode none: memory limits are best effort (give the executor a writable, delegated cgroup)"
+        return f"mode {mode}: memory, pids and cpu limits enforced by the kernel"
+
+    check("cgroups", cgroups)
+    return all(results)

@@ -1,0 +1,42 @@
+"""`datahub-executor run | check | settings-table`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .settings import SETTINGS, SettingsError, load_settings, settings_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    epilog = "settings (environment variables):\n" + "\n".join(
+        f"  {s.env:44} {('required' if s.required else s.default or '')}" for s in SETTINGS)
+    parser = argparse.ArgumentParser(prog="datahub-executor", epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-file", help="a KEY=VALUE settings file (the environment wins over it)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the executor")
+    sub.add_parser("check", help="run the troubleshooting checks and exit")
+    sub.add_parser("settings-table", help="print the settings table (docs/settings.md)")
+    args = parser.parse_args(argv)
+    if args.command == "settings-table":
+        sys.stdout.write(settings_table())
+        return 0
+    try:
+        settings = load_settings(file=args.env_file)
+    except SettingsError as exc:
+        print(f"datahub-executor: {exc}", file=sys.stderr)
+        return 2
+    from .operability import configure_logging
+
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    if args.command == "check":
+        from .check import run_checks
+
+        return 0 if run_checks(settings) else 1
+    from .master import Master
+
+    return Master(settings).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

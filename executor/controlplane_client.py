@@ -1,0 +1,99 @@
+"""The executor's one client for the control plane (docs/protocol.md).
+
+One requests.Session, retries configured once: connection errors and 5xx are retried with
+backoff; a 4xx is final and raised with the server's reason. An outage is logged once when it
+starts and once when it ends, never per attempt. The token is sent, never logged.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import requests
+from loguru import logger
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+PREFIX = "/executor/v1"
+
+
+class ControlPlaneError(Exception):
+    """A final (4xx) answer, or an outage that outlasted the retries."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ControlPlaneClient:
+    def __init__(self, gms_url: str, token: str, *, retries: int = 4, timeout_s: float = 15.0) -> None:
+        self.gms_url = gms_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        retry = Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.5,
+                      backoff_max=10, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
+                      raise_on_status=False)
+        self.session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
+        self.session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
+        self._down = False
+        self._lock = threading.Lock()
+
+    @property
+    def reachable(self) -> bool:
+        return not self._down
+
+    def _state(self, down: bool, detail: str = "") -> None:
+        with self._lock:
+            if down == self._down:
+                return
+            self._down = down
+        if down:
+            logger.warning("control plane unreachable at {}: {}; retrying with backoff", self.gms_url, detail)
+        else:
+            logger.info("control plane reachable again at {}", self.gms_url)
+
+    def _call(self, method: str, path: str, *, json: Any = None, data: bytes | None = None,
+              ok: tuple[int, ...] = (200, 201)) -> requests.Response:
+        url = self.gms_url + PREFIX + path
+        try:
+            response = self.session.request(method, url, json=json, data=data, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            self._state(True, type(exc).__name__)
+            raise ControlPlaneError(f"{method} {path}: control plane unreachable ({type(exc).__name__})") from None
+        if response.status_code >= 500:
+            self._state(True, f"HTTP {response.status_code}")
+            raise ControlPlaneError(f"{method} {path}: HTTP {response.status_code}", response.status_code)
+        self._state(False)
+        if response.status_code not in ok:
+            try:
+                reason = response.json().get("error", response.text)
+            except ValueError:
+                reason = response.text[:500]
+            raise ControlPlaneError(f"{method} {path}: HTTP {response.status_code}: {reason}", response.status_code)
+        return response
+
+    def pool_queue(self, pool_id: str) -> dict:
+        return self._call("GET", f"/pools/{pool_id}").json()
+
+    def heartbeat(self, pool_id: str, executor_id: str, body: dict) -> dict:
+        return self._call("PUT", f"/pools/{pool_id}/executors/{executor_id}", json=body).json()
+
+    def claim(self, execution_id: str, executor_id: str, receive_count: int | None) -> dict | None:
+        """The task and its arguments, or None when the execution is not ours to run (409)."""
+        response = self._call("POST", f"/executions/{execution_id}/claim",
+                              json={"executor_id": executor_id, "receive_count": receive_count}, ok=(200, 409))
+        return None if response.status_code == 409 else response.json()
+
+    def progress(self, execution_id: str, executor_id: str, *, log_tail: str | None, peak_memory_bytes: int | None) -> dict:
+        return self._call("POST", f"/executions/{execution_id}/progress",
+                          json={"executor_id": executor_id, "status": "RUNNING", "log_tail": log_tail,
+                                "peak_memory_bytes": peak_memory_bytes}).json()
+
+    def result(self, execution_id: str, body: dict) -> dict:
+        """Record the result; a 409 (already final, e.g. ABORTED meanwhile) is an answer too."""
+        response = self._call("POST", f"/executions/{execution_id}/result", json=body, ok=(200, 409))
+        return {"recorded": response.status_code == 200, **response.json()}
+
+    def upload_log(self, execution_id: str, data: bytes) -> None:
+        self._call("PUT", f"/executions/{execution_id}/log", data=data)

@@ -1,0 +1,123 @@
+"""What operators and supervisors see of the master: loguru set-up, sd_notify, /health and
+/metrics. Small on purpose: one logger configured once, one tiny HTTP server on loopback."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from loguru import logger
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+HUMAN_FORMAT = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
+                "{extra[execution_id]: <24} | {message}")
+
+
+def configure_logging(*, json: bool = False, level: str = "INFO") -> None:
+    """Once, at start. Every line carries execution_id ('-' for lines not about a task)."""
+    logger.remove()
+    logger.configure(extra={"execution_id": "-"})
+    if json:
+        logger.add(sys.stderr, level=level, serialize=True)
+    else:
+        logger.add(sys.stderr, level=level, format=HUMAN_FORMAT, colorize=sys.stderr.isatty())
+
+
+class SystemdNotifier:
+    """sd_notify(3) without libsystemd: one datagram per state; a no-op outside systemd."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET")
+        self._address = ("\0" + address[1:]) if address and address.startswith("@") else address
+        usec = env.get("WATCHDOG_USEC")
+        pid = env.get("WATCHDOG_PID")
+        self.watchdog_interval_s = int(usec) / 1e6 / 2 if usec and (not pid or int(pid) == os.getpid()) else None
+
+    def _send(self, message: str) -> None:
+        if not self._address:
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.sendto(message.encode(), self._address)
+            except OSError as exc:
+                logger.debug("sd_notify failed: {}", exc)
+
+    def ready(self) -> None:
+        self._send("READY=1\nSTATUS=consuming tasks")
+
+    def status(self, text: str) -> None:
+        self._send(f"STATUS={text}")
+
+    def watchdog(self) -> None:
+        self._send("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        self._send("STOPPING=1\nSTATUS=draining")
+
+
+class ExecutorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.tasks = Counter("datahub_executor_tasks", "Tasks finished, by outcome", ["task", "status", "reason"],
+                             registry=self.registry)
+        self.ledger_used = Gauge("datahub_executor_ledger_used_weight", "Weight in use per task class", ["task_class"],
+                                 registry=self.registry)
+        self.running = Gauge("datahub_executor_running_tasks", "Running tasks per task class", ["task_class"],
+                             registry=self.registry)
+        self.receive_latency = Histogram("datahub_executor_sqs_receive_seconds", "Duration of SQS receive calls",
+                                         buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 20, 25), registry=self.registry)
+        self.peak_memory = Histogram("datahub_executor_task_peak_memory_bytes", "Peak memory of finished tasks",
+                                     buckets=tuple(2**n for n in range(24, 36)), registry=self.registry)
+
+    def task_finished(self, task: str, status: str, reason: str | None, peak_memory_bytes: int | None) -> None:
+        self.tasks.labels(task, status, reason or "").inc()
+        if peak_memory_bytes:
+            self.peak_memory.observe(peak_memory_bytes)
+
+    def set_ledger(self, task_class: str, used_weight: float, running: int) -> None:
+        self.ledger_used.labels(task_class).set(used_weight)
+        self.running.labels(task_class).set(running)
+
+
+class HealthServer:
+    """/health: 200 while the poll loop turns, 503 with the reason otherwise; /metrics: Prometheus."""
+
+    def __init__(self, host: str, port: int, metrics: ExecutorMetrics, health: Callable[[], tuple[bool, str]]) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path == "/health":
+                    ok, reason = outer.health()
+                    body, status, kind = (f'{{"ok": {str(ok).lower()}, "reason": "{reason}"}}').encode(), 200 if ok else 503, "application/json"
+                elif self.path == "/metrics":
+                    body, status, kind = generate_latest(outer.metrics.registry), 200, CONTENT_TYPE_LATEST
+                else:
+                    body, status, kind = b"not found", 404, "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.metrics = metrics
+        self.health = health
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health-server", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,150 @@
+"""Turns a claimed task into the command, environment and stdin of a confined child.
+
+RUN_INGEST runs `<venv>/bin/datahub ingest run -c -` with a JSON envelope on stdin
+({"__recipe_yaml__", "__secrets__", "__report_out_file__", "__debug_mode__"}, acryl-datahub
+>= 1.5.0.15): the recipe and the secrets never touch the disk or argv, and the CLI substitutes
+${NAME} itself. TEST_CONNECTION adds --test-source-connection. RUN_MONITOR is a volume check
+on the monitors ledger: the source runs in preview, dry-run mode (no sink writes) and the
+result says whether it produced workunits.
+
+The child's environment is built from scratch: it never inherits the executor's own
+credentials (DATAHUB_GMS_TOKEN, AWS keys). Each task gets a private scratch directory, its
+HOME and TMPDIR, removed by cleanup().
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .masking import Masker
+from .rejection import TaskRejected
+from .secrets import ChainedSecretStore, SecretError, find_secret_names
+from .task_limits import InvalidMemoryLimit, parse_memory_limit_kb
+from .venvs import VenvCache, plugins_for
+
+INGESTION_TASKS = {"RUN_INGEST", "TEST_CONNECTION"}
+MONITOR_TASKS = {"RUN_MONITOR"}
+# Variables of the source's extra env that steer the executor and are not passed to the task.
+EXECUTOR_VARIABLES = {"EXECUTOR_TASK_WEIGHT", "EXECUTOR_TASK_MEMORY_LIMIT"}
+FORBIDDEN_TASK_VARIABLES = re.compile(r"^(DATAHUB_GMS_TOKEN|DATAHUB_EXECUTOR_.*|LD_PRELOAD|LD_LIBRARY_PATH)$")
+
+
+def task_class(task: str) -> str:
+    if task in INGESTION_TASKS:
+        return "ingestion"
+    if task in MONITOR_TASKS:
+        return "monitors"
+    raise TaskRejected("UNKNOWN_TASK", f"task type {task!r} is not one of {', '.join(sorted(INGESTION_TASKS | MONITOR_TASKS))}")
+
+
+@dataclass
+class PreparedTask:
+    argv: list[str]
+    env: dict[str, str]
+    stdin_bytes: bytes
+    workdir: str
+    masker: Masker
+    report_path: str
+    memory_limit_bytes: int | None
+    secret_names: list[str] = field(default_factory=list)
+
+    def structured_report(self) -> Any:
+        """The ingestion report, when the pipeline completed and wrote one (never for a killed run)."""
+        try:
+            with open(self.report_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def parse_recipe(text: Any) -> dict:
+    if not isinstance(text, str) or not text.strip():
+        raise TaskRejected("INVALID_RECIPE", "the task has no recipe")
+    try:
+        recipe = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TaskRejected("INVALID_RECIPE", f"the recipe is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("source"), dict) or "type" not in recipe["source"]:
+        raise TaskRejected("INVALID_RECIPE", "the recipe needs a source section with a type")
+    return recipe
+
+
+def extra_env_of(args: dict) -> dict[str, str]:
+    extra = args.get("extra_env_vars") or {}
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            raise TaskRejected("INVALID_ARGUMENTS", "extra_env_vars is not a JSON object") from None
+    if not isinstance(extra, dict):
+        raise TaskRejected("INVALID_ARGUMENTS", "extra_env_vars is not a JSON object")
+    return {str(k): str(v) for k, v in extra.items()}
+
+
+def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSecretStore, venvs: VenvCache,
+                 work_root: str, default_version: str) -> PreparedTask:
+    task_class(task)
+    recipe = parse_recipe(args.get("recipe"))
+    extra_env = extra_env_of(args)
+    try:
+        memory_limit = parse_memory_limit_kb(extra_env.get("EXECUTOR_TASK_MEMORY_LIMIT"))
+    except InvalidMemoryLimit as exc:
+        raise TaskRejected("INVALID_MEMORY_LIMIT", str(exc)) from None
+    names = find_secret_names(args["recipe"])
+    try:
+        values = secrets.resolve(names)
+    except SecretError as exc:
+        raise TaskRejected(exc.reason, str(exc)) from None
+    extra_requirements = args.get("extra_pip_requirements") or []
+    if isinstance(extra_requirements, str):
+        extra_requirements = json.loads(extra_requirements or "[]")
+    version = str(args.get("version") or default_version)
+    cli = venvs.datahub_cli(version, plugins_for(recipe), [str(r) for r in extra_requirements])
+
+    workdir = os.path.join(work_root, "executions", execution_id)
+    shutil.rmtree(workdir, ignore_errors=True)  # a previous attempt's leftovers (redelivery)
+    os.makedirs(os.path.join(workdir, "tmp"), mode=0o700)
+    report_path = os.path.join(workdir, "ingestion_report.json")
+    recipe.setdefault("run_id", execution_id)
+    envelope = {
+        "__recipe_yaml__": yaml.safe_dump(recipe, sort_keys=False),
+        "__secrets__": values,
+        "__report_out_file__": report_path,
+        "__debug_mode__": bool(args.get("debug_mode")),
+    }
+    argv = [cli]
+    if args.get("debug_mode"):
+        argv.append("--debug")
+    argv += ["ingest", "run", "-c", "-", "--report-to", report_path, "--no-default-report", "--no-spinner"]
+    if task == "TEST_CONNECTION":
+        argv.append("--test-source-connection")
+    elif task == "RUN_MONITOR":
+        argv += ["--dry-run", "--preview", "--preview-workunits", "100"]
+
+    env = {
+        "PATH": f"{os.path.dirname(cli)}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": workdir,
+        "TMPDIR": os.path.join(workdir, "tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "DATAHUB_TELEMETRY_ENABLED": "false",
+        "DATAHUB_EXECUTION_ID": execution_id,
+    }
+    for key, value in extra_env.items():
+        if key in EXECUTOR_VARIABLES:
+            continue
+        if FORBIDDEN_TASK_VARIABLES.match(key):
+            raise TaskRejected("INVALID_ARGUMENTS", f"extra environment variable {key} is reserved for the executor")
+        env[key] = value
+    return PreparedTask(argv=argv, env=env, stdin_bytes=json.dumps(envelope).encode(), workdir=workdir,
+                        masker=Masker(values.values()), report_path=report_path, memory_limit_bytes=memory_limit,
+                        secret_names=names)

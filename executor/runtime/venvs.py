@@ -1,0 +1,113 @@
+"""Virtualenvs with the acryl-datahub CLI, one per (version, plugins, extra requirements).
+
+DataHub's executor rebuilds the venv for every run; we build each once, with uv (many times
+faster than pip), and share it between tasks. Concurrent tasks that need the same venv wait on
+a file lock (flock) while one builds it. The `.ready` marker is written last, so a half-built
+venv (a crash mid-install) is never used: the next build wipes and redoes it. (Building
+elsewhere and renaming would break the absolute paths in the venv's scripts.) `native` runs the CLI of
+the executor's own environment; `latest` is resolved once a day.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from loguru import logger
+
+from .rejection import TaskRejected
+
+BUILTIN_PLUGINS = {"file", "console", "datahub-mock-data", "demo-data"}
+VERSION = re.compile(r"^\d+(\.\d+){1,4}([a-z]+\d*)?(\.post\d+)?$")
+INSTALL_TIMEOUT_S = 1800
+
+
+def plugins_for(recipe: dict) -> list[str]:
+    """acryl-datahub extras for the recipe's source and sink; custom classes (a.b.C) need none."""
+    wanted = set()
+    for section in ("source", "sink"):
+        kind = str((recipe.get(section) or {}).get("type", ""))
+        if kind and "." not in kind and kind not in BUILTIN_PLUGINS:
+            wanted.add(kind)
+    return sorted(wanted)
+
+
+class VenvCache:
+    def __init__(self, cache_dir: str, *, index_url: str | None = None, python: str = sys.executable) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.index_url = index_url
+        self.python = python
+
+    def datahub_cli(self, version: str, plugins: list[str], extra_requirements: list[str]) -> str:
+        """Path of the `datahub` executable for this combination, building its venv if needed."""
+        if version == "native":
+            if extra_requirements:
+                raise TaskRejected("UNKNOWN_VERSION", "version native cannot take extra pip requirements; pin a version")
+            cli = Path(sys.executable).parent / "datahub"
+            if not cli.exists():
+                raise TaskRejected("UNKNOWN_VERSION", "version native: acryl-datahub is not installed in the executor's "
+                                                      "environment; pin a version or install it")
+            return str(cli)
+        spec = self._spec(version, plugins)
+        key_source = json.dumps({"spec": spec, "extra": sorted(extra_requirements), "python": self.python,
+                                 "day": time.strftime("%Y%m%d") if version == "latest" else None})
+        key = hashlib.sha256(key_source.encode()).hexdigest()[:20]
+        target = self.cache_dir / key
+        cli = target / "bin" / "datahub"
+        if (target / ".ready").exists():
+            return str(cli)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_dir / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the one that builds; the others wait, then find it ready
+            if not (target / ".ready").exists():
+                self._build(target, [spec, *extra_requirements])
+        return str(cli)
+
+    @staticmethod
+    def _spec(version: str, plugins: list[str]) -> str:
+        extras = f"[{','.join(plugins)}]" if plugins else ""
+        if version == "latest":
+            return f"acryl-datahub{extras}"
+        if VERSION.match(version):
+            return f"acryl-datahub{extras}=={version}"
+        if version.startswith(("https://", "http://")) and version.endswith(".whl"):
+            return f"acryl-datahub{extras} @ {version}"
+        raise TaskRejected("UNKNOWN_VERSION", f"version {version!r} is not latest, native, a version such as 1.2.0.4, "
+                                              "or a wheel URL")
+
+    def _build(self, target: Path, requirements: list[str]) -> None:
+        staging = target
+        shutil.rmtree(staging, ignore_errors=True)
+        uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+        if uv is None:
+            raise TaskRejected("VENV_INSTALL_FAILED", "uv is not installed next to the executor")
+        started = time.monotonic()
+        logger.info("building task virtualenv {} for {}", target.name, " ".join(requirements))
+        env = {**os.environ, "VIRTUAL_ENV": str(staging)}
+        if self.index_url:
+            env["UV_INDEX_URL"] = self.index_url
+        try:
+            self._run([uv, "venv", "--quiet", "--python", self.python, str(staging)], env)
+            self._run([uv, "pip", "install", "--quiet", "--python", str(staging / "bin" / "python"), *requirements], env)
+            (staging / ".ready").write_text(json.dumps({"requirements": requirements}))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        logger.info("task virtualenv {} ready in {:.1f}s", target.name, time.monotonic() - started)
+
+    @staticmethod
+    def _run(argv: list[str], env: dict[str, str]) -> None:
+        try:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise TaskRejected("VENV_INSTALL_FAILED", f"installing the task environment took over {INSTALL_TIMEOUT_S}s") from None
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+            raise TaskRejected("VENV_INSTALL_FAILED", "installing the task environment failed: " + " | ".join(detail))

@@ -1,0 +1,109 @@
+"""The whole system on one machine: the real control plane with its embedded SQS server, and
+real `datahub-executor run` processes confined by real cgroups, running real `datahub ingest`."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controlplane.testing import ControlPlaneHandle, running_controlplane
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_CACHE = ROOT / ".cache" / "venvs"  # shared across tests and runs: acryl-datahub is installed once
+DATAHUB_VERSION = "1.7.0.17"
+EXECUTOR = [str(Path(sys.executable).parent / "datahub-executor"), "run"]
+
+
+def mock_recipe(out_file: Path, extra_source_config: str = "{}") -> str:
+    return (f"source:\n  type: datahub-mock-data\n  config: {extra_source_config}\n"
+            f"sink:\n  type: file\n  config:\n    filename: {out_file}\n")
+
+
+class ExecutorProcess:
+    """A `datahub-executor run` child whose log lines are collected for assertions."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(EXECUTOR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for_line(self, text: str, timeout_s: float = 60) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no log line with {text!r}; log:\n" + "\n".join(self.lines[-40:]))
+
+    def stop(self, timeout_s: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+    def kill9(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class System:
+    def __init__(self, cp: ControlPlaneHandle, tmp_path: Path) -> None:
+        self.cp = cp
+        self.tmp_path = tmp_path
+        self.pool_id = "remote"
+        self.executors: list[ExecutorProcess] = []
+
+    def executor_env(self, executor_id: str = "executor-1", **overrides: str) -> dict[str, str]:
+        token = self.cp.create_executor_token([self.pool_id])
+        work = self.tmp_path / executor_id
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAHUB_", "AWS_"))}
+        env.update({
+            "DATAHUB_GMS_URL": self.cp.gms_url, "DATAHUB_GMS_TOKEN": token, "DATAHUB_EXECUTOR_POOL_ID": self.pool_id,
+            "DATAHUB_EXECUTOR_ID": executor_id, "DATAHUB_EXECUTOR_WORK_DIR": str(work),
+            "DATAHUB_EXECUTOR_VENV_CACHE_DIR": str(VENV_CACHE), "DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION": DATAHUB_VERSION,
+            "DATAHUB_EXECUTOR_CGROUP_ROOT": f"test-exec-{uuid.uuid4().hex[:8]}",
+            "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0", "DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL": "1",
+            "DATAHUB_EXECUTOR_PROGRESS_INTERVAL": "1", "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(self.tmp_path / "secrets"),
+            "DATAHUB_EXECUTOR_DRAIN_TIMEOUT": "20", "DATAHUB_EXECUTOR_CANCEL_GRACE": "5",
+        })
+        env.update(overrides)
+        return env
+
+    def start_executor(self, executor_id: str = "executor-1", **overrides: str) -> ExecutorProcess:
+        executor = ExecutorProcess(self.executor_env(executor_id, **overrides))
+        self.executors.append(executor)
+        executor.wait_for_line("Starting datahub executor worker", timeout_s=60)
+        return executor
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[System]:
+    (tmp_path / "secrets").mkdir()
+    with running_controlplane(tmp_path / "controlplane") as cp:
+        cp.create_pool("remote", default=True, visibility_timeout_s=30)
+        system = System(cp, tmp_path)
+        try:
+            yield system
+        finally:
+            for executor in system.executors:
+                executor.stop()

@@ -1,0 +1,68 @@
+"""Issue 4's end-to-end behaviours against the real control plane, SQS server, cgroups and CLI."""
+from __future__ import annotations
+
+import json
+import time
+
+from .conftest import mock_recipe
+
+
+def test_a_source_run_goes_running_then_success_with_a_real_datahub_ingest(system, tmp_path):
+    executor = system.start_executor()
+    out = tmp_path / "events.json"
+    source = system.cp.create_source("mock", mock_recipe(out))
+    execution = system.cp.run_source(source["id"])
+    done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)
+    logs = system.cp.logs(execution["id"])
+    assert done["status"] == "SUCCESS", logs["log"][-3000:]
+    assert done["executor_id"] == "executor-1"
+    assert "Pipeline finished successfully" in logs["log"]
+    assert logs["complete"]
+    assert json.loads(out.read_text()) == []  # the mock source's default config emits nothing
+    assert executor.process.poll() is None
+    statuses = [e["status"] for e in system.cp.executors("remote")]
+    assert statuses == ["ONLINE"]
+
+
+def test_a_missing_secret_fails_the_task_before_it_starts_naming_the_secret(system, tmp_path):
+    system.start_executor()
+    recipe = mock_recipe(tmp_path / "x.json").replace("config: {}", "config: {num_errors: \"${NOT_THERE}\"}")
+    execution = system.cp.run_source(system.cp.create_source("needs-secret", recipe)["id"])
+    done = system.cp.wait_for_status(execution["id"], {"FAILURE", "SUCCESS"}, timeout_s=120)
+    assert done["status"] == "FAILURE"
+    assert done["reason"] == "SECRET_NOT_FOUND"
+    assert "NOT_THERE" in done["log_tail"]
+
+
+def test_a_secret_from_the_file_store_reaches_the_task_and_is_masked(system, tmp_path):
+    executor = system.start_executor()
+    (tmp_path / "secrets" / "OUT_PATH").write_text(str(tmp_path / "secret-named-output.json"))
+    recipe = ("source:\n  type: datahub-mock-data\n  config: {}\n"
+              "sink:\n  type: file\n  config:\n    filename: ${OUT_PATH}\n")
+    execution = system.cp.run_source(system.cp.create_source("with-secret", recipe)["id"])
+    done = system.cp.wait_for_status(execution["id"], {"FAILURE", "SUCCESS"}, timeout_s=300)
+    assert done["status"] == "SUCCESS", done["log_tail"]
+    assert (tmp_path / "secret-named-output.json").exists()
+    secret = str(tmp_path / "secret-named-output.json")
+    assert secret not in system.cp.logs(execution["id"])["log"]
+    assert all(secret not in line for line in executor.lines)
+    assert not any((tmp_path / "executor-1" / "executions").iterdir()), "no scratch dir (or secret) survives the task"
+
+
+def test_an_invalid_weight_fails_the_execution_with_a_clear_reason(system, tmp_path):
+    system.start_executor()
+    source = system.cp.create_source("heavy", mock_recipe(tmp_path / "x.json"), extra_env={"EXECUTOR_TASK_WEIGHT": "1.5"})
+    execution = system.cp.run_source(source["id"])
+    done = system.cp.wait_for_status(execution["id"], {"FAILURE", "SUCCESS"}, timeout_s=60)
+    assert done["status"] == "FAILURE"
+    assert done["reason"] == "INVALID_WEIGHT"
+
+
+def test_sigterm_drains_and_exits_zero_with_the_executor_marked_offline(system):
+    executor = system.start_executor()
+    assert executor.stop() == 0
+    executor.wait_for_line("executor stopped", timeout_s=5)
+    deadline = time.monotonic() + 5
+    while system.cp.executors("remote")[0]["status"] != "OFFLINE" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert system.cp.executors("remote")[0]["state"] == "STOPPED"
