@@ -107,3 +107,22 @@ def system(tmp_path: Path) -> Iterator[System]:
         finally:
             for executor in system.executors:
                 executor.stop()
+
+
+TEST_SOURCES = Path(__file__).parent / "sources"
+
+
+def custom_recipe(kind: str, out_file: Path, **config) -> str:
+    body = ", ".join(f"{k}: {json_scalar(v)}" for k, v in config.items())
+    return (f"source:\n  type: e2e_test_sources.{kind}\n  config: {{{body}}}\n"
+            f"sink:\n  type: file\n  config:\n    filename: {out_file}\n")
+
+
+def json_scalar(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def custom_env(**extra: str) -> dict[str, str]:
+    return {"PYTHONPATH": str(TEST_SOURCES), **extra}
