@@ -143,6 +143,18 @@ class Master:
 
     def _offer(self, message: TaskMessage) -> None:
         log = logger.bind(execution_id=message.execution_id)
+        with self._lock:
+            held = self._messages.get(message.execution_id)
+            if held is not None and held.message_id == message.message_id:
+                # Our own message came back (its visibility lapsed): only the latest receipt
+                # handle is sure to delete it, so carry on with that one.
+                held.receipt_handle = message.receipt_handle
+                held.receive_count = message.receive_count
+        if held is not None:
+            if held.message_id != message.message_id:
+                log.info("second message for an execution this executor holds: duplicate delivery, deleting the message")
+                self._delete_message_now(message)
+            return
         try:
             ledger = self.ledgers[task_class(message.task)]
             weight = parse_weight(None if message.weight is None else str(message.weight), ledger.default_weight)
@@ -230,6 +242,12 @@ class Master:
         except Exception as exc:
             logger.bind(execution_id=message.execution_id).warning("message not deleted ({}); a redelivery will be "
                                                                    "recognised as a duplicate by claim", type(exc).__name__)
+
+    def _delete_message_now(self, message: TaskMessage) -> None:
+        try:
+            self.consumer.delete(message)
+        except Exception as exc:
+            logger.bind(execution_id=message.execution_id).warning("duplicate message not deleted ({})", type(exc).__name__)
 
     def _return_message(self, message: TaskMessage) -> None:
         try:

@@ -1,0 +1,140 @@
+"""At-least-once and never lost: visibility extension, duplicates, kill -9, health, check."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import requests
+
+from .conftest import EXECUTOR, custom_env, custom_recipe, mock_recipe
+
+
+def test_visibility_is_extended_so_a_long_task_runs_once(tmp_path, system):
+    system.cp.create_pool("short-visibility", visibility_timeout_s=10)
+    system.pool_id = "short-visibility"
+    system.start_executor("executor-a")
+    system.start_executor("executor-b")
+    source = system.cp.create_source("forty", custom_recipe("SleepySource", tmp_path / "f.json", seconds=40),
+                                     pool_id="short-visibility", extra_env=custom_env())
+    execution = system.cp.run_source(source["id"])
+    done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=180)
+    assert done["status"] == "SUCCESS"
+    assert done["receive_count"] == 1, "the message was never redelivered"
+    starts = sum(f"starting RUN_INGEST" in line and execution["id"] in line for ex in system.executors for line in ex.lines)
+    assert starts == 1
+
+
+def test_kill_9_of_the_master_mid_task_reruns_the_task_and_leaves_no_orphan(system, tmp_path):
+    first = system.start_executor("executor-crash", DATAHUB_EXECUTOR_CGROUP_ROOT="test-exec-crash-root")
+    source = system.cp.create_source("rerun", custom_recipe("SleepySource", tmp_path / "r.json", seconds=8),
+                                     extra_env=custom_env())
+    execution = system.cp.run_source(source["id"])
+    deadline = time.monotonic() + 120
+    while "sleepy tick" not in (system.cp.execution(execution["id"])["log_tail"] or "") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    task_pids = [int(p) for p in subprocess.run(["pgrep", "-f", "e2e_test_sources"], capture_output=True, text=True).stdout.split()]
+    first.kill9()
+    # Same executor id and cgroup root: its restart sweeps what the crash left, then runs the
+    # redelivered message (after the 30 s visibility timeout) to completion.
+    second = system.start_executor("executor-crash", DATAHUB_EXECUTOR_CGROUP_ROOT="test-exec-crash-root")
+    assert any("killed 1 task(s) left by a previous run" in line for line in second.lines)
+    for pid in task_pids:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=180)
+    assert done["status"] == "SUCCESS"
+    assert done["receive_count"] >= 2
+
+
+def test_a_duplicate_delivery_is_recognised_by_claim_and_deleted(system, tmp_path):
+    executor = system.start_executor()
+    execution = system.cp.run_source(system.cp.create_source("dup", mock_recipe(tmp_path / "d.json"))["id"])
+    assert system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)["status"] == "SUCCESS"
+    import boto3
+
+    pool = system.cp.server.cp.pool("remote")
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=system.cp.sqs_endpoint_url,
+                       aws_access_key_id="local", aws_secret_access_key="local")
+    sqs.send_message(QueueUrl=pool["queue_url"], MessageBody=json.dumps(
+        {"v": 1, "execution_id": execution["id"], "task": "RUN_INGEST", "pool_id": "remote"}))
+    executor.wait_for_line("duplicate delivery, deleting the message", timeout_s=60)
+    assert system.cp.execution(execution["id"])["status"] == "SUCCESS"
+    attributes = sqs.get_queue_attributes(QueueUrl=pool["queue_url"], AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_malformed_messages_are_logged_and_left_for_the_dlq_while_the_consumer_goes_on(system, tmp_path):
+    import boto3
+
+    system.cp.create_pool("poison", visibility_timeout_s=1, max_receive_count=2)
+    system.pool_id = "poison"
+    executor = system.start_executor("executor-poison")
+    pool = system.cp.server.cp.pool("poison")
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=system.cp.sqs_endpoint_url,
+                       aws_access_key_id="local", aws_secret_access_key="local")
+    sqs.send_message(QueueUrl=pool["queue_url"], MessageBody="not json")
+    sqs.send_message(QueueUrl=pool["queue_url"], MessageBody=json.dumps({"v": 99, "execution_id": "x", "task": "RUN_INGEST"}))
+    source = system.cp.create_source("after-poison", mock_recipe(tmp_path / "p.json"), pool_id="poison")
+    execution = system.cp.run_source(source["id"])
+    assert system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)["status"] == "SUCCESS"
+    executor.wait_for_line("is malformed", timeout_s=10)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        dead = sqs.get_queue_attributes(QueueUrl=pool["dlq_url"], AttributeNames=["ApproximateNumberOfMessages"])
+        if dead["Attributes"]["ApproximateNumberOfMessages"] == "2":
+            break
+        time.sleep(1)
+    assert dead["Attributes"]["ApproximateNumberOfMessages"] == "2"
+
+
+def test_health_and_metrics_are_served_on_loopback(system, tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    system.start_executor(DATAHUB_EXECUTOR_HEALTH_ADDRESS=f"127.0.0.1:{port}")
+    execution = system.cp.run_source(system.cp.create_source("metrics", mock_recipe(tmp_path / "m.json"))["id"])
+    system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)
+    health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    assert health.status_code == 200 and health.json()["ok"] is True
+    wanted = 'datahub_executor_tasks_total{reason="",status="SUCCESS",task="RUN_INGEST"} 1.0'
+    deadline = time.monotonic() + 10  # the control plane learns the result a moment before the counter moves
+    while wanted not in (metrics := requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert 'datahub_executor_tasks_total{reason="",status="SUCCESS",task="RUN_INGEST"} 1.0' in metrics
+    assert "datahub_executor_ledger_used_weight" in metrics
+    assert "datahub_executor_sqs_receive_seconds_count" in metrics
+
+
+def test_check_passes_against_a_healthy_setup_and_names_the_fix_when_not(system, tmp_path):
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    index = tmp_path / "index"
+    (index / "acryl-datahub").mkdir(parents=True)
+    (index / "acryl-datahub" / "index.html").write_text("<html></html>")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(index))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # a package index on loopback: no outside network
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = system.executor_env()
+    env["PIP_INDEX_URL"] = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        ok = subprocess.run([EXECUTOR[0], "check"], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    lines = ok.stdout.splitlines()
+    assert ok.returncode == 0, ok.stdout
+    assert [line.split()[0] for line in lines] == ["PASS"] * 6
+    assert any(line.startswith("PASS  cgroups: mode cgroup-v") for line in lines)
+    bad = subprocess.run([EXECUTOR[0], "check"], env={**env, "DATAHUB_EXECUTOR_POOL_ID": "nope"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert "FAIL  token and pool: pool nope does not exist: create it, or fix DATAHUB_EXECUTOR_POOL_ID" in bad.stdout
+    assert env["DATAHUB_GMS_TOKEN"] not in ok.stdout + ok.stderr + bad.stdout + bad.stderr
