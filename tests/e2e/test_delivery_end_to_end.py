@@ -136,5 +136,11 @@ def test_check_passes_against_a_healthy_setup_and_names_the_fix_when_not(system,
     bad = subprocess.run([EXECUTOR[0], "check"], env={**env, "DATAHUB_EXECUTOR_POOL_ID": "nope"},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
-    assert "FAIL  token and pool: pool nope does not exist: create it, or fix DATAHUB_EXECUTOR_POOL_ID" in bad.stdout
+    assert "FAIL  token and pool: token not scoped to pool nope (403)" in bad.stdout
+    all_pools = {**env, "DATAHUB_EXECUTOR_POOL_ID": "nope", "DATAHUB_GMS_TOKEN": system.cp.create_executor_token(None)}
+    missing = subprocess.run([EXECUTOR[0], "check"], env=all_pools, capture_output=True, text=True, timeout=60)
+    assert "FAIL  token and pool: pool nope does not exist: create it, or fix DATAHUB_EXECUTOR_POOL_ID" in missing.stdout
+    wrong = subprocess.run([EXECUTOR[0], "check"], env={**env, "DATAHUB_GMS_TOKEN": "dhx_wrong"},
+                           capture_output=True, text=True, timeout=60)
+    assert "FAIL  token and pool: token refused (401)" in wrong.stdout
     assert env["DATAHUB_GMS_TOKEN"] not in ok.stdout + ok.stderr + bad.stdout + bad.stderr
