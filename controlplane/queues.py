@@ -17,7 +17,8 @@ LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "loc
 
 
 class Queues:
-    def __init__(self, *, region: str, endpoint_url: str | None, local: bool) -> None:
+    def __init__(self, *, region: str, endpoint_url: str | None, local: bool, installation_id: str) -> None:
+        self.installation_id = installation_id  # several control planes can share one AWS account
         self.region = region
         self.endpoint_url = endpoint_url
         self.local = local
@@ -25,11 +26,12 @@ class Queues:
         self.client = boto3.client("sqs", region_name=region, endpoint_url=endpoint_url, **extra)
 
     def create_pool_queues(self, pool_id: str, visibility_timeout_s: int, max_receive_count: int) -> tuple[str, str]:
-        dlq_url = self.client.create_queue(QueueName=f"datahub-executor-{pool_id}-dlq",
+        name = f"dhx-{self.installation_id}-{pool_id}"
+        dlq_url = self.client.create_queue(QueueName=f"{name}-dlq",
                                            Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
         dlq_arn = self.client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         queue_url = self.client.create_queue(
-            QueueName=f"datahub-executor-{pool_id}",
+            QueueName=name,
             Attributes={
                 "VisibilityTimeout": str(visibility_timeout_s),
                 "ReceiveMessageWaitTimeSeconds": "20",

@@ -7,6 +7,7 @@ controlplane/testing.py). The first start creates an admin token and writes it, 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import threading
 import time
@@ -62,9 +63,11 @@ class ControlPlaneServer:
         if self.config.queue == "embedded":
             self._sqs = EmbeddedSqs(self._sqs_port())
             endpoint = self._sqs.start()
-            queues = Queues(region=self.config.region, endpoint_url=endpoint, local=True)
+            queues = Queues(region=self.config.region, endpoint_url=endpoint, local=True,
+                            installation_id=self._installation_id())
         else:
-            queues = Queues(region=self.config.region, endpoint_url=None, local=False)
+            queues = Queues(region=self.config.region, endpoint_url=None, local=False,
+                            installation_id=self._installation_id())
         store = Store(str(self.state_dir / "controlplane.sqlite3"))
         self.cp = ControlPlane(store, queues)
         self._ensure_admin_token()
@@ -86,6 +89,13 @@ class ControlPlaneServer:
             if time.monotonic() > deadline or not serve.is_alive():
                 raise RuntimeError("the control plane's HTTP server did not start")
             time.sleep(0.01)
+
+    def _installation_id(self) -> str:
+        """Names this control plane's queues apart from any other's in the same account."""
+        path = self.state_dir / "installation-id"
+        if not path.exists():
+            path.write_text(secrets.token_hex(4))
+        return path.read_text().strip()
 
     def _remembered(self, name: str) -> int:
         """Ports are kept across a restart of the same state dir, so clients keep their URLs."""

@@ -22,7 +22,7 @@ from .store import Store, dumps, loads
 FINAL = {"SUCCESS", "FAILURE", "CANCELLED", "TIMEOUT", "ABORTED", "DUPLICATE"}
 RESULT_STATUSES = {"SUCCESS", "FAILURE", "CANCELLED", "TIMEOUT", "ABORTED"}
 TASKS = {"RUN_INGEST", "TEST_CONNECTION", "RUN_MONITOR"}
-POOL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+POOL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")  # SQS queue names: 80 characters
 FULL_LOG_CAP = 8 << 20
 
 
@@ -102,7 +102,7 @@ class ControlPlane:
     def create_pool(self, pool_id: str, description: str = "", default: bool = False,
                     visibility_timeout_s: int = 60, max_receive_count: int = 5) -> dict:
         if not POOL_ID.match(pool_id or ""):
-            raise Invalid("pool id must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+            raise Invalid("pool id must be 1-48 letters, digits, '_' or '-', starting with a letter or digit")
         if not 1 <= visibility_timeout_s <= 43200:
             raise Invalid("visibility_timeout_s must be between 1 and 43200 (SQS's 12-hour ceiling)")
         if not 1 <= max_receive_count <= 1000:
@@ -359,11 +359,15 @@ class ControlPlane:
             other = tx.execute("SELECT id FROM executions WHERE source_id=? AND status='RUNNING' AND id<>?",
                                (row["source_id"], execution_id)).fetchone()
             if other is not None:
+                # Committed before the 409 is raised: the DUPLICATE verdict is the answer.
                 tx.execute("UPDATE executions SET status='DUPLICATE', reason=?, finished_at=? WHERE id=?",
                            (f"source already running in {other['id']}", now, execution_id))
-                raise Conflict(f"execution {execution_id} is a DUPLICATE: its source is already running in {other['id']}")
-            tx.execute("UPDATE executions SET status='RUNNING', executor_id=?, receive_count=?, started_at=COALESCE(started_at, ?), "
-                       "last_progress_at=? WHERE id=?", (executor_id, receive_count, now, now, execution_id))
+            else:
+                tx.execute("UPDATE executions SET status='RUNNING', executor_id=?, receive_count=?, "
+                           "started_at=COALESCE(started_at, ?), last_progress_at=? WHERE id=?",
+                           (executor_id, receive_count, now, now, execution_id))
+        if other is not None:
+            raise Conflict(f"execution {execution_id} is a DUPLICATE: its source is already running in {other['id']}")
         claimed = self.store.one("SELECT task, args FROM executions WHERE id=?", (execution_id,))
         return {"execution_id": execution_id, "task": claimed["task"], "args": loads(claimed["args"], {})}
 
