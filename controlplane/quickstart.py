@@ -1,0 +1,112 @@
+"""The whole system on one machine: the control plane with its embedded queue, one executor,
+a sample source run to completion. `bin/quickstart` runs this; Ctrl-C stops everything.
+
+Prints no token: the admin token is in <state-dir>/controlplane/admin-token.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .testing import ControlPlaneHandle
+
+SAMPLE_SOURCE = "sample-mock-data"
+DEFAULT_DATAHUB_VERSION = "1.7.0.17"
+
+
+def _free_or(port: int) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+
+def _say(text: str) -> None:
+    print(f"[quickstart] {text}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="quickstart", description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dir", default=".state/quickstart")
+    parser.add_argument("--port", type=int, default=9002, help="control plane port (a free one if taken)")
+    parser.add_argument("--datahub-version", default=DEFAULT_DATAHUB_VERSION)
+    parser.add_argument("--exit-after-run", action="store_true", help="stop once the sample run has finished")
+    args = parser.parse_args(argv)
+    state = Path(args.state_dir).resolve()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    (state / "controlplane").mkdir(parents=True, exist_ok=True)
+    port_file = state / "controlplane" / "api-port"
+    port_file.write_text(str(_free_or(args.port)))
+    cp = ControlPlaneHandle(state / "controlplane")
+    cp.start()
+    executor: subprocess.Popen | None = None
+    try:
+        _say(f"control plane on {cp.base_url} with its embedded SQS server at {cp.sqs_endpoint_url}")
+        if not any(p["id"] == "default" for p in cp._call("GET", "/pools")):
+            cp.create_pool("default", default=True, description="quickstart pool")
+        token = cp.create_executor_token(["default"])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUB_")}
+        env.update({
+            "DATAHUB_GMS_URL": cp.gms_url, "DATAHUB_GMS_TOKEN": token, "DATAHUB_EXECUTOR_POOL_ID": "default",
+            "DATAHUB_EXECUTOR_ID": "quickstart-executor", "DATAHUB_EXECUTOR_WORK_DIR": str(state / "executor"),
+            "DATAHUB_EXECUTOR_VENV_CACHE_DIR": str(Path(".cache/venvs").resolve()),
+            "DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION": args.datahub_version,
+            "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(state / "secrets"),
+            "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0", "DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL": "5",
+            "DATAHUB_EXECUTOR_CGROUP_ROOT": "datahub-executor-quickstart",
+        })
+        executor = subprocess.Popen([str(Path(sys.executable).parent / "datahub-executor"), "run"], env=env)
+        out_file = state / "sample-output.json"
+        recipe = ("source:\n  type: datahub-mock-data\n  config: {}\n"
+                  f"sink:\n  type: file\n  config:\n    filename: {out_file}\n")
+        source = next((s for s in cp._call("GET", "/sources") if s["name"] == SAMPLE_SOURCE), None)
+        if source is None:
+            source = cp.create_source(SAMPLE_SOURCE, recipe, extra_env={"EXECUTOR_TASK_MEMORY_LIMIT": "1G"})
+        _say(f"running source {SAMPLE_SOURCE} (datahub-mock-data -> file sink); the first run installs "
+             f"acryl-datahub {args.datahub_version} into a cached virtualenv")
+        execution = cp.run_source(source["id"])
+        last = None
+        while not stop.is_set():
+            current = cp.execution(execution["id"])
+            if current["status"] != last:
+                last = current["status"]
+                _say(f"execution {execution['id']}: {last}" + (f" ({current['reason']})" if current.get("reason") else ""))
+            if last not in ("PENDING", "RUNNING"):
+                break
+            if executor.poll() is not None:
+                _say(f"the executor exited with code {executor.returncode}")
+                return 1
+            stop.wait(0.5)
+        _say(f"web page: {cp.base_url}/  (paste the admin token from {cp.server.admin_token_path})")
+        _say(f"admin CLI: .venv/bin/datahub-executor-admin --state-dir {state / 'controlplane'} executions list")
+        if not args.exit_after_run:
+            _say("running; Ctrl-C stops the executor and the control plane")
+            stop.wait()
+        return 0 if last == "SUCCESS" else 1
+    finally:
+        if executor is not None and executor.poll() is None:
+            executor.send_signal(signal.SIGTERM)
+            try:
+                executor.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                executor.kill()
+                executor.wait()
+        cp.stop()
+        _say("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

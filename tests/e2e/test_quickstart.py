@@ -1,0 +1,35 @@
+"""The README's main command: the whole system on one machine, stopped with Ctrl-C."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from .conftest import ROOT
+
+
+def test_quickstart_runs_the_sample_to_success_and_ctrl_c_leaves_no_process(tmp_path):
+    quickstart = subprocess.Popen([sys.executable, "-m", "controlplane.quickstart", "--state-dir", str(tmp_path),
+                                   "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    seen: list[str] = []
+    children: list[psutil.Process] = []
+    deadline = time.monotonic() + 300
+    for line in quickstart.stdout:
+        seen.append(line.strip())
+        if not children:
+            children = psutil.Process(quickstart.pid).children(recursive=True)
+        if "Ctrl-C stops" in line or time.monotonic() > deadline:
+            break
+    statuses = [line.rsplit(": ", 1)[-1] for line in seen if ": " in line and "execution exe_" in line]
+    assert statuses[-2:] == ["RUNNING", "SUCCESS"], seen
+    assert any("web page: http://127.0.0.1:" in line for line in seen)
+    assert children, "the executor ran as a child"
+    quickstart.send_signal(signal.SIGINT)
+    assert quickstart.wait(timeout=90) == 0
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left behind: {alive}"
+    token = (tmp_path / "controlplane" / "admin-token").read_text().strip()
+    assert token not in "\n".join(seen)
