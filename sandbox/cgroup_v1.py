@@ -36,10 +36,7 @@ class CgroupV1Driver(Driver):
             memory = v1_hierarchy(hierarchies, "memory")
             if memory is None:
                 raise SandboxError("cgroup v1 mode needs the memory hierarchy; none is mounted here (use mode none)")
-            raise SandboxError(
-                f"no permission to create cgroups under {memory.own_dir}: run as root, or give the service a "
-                "delegated cgroup (systemd Delegate=yes, or a container with a writable cgroup namespace)"
-            )
+            raise SandboxError(f"no permission to create cgroups under {memory.own_dir}: {fs.DELEGATION_FIX}")
         for path in self.roots.values():
             fs.make_dir(path)
         unified = v2_hierarchy(hierarchies)

@@ -12,6 +12,11 @@ import time
 
 from .errors import SandboxError
 
+DELEGATION_FIX = (
+    "run as root, or give the service a delegated cgroup "
+    "(systemd Delegate=yes, or a container with a writable cgroup namespace)"
+)
+
 
 def write(path: str, value: str, *, what: str = "") -> None:
     try:
@@ -22,10 +27,7 @@ def write(path: str, value: str, *, what: str = "") -> None:
         if exc.errno == errno.EINVAL:
             raise SandboxError(f"the kernel refused {value.strip()!r} for {path}{label}: the value is out of range") from exc
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise SandboxError(
-                f"no permission to write {path}{label}: run as root, or give the service a delegated cgroup "
-                "(systemd Delegate=yes, or a container with a writable cgroup namespace)"
-            ) from exc
+            raise SandboxError(f"no permission to write {path}{label}: {DELEGATION_FIX}") from exc
         raise SandboxError(f"cannot write {value.strip()!r} to {path}{label}: {exc.strerror}") from exc
 
 
@@ -68,10 +70,7 @@ def make_dir(path: str) -> None:
         pass
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise SandboxError(
-                f"no permission to create cgroup {path}: run as root, or give the service a delegated cgroup "
-                "(systemd Delegate=yes, or a container with a writable cgroup namespace)"
-            ) from exc
+            raise SandboxError(f"no permission to create cgroup {path}: {DELEGATION_FIX}") from exc
         raise SandboxError(f"cannot create cgroup {path}: {exc.strerror}") from exc
 
 
