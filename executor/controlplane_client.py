@@ -7,7 +7,9 @@ starts and once when it ends, never per attempt. The token is sent, never logged
 from __future__ import annotations
 
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import requests
 from loguru import logger
@@ -15,6 +17,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 PREFIX = "/executor/v1"
+T = TypeVar("T")
 
 
 class ControlPlaneError(Exception):
@@ -23,6 +26,30 @@ class ControlPlaneError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+    @property
+    def final(self) -> bool:
+        """A 4xx: the control plane answered and said no; retrying cannot help."""
+        return self.status is not None and 400 <= self.status < 500
+
+
+def retry_through_outages(call: Callable[[], T], *, stop: threading.Event | None = None, what: str = "call") -> T:
+    """CALL, retried across control-plane outages with backoff (the session already retried each
+    attempt). A final (4xx) answer is raised at once; so is the last error once STOP is set.
+    Without STOP it never gives up: results are delivered late rather than dropped."""
+    delay = 1.0
+    while True:
+        try:
+            return call()
+        except ControlPlaneError as exc:
+            if exc.final or (stop is not None and stop.is_set()):
+                raise
+            logger.debug("{} failed ({}); retrying in {:.0f} s", what, exc, delay)
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
+            delay = min(delay * 2, 30)
 
 
 class ControlPlaneClient:

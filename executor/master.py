@@ -22,7 +22,7 @@ from sandbox import Sandbox, SandboxError
 
 from . import __version__
 from .consumer import SqsConsumer, TaskMessage
-from .controlplane_client import ControlPlaneClient, ControlPlaneError
+from .controlplane_client import ControlPlaneClient, ControlPlaneError, retry_through_outages
 from .ledger import InvalidWeight, Ledger, parse_weight
 from .operability import ExecutorMetrics, HealthServer, SystemdNotifier
 from .runtime.rejection import TaskRejected
@@ -97,16 +97,12 @@ class Master:
             threading.Thread(target=target, name=name, daemon=True).start()
 
     def _until_ok(self, what: str, call):
-        delay = 1.0
-        while True:
-            try:
-                return call()
-            except ControlPlaneError as exc:
-                if exc.status is not None and 400 <= exc.status < 500:
-                    raise SystemExit(f"{what} refused by the control plane: {exc}") from None
-                if self._stopping.wait(delay):
-                    raise SystemExit(0) from None
-                delay = min(delay * 2, 30)
+        try:
+            return retry_through_outages(call, stop=self._stopping, what=what)
+        except ControlPlaneError as exc:
+            if exc.final:
+                raise SystemExit(f"{what} refused by the control plane: {exc}") from None
+            raise SystemExit(0) from None  # stopped before the control plane came back
 
     def _loop_once(self) -> None:
         self._last_loop = time.monotonic()

@@ -19,7 +19,7 @@ from loguru import logger
 from sandbox import ConfinedProcess, Limits, Outcome, SandboxError, Status
 
 from .consumer import TaskMessage
-from .controlplane_client import ControlPlaneClient, ControlPlaneError
+from .controlplane_client import ControlPlaneClient, ControlPlaneError, retry_through_outages
 from .runtime.rejection import TaskRejected
 from .runtime.task_log import TaskLog
 from .runtime.tasks import PreparedTask
@@ -207,17 +207,5 @@ class TaskSupervisor(threading.Thread):
         self._delete_message(self.message)
 
     def _retrying(self, what: str, call: Callable, *, forever: bool = False):
-        """Retry across control-plane outages (the client already retried with backoff): a result
-        is delivered late rather than dropped; a claim gives up when the executor stops."""
-        delay = 1.0
-        while True:
-            try:
-                return call()
-            except ControlPlaneError as exc:
-                if exc.status is not None and 400 <= exc.status < 500:
-                    raise
-                if self.stopping.is_set() and not forever:
-                    raise
-                self.log.debug("{} failed ({}); retrying in {:.0f} s", what, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 30)
+        """A claim gives up when the executor stops; a result is retried until it is recorded."""
+        return retry_through_outages(call, stop=None if forever else self.stopping, what=f"{what} of {self.execution_id}")

@@ -19,10 +19,18 @@ from .errors import SandboxError
 from .limits import Limits
 from .no_cgroup import WATCHDOG_INTERVAL_S, NoCgroupDriver
 from .outcome import Outcome, classify
-from .spawn import lower_own_oom_score, prepare_child, release, resolve_command, spawn_held
+from .spawn import (
+    lower_own_oom_score,
+    prepare_child,
+    release,
+    resolve_command,
+    spawn_held,
+)
 
 log = logging.getLogger("sandbox")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+# Limits is frozen, so one shared "no limits" default is safe.
+_NO_LIMITS = Limits()
 
 
 class Sandbox:
@@ -40,7 +48,7 @@ class Sandbox:
             log.debug("cannot lower the master's oom_score_adj (no CAP_SYS_RESOURCE); children are confined instead")
 
     @classmethod
-    def open(cls, root_name: str = "datahub-sandbox", *, mode: str = "auto", root_path: str | None = None) -> "Sandbox":
+    def open(cls, root_name: str = "datahub-sandbox", *, mode: str = "auto", root_path: str | None = None) -> Sandbox:
         """Detect the mode (or force one: "cgroup-v2", "cgroup-v1", "none") and create the root.
 
         root_path: for cgroup v2, the delegated cgroup directory to work under instead of our own.
@@ -76,7 +84,7 @@ class Sandbox:
     def start(
         self,
         argv: Sequence[str],
-        limits: Limits = Limits(),
+        limits: Limits = _NO_LIMITS,
         *,
         name: str | None = None,
         env: Mapping[str, str] | None = None,
@@ -84,7 +92,7 @@ class Sandbox:
         stdin=None,
         stdout=None,
         stderr=None,
-    ) -> "ConfinedProcess":
+    ) -> ConfinedProcess:
         limits.validate()
         resolve_command(argv, env, cwd)
         task_name = TASK_PREFIX + (name or uuid.uuid4().hex[:12])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .conftest import custom_env, custom_recipe, mock_recipe
+from .conftest import custom_env, custom_recipe
 
 
 def test_a_leaking_task_fails_with_memory_limit_exceeded_and_the_rest_carries_on(system, tmp_path):

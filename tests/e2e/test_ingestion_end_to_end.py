@@ -66,3 +66,15 @@ def test_sigterm_drains_and_exits_zero_with_the_executor_marked_offline(system):
     while system.cp.executors("remote")[0]["status"] != "OFFLINE" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert system.cp.executors("remote")[0]["state"] == "STOPPED"
+
+
+def test_test_connection_runs_the_cli_and_returns_its_structured_report(system, tmp_path):
+    system.start_executor()
+    source = system.cp.create_source("tc", mock_recipe(tmp_path / "tc.json"))
+    execution = system.cp.run_source(source["id"], task="TEST_CONNECTION")
+    done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)
+    assert done["status"] == "SUCCESS", done["log_tail"]
+    report = done["structured_report"]
+    assert report["internal_failure"] is True  # the mock source has no connection to test, and says so
+    assert "does not support test connection" in report["internal_failure_reason"]
+    assert not (tmp_path / "tc.json").exists(), "a connection test writes nothing to the sink"

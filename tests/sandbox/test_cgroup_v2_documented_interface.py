@@ -11,7 +11,12 @@ import pytest
 
 from sandbox import Limits, Sandbox, SandboxError
 from sandbox.cgroup_v2 import CgroupV2Driver
-from sandbox.detect import detect_mode, read_hierarchies, v2_available_controllers, v2_hierarchy
+from sandbox.detect import (
+    detect_mode,
+    read_hierarchies,
+    v2_available_controllers,
+    v2_hierarchy,
+)
 
 
 def fake_cgroup(path: Path, procs: str = "", controllers: str = "cpuset cpu io memory hugetlb pids rdma misc") -> Path:

@@ -16,7 +16,7 @@ CLI = [sys.executable, "-m", "sandbox", "run"]
 def run_cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
     prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if user == "nobody" else []
     root = f"--root-name=test-cli-{os.getpid()}"
-    return subprocess.run([*prefix, *CLI, root, *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([*prefix, *CLI, root, *args], capture_output=True, text=True, timeout=120, check=False,
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 

@@ -20,7 +20,8 @@ def read_pids_file(path, expected: int, timeout_s: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if os.path.exists(path):
-            pids = [int(p) for p in open(path).read().split()]
+            with open(path) as f:
+                pids = [int(p) for p in f.read().split()]
             if len(pids) >= expected:
                 return pids
         time.sleep(0.02)
@@ -64,7 +65,8 @@ def test_children_are_the_oom_killers_first_choice(sandbox, tmp_path):
 
 def test_the_master_carries_on_where_it_may_not_lower_its_own_score(sandbox):
     # Root without CAP_SYS_RESOURCE (as here) cannot lower it; either way the sandbox works.
-    own = int(open("/proc/self/oom_score_adj").read())
+    with open("/proc/self/oom_score_adj") as f:
+        own = int(f.read())
     assert sandbox.master_oom_protected == (own < 0)
 
 

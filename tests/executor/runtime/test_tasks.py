@@ -1,0 +1,107 @@
+"""prepare_task: the command, environment and stdin of a task, and every refusal."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from executor.runtime.rejection import TaskRejected
+from executor.runtime.secrets import ChainedSecretStore, EnvSecretStore
+from executor.runtime.tasks import prepare_task, task_class
+from executor.runtime.venvs import VenvCache, plugins_for
+
+RECIPE = "source:\n  type: mysql\n  config: {password: '${DB_PASSWORD}'}\nsink:\n  type: file\n  config: {filename: /tmp/o.json}\n"
+
+
+class NativeCli(VenvCache):
+    """A venv cache that answers with a fixed CLI path: these tests check the task, not the install."""
+
+    def datahub_cli(self, version, plugins, extra_requirements):
+        self.asked = (version, plugins, extra_requirements)
+        return "/opt/venvs/x/bin/datahub"
+
+
+def prepare(tmp_path: Path, task: str = "RUN_INGEST", **args):
+    secrets = ChainedSecretStore([EnvSecretStore({"DB_PASSWORD": "pw-123456"})])
+    venvs = NativeCli(str(tmp_path / "venvs"))
+    base = {"recipe": RECIPE, "version": "1.7.0.17", "extra_env_vars": {}}
+    prepared = prepare_task(task, {**base, **args}, execution_id="exe_1", secrets=secrets, venvs=venvs,
+                            work_root=str(tmp_path), default_version="native")
+    return prepared, venvs
+
+
+def test_the_recipe_and_secrets_travel_on_stdin_never_in_argv_or_env(tmp_path):
+    prepared, venvs = prepare(tmp_path, extra_env_vars={"EXECUTOR_TASK_MEMORY_LIMIT": "512M", "MY_FLAG": "1"})
+    envelope = json.loads(prepared.stdin_bytes)
+    assert envelope["__secrets__"] == {"DB_PASSWORD": "pw-123456"}
+    assert "${DB_PASSWORD}" in envelope["__recipe_yaml__"] and "run_id: exe_1" in envelope["__recipe_yaml__"]
+    assert prepared.argv[:5] == ["/opt/venvs/x/bin/datahub", "ingest", "run", "-c", "-"]
+    assert "pw-123456" not in " ".join(prepared.argv) + json.dumps(prepared.env)
+    assert prepared.memory_limit_bytes == 512 << 20
+    assert prepared.env["MY_FLAG"] == "1" and "EXECUTOR_TASK_MEMORY_LIMIT" not in prepared.env
+    assert prepared.masker.mask("x pw-123456 y") == "x ******** y"
+    assert venvs.asked == ("1.7.0.17", ["mysql"], [])
+    assert os.listdir(prepared.workdir) == ["tmp"], "nothing with a secret is written to disk"
+    prepared.cleanup()
+    assert not os.path.exists(prepared.workdir)
+
+
+def test_the_child_environment_never_inherits_the_executors_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAHUB_GMS_TOKEN", "executor-token")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "executor-aws-key")
+    prepared, _ = prepare(tmp_path)
+    assert "DATAHUB_GMS_TOKEN" not in prepared.env and "AWS_SECRET_ACCESS_KEY" not in prepared.env
+    with pytest.raises(TaskRejected) as err:
+        prepare(tmp_path, extra_env_vars={"DATAHUB_GMS_TOKEN": "x"})
+    assert err.value.reason == "INVALID_ARGUMENTS"
+
+
+@pytest.mark.parametrize(
+    "task,args,reason",
+    [
+        ("RUN_INGEST", {"recipe": "source: [unclosed"}, "INVALID_RECIPE"),
+        ("RUN_INGEST", {"recipe": "just text"}, "INVALID_RECIPE"),
+        ("RUN_INGEST", {"recipe": RECIPE.replace("DB_PASSWORD", "NOT_SET")}, "SECRET_NOT_FOUND"),
+        ("RUN_INGEST", {"extra_env_vars": {"EXECUTOR_TASK_MEMORY_LIMIT": "lots"}}, "INVALID_MEMORY_LIMIT"),
+        ("RUN_INGEST", {"extra_env_vars": "not json"}, "INVALID_ARGUMENTS"),
+        ("DANCE", {}, "UNKNOWN_TASK"),
+    ],
+)
+def test_bad_tasks_are_rejected_with_a_reason(tmp_path, task, args, reason):
+    with pytest.raises(TaskRejected) as err:
+        prepare(tmp_path, task, **args)
+    assert err.value.reason == reason
+
+
+def test_unknown_versions_are_rejected_before_any_install(tmp_path):
+    cache = VenvCache(str(tmp_path))
+    for version in ("banana", "1", "ftp://x/y.whl"):
+        with pytest.raises(TaskRejected) as err:
+            cache.datahub_cli(version, [], [])
+        assert err.value.reason == "UNKNOWN_VERSION"
+    assert not list(tmp_path.iterdir())
+
+
+def test_native_needs_the_cli_in_the_executors_environment(tmp_path):
+    cli = Path(sys.executable).parent / "datahub"
+    if cli.exists():
+        assert VenvCache(str(tmp_path)).datahub_cli("native", [], []) == str(cli)
+    else:
+        with pytest.raises(TaskRejected, match="not installed in the executor's environment"):
+            VenvCache(str(tmp_path)).datahub_cli("native", [], [])
+
+
+def test_task_classes_and_plugins():
+    assert task_class("RUN_INGEST") == "ingestion" and task_class("TEST_CONNECTION") == "ingestion"
+    assert task_class("RUN_MONITOR") == "monitors"
+    assert plugins_for({"source": {"type": "snowflake"}, "sink": {"type": "datahub-rest"}}) == ["datahub-rest", "snowflake"]
+    assert plugins_for({"source": {"type": "my.module.Source"}, "sink": {"type": "file"}}) == []
+
+
+def test_connection_tests_and_monitor_checks_get_their_flags(tmp_path):
+    assert "--test-source-connection" in prepare(tmp_path, "TEST_CONNECTION")[0].argv
+    monitor = prepare(tmp_path, "RUN_MONITOR")[0].argv
+    assert "--dry-run" in monitor and "--preview" in monitor
