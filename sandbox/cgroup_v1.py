@@ -85,10 +85,7 @@ class CgroupV1Driver(Driver):
 
     def close(self) -> None:
         for root in self.roots.values():
-            try:
-                os.rmdir(root)
-            except OSError:
-                pass
+            fs.remove_root(root)
 
 
 class V1TaskGroup(TaskGroup):

@@ -99,10 +99,7 @@ class CgroupV2Driver(Driver):
         return V2TaskGroup(name, os.path.join(self.root, name))
 
     def close(self) -> None:
-        try:
-            os.rmdir(self.root)
-        except OSError:
-            pass
+        fs.remove_root(self.root)
 
 
 class V2TaskGroup(TaskGroup):

@@ -6,11 +6,14 @@ an operator nothing at 3 a.m.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import time
 
 from .errors import SandboxError
+
+log = logging.getLogger("sandbox")
 
 DELEGATION_FIX = (
     "run as root, or give the service a delegated cgroup "
@@ -87,6 +90,18 @@ def remove_dir(path: str, timeout_s: float = 2.0) -> None:
             if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                 raise SandboxError(f"cannot remove cgroup {path}: {exc.strerror} (processes still in it?)") from exc
             time.sleep(0.005)
+
+
+def remove_root(path: str) -> None:
+    """Remove a sandbox root at shutdown; a root still busy stays, and that is logged, not raised.
+
+    Busy means a task is still running (the master is stopping without waiting for it): its
+    cgroup keeps the root, and the next start-up's sweep kills it and clears both.
+    """
+    try:
+        remove_dir(path, timeout_s=0.2)
+    except SandboxError as exc:
+        log.warning("%s; the next start-up's sweep will clear it", exc)
 
 
 def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 
 from .cgroup_v1 import CgroupV1Driver
@@ -31,6 +32,8 @@ log = logging.getLogger("sandbox")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 # Limits is frozen, so one shared "no limits" default is safe.
 _NO_LIMITS = Limits()
+# How long close() waits for the reapers of tasks whose main process has already exited.
+CLOSE_WAIT_S = 5.0
 
 
 class Sandbox:
@@ -42,6 +45,7 @@ class Sandbox:
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
+        self._started: weakref.WeakSet[ConfinedProcess] = weakref.WeakSet()
         self.mode = driver.mode
         self.master_oom_protected = lower_own_oom_score()
         if not self.master_oom_protected:
@@ -121,9 +125,21 @@ class Sandbox:
             enforced["timeout"] = f"{limits.timeout_s}s, then the whole tree is killed"
         started = time.monotonic()
         release(release_fd)
-        return ConfinedProcess(popen, group, limits, self.mode, enforced, started)
+        process = ConfinedProcess(popen, group, limits, self.mode, enforced, started)
+        self._started.add(process)
+        return process
 
     def close(self) -> None:
+        """Remove the root once no task is left in it.
+
+        A task whose main process has exited may still be in its reaper (killing what is left of
+        its tree, removing its cgroups); wait for those, or the root would still be busy. Tasks
+        that are still running keep the root; the next start-up's sweep clears it.
+        """
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        for process in list(self._started):
+            if process._popen.returncode is not None:
+                process._done.wait(max(0.0, deadline - time.monotonic()))
         self.driver.close()
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from sandbox import Limits, SandboxError, Status
 
-from .conftest import PYTHON, leak_script, pid_alive
+from .conftest import PYTHON, _open_or_skip, leak_script, pid_alive
 
 MIB = 1 << 20
 
@@ -240,3 +240,22 @@ def test_a_missing_command_and_a_bad_working_directory_are_refused_before_forkin
     with pytest.raises(SandboxError, match="does not exist"):
         sandbox.start(["true"], cwd=str(tmp_path / "missing"))
     assert sandbox.driver.leftover_names() == []
+
+
+def test_close_right_after_a_task_ends_removes_the_root_in_every_hierarchy():
+    """The master closes as soon as the main process is gone, while the reaper still kills the
+    tree and removes the task's cgroups: close waits for it, and no root is left anywhere."""
+    sb = _open_or_skip()
+    roots = list(sb.driver.roots.values())
+    try:
+        process = sb.start(["bash", "-c", "sleep 30 & exit 0"])
+        deadline = time.monotonic() + 10
+        while process._popen.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        sb.close()
+        assert process.poll() is not None
+        assert [r for r in roots if os.path.exists(r)] == []
+    finally:
+        if any(os.path.exists(r) for r in roots):
+            sb.sweep()
+            sb.close()
