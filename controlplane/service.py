@@ -54,6 +54,12 @@ class ControlPlane:
     def __init__(self, store: Store, queues: Queues) -> None:
         self.store = store
         self.queues = queues
+        # Heartbeats cannot arrive while the control plane is down: after a restart an executor is
+        # judged only from the restart on, so an outage of ours never makes executors "lost".
+        self.started_at = time.time()
+
+    def _seen(self, last_seen: float) -> float:
+        return max(last_seen, self.started_at)
 
     # tokens -------------------------------------------------------------------------------
     def create_token(self, kind: str, pools: list[str] | None, description: str = "") -> tuple[dict, str]:
@@ -190,7 +196,8 @@ class ControlPlane:
         result = []
         for row in self.store.query("SELECT * FROM executors WHERE pool_id=? ORDER BY executor_id", (pool_id,)):
             details = loads(row.pop("details"), {})
-            result.append({**row, **details, "status": liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"]),
+            status = liveness(self._seen(row["last_seen"]), row["heartbeat_interval_s"], now, row["state"])
+            result.append({**row, **details, "status": status,
                            "last_seen_s_ago": round(now - row["last_seen"], 1)})
         return result
 
@@ -199,7 +206,9 @@ class ControlPlane:
             return "OFFLINE"
         row = self.store.one("SELECT last_seen, heartbeat_interval_s, state FROM executors WHERE pool_id=? AND executor_id=?",
                              (pool_id, executor_id))
-        return "OFFLINE" if row is None else liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"])
+        if row is None:
+            return "OFFLINE"
+        return liveness(self._seen(row["last_seen"]), row["heartbeat_interval_s"], now, row["state"])
 
     def abort_lost_executions(self) -> list[str]:
         """RUNNING executions whose executor went OFFLINE become ABORTED (EXECUTOR_LOST)."""

@@ -24,6 +24,7 @@ from . import __version__
 from .consumer import SqsConsumer, TaskMessage
 from .controlplane_client import ControlPlaneClient, ControlPlaneError, retry_through_outages
 from .ledger import InvalidWeight, Ledger, parse_weight
+from .log_upload import LogUploader
 from .operability import ExecutorMetrics, HealthServer, SystemdNotifier
 from .runtime.rejection import TaskRejected
 from .runtime.secrets import AwsSecretsManagerStore, ChainedSecretStore, EnvSecretStore, FileSecretStore
@@ -47,6 +48,7 @@ class Master:
         self.metrics = ExecutorMetrics()
         self.notifier = SystemdNotifier()
         self.venvs = VenvCache(settings.venv_cache_dir, index_url=settings.pip_index_url)
+        self.logs = LogUploader(self.client, bucket=settings.log_s3_bucket, pool_id=settings.pool_id)
         self.work_dir = Path(settings.work_dir)
         self._stopping = threading.Event()
         self._launches: queue.Queue[LaunchRequest] = queue.Queue()
@@ -180,7 +182,7 @@ class Master:
                     message=admitted.item, settings=self.settings, client=self.client, prepare=self._prepare_for(admitted.key),
                     launch=self._launches.put, finished=self._on_finished, task_log_path=self._task_log_path,
                     delete_message=self._delete_message, return_message=self._return_message,
-                    record_outcome=self.metrics.task_finished)
+                    record_outcome=self.metrics.task_finished, logs=self.logs)
                 with self._lock:
                     self._supervisors[admitted.key] = supervisor
                 supervisor.start()

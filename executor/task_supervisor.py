@@ -20,6 +20,7 @@ from sandbox import ConfinedProcess, Limits, Outcome, SandboxError, Status
 
 from .consumer import TaskMessage
 from .controlplane_client import ControlPlaneClient, ControlPlaneError, retry_through_outages
+from .log_upload import LogUploader
 from .runtime.rejection import TaskRejected
 from .runtime.task_log import TaskLog
 from .runtime.tasks import PreparedTask
@@ -47,7 +48,7 @@ class TaskSupervisor(threading.Thread):
                  prepare: Callable[[str, dict], PreparedTask], launch: Callable[[LaunchRequest], None],
                  finished: Callable[["TaskSupervisor"], None], task_log_path: Callable[[str], str],
                  delete_message: Callable[[TaskMessage], None], return_message: Callable[[TaskMessage], None],
-                 record_outcome: Callable[[str, str, str | None, int | None], None]) -> None:
+                 record_outcome: Callable[[str, str, str | None, int | None], None], logs: LogUploader) -> None:
         super().__init__(name=f"task-{message.execution_id}", daemon=True)
         self.message = message
         self.settings = settings
@@ -59,6 +60,7 @@ class TaskSupervisor(threading.Thread):
         self._delete_message = delete_message
         self._return_message = return_message
         self._record_outcome = record_outcome
+        self._logs = logs
         self.execution_id = message.execution_id
         self.log = logger.bind(execution_id=message.execution_id)
         self.process: ConfinedProcess | None = None
@@ -193,9 +195,10 @@ class TaskSupervisor(threading.Thread):
 
     def _upload_log(self, task_log: TaskLog) -> None:
         try:
-            self.client.upload_log(self.execution_id, task_log.full_log(FULL_LOG_UPLOAD_CAP))
-        except ControlPlaneError as exc:
-            self.log.warning("full log not uploaded: {}", exc)
+            where = self._logs.upload(self.execution_id, task_log.full_log(FULL_LOG_UPLOAD_CAP))
+            self.log.debug("full log uploaded to {}", where)
+        except Exception as exc:  # the control plane's or S3's error: the tail in the result remains
+            self.log.warning("full log not uploaded to {}: {}", self._logs.destination(self.execution_id), exc)
 
     def _report(self, body: dict, task: str) -> None:
         body = {"executor_id": self.settings.executor_id, **body}

@@ -230,3 +230,20 @@ def test_state_survives_a_restart(tmp_path):
         message = sqs.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=2)["Messages"][0]
         assert json.loads(message["Body"])["execution_id"] == execution["id"], "PENDING work is enqueued again"
         assert cp.server.cp.store.schema_version == 1
+
+
+def test_a_control_plane_outage_does_not_make_executors_lost(cp):
+    """Heartbeats cannot arrive while the control plane is down; executors are judged from its restart on."""
+    cp.create_pool("p", default=True)
+    call = executor_api(cp, cp.create_executor_token(["p"]))
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    call("PUT", "/pools/p/executors/e1", json=heartbeat_body(interval=0.5))
+    call("POST", f"/executions/{execution['id']}/claim", json={"executor_id": "e1"})
+    cp.stop()
+    time.sleep(4)  # eight of e1's intervals
+    cp.start()
+    time.sleep(0.5)
+    assert cp.executors("p")[0]["status"] == "ONLINE"
+    assert cp.execution(execution["id"])["status"] == "RUNNING"
+    assert cp.wait_for_status(execution["id"], {"ABORTED"}, timeout_s=10)["reason"] == "EXECUTOR_LOST", \
+        "an executor that stays silent after the restart is still judged lost"

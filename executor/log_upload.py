@@ -1,0 +1,32 @@
+"""Where a task's full log goes at the end: S3 when a bucket is configured, else the control
+plane (PUT /executions/{id}/log). Size-capped by the caller (head and tail kept)."""
+from __future__ import annotations
+
+from .controlplane_client import ControlPlaneClient
+
+
+class LogUploader:
+    def __init__(self, client: ControlPlaneClient, *, bucket: str | None, pool_id: str, s3_client=None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.pool_id = pool_id
+        if bucket and s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3")
+        self.s3 = s3_client
+
+    def destination(self, execution_id: str) -> str:
+        if self.bucket:
+            return f"s3://{self.bucket}/{self.key(execution_id)}"
+        return "control plane"
+
+    def key(self, execution_id: str) -> str:
+        return f"datahub-executor/{self.pool_id}/{execution_id}.log"
+
+    def upload(self, execution_id: str, data: bytes) -> str:
+        if self.bucket:
+            self.s3.put_object(Bucket=self.bucket, Key=self.key(execution_id), Body=data, ContentType="text/plain")
+        else:
+            self.client.upload_log(execution_id, data)
+        return self.destination(execution_id)

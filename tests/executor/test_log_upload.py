@@ -1,0 +1,41 @@
+"""Full task logs go to S3 when a bucket is set (tested against moto's S3-protocol server on
+127.0.0.1) and to the control plane otherwise."""
+from __future__ import annotations
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from controlplane.testing import running_controlplane
+from executor.controlplane_client import ControlPlaneClient
+from executor.log_upload import LogUploader
+
+
+@pytest.fixture
+def s3():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        client = boto3.client("s3", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{server._server.server_port}",
+                              aws_access_key_id="test", aws_secret_access_key="test")
+        client.create_bucket(Bucket="task-logs")
+        yield client
+    finally:
+        server.stop()
+
+
+def test_with_a_bucket_the_full_log_goes_to_s3(s3):
+    uploader = LogUploader(ControlPlaneClient("http://127.0.0.1:9/gms", "t", retries=0), bucket="task-logs",
+                           pool_id="remote", s3_client=s3)
+    assert uploader.upload("exe_1", b"line 1\nline 2\n") == "s3://task-logs/datahub-executor/remote/exe_1.log"
+    stored = s3.get_object(Bucket="task-logs", Key="datahub-executor/remote/exe_1.log")["Body"].read()
+    assert stored == b"line 1\nline 2\n"
+
+
+def test_without_a_bucket_the_full_log_goes_to_the_control_plane(tmp_path):
+    with running_controlplane(tmp_path / "cp") as cp:
+        cp.create_pool("remote", default=True)
+        execution = cp.run_source(cp.create_source("s", "source: {type: datahub-mock-data}\n")["id"])
+        client = ControlPlaneClient(cp.gms_url, cp.create_executor_token(["remote"]))
+        assert LogUploader(client, bucket=None, pool_id="remote").upload(execution["id"], b"all of it\n") == "control plane"
+        assert cp.logs(execution["id"])["log"] == "all of it\n"
