@@ -24,7 +24,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from controlplane.testing import running_controlplane  # noqa: E402
-from tests.e2e.conftest import System, custom_env, custom_recipe, mock_recipe  # noqa: E402
+from tests.e2e.conftest import System, custom_env, custom_recipe, mock_recipe, remove_cgroup_roots  # noqa: E402
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -86,6 +86,7 @@ def main() -> None:
             busy_rss, busy_cpu = footprint(executor.process.pid, 10)
         finally:
             executor.stop()
+            remove_cgroup_roots(system.cgroup_roots)
         baseline = bare_loop_baseline(cp, runs)
     ours_p50, base_p50 = statistics.median(dispatch) * 1000, statistics.median(baseline) * 1000
     print(f"dispatch (enqueue -> claimed), {runs} runs: p50 {ours_p50:.1f} ms, p99 {percentile(dispatch, .99) * 1000:.1f} ms")

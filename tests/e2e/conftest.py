@@ -72,6 +72,7 @@ class System:
         self.tmp_path = tmp_path
         self.pool_id = "remote"
         self.executors: list[ExecutorProcess] = []
+        self.cgroup_roots: set[str] = set()
 
     def executor_env(self, executor_id: str = "executor-1", **overrides: str) -> dict[str, str]:
         token = self.cp.create_executor_token([self.pool_id])
@@ -87,6 +88,7 @@ class System:
             "DATAHUB_EXECUTOR_DRAIN_TIMEOUT": "20", "DATAHUB_EXECUTOR_CANCEL_GRACE": "5",
         })
         env.update(overrides)
+        self.cgroup_roots.add(env["DATAHUB_EXECUTOR_CGROUP_ROOT"])
         return env
 
     def start_executor(self, executor_id: str = "executor-1", **overrides: str) -> ExecutorProcess:
@@ -107,6 +109,21 @@ def system(tmp_path: Path) -> Iterator[System]:
         finally:
             for executor in system.executors:
                 executor.stop()
+            left = remove_cgroup_roots(system.cgroup_roots)
+    assert not left, f"executors left task cgroups behind: {left}"
+
+
+def remove_cgroup_roots(names: set[str]) -> list[str]:
+    """Tests create cgroups only below their own and remove them after: sweep each executor's
+    root (killing any task left in it) and remove it. Returns the task cgroups that were left."""
+    from sandbox import Sandbox
+
+    left = []
+    for name in sorted(names):
+        sandbox = Sandbox.open(name)
+        left += [f"{name}/{task}" for task in sandbox.sweep()]
+        sandbox.close()
+    return left
 
 
 TEST_SOURCES = Path(__file__).parent / "sources"
