@@ -181,8 +181,16 @@ class V1TaskGroup(TaskGroup):
         return fs.read_int(self._file("memory", "memory.max_usage_in_bytes"))
 
     def remove(self) -> None:
+        """Remove the task's directory in every hierarchy, trying each even when one fails, so
+        one busy hierarchy does not leave the others behind."""
+        errors = []
         for path in self.dirs.values():
-            fs.remove_dir(path)
+            try:
+                fs.remove_dir(path)
+            except SandboxError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise SandboxError("; ".join(errors))
 
     def remove_quietly(self) -> None:
         for path in self.dirs.values():
