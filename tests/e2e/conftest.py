@@ -143,3 +143,11 @@ def json_scalar(value) -> str:
 
 def custom_env(**extra: str) -> dict[str, str]:
     return {"PYTHONPATH": str(TEST_SOURCES), **extra}
+
+
+def wait_for_tick(system: System, execution_id: str, timeout_s: float = 120) -> None:
+    """Until the running task's masked log tail, shipped with progress, shows a SleepySource tick."""
+    deadline = time.monotonic() + timeout_s
+    while "sleepy tick" not in (system.cp.execution(execution_id)["log_tail"] or ""):
+        assert time.monotonic() < deadline, "the task never started or its log tail never arrived"
+        time.sleep(0.2)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .conftest import custom_env, custom_recipe
+from .conftest import custom_env, custom_recipe, wait_for_tick
 
 
 def test_a_leaking_task_fails_with_memory_limit_exceeded_and_the_rest_carries_on(system, tmp_path):
@@ -28,11 +28,7 @@ def test_cancel_reaches_the_task_within_a_progress_interval(system, tmp_path):
     source = system.cp.create_source("long", custom_recipe("SleepySource", tmp_path / "s.json", seconds=120),
                                      extra_env=custom_env())
     execution = system.cp.run_source(source["id"])
-    system.cp.wait_for_status(execution["id"], {"RUNNING"}, timeout_s=120)
-    deadline = time.monotonic() + 60
-    while "sleepy tick" not in (system.cp.execution(execution["id"])["log_tail"] or "") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert "sleepy tick" in system.cp.execution(execution["id"])["log_tail"], "the masked tail arrives while running"
+    wait_for_tick(system, execution["id"])  # the masked tail arrives while the task runs
     asked = time.monotonic()
     system.cp.cancel(execution["id"])
     done = system.cp.wait_for_status(execution["id"], {"CANCELLED", "SUCCESS", "FAILURE"}, timeout_s=30)
@@ -46,9 +42,7 @@ def test_a_task_that_ignores_sigterm_is_killed_after_the_grace_period(system, tm
     source = system.cp.create_source("stubborn", custom_recipe("SleepySource", tmp_path / "s.json", seconds=120,
                                                                ignore_sigterm=True), extra_env=custom_env())
     execution = system.cp.run_source(source["id"])
-    deadline = time.monotonic() + 90
-    while "sleepy tick" not in (system.cp.execution(execution["id"])["log_tail"] or "") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_tick(system, execution["id"])
     system.cp.cancel(execution["id"])
     done = system.cp.wait_for_status(execution["id"], {"CANCELLED", "SUCCESS", "FAILURE"}, timeout_s=30)
     assert done["status"] == "CANCELLED"

@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from .conftest import EXECUTOR, custom_env, custom_recipe, mock_recipe
+from .conftest import EXECUTOR, custom_env, custom_recipe, mock_recipe, wait_for_tick
 
 
 def test_visibility_is_extended_so_a_long_task_runs_once(tmp_path, system):
@@ -31,9 +31,7 @@ def test_kill_9_of_the_master_mid_task_reruns_the_task_and_leaves_no_orphan(syst
     source = system.cp.create_source("rerun", custom_recipe("SleepySource", tmp_path / "r.json", seconds=8),
                                      extra_env=custom_env())
     execution = system.cp.run_source(source["id"])
-    deadline = time.monotonic() + 120
-    while "sleepy tick" not in (system.cp.execution(execution["id"])["log_tail"] or "") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_tick(system, execution["id"])
     task_pids = [int(p) for p in subprocess.run(["pgrep", "-f", "e2e_test_sources"], capture_output=True, text=True).stdout.split()]
     first.kill9()
     # Same executor id and cgroup root: its restart sweeps what the crash left, then runs the

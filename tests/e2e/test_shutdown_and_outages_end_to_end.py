@@ -3,14 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .conftest import custom_env, custom_recipe
-
-
-def wait_for_tick(system, execution_id: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while "sleepy tick" not in (system.cp.execution(execution_id)["log_tail"] or ""):
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.2)
+from .conftest import custom_env, custom_recipe, wait_for_tick
 
 
 def test_sigterm_kills_what_outlasts_the_drain_reports_aborted_and_returns_unstarted_work(system, tmp_path):
