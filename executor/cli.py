@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .settings import SETTINGS, SettingsError, load_settings, settings_table
+from .settings import SETTINGS, SettingsError, env_template, load_settings, settings_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,9 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="start the executor")
     sub.add_parser("check", help="run the troubleshooting checks and exit")
     sub.add_parser("settings-table", help="print the settings table (docs/settings.md)")
+    sub.add_parser("env-template", help="print an environment file with every setting, for systemd or docker")
     args = parser.parse_args(argv)
     if args.command == "settings-table":
         sys.stdout.write(settings_table())
+        return 0
+    if args.command == "env-template":
+        sys.stdout.write(env_template())
         return 0
     try:
         settings = load_settings(file=args.env_file)

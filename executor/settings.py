@@ -260,6 +260,20 @@ def settings_table() -> str:
     return header + "\n".join(rows) + "\n"
 
 
+def env_template() -> str:
+    """An environment file (systemd EnvironmentFile=, docker --env-file) with every setting
+    documented and commented out at its default; the required ones are left to fill in."""
+    lines = ["# datahub-executor settings: generated from executor/settings.py", ""]
+    for s in SETTINGS:
+        lines.append(f"# {s.doc}")
+        if s.required:
+            lines.append(f"{s.env}=")
+        else:
+            lines.append(f"# {s.env}={s.default or ''}")
+        lines.append("")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--table"]:
         sys.stdout.write(settings_table())
