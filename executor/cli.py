@@ -1,4 +1,4 @@
-"""`datahub-executor run | check | settings-table`."""
+"""`datahub-executor run | check | healthcheck | settings-table | env-template`."""
 from __future__ import annotations
 
 import argparse
@@ -16,12 +16,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the executor")
     sub.add_parser("check", help="run the troubleshooting checks and exit")
+    sub.add_parser("healthcheck", help="ask the running executor's /health; exit 0 if healthy (container probes)")
     sub.add_parser("settings-table", help="print the settings table (docs/settings.md)")
     sub.add_parser("env-template", help="print an environment file with every setting, for systemd or docker")
     args = parser.parse_args(argv)
     if args.command == "settings-table":
         sys.stdout.write(settings_table())
         return 0
+    if args.command == "healthcheck":
+        from .healthcheck import run_healthcheck
+
+        healthy, line = run_healthcheck()
+        print(line, file=sys.stdout if healthy else sys.stderr)
+        return 0 if healthy else 1
     if args.command == "env-template":
         sys.stdout.write(env_template())
         return 0

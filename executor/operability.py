@@ -2,6 +2,8 @@
 /metrics. Small on purpose: one logger configured once, one tiny HTTP server on loopback."""
 from __future__ import annotations
 
+import json
+
 import os
 import socket
 import sys
@@ -94,7 +96,8 @@ class HealthServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 if self.path == "/health":
                     ok, reason = outer.health()
-                    body, status, kind = (f'{{"ok": {str(ok).lower()}, "reason": "{reason}"}}').encode(), 200 if ok else 503, "application/json"
+                    body = json.dumps({"ok": ok, "reason": reason}).encode()
+                    status, kind = (200 if ok else 503), "application/json"
                 elif self.path == "/metrics":
                     body, status, kind = generate_latest(outer.metrics.registry), 200, CONTENT_TYPE_LATEST
                 else:

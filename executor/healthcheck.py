@@ -1,0 +1,51 @@
+"""`datahub-executor healthcheck`: ask the running master's /health, exit 0 if healthy, 1 if not.
+
+For probes that can only run a command (Docker's HEALTHCHECK, ECS's container health check): the
+image has no curl, and the address must follow DATAHUB_EXECUTOR_HEALTH_ADDRESS rather than a port
+written into the Dockerfile. Reads only that one setting, so it works whatever else is (mis)set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+
+from .settings import SETTINGS
+
+_HEALTH = next(s for s in SETTINGS if s.env == "DATAHUB_EXECUTOR_HEALTH_ADDRESS")
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
+
+
+def health_url(environ: dict[str, str] | None = None) -> str:
+    """The /health address of the executor configured by this environment, reachable from here
+    (a wildcard bind is asked on loopback)."""
+    environ = dict(os.environ) if environ is None else environ
+    host, port = _HEALTH.parse(environ.get(_HEALTH.env) or _HEALTH.default)
+    host = _WILDCARDS.get(host, host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/health"
+
+
+def run_healthcheck(timeout_s: float = 4.0) -> tuple[bool, str]:
+    """(healthy, one line for the probe's log)."""
+    try:
+        url = health_url()
+    except ValueError as exc:
+        return False, f"{_HEALTH.env} is invalid: {exc}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback, our own server)
+            return True, _reason(response.read()) or "ok"
+    except urllib.error.HTTPError as exc:
+        return False, f"unhealthy ({exc.code}): {_reason(exc.read()) or exc.reason}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"no answer from {url}: {reason}"
+
+
+def _reason(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("reason", ""))
+    except (ValueError, AttributeError):
+        return ""

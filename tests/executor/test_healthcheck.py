@@ -1,0 +1,65 @@
+"""`datahub-executor healthcheck`, the probe command of the container image and the ECS task,
+run as a real process against a real /health server."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from executor.healthcheck import health_url
+from executor.operability import ExecutorMetrics, HealthServer
+
+CLI = str(Path(sys.executable).parent / "datahub-executor")
+
+
+def probe(address: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUB_")}
+    env["DATAHUB_EXECUTOR_HEALTH_ADDRESS"] = address
+    return subprocess.run([CLI, "healthcheck"], env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def server():
+    state = {"ok": True, "reason": "polling"}
+    health = HealthServer("0.0.0.0", 0, ExecutorMetrics(), lambda: (state["ok"], state["reason"]))
+    health.start()
+    try:
+        yield health, state
+    finally:
+        health.stop()
+
+
+def test_healthy_executor_exits_0_and_a_wildcard_bind_is_asked_on_loopback(server):
+    health, _ = server
+    result = probe(f"0.0.0.0:{health.port}")
+    assert result.returncode == 0, result.stderr
+    assert "polling" in result.stdout
+
+
+def test_unhealthy_executor_exits_1_with_its_reason(server):
+    health, state = server
+    state.update(ok=False, reason='poll loop stalled for 95 s "quoted"')
+    result = probe(f"127.0.0.1:{health.port}")
+    assert result.returncode == 1
+    assert "503" in result.stderr and 'stalled for 95 s "quoted"' in result.stderr
+
+
+def test_nothing_listening_exits_1_naming_the_address(server):
+    health, _ = server
+    port = health.port
+    health.stop()
+    result = probe(f"127.0.0.1:{port}")
+    assert result.returncode == 1 and f"127.0.0.1:{port}/health" in result.stderr
+
+
+def test_invalid_address_names_the_setting():
+    result = probe("nonsense")
+    assert result.returncode == 1 and "DATAHUB_EXECUTOR_HEALTH_ADDRESS" in result.stderr
+
+
+def test_health_url_follows_the_setting_and_its_default():
+    assert health_url({}) == "http://127.0.0.1:9087/health"
+    assert health_url({"DATAHUB_EXECUTOR_HEALTH_ADDRESS": "[::]:9100"}) == "http://[::1]:9100/health"
