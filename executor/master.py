@@ -82,6 +82,12 @@ class Master:
         for sub in ("executions", "logs"):
             (self.work_dir / sub).mkdir(parents=True, exist_ok=True)
         self.sandbox = Sandbox.open(s.cgroup_root, mode=s.sandbox_mode)
+        if self.sandbox.mode == "none":
+            logger.warning("sandbox mode none: no writable cgroup filesystem here, so task memory is watched (RSS, "
+                           "polled) instead of enforced by the kernel, and pids and cpu are not capped; "
+                           "docs/operations.md says how to get cgroups")
+        else:
+            logger.info("sandbox mode {}: tasks run in cgroups below {}", self.sandbox.mode, s.cgroup_root)
         swept = self.sandbox.sweep()
         if swept:
             logger.warning("killed {} task(s) left by a previous run of this executor: {}", len(swept), ", ".join(swept))

@@ -30,9 +30,10 @@ def mock_recipe(out_file: Path, extra_source_config: str = "{}") -> str:
 class ExecutorProcess:
     """A `datahub-executor run` child whose log lines are collected for assertions."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], argv: list[str] | None = None) -> None:
         self.lines: list[str] = []
-        self.process = subprocess.Popen(EXECUTOR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(argv or EXECUTOR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
