@@ -140,6 +140,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between SIGTERM and SIGKILL when a task is cancelled."),
     Setting("DATAHUB_EXECUTOR_TASK_TIMEOUT", "task_timeout_s", _seconds, "86400",
             "Longest a task may run before it ends as TIMEOUT."),
+    Setting("DATAHUB_EXECUTOR_TASK_PIDS_MAX", "task_pids_max", _positive_int, "4096",
+            "Most processes and threads one task may have at once (cgroup pids.max); stops a fork bomb."),
     Setting("DATAHUB_EXECUTOR_SANDBOX_MODE", "sandbox_mode", _sandbox_mode, "auto",
             "Confinement: auto, cgroup-v2, cgroup-v1 or none (best effort, no cgroups)."),
     Setting("DATAHUB_EXECUTOR_CGROUP_ROOT", "cgroup_root", _identifier, "datahub-executor",
@@ -180,6 +182,7 @@ class Settings:
     drain_timeout_s: float
     cancel_grace_s: float
     task_timeout_s: float
+    task_pids_max: int
     sandbox_mode: str
     cgroup_root: str
     work_dir: str

@@ -107,7 +107,8 @@ class TaskSupervisor(threading.Thread):
 
     def _run_prepared(self, task: str, prepared: PreparedTask, started: float) -> None:
         task_log = TaskLog(self._task_log_path(self.execution_id), prepared.masker)
-        limits = Limits(memory_max_bytes=prepared.memory_limit_bytes, timeout_s=self.settings.task_timeout_s)
+        limits = Limits(memory_max_bytes=prepared.memory_limit_bytes, pids_max=self.settings.task_pids_max,
+                        timeout_s=self.settings.task_timeout_s)
         task_log.write_line(f"[executor] {task} on {self.settings.executor_id}; memory limit: "
                             f"{prepared.memory_limit_bytes if prepared.memory_limit_bytes else 'none'} bytes")
         self.log.info("starting {} (memory limit {} bytes)", task, prepared.memory_limit_bytes or "none")
@@ -134,6 +135,10 @@ class TaskSupervisor(threading.Thread):
         pump.join(timeout=10)
         task_log.write_line(f"[executor] outcome: {outcome.status.value} exit_code={outcome.exit_code} "
                             f"signal={outcome.signal} peak_memory_bytes={outcome.peak_memory_bytes}")
+        if outcome.pids_limit_hits:
+            task_log.write_line(f"[executor] the task reached its process limit: {outcome.pids_limit_hits} fork(s) "
+                                f"refused at {self.settings.task_pids_max} processes and threads "
+                                "(DATAHUB_EXECUTOR_TASK_PIDS_MAX)")
         task_log.close()
         body = self._result_body(outcome, prepared, task_log, started)
         self._upload_log(task_log)

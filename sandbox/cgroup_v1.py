@@ -177,6 +177,11 @@ class V1TaskGroup(TaskGroup):
     def memory_current(self) -> int | None:
         return fs.read_int(self._file("memory", "memory.usage_in_bytes"))
 
+    def pids_limit_hits(self) -> int:
+        if "pids" not in self.dirs:
+            return 0
+        return fs.read_keyed(self._file("pids", "pids.events")).get("max", 0)
+
     def memory_peak(self) -> int | None:
         return fs.read_int(self._file("memory", "memory.max_usage_in_bytes"))
 

@@ -169,6 +169,9 @@ class V2TaskGroup(TaskGroup):
     def memory_current(self) -> int | None:
         return fs.read_int(self._file("memory.current"))
 
+    def pids_limit_hits(self) -> int:
+        return fs.read_keyed(self._file("pids.events")).get("max", 0)
+
     def memory_peak(self) -> int | None:
         return fs.read_int(self._file("memory.peak"))
 

@@ -44,6 +44,11 @@ class TaskGroup(ABC):
     def terminate_all(self) -> None:
         self.signal_all(signal.SIGTERM)
 
+    def pids_limit_hits(self) -> int:
+        """How often a fork was refused by the task's pids limit (pids.events "max"); 0 where
+        nothing counts it. A fork bomb shows here rather than in an exit code."""
+        return 0
+
     def needs_watchdog(self) -> bool:
         """True where memory is limited by polling rather than by the kernel."""
         return False

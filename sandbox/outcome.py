@@ -25,6 +25,7 @@ class Outcome:
     mode: str
     limits_enforced: dict[str, str] = field(default_factory=dict)
     killed_by: str | None = None
+    pids_limit_hits: int = 0
 
     @property
     def shell_exit_code(self) -> int:

@@ -200,6 +200,7 @@ class ConfinedProcess:
             self._group.kill_all()
         oom_kills = self._group.oom_kills()
         peak = self._group.memory_peak()
+        pids_limit_hits = self._group.pids_limit_hits()
         try:
             self._group.remove()
         except SandboxError as exc:
@@ -216,6 +217,7 @@ class ConfinedProcess:
                 mode=self._mode,
                 limits_enforced=self._enforced,
                 killed_by=killed_by,
+                pids_limit_hits=pids_limit_hits,
             )
             self._done.set()
 

@@ -76,6 +76,9 @@ def test_oom_and_peak_are_read_from_memory_events_and_memory_peak(tmp_path):
     assert group.oom_kills() == 2
     assert group.memory_peak() == 64 << 20
     assert group.memory_current() == 10 << 20
+    assert group.pids_limit_hits() == 0  # no pids.events written yet reads as none
+    (task_dir / "pids.events").write_text("max 7\n")
+    assert group.pids_limit_hits() == 7
 
 
 def test_kill_uses_cgroup_kill(tmp_path):

@@ -90,6 +90,7 @@ def test_a_fork_bomb_stops_at_the_pids_limit(sandbox):
     assert made < 20, "forks beyond pids.max must fail with EAGAIN"
     assert outcome.status is Status.SUCCEEDED, "the main process exits; its sleeping children are killed with it"
     assert outcome.limits_enforced["pids"].endswith("pids.max=20")
+    assert outcome.pids_limit_hits >= 1, "the refused fork is counted (pids.events), so it can be reported"
 
 
 def test_a_real_shell_fork_bomb_is_contained_and_killed_by_the_timeout(sandbox):
