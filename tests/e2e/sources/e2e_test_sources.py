@@ -71,3 +71,87 @@ class LeakySource(Source):
 
     def get_report(self) -> SourceReport:
         return self.report
+
+
+class _Hostile(Source):
+    """Shared plumbing of the fault-suite sources below: a config, an empty report."""
+
+    config_class: type[ConfigModel]
+
+    def __init__(self, config: ConfigModel, ctx) -> None:
+        super().__init__(ctx)
+        self.config = config
+        self.report = SourceReport()
+
+    @classmethod
+    def create(cls, config_dict: dict, ctx) -> "_Hostile":
+        return cls(cls.config_class.parse_obj(config_dict), ctx)
+
+    def get_report(self) -> SourceReport:
+        return self.report
+
+
+class ForkBombConfig(ConfigModel):
+    pass
+
+
+class ForkBombSource(_Hostile):
+    """A fork bomb: every process forks without end; a refused fork is retried after a breath
+    (the pids limit, not the bomb's manners, is what must hold)."""
+
+    config_class = ForkBombConfig
+
+    def get_workunits(self) -> Iterable[MetadataWorkUnit]:
+        import os
+
+        print("fork bomb armed", flush=True)
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                time.sleep(0.05)
+
+
+class SilentConfig(ConfigModel):
+    seconds: float = 8.0
+    done_file: str
+
+
+class SilentSource(_Hostile):
+    """Points its stdout and stderr at /dev/null (so the executor's pipe sees end-of-file), then
+    keeps working for `seconds` and leaves a file to prove it ran to the end."""
+
+    config_class = SilentConfig
+
+    def get_workunits(self) -> Iterable[MetadataWorkUnit]:
+        import os
+
+        print("going silent", flush=True)
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        time.sleep(self.config.seconds)
+        with open(self.config.done_file, "w") as f:
+            f.write("finished")
+        return iter([])
+
+
+class FloodConfig(ConfigModel):
+    megabytes: int = 1024
+
+
+class FloodSource(_Hostile):
+    """Writes `megabytes` of log lines to stdout as fast as it can."""
+
+    config_class = FloodConfig
+
+    def get_workunits(self) -> Iterable[MetadataWorkUnit]:
+        line = ("flood " + "x" * 121 + "\n").encode()  # 128 bytes
+        block = line * 8192  # 1 MiB
+        out = sys.stdout.buffer
+        for _ in range(self.config.megabytes):
+            out.write(block)
+        out.flush()
+        print("flood done", flush=True)
+        return iter([])
