@@ -84,8 +84,18 @@ class TaskSupervisor(threading.Thread):
             self._finished(self)
 
     def _run(self) -> None:
-        claimed = self._retrying("claim", lambda: self.client.claim(self.execution_id, self.settings.executor_id,
-                                                                    self.message.receive_count))
+        try:
+            claimed = self._retrying("claim", lambda: self.client.claim(self.execution_id, self.settings.executor_id,
+                                                                        self.message.receive_count))
+        except ControlPlaneError as exc:
+            if not exc.final:
+                raise
+            # Unknown execution, or a pool this token may not serve: no executor can run it. Left
+            # undeleted, it returns after the visibility timeout and, past the pool's redrive
+            # count, lands in the dead-letter queue where an operator can look at it.
+            self.log.error("claim refused ({}): leaving message {} for the dead-letter queue (receive {})",
+                           exc, self.message.message_id, self.message.receive_count)
+            return
         if claimed is None:
             self.log.info("execution is final or running elsewhere: duplicate delivery, deleting the message")
             self._delete_message(self.message)

@@ -63,30 +63,6 @@ def test_a_duplicate_delivery_is_recognised_by_claim_and_deleted(system, tmp_pat
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
 
 
-def test_malformed_messages_are_logged_and_left_for_the_dlq_while_the_consumer_goes_on(system, tmp_path):
-    import boto3
-
-    system.cp.create_pool("poison", visibility_timeout_s=1, max_receive_count=2)
-    system.pool_id = "poison"
-    executor = system.start_executor("executor-poison")
-    pool = system.cp.server.cp.pool("poison")
-    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=system.cp.sqs_endpoint_url,
-                       aws_access_key_id="local", aws_secret_access_key="local")
-    sqs.send_message(QueueUrl=pool["queue_url"], MessageBody="not json")
-    sqs.send_message(QueueUrl=pool["queue_url"], MessageBody=json.dumps({"v": 99, "execution_id": "x", "task": "RUN_INGEST"}))
-    source = system.cp.create_source("after-poison", mock_recipe(tmp_path / "p.json"), pool_id="poison")
-    execution = system.cp.run_source(source["id"])
-    assert system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)["status"] == "SUCCESS"
-    executor.wait_for_line("is malformed", timeout_s=10)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        dead = sqs.get_queue_attributes(QueueUrl=pool["dlq_url"], AttributeNames=["ApproximateNumberOfMessages"])
-        if dead["Attributes"]["ApproximateNumberOfMessages"] == "2":
-            break
-        time.sleep(1)
-    assert dead["Attributes"]["ApproximateNumberOfMessages"] == "2"
-
-
 def test_health_and_metrics_are_served_on_loopback(system, tmp_path):
     import socket
 
