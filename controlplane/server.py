@@ -130,6 +130,20 @@ class ControlPlaneServer:
     def sqs_endpoint_url(self) -> str | None:
         return self._sqs.endpoint_url if self._sqs else None
 
+    def stop_queue_server(self) -> None:
+        """Stop the embedded SQS server alone, the API staying up. Its queues and messages live in
+        this process's memory and are there again after start_queue_server(): an SQS outage, for
+        the fault suite and for trying an executor's behaviour by hand."""
+        if self._sqs is None:
+            raise RuntimeError("this control plane uses real SQS; there is no queue server to stop")
+        self._sqs.stop()
+
+    def start_queue_server(self) -> None:
+        if self._sqs is None or self._sqs.endpoint_url is None:
+            raise RuntimeError("this control plane uses real SQS; there is no queue server to start")
+        self._sqs = EmbeddedSqs(int(self._sqs.endpoint_url.rsplit(":", 1)[1]))
+        self._sqs.start()
+
     def stop(self) -> None:
         self._stop.set()
         if self._uvicorn is not None:

@@ -25,6 +25,12 @@ class ControlPlaneHandle:
     def stop(self) -> None:
         self.server.stop()
 
+    def stop_queue(self) -> None:
+        self.server.stop_queue_server()
+
+    def start_queue(self) -> None:
+        self.server.start_queue_server()
+
     @property
     def gms_url(self) -> str:
         return self.server.gms_url

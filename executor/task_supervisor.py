@@ -209,10 +209,13 @@ class TaskSupervisor(threading.Thread):
                 "structured_report": prepared.structured_report(), "log_tail": task_log.tail()}
 
     def _upload_log(self, task_log: TaskLog) -> None:
+        """Before the result, and like it retried through control-plane outages: a log shipped
+        late is worth more than a result whose log is gone."""
+        data = task_log.full_log(FULL_LOG_UPLOAD_CAP)
         try:
-            where = self._logs.upload(self.execution_id, task_log.full_log(FULL_LOG_UPLOAD_CAP))
+            where = self._retrying("log upload", lambda: self._logs.upload(self.execution_id, data), forever=True)
             self.log.debug("full log uploaded to {}", where)
-        except Exception as exc:  # the control plane's or S3's error: the tail in the result remains
+        except Exception as exc:  # a 4xx from the control plane, or S3's error: the tail in the result remains
             self.log.warning("full log not uploaded to {}: {}", self._logs.destination(self.execution_id), exc)
 
     def _report(self, body: dict, task: str) -> None:

@@ -61,3 +61,13 @@ def wait_for_log_tail(cp, execution_id: str, text: str, timeout_s: float = 120) 
     while text not in (cp.execution(execution_id)["log_tail"] or ""):
         assert time.monotonic() < deadline, f"{text!r} never reached the control plane"
         time.sleep(0.2)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Everything here carries the `faults` marker: `-m "not faults"` gives a quick run, CI runs all."""
+    import pytest
+
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.faults)

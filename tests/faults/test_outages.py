@@ -1,0 +1,57 @@
+"""Fault suite 3: the SQS server stops for 30 s and comes back; then the control plane (API and
+its embedded queue, as when its process restarts) stops for 60 s and comes back. A task runs
+through both: it goes on, its result is delivered late rather than dropped, work queued after
+the first outage runs, the executor never crashes and says so once per outage."""
+from __future__ import annotations
+
+import time
+
+
+from tests.e2e.conftest import custom_env, custom_recipe, mock_recipe, wait_for_tick
+
+
+SQS_OUTAGE_S = 30
+CONTROL_PLANE_OUTAGE_S = 60
+
+
+def test_sqs_and_control_plane_outages_lose_nothing_and_are_logged_once_each(system, tmp_path):
+    executor = system.start_executor()
+    cp = system.cp
+    # Long enough to run through the SQS outage and end inside the control-plane outage.
+    long_run = cp.run_source(cp.create_source("through-both", custom_recipe("SleepySource", tmp_path / "a.json",
+                                                                            seconds=SQS_OUTAGE_S + 40),
+                                              extra_env=custom_env())["id"])
+    wait_for_tick(system, long_run["id"])
+
+    cp.stop_queue()
+    time.sleep(SQS_OUTAGE_S)
+    assert executor.process.poll() is None
+    assert cp.execution(long_run["id"])["status"] == "RUNNING", "the task goes on without its queue"
+    cp.start_queue()
+    after_sqs = cp.run_source(cp.create_source("after-sqs-outage", mock_recipe(tmp_path / "b.json"))["id"])
+    assert cp.wait_for_status(after_sqs["id"], {"SUCCESS", "FAILURE"}, timeout_s=120)["status"] == "SUCCESS"
+    executor.wait_for_line("SQS reachable again", timeout_s=5)
+
+    cp.stop()
+    time.sleep(CONTROL_PLANE_OUTAGE_S)  # the long task ends while nobody can hear its result
+    assert executor.process.poll() is None
+    cp.start()
+    done = cp.wait_for_status(long_run["id"], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=120)
+    assert done["status"] == "SUCCESS", "the result was delivered late, not dropped"
+    assert done["executor_id"] == "executor-1"
+    after_cp = cp.run_source(cp.create_source("after-cp-outage", mock_recipe(tmp_path / "c.json"))["id"])
+    assert cp.wait_for_status(after_cp["id"], {"SUCCESS", "FAILURE"}, timeout_s=120)["status"] == "SUCCESS"
+
+    def count(text: str) -> int:
+        return sum(text in line for line in executor.lines)
+
+    # The control plane's restart took its embedded queue down too: two SQS outages, one API outage.
+    assert count("SQS unreachable") == 2, [line for line in executor.lines if "SQS" in line]
+    assert count("SQS reachable again") == 2
+    assert count("control plane unreachable") == 1, [line for line in executor.lines if "control plane" in line]
+    assert count("control plane reachable again") == 1
+    assert not any("Traceback" in line for line in executor.lines)
+    assert "[executor] outcome: SUCCEEDED" in cp.logs(long_run["id"])["log"], "the full log, too, arrived late"
+    starts = sum("starting RUN_INGEST" in line and long_run["id"] in line for line in executor.lines)
+    assert starts == 1, "the long task ran once, though its message outlived its visibility during the outage"
+    assert cp.executors("remote")[0]["status"] == "ONLINE"
