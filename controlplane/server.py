@@ -22,6 +22,7 @@ from .service import ControlPlane
 from .store import Store
 
 SWEEP_INTERVAL_S = 2.0
+KEEP_ALIVE_S = 75  # longer than the 60 s idle timeout of common proxies and load balancers
 
 
 @dataclass
@@ -77,8 +78,11 @@ class ControlPlaneServer:
         (self.state_dir / "api-port").write_text(str(self.port))
         # uvicorn binds itself: with a pre-bound socket handed over (sockets=[...]) every response
         # took ~40 ms on loopback here (Nagle against delayed ACKs), against 0.4 ms when it binds.
+        # Keep-alive well above an executor's heartbeat interval: with uvicorn's default of 5 s a
+        # client sending on a connection just as the server closes it gets a reset (seen here).
         self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(self.cp), host=self.config.host, port=self.port,
-                                                      log_level="warning", access_log=False))
+                                                      log_level="warning", access_log=False,
+                                                      timeout_keep_alive=KEEP_ALIVE_S))
         serve = threading.Thread(target=self._uvicorn.run, name="controlplane-http", daemon=True)
         serve.start()
         sweeper = threading.Thread(target=self._sweep_lost, name="controlplane-sweeper", daemon=True)

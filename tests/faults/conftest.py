@@ -43,17 +43,58 @@ def rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / (1 << 20)
 
 
-def task_pids_current(cgroup_root: str) -> dict[str, int]:
-    """pids.current of every task cgroup under an executor's root (v1 pids hierarchy or v2)."""
+def _task_dirs(cgroup_root: str) -> list[Path]:
+    """The task cgroups under an executor's root, in the v1 pids hierarchy (or v2)."""
     hierarchies = read_hierarchies()
     hierarchy = v1_hierarchy(hierarchies, "pids") or v2_hierarchy(hierarchies)
+    return list((Path(hierarchy.own_dir) / cgroup_root).glob("task-*"))
+
+
+def task_pids_current(cgroup_root: str) -> dict[str, int]:
+    """pids.current of every task cgroup under an executor's root."""
     values = {}
-    for task_dir in (Path(hierarchy.own_dir) / cgroup_root).glob("task-*"):
+    for task_dir in _task_dirs(cgroup_root):
         try:
             values[task_dir.name] = int((task_dir / "pids.current").read_text())
         except (OSError, ValueError):
             pass
     return values
+
+
+def task_processes(cgroup_root: str) -> list[int]:
+    """Every process in the task cgroups under an executor's root."""
+    pids = []
+    for task_dir in _task_dirs(cgroup_root):
+        try:
+            pids += [int(p) for p in (task_dir / "cgroup.procs").read_text().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def identities(pids: list[int]) -> set[tuple[int, float]]:
+    """(pid, start time) of each live process: a pid the kernel hands out again is not mistaken
+    for the process that had it."""
+    found = set()
+    for pid in pids:
+        try:
+            found.add((pid, psutil.Process(pid).create_time()))
+        except psutil.Error:
+            pass
+    return found
+
+
+def still_running(seen: set[tuple[int, float]]) -> list[int]:
+    """Those of SEEN that still run (a zombie has ended and only waits for its reaper)."""
+    alive = []
+    for pid, started in seen:
+        try:
+            process = psutil.Process(pid)
+            if process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.Error:
+            pass
+    return alive
 
 
 def wait_for_log_tail(cp, execution_id: str, text: str, timeout_s: float = 120) -> None:

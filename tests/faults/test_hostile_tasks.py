@@ -5,14 +5,11 @@ working, and one that writes 1 GiB of log: each must be contained and reported f
 while the master and the well-behaved task are unharmed and nothing is left behind."""
 from __future__ import annotations
 
-import subprocess
 import time
-
-import psutil
 
 from tests.e2e.conftest import custom_env, custom_recipe, mock_recipe, wait_for_tick
 
-from .conftest import Sampler, rss_mib, task_pids_current, wait_for_log_tail
+from .conftest import Sampler, identities, rss_mib, still_running, task_pids_current, task_processes, wait_for_log_tail
 
 PIDS_MAX = 64
 FINAL = {"SUCCESS", "FAILURE", "CANCELLED", "TIMEOUT", "ABORTED"}
@@ -40,7 +37,8 @@ def test_hostile_tasks_are_each_contained_and_reported_and_the_rest_is_unharmed(
         "flood": source("flood", "FloodSource", megabytes=1024),
         "calm": cp.create_source("calm", mock_recipe(tmp_path / "calm.json"))["id"],
     }
-    with Sampler(lambda: rss_mib(master)) as master_rss, Sampler(lambda: task_pids_current(cgroup_root)) as task_pids:
+    with Sampler(lambda: rss_mib(master)) as master_rss, Sampler(lambda: task_pids_current(cgroup_root)) as task_pids, \
+            Sampler(lambda: identities(task_processes(cgroup_root)), interval_s=1.0) as seen_processes:
         runs = {name: cp.run_source(source_id)["id"] for name, source_id in sources.items()}
         wait_for_log_tail(cp, runs["bomb"], "fork bomb armed")
         wait_for_tick(system, runs["stubborn"])
@@ -78,6 +76,7 @@ def test_hostile_tasks_are_each_contained_and_reported_and_the_rest_is_unharmed(
 
     assert executor.process.poll() is None, "the master survived all of it"
     assert max(master_rss.values) - rss_before < 64, (rss_before, max(master_rss.values))
-    leftovers = subprocess.run(["pgrep", "-f", "e2e_test_sources"], capture_output=True, text=True).stdout.split()
-    assert not [pid for pid in leftovers if psutil.pid_exists(int(pid))], "no process of any task is left"
+    seen = set().union(*seen_processes.values)
+    assert len(seen) > 6, "the sampler saw the tasks' processes"
+    assert not still_running(seen), "no process of any task is left"
     assert task_pids_current(cgroup_root) == {}, "no task cgroup is left"

@@ -1,0 +1,39 @@
+"""Fault suite 1: `kill -9` of the master while it runs 4 tasks. After a restart every task
+reaches a final state exactly once in the control plane, and no task process or cgroup is left."""
+from __future__ import annotations
+
+from tests.e2e.conftest import custom_env, custom_recipe, wait_for_tick
+
+from .conftest import identities, still_running, task_pids_current, task_processes
+
+EXECUTOR = "executor-crash"
+ROOT = "test-faults-crash-root"
+
+
+def test_kill_9_with_four_tasks_running_ends_each_exactly_once_and_leaves_nothing(system, tmp_path):
+    first = system.start_executor(EXECUTOR, DATAHUB_EXECUTOR_CGROUP_ROOT=ROOT)
+    cp = system.cp
+    runs = []
+    for i in range(4):
+        source = cp.create_source(f"crash-{i}", custom_recipe("SleepySource", tmp_path / f"{i}.json", seconds=12),
+                                  extra_env=custom_env())
+        runs.append(cp.run_source(source["id"])["id"])
+    for execution_id in runs:
+        wait_for_tick(system, execution_id)
+    assert len(task_pids_current(ROOT)) == 4, "four tasks in four cgroups"
+    running = identities(task_processes(ROOT))
+    assert len(running) >= 4
+
+    first.kill9()
+    second = system.start_executor(EXECUTOR, DATAHUB_EXECUTOR_CGROUP_ROOT=ROOT)
+    assert any("task(s) left by a previous run" in line for line in second.lines)
+    assert not still_running(running), "the crash's tasks died with it (parent-death signal) or by the sweep"
+
+    results = [cp.wait_for_status(execution_id, {"SUCCESS", "FAILURE", "ABORTED", "CANCELLED"}, timeout_s=240)
+               for execution_id in runs]
+    assert [r["status"] for r in results] == ["SUCCESS"] * 4, [(r["status"], r["reason"]) for r in results]
+    for execution_id in runs:
+        finished = [line for ex in system.executors for line in ex.lines
+                    if "finished:" in line and execution_id in line]
+        assert len(finished) == 1, f"{execution_id} reported {len(finished)} final states"
+    assert task_pids_current(ROOT) == {}, "no task cgroup left"
