@@ -12,7 +12,7 @@ import secrets
 import time
 from typing import Any
 
-import yaml
+from executor.runtime.safe_yaml import YamlRefused, load_bounded
 
 from .ids import new_id
 from .liveness import liveness
@@ -435,11 +435,9 @@ def _validate_recipe(recipe: str) -> None:
     if not isinstance(recipe, str) or not recipe.strip():
         raise Invalid("recipe must be non-empty YAML or JSON text")
     try:
-        parsed = yaml.safe_load(recipe)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise Invalid(f"recipe is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        parsed = load_bounded(recipe)
+    except YamlRefused as exc:
+        raise Invalid(f"recipe is refused: {exc}") from None
     if not isinstance(parsed, dict) or not isinstance(parsed.get("source"), dict) or "type" not in parsed["source"]:
         raise Invalid("recipe must be a mapping with a source: {type: ..., config: ...} section")
 

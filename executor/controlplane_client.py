@@ -17,6 +17,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 PREFIX = "/executor/v1"
+# The largest answer read from the control plane. A claim carries the recipe (itself capped at
+# 1 MiB by the YAML guard) and its arguments; anything near this is broken or hostile, and
+# reading it whole would put it in the master's memory.
+MAX_ANSWER_BYTES = 16 << 20
 T = TypeVar("T")
 
 
@@ -84,7 +88,11 @@ class ControlPlaneClient:
               ok: tuple[int, ...] = (200, 201)) -> requests.Response:
         url = self.gms_url + PREFIX + path
         try:
-            response = self.session.request(method, url, json=json, data=data, timeout=self.timeout_s)
+            response = self.session.request(method, url, json=json, data=data, timeout=self.timeout_s, stream=True)
+            _read_capped(response, MAX_ANSWER_BYTES)
+        except AnswerTooLarge as exc:
+            logger.error("control plane answered {} {} with {}; refused, not read", method, path, exc)
+            raise ControlPlaneError(f"{method} {path}: answer refused: {exc}") from None
         except requests.RequestException as exc:
             self._state(True, type(exc).__name__)
             raise ControlPlaneError(f"{method} {path}: control plane unreachable ({type(exc).__name__})") from None
@@ -124,3 +132,28 @@ class ControlPlaneClient:
 
     def upload_log(self, execution_id: str, data: bytes) -> None:
         self._call("PUT", f"/executions/{execution_id}/log", data=data)
+
+
+class AnswerTooLarge(Exception):
+    pass
+
+
+def _read_capped(response: requests.Response, cap: int) -> None:
+    """Read a streamed body into the response (so .json() works) unless it exceeds CAP bytes;
+    a declared Content-Length over the cap is refused before reading anything."""
+    try:
+        declared = int(response.headers.get("Content-Length", "0"))
+    except ValueError:
+        declared = 0
+    if declared > cap:
+        response.close()
+        raise AnswerTooLarge(f"{declared} bytes (Content-Length), over the {cap}-byte cap")
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=64 << 10):
+        body += chunk
+        if len(body) > cap:
+            response.close()
+            raise AnswerTooLarge(f"more than {cap} bytes, over the cap")
+    response._content = bytes(body)  # what requests itself sets when it reads the body
+    response._content_consumed = True
+    response.close()  # with the body consumed, this hands the connection back to the pool

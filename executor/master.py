@@ -100,7 +100,7 @@ class Master:
                                     local_credentials=bool(self.pool.get("endpoint_url")))
         self._until_ok("registration", self._heartbeat_once)
         self.state = "ACTIVE"
-        self._heartbeat_once()
+        self._heartbeat_safely()  # a failure here is the heartbeat loop's to retry, not a crash
         for target, name in ((self._heartbeat_loop, "heartbeat"), (self._visibility_loop, "visibility")):
             threading.Thread(target=target, name=name, daemon=True).start()
 

@@ -17,6 +17,9 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 SECRET_REFERENCE = re.compile(r"\$\{(\w+)\}")
+# Any ${...}, and the variable name in it before a shell-style modifier (${NAME:-default}).
+ANY_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+REFERENCE_NAME = re.compile(r"^(.*?)(?::?[-=?+].*)?$", re.S)
 VALID_NAME = re.compile(r"^\w+$")
 
 
@@ -48,7 +51,16 @@ class SecretStore(Protocol):
 
 
 def find_secret_names(text: str) -> list[str]:
-    """The distinct ${NAME} references in TEXT, in order of first appearance."""
+    """The distinct ${NAME} references in TEXT, in order of first appearance.
+
+    A reference that names no possible variable, such as ${../../etc/shadow}, is refused here
+    rather than passed through for datahub to expand as it likes: it can only be a mistake or a
+    probe, and the user should hear which."""
+    for reference in ANY_REFERENCE.findall(text):
+        name = REFERENCE_NAME.match(reference).group(1)
+        if not VALID_NAME.match(name):
+            shown = reference if len(reference) <= 60 else reference[:57] + "..."
+            raise SecretRefused(name, f"secret reference ${{{shown}}} is refused: names are letters, digits and '_' only")
     return list(dict.fromkeys(SECRET_REFERENCE.findall(text)))
 
 

@@ -24,6 +24,7 @@ import yaml
 
 from .masking import Masker
 from .rejection import TaskRejected
+from .safe_yaml import YamlRefused, load_bounded
 from .secrets import ChainedSecretStore, SecretError, find_secret_names
 from .task_limits import InvalidMemoryLimit, parse_memory_limit_kb
 from .venvs import VenvCache, plugins_for
@@ -70,9 +71,9 @@ def parse_recipe(text: Any) -> dict:
     if not isinstance(text, str) or not text.strip():
         raise TaskRejected("INVALID_RECIPE", "the task has no recipe")
     try:
-        recipe = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise TaskRejected("INVALID_RECIPE", f"the recipe is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        recipe = load_bounded(text)
+    except YamlRefused as exc:
+        raise TaskRejected("INVALID_RECIPE", f"the recipe is refused: {exc}") from None
     if not isinstance(recipe, dict) or not isinstance(recipe.get("source"), dict) or "type" not in recipe["source"]:
         raise TaskRejected("INVALID_RECIPE", "the recipe needs a source section with a type")
     return recipe
@@ -99,8 +100,8 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
         memory_limit = parse_memory_limit_kb(extra_env.get("EXECUTOR_TASK_MEMORY_LIMIT"))
     except InvalidMemoryLimit as exc:
         raise TaskRejected("INVALID_MEMORY_LIMIT", str(exc)) from None
-    names = find_secret_names(args["recipe"])
     try:
+        names = find_secret_names(args["recipe"])
         values = secrets.resolve(names)
     except SecretError as exc:
         raise TaskRejected(exc.reason, str(exc)) from None

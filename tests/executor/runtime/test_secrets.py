@@ -32,6 +32,18 @@ def test_names_are_found_once_each_in_order():
     assert find_secret_names(recipe) == ["DB_PASSWORD", "DB_USER"]
 
 
+@pytest.mark.parametrize("reference", ["${../../etc/shadow}", "${/etc/shadow}", "${a/b}", "${..}", "${}",
+                                       "${../x:-default}"])
+def test_references_that_name_no_variable_are_refused_naming_them(reference):
+    with pytest.raises(SecretRefused, match="is refused") as refused:
+        find_secret_names(f"source: {{type: file, config: {{password: '{reference}'}}}}")
+    assert reference.split(":-")[0].rstrip("}") in str(refused.value)
+
+
+def test_shell_style_defaults_are_not_secret_references():
+    assert find_secret_names("a: ${HOST:-localhost}, b: ${PORT-5432}, c: ${PASSWORD}") == ["PASSWORD"]
+
+
 def test_file_secrets_are_reread_on_every_lookup(secret_dir):
     store = FileSecretStore(str(secret_dir), 1 << 20)
     assert store.get("DB_PASSWORD") == "from-file"

@@ -1,0 +1,88 @@
+"""YAML from people who may not mean well: recipes reach the control plane from users and the
+executor from the control plane, and both parse them.
+
+`yaml.safe_load` constructs nothing dangerous, but it is not bounded: a "billion laughs"
+document (aliases of aliases) is a few hundred bytes that expand to 10^9 nodes for whoever walks
+it (our secret scan, datahub's own variable expansion), and a deeply nested flow sequence
+(`[[[[...`) recurses in the composer until Python's recursion limit, which is a RecursionError,
+not a YAMLError, and escapes the usual error handling. Limits here: the text size, the nesting
+depth, and the node count with every alias expanded (computed on the composed graph without
+expanding it). Real recipes are far below each.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_EXPANDED_NODES = 100_000
+
+
+class YamlRefused(ValueError):
+    """The text is not YAML, or is YAML beyond the limits; the message says which."""
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise YamlRefused(f"nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes the document has once every alias is expanded, counted once per distinct node."""
+    sizes: dict[int, int] = {}
+    pending: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while pending:  # iterative post-order: the graph may be deep (up to MAX_DEPTH) and wide
+        node, children_done = pending.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if not children_done:
+            pending.append((node, True))
+            pending.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        total = 1 + sum(sizes[id(child)] for child in children)
+        sizes[id(node)] = min(total, MAX_EXPANDED_NODES + 1)  # saturate: the count can be astronomical
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def load_bounded(text: str) -> Any:
+    """Parse one YAML document within the limits, or raise YamlRefused naming the broken one."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
+        raise YamlRefused(f"larger than {MAX_BYTES} bytes")
+    loader = _DepthLimitedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_EXPANDED_NODES:
+            raise YamlRefused(f"expands to more than {MAX_EXPANDED_NODES} nodes through its aliases "
+                              "(a YAML bomb?)")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise YamlRefused(f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:
+        raise YamlRefused(f"nested deeper than {MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()

@@ -1,0 +1,50 @@
+"""Bounded YAML parsing of recipes: bombs are refused quickly with a message that says why,
+ordinary recipes (anchors included) load as yaml.safe_load would load them."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from executor.runtime.safe_yaml import MAX_DEPTH, MAX_EXPANDED_NODES, YamlRefused, load_bounded
+
+BILLION_LAUGHS = "\n".join(
+    ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    + ["source: {type: file, config: {x: *i}}"]
+)
+
+
+def test_a_billion_laughs_is_refused_in_milliseconds_without_expanding_it():
+    started = time.perf_counter()
+    with pytest.raises(YamlRefused, match="YAML bomb"):
+        load_bounded(BILLION_LAUGHS)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_deep_nesting_is_refused_instead_of_blowing_the_stack():
+    with pytest.raises(YamlRefused, match=f"deeper than {MAX_DEPTH}"):
+        load_bounded("source: " + "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RecursionError):  # what plain safe_load does with it
+        yaml.safe_load("[" * 100_000 + "]" * 100_000)
+
+
+def test_oversized_text_is_refused():
+    with pytest.raises(YamlRefused, match="larger than"):
+        load_bounded("source: {type: file}\n" + "# padding\n" * 200_000)
+
+
+def test_invalid_yaml_names_the_place():
+    with pytest.raises(YamlRefused, match="line 3, column 5"):
+        load_bounded("source:\n  type: [unclosed, x: y\nsink: z\n")
+
+
+def test_ordinary_recipes_with_anchors_and_wide_lists_load_like_safe_load():
+    recipe = ("defaults: &defaults {host_port: 'h:1', username: u}\n"
+              "source: {type: mysql, config: {<<: *defaults, database: d}}\n"
+              "sink: {type: file, config: {filename: out.json}}\n")
+    assert load_bounded(recipe) == yaml.safe_load(recipe)
+    wide = "source: {type: file}\nitems: [" + ", ".join(str(i) for i in range(MAX_EXPANDED_NODES // 2)) + "]\n"
+    assert len(load_bounded(wide)["items"]) == MAX_EXPANDED_NODES // 2
+    assert load_bounded("") is None
