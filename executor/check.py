@@ -8,6 +8,8 @@ import os
 import urllib.request
 from collections.abc import Callable
 
+from botocore.exceptions import ClientError
+
 from sandbox import Sandbox, SandboxError
 
 from .consumer import SqsConsumer
@@ -53,11 +55,25 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
                                endpoint_url=settings.sqs_endpoint_url or pool.get("endpoint_url"),
                                visibility_timeout_s=int(pool["visibility_timeout_s"]),
                                local_credentials=bool(pool.get("endpoint_url")))
+        # Probed with an action the executor is allowed anyway (least-privilege roles grant no
+        # GetQueueAttributes) and that changes nothing: a visibility change for a receipt handle
+        # that cannot exist. SQS answering "invalid receipt handle" proves the endpoint is reachable,
+        # the queue exists and the credentials may act on it. (A receive would count towards the
+        # redrive of whatever message it happened to get.)
         try:
-            consumer.client.get_queue_attributes(QueueUrl=pool["queue_url"], AttributeNames=["ApproximateNumberOfMessages"])
+            consumer.client.change_message_visibility(QueueUrl=pool["queue_url"], ReceiptHandle="datahub-executor-check",
+                                                      VisibilityTimeout=0)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("ReceiptHandleIsInvalid", "InvalidParameterValue"):
+                return f"queue {pool['queue_url']} reachable, credentials accepted"
+            if "AccessDenied" in code or code in ("InvalidClientTokenId", "UnrecognizedClientException"):
+                raise RuntimeError(f"{code}: the credentials may not use the queue; grant sqs:ReceiveMessage, "
+                                   "sqs:DeleteMessage and sqs:ChangeMessageVisibility on it") from None
+            raise RuntimeError(f"{code}: the pool's queue answered with an error") from None
         except Exception as exc:
-            raise RuntimeError(f"{type(exc).__name__}: allow outbound HTTPS to sqs.*.amazonaws.com and check the "
-                               "task role's sqs:ReceiveMessage permission") from None
+            raise RuntimeError(f"{type(exc).__name__}: allow outbound HTTPS to sqs.*.amazonaws.com "
+                               "(or set DATAHUB_EXECUTOR_SQS_ENDPOINT_URL)") from None
         return f"queue {pool['queue_url']} reachable"
 
     check("SQS", sqs)

@@ -107,6 +107,11 @@ def test_check_passes_against_a_healthy_setup_and_names_the_fix_when_not(system,
     assert ok.returncode == 0, ok.stdout
     assert [line.split()[0] for line in lines] == ["PASS"] * 6
     assert any(line.startswith("PASS  cgroups: mode cgroup-v") for line in lines)
+    assert any(line.startswith("PASS  SQS: queue") and "credentials accepted" in line for line in lines)
+    no_sqs = subprocess.run([EXECUTOR[0], "check"], env={**env, "DATAHUB_EXECUTOR_SQS_ENDPOINT_URL": "http://127.0.0.1:9"},
+                            capture_output=True, text=True, timeout=120)
+    assert no_sqs.returncode == 1
+    assert "FAIL  SQS: EndpointConnectionError: allow outbound HTTPS" in no_sqs.stdout, no_sqs.stdout
     bad = subprocess.run([EXECUTOR[0], "check"], env={**env, "DATAHUB_EXECUTOR_POOL_ID": "nope"},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
