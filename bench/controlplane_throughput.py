@@ -40,10 +40,7 @@ def summary(name: str, samples: list[float]) -> dict:
             "p90_ms": pick(0.9), "p99_ms": pick(0.99)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=300)
-    n = parser.parse_args().n
+def measure(n: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp, running_controlplane(Path(tmp) / "cp") as cp:
         pool = cp.create_pool("bench", default=True)
         source = cp.create_source("bench", RECIPE)
@@ -64,6 +61,13 @@ def main() -> None:
             summary("heartbeat (50 executors)", timed(n, lambda i: executor.put(
                 f"{cp.gms_url}/executor/v1/pools/bench/executors/e{i % 50}", json=beat, timeout=10).raise_for_status())),
         ]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=300)
+    results = measure(parser.parse_args().n)
     print(f"{'':36} {'per s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
     for r in results:
         print(f"{r['name']:36} {r['per_s']:8.0f} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f}")

@@ -64,6 +64,7 @@ class TaskSupervisor(threading.Thread):
         self.execution_id = message.execution_id
         self.log = logger.bind(execution_id=message.execution_id)
         self.process: ConfinedProcess | None = None
+        self.launch_requested = False  # set once the main thread has the request: no longer "preparing"
         self._end_reason: str | None = None  # "cancel" | "shutdown"
         self._lock = threading.Lock()
         self.stopping = threading.Event()
@@ -123,6 +124,7 @@ class TaskSupervisor(threading.Thread):
                             f"{prepared.memory_limit_bytes if prepared.memory_limit_bytes else 'none'} bytes")
         self.log.info("starting {} (memory limit {} bytes)", task, prepared.memory_limit_bytes or "none")
         request = LaunchRequest(self.execution_id, prepared.argv, limits, prepared.env, prepared.workdir, Future())
+        self.launch_requested = True
         self._launch(request)
         try:
             process: ConfinedProcess = request.future.result()
@@ -135,6 +137,7 @@ class TaskSupervisor(threading.Thread):
             self._report({"status": "FAILURE", "reason": "SANDBOX_ERROR", "log_tail": str(exc)}, task)
             self._delete_message(self.message)
             return
+        self.log.info("task process {} started", process.pid)
         with self._lock:
             self.process = process
             if self._end_reason is not None:

@@ -56,10 +56,8 @@ class VenvCache:
                                                       "environment; pin a version or install it")
             return str(cli)
         spec = self._spec(version, plugins)
-        key_source = json.dumps({"spec": spec, "extra": sorted(extra_requirements), "python": self.python,
-                                 "day": time.strftime("%Y%m%d") if version == "latest" else None})
-        key = hashlib.sha256(key_source.encode()).hexdigest()[:20]
-        target = self.cache_dir / key
+        target = self.venv_dir(version, plugins, extra_requirements)
+        key = target.name
         cli = target / "bin" / "datahub"
         if (target / ".ready").exists():
             return str(cli)
@@ -69,6 +67,14 @@ class VenvCache:
             if not (target / ".ready").exists():
                 self._build(target, [spec, *extra_requirements])
         return str(cli)
+
+    def venv_dir(self, version: str, plugins: list[str], extra_requirements: list[str]) -> Path:
+        """Where the venv for this combination lives (built or not): one directory per
+        (requirements, python, and for `latest` the day), so equal recipes share it."""
+        spec = self._spec(version, plugins)
+        key_source = json.dumps({"spec": spec, "extra": sorted(extra_requirements), "python": self.python,
+                                 "day": time.strftime("%Y%m%d") if version == "latest" else None})
+        return self.cache_dir / hashlib.sha256(key_source.encode()).hexdigest()[:20]
 
     @staticmethod
     def _spec(version: str, plugins: list[str]) -> str:

@@ -1,0 +1,489 @@
+"""The executor against what users would otherwise run, side by side in one run on one machine.
+
+    .venv/bin/python bench/run_all.py            # all benchmarks, one table (bench/results/)
+
+Peers and baselines, all on the same local SQS server (moto, embedded in the control plane):
+- Celery 5 (bench/celery_peer.py): prefork pool, concurrency 4, SQS transport with long polling,
+  worker_max_tasks_per_child=1 so that it too starts a fresh process per task;
+- a bare loop: receive, run the payload in a subprocess, delete (4 threads where 4 workers run).
+
+The payload. A real `datahub ingest` costs ~1.3 s of CPU before it does anything, which would
+hide every difference between runners. So all three run the same stand-in: a tiny shell script,
+installed for our executor where its venv cache would keep acryl-datahub for a pinned version
+(the executor finds it "ready" and runs it as it would run datahub), and called by Celery's task
+and by the bare loop in a subprocess. BENCH_PAYLOAD in the task's environment picks what it does:
+exit at once, sleep, leak memory, or flood its output.
+
+Every figure is a median, p99 or rate over the stated count; ratios are ours / peer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from controlplane.testing import ControlPlaneHandle, running_controlplane  # noqa: E402
+from executor.runtime.venvs import VenvCache  # noqa: E402
+from tests.e2e.conftest import ExecutorProcess, mock_recipe, remove_cgroup_roots  # noqa: E402
+
+STANDIN_VERSION = "0.0.0.1"  # a version no real acryl-datahub has: the cache slot is ours alone
+EXECUTOR_BIN = Path(sys.executable).parent / "datahub-executor"
+STANDIN = r"""#!/bin/sh
+# Benchmark stand-in for the datahub CLI (bench/peers.py): the same payload for every runner.
+case "${BENCH_PAYLOAD:-true}" in
+  true) exit 0 ;;
+  sleep) exec sleep "${BENCH_SECONDS:-30}" ;;
+  flood) yes "flood 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz" | head -c "${BENCH_BYTES:-536870912}"; exit 0 ;;
+  leak) exec python3 -u -c '
+import time
+held = []
+while True:
+    held.append(b"\x01" * (10 << 20))
+    print("leaked", time.time(), len(held) * 10, flush=True)
+    time.sleep(0.02)
+' ;;
+esac
+exit 3
+"""
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+@dataclass
+class Row:
+    benchmark: str
+    ours: str
+    peer: str
+    ratio: str
+    note: str = ""
+
+
+# --- our executor ------------------------------------------------------------------------------
+class Ours:
+    """The control plane (with its SQS server) and one `datahub-executor run`, JSON logs."""
+
+    def __init__(self, cp: ControlPlaneHandle, tmp: Path) -> None:
+        self.cp, self.tmp = cp, tmp
+        self.venvs = tmp / "venvs"
+        standin = VenvCache(str(self.venvs), python=str(EXECUTOR_BIN.parent / "python")).venv_dir(STANDIN_VERSION, [], [])
+        (standin / "bin").mkdir(parents=True, exist_ok=True)
+        (standin / "bin" / "datahub").write_text(STANDIN)
+        (standin / "bin" / "datahub").chmod(0o755)
+        (standin / ".ready").write_text("{}")
+        self.standin = standin / "bin" / "datahub"
+        self.sources = 0
+        self.executor: ExecutorProcess | None = None
+        self.roots: set[str] = set()
+
+    def start(self, workers: int = 4, **overrides: str) -> ExecutorProcess:
+        root = f"bench-{os.getpid()}-{len(self.roots)}"
+        self.roots.add(root)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAHUB_", "AWS_"))}
+        env.update({
+            "DATAHUB_GMS_URL": self.cp.gms_url, "DATAHUB_GMS_TOKEN": self.cp.create_executor_token(None),
+            "DATAHUB_EXECUTOR_POOL_ID": "bench", "DATAHUB_EXECUTOR_ID": "bench-executor",
+            "DATAHUB_EXECUTOR_WORK_DIR": str(self.tmp / "work"), "DATAHUB_EXECUTOR_VENV_CACHE_DIR": str(self.venvs),
+            "DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION": STANDIN_VERSION, "DATAHUB_EXECUTOR_CGROUP_ROOT": root,
+            "DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS": str(workers), "DATAHUB_EXECUTOR_LOG_JSON": "true",
+            "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0", "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(self.tmp),
+        })
+        env.update(overrides)
+        self.executor = ExecutorProcess(env)
+        self.executor.wait_for_line("Starting datahub executor worker", timeout_s=60)
+        return self.executor
+
+    def stop(self) -> None:
+        if self.executor is not None:
+            self.executor.stop()
+            self.executor = None
+
+    def close(self) -> None:
+        self.stop()
+        remove_cgroup_roots(self.roots)
+
+    def run(self, payload: str = "true", **env: str) -> str:
+        """Create a source (one per run: a source runs one execution at a time) and run it."""
+        self.sources += 1
+        source = self.cp.server.cp.create_source(f"b{self.sources}", mock_recipe(self.tmp / "unused.json"),
+                                                 pool_id="bench", extra_env={"BENCH_PAYLOAD": payload, **env})
+        return self.cp.server.cp.run_source(source["id"])["id"]
+
+    def record(self, text: str) -> dict | None:
+        """The JSON log record of the first line containing TEXT."""
+        assert self.executor is not None
+        for line in list(self.executor.lines):
+            if text in line:
+                return json.loads(line)["record"]
+        return None
+
+    def events(self, message_prefix: str) -> dict[str, float]:
+        """execution id -> time of its log line starting with MESSAGE_PREFIX."""
+        assert self.executor is not None
+        found = {}
+        for line in list(self.executor.lines):
+            if message_prefix not in line:
+                continue
+            record = json.loads(line)["record"]
+            if record["message"].startswith(message_prefix):
+                found[record["extra"]["execution_id"]] = record["time"]["timestamp"]
+        return found
+
+    def wait_final(self, execution_ids: list[str], timeout_s: float) -> list[dict]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            done = [self.cp.server.cp.execution(e) for e in execution_ids]
+            if all(d["status"] not in ("PENDING", "RUNNING") for d in done):
+                return done
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{sum(d['status'] in ('PENDING', 'RUNNING') for d in done)} executions unfinished")
+            time.sleep(0.1)
+
+
+# --- Celery ------------------------------------------------------------------------------------
+class CeleryPeer:
+    def __init__(self, cp: ControlPlaneHandle, tmp: Path, standin: Path) -> None:
+        self.records = tmp / f"celery-{time.monotonic_ns()}.records"
+        port = cp.sqs_endpoint_url.rsplit(":", 1)[1]
+        self.env = {**os.environ, "BENCH_BROKER_URL": f"sqs://local:local@127.0.0.1:{port}",
+                    "BENCH_RECORDS": str(self.records), "BENCH_STANDIN": str(standin),
+                    "BENCH_QUEUE_PREFIX": f"bench{time.monotonic_ns() % 10**8}-", "PYTHONPATH": str(ROOT),
+                    "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+        self.worker: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self.fresh_records()
+
+    def app(self):
+        """The client side of the same app (it only needs the broker settings, read at import)."""
+        os.environ.update({k: v for k, v in self.env.items() if k in ("BENCH_BROKER_URL", "BENCH_QUEUE_PREFIX")})
+        import bench.celery_peer as module
+
+        return module.app
+
+    def fresh_records(self) -> None:
+        """A new records file and a new queue for the next worker: each measurement reads only
+        its own tasks, and a stopped worker's long poll still open on the server (SQS lets it
+        take a message) cannot swallow the next measurement's."""
+        stamp = time.monotonic_ns()
+        self.records = self.records.with_name(f"celery-{stamp}.records")
+        self.env["BENCH_RECORDS"] = str(self.records)
+        self.queue = f"peer{stamp % 10**9}"
+
+    def send(self, task: str, *args) -> None:
+        self.app().tasks[task].apply_async(args=args, queue=self.queue)
+
+    def start(self, **env: str) -> float:
+        """Start the worker; returns when it says it is ready (time.time())."""
+        self.lines = []
+        self.worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "celery"), "-A", "bench.celery_peer", "worker", "--pool", "prefork",
+             "--concurrency", "4", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-Q", self.queue],
+            cwd=ROOT, env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ready = threading.Event()
+        ready_at: list[float] = []
+
+        def read() -> None:
+            for line in self.worker.stdout:
+                self.lines.append(line)
+                if " ready." in line and not ready.is_set():
+                    ready_at.append(time.time())
+                    ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(120):
+            raise RuntimeError("celery worker did not start:\n" + "".join(self.lines[-30:]))
+        return ready_at[0]
+
+    def stop(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)
+            try:
+                self.worker.wait(60)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+
+    def read_records(self) -> list[list[str]]:
+        if not self.records.exists():
+            return []
+        return [line.split() for line in self.records.read_text().splitlines()]
+
+    def wait_records(self, count: int, timeout_s: float) -> list[list[float]]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done = [r for r in self.read_records() if r[0] != "alloc"]
+            if len(done) >= count:
+                return [[float(x) for x in r] for r in done]
+            time.sleep(0.05)
+        raise TimeoutError(f"celery finished {len(done)} of {count}")
+
+
+# --- the bare loop -----------------------------------------------------------------------------
+def bare_loop(queue_url: str, endpoint: str, standin: Path, count: int, threads: int) -> float:
+    """Receive, run the stand-in, delete, on THREADS threads until COUNT are done; seconds taken."""
+    done = 0
+    lock = threading.Lock()
+
+    def work() -> None:
+        nonlocal done
+        sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint,
+                           aws_access_key_id="local", aws_secret_access_key="local")
+        while True:
+            with lock:
+                if done >= count:
+                    return
+            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1)
+            for message in answer.get("Messages", []):
+                subprocess.run([str(standin)], env={"PATH": "/usr/bin:/bin", "BENCH_PAYLOAD": "true"}, check=False,
+                               stdin=subprocess.DEVNULL)
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                with lock:
+                    done += 1
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return time.monotonic() - started
+
+
+# --- measurements ------------------------------------------------------------------------------
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def sample_rss(pid: int, seconds: float) -> tuple[float, float, float]:
+    """(peak RSS MiB, mean RSS MiB, CPU %) of PID over SECONDS."""
+    process = psutil.Process(pid)
+    before = cpu_seconds(process)
+    samples = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        samples.append(process.memory_info().rss / (1 << 20))
+        time.sleep(0.25)
+    return max(samples), statistics.mean(samples), 100 * (cpu_seconds(process) - before) / seconds
+
+
+def dispatch(ours: Ours, celery: CeleryPeer, runs: int) -> list[Row]:
+    """Enqueue -> child start, sequential, idle runner: ours (control plane run call -> task
+    process started) and Celery (apply_async -> task body starts in its prefork child)."""
+    executor = ours.start()
+    latencies = []
+    for _ in range(runs):
+        sent = time.time()
+        execution = ours.run()
+        ours.wait_final([execution], 60)
+        latencies.append(ours.events("task process")[execution] - sent)
+    ours.stop()
+    celery.fresh_records()
+    celery.start()
+    peer = []
+    for i in range(runs):
+        sent = time.time()
+        celery.send("bench.run_payload", sent, {"BENCH_PAYLOAD": "true"})
+        record = celery.wait_records(i + 1, 60)[-1]
+        peer.append(record[1] - record[0])
+    celery.stop()
+    assert executor.process.poll() is not None
+    ms = lambda xs, q: percentile(xs, q) * 1000  # noqa: E731
+    return [
+        Row("dispatch latency p50 (enqueue -> child start)", f"{statistics.median(latencies) * 1000:.1f} ms",
+            f"Celery {statistics.median(peer) * 1000:.1f} ms", f"{statistics.median(latencies) / statistics.median(peer):.2f}x",
+            f"{runs} sequential runs each"),
+        Row("dispatch latency p99", f"{ms(latencies, .99):.1f} ms", f"Celery {ms(peer, .99):.1f} ms",
+            f"{percentile(latencies, .99) / percentile(peer, .99):.2f}x"),
+    ]
+
+
+def throughput(cp: ControlPlaneHandle, ours: Ours, celery: CeleryPeer, count: int) -> list[Row]:
+    """COUNT trivial tasks queued first, then the runner started with 4 workers: tasks per
+    second from its readiness to the last completion."""
+    runs = [ours.run() for _ in range(count)]
+    executor = ours.start()
+    started = ours.record("Starting datahub executor worker")["time"]["timestamp"]
+    master = psutil.Process(executor.process.pid)
+    cpu_before = cpu_seconds(master)
+    done = ours.wait_final(runs, 60 + count)
+    cpu_per_task_ms = (cpu_seconds(master) - cpu_before) / count * 1000
+    ours.stop()
+    assert all(d["status"] == "SUCCESS" for d in done), {d["status"] for d in done}
+    ours_rate = count / (max(d["finished_at"] for d in done) - started)
+
+    celery.fresh_records()
+    for _ in range(count):
+        celery.send("bench.run_payload", time.time(), {"BENCH_PAYLOAD": "true"})
+    ready = celery.start()
+    records = celery.wait_records(count, 60 + count)
+    celery.stop()
+    celery_rate = count / (max(r[2] for r in records) - ready)
+
+    pool = cp.create_pool("bare", visibility_timeout_s=60)
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=cp.sqs_endpoint_url,
+                       aws_access_key_id="local", aws_secret_access_key="local")
+    for i in range(0, count, 10):
+        sqs.send_message_batch(QueueUrl=pool["queue_url"], Entries=[{"Id": str(j), "MessageBody": "{}"}
+                                                                     for j in range(min(10, count - i))])
+    bare_rate = count / bare_loop(pool["queue_url"], cp.sqs_endpoint_url, ours.standin, count, threads=4)
+    return [
+        Row("throughput, trivial tasks, 4 workers", f"{ours_rate:.1f}/s", f"Celery {celery_rate:.1f}/s; bare loop {bare_rate:.1f}/s",
+            f"{ours_rate / celery_rate:.2f}x Celery; {ours_rate / bare_rate:.2f}x bare", f"{count} tasks queued before start"),
+        Row("per-task cost over the bare loop (4 workers)", f"{(4 / ours_rate - 4 / bare_rate) * 1000:.0f} ms wall per task",
+            f"bare loop {4 / bare_rate * 1000:.0f} ms per task", f"{bare_rate / ours_rate:.2f}x slower per task",
+            f"master CPU {cpu_per_task_ms:.1f} ms per task (sandbox + ledger + claim/progress/result/log reporting)"),
+    ]
+
+
+def footprint(ours: Ours, idle_s: float, leak_tasks: int) -> list[Row]:
+    executor = ours.start()
+    pid = executor.process.pid
+    idle_peak, _, idle_cpu = sample_rss(pid, idle_s)
+    sleepers = [ours.run("sleep", BENCH_SECONDS="40") for _ in range(4)]
+    deadline = time.monotonic() + 60
+    while len(ours.events("task process")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    busy_peak, _, busy_cpu = sample_rss(pid, 20)
+    ours.wait_final(sleepers, 120)
+    # RSS growth over many tasks: fed in batches so the queue never runs dry; RSS read at the
+    # 10% mark (warm) and at the end.
+    process = psutil.Process(pid)
+    fed, done_ids, warm_rss = 0, [], None
+    while fed < leak_tasks:
+        batch = [ours.run() for _ in range(min(250, leak_tasks - fed))]
+        fed += len(batch)
+        done_ids += batch
+        ours.wait_final(batch, 600)
+        if warm_rss is None and fed >= leak_tasks // 10:
+            warm_rss = process.memory_info().rss / (1 << 20)
+    end_rss = process.memory_info().rss / (1 << 20)
+    ok = sum(ours.cp.server.cp.execution(e)["status"] == "SUCCESS" for e in done_ids)
+    ours.stop()
+    return [
+        Row("master footprint idle", f"{idle_peak:.0f} MiB RSS, {idle_cpu:.2f}% CPU", "", "", f"{idle_s:.0f} s"),
+        Row("master footprint, 4 tasks running", f"{busy_peak:.0f} MiB RSS, {busy_cpu:.2f}% CPU", "",
+            f"{busy_peak / idle_peak:.2f}x idle RSS", "20 s"),
+        Row(f"master RSS growth over {leak_tasks} tasks", f"{end_rss - warm_rss:+.1f} MiB ({warm_rss:.0f} -> {end_rss:.0f})",
+            "", f"{end_rss / warm_rss:.3f}x", f"from task {leak_tasks // 10} to {leak_tasks}; {ok} succeeded"),
+    ]
+
+
+def memory_limit(ours: Ours, celery: CeleryPeer, limit_mb: int) -> list[Row]:
+    """A task leaking 10 MiB every 20 ms: from crossing the limit to its death and to the control
+    plane's MEMORY_LIMIT_EXCEEDED. Celery's worker_max_memory_per_child at the same limit."""
+    ours.start()
+    execution = ours.run("leak", EXECUTOR_TASK_MEMORY_LIMIT=str(limit_mb * 1024))
+    seen = None
+    while True:
+        state = ours.cp.server.cp.execution(execution)
+        if state["status"] not in ("PENDING", "RUNNING"):
+            seen = time.time()
+            break
+        time.sleep(0.01)
+    log = ours.cp.server.cp.execution(execution, with_log=True)
+    steps = [(float(t), int(mb)) for t, mb in re.findall(r"leaked (\S+) (\d+)", log.get("log") or log.get("full_log") or "")]
+    crossed = next((t for t, mb in steps if mb >= limit_mb * 0.9), steps[-1][0] if steps else None)
+    deadline = time.monotonic() + 10  # the executor logs "finished" just after the control plane has the result
+    while execution not in ours.events("finished:") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    died = ours.events("finished:")[execution]
+    ours.stop()
+    assert state["reason"] == "MEMORY_LIMIT_EXCEEDED", state
+
+    celery.fresh_records()
+    celery.start(BENCH_MAX_MEMORY_KB=str(limit_mb * 1024), BENCH_MAX_TASKS_PER_CHILD="100")
+    celery.send("bench.leak_in_process", time.time(), 10, limit_mb * 2)
+    (record,) = celery.wait_records(1, 120)
+    allocs = [r for r in celery.read_records() if r[0] == "alloc"]
+    celery_cross = next(float(r[1]) for r in allocs if int(r[2]) >= limit_mb)
+    celery_peak = max(int(r[2]) for r in allocs)
+    celery.stop()
+    return [
+        Row(f"memory limit {limit_mb} MiB: crossing -> task killed and reported", f"{(died - crossed) * 1000:.0f} ms",
+            f"Celery: never while running (ran {record[2] - celery_cross:.2f} s past the limit to {celery_peak} MiB, "
+            "then the child was replaced)", "n/a (Celery does not stop it)",
+            f"control plane showed MEMORY_LIMIT_EXCEEDED {(seen - crossed) * 1000:.0f} ms after crossing; peak "
+            f"{state['peak_memory_bytes'] / (1 << 20):.0f} MiB"),
+    ]
+
+
+def log_throughput(ours: Ours, megabytes: int) -> list[Row]:
+    executor = ours.start()
+    pid = executor.process.pid
+    execution = ours.run("flood", BENCH_BYTES=str(megabytes << 20))
+    peak = [0.0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], psutil.Process(pid).memory_info().rss / (1 << 20))
+            time.sleep(0.1)
+
+    threading.Thread(target=sample, daemon=True).start()
+    rss_before = psutil.Process(pid).memory_info().rss / (1 << 20)
+    (done,) = ours.wait_final([execution], 600)
+    stop.set()
+    started = ours.events("task process")[execution]
+    elapsed = done["finished_at"] - started
+    ours.stop()
+    # Baseline: the same flood through a pipe into a file, read by a plain Python loop.
+    with tempfile.NamedTemporaryFile() as sink:
+        began = time.monotonic()
+        flood = subprocess.Popen([str(ours.standin)], env={"PATH": "/usr/bin:/bin", "BENCH_PAYLOAD": "flood",
+                                                          "BENCH_BYTES": str(megabytes << 20)}, stdout=subprocess.PIPE)
+        for chunk in iter(lambda: flood.stdout.read(1 << 16), b""):
+            sink.write(chunk)
+        flood.wait()
+        base_elapsed = time.monotonic() - began
+    rate, base_rate = megabytes / elapsed, megabytes / base_elapsed
+    assert done["status"] == "SUCCESS", done
+    return [Row(f"log throughput, a task writing {megabytes} MiB", f"{rate:.0f} MiB/s",
+                f"plain pipe-to-file loop {base_rate:.0f} MiB/s", f"{rate / base_rate:.2f}x",
+                f"master RSS {rss_before:.0f} -> peak {peak[0]:.0f} MiB; stored log capped at 64 MiB (head + tail)")]
+
+
+@contextmanager
+def setup(tmp: Path) -> Iterator[tuple[ControlPlaneHandle, Ours, CeleryPeer]]:
+    with running_controlplane(tmp / "cp") as cp:
+        cp.create_pool("bench", default=True, visibility_timeout_s=60)
+        ours = Ours(cp, tmp)
+        celery = CeleryPeer(cp, tmp, ours.standin)
+        try:
+            yield cp, ours, celery
+        finally:
+            celery.stop()
+            ours.close()
+
+
+def run(*, quick: bool = False) -> list[Row]:
+    """Every peer benchmark; QUICK shrinks the counts (a smoke run, not figures to quote)."""
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        with setup(tmp) as (cp, ours, celery):
+            rows += dispatch(ours, celery, runs=5 if quick else 50)
+            rows += throughput(cp, ours, celery, count=20 if quick else 200)
+            rows += memory_limit(ours, celery, limit_mb=200)
+            rows += log_throughput(ours, megabytes=64 if quick else 1024)
+            rows += footprint(ours, idle_s=5 if quick else 60, leak_tasks=100 if quick else 5000)
+    return rows

@@ -1,0 +1,65 @@
+"""Every benchmark in one run, written as one Markdown table to bench/results/benchmarks.md.
+
+    .venv/bin/python bench/run_all.py [--quick]
+
+Each row is measured side by side with its baseline or peer in this same run, on this machine,
+and reported as a time or rate and as a ratio. --quick shrinks every count for a smoke run.
+Not part of the test suite: the machines are shared and noisy, figures are for comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench import controlplane_throughput, peers, sandbox_overhead  # noqa: E402
+from bench.peers import Row  # noqa: E402
+
+
+def sandbox_rows(runs: int) -> list[Row]:
+    r = sandbox_overhead.measure(runs)
+    return [Row("sandbox: start /bin/true confined and wait", f"{r['sandbox']['median_ms']:.2f} ms",
+                f"subprocess.run {r['subprocess_run']['median_ms']:.2f} ms", f"{r['ratio_median']:.2f}x",
+                f"+{r['added_median_ms']:.2f} ms added; mode {r['mode']}; {runs} interleaved runs")]
+
+
+def controlplane_rows(n: int) -> list[Row]:
+    send, create, commit, beat = controlplane_throughput.measure(n)
+    return [
+        Row("control plane: create + enqueue an execution", f"{create['per_s']:.0f}/s, p50 {create['p50_ms']:.1f} ms",
+            f"bare SQS send p50 {send['p50_ms']:.1f} ms", f"{create['p50_ms'] / send['p50_ms']:.2f}x", f"{n} sequential"),
+        Row("control plane: heartbeat", f"{beat['per_s']:.0f}/s, p50 {beat['p50_ms']:.2f} ms",
+            f"bare SQLite commit p50 {commit['p50_ms']:.2f} ms", f"{beat['p50_ms'] / commit['p50_ms']:.2f}x", f"{n} sequential"),
+    ]
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| benchmark | ours | baseline / peer | ratio | notes |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.benchmark} | {r.ours} | {r.peer} | {r.ratio} | {r.note} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "benchmarks.md"))
+    quick = parser.parse_args().quick
+    out = Path(parser.parse_args().out)
+    started = time.monotonic()
+    rows = sandbox_rows(20 if quick else 200) + controlplane_rows(30 if quick else 300) + peers.run(quick=quick)
+    header = (f"# Benchmarks ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} CPUs, "
+              f"{'quick' if quick else 'full'} run, {time.monotonic() - started:.0f} s)\n\n"
+              "Written by `bench/run_all.py`; how each is measured: the docstrings of bench/peers.py and the "
+              "bench modules.\n\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(header + table(rows))
+    print(header + table(rows))
+
+
+if __name__ == "__main__":
+    main()
