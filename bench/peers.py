@@ -147,15 +147,20 @@ class Ours:
                 found[record["extra"]["execution_id"]] = record["time"]["timestamp"]
         return found
 
-    def wait_final(self, execution_ids: list[str], timeout_s: float) -> list[dict]:
+    def unfinished(self) -> int:
+        """Executions of this control plane not yet final: one query, so that waiting on
+        thousands does not steal the control plane's time (it runs in this process)."""
+        (row,) = self.cp.server.cp.store.query("SELECT COUNT(*) AS n FROM executions WHERE status IN ('PENDING', 'RUNNING')")
+        return row["n"]
+
+    def wait_final(self, execution_ids: list[str], timeout_s: float, *, below: int = 1) -> list[dict]:
+        """Until fewer than BELOW executions are unfinished; then the records of EXECUTION_IDS."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            done = [self.cp.server.cp.execution(e) for e in execution_ids]
-            if all(d["status"] not in ("PENDING", "RUNNING") for d in done):
-                return done
+        while (left := self.unfinished()) >= below:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{sum(d['status'] in ('PENDING', 'RUNNING') for d in done)} executions unfinished")
-            time.sleep(0.1)
+                raise TimeoutError(f"{left} executions unfinished")
+            time.sleep(0.05)
+        return [self.cp.server.cp.execution(e) for e in execution_ids]
 
 
 # --- Celery ------------------------------------------------------------------------------------
@@ -369,13 +374,14 @@ def footprint(ours: Ours, idle_s: float, leak_tasks: int) -> list[Row]:
     # 10% mark (warm) and at the end.
     process = psutil.Process(pid)
     fed, done_ids, warm_rss = 0, [], None
-    while fed < leak_tasks:
-        batch = [ours.run() for _ in range(min(250, leak_tasks - fed))]
+    while fed < leak_tasks:  # topped up whenever fewer than 100 wait, so the queue never runs dry
+        batch = [ours.run() for _ in range(min(200, leak_tasks - fed))]
         fed += len(batch)
         done_ids += batch
-        ours.wait_final(batch, 600)
+        ours.wait_final([], 600, below=100)
         if warm_rss is None and fed >= leak_tasks // 10:
             warm_rss = process.memory_info().rss / (1 << 20)
+    ours.wait_final([], 600)
     end_rss = process.memory_info().rss / (1 << 20)
     ok = sum(ours.cp.server.cp.execution(e)["status"] == "SUCCESS" for e in done_ids)
     ours.stop()

@@ -53,6 +53,7 @@ class Master:
         self._stopping = threading.Event()
         self._launches: queue.Queue[LaunchRequest] = queue.Queue()
         self._lock = threading.Lock()
+        self._log_prune_lock = threading.Lock()
         self._supervisors: dict[str, TaskSupervisor] = {}
         self._messages: dict[str, TaskMessage] = {}  # every message we hold: waiting or running
         self._last_loop = time.monotonic()
@@ -270,9 +271,24 @@ class Master:
             logger.bind(execution_id=message.execution_id).warning("message not returned ({})", type(exc).__name__)
 
     def _task_log_path(self, execution_id: str) -> str:
-        logs = sorted((self.work_dir / "logs").glob("*.log"), key=lambda p: p.stat().st_mtime)
-        for old in logs[:-KEEP_TASK_LOGS]:
-            old.unlink(missing_ok=True)
+        """The task's log file, after pruning all but the newest KEEP_TASK_LOGS. Supervisors call
+        this concurrently: pruning is serialised, a file another pass removed is skipped, and the
+        logs of tasks this executor holds are never removed. (Without that, a fast stream of tasks
+        made one supervisor stat a file another had just deleted: FileNotFoundError after the
+        claim, and the task waited a visibility timeout for its redelivery. bench/peers.py hit it.)"""
+        with self._log_prune_lock:
+            with self._lock:
+                held = set(self._messages)
+            dated = []
+            for path in (self.work_dir / "logs").glob("*.log"):
+                try:
+                    dated.append((path.stat().st_mtime, path))
+                except FileNotFoundError:
+                    continue
+            dated.sort()
+            for _, old in dated[:-KEEP_TASK_LOGS]:
+                if old.stem not in held:
+                    old.unlink(missing_ok=True)
         return str(self.work_dir / "logs" / f"{execution_id}.log")
 
     def _drain(self) -> None:
