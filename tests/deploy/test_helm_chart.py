@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "datahub-executor-worker"
 BIN = Path(sys.executable).parent
 REQUIRED = {"global.datahub.executor.pool_id": "remote", "global.datahub.gms.url": "https://acme.acryl.io/gms"}
+SETTING = {s.env: s for s in SETTINGS}
 SEED_SECRET_MOUNT = """
 extraVolumes:
   - name: datahub-secret-store
@@ -25,6 +26,23 @@ extraVolumes:
 extraVolumeMounts:
   - mountPath: /mnt/secrets
     name: datahub-secret-store
+"""
+# Every optional block filled, so that an indentation slip in any of them shows in validation.
+EVERYTHING = SEED_SECRET_MOUNT + """
+extraEnvs:
+  - {name: DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER, value: "true"}
+  - name: HTTPS_PROXY
+    valueFrom: {configMapKeyRef: {name: proxy, key: url}}
+imagePullSecrets: [{name: registry}]
+podAnnotations: {prometheus.io/scrape: "true"}
+podLabels: {team: data}
+nodeSelector: {workload: ingestion}
+tolerations: [{key: dedicated, operator: Equal, value: ingestion, effect: NoSchedule}]
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms: [{matchExpressions: [{key: workload, operator: In, values: [ingestion]}]}]
+serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::123456789012:role/executor"}}
 """
 
 
@@ -41,22 +59,42 @@ def helm(env: dict[str, str], *args: str, values: dict[str, str] | None = None,
         command += ["--set", f"{key}={value}"]
     if values_file:
         command += ["-f", str(values_file)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def template(env: dict[str, str], values: dict[str, str] | None = None,
+             values_file: Path | None = None) -> subprocess.CompletedProcess:
+    return helm(env, "template", "acme", values={**REQUIRED, **(values or {})}, values_file=values_file)
 
 
 def render(env: dict[str, str], values: dict[str, str] | None = None, values_file: Path | None = None) -> dict:
-    result = helm(env, "template", "acme", values={**REQUIRED, **(values or {})}, values_file=values_file)
+    result = template(env, values, values_file)
     assert result.returncode == 0, result.stderr
     return {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout) if doc}
 
 
+def refusal(env: dict[str, str], values: dict[str, str], values_file: Path | None = None) -> str:
+    result = template(env, values, values_file)
+    assert result.returncode != 0, f"rendered although it should not: {values}"
+    return result.stderr
+
+
+def pod_spec(manifests: dict) -> dict:
+    return manifests["Deployment"]["spec"]["template"]["spec"]
+
+
 def container(manifests: dict) -> dict:
-    (only,) = manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
+    (only,) = pod_spec(manifests)["containers"]
     return only
 
 
 def env_of(manifests: dict) -> dict[str, dict]:
     return {entry["name"]: entry for entry in container(manifests)["env"]}
+
+
+def kubernetes_validate(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(path)],
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_helm_lint_strict_passes(helm_env):
@@ -67,24 +105,24 @@ def test_helm_lint_strict_passes(helm_env):
 
 def test_every_rendered_manifest_is_valid_kubernetes(helm_env, tmp_path):
     values = tmp_path / "values.yaml"
-    values.write_text(SEED_SECRET_MOUNT + "extraEnvs:\n  - {name: DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER, value: 'true'}\n")
-    for variant in ({}, {"sandbox.privileged": "true"}):
-        result = helm(helm_env, "template", "acme", values={**REQUIRED, **variant}, values_file=values)
+    values.write_text(EVERYTHING)
+    variants = [({}, None, 2), ({}, values, 2), ({"sandbox.privileged": "true"}, values, 2),
+                ({"serviceAccount.create": "false"}, None, 1)]
+    for number, (variant, values_file, documents) in enumerate(variants):
+        result = template(helm_env, variant, values_file)
         assert result.returncode == 0, result.stderr
-        rendered = tmp_path / "rendered.yaml"
+        rendered = tmp_path / f"rendered-{number}.yaml"
         rendered.write_text(result.stdout)
-        check = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(rendered)],
-                               capture_output=True, text=True, timeout=120)
-        assert check.returncode == 0, check.stdout + check.stderr
-        assert check.stdout.count(" passed for resource ") == 2, check.stdout  # ServiceAccount, Deployment
+        check = kubernetes_validate(rendered)
+        assert check.returncode == 0, f"{variant} {values_file}: " + check.stdout + check.stderr
+        assert check.stdout.count(" passed for resource ") == documents, check.stdout
 
 
 def test_kubernetes_validate_really_checks_the_rendering(helm_env, tmp_path):
-    result = helm(helm_env, "template", "acme", values=REQUIRED)
+    result = template(helm_env)
     broken = tmp_path / "broken.yaml"
     broken.write_text(result.stdout.replace("terminationGracePeriodSeconds:", "terminationGracePeriodSecond:"))
-    check = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(broken)],
-                           capture_output=True, text=True, timeout=120)
+    check = kubernetes_validate(broken)
     assert check.returncode != 0 and "'terminationGracePeriodSecond' was unexpected" in check.stdout
 
 
@@ -96,50 +134,167 @@ def test_rendering_without_a_required_value_fails_naming_it(helm_env, missing):
     assert f"{missing} is required" in result.stderr
 
 
-def test_a_gms_url_without_gms_is_refused(helm_env):
-    result = helm(helm_env, "template", "acme", values={**REQUIRED, "global.datahub.gms.url": "https://acme.acryl.io"})
-    assert result.returncode != 0 and "must be an http(s) URL ending in /gms" in result.stderr
+def test_a_gms_url_without_gms_is_refused_saying_so(helm_env):
+    stderr = refusal(helm_env, {"global.datahub.gms.url": "https://acme.acryl.io"})
+    assert "global.datahub.gms.url must be an http(s) URL ending in /gms" in stderr
+
+
+@pytest.mark.parametrize("url", [
+    "https://acme.acryl.io/gms", "https://acme.acryl.io/gms/", "http://gms:8080/api/gms", "https://acme.acryl.io",
+    "https://acme.acryl.io/gmsx", "https://acme.acryl.io/x?a=/gms", "ftp://acme.acryl.io/gms", "acme.acryl.io/gms"])
+def test_the_chart_accepts_a_gms_url_exactly_when_the_executor_does(helm_env, url):
+    try:
+        SETTING["DATAHUB_GMS_URL"].parse(url)
+        executor_accepts = True
+    except ValueError:
+        executor_accepts = False
+    result = template(helm_env, {"global.datahub.gms.url": url})
+    assert (result.returncode == 0) == executor_accepts, result.stderr
+
+
+@pytest.mark.parametrize("pool", ["remote", "pool.eu-west_1", "bad/pool", "-dash-first"])
+def test_the_chart_accepts_a_pool_id_exactly_when_the_executor_does(helm_env, pool):
+    try:
+        SETTING["DATAHUB_EXECUTOR_POOL_ID"].parse(pool)
+        executor_accepts = True
+    except ValueError:
+        executor_accepts = False
+    result = template(helm_env, {"global.datahub.executor.pool_id": pool})
+    assert (result.returncode == 0) == executor_accepts, result.stderr
+    if not executor_accepts:
+        assert "global.datahub.executor.pool_id" in result.stderr
 
 
 def test_the_deployment_carries_the_settings_and_takes_the_token_from_the_secret(helm_env):
-    manifests = render(helm_env)
-    env = env_of(manifests)
+    env = env_of(render(helm_env))
     assert env["DATAHUB_EXECUTOR_POOL_ID"]["value"] == "remote"
     assert env["DATAHUB_GMS_URL"]["value"] == "https://acme.acryl.io/gms"
     assert env["DATAHUB_GMS_TOKEN"] == {"name": "DATAHUB_GMS_TOKEN", "valueFrom": {"secretKeyRef": {
         "name": "datahub-access-token-secret", "key": "datahub-access-token-secret-key"}}}
     assert env["DATAHUB_EXECUTOR_HEALTH_ADDRESS"]["value"] == "0.0.0.0:9087"
-    known = {s.env for s in SETTINGS}
-    assert set(env) <= known, f"not executor settings: {set(env) - known}"
+    assert set(env) <= set(SETTING), f"not executor settings: {set(env) - set(SETTING)}"
+    for name, entry in env.items():
+        if "value" in entry:
+            SETTING[name].parse(entry["value"])  # each value is one the executor accepts at start
+
+
+def test_the_charts_defaults_are_the_executors_defaults(helm_env):
+    """One definition: the chart repeats the settings' defaults, and must not drift from them.
+    Log JSON is the one deliberate difference (log collectors read JSON lines)."""
+    env = env_of(render(helm_env))
+    same = ["DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS", "DATAHUB_EXECUTOR_MONITORS_MAX_WORKERS",
+            "DATAHUB_EXECUTOR_DRAIN_TIMEOUT", "DATAHUB_EXECUTOR_SANDBOX_MODE", "DATAHUB_EXECUTOR_LOG_LEVEL",
+            "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR", "DATAHUB_EXECUTOR_WORK_DIR", "DATAHUB_EXECUTOR_VENV_CACHE_DIR"]
+    for name in same:
+        assert env[name]["value"] == SETTING[name].default, name
+    assert env["DATAHUB_EXECUTOR_LOG_JSON"]["value"] == "true"
+
+
+def test_no_token_value_can_reach_the_manifests(helm_env, tmp_path):
+    sentinel = "not-a-real-token-5f1c"
+    values = tmp_path / "values.yaml"
+    values.write_text(EVERYTHING)
+    rendered = template(helm_env, {"sandbox.privileged": "true"}, values)
+    assert rendered.returncode == 0, rendered.stderr
+    documents = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    assert {doc["kind"] for doc in documents} == {"ServiceAccount", "Deployment"}  # no Secret of ours
+    (deployment,) = [doc for doc in documents if doc["kind"] == "Deployment"]
+    tokens = [e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"] if "TOKEN" in e["name"]]
+    assert tokens == [{"name": "DATAHUB_GMS_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "datahub-access-token-secret", "key": "datahub-access-token-secret-key"}}}]
+    stderr = refusal(helm_env, {"global.datahub.gms.token": sentinel})
+    assert "global.datahub.gms.token is not read" in stderr and "kubectl create secret" in stderr
+    assert sentinel not in stderr
+    stderr = refusal(helm_env, {"extraEnvs[0].name": "DATAHUB_GMS_TOKEN", "extraEnvs[0].value": sentinel})
+    assert "extraEnvs sets DATAHUB_GMS_TOKEN" in stderr and "global.datahub.gms.secretRef" in stderr
+
+
+def test_extra_envs_are_appended_but_may_not_repeat_what_the_chart_sets(helm_env):
+    manifests = render(helm_env, {"extraEnvs[0].name": "DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER",
+                                  "extraEnvs[0].value": "yes"})
+    assert container(manifests)["env"][-1] == {"name": "DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER", "value": "yes"}
+    for name in env_of(render(helm_env)):
+        stderr = refusal(helm_env, {"extraEnvs[0].name": name, "extraEnvs[0].value": "x"})
+        assert f"extraEnvs sets {name}, which the chart already sets" in stderr
 
 
 def test_probes_watch_health_and_the_grace_period_covers_the_drain(helm_env):
     manifests = render(helm_env)
-    spec = manifests["Deployment"]["spec"]["template"]["spec"]
     main = container(manifests)
     assert main["ports"] == [{"name": "health", "containerPort": 9087, "protocol": "TCP"}]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert main[probe]["httpGet"] == {"path": "/health", "port": "health"}
-    assert spec["terminationGracePeriodSeconds"] > int(env_of(manifests)["DATAHUB_EXECUTOR_DRAIN_TIMEOUT"]["value"])
+    # The startup probe must outlast the poll-loop stall that /health reports at 60 s.
+    startup = main["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] > 60
+    drain = int(env_of(manifests)["DATAHUB_EXECUTOR_DRAIN_TIMEOUT"]["value"])
+    assert pod_spec(manifests)["terminationGracePeriodSeconds"] > drain
     longer = render(helm_env, {"executor.drainTimeoutSeconds": "900"})
     assert env_of(longer)["DATAHUB_EXECUTOR_DRAIN_TIMEOUT"]["value"] == "900"
-    assert longer["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 930
+    assert pod_spec(longer)["terminationGracePeriodSeconds"] == 930
 
 
-def test_the_seeds_secret_mount_image_tag_and_security_context(helm_env, tmp_path):
+def test_a_changed_health_port_moves_the_address_the_port_and_so_the_probes(helm_env):
+    manifests = render(helm_env, {"executor.healthPort": "9100"})
+    main = container(manifests)
+    assert env_of(manifests)["DATAHUB_EXECUTOR_HEALTH_ADDRESS"]["value"] == "0.0.0.0:9100"
+    assert main["ports"] == [{"name": "health", "containerPort": 9100, "protocol": "TCP"}]
+    assert main["livenessProbe"]["httpGet"]["port"] == "health"
+
+
+@pytest.mark.parametrize("values, complaint", [
+    ({"executor.drainTimeoutSeconds": "5m"}, "executor.drainTimeoutSeconds: Invalid type. Expected: integer"),
+    ({"extraEnv[0].name": "X"}, "Additional property extraEnv is not allowed"),
+    ({"sandbox.mode": "cgroups"}, "sandbox.mode must be one of the following"),
+    ({"executor.healthPort": "70000"}, "executor.healthPort: Must be less than or equal to 65535"),
+    # --set makes 3600 a number, which the API server would refuse in an env value.
+    ({"extraEnvs[0].name": "DATAHUB_EXECUTOR_TASK_TIMEOUT", "extraEnvs[0].value": "3600"},
+     "extraEnvs.0.value: Invalid type. Expected: string, given: integer"),
+])
+def test_values_of_the_wrong_type_or_misspelt_are_refused_not_ignored(helm_env, values, complaint):
+    assert complaint in refusal(helm_env, values)
+
+
+def test_a_rollout_starts_the_new_executor_before_the_old_one_drains(helm_env):
+    strategy = render(helm_env)["Deployment"]["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def test_the_seeds_secret_mount_and_the_image_tag(helm_env, tmp_path):
     values = tmp_path / "values.yaml"
     values.write_text(SEED_SECRET_MOUNT)
     manifests = render(helm_env, {"image.tag": "1.2.3"}, values_file=values)
     main = container(manifests)
-    spec = manifests["Deployment"]["spec"]["template"]["spec"]
     assert main["image"] == "datahub-remote-executor:1.2.3"
     assert {"mountPath": "/mnt/secrets", "name": "datahub-secret-store"} in main["volumeMounts"]
-    assert {"name": "datahub-secret-store", "secret": {"secretName": "datahub-secret-store"}} in spec["volumes"]
-    assert spec["securityContext"]["runAsUser"] == 10001 and spec["securityContext"]["runAsNonRoot"] is True
-    assert main["securityContext"]["readOnlyRootFilesystem"] is True
-    assert main["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    writable = {m["mountPath"] for m in main["volumeMounts"]}
-    assert {"/var/lib/datahub-executor", "/var/cache/datahub-executor", "/tmp"} <= writable
-    assert render(helm_env)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.0")
-    privileged = container(render(helm_env, {"sandbox.privileged": "true"}))
-    assert privileged["securityContext"]["privileged"] is True
+    secret_volume = {"name": "datahub-secret-store", "secret": {"secretName": "datahub-secret-store"}}
+    assert secret_volume in pod_spec(manifests)["volumes"]
+    assert env_of(manifests)["DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR"]["value"] == "/mnt/secrets"
+    assert container(render(helm_env))["image"] == "datahub-remote-executor:0.1.0"  # appVersion
+
+
+def test_the_default_pod_is_unprivileged_with_writable_scratch_only(helm_env):
+    """What the "restricted" Pod Security Standard asks, and the executor's writable paths."""
+    manifests = render(helm_env)
+    spec, main = pod_spec(manifests), container(manifests)
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 10001
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert main["securityContext"] == {"privileged": False, "allowPrivilegeEscalation": False,
+                                       "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    env = env_of(manifests)
+    for path in (env["DATAHUB_EXECUTOR_WORK_DIR"]["value"], env["DATAHUB_EXECUTOR_VENV_CACHE_DIR"]["value"], "/tmp"):
+        holder = next(mount for mount in mounts if path == mount or path.startswith(mount + "/"))
+        assert "emptyDir" in volumes[mounts[holder]], path
+    assert spec["automountServiceAccountToken"] is False
+
+
+def test_privileged_sandbox_runs_as_root_with_a_writable_home(helm_env):
+    manifests = render(helm_env, {"sandbox.privileged": "true"})
+    spec, main = pod_spec(manifests), container(manifests)
+    assert spec["securityContext"]["runAsUser"] == 0 and "runAsNonRoot" not in spec["securityContext"]
+    assert main["securityContext"] == {"privileged": True, "readOnlyRootFilesystem": True}
+    # uv keeps its cache in $HOME (/root for uid 0) and builds no task venv where it cannot.
+    home = next(m for m in main["volumeMounts"] if m["mountPath"] == "/root")
+    assert "emptyDir" in next(v for v in spec["volumes"] if v["name"] == home["name"])

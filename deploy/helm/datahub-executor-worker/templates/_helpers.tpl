@@ -1,4 +1,4 @@
-{{/* Names, labels and the checks of the required values. */}}
+{{/* Names, labels, the checks of the required values, and the executor's environment. */}}
 {{- define "executor.fullname" -}}
 {{- if contains .Chart.Name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
@@ -27,16 +27,80 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* The pool id, required. */}}
+{{/* The pool id: required, and an identifier as the executor accepts it (executor/settings.py),
+so that a bad one fails here rather than in a crash-looping pod. */}}
 {{- define "executor.poolId" -}}
-{{- required "global.datahub.executor.pool_id is required: the executor pool this deployment serves (--set global.datahub.executor.pool_id=<pool>)" .Values.global.datahub.executor.pool_id -}}
+{{- $pool := required "global.datahub.executor.pool_id is required: the executor pool this deployment serves (--set global.datahub.executor.pool_id=<pool id>)" .Values.global.datahub.executor.pool_id | toString -}}
+{{- if not (regexMatch "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" $pool) -}}
+{{- fail (printf "global.datahub.executor.pool_id %q is not a pool id: letters, digits, '.', '_' and '-', 1 to 128 characters" $pool) -}}
+{{- end -}}
+{{- $pool -}}
 {{- end -}}
 
-{{/* The GMS URL, required, ending in /gms as the executor expects. */}}
+{{/* The GMS URL: required, http(s), its path ending in /gms (a trailing slash is allowed), as the
+executor checks it at start. */}}
 {{- define "executor.gmsUrl" -}}
-{{- $url := required "global.datahub.gms.url is required: DataHub's URL including /gms (--set global.datahub.gms.url=https://<company>.acryl.io/gms)" .Values.global.datahub.gms.url -}}
-{{- if not (regexMatch "^https?://[^/]+.*/gms/?$" $url) -}}
-{{- fail (printf "global.datahub.gms.url must be an http(s) URL ending in /gms, got %q" $url) -}}
+{{- $url := required "global.datahub.gms.url is required: DataHub's URL including /gms (--set global.datahub.gms.url=https://<your-company>.acryl.io/gms)" .Values.global.datahub.gms.url -}}
+{{- if not (regexMatch "^https?://[^/?#]+(/[^?#]*)?/gms/?$" $url) -}}
+{{- fail (printf "global.datahub.gms.url must be an http(s) URL ending in /gms, e.g. https://<your-company>.acryl.io/gms; got %q" $url) -}}
 {{- end -}}
 {{- $url -}}
+{{- end -}}
+
+{{/*
+The environment the chart sets, one entry per variable: `setBy` names the value it comes from
+(extraEnvs may not set these again, see deployment.yaml), the rest is the env entry. Every name
+is an executor setting (docs/settings.md).
+*/}}
+{{- define "executor.env" -}}
+{{- if hasKey .Values.global.datahub.gms "token" -}}
+{{- fail "global.datahub.gms.token is not read: a token in values is stored in clear in the release history. Put it in a Secret (kubectl create secret generic datahub-access-token-secret --from-literal=datahub-access-token-secret-key=<token>) and name it in global.datahub.gms.secretRef / secretKey" -}}
+{{- end -}}
+DATAHUB_GMS_URL:
+  setBy: global.datahub.gms.url
+  value: {{ include "executor.gmsUrl" . | quote }}
+DATAHUB_GMS_TOKEN:
+  setBy: global.datahub.gms.secretRef and global.datahub.gms.secretKey
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.global.datahub.gms.secretRef | quote }}
+      key: {{ .Values.global.datahub.gms.secretKey | quote }}
+DATAHUB_EXECUTOR_POOL_ID:
+  setBy: global.datahub.executor.pool_id
+  value: {{ include "executor.poolId" . | quote }}
+DATAHUB_EXECUTOR_ID:
+  setBy: the pod's name, each pod being one executor of the pool
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS:
+  setBy: executor.ingestionMaxWorkers
+  value: {{ int .Values.executor.ingestionMaxWorkers | toString | quote }}
+DATAHUB_EXECUTOR_MONITORS_MAX_WORKERS:
+  setBy: executor.monitorsMaxWorkers
+  value: {{ int .Values.executor.monitorsMaxWorkers | toString | quote }}
+DATAHUB_EXECUTOR_DRAIN_TIMEOUT:
+  setBy: executor.drainTimeoutSeconds
+  value: {{ int .Values.executor.drainTimeoutSeconds | toString | quote }}
+DATAHUB_EXECUTOR_SANDBOX_MODE:
+  setBy: sandbox.mode
+  value: {{ .Values.sandbox.mode | quote }}
+DATAHUB_EXECUTOR_LOG_JSON:
+  setBy: executor.logJson
+  value: {{ .Values.executor.logJson | toString | quote }}
+DATAHUB_EXECUTOR_LOG_LEVEL:
+  setBy: executor.logLevel
+  value: {{ .Values.executor.logLevel | quote }}
+DATAHUB_EXECUTOR_HEALTH_ADDRESS:
+  setBy: executor.healthPort
+  value: {{ printf "0.0.0.0:%d" (int .Values.executor.healthPort) | quote }}
+DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR:
+  setBy: executor.fileSecretBaseDir
+  value: {{ .Values.executor.fileSecretBaseDir | quote }}
+DATAHUB_EXECUTOR_WORK_DIR:
+  setBy: the chart (its writable emptyDir is mounted there)
+  value: /var/lib/datahub-executor
+DATAHUB_EXECUTOR_VENV_CACHE_DIR:
+  setBy: the chart (its writable emptyDir is mounted at /var/cache/datahub-executor)
+  value: /var/cache/datahub-executor/venvs
 {{- end -}}
