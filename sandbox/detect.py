@@ -89,6 +89,14 @@ def v2_available_controllers(h: Hierarchy) -> set[str]:
         return set()
 
 
+def is_root_cgroup(path: str) -> bool:
+    """Whether PATH is the real root of a cgroup v2 hierarchy. Only the root is exempt from "no
+    processes in a cgroup that enables controllers for its children", and only the root has no
+    cgroup.type (cgroup-v2.rst). A container with its own cgroup namespace sees its cgroup at the
+    mount point, where it looks like the root but is not: the master must move into a leaf there."""
+    return not os.path.exists(os.path.join(path, "cgroup.type"))
+
+
 def detect_mode(hierarchies: list[Hierarchy]) -> str:
     """cgroup-v2 where the unified hierarchy has the memory controller, cgroup-v1 where a
     writable v1 memory hierarchy exists (legacy or hybrid), none otherwise."""

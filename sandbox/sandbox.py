@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from .cgroup_v1 import CgroupV1Driver
 from .cgroup_v2 import CgroupV2Driver
-from .detect import detect_mode, read_hierarchies, v2_hierarchy
+from .detect import detect_mode, is_root_cgroup, read_hierarchies, v2_hierarchy
 from .driver import TASK_PREFIX, Driver, TaskGroup
 from .errors import SandboxError
 from .limits import Limits
@@ -67,7 +67,7 @@ class Sandbox:
             unified = v2_hierarchy(hierarchies)
             if unified is None:
                 raise SandboxError("cgroup v2 requested but no cgroup2 filesystem is mounted")
-            return cls(CgroupV2Driver(unified.own_dir, root_name, is_hierarchy_root=unified.own_dir == unified.mountpoint))
+            return cls(CgroupV2Driver(unified.own_dir, root_name, is_hierarchy_root=is_root_cgroup(unified.own_dir)))
         if chosen == "cgroup-v1":
             return cls(CgroupV1Driver(hierarchies, root_name))
         if chosen == "none":

@@ -13,6 +13,7 @@ from sandbox import Limits, Sandbox, SandboxError
 from sandbox.cgroup_v2 import CgroupV2Driver
 from sandbox.detect import (
     detect_mode,
+    is_root_cgroup,
     read_hierarchies,
     v2_available_controllers,
     v2_hierarchy,
@@ -148,3 +149,15 @@ def test_real_v2_leak_is_memory_limit_exceeded_from_memory_events():
     finally:
         sandbox.sweep()
         sandbox.close()
+
+
+def test_a_cgroup_namespace_root_is_not_the_real_root_and_the_master_moves_into_a_leaf(tmp_path):
+    # A privileged container with its own cgroup namespace: its cgroup is mounted at
+    # /sys/fs/cgroup and holds tini and the master; unlike the real root it has cgroup.type.
+    namespace_root = fake_cgroup(tmp_path / "ns-root", procs="1\n7\n")
+    (namespace_root / "cgroup.type").write_text("domain")
+    real_root = fake_cgroup(tmp_path / "real-root")
+    assert not is_root_cgroup(str(namespace_root)) and is_root_cgroup(str(real_root))
+    CgroupV2Driver(str(namespace_root), "executor", is_hierarchy_root=is_root_cgroup(str(namespace_root)))
+    assert (namespace_root / "supervisor" / "cgroup.procs").exists(), "processes leave the cgroup that delegates"
+    assert (namespace_root / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
