@@ -2,18 +2,28 @@
 
     python deploy/cloudformation/generate.py > deploy/cloudformation/datahub-executor.ecs.template.yaml
 
-CloudFormation has no loops over list items, and the seed asks for "up to 10" secrets and
-environment variables given as one comma-separated parameter each. So the ten slots are
-written out here, once, rather than by hand ten times: each slot is a condition ("is entry N
-present?") and an Fn::If that yields the entry or AWS::NoValue. (AWS::LanguageExtensions'
-Fn::ForEach cannot build list items, which is what container Secrets and Environment are.)
-The test suite regenerates the file and fails if the committed one differs, and runs cfn-lint
-on it.
+The seed asks for "up to 10" secrets and environment variables, each list one comma-separated
+parameter. Two ways to expand them were weighed:
 
-Parsing a list "A=arn1,B=arn2": the parameter is padded with ten "=" entries and split on ",",
-so slot N always exists; an entry equal to "=" is padding. Each entry is split on "=" into name
-and value. AllowedPattern on the parameters keeps names to letters, digits and '_' and forbids
-',' and '=' inside values, so the split is exact.
+- AWS::LanguageExtensions (Fn::ForEach, Fn::Length), which the seed's CAPABILITY_AUTO_EXPAND
+  hints at. Fn::ForEach only ever yields map keys (its fragment is {OutputKey: OutputValue});
+  a container's Environment and Secrets are lists of {Name, Value} items, which it cannot build,
+  and the loop identifier could not be split into NAME and VALUE anyway. Nor does moto apply the
+  transform, so the tests could not create the expanded stack.
+- Ten slots, each a condition ("is entry N present?") and an Fn::If that yields the entry or
+  AWS::NoValue. Plain CloudFormation; cfn-lint checks it and moto creates it. This one.
+
+The ten slots are written here once rather than by hand ten times. The test suite regenerates
+the file and fails if the committed one differs, runs cfn-lint on it and creates it in moto.
+
+Parsing a list "A=arn1,B=arn2": the parameter is a String (not a CommaDelimitedList), so one
+AllowedPattern checks the whole list, its count included, before anything is created. It is
+padded with ten "=" entries and split on ",", so slot N always exists; an entry equal to "=" is
+padding. Each entry is split on "=" into name and value. The patterns keep names to letters,
+digits and '_', refuse the names this template sets itself (ECS refuses a secret and a variable
+of one name only when it registers the task definition, well into the stack's creation), forbid
+',' and '=' inside values so the split is exact, and accept only a full secret ARN, so that no
+IAM wildcard ('*', '?') and no partial ARN reaches a policy.
 """
 from __future__ import annotations
 
@@ -24,11 +34,32 @@ import yaml
 SLOTS = 10
 DRAIN_TIMEOUT_S = 110  # below the container's StopTimeout, so the drain ends before ECS kills it
 STOP_TIMEOUT_S = 120  # Fargate's maximum
-SECRET_ENTRY = r"[A-Za-z_][A-Za-z0-9_]*=arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[^,=]+"
-ENV_ENTRY = r"[A-Za-z_][A-Za-z0-9_]*=[^,=]*"
-TASK_SIZES = {  # Fargate's valid cpu/memory pairs, named for people
-    "1vCPU-4GB": (1024, 4096), "2vCPU-8GB": (2048, 8192), "4vCPU-16GB": (4096, 16384),
-    "8vCPU-32GB": (8192, 32768), "16vCPU-64GB": (16384, 65536),
+# As in the image. The security group admits nothing, so outside the task nobody reaches it;
+# the container health check (`datahub-executor healthcheck`) asks 127.0.0.1:9087/health.
+HEALTH_ADDRESS = "0.0.0.0:9087"
+# What the template itself sets in the container; user entries may not repeat them.
+FIXED_ENVIRONMENT = {
+    "DATAHUB_EXECUTOR_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_S),
+    "DATAHUB_EXECUTOR_HEALTH_ADDRESS": HEALTH_ADDRESS,
+    "DATAHUB_EXECUTOR_LOG_JSON": "true",
+}
+PARAMETER_ENVIRONMENT = {
+    "DATAHUB_GMS_URL": "DataHubBaseUrl",
+    "DATAHUB_EXECUTOR_POOL_ID": "ExecutorPoolId",
+    "DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS": "IngestionMaxWorkers",
+    "DATAHUB_EXECUTOR_MONITORS_MAX_WORKERS": "MonitorsMaxWorkers",
+}
+TOKEN_VARIABLE = "DATAHUB_GMS_TOKEN"
+RESERVED = (*PARAMETER_ENVIRONMENT, *FIXED_ENVIRONMENT, TOKEN_VARIABLE)
+NAME = r"(?!(?:" + "|".join(RESERVED) + r")=)[A-Za-z_][A-Za-z0-9_]*"
+# A full ARN: the secret's name, then '-' and the six characters Secrets Manager appends.
+SECRET_ARN = r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+.@-]+-[A-Za-z0-9]{6}"
+SECRET_ENTRY = f"{NAME}={SECRET_ARN}"
+ENV_ENTRY = f"{NAME}=[^,=]*"
+TASK_SIZES = {  # valid Fargate cpu/memory pairs, named for people; one choice cannot pick an invalid pair
+    "1vCPU-4GB": (1024, 4096), "2vCPU-8GB": (2048, 8192), "2vCPU-16GB": (2048, 16384),
+    "4vCPU-16GB": (4096, 16384), "4vCPU-30GB": (4096, 30720), "8vCPU-32GB": (8192, 32768),
+    "8vCPU-60GB": (8192, 61440), "16vCPU-64GB": (16384, 65536), "16vCPU-120GB": (16384, 122880),
 }
 
 
@@ -37,7 +68,7 @@ def ref(name: str) -> dict:
 
 
 def entry(parameter: str, slot: int) -> dict:
-    padded = {"Fn::Sub": "${%s}%s" % (parameter, ",=" * SLOTS)}
+    padded = {"Fn::Sub": "${" + parameter + "}" + ",=" * SLOTS}
     return {"Fn::Select": [slot, {"Fn::Split": [",", padded]}]}
 
 
@@ -90,21 +121,29 @@ def parameters() -> dict:
                          "ConstraintDescription": "must be an SQS queue ARN",
                          "Description": "ARN of the pool's queue (shown on the pool in the control plane); the "
                                         "task may receive, delete and change visibility there, nothing more."},
-        "ImageRepository": {"Type": "String", "Default": "datahub-remote-executor",
+        # No default: a name that resolves to no registry would leave the service retrying
+        # CannotPullContainerError instead of failing the stack at once.
+        "ImageRepository": {"Type": "String", "AllowedPattern": r"^[a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[a-z0-9._-]+)*$",
+                            "ConstraintDescription": "must be an image repository without a tag (that is ImageTag), "
+                                                     "e.g. <account>.dkr.ecr.<region>.amazonaws.com/"
+                                                     "datahub-remote-executor",
                             "Description": "Registry and repository of the executor image built from this "
                                            "project's Dockerfile, e.g. <account>.dkr.ecr.<region>.amazonaws.com/"
                                            "datahub-remote-executor"},
         "ImageTag": {"Type": "String", "Default": "latest", "Description": "Executor image version."},
         "SecretNames": {"Type": "String", "Default": "",
                         "AllowedPattern": f"^$|^{SECRET_ENTRY}(,{SECRET_ENTRY}){{0,{SLOTS - 1}}}$",
-                        "ConstraintDescription": f"up to {SLOTS} NAME=SECRET_ARN entries, comma-separated",
+                        "ConstraintDescription": f"up to {SLOTS} NAME=SECRET_ARN entries, comma-separated; "
+                                                 "full secret ARNs (ending in the 6-character suffix), names other "
+                                                 "than " + ", ".join(RESERVED),
                         "Description": f"Up to {SLOTS} NAME=SECRET_ARN, comma-separated: each Secrets Manager "
                                        "secret reaches the executor as environment variable NAME, for ${NAME} "
                                        "in recipes."},
         "EnvironmentVariables": {"Type": "String", "Default": "",
                                  "AllowedPattern": f"^$|^{ENV_ENTRY}(,{ENV_ENTRY}){{0,{SLOTS - 1}}}$",
                                  "ConstraintDescription": f"up to {SLOTS} NAME=VALUE entries, comma-separated, "
-                                                          "values without ',' or '='",
+                                                          "values without ',' or '=', names other than "
+                                                          + ", ".join(RESERVED),
                                  "Description": f"Up to {SLOTS} NAME=VALUE, comma-separated: more executor settings "
                                                 "(docs/settings.md), e.g. DATAHUB_EXECUTOR_LOG_LEVEL=DEBUG."},
         "IngestionMaxWorkers": {"Type": "Number", "Default": 4, "MinValue": 1,
@@ -131,19 +170,15 @@ def resources() -> dict:
     read_named_secrets = {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
                           "Resource": secret_arns(first_is_present=True)}
     environment = [
-        {"Name": "DATAHUB_GMS_URL", "Value": ref("DataHubBaseUrl")},
-        {"Name": "DATAHUB_EXECUTOR_POOL_ID", "Value": ref("ExecutorPoolId")},
-        {"Name": "DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS", "Value": ref("IngestionMaxWorkers")},
-        {"Name": "DATAHUB_EXECUTOR_MONITORS_MAX_WORKERS", "Value": ref("MonitorsMaxWorkers")},
-        {"Name": "DATAHUB_EXECUTOR_DRAIN_TIMEOUT", "Value": str(DRAIN_TIMEOUT_S)},
-        {"Name": "DATAHUB_EXECUTOR_HEALTH_ADDRESS", "Value": "0.0.0.0:9087"},
-        {"Name": "DATAHUB_EXECUTOR_LOG_JSON", "Value": "true"},
+        *({"Name": name, "Value": ref(parameter)} for name, parameter in PARAMETER_ENVIRONMENT.items()),
+        *({"Name": name, "Value": value} for name, value in FIXED_ENVIRONMENT.items()),
         *slots("EnvironmentVariable", lambda slot: {"Name": part("EnvironmentVariables", slot, 0),
                                                     "Value": part("EnvironmentVariables", slot, 1)}),
     ]
     secrets = [
-        {"Name": "DATAHUB_GMS_TOKEN", "ValueFrom": ref("AccessTokenSecret")},
-        *slots("Secret", lambda slot: {"Name": part("SecretNames", slot, 0), "ValueFrom": part("SecretNames", slot, 1)}),
+        {"Name": TOKEN_VARIABLE, "ValueFrom": ref("AccessTokenSecret")},
+        *slots("Secret", lambda slot: {"Name": part("SecretNames", slot, 0),
+                                       "ValueFrom": part("SecretNames", slot, 1)}),
     ]
     return {
         "Cluster": {"Type": "AWS::ECS::Cluster",
@@ -204,8 +239,11 @@ def resources() -> dict:
             "LaunchType": "FARGATE",
             "DesiredCount": 1,
             "TaskDefinition": ref("TaskDefinition"),
-            # The new task joins the pool before the old one drains.
-            "DeploymentConfiguration": {"MinimumHealthyPercent": 100, "MaximumPercent": 200},
+            # The new task joins the pool before the old one drains. A new task that never turns
+            # healthy (bad token, unreachable DataHub) fails the deployment and rolls it back,
+            # instead of ECS restarting it for hours while the stack update waits.
+            "DeploymentConfiguration": {"MinimumHealthyPercent": 100, "MaximumPercent": 200,
+                                        "DeploymentCircuitBreaker": {"Enable": True, "Rollback": True}},
             "NetworkConfiguration": {"AwsvpcConfiguration": {
                 "AssignPublicIp": ref("AssignPublicIp"), "Subnets": [ref("SubnetID")],
                 "SecurityGroups": [ref("SecurityGroup")]}}}},
@@ -230,13 +268,23 @@ def template() -> dict:
     }
 
 
-HEADER = """\
+HEADER = f"""\
 # DataHub remote executor on ECS Fargate. GENERATED by deploy/cloudformation/generate.py; edit that.
-# Fargate gives the container no writable cgroup filesystem: the executor's sandbox runs in mode
-# none there (task memory watched and enforced by the executor; pids and cpu not capped per task).
-# DATAHUB_EXECUTOR_DRAIN_TIMEOUT=%d stays below the container's StopTimeout=%d (Fargate's maximum),
-# so a deployment's SIGTERM lets tasks finish or be reported ABORTED before ECS kills the master.
-""" % (DRAIN_TIMEOUT_S, STOP_TIMEOUT_S)
+#
+# SecretNames and EnvironmentVariables ("up to 10" each) are expanded by ten conditional slots
+# (Fn::Select over the Fn::Split list), not by the AWS::LanguageExtensions transform: Fn::ForEach
+# yields map keys only and cannot build the container's Environment and Secrets lists. So no
+# transform is used and CAPABILITY_AUTO_EXPAND is not needed (passing it does no harm).
+#
+# DATAHUB_EXECUTOR_SANDBOX_MODE is left at auto: Fargate gives the container no writable cgroup
+# filesystem, so the executor falls back to mode none and says so at start: each task's memory
+# (RSS of its process tree) is watched and the task killed over its limit; pids and cpu are not
+# capped per task.
+#
+# DATAHUB_EXECUTOR_DRAIN_TIMEOUT={DRAIN_TIMEOUT_S} stays below the container's StopTimeout={STOP_TIMEOUT_S}
+# (Fargate's maximum): on a deployment's SIGTERM, running tasks get {DRAIN_TIMEOUT_S} s to finish, the
+# rest are reported ABORTED, and the master exits before ECS's SIGKILL could cut the report short.
+"""
 
 
 def render() -> str:
