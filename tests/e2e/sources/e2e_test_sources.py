@@ -11,23 +11,34 @@ from datahub.ingestion.api.source import Source, SourceReport
 from datahub.ingestion.api.workunit import MetadataWorkUnit
 
 
-class SleepyConfig(ConfigModel):
-    seconds: float = 10.0
-    ignore_sigterm: bool = False
+class _ConfiguredSource(Source):
+    """Shared plumbing of the test sources below: a config class, an empty report."""
 
+    config_class: type[ConfigModel]
 
-class SleepySource(Source):
-    """Runs for `seconds`, printing a line a second: a long task for cancel, timeout and
-    visibility tests."""
-
-    def __init__(self, config: SleepyConfig, ctx) -> None:
+    def __init__(self, config: ConfigModel, ctx) -> None:
         super().__init__(ctx)
         self.config = config
         self.report = SourceReport()
 
     @classmethod
-    def create(cls, config_dict: dict, ctx) -> "SleepySource":
-        return cls(SleepyConfig.parse_obj(config_dict), ctx)
+    def create(cls, config_dict: dict, ctx) -> "_ConfiguredSource":
+        return cls(cls.config_class.parse_obj(config_dict), ctx)
+
+    def get_report(self) -> SourceReport:
+        return self.report
+
+
+class SleepyConfig(ConfigModel):
+    seconds: float = 10.0
+    ignore_sigterm: bool = False
+
+
+class SleepySource(_ConfiguredSource):
+    """Runs for `seconds`, printing a line a second: a long task for cancel, timeout and
+    visibility tests."""
+
+    config_class = SleepyConfig
 
     def get_workunits(self) -> Iterable[MetadataWorkUnit]:
         if self.config.ignore_sigterm:
@@ -43,25 +54,15 @@ class SleepySource(Source):
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))
         return iter([])
 
-    def get_report(self) -> SourceReport:
-        return self.report
-
 
 class LeakyConfig(ConfigModel):
     step_mb: int = 20
 
 
-class LeakySource(Source):
+class LeakySource(_ConfiguredSource):
     """Allocates (and touches) memory without end: a memory-leaking connector."""
 
-    def __init__(self, config: LeakyConfig, ctx) -> None:
-        super().__init__(ctx)
-        self.config = config
-        self.report = SourceReport()
-
-    @classmethod
-    def create(cls, config_dict: dict, ctx) -> "LeakySource":
-        return cls(LeakyConfig.parse_obj(config_dict), ctx)
+    config_class = LeakyConfig
 
     def get_workunits(self) -> Iterable[MetadataWorkUnit]:
         leak = []
@@ -69,33 +70,12 @@ class LeakySource(Source):
             leak.append(bytearray(self.config.step_mb << 20))
             time.sleep(0.01)
 
-    def get_report(self) -> SourceReport:
-        return self.report
-
-
-class _Hostile(Source):
-    """Shared plumbing of the fault-suite sources below: a config, an empty report."""
-
-    config_class: type[ConfigModel]
-
-    def __init__(self, config: ConfigModel, ctx) -> None:
-        super().__init__(ctx)
-        self.config = config
-        self.report = SourceReport()
-
-    @classmethod
-    def create(cls, config_dict: dict, ctx) -> "_Hostile":
-        return cls(cls.config_class.parse_obj(config_dict), ctx)
-
-    def get_report(self) -> SourceReport:
-        return self.report
-
 
 class ForkBombConfig(ConfigModel):
     pass
 
 
-class ForkBombSource(_Hostile):
+class ForkBombSource(_ConfiguredSource):
     """A fork bomb: every process forks without end; a refused fork is retried after a breath
     (the pids limit, not the bomb's manners, is what must hold)."""
 
@@ -117,7 +97,7 @@ class SilentConfig(ConfigModel):
     done_file: str
 
 
-class SilentSource(_Hostile):
+class SilentSource(_ConfiguredSource):
     """Points its stdout and stderr at /dev/null (so the executor's pipe sees end-of-file), then
     keeps working for `seconds` and leaves a file to prove it ran to the end."""
 
@@ -141,7 +121,7 @@ class FloodConfig(ConfigModel):
     megabytes: int = 1024
 
 
-class FloodSource(_Hostile):
+class FloodSource(_ConfiguredSource):
     """Writes `megabytes` of log lines to stdout as fast as it can."""
 
     config_class = FloodConfig
