@@ -407,7 +407,7 @@ def memory_limit(ours: Ours, celery: CeleryPeer, limit_mb: int) -> list[Row]:
             break
         time.sleep(0.01)
     log = ours.cp.server.cp.execution(execution, with_log=True)
-    steps = [(float(t), int(mb)) for t, mb in re.findall(r"leaked (\S+) (\d+)", log.get("log") or log.get("full_log") or "")]
+    steps = [(float(t), int(mb)) for t, mb in re.findall(r"leaked (\S+) (\d+)", log["log"])]
     crossed = next((t for t, mb in steps if mb >= limit_mb * 0.9), steps[-1][0] if steps else None)
     deadline = time.monotonic() + 10  # the executor logs "finished" just after the control plane has the result
     while execution not in ours.events("finished:") and time.monotonic() < deadline:

@@ -27,9 +27,9 @@ import pytest
 
 from controlplane.testing import running_controlplane
 from executor.settings import SETTINGS
-from tests.e2e.conftest import ExecutorProcess, mock_recipe
+from tests.e2e.conftest import ExecutorProcess, free_port, mock_recipe
 
-from .dockerfile import Stage, arg_defaults, healthcheck_command, stages
+from .dockerfile import arg_defaults, healthcheck_command, stages
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -188,7 +188,7 @@ def test_the_image_runs_a_real_ingestion_as_its_unprivileged_user_and_stops_clea
         cp.create_pool("remote", default=True, visibility_timeout_s=30)
         env = image.environment(DATAHUB_GMS_URL=cp.gms_url, DATAHUB_GMS_TOKEN=cp.create_executor_token(["remote"]),
                                 DATAHUB_EXECUTOR_POOL_ID="remote", DATAHUB_EXECUTOR_ID="container-1",
-                                DATAHUB_EXECUTOR_HEALTH_ADDRESS=_free_address())
+                                DATAHUB_EXECUTOR_HEALTH_ADDRESS=f"0.0.0.0:{free_port()}")
         executor = ExecutorProcess(env, argv=image.entrypoint())
         try:
             executor.wait_for_line("Starting datahub executor worker", timeout_s=60)
@@ -206,10 +206,3 @@ def test_the_image_runs_a_real_ingestion_as_its_unprivileged_user_and_stops_clea
         finally:
             executor.stop()
 
-
-def _free_address() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"0.0.0.0:{s.getsockname()[1]}"

@@ -139,26 +139,27 @@ def test_a_gms_url_without_gms_is_refused_saying_so(helm_env):
     assert "global.datahub.gms.url must be an http(s) URL ending in /gms" in stderr
 
 
+def accepted_by_executor(setting: str, value: str) -> bool:
+    """Whether the executor's own parser for SETTING takes VALUE."""
+    try:
+        SETTING[setting].parse(value)
+    except ValueError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("url", [
     "https://acme.acryl.io/gms", "https://acme.acryl.io/gms/", "http://gms:8080/api/gms", "https://acme.acryl.io",
     "https://acme.acryl.io/gmsx", "https://acme.acryl.io/x?a=/gms", "ftp://acme.acryl.io/gms", "acme.acryl.io/gms"])
 def test_the_chart_accepts_a_gms_url_exactly_when_the_executor_does(helm_env, url):
-    try:
-        SETTING["DATAHUB_GMS_URL"].parse(url)
-        executor_accepts = True
-    except ValueError:
-        executor_accepts = False
+    executor_accepts = accepted_by_executor("DATAHUB_GMS_URL", url)
     result = template(helm_env, {"global.datahub.gms.url": url})
     assert (result.returncode == 0) == executor_accepts, result.stderr
 
 
 @pytest.mark.parametrize("pool", ["remote", "pool.eu-west_1", "bad/pool", "-dash-first"])
 def test_the_chart_accepts_a_pool_id_exactly_when_the_executor_does(helm_env, pool):
-    try:
-        SETTING["DATAHUB_EXECUTOR_POOL_ID"].parse(pool)
-        executor_accepts = True
-    except ValueError:
-        executor_accepts = False
+    executor_accepts = accepted_by_executor("DATAHUB_EXECUTOR_POOL_ID", pool)
     result = template(helm_env, {"global.datahub.executor.pool_id": pool})
     assert (result.returncode == 0) == executor_accepts, result.stderr
     if not executor_accepts:

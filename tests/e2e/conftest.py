@@ -22,6 +22,15 @@ DATAHUB_VERSION = "1.7.0.17"
 EXECUTOR = [str(Path(sys.executable).parent / "datahub-executor"), "run"]
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def mock_recipe(out_file: Path, extra_source_config: str = "{}") -> str:
     return (f"source:\n  type: datahub-mock-data\n  config: {extra_source_config}\n"
             f"sink:\n  type: file\n  config:\n    filename: {out_file}\n")

@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 
 import requests
 
-from tests.e2e.conftest import mock_recipe
+from tests.e2e.conftest import free_port, mock_recipe
 
 from .conftest import Sampler, task_pids_current
 
 EXECUTIONS = int(os.environ.get("DHX_FAULTS_BULK", "120"))
 WORKERS = 4
 LEDGER = re.compile(r'^datahub_executor_ledger_used_weight\{task_class="ingestion"\} (\S+)$', re.M)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_many_executions_queued_at_once_all_run_once_within_the_ledger(system, tmp_path):

@@ -9,7 +9,15 @@ import time
 
 from tests.e2e.conftest import custom_env, custom_recipe, mock_recipe, wait_for_tick
 
-from .conftest import Sampler, identities, rss_mib, still_running, task_pids_current, task_processes, wait_for_log_tail
+from .conftest import (
+    Sampler,
+    identities,
+    rss_mib,
+    still_running,
+    task_pids_current,
+    task_processes,
+    wait_for_log_tail,
+)
 
 PIDS_MAX = 64
 FINAL = {"SUCCESS", "FAILURE", "CANCELLED", "TIMEOUT", "ABORTED"}

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import time
 
-
 from tests.e2e.conftest import custom_env, custom_recipe, mock_recipe, wait_for_tick
-
 
 SQS_OUTAGE_S = 30
 CONTROL_PLANE_OUTAGE_S = 60
