@@ -28,6 +28,7 @@ ENV UV_NO_CACHE=1 \
 COPY setup.cfg pyproject.toml README.md /src/
 COPY sandbox /src/sandbox
 COPY executor /src/executor
+COPY vocabulary /src/vocabulary
 COPY deploy/docker/install-executor.sh /src/deploy/docker/install-executor.sh
 RUN /src/deploy/docker/install-executor.sh /src /opt/datahub-executor "${ACRYL_DATAHUB_VERSION}"
 

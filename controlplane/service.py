@@ -12,7 +12,7 @@ import secrets
 import time
 from typing import Any
 
-from executor.runtime.safe_yaml import YamlRefused, load_bounded
+from vocabulary.safe_yaml import YamlRefused, load_bounded
 
 from .ids import new_id
 from .liveness import liveness

@@ -17,25 +17,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Generic, TypeVar
 
-FULL = Fraction(1)
+from vocabulary.weights import FULL, InvalidWeight
+
 T = TypeVar("T")
-
-
-class InvalidWeight(ValueError):
-    """A weight that is not a number in (0, 1]. The message names the value."""
-
-
-def parse_weight(text: str | float | None, default: Fraction) -> Fraction:
-    """EXECUTOR_TASK_WEIGHT as written on a source ("0.25", "1.0", "1/3"), or DEFAULT when absent."""
-    if text is None or (isinstance(text, str) and text.strip() == ""):
-        return default
-    try:
-        weight = Fraction(str(text).strip()).limit_denominator(10**6)
-    except (ValueError, ZeroDivisionError):
-        raise InvalidWeight(f"EXECUTOR_TASK_WEIGHT {text!r} is not a number; use a value in (0, 1.0], e.g. 0.5") from None
-    if weight <= 0 or weight > FULL:
-        raise InvalidWeight(f"EXECUTOR_TASK_WEIGHT {text!r} is outside (0, 1.0]: 1.0 means the task runs alone")
-    return weight
 
 
 @dataclass(frozen=True)

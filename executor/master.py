@@ -23,7 +23,9 @@ from sandbox import Sandbox, SandboxError
 from . import __version__
 from .consumer import SqsConsumer, TaskMessage
 from .controlplane_client import ControlPlaneClient, ControlPlaneError, retry_through_outages
-from .ledger import InvalidWeight, Ledger, parse_weight
+from vocabulary.weights import InvalidWeight, parse_weight
+
+from .ledger import Ledger
 from .log_upload import LogUploader
 from .operability import ExecutorMetrics, HealthServer, SystemdNotifier
 from .runtime.rejection import TaskRejected

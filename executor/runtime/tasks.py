@@ -24,9 +24,9 @@ import yaml
 
 from .masking import Masker
 from .rejection import TaskRejected
-from .safe_yaml import YamlRefused, load_bounded
+from vocabulary.safe_yaml import YamlRefused, load_bounded
 from .secrets import ChainedSecretStore, SecretError, find_secret_names
-from .task_limits import InvalidMemoryLimit, parse_memory_limit_kb
+from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 from .venvs import VenvCache, plugins_for
 
 INGESTION_TASKS = {"RUN_INGEST", "TEST_CONNECTION"}

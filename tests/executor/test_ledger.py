@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from executor.ledger import FULL, InvalidWeight, Ledger, parse_weight
+from executor.ledger import Ledger
+from vocabulary.weights import FULL, InvalidWeight, parse_weight
 
 
 def admit_keys(ledger):

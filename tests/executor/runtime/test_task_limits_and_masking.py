@@ -1,7 +1,7 @@
 import pytest
 
 from executor.runtime.masking import MASK, Masker
-from executor.runtime.task_limits import InvalidMemoryLimit, parse_memory_limit_kb
+from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 
 
 def test_a_bare_memory_limit_is_kilobytes_as_documented():

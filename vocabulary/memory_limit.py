@@ -1,4 +1,4 @@
-"""Per-source limits from the source's extra environment variables.
+"""EXECUTOR_TASK_MEMORY_LIMIT, from a source's extra environment variables.
 
 EXECUTOR_TASK_MEMORY_LIMIT is documented in kilobytes. DataHub's own executor applies the
 number as *bytes of address space* (RLIMIT_AS), so its documented example breaks tasks; we

@@ -7,7 +7,7 @@ import time
 import pytest
 import yaml
 
-from executor.runtime.safe_yaml import MAX_DEPTH, MAX_EXPANDED_NODES, YamlRefused, load_bounded
+from vocabulary.safe_yaml import MAX_DEPTH, MAX_EXPANDED_NODES, YamlRefused, load_bounded
 
 BILLION_LAUGHS = "\n".join(
     ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
