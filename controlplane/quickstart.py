@@ -21,7 +21,12 @@ DEFAULT_DATAHUB_VERSION = "1.7.0.17"
 
 
 def _free_or(port: int) -> int:
+    """`port` if the control plane can listen on it, else a free one. The probe binds as uvicorn
+    does, with SO_REUSEADDR: a plain bind fails while the previous run's connections sit in
+    TIME_WAIT (up to a minute), so a quick restart would move to a random port for nothing.
+    A port some process listens on still fails the probe."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
             return port
