@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sandbox.sizes import parse_size
+from vocabulary import ids
 
 
 class SettingsError(ValueError):
@@ -116,8 +117,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATAHUB_GMS_TOKEN", "gms_token", _text, None,
             "Remote Executor access token (Settings > Access Tokens > Remote Executor). Never logged.",
             required=True, secret=True),
-    Setting("DATAHUB_EXECUTOR_POOL_ID", "pool_id", _identifier, None,
-            "The executor pool to take tasks from.", required=True),
+    # The vocabulary's rule and message, as the control plane, the Helm chart and the CloudFormation
+    # template apply them. Not stripped: " remote" is not the pool "remote" (nor would the chart or
+    # the template accept it).
+    Setting("DATAHUB_EXECUTOR_POOL_ID", "pool_id", ids.pool_id, None,
+            f"The executor pool to take tasks from; {ids.POOL_ID_RULE}.", required=True),
     Setting("DATAHUB_EXECUTOR_ID", "executor_id", _identifier, None,
             "This executor's identity in the pool; defaults to the host name."),
     Setting("DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS", "ingestion_max_workers", _positive_int, "4",

@@ -28,8 +28,13 @@ IAM wildcard ('*', '?') and no partial ARN reaches a policy.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import yaml
+
+# A script of this checkout uses this checkout's vocabulary, whether or not the project is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from vocabulary import ids  # noqa: E402
 
 SLOTS = 10
 DRAIN_TIMEOUT_S = 110  # below the container's StopTimeout, so the drain ends before ECS kills it
@@ -114,8 +119,9 @@ def parameters() -> dict:
         "DataHubAccessToken": {"Type": "String", "NoEcho": True, "MinLength": 1,
                                "Description": "A Remote Executor access token; kept in a Secrets Manager secret "
                                               "this stack creates, never in the task definition."},
-        "ExecutorPoolId": {"Type": "String", "AllowedPattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
-                           "Description": "The executor pool this executor serves."},
+        "ExecutorPoolId": {"Type": "String", "AllowedPattern": ids.POOL_ID_PATTERN,
+                           "ConstraintDescription": ids.POOL_ID_RULE,
+                           "Description": "The executor pool this executor serves (its id in DataHub)."},
         "PoolQueueArn": {"Type": "String",
                          "AllowedPattern": r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,80}(\.fifo)?$",
                          "ConstraintDescription": "must be an SQS queue ARN",

@@ -46,12 +46,6 @@ serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::1234567
 """
 
 
-@pytest.fixture
-def helm_env(tmp_path) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HELM_CACHE_HOME": str(tmp_path / "cache"),
-            "HELM_CONFIG_HOME": str(tmp_path / "config"), "HELM_DATA_HOME": str(tmp_path / "data")}
-
-
 def helm(env: dict[str, str], *args: str, values: dict[str, str] | None = None,
          values_file: Path | None = None) -> subprocess.CompletedProcess:
     command = [str(BIN / "helm"), *args, str(CHART)]
@@ -157,13 +151,23 @@ def test_the_chart_accepts_a_gms_url_exactly_when_the_executor_does(helm_env, ur
     assert (result.returncode == 0) == executor_accepts, result.stderr
 
 
-@pytest.mark.parametrize("pool", ["remote", "pool.eu-west_1", "bad/pool", "-dash-first"])
-def test_the_chart_accepts_a_pool_id_exactly_when_the_executor_does(helm_env, pool):
-    executor_accepts = accepted_by_executor("DATAHUB_EXECUTOR_POOL_ID", pool)
-    result = template(helm_env, {"global.datahub.executor.pool_id": pool})
-    assert (result.returncode == 0) == executor_accepts, result.stderr
-    if not executor_accepts:
-        assert "global.datahub.executor.pool_id" in result.stderr
+def test_a_pool_id_given_with_set_keeps_its_digits(helm_env):
+    for given in ("123", "007"):  # --set makes 123 a number, keeps 007 a string; both print back as given
+        assert env_of(render(helm_env, {"global.datahub.executor.pool_id": given}))["DATAHUB_EXECUTOR_POOL_ID"] \
+            == {"name": "DATAHUB_EXECUTOR_POOL_ID", "value": given}
+
+
+@pytest.mark.parametrize("written, read", [("0123", "83"), ("12345678", "1.2345678e+07")])  # YAML 1.1: octal
+def test_a_pool_id_written_as_a_number_in_a_values_file_is_refused_saying_how_to_quote_it(
+        helm_env, tmp_path, written, read):
+    values = tmp_path / "values.yaml"
+    values.write_text(f"global:\n  datahub:\n    executor:\n      pool_id: {written}\n")
+    result = helm(helm_env, "template", "acme", values={"global.datahub.gms.url": REQUIRED["global.datahub.gms.url"]},
+                  values_file=values)
+    assert result.returncode != 0, result.stdout
+    assert f"global.datahub.executor.pool_id was read as the number {read}" in result.stderr
+    assert "quote it in the values file" in result.stderr
+    assert "--set-string global.datahub.executor.pool_id=" in result.stderr
 
 
 def test_the_deployment_carries_the_settings_and_takes_the_token_from_the_secret(helm_env):

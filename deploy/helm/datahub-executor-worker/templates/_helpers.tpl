@@ -27,12 +27,27 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* The pool id: required, and an identifier as the executor accepts it (executor/settings.py),
-so that a bad one fails here rather than in a crash-looping pod. */}}
+{{/* A value that must reach the pod exactly as written. --set gives a string or, for digits, an int64
+(which prints back as written: "007" stays a string); a values file gives every number as a
+float64, already altered (YAML reads 0123 as 83, 1.10 as 1.1, 12345678 as 1.2345678e+07), so a
+number from a values file is refused rather than guessed at. Arguments: (list $value "its.key"). */}}
+{{- define "executor.verbatim" -}}
+{{- $value := index . 0 -}}
+{{- $key := index . 1 -}}
+{{- if kindIs "float64" $value -}}
+{{- fail (printf "%s was read as the number %v, which may not be what you wrote (YAML reads 0123 as 83 and 1.10 as 1.1): quote it in the values file, or pass it with --set-string %s=<value>" $key $value $key) -}}
+{{- end -}}
+{{- $value | toString -}}
+{{- end -}}
+
+{{/* The pool id: required, and the vocabulary's rule and message (vocabulary/ids.py, POOL_ID_PATTERN
+and POOL_ID_RULE; tests/deploy keeps them in step), so that a bad id fails here rather than in a
+crash-looping pod. */}}
 {{- define "executor.poolId" -}}
-{{- $pool := required "global.datahub.executor.pool_id is required: the executor pool this deployment serves (--set global.datahub.executor.pool_id=<pool id>)" .Values.global.datahub.executor.pool_id | toString -}}
-{{- if not (regexMatch "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" $pool) -}}
-{{- fail (printf "global.datahub.executor.pool_id %q is not a pool id: letters, digits, '.', '_' and '-', 1 to 128 characters" $pool) -}}
+{{- $given := required "global.datahub.executor.pool_id is required: the executor pool this deployment serves (--set global.datahub.executor.pool_id=<pool id>)" .Values.global.datahub.executor.pool_id -}}
+{{- $pool := include "executor.verbatim" (list $given "global.datahub.executor.pool_id") -}}
+{{- if not (regexMatch "^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$" $pool) -}}
+{{- fail (printf "global.datahub.executor.pool_id %q is refused: a pool id is 1-48 letters, digits, '_' or '-', starting with a letter or digit" $pool) -}}
 {{- end -}}
 {{- $pool -}}
 {{- end -}}
