@@ -13,6 +13,11 @@ parameter. Two ways to expand them were weighed:
 - Ten slots, each a condition ("is entry N present?") and an Fn::If that yields the entry or
   AWS::NoValue. Plain CloudFormation; cfn-lint checks it and moto creates it. This one.
 
+The seed's create-stack names five parameters (REQUIRED_PARAMETERS); every other one defaults.
+PoolQueueArn and ImageRepository default to empty, and are then derived: the pool's two queues from
+the pool id, in the stack's account and region (QUEUE_SUFFIXES), and the image from this account's
+ECR (DEFAULT_IMAGE).
+
 The ten slots are written here once rather than by hand ten times. The test suite regenerates
 the file and fails if the committed one differs, runs cfn-lint on it and creates it in moto.
 
@@ -61,11 +66,29 @@ NAME = r"(?!(?:" + "|".join(RESERVED) + r")=)[A-Za-z_][A-Za-z0-9_]*"
 SECRET_ARN = r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+.@-]+-[A-Za-z0-9]{6}"
 SECRET_ENTRY = f"{NAME}={SECRET_ARN}"
 ENV_ENTRY = f"{NAME}=[^,=]*"
+# The control plane names a pool's queues dhx-<installation>-<pool> (ingestion) and
+# dhx-<installation>-<pool>-monitors, <installation> being 8 hex characters. IAM's '?' matches
+# exactly one character, so eight of them cover this pool's two queues (of any installation in the
+# account) and not its dead-letter queues: another pool id gives a name of another length or end,
+# and no '*' can stretch it (a pool id holds no '*' or '?'). One hole is the naming's, not the
+# policy's: pool "x-monitors" has the queue name of pool x's monitors queue, and pool "x-dlq" of
+# pool x's dead-letter queue, until vocabulary/ids.py reserves those endings.
+QUEUE_SUFFIXES = ("", "-monitors")
+DERIVED_QUEUE = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:dhx-????????-${ExecutorPoolId}"
+# SQS names are at most 80 characters and the monitors queue appends 9 to the given one.
+QUEUE_ARN = r"arn:aws[a-z-]*:sqs:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,71}"
+# Without ImageRepository: the repository of that name in this account's ECR, in the stack's region.
+IMAGE_NAME = "datahub-remote-executor"
+DEFAULT_IMAGE = "${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/" + IMAGE_NAME
 TASK_SIZES = {  # valid Fargate cpu/memory pairs, named for people; one choice cannot pick an invalid pair
     "1vCPU-4GB": (1024, 4096), "2vCPU-8GB": (2048, 8192), "2vCPU-16GB": (2048, 16384),
     "4vCPU-16GB": (4096, 16384), "4vCPU-30GB": (4096, 30720), "8vCPU-32GB": (8192, 32768),
     "8vCPU-60GB": (8192, 61440), "16vCPU-64GB": (16384, 65536), "16vCPU-120GB": (16384, 122880),
 }
+
+
+# What the seed's create-stack passes; every other parameter has a default or is derived.
+REQUIRED_PARAMETERS = ("ExecutorPoolId", "VPCID", "SubnetID", "DataHubBaseUrl", "DataHubAccessToken")
 
 
 def ref(name: str) -> dict:
@@ -86,7 +109,8 @@ def condition_name(kind: str, slot: int) -> str:
 
 
 def conditions() -> dict:
-    result = {}
+    result = {"DerivePoolQueues": {"Fn::Equals": [ref("PoolQueueArn"), ""]},
+              "DefaultImageRepository": {"Fn::Equals": [ref("ImageRepository"), ""]}}
     for kind, parameter in (("Secret", "SecretNames"), ("EnvironmentVariable", "EnvironmentVariables")):
         result[condition_name(kind, 0)] = {"Fn::Not": [{"Fn::Equals": [ref(parameter), ""]}]}
         for slot in range(1, SLOTS):
@@ -115,27 +139,34 @@ def parameters() -> dict:
                                     "gateway, or AssignPublicIp=ENABLED in a public subnet)."},
         "DataHubBaseUrl": {"Type": "String", "AllowedPattern": r"^https?://[^/]+(/.*)?/gms/?$",
                            "ConstraintDescription": "must be an http(s) URL ending in /gms",
-                           "Description": "DataHub's URL including /gms, e.g. https://<company>.acryl.io/gms"},
+                           "Description": "DataHub's URL including /gms, e.g. https://<company>.acryl.io/gms "
+                                          "(the update guide's DatahubGmsURL)."},
         "DataHubAccessToken": {"Type": "String", "NoEcho": True, "MinLength": 1,
                                "Description": "A Remote Executor access token; kept in a Secrets Manager secret "
                                               "this stack creates, never in the task definition."},
         "ExecutorPoolId": {"Type": "String", "AllowedPattern": ids.POOL_ID_PATTERN,
                            "ConstraintDescription": ids.POOL_ID_RULE,
                            "Description": "The executor pool this executor serves (its id in DataHub)."},
-        "PoolQueueArn": {"Type": "String",
-                         "AllowedPattern": r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,80}(\.fifo)?$",
-                         "ConstraintDescription": "must be an SQS queue ARN",
-                         "Description": "ARN of the pool's queue (shown on the pool in the control plane); the "
-                                        "task may receive, delete and change visibility there, nothing more."},
-        # No default: a name that resolves to no registry would leave the service retrying
-        # CannotPullContainerError instead of failing the stack at once.
-        "ImageRepository": {"Type": "String", "AllowedPattern": r"^[a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[a-z0-9._-]+)*$",
-                            "ConstraintDescription": "must be an image repository without a tag (that is ImageTag), "
-                                                     "e.g. <account>.dkr.ecr.<region>.amazonaws.com/"
-                                                     "datahub-remote-executor",
+        "PoolQueueArn": {"Type": "String", "Default": "", "AllowedPattern": f"^$|^{QUEUE_ARN}$",
+                         "ConstraintDescription": "must be empty or the ARN of the pool's SQS queue (not its "
+                                                  "-monitors or -dlq queue)",
+                         "Description": "Leave empty when the pool's queues are in this account and region: the "
+                                        "task may then use dhx-????????-<ExecutorPoolId> and its -monitors queue. "
+                                        "Otherwise the ARN of the pool's queue (shown on the pool in the control "
+                                        "plane); the task may use it and <that ARN>-monitors. Either way it may "
+                                        "receive, delete and change visibility, nothing more."},
+        # An empty default rather than none: the seed's create-stack names five parameters. A
+        # repository that does not exist fails the stack all the same: the service's circuit
+        # breaker fails the deployment after three tasks that could not start
+        # (CannotPullContainerError, in the stopped tasks' reason).
+        "ImageRepository": {"Type": "String", "Default": "",
+                            "AllowedPattern": r"^$|^[a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[a-z0-9._-]+)*$",
+                            "ConstraintDescription": "must be empty or an image repository without a tag (that is "
+                                                     "ImageTag), e.g. <account>.dkr.ecr.<region>.amazonaws.com/"
+                                                     + IMAGE_NAME,
                             "Description": "Registry and repository of the executor image built from this "
-                                           "project's Dockerfile, e.g. <account>.dkr.ecr.<region>.amazonaws.com/"
-                                           "datahub-remote-executor"},
+                                           "project's Dockerfile. Empty: " + IMAGE_NAME + " in this account's "
+                                           "ECR, in the stack's region."},
         "ImageTag": {"Type": "String", "Default": "latest", "Description": "Executor image version."},
         "SecretNames": {"Type": "String", "Default": "",
                         "AllowedPattern": f"^$|^{SECRET_ENTRY}(,{SECRET_ENTRY}){{0,{SLOTS - 1}}}$",
@@ -165,6 +196,18 @@ def parameters() -> dict:
                                                3653],
                              "Description": "How long CloudWatch keeps the executor's log."},
     }
+
+
+def pool_queue_arns() -> dict:
+    """This pool's ingestion and monitors queues: derived from the pool id, or from PoolQueueArn."""
+    return {"Fn::If": ["DerivePoolQueues",
+                       [{"Fn::Sub": DERIVED_QUEUE + suffix} for suffix in QUEUE_SUFFIXES],
+                       [{"Fn::Sub": "${PoolQueueArn}" + suffix} for suffix in QUEUE_SUFFIXES]]}
+
+
+def image() -> dict:
+    return {"Fn::If": ["DefaultImageRepository", {"Fn::Sub": DEFAULT_IMAGE + ":${ImageTag}"},
+                       {"Fn::Sub": "${ImageRepository}:${ImageTag}"}]}
 
 
 def assume_ecs_tasks() -> dict:
@@ -211,7 +254,7 @@ def resources() -> dict:
                 "Statement": [
                     {"Effect": "Allow",
                      "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
-                     "Resource": ref("PoolQueueArn")},
+                     "Resource": pool_queue_arns()},
                     {"Fn::If": [condition_name("Secret", 0), read_named_secrets, ref("AWS::NoValue")]},
                 ]}}]}},
         "SecurityGroup": {"Type": "AWS::EC2::SecurityGroup", "Properties": {
@@ -229,7 +272,7 @@ def resources() -> dict:
             "TaskRoleArn": {"Fn::GetAtt": ["TaskRole", "Arn"]},
             "ContainerDefinitions": [{
                 "Name": "executor",
-                "Image": {"Fn::Sub": "${ImageRepository}:${ImageTag}"},
+                "Image": image(),
                 "Essential": True,
                 "Environment": environment,
                 "Secrets": secrets,
@@ -259,7 +302,13 @@ def resources() -> dict:
 def template() -> dict:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "DataHub remote executor on ECS Fargate: one task taking work from its pool's SQS queue.",
+        "Description": "DataHub remote executor on ECS Fargate: one task taking work from its pool's SQS queues.",
+        # The console lists the five parameters the seed's create-stack names first.
+        "Metadata": {"AWS::CloudFormation::Interface": {"ParameterGroups": [
+            {"Label": {"default": "Required"}, "Parameters": list(REQUIRED_PARAMETERS)},
+            {"Label": {"default": "Optional"},
+             "Parameters": [name for name in parameters() if name not in REQUIRED_PARAMETERS]},
+        ]}},
         "Parameters": parameters(),
         "Mappings": {"TaskSizes": {name: {"Cpu": str(cpu), "Memory": str(memory)}
                                    for name, (cpu, memory) in TASK_SIZES.items()}},
@@ -270,6 +319,10 @@ def template() -> dict:
             "ServiceName": {"Value": {"Fn::GetAtt": ["Service", "Name"]}},
             "TaskRoleArn": {"Value": {"Fn::GetAtt": ["TaskRole", "Arn"]}},
             "LogGroupName": {"Value": ref("LogGroup")},
+            "Image": {"Description": "The image the executor task runs.", "Value": image()},
+            "PoolQueueArns": {"Description": "The queues the task role may receive from, delete from and "
+                                             "change visibility on.",
+                              "Value": {"Fn::Join": [",", pool_queue_arns()]}},
         },
     }
 
