@@ -4,6 +4,8 @@ rendered manifest validated against the Kubernetes OpenAPI schemas by kubernetes
 without one."""
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,11 @@ from executor.settings import SETTINGS
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "datahub-executor-worker"
 BIN = Path(sys.executable).parent
-REQUIRED = {"global.datahub.executor.pool_id": "remote", "global.datahub.gms.url": "https://acme.acryl.io/gms"}
+IMAGE = "registry.example.com/datahub-remote-executor"
+# The seed's two values and its required image.tag, plus where the image is.
+REQUIRED = {"global.datahub.executor.pool_id": "remote", "global.datahub.gms.url": "https://acme.acryl.io/gms",
+            "image.repository": IMAGE, "image.tag": "0.1.0"}
+OPERATIONS = ROOT / "docs" / "operations.md"
 SETTING = {s.env: s for s in SETTINGS}
 SEED_SECRET_MOUNT = """
 extraVolumes:
@@ -151,25 +157,6 @@ def test_the_chart_accepts_a_gms_url_exactly_when_the_executor_does(helm_env, ur
     assert (result.returncode == 0) == executor_accepts, result.stderr
 
 
-def test_a_pool_id_given_with_set_keeps_its_digits(helm_env):
-    for given in ("123", "007"):  # --set makes 123 a number, keeps 007 a string; both print back as given
-        assert env_of(render(helm_env, {"global.datahub.executor.pool_id": given}))["DATAHUB_EXECUTOR_POOL_ID"] \
-            == {"name": "DATAHUB_EXECUTOR_POOL_ID", "value": given}
-
-
-@pytest.mark.parametrize("written, read", [("0123", "83"), ("12345678", "1.2345678e+07")])  # YAML 1.1: octal
-def test_a_pool_id_written_as_a_number_in_a_values_file_is_refused_saying_how_to_quote_it(
-        helm_env, tmp_path, written, read):
-    values = tmp_path / "values.yaml"
-    values.write_text(f"global:\n  datahub:\n    executor:\n      pool_id: {written}\n")
-    result = helm(helm_env, "template", "acme", values={"global.datahub.gms.url": REQUIRED["global.datahub.gms.url"]},
-                  values_file=values)
-    assert result.returncode != 0, result.stdout
-    assert f"global.datahub.executor.pool_id was read as the number {read}" in result.stderr
-    assert "quote it in the values file" in result.stderr
-    assert "--set-string global.datahub.executor.pool_id=" in result.stderr
-
-
 def test_the_deployment_carries_the_settings_and_takes_the_token_from_the_secret(helm_env):
     env = env_of(render(helm_env))
     assert env["DATAHUB_EXECUTOR_POOL_ID"]["value"] == "remote"
@@ -270,12 +257,69 @@ def test_the_seeds_secret_mount_and_the_image_tag(helm_env, tmp_path):
     values.write_text(SEED_SECRET_MOUNT)
     manifests = render(helm_env, {"image.tag": "1.2.3"}, values_file=values)
     main = container(manifests)
-    assert main["image"] == "datahub-remote-executor:1.2.3"
+    assert main["image"] == f"{IMAGE}:1.2.3"
     assert {"mountPath": "/mnt/secrets", "name": "datahub-secret-store"} in main["volumeMounts"]
     secret_volume = {"name": "datahub-secret-store", "secret": {"secretName": "datahub-secret-store"}}
     assert secret_volume in pod_spec(manifests)["volumes"]
     assert env_of(manifests)["DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR"]["value"] == "/mnt/secrets"
-    assert container(render(helm_env))["image"] == "datahub-remote-executor:0.1.0"  # appVersion
+
+
+def documented_install() -> list[str]:
+    """The first `helm install` of docs/operations.md, split as the shell would."""
+    blocks = re.findall(r"```bash\n(.*?)```", OPERATIONS.read_text(), re.DOTALL)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()
+             if line.startswith("helm install ")]
+    assert lines, "docs/operations.md shows no helm install"
+    return shlex.split(lines[0])
+
+
+def test_the_documented_install_needs_only_the_seeds_values_and_an_image(helm_env, tmp_path):
+    """The command as written, its <placeholders> filled in, rendered by `helm template` (the same
+    rendering `helm install` does, without a cluster) and validated."""
+    placeholders = {"<your-company>": "acme", "<registry>": "registry.example.com", "<version>": "0.1.0"}
+    argv = documented_install()
+    for placeholder, value in placeholders.items():
+        argv = [word.replace(placeholder, value) for word in argv]
+    _, _, release, chart, *options = argv
+    assert chart == str(CHART.relative_to(ROOT))
+    assert options[::2] == ["--set"] * len(REQUIRED), "nothing but --set values"
+    assert {option.split("=", 1)[0] for option in options[1::2]} == set(REQUIRED)
+    result = subprocess.run([str(BIN / "helm"), "template", release, str(CHART), *options], env=helm_env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(result.stdout)
+    check = kubernetes_validate(rendered)
+    assert check.returncode == 0, check.stdout + check.stderr
+    manifests = {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout) if doc}
+    assert container(manifests)["image"] == "registry.example.com/datahub-remote-executor:0.1.0"
+    assert env_of(manifests)["DATAHUB_EXECUTOR_POOL_ID"]["value"] == "remote"
+
+
+def test_a_number_given_with_set_keeps_its_digits(helm_env):
+    manifests = render(helm_env, {"global.datahub.executor.pool_id": "123", "image.tag": "20240101"})
+    assert env_of(manifests)["DATAHUB_EXECUTOR_POOL_ID"]["value"] == "123"
+    assert container(manifests)["image"] == f"{IMAGE}:20240101"
+    leading_zero = render(helm_env, {"global.datahub.executor.pool_id": "007"})  # --set keeps it a string
+    assert env_of(leading_zero)["DATAHUB_EXECUTOR_POOL_ID"]["value"] == "007"
+
+
+@pytest.mark.parametrize("key, written, read", [
+    ("global.datahub.executor.pool_id", "0123", "83"),  # YAML 1.1: octal
+    ("global.datahub.executor.pool_id", "12345678", "1.2345678e+07"),
+    ("image.tag", "1.10", "1.1"),
+])
+def test_a_number_in_a_values_file_is_refused_saying_how_to_quote_it(helm_env, tmp_path, key, written, read):
+    *parents, leaf = key.split(".")
+    values = tmp_path / "values.yaml"
+    values.write_text("".join(f"{'  ' * depth}{name}:\n" for depth, name in enumerate(parents))
+                      + f"{'  ' * len(parents)}{leaf}: {written}\n")
+    result = helm(helm_env, "template", "acme", values={k: v for k, v in REQUIRED.items() if k != key},
+                  values_file=values)
+    assert result.returncode != 0, result.stdout
+    stderr = result.stderr
+    assert f"{key} was read as the number {read}" in stderr
+    assert "quote it in the values file" in stderr and f"--set-string {key}=" in stderr
 
 
 def test_the_default_pod_is_unprivileged_with_writable_scratch_only(helm_env):

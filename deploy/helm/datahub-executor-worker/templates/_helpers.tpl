@@ -52,6 +52,14 @@ crash-looping pod. */}}
 {{- $pool -}}
 {{- end -}}
 
+{{/* The image: both parts required, as the seed requires image.tag; there is no public registry to
+default to, and a default that pulls from nowhere only shows as ImagePullBackOff. */}}
+{{- define "executor.image" -}}
+{{- $repository := required "image.repository is required: the registry and repository you pushed this project's image to (--set image.repository=<registry>/datahub-remote-executor)" .Values.image.repository -}}
+{{- $tag := required "image.tag is required: the executor version to run, the tag you pushed (--set image.tag=<version>)" .Values.image.tag -}}
+{{- printf "%s:%s" $repository (include "executor.verbatim" (list $tag "image.tag")) -}}
+{{- end -}}
+
 {{/* The GMS URL: required, http(s), its path ending in /gms (a trailing slash is allowed), as the
 executor checks it at start. */}}
 {{- define "executor.gmsUrl" -}}
