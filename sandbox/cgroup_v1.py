@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from . import cgroupfs as fs
 from .detect import Hierarchy, v1_hierarchy, v2_hierarchy
@@ -20,6 +19,9 @@ from .errors import SandboxError
 from .limits import Limits
 
 CPU_PERIOD_US = 100_000
+# A freeze normally completes in microseconds; a process stuck in the kernel can hold it in
+# FREEZING, and then we kill what is frozen and let the caller retry.
+FREEZE_WAIT_S = 1.0
 CONTROLLERS = ("memory", "pids", "cpu", "freezer")
 
 
@@ -146,30 +148,21 @@ class V1TaskGroup(TaskGroup):
     def kill_all(self) -> None:
         if "unified" in self.dirs:
             fs.write(os.path.join(self.dirs["unified"], "cgroup.kill"), "1", what="kill task")
-            if fs.wait_until_empty(os.path.join(self.dirs["unified"], "cgroup.procs"), 5.0):
-                return
+            return
         self._freeze_and_kill()
 
     def _freeze_and_kill(self) -> None:
+        """One round: freeze (a frozen process cannot fork), SIGKILL every member, thaw so the
+        signals are delivered. kill_until_empty repeats it while anything is left."""
         procs = os.path.join(self.dirs["memory"], "cgroup.procs")
         freezer = self.dirs.get("freezer")
-        deadline = time.monotonic() + 5.0
-        while fs.read_pids(procs) and time.monotonic() < deadline:
-            if freezer:
-                fs.write(os.path.join(freezer, "freezer.state"), "FROZEN", what="freeze task")
-                self._wait_frozen(freezer)
-            fs.kill_pids(fs.read_pids(procs), signal.SIGKILL)
-            if freezer:
-                fs.write(os.path.join(freezer, "freezer.state"), "THAWED", what="thaw task")
-            fs.wait_until_empty(procs, 0.05)
-
-    @staticmethod
-    def _wait_frozen(freezer: str) -> None:
-        deadline = time.monotonic() + 1.0
-        while (fs.read_text(os.path.join(freezer, "freezer.state")) or "").strip() == "FREEZING":
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.001)
+        if freezer:
+            state = os.path.join(freezer, "freezer.state")
+            fs.write(state, "FROZEN", what="freeze task")
+            fs.wait_for(lambda: (fs.read_text(state) or "").strip() != "FREEZING", FREEZE_WAIT_S)
+        fs.kill_pids(fs.read_pids(procs), signal.SIGKILL)
+        if freezer:
+            fs.write(os.path.join(freezer, "freezer.state"), "THAWED", what="thaw task")
 
     def oom_kills(self) -> int:
         return fs.read_keyed(self._file("memory", "memory.oom_control")).get("oom_kill", 0)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 
 from . import cgroupfs as fs
 from .driver import TASK_PREFIX, Driver, TaskGroup
@@ -152,15 +151,11 @@ class V2TaskGroup(TaskGroup):
     def kill_all(self) -> None:
         if os.path.exists(self._file("cgroup.kill")):
             fs.write(self._file("cgroup.kill"), "1", what="kill task")
-            if fs.wait_until_empty(self._file("cgroup.procs"), 5.0):
-                return
-        # Kernels before 5.14 have no cgroup.kill: freeze, kill, thaw, until empty.
-        deadline = time.monotonic() + 5.0
-        while self.pids() and time.monotonic() < deadline:
-            fs.write(self._file("cgroup.freeze"), "1", what="freeze task")
-            fs.kill_pids(self.pids())
-            fs.write(self._file("cgroup.freeze"), "0", what="thaw task")
-            fs.wait_until_empty(self._file("cgroup.procs"), 0.05)
+            return
+        # Kernels before 5.14 have no cgroup.kill: freeze, kill, thaw (kill_until_empty repeats).
+        fs.write(self._file("cgroup.freeze"), "1", what="freeze task")
+        fs.kill_pids(self.pids())
+        fs.write(self._file("cgroup.freeze"), "0", what="thaw task")
 
     def oom_kills(self) -> int:
         events = fs.read_keyed(self._file("memory.events"))

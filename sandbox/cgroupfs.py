@@ -112,10 +112,13 @@ def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:
             pass
 
 
-def wait_until_empty(procs_file: str, timeout_s: float) -> bool:
+def wait_for(condition, timeout_s: float) -> bool:
+    """Poll CONDITION with growing pauses (0.5 ms doubling to 20 ms) until true or TIMEOUT_S."""
     deadline = time.monotonic() + timeout_s
-    while read_pids(procs_file):
+    pause = 0.0005
+    while not condition():
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.002)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
     return True

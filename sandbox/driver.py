@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import signal
+import time
 from abc import ABC, abstractmethod
 
+from .backoff import Backoff
+from .errors import SandboxError
 from .limits import Limits
 
 TASK_PREFIX = "task-"
+# How long the sandbox keeps killing a task whose processes will not go (stuck in the kernel,
+# frozen by someone else) before it reports them and moves on.
+KILL_BUDGET_S = 10.0
 
 
 class TaskGroup(ABC):
@@ -14,6 +20,9 @@ class TaskGroup(ABC):
 
     name: str
     enforced: dict[str, str]
+    # The last error of a kill round, kept for the one log line that reports a task that
+    # would not die (a kill that keeps failing is retried, not raised).
+    last_kill_error: str | None = None
 
     @abstractmethod
     def attach(self, pid: int) -> None: ...
@@ -26,7 +35,27 @@ class TaskGroup(ABC):
 
     @abstractmethod
     def kill_all(self) -> None:
-        """SIGKILL every process of the task and return when none is left (bounded)."""
+        """SIGKILL every process of the task once, without waiting for them to go."""
+
+    def try_kill_all(self) -> None:
+        """kill_all, recording a failure instead of raising it: the caller retries."""
+        try:
+            self.kill_all()
+        except (SandboxError, OSError) as exc:
+            self.last_kill_error = str(exc)
+
+    def kill_until_empty(self, backoff: Backoff) -> list[int]:
+        """SIGKILL the task until no process is left, pausing longer after each round (a fork
+        may race a round, a kill may fail), within BACKOFF's budget. Returns the pids left:
+        none unless some would not die."""
+        while True:
+            if not self.pids():
+                return []
+            self.try_kill_all()
+            pause = backoff.next_pause()
+            if pause is None:
+                return self.pids()
+            time.sleep(pause)
 
     @abstractmethod
     def oom_kills(self) -> int: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+import threading
 
 import psutil
 
@@ -43,6 +43,11 @@ class SessionGroup(TaskGroup):
         self._main: int | None = None
         self._known: dict[int, float] = {}  # pid -> create_time, so a recycled pid is never signalled
         self._peak = 0
+        # The reaper's watchdog scans while other threads ask for process_count() or
+        # memory_current(): two scans that both saw a pid die would both delete it from
+        # _known (KeyError in the reaper, which then never published an outcome). One scan
+        # at a time; a scan takes a few milliseconds.
+        self._lock = threading.Lock()
         self.enforced: dict[str, str] = {}
         if limits.memory_max_bytes is not None:
             self.enforced["memory"] = (
@@ -61,8 +66,9 @@ class SessionGroup(TaskGroup):
         return True
 
     def attach(self, pid: int) -> None:
-        self._main = pid
-        self._remember(pid)
+        with self._lock:
+            self._main = pid
+            self._remember(pid)
 
     def _remember(self, pid: int) -> None:
         try:
@@ -71,6 +77,10 @@ class SessionGroup(TaskGroup):
             pass
 
     def _scan(self) -> list[psutil.Process]:
+        with self._lock:
+            return self._scan_locked()
+
+    def _scan_locked(self) -> list[psutil.Process]:
         procs: dict[int, psutil.Process] = {}
         if self._main is not None:
             try:
@@ -113,17 +123,7 @@ class SessionGroup(TaskGroup):
                 pass
 
     def kill_all(self) -> None:
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            procs = self._scan()
-            if not procs:
-                return
-            for proc in procs:
-                try:
-                    proc.send_signal(signal.SIGKILL)
-                except psutil.Error:
-                    pass
-            time.sleep(0.01)
+        self.signal_all(signal.SIGKILL)
 
     def oom_kills(self) -> int:
         return 0
@@ -135,7 +135,8 @@ class SessionGroup(TaskGroup):
                 total += proc.memory_info().rss
             except psutil.Error:
                 pass
-        self._peak = max(self._peak, total)
+        with self._lock:
+            self._peak = max(self._peak, total)
         return total
 
     def memory_peak(self) -> int | None:

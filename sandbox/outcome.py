@@ -26,6 +26,9 @@ class Outcome:
     limits_enforced: dict[str, str] = field(default_factory=dict)
     killed_by: str | None = None
     pids_limit_hits: int = 0
+    # Processes that would not die within the kill budget (stuck in the kernel, frozen by
+    # someone else). Their cgroup is kept; the next start-up's sweep retries.
+    unkillable_pids: list[int] = field(default_factory=list)
 
     @property
     def shell_exit_code(self) -> int:
@@ -43,12 +46,13 @@ class Outcome:
 
 
 def classify(
-    *, returncode: int, oom_kills: int, killed_by: str | None
+    *, returncode: int | None, oom_kills: int, killed_by: str | None
 ) -> Status:
     """The status from what we know for certain; OOM comes from counters, never from exit 137.
 
     Precedence: a limit breach the kernel (or our watchdog) recorded explains a failed run
-    better than anything else; then an end we caused; then the exit code.
+    better than anything else; then an end we caused; then the exit code. RETURNCODE is None
+    when the main process could not be waited for (it would not die, or waiting failed).
     """
     if killed_by == "memory-watchdog":
         return Status.MEMORY_LIMIT_EXCEEDED

@@ -4,22 +4,21 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
-import subprocess
-import threading
 import time
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 
+from . import driver as _driver
+from .backoff import Backoff
 from .cgroup_v1 import CgroupV1Driver
 from .cgroup_v2 import CgroupV2Driver
+from .confined import ConfinedProcess
 from .detect import detect_mode, is_root_cgroup, read_hierarchies, v2_hierarchy
-from .driver import TASK_PREFIX, Driver, TaskGroup
+from .driver import TASK_PREFIX, Driver
 from .errors import SandboxError
 from .limits import Limits
-from .no_cgroup import WATCHDOG_INTERVAL_S, NoCgroupDriver
-from .outcome import Outcome, classify
+from .no_cgroup import NoCgroupDriver
 from .spawn import (
     lower_own_oom_score,
     prepare_child,
@@ -79,7 +78,11 @@ class Sandbox:
         swept = []
         for name in self.driver.leftover_names():
             group = self.driver.open_existing(name)
-            group.kill_all()
+            left = group.kill_until_empty(Backoff(_driver.KILL_BUDGET_S))
+            if left:
+                log.error("leftover task cgroup %s: pids %s would not die (stuck in the kernel); kept for the "
+                          "next sweep", name, " ".join(map(str, left)))
+                continue
             group.remove()
             swept.append(name)
             log.warning("swept leftover task cgroup %s", name)
@@ -115,7 +118,7 @@ class Sandbox:
             os.close(release_fd)  # EOF: the wrapper exits without running the command
             popen.kill()
             popen.wait()
-            group.kill_all()
+            group.kill_until_empty(Backoff(_driver.KILL_BUDGET_S))
             group.remove()
             raise
         enforced = dict(group.enforced)
@@ -125,7 +128,7 @@ class Sandbox:
             enforced["timeout"] = f"{limits.timeout_s}s, then the whole tree is killed"
         started = time.monotonic()
         release(release_fd)
-        process = ConfinedProcess(popen, group, limits, self.mode, enforced, started)
+        process = ConfinedProcess(popen, group, limits, self.mode, enforced, started, on_finished=lambda: None)
         self._started.add(process)
         return process
 
@@ -142,119 +145,3 @@ class Sandbox:
                 process._done.wait(max(0.0, deadline - time.monotonic()))
         self.driver.close()
 
-
-class ConfinedProcess:
-    """A running task. A reaper thread waits for it, enforces the timeout (and, in mode none,
-    the memory watchdog), kills what is left of the tree when the main process exits, reads
-    the counters and removes the cgroup, in that order, then publishes the outcome."""
-
-    def __init__(
-        self, popen: subprocess.Popen, group: TaskGroup, limits: Limits, mode: str, enforced: dict[str, str], started: float
-    ) -> None:
-        self._popen = popen
-        self._group = group
-        self._limits = limits
-        self._mode = mode
-        self._enforced = enforced
-        self._started = started
-        self._killed_by: str | None = None
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._outcome: Outcome | None = None
-        self.pid = popen.pid
-        self.name = group.name
-        self.stdin, self.stdout, self.stderr = popen.stdin, popen.stdout, popen.stderr
-        self._reaper = threading.Thread(target=self._reap, name=f"sandbox-reaper-{self.name}", daemon=True)
-        self._reaper.start()
-
-    def _mark_killed(self, by: str) -> bool:
-        with self._lock:
-            if self._killed_by is not None or self._done.is_set():
-                return False
-            self._killed_by = by
-            return True
-
-    def _reap(self) -> None:
-        deadline = self._started + self._limits.timeout_s if self._limits.timeout_s else None
-        watchdog = self._group.needs_watchdog()
-        while True:
-            step = None
-            if watchdog:
-                step = WATCHDOG_INTERVAL_S
-            if deadline is not None:
-                remaining = max(deadline - time.monotonic(), 0.0)
-                step = remaining if step is None else min(step, remaining)
-            try:
-                returncode = self._popen.wait(timeout=step)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if deadline is not None and time.monotonic() >= deadline and self._mark_killed("timeout"):
-                self._group.kill_all()
-            if watchdog and self._limits.memory_max_bytes is not None:
-                used = self._group.memory_current() or 0
-                if used > self._limits.memory_max_bytes and self._mark_killed("memory-watchdog"):
-                    self._group.kill_all()
-        # Nothing of a task outlives it: kill what is left of the tree before reporting.
-        if self._group.pids():
-            self._group.kill_all()
-        oom_kills = self._group.oom_kills()
-        peak = self._group.memory_peak()
-        pids_limit_hits = self._group.pids_limit_hits()
-        try:
-            self._group.remove()
-        except SandboxError as exc:
-            log.error("%s", exc)
-        with self._lock:
-            killed_by = self._killed_by
-            self._outcome = Outcome(
-                status=classify(returncode=returncode, oom_kills=oom_kills, killed_by=killed_by),
-                exit_code=returncode if returncode >= 0 else None,
-                signal=-returncode if returncode < 0 else None,
-                oom_kills=oom_kills,
-                peak_memory_bytes=peak,
-                duration_s=time.monotonic() - self._started,
-                mode=self._mode,
-                limits_enforced=self._enforced,
-                killed_by=killed_by,
-                pids_limit_hits=pids_limit_hits,
-            )
-            self._done.set()
-
-    def poll(self) -> Outcome | None:
-        return self._outcome if self._done.is_set() else None
-
-    def wait(self, timeout: float | None = None) -> Outcome:
-        if not self._done.wait(timeout):
-            raise subprocess.TimeoutExpired(self._popen.args, timeout or 0)
-        assert self._outcome is not None
-        return self._outcome
-
-    def kill(self) -> None:
-        """SIGKILL the whole tree; returns at once (the outcome says KILLED)."""
-        if self._mark_killed("kill()"):
-            self._group.kill_all()
-
-    def terminate(self, grace_s: float = 10.0) -> None:
-        """SIGTERM every process of the task, SIGKILL what is left after GRACE_S."""
-        if not self._mark_killed("terminate()"):
-            return
-        self._group.signal_all(signal.SIGTERM)
-
-        def escalate() -> None:
-            if not self._done.wait(grace_s):
-                self._group.kill_all()
-
-        threading.Thread(target=escalate, name=f"sandbox-grace-{self.name}", daemon=True).start()
-
-    def memory_current(self) -> int | None:
-        return None if self._done.is_set() else self._group.memory_current()
-
-    def process_count(self) -> int:
-        """Live processes of the task (its whole tree), 0 once it has ended."""
-        return 0 if self._done.is_set() else len(self._group.pids())
-
-    def memory_peak(self) -> int | None:
-        if self._outcome is not None:
-            return self._outcome.peak_memory_bytes
-        return self._group.memory_peak()

@@ -1,0 +1,246 @@
+"""A running task and the reaper thread that ends it and says how it ended.
+
+The reaper owns the task's end, in this order: wait for the main process (enforcing the
+timeout and, in mode none, the memory watchdog), kill what is left of the tree, read the
+counters, remove the cgroup, publish the outcome.
+
+Races and failures handled here:
+- kill() and terminate() from other threads only record who asked and wake the reaper; only
+  the reaper signals the task, so two kill paths never interleave (one thread's freeze with
+  another's thaw) and kill() returns at once.
+- The outcome is published in a `finally`: whatever fails while waiting, killing, reading
+  counters or removing the cgroup, wait() returns an Outcome with what is known, and each
+  failure is logged once.
+- A kill that cannot empty the cgroup (a process stuck in D state, frozen by someone else, a
+  cgroup.kill that keeps failing) is retried with growing pauses within KILL_BUDGET_S, never
+  in a tight loop; then it is logged once and the outcome is published with the pids that
+  would not die. Their cgroup is kept for the next sweep, and the reaper goes on waiting,
+  blocked, so that the main process is reaped when it finally dies.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from . import driver as _driver
+from .backoff import Backoff
+from .driver import TaskGroup
+from .exit_watch import ExitWatch
+from .limits import Limits
+from .no_cgroup import WATCHDOG_INTERVAL_S
+from .outcome import Outcome, classify
+
+log = logging.getLogger("sandbox")
+T = TypeVar("T")
+
+
+class ConfinedProcess:
+    """A started task: poll()/wait() for its Outcome, kill()/terminate() to end it early."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen,
+        group: TaskGroup,
+        limits: Limits,
+        mode: str,
+        enforced: dict[str, str],
+        started: float,
+        on_finished: Callable[[], None],
+    ) -> None:
+        self._popen = popen
+        self._group = group
+        self._limits = limits
+        self._mode = mode
+        self._enforced = enforced
+        self._started = started
+        self._on_finished = on_finished
+        self._killed_by: str | None = None
+        self._grace_s = 0.0
+        self._kill_backoff: Backoff | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._outcome: Outcome | None = None
+        self._watch = ExitWatch(popen)
+        self.pid = popen.pid
+        self.name = group.name
+        self.stdin, self.stdout, self.stderr = popen.stdin, popen.stdout, popen.stderr
+        self._reaper = threading.Thread(target=self._reap, name=f"sandbox-reaper-{self.name}", daemon=True)
+        self._reaper.start()
+
+    # ---- what other threads call -------------------------------------------------------
+
+    def poll(self) -> Outcome | None:
+        return self._outcome if self._done.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> Outcome:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(self._popen.args, timeout or 0)
+        assert self._outcome is not None
+        return self._outcome
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree; returns at once (the outcome says KILLED)."""
+        if self._mark_killed("kill()"):
+            self._watch.wake()
+
+    def terminate(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every process of the task, SIGKILL what is left after GRACE_S; returns at once."""
+        if self._mark_killed("terminate()", grace_s):
+            self._watch.wake()
+
+    def memory_current(self) -> int | None:
+        return None if self._done.is_set() else self._group.memory_current()
+
+    def process_count(self) -> int:
+        """Live processes of the task (its whole tree), 0 once it has ended."""
+        return 0 if self._done.is_set() else len(self._group.pids())
+
+    def memory_peak(self) -> int | None:
+        if self._outcome is not None:
+            return self._outcome.peak_memory_bytes
+        return self._group.memory_peak()
+
+    def _mark_killed(self, by: str, grace_s: float = 0.0) -> bool:
+        with self._lock:
+            if self._killed_by is not None or self._done.is_set():
+                return False
+            self._killed_by = by
+            self._grace_s = grace_s
+            return True
+
+    # ---- the reaper ---------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        returncode: int | None = None
+        left: list[int] = []
+        oom_kills, peak, pids_limit_hits = 0, None, 0
+        try:
+            returncode = self._attempt("waiting for the task", self._wait_for_main_process, None)
+            # Nothing of a task outlives it: kill what is left of the tree before reporting.
+            left = self._attempt("killing what was left of the task", self._end_the_tree, [])
+            if returncode is None:
+                returncode = self._popen.poll()  # it may have died in the last round
+            oom_kills = self._attempt("reading the OOM kill counter", self._group.oom_kills, 0)
+            peak = self._attempt("reading the peak memory", self._group.memory_peak, None)
+            pids_limit_hits = self._attempt("reading the pids limit counter", self._group.pids_limit_hits, 0)
+            if left:
+                failure = f"; last kill error: {self._group.last_kill_error}" if self._group.last_kill_error else ""
+                log.error("task %s: %d process(es) would not die within %.1f s of SIGKILL (pids %s: stuck in the "
+                          "kernel, in D state or frozen, or the kill keeps failing%s); outcome published, cgroup kept "
+                          "for the next start-up's sweep", self.name, len(left), _driver.KILL_BUDGET_S,
+                          " ".join(map(str, left)), failure)
+            else:
+                self._attempt("removing the task's cgroup", self._group.remove, None)
+        finally:
+            finished_now = self._popen.returncode is not None
+            if finished_now:
+                self._finish()
+            self._publish(returncode, oom_kills, peak, pids_limit_hits, left)
+        if not finished_now:
+            self._linger()
+
+    def _attempt(self, what: str, step: Callable[[], T], default: T) -> T:
+        """Run one step of the reaper; a failure is logged once and replaced by DEFAULT, so the
+        steps after it still run and the outcome is still published."""
+        try:
+            return step()
+        except Exception:
+            log.exception("task %s: %s failed; the outcome says what is known", self.name, what)
+            return default
+
+    def _wait_for_main_process(self) -> int | None:
+        """The main process's return code, or None if it would not die within the kill budget."""
+        timeout_s = self._limits.timeout_s
+        deadline = self._started + timeout_s if timeout_s else None
+        limit = self._limits.memory_max_bytes
+        watchdog = self._group.needs_watchdog() and limit is not None
+        next_watch = time.monotonic() + WATCHDOG_INTERVAL_S if watchdog else None
+        escalate_at: float | None = None
+        next_kill: float | None = None
+        sigterm_sent = False
+        while True:
+            wakes = [t for t in (deadline, next_watch, escalate_at, next_kill) if t is not None]
+            timeout = max(min(wakes) - time.monotonic(), 0.0) if wakes else None
+            returncode = self._watch.wait(timeout)
+            if returncode is not None:
+                return returncode
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                deadline = None
+                self._mark_killed("timeout")
+            if next_watch is not None and now >= next_watch:
+                next_watch = now + WATCHDOG_INTERVAL_S
+                # The scan also records new descendants: in mode none that is how the tree is known.
+                if (self._group.memory_current() or 0) > limit:
+                    self._mark_killed("memory-watchdog")
+            with self._lock:
+                killed_by, grace_s = self._killed_by, self._grace_s
+            if killed_by is None:
+                continue
+            if killed_by == "terminate()" and not sigterm_sent:
+                sigterm_sent = True
+                self._group.signal_all(signal.SIGTERM)
+                escalate_at = now + grace_s
+                continue
+            if escalate_at is not None and now < escalate_at:
+                continue
+            escalate_at = None
+            if next_kill is None or now >= next_kill:
+                self._group.try_kill_all()
+                pause = self._backoff().next_pause()
+                if pause is None:
+                    return None
+                next_kill = now + pause
+
+    def _backoff(self) -> Backoff:
+        """One kill budget per task, shared by the wait above and _end_the_tree."""
+        if self._kill_backoff is None:
+            self._kill_backoff = Backoff(_driver.KILL_BUDGET_S, first_s=0.01)
+        return self._kill_backoff
+
+    def _end_the_tree(self) -> list[int]:
+        if not self._group.pids():
+            return []
+        return self._group.kill_until_empty(self._backoff())
+
+    def _finish(self) -> None:
+        """The main process has been reaped: tell the sandbox (on_finished), once."""
+        self._attempt("releasing the task", self._on_finished, None)
+        self._watch.close()
+
+    def _publish(self, returncode: int | None, oom_kills: int, peak: int | None, pids_limit_hits: int,
+                 left: list[int]) -> None:
+        with self._lock:
+            killed_by = self._killed_by
+            self._outcome = Outcome(
+                status=classify(returncode=returncode, oom_kills=oom_kills, killed_by=killed_by),
+                exit_code=returncode if returncode is not None and returncode >= 0 else None,
+                signal=-returncode if returncode is not None and returncode < 0 else None,
+                oom_kills=oom_kills,
+                peak_memory_bytes=peak,
+                duration_s=time.monotonic() - self._started,
+                mode=self._mode,
+                limits_enforced=self._enforced,
+                killed_by=killed_by,
+                pids_limit_hits=pids_limit_hits,
+                unkillable_pids=left,
+            )
+            self._done.set()
+
+    def _linger(self) -> None:
+        """The outcome is out but the main process is not reaped (it would not die): wait for
+        it, blocked rather than polling, then clear what is left."""
+        try:
+            self._popen.wait()
+            if not self._group.kill_until_empty(Backoff(_driver.KILL_BUDGET_S, first_s=0.01)):
+                self._group.remove()
+                log.info("task %s: its stuck processes finally died; cgroup removed", self.name)
+        except Exception:
+            log.exception("task %s: clearing up after its stuck processes failed; the next sweep will", self.name)
+        finally:
+            self._finish()

@@ -1,0 +1,92 @@
+"""Wait for a child's exit, a wake-up from another thread, or a timeout, whichever comes first.
+
+The reaper must notice three things promptly: the main process exiting, a kill() or
+terminate() from another thread, and its own deadlines (timeout, watchdog, kill retries).
+A pidfd (Linux 5.3+) becomes readable when the process exits, so one poll(2) on it and on a
+wake-up pipe covers all three without polling. Where pidfd_open is missing, Popen.wait is
+called in slices of at most 50 ms, as CPython's own Popen.wait(timeout) does.
+"""
+from __future__ import annotations
+
+import math
+import os
+import select
+import subprocess
+import threading
+import time
+
+FALLBACK_SLICE_S = 0.05
+
+
+class ExitWatch:
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self._popen = popen
+        # wake() may race close(): without the lock it could write into a descriptor number
+        # that close() has just freed and something else has reused.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._poller = select.poll()
+        self._poller.register(self._wake_read, select.POLLIN)
+        try:
+            # Safe against pid reuse: only the reaper waits for this child, and it has not yet.
+            self._pidfd: int | None = os.pidfd_open(popen.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+        if self._pidfd is not None:
+            self._poller.register(self._pidfd, select.POLLIN)
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The main process's return code once it has exited (reaped here); None after a
+        wake-up or once TIMEOUT seconds have passed."""
+        if self._pidfd is None:
+            return self._wait_in_slices(timeout)
+        millis = None if timeout is None else max(0, math.ceil(timeout * 1000))
+        ready = {fd for fd, _ in self._poller.poll(millis)}
+        if self._wake_read in ready:
+            self._drain()
+        if self._pidfd in ready:
+            return self._popen.wait()
+        return None
+
+    def _wait_in_slices(self, timeout: float | None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = FALLBACK_SLICE_S if deadline is None else min(FALLBACK_SLICE_S, deadline - time.monotonic())
+            try:
+                return self._popen.wait(timeout=max(remaining, 0))
+            except subprocess.TimeoutExpired:
+                pass
+            if self._drain() or (deadline is not None and time.monotonic() >= deadline):
+                return None
+
+    def wake(self) -> None:
+        """Make a current or the next wait() return now (callable from any thread)."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._wake_write, b"!")
+            except BlockingIOError:
+                pass  # the pipe is full of wake-ups already
+
+    def _drain(self) -> bool:
+        woken = False
+        while True:
+            try:
+                if not os.read(self._wake_read, 512):
+                    return woken
+                woken = True
+            except BlockingIOError:
+                return woken
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._wake_read, self._wake_write, self._pidfd):
+                if fd is not None:
+                    os.close(fd)
