@@ -1,13 +1,15 @@
-"""The sandbox's Python API: open once, start confined children, get exact outcomes."""
+"""The sandbox's Python API: open once, start confined children from any thread, get exact outcomes."""
 from __future__ import annotations
 
 import logging
 import os
 import re
+import subprocess
+import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from . import driver as _driver
 from .backoff import Backoff
@@ -19,13 +21,8 @@ from .driver import TASK_PREFIX, Driver
 from .errors import SandboxError
 from .limits import Limits
 from .no_cgroup import NoCgroupDriver
-from .spawn import (
-    lower_own_oom_score,
-    prepare_child,
-    release,
-    resolve_command,
-    spawn_held,
-)
+from .spawn import current_umask, lower_own_oom_score, prepare_child, release, resolve_command, spawn_held
+from .spawner import Spawner
 
 log = logging.getLogger("sandbox")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -36,19 +33,23 @@ CLOSE_WAIT_S = 5.0
 
 
 class Sandbox:
-    """One per master process: owns a root cgroup below the caller's own cgroup.
+    """One per master process: owns a root cgroup below the caller's own cgroup, and the
+    thread that forks every task (spawner.py).
 
     One root per master: `sweep()` kills everything under it, so two live masters must
     never share a root name.
     """
 
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver, label: str = "sandbox") -> None:
         self.driver = driver
-        self._started: weakref.WeakSet[ConfinedProcess] = weakref.WeakSet()
         self.mode = driver.mode
+        self._lock = threading.Lock()
+        self._started: weakref.WeakSet[ConfinedProcess] = weakref.WeakSet()
+        self._running_names: set[str] = set()
         self.master_oom_protected = lower_own_oom_score()
         if not self.master_oom_protected:
             log.debug("cannot lower the master's oom_score_adj (no CAP_SYS_RESOURCE); children are confined instead")
+        self._spawner = Spawner(label)
 
     @classmethod
     def open(cls, root_name: str = "datahub-sandbox", *, mode: str = "auto", root_path: str | None = None) -> Sandbox:
@@ -62,15 +63,16 @@ class Sandbox:
         chosen = detect_mode(hierarchies) if mode == "auto" else mode
         if chosen == "cgroup-v2":
             if root_path is not None:
-                return cls(CgroupV2Driver(root_path, root_name))
+                return cls(CgroupV2Driver(root_path, root_name), root_name)
             unified = v2_hierarchy(hierarchies)
             if unified is None:
                 raise SandboxError("cgroup v2 requested but no cgroup2 filesystem is mounted")
-            return cls(CgroupV2Driver(unified.own_dir, root_name, is_hierarchy_root=is_root_cgroup(unified.own_dir)))
+            return cls(CgroupV2Driver(unified.own_dir, root_name, is_hierarchy_root=is_root_cgroup(unified.own_dir)),
+                       root_name)
         if chosen == "cgroup-v1":
-            return cls(CgroupV1Driver(hierarchies, root_name))
+            return cls(CgroupV1Driver(hierarchies, root_name), root_name)
         if chosen == "none":
-            return cls(NoCgroupDriver())
+            return cls(NoCgroupDriver(), root_name)
         raise SandboxError(f"unknown sandbox mode {mode!r}: use auto, cgroup-v2, cgroup-v1 or none")
 
     def sweep(self) -> list[str]:
@@ -100,14 +102,37 @@ class Sandbox:
         stdout=None,
         stderr=None,
     ) -> ConfinedProcess:
+        """Start ARGV confined and return once it runs; callable from any thread, concurrently."""
+        self._spawner.refuse_if_closed()
         limits.validate()
-        resolve_command(argv, env, cwd)
+        # Always an explicit cwd and umask: the child is forked on the spawner thread.
+        workdir = os.path.abspath(cwd) if cwd is not None else os.getcwd()
+        resolve_command(argv, env, workdir)
         task_name = TASK_PREFIX + (name or uuid.uuid4().hex[:12])
         if not _NAME.match(task_name):
             raise SandboxError(f"invalid task name {name!r}: use letters, digits, '.', '_' and '-'")
+        with self._lock:
+            if task_name in self._running_names:
+                raise SandboxError(f"a task named {name!r} is already running in this sandbox: task names must be unique")
+            self._running_names.add(task_name)
+        umask = current_umask()
+
+        def fork(spawner: Spawner) -> tuple[subprocess.Popen, int]:  # on the spawner thread
+            spawned = spawn_held(argv, env=env, cwd=workdir, umask=umask, stdin=stdin, stdout=stdout, stderr=stderr)
+            spawner.forked()
+            return spawned
+
+        try:
+            return self._start(task_name, limits, fork)
+        except BaseException:
+            self._release_name(task_name)
+            raise
+
+    def _start(self, task_name: str, limits: Limits,
+               fork: Callable[[Spawner], tuple[subprocess.Popen, int]]) -> ConfinedProcess:
         group = self.driver.create(task_name, limits)
         try:
-            popen, release_fd = spawn_held(argv, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr)
+            popen, release_fd = self._spawner.run(fork, dispose=self._dispose)
         except BaseException:
             group.remove()
             raise
@@ -115,9 +140,7 @@ class Sandbox:
             group.attach(popen.pid)
             prepare_child(popen.pid, limits.address_space_bytes)
         except BaseException:
-            os.close(release_fd)  # EOF: the wrapper exits without running the command
-            popen.kill()
-            popen.wait()
+            self._dispose((popen, release_fd))
             group.kill_until_empty(Backoff(_driver.KILL_BUDGET_S))
             group.remove()
             raise
@@ -128,20 +151,48 @@ class Sandbox:
             enforced["timeout"] = f"{limits.timeout_s}s, then the whole tree is killed"
         started = time.monotonic()
         release(release_fd)
-        process = ConfinedProcess(popen, group, limits, self.mode, enforced, started, on_finished=lambda: None)
-        self._started.add(process)
+
+        def on_finished() -> None:
+            self._spawner.reaped()
+            self._release_name(task_name)
+
+        process = ConfinedProcess(popen, group, limits, self.mode, enforced, started, on_finished)
+        with self._lock:
+            self._started.add(process)
         return process
 
+    def _dispose(self, spawned: tuple[subprocess.Popen, int]) -> None:
+        """A child that was forked but will never be released: EOF makes its wrapper exit
+        without running the command; reap it."""
+        popen, release_fd = spawned
+        os.close(release_fd)
+        popen.kill()
+        popen.wait()
+        self._spawner.reaped()
+
+    def _release_name(self, task_name: str) -> None:
+        with self._lock:
+            self._running_names.discard(task_name)
+
     def close(self) -> None:
-        """Remove the root once no task is left in it.
+        """Remove the root once no task is left in it, and end the spawner thread.
 
         A task whose main process has exited may still be in its reaper (killing what is left of
         its tree, removing its cgroups); wait for those, or the root would still be busy. Tasks
-        that are still running keep the root; the next start-up's sweep clears it.
+        that are still running keep the root (the next start-up's sweep clears it) and keep the
+        spawner thread, whose exit would SIGKILL them.
         """
         deadline = time.monotonic() + CLOSE_WAIT_S
-        for process in list(self._started):
+        with self._lock:
+            started = list(self._started)
+        for process in started:
             if process._popen.returncode is not None:
                 process._done.wait(max(0.0, deadline - time.monotonic()))
         self.driver.close()
+        self._spawner.close()
+
+    @property
+    def spawner_thread(self) -> threading.Thread:
+        """The thread that forks every task (and whose exit would SIGKILL them)."""
+        return self._spawner.thread
 

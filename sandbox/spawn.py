@@ -12,8 +12,8 @@ first, the pipe reads EOF and the wrapper exits without running the command (the
 of getppid() that a parent-death signal alone would need), and PR_SET_PDEATHSIG kills the
 child if the parent dies later. bash, not dash: dash cannot address descriptors above 9.
 
-PR_SET_PDEATHSIG fires when the *thread* that forked exits, so call from a thread that
-outlives the child (the master's main thread).
+PR_SET_PDEATHSIG fires when the *thread* that forked exits: the sandbox forks only on its
+spawner thread (spawner.py), which outlives every child it forks.
 """
 from __future__ import annotations
 
@@ -55,16 +55,34 @@ def resolve_command(argv: Sequence[str], env: Mapping[str, str] | None, cwd: str
         raise SandboxError(f"command not found: {command} (searched PATH={path})")
 
 
+def current_umask() -> int:
+    """The calling thread's umask, read without the set-and-restore of os.umask() (which
+    another thread creating a file in between would see)."""
+    try:
+        with open("/proc/thread-self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1  # unknown: the child keeps the spawner thread's
+
+
 def spawn_held(
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None,
-    cwd: str | None,
+    cwd: str,
+    umask: int,
     stdin,
     stdout,
     stderr,
 ) -> tuple[subprocess.Popen, int]:
-    """Fork+exec the wrapper; return it and the write end of the pipe that releases it."""
+    """Fork+exec the wrapper; return it and the write end of the pipe that releases it.
+
+    CWD and UMASK are the caller's, passed explicitly: the child is forked on the spawner
+    thread, and must get the caller's, whatever that thread's are.
+    """
     read_end, write_end = os.pipe()  # both close-on-exec; pass_fds opens read_end to the child only
     script = f'read -r -u {read_end} _ || exit 111; exec {read_end}<&-; exec "$@"'
     try:
@@ -72,6 +90,7 @@ def spawn_held(
             [*_PREFIX, _BASH, "-c", script, "sandbox-exec", *argv],
             env=dict(env) if env is not None else None,
             cwd=cwd,
+            umask=umask,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,

@@ -1,0 +1,123 @@
+"""The one long-lived thread that forks every task of a Sandbox.
+
+Why a thread of its own: PR_SET_PDEATHSIG fires when the *thread* that forked the child
+exits, not the process. A task started from a short-lived thread (a request handler, a
+supervisor) would be SIGKILLed the moment that thread returned. Forking only here makes
+`Sandbox.start()` callable from any thread, concurrently, while the parent-death signal still
+means "the master died": this thread lives until the sandbox is closed and its last direct
+child has been reaped (or until the process dies).
+
+Races handled here:
+- A caller interrupted while waiting (KeyboardInterrupt, say) would leave a held child that
+  nobody releases or reaps: the request's future gets a callback that disposes of it.
+- close() while tasks still run must not end this thread (that would SIGKILL them): the
+  thread exits only once every child it forked has been reaped.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+from .errors import SandboxError
+
+log = logging.getLogger("sandbox")
+T = TypeVar("T")
+
+
+class _Request(Generic[T]):
+    def __init__(self, work: Callable[[Spawner], T]) -> None:
+        self.work = work
+        self.future: Future[T] = Future()
+
+
+class Spawner:
+    """Runs fork+exec work items on its own thread and hands each result back to the caller."""
+
+    def __init__(self, name: str) -> None:
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._lock = threading.Condition()
+        self._live = 0  # direct children forked here and not yet reaped
+        self._closed = False
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sandbox-spawner-{name}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def run(self, work: Callable[[Spawner], T], dispose: Callable[[T], None]) -> T:
+        """Run WORK on the spawner thread and return its result (or raise its exception) here.
+
+        WORK must fork at most one child and call `forked()` once it has. If this caller is
+        interrupted before the result arrives, DISPOSE is called with it instead.
+        """
+        request: _Request[T] = _Request(work)
+        with self._lock:
+            self._refuse_if_closed()
+            self._requests.put(request)
+        try:
+            return request.future.result()
+        except BaseException:
+            # Either WORK failed (nothing to dispose of) or this caller was interrupted while
+            # the child is being forked: whoever finishes last disposes of it.
+            request.future.add_done_callback(lambda f: dispose(f.result()) if f.exception() is None else None)
+            raise
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise SandboxError("this sandbox is closed: open a new one to start tasks")
+
+    def refuse_if_closed(self) -> None:
+        """Raise SandboxError once close() has been called (before any work for a start)."""
+        with self._lock:
+            self._refuse_if_closed()
+
+    def forked(self) -> None:
+        """Called by a work item on the spawner thread right after a successful fork."""
+        with self._lock:
+            self._live += 1
+
+    def reaped(self) -> None:
+        """Called (from any thread) once a child forked here has been waited for."""
+        with self._lock:
+            self._live -= 1
+            self._lock.notify_all()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Accept no more work; the thread ends once its last child is reaped. Waits up to
+        TIMEOUT_S for that when no child is left, so that a closed sandbox leaves no thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            live = self._live
+        self._requests.put(None)
+        if live == 0:
+            self._thread.join(timeout_s)
+        else:
+            log.info("sandbox closed with %d task(s) still running; their parent-death signal keeps the "
+                     "spawner thread until they end", live)
+
+    def _run(self) -> None:
+        self._ready.set()
+        while True:
+            request = self._requests.get()
+            if request is None:
+                break
+            if not request.future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = request.work(self)
+            except BaseException as exc:  # handed to the caller, who raises it
+                request.future.set_exception(exc)
+            else:
+                request.future.set_result(result)
+        with self._lock:
+            while self._live > 0:
+                self._lock.wait()
