@@ -39,6 +39,10 @@ LABEL org.opencontainers.image.title="datahub-remote-executor" \
 # tini: PID 1. util-linux: setpriv, which gives every task a parent-death signal. bash: the task
 # launcher's exec wrapper. Debian's versions are not pinned: the base image pins the release, and
 # pinning a point version breaks the build as soon as the archive moves on.
+# Two users: datahub (10001) runs the executor by default; datahub-task (10002, no login shell, no
+# home) is the one a root executor (--user 0, the chart's sandbox.privileged) runs its tasks as
+# (DATAHUB_EXECUTOR_TASK_USER), so that no task is root. Fixed ids, so that files a task leaves on
+# a mounted volume have an owner known outside the image.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini util-linux bash \
@@ -46,6 +50,9 @@ RUN apt-get update \
     && groupadd --gid 10001 datahub \
     && useradd --uid 10001 --gid 10001 --home-dir /var/lib/datahub-executor --no-create-home \
                --shell /usr/sbin/nologin datahub \
+    && groupadd --gid 10002 datahub-task \
+    && useradd --uid 10002 --gid 10002 --home-dir /nonexistent --no-create-home \
+               --shell /usr/sbin/nologin datahub-task \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/datahub-executor /var/cache/datahub-executor \
                /var/cache/datahub-executor/venvs
 COPY --from=build /opt/datahub-executor /opt/datahub-executor

@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # Installs the executor as a systemd service: a virtualenv under /opt/datahub-executor, the unit,
-# and /etc/datahub-executor/executor.env from the settings template. Refuses to overwrite an
-# existing environment file (it holds the token). --root DIR installs into DIR instead of / (for
-# packaging and tests); then nothing is started.
+# the system user its tasks run as (datahub-task, through systemd-sysusers), and
+# /etc/datahub-executor/executor.env from the settings template.
+#
+# Idempotent: run it again to upgrade (--package <new wheel>). It never overwrites an existing
+# environment file (it holds the token); the venv, the unit and the user entry are brought up to
+# date, an existing user is kept as it is.
+#
+# --root DIR installs into DIR instead of / (packaging, images, tests); then nothing is started
+# and the host's users are not touched. The task user is created in DIR only when DIR has an
+# /etc/passwd, i.e. is an operating system tree; in a staging tree (a package's payload) only
+# /etc/sysusers.d/datahub-executor.conf is written, and the target creates the user from it
+# (its package scripts run systemd-sysusers, as systemd's first boot does).
 #
 #   sudo systemd/install.sh [--root DIR] [--package SPEC]     SPEC: a wheel, a directory or a PyPI name
 set -euo pipefail
@@ -17,22 +26,42 @@ while [ $# -gt 0 ]; do
     esac
 done
 env_file="$root/etc/datahub-executor/executor.env"
-if [ -e "$env_file" ]; then
-    echo "install.sh: $env_file exists; refusing to overwrite it (it holds your token). Move it away to reinstall." >&2
-    exit 1
-fi
+sysusers_conf="$root/etc/sysusers.d/datahub-executor.conf"
 python="${PYTHON:-python3}"
-install -d -m 0755 "$root/opt/datahub-executor" "$root/etc/systemd/system"
+
+install -d -m 0755 "$root/opt/datahub-executor" "$root/etc/systemd/system" "$root/etc/sysusers.d"
 install -d -m 0750 "$root/etc/datahub-executor"
+
+# The task user first: a failure here leaves nothing half-upgraded behind.
+install -m 0644 "$here/datahub-executor.sysusers" "$sysusers_conf"
+if [ "$root" = "/" ]; then
+    if ! command -v systemd-sysusers >/dev/null; then
+        echo "install.sh: systemd-sysusers not found; this installs a systemd service and needs systemd" >&2
+        exit 1
+    fi
+    systemd-sysusers "$sysusers_conf"
+elif [ -e "$root/etc/passwd" ]; then
+    systemd-sysusers --root "$root" "$sysusers_conf"
+else
+    echo "install.sh: $root has no etc/passwd: the task user datahub-task is not created there; on the" \
+         "target, systemd-sysusers /etc/sysusers.d/datahub-executor.conf creates it" >&2
+fi
+
 "$python" -m venv "$root/opt/datahub-executor/venv"
 "$root/opt/datahub-executor/venv/bin/python" -m pip install --quiet --upgrade pip
-"$root/opt/datahub-executor/venv/bin/python" -m pip install --quiet "$package"
+"$root/opt/datahub-executor/venv/bin/python" -m pip install --quiet --upgrade "$package"
 install -m 0644 "$here/datahub-executor.service" "$root/etc/systemd/system/datahub-executor.service"
-umask 077
-"$root/opt/datahub-executor/venv/bin/datahub-executor" env-template > "$env_file"
-chmod 0600 "$env_file"
-echo "installed into $root; edit $env_file (DATAHUB_GMS_URL, DATAHUB_GMS_TOKEN, DATAHUB_EXECUTOR_POOL_ID)"
+
+if [ -e "$env_file" ]; then
+    echo "kept $env_file as it is (it holds your token); \`datahub-executor env-template\` lists every setting"
+else
+    (umask 077 && "$root/opt/datahub-executor/venv/bin/datahub-executor" env-template > "$env_file")
+    chmod 0600 "$env_file"
+    echo "edit $env_file (DATAHUB_GMS_URL, DATAHUB_GMS_TOKEN, DATAHUB_EXECUTOR_POOL_ID)"
+fi
+echo "installed into $root"
 if [ "$root" = "/" ]; then
     systemctl daemon-reload
-    echo "then: systemctl enable --now datahub-executor && journalctl -u datahub-executor -f"
+    echo "then: systemctl enable --now datahub-executor (or, on an upgrade, systemctl restart datahub-executor)" \
+         "&& journalctl -u datahub-executor -f"
 fi

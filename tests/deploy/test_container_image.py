@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = str(Path(sys.executable).parent / "hadolint")
 IMAGE_UID = 10001
+TASK_UID = 10002  # the user a root executor runs its tasks as
 KNOWN_KEYWORDS = {"ARG", "ENV", "COPY", "RUN", "LABEL", "USER", "WORKDIR", "EXPOSE", "STOPSIGNAL", "HEALTHCHECK",
                   "ENTRYPOINT", "CMD"}
 SETTING_DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -55,6 +57,25 @@ def test_hadolint_really_checks_it(tmp_path):
                                                      "apt-get install -y"))
     result = hadolint(broken)
     assert result.returncode != 0 and "DL3015" in result.stdout
+
+
+def test_the_image_has_a_task_user_with_a_fixed_id_no_login_shell_and_no_home(tmp_path):
+    """The final stage's groupadd and useradd, run for real (with --root) on an empty user database."""
+    _, (_, final) = stages(DOCKERFILE)
+    (run,) = final.all("RUN")
+    commands = [shlex.split(part) for part in run.split("&&") if part.split()[0] in ("groupadd", "useradd")]
+    assert [argv[0] for argv in commands] == ["groupadd", "useradd", "groupadd", "useradd"]
+    (tmp_path / "etc").mkdir()
+    for database in ("passwd", "group", "shadow", "gshadow"):
+        (tmp_path / "etc" / database).write_text("")
+    for program, *arguments in commands:
+        subprocess.run([program, "--root", str(tmp_path), *arguments], check=True, capture_output=True, timeout=60)
+    users = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()}
+    assert int(users["datahub"][2]) == IMAGE_UID
+    _, _, uid, gid, _, home, shell = users["datahub-task"]
+    assert (int(uid), int(gid)) == (TASK_UID, TASK_UID)
+    assert shell == "/usr/sbin/nologin" and home == "/nonexistent", "no login shell, no home"
+    assert f"datahub-task:x:{TASK_UID}:" in (tmp_path / "etc/group").read_text(), "its own group"
 
 
 class ReplayedImage:

@@ -1,5 +1,6 @@
 """The systemd unit, verified by systemd itself, and the install script run for real into a
-temporary root (nothing on the host is touched)."""
+temporary root (nothing on the host is touched): first a bare staging tree, then the same tree as
+an operating system tree with an /etc/passwd, where it also creates the task user."""
 from __future__ import annotations
 
 import re
@@ -13,6 +14,8 @@ from executor.settings import SETTINGS, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "datahub-executor.service"
+INSTALL = ROOT / "systemd" / "install.sh"
+TASK_USER = "datahub-task"
 
 
 def unit_settings() -> dict[str, str]:
@@ -46,12 +49,27 @@ def test_the_unit_keeps_the_master_safe_and_the_children_confined():
     assert unit.get("ProtectControlGroups", "no") == "no", "the executor writes its own cgroup subtree"
 
 
-def test_install_script_installs_into_a_root_and_refuses_to_overwrite_the_environment_file(tmp_path):
+def install(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(INSTALL), "--root", str(root), "--package", str(ROOT)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def passwd_entry(root: Path, name: str) -> list[str] | None:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        if line.split(":")[0] == name:
+            return line.split(":")
+    return None
+
+
+def test_install_script_installs_into_a_root_is_idempotent_and_keeps_the_environment_file(tmp_path):
     root = tmp_path / "root"
-    first = subprocess.run([str(ROOT / "systemd" / "install.sh"), "--root", str(root), "--package", str(ROOT)],
-                           capture_output=True, text=True, timeout=600)
+    first = install(root)
     assert first.returncode == 0, first.stderr[-2000:]
     assert (root / "etc/systemd/system/datahub-executor.service").read_text() == UNIT.read_text()
+    conf = root / "etc/sysusers.d/datahub-executor.conf"
+    assert conf.read_text() == (ROOT / "systemd/datahub-executor.sysusers").read_text()
+    assert not (root / "etc/passwd").exists(), "a staging tree gets no user database"
+    assert f"the task user {TASK_USER} is not created there" in first.stderr
     env_file = root / "etc/datahub-executor/executor.env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
     template = env_file.read_text()
@@ -67,7 +85,19 @@ def test_install_script_installs_into_a_root_and_refuses_to_overwrite_the_enviro
     installed = root / "opt/datahub-executor/venv/bin/datahub-executor"
     unset = subprocess.run([str(installed), "run"], capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert unset.returncode == 2 and "DATAHUB_GMS_URL is not set" in unset.stderr
-    again = subprocess.run([str(ROOT / "systemd" / "install.sh"), "--root", str(root), "--package", str(ROOT)],
-                           capture_output=True, text=True, timeout=60)
-    assert again.returncode == 1 and "refusing to overwrite" in again.stderr
-    assert env_file.read_text() == filled, "the existing environment file is untouched"
+    # The same tree as an operating system's: the second run (an upgrade) creates the task user
+    # there and leaves the environment file as it is.
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    again = install(root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "kept" in again.stdout and env_file.read_text() == filled, "the environment file is untouched"
+    name, _, uid, gid, _, home, shell = passwd_entry(root, TASK_USER)
+    assert 0 < int(uid) < 1000, "a system user"
+    assert shell == "/usr/sbin/nologin" and home == "/nonexistent", "no login shell, no home"
+    assert f"{TASK_USER}:x:{gid}:" in (root / "etc/group").read_text(), "its own group"
+    assert passwd_entry(root, "root") == ["root", "x", "0", "0", "root", "/root", "/bin/bash"]
+    # What install.sh runs again on every upgrade changes nothing once the user exists.
+    users = (root / "etc/passwd").read_text()
+    subprocess.run(["systemd-sysusers", "--root", str(root), str(conf)], check=True, capture_output=True, timeout=60)
+    assert (root / "etc/passwd").read_text() == users
