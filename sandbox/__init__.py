@@ -6,5 +6,6 @@ from .limits import Limits
 from .outcome import Outcome, Status
 from .sandbox import Sandbox
 from .sizes import format_size, parse_size
+from .task_user import TaskUser
 
-__all__ = ["ConfinedProcess", "Limits", "Outcome", "Sandbox", "SandboxError", "Status", "format_size", "parse_size"]
+__all__ = ["ConfinedProcess", "Limits", "Outcome", "Sandbox", "SandboxError", "Status", "TaskUser", "format_size", "parse_size"]

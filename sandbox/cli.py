@@ -16,6 +16,7 @@ from .errors import SandboxError
 from .limits import Limits
 from .sandbox import Sandbox
 from .sizes import parse_size
+from .task_user import TaskUser
 
 USAGE_ERROR = 2
 
@@ -53,6 +54,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _task_user(text: str) -> TaskUser:
+    try:
+        return TaskUser.parse(text)
+    except SandboxError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m sandbox", description="Run a command confined and report how it ended.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -64,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address-space-limit", type=_size, metavar="SIZE",
                      help="RLIMIT_AS, opt-in: address space is not memory (a JVM reserves far more than it uses)")
     run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="kill the whole tree after this long")
+    run.add_argument("--user", type=_task_user, metavar="UID[:GID]",
+                     help="run the task as this unprivileged uid (and gid, default the uid): no supplementary groups, "
+                          "no_new_privs, no capabilities; needs root")
     run.add_argument("--mode", default="auto", choices=["auto", "cgroup-v2", "cgroup-v1", "none"], help="confinement mode")
     run.add_argument("--root-name", default="datahub-sandbox-cli", help="cgroup root below our own cgroup")
     run.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
@@ -104,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     if sandbox.mode == "none" and args.mode == "auto":
         print("sandbox: warning: no writable cgroup hierarchy here; limits are best effort (mode none)", file=sys.stderr)
     try:
-        process = sandbox.start(command, limits)
+        process = sandbox.start(command, limits, user=args.user)
         # Ctrl-C or SIGTERM to the CLI ends the task too, by cgroup, and still reports.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: process.kill())

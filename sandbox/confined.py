@@ -49,6 +49,7 @@ class ConfinedProcess:
         limits: Limits,
         mode: str,
         enforced: dict[str, str],
+        isolation: dict[str, str],
         started: float,
         on_finished: Callable[[], None],
     ) -> None:
@@ -68,6 +69,7 @@ class ConfinedProcess:
         self._watch = ExitWatch(popen)
         self.pid = popen.pid
         self.name = group.name
+        self.isolation = isolation
         self.stdin, self.stdout, self.stderr = popen.stdin, popen.stdout, popen.stderr
         self._reaper = threading.Thread(target=self._reap, name=f"sandbox-reaper-{self.name}", daemon=True)
         self._reaper.start()
@@ -228,6 +230,7 @@ class ConfinedProcess:
                 limits_enforced=self._enforced,
                 killed_by=killed_by,
                 pids_limit_hits=pids_limit_hits,
+                isolation=self.isolation,
                 unkillable_pids=left,
             )
             self._done.set()

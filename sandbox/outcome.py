@@ -26,6 +26,7 @@ class Outcome:
     limits_enforced: dict[str, str] = field(default_factory=dict)
     killed_by: str | None = None
     pids_limit_hits: int = 0
+    isolation: dict[str, str] = field(default_factory=dict)
     # Processes that would not die within the kill budget (stuck in the kernel, frozen by
     # someone else). Their cgroup is kept; the next start-up's sweep retries.
     unkillable_pids: list[int] = field(default_factory=list)

@@ -4,14 +4,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from . import driver as _driver
+from . import isolation, privileges
 from .backoff import Backoff
 from .cgroup_v1 import CgroupV1Driver
 from .cgroup_v2 import CgroupV2Driver
@@ -19,10 +19,12 @@ from .confined import ConfinedProcess
 from .detect import detect_mode, is_root_cgroup, read_hierarchies, v2_hierarchy
 from .driver import TASK_PREFIX, Driver
 from .errors import SandboxError
+from .launch import Launch, dispose, fork_held
 from .limits import Limits
 from .no_cgroup import NoCgroupDriver
-from .spawn import current_umask, lower_own_oom_score, prepare_child, release, resolve_command, spawn_held
+from .spawn import address_space_kib, current_umask, lower_own_oom_score, prepare_child, release, resolve_command
 from .spawner import Spawner
+from .task_user import TaskUser
 
 log = logging.getLogger("sandbox")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -46,6 +48,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self._started: weakref.WeakSet[ConfinedProcess] = weakref.WeakSet()
         self._running_names: set[str] = set()
+        self._capabilities = privileges.effective_capabilities()
         self.master_oom_protected = lower_own_oom_score()
         if not self.master_oom_protected:
             log.debug("cannot lower the master's oom_score_adj (no CAP_SYS_RESOURCE); children are confined instead")
@@ -90,6 +93,11 @@ class Sandbox:
             log.warning("swept leftover task cgroup %s", name)
         return swept
 
+    def isolation_support(self) -> dict[str, str]:
+        """What this process can give its tasks (task user, parent-death signal), in words,
+        before any task runs: for `check` and start-up logs."""
+        return isolation.support(os.geteuid())
+
     def start(
         self,
         argv: Sequence[str],
@@ -101,10 +109,18 @@ class Sandbox:
         stdin=None,
         stdout=None,
         stderr=None,
+        user: TaskUser | None = None,
     ) -> ConfinedProcess:
-        """Start ARGV confined and return once it runs; callable from any thread, concurrently."""
+        """Start ARGV confined and return once it runs; callable from any thread, concurrently.
+
+        user: run the task as this unprivileged uid:gid, with no supplementary groups,
+        no_new_privs and no capabilities (SandboxError where this process cannot switch users).
+        """
         self._spawner.refuse_if_closed()
         limits.validate()
+        if user is not None:
+            user.validate()
+            self._check_can_switch_users(user)
         # Always an explicit cwd and umask: the child is forked on the spawner thread.
         workdir = os.path.abspath(cwd) if cwd is not None else os.getcwd()
         resolve_command(argv, env, workdir)
@@ -115,64 +131,56 @@ class Sandbox:
             if task_name in self._running_names:
                 raise SandboxError(f"a task named {name!r} is already running in this sandbox: task names must be unique")
             self._running_names.add(task_name)
-        umask = current_umask()
-
-        def fork(spawner: Spawner) -> tuple[subprocess.Popen, int]:  # on the spawner thread
-            spawned = spawn_held(argv, env=env, cwd=workdir, umask=umask, stdin=stdin, stdout=stdout, stderr=stderr)
-            spawner.forked()
-            return spawned
-
+        launch = Launch(argv, env, workdir, current_umask(), stdin, stdout, stderr, user, limits.address_space_bytes)
         try:
-            return self._start(task_name, limits, fork)
+            return self._start(task_name, limits, launch)
         except BaseException:
             self._release_name(task_name)
             raise
 
-    def _start(self, task_name: str, limits: Limits,
-               fork: Callable[[Spawner], tuple[subprocess.Popen, int]]) -> ConfinedProcess:
+    def _start(self, task_name: str, limits: Limits, launch: Launch) -> ConfinedProcess:
         group = self.driver.create(task_name, limits)
         try:
-            popen, release_fd = self._spawner.run(fork, dispose=self._dispose)
+            spawned = self._spawner.run(lambda spawner: fork_held(spawner, launch),
+                                        dispose=lambda spawned: dispose(self._spawner, spawned))
         except BaseException:
             group.remove()
             raise
         try:
-            group.attach(popen.pid)
-            prepare_child(popen.pid, limits.address_space_bytes)
+            group.attach(spawned.popen.pid)
+            prepare_child(spawned.popen.pid)
         except BaseException:
-            self._dispose((popen, release_fd))
+            dispose(self._spawner, spawned)
             group.kill_until_empty(Backoff(_driver.KILL_BUDGET_S))
             group.remove()
             raise
         enforced = dict(group.enforced)
         if limits.address_space_bytes is not None:
-            enforced["address_space"] = f"RLIMIT_AS={limits.address_space_bytes}"
+            enforced["address_space"] = f"RLIMIT_AS={address_space_kib(limits.address_space_bytes) * 1024}"
         if limits.timeout_s is not None:
             enforced["timeout"] = f"{limits.timeout_s}s, then the whole tree is killed"
+        described = isolation.describe(launch.user, os.geteuid())
         started = time.monotonic()
-        release(release_fd)
+        release(spawned.release_fd)
 
         def on_finished() -> None:
             self._spawner.reaped()
             self._release_name(task_name)
 
-        process = ConfinedProcess(popen, group, limits, self.mode, enforced, started, on_finished)
+        process = ConfinedProcess(spawned.popen, group, limits, self.mode, enforced, described, started, on_finished)
         with self._lock:
             self._started.add(process)
         return process
 
-    def _dispose(self, spawned: tuple[subprocess.Popen, int]) -> None:
-        """A child that was forked but will never be released: EOF makes its wrapper exit
-        without running the command; reap it."""
-        popen, release_fd = spawned
-        os.close(release_fd)
-        popen.kill()
-        popen.wait()
-        self._spawner.reaped()
-
     def _release_name(self, task_name: str) -> None:
         with self._lock:
             self._running_names.discard(task_name)
+
+    def _check_can_switch_users(self, user: TaskUser) -> None:
+        missing = privileges.missing(privileges.SWITCH_USER, self._capabilities)
+        if missing:
+            raise SandboxError(f"cannot run tasks as user {user}: this process (uid {os.geteuid()}) lacks "
+                               f"{', '.join(missing)}; run the sandbox as root, or start tasks without a user")
 
     def close(self) -> None:
         """Remove the root once no task is left in it, and end the spawner thread.

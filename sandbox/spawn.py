@@ -3,42 +3,71 @@
 The master is multi-threaded, so `preexec_fn` (arbitrary Python between fork and exec) is
 unsafe. Instead the child execs a tiny wrapper at once:
 
-    setpriv --pdeathsig KILL -- bash -c 'read -r -u FD _ || exit 111; exec FD<&-; exec "$@"' sandbox-exec CMD...
+    setpriv [--reuid=U --regid=G --clear-groups --no-new-privs --inh-caps=-all --ambient-caps=-all
+             --bounding-set=-all] --pdeathsig KILL -- \
+        bash -c '[ulimit -v KIB || exit 112;] read -r -u FD _ || exit 111; exec FD<&-; exec "$@"' sandbox-exec CMD...
 
-and blocks on a pipe. Meanwhile the parent puts the pid into the task's cgroups, raises its
-oom_score_adj to 1000 and applies RLIMIT_AS (prlimit on another process), then writes one
-line. Only then does the wrapper exec the command, already confined. If the parent dies
-first, the pipe reads EOF and the wrapper exits without running the command (the re-check
-of getppid() that a parent-death signal alone would need), and PR_SET_PDEATHSIG kills the
-child if the parent dies later. bash, not dash: dash cannot address descriptors above 9.
+and blocks on a pipe. Meanwhile the parent puts the pid into the task's cgroups and raises its
+oom_score_adj to 1000, then writes one line. Only then does the wrapper exec the command,
+already confined. bash, not dash: dash cannot address descriptors above 9.
 
-PR_SET_PDEATHSIG fires when the *thread* that forked exits: the sandbox forks only on its
-spawner thread (spawner.py), which outlives every child it forks.
+Races, in the order the child meets them:
+- The parent-death signal is thread-scoped: the fork happens on the sandbox's spawner thread
+  (spawner.py), which outlives every child it forks.
+- The kernel clears the parent-death signal whenever the effective uid or gid changes. setpriv
+  sets it after the user switch (util-linux applies --pdeathsig last for exactly this reason),
+  and the wrapper blocks on the pipe only after setpriv, so the signal is armed before the
+  child can be released.
+- If the parent dies before releasing, the pipe reads EOF and the wrapper exits 111 without
+  running the command (the re-check of getppid() a parent-death signal alone would need). That
+  also covers a parent dying between setpriv's setresuid() and its prctl().
+- RLIMIT_AS is set by the wrapper itself (`ulimit -v`), not with prlimit() from the parent:
+  prlimit on another process needs CAP_SYS_RESOURCE once the child has switched to another
+  uid, and whether it had switched yet would be a race.
 """
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
 from .errors import SandboxError
+from .task_user import TaskUser
 
 OOM_SCORE_CHILD = 1000
+# Exit codes of the wrapper when the command never ran.
+EXIT_PARENT_GONE = 111
+EXIT_RLIMIT_REFUSED = 112
 
-
-def _wrapper_prefix() -> list[str]:
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-
-
+SETPRIV = shutil.which("setpriv")
 _BASH = shutil.which("bash") or "/bin/bash"
-_PREFIX = _wrapper_prefix()
 
 
-def resolve_command(argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None) -> None:
-    """Fail before forking when the command cannot run, with a message that says why."""
+def address_space_kib(address_space_bytes: int) -> int:
+    """`ulimit -v` counts KiB: the limit applied is rounded down to a whole KiB."""
+    return max(address_space_bytes // 1024, 1)
+
+
+def wrapper_argv(argv: Sequence[str], read_fd: int, *, user: TaskUser | None, address_space_bytes: int | None) -> list[str]:
+    """The command line the child execs right after fork (see the module docstring)."""
+    prefix: list[str] = []
+    if user is not None:
+        if SETPRIV is None:
+            raise SandboxError("running a task as another user needs setpriv (util-linux); install util-linux")
+        prefix = [SETPRIV, *user.setpriv_options(), "--pdeathsig", "KILL", "--"]
+    elif SETPRIV is not None:
+        prefix = [SETPRIV, "--pdeathsig", "KILL", "--"]
+    limit = ""
+    if address_space_bytes is not None:
+        limit = f"ulimit -v {address_space_kib(address_space_bytes)} || exit {EXIT_RLIMIT_REFUSED}; "
+    script = f'{limit}read -r -u {read_fd} _ || exit {EXIT_PARENT_GONE}; exec {read_fd}<&-; exec "$@"'
+    return [*prefix, _BASH, "-c", script, "sandbox-exec", *argv]
+
+
+def resolve_command(argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None) -> str:
+    """The path the command will be run from; fails before forking when the command cannot
+    run, with a message that says why."""
     if not argv:
         raise SandboxError("no command given")
     if cwd is not None and not os.path.isdir(cwd):
@@ -51,8 +80,11 @@ def resolve_command(argv: Sequence[str], env: Mapping[str, str] | None, cwd: str
             raise SandboxError(f"command not found: {command}")
         if not os.access(target, os.X_OK) or os.path.isdir(target):
             raise SandboxError(f"command is not executable: {command}")
-    elif shutil.which(command, path=path) is None:
+        return target
+    found = shutil.which(command, path=path)
+    if found is None:
         raise SandboxError(f"command not found: {command} (searched PATH={path})")
+    return found
 
 
 def current_umask() -> int:
@@ -77,6 +109,8 @@ def spawn_held(
     stdin,
     stdout,
     stderr,
+    user: TaskUser | None = None,
+    address_space_bytes: int | None = None,
 ) -> tuple[subprocess.Popen, int]:
     """Fork+exec the wrapper; return it and the write end of the pipe that releases it.
 
@@ -84,10 +118,9 @@ def spawn_held(
     thread, and must get the caller's, whatever that thread's are.
     """
     read_end, write_end = os.pipe()  # both close-on-exec; pass_fds opens read_end to the child only
-    script = f'read -r -u {read_end} _ || exit 111; exec {read_end}<&-; exec "$@"'
     try:
         popen = subprocess.Popen(
-            [*_PREFIX, _BASH, "-c", script, "sandbox-exec", *argv],
+            wrapper_argv(argv, read_end, user=user, address_space_bytes=address_space_bytes),
             env=dict(env) if env is not None else None,
             cwd=cwd,
             umask=umask,
@@ -97,23 +130,24 @@ def spawn_held(
             pass_fds=(read_end,),
             start_new_session=True,
         )
-    except OSError as exc:
+    except BaseException as exc:
         os.close(write_end)
-        raise SandboxError(f"cannot start {argv[0]}: {exc.strerror}") from exc
+        if isinstance(exc, OSError):
+            raise SandboxError(f"cannot start {argv[0]}: {exc.strerror}") from exc
+        raise
     finally:
         os.close(read_end)
     return popen, write_end
 
 
-def prepare_child(pid: int, address_space_bytes: int | None) -> None:
-    """What the parent does to the held child before releasing it."""
+def prepare_child(pid: int) -> None:
+    """What the parent does to the held child before releasing it. Raising a score needs no
+    privilege, and root writes /proc/PID/oom_score_adj whichever uid the child has switched to."""
     try:
         with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write(str(OOM_SCORE_CHILD))
     except OSError as exc:
         raise SandboxError(f"cannot raise oom_score_adj of child {pid}: {exc.strerror}") from exc
-    if address_space_bytes is not None:
-        resource.prlimit(pid, resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
 
 
 def release(write_end: int) -> None:

@@ -6,6 +6,7 @@ are the point of this suite, and a green run that skipped them would prove nothi
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,23 @@ import pytest
 from sandbox import Sandbox, SandboxError
 
 PYTHON = sys.executable
+
+
+def _open_to_others(path: str) -> bool:
+    """Whether a uid with no group of its own may exec PATH: every directory on the way, and
+    the file, open to "others" (a venv under /root is not)."""
+    real = os.path.realpath(path)
+    parts = real.split("/")
+    for depth in range(1, len(parts)):
+        directory = "/".join(parts[:depth]) or "/"
+        if not os.stat(directory).st_mode & stat.S_IXOTH:
+            return False
+    return bool(os.stat(real).st_mode & stat.S_IXOTH)
+
+
+# An interpreter a task user (uid 61234, no passwd entry) can run, for scripts run as one.
+TASK_PYTHON = next((p for p in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3")
+                    if os.path.exists(p) and _open_to_others(p)), None)
 
 
 def _open_or_skip(mode: str = "auto") -> Sandbox:
@@ -52,6 +70,13 @@ def none_sandbox() -> Iterator[Sandbox]:
 def leak_script(step_mb: int = 10, pause_s: float = 0.01) -> list[str]:
     """A process that allocates (and touches) STEP_MB at a time without end."""
     return [PYTHON, "-c", f"import time\nleak=[]\nwhile True:\n    leak.append(bytearray({step_mb} << 20)); time.sleep({pause_s})"]
+
+
+@pytest.fixture
+def task_python() -> str:
+    if TASK_PYTHON is None:
+        pytest.skip("no Python interpreter here that an unprivileged task user may run")
+    return TASK_PYTHON
 
 
 def pid_alive(pid: int) -> bool:

@@ -79,3 +79,17 @@ def test_no_permission_to_create_cgroups_names_the_fix():
     assert "no permission" in result.stderr
     assert "run as root" in result.stderr and "delegated cgroup" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_user_option_runs_the_task_as_that_user_and_the_outcome_says_so():
+    result = run_cli("--user", "61234:61235", "--json", "--", "sh", "-c", 'test "$(id -u):$(id -g)" = 61234:61235')
+    assert result.returncode == 0, result.stderr
+    isolation = json.loads(result.stdout)["isolation"]
+    assert isolation["user"] == "uid 61234, gid 61235, no supplementary groups"
+
+
+def test_a_root_user_option_is_refused_as_bad_input():
+    result = run_cli("--user", "0", "--", "true")
+    assert result.returncode == 2
+    assert "must be unprivileged" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,57 @@
+"""What isolation a task really ran with, in words, next to `limits_enforced`.
+
+Said per task (Outcome.isolation, ConfinedProcess.isolation) so the executor can log it, and
+per host (`Sandbox.isolation_support()`) so `check` can print what is possible before any task
+runs. Each value says what is in force, or what is not and why, so that nobody has to guess
+whether a task could have left its cgroups.
+"""
+from __future__ import annotations
+
+from . import privileges
+from .spawn import SETPRIV
+from .task_user import TaskUser
+
+
+def describe(user: TaskUser | None, own_uid: int) -> dict[str, str]:
+    """The isolation of one task: its user, privileges and view of the cgroup fs."""
+    if user is not None:
+        who = {
+            "user": f"uid {user.uid}, gid {user.gid}, no supplementary groups",
+            "no_new_privs": "set: setuid binaries and file capabilities grant nothing",
+            "capabilities": "none: permitted, effective, inheritable, ambient and bounding sets empty",
+        }
+    else:
+        who = {
+            "user": f"the sandbox's own (uid {own_uid}): no task user asked",
+            "no_new_privs": "not set (no task user)",
+            "capabilities": "the sandbox's own (no task user)",
+        }
+    if user is not None:
+        cgroupfs = "writable only by root: the task user cannot move itself out of its cgroups"
+    elif own_uid == 0:
+        cgroupfs = "writable: a task running as root can move itself out of its cgroups (give it a task user)"
+    else:
+        cgroupfs = f"as for uid {own_uid}"
+    return {
+        **who,
+        "cgroupfs": cgroupfs,
+        "parent_death_signal": _parent_death_signal(user),
+    }
+
+
+def _parent_death_signal(user: TaskUser | None) -> str:
+    if SETPRIV is None:
+        return "none: setpriv (util-linux) is not installed; only the next start-up's sweep ends orphans"
+    return "SIGKILL, armed after the user switch" if user is not None else "SIGKILL"
+
+
+def support(own_uid: int) -> dict[str, str]:
+    """What this process can give its tasks, before any task runs (for `check`)."""
+    missing_user = privileges.missing(privileges.SWITCH_USER)
+    if SETPRIV is None:
+        task_user = "not available: setpriv (util-linux) is not installed"
+    elif missing_user:
+        task_user = f"not available: this process (uid {own_uid}) lacks {', '.join(missing_user)}"
+    else:
+        task_user = "available: tasks can run as an unprivileged uid:gid without capabilities"
+    return {"task_user": task_user, "parent_death_signal": _parent_death_signal(None)}

@@ -1,0 +1,36 @@
+"""Which privileged operations this process may perform, from its effective capability set.
+
+Being uid 0 is not enough: a container's root often lacks some capabilities (CAP_SYS_RESOURCE
+on the dev machines), so every feature asks for the capabilities it
+needs by name, and its error names the missing ones.
+"""
+from __future__ import annotations
+
+# capability(7) numbers; only those the sandbox needs.
+CAP_SETGID = 6
+CAP_SETUID = 7
+CAP_SETPCAP = 8
+
+NAMES = {CAP_SETGID: "CAP_SETGID", CAP_SETUID: "CAP_SETUID", CAP_SETPCAP: "CAP_SETPCAP"}
+
+# What switching a task to another user takes: setresuid/setresgid/setgroups, and dropping the
+# bounding set (PR_CAPBSET_DROP needs CAP_SETPCAP).
+SWITCH_USER = (CAP_SETUID, CAP_SETGID, CAP_SETPCAP)
+
+
+def effective_capabilities(status_path: str = "/proc/self/status") -> int:
+    """The CapEff mask of this process (0 when it cannot be read)."""
+    try:
+        with open(status_path) as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def missing(needed: tuple[int, ...], mask: int | None = None) -> list[str]:
+    """The names of the capabilities in NEEDED that this process lacks."""
+    mask = effective_capabilities() if mask is None else mask
+    return [NAMES[cap] for cap in needed if not mask & (1 << cap)]
