@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--user", type=_task_user, metavar="UID[:GID]",
                      help="run the task as this unprivileged uid (and gid, default the uid): no supplementary groups, "
                           "no_new_privs, no capabilities; needs root")
+    run.add_argument("--private-tmp", action="store_true",
+                     help="fresh tmpfs on /tmp, /var/tmp and /dev/shm and a read-only cgroup fs, in a mount namespace "
+                          "of the task's own (needs CAP_SYS_ADMIN; where it cannot be made, the outcome says so)")
     run.add_argument("--mode", default="auto", choices=["auto", "cgroup-v2", "cgroup-v1", "none"], help="confinement mode")
     run.add_argument("--root-name", default="datahub-sandbox-cli", help="cgroup root below our own cgroup")
     run.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
@@ -115,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     if sandbox.mode == "none" and args.mode == "auto":
         print("sandbox: warning: no writable cgroup hierarchy here; limits are best effort (mode none)", file=sys.stderr)
     try:
-        process = sandbox.start(command, limits, user=args.user)
+        process = sandbox.start(command, limits, user=args.user, private_tmp=args.private_tmp)
         # Ctrl-C or SIGTERM to the CLI ends the task too, by cgroup, and still reports.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: process.kill())

@@ -12,8 +12,8 @@ from .spawn import SETPRIV
 from .task_user import TaskUser
 
 
-def describe(user: TaskUser | None, own_uid: int) -> dict[str, str]:
-    """The isolation of one task: its user, privileges and view of the cgroup fs."""
+def describe(user: TaskUser | None, private_tmp: str, own_uid: int, *, namespace_made: bool) -> dict[str, str]:
+    """The isolation of one task: its user, privileges, private tmp and view of the cgroup fs."""
     if user is not None:
         who = {
             "user": f"uid {user.uid}, gid {user.gid}, no supplementary groups",
@@ -26,7 +26,9 @@ def describe(user: TaskUser | None, own_uid: int) -> dict[str, str]:
             "no_new_privs": "not set (no task user)",
             "capabilities": "the sandbox's own (no task user)",
         }
-    if user is not None:
+    if namespace_made:
+        cgroupfs = "read-only in the task's mount namespace"
+    elif user is not None:
         cgroupfs = "writable only by root: the task user cannot move itself out of its cgroups"
     elif own_uid == 0:
         cgroupfs = "writable: a task running as root can move itself out of its cgroups (give it a task user)"
@@ -34,6 +36,7 @@ def describe(user: TaskUser | None, own_uid: int) -> dict[str, str]:
         cgroupfs = f"as for uid {own_uid}"
     return {
         **who,
+        "private_tmp": private_tmp,
         "cgroupfs": cgroupfs,
         "parent_death_signal": _parent_death_signal(user),
     }
@@ -45,13 +48,21 @@ def _parent_death_signal(user: TaskUser | None) -> str:
     return "SIGKILL, armed after the user switch" if user is not None else "SIGKILL"
 
 
-def support(own_uid: int) -> dict[str, str]:
+def support(own_uid: int, spawner_namespaces_unavailable: str | None) -> dict[str, str]:
     """What this process can give its tasks, before any task runs (for `check`)."""
-    missing_user = privileges.missing(privileges.SWITCH_USER)
+    caps = privileges.effective_capabilities()
+    missing_user = privileges.missing(privileges.SWITCH_USER, caps)
+    missing_mount = privileges.missing(privileges.MOUNT_NAMESPACE, caps)
     if SETPRIV is None:
         task_user = "not available: setpriv (util-linux) is not installed"
     elif missing_user:
         task_user = f"not available: this process (uid {own_uid}) lacks {', '.join(missing_user)}"
     else:
         task_user = "available: tasks can run as an unprivileged uid:gid without capabilities"
-    return {"task_user": task_user, "parent_death_signal": _parent_death_signal(None)}
+    if spawner_namespaces_unavailable:
+        private_tmp = f"not available: {spawner_namespaces_unavailable}"
+    elif missing_mount:
+        private_tmp = f"not available: this process (uid {own_uid}) lacks {', '.join(missing_mount)}"
+    else:
+        private_tmp = "available: private /tmp, /var/tmp, /dev/shm and a read-only cgroup fs per task"
+    return {"task_user": task_user, "private_tmp": private_tmp, "parent_death_signal": _parent_death_signal(None)}

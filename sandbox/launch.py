@@ -1,7 +1,8 @@
-"""What the spawner thread does for one start(): fork the held wrapper (spawn.py).
+"""What the spawner thread does for one start(): fork the held wrapper (spawn.py), inside a
+private mount namespace (mount_ns.py) when one is asked for and can be made.
 
-Kept apart from sandbox.py because it runs on the spawner thread, not the caller's, and
-everything it needs travels in one Launch.
+Kept apart from sandbox.py because it runs on the spawner thread, not the caller's: it may
+touch the thread's mount namespace, and everything it needs travels in one Launch.
 """
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, NamedTuple, Union
 
+from .errors import SandboxError
+from .mount_ns import PRIVATE_DIRS, NamespaceUnavailable, private_dir_of
 from .spawn import spawn_held
 from .spawner import Spawner
 from .task_user import TaskUser
 
+NOT_ASKED = "not asked"
 _Stream = Union[int, IO, None]
 
 
@@ -32,6 +36,7 @@ class Launch:
     stderr: _Stream
     user: TaskUser | None
     address_space_bytes: int | None
+    private_tmp: bool
 
 
 class Spawned(NamedTuple):
@@ -39,16 +44,50 @@ class Spawned(NamedTuple):
 
     popen: subprocess.Popen
     release_fd: int
+    private_tmp: str  # what became of the private tmp: set up, "not asked", "not available: why"
+    namespace_made: bool
+
+
+def refuse_what_private_tmp_hides(cwd: str, command: str) -> None:
+    """Before forking: a private tmpfs would replace a working directory that is /tmp itself,
+    and hide a command under /tmp outside the working directory (which alone is bound through)."""
+    if os.path.realpath(cwd) in {os.path.realpath(d) for d in PRIVATE_DIRS}:
+        raise SandboxError(f"the working directory {cwd} would be replaced by the task's private tmpfs: "
+                           "give the task a directory of its own")
+    hidden = private_dir_of(command)
+    if hidden is not None and not os.path.realpath(command).startswith(os.path.realpath(cwd).rstrip("/") + "/"):
+        raise SandboxError(f"the command {command} lies in {hidden}, which the task's private tmpfs replaces (only the "
+                           "working directory stays reachable): install it elsewhere or run the task without private_tmp")
 
 
 def fork_held(spawner: Spawner, launch: Launch) -> Spawned:
     """Runs on the spawner thread. Fork+exec the held wrapper for LAUNCH."""
-    popen, release_fd = spawn_held(
-        launch.argv, env=launch.env, cwd=launch.cwd, umask=launch.umask, stdin=launch.stdin,
-        stdout=launch.stdout, stderr=launch.stderr, user=launch.user,
-        address_space_bytes=launch.address_space_bytes)
-    spawner.forked()
-    return Spawned(popen, release_fd)
+
+    def spawn() -> tuple[subprocess.Popen, int]:
+        popen, release_fd = spawn_held(
+            launch.argv, env=launch.env, cwd=launch.cwd, umask=launch.umask, stdin=launch.stdin,
+            stdout=launch.stdout, stderr=launch.stderr, user=launch.user,
+            address_space_bytes=launch.address_space_bytes)
+        spawner.forked()
+        return popen, release_fd
+
+    if not launch.private_tmp:
+        return Spawned(*spawn(), NOT_ASKED, False)
+    if spawner.namespaces is None:
+        return Spawned(*spawn(), f"not available: {spawner.namespaces_unavailable}", False)
+    spawned = None
+    try:
+        with spawner.namespaces.private_tmp(keep=launch.cwd) as described:
+            spawned = spawn()
+    except NamespaceUnavailable as exc:
+        return Spawned(*spawn(), f"not available: {exc}", False)
+    except BaseException as exc:
+        if spawned is not None:  # forked, but the thread could not get home: never release it
+            dispose(spawner, Spawned(*spawned, "", True))
+        if isinstance(exc, OSError):
+            raise SandboxError(f"cannot set up the task's private tmp: {exc}") from exc
+        raise
+    return Spawned(*spawned, described, True)
 
 
 def dispose(spawner: Spawner, spawned: Spawned) -> None:

@@ -1,7 +1,7 @@
 """Which privileged operations this process may perform, from its effective capability set.
 
-Being uid 0 is not enough: a container's root often lacks some capabilities (CAP_SYS_RESOURCE
-on the dev machines), so every feature asks for the capabilities it
+Being uid 0 is not enough: a container's root often lacks CAP_SYS_ADMIN (no mount namespace)
+or CAP_SYS_RESOURCE (as on the dev machines), so every feature asks for the capabilities it
 needs by name, and its error names the missing ones.
 """
 from __future__ import annotations
@@ -10,12 +10,15 @@ from __future__ import annotations
 CAP_SETGID = 6
 CAP_SETUID = 7
 CAP_SETPCAP = 8
+CAP_SYS_ADMIN = 21
 
-NAMES = {CAP_SETGID: "CAP_SETGID", CAP_SETUID: "CAP_SETUID", CAP_SETPCAP: "CAP_SETPCAP"}
+NAMES = {CAP_SETGID: "CAP_SETGID", CAP_SETUID: "CAP_SETUID", CAP_SETPCAP: "CAP_SETPCAP", CAP_SYS_ADMIN: "CAP_SYS_ADMIN"}
 
 # What switching a task to another user takes: setresuid/setresgid/setgroups, and dropping the
 # bounding set (PR_CAPBSET_DROP needs CAP_SETPCAP).
 SWITCH_USER = (CAP_SETUID, CAP_SETGID, CAP_SETPCAP)
+# unshare(CLONE_NEWNS) and mount(2).
+MOUNT_NAMESPACE = (CAP_SYS_ADMIN,)
 
 
 def effective_capabilities(status_path: str = "/proc/self/status") -> int:

@@ -19,7 +19,7 @@ from .confined import ConfinedProcess
 from .detect import detect_mode, is_root_cgroup, read_hierarchies, v2_hierarchy
 from .driver import TASK_PREFIX, Driver
 from .errors import SandboxError
-from .launch import Launch, dispose, fork_held
+from .launch import Launch, dispose, fork_held, refuse_what_private_tmp_hides
 from .limits import Limits
 from .no_cgroup import NoCgroupDriver
 from .spawn import address_space_kib, current_umask, lower_own_oom_score, prepare_child, release, resolve_command
@@ -94,9 +94,9 @@ class Sandbox:
         return swept
 
     def isolation_support(self) -> dict[str, str]:
-        """What this process can give its tasks (task user, parent-death signal), in words,
-        before any task runs: for `check` and start-up logs."""
-        return isolation.support(os.geteuid())
+        """What this process can give its tasks (task user, private tmp, parent-death signal),
+        in words, before any task runs: for `check` and start-up logs."""
+        return isolation.support(os.geteuid(), self._spawner.namespaces_unavailable)
 
     def start(
         self,
@@ -110,20 +110,26 @@ class Sandbox:
         stdout=None,
         stderr=None,
         user: TaskUser | None = None,
+        private_tmp: bool = False,
     ) -> ConfinedProcess:
         """Start ARGV confined and return once it runs; callable from any thread, concurrently.
 
         user: run the task as this unprivileged uid:gid, with no supplementary groups,
         no_new_privs and no capabilities (SandboxError where this process cannot switch users).
+        private_tmp: give the task a private mount namespace with fresh tmpfs on /tmp, /var/tmp
+        and /dev/shm and the cgroup filesystem read-only; where no namespace can be made, the
+        task runs without and `isolation["private_tmp"]` says why.
         """
         self._spawner.refuse_if_closed()
         limits.validate()
         if user is not None:
             user.validate()
             self._check_can_switch_users(user)
-        # Always an explicit cwd and umask: the child is forked on the spawner thread.
+        # Always an explicit cwd and umask: the spawner thread's own are not the master's.
         workdir = os.path.abspath(cwd) if cwd is not None else os.getcwd()
-        resolve_command(argv, env, workdir)
+        command = resolve_command(argv, env, workdir)
+        if private_tmp:
+            refuse_what_private_tmp_hides(workdir, command)
         task_name = TASK_PREFIX + (name or uuid.uuid4().hex[:12])
         if not _NAME.match(task_name):
             raise SandboxError(f"invalid task name {name!r}: use letters, digits, '.', '_' and '-'")
@@ -131,7 +137,8 @@ class Sandbox:
             if task_name in self._running_names:
                 raise SandboxError(f"a task named {name!r} is already running in this sandbox: task names must be unique")
             self._running_names.add(task_name)
-        launch = Launch(argv, env, workdir, current_umask(), stdin, stdout, stderr, user, limits.address_space_bytes)
+        launch = Launch(argv, env, workdir, current_umask(), stdin, stdout, stderr, user,
+                        limits.address_space_bytes, private_tmp)
         try:
             return self._start(task_name, limits, launch)
         except BaseException:
@@ -159,7 +166,8 @@ class Sandbox:
             enforced["address_space"] = f"RLIMIT_AS={address_space_kib(limits.address_space_bytes) * 1024}"
         if limits.timeout_s is not None:
             enforced["timeout"] = f"{limits.timeout_s}s, then the whole tree is killed"
-        described = isolation.describe(launch.user, os.geteuid())
+        described = isolation.describe(launch.user, spawned.private_tmp, os.geteuid(),
+                                       namespace_made=spawned.namespace_made)
         started = time.monotonic()
         release(spawned.release_fd)
 

@@ -114,8 +114,8 @@ def spawn_held(
 ) -> tuple[subprocess.Popen, int]:
     """Fork+exec the wrapper; return it and the write end of the pipe that releases it.
 
-    CWD and UMASK are the caller's, passed explicitly: the child is forked on the spawner
-    thread, and must get the caller's, whatever that thread's are.
+    CWD and UMASK are the caller's, passed explicitly: the spawner thread has its own root,
+    cwd and umask (it unshared them, see mount_ns.py), so the child must not inherit those.
     """
     read_end, write_end = os.pipe()  # both close-on-exec; pass_fds opens read_end to the child only
     try:

@@ -7,6 +7,9 @@ supervisor) would be SIGKILLed the moment that thread returned. Forking only her
 means "the master died": this thread lives until the sandbox is closed and its last direct
 child has been reaped (or until the process dies).
 
+It is also the only thread that enters per-task mount namespaces (mount_ns.py), so no other
+thread of the master ever sees a task's /tmp.
+
 Races handled here:
 - A caller interrupted while waiting (KeyboardInterrupt, say) would leave a held child that
   nobody releases or reaps: the request's future gets a callback that disposes of it.
@@ -23,6 +26,7 @@ from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from .errors import SandboxError
+from .mount_ns import MountNamespaces
 
 log = logging.getLogger("sandbox")
 T = TypeVar("T")
@@ -42,6 +46,8 @@ class Spawner:
         self._lock = threading.Condition()
         self._live = 0  # direct children forked here and not yet reaped
         self._closed = False
+        self.namespaces: MountNamespaces | None = None
+        self.namespaces_unavailable: str | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sandbox-spawner-{name}", daemon=True)
         self._thread.start()
@@ -105,6 +111,10 @@ class Spawner:
                      "spawner thread until they end", live)
 
     def _run(self) -> None:
+        try:
+            self.namespaces = MountNamespaces()
+        except OSError as exc:
+            self.namespaces_unavailable = f"cannot prepare the spawner thread for mount namespaces: {exc.strerror}"
         self._ready.set()
         while True:
             request = self._requests.get()
@@ -113,6 +123,8 @@ class Spawner:
             if not request.future.set_running_or_notify_cancel():
                 continue
             try:
+                if self.namespaces is not None and self.namespaces.stranded:
+                    raise SandboxError(self.namespaces.stranded)
                 result = request.work(self)
             except BaseException as exc:  # handed to the caller, who raises it
                 request.future.set_exception(exc)

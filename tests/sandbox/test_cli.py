@@ -86,6 +86,7 @@ def test_user_option_runs_the_task_as_that_user_and_the_outcome_says_so():
     assert result.returncode == 0, result.stderr
     isolation = json.loads(result.stdout)["isolation"]
     assert isolation["user"] == "uid 61234, gid 61235, no supplementary groups"
+    assert isolation["private_tmp"] == "not asked"
 
 
 def test_a_root_user_option_is_refused_as_bad_input():

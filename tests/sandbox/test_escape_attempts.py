@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from sandbox import Limits, Status, TaskUser
 
 from .conftest import pid_alive
@@ -75,17 +77,18 @@ def memberships_in_managed_hierarchies(sandbox, proc_cgroup: str) -> dict[str, s
     return found
 
 
-def test_a_task_user_cannot_leave_its_cgroups_exceed_its_memory_or_outlive_the_task(sandbox, task_python):
+@pytest.mark.parametrize("private_tmp", [False, True], ids=["task-user", "task-user+private-tmp"])
+def test_a_task_user_cannot_leave_its_cgroups_exceed_its_memory_or_outlive_the_task(sandbox, task_python, private_tmp):
     targets = escape_targets(sandbox)
     process = sandbox.start(
         [task_python, "-c", ATTACK], Limits(memory_max_bytes=200 * MIB, timeout_s=30),
         env={"PATH": os.defpath, "ESCAPE_TARGETS": json.dumps(targets)}, user=TaskUser(61234, 61234),
-        stdout=subprocess.PIPE,
+        private_tmp=private_tmp, stdout=subprocess.PIPE,
     )
     report = json.loads(process.stdout.readline())
     outcome = process.wait(timeout=30)
 
-    refused = {"EACCES", "EPERM"}
+    refused = {"EACCES", "EPERM"} | ({"EROFS"} if private_tmp else set())
     assert sorted(report["writes"]) == sorted(targets)
     assert {path: result for path, result in report["writes"].items() if result not in refused} == {}
     memberships = memberships_in_managed_hierarchies(sandbox, report["cgroups_after"])

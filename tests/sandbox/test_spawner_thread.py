@@ -104,3 +104,17 @@ def test_a_sigkilled_master_takes_its_task_down_even_when_a_finished_thread_star
         leftover.sweep()
         leftover.close()
 
+
+def test_a_task_gets_the_callers_cwd_and_umask_not_the_spawner_threads(sandbox):
+    """The spawner thread has a root, cwd and umask of its own (a private_tmp start even leaves
+    its cwd at /): each child is given the caller's explicitly."""
+    sandbox.start(["true"], private_tmp=True).wait(timeout=10)
+    previous = os.umask(0o027)
+    try:
+        process = sandbox.start(["sh", "-c", "pwd; umask"], stdout=subprocess.PIPE)
+        cwd, umask = process.stdout.read().decode().split()
+    finally:
+        os.umask(previous)
+    assert process.wait(timeout=10).status is Status.SUCCEEDED
+    assert cwd == os.getcwd()
+    assert int(umask, 8) == 0o027
