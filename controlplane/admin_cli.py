@@ -1,14 +1,20 @@
-"""`datahub-executor-admin`: the control plane from a terminal, with --json everywhere.
+"""`datahub-executor-admin`: the control plane from a terminal, through DataHub's API (GraphQL and
+Rest.li) and, where DataHub has no operation, ours; --json everywhere.
 
-    datahub-executor-admin serve --state-dir DIR [--host H] [--port P] [--queue embedded|aws]
-    datahub-executor-admin pools list|create|show|delete|set-default ...
-    datahub-executor-admin sources list|create|show|set-pool|run ...
-    datahub-executor-admin executions list|show|logs|cancel ...
-    datahub-executor-admin executors list POOL
-    datahub-executor-admin tokens list|create|revoke ...
+    datahub-executor-admin serve [--state-dir DIR] [--host H] [--port P] [--queue embedded|aws]
+    datahub-executor-admin pools list | create ID [--default] [--description D] | show ID | delete ID
+                                 | set-default ID | describe ID TEXT | queues ID [--visibility-timeout S] [--max-receive-count N]
+    datahub-executor-admin sources list | create NAME --recipe-file F [--pool P] [--env NAME=VALUE]... [--version V]
+                                   | show NAME | set-pool NAME POOL | run NAME [--task T] | delete NAME
+    datahub-executor-admin executions list [--source NAME] [--status S] | show ID | logs ID | cancel ID
+    datahub-executor-admin executors list [POOL]
+    datahub-executor-admin runs show RUN_ID
+    datahub-executor-admin tokens list | create [--kind executor|admin] [--pool P]... | revoke ID
 
-The URL and admin token come from --url/--token-file or DATAHUB_CONTROLPLANE_URL and
-DATAHUB_ADMIN_TOKEN (or <state-dir>/admin-token via --state-dir). Tokens are shown once, at creation.
+The URL and admin token come from --url/--token-file, or DATAHUB_CONTROLPLANE_URL and
+DATAHUB_ADMIN_TOKEN, or a control plane's --state-dir (its admin-token and api-port). Tokens are
+shown once, at creation. Bad arguments: one line, exit 2; a refusal from the control plane:
+one line, exit 1.
 """
 from __future__ import annotations
 
@@ -18,69 +24,104 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import requests
+
+from vocabulary.results import executor_details
+from vocabulary.safe_yaml import YamlRefused, load_bounded
+from vocabulary.tasks import RUN_INGEST, TASKS
+
+from . import entities as E
+from .executions import input_for_source
+from .liveness import ONLINE, liveness
 
 
 class AdminError(Exception):
     pass
 
 
+class UsageError(Exception):
+    """Bad arguments: exit 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's default prints the whole usage
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
 class AdminClient:
     def __init__(self, url: str, token: str) -> None:
-        self.base = url.rstrip("/") + "/gms/admin/v1"
+        self.gms = url.rstrip("/") + "/gms"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def call(self, method: str, path: str, **kwargs):
+    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
         try:
-            response = self.session.request(method, self.base + path, timeout=30, **kwargs)
+            response = self.session.request(method, url, timeout=30, **kwargs)
         except requests.RequestException as exc:
-            raise AdminError(f"control plane not reachable at {self.base}: {type(exc).__name__}") from None
+            raise AdminError(f"control plane not reachable at {self.gms}: {type(exc).__name__}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text[:300]}
         if response.status_code >= 400:
-            try:
-                reason = response.json().get("error", response.text)
-            except ValueError:
-                reason = response.text
+            reason = body.get("error") or body.get("message") if isinstance(body, dict) else body
             raise AdminError(f"{response.status_code}: {reason}")
-        return response.json()
+        return body
 
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        body = self._request("POST", f"{self.gms}/api/graphql", json={"query": query, "variables": variables})
+        if body.get("errors"):
+            raise AdminError("; ".join(e.get("message", str(e)) for e in body["errors"]))
+        return body["data"]
 
-def _table(rows: list[dict], columns: list[str]) -> str:
-    cells = [[str(r.get(c, "") if r.get(c) is not None else "-") for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
+    def ingest(self, urn: str, aspect: str, value: dict[str, Any]) -> None:
+        proposal = {"entityType": urn.split(":", 3)[2], "entityUrn": urn, "changeType": "UPSERT", "aspectName": aspect,
+                    "aspect": {"value": json.dumps(value), "contentType": "application/json"}}
+        self._request("POST", f"{self.gms}/aspects?action=ingestProposal", json={"proposal": proposal})
+
+    def restli(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, f"{self.gms}{path}", **kwargs)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, f"{self.gms}/admin/v1{path}", **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="datahub-executor-admin", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="datahub-executor-admin", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=os.environ.get("DATAHUB_CONTROLPLANE_URL", "http://127.0.0.1:9002"))
     parser.add_argument("--token-file", help="file holding an admin token")
     parser.add_argument("--state-dir", help="a control plane state dir: its admin-token and api-port are used")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    groups = parser.add_subparsers(dest="group", required=True)
+    groups = parser.add_subparsers(dest="group", required=True, parser_class=OneLineParser)
 
     serve = groups.add_parser("serve", help="run the control plane")
+    serve.add_argument("--state-dir", dest="serve_state_dir", help="where its database and admin token live")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=9002)
     serve.add_argument("--queue", choices=["embedded", "aws"], default="embedded")
     serve.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
 
-    pools = groups.add_parser("pools").add_subparsers(dest="action", required=True)
+    pools = groups.add_parser("pools").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     pools.add_parser("list")
     create = pools.add_parser("create")
     create.add_argument("pool_id")
     create.add_argument("--description", default="")
     create.add_argument("--default", action="store_true")
-    create.add_argument("--visibility-timeout", type=int, default=60)
-    create.add_argument("--max-receive-count", type=int, default=5)
     for name in ("show", "delete", "set-default"):
         pools.add_parser(name).add_argument("pool_id")
+    describe = pools.add_parser("describe")
+    describe.add_argument("pool_id")
+    describe.add_argument("description")
+    queues = pools.add_parser("queues")
+    queues.add_argument("pool_id")
+    queues.add_argument("--visibility-timeout", type=int)
+    queues.add_argument("--max-receive-count", type=int)
 
-    sources = groups.add_parser("sources").add_subparsers(dest="action", required=True)
+    sources = groups.add_parser("sources").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     sources.add_parser("list")
     create = sources.add_parser("create")
     create.add_argument("name")
@@ -88,25 +129,30 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--pool")
     create.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     create.add_argument("--version")
-    sources.add_parser("show").add_argument("source")
+    for name in ("show", "delete"):
+        sources.add_parser(name).add_argument("source")
     set_pool = sources.add_parser("set-pool")
     set_pool.add_argument("source")
     set_pool.add_argument("pool_id")
     run = sources.add_parser("run")
     run.add_argument("source")
-    run.add_argument("--task", default="RUN_INGEST", choices=["RUN_INGEST", "TEST_CONNECTION", "RUN_MONITOR"])
+    run.add_argument("--task", default=RUN_INGEST, choices=sorted(TASKS))
 
-    executions = groups.add_parser("executions").add_subparsers(dest="action", required=True)
+    executions = groups.add_parser("executions").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     listing = executions.add_parser("list")
     listing.add_argument("--source")
     listing.add_argument("--status")
+    listing.add_argument("--count", type=int, default=50)
     for name in ("show", "logs", "cancel"):
         executions.add_parser(name).add_argument("execution_id")
 
-    executors = groups.add_parser("executors").add_subparsers(dest="action", required=True)
-    executors.add_parser("list").add_argument("pool_id")
+    executors = groups.add_parser("executors").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    executors.add_parser("list").add_argument("pool_id", nargs="?")
 
-    tokens = groups.add_parser("tokens").add_subparsers(dest="action", required=True)
+    runs = groups.add_parser("runs").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    runs.add_parser("show").add_argument("run_id")
+
+    tokens = groups.add_parser("tokens").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     tokens.add_parser("list")
     create = tokens.add_parser("create")
     create.add_argument("--kind", choices=["executor", "admin"], default="executor")
@@ -120,7 +166,10 @@ def _client(args: argparse.Namespace) -> AdminClient:
     url, token = args.url, os.environ.get("DATAHUB_ADMIN_TOKEN")
     if args.state_dir:
         state = Path(args.state_dir)
-        token = (state / "admin-token").read_text().strip()
+        try:
+            token = (state / "admin-token").read_text().strip()
+        except OSError as exc:
+            raise AdminError(f"no admin token in {state} ({exc.strerror}): is it a control plane's state dir?") from None
         if (state / "api-port").exists() and "DATAHUB_CONTROLPLANE_URL" not in os.environ and args.url.endswith(":9002"):
             url = f"http://127.0.0.1:{(state / 'api-port').read_text().strip()}"
     if args.token_file:
@@ -133,7 +182,7 @@ def _client(args: argparse.Namespace) -> AdminClient:
 def _serve(args: argparse.Namespace) -> int:
     from .server import ControlPlaneServer, ServerConfig
 
-    state_dir = Path(args.state_dir or ".state/controlplane")
+    state_dir = Path(args.serve_state_dir or args.state_dir or ".state/controlplane")
     server = ControlPlaneServer(ServerConfig(state_dir=state_dir, host=args.host, port=args.port, queue=args.queue,
                                              region=args.region))
     server.start()
@@ -147,66 +196,285 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# reading DataHub's answers ------------------------------------------------------------------
+POOL_FIELDS = "urn executorPoolId description isDefault createdAt"
+EXECUTOR_FIELDS = "urn executorPoolId executorHostname executorAddress executorReleaseVersion executorUptime " \
+                  "executorExpired executorStopped reportedAt"
+EXECUTION_FIELDS = "urn id input { task executorId requestedAt source { type ingestionSource } } " \
+                   "result { status startTimeMs durationMs report structuredReport { type serializedValue contentType } }"
+SOURCE_FIELDS = "urn name type config { recipe executorId version debugMode extraArgs { key value } }"
+
+
+def _executors(c: AdminClient, pool_id: str | None) -> list[dict[str, Any]]:
+    pools = c.graphql(f"{{ listRemoteExecutorPools(input: {{start: 0, count: 1000}}) {{ remoteExecutorPools "
+                      f"{{ executorPoolId remoteExecutors(start: 0, count: 1000) {{ remoteExecutors {{ {EXECUTOR_FIELDS} }} "
+                      f"}} }} }} }}")["listRemoteExecutorPools"]["remoteExecutorPools"] or []
+    found = [e for p in pools if pool_id in (None, p["executorPoolId"])
+             for e in (p["remoteExecutors"] or {}).get("remoteExecutors") or []]
+    extras = _extras(c, [e["urn"] for e in found], "dataHubRemoteExecutorStatus")
+    now = time.time()
+    rows = []
+    for executor in found:
+        props = extras.get(executor["urn"], {})
+        interval = float(props.get("heartbeatIntervalSeconds") or 30)
+        state = props.get("state") or ("STOPPED" if executor["executorStopped"] else "ACTIVE")
+        status = "OFFLINE" if executor["executorExpired"] else liveness(executor["reportedAt"] / 1000, interval, now, state)
+        rows.append({"executor_id": E.key_of(executor["urn"], E.EXECUTOR), "pool_id": executor["executorPoolId"],
+                     "status": status, "state": state, "hostname": executor["executorHostname"],
+                     "address": executor["executorAddress"], "version": executor["executorReleaseVersion"],
+                     "last_seen_s_ago": round(now - executor["reportedAt"] / 1000, 1),
+                     "running": len(json.loads(props.get("runningExecutions") or "[]")),
+                     "capacity": json.loads(props.get("capacity") or "{}"),
+                     "sandbox": json.loads(props.get("sandbox") or "{}").get("mode")})
+    return rows
+
+
+def _extras(c: AdminClient, urns: list[str], aspect: str) -> dict[str, dict[str, str]]:
+    """The system metadata properties of each URN's ASPECT (where DataHub keeps what it has no field for)."""
+    if not urns:
+        return {}
+    from urllib.parse import quote
+
+    ids = ",".join(quote(u, safe="") for u in urns)
+    answer = c.restli("GET", f"/entitiesV2?ids=List({ids})&aspects=List({aspect})")
+    return {urn: ((entity.get("aspects", {}).get(aspect) or {}).get("systemMetadata") or {}).get("properties", {})
+            for urn, entity in answer.get("results", {}).items()}
+
+
+def _pools(c: AdminClient) -> list[dict[str, Any]]:
+    pools = c.graphql(f"{{ listRemoteExecutorPools(input: {{start: 0, count: 1000}}) {{ remoteExecutorPools "
+                      f"{{ {POOL_FIELDS} }} }} }}")["listRemoteExecutorPools"]["remoteExecutorPools"] or []
+    executors = _executors(c, None)
+    rows = []
+    for pool in pools:
+        mine = [e for e in executors if e["pool_id"] == pool["executorPoolId"]]
+        online = sum(1 for e in mine if e["status"] == ONLINE)
+        rows.append({"id": pool["executorPoolId"], "urn": pool["urn"], "is_default": pool["isDefault"],
+                     "description": pool["description"] or "", "created_at_ms": pool["createdAt"],
+                     "status": "ONLINE" if online else "NO_ONLINE_EXECUTOR", "online_executors": online,
+                     "executors": mine})
+    return rows
+
+
+def _source(c: AdminClient, ref: str) -> dict[str, Any]:
+    if ref.startswith("urn:li:"):
+        found = c.graphql(f"query($u: String!) {{ ingestionSource(urn: $u) {{ {SOURCE_FIELDS} }} }}", u=ref)["ingestionSource"]
+        if found is None:
+            raise AdminError(f"404: source {ref} not found")
+        return found
+    sources = c.graphql(f"{{ listIngestionSources(input: {{start: 0, count: 1000, filters: [{{field: \"name\", "
+                        f"values: [{json.dumps(ref)}]}}]}}) {{ ingestionSources {{ {SOURCE_FIELDS} }} }} }}")
+    named = sources["listIngestionSources"]["ingestionSources"]
+    if not named:
+        raise AdminError(f"404: source {ref} not found")
+    if len(named) > 1:
+        raise AdminError(f"{len(named)} sources are named {ref}; give the urn")
+    return named[0]
+
+
+def _source_row(source: dict[str, Any]) -> dict[str, Any]:
+    extra = {e["key"]: e["value"] for e in source["config"].get("extraArgs") or []}
+    return {"urn": source["urn"], "id": E.key_of(source["urn"], E.SOURCE), "name": source["name"], "type": source["type"],
+            "pool_id": source["config"]["executorId"], "version": source["config"].get("version"),
+            "extra_env": json.loads(extra.get("extra_env_vars") or "{}")}
+
+
+def _execution_row(execution: dict[str, Any]) -> dict[str, Any]:
+    result = execution.get("result") or {}
+    details = executor_details(result)
+    return {"id": execution["id"], "urn": execution["urn"], "status": result.get("status") or "PENDING",
+            "reason": details.get("reason"), "task": execution["input"]["task"],
+            "pool_id": execution["input"].get("executorId"), "source": execution["input"]["source"].get("ingestionSource"),
+            "executor_id": details.get("executorId"), "peak_memory_bytes": details.get("peakMemoryBytes"),
+            "duration_ms": result.get("durationMs")}
+
+
+def _info_for_source(source: dict[str, Any]) -> dict[str, Any]:
+    """dataHubIngestionSourceInfo from a GraphQL IngestionSource (for input_for_source)."""
+    config = {k: v for k, v in source["config"].items() if k != "extraArgs" and v is not None}
+    if source["config"].get("extraArgs"):
+        config["extraArgs"] = {e["key"]: e["value"] for e in source["config"]["extraArgs"]}
+    return {"urn": source["urn"], "info": {"name": source["name"], "type": source["type"], "config": config}}
+
+
+def _source_input(name: str, recipe_text: str, pool: str | None, env: dict[str, str], version: str | None) -> dict:
+    try:
+        recipe = load_bounded(recipe_text)
+    except YamlRefused as exc:
+        raise UsageError(f"the recipe is refused: {exc}") from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("source"), dict) or "type" not in recipe["source"]:
+        raise UsageError("the recipe needs a source section with a type")
+    config: dict[str, Any] = {"recipe": json.dumps(recipe), "executorId": pool or E.DEFAULT_EXECUTOR_ID}
+    if version:
+        config["version"] = version
+    if env:
+        config["extraArgs"] = [{"key": "extra_env_vars", "value": json.dumps(env)}]
+    return {"name": name, "type": str(recipe["source"]["type"]), "config": config}
+
+
+def _env_pairs(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--env {item!r} is not NAME=VALUE")
+        pairs[name] = value
+    return pairs
+
+
+def _read_recipe(path: str) -> str:
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+
+
+SOURCE_MUTATION = "mutation($u: String!, $i: UpdateIngestionSourceInput!) { updateIngestionSource(urn: $u, input: $i) }"
+
+
 def run(args: argparse.Namespace) -> object:
-    c = _client(args)
     g, a = args.group, args.action
+    if g == "sources" and a == "create":  # argument checks come before any call
+        recipe_text, env = _read_recipe(args.recipe_file), _env_pairs(args.env)
+    c = _client(args)
     if g == "pools":
         if a == "list":
-            return c.call("GET", "/pools")
+            return _pools(c)
         if a == "create":
-            return c.call("POST", "/pools", json={"id": args.pool_id, "description": args.description, "default": args.default,
-                                                  "visibility_timeout_s": args.visibility_timeout,
-                                                  "max_receive_count": args.max_receive_count})
+            c.graphql("mutation($i: CreateRemoteExecutorPoolInput!) { createRemoteExecutorPool(input: $i) }",
+                      i={"executorPoolId": args.pool_id, "description": args.description or None, "isDefault": args.default})
+            return next(p for p in _pools(c) if p["id"] == args.pool_id)
+        pool_urn = E.pool_urn(args.pool_id)
         if a == "show":
-            return c.call("GET", f"/pools/{args.pool_id}")
+            pool = next((p for p in _pools(c) if p["id"] == args.pool_id), None)
+            if pool is None:
+                raise AdminError(f"404: pool {args.pool_id} not found")
+            extras = _extras(c, [pool_urn], E.POOL_INFO).get(pool_urn, {})
+            info = c.restli("GET", f"/entitiesV2/{pool_urn}?aspects=List({E.POOL_INFO})")["aspects"][E.POOL_INFO]["value"]
+            return {**pool, "queue_url": info.get("queueUrl"), "queue_region": info.get("queueRegion"),
+                    "queue_arn": extras.get("queueArn"), "monitors_queue_url": extras.get("monitorsQueueUrl")}
         if a == "delete":
-            return c.call("DELETE", f"/pools/{args.pool_id}")
-        return c.call("POST", f"/pools/{args.pool_id}/default")
+            c.restli("POST", "/entities?action=delete", json={"urn": pool_urn})
+            return {"ok": True, "deleted": pool_urn}
+        if a == "describe":
+            c.graphql("mutation($i: UpdateRemoteExecutorPoolInput!) { updateRemoteExecutorPool(input: $i) }",
+                      i={"urn": pool_urn, "description": args.description})
+            return next(p for p in _pools(c) if p["id"] == args.pool_id)
+        if a == "queues":
+            return c.admin("PUT", f"/pools/{args.pool_id}/queues", json={"visibility_timeout_s": args.visibility_timeout,
+                                                                          "max_receive_count": args.max_receive_count})
+        c.graphql("mutation($u: String!) { updateDefaultRemoteExecutorPool(urn: $u) }", u=pool_urn)
+        return next(p for p in _pools(c) if p["id"] == args.pool_id)
     if g == "sources":
         if a == "list":
-            return c.call("GET", "/sources")
+            found = c.graphql(f"{{ listIngestionSources(input: {{start: 0, count: 1000}}) {{ ingestionSources "
+                              f"{{ {SOURCE_FIELDS} executions(start: 0, count: 1) {{ executionRequests {{ id result "
+                              f"{{ status }} }} }} }} }} }}")["listIngestionSources"]["ingestionSources"]
+            rows = []
+            for source in found:
+                last = (source.get("executions") or {}).get("executionRequests") or []
+                rows.append({**_source_row(source), "last_status": ((last[0].get("result") or {}).get("status") or
+                                                                    "PENDING") if last else None})
+            return rows
         if a == "create":
-            env = dict(item.split("=", 1) for item in args.env)
-            return c.call("POST", "/sources", json={"name": args.name, "recipe": Path(args.recipe_file).read_text(),
-                                                    "pool_id": args.pool, "extra_env": env, "version": args.version})
+            urn = c.graphql("mutation($i: UpdateIngestionSourceInput!) { createIngestionSource(input: $i) }",
+                            i=_source_input(args.name, recipe_text, args.pool, env, args.version))["createIngestionSource"]
+            return _source_row(_source(c, urn))
+        source = _source(c, args.source)
         if a == "show":
-            return c.call("GET", f"/sources/{args.source}")
+            return _source_row(source)
         if a == "set-pool":
-            return c.call("PATCH", f"/sources/{args.source}", json={"pool_id": args.pool_id})
-        return c.call("POST", f"/sources/{args.source}/run", json={"task": args.task})
+            update = {"name": source["name"], "type": source["type"],
+                      "config": {**{k: v for k, v in source["config"].items() if v is not None}, "executorId": args.pool_id}}
+            c.graphql(SOURCE_MUTATION, u=source["urn"], i=update)
+            return _source_row(_source(c, source["urn"]))
+        if a == "delete":
+            c.graphql("mutation($u: String!) { deleteIngestionSource(urn: $u) }", u=source["urn"])
+            return {"ok": True, "deleted": source["urn"]}
+        if args.task == RUN_INGEST:
+            urn = c.graphql("mutation($u: String!) { createIngestionExecutionRequest(input: {ingestionSourceUrn: $u}) }",
+                            u=source["urn"])["createIngestionExecutionRequest"]
+        else:  # DataHub has no mutation for these: an execution request is its input aspect, written
+            import uuid
+
+            urn = E.execution_urn(str(uuid.uuid4()))
+            c.ingest(urn, E.EXECUTION_INPUT, input_for_source(_info_for_source(source), args.task))
+        return _execution_row(_execution(c, urn))
     if g == "executions":
         if a == "list":
-            params = {k: v for k, v in (("source", args.source), ("status", args.status)) if v}
-            return c.call("GET", "/executions", params=params)
-        if a == "show":
-            return c.call("GET", f"/executions/{args.execution_id}")
+            filters = []
+            if args.source:
+                filters.append({"field": "ingestionSource", "values": [_source(c, args.source)["urn"]]})
+            if args.status:
+                filters.append({"field": "status", "values": [args.status]})
+            found = c.graphql(f"query($i: ListExecutionRequestsInput!) {{ listExecutionRequests(input: $i) "
+                              f"{{ executionRequests {{ {EXECUTION_FIELDS} }} }} }}",
+                              i={"start": 0, "count": args.count, "filters": filters})
+            return [_execution_row(x) for x in found["listExecutionRequests"]["executionRequests"]]
+        urn = E.execution_urn(E.key_of(args.execution_id, E.EXECUTION))
         if a == "logs":
-            return c.call("GET", f"/executions/{args.execution_id}/logs")
-        return c.call("POST", f"/executions/{args.execution_id}/cancel")
+            return c.admin("GET", f"/executions/{E.key_of(urn, E.EXECUTION)}/log")
+        execution = _execution(c, urn)
+        if a == "cancel":
+            source = execution["input"]["source"].get("ingestionSource")
+            if source:
+                c.graphql("mutation($i: CancelIngestionExecutionRequestInput!) { cancelIngestionExecutionRequest(input: $i) }",
+                          i={"ingestionSourceUrn": source, "executionRequestUrn": urn})
+            else:
+                c.ingest(urn, E.EXECUTION_SIGNAL, {"signal": "KILL", "createdAt": {"time": int(time.time() * 1000),
+                                                                                   "actor": "urn:li:corpuser:admin"}})
+            execution = _execution(c, urn)
+        return {**_execution_row(execution), "result": execution.get("result")}
     if g == "executors":
-        return c.call("GET", f"/pools/{args.pool_id}/executors")
+        return _executors(c, args.pool_id)
+    if g == "runs":
+        rows = c.restli("POST", "/runs?action=describe", json={"runId": args.run_id, "start": 0, "count": 1000})["value"]
+        entities = sorted({r["urn"] for r in rows})
+        return {"run_id": args.run_id, "entities": len(entities), "aspects": len(rows),
+                "rows": [{"urn": r["urn"], "aspect": r["aspectName"]} for r in rows]}
     if a == "list":
-        return c.call("GET", "/tokens")
+        return c.admin("GET", "/tokens")
     if a == "create":
-        return c.call("POST", "/tokens", json={"kind": args.kind, "pools": args.pool, "description": args.description})
-    return c.call("DELETE", f"/tokens/{args.token_id}")
+        return c.admin("POST", "/tokens", json={"kind": args.kind, "pools": args.pool, "description": args.description})
+    return c.admin("DELETE", f"/tokens/{args.token_id}")
+
+
+def _execution(c: AdminClient, urn: str) -> dict[str, Any]:
+    found = c.graphql(f"query($u: String!) {{ executionRequest(urn: $u) {{ {EXECUTION_FIELDS} }} }}", u=urn)["executionRequest"]
+    if found is None:
+        raise AdminError(f"404: execution {E.key_of(urn, E.EXECUTION)} not found")
+    return found
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    cells = [[str(r.get(c, "") if r.get(c) is not None else "-") for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
 
 
 VIEWS = {
     ("pools", "list"): ["id", "is_default", "status", "online_executors", "description"],
-    ("sources", "list"): ["id", "name", "pool_id", "last_status"],
-    ("executions", "list"): ["id", "status", "reason", "task", "source_id", "executor_id", "peak_memory_bytes"],
-    ("executors", "list"): ["executor_id", "status", "state", "hostname", "version", "last_seen_s_ago", "running"],
+    ("sources", "list"): ["name", "pool_id", "type", "last_status", "urn"],
+    ("executions", "list"): ["id", "status", "reason", "task", "pool_id", "executor_id", "peak_memory_bytes"],
+    ("executors", "list"): ["executor_id", "pool_id", "status", "state", "hostname", "version", "last_seen_s_ago", "running"],
     ("tokens", "list"): ["id", "kind", "pools", "description"],
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.group == "serve":
-        return _serve(args)
     try:
+        args = build_parser().parse_args(argv)
+        if args.group == "serve":
+            return _serve(args)
         result = run(args)
+    except UsageError as exc:
+        print(str(exc) if str(exc).startswith("datahub-executor-admin") else f"datahub-executor-admin: {exc}",
+              file=sys.stderr)
+        return 2
     except (AdminError, OSError) as exc:
         print(f"datahub-executor-admin: {exc}", file=sys.stderr)
         return 1
@@ -215,9 +483,6 @@ def main(argv: list[str] | None = None) -> int:
     elif (args.group, args.action) == ("executions", "logs"):
         print(result["log"])
     elif isinstance(result, list) and (args.group, args.action) in VIEWS:
-        for row in result:
-            row["last_status"] = (row.get("last_execution") or {}).get("status")
-            row["running"] = len(row.get("running_executions") or [])
         print(_table(result, VIEWS[(args.group, args.action)]))
     else:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))

@@ -1,5 +1,8 @@
 """The pools' queues: real AWS SQS in production, an embedded SQS-protocol server locally.
 
+Each pool has two queues, `dhx-<installation>-<pool>` for ingestion tasks (the pool's DataHub
+`queueUrl`) and `...-monitors` for monitor tasks, each with a dead-letter queue (`...-dlq`).
+
 The embedded server is moto's ThreadedMotoServer on 127.0.0.1. Measured (ARCHITECTURE.md):
 long polling, visibility timeouts, ChangeMessageVisibility, ApproximateReceiveCount and
 redrive to a DLQ behave as SQS does. ElasticMQ needs a JVM jar that the package registries
@@ -10,10 +13,27 @@ its latest receive.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import boto3
 
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+# The monitors queue's name is the pool queue's name plus this: an executor that knows only the
+# pool's queueUrl (DataHub's field) derives it.
+MONITORS_SUFFIX = "-monitors"
+
+
+@dataclass(frozen=True)
+class PoolQueues:
+    ingestion_url: str
+    ingestion_dlq_url: str
+    monitors_url: str
+    monitors_dlq_url: str
+    ingestion_arn: str
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.ingestion_url, self.ingestion_dlq_url, self.monitors_url, self.monitors_dlq_url]
 
 
 class Queues:
@@ -25,30 +45,46 @@ class Queues:
         extra = LOCAL_CREDENTIALS if local else {}
         self.client = boto3.client("sqs", region_name=region, endpoint_url=endpoint_url, **extra)
 
-    def create_pool_queues(self, pool_id: str, visibility_timeout_s: int, max_receive_count: int) -> tuple[str, str]:
+    def create_pool_queues(self, pool_id: str, visibility_timeout_s: int, max_receive_count: int) -> PoolQueues:
+        """Both of a pool's queues, each with its dead-letter queue: one for ingestion tasks and one
+        for monitor tasks, so a full ingestion ledger never keeps monitors from being received.
+        Idempotent (SQS's CreateQueue with the same attributes returns the existing queue)."""
         name = f"dhx-{self.installation_id}-{pool_id}"
+        ingestion, ingestion_dlq = self._queue_with_dlq(name, visibility_timeout_s, max_receive_count)
+        monitors, monitors_dlq = self._queue_with_dlq(f"{name}{MONITORS_SUFFIX}", visibility_timeout_s, max_receive_count)
+        return PoolQueues(ingestion, ingestion_dlq, monitors, monitors_dlq, self.arn_of(ingestion))
+
+    def _queue_with_dlq(self, name: str, visibility_timeout_s: int, max_receive_count: int) -> tuple[str, str]:
         dlq_url = self.client.create_queue(QueueName=f"{name}-dlq",
                                            Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
-        dlq_arn = self.client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         queue_url = self.client.create_queue(
             QueueName=name,
             Attributes={
                 "VisibilityTimeout": str(visibility_timeout_s),
                 "ReceiveMessageWaitTimeSeconds": "20",
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": self.arn_of(dlq_url),
+                                             "maxReceiveCount": str(max_receive_count)}),
             },
         )["QueueUrl"]
         return queue_url, dlq_url
 
-    def delete_pool_queues(self, queue_url: str, dlq_url: str) -> None:
-        for url in (queue_url, dlq_url):
+    def set_queue_settings(self, queue_url: str, dlq_url: str, visibility_timeout_s: int, max_receive_count: int) -> None:
+        self.client.set_queue_attributes(QueueUrl=queue_url, Attributes={
+            "VisibilityTimeout": str(visibility_timeout_s),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": self.arn_of(dlq_url), "maxReceiveCount": str(max_receive_count)})})
+
+    def arn_of(self, queue_url: str) -> str:
+        return self.client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def delete_pool_queues(self, urls: list[str]) -> None:
+        for url in urls:
             try:
                 self.client.delete_queue(QueueUrl=url)
             except self.client.exceptions.QueueDoesNotExist:
                 pass
 
-    def send(self, queue_url: str, body: dict) -> str:
-        return self.client.send_message(QueueUrl=queue_url, MessageBody=json.dumps(body))["MessageId"]
+    def send_text(self, queue_url: str, body: str) -> str:
+        return self.client.send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
 
 
 class EmbeddedSqs:

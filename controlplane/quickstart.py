@@ -17,6 +17,18 @@ from pathlib import Path
 from .testing import ControlPlaneHandle
 
 SAMPLE_SOURCE = "sample-mock-data"
+# No sink: DataHub's default (datahub-rest) writes to the control plane, as in DataHub's UI. gen_1
+# makes a small lineage graph of tables and views with status, subtypes, lineage and profiles.
+SAMPLE_RECIPE = """source:
+  type: datahub-mock-data
+  config:
+    gen_1:
+      enabled: true
+      emit_lineage: true
+      emit_usage: true
+      lineage_fan_out: 3
+      lineage_hops: 2
+"""
 DEFAULT_DATAHUB_VERSION = "1.7.0.17"
 
 
@@ -59,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     executor: subprocess.Popen | None = None
     try:
         _say(f"control plane on {cp.base_url} with its embedded SQS server at {cp.sqs_endpoint_url}")
-        if not any(p["id"] == "default" for p in cp._call("GET", "/pools")):
+        if "default" not in cp.cp.pools.ids():
             cp.create_pool("default", default=True, description="quickstart pool")
         token = cp.create_executor_token(["default"])
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUB_")}
         env.update({
             "DATAHUB_GMS_URL": cp.gms_url, "DATAHUB_GMS_TOKEN": token, "DATAHUB_EXECUTOR_POOL_ID": "default",
-            "DATAHUB_EXECUTOR_ID": "quickstart-executor", "DATAHUB_EXECUTOR_WORK_DIR": str(state / "executor"),
+            "DATAHUB_EXECUTOR_WORK_DIR": str(state / "executor"),
             "DATAHUB_EXECUTOR_VENV_CACHE_DIR": str(Path(".cache/venvs").resolve()),
             "DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION": args.datahub_version,
             "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(state / "secrets"),
@@ -73,14 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             "DATAHUB_EXECUTOR_CGROUP_ROOT": "datahub-executor-quickstart",
         })
         executor = subprocess.Popen([str(Path(sys.executable).parent / "datahub-executor"), "run"], env=env)
-        out_file = state / "sample-output.json"
-        recipe = ("source:\n  type: datahub-mock-data\n  config: {}\n"
-                  f"sink:\n  type: file\n  config:\n    filename: {out_file}\n")
-        source = next((s for s in cp._call("GET", "/sources") if s["name"] == SAMPLE_SOURCE), None)
+        source = next((s for s in cp.cp.sources.list() if s["name"] == SAMPLE_SOURCE), None)
         if source is None:
-            source = cp.create_source(SAMPLE_SOURCE, recipe, extra_env={"EXECUTOR_TASK_MEMORY_LIMIT": "1G"})
-        _say(f"running source {SAMPLE_SOURCE} (datahub-mock-data -> file sink); the first run installs "
-             f"acryl-datahub {args.datahub_version} into a cached virtualenv")
+            source = cp.create_source(SAMPLE_SOURCE, SAMPLE_RECIPE, extra_env={"EXECUTOR_TASK_MEMORY_LIMIT": "1G"})
+        _say(f"running source {SAMPLE_SOURCE} (datahub-mock-data into this control plane, through DataHub's default "
+             f"datahub-rest sink); the first run installs acryl-datahub {args.datahub_version} into a cached virtualenv")
         execution = cp.run_source(source["id"])
         last = None
         while not stop.is_set():
@@ -89,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 last = current["status"]
                 _say(f"execution {execution['id']}: {last}" + (f" ({current['reason']})" if current.get("reason") else ""))
             if last not in ("PENDING", "RUNNING"):
+                written = cp.cp.executions.run_summary(execution["id"])
+                _say(f"the run wrote {written['entities']} entities ({written['aspects']} aspects) into the control "
+                     "plane; see them on the web page (Executions: metadata)")
                 break
             if executor.poll() is not None:
                 _say(f"the executor exited with code {executor.returncode}")

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from loguru import logger
 
-from .api import create_app
+from .app import create_app
 from .queues import EmbeddedSqs, Queues
 from .service import ControlPlane
 from .store import Store
@@ -33,6 +34,7 @@ class ServerConfig:
     queue: str = "embedded"  # or "aws"
     region: str = "us-east-1"
     sqs_port: int = 0
+    default_cli_version: str | None = None  # what /config tells DataHub's UI a recipe runs with
 
 
 class ControlPlaneServer:
@@ -72,15 +74,21 @@ class ControlPlaneServer:
         store = Store(str(self.state_dir / "controlplane.sqlite3"))
         self.cp = ControlPlane(store, queues)
         self._ensure_admin_token()
+        # The embedded server keeps queues and messages in memory: after a restart, recreate the
+        # queues and send every PENDING execution again. Real SQS keeps both; creating its
+        # queues again is a no-op.
+        self.cp.pools.ensure_queues()
         if self.config.queue == "embedded":
-            self.cp.restore_embedded_queues()
+            self.cp.executions.forget_queued()
+        self.cp.executions.send_pending()
         self.port = self.config.port or self._remembered("api-port") or _free_port(self.config.host)
         (self.state_dir / "api-port").write_text(str(self.port))
         # uvicorn binds itself: with a pre-bound socket handed over (sockets=[...]) every response
         # took ~40 ms on loopback here (Nagle against delayed ACKs), against 0.4 ms when it binds.
         # Keep-alive well above an executor's heartbeat interval: with uvicorn's default of 5 s a
         # client sending on a connection just as the server closes it gets a reset (seen here).
-        self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(self.cp), host=self.config.host, port=self.port,
+        self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(self.cp, cli_version=self.config.default_cli_version),
+                                                      host=self.config.host, port=self.port,
                                                       log_level="warning", access_log=False,
                                                       timeout_keep_alive=KEEP_ALIVE_S))
         serve = threading.Thread(target=self._uvicorn.run, name="controlplane-http", daemon=True)
@@ -115,9 +123,9 @@ class ControlPlaneServer:
 
     def _ensure_admin_token(self) -> None:
         assert self.cp is not None
-        if self.admin_token_path.exists() and any(t["kind"] == "admin" for t in self.cp.tokens()):
+        if self.admin_token_path.exists() and self.cp.tokens.has_admin():
             return
-        _, token = self.cp.create_token("admin", None, "bootstrap admin token")
+        _, token = self.cp.tokens.create("admin", None, "bootstrap admin token")
         fd = os.open(self.admin_token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token)
@@ -126,9 +134,9 @@ class ControlPlaneServer:
         while not self._stop.wait(SWEEP_INTERVAL_S):
             try:
                 assert self.cp is not None
-                self.cp.abort_lost_executions()
-            except Exception:  # a sweep must never take the control plane down; next one retries
-                continue
+                self.cp.sweep()
+            except Exception:  # a sweep must never take the control plane down; the next one retries
+                logger.exception("control plane sweep failed; retrying in {} s", SWEEP_INTERVAL_S)
 
     @property
     def sqs_endpoint_url(self) -> str | None:

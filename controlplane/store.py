@@ -3,18 +3,23 @@
 One connection guarded by a lock: the control plane's write rate (heartbeats, progress) is far
 below what one SQLite writer sustains, and a single connection makes every multi-statement
 change atomic without cross-connection locking surprises. WAL keeps readers cheap.
+
+Schema 2 is DataHub's model: `aspects` (versioned, as GMS's metadata_aspect_v2) and
+`timeseries_aspects` hold every entity, ours included (pools, sources, execution requests,
+executors); the other tables hold what DataHub has no field for and only the control plane
+uses (queues, execution leases, executor instances, tokens, full logs, what each run wrote).
+A database of schema 1 is converted on first start (controlplane/legacy_migration.py).
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Union
 
-MIGRATIONS: list[str] = [
-    """
+SCHEMA_1 = """
     CREATE TABLE pools (
         id TEXT PRIMARY KEY, description TEXT NOT NULL DEFAULT '', is_default INTEGER NOT NULL DEFAULT 0,
         queue_url TEXT NOT NULL, dlq_url TEXT NOT NULL, visibility_timeout_s INTEGER NOT NULL,
@@ -37,8 +42,56 @@ MIGRATIONS: list[str] = [
     CREATE TABLE tokens (
         id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, pools TEXT, description TEXT NOT NULL,
         created_at REAL NOT NULL);
-    """,
-]
+"""
+
+SCHEMA_2 = """
+    ALTER TABLE pools RENAME TO legacy_pools;
+    ALTER TABLE sources RENAME TO legacy_sources;
+    ALTER TABLE executions RENAME TO legacy_executions;
+    DROP INDEX executions_by_source;
+    DROP INDEX executions_by_status;
+    DROP TABLE executors;
+    ALTER TABLE tokens ADD COLUMN execution_id TEXT;
+    CREATE TABLE aspects (
+        urn TEXT NOT NULL, aspect TEXT NOT NULL, version INTEGER NOT NULL, entity_type TEXT NOT NULL,
+        metadata TEXT NOT NULL, system_metadata TEXT, created_on INTEGER NOT NULL, created_by TEXT,
+        PRIMARY KEY (urn, aspect, version)) WITHOUT ROWID;
+    CREATE INDEX aspects_latest_by_type ON aspects(entity_type, aspect, urn) WHERE version = 0;
+    CREATE TABLE timeseries_aspects (
+        urn TEXT NOT NULL, aspect TEXT NOT NULL, timestamp_ms INTEGER NOT NULL, entity_type TEXT NOT NULL,
+        metadata TEXT NOT NULL, system_metadata TEXT, created_on INTEGER NOT NULL,
+        PRIMARY KEY (urn, aspect, timestamp_ms)) WITHOUT ROWID;
+    CREATE TABLE run_writes (
+        run_id TEXT NOT NULL, urn TEXT NOT NULL, aspect TEXT NOT NULL, entity_type TEXT NOT NULL,
+        writes INTEGER NOT NULL, last_written INTEGER NOT NULL,
+        PRIMARY KEY (run_id, urn, aspect)) WITHOUT ROWID;
+    CREATE TABLE pool_queues (
+        pool_id TEXT PRIMARY KEY, ingestion_queue_url TEXT NOT NULL, ingestion_dlq_url TEXT NOT NULL,
+        monitors_queue_url TEXT NOT NULL, monitors_dlq_url TEXT NOT NULL,
+        visibility_timeout_s INTEGER NOT NULL, max_receive_count INTEGER NOT NULL);
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY, pool_id TEXT NOT NULL, task TEXT NOT NULL, source_urn TEXT, status TEXT NOT NULL,
+        reason TEXT, lease TEXT, lease_epoch INTEGER NOT NULL DEFAULT 0, executor_id TEXT, executor_instance TEXT,
+        receive_count INTEGER, created_at REAL NOT NULL, enqueued_at REAL, started_at REAL, finished_at REAL,
+        last_progress_at REAL, cancel_requested INTEGER NOT NULL DEFAULT 0, peak_memory_bytes INTEGER,
+        exit_code INTEGER, signal INTEGER, unlisted_heartbeats INTEGER NOT NULL DEFAULT 0, full_log BLOB);
+    CREATE INDEX executions_by_status ON executions(status);
+    CREATE INDEX executions_by_source ON executions(source_urn, created_at);
+    CREATE TABLE executor_instances (
+        executor_id TEXT PRIMARY KEY, pool_id TEXT NOT NULL, instance TEXT NOT NULL, state TEXT NOT NULL,
+        heartbeat_interval_s REAL NOT NULL, last_seen REAL NOT NULL, details TEXT NOT NULL);
+"""
+
+Migration = Union[str, Callable[[sqlite3.Connection], None]]
+
+
+def _convert_legacy(conn: sqlite3.Connection) -> None:
+    from .legacy_migration import convert
+
+    convert(conn)
+
+
+MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy]]
 
 
 class Store:
@@ -54,11 +107,15 @@ class Store:
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for number, steps in enumerate(MIGRATIONS[version:], start=version + 1):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in filter(str.strip, script.split(";")):
-                    self._conn.execute(statement)
+                for step in steps:
+                    if callable(step):
+                        step(self._conn)
+                        continue
+                    for statement in filter(str.strip, step.split(";")):
+                        self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version={number}")
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -80,6 +137,12 @@ class Store:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads that span several statements (no transaction, but the lock)."""
+        with self._lock:
+            yield self._conn
 
     def query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         with self._lock:

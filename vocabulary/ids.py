@@ -29,7 +29,7 @@ class InvalidId(ValueError):
 
 
 def _check(value: object, pattern: re.Pattern[str], rule: str, what: str) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):  # match() would take a trailing newline
         shown = repr(value)[:80]
         raise InvalidId(f"{what} {shown} is refused: {rule}")
     return value

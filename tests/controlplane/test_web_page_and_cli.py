@@ -1,5 +1,5 @@
-"""The web page in a real headless browser (Debian's chromium), and the admin CLI as an
-operator runs it."""
+"""The web page in a real headless browser (Debian's chromium, driven by Playwright: typing and
+clicking as an operator does), and the admin CLI as an operator runs it."""
 from __future__ import annotations
 
 import json
@@ -10,49 +10,117 @@ import sys
 from pathlib import Path
 
 import pytest
+from datahub.emitter.mcp import MetadataChangeProposalWrapper
+from datahub.emitter.rest_emitter import DatahubRestEmitter
+import datahub.metadata.schema_classes as model
 
-from .conftest import RECIPE, executor_api, heartbeat_body
+from .conftest import RECIPE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ADMIN = [str(Path(sys.executable).parent / "datahub-executor-admin")]
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
 
 
-def render(url: str, profile: Path, screenshot: Path | None = None) -> str:
+@pytest.fixture
+def browser():
     if CHROMIUM is None:
-        pytest.fail("chromium is not installed: bin/install-system-deps installs it")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--virtual-time-budget=8000"]
-    if screenshot is not None:
-        subprocess.run([CHROMIUM, *flags, f"--screenshot={screenshot}", "--window-size=1400,900", url],
-                       capture_output=True, timeout=120)
-    done = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    return done.stdout
+        pytest.fail("chromium is not installed: bin/install-system-deps --tests installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
-def test_the_page_shows_pools_executors_sources_and_executions_with_status(cp, tmp_path):
+def row_of(page, table: str, text: str):
+    return page.locator(f"#{table} tr", has_text=text).first
+
+
+def test_an_operator_creates_a_pool_assigns_a_source_runs_watches_and_cancels(cp, browser, executor_double, tmp_path):
     cp.create_pool("remote", default=True, description="VPC in eu-west-1")
-    cp.create_pool("empty")
-    call = executor_api(cp, cp.create_executor_token(["remote"]))
-    call("PUT", "/pools/remote/executors/exec-7", json=heartbeat_body(interval=30))
     source = cp.create_source("mysql-prod", RECIPE)
-    execution = cp.run_source(source["id"])
-    call("POST", f"/executions/{execution['id']}/claim", json={"executor_id": "exec-7"})
-    call("POST", f"/executions/{execution['id']}/progress", json={"executor_id": "exec-7", "log_tail": "ingesting table 42"})
-    dom = render(f"{cp.base_url}/#token={cp.admin_token}", tmp_path / "profile", tmp_path / "page.png")
-    assert "remote (default)" in dom
-    assert "exec-7" in dom and "host-1" in dom and "ingestion 0.25/1.0 (1 running)" in dom
-    assert "NO_ONLINE_EXECUTOR" in dom, "a pool with no online executor says so"
-    assert "mysql-prod" in dom
-    assert execution["id"] in dom and ">RUNNING<" in dom
-    assert cp.admin_token not in dom, "the token is taken from the address and not shown"
+    page = browser.new_page()
+    page.goto(f"{cp.base_url}/")
+    page.fill("#token", cp.admin_token)
+    page.click("#save")
+    page.wait_for_selector("#pools >> text=remote (default)")
+    page.reload()  # the token is remembered for the session: no second login
+    page.wait_for_selector("#pools >> text=remote (default)")
+    assert page.locator("#login").is_hidden()
+    assert cp.admin_token not in page.content()
+
+    page.fill("#pool-id", "eu-west")
+    page.fill("#pool-description", "second region")
+    page.click("#new-pool button[type=submit]")
+    page.wait_for_selector("#message >> text=pool eu-west created")
+    page.wait_for_selector("#pools >> text=second region")
+    assert "NO_ONLINE_EXECUTOR" in row_of(page, "pools", "eu-west").inner_text()
+    assert cp.cp.pools.get("eu-west")["description"] == "second region"
+
+    row_of(page, "sources", "mysql-prod").locator("select[name=pool]").select_option("eu-west")
+    page.wait_for_selector("#message >> text=now runs on pool eu-west")
+    assert cp.cp.sources.get(source["id"])["info"]["config"]["executorId"] == "eu-west"
+
+    executor = executor_double("eu-west", "exec-7", interval_s=30)
+    executor.heartbeat()
+    row_of(page, "sources", "mysql-prod").locator("button[name=run]").click()
+    page.wait_for_selector("#message >> text=requested")
+    (execution,) = cp.cp.executions.list()[1]
+    claimed = executor.claim(execution["id"])
+    executor.heartbeat(running=[execution["id"]])
+    executor.progress(claimed, "ingesting table 42")
+    page.wait_for_selector(f"#executions >> text={execution['id']}")
+    row = row_of(page, "executions", execution["id"])
+    page.wait_for_function("document.querySelector('#executions').innerText.includes('RUNNING')")
+    row.locator("text=log").click()
+    page.wait_for_selector("#log >> text=ingesting table 42")
+    assert "live" in page.inner_text("#logkind")
+    executor.progress(claimed, "ingesting table 42\ningesting table 43")
+    page.wait_for_selector("#log >> text=ingesting table 43", timeout=10_000)  # it follows the running task
+    page.wait_for_selector("#pools >> text=exec-7")
+    assert "ingestion 0.25/1.0 (1 running)" in page.inner_text("#pools")
+
+    row_of(page, "executions", execution["id"]).locator("button[name=cancel]").click()
+    page.wait_for_selector("#message >> text=cancel of")
+    assert executor.client.cancel_requested(execution["id"])
+    executor.finish(claimed, "CANCELLED", "CANCELLED")
+    page.wait_for_function("document.querySelector('#executions').innerText.includes('CANCELLED')")
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
 
-def test_without_a_token_the_page_asks_for_one(cp, tmp_path):
-    dom = render(f"{cp.base_url}/", tmp_path / "profile")
-    assert '<section id="login">' in dom, "the token form is shown (no longer hidden)"
-    assert '<div id="content" hidden="">' in dom
+def test_the_page_shows_what_a_run_wrote_with_each_aspects_json(cp, browser, executor_double):
+    cp.create_pool("remote", default=True)
+    source = cp.create_source("mock", RECIPE)
+    execution = cp.run_source(source["id"])
+    executor = executor_double("remote", "e1")
+    executor.heartbeat()
+    claimed = executor.claim(execution["id"])
+    run_emitter = DatahubRestEmitter(cp.gms_url, token=claimed.ingest_token)  # what the task's default sink does
+    urns = [f"urn:li:dataset:(urn:li:dataPlatform:hive,db.t{i},PROD)" for i in range(3)]
+    run_emitter.emit_mcps([MetadataChangeProposalWrapper(entityUrn=u, aspect=a) for u in urns
+                           for a in (model.StatusClass(removed=False), model.SubTypesClass(typeNames=["Table"]))])
+    executor.finish(claimed)
+    page = browser.new_page()
+    page.goto(f"{cp.base_url}/#token={cp.admin_token}")
+    page.wait_for_selector(f"#executions >> text={execution['id']}")
+    row_of(page, "executions", execution["id"]).locator("text=metadata").click()
+    page.wait_for_selector("#metasummary >> text=3 entities, 6 aspects")
+    row_of(page, "metadata", urns[1]).locator("a", has_text="subTypes").click()
+    page.wait_for_selector("#aspect >> text=typeNames")
+    assert json.loads(page.inner_text("#aspect").split("\n", 1)[1]) == {"com.linkedin.common.SubTypes": {"typeNames": ["Table"]}}
+    assert page.url.endswith("/"), "the #token= shortcut is removed from the address"
+
+
+def test_without_a_token_the_page_asks_for_one(cp, browser):
+    page = browser.new_page()
+    page.goto(f"{cp.base_url}/")
+    page.wait_for_selector("#login", state="visible")
+    assert page.locator("#content").is_hidden()
 
 
 def admin_cli(cp, *args: str) -> subprocess.CompletedProcess:
@@ -60,25 +128,71 @@ def admin_cli(cp, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*ADMIN, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_the_admin_cli_manages_pools_sources_executions_and_tokens(cp, tmp_path):
+def test_the_admin_cli_manages_pools_sources_executions_and_tokens(cp, tmp_path, executor_double):
     assert admin_cli(cp, "pools", "create", "remote", "--default", "--description", "main").returncode == 0
     pools = json.loads(admin_cli(cp, "--json", "pools", "list").stdout)
-    assert [p["id"] for p in pools] == ["remote"]
+    assert [(p["id"], p["is_default"], p["status"]) for p in pools] == [("remote", True, "NO_ONLINE_EXECUTOR")]
+    shown = json.loads(admin_cli(cp, "--json", "pools", "show", "remote").stdout)
+    assert shown["queue_arn"].startswith("arn:aws:sqs:") and shown["monitors_queue_url"].endswith("-monitors")
     recipe = tmp_path / "recipe.yml"
     recipe.write_text(RECIPE)
     created = json.loads(admin_cli(cp, "--json", "sources", "create", "pg", "--recipe-file", str(recipe),
                                    "--env", "EXECUTOR_TASK_WEIGHT=0.5").stdout)
-    assert created["pool_id"] == "remote" and created["extra_env"] == {"EXECUTOR_TASK_WEIGHT": "0.5"}
+    assert created["pool_id"] == "default" and created["extra_env"] == {"EXECUTOR_TASK_WEIGHT": "0.5"}
     execution = json.loads(admin_cli(cp, "--json", "sources", "run", "pg").stdout)
     table = admin_cli(cp, "executions", "list").stdout
     assert execution["id"] in table and "PENDING" in table
+    monitor = json.loads(admin_cli(cp, "--json", "sources", "run", "pg", "--task", "RUN_MONITOR").stdout)
+    assert monitor["task"] == "RUN_MONITOR" and monitor["pool_id"] == "remote"
     cancelled = json.loads(admin_cli(cp, "--json", "executions", "cancel", execution["id"]).stdout)
     assert cancelled["status"] == "CANCELLED"
+    executor = executor_double("remote", "exec-9")
+    executor.heartbeat()
+    listed = admin_cli(cp, "executors", "list").stdout  # no pool: every executor
+    assert "exec-9" in listed and "ONLINE" in listed
     token = json.loads(admin_cli(cp, "--json", "tokens", "create", "--pool", "remote").stdout)
     assert token["token"].startswith("dhx_") and token["pools"] == ["remote"]
-    listed = admin_cli(cp, "--json", "tokens", "list").stdout
-    assert token["token"] not in listed
+    assert token["token"] not in admin_cli(cp, "--json", "tokens", "list").stdout
     refused = admin_cli(cp, "pools", "delete", "remote")
     assert refused.returncode == 1 and "used by sources: pg" in refused.stderr
     unknown = admin_cli(cp, "executions", "show", "exe_nope")
     assert unknown.returncode == 1 and "404" in unknown.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (["sources", "create", "s", "--recipe-file", "RECIPE", "--env", "NAME"], "--env 'NAME' is not NAME=VALUE"),
+    (["sources", "create", "s", "--recipe-file", "LATIN1"], "is not UTF-8 text"),
+    (["sources", "frobnicate"], "invalid choice"),
+    (["pools", "queues", "p", "--visibility-timeout", "soon"], "invalid int value"),
+])
+def test_bad_arguments_get_one_line_and_exit_code_2(cp, tmp_path, args, says):
+    (tmp_path / "RECIPE").write_text(RECIPE)
+    (tmp_path / "LATIN1").write_bytes("source: {type: caf\xe9}\n".encode("latin-1"))
+    args = [str(tmp_path / a) if a in ("RECIPE", "LATIN1") else a for a in args]
+    done = admin_cli(cp, *args)
+    assert done.returncode == 2 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_takes_its_state_dir_after_the_word_serve(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([*ADMIN, "serve", "--state-dir", str(tmp_path / "cp"), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = server.stdout.readline()
+        assert f"127.0.0.1:{port}" in line and str(tmp_path / "cp") in line, line
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "cp" / "admin-token").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        listed = subprocess.run([*ADMIN, "--state-dir", str(tmp_path / "cp"), "--json", "pools", "list"],
+                                capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    finally:
+        server.terminate()
+        server.wait(30)

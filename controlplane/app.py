@@ -1,0 +1,63 @@
+"""The control plane's HTTP application: DataHub's Rest.li and GraphQL endpoints, our own
+executor and admin endpoints, the web page, behind the guard that authenticates and limits
+bodies before anything is read (http_guard.py).
+
+Errors answer in Rest.li's shape, which DataHub's clients parse, with an "error" field our own
+clients read: 400 invalid input (with the field and the problem), 401, 403, 404, 409 (a state
+that forbids it, a stale lease), 413, 503.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+
+from . import admin_api, executor_api, gms_api, graphql_api
+from .errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
+from .http_guard import BodyTooLarge, Guard
+from .metadata.registry import MetadataInvalid
+from .service import ControlPlane
+
+WEB = Path(__file__).parent / "web"
+STATUS = ((Invalid, 400), (MetadataInvalid, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404),
+          (Conflict, 409), (BodyTooLarge, 413), (Unavailable, 503))
+
+
+def error_body(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"exceptionClass": "com.linkedin.restli.server.RestLiServiceException", "message": message,
+                         "status": status, "error": message}, status_code=status)
+
+
+def create_app(cp: ControlPlane, *, cli_version: str | None = None) -> Guard:
+    app = FastAPI(title="datahub-executor control plane", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
+        return error_body(400, "; ".join(problems) or "invalid request")
+
+    for error, code in STATUS:
+        def handler(_: Request, exc: Exception, code: int = code) -> JSONResponse:
+            return error_body(code, str(exc))
+        app.add_exception_handler(error, handler)
+
+    app.include_router(gms_api.create_router(cp, cli_version=cli_version))
+    app.include_router(graphql_api.create_router(cp))
+    app.include_router(executor_api.create_router(cp))
+    app.include_router(admin_api.create_router(cp))
+
+    @app.get("/")
+    def web_page() -> FileResponse:
+        return FileResponse(WEB / "index.html", media_type="text/html")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"ok": True}
+
+    @app.api_route("/gms/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def not_implemented(rest: str) -> JSONResponse:
+        return error_body(404, f"/gms/{rest[:100]} is not a resource this server implements")
+
+    return Guard(app, cp.tokens)

@@ -1,0 +1,26 @@
+"""The control plane's refusals, each mapped to one HTTP status by the API layers."""
+from __future__ import annotations
+
+
+class Invalid(ValueError):
+    """400: the request is wrong; the message says what."""
+
+
+class Unauthorized(Exception):
+    """401."""
+
+
+class Forbidden(Exception):
+    """403."""
+
+
+class NotFound(LookupError):
+    """404."""
+
+
+class Conflict(Exception):
+    """409: the request is fine but the state forbids it (a stale lease, a final status)."""
+
+
+class Unavailable(Exception):
+    """503: a dependency (the queue service) is down; retry later."""

@@ -1,0 +1,306 @@
+"""Execution requests: created from a source (or a recipe, for a connection test), sent to their
+pool's queue, claimed, reported on and ended by executors, through lifecycle.py.
+
+Sending is an outbox: an execution is committed PENDING with no `enqueued_at`, then sent; a
+send that fails (the queue service down) is retried by the sweeper every few seconds, so an
+execution is never lost between the database and the queue, and a queue outage never fails
+the request that created it.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from typing import Any
+
+from loguru import logger
+
+from vocabulary import ids, message, statuses as S
+from vocabulary.results import executor_details
+from vocabulary.tasks import TASKS, RUN_INGEST, TEST_CONNECTION
+
+from . import entities as E
+from . import lifecycle
+from .errors import Conflict, Forbidden, Invalid, NotFound
+from .liveness import OFFLINE, liveness
+from .metadata import aspect_store
+from .pools import Pools
+from .queues import Queues
+from .sources import extra_args, parse_recipe
+from .store import Store
+from .tokens import EXECUTOR, Identity
+
+FULL_LOG_CAP = 8 << 20
+REQUEST_SOURCE_MANUAL = "MANUAL_INGESTION_SOURCE"
+REQUEST_SOURCE_TEST = "TEST_CONNECTION"
+
+
+class Executions:
+    def __init__(self, store: Store, pools: Pools, queues: Queues, ctx: lifecycle.Context) -> None:
+        self.store = store
+        self.pools = pools
+        self.queues = queues
+        self.ctx = ctx
+
+    # creation ----------------------------------------------------------------------------------
+    @staticmethod
+    def new_id() -> str:
+        return str(uuid.uuid4())
+
+    def input_for_source(self, source: dict[str, Any], task: str, actor: str | None) -> dict[str, Any]:
+        value = input_for_source(source, task, actor)
+        value["executorId"] = self.pools.resolve(value["executorId"])
+        return value
+
+    def input_for_recipe(self, recipe: str, version: str | None, pool_id: str | None, actor: str | None) -> dict[str, Any]:
+        """A connection test of a recipe that belongs to no source (createTestConnectionRequest)."""
+        parse_recipe(recipe)
+        value: dict[str, Any] = {"task": TEST_CONNECTION, "args": {"recipe": recipe, "version": version or ""},
+                                 "executorId": self.pools.resolve(pool_id), "source": {"type": REQUEST_SOURCE_TEST},
+                                 "requestedAt": aspect_store.now_ms()}
+        if actor:
+            value["actorUrn"] = actor
+        return value
+
+    def on_input(self, tx: sqlite3.Connection, execution_id: str, value: dict[str, Any]) -> dict[str, Any] | None:
+        """An execution request's input was written: a new execution, whose input is returned
+        with `executorId` naming the pool it routes to (`default` resolved); or None for the
+        same input again. Its input never changes once written."""
+        try:
+            ids.execution_id(execution_id)
+        except ids.InvalidId as exc:
+            raise Invalid(str(exc)) from None
+        pool_id = self.pools.resolve(value.get("executorId"))
+        routed = {**value, "executorId": pool_id}
+        existing = aspect_store.get(tx, E.execution_urn(execution_id), E.EXECUTION_INPUT)
+        if existing is not None:
+            if existing.value in (value, routed):
+                return None
+            raise Conflict(f"execution request {execution_id} exists; its input cannot change")
+        if value["task"] not in TASKS:
+            raise Invalid(f"task {value['task']!r} is not one of {', '.join(sorted(TASKS))}")
+        if value["task"] in (RUN_INGEST, TEST_CONNECTION):
+            parse_recipe(value.get("args", {}).get("recipe"))
+        source = value.get("source", {}).get("ingestionSource")
+        lifecycle.create(tx, execution_id=execution_id, pool_id=pool_id, task=value["task"], source_urn=source)
+        return routed
+
+    # the queue outbox --------------------------------------------------------------------------
+    def send_pending(self) -> int:
+        """Send every PENDING execution that is not in its queue yet; returns how many were sent."""
+        sent = 0
+        for row in self.store.query("SELECT id, pool_id, task, created_at FROM executions "
+                                    "WHERE status=? AND enqueued_at IS NULL ORDER BY created_at", (S.PENDING,)):
+            with self.store.transaction() as tx:
+                taken = tx.execute("UPDATE executions SET enqueued_at=? WHERE id=? AND status=? AND enqueued_at IS NULL",
+                                   (time.time(), row["id"], S.PENDING)).rowcount
+            if not taken:
+                continue
+            try:
+                self.queues.send_text(self.pools.queue_for(row["pool_id"], row["task"]),
+                                      message.encode(row["id"], row["task"], row["pool_id"], int(row["created_at"] * 1000)))
+                sent += 1
+            except Exception as exc:  # botocore: endpoint down, throttling; the sweeper tries again
+                logger.warning("execution {} not sent to its queue ({}); retrying", row["id"], type(exc).__name__)
+                with self.store.transaction() as tx:
+                    tx.execute("UPDATE executions SET enqueued_at=NULL WHERE id=? AND status=?", (row["id"], S.PENDING))
+        return sent
+
+    def forget_queued(self) -> int:
+        """The embedded queue server lost its messages (a restart): every PENDING execution must
+        be sent again."""
+        with self.store.transaction() as tx:
+            return tx.execute("UPDATE executions SET enqueued_at=NULL WHERE status=?", (S.PENDING,)).rowcount
+
+    # executors' side ---------------------------------------------------------------------------
+    def claim(self, execution_id: str, *, executor_id: str, instance: str, pool_id: str, receive_count: int | None,
+              identity: Identity) -> dict[str, Any]:
+        """Claim for one executor process: the lease, the task and its arguments, the pool, and
+        the run's ingest token. 409 when the execution is not this executor's to run."""
+        if identity.kind != EXECUTOR and not identity.is_admin:
+            raise Forbidden("claims need an executor token")
+        identity.require_pool(pool_id)
+        with self.store.transaction() as tx:
+            applied = lifecycle.apply(tx, execution_id, lifecycle.Claim(executor_id, instance, pool_id, receive_count), self.ctx)
+            inputs = aspect_store.get(tx, E.execution_urn(execution_id), E.EXECUTION_INPUT)
+        if applied.outcome == "duplicate":
+            raise Conflict(f"execution {execution_id} is a DUPLICATE: its source is already running in "
+                           f"{applied.extra['running']}")
+        value = inputs.value if inputs else {}
+        return {"execution_id": execution_id, "lease": applied.lease, "lease_epoch": applied.execution["lease_epoch"],
+                "task": applied.execution["task"], "pool_id": applied.execution["pool_id"],
+                "args": value.get("args", {}), "ingest_token": applied.ingest_token}
+
+    def on_result(self, tx: sqlite3.Connection, execution_id: str, value: dict[str, Any], lease: str | None,
+                  identity: Identity) -> lifecycle.Applied:
+        """An executor wrote dataHubExecutionRequestResult: progress (RUNNING) or the end."""
+        if lease is None:
+            raise Forbidden("dataHubExecutionRequestResult is written by the executor that holds the execution's lease "
+                            "(MCP header X-DataHub-Execution-Lease)")
+        row = tx.execute("SELECT pool_id FROM executions WHERE id=?", (execution_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"execution {execution_id} not found")
+        identity.require_pool(row[0])
+        details = executor_details(value)
+        if value.get("status") == S.RUNNING:
+            event: lifecycle.Event = lifecycle.Progress(lease, value, _int(details.get("peakMemoryBytes")))
+        else:
+            event = lifecycle.Finish(lease, value, reason=_reason(details.get("reason")),
+                                     exit_code=_int(details.get("exitCode")), signal=_int(details.get("signal")),
+                                     peak_memory_bytes=_int(details.get("peakMemoryBytes")))
+        return lifecycle.apply(tx, execution_id, event, self.ctx)
+
+    def release(self, execution_id: str, lease: str, why: str, identity: Identity) -> dict[str, Any]:
+        """Work an executor claimed but will not run (it is stopping): queued again at once."""
+        with self.store.transaction() as tx:
+            self._require_pool_of(tx, execution_id, identity)
+            applied = lifecycle.apply(tx, execution_id, lifecycle.Release(lease, why[:200]), self.ctx)
+        self.send_pending()
+        return {"execution_id": execution_id, "status": applied.execution["status"]}
+
+    def on_signal(self, tx: sqlite3.Connection, execution_id: str, value: dict[str, Any]) -> lifecycle.Applied | None:
+        if value.get("signal") != "KILL":
+            return None
+        return lifecycle.apply(tx, execution_id, lifecycle.Cancel(), self.ctx)
+
+    def store_log(self, execution_id: str, lease: str | None, data: bytes, identity: Identity) -> dict[str, Any]:
+        if len(data) > FULL_LOG_CAP:
+            half = FULL_LOG_CAP // 2
+            data = data[:half] + b"\n[... log truncated by the control plane ...]\n" + data[-half:]
+        with self.store.transaction() as tx:
+            row = self._require_pool_of(tx, execution_id, identity)
+            if lease != row["lease"]:
+                raise Conflict(f"stale lease for execution {execution_id}: its log belongs to the run that holds it")
+            tx.execute("UPDATE executions SET full_log=? WHERE id=?", (data, execution_id))
+        return {"ok": True, "bytes": len(data)}
+
+    def _require_pool_of(self, tx: sqlite3.Connection, execution_id: str, identity: Identity) -> dict[str, Any]:
+        cursor = tx.execute("SELECT pool_id, lease FROM executions WHERE id=?", (execution_id,))
+        row = cursor.fetchone()
+        if row is None:
+            raise NotFound(f"execution {execution_id} not found")
+        identity.require_pool(row[0])
+        return {"pool_id": row[0], "lease": row[1]}
+
+    # sweeps ------------------------------------------------------------------------------------
+    def abort_lost(self, now: float | None = None) -> list[str]:
+        """RUNNING executions whose executor went OFFLINE end ABORTED (EXECUTOR_LOST)."""
+        now = now or time.time()
+        lost = []
+        for row in self.store.query("SELECT e.id, i.instance, i.heartbeat_interval_s, i.last_seen, i.state, "
+                                    "e.executor_instance FROM executions e LEFT JOIN executor_instances i "
+                                    "ON i.executor_id = e.executor_id WHERE e.status=?", (S.RUNNING,)):
+            gone = row["instance"] is None or liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"],
+                                                       self.ctx.started_at) == OFFLINE
+            if not gone:
+                continue
+            with self.store.transaction() as tx:
+                try:
+                    lifecycle.apply(tx, row["id"], lifecycle.Lost(), self.ctx, now=now)
+                except Conflict:
+                    continue  # it ended meanwhile
+            lost.append(row["id"])
+        return lost
+
+    def reconcile(self, tx: sqlite3.Connection, executor_id: str, instance: str, listed: set[str], *,
+                  final: bool = False) -> list[str]:
+        """What an executor says it runs against what we think it runs: an execution it holds
+        but did not list in two heartbeats in a row is queued again (a claim whose answer was
+        lost, a task that never started). A FINAL list (its last heartbeat, STOPPED) is the
+        truth at once: what it did not list never ran, and is queued again now."""
+        requeued = []
+        held = tx.execute("SELECT id, unlisted_heartbeats FROM executions WHERE status=? AND executor_id=? "
+                          "AND executor_instance=?", (S.RUNNING, executor_id, instance)).fetchall()
+        for execution_id, unlisted in held:
+            if execution_id in listed:
+                if unlisted:
+                    tx.execute("UPDATE executions SET unlisted_heartbeats=0 WHERE id=?", (execution_id,))
+                continue
+            if final or unlisted + 1 >= lifecycle.UNLISTED_HEARTBEATS_TO_REQUEUE:
+                lifecycle.apply(tx, execution_id, lifecycle.Requeue(
+                    f"executor {executor_id} holds it but did not list it in {unlisted + 1} heartbeats"), self.ctx)
+                requeued.append(execution_id)
+            else:
+                tx.execute("UPDATE executions SET unlisted_heartbeats=? WHERE id=?", (unlisted + 1, execution_id))
+        return requeued
+
+    def requeue_held(self, tx: sqlite3.Connection, executor_id: str, instance: str, why: str) -> list[str]:
+        held = tx.execute("SELECT id FROM executions WHERE status=? AND executor_id=? AND executor_instance=?",
+                          (S.RUNNING, executor_id, instance)).fetchall()
+        for (execution_id,) in held:
+            lifecycle.apply(tx, execution_id, lifecycle.Requeue(why), self.ctx)
+        return [row[0] for row in held]
+
+    # views -------------------------------------------------------------------------------------
+    def view(self, execution_id: str, *, with_log: bool = False) -> dict[str, Any]:
+        with self.store.read() as db:
+            cursor = db.execute("SELECT * FROM executions WHERE id=?", (execution_id,))
+            found = cursor.fetchone()
+            if found is None:
+                raise NotFound(f"execution {execution_id} not found")
+            row = dict(zip([d[0] for d in cursor.description], found))
+            aspects = aspect_store.latest(db, E.execution_urn(execution_id), (E.EXECUTION_INPUT, E.EXECUTION_RESULT))
+        full_log = row.pop("full_log")
+        row.pop("lease", None)
+        row["urn"] = E.execution_urn(execution_id)
+        row["cancel_requested"] = bool(row["cancel_requested"])
+        row["input"] = aspects[E.EXECUTION_INPUT].value if E.EXECUTION_INPUT in aspects else None
+        row["result"] = aspects[E.EXECUTION_RESULT].value if E.EXECUTION_RESULT in aspects else None
+        row["has_full_log"] = full_log is not None
+        if with_log:
+            tail = (row["result"] or {}).get("report") or ""
+            row["log"] = full_log.decode("utf-8", "replace") if full_log is not None else tail
+        return row
+
+    def list(self, *, source_urn: str | None = None, status: str | None = None, pool_id: str | None = None,
+             executor_id: str | None = None, start: int = 0, count: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        where, params = ["1=1"], []
+        for column, value in (("source_urn", source_urn), ("status", status), ("pool_id", pool_id),
+                              ("executor_id", executor_id)):
+            if value:
+                where.append(f"{column}=?")
+                params.append(value)
+        clause = " AND ".join(where)
+        total = self.store.one(f"SELECT COUNT(*) AS n FROM executions WHERE {clause}", tuple(params))["n"]
+        rows = self.store.query(f"SELECT id FROM executions WHERE {clause} ORDER BY created_at DESC, id DESC "
+                                "LIMIT ? OFFSET ?", (*params, max(0, min(count, 1000)), max(0, start)))
+        return total, [self.view(r["id"]) for r in rows]
+
+    def run_summary(self, run_id: str) -> dict[str, Any]:
+        """What a run wrote: entities and aspects (from the writes its ingest token made)."""
+        rows = self.store.query("SELECT urn, entity_type, aspect, writes FROM run_writes WHERE run_id=? ORDER BY urn, aspect",
+                                (run_id,))
+        entities: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            entity = entities.setdefault(row["urn"], {"urn": row["urn"], "type": row["entity_type"], "aspects": []})
+            entity["aspects"].append(row["aspect"])
+        return {"run_id": run_id, "entities": len(entities), "aspects": len(rows),
+                "writes": sum(r["writes"] for r in rows), "entity_list": list(entities.values())}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _reason(value: Any) -> str | None:
+    if isinstance(value, str) and value in S.REASONS:
+        return value
+    return None
+
+
+def input_for_source(source: dict[str, Any], task: str, actor: str | None = None) -> dict[str, Any]:
+    """DataHub's dataHubExecutionRequestInput for a run of SOURCE (an ingestion source's urn and
+    info), as DataHub's resolver writes it: the recipe, version and debug mode of the source, its
+    extraArgs as further arguments, routed by the source's executorId."""
+    if task not in TASKS:
+        raise Invalid(f"task must be one of {', '.join(sorted(TASKS))}")
+    info = source["info"]
+    config = info.get("config", {})
+    arguments = {"recipe": config["recipe"], "version": config.get("version") or "",
+                 "debug_mode": "true" if config.get("debugMode") else "false", **extra_args(info)}
+    value: dict[str, Any] = {"task": task, "args": arguments, "executorId": config.get("executorId") or E.DEFAULT_EXECUTOR_ID,
+                             "source": {"type": REQUEST_SOURCE_MANUAL, "ingestionSource": source["urn"]},
+                             "requestedAt": aspect_store.now_ms()}
+    if actor:
+        value["actorUrn"] = actor
+    return value

@@ -1,0 +1,72 @@
+"""The operations DataHub has none for, under /gms/executor/v1 (docs/protocol.md):
+
+    POST /executions/{id}/claim     take an execution: its lease, task, arguments and ingest token
+    POST /executions/{id}/release   give a claimed, unstarted execution back (queued again at once)
+    PUT  /executions/{id}/log       the full task log at the end
+
+Release and log carry the claim's lease in the X-DataHub-Execution-Lease header; a stale lease
+is refused with 409. Everything else an executor does goes through DataHub's own endpoints
+(gms_api.py): heartbeats and results are aspects it ingests, cancellation a signal aspect it reads.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+
+from vocabulary import ids
+
+from .errors import Invalid
+from vocabulary.results import LEASE_HEADER
+from .json_input import loads
+from .service import ControlPlane
+
+PREFIX = "/gms/executor/v1"
+
+
+def _execution_id(value: str) -> str:
+    try:
+        return ids.execution_id(value)
+    except ids.InvalidId as exc:
+        raise Invalid(str(exc)) from None
+
+
+def create_router(cp: ControlPlane) -> APIRouter:
+    router = APIRouter(prefix=PREFIX)
+
+    @router.post("/executions/{execution_id}/claim")
+    async def claim(execution_id: str, request: Request) -> dict[str, Any]:
+        body = loads(await request.body() or b"{}")
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object")
+        try:
+            executor_id = ids.executor_id(body.get("executor_id"))
+            pool_id = ids.pool_id(body.get("pool_id"))
+        except ids.InvalidId as exc:
+            raise Invalid(str(exc)) from None
+        instance = body.get("instance_id")
+        if not isinstance(instance, str) or not 1 <= len(instance) <= 64:
+            raise Invalid("instance_id (1-64 characters) is required")
+        receive_count = body.get("receive_count")
+        if receive_count is not None and (isinstance(receive_count, bool) or not isinstance(receive_count, int)):
+            raise Invalid("receive_count must be a whole number")
+        return cp.executions.claim(_execution_id(execution_id), executor_id=executor_id, instance=instance,
+                                   pool_id=pool_id, receive_count=receive_count, identity=request.state.identity)
+
+    @router.post("/executions/{execution_id}/release")
+    async def release(execution_id: str, request: Request,
+                      lease: str | None = Header(default=None, alias=LEASE_HEADER)) -> dict[str, Any]:
+        body = loads(await request.body() or b"{}")
+        why = body.get("why") if isinstance(body, dict) else None
+        if lease is None:
+            raise Invalid(f"the {LEASE_HEADER} header is required")
+        return cp.executions.release(_execution_id(execution_id), lease, str(why or "released by its executor"),
+                                     request.state.identity)
+
+    @router.put("/executions/{execution_id}/log")
+    async def upload_log(execution_id: str, request: Request,
+                         lease: str | None = Header(default=None, alias=LEASE_HEADER)) -> dict[str, Any]:
+        data = await request.body()
+        return cp.executions.store_log(_execution_id(execution_id), lease, data, request.state.identity)
+
+    return router

@@ -1,0 +1,133 @@
+"""Executors: one `dataHubRemoteExecutor` entity per executor process, its heartbeat the
+`dataHubRemoteExecutorStatus` aspect it writes through DataHub's ingest endpoint.
+
+What DataHub has no field for travels in the aspect's system metadata properties, as strings:
+instanceId (random per process start), heartbeatIntervalSeconds, state, startedAt,
+runningExecutions (JSON list), capacity, sandbox and health (JSON objects). The control plane
+keeps, per executor id, the process that speaks for it (table executor_instances): a second
+process heartbeating with the same id while the first is online is refused (409), so two
+processes can never share one id's claims. Each heartbeat's list of running executions is
+reconciled against the executions this process holds (executions.reconcile).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+from . import entities as E
+from .errors import Conflict, Forbidden, Invalid
+from .executions import Executions
+from .liveness import OFFLINE, ONLINE, liveness
+from .metadata import aspect_store
+from .store import Store
+from .tokens import EXECUTOR, Identity
+
+STATES = ("STARTING", "ACTIVE", "DRAINING", "STOPPED")
+DEFAULT_INTERVAL_S = 30.0
+
+
+def _json_property(properties: dict[str, str], name: str, default: Any) -> Any:
+    raw = properties.get(name)
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise Invalid(f"systemMetadata.properties.{name} is not JSON") from None
+
+
+class Executors:
+    def __init__(self, store: Store, executions: Executions, started_at: float) -> None:
+        self.store = store
+        self.executions = executions
+        self.started_at = started_at
+
+    def on_status(self, tx: sqlite3.Connection, executor_id: str, status: dict[str, Any],
+                  system_metadata: dict[str, Any] | None, identity: Identity, now: float | None = None) -> dict[str, Any]:
+        """A heartbeat. Returns the status to store (executorExpired reset) and what was queued again."""
+        now = now or time.time()
+        if identity.kind != EXECUTOR and not identity.is_admin:
+            raise Forbidden("executor status is written by executors")
+        pool_id = status["executorPoolId"]
+        identity.require_pool(pool_id)
+        if tx.execute("SELECT 1 FROM pool_queues WHERE pool_id=?", (pool_id,)).fetchone() is None:
+            raise Invalid(f"executorPoolId {pool_id!r} names no pool")
+        properties = dict((system_metadata or {}).get("properties") or {})
+        instance = properties.get("instanceId") or "-"
+        try:
+            interval = float(properties.get("heartbeatIntervalSeconds") or DEFAULT_INTERVAL_S)
+        except ValueError:
+            raise Invalid("systemMetadata.properties.heartbeatIntervalSeconds is not a number") from None
+        if not 0 < interval <= 3600:
+            raise Invalid("heartbeatIntervalSeconds must be in (0, 3600]")
+        state = properties.get("state") or ("STOPPED" if status.get("executorStopped") else "ACTIVE")
+        if state not in STATES:
+            raise Invalid(f"state must be one of {', '.join(STATES)}")
+        running = _json_property(properties, "runningExecutions", None)
+        if running is not None and (not isinstance(running, list) or not all(isinstance(r, str) for r in running)):
+            raise Invalid("runningExecutions must be a JSON list of execution ids")
+        current = tx.execute("SELECT pool_id, instance, heartbeat_interval_s, last_seen, state FROM executor_instances "
+                             "WHERE executor_id=?", (executor_id,)).fetchone()
+        if current is not None and current[1] != instance:
+            if liveness(current[3], current[2], now, current[4], self.started_at) == ONLINE:
+                raise Conflict(f"executor id {executor_id} is in use by another executor process that is still "
+                               "running; give each executor its own DATAHUB_EXECUTOR_ID (the default, the host name "
+                               "with a random suffix, is unique)")
+        if current is not None and current[0] != pool_id:
+            identity.require_pool(current[0])
+        details = {"capacity": _json_property(properties, "capacity", {}), "sandbox": _json_property(properties, "sandbox", {}),
+                   "health": _json_property(properties, "health", {}), "running_executions": running or [],
+                   "started_at": properties.get("startedAt")}
+        tx.execute("INSERT INTO executor_instances VALUES (?,?,?,?,?,?,?) ON CONFLICT(executor_id) DO UPDATE SET "
+                   "pool_id=excluded.pool_id, instance=excluded.instance, state=excluded.state, "
+                   "heartbeat_interval_s=excluded.heartbeat_interval_s, last_seen=excluded.last_seen, details=excluded.details",
+                   (executor_id, pool_id, instance, state, interval, now, json.dumps(details)))
+        requeued = []
+        if current is not None and current[1] != instance:
+            # A new process took over this id (a restart under a fixed id): what the old one held
+            # is not running any more (the new process swept its task cgroups), so it runs again.
+            requeued += self.executions.requeue_held(tx, executor_id, current[1],
+                                                     f"executor {executor_id} restarted (a new process has its id)")
+        if running is not None:
+            requeued += self.executions.reconcile(tx, executor_id, instance, set(running), final=state == "STOPPED")
+        return {"status": {**status, "executorExpired": False}, "requeued": requeued}
+
+    def expire_offline(self, now: float | None = None) -> list[str]:
+        """Mark newly OFFLINE executors executorExpired, as DataHub Cloud does."""
+        now = now or time.time()
+        expired = []
+        for row in self.store.query("SELECT * FROM executor_instances"):
+            if liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"], self.started_at) != OFFLINE:
+                continue
+            with self.store.transaction() as tx:
+                stored = aspect_store.get(tx, E.executor_urn(row["executor_id"]), E.EXECUTOR_STATUS)
+                if stored is None or stored.value.get("executorExpired"):
+                    continue
+                aspect_store.put(tx, urn=stored.urn, entity_type=E.EXECUTOR, aspect=E.EXECUTOR_STATUS,
+                                 value={**stored.value, "executorExpired": True}, system_metadata=stored.system_metadata)
+            expired.append(row["executor_id"])
+        return expired
+
+    def list(self, pool_id: str | None = None, now: float | None = None) -> list[dict[str, Any]]:
+        now = now or time.time()
+        sql, params = "SELECT * FROM executor_instances", ()
+        if pool_id:
+            sql, params = sql + " WHERE pool_id=?", (pool_id,)
+        views = []
+        for row in self.store.query(sql + " ORDER BY executor_id", params):
+            with self.store.read() as db:
+                stored = aspect_store.get(db, E.executor_urn(row["executor_id"]), E.EXECUTOR_STATUS)
+            views.append(self._view(row, stored.value if stored else {}, now))
+        return views
+
+    def _view(self, row: dict[str, Any], status: dict[str, Any], now: float) -> dict[str, Any]:
+        details = json.loads(row["details"])
+        return {"executor_id": row["executor_id"], "urn": E.executor_urn(row["executor_id"]), "pool_id": row["pool_id"],
+                "status": liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"], self.started_at),
+                "state": row["state"], "hostname": status.get("executorHostname"),
+                "address": status.get("executorAddress"), "version": status.get("executorReleaseVersion"),
+                "uptime_s": status.get("executorUptime"), "reported_at": status.get("reportedAt"),
+                "heartbeat_interval_s": row["heartbeat_interval_s"], "last_seen_s_ago": round(now - row["last_seen"], 1),
+                **details}

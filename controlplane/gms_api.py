@@ -1,0 +1,211 @@
+"""DataHub GMS's Rest.li endpoints, as far as remote execution and `datahub ingest` need them.
+
+    GET  /gms/config                                      server configuration (public)
+    POST /gms/aspects?action=ingestProposal               one MetadataChangeProposal
+    POST /gms/aspects?action=ingestProposalBatch          several, all or nothing
+    GET  /gms/aspects/{urn}?aspect=NAME&version=N         one aspect (0: the latest)
+    GET  /gms/entitiesV2/{urn}?aspects=List(...)          an entity's latest aspects
+    GET  /gms/entitiesV2?ids=List(...)&aspects=List(...)  several entities
+    POST /gms/entities?action=delete                      hard delete of an entity
+    POST /gms/runs?action=list | describe                 ingestion runs and what each wrote
+
+Errors have Rest.li's shape ({"exceptionClass", "message", "status"}), which DataHub's client
+turns into its OperationalError; what is not implemented answers 404 (an unknown resource or
+action) as GMS does, never a silent 200.
+"""
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from . import entities as E
+from .errors import Forbidden, Invalid, NotFound
+from .json_input import loads
+from .metadata import aspect_store
+from .service import ControlPlane
+from .tokens import ADMIN, EXECUTOR, INGEST, Identity
+
+# The newest DataHub release whose clients ingest through Rest.li by default: from 1.0.1 on,
+# DataHub's SDK switches to the OpenAPI v3 endpoints, which this server does not implement.
+SPOKEN_DATAHUB_VERSION = "v1.0.0"
+
+
+def restli_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"exceptionClass": "com.linkedin.restli.server.RestLiServiceException", "message": message,
+                         "status": status, "stackTrace": ""}, status_code=status)
+
+
+def identity_of(request: Request) -> Identity:
+    return request.state.identity
+
+
+def parse_restli_list(raw_query: str, name: str) -> list[str] | None:
+    """NAME=List(a,b,c) from a raw query string; items are percent-decoded after splitting, so an
+    encoded ',' inside a urn stays inside its item."""
+    for part in raw_query.split("&"):
+        key, _, value = part.partition("=")
+        if key != name:
+            continue
+        if not (value.startswith("List(") and value.endswith(")")):
+            raise Invalid(f"{name} must be List(...)")
+        inner = value[5:-1]
+        return [urllib.parse.unquote(item) for item in inner.split(",") if item]
+    return None
+
+
+def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRouter:
+    router = APIRouter()
+
+    def can_read(identity: Identity, urn: str, entity_type: str) -> None:
+        if identity.kind == ADMIN:
+            return
+        if identity.kind == INGEST:
+            if entity_type in E.CONTROL_PLANE_ENTITIES:
+                raise Forbidden(f"a run's ingest token may not read {entity_type} entities")
+            return
+        if identity.kind == EXECUTOR:
+            if entity_type == E.POOL:
+                identity.require_pool(E.key_of(urn, E.POOL))
+                return
+            if entity_type == E.EXECUTION:
+                row = cp.store.one("SELECT pool_id FROM executions WHERE id=?", (E.key_of(urn, E.EXECUTION),))
+                if row is None:
+                    raise NotFound(f"{urn} not found")
+                identity.require_pool(row["pool_id"])
+                return
+            if entity_type in (E.EXECUTOR, E.GLOBAL_CONFIG):
+                return
+        raise Forbidden(f"this token may not read {entity_type} entities")
+
+    @router.get("/gms/config")
+    def config() -> dict[str, Any]:
+        return {"noCode": "true", "statefulIngestionCapable": False, "patchCapable": False,
+                "supportsImpactAnalysis": False, "timeZone": "GMT",
+                "versions": {"acryldata/datahub": {"version": SPOKEN_DATAHUB_VERSION, "commit": "dhx-control-plane"}},
+                "datahub": {"serverType": "dhx-control-plane", "serverEnv": "core"},
+                "managedIngestion": {"enabled": True, "defaultCliVersion": cli_version or ""},
+                "telemetry": {"enabledCli": False, "enabledIngestion": False}}
+
+    @router.post("/gms/aspects")
+    async def aspects_action(request: Request, action: str = "") -> Any:
+        body = loads(await request.body() or b"{}")
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object")
+        identity = identity_of(request)
+        if action == "ingestProposal":
+            urns = cp.ingest.ingest([body.get("proposal")], identity)
+            return {"value": urns[0]}
+        if action == "ingestProposalBatch":
+            proposals = body.get("proposals")
+            if not isinstance(proposals, list):
+                raise Invalid("proposals must be a list")
+            return {"value": cp.ingest.ingest(proposals, identity)}
+        return restli_error(404, f"action {action[:60]!r} of resource aspects is not implemented by this server")
+
+    @router.get("/gms/aspects/{urn:path}")
+    def get_aspect(urn: str, request: Request, aspect: str = "", version: int = 0) -> Any:
+        parsed = cp.registry.parse_urn(urn)
+        spec = cp.registry.aspect(parsed.entity_type, aspect)
+        can_read(identity_of(request), urn, parsed.entity_type)
+        if spec.timeseries:
+            raise Invalid(f"{aspect} is a timeseries aspect; it is not read by version")
+        entity = cp.registry.entity(parsed.entity_type)
+        with cp.store.read() as db:
+            if aspect == entity.key_aspect:
+                found = aspect_store.exists(db, str(parsed))
+                value = cp.registry.key_value(parsed) if found else None
+            else:
+                stored = aspect_store.get(db, str(parsed), aspect, version)
+                value = stored.value if stored else None
+        if value is None:
+            return restli_error(404, f"{aspect} of {urn} (version {version}) not found")
+        return {"urn": str(parsed), "version": version, "aspect": {spec.restli_name: value}}
+
+    def entity_response(urn: str, wanted: list[str] | None) -> dict[str, Any] | None:
+        parsed = cp.registry.parse_urn(urn)
+        for name in wanted or []:
+            cp.registry.aspect(parsed.entity_type, name)
+        with cp.store.read() as db:
+            stored = aspect_store.latest(db, str(parsed), wanted)
+        if not stored:
+            return None
+        return {"urn": str(parsed), "entityName": parsed.entity_type, "aspects": {
+            name: {"name": name, "type": "VERSIONED", "version": 0, "value": s.value,
+                   "created": {"time": s.created_on_ms, "actor": s.created_by or "urn:li:corpuser:unknown"},
+                   **({"systemMetadata": s.system_metadata} if s.system_metadata else {})}
+            for name, s in stored.items()}}
+
+    @router.get("/gms/entitiesV2/{urn:path}")
+    def get_entity(urn: str, request: Request) -> Any:
+        parsed = cp.registry.parse_urn(urn)
+        can_read(identity_of(request), urn, parsed.entity_type)
+        found = entity_response(urn, parse_restli_list(request.url.query, "aspects"))
+        if found is None:
+            return restli_error(404, f"{urn} not found")
+        return found
+
+    @router.get("/gms/entitiesV2")
+    def batch_get_entities(request: Request) -> Any:
+        urns = parse_restli_list(request.url.query, "ids")
+        if not urns:
+            raise Invalid("ids=List(...) is required")
+        if len(urns) > 1000:
+            raise Invalid("at most 1000 ids per request")
+        wanted = parse_restli_list(request.url.query, "aspects")
+        results, errors = {}, {}
+        for urn in urns:
+            parsed = cp.registry.parse_urn(urn)
+            can_read(identity_of(request), urn, parsed.entity_type)
+            found = entity_response(urn, wanted)
+            if found is None:
+                errors[urn] = {"status": 404, "message": f"{urn} not found"}
+            else:
+                results[urn] = found
+        return {"results": results, "errors": errors, "statuses": {}}
+
+    @router.post("/gms/entities")
+    async def entities_action(request: Request, action: str = "") -> Any:
+        if action != "delete":
+            return restli_error(404, f"action {action[:60]!r} of resource entities is not implemented by this server")
+        body = loads(await request.body() or b"{}")
+        urn = body.get("urn") if isinstance(body, dict) else None
+        if not isinstance(urn, str):
+            raise Invalid("urn is required")
+        cp.delete_entity(urn, identity_of(request))
+        return {"value": {"urn": urn, "rows": 1}}
+
+    @router.post("/gms/runs")
+    async def runs_action(request: Request, action: str = "") -> Any:
+        body = loads(await request.body() or b"{}")
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object")
+        identity_of(request).require_admin("reading ingestion runs")
+        start, count = int(body.get("start", body.get("pageOffset", 0)) or 0), int(body.get("count", body.get("pageSize", 100)) or 100)
+        if action == "list":
+            rows = cp.store.query("SELECT run_id, COUNT(*) AS n, MAX(last_written) AS ts FROM run_writes GROUP BY run_id "
+                                  "ORDER BY ts DESC LIMIT ? OFFSET ?", (max(0, min(count, 1000)), max(0, start)))
+            return {"value": [{"runId": r["run_id"], "rows": r["n"], "timestamp": r["ts"]} for r in rows]}
+        if action == "describe":
+            run_id = body.get("runId")
+            if not isinstance(run_id, str):
+                raise Invalid("runId is required")
+            rows = cp.store.query("SELECT urn, aspect, last_written FROM run_writes WHERE run_id=? ORDER BY urn, aspect "
+                                  "LIMIT ? OFFSET ?", (run_id, max(0, min(count, 1000)), max(0, start)))
+            summaries = []
+            for row in rows:
+                summary = {"runId": run_id, "urn": row["urn"], "aspectName": row["aspect"], "version": 0,
+                           "timestamp": row["last_written"], "keyAspect": False}
+                if body.get("includeAspect"):
+                    with cp.store.read() as db:
+                        stored = aspect_store.get(db, row["urn"], row["aspect"])
+                    if stored is not None:
+                        summary["aspect"] = stored.value
+                summaries.append(summary)
+            return {"value": summaries}
+        return restli_error(404, f"action {action[:60]!r} of resource runs is not implemented by this server")
+
+    return router
+

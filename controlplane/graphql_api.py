@@ -1,0 +1,314 @@
+"""DataHub's GraphQL API for what remote execution needs, at /gms/api/graphql and /api/graphql.
+
+Schema-first with ariadne (on graphql-core): controlplane/graphql/schema.graphql declares
+DataHub's own types and operations; the resolvers below answer them from the control plane.
+Every mutation writes through the same path as DataHub's ingest endpoint, so the rules for our
+entities hold whichever way a client comes in.
+
+As DataHub (graphql-java) does, a document that does not parse or names an unknown field is
+answered 200 with GraphQL `errors` (DataHub's client raises them as GraphError); a body that is
+not a GraphQL request is 400. Only admin tokens may use GraphQL: an executor's or a run's token
+gets 403.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ariadne import MutationType, ObjectType, QueryType, graphql_sync, load_schema_from_path, make_executable_schema
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from vocabulary.tasks import RUN_INGEST
+
+from . import entities as E
+from .errors import Invalid, NotFound
+from .json_input import loads
+from .service import ControlPlane
+from .tokens import Identity
+
+SCHEMA_PATH = Path(__file__).parent / "graphql" / "schema.graphql"
+MAX_PAGE = 1000
+
+
+def _entries(mapping: dict[str, str] | None) -> list[dict[str, str]] | None:
+    return None if mapping is None else [{"key": k, "value": v} for k, v in mapping.items()]
+
+
+def _page(items: list[Any], start: int | None, count: int | None) -> tuple[int, int, list[Any]]:
+    start = max(0, start or 0)
+    count = max(0, min(MAX_PAGE, 20 if count is None else count))
+    return start, count, items[start:start + count]
+
+
+# what a filter's field reads from an ingestion source / an execution request
+SOURCE_FIELDS = {
+    "urn": lambda s: s["urn"], "name": lambda s: s["name"], "type": lambda s: s["type"],
+    "sourceType": lambda s: s["type"], "executorId": lambda s: s["info"].get("config", {}).get("executorId"),
+    "sourceExecutorId": lambda s: s["info"].get("config", {}).get("executorId"),
+}
+EXECUTION_FIELDS = {
+    "urn": lambda x: x["urn"], "ingestionSource": lambda x: x["source_urn"], "executorId": lambda x: x["pool_id"],
+    "status": lambda x: x["status"], "task": lambda x: x["task"],
+}
+
+
+def matches(value: Any, flt: dict[str, Any]) -> bool:
+    """One FacetFilterInput against one value, as DataHub's search filters read."""
+    wanted = list(flt.get("values") or ([flt["value"]] if flt.get("value") is not None else []))
+    condition = flt.get("condition") or "EQUAL"
+    text = "" if value is None else str(value)
+    if condition == "EXISTS":
+        result = value is not None
+    elif condition in ("EQUAL", "IN"):
+        result = text in wanted
+    elif condition == "IEQUAL":
+        result = text.lower() in [w.lower() for w in wanted]
+    elif condition == "CONTAIN":
+        result = any(w.lower() in text.lower() for w in wanted)
+    elif condition == "START_WITH":
+        result = any(text.startswith(w) for w in wanted)
+    elif condition == "END_WITH":
+        result = any(text.endswith(w) for w in wanted)
+    else:
+        raise Invalid(f"filter condition {condition} is not supported for this list")
+    return result != bool(flt.get("negated"))
+
+
+def apply_filters(items: list[dict[str, Any]], filters: list[dict[str, Any]] | None, fields: dict[str, Any],
+                  query: str | None = None) -> list[dict[str, Any]]:
+    for flt in filters or []:
+        getter = fields.get(flt["field"])
+        if getter is None:
+            raise Invalid(f"cannot filter on {flt['field']!r}; filter on one of {', '.join(sorted(fields))}")
+        items = [item for item in items if matches(getter(item), flt)]
+    if query and query.strip() not in ("", "*"):
+        needle = query.strip().lower()
+        items = [item for item in items if any(needle in str(getter(item) or "").lower() for getter in fields.values())]
+    return items
+
+
+def build_schema(cp: ControlPlane):
+    query, mutation = QueryType(), MutationType()
+    source_type, execution_type = ObjectType("IngestionSource"), ObjectType("ExecutionRequest")
+    pool_type, executor_type = ObjectType("RemoteExecutorPool"), ObjectType("RemoteExecutor")
+
+    def identity(info) -> Identity:
+        return info.context["identity"]
+
+    # views ------------------------------------------------------------------------------------
+    def source_view(source: dict[str, Any]) -> dict[str, Any]:
+        info = source["info"]
+        config = info.get("config", {})
+        return {"urn": source["urn"], "type": info.get("type"), "name": info.get("name"),
+                "schedule": info.get("schedule"),
+                "config": {"recipe": config.get("recipe"), "executorId": config.get("executorId"),
+                           "version": config.get("version"), "debugMode": config.get("debugMode"),
+                           "extraArgs": _entries(config.get("extraArgs"))}}
+
+    def execution_view(execution: dict[str, Any]) -> dict[str, Any]:
+        inputs = execution["input"] or {}
+        return {"urn": execution["urn"], "type": "EXECUTION_REQUEST", "id": execution["id"],
+                "input": {"task": inputs.get("task", execution["task"]), "source": inputs.get("source") or {},
+                          "arguments": _entries(inputs.get("args")), "requestedAt": inputs.get("requestedAt", 0),
+                          "actorUrn": inputs.get("actorUrn"), "executorId": inputs.get("executorId")},
+                "result": execution["result"], "_source_urn": execution["source_urn"]}
+
+    def pool_view(pool: dict[str, Any]) -> dict[str, Any]:
+        return {"urn": pool["urn"], "type": "REMOTE_EXECUTOR_POOL", "executorPoolId": pool["id"],
+                "description": pool["info"].get("description"), "createdAt": pool["created_at_ms"],
+                "isDefault": pool["is_default"], "isEmbedded": pool["info"].get("isEmbedded")}
+
+    def executor_view(executor_id: str) -> dict[str, Any] | None:
+        with cp.store.read() as db:
+            from .metadata import aspect_store
+
+            stored = aspect_store.get(db, E.executor_urn(executor_id), E.EXECUTOR_STATUS)
+        if stored is None:
+            return None
+        return {**stored.value, "urn": stored.urn, "type": "REMOTE_EXECUTOR", "_executor_id": executor_id}
+
+    def executions_page(start, count, **where) -> dict[str, Any]:
+        start, count = max(0, start or 0), max(0, min(MAX_PAGE, 20 if count is None else count))
+        total, rows = cp.executions.list(start=start, count=count, **where)
+        return {"start": start, "count": len(rows), "total": total, "executionRequests": [execution_view(r) for r in rows]}
+
+    # queries ----------------------------------------------------------------------------------
+    @query.field("listIngestionSources")
+    def resolve_list_sources(_, info, input: dict[str, Any]) -> dict[str, Any]:
+        sources = apply_filters(cp.sources.list(), input.get("filters"), SOURCE_FIELDS, input.get("query"))
+        start, count, page = _page(sources, input.get("start"), input.get("count"))
+        return {"start": start, "count": len(page), "total": len(sources), "ingestionSources": [source_view(s) for s in page]}
+
+    @query.field("ingestionSource")
+    def resolve_source(_, info, urn: str) -> dict[str, Any] | None:
+        try:
+            return source_view(cp.sources.get(urn))
+        except NotFound:
+            return None
+
+    @source_type.field("executions")
+    def resolve_source_executions(source, info, start: int | None = None, count: int | None = None) -> dict[str, Any]:
+        return executions_page(start, count, source_urn=source["urn"])
+
+    @query.field("listExecutionRequests")
+    def resolve_list_executions(_, info, input: dict[str, Any]) -> dict[str, Any]:
+        _, rows = cp.executions.list(count=MAX_PAGE)
+        rows = apply_filters(rows, input.get("filters"), EXECUTION_FIELDS, input.get("query"))
+        if (input.get("sort") or {}).get("sortOrder") == "ASCENDING":
+            rows.reverse()
+        start, count, page = _page(rows, input.get("start"), input.get("count"))
+        return {"start": start, "count": len(page), "total": len(rows), "executionRequests": [execution_view(r) for r in page]}
+
+    @query.field("executionRequest")
+    def resolve_execution(_, info, urn: str) -> dict[str, Any] | None:
+        try:
+            return execution_view(cp.executions.view(E.key_of(urn, E.EXECUTION)))
+        except NotFound:
+            return None
+
+    @execution_type.field("source")
+    def resolve_execution_source(execution, info) -> dict[str, Any] | None:
+        if not execution["_source_urn"]:
+            return None
+        try:
+            return source_view(cp.sources.get(execution["_source_urn"]))
+        except NotFound:
+            return None
+
+    @query.field("listRemoteExecutorPools")
+    def resolve_list_pools(_, info, input: dict[str, Any]) -> dict[str, Any]:
+        pools = cp.pools.list()
+        if input.get("query"):
+            pools = [p for p in pools if input["query"].lower() in p["id"].lower()]
+        start, count, page = _page(pools, input.get("start"), input.get("count"))
+        return {"start": start, "count": len(page), "total": len(pools), "remoteExecutorPools": [pool_view(p) for p in page]}
+
+    @query.field("defaultRemoteExecutorPool")
+    def resolve_default_pool(_, info) -> dict[str, Any]:
+        default = cp.pools.default_pool_id()
+        return {"pool": pool_view(cp.pools.get(default)) if default else None}
+
+    @pool_type.field("remoteExecutors")
+    def resolve_pool_executors(pool, info, start: int, count: int) -> dict[str, Any]:
+        views = [v for v in (executor_view(e["executor_id"]) for e in cp.executors.list(pool["executorPoolId"])) if v]
+        start, count, page = _page(views, start, count)
+        return {"start": start, "count": len(page), "total": len(views), "remoteExecutors": page}
+
+    @pool_type.field("ingestionSources")
+    def resolve_pool_sources(pool, info, input: dict[str, Any]) -> dict[str, Any]:
+        pool_id = pool["executorPoolId"]
+        default = cp.pools.default_pool_id()
+        sources = [s for s in cp.sources.list()
+                   if E.key_of(s["info"].get("config", {}).get("executorId") or "", E.POOL) == pool_id
+                   or (s["info"].get("config", {}).get("executorId") in (None, "", E.DEFAULT_EXECUTOR_ID)
+                       and pool_id == default)]
+        start, count, page = _page(sources, input.get("start"), input.get("count"))
+        return {"start": start, "count": len(page), "total": len(sources), "ingestionSources": [source_view(s) for s in page]}
+
+    @query.field("getRemoteExecutor")
+    def resolve_executor(_, info, urn: str) -> dict[str, Any] | None:
+        return executor_view(E.key_of(urn, E.EXECUTOR))
+
+    @executor_type.field("recentExecutions")
+    def resolve_executor_executions(executor, info, start: int, count: int) -> dict[str, Any]:
+        return executions_page(start, count, executor_id=executor["_executor_id"])
+
+    # mutations --------------------------------------------------------------------------------
+    def source_info(input: dict[str, Any]) -> dict[str, Any]:
+        config = input["config"]
+        info: dict[str, Any] = {"name": input["name"], "type": input["type"],
+                                "config": {"recipe": config["recipe"], "executorId": config["executorId"]}}
+        for key in ("version", "debugMode"):
+            if config.get(key) is not None:
+                info["config"][key] = config[key]
+        if config.get("extraArgs"):
+            info["config"]["extraArgs"] = {e["key"]: e.get("value") or "" for e in config["extraArgs"]}
+        if input.get("schedule"):
+            info["schedule"] = {"interval": input["schedule"]["interval"], "timezone": input["schedule"]["timezone"]}
+        return info
+
+    @mutation.field("createIngestionSource")
+    def resolve_create_source(_, info, input: dict[str, Any]) -> str:
+        return cp.write_aspect(E.source_urn(cp.sources.new_id()), E.SOURCE_INFO, source_info(input), identity(info))
+
+    @mutation.field("updateIngestionSource")
+    def resolve_update_source(_, info, urn: str, input: dict[str, Any]) -> str:
+        if not urn.startswith(f"urn:li:{E.SOURCE}:"):
+            raise Invalid(f"{urn[:80]} is not an ingestion source urn")
+        return cp.write_aspect(urn, E.SOURCE_INFO, source_info(input), identity(info))
+
+    @mutation.field("deleteIngestionSource")
+    def resolve_delete_source(_, info, urn: str) -> str:
+        cp.sources.get(urn)
+        cp.delete_entity(E.source_urn(E.key_of(urn, E.SOURCE)), identity(info))
+        return urn
+
+    @mutation.field("createIngestionExecutionRequest")
+    def resolve_run(_, info, input: dict[str, Any]) -> str:
+        return cp.run_source(input["ingestionSourceUrn"], RUN_INGEST, identity(info))
+
+    @mutation.field("cancelIngestionExecutionRequest")
+    def resolve_cancel(_, info, input: dict[str, Any]) -> str:
+        execution = cp.executions.view(E.key_of(input["executionRequestUrn"], E.EXECUTION))
+        if execution["source_urn"] != input["ingestionSourceUrn"]:
+            raise Invalid(f"execution request {execution['id']} is not a run of {input['ingestionSourceUrn']}")
+        return cp.cancel(execution["urn"], identity(info))
+
+    @mutation.field("createTestConnectionRequest")
+    def resolve_test_connection(_, info, input: dict[str, Any]) -> str:
+        return cp.test_connection(input["recipe"], input.get("version"), None, identity(info))
+
+    @mutation.field("createRemoteExecutorPool")
+    def resolve_create_pool(_, info, input: dict[str, Any]) -> str:
+        return cp.pools.create(input["executorPoolId"], description=input.get("description"),
+                               is_default=input["isDefault"], creator=identity(info).actor)["urn"]
+
+    @mutation.field("updateRemoteExecutorPool")
+    def resolve_update_pool(_, info, input: dict[str, Any]) -> bool:
+        cp.pools.update_description(E.key_of(input["urn"], E.POOL), input.get("description"))
+        return True
+
+    @mutation.field("updateDefaultRemoteExecutorPool")
+    def resolve_default(_, info, urn: str) -> bool:
+        cp.pools.set_default(E.key_of(urn, E.POOL))
+        return True
+
+    return make_executable_schema(load_schema_from_path(str(SCHEMA_PATH)), query, mutation, source_type,
+                                  execution_type, pool_type, executor_type)
+
+
+def create_router(cp: ControlPlane) -> APIRouter:
+    router = APIRouter()
+    schema = build_schema(cp)
+
+    async def serve(request: Request) -> JSONResponse:
+        identity: Identity = request.state.identity
+        body = loads(await request.body() or b"")
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return JSONResponse({"errors": [{"message": "a GraphQL request is a JSON object with a query string"}]},
+                                status_code=400)
+        if not identity.is_admin:
+            return JSONResponse({"errors": [{"message": f"GraphQL needs an admin token; this is a(n) {identity.kind} "
+                                                        "token"}]}, status_code=403)
+        _, result = graphql_sync(schema, body, context_value={"identity": identity, "request": request},
+                                 error_formatter=_format_error)
+        return JSONResponse(result, status_code=200)
+
+    router.add_api_route("/gms/api/graphql", serve, methods=["POST"])
+    router.add_api_route("/api/graphql", serve, methods=["POST"])
+    return router
+
+
+def _format_error(error, debug: bool = False) -> dict[str, Any]:
+    """GraphQL's error shape, with our refusals' messages and no stack trace."""
+    formatted = error.formatted
+    original = getattr(error, "original_error", None)
+    if original is not None and type(original).__name__ in ("Invalid", "NotFound", "Conflict", "Forbidden",
+                                                            "MetadataInvalid", "Unavailable"):
+        formatted["message"] = str(original)
+        formatted.setdefault("extensions", {})["code"] = {"Invalid": 400, "MetadataInvalid": 400, "Forbidden": 403,
+                                                          "NotFound": 404, "Conflict": 409,
+                                                          "Unavailable": 503}[type(original).__name__]
+    return json.loads(json.dumps(formatted, default=str))

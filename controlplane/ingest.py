@@ -1,0 +1,181 @@
+"""DataHub's ingest endpoint: MetadataChangeProposals in, validated, authorized, stored.
+
+Everything that writes an aspect comes through here: `datahub ingest`'s default sink, DataHub's
+Python emitter, the GraphQL mutations (which build their aspects and hand them over), and our
+executors (heartbeats, progress, results). A batch is all-or-nothing: every proposal is parsed,
+validated against the registry and authorized before the one transaction that writes them.
+
+The control plane's own entities are written through rules of their own (RULES), which check
+what a plain aspect store would not (a source's recipe and pool, an execution's lease, an
+executor's identity) and drive the execution life cycle. Other metadata is stored as it comes.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import datahub.metadata.schema_classes as model
+
+from vocabulary.results import LEASE_HEADER
+
+from . import entities as E
+from .errors import Conflict, Forbidden, Invalid, NotFound
+from .json_input import check_storable, loads
+from .metadata import aspect_store
+from .metadata.avro_check import problems
+from .metadata.registry import AspectSpec, MetadataInvalid, Registry
+from .tokens import ADMIN, EXECUTOR, INGEST, Identity
+
+SUPPORTED_HEADERS = {LEASE_HEADER}
+CHANGE_TYPES = {"UPSERT", "CREATE", "CREATE_ENTITY", "RESTATE", "DELETE", "PATCH"}
+NO_RUN_ID = "no-run-id-provided"
+MAX_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class Proposal:
+    urn: str
+    entity_type: str
+    aspect: str
+    change_type: str
+    value: dict[str, Any] | None
+    spec: AspectSpec
+    system_metadata: dict[str, Any] | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str | None:
+        run = (self.system_metadata or {}).get("runId")
+        return run if run and run != NO_RUN_ID else None
+
+
+class Ingest:
+    def __init__(self, registry: Registry, rules: dict[str, Callable[[sqlite3.Connection, Proposal, Identity], None]],
+                 store, after_commit: Callable[[], None]) -> None:
+        self.registry = registry
+        self.rules = rules
+        self.store = store
+        self.after_commit = after_commit
+        self._system_metadata_schema = model.SystemMetadataClass.RECORD_SCHEMA
+
+    def parse(self, raw: Any) -> Proposal:
+        """One proposal in Rest.li JSON, or MetadataInvalid / Invalid (400) saying what is wrong."""
+        if not isinstance(raw, dict):
+            raise Invalid("a proposal is a JSON object")
+        entity_type = raw.get("entityType")
+        if not isinstance(entity_type, str):
+            raise Invalid("proposal.entityType is required")
+        self.registry.entity(entity_type)
+        change_type = raw.get("changeType")
+        if change_type not in CHANGE_TYPES:
+            raise Invalid(f"proposal.changeType {str(change_type)[:40]!r} is not one of {', '.join(sorted(CHANGE_TYPES))}")
+        if change_type == "PATCH":
+            raise Invalid("changeType PATCH is not supported by this server (its /config says patchCapable: false); "
+                          "send the whole aspect with UPSERT")
+        aspect_name = raw.get("aspectName")
+        if not isinstance(aspect_name, str):
+            raise Invalid("proposal.aspectName is required")
+        spec = self.registry.aspect(entity_type, aspect_name)
+        urn = self._urn(raw, entity_type)
+        value = None
+        if change_type != "DELETE":
+            aspect = raw.get("aspect")
+            if not isinstance(aspect, dict) or not isinstance(aspect.get("value"), str):
+                raise Invalid("proposal.aspect must be {\"value\": \"<aspect as a JSON string>\", \"contentType\": "
+                              "\"application/json\"}")
+            if aspect.get("contentType", "application/json") != "application/json":
+                raise Invalid(f"aspect contentType {str(aspect.get('contentType'))[:60]!r} is not supported; "
+                              "use application/json")
+            value = loads(aspect["value"])
+            self.registry.validate(spec, value)
+        system_metadata = raw.get("systemMetadata")
+        if system_metadata is not None:
+            check_storable(system_metadata)
+            found = problems(self._system_metadata_schema, system_metadata)
+            if found:
+                raise MetadataInvalid(f"Failed to validate record with class com.linkedin.mxe.SystemMetadata: {found}")
+        headers = raw.get("headers") or {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise Invalid("proposal.headers must be a map of strings")
+        unsupported = set(headers) - SUPPORTED_HEADERS
+        if unsupported:
+            raise Invalid(f"proposal header(s) {', '.join(sorted(unsupported))} are not supported by this server")
+        return Proposal(urn, entity_type, aspect_name, change_type, value, spec, system_metadata, dict(headers))
+
+    def _urn(self, raw: dict[str, Any], entity_type: str) -> str:
+        if raw.get("entityUrn") is not None:
+            urn = self.registry.parse_urn(raw["entityUrn"])
+            if urn.entity_type != entity_type:
+                raise MetadataInvalid(f"entityUrn {raw['entityUrn']} is not of entityType {entity_type}")
+            return str(urn)
+        key = raw.get("entityKeyAspect")
+        if not isinstance(key, dict) or not isinstance(key.get("value"), str):
+            raise Invalid("a proposal needs entityUrn or entityKeyAspect")
+        return self.registry.urn_from_key(entity_type, loads(key["value"]))
+
+    def authorize(self, proposal: Proposal, identity: Identity) -> None:
+        if identity.kind == ADMIN:
+            return
+        if identity.kind == INGEST:
+            if proposal.entity_type in E.CONTROL_PLANE_ENTITIES:
+                raise Forbidden(f"a run's ingest token may not write {proposal.entity_type} entities")
+            return
+        if identity.kind == EXECUTOR and proposal.change_type in ("UPSERT", "RESTATE") and (
+                (proposal.entity_type, proposal.aspect) in ((E.EXECUTOR, E.EXECUTOR_STATUS),
+                                                           (E.EXECUTION, E.EXECUTION_RESULT))):
+            return
+        raise Forbidden(f"a{'n' if identity.kind[0] in 'aeiou' else ''} {identity.kind} token may not write "
+                        f"{proposal.aspect} of {proposal.entity_type}")
+
+    def ingest(self, raws: list[Any], identity: Identity) -> list[str]:
+        """Parse, authorize and write RAWS in one transaction; the urns written, in order."""
+        if len(raws) > MAX_BATCH:
+            raise Invalid(f"a batch holds at most {MAX_BATCH} proposals")
+        proposals = [self.parse(raw) for raw in raws]
+        for proposal in proposals:
+            self.authorize(proposal, identity)
+        with self.store.transaction() as tx:
+            for proposal in proposals:
+                rule = self.rules.get(proposal.aspect)
+                if rule is not None:
+                    rule(tx, proposal, identity)
+                else:
+                    self.write(tx, proposal, identity)
+        self.after_commit()
+        return [p.urn for p in proposals]
+
+    def write(self, tx: sqlite3.Connection, proposal: Proposal, identity: Identity) -> None:
+        """Store a proposal as GMS would, with no rule of ours in between."""
+        if proposal.change_type == "DELETE":
+            entity = self.registry.entity(proposal.entity_type)
+            if proposal.aspect == entity.key_aspect:
+                aspect_store.delete_entity(tx, proposal.urn)
+            else:
+                aspect_store.delete_aspect(tx, proposal.urn, proposal.aspect)
+            return
+        exists = aspect_store.exists(tx, proposal.urn)
+        if proposal.change_type == "CREATE_ENTITY" and exists:
+            raise Conflict(f"CREATE_ENTITY: {proposal.urn} already exists")
+        if proposal.change_type == "CREATE" and aspect_store.get(tx, proposal.urn, proposal.aspect) is not None:
+            raise Conflict(f"CREATE: {proposal.aspect} of {proposal.urn} already exists")
+        assert proposal.value is not None
+        if proposal.spec.timeseries:
+            aspect_store.put_timeseries(tx, urn=proposal.urn, entity_type=proposal.entity_type, aspect=proposal.aspect,
+                                        value=proposal.value, system_metadata=proposal.system_metadata)
+        elif proposal.aspect != self.registry.entity(proposal.entity_type).key_aspect:
+            aspect_store.put(tx, urn=proposal.urn, entity_type=proposal.entity_type, aspect=proposal.aspect,
+                             value=proposal.value, system_metadata=proposal.system_metadata, actor=identity.actor)
+        run_id = identity.execution_id if identity.kind == INGEST else proposal.run_id
+        if run_id:
+            tx.execute("INSERT INTO run_writes VALUES (?,?,?,?,1,?) ON CONFLICT(run_id, urn, aspect) DO UPDATE SET "
+                       "writes=writes+1, last_written=excluded.last_written",
+                       (run_id, proposal.urn, proposal.aspect, proposal.entity_type, aspect_store.now_ms()))
+
+
+def require_exists(tx: sqlite3.Connection, urn: str, aspect: str, what: str) -> aspect_store.StoredAspect:
+    stored = aspect_store.get(tx, urn, aspect)
+    if stored is None:
+        raise NotFound(f"{what} {urn} not found")
+    return stored

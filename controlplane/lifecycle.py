@@ -1,0 +1,280 @@
+"""An execution's life, in one table, applied by one function inside the caller's transaction.
+
+    PENDING --claim--> RUNNING --finish--> SUCCESS | FAILURE | CANCELLED | TIMEOUT | ABORTED
+    PENDING --claim--> DUPLICATE          (its source already runs elsewhere)
+    PENDING --cancel-> CANCELLED          (reason CANCELLED_BEFORE_START)
+    RUNNING --claim--> RUNNING            (a new lease: the holder is no longer online, or the
+                                           holder's own claim retried)
+    RUNNING --progress / cancel--> RUNNING (a cancel sets cancel_requested; the executor reads
+                                           DataHub's KILL signal aspect)
+    RUNNING --release / requeue--> PENDING (given back by its executor, or not listed by it in
+                                           two heartbeats in a row: sent to the queue again)
+    RUNNING --lost--> ABORTED             (reason EXECUTOR_LOST: its executor went OFFLINE)
+
+Every claim issues a lease (a random token and an epoch). Whatever the executor sends later for
+that execution (progress, result, log, release) must carry the lease; a stale one is refused
+with 409 and nothing changes, so an executor that was paused past its visibility timeout can
+never overwrite the run that replaced it. Each transition also writes DataHub's
+`dataHubExecutionRequestResult` aspect, so DataHub's API always shows the state this table holds;
+reaching a final state revokes the run's ingest token.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from vocabulary import statuses as S
+from vocabulary.results import EXECUTOR_KEY, REPORT_TYPES
+
+from . import entities as E
+from .errors import Conflict, Forbidden, NotFound
+from .liveness import ONLINE, liveness
+from .metadata import aspect_store
+from .tokens import INGEST, Tokens
+
+FINAL_REPORTED = "<the final status the executor reports>"
+UNLISTED_HEARTBEATS_TO_REQUEUE = 2
+
+# event -> {status it may leave: status it reaches}
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "claim": {S.PENDING: S.RUNNING, S.RUNNING: S.RUNNING},
+    "duplicate": {S.PENDING: S.DUPLICATE},
+    "progress": {S.RUNNING: S.RUNNING},
+    "finish": {S.RUNNING: FINAL_REPORTED},
+    "release": {S.RUNNING: S.PENDING},
+    "requeue": {S.RUNNING: S.PENDING},
+    "lost": {S.RUNNING: S.ABORTED},
+    "cancel": {S.PENDING: S.CANCELLED, S.RUNNING: S.RUNNING},
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    executor_id: str
+    instance: str
+    pool_id: str
+    receive_count: int | None
+    name = "claim"
+
+
+@dataclass(frozen=True)
+class Progress:
+    lease: str
+    result: dict[str, Any]  # the RUNNING dataHubExecutionRequestResult the executor sent
+    peak_memory_bytes: int | None = None
+    name = "progress"
+
+
+@dataclass(frozen=True)
+class Finish:
+    lease: str
+    result: dict[str, Any]  # the final dataHubExecutionRequestResult the executor sent
+    reason: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_memory_bytes: int | None = None
+    name = "finish"
+
+
+@dataclass(frozen=True)
+class Release:
+    lease: str
+    why: str
+    name = "release"
+
+
+@dataclass(frozen=True)
+class Requeue:
+    why: str
+    name = "requeue"
+
+
+@dataclass(frozen=True)
+class Lost:
+    name = "lost"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    name = "cancel"
+
+
+Event = Claim | Progress | Finish | Release | Requeue | Lost | Cancel
+
+
+@dataclass(frozen=True)
+class Context:
+    """What transitions need besides the database: token minting, and when this control plane
+    started (executors are judged from then at the earliest; see liveness.py)."""
+
+    tokens: Tokens
+    started_at: float = 0.0
+
+
+@dataclass
+class Applied:
+    """What a transition did. `requeue`: send the execution to its queue once committed."""
+
+    execution: dict[str, Any]
+    outcome: str  # the status reached, or "repeated" / "unchanged" / "duplicate"
+    requeue: bool = False
+    lease: str | None = None
+    ingest_token: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def create(tx: sqlite3.Connection, *, execution_id: str, pool_id: str, task: str, source_urn: str | None,
+           now: float | None = None) -> None:
+    """A new PENDING execution, not yet sent to its queue (the caller sends it once committed)."""
+    tx.execute("INSERT INTO executions (id, pool_id, task, source_urn, status, created_at) VALUES (?,?,?,?,?,?)",
+               (execution_id, pool_id, task, source_urn, S.PENDING, now or time.time()))
+
+
+def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context, *, now: float | None = None) -> Applied:
+    """Apply EVENT to the execution, or refuse it (Conflict: a stale lease or a state that does
+    not allow it; NotFound; Forbidden: another pool's executor). Writes nothing on refusal."""
+    now = now or time.time()
+    row = _row(tx, execution_id)
+    status = row["status"]
+    lease = getattr(event, "lease", None)
+    if lease is not None and lease != row["lease"]:
+        raise Conflict(f"stale lease for execution {execution_id}: it is held by executor {row['executor_id']} "
+                       f"(lease epoch {row['lease_epoch']}); this executor lost it and must stop its task")
+    if isinstance(event, Finish) and status in S.FINAL:
+        if event.result.get("status") == status:
+            return Applied(row, "repeated")
+        raise Conflict(f"execution {execution_id} is already {status}; a final status is final")
+    if isinstance(event, Cancel) and status in S.FINAL:
+        return Applied(row, "unchanged")
+    if isinstance(event, Claim):
+        return _claim(tx, row, event, ctx, now)
+    allowed = TRANSITIONS[event.name]
+    if status not in allowed:
+        raise Conflict(f"execution {execution_id} is {status}: {event.name} is not allowed")
+    target = allowed[status]
+    if isinstance(event, Progress):
+        tx.execute("UPDATE executions SET last_progress_at=?, peak_memory_bytes=MAX(COALESCE(peak_memory_bytes, 0), ?) "
+                   "WHERE id=?", (now, event.peak_memory_bytes or 0, execution_id))
+        _write_result(tx, execution_id, {**event.result, "status": S.RUNNING}, row["executor_id"])
+        return Applied(_row(tx, execution_id), S.RUNNING)
+    if isinstance(event, Finish):
+        final = event.result.get("status")
+        if final not in S.EXECUTOR_RESULTS:
+            raise Conflict(f"{final!r} is not a status an executor may report "
+                           f"({', '.join(sorted(S.EXECUTOR_RESULTS))})")
+        _finalize(tx, execution_id, final, event.reason, now, exit_code=event.exit_code, signal=event.signal,
+                  peak=event.peak_memory_bytes)
+        _write_result(tx, execution_id, event.result, row["executor_id"])
+        return Applied(_row(tx, execution_id), final)
+    if isinstance(event, Cancel):
+        if target == S.CANCELLED:
+            _finalize(tx, execution_id, S.CANCELLED, S.CANCELLED_BEFORE_START, now)
+            _write_result(tx, execution_id, _control_plane_result(row, S.CANCELLED, S.CANCELLED_BEFORE_START,
+                                                                 "cancelled before it started", now), None)
+            return Applied(_row(tx, execution_id), S.CANCELLED)
+        tx.execute("UPDATE executions SET cancel_requested=1 WHERE id=?", (execution_id,))
+        return Applied(_row(tx, execution_id), S.RUNNING)
+    if isinstance(event, Lost):
+        _finalize(tx, execution_id, S.ABORTED, S.EXECUTOR_LOST, now)
+        _write_result(tx, execution_id, _control_plane_result(
+            row, S.ABORTED, S.EXECUTOR_LOST, f"executor {row['executor_id']} stopped reporting while running it", now), None)
+        return Applied(_row(tx, execution_id), S.ABORTED)
+    why = event.why
+    tx.execute("UPDATE executions SET status=?, lease=NULL, executor_id=NULL, executor_instance=NULL, enqueued_at=NULL, "
+               "unlisted_heartbeats=0, cancel_requested=0 WHERE id=?", (S.PENDING, execution_id))
+    Tokens.revoke_for_execution(tx, execution_id)
+    _write_result(tx, execution_id, {"status": S.PENDING, "report": f"queued again: {why}"}, None)
+    return Applied(_row(tx, execution_id), S.PENDING, requeue=True)
+
+
+def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: float) -> Applied:
+    execution_id, status = row["id"], row["status"]
+    if event.pool_id != row["pool_id"]:
+        raise Forbidden(f"execution {execution_id} belongs to pool {row['pool_id']}, not to pool {event.pool_id} "
+                        "of the claiming executor")
+    if status in S.FINAL:
+        raise Conflict(f"execution {execution_id} is already {status}")
+    if status == S.RUNNING:
+        same_holder = (row["executor_id"], row["executor_instance"]) == (event.executor_id, event.instance)
+        if same_holder:
+            token = _mint_ingest_token(tx, ctx.tokens, execution_id)
+            return Applied(row, "repeated", lease=row["lease"], ingest_token=token)
+        if holder_online(tx, row["executor_id"], row["executor_instance"], now, ctx.started_at):
+            raise Conflict(f"execution {execution_id} is running on live executor {row['executor_id']}")
+    if status == S.PENDING and row["source_urn"]:
+        other = tx.execute("SELECT id FROM executions WHERE source_urn=? AND status=? AND id<>?",
+                           (row["source_urn"], S.RUNNING, execution_id)).fetchone()
+        if other is not None:
+            _finalize(tx, execution_id, S.DUPLICATE, S.SOURCE_ALREADY_RUNNING, now)
+            _write_result(tx, execution_id, _control_plane_result(
+                row, S.DUPLICATE, S.SOURCE_ALREADY_RUNNING, f"its source is already running in {other[0]}", now), None)
+            return Applied(_row(tx, execution_id), "duplicate", extra={"running": other[0]})
+    lease = secrets.token_urlsafe(18)
+    tx.execute("UPDATE executions SET status=?, lease=?, lease_epoch=lease_epoch+1, executor_id=?, executor_instance=?, "
+               "receive_count=?, started_at=COALESCE(started_at, ?), last_progress_at=?, unlisted_heartbeats=0 "
+               "WHERE id=?", (S.RUNNING, lease, event.executor_id, event.instance, event.receive_count, now, now,
+                              execution_id))
+    started = _row(tx, execution_id)
+    _write_result(tx, execution_id, {"status": S.RUNNING, "startTimeMs": int(started["started_at"] * 1000),
+                                     "report": f"claimed by executor {event.executor_id}"}, event.executor_id)
+    token = _mint_ingest_token(tx, ctx.tokens, execution_id)
+    return Applied(started, S.RUNNING, lease=lease, ingest_token=token)
+
+
+def holder_online(tx: sqlite3.Connection, executor_id: str | None, instance: str | None, now: float,
+                  not_before: float = 0.0) -> bool:
+    """Whether the executor process holding a lease still heartbeats (ONLINE, not STALE or OFFLINE)."""
+    if executor_id is None:
+        return False
+    row = tx.execute("SELECT instance, heartbeat_interval_s, last_seen, state FROM executor_instances WHERE executor_id=?",
+                     (executor_id,)).fetchone()
+    if row is None or row[0] != instance:
+        return False
+    return liveness(row[2], row[1], now, row[3], not_before) == ONLINE
+
+
+def _mint_ingest_token(tx: sqlite3.Connection, tokens: Tokens, execution_id: str) -> str:
+    """One live ingest token per execution: a new claim revokes the previous holder's."""
+    Tokens.revoke_for_execution(tx, execution_id)
+    _, token = tokens.create(INGEST, None, f"ingest for execution {execution_id}", execution_id=execution_id, tx=tx)
+    return token
+
+
+def _finalize(tx: sqlite3.Connection, execution_id: str, status: str, reason: str | None, now: float, *,
+              exit_code: int | None = None, signal: int | None = None, peak: int | None = None) -> None:
+    tx.execute("UPDATE executions SET status=?, reason=?, finished_at=?, exit_code=?, signal=?, "
+               "peak_memory_bytes=MAX(COALESCE(peak_memory_bytes, 0), COALESCE(?, 0)) WHERE id=?",
+               (status, reason, now, exit_code, signal, peak, execution_id))
+    Tokens.revoke_for_execution(tx, execution_id)
+
+
+def _control_plane_result(row: dict, status: str, reason: str, why: str, now: float) -> dict[str, Any]:
+    """The result the control plane writes when it, not an executor, ends an execution."""
+    value: dict[str, Any] = {"status": status, "report": f"{status} ({reason}): {why}",
+                             "structuredReport": {"type": REPORT_TYPES.get(row["task"], row["task"]),
+                                                  "serializedValue": json.dumps({EXECUTOR_KEY: {"reason": reason}}),
+                                                  "contentType": "application/json"}}
+    if row["started_at"]:
+        value["startTimeMs"] = int(row["started_at"] * 1000)
+        value["durationMs"] = int((now - row["started_at"]) * 1000)
+    return value
+
+
+def _write_result(tx: sqlite3.Connection, execution_id: str, value: dict[str, Any], executor_id: str | None) -> None:
+    aspect_store.put(tx, urn=E.execution_urn(execution_id), entity_type=E.EXECUTION, aspect=E.EXECUTION_RESULT,
+                     value=value, actor=E.executor_urn(executor_id) if executor_id else None)
+
+
+def _row(tx: sqlite3.Connection, execution_id: str) -> dict[str, Any]:
+    cursor = tx.execute("SELECT * FROM executions WHERE id=?", (execution_id,))
+    found = cursor.fetchone()
+    if found is None:
+        raise NotFound(f"execution {execution_id} not found")
+    names = [d[0] for d in cursor.description]
+    row = dict(zip(names, found))
+    row.pop("full_log", None)
+    return row

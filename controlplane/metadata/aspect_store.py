@@ -1,0 +1,124 @@
+"""Aspects in SQLite, versioned as GMS versions them (its `metadata_aspect_v2` table).
+
+Version 0 always holds the latest value. Writing a different value first copies the current
+latest to the next history version (1 is the oldest), then overwrites version 0; writing the
+same value again only refreshes its system metadata, as GMS's no-op detection does. History is
+kept to the newest RETAINED_VERSIONS per aspect: GMS's default retention policy (version-based,
+20), without which a RUNNING execution's progress reports would grow the table without end.
+Timeseries aspects (datasetProfile, operation, ...) are not versioned: GMS keeps them in a
+search index keyed by timestamp, and so do we, in their own table.
+
+Every function takes an open transaction: the caller decides what is atomic.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+RETAINED_VERSIONS = 20
+
+
+@dataclass(frozen=True)
+class StoredAspect:
+    urn: str
+    entity_type: str
+    aspect: str
+    version: int
+    value: dict[str, Any]
+    system_metadata: dict[str, Any] | None
+    created_on_ms: int
+    created_by: str | None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def put(tx: sqlite3.Connection, *, urn: str, entity_type: str, aspect: str, value: dict[str, Any],
+        system_metadata: dict[str, Any] | None = None, actor: str | None = None) -> int:
+    """Write VALUE as the latest version; returns the number of history versions after it
+    (0 for a first write). An unchanged value keeps its version."""
+    metadata = _dumps(value)
+    system = _dumps(system_metadata) if system_metadata is not None else None
+    created = now_ms()
+    current = tx.execute("SELECT metadata FROM aspects WHERE urn=? AND aspect=? AND version=0", (urn, aspect)).fetchone()
+    if current is not None and current[0] == metadata:
+        tx.execute("UPDATE aspects SET system_metadata=? WHERE urn=? AND aspect=? AND version=0", (system, urn, aspect))
+        return _history_count(tx, urn, aspect)
+    if current is not None:
+        newest = tx.execute("SELECT COALESCE(MAX(version), 0) FROM aspects WHERE urn=? AND aspect=?",
+                            (urn, aspect)).fetchone()[0]
+        tx.execute("INSERT INTO aspects (urn, aspect, version, entity_type, metadata, system_metadata, created_on, created_by) "
+                   "SELECT urn, aspect, ?, entity_type, metadata, system_metadata, created_on, created_by FROM aspects "
+                   "WHERE urn=? AND aspect=? AND version=0", (newest + 1, urn, aspect))
+        tx.execute("DELETE FROM aspects WHERE urn=? AND aspect=? AND version BETWEEN 1 AND ?",
+                   (urn, aspect, newest + 1 - RETAINED_VERSIONS))
+    tx.execute("INSERT INTO aspects (urn, aspect, version, entity_type, metadata, system_metadata, created_on, created_by) "
+               "VALUES (?,?,0,?,?,?,?,?) ON CONFLICT(urn, aspect, version) DO UPDATE SET metadata=excluded.metadata, "
+               "system_metadata=excluded.system_metadata, created_on=excluded.created_on, created_by=excluded.created_by",
+               (urn, aspect, entity_type, metadata, system, created, actor))
+    return _history_count(tx, urn, aspect)
+
+
+def _history_count(tx: sqlite3.Connection, urn: str, aspect: str) -> int:
+    return tx.execute("SELECT COUNT(*) FROM aspects WHERE urn=? AND aspect=? AND version>0", (urn, aspect)).fetchone()[0]
+
+
+def put_timeseries(tx: sqlite3.Connection, *, urn: str, entity_type: str, aspect: str, value: dict[str, Any],
+                   system_metadata: dict[str, Any] | None = None) -> None:
+    """One point of a timeseries aspect; the same timestamp again replaces it (GMS's document id)."""
+    timestamp = int(value.get("timestampMillis", now_ms()))
+    tx.execute("INSERT INTO timeseries_aspects (urn, aspect, timestamp_ms, entity_type, metadata, system_metadata, created_on) "
+               "VALUES (?,?,?,?,?,?,?) ON CONFLICT(urn, aspect, timestamp_ms) DO UPDATE SET metadata=excluded.metadata, "
+               "system_metadata=excluded.system_metadata, created_on=excluded.created_on",
+               (urn, aspect, timestamp, entity_type, _dumps(value),
+                _dumps(system_metadata) if system_metadata is not None else None, now_ms()))
+
+
+def get(db: sqlite3.Connection, urn: str, aspect: str, version: int = 0) -> StoredAspect | None:
+    row = db.execute("SELECT urn, entity_type, aspect, version, metadata, system_metadata, created_on, created_by "
+                     "FROM aspects WHERE urn=? AND aspect=? AND version=?", (urn, aspect, version)).fetchone()
+    return _stored(row) if row else None
+
+
+def latest(db: sqlite3.Connection, urn: str, aspects: Iterable[str] | None = None) -> dict[str, StoredAspect]:
+    """The latest value of every aspect of URN (or of the named ones)."""
+    rows = db.execute("SELECT urn, entity_type, aspect, version, metadata, system_metadata, created_on, created_by "
+                      "FROM aspects WHERE urn=? AND version=0", (urn,)).fetchall()
+    wanted = set(aspects) if aspects is not None else None
+    return {row[2]: _stored(row) for row in rows if wanted is None or row[2] in wanted}
+
+
+def latest_of_type(db: sqlite3.Connection, entity_type: str, aspect: str) -> list[StoredAspect]:
+    """Every entity of ENTITY_TYPE that has ASPECT, with its latest value, by urn."""
+    rows = db.execute("SELECT urn, entity_type, aspect, version, metadata, system_metadata, created_on, created_by "
+                      "FROM aspects WHERE entity_type=? AND aspect=? AND version=0 ORDER BY urn", (entity_type, aspect))
+    return [_stored(row) for row in rows.fetchall()]
+
+
+def delete_entity(tx: sqlite3.Connection, urn: str) -> int:
+    """Remove every aspect, version and timeseries point of URN (GMS's hard delete)."""
+    removed = tx.execute("DELETE FROM aspects WHERE urn=?", (urn,)).rowcount
+    removed += tx.execute("DELETE FROM timeseries_aspects WHERE urn=?", (urn,)).rowcount
+    return removed
+
+
+def delete_aspect(tx: sqlite3.Connection, urn: str, aspect: str) -> int:
+    return tx.execute("DELETE FROM aspects WHERE urn=? AND aspect=?", (urn, aspect)).rowcount
+
+
+def exists(db: sqlite3.Connection, urn: str) -> bool:
+    return db.execute("SELECT 1 FROM aspects WHERE urn=? AND version=0 LIMIT 1", (urn,)).fetchone() is not None
+
+
+def _stored(row: tuple) -> StoredAspect:
+    return StoredAspect(urn=row[0], entity_type=row[1], aspect=row[2], version=row[3], value=json.loads(row[4]),
+                        system_metadata=json.loads(row[5]) if row[5] else None, created_on_ms=row[6], created_by=row[7])

@@ -1,0 +1,123 @@
+"""Checks an aspect, in the JSON form GMS speaks (Rest.li's), against its Avro schema.
+
+GMS refuses what does not match its schema with one message naming every problem and where
+it is ("ERROR :: /relatedAssets/0/asset :: field is required but not found and has no default
+value"). DataHub's Python classes (`from_obj` + `validate`) say only "invalid" and accept fields
+the schema does not know, which GMS refuses ("unrecognized field found but not allowed"); this
+walk gives GMS's answer, and the registry runs the class check after it.
+
+Rest.li JSON differs from Avro JSON in two ways that matter here: an optional field (a union
+with null) carries its value bare, and a union of several types carries {"<full name>": value}
+with the name in its `com.linkedin.` form (no `pegasus2avro`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from avro import schema as avro
+
+PEGASUS = "com.linkedin.pegasus2avro."
+RESTLI = "com.linkedin."
+MAX_PROBLEMS = 20
+
+
+def restli_name(named: avro.NamedSchema) -> str:
+    """The name Rest.li uses for a record, enum or fixed: com.linkedin.X, not com.linkedin.pegasus2avro.X."""
+    return named.fullname.replace(PEGASUS, RESTLI, 1)
+
+
+def problems(schema: avro.Schema, value: Any) -> list[str]:
+    """Every way VALUE breaks SCHEMA, as GMS words them; empty when it conforms."""
+    found: list[str] = []
+    _check(schema, value, "", found)
+    return found[:MAX_PROBLEMS]
+
+
+def _type_name(schema: avro.Schema) -> str:
+    return schema.fullname if isinstance(schema, avro.NamedSchema) else schema.type
+
+
+def _check(schema: avro.Schema, value: Any, path: str, found: list[str]) -> None:
+    if len(found) >= MAX_PROBLEMS:
+        return
+    kind = schema.type
+    here = path or "/"
+    if kind == "record":
+        if not isinstance(value, dict):
+            found.append(f"ERROR :: {here} :: {_describe(value)} is not backed by a DataMap")
+            return
+        known = {field.name for field in schema.fields}
+        for key in value:
+            if key not in known:
+                found.append(f"ERROR :: {path}/{key} :: unrecognized field found but not allowed")
+        for field in schema.fields:
+            present = field.name in value and value[field.name] is not None
+            if present:
+                _check(field.type, value[field.name], f"{path}/{field.name}", found)
+            elif not (field.has_default or _is_optional(field.type)):
+                found.append(f"ERROR :: {path}/{field.name} :: field is required but not found and has no default value")
+    elif kind == "union":
+        branches = [b for b in schema.schemas if b.type != "null"]
+        if value is None:
+            if len(branches) != len(schema.schemas):
+                found.append(f"ERROR :: {here} :: null is not a member of the union")
+            return
+        if len(branches) == 1:
+            _check(branches[0], value, path, found)
+            return
+        if not isinstance(value, dict) or len(value) != 1:
+            found.append(f"ERROR :: {here} :: {_describe(value)} is not a union: give one member as {{\"<type>\": value}}")
+            return
+        (member, inner), = value.items()
+        for branch in branches:
+            if member in (_union_key(branch), _type_name(branch)):
+                _check(branch, inner, f"{path}/{member}", found)
+                return
+        found.append(f"ERROR :: {here} :: {member!r} is not a member type of the union")
+    elif kind == "array":
+        if not isinstance(value, list):
+            found.append(f"ERROR :: {here} :: {_describe(value)} is not an array")
+            return
+        for index, item in enumerate(value):
+            _check(schema.items, item, f"{path}/{index}", found)
+    elif kind == "map":
+        if not isinstance(value, dict):
+            found.append(f"ERROR :: {here} :: {_describe(value)} is not a map")
+            return
+        for key, item in value.items():
+            _check(schema.values, item, f"{path}/{key}", found)
+    elif kind == "enum":
+        if value not in schema.symbols:
+            found.append(f"ERROR :: {here} :: {_describe(value)} is not an enum symbol of {restli_name(schema)}")
+    elif kind in ("string", "bytes", "fixed"):
+        if not isinstance(value, str):
+            found.append(f"ERROR :: {here} :: {_describe(value)} is not a string")
+    elif kind in ("int", "long"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            found.append(f"ERROR :: {here} :: {_describe(value)} is not a {kind}")
+        elif kind == "int" and not -(2**31) <= value < 2**31:
+            found.append(f"ERROR :: {here} :: {value} is out of range for an int")
+        elif not -(2**63) <= value < 2**63:
+            found.append(f"ERROR :: {here} :: {value} is out of range for a long")
+    elif kind in ("float", "double"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            found.append(f"ERROR :: {here} :: {_describe(value)} is not a {kind}")
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            found.append(f"ERROR :: {here} :: {_describe(value)} is not a boolean")
+    elif kind == "null":
+        if value is not None:
+            found.append(f"ERROR :: {here} :: {_describe(value)} is not null")
+
+
+def _is_optional(schema: avro.Schema) -> bool:
+    return schema.type == "union" and any(b.type == "null" for b in schema.schemas)
+
+
+def _union_key(branch: avro.Schema) -> str:
+    return restli_name(branch) if isinstance(branch, avro.NamedSchema) else branch.type
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

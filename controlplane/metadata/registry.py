@@ -1,0 +1,146 @@
+"""The entity registry: which entities exist, their key, and the aspects each may carry, with
+each aspect's schema. Built from DataHub's own generated model (`datahub.metadata.schema_classes`
+of acryl-datahub, or of acryl-datahub-cloud where that is installed), plus the remote-executor
+entities of DataHub Cloud where the installed model lacks them (remote_executor_model.py).
+
+Validation is GMS's: an unknown entity or aspect, a malformed urn, or an aspect that breaks its
+schema is refused with a 400 that names the problem. An aspect with a generated class is then
+also instantiated and validated by that class (`from_obj` + `validate`), so what we store is
+what DataHub's own client reads back.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from avro import schema as avro
+from datahub.emitter.serialization_helper import post_json_transform
+from datahub.metadata.urns import Urn
+from datahub.utilities.urns.error import InvalidUrnError
+
+from . import remote_executor_model
+from .avro_check import problems, restli_name
+
+
+class MetadataInvalid(ValueError):
+    """A proposal GMS would refuse with 400; the message is GMS's kind of message."""
+
+
+@dataclass(frozen=True)
+class AspectSpec:
+    name: str
+    schema: avro.RecordSchema
+    model_class: type | None  # DataHub's generated class, where the installed model has one
+    timeseries: bool
+
+    @property
+    def restli_name(self) -> str:
+        """What GET /aspects answers it under: {"aspect": {"com.linkedin.x.Y": {...}}}."""
+        return restli_name(self.schema)
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    name: str
+    key_aspect: str
+    key_fields: tuple[str, ...]
+    aspects: frozenset[str]
+
+
+class Registry:
+    def __init__(self, entities: dict[str, EntitySpec], aspects: dict[str, AspectSpec]) -> None:
+        self._entities = entities
+        self._aspects = aspects
+
+    @classmethod
+    def load(cls, model: ModuleType | None = None, *, add_remote_executor: bool = True) -> Registry:
+        """From a generated model module (default: the installed datahub.metadata.schema_classes)."""
+        if model is None:
+            import datahub.metadata.schema_classes as model
+        entities: dict[str, EntitySpec] = {}
+        aspects: dict[str, AspectSpec] = {}
+        for name, aspect_class in model.ASPECT_NAME_MAP.items():
+            aspects[name] = AspectSpec(name, aspect_class.RECORD_SCHEMA, aspect_class,
+                                       getattr(aspect_class, "ASPECT_TYPE", "default") == "timeseries")
+        for entity, key_class in model.KEY_ASPECTS.items():
+            entities[entity] = _entity_from_key(key_class.RECORD_SCHEMA)
+        if add_remote_executor and "dataHubRemoteExecutorPool" not in entities:
+            names = avro.Names()
+            for definition in remote_executor_model.SCHEMAS:
+                record = avro.make_avsc_object(definition, names)
+                aspect_name = definition["Aspect"]["name"]
+                aspects[aspect_name] = AspectSpec(aspect_name, record, None, False)
+                if "keyForEntity" in definition["Aspect"]:
+                    entity_spec = _entity_from_key(record)
+                    entities[entity_spec.name] = entity_spec
+        return cls(entities, aspects)
+
+    @property
+    def entity_names(self) -> list[str]:
+        return sorted(self._entities)
+
+    def entity(self, name: str) -> EntitySpec:
+        spec = self._entities.get(name)
+        if spec is None:
+            raise MetadataInvalid(f"Unknown entity type {name!r}: the entity registry has no such entity")
+        return spec
+
+    def aspect(self, entity: str, aspect: str) -> AspectSpec:
+        """The aspect's spec, if ENTITY may carry it (its key aspect included)."""
+        entity_spec = self.entity(entity)
+        spec = self._aspects.get(aspect)
+        if spec is None or (aspect not in entity_spec.aspects and aspect != entity_spec.key_aspect):
+            raise MetadataInvalid(f"Unknown aspect {aspect} for entity {entity}")
+        return spec
+
+    def parse_urn(self, text: Any) -> Urn:
+        """A urn of a known entity type, with as many key parts as its key has fields."""
+        if not isinstance(text, str):
+            raise MetadataInvalid(f"Invalid urn {text!r}: a urn is a string")
+        try:
+            urn = Urn.from_string(text)
+        except InvalidUrnError as exc:
+            raise MetadataInvalid(f"Invalid urn {text!r}: {exc}") from None
+        spec = self.entity(urn.entity_type)
+        if len(urn.entity_ids) != len(spec.key_fields):
+            raise MetadataInvalid(f"Invalid urn {text!r}: entity {spec.name} has a key of {len(spec.key_fields)} part(s) "
+                                  f"({', '.join(spec.key_fields)}), the urn has {len(urn.entity_ids)}")
+        return urn
+
+    def key_value(self, urn: Urn) -> dict[str, str]:
+        """The entity's key aspect, as GMS derives it from the urn."""
+        spec = self.entity(urn.entity_type)
+        return dict(zip(spec.key_fields, urn.entity_ids))
+
+    def urn_from_key(self, entity: str, key: Any) -> str:
+        """The urn an MCP's entityKeyAspect names (DataHub's executor heartbeats that way)."""
+        spec = self.entity(entity)
+        self.validate(self.aspect(entity, spec.key_aspect), key)
+        parts = [str(key[field]) for field in spec.key_fields]
+        if len(parts) == 1:
+            return f"urn:li:{entity}:{parts[0]}"
+        return f"urn:li:{entity}:({','.join(parts)})"
+
+    def validate(self, spec: AspectSpec, value: Any) -> None:
+        """Refuse VALUE (Rest.li JSON) unless it conforms to SPEC's schema and, where DataHub has a
+        generated class for it, that class accepts it."""
+        found = problems(spec.schema, value)
+        if found:
+            raise MetadataInvalid(f"Failed to validate record with class {spec.restli_name}: {found}")
+        if spec.model_class is not None:
+            try:
+                valid = spec.model_class.from_obj(post_json_transform(value)).validate()
+            except Exception as exc:  # avrogen raises several types; all mean "not valid"
+                raise MetadataInvalid(f"Failed to validate record with class {spec.restli_name}: {exc}") from None
+            if not valid:
+                raise MetadataInvalid(f"Failed to validate record with class {spec.restli_name}: "
+                                      f"{json.dumps(value)[:200]} does not conform to its schema")
+
+
+def _entity_from_key(key_schema: avro.RecordSchema) -> EntitySpec:
+    info = key_schema.other_props["Aspect"]
+    return EntitySpec(name=info["keyForEntity"], key_aspect=info["name"],
+                      key_fields=tuple(field.name for field in key_schema.fields),
+                      aspects=frozenset(info.get("entityAspects", ())))

@@ -1,0 +1,135 @@
+"""Ingestion sources: `dataHubIngestionSource` entities with their `dataHubIngestionSourceInfo`.
+
+What DataHub lets through and a run would fail on late is refused when the source is saved:
+a recipe that does not parse (bounded, see vocabulary/safe_yaml.py) or has no source type, an
+executorId that names no pool, and extra environment variables that are not variable names or
+whose EXECUTOR_TASK_WEIGHT / EXECUTOR_TASK_MEMORY_LIMIT the executor would refuse. The per-run
+settings live where DataHub's UI puts them: `config.extraArgs` ("extra_env_vars" as a JSON
+object, "extra_pip_requirements" as a JSON list).
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
+from vocabulary.safe_yaml import YamlRefused, load_bounded
+from vocabulary.weights import FULL, InvalidWeight, parse_weight
+
+from . import entities as E
+from .errors import Invalid, NotFound
+from .json_input import check_storable
+from .metadata import aspect_store
+from .pools import Pools
+from .store import Store
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+
+
+def parse_recipe(text: Any) -> dict[str, Any]:
+    """A recipe as YAML or JSON text, refused (Invalid) unless it has a source with a type."""
+    if not isinstance(text, str) or not text.strip():
+        raise Invalid("recipe must be non-empty YAML or JSON text")
+    try:
+        recipe = load_bounded(text)
+    except YamlRefused as exc:
+        raise Invalid(f"recipe is refused: {exc}") from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("source"), dict) or "type" not in recipe["source"]:
+        raise Invalid("recipe must be a mapping with a source: {type: ..., config: ...} section")
+    check_storable(recipe, "/recipe")
+    return recipe
+
+
+def extra_args(info: dict[str, Any]) -> dict[str, str]:
+    return dict(info.get("config", {}).get("extraArgs") or {})
+
+
+def extra_env(info: dict[str, Any]) -> dict[str, str]:
+    raw = extra_args(info).get("extra_env_vars")
+    return json.loads(raw) if raw else {}
+
+
+def check_extra_args(args: dict[str, str]) -> None:
+    if "extra_env_vars" in args:
+        try:
+            env = json.loads(args["extra_env_vars"])
+        except ValueError:
+            raise Invalid("extraArgs.extra_env_vars must be a JSON object of NAME: value strings") from None
+        if not isinstance(env, dict):
+            raise Invalid("extraArgs.extra_env_vars must be a JSON object of NAME: value strings")
+        check_storable(env, "/extraArgs/extra_env_vars")
+        for name, value in env.items():
+            if not ENV_NAME.match(name):
+                raise Invalid(f"extra environment variable name {name[:60]!r} is not a valid variable name")
+            if not isinstance(value, str):
+                raise Invalid(f"extra environment variable {name} must be a string")
+        try:
+            parse_weight(env.get("EXECUTOR_TASK_WEIGHT"), FULL)
+            parse_memory_limit_kb(env.get("EXECUTOR_TASK_MEMORY_LIMIT"))
+        except (InvalidWeight, InvalidMemoryLimit) as exc:
+            raise Invalid(str(exc)) from None
+    if "extra_pip_requirements" in args:
+        try:
+            requirements = json.loads(args["extra_pip_requirements"])
+        except ValueError:
+            requirements = None
+        if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
+            raise Invalid("extraArgs.extra_pip_requirements must be a JSON list of requirement strings")
+
+
+class Sources:
+    def __init__(self, store: Store, pools: Pools) -> None:
+        self.store = store
+        self.pools = pools
+
+    def check_info(self, info: dict[str, Any]) -> None:
+        """Refuse what a run would fail on (called before any source info is stored)."""
+        if not (info.get("name") or "").strip() or len(info["name"]) > 200:
+            raise Invalid("name must be 1-200 characters")
+        recipe = parse_recipe(info.get("config", {}).get("recipe"))
+        if info.get("type") and recipe["source"]["type"] != info["type"]:
+            raise Invalid(f"type {info['type']!r} does not match the recipe's source type {recipe['source']['type']!r}")
+        self.pools.resolve(info.get("config", {}).get("executorId"))
+        check_extra_args(extra_args(info))
+
+    @staticmethod
+    def check_type(recipe: str) -> str:
+        """The source type a recipe names (Invalid when it names none)."""
+        return str(parse_recipe(recipe)["source"]["type"])
+
+    @staticmethod
+    def new_id() -> str:
+        return str(uuid.uuid4())
+
+    @staticmethod
+    def check_id(source_id: str) -> str:
+        if not SOURCE_ID.match(source_id or ""):
+            raise Invalid(f"source id {source_id[:60]!r} must be 1-200 letters, digits, '.', '_' or '-'")
+        return source_id
+
+    def get(self, ref: str) -> dict[str, Any]:
+        """A source by urn, id or (unambiguous) name."""
+        with self.store.read() as db:
+            key = E.key_of(ref, E.SOURCE)
+            stored = aspect_store.get(db, E.source_urn(key), E.SOURCE_INFO)
+            if stored is None:
+                named = [s for s in aspect_store.latest_of_type(db, E.SOURCE, E.SOURCE_INFO) if s.value.get("name") == ref]
+                if len(named) > 1:
+                    raise Invalid(f"{len(named)} sources are named {ref!r}; give the urn")
+                stored = named[0] if named else None
+        if stored is None:
+            raise NotFound(f"source {ref} not found")
+        return self._view(stored)
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.store.read() as db:
+            rows = aspect_store.latest_of_type(db, E.SOURCE, E.SOURCE_INFO)
+        return sorted((self._view(s) for s in rows), key=lambda s: (s["name"].lower(), s["urn"]))
+
+    @staticmethod
+    def _view(stored: aspect_store.StoredAspect) -> dict[str, Any]:
+        return {"urn": stored.urn, "id": E.key_of(stored.urn, E.SOURCE), "name": stored.value.get("name", ""),
+                "type": stored.value.get("type"), "info": stored.value}

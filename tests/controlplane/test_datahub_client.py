@@ -1,0 +1,256 @@
+"""DataHub's own client and CLI (acryl-datahub, which nobody on this team wrote) against the
+running control plane: ingest and read back, GraphQL, and the answers GMS gives to bad input.
+Every aspect the control plane stores or serves is checked with DataHub's schema classes
+(acryl-datahub-cloud's for the remote-executor entities)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import acryl_datahub_cloud.metadata.schema_classes as cloud_model
+import pytest
+import requests
+from datahub.emitter.mcp import MetadataChangeProposalWrapper
+from datahub.emitter.rest_emitter import DatahubRestEmitter
+from datahub.emitter.serialization_helper import post_json_transform
+from datahub.configuration.common import GraphError, OperationalError
+import datahub.metadata.schema_classes as model
+
+from controlplane.testing import running_controlplane
+
+from .conftest import RECIPE
+
+DATASET = "urn:li:dataset:(urn:li:dataPlatform:hive,db.orders,PROD)"
+DATAHUB_CLI = str(Path(sys.executable).parent / "datahub")
+
+
+def stored_aspects(cp) -> list[tuple[str, str, dict]]:
+    rows = cp.cp.store.query("SELECT urn, aspect, metadata FROM aspects")
+    rows += cp.cp.store.query("SELECT urn, aspect, metadata FROM timeseries_aspects")
+    return [(r["urn"], r["aspect"], json.loads(r["metadata"])) for r in rows]
+
+
+def assert_valid_for_datahub(cp) -> int:
+    """Every stored aspect instantiates and validates as DataHub's (Cloud) generated class."""
+    checked = 0
+    for urn, aspect, value in stored_aspects(cp):
+        aspect_class = cloud_model.ASPECT_NAME_MAP[aspect]
+        assert aspect_class.from_obj(post_json_transform(value)).validate(), (urn, aspect, value)
+        checked += 1
+    return checked
+
+
+def test_an_emitted_aspect_reads_back_through_datahubs_client_with_versions(cp, graph):
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.StatusClass(removed=False)))
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.DatasetPropertiesClass(
+        description="orders", customProperties={"team": "sales"})))
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.StatusClass(removed=True)))
+    assert graph.get_aspect(DATASET, model.StatusClass) == model.StatusClass(removed=True)
+    assert graph.get_aspect(DATASET, model.StatusClass, version=1) == model.StatusClass(removed=False), "history kept"
+    assert graph.get_aspect(DATASET, model.DatasetPropertiesClass).customProperties == {"team": "sales"}
+    assert graph.exists(DATASET) and not graph.exists("urn:li:dataset:(urn:li:dataPlatform:hive,db.none,PROD)")
+    raw = graph.get_entity_raw(DATASET, ["status"])
+    assert raw["aspects"]["status"]["value"] == {"removed": True}
+    assert assert_valid_for_datahub(cp) == 3
+
+
+def test_a_batch_goes_in_whole_and_survives_a_restart(tmp_path):
+    with running_controlplane(tmp_path / "cp") as cp:
+        emitter = DatahubRestEmitter(cp.gms_url, token=cp.admin_token)
+        urns = [f"urn:li:dataset:(urn:li:dataPlatform:hive,db.t{i},PROD)" for i in range(300)]
+        emitter.emit_mcps([MetadataChangeProposalWrapper(entityUrn=u, aspect=model.SubTypesClass(typeNames=["Table"]))
+                           for u in urns])
+        cp.stop()
+        cp.start()
+        from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
+
+        graph = DataHubGraph(DatahubClientConfig(server=cp.gms_url, token=cp.admin_token))
+        assert all(graph.get_aspect(u, model.SubTypesClass).typeNames == ["Table"] for u in urns[::37])
+        assert cp.cp.store.one("SELECT COUNT(*) AS n FROM aspects WHERE aspect='subTypes'")["n"] == 300
+
+
+def test_datahubs_remote_executor_writes_its_status_the_way_datahub_does(cp, graph):
+    """DataHub's own executor heartbeats with an entityKeyAspect MCP and async_flag=False."""
+    cp.create_pool("remote", default=True)
+    status = cloud_model.RemoteExecutorStatusClass(executorPoolId="remote", executorReleaseVersion="v0.3.9",
+                                                   executorAddress="10.0.0.9", executorHostname="worker-7",
+                                                   executorUptime=12.5, reportedAt=1)
+    mcp = MetadataChangeProposalWrapper(entityType="dataHubRemoteExecutor",
+                                        entityKeyAspect=cloud_model.RemoteExecutorKeyClass(id="worker-7-abc"), aspect=status)
+    token = cp.create_executor_token(["remote"])
+    DatahubRestEmitter(cp.gms_url, token=token).emit_mcp(mcp, async_flag=False)
+    assert graph.get_aspect("urn:li:dataHubRemoteExecutor:worker-7-abc", cloud_model.RemoteExecutorStatusClass) == status
+    answer = graph.execute_graphql('{ getRemoteExecutor(urn: "urn:li:dataHubRemoteExecutor:worker-7-abc") '
+                                   '{ executorPoolId executorHostname executorExpired type } }')
+    assert answer["getRemoteExecutor"] == {"executorPoolId": "remote", "executorHostname": "worker-7",
+                                           "executorExpired": False, "type": "REMOTE_EXECUTOR"}
+
+
+GRAPHQL_SOURCE = """mutation($input: UpdateIngestionSourceInput!) { createIngestionSource(input: $input) }"""
+
+
+def test_the_graphql_operations_remote_execution_needs(cp, graph):
+    pool_urn = graph.execute_graphql('mutation { createRemoteExecutorPool(input: {executorPoolId: "remote", '
+                                     'description: "vpc-a", isDefault: true}) }')["createRemoteExecutorPool"]
+    assert pool_urn == "urn:li:dataHubRemoteExecutorPool:remote"
+    graph.execute_graphql('mutation { createRemoteExecutorPool(input: {executorPoolId: "other", isDefault: false}) }')
+    assert graph.execute_graphql('mutation { updateRemoteExecutorPool(input: {urn: "urn:li:dataHubRemoteExecutorPool:other", '
+                                 'description: "second"}) }') == {"updateRemoteExecutorPool": True}
+    pools = graph.execute_graphql("{ listRemoteExecutorPools(input: {start: 0, count: 10}) { total remoteExecutorPools "
+                                  "{ urn executorPoolId description isDefault createdAt } } }")["listRemoteExecutorPools"]
+    assert pools["total"] == 2
+    assert {p["executorPoolId"]: (p["description"], p["isDefault"]) for p in pools["remoteExecutorPools"]} == {
+        "remote": ("vpc-a", True), "other": ("second", False)}
+    recipe = json.dumps({"source": {"type": "datahub-mock-data", "config": {}}})
+    source_urn = graph.execute_graphql(GRAPHQL_SOURCE, variables={"input": {
+        "name": "mock", "type": "datahub-mock-data", "schedule": {"interval": "0 * * * *", "timezone": "UTC"},
+        "config": {"recipe": recipe, "executorId": "remote", "version": "1.7.0.17", "debugMode": False,
+                   "extraArgs": [{"key": "extra_env_vars", "value": '{"EXECUTOR_TASK_WEIGHT": "1/3"}'}]}}})["createIngestionSource"]
+    graph.execute_graphql("mutation($urn: String!, $input: UpdateIngestionSourceInput!) { updateIngestionSource(urn: $urn, "
+                          "input: $input) }", variables={"urn": source_urn, "input": {
+                              "name": "mock", "type": "datahub-mock-data", "config": {"recipe": recipe, "executorId": "other"}}})
+    source = graph.execute_graphql("query($urn: String!) { ingestionSource(urn: $urn) { name type config "
+                                   "{ executorId recipe } } }", variables={"urn": source_urn})["ingestionSource"]
+    assert source == {"name": "mock", "type": "datahub-mock-data", "config": {"executorId": "other", "recipe": recipe}}
+    run_urn = graph.execute_graphql("mutation($u: String!) { createIngestionExecutionRequest(input: {ingestionSourceUrn: $u}) }",
+                                    variables={"u": source_urn})["createIngestionExecutionRequest"]
+    test_urn = graph.execute_graphql("mutation($r: String!) { createTestConnectionRequest(input: {recipe: $r}) }",
+                                     variables={"r": recipe})["createTestConnectionRequest"]
+    listed = graph.execute_graphql("{ listIngestionSources(input: {start: 0, count: 5}) { total ingestionSources { urn "
+                                   "executions(start: 0, count: 5) { total executionRequests { urn id input { task executorId "
+                                   "source { type ingestionSource } arguments { key value } } result { status } } } } } }")
+    (listed_source,) = listed["listIngestionSources"]["ingestionSources"]
+    (run,) = listed_source["executions"]["executionRequests"]
+    assert run["urn"] == run_urn and run["input"]["task"] == "RUN_INGEST" and run["input"]["executorId"] == "other"
+    assert run["input"]["source"] == {"type": "MANUAL_INGESTION_SOURCE", "ingestionSource": source_urn}
+    assert {a["key"]: a["value"] for a in run["input"]["arguments"]}["recipe"] == recipe and run["result"] is None
+    requests_page = graph.execute_graphql('{ listExecutionRequests(input: {start: 0, count: 10, filters: [{field: '
+                                          '"ingestionSource", values: ["%s"]}]}) { total executionRequests { urn } } }'
+                                          % source_urn)["listExecutionRequests"]
+    assert [r["urn"] for r in requests_page["executionRequests"]] == [run_urn]
+    tested = graph.execute_graphql("query($u: String!) { executionRequest(urn: $u) { input { task executorId } source { urn } } }",
+                                   variables={"u": test_urn})["executionRequest"]
+    assert tested == {"input": {"task": "TEST_CONNECTION", "executorId": "remote"}, "source": None}, "default pool"
+    cancelled = graph.execute_graphql("mutation($i: CancelIngestionExecutionRequestInput!) { cancelIngestionExecutionRequest("
+                                      "input: $i) }", variables={"i": {"ingestionSourceUrn": source_urn,
+                                                                       "executionRequestUrn": run_urn}})
+    assert cancelled["cancelIngestionExecutionRequest"] == run_urn
+    status = graph.execute_graphql("query($u: String!) { executionRequest(urn: $u) { result { status } } }",
+                                   variables={"u": run_urn})["executionRequest"]["result"]["status"]
+    assert status == "CANCELLED"
+    assert graph.execute_graphql('mutation { updateDefaultRemoteExecutorPool(urn: "urn:li:dataHubRemoteExecutorPool:other") }')
+    default = graph.execute_graphql("{ defaultRemoteExecutorPool { pool { executorPoolId isDefault } } }")
+    assert default == {"defaultRemoteExecutorPool": {"pool": {"executorPoolId": "other", "isDefault": True}}}
+    assert graph.execute_graphql("mutation($u: String!) { deleteIngestionSource(urn: $u) }", variables={"u": source_urn})
+    assert graph.execute_graphql("query($u: String!) { ingestionSource(urn: $u) { urn } }",
+                                 variables={"u": source_urn}) == {"ingestionSource": None}
+    assert assert_valid_for_datahub(cp) > 8
+    info = graph.get_aspect(pool_urn, cloud_model.RemoteExecutorPoolInfoClass)
+    assert info.description == "vpc-a" and info.queueUrl.endswith("-remote") and info.state.status == "READY"
+    config = graph.get_aspect("urn:li:dataHubRemoteExecutorGlobalConfig:primary", cloud_model.RemoteExecutorPoolGlobalConfigClass)
+    assert config.defaultExecutorPoolId == "other"
+
+
+@pytest.mark.parametrize("proposal, says", [
+    ({"entityType": "dataset", "entityUrn": DATASET, "changeType": "UPSERT", "aspectName": "noSuchAspect",
+      "aspect": {"value": "{}", "contentType": "application/json"}}, "Unknown aspect noSuchAspect for entity dataset"),
+    ({"entityType": "dataset", "entityUrn": DATASET, "changeType": "UPSERT", "aspectName": "status",
+      "aspect": {"value": '{"removed": "yes"}', "contentType": "application/json"}}, "/removed"),
+    ({"entityType": "dataset", "entityUrn": DATASET, "changeType": "UPSERT", "aspectName": "status",
+      "aspect": {"value": '{"removed": false, "colour": "red"}', "contentType": "application/json"}},
+     "unrecognized field found but not allowed"),
+    ({"entityType": "dataset", "entityUrn": "urn:li:dataset:(urn:li:dataPlatform:hive,only-two)", "changeType": "UPSERT",
+      "aspectName": "status", "aspect": {"value": "{}", "contentType": "application/json"}}, "Invalid urn"),
+    ({"entityType": "noSuchEntity", "entityUrn": "urn:li:noSuchEntity:x", "changeType": "UPSERT", "aspectName": "status",
+      "aspect": {"value": "{}", "contentType": "application/json"}}, "Unknown entity type"),
+    ({"entityType": "dataset", "entityUrn": DATASET, "changeType": "PATCH", "aspectName": "status",
+      "aspect": {"value": "[]", "contentType": "application/json-patch+json"}}, "PATCH is not supported"),
+])
+def test_bad_proposals_are_refused_as_gms_refuses_them_and_nothing_is_stored(cp, graph, proposal, says):
+    response = requests.post(f"{cp.gms_url}/aspects?action=ingestProposal", json={"proposal": proposal},
+                             headers={"Authorization": f"Bearer {cp.admin_token}"}, timeout=10)
+    assert response.status_code == 400 and says in response.json()["message"]
+    good = MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.StatusClass(removed=False))
+    bad = MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.StatusClass(removed=False))
+    bad_obj = bad.to_obj()
+    batch = {"proposals": [good.to_obj(), {**bad_obj, "aspectName": "noSuchAspect"}]}
+    assert requests.post(f"{cp.gms_url}/aspects?action=ingestProposalBatch", json=batch,
+                         headers={"Authorization": f"Bearer {cp.admin_token}"}, timeout=10).status_code == 400
+    assert stored_aspects(cp) == [], "a refused batch stores none of it"
+    with pytest.raises(OperationalError) as refused:
+        graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.StatusClass(removed=False)),
+                       async_flag=False) if False else DatahubRestEmitter(cp.gms_url, token="dhx_wrong").emit_mcp(good)
+    assert refused.value.info.get("status") == 401
+    graph.emit_mcp(good)  # and the service goes on
+    assert graph.get_aspect(DATASET, model.StatusClass) == model.StatusClass(removed=False)
+
+
+def test_bad_graphql_gets_graphql_errors_and_the_service_goes_on(cp, graph):
+    with pytest.raises(GraphError, match="Syntax Error"):
+        graph.execute_graphql("{ listIngestionSources(input: {start: 0 ")
+    with pytest.raises(GraphError, match="Cannot query field 'nope'"):
+        graph.execute_graphql("{ nope }")
+    with pytest.raises(GraphError, match="pool id"):
+        graph.execute_graphql('mutation { createRemoteExecutorPool(input: {executorPoolId: "no/slash", isDefault: true}) }')
+    response = requests.post(f"{cp.gms_url}/api/graphql", data=b"not json",
+                             headers={"Authorization": f"Bearer {cp.admin_token}"}, timeout=10)
+    assert response.status_code == 400
+    assert graph.execute_graphql("{ listRemoteExecutorPools(input: {start: 0, count: 1}) { total } }") == {
+        "listRemoteExecutorPools": {"total": 0}}
+
+
+def test_unstorable_text_is_refused_and_nothing_breaks(cp, graph):
+    """A lone surrogate used to be stored, then every list answered 500 for good."""
+    cp.create_pool("p", default=True)
+    body = ('{"query": "mutation($i: UpdateIngestionSourceInput!) { createIngestionSource(input: $i) }", "variables": '
+            '{"i": {"name": "s", "type": "datahub-mock-data", "config": {"executorId": "p", "recipe": '
+            '"source: {type: datahub-mock-data}", "extraArgs": [{"key": "extra_env_vars", "value": '
+            '"{\\"X\\": \\"\\\\ud800\\"}"}]}}}}')
+    response = requests.post(f"{cp.gms_url}/api/graphql", data=body.encode(),
+                             headers={"Authorization": f"Bearer {cp.admin_token}", "Content-Type": "application/json"},
+                             timeout=10)
+    assert response.status_code == 200 and response.json().get("errors"), response.text
+    assert "surrogate" in response.json()["errors"][0]["message"]
+    direct = '{"proposal": {"entityType": "dataset", "entityUrn": "%s", "changeType": "UPSERT", "aspectName": "status", ' \
+             '"aspect": {"value": "{\\"removed\\": false}", "contentType": "application/json"}, ' \
+             '"systemMetadata": {"runId": "\\ud800"}}}' % DATASET
+    response = requests.post(f"{cp.gms_url}/aspects?action=ingestProposal", data=direct.encode(),
+                             headers={"Authorization": f"Bearer {cp.admin_token}"}, timeout=10)
+    assert response.status_code == 400 and "surrogate" in response.json()["message"]
+    assert graph.execute_graphql("{ listIngestionSources(input: {start: 0, count: 5}) { total } }") == {
+        "listIngestionSources": {"total": 0}}
+    assert stored_aspects(cp) and all(a != "status" for _, a, _ in stored_aspects(cp))
+
+
+def test_what_is_not_implemented_answers_as_gms_does(cp):
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {cp.admin_token}"
+    assert session.post(f"{cp.gms_url}/aspects?action=getTimeseriesAspectValues", json={}, timeout=5).status_code == 404
+    assert session.get(f"{cp.gms_url}/openapi/v3/entity/dataset", timeout=5).status_code == 404
+    assert session.post(f"{cp.gms_url}/usageStats?action=batchIngest", json={}, timeout=5).status_code == 404
+    assert requests.get(f"{cp.gms_url}/config", timeout=5).json()["noCode"] == "true", "public, as GMS's"
+
+
+def datahub_cli(cp, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUB_")}
+    env.update({"DATAHUB_GMS_URL": cp.gms_url, "DATAHUB_GMS_TOKEN": token or cp.admin_token,
+                "DATAHUB_TELEMETRY_ENABLED": "false", "DATAHUB_SKIP_CONFIG": "true"})
+    return subprocess.run([DATAHUB_CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_datahubs_cli_deploys_a_source_and_lists_its_runs(cp, tmp_path):
+    cp.create_pool("remote", default=True)
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(RECIPE)
+    deployed = datahub_cli(cp, "ingest", "deploy", "--name", "from-the-cli", "-c", str(recipe), "--executor-id", "remote")
+    assert deployed.returncode == 0, deployed.stderr + deployed.stdout
+    source = cp.cp.sources.get("from-the-cli")
+    assert source["info"]["config"]["executorId"] == "remote"
+    redeployed = datahub_cli(cp, "ingest", "deploy", "--name", "from-the-cli", "-c", str(recipe), "--executor-id", "remote")
+    assert redeployed.returncode == 0 and len(cp.cp.sources.list()) == 1, "deploy is an upsert"
+    execution = cp.run_source(source["id"])
+    listed = datahub_cli(cp, "ingest", "list-source-runs", "--source", "from-the-cli")
+    assert listed.returncode == 0 and execution["id"] in listed.stdout and "from-the-cli" in listed.stdout, listed.stdout

@@ -1,0 +1,278 @@
+"""The execution life cycle through the executor's real client: claims and their leases,
+progress and results as DataHub's result aspect, fencing of stale leases, cancellation through
+DataHub's KILL signal, release, reconciliation, liveness, and what survives a restart."""
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+
+from executor.controlplane_client import ControlPlaneError, LeaseLost
+
+from .conftest import RECIPE
+
+
+def sqs(cp):
+    return boto3.client("sqs", region_name="us-east-1", endpoint_url=cp.sqs_endpoint_url,
+                        aws_access_key_id="local", aws_secret_access_key="local")
+
+
+def test_a_pool_gets_an_ingestion_and_a_monitors_queue_each_with_a_redrive_policy(cp):
+    pool = cp.create_pool("p", visibility_timeout_s=45, max_receive_count=3)
+    client = sqs(cp)
+    for queue, dlq in ((pool["queue_url"], pool["dlq_url"]), (pool["monitors_queue_url"], pool["monitors_dlq_url"])):
+        attributes = client.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+        assert attributes["VisibilityTimeout"] == "45"
+        redrive = json.loads(attributes["RedrivePolicy"])
+        assert redrive["maxReceiveCount"] in (3, "3")
+        assert redrive["deadLetterTargetArn"].endswith(dlq.rsplit("/", 1)[1])
+    assert pool["monitors_queue_url"] == pool["queue_url"] + "-monitors"
+    assert pool["queue_arn"].startswith("arn:aws:sqs:us-east-1:") and pool["queue_arn"].endswith(pool["queue_url"].rsplit("/", 1)[1])
+
+
+def test_runs_are_sent_to_their_task_class_queue_without_recipe_or_secret(cp):
+    pool = cp.create_pool("p", default=True)
+    source = cp.create_source("s", RECIPE.replace("{}", "{password: '${PG_PASSWORD}'}"))
+    ingest, monitor = cp.run_source(source["id"]), cp.run_source(source["id"], "RUN_MONITOR")
+    client = sqs(cp)
+    body = json.loads(client.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=2)["Messages"][0]["Body"])
+    assert body == {"v": 1, "execution_id": ingest["id"], "task": "RUN_INGEST", "pool_id": "p",
+                    "requested_at": body["requested_at"]}
+    body = json.loads(client.receive_message(QueueUrl=pool["monitors_queue_url"], WaitTimeSeconds=2)["Messages"][0]["Body"])
+    assert body["execution_id"] == monitor["id"] and body["task"] == "RUN_MONITOR"
+
+
+def test_claim_progress_result_and_their_idempotence(cp, executor_double):
+    cp.create_pool("p", default=True)
+    e1, e2 = executor_double("p", "e1"), executor_double("p", "e2")
+    e1.heartbeat()
+    e2.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    claimed = e1.claim(execution["id"])
+    assert claimed.args["recipe"] == RECIPE and claimed.task == "RUN_INGEST" and claimed.pool_id == "p"
+    assert claimed.ingest_token.startswith("dhx_") and claimed.lease
+    assert e2.claim(execution["id"]) is None, "running on a live executor: 409"
+    e1.progress(claimed, "line 1", peak=1000)
+    shown = cp.execution(execution["id"])
+    assert shown["status"] == "RUNNING" and shown["log_tail"] == "line 1" and shown["peak_memory_bytes"] == 1000
+    e1.finish(claimed, ingestion_report={"source": {"report": {"events_produced": 3}}})
+    e1.finish(claimed, ingestion_report={"source": {"report": {"events_produced": 3}}})  # a retry: recorded once
+    with pytest.raises(ControlPlaneError) as refused:
+        e1.finish(claimed, status="FAILURE", reason="EXIT_CODE")
+    assert refused.value.status == 409, "a final status is final"
+    cp.cancel(execution["id"])
+    shown = cp.execution(execution["id"])
+    assert shown["status"] == "SUCCESS", "a late cancel never overwrites a final status"
+    assert shown["structured_report"] == {"source": {"report": {"events_produced": 3}}}
+    assert e2.claim(execution["id"]) is None
+
+
+def test_a_stale_lease_is_refused_and_changes_nothing(cp, executor_double):
+    """A paused executor whose execution was taken over can never write over the new run."""
+    cp.create_pool("p", default=True)
+    paused, fresh = executor_double("p", "paused", interval_s=0.3), executor_double("p", "fresh", interval_s=30)
+    paused.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    old = paused.claim(execution["id"])
+    time.sleep(1.2)  # three of its intervals: STALE, its execution may be claimed again
+    fresh.heartbeat()
+    new = fresh.claim(execution["id"], receive_count=2)
+    assert new is not None and new.lease != old.lease
+    fresh.progress(new, "the new run")
+    for stale_call in (lambda: paused.progress(old, "the old run"), lambda: paused.finish(old, "FAILURE", "EXIT_CODE"),
+                       lambda: paused.client.upload_log(execution["id"], old.lease, b"old log"),
+                       lambda: paused.client.release(execution["id"], old.lease, "old")):
+        with pytest.raises(LeaseLost):
+            stale_call()
+    fresh.finish(new)
+    shown = cp.execution(execution["id"])
+    assert (shown["status"], shown["executor_id"]) == ("SUCCESS", "fresh")
+    assert shown["lease_epoch"] == 2
+
+
+def test_cancel_of_a_pending_run_is_at_once_and_of_a_running_one_a_kill_signal(cp, executor_double):
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    pending = cp.run_source(cp.create_source("s1", RECIPE)["id"])
+    assert cp.cancel(pending["id"])["status"] == "CANCELLED"
+    assert cp.execution(pending["id"])["reason"] == "CANCELLED_BEFORE_START"
+    assert executor.claim(pending["id"]) is None
+    running = cp.run_source(cp.create_source("s2", RECIPE)["id"])
+    claimed = executor.claim(running["id"])
+    assert executor.client.cancel_requested(running["id"]) is False
+    cp.cancel(running["id"])
+    assert executor.client.cancel_requested(running["id"]) is True, "read from DataHub's signal aspect"
+    executor.finish(claimed, "CANCELLED", "CANCELLED")
+    assert cp.execution(running["id"])["status"] == "CANCELLED"
+
+
+def test_a_second_run_of_a_running_source_is_a_duplicate(cp, executor_double):
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    source = cp.create_source("s", RECIPE)
+    first, second = cp.run_source(source["id"]), cp.run_source(source["id"])
+    assert executor.claim(first["id"]) is not None
+    assert executor.claim(second["id"]) is None
+    shown = cp.execution(second["id"])
+    assert (shown["status"], shown["reason"]) == ("DUPLICATE", "SOURCE_ALREADY_RUNNING")
+
+
+def test_executors_go_stale_then_offline_by_their_own_interval_and_lose_their_runs(cp, executor_double):
+    cp.create_pool("p", default=True)
+    fast, slow = executor_double("p", "fast", interval_s=0.5), executor_double("p", "slow", interval_s=60)
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    fast.heartbeat()
+    slow.heartbeat()
+    fast.claim(execution["id"])
+    fast.heartbeat(running=[execution["id"]])
+    assert {e["executor_id"]: e["status"] for e in cp.executors("p")} == {"fast": "ONLINE", "slow": "ONLINE"}
+    time.sleep(1.8)
+    assert {e["executor_id"]: e["status"] for e in cp.executors("p")} == {"fast": "STALE", "slow": "ONLINE"}
+    shown = {e["executor_id"]: e for e in cp.executors("p")}["fast"]
+    assert shown["hostname"] == "host-1" and shown["capacity"]["ingestion"]["used_weight"] == 0.25
+    assert shown["running_executions"] == [execution["id"]]
+    done = cp.wait_for_status(execution["id"], {"ABORTED"}, timeout_s=10)
+    assert done["reason"] == "EXECUTOR_LOST"
+    assert {e["executor_id"]: e["status"] for e in cp.executors("p")}["fast"] == "OFFLINE"
+    deadline = time.monotonic() + 5
+    while not cp.cp.executors.list("p")[0].get("executor_id") or not _expired(cp, "fast"):
+        assert time.monotonic() < deadline, "an OFFLINE executor's status says executorExpired"
+        time.sleep(0.2)
+
+
+def _expired(cp, executor_id: str) -> bool:
+    from controlplane.metadata import aspect_store
+
+    with cp.cp.store.read() as db:
+        status = aspect_store.get(db, f"urn:li:dataHubRemoteExecutor:{executor_id}", "dataHubRemoteExecutorStatus")
+    return bool(status and status.value["executorExpired"])
+
+
+def test_two_live_processes_cannot_share_one_executor_id(cp, executor_double):
+    cp.create_pool("p", default=True)
+    first, second = executor_double("p", "same-id", interval_s=0.4), executor_double("p", "same-id", interval_s=0.4)
+    first.heartbeat()
+    with pytest.raises(ControlPlaneError) as refused:
+        second.heartbeat()
+    assert refused.value.status == 409 and "DATAHUB_EXECUTOR_ID" in str(refused.value)
+    first.heartbeat(state="STOPPED")
+    second.heartbeat()  # the first process stopped: the id is free again
+
+
+def test_an_execution_its_holder_does_not_list_is_queued_again(cp, executor_double):
+    """A claim whose answer never reached the executor is recovered in two heartbeats."""
+    pool = cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    sqs(cp).receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=2)  # the first message, taken
+    assert executor.claim(execution["id"]) is not None  # ...and the answer "lost"
+    executor.heartbeat(running=[])
+    assert cp.execution(execution["id"])["status"] == "RUNNING", "one heartbeat without it may be a race"
+    executor.heartbeat(running=[])
+    shown = cp.execution(execution["id"])
+    assert shown["status"] == "PENDING" and shown["executor_id"] is None
+    message = sqs(cp).receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=5)["Messages"][0]
+    assert json.loads(message["Body"])["execution_id"] == execution["id"], "sent to the queue again at once"
+
+
+def test_released_work_is_queued_again_at_once(cp, executor_double):
+    pool = cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    sqs(cp).receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=2)
+    claimed = executor.claim(execution["id"])
+    executor.client.release(execution["id"], claimed.lease, "stopping")
+    assert cp.execution(execution["id"])["status"] == "PENDING"
+    message = sqs(cp).receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=5)["Messages"][0]
+    assert json.loads(message["Body"])["execution_id"] == execution["id"]
+    other = executor_double("p", "e2")
+    other.heartbeat()
+    assert other.claim(execution["id"]) is not None
+
+
+def test_a_stopping_executor_gives_back_what_it_did_not_start(cp, executor_double):
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    started = cp.run_source(cp.create_source("s1", RECIPE)["id"])
+    unstarted = cp.run_source(cp.create_source("s2", RECIPE)["id"])
+    executor.claim(started["id"])
+    executor.claim(unstarted["id"])
+    executor.heartbeat(state="STOPPED", running=[started["id"]])
+    assert cp.execution(unstarted["id"])["status"] == "PENDING", "its last list is the truth"
+
+
+def test_another_pools_executor_cannot_claim_and_ids_are_checked(cp, executor_double):
+    cp.create_pool("a", default=True)
+    cp.create_pool("b")
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    everywhere = cp.create_executor_token(None)
+    intruder = executor_double("b", "e-b", token=everywhere)
+    intruder.heartbeat()
+    with pytest.raises(ControlPlaneError) as refused:
+        intruder.claim(execution["id"])
+    assert refused.value.status == 403 and "belongs to pool a" in str(refused.value)
+    scoped = executor_double("b", "e-b2")
+    with pytest.raises(ControlPlaneError) as refused:
+        scoped.client.claim(execution["id"], executor_id="e-b2", instance_id="x", pool_id="a", receive_count=1)
+    assert refused.value.status == 403
+    response = scoped.client.session.post(f"{cp.gms_url}/executor/v1/executions/..%2F..%2Fadmin/claim",
+                                          json={"executor_id": "e", "instance_id": "i", "pool_id": "b"}, timeout=5)
+    assert response.status_code in (400, 404)
+    response = scoped.client.session.post(f"{cp.gms_url}/executor/v1/executions/x/claim",
+                                          json={"executor_id": "e,(bad)", "instance_id": "i", "pool_id": "b"}, timeout=5)
+    assert response.status_code == 400 and "executor id" in response.json()["error"]
+
+
+def test_logs_are_the_tail_while_running_and_the_full_log_after(cp, executor_double):
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    claimed = executor.claim(execution["id"])
+    executor.progress(claimed, "tail so far")
+    assert cp.logs(execution["id"]) == {"execution_id": execution["id"], "status": "RUNNING", "complete": False,
+                                        "log": "tail so far"}
+    executor.client.upload_log(execution["id"], claimed.lease, b"line 1\nline 2\n")
+    assert cp.logs(execution["id"])["log"] == "line 1\nline 2\n"
+
+
+def test_state_survives_a_restart(tmp_path):
+    from controlplane.testing import running_controlplane
+
+    with running_controlplane(tmp_path / "cp") as cp:
+        pool = cp.create_pool("p", default=True)
+        source = cp.create_source("s", RECIPE)
+        execution = cp.run_source(source["id"])
+        gms_url = cp.gms_url
+        cp.stop()
+        cp.start()
+        assert cp.gms_url == gms_url, "same port after a restart"
+        assert cp.execution(execution["id"])["status"] == "PENDING"
+        assert [s["name"] for s in cp.cp.sources.list()] == ["s"]
+        message = sqs(cp).receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=2)["Messages"][0]
+        assert json.loads(message["Body"])["execution_id"] == execution["id"], "PENDING work is sent again"
+        assert cp.cp.store.schema_version == 2
+
+
+def test_a_control_plane_outage_does_not_make_executors_lost(cp, executor_double):
+    """Heartbeats cannot arrive while the control plane is down; executors are judged from its restart on."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1", interval_s=0.5)
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    executor.claim(execution["id"])
+    cp.stop()
+    time.sleep(4)  # eight of its intervals
+    cp.start()
+    time.sleep(0.5)
+    assert cp.executors("p")[0]["status"] == "ONLINE"
+    assert cp.execution(execution["id"])["status"] == "RUNNING"
+    assert cp.wait_for_status(execution["id"], {"ABORTED"}, timeout_s=10)["reason"] == "EXECUTOR_LOST", \
+        "an executor that stays silent after the restart is still judged lost"

@@ -1,0 +1,130 @@
+"""Who may do what, and what the control plane refuses before it reads: a run's ingest token
+writes metadata and nothing else; tokens are checked before any body is read; bodies over an
+endpoint's limit are refused without being buffered; tokens are stored hashed."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import psutil
+import pytest
+import requests
+from datahub.emitter.mcp import MetadataChangeProposalWrapper
+from datahub.emitter.rest_emitter import DatahubRestEmitter
+from datahub.configuration.common import OperationalError
+import datahub.metadata.schema_classes as model
+
+from .conftest import RECIPE
+
+DATASET = "urn:li:dataset:(urn:li:dataPlatform:hive,db.t,PROD)"
+
+
+def claimed_run(cp, executor_double):
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    return executor, executor.claim(execution["id"])
+
+
+def test_a_runs_token_ingests_metadata_and_nothing_else(cp, executor_double):
+    executor, claimed = claimed_run(cp, executor_double)
+    token = claimed.ingest_token
+    DatahubRestEmitter(cp.gms_url, token=token).emit_mcp(
+        MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.StatusClass(removed=False)))
+    assert cp.cp.executions.run_summary(claimed.execution_id)["entities"] == 1, "attributed to its run"
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    refusals = {
+        "GraphQL": session.post(f"{cp.gms_url}/api/graphql", json={"query": "{ listIngestionSources(input: {}) { total } }"}),
+        "claim": session.post(f"{cp.gms_url}/executor/v1/executions/{claimed.execution_id}/claim",
+                              json={"executor_id": "x", "instance_id": "y", "pool_id": "p"}),
+        "a result": session.post(f"{cp.gms_url}/aspects?action=ingestProposal", json={"proposal": {
+            "entityType": "dataHubExecutionRequest", "entityUrn": f"urn:li:dataHubExecutionRequest:{claimed.execution_id}",
+            "changeType": "UPSERT", "aspectName": "dataHubExecutionRequestResult",
+            "aspect": {"value": json.dumps({"status": "SUCCESS"}), "contentType": "application/json"},
+            "headers": {"X-DataHub-Execution-Lease": claimed.lease}}}),
+        "a cancel": session.post(f"{cp.gms_url}/aspects?action=ingestProposal", json={"proposal": {
+            "entityType": "dataHubExecutionRequest", "entityUrn": f"urn:li:dataHubExecutionRequest:{claimed.execution_id}",
+            "changeType": "UPSERT", "aspectName": "dataHubExecutionRequestSignal",
+            "aspect": {"value": json.dumps({"signal": "KILL", "createdAt": {"time": 1, "actor": "urn:li:corpuser:x"}}),
+                       "contentType": "application/json"}}}),
+        "a token": session.post(f"{cp.gms_url}/admin/v1/tokens", json={"kind": "admin"}),
+        "the pool": session.get(f"{cp.gms_url}/entitiesV2/urn%3Ali%3AdataHubRemoteExecutorPool%3Ap"),
+        "the log": session.get(f"{cp.gms_url}/admin/v1/executions/{claimed.execution_id}/log"),
+    }
+    assert {what: r.status_code for what, r in refusals.items()} == {what: 403 for what in refusals}
+    executor.finish(claimed)
+    with pytest.raises(OperationalError) as revoked:
+        DatahubRestEmitter(cp.gms_url, token=token).emit_mcp(
+            MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.StatusClass(removed=True)))
+    assert revoked.value.info.get("status") == 401, "revoked when its run ended"
+
+
+def test_an_executors_token_manages_nothing(cp, executor_double):
+    executor, claimed = claimed_run(cp, executor_double)
+    session = executor.client.session
+    assert session.post(f"{cp.gms_url}/api/graphql", json={"query": "{ listRemoteExecutorPools(input: "
+                                                                     "{start: 0, count: 1}) { total } }"}).status_code == 403
+    assert session.post(f"{cp.gms_url}/admin/v1/tokens", json={"kind": "executor"}).status_code == 403
+    assert session.post(f"{cp.gms_url}/aspects?action=ingestProposal", json={"proposal": {
+        "entityType": "dataset", "entityUrn": DATASET, "changeType": "UPSERT", "aspectName": "status",
+        "aspect": {"value": "{}", "contentType": "application/json"}}}).status_code == 403
+
+
+def test_tokens_are_stored_hashed_and_never_listed(cp, tmp_path):
+    cp.create_pool("p", default=True)
+    token = cp.create_executor_token(["p"])
+    database = (tmp_path / "cp" / "controlplane.sqlite3").read_bytes()
+    assert token.encode() not in database and cp.admin_token.encode() not in database
+    listed = cp.http.get(f"{cp.gms_url}/admin/v1/tokens", timeout=5).json()
+    assert all("token" not in t and "hash" not in t for t in listed)
+    assert requests.get(f"{cp.gms_url}/admin/v1/tokens", timeout=5).status_code == 401
+
+
+def send_huge_body(url: str, size: int, token: str | None) -> tuple[int | None, int]:
+    """POST SIZE bytes (chunked, never held in memory here); the status and how much was sent."""
+    sent = 0
+
+    def chunks():
+        nonlocal sent
+        block = b"x" * (1 << 20)
+        while sent < size:
+            sent += len(block)
+            yield block
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = requests.post(url, data=chunks(), headers=headers, timeout=60)
+        return response.status_code, sent
+    except requests.ConnectionError:
+        return None, sent  # the server answered and closed while we were still sending
+
+
+def test_a_huge_unauthenticated_body_is_refused_before_it_is_read(cp):
+    me = psutil.Process(os.getpid())
+    before = me.memory_info().rss
+    status, sent = send_huge_body(f"{cp.gms_url}/aspects?action=ingestProposalBatch", 150 << 20, token=None)
+    assert status in (401, None)
+    assert me.memory_info().rss - before < 40 << 20, "the control plane (this process) did not buffer it"
+    headers = {"Authorization": "Bearer dhx_wrong", "Content-Length": str(150 << 20)}
+    with socket.create_connection(("127.0.0.1", int(cp.gms_url.rsplit(":", 1)[1].split("/")[0])), timeout=10) as raw:
+        raw.sendall(f"POST /gms/aspects?action=ingestProposal HTTP/1.1\r\nHost: x\r\n".encode()
+                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode() + b"\r\n")
+        answer = raw.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 401"), "answered from the headers alone, before any body byte"
+
+
+def test_a_body_over_the_endpoints_limit_is_refused_with_413(cp):
+    status, _ = send_huge_body(f"{cp.gms_url}/aspects?action=ingestProposalBatch", 40 << 20, token=cp.admin_token)
+    assert status in (413, None)
+    declared = requests.post(f"{cp.gms_url}/api/graphql", data=b"{}", timeout=10,
+                             headers={"Authorization": f"Bearer {cp.admin_token}", "Content-Length": "2"})
+    assert declared.status_code == 400
+    big = requests.post(f"{cp.gms_url}/api/graphql", data=b" " * (2 << 20), timeout=10,
+                        headers={"Authorization": f"Bearer {cp.admin_token}"})
+    assert big.status_code == 413 and "at most" in big.json()["message"]
+    time.sleep(0.1)
+    assert requests.get(f"{cp.gms_url}/config", timeout=5).status_code == 200, "and the service goes on"
