@@ -31,11 +31,11 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
             results.append(False)
 
     check("GMS URL", lambda: f"{settings.gms_url} ends in /gms")
-    pool: dict = {}
+    pools: list = []
 
     def token_and_pool() -> str:
         try:
-            pool.update(client.pool_queue(settings.pool_id))
+            pools.append(client.pool(settings.pool_id))
         except ControlPlaneError as exc:
             if exc.status == 401:
                 raise RuntimeError("token refused (401): generate a Remote Executor token and set DATAHUB_GMS_TOKEN") from None
@@ -49,32 +49,12 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
     check("token and pool", token_and_pool)
 
     def sqs() -> str:
-        if not pool:
+        if not pools:
             raise RuntimeError("skipped: the pool could not be looked up")
-        consumer = SqsConsumer(pool["queue_url"], region=pool.get("region") or "us-east-1",
-                               endpoint_url=settings.sqs_endpoint_url or pool.get("endpoint_url"),
-                               visibility_timeout_s=int(pool["visibility_timeout_s"]),
-                               local_credentials=bool(pool.get("endpoint_url")))
-        # Probed with an action the executor is allowed anyway (least-privilege roles grant no
-        # GetQueueAttributes) and that changes nothing: a visibility change for a receipt handle
-        # that cannot exist. SQS answering "invalid receipt handle" proves the endpoint is reachable,
-        # the queue exists and the credentials may act on it. (A receive would count towards the
-        # redrive of whatever message it happened to get.)
-        try:
-            consumer.client.change_message_visibility(QueueUrl=pool["queue_url"], ReceiptHandle="datahub-executor-check",
-                                                      VisibilityTimeout=0)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("ReceiptHandleIsInvalid", "InvalidParameterValue"):
-                return f"queue {pool['queue_url']} reachable, credentials accepted"
-            if "AccessDenied" in code or code in ("InvalidClientTokenId", "UnrecognizedClientException"):
-                raise RuntimeError(f"{code}: the credentials may not use the queue; grant sqs:ReceiveMessage, "
-                                   "sqs:DeleteMessage and sqs:ChangeMessageVisibility on it") from None
-            raise RuntimeError(f"{code}: the pool's queue answered with an error") from None
-        except Exception as exc:
-            raise RuntimeError(f"{type(exc).__name__}: allow outbound HTTPS to sqs.*.amazonaws.com "
-                               "(or set DATAHUB_EXECUTOR_SQS_ENDPOINT_URL)") from None
-        return f"queue {pool['queue_url']} reachable"
+        pool = pools[0]
+        for queue_url in (pool.ingestion_queue_url, pool.monitors_queue_url):
+            _probe_queue(queue_url, pool, settings)
+        return f"queues {pool.ingestion_queue_url} and {pool.monitors_queue_url} reachable, credentials accepted"
 
     check("SQS", sqs)
 
@@ -112,3 +92,28 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
 
     check("cgroups", cgroups)
     return all(results)
+
+
+def _probe_queue(queue_url: str, pool, settings: Settings) -> None:
+    consumer = SqsConsumer(queue_url, "check", region=pool.region, endpoint_url=settings.sqs_endpoint_url or pool.endpoint_url,
+                           visibility_timeout_s=pool.visibility_timeout_s or settings.visibility_timeout_s,
+                           local_credentials=bool(pool.endpoint_url))
+    # Probed with an action the executor is allowed anyway (least-privilege roles grant no
+    # GetQueueAttributes) and that changes nothing: a visibility change for a receipt handle
+    # that cannot exist. SQS answering "invalid receipt handle" proves the endpoint is reachable,
+    # the queue exists and the credentials may act on it. (A receive would count towards the
+    # redrive of whatever message it happened to get.)
+    try:
+        consumer.client.change_message_visibility(QueueUrl=queue_url, ReceiptHandle="datahub-executor-check",
+                                                  VisibilityTimeout=0)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("ReceiptHandleIsInvalid", "InvalidParameterValue"):
+            return
+        if "AccessDenied" in code or code in ("InvalidClientTokenId", "UnrecognizedClientException"):
+            raise RuntimeError(f"{code}: the credentials may not use the queue; grant sqs:ReceiveMessage, "
+                               "sqs:DeleteMessage and sqs:ChangeMessageVisibility on it") from None
+        raise RuntimeError(f"{code}: the pool's queue answered with an error") from None
+    except Exception as exc:
+        raise RuntimeError(f"{type(exc).__name__}: allow outbound HTTPS to sqs.*.amazonaws.com "
+                           "(or set DATAHUB_EXECUTOR_SQS_ENDPOINT_URL)") from None

@@ -1,44 +1,47 @@
-"""The pool's SQS queue, as the executor uses it.
+"""One of the pool's SQS queues (ingestion or monitors), as the executor uses it.
 
-Receives only as many messages as the ledger can admit, long-polling (20 s) while idle;
-deletes a message only with the receipt handle of its latest receive; returns unstarted
-messages at once on shutdown (visibility 0); extends visibility of in-flight messages in
-batches. Bodies are parsed here: one that does not parse, or has a `v` we do not know, is
-logged with its message id and left alone, so the queue's redrive policy moves it to the DLQ.
+Receives only as many messages as its ledger can admit, long-polling (20 s); deletes a message
+only with the receipt handle of its latest receive; returns unstarted messages at once on
+shutdown (visibility 0); extends the visibility of held messages in batches. Bodies are
+decoded here (vocabulary/message.py): one that is not a message of ours (not JSON, an unknown
+version, an execution id or pool id without their format) is logged with its message id and
+left alone, so the queue's redrive policy moves it to the dead-letter queue.
+
+The boto3 client is made once, by the thread that builds the consumer: creating clients from
+several threads at once is not safe in botocore, using one is.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import boto3
 from loguru import logger
 
-PROTOCOL_VERSION = 1
+from vocabulary.message import MalformedMessage, QueueMessage, decode
+
+from .leases import QueueRef
+from .text import printable
+
 MAX_VISIBILITY_S = 43200  # SQS: 12 hours from the first receive
+LONG_POLL_S = 20
 
 
-@dataclass
-class TaskMessage:
-    message_id: str
-    receipt_handle: str
-    execution_id: str
-    task: str
-    pool_id: str
-    weight: float | None
-    receive_count: int
-    first_received_ms: int
+@dataclass(frozen=True)
+class Received:
+    ref: QueueRef
+    body: QueueMessage
 
 
 class SqsConsumer:
-    def __init__(self, queue_url: str, *, region: str, endpoint_url: str | None, visibility_timeout_s: int,
-                 local_credentials: bool = False) -> None:
+    def __init__(self, queue_url: str, task_class: str, *, region: str, endpoint_url: str | None,
+                 visibility_timeout_s: int, local_credentials: bool = False) -> None:
         extra = {"aws_access_key_id": "local", "aws_secret_access_key": "local"} if local_credentials else {}
         self.queue_url = queue_url
+        self.task_class = task_class
         self.visibility_timeout_s = visibility_timeout_s
         self.client = boto3.client("sqs", region_name=region, endpoint_url=endpoint_url, **extra)
 
-    def receive(self, max_messages: int, wait_s: int) -> list[TaskMessage]:
+    def receive(self, max_messages: int, wait_s: int = LONG_POLL_S) -> list[Received]:
         if max_messages <= 0:
             return []
         answer = self.client.receive_message(
@@ -46,54 +49,40 @@ class SqsConsumer:
             VisibilityTimeout=self.visibility_timeout_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"],
         )
-        messages = []
+        received = []
         for raw in answer.get("Messages", []):
-            parsed = self._parse(raw)
-            if parsed is not None:
-                messages.append(parsed)
-        return messages
+            attributes = raw.get("Attributes", {})
+            try:
+                body = decode(raw["Body"])
+            except (MalformedMessage, KeyError) as exc:
+                logger.error("message {} on the {} queue is malformed ({}); leaving it for the queue's redrive "
+                             "policy (DLQ)", printable(raw.get("MessageId")), self.task_class, printable(str(exc)))
+                continue
+            ref = QueueRef(task_class=self.task_class, message_id=raw["MessageId"], receipt_handle=raw["ReceiptHandle"],
+                           receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+                           first_received_ms=int(attributes.get("ApproximateFirstReceiveTimestamp", 0)))
+            received.append(Received(ref, body))
+        return received
 
-    @staticmethod
-    def _parse(raw: dict) -> TaskMessage | None:
-        attributes = raw.get("Attributes", {})
-        try:
-            body = json.loads(raw["Body"])
-            if not isinstance(body, dict):
-                raise ValueError("not a JSON object")
-            if body.get("v") != PROTOCOL_VERSION:
-                raise ValueError(f"unknown protocol version {body.get('v')!r}")
-            weight = body.get("weight")
-            return TaskMessage(
-                message_id=raw["MessageId"], receipt_handle=raw["ReceiptHandle"],
-                execution_id=str(body["execution_id"]), task=str(body["task"]), pool_id=str(body.get("pool_id", "")),
-                weight=float(weight) if weight is not None else None,
-                receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-                first_received_ms=int(attributes.get("ApproximateFirstReceiveTimestamp", 0)),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.error("message {} is malformed ({}); leaving it for the queue's redrive policy (DLQ)",
-                         raw.get("MessageId"), exc)
-            return None
+    def delete(self, ref: QueueRef) -> None:
+        self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=ref.receipt_handle)
 
-    def delete(self, message: TaskMessage) -> None:
-        self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message.receipt_handle)
-
-    def return_now(self, message: TaskMessage) -> None:
+    def return_now(self, ref: QueueRef) -> None:
         """Make an unstarted message visible again at once (shutdown)."""
-        self.client.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=message.receipt_handle,
+        self.client.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=ref.receipt_handle,
                                               VisibilityTimeout=0)
 
-    def extend(self, messages: list[TaskMessage], now_ms: int) -> list[str]:
-        """Push visibility out by another timeout for each message, in batches of 10, capped at
-        12 h from the first receive. Returns the ids SQS refused (e.g. a receipt gone stale)."""
+    def extend(self, refs: list[tuple[str, QueueRef]], now_ms: int) -> list[str]:
+        """Push visibility out by another timeout for each (execution id, message), in batches of
+        10, capped at 12 h from the first receive. Returns the execution ids SQS refused."""
         failed: list[str] = []
-        for start in range(0, len(messages), 10):
-            batch = messages[start:start + 10]
+        for start in range(0, len(refs), 10):
+            batch = refs[start:start + 10]
             entries = []
-            for index, message in enumerate(batch):
-                elapsed_s = max(0, (now_ms - message.first_received_ms) // 1000) if message.first_received_ms else 0
+            for index, (_, ref) in enumerate(batch):
+                elapsed_s = max(0, (now_ms - ref.first_received_ms) // 1000) if ref.first_received_ms else 0
                 timeout = int(min(self.visibility_timeout_s, MAX_VISIBILITY_S - elapsed_s - 1))
-                entries.append({"Id": str(index), "ReceiptHandle": message.receipt_handle, "VisibilityTimeout": max(timeout, 0)})
+                entries.append({"Id": str(index), "ReceiptHandle": ref.receipt_handle, "VisibilityTimeout": max(timeout, 0)})
             answer = self.client.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
-            failed.extend(batch[int(f["Id"])].execution_id for f in answer.get("Failed", []))
+            failed.extend(batch[int(f["Id"])][0] for f in answer.get("Failed", []))
         return failed

@@ -1,14 +1,26 @@
-"""The executor's one client for the control plane (docs/protocol.md).
+"""The executor's one client for the control plane: DataHub's endpoints for what DataHub has an
+operation for, our own (/gms/executor/v1) for the rest (docs/protocol.md).
+
+- the pool's queues: GET /entitiesV2/{pool urn} (dataHubRemoteExecutorPoolInfo and its extras);
+- heartbeat: an ingested dataHubRemoteExecutorStatus (409: another process has this executor id);
+- claim, release, full log: our endpoints, the last two with the claim's lease;
+- progress and result: an ingested dataHubExecutionRequestResult carrying the lease in the
+  proposal's headers (409: the lease is stale, the execution is someone else's now);
+- cancellation: DataHub's KILL signal aspect, read with GET /aspects.
 
 One requests.Session, retries configured once: connection errors and 5xx are retried with
 backoff; a 4xx is final and raised with the server's reason. An outage is logged once when it
-starts and once when it ends, never per attempt. The token is sent, never logged.
+starts and once when it ends, never per attempt. The token is sent, never logged. Every id that
+goes into a URL path has been validated and is quoted.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
@@ -16,11 +28,17 @@ from loguru import logger
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-PREFIX = "/executor/v1"
+from vocabulary import ids
+from vocabulary.results import LEASE_HEADER
+
+from . import datahub_aspects as aspects
+
+EXECUTOR_PREFIX = "/executor/v1"
 # The largest answer read from the control plane. A claim carries the recipe (itself capped at
 # 1 MiB by the YAML guard) and its arguments; anything near this is broken or hostile, and
 # reading it whole would put it in the master's memory.
 MAX_ANSWER_BYTES = 16 << 20
+MONITORS_SUFFIX = "-monitors"
 T = TypeVar("T")
 
 
@@ -35,6 +53,10 @@ class ControlPlaneError(Exception):
     def final(self) -> bool:
         """A 4xx: the control plane answered and said no; retrying cannot help."""
         return self.status is not None and 400 <= self.status < 500
+
+
+class LeaseLost(ControlPlaneError):
+    """409 on a call that carried a lease: the execution is held by another run now."""
 
 
 def retry_through_outages(call: Callable[[], T], *, stop: threading.Event | None = None, what: str = "call") -> T:
@@ -56,12 +78,37 @@ def retry_through_outages(call: Callable[[], T], *, stop: threading.Event | None
             delay = min(delay * 2, 30)
 
 
+@dataclass(frozen=True)
+class PoolQueues:
+    pool_id: str
+    ingestion_queue_url: str
+    monitors_queue_url: str
+    region: str
+    endpoint_url: str | None  # the embedded queue server of a local control plane; None for AWS
+    visibility_timeout_s: int | None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    execution_id: str
+    lease: str
+    task: str
+    pool_id: str
+    args: dict[str, Any]
+    ingest_token: str
+
+
+def _segment(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
 class ControlPlaneClient:
     def __init__(self, gms_url: str, token: str, *, retries: int = 4, timeout_s: float = 15.0) -> None:
         self.gms_url = gms_url.rstrip("/")
         self.timeout_s = timeout_s
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["X-RestLi-Protocol-Version"] = "2.0.0"
         retry = Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.5,
                       backoff_max=10, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
                       raise_on_status=False)
@@ -84,11 +131,13 @@ class ControlPlaneClient:
         else:
             logger.info("control plane reachable again at {}", self.gms_url)
 
-    def _call(self, method: str, path: str, *, json: Any = None, data: bytes | None = None,
-              ok: tuple[int, ...] = (200, 201)) -> requests.Response:
-        url = self.gms_url + PREFIX + path
+    def _call(self, method: str, path: str, *, json_body: Any = None, data: bytes | None = None,
+              headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200, 201),
+              lease_error: bool = False) -> requests.Response:
+        url = self.gms_url + path
         try:
-            response = self.session.request(method, url, json=json, data=data, timeout=self.timeout_s, stream=True)
+            response = self.session.request(method, url, json=json_body, data=data, headers=headers,
+                                            timeout=self.timeout_s, stream=True)
             _read_capped(response, MAX_ANSWER_BYTES)
         except AnswerTooLarge as exc:
             logger.error("control plane answered {} {} with {}; refused, not read", method, path, exc)
@@ -101,37 +150,98 @@ class ControlPlaneClient:
             raise ControlPlaneError(f"{method} {path}: HTTP {response.status_code}", response.status_code)
         self._state(False)
         if response.status_code not in ok:
-            try:
-                reason = response.json().get("error", response.text)
-            except ValueError:
-                reason = response.text[:500]
-            raise ControlPlaneError(f"{method} {path}: HTTP {response.status_code}: {reason}", response.status_code)
+            reason = _reason(response)
+            error = LeaseLost if lease_error and response.status_code == 409 else ControlPlaneError
+            raise error(f"{method} {path}: HTTP {response.status_code}: {reason}", response.status_code)
         return response
 
-    def pool_queue(self, pool_id: str) -> dict:
-        return self._call("GET", f"/pools/{pool_id}").json()
+    def _json(self, response: requests.Response) -> Any:
+        """The answer's JSON; a 2xx that is not JSON is a broken control plane, retried like an outage."""
+        try:
+            return response.json()
+        except ValueError:
+            self._state(True, "an answer that is not JSON")
+            raise ControlPlaneError(f"{response.request.method} {response.url}: HTTP {response.status_code} "
+                                    "with a body that is not JSON") from None
 
-    def heartbeat(self, pool_id: str, executor_id: str, body: dict) -> dict:
-        return self._call("PUT", f"/pools/{pool_id}/executors/{executor_id}", json=body).json()
+    def _ingest(self, proposal: dict[str, Any], *, lease_error: bool = False) -> None:
+        self._call("POST", "/aspects?action=ingestProposal", json_body={"proposal": proposal, "async": "false"},
+                   lease_error=lease_error)
 
-    def claim(self, execution_id: str, executor_id: str, receive_count: int | None) -> dict | None:
-        """The task and its arguments, or None when the execution is not ours to run (409)."""
-        response = self._call("POST", f"/executions/{execution_id}/claim",
-                              json={"executor_id": executor_id, "receive_count": receive_count}, ok=(200, 409))
-        return None if response.status_code == 409 else response.json()
+    # DataHub's endpoints ---------------------------------------------------------------------
+    def pool(self, pool_id: str) -> PoolQueues:
+        """The pool's queues, from its dataHubRemoteExecutorPoolInfo (404: no such pool)."""
+        urn = f"urn:li:dataHubRemoteExecutorPool:{ids.pool_id(pool_id)}"
+        answer = self._json(self._call("GET", f"/entitiesV2/{_segment(urn)}?aspects=List(dataHubRemoteExecutorPoolInfo)"))
+        envelope = (answer.get("aspects") or {}).get("dataHubRemoteExecutorPoolInfo") or {}
+        info = envelope.get("value") or {}
+        if not info.get("queueUrl"):
+            raise ControlPlaneError(f"pool {pool_id} has no queue (queueUrl is empty)", 404)
+        extras = (envelope.get("systemMetadata") or {}).get("properties") or {}
+        visibility = extras.get("visibilityTimeoutSeconds")
+        return PoolQueues(pool_id=pool_id, ingestion_queue_url=info["queueUrl"],
+                          monitors_queue_url=extras.get("monitorsQueueUrl") or info["queueUrl"] + MONITORS_SUFFIX,
+                          region=info.get("queueRegion") or "us-east-1", endpoint_url=extras.get("sqsEndpointUrl"),
+                          visibility_timeout_s=int(visibility) if visibility and visibility.isdigit() else None)
 
-    def progress(self, execution_id: str, executor_id: str, *, log_tail: str | None, peak_memory_bytes: int | None) -> dict:
-        return self._call("POST", f"/executions/{execution_id}/progress",
-                          json={"executor_id": executor_id, "status": "RUNNING", "log_tail": log_tail,
-                                "peak_memory_bytes": peak_memory_bytes}).json()
+    def heartbeat(self, executor_id: str, status: dict[str, Any], properties: dict[str, str]) -> None:
+        """Write this process's dataHubRemoteExecutorStatus (409: the id belongs to another live process)."""
+        urn = f"urn:li:dataHubRemoteExecutor:{ids.executor_id(executor_id)}"
+        self._ingest(aspects.proposal("dataHubRemoteExecutor", urn, "dataHubRemoteExecutorStatus", status,
+                                      properties=properties))
 
-    def result(self, execution_id: str, body: dict) -> dict:
-        """Record the result; a 409 (already final, e.g. ABORTED meanwhile) is an answer too."""
-        response = self._call("POST", f"/executions/{execution_id}/result", json=body, ok=(200, 409))
-        return {"recorded": response.status_code == 200, **response.json()}
+    def report(self, execution_id: str, lease: str, result: dict[str, Any]) -> None:
+        """Write the execution's dataHubExecutionRequestResult under our lease (LeaseLost: 409)."""
+        urn = f"urn:li:dataHubExecutionRequest:{ids.execution_id(execution_id)}"
+        self._ingest(aspects.proposal("dataHubExecutionRequest", urn, "dataHubExecutionRequestResult", result,
+                                      headers={LEASE_HEADER: lease}), lease_error=True)
 
-    def upload_log(self, execution_id: str, data: bytes) -> None:
-        self._call("PUT", f"/executions/{execution_id}/log", data=data)
+    def cancel_requested(self, execution_id: str) -> bool:
+        """Whether DataHub's KILL signal was written for the execution."""
+        urn = f"urn:li:dataHubExecutionRequest:{ids.execution_id(execution_id)}"
+        response = self._call("GET", f"/aspects/{_segment(urn)}?aspect=dataHubExecutionRequestSignal&version=0",
+                               ok=(200, 404))
+        if response.status_code == 404:
+            return False
+        signal = (self._json(response).get("aspect") or {}).values()
+        return any(isinstance(value, dict) and value.get("signal") == "KILL" for value in signal)
+
+    # our endpoints ---------------------------------------------------------------------------
+    def claim(self, execution_id: str, *, executor_id: str, instance_id: str, pool_id: str,
+              receive_count: int | None) -> Claimed | None:
+        """The lease, task and arguments, or None when the execution is not ours to run (409)."""
+        path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/claim"
+        response = self._call("POST", path, json_body={"executor_id": executor_id, "instance_id": instance_id,
+                                                       "pool_id": pool_id, "receive_count": receive_count},
+                              ok=(200, 409))
+        if response.status_code == 409:
+            return None
+        answer = self._json(response)
+        try:
+            return Claimed(execution_id=str(answer["execution_id"]), lease=str(answer["lease"]), task=str(answer["task"]),
+                           pool_id=str(answer["pool_id"]), args=dict(answer.get("args") or {}),
+                           ingest_token=str(answer["ingest_token"]))
+        except (KeyError, TypeError, ValueError):
+            raise ControlPlaneError(f"POST {path}: the claim answer is not a claim") from None
+
+    def release(self, execution_id: str, lease: str, why: str) -> None:
+        path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/release"
+        self._call("POST", path, json_body={"why": why}, headers={LEASE_HEADER: lease}, lease_error=True)
+
+    def upload_log(self, execution_id: str, lease: str, data: bytes) -> None:
+        path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/log"
+        self._call("PUT", path, data=data, headers={LEASE_HEADER: lease, "Content-Type": "text/plain"},
+                   lease_error=True)
+
+
+def _reason(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict):
+        return str(body.get("error") or body.get("message") or body)[:500]
+    return str(body)[:500]
 
 
 class AnswerTooLarge(Exception):

@@ -1,37 +1,35 @@
 """The weight ledger: which tasks may run now, so running weights never exceed 1.0.
 
-Pure logic, no I/O. Weights are exact rationals (fractions.Fraction: integer numerator and
-denominator), not floats: 3 x 1/3 fills the ledger exactly, and a thousand admissions and
-releases leave it at exactly zero, with no drift to round away.
+One ledger per task class (ingestion, monitors), shared by the intake thread that asks how much
+to receive and the runner threads that wait for admission and release their weight: every
+method holds the ledger's one lock, and admission waits on its condition.
 
-Admission is strictly first come, first served: a task that does not fit waits at the head,
-and nothing behind it is admitted until it starts. So a weight-1.0 task waits at most until
-the tasks already running end, however many small tasks keep arriving (no starvation). The
-consumer asks `receive_capacity()` and receives only what it can admit: it never holds
-messages it cannot start.
+Weights are exact rationals (fractions.Fraction): 3 x 1/3 fills a ledger exactly, and a
+thousand admissions and releases leave it at exactly zero. Admission is strictly first come,
+first served: a task that does not fit waits at the head, and nothing behind it is admitted
+until it starts. So a weight-1.0 task waits at most until the tasks already running end,
+however many small tasks keep arriving (no starvation).
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Generic, TypeVar
 
 from vocabulary.weights import FULL, InvalidWeight
 
-T = TypeVar("T")
-
 
 @dataclass(frozen=True)
-class Admitted(Generic[T]):
-    key: str
-    weight: Fraction
-    item: T
+class LedgerSnapshot:
+    task_class: str
+    max_workers: int
+    used: Fraction
+    running: int
+    waiting: int
 
 
-class Ledger(Generic[T]):
-    """One task class's ledger (ingestion, monitors)."""
-
+class Ledger:
     def __init__(self, task_class: str, max_workers: int) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -39,63 +37,68 @@ class Ledger(Generic[T]):
         self.max_workers = max_workers
         self.default_weight = Fraction(1, max_workers)
         self._running: dict[str, Fraction] = {}
-        self._waiting: OrderedDict[str, tuple[Fraction, T]] = OrderedDict()
+        self._waiting: OrderedDict[str, Fraction] = OrderedDict()
+        self._changed = threading.Condition(threading.Lock())
 
-    @property
-    def used(self) -> Fraction:
+    def _used(self) -> Fraction:
         return sum(self._running.values(), Fraction(0))
 
-    @property
-    def free(self) -> Fraction:
-        return FULL - self.used
+    def _admissible(self, key: str) -> bool:
+        head, weight = next(iter(self._waiting.items()))
+        return head == key and weight <= FULL - self._used()
 
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
-    def running_keys(self) -> list[str]:
-        return list(self._running)
-
-    def offer(self, key: str, weight: Fraction, item: T) -> None:
-        """Queue a task for admission, behind every task already waiting."""
+    def acquire(self, key: str, weight: Fraction, *, cancelled: threading.Event | None = None,
+                poll_s: float = 0.5) -> bool:
+        """Wait, in arrival order, until KEY's WEIGHT fits; True once admitted. False if CANCELLED
+        is set first (KEY is then no longer waiting)."""
         if not 0 < weight <= FULL:
             raise InvalidWeight(f"weight {weight} is outside (0, 1.0]")
-        if key in self._running or key in self._waiting:
-            raise KeyError(f"{key} is already in the {self.task_class} ledger")
-        self._waiting[key] = (weight, item)
-
-    def withdraw(self, key: str) -> T | None:
-        """Take a waiting task back out (shutdown, cancel before start)."""
-        entry = self._waiting.pop(key, None)
-        return entry[1] if entry else None
-
-    def waiting_items(self) -> list[tuple[str, T]]:
-        return [(key, item) for key, (_, item) in self._waiting.items()]
-
-    def admit(self) -> list[Admitted[T]]:
-        """Admit waiting tasks in arrival order while they fit; stop at the first that does not."""
-        admitted: list[Admitted[T]] = []
-        while self._waiting:
-            key, (weight, item) = next(iter(self._waiting.items()))
-            if weight > self.free:
-                break
+        with self._changed:
+            if key in self._running or key in self._waiting:
+                raise KeyError(f"{key} is already in the {self.task_class} ledger")
+            self._waiting[key] = weight
+            while not self._admissible(key):
+                if cancelled is not None and cancelled.is_set():
+                    del self._waiting[key]
+                    self._changed.notify_all()  # the next in line may fit now
+                    return False
+                self._changed.wait(poll_s if cancelled is not None else None)
             del self._waiting[key]
             self._running[key] = weight
-            admitted.append(Admitted(key, weight, item))
-        return admitted
+            self._changed.notify_all()
+            return True
 
     def release(self, key: str) -> None:
-        if key not in self._running:
-            raise KeyError(f"{key} is not running in the {self.task_class} ledger")
-        del self._running[key]
+        with self._changed:
+            if key not in self._running:
+                raise KeyError(f"{key} is not running in the {self.task_class} ledger")
+            del self._running[key]
+            self._changed.notify_all()
 
-    def receive_capacity(self, most: int = 10) -> int:
-        """How many messages the consumer may receive now: none while a task waits, else the
-        default-weight slots that are free (SQS hands out at most 10 per receive)."""
-        if self._waiting:
-            return 0
-        return min(most, int(self.free / self.default_weight))
+    def wait_for_change(self, timeout_s: float) -> None:
+        """Block until an admission or a release (or TIMEOUT_S): the intake waits here when full."""
+        with self._changed:
+            self._changed.wait(timeout_s)
+
+    def wake(self) -> None:
+        """Let every waiter look at its cancel flag now rather than at its next poll."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def receive_capacity(self, pending: int = 0, most: int = 10) -> int:
+        """How many messages to receive now: none while a task waits for admission, else the
+        default-weight slots that are free, less PENDING (received, not yet admitted). SQS hands
+        out at most 10 per receive."""
+        with self._changed:
+            if self._waiting:
+                return 0
+            free_slots = int((FULL - self._used()) / self.default_weight)
+        return max(0, min(most, free_slots - pending))
+
+    def snapshot(self) -> LedgerSnapshot:
+        with self._changed:
+            return LedgerSnapshot(self.task_class, self.max_workers, self._used(), len(self._running), len(self._waiting))
+
+    def running_keys(self) -> list[str]:
+        with self._changed:
+            return list(self._running)

@@ -24,9 +24,10 @@ class LogUploader:
     def key(self, execution_id: str) -> str:
         return f"datahub-executor/{self.pool_id}/{execution_id}.log"
 
-    def upload(self, execution_id: str, data: bytes) -> str:
+    def upload(self, execution_id: str, lease: str, data: bytes) -> str:
+        """Ship DATA; to the control plane under the execution's LEASE (a stale one is refused)."""
         if self.bucket:
             self.s3.put_object(Bucket=self.bucket, Key=self.key(execution_id), Body=data, ContentType="text/plain")
         else:
-            self.client.upload_log(execution_id, data)
+            self.client.upload_log(execution_id, lease, data)
         return self.destination(execution_id)

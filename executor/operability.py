@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import os
 import socket
 import sys
@@ -81,9 +80,10 @@ class ExecutorMetrics:
         if peak_memory_bytes:
             self.peak_memory.observe(peak_memory_bytes)
 
-    def set_ledger(self, task_class: str, used_weight: float, running: int) -> None:
-        self.ledger_used.labels(task_class).set(used_weight)
-        self.running.labels(task_class).set(running)
+    def set_ledger(self, snapshot) -> None:
+        """From a Ledger.snapshot()."""
+        self.ledger_used.labels(snapshot.task_class).set(float(snapshot.used))
+        self.running.labels(snapshot.task_class).set(snapshot.running)
 
 
 class HealthServer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 import sys
 from collections.abc import Callable, Mapping
@@ -123,7 +124,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATAHUB_EXECUTOR_POOL_ID", "pool_id", ids.pool_id, None,
             f"The executor pool to take tasks from; {ids.POOL_ID_RULE}.", required=True),
     Setting("DATAHUB_EXECUTOR_ID", "executor_id", _identifier, None,
-            "This executor's identity in the pool; defaults to the host name."),
+            "This executor process's identity; defaults to the host name and a random suffix, new at every "
+            "start. A second live process with the same id is refused."),
     Setting("DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS", "ingestion_max_workers", _positive_int, "4",
             "Concurrent ingestion tasks at default weight (each weighs 1/this)."),
     Setting("DATAHUB_EXECUTOR_MONITORS_MAX_WORKERS", "monitors_max_workers", _positive_int, "10",
@@ -165,6 +167,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATAHUB_EXECUTOR_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level of the executor's own log."),
     Setting("DATAHUB_EXECUTOR_LOG_S3_BUCKET", "log_s3_bucket", _text, None,
             "Upload full task logs to this S3 bucket instead of the control plane."),
+    Setting("DATAHUB_EXECUTOR_VISIBILITY_TIMEOUT", "visibility_timeout_s", _positive_int, "60",
+            "Seconds a received message stays invisible before it is extended; used when the pool names none."),
     Setting("DATAHUB_EXECUTOR_SQS_ENDPOINT_URL", "sqs_endpoint_url", _text, None,
             "Override the SQS endpoint the pool names (VPC endpoints, local testing)."),
 )
@@ -197,6 +201,7 @@ class Settings:
     log_json: bool
     log_level: str
     log_s3_bucket: str | None
+    visibility_timeout_s: int
     sqs_endpoint_url: str | None
 
 
@@ -248,8 +253,15 @@ def load_settings(
             reason = "the value is not accepted" if setting.secret else str(exc)  # never echo a secret
             raise SettingsError(f"{setting.env} is invalid: {reason}") from None
     if values["executor_id"] is None:
-        values["executor_id"] = _identifier(socket.gethostname().split(".")[0] or "executor")
+        values["executor_id"] = default_executor_id()
     return Settings(**values)
+
+
+def default_executor_id() -> str:
+    """The host name and a random suffix: two processes on one host (or two hosts of one name)
+    never share an id, so each heartbeat and each claim speaks for exactly one process."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname().split(".")[0])[:100].strip("-.") or "executor"
+    return _identifier(f"{host}-{secrets.token_hex(3)}")
 
 
 def settings_table() -> str:

@@ -105,3 +105,46 @@ class TaskLog:
             f.seek(-(max_bytes // 2), os.SEEK_END)
             end = f.read()
         return data[: max_bytes // 2] + b"\n[... log truncated for upload ...]\n" + end
+
+
+class TaskLogDirectory:
+    """Where task logs live: one file per execution, the newest KEEP of them kept.
+
+    The directory is 0700 and each file 0600: a log may hold what a task printed about its
+    source, and only the executor reads it back (to ship it). Runners ask for paths
+    concurrently: pruning is serialised, a file another pass removed is skipped, and the logs
+    of executions still held (HELD()) are never removed. (Without that, a fast stream of tasks
+    made one runner stat a file another had just deleted: FileNotFoundError after the claim.)
+    """
+
+    def __init__(self, directory: str, held, keep: int = 200) -> None:
+        self.directory = directory
+        self.keep = keep
+        self._held = held
+        self._lock = threading.Lock()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+
+    def path_for(self, execution_id: str) -> str:
+        with self._lock:
+            held = set(self._held())
+            dated = []
+            for entry in os.scandir(self.directory):
+                if not entry.name.endswith(".log"):
+                    continue
+                try:
+                    dated.append((entry.stat().st_mtime, entry.path, entry.name[:-4]))
+                except FileNotFoundError:
+                    continue
+            dated.sort()
+            for _, path, stem in dated[:-self.keep] if len(dated) > self.keep else []:
+                if stem not in held:
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+        path = os.path.join(self.directory, f"{execution_id}.log")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        return path

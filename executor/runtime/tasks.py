@@ -22,26 +22,28 @@ from typing import Any
 
 import yaml
 
+from vocabulary import ids, statuses as S
+from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
+from vocabulary.safe_yaml import YamlRefused, load_bounded
+from vocabulary.tasks import RUN_MONITOR, TEST_CONNECTION, UnknownTask, task_class
+
 from .masking import Masker
 from .rejection import TaskRejected
-from vocabulary.safe_yaml import YamlRefused, load_bounded
 from .secrets import ChainedSecretStore, SecretError, find_secret_names
-from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 from .venvs import VenvCache, plugins_for
 
-INGESTION_TASKS = {"RUN_INGEST", "TEST_CONNECTION"}
-MONITOR_TASKS = {"RUN_MONITOR"}
 # Variables of the source's extra env that steer the executor and are not passed to the task.
 EXECUTOR_VARIABLES = {"EXECUTOR_TASK_WEIGHT", "EXECUTOR_TASK_MEMORY_LIMIT"}
-FORBIDDEN_TASK_VARIABLES = re.compile(r"^(DATAHUB_GMS_TOKEN|DATAHUB_EXECUTOR_.*|LD_PRELOAD|LD_LIBRARY_PATH)$")
+# The executor sets these for the task itself (the GMS address and the run's own ingest token).
+FORBIDDEN_TASK_VARIABLES = re.compile(r"^(DATAHUB_GMS_TOKEN|DATAHUB_GMS_URL|DATAHUB_GMS_HOST|DATAHUB_GMS_PORT|"
+                                      r"DATAHUB_EXECUTOR_.*|LD_PRELOAD|LD_LIBRARY_PATH)$")
 
 
-def task_class(task: str) -> str:
-    if task in INGESTION_TASKS:
-        return "ingestion"
-    if task in MONITOR_TASKS:
-        return "monitors"
-    raise TaskRejected("UNKNOWN_TASK", f"task type {task!r} is not one of {', '.join(sorted(INGESTION_TASKS | MONITOR_TASKS))}")
+def is_true(value: Any) -> bool:
+    """DataHub's arguments are strings: "false" must not be true."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
 
 
 @dataclass
@@ -88,12 +90,26 @@ def extra_env_of(args: dict) -> dict[str, str]:
             raise TaskRejected("INVALID_ARGUMENTS", "extra_env_vars is not a JSON object") from None
     if not isinstance(extra, dict):
         raise TaskRejected("INVALID_ARGUMENTS", "extra_env_vars is not a JSON object")
-    return {str(k): str(v) for k, v in extra.items()}
+    clean = {str(k): str(v) for k, v in extra.items()}
+    for key, value in clean.items():
+        try:
+            (key + value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise TaskRejected("INVALID_ARGUMENTS", f"extra environment variable {key.encode('utf-8', 'replace')!r} "
+                                                    "holds text that is not valid Unicode") from None
+    return clean
 
 
 def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSecretStore, venvs: VenvCache,
-                 work_root: str, default_version: str) -> PreparedTask:
-    task_class(task)
+                 work_root: str, default_version: str, gms_url: str, ingest_token: str) -> PreparedTask:
+    """The task's command, environment and stdin. GMS_URL and INGEST_TOKEN are where the task's
+    default `datahub-rest` sink writes, with a token that can ingest metadata for this run and
+    nothing else (the control plane revokes it when the run ends)."""
+    try:
+        task_class(task)
+        ids.execution_id(execution_id)
+    except (UnknownTask, ids.InvalidId) as exc:
+        raise TaskRejected(S.UNKNOWN_TASK if isinstance(exc, UnknownTask) else S.INVALID_ARGUMENTS, str(exc)) from None
     recipe = parse_recipe(args.get("recipe"))
     extra_env = extra_env_of(args)
     try:
@@ -107,11 +123,20 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
         raise TaskRejected(exc.reason, str(exc)) from None
     extra_requirements = args.get("extra_pip_requirements") or []
     if isinstance(extra_requirements, str):
-        extra_requirements = json.loads(extra_requirements or "[]")
+        try:
+            extra_requirements = json.loads(extra_requirements or "[]")
+        except ValueError:
+            raise TaskRejected(S.INVALID_ARGUMENTS, "extra_pip_requirements is not a JSON list") from None
+    if not isinstance(extra_requirements, list):
+        raise TaskRejected(S.INVALID_ARGUMENTS, "extra_pip_requirements is not a JSON list")
     version = str(args.get("version") or default_version)
     cli = venvs.datahub_cli(version, plugins_for(recipe), [str(r) for r in extra_requirements])
 
-    workdir = os.path.join(work_root, "executions", execution_id)
+    executions_root = os.path.realpath(os.path.join(work_root, "executions"))
+    workdir = os.path.join(executions_root, execution_id)
+    if os.path.dirname(os.path.realpath(workdir)) != executions_root:
+        raise TaskRejected(S.INVALID_ARGUMENTS, f"execution id {execution_id!r} does not name a directory under "
+                                                f"{executions_root}")
     shutil.rmtree(workdir, ignore_errors=True)  # a previous attempt's leftovers (redelivery)
     os.makedirs(os.path.join(workdir, "tmp"), mode=0o700)
     report_path = os.path.join(workdir, "ingestion_report.json")
@@ -120,15 +145,15 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
         "__recipe_yaml__": yaml.safe_dump(recipe, sort_keys=False),
         "__secrets__": values,
         "__report_out_file__": report_path,
-        "__debug_mode__": bool(args.get("debug_mode")),
+        "__debug_mode__": is_true(args.get("debug_mode")),
     }
     argv = [cli]
-    if args.get("debug_mode"):
+    if is_true(args.get("debug_mode")):
         argv.append("--debug")
     argv += ["ingest", "run", "-c", "-", "--report-to", report_path, "--no-default-report", "--no-spinner"]
-    if task == "TEST_CONNECTION":
+    if task == TEST_CONNECTION:
         argv.append("--test-source-connection")
-    elif task == "RUN_MONITOR":
+    elif task == RUN_MONITOR:
         argv += ["--dry-run", "--preview", "--preview-workunits", "100"]
 
     env = {
@@ -139,6 +164,8 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
         "PYTHONUNBUFFERED": "1",
         "DATAHUB_TELEMETRY_ENABLED": "false",
         "DATAHUB_EXECUTION_ID": execution_id,
+        "DATAHUB_GMS_URL": gms_url,
+        "DATAHUB_GMS_TOKEN": ingest_token,
     }
     for key, value in extra_env.items():
         if key in EXECUTOR_VARIABLES:
@@ -147,5 +174,5 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
             raise TaskRejected("INVALID_ARGUMENTS", f"extra environment variable {key} is reserved for the executor")
         env[key] = value
     return PreparedTask(argv=argv, env=env, stdin_bytes=json.dumps(envelope).encode(), workdir=workdir,
-                        masker=Masker(values.values()), report_path=report_path, memory_limit_bytes=memory_limit,
+                        masker=Masker([*values.values(), ingest_token]), report_path=report_path, memory_limit_bytes=memory_limit,
                         secret_names=names)

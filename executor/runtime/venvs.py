@@ -24,7 +24,9 @@ from loguru import logger
 
 from .rejection import TaskRejected
 
-BUILTIN_PLUGINS = {"file", "console", "datahub-mock-data", "demo-data"}
+# Plugins whose dependencies acryl-datahub itself installs (datahub-rest is the default sink of a
+# recipe without one): no extra, so such recipes share the plain venv.
+BUILTIN_PLUGINS = {"file", "console", "datahub-mock-data", "demo-data", "datahub-rest"}
 VERSION = re.compile(r"^\d+(\.\d+){1,4}([a-z]+\d*)?(\.post\d+)?$")
 INSTALL_TIMEOUT_S = 1800
 

@@ -7,7 +7,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from controlplane.testing import running_controlplane
-from executor.controlplane_client import ControlPlaneClient
+from executor.controlplane_client import ControlPlaneClient, LeaseLost
 from executor.log_upload import LogUploader
 
 
@@ -27,15 +27,20 @@ def s3():
 def test_with_a_bucket_the_full_log_goes_to_s3(s3):
     uploader = LogUploader(ControlPlaneClient("http://127.0.0.1:9/gms", "t", retries=0), bucket="task-logs",
                            pool_id="remote", s3_client=s3)
-    assert uploader.upload("exe_1", b"line 1\nline 2\n") == "s3://task-logs/datahub-executor/remote/exe_1.log"
+    assert uploader.upload("exe_1", "lease", b"line 1\nline 2\n") == "s3://task-logs/datahub-executor/remote/exe_1.log"
     stored = s3.get_object(Bucket="task-logs", Key="datahub-executor/remote/exe_1.log")["Body"].read()
     assert stored == b"line 1\nline 2\n"
 
 
-def test_without_a_bucket_the_full_log_goes_to_the_control_plane(tmp_path):
+def test_without_a_bucket_the_full_log_goes_to_the_control_plane_under_the_lease(tmp_path):
     with running_controlplane(tmp_path / "cp") as cp:
         cp.create_pool("remote", default=True)
         execution = cp.run_source(cp.create_source("s", "source: {type: datahub-mock-data}\n")["id"])
         client = ControlPlaneClient(cp.gms_url, cp.create_executor_token(["remote"]))
-        assert LogUploader(client, bucket=None, pool_id="remote").upload(execution["id"], b"all of it\n") == "control plane"
+        claimed = client.claim(execution["id"], executor_id="e1", instance_id="i1", pool_id="remote", receive_count=1)
+        uploader = LogUploader(client, bucket=None, pool_id="remote")
+        assert uploader.upload(execution["id"], claimed.lease, b"all of it\n") == "control plane"
+        assert cp.logs(execution["id"])["log"] == "all of it\n"
+        with pytest.raises(LeaseLost):
+            uploader.upload(execution["id"], "not-the-lease", b"overwritten\n")
         assert cp.logs(execution["id"])["log"] == "all of it\n"

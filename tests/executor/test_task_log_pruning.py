@@ -1,31 +1,30 @@
-"""Task log files are pruned to the newest KEEP_TASK_LOGS while supervisors start tasks
-concurrently: no pass trips over a file another pass removed, and a held task's log stays."""
+"""Task log files are pruned to the newest KEEP while runners start tasks concurrently: no
+pass trips over a file another pass removed, and a held task's log stays. Files are private."""
 from __future__ import annotations
 
 import os
+import stat
 import threading
 
-from executor.master import KEEP_TASK_LOGS, Master
-from executor.settings import load_settings
+from executor.runtime.task_log import TaskLogDirectory
+
+KEEP = 200
 
 
 def test_concurrent_pruning_never_fails_and_keeps_held_logs(tmp_path):
-    settings = load_settings({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "t",
-                              "DATAHUB_EXECUTOR_POOL_ID": "p", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path)})
-    master = Master(settings)
     logs = tmp_path / "logs"
     logs.mkdir()
-    for i in range(KEEP_TASK_LOGS + 300):
+    for i in range(KEEP + 300):
         path = logs / f"exe_{i:05d}.log"
         path.write_text("x")
         os.utime(path, (1_000_000 + i, 1_000_000 + i))
-    master._messages["exe_00000"] = object()  # the oldest log belongs to a task still held
+    directory = TaskLogDirectory(str(logs), held=lambda: {"exe_00000"}, keep=KEEP)
     errors: list[BaseException] = []
 
     def start_tasks(worker: int) -> None:
         try:
             for n in range(40):
-                path = master._task_log_path(f"exe_new_{worker}_{n}")
+                path = directory.path_for(f"exe_new_{worker}_{n}")
                 with open(path, "w") as f:
                     f.write("y")
         except BaseException as exc:  # noqa: BLE001 (the assertion below reports it)
@@ -38,4 +37,11 @@ def test_concurrent_pruning_never_fails_and_keeps_held_logs(tmp_path):
         thread.join()
     assert not errors, errors[:3]
     assert (logs / "exe_00000.log").exists(), "a held task's log is never pruned"
-    assert len(list(logs.glob("*.log"))) <= KEEP_TASK_LOGS + 8 + 1
+    assert len(list(logs.glob("*.log"))) <= KEEP + 8 + 1
+
+
+def test_task_logs_are_readable_by_the_executor_only(tmp_path):
+    directory = TaskLogDirectory(str(tmp_path / "logs"), held=set, keep=KEEP)
+    path = directory.path_for("exe_1")
+    assert stat.S_IMODE(os.stat(tmp_path / "logs").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -10,9 +10,11 @@ import pytest
 
 from executor.runtime.rejection import TaskRejected
 from executor.runtime.secrets import ChainedSecretStore, EnvSecretStore
-from executor.runtime.tasks import prepare_task, task_class
+from executor.runtime.tasks import prepare_task
+from vocabulary.tasks import task_class
 from executor.runtime.venvs import VenvCache, plugins_for
 
+INGEST_TOKEN = "dhx_ingest-only-token-for-exe_1"
 RECIPE = "source:\n  type: mysql\n  config: {password: '${DB_PASSWORD}'}\nsink:\n  type: file\n  config: {filename: /tmp/o.json}\n"
 
 
@@ -29,7 +31,8 @@ def prepare(tmp_path: Path, task: str = "RUN_INGEST", **args):
     venvs = NativeCli(str(tmp_path / "venvs"))
     base = {"recipe": RECIPE, "version": "1.7.0.17", "extra_env_vars": {}}
     prepared = prepare_task(task, {**base, **args}, execution_id="exe_1", secrets=secrets, venvs=venvs,
-                            work_root=str(tmp_path), default_version="native")
+                            work_root=str(tmp_path), default_version="native", gms_url="http://127.0.0.1:9/gms",
+                            ingest_token=INGEST_TOKEN)
     return prepared, venvs
 
 
@@ -53,10 +56,30 @@ def test_the_child_environment_never_inherits_the_executors_credentials(tmp_path
     monkeypatch.setenv("DATAHUB_GMS_TOKEN", "executor-token")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "executor-aws-key")
     prepared, _ = prepare(tmp_path)
-    assert "DATAHUB_GMS_TOKEN" not in prepared.env and "AWS_SECRET_ACCESS_KEY" not in prepared.env
+    assert "executor-token" not in json.dumps(prepared.env) and "AWS_SECRET_ACCESS_KEY" not in prepared.env
+    assert prepared.env["DATAHUB_GMS_TOKEN"] == INGEST_TOKEN, "the run's own ingest-only token, for its default sink"
+    assert prepared.env["DATAHUB_GMS_URL"] == "http://127.0.0.1:9/gms"
+    assert prepared.masker.mask(f"token {INGEST_TOKEN}") == "token ********"
+    for reserved in ("DATAHUB_GMS_TOKEN", "DATAHUB_GMS_URL", "DATAHUB_EXECUTOR_POOL_ID", "LD_PRELOAD"):
+        with pytest.raises(TaskRejected) as err:
+            prepare(tmp_path, extra_env_vars={reserved: "x"})
+        assert err.value.reason == "INVALID_ARGUMENTS"
+
+
+@pytest.mark.parametrize("execution_id", ["../../tmp/x", "exe/1", "..", ""])
+def test_an_execution_id_never_names_a_path_outside_the_work_directory(tmp_path, execution_id):
+    secrets = ChainedSecretStore([EnvSecretStore({"DB_PASSWORD": "pw-123456"})])
     with pytest.raises(TaskRejected) as err:
-        prepare(tmp_path, extra_env_vars={"DATAHUB_GMS_TOKEN": "x"})
+        prepare_task("RUN_INGEST", {"recipe": RECIPE}, execution_id=execution_id, secrets=secrets,
+                     venvs=NativeCli(str(tmp_path / "venvs")), work_root=str(tmp_path / "work"), default_version="native",
+                     gms_url="http://127.0.0.1:9/gms", ingest_token=INGEST_TOKEN)
     assert err.value.reason == "INVALID_ARGUMENTS"
+    assert not (tmp_path / "tmp").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_debug_mode_false_as_datahub_writes_it_is_false(tmp_path):
+    assert "--debug" not in prepare(tmp_path, debug_mode="false")[0].argv
+    assert "--debug" in prepare(tmp_path, debug_mode="true")[0].argv
 
 
 @pytest.mark.parametrize(
@@ -97,7 +120,8 @@ def test_native_needs_the_cli_in_the_executors_environment(tmp_path):
 def test_task_classes_and_plugins():
     assert task_class("RUN_INGEST") == "ingestion" and task_class("TEST_CONNECTION") == "ingestion"
     assert task_class("RUN_MONITOR") == "monitors"
-    assert plugins_for({"source": {"type": "snowflake"}, "sink": {"type": "datahub-rest"}}) == ["datahub-rest", "snowflake"]
+    assert plugins_for({"source": {"type": "snowflake"}, "sink": {"type": "datahub-rest"}}) == ["snowflake"]
+    assert plugins_for({"source": {"type": "snowflake"}, "sink": {"type": "datahub-kafka"}}) == ["datahub-kafka", "snowflake"]
     assert plugins_for({"source": {"type": "my.module.Source"}, "sink": {"type": "file"}}) == []
 
 

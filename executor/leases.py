@@ -1,0 +1,144 @@
+"""One lease per held queue message: the only place the master keeps "this execution is ours".
+
+A lease holds the message (and its latest receipt handle: only the latest surely deletes it),
+the claim once made (the control plane's lease token, the task, its arguments, its ingest
+token), the weight it takes in its ledger, and its state:
+
+    RECEIVED --claim--> CLAIMED --admit--> ADMITTED --start--> RUNNING --> REPORTING --> ACKED
+       |                   |                  |                              (result recorded,
+       |                   |                  +--> REPORTING (refused before  message deleted)
+       |                   |                  |     it could start)
+       |                   +--> REPORTING     +--> RELEASED (stopping: given back to the
+       |                   +--> RELEASED            control plane, which queues it again)
+       +--> ACKED     (not ours to run: a duplicate delivery, already final)
+       +--> RETURNED  (stopping before the claim: visible on the queue again at once)
+       +--> DROPPED   (refused: left for the queue's dead-letter redrive)
+    CLAIMED / ADMITTED / RUNNING / REPORTING --> LOST (another run holds the execution now)
+
+Transitions go through `move`, which checks the state they leave under the registry's one lock;
+terminal states (ACKED, RETURNED, RELEASED, DROPPED, LOST) remove the lease. The visibility
+extender, the heartbeat, the drain and the runners read leases; nothing else holds task state.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from fractions import Fraction
+from typing import Any
+
+
+class State(Enum):
+    RECEIVED = "RECEIVED"
+    CLAIMED = "CLAIMED"
+    ADMITTED = "ADMITTED"
+    RUNNING = "RUNNING"
+    REPORTING = "REPORTING"
+    ACKED = "ACKED"
+    RETURNED = "RETURNED"
+    RELEASED = "RELEASED"
+    DROPPED = "DROPPED"
+    LOST = "LOST"
+
+
+S = State
+ALLOWED: dict[State, frozenset[State]] = {
+    S.RECEIVED: frozenset({S.CLAIMED, S.ACKED, S.RETURNED, S.DROPPED}),
+    S.CLAIMED: frozenset({S.ADMITTED, S.REPORTING, S.RELEASED, S.LOST}),
+    S.ADMITTED: frozenset({S.RUNNING, S.REPORTING, S.RELEASED, S.LOST}),
+    S.RUNNING: frozenset({S.REPORTING, S.LOST}),
+    S.REPORTING: frozenset({S.ACKED, S.LOST}),
+}
+TERMINAL = frozenset({S.ACKED, S.RETURNED, S.RELEASED, S.DROPPED, S.LOST})
+CLAIMED_STATES = frozenset({S.CLAIMED, S.ADMITTED, S.RUNNING, S.REPORTING})
+UNSTARTED = frozenset({S.RECEIVED, S.CLAIMED, S.ADMITTED})
+
+
+class IllegalTransition(RuntimeError):
+    """A move from a state that does not allow it: a bug, named with both states."""
+
+
+@dataclass(frozen=True)
+class QueueRef:
+    """Where a message came from: the task class of its queue, and the message's identity."""
+
+    task_class: str
+    message_id: str
+    receipt_handle: str
+    receive_count: int
+    first_received_ms: int
+
+
+@dataclass
+class Lease:
+    execution_id: str
+    message: QueueRef
+    state: State = S.RECEIVED
+    claim: Any = None  # controlplane_client.Claimed, once claimed
+    weight: Fraction | None = None
+    task_class: str | None = None  # the ledger the claimed task uses (the claim decides, not the queue)
+    received_at: float = field(default_factory=time.monotonic)
+
+
+class Leases:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_execution: dict[str, Lease] = {}
+
+    def receive(self, execution_id: str, message: QueueRef) -> tuple[Lease | None, str]:
+        """A received message. Returns (a new lease, "new"); (None, "refreshed") when it is our own
+        message back again (its latest receipt handle is kept); (None, "duplicate") when another
+        message names an execution we already hold."""
+        with self._lock:
+            held = self._by_execution.get(execution_id)
+            if held is None:
+                lease = Lease(execution_id, message)
+                self._by_execution[execution_id] = lease
+                return lease, "new"
+            if held.message.message_id == message.message_id:
+                held.message = replace(held.message, receipt_handle=message.receipt_handle,
+                                       receive_count=message.receive_count)
+                return None, "refreshed"
+            return None, "duplicate"
+
+    def move(self, lease: Lease, to: State, **changes: Any) -> Lease:
+        with self._lock:
+            if to not in ALLOWED.get(lease.state, frozenset()):
+                raise IllegalTransition(f"execution {lease.execution_id}: {lease.state.value} -> {to.value} is not allowed")
+            for name, value in changes.items():
+                setattr(lease, name, value)
+            lease.state = to
+            if to in TERMINAL:
+                self._by_execution.pop(lease.execution_id, None)
+            return lease
+
+    def current_message(self, lease: Lease) -> QueueRef:
+        with self._lock:
+            return lease.message
+
+    def all(self) -> list[Lease]:
+        with self._lock:
+            return list(self._by_execution.values())
+
+    def claimed_ids(self) -> list[str]:
+        """Executions this process holds a claim on: what the heartbeat lists."""
+        with self._lock:
+            return sorted(e for e, lease in self._by_execution.items() if lease.state in CLAIMED_STATES)
+
+    def pending(self, task_class: str) -> int:
+        """Received on TASK_CLASS's queue but not yet admitted: capacity the intake must not offer again."""
+        with self._lock:
+            return sum(1 for lease in self._by_execution.values()
+                       if lease.message.task_class == task_class and lease.state in (S.RECEIVED, S.CLAIMED))
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            counts: dict[str, int] = {}
+            for lease in self._by_execution.values():
+                counts[lease.state.value] = counts.get(lease.state.value, 0) + 1
+            return counts
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._by_execution)

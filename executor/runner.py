@@ -1,0 +1,410 @@
+"""One held execution, from its message to its deleted message, on its own thread.
+
+    claim -> weight (from the claim) -> admission (its ledger, first come first served)
+    -> prepare (secrets, virtualenv) -> start confined -> feed stdin, pump the log
+    -> every progress interval: the masked tail as a RUNNING result, DataHub's KILL signal read
+    -> outcome -> full log (a few tries) -> result (retried until recorded) -> delete the message
+
+Every state change goes through the execution's lease (leases.py). Whatever fails after the
+claim ends in a reported result or an explicit release to the control plane; a child is always
+killed, and its outcome awaited, before its weight is released. A 409 on anything carrying the
+lease means another run holds the execution now: the child is killed at once and nothing of
+this run is reported (fencing, docs/protocol.md).
+"""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loguru import logger
+
+from sandbox import ConfinedProcess, Limits, Outcome, Sandbox, SandboxError, Status
+from vocabulary import statuses as S
+from vocabulary.results import executor_details
+from vocabulary.tasks import UnknownTask, task_class
+from vocabulary.weights import InvalidWeight, parse_weight
+
+from . import datahub_aspects
+from .consumer import SqsConsumer
+from .controlplane_client import Claimed, ControlPlaneClient, ControlPlaneError, LeaseLost, retry_through_outages
+from .leases import Lease, Leases, State
+from .ledger import Ledger
+from .log_upload import LogUploader
+from .operability import ExecutorMetrics
+from .runtime.rejection import TaskRejected
+from .runtime.task_log import TaskLog, TaskLogDirectory
+from .runtime.tasks import PreparedTask, extra_env_of
+from .settings import Settings
+from .text import printable
+
+SILENCE_WARNING_S = 120
+FULL_LOG_UPLOAD_CAP = 8 << 20
+LOG_UPLOAD_ATTEMPTS = 3
+
+
+@dataclass
+class RunnerServices:
+    """What a runner needs, handed over once: no callbacks into the master."""
+
+    settings: Settings
+    client: ControlPlaneClient
+    consumers: dict[str, SqsConsumer]
+    ledgers: dict[str, Ledger]
+    leases: Leases
+    sandbox: Sandbox
+    prepare: Callable[[str, dict, str, str], PreparedTask]
+    logs: LogUploader
+    task_logs: TaskLogDirectory
+    metrics: ExecutorMetrics
+    instance_id: str  # this process, as the control plane knows it (random per start)
+    stopping: threading.Event  # no new work: unstarted work is given back
+    kill_now: threading.Event  # running tasks are killed and reported ABORTED (EXECUTOR_SHUTDOWN)
+
+
+class TaskRunner(threading.Thread):
+    def __init__(self, lease: Lease, services: RunnerServices) -> None:
+        super().__init__(name=f"task-{lease.execution_id}", daemon=True)
+        self.lease = lease
+        self.s = services
+        self.execution_id = lease.execution_id
+        self.log = logger.bind(execution_id=lease.execution_id)
+        self._admitted_to: Ledger | None = None
+        self._process: ConfinedProcess | None = None
+        self._end_reason: str | None = None  # "cancel" | "shutdown"
+        self._lock = threading.Lock()
+
+    @property
+    def consumer(self) -> SqsConsumer:
+        return self.s.consumers[self.lease.message.task_class]
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except LeaseLost as exc:
+            self._lost(exc)
+        except Exception:
+            self.log.exception("runner failed unexpectedly")
+            self._recover()
+        finally:
+            self._kill_and_wait()
+            if self._admitted_to is not None:
+                self._admitted_to.release(self.execution_id)
+                self.s.metrics.set_ledger(self._admitted_to.snapshot())
+
+    # the life of one execution ----------------------------------------------------------------
+    def _run(self) -> None:
+        if self.s.stopping.is_set():
+            self._give_back_unclaimed("the executor is stopping")
+            return
+        claimed = self._claim()
+        if claimed is None:
+            return
+        started = time.monotonic()
+        try:
+            ledger = self.s.ledgers[task_class(claimed.task)]
+            weight = parse_weight(extra_env_of(claimed.args).get("EXECUTOR_TASK_WEIGHT"), ledger.default_weight)
+        except (UnknownTask, InvalidWeight, TaskRejected) as exc:
+            reason = S.UNKNOWN_TASK if isinstance(exc, UnknownTask) else getattr(exc, "reason", S.INVALID_WEIGHT)
+            self.log.error("task refused ({}): {}", reason, printable(exc))
+            self._report_failure(claimed, reason, str(exc), started)
+            return
+        self.s.leases.move(self.lease, State.CLAIMED, claim=claimed, weight=weight, task_class=ledger.task_class)
+        self._say_if_waiting(claimed, ledger, weight)
+        if not ledger.acquire(self.execution_id, weight, cancelled=self.s.stopping):
+            self._release("the executor stopped before the task could start")
+            return
+        self._admitted_to = ledger
+        self.s.metrics.set_ledger(ledger.snapshot())
+        self.s.leases.move(self.lease, State.ADMITTED)
+        try:
+            prepared = self.s.prepare(claimed.task, claimed.args, self.execution_id, claimed.ingest_token)
+        except TaskRejected as exc:
+            self.log.error("task rejected ({}): {}", exc.reason, printable(exc))
+            self._report_failure(claimed, exc.reason, f"{exc.reason}: {exc}", started)
+            return
+        try:
+            self._run_prepared(claimed, prepared, started)
+        finally:
+            prepared.cleanup()
+
+    def _say_if_waiting(self, claimed: Claimed, ledger: Ledger, weight) -> None:
+        """A claimed task that must wait for capacity says so in its result's report, so the
+        RUNNING an operator sees is explained until the task starts."""
+        snap = ledger.snapshot()
+        if not snap.waiting and weight <= 1 - snap.used:
+            return
+        note = (f"[executor] waiting for capacity on {self.s.settings.executor_id}: this task weighs {float(weight):.2f}, "
+                f"{float(snap.used):.2f} of 1.0 is in use by {snap.running} task(s), {snap.waiting} waiting before it")
+        try:
+            self.s.client.report(self.execution_id, claimed.lease, datahub_aspects.running_result(
+                started_ms=datahub_aspects.now_ms(), report=note, peak_memory_bytes=None, task=claimed.task))
+        except LeaseLost:
+            raise
+        except ControlPlaneError:
+            pass  # only a courtesy to the operator
+
+    def _claim(self) -> Claimed | None:
+        settings = self.s.settings
+        message = self.lease.message
+        try:
+            claimed = retry_through_outages(
+                lambda: self.s.client.claim(self.execution_id, executor_id=settings.executor_id,
+                                            instance_id=self.s.instance_id, pool_id=settings.pool_id,
+                                            receive_count=message.receive_count),
+                stop=self.s.stopping, what=f"claim of {self.execution_id}")
+        except ControlPlaneError as exc:
+            if not exc.final:  # stopping during an outage: someone else runs it later
+                self._give_back_unclaimed("the executor is stopping")
+                return None
+            # Unknown execution, another pool's, or a token without this pool: no executor of ours
+            # can run it. Left undeleted, it returns after the visibility timeout and, past the
+            # pool's redrive count, lands in the dead-letter queue where an operator can look at it.
+            self.log.error("claim refused ({}): leaving message {} for the dead-letter queue (receive {})",
+                           printable(exc), printable(message.message_id), message.receive_count)
+            self.s.leases.move(self.lease, State.DROPPED)
+            return None
+        if claimed is None:
+            self.log.info("execution is final or running elsewhere: duplicate delivery, deleting the message")
+            self._delete_message()
+            self.s.leases.move(self.lease, State.ACKED)
+            return None
+        if claimed.pool_id != settings.pool_id or claimed.execution_id != self.execution_id:
+            self.log.error("claim answer is for pool {} / execution {}, not ours; refused",
+                           printable(claimed.pool_id), printable(claimed.execution_id))
+            self.s.leases.move(self.lease, State.DROPPED)
+            return None
+        return claimed
+
+    def _run_prepared(self, claimed: Claimed, prepared: PreparedTask, started: float) -> None:
+        settings = self.s.settings
+        task_log = TaskLog(self.s.task_logs.path_for(self.execution_id), prepared.masker)
+        limits = Limits(memory_max_bytes=prepared.memory_limit_bytes, pids_max=settings.task_pids_max,
+                        timeout_s=settings.task_timeout_s)
+        task_log.write_line(f"[executor] {claimed.task} on {settings.executor_id}; memory limit: "
+                            f"{prepared.memory_limit_bytes if prepared.memory_limit_bytes else 'none'} bytes")
+        self.log.info("starting {} (memory limit {} bytes)", claimed.task, prepared.memory_limit_bytes or "none")
+        try:
+            process = self.s.sandbox.start(prepared.argv, limits, name=self.execution_id, env=prepared.env,
+                                           cwd=prepared.workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT)
+        except SandboxError as exc:
+            task_log.close()
+            self._report_failure(claimed, S.SANDBOX_ERROR, str(exc), started)
+            return
+        with self._lock:
+            self._process = process
+        self.s.leases.move(self.lease, State.RUNNING)
+        self.log.info("task process {} started", process.pid)
+        started_ms = datahub_aspects.now_ms() - int((time.monotonic() - started) * 1000)
+        pump = task_log.pump(process.stdout)
+        self._feed_stdin(process, prepared.stdin_bytes)
+        outcome = self._watch(claimed, process, task_log, started_ms)
+        pump.join(timeout=10)
+        task_log.write_line(f"[executor] outcome: {outcome.status.value} exit_code={outcome.exit_code} "
+                            f"signal={outcome.signal} peak_memory_bytes={outcome.peak_memory_bytes}")
+        if outcome.pids_limit_hits:
+            task_log.write_line(f"[executor] the task reached its process limit: {outcome.pids_limit_hits} fork(s) "
+                                f"refused at {settings.task_pids_max} processes and threads "
+                                "(DATAHUB_EXECUTOR_TASK_PIDS_MAX)")
+        task_log.close()
+        status, reason = self._status_of(outcome)
+        result = datahub_aspects.final_result(
+            status=status, task=claimed.task, started_ms=started_ms, duration_ms=int((time.monotonic() - started) * 1000),
+            report=task_log.tail(), ingestion_report=prepared.structured_report(), reason=reason,
+            exit_code=outcome.exit_code, signal=outcome.signal, peak_memory_bytes=outcome.peak_memory_bytes,
+            executor_id=settings.executor_id)
+        self.s.leases.move(self.lease, State.REPORTING)
+        uploaded = self._upload_log(claimed, task_log, attempts=LOG_UPLOAD_ATTEMPTS)
+        self._report(claimed, result)
+        if not uploaded:
+            self._upload_log(claimed, task_log, attempts=LOG_UPLOAD_ATTEMPTS)
+
+    def _feed_stdin(self, process: ConfinedProcess, data: bytes) -> None:
+        def write() -> None:
+            try:
+                process.stdin.write(data)
+                process.stdin.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass  # the task ended (or closed stdin) before reading it all; its outcome says why
+        threading.Thread(target=write, name=f"stdin-{self.execution_id}", daemon=True).start()
+
+    def _watch(self, claimed: Claimed, process: ConfinedProcess, task_log: TaskLog, started_ms: int) -> Outcome:
+        settings = self.s.settings
+        sent_version = -1
+        warned_silence = False
+        next_progress = time.monotonic() + settings.progress_interval_s
+        while True:
+            if self.s.kill_now.is_set():
+                self._end("shutdown", process, kill=True)
+            try:
+                return process.wait(timeout=min(0.5, max(0.0, next_progress - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() < next_progress:
+                continue
+            next_progress = time.monotonic() + settings.progress_interval_s
+            silent_for = time.monotonic() - task_log.last_output
+            if not warned_silence and silent_for > SILENCE_WARNING_S:
+                task_log.write_line(f"[executor] no output for {SILENCE_WARNING_S} s; the task is still running")
+                warned_silence = True
+            elif silent_for < SILENCE_WARNING_S:
+                warned_silence = False
+            tail = None
+            if task_log.version != sent_version:
+                sent_version = task_log.version
+                tail = task_log.tail()
+            try:
+                if tail is not None:
+                    self.s.client.report(self.execution_id, claimed.lease, datahub_aspects.running_result(
+                        started_ms=started_ms, report=tail, peak_memory_bytes=process.memory_peak(), task=claimed.task))
+                cancelled = self.s.client.cancel_requested(self.execution_id)
+            except LeaseLost:
+                raise
+            except ControlPlaneError:
+                sent_version = -1  # send the tail again once the control plane is back
+                continue
+            if cancelled:
+                self._end("cancel", process, kill=False)
+
+    def _end(self, reason: str, process: ConfinedProcess, *, kill: bool) -> None:
+        with self._lock:
+            first = self._end_reason is None
+            self._end_reason = self._end_reason or reason
+        if not first:
+            return
+        if kill:
+            self.log.warning("killing the task: the executor is shutting down")
+            process.kill()
+        else:
+            self.log.info("cancel requested: SIGTERM, SIGKILL after {} s", self.s.settings.cancel_grace_s)
+            process.terminate(grace_s=self.s.settings.cancel_grace_s)
+
+    def _status_of(self, outcome: Outcome) -> tuple[str, str | None]:
+        status, reason = {
+            Status.SUCCEEDED: (S.SUCCESS, None),
+            Status.FAILED: (S.FAILURE, S.EXIT_CODE if outcome.exit_code is not None else S.SIGNAL),
+            Status.MEMORY_LIMIT_EXCEEDED: (S.FAILURE, S.MEMORY_LIMIT_EXCEEDED),
+            Status.TIMED_OUT: (S.TIMEOUT, S.TIMEOUT_REASON),
+            Status.KILLED: (S.ABORTED, S.EXECUTOR_SHUTDOWN),
+        }[outcome.status]
+        if outcome.status is Status.KILLED and self._end_reason == "cancel":
+            return S.CANCELLED, S.CANCELLED_REASON
+        if self._end_reason == "cancel" and outcome.status is Status.FAILED:
+            return S.CANCELLED, S.CANCELLED_REASON  # it exited on the SIGTERM of the cancel
+        return status, reason
+
+    # reporting --------------------------------------------------------------------------------
+    def _upload_log(self, claimed: Claimed, task_log: TaskLog, *, attempts: int) -> bool:
+        """A few tries, not forever: the result must not wait on the log (a container's grace
+        period can end first); a log that could not go before the result is tried again after."""
+        data = task_log.full_log(FULL_LOG_UPLOAD_CAP)
+        for attempt in range(attempts):
+            try:
+                where = self.s.logs.upload(self.execution_id, claimed.lease, data)
+                self.log.debug("full log uploaded to {}", where)
+                return True
+            except LeaseLost:
+                raise
+            except ControlPlaneError as exc:
+                if exc.final:
+                    break
+            except Exception as exc:  # S3's errors: credentials, network
+                self.log.warning("full log not uploaded to {}: {}", self.s.logs.destination(self.execution_id),
+                                 type(exc).__name__)
+                return False
+            time.sleep(min(2 ** attempt, 5))
+        self.log.warning("full log not uploaded yet to {}", self.s.logs.destination(self.execution_id))
+        return False
+
+    def _report(self, claimed: Claimed, result: dict) -> None:
+        """The result, retried through outages until recorded; then the message is deleted."""
+        retry_through_outages(lambda: self.s.client.report(self.execution_id, claimed.lease, result),
+                              stop=None, what=f"result of {self.execution_id}")
+        details = executor_details(result)
+        reason, peak = details.get("reason"), details.get("peakMemoryBytes")
+        self.log.info("finished: {} {}", result["status"], reason or "")
+        self.s.metrics.task_finished(claimed.task, result["status"], reason, peak)
+        self._delete_message()
+        self.s.leases.move(self.lease, State.ACKED)
+
+    def _report_failure(self, claimed: Claimed, reason: str, text: str, started: float) -> None:
+        """A task that cannot run as given: FAILURE with the reason, without starting anything."""
+        if self.lease.state is State.RECEIVED:
+            self.s.leases.move(self.lease, State.CLAIMED, claim=claimed)
+        self.s.leases.move(self.lease, State.REPORTING)
+        self._report(claimed, datahub_aspects.final_result(
+            status=S.FAILURE, task=claimed.task, started_ms=datahub_aspects.now_ms(),
+            duration_ms=int((time.monotonic() - started) * 1000), report=f"{reason}: {printable(text, 2000)}",
+            ingestion_report=None, reason=reason, executor_id=self.s.settings.executor_id))
+
+    # giving work back, and the unexpected -----------------------------------------------------
+    def _give_back_unclaimed(self, why: str) -> None:
+        self.log.info("not claimed ({}); returning the message", why)
+        try:
+            self.consumer.return_now(self.s.leases.current_message(self.lease))
+        except Exception as exc:  # botocore: the message comes back after its visibility timeout anyway
+            self.log.warning("message not returned ({}); it comes back after its visibility timeout", type(exc).__name__)
+        self.s.leases.move(self.lease, State.RETURNED)
+
+    def _release(self, why: str) -> None:
+        """Claimed work this process will not start: the control plane queues it again at once,
+        so its message is deleted; if the control plane cannot be told, the message is returned
+        and the execution recovered by the control plane's reconciliation."""
+        claimed: Claimed = self.lease.claim
+        try:
+            retry_through_outages(lambda: self.s.client.release(self.execution_id, claimed.lease, why),
+                                  stop=self.s.kill_now, what=f"release of {self.execution_id}")
+            self.log.info("released ({}): queued again by the control plane", why)
+            self._delete_message()
+        except ControlPlaneError as exc:
+            self.log.warning("release not recorded ({}); returning the message", printable(exc))
+            try:
+                self.consumer.return_now(self.s.leases.current_message(self.lease))
+            except Exception:
+                pass
+        self.s.leases.move(self.lease, State.RELEASED)
+
+    def _delete_message(self) -> None:
+        try:
+            self.consumer.delete(self.s.leases.current_message(self.lease))
+        except Exception as exc:  # a redelivery is recognised as a duplicate by the claim
+            self.log.warning("message not deleted ({}); a redelivery will be recognised as a duplicate",
+                             type(exc).__name__)
+
+    def _lost(self, exc: LeaseLost) -> None:
+        self.log.error("lost the execution: {}; killing its task, reporting nothing", printable(exc))
+        self._kill_and_wait()
+        if self.lease.state not in (State.RECEIVED,):
+            self.s.leases.move(self.lease, State.LOST)
+
+    def _recover(self) -> None:
+        """After an unexpected error: kill the child, then report what can be reported."""
+        self._kill_and_wait()
+        claimed: Claimed | None = self.lease.claim
+        try:
+            if self.lease.state in (State.RECEIVED,):
+                self._give_back_unclaimed("the runner failed before claiming")
+            elif self.lease.state in (State.CLAIMED, State.ADMITTED):
+                self._release("the runner failed before the task started")
+            elif self.lease.state in (State.RUNNING, State.REPORTING) and claimed is not None:
+                if self.lease.state is State.RUNNING:
+                    self.s.leases.move(self.lease, State.REPORTING)
+                self._report(claimed, datahub_aspects.final_result(
+                    status=S.FAILURE, task=claimed.task, started_ms=datahub_aspects.now_ms(), duration_ms=0,
+                    report="the executor failed while running this task; see its log", ingestion_report=None,
+                    reason=S.EXECUTOR_ERROR, executor_id=self.s.settings.executor_id))
+        except LeaseLost as exc:
+            self._lost(exc)
+        except Exception:
+            self.log.exception("could not report after the failure; the control plane will recover the execution")
+
+    def _kill_and_wait(self) -> None:
+        with self._lock:
+            process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.kill()
+        process.wait()

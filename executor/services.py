@@ -1,0 +1,190 @@
+"""The master's background threads: intake (one per queue), heartbeat and visibility extender.
+
+Each loop survives any exception: it logs it once (the same error again is not logged again
+until the loop has had a good turn), waits a moment and carries on. A thread that is gone
+anyway makes /health fail (Master.health), so a supervisor restarts the executor.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from loguru import logger
+
+from . import __version__, datahub_aspects
+from .consumer import SqsConsumer
+from .controlplane_client import ControlPlaneClient, ControlPlaneError
+from .leases import Leases
+from .ledger import Ledger
+from .text import printable
+
+
+class Loop(threading.Thread):
+    """A daemon thread running STEP until STOP is set; STEP returns how long to wait before the next turn."""
+
+    def __init__(self, name: str, step: Callable[[], float], stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self._step = step
+        self._stop = stop
+        self._last_error: str | None = None
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wait_s = self._step()
+                self._last_error = None
+            except Exception as exc:  # the loop must outlive any one failure
+                text = f"{type(exc).__name__}: {exc}"
+                if text != self._last_error:
+                    logger.opt(exception=exc).error("{} loop failed; carrying on", self.name)
+                    self._last_error = text
+                wait_s = 2.0
+            if wait_s:
+                self._stop.wait(wait_s)
+
+
+class Intake:
+    """Receives from one queue only what its ledger can admit, and hands each message over."""
+
+    def __init__(self, consumer: SqsConsumer, ledger: Ledger, leases: Leases, offer: Callable, stop: threading.Event,
+                 outage: "OutageLog") -> None:
+        self.consumer = consumer
+        self.ledger = ledger
+        self.leases = leases
+        self.offer = offer
+        self.stop = stop
+        self.outage = outage
+
+    def step(self) -> float:
+        capacity = self.ledger.receive_capacity(self.leases.pending(self.consumer.task_class))
+        if capacity <= 0:
+            self.ledger.wait_for_change(1.0)
+            return 0
+        try:
+            received = self.consumer.receive(capacity)
+        except Exception as exc:  # botocore: endpoint down, throttled, credentials
+            self.outage.down(exc)
+            return 2.0
+        self.outage.up()
+        for message in received:
+            if self.stop.is_set():  # a long poll that returned after the stop: give it straight back
+                try:
+                    self.consumer.return_now(message.ref)
+                except Exception:
+                    pass
+                continue
+            self.offer(message)
+        return 0
+
+
+class OutageLog:
+    """One line when SQS becomes unreachable and one when it is back, not one per failed call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.is_down = False
+
+    def down(self, exc: Exception) -> None:
+        with self._lock:
+            first, self.is_down = not self.is_down, True
+        if first:
+            logger.warning("SQS unreachable ({}); retrying", type(exc).__name__)
+
+    def up(self) -> None:
+        with self._lock:
+            was, self.is_down = self.is_down, False
+        if was:
+            logger.info("SQS reachable again")
+
+
+class VisibilityExtender:
+    """Extends every held message well before it lapses: a third of the timeout, at most."""
+
+    def __init__(self, consumers: dict[str, SqsConsumer], leases: Leases, outage: OutageLog) -> None:
+        self.consumers = consumers
+        self.leases = leases
+        self.outage = outage
+        self.period_s = max(1.0, min(c.visibility_timeout_s for c in consumers.values()) / 3)
+
+    def step(self) -> float:
+        by_queue: dict[str, list] = {}
+        for lease in self.leases.all():
+            message = self.leases.current_message(lease)
+            by_queue.setdefault(message.task_class, []).append((lease.execution_id, message))
+        for task_class, refs in by_queue.items():
+            try:
+                failed = self.consumers[task_class].extend(refs, int(time.time() * 1000))
+            except Exception as exc:
+                self.outage.down(exc)
+                continue
+            for execution_id in failed:
+                logger.bind(execution_id=execution_id).warning("visibility not extended: SQS refused the receipt")
+        return self.period_s
+
+
+class ExecutorIdInUse(RuntimeError):
+    """Another live process heartbeats with this executor id."""
+
+
+class Heartbeat:
+    """This process's dataHubRemoteExecutorStatus, every interval, with what DataHub has no field
+    for in the system metadata properties (docs/protocol.md)."""
+
+    def __init__(self, *, client: ControlPlaneClient, executor_id: str, instance_id: str, pool_id: str,
+                 interval_s: float, leases: Leases, ledgers: dict[str, Ledger], state: Callable[[], str],
+                 sandbox: Callable[[], dict], health: Callable[[], dict], log_delivery: bool,
+                 started_at: str, gms_url: str) -> None:
+        self.client = client
+        self.executor_id = executor_id
+        self.instance_id = instance_id
+        self.pool_id = pool_id
+        self.interval_s = interval_s
+        self.leases = leases
+        self.ledgers = ledgers
+        self.state = state
+        self.sandbox = sandbox
+        self.health = health
+        self.log_delivery = log_delivery
+        self.started_at = started_at
+        self._started = time.monotonic()
+        self.address = _outbound_address(gms_url)
+
+    def properties(self) -> dict[str, str]:
+        capacity = {}
+        for name, ledger in self.ledgers.items():
+            snap = ledger.snapshot()
+            capacity[name] = {"max_workers": snap.max_workers, "used_weight": float(snap.used), "running": snap.running,
+                              "waiting": snap.waiting}
+        return {"instanceId": self.instance_id, "heartbeatIntervalSeconds": str(self.interval_s), "state": self.state(),
+                "startedAt": self.started_at, "runningExecutions": json.dumps(self.leases.claimed_ids()),
+                "capacity": json.dumps(capacity), "sandbox": json.dumps(self.sandbox()),
+                "health": json.dumps(self.health())}
+
+    def beat(self) -> None:
+        """One heartbeat; ExecutorIdInUse on 409, ControlPlaneError otherwise."""
+        state = self.state()
+        status = datahub_aspects.executor_status(pool_id=self.pool_id, version=__version__, address=self.address,
+                                                 hostname=socket.gethostname(), uptime_s=time.monotonic() - self._started,
+                                                 stopped=state == "STOPPED", log_delivery=self.log_delivery)
+        try:
+            self.client.heartbeat(self.executor_id, status, self.properties())
+        except ControlPlaneError as exc:
+            if exc.status == 409:
+                raise ExecutorIdInUse(printable(exc)) from None
+            raise
+
+
+def _outbound_address(gms_url: str) -> str:
+    """The address this host reaches the control plane from (what DataHub shows as executorAddress)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(gms_url)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((parsed.hostname or "127.0.0.1", parsed.port or 443))
+            return probe.getsockname()[0]
+    except OSError:
+        return "unknown"

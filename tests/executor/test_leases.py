@@ -1,0 +1,117 @@
+"""The lease registry: the one record of what the master holds, changed only through checked
+transitions, safe under concurrent runners, the extender and the heartbeat."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+
+from executor.leases import ALLOWED, CLAIMED_STATES, TERMINAL, IllegalTransition, Leases, QueueRef, State
+
+
+def ref(message_id: str = "m1", handle: str = "h1", task_class: str = "ingestion") -> QueueRef:
+    return QueueRef(task_class=task_class, message_id=message_id, receipt_handle=handle, receive_count=1,
+                    first_received_ms=0)
+
+
+def test_a_lease_walks_its_life_and_leaves_the_registry_at_the_end():
+    leases = Leases()
+    lease, what = leases.receive("exe_1", ref())
+    assert what == "new" and leases.claimed_ids() == []
+    for state in (State.CLAIMED, State.ADMITTED, State.RUNNING, State.REPORTING):
+        leases.move(lease, state)
+        assert leases.claimed_ids() == ["exe_1"]
+    leases.move(lease, State.ACKED)
+    assert len(leases) == 0
+
+
+def test_our_own_message_back_refreshes_the_handle_and_another_message_is_a_duplicate():
+    leases = Leases()
+    lease, _ = leases.receive("exe_1", ref("m1", "h1"))
+    assert leases.receive("exe_1", ref("m1", "h2")) == (None, "refreshed")
+    assert leases.current_message(lease).receipt_handle == "h2", "only the latest handle surely deletes"
+    assert leases.receive("exe_1", ref("m2", "h9")) == (None, "duplicate")
+
+
+@pytest.mark.parametrize("start, illegal", [(State.RECEIVED, State.RUNNING), (State.RECEIVED, State.REPORTING),
+                                            (State.CLAIMED, State.ACKED), (State.RUNNING, State.RELEASED)])
+def test_a_transition_from_a_state_that_does_not_allow_it_is_refused(start, illegal):
+    leases = Leases()
+    lease, _ = leases.receive("exe_1", ref())
+    path = {State.RECEIVED: [], State.CLAIMED: [State.CLAIMED], State.RUNNING: [State.CLAIMED, State.ADMITTED, State.RUNNING]}
+    for state in path[start]:
+        leases.move(lease, state)
+    with pytest.raises(IllegalTransition):
+        leases.move(lease, illegal)
+    assert lease.state is start
+
+
+def test_pending_counts_what_was_received_on_a_queue_and_not_yet_admitted():
+    leases = Leases()
+    a, _ = leases.receive("a", ref("ma"))
+    leases.receive("b", ref("mb"))
+    leases.receive("c", ref("mc", task_class="monitors"))
+    assert leases.pending("ingestion") == 2 and leases.pending("monitors") == 1
+    leases.move(a, State.CLAIMED)
+    leases.move(a, State.ADMITTED)
+    assert leases.pending("ingestion") == 1
+
+
+class LeasesFromThreads(RuleBasedStateMachine):
+    """Every move on its own thread, as each runner moves its own lease while the heartbeat and
+    the extender read: the registry holds exactly the non-terminal leases, in legal states."""
+
+    held = Bundle("held")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.leases = Leases()
+        self.model: dict[str, State] = {}
+        self.counter = 0
+
+    @rule(target=held)
+    def receive(self):
+        self.counter += 1
+        execution_id = f"exe_{self.counter}"
+        lease, what = self.leases.receive(execution_id, ref(f"m{self.counter}"))
+        assert what == "new"
+        self.model[execution_id] = State.RECEIVED
+        return lease
+
+    @rule(lease=held, to=st.sampled_from(list(State)))
+    def move_from_a_thread(self, lease, to):
+        outcome: list[BaseException | None] = []
+
+        def move() -> None:
+            try:
+                self.leases.move(lease, to)
+                outcome.append(None)
+            except IllegalTransition as exc:
+                outcome.append(exc)
+
+        readers = [threading.Thread(target=self.leases.claimed_ids), threading.Thread(target=self.leases.counts)]
+        mover = threading.Thread(target=move)
+        for thread in (mover, *readers):
+            thread.start()
+        for thread in (mover, *readers):
+            thread.join(5)
+        current = self.model.get(lease.execution_id)
+        legal = current is not None and to in ALLOWED.get(current, frozenset())
+        assert (outcome[0] is None) == legal
+        if legal:
+            if to in TERMINAL:
+                del self.model[lease.execution_id]
+            else:
+                self.model[lease.execution_id] = to
+
+    @invariant()
+    def registry_matches_the_model(self):
+        assert {lease.execution_id: lease.state for lease in self.leases.all()} == self.model
+        assert self.leases.claimed_ids() == sorted(e for e, s in self.model.items() if s in CLAIMED_STATES)
+
+
+TestLeasesFromThreads = LeasesFromThreads.TestCase
+TestLeasesFromThreads.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
