@@ -43,10 +43,6 @@ POOL_IDS = [  # (pool id, valid)
     ("٣", False),  # a digit to Unicode, not to the rule
     ("remote\n", False),
 ]
-# vocabulary.ids checks with re.match and '$', which also matches before a final newline (so the
-# executor, which asks it, takes "remote\n" too); Helm's RE2 and Java's Pattern.matches do not.
-# The fix belongs in vocabulary/ids.py: fullmatch. Strict: once fixed, this mark must go.
-KNOWN_DISAGREEMENTS = {"remote\n": pytest.mark.xfail(strict=True, reason="vocabulary.ids.pool_id takes a trailing newline")}
 EXECUTOR_BASE = {"DATAHUB_GMS_URL": "https://acme.acryl.io/gms", "DATAHUB_GMS_TOKEN": "x"}
 
 
@@ -90,8 +86,7 @@ def by_java(tmp_path_factory) -> dict[str, bool]:
     return dict(zip(pools, verdicts))
 
 
-@pytest.mark.parametrize("pool, valid", [pytest.param(*case, marks=KNOWN_DISAGREEMENTS.get(case[0], ()))
-                                         for case in POOL_IDS])
+@pytest.mark.parametrize("pool, valid", POOL_IDS)
 def test_vocabulary_executor_chart_and_template_take_and_refuse_the_same_pool_ids(
         helm_env, by_java, tmp_path, pool, valid):
     pattern = load_template()["Parameters"]["ExecutorPoolId"]["AllowedPattern"]

@@ -40,6 +40,7 @@ class ExecutorProcess:
     """A `datahub-executor run` child whose log lines are collected for assertions."""
 
     def __init__(self, env: dict[str, str], argv: list[str] | None = None) -> None:
+        self.env = env
         self.lines: list[str] = []
         self.process = subprocess.Popen(argv or EXECUTOR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         text=True)
@@ -134,6 +135,21 @@ def remove_cgroup_roots(names: set[str]) -> list[str]:
         left += [f"{name}/{task}" for task in sandbox.sweep()]
         sandbox.close()
     return left
+
+
+def live_tasks(cgroup_root: str) -> int:
+    """Task cgroups with a process in them under an executor's sandbox root: what really runs."""
+    from sandbox.detect import read_hierarchies, v1_hierarchy, v2_hierarchy
+
+    hierarchies = read_hierarchies()
+    hierarchy = v1_hierarchy(hierarchies, "memory") or v2_hierarchy(hierarchies)
+    count = 0
+    for task in (Path(hierarchy.own_dir) / cgroup_root).glob("task-*"):
+        try:
+            count += bool((task / "cgroup.procs").read_text().split())
+        except OSError:
+            pass
+    return count
 
 
 TEST_SOURCES = Path(__file__).parent / "sources"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .conftest import custom_env, custom_recipe, wait_for_tick
+from .conftest import custom_env, custom_recipe, live_tasks, wait_for_tick
 
 
 def test_a_leaking_task_fails_with_memory_limit_exceeded_and_the_rest_carries_on(system, tmp_path):
@@ -66,13 +66,17 @@ def test_weights_two_halves_run_together_and_a_third_waits(system, tmp_path):
                                          extra_env=custom_env(EXECUTOR_TASK_WEIGHT="0.5"))
         runs.append(system.cp.run_source(source["id"])["id"])
     most_running = 0
+    waiting_said = False
+    root = executor.env["DATAHUB_EXECUTOR_CGROUP_ROOT"]
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         states = [system.cp.execution(r)["status"] for r in runs]
-        most_running = max(most_running, states.count("RUNNING"))
+        most_running = max(most_running, live_tasks(root))
+        waiting_said |= any("waiting for capacity" in (system.cp.execution(r)["log_tail"] or "") for r in runs)
         if all(s in ("SUCCESS", "FAILURE") for s in states):
             break
         time.sleep(0.2)
     assert states == ["SUCCESS"] * 3
-    assert most_running == 2
+    assert most_running == 2, "two halves run together, the third waits"
+    assert waiting_said, "the waiting one says why in its report"
     assert executor.process.poll() is None

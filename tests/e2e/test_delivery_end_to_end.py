@@ -38,6 +38,8 @@ def test_kill_9_of_the_master_mid_task_reruns_the_task_and_leaves_no_orphan(syst
     # redelivered message (after the 30 s visibility timeout) to completion.
     second = system.start_executor("executor-crash", DATAHUB_EXECUTOR_CGROUP_ROOT="test-exec-crash-root")
     assert any("killed 1 task(s) left by a previous run" in line for line in second.lines)
+    assert any("waiting for that process to go silent" in line for line in second.lines), \
+        "the same fixed executor id: it waits for the crashed process's heartbeats to stop"
     for pid in task_pids:
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
     done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=180)
@@ -51,7 +53,7 @@ def test_a_duplicate_delivery_is_recognised_by_claim_and_deleted(system, tmp_pat
     assert system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)["status"] == "SUCCESS"
     import boto3
 
-    pool = system.cp.server.cp.pool("remote")
+    pool = system.cp.cp.pools.get("remote")
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=system.cp.sqs_endpoint_url,
                        aws_access_key_id="local", aws_secret_access_key="local")
     sqs.send_message(QueueUrl=pool["queue_url"], MessageBody=json.dumps(
@@ -107,7 +109,8 @@ def test_check_passes_against_a_healthy_setup_and_names_the_fix_when_not(system,
     assert ok.returncode == 0, ok.stdout
     assert [line.split()[0] for line in lines] == ["PASS"] * 6
     assert any(line.startswith("PASS  cgroups: mode cgroup-v") for line in lines)
-    assert any(line.startswith("PASS  SQS: queue") and "credentials accepted" in line for line in lines)
+    assert any(line.startswith("PASS  SQS: queues") and "-monitors reachable, credentials accepted" in line
+               for line in lines)
     no_sqs = subprocess.run([EXECUTOR[0], "check"], env={**env, "DATAHUB_EXECUTOR_SQS_ENDPOINT_URL": "http://127.0.0.1:9"},
                             capture_output=True, text=True, timeout=120)
     assert no_sqs.returncode == 1

@@ -49,13 +49,26 @@ def test_a_secret_from_the_file_store_reaches_the_task_and_is_masked(system, tmp
     assert not any((tmp_path / "executor-1" / "executions").iterdir()), "no scratch dir (or secret) survives the task"
 
 
-def test_an_invalid_weight_fails_the_execution_with_a_clear_reason(system, tmp_path):
+def test_an_invalid_weight_is_refused_when_saved_and_fails_a_run_that_carries_one(system, tmp_path):
+    """Refused when the source is saved; a run that carries one anyway (its input written
+    directly) fails with INVALID_WEIGHT, never silently running at the default weight."""
+    import pytest
+
     system.start_executor()
-    source = system.cp.create_source("heavy", mock_recipe(tmp_path / "x.json"), extra_env={"EXECUTOR_TASK_WEIGHT": "1.5"})
-    execution = system.cp.run_source(source["id"])
-    done = system.cp.wait_for_status(execution["id"], {"FAILURE", "SUCCESS"}, timeout_s=60)
-    assert done["status"] == "FAILURE"
-    assert done["reason"] == "INVALID_WEIGHT"
+    for weight in ("1.5", "abc"):
+        with pytest.raises(RuntimeError, match="EXECUTOR_TASK_WEIGHT"):
+            system.cp.create_source(f"heavy-{weight}", mock_recipe(tmp_path / "x.json"),
+                                    extra_env={"EXECUTOR_TASK_WEIGHT": weight})
+    third = system.cp.create_source("third", mock_recipe(tmp_path / "third.json"), extra_env={"EXECUTOR_TASK_WEIGHT": "1/3"})
+    assert system.cp.wait_for_status(system.cp.run_source(third["id"])["id"], {"FAILURE", "SUCCESS"},
+                                     timeout_s=300)["status"] == "SUCCESS", "1/3, as the ledger documents, is valid"
+    source = system.cp.create_source("plain", mock_recipe(tmp_path / "y.json"))
+    execution_urn = f"urn:li:dataHubExecutionRequest:bad-weight-{source['id'][:8]}"
+    system.cp.ingest(execution_urn, "dataHubExecutionRequestInput", {
+        "task": "RUN_INGEST", "executorId": "remote", "requestedAt": 1, "source": {"type": "MANUAL_INGESTION_SOURCE"},
+        "args": {"recipe": mock_recipe(tmp_path / "y.json"), "extra_env_vars": '{"EXECUTOR_TASK_WEIGHT": "abc"}'}})
+    done = system.cp.wait_for_status(execution_urn.rsplit(":", 1)[1], {"FAILURE", "SUCCESS"}, timeout_s=60)
+    assert (done["status"], done["reason"]) == ("FAILURE", "INVALID_WEIGHT")
 
 
 def test_sigterm_drains_and_exits_zero_with_the_executor_marked_offline(system):

@@ -23,12 +23,17 @@ def test_quickstart_runs_the_sample_to_success_and_ctrl_c_leaves_no_process(tmp_
             children = psutil.Process(quickstart.pid).children(recursive=True)
         if "Ctrl-C stops" in line or time.monotonic() > deadline:
             break
-    statuses = [line.rsplit(": ", 1)[-1] for line in seen if ": " in line and "execution exe_" in line]
+    statuses = [line.rsplit(": ", 1)[-1] for line in seen if ": " in line and "] execution " in line]
     assert statuses[-2:] == ["RUNNING", "SUCCESS"], seen
+    written = next(line for line in seen if "the run wrote" in line)
+    entities = int(written.split("the run wrote ")[1].split()[0])
+    assert entities >= 10, f"the sample ingests real metadata into the control plane: {written}"
     assert any("web page: http://127.0.0.1:" in line for line in seen)
     assert children, "the executor ran as a child"
     quickstart.send_signal(signal.SIGINT)
+    stopping = time.monotonic()
     assert quickstart.wait(timeout=90) == 0
+    assert time.monotonic() - stopping < 10, "an idle executor and the control plane stop at once on Ctrl-C"
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], f"left behind: {alive}"
     token = (tmp_path / "controlplane" / "admin-token").read_text().strip()

@@ -17,7 +17,7 @@ def test_poison_messages_reach_the_dlq_after_the_redrive_count_while_work_goes_o
     system.cp.create_pool("poison", visibility_timeout_s=1, max_receive_count=MAX_RECEIVES)
     system.pool_id = "poison"
     executor = system.start_executor("executor-poison")
-    pool = system.cp.server.cp.pool("poison")
+    pool = system.cp.cp.pools.get("poison")
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=system.cp.sqs_endpoint_url,
                        aws_access_key_id="local", aws_secret_access_key="local")
     poison = {
