@@ -1,18 +1,25 @@
 """A task's output: read without blocking the master, masked, kept bounded in memory and on disk.
 
 One thread per task reads raw chunks from the child's pipe (a child writing 100 MB/s is read
-as fast as it writes; nothing else waits on it), decodes tolerantly (strict UTF-8 fails good
-runs), masks every line, writes the per-task log file and keeps a bounded tail (2000 lines of
-at most 4096 characters, as DataHub ships). The file keeps its head up to a cap; past it only
-the tail survives, and the file ends with a marker and that tail. Memory stays bounded
-whatever the child writes.
+as fast as it writes; nothing else waits on it), masks them as a stream (a secret cut across two
+reads, or written over many lines, is masked whole: masking.MaskingStream), makes them valid
+UTF-8 (strict UTF-8 fails good runs: bad bytes become U+FFFD), appends them to the per-task log
+file and to a window of recent output that the tail is cut from when it is asked for. Each read
+costs a few passes in C over its bytes and no Python step per line, so a task that floods its
+output is relayed close to the speed of a plain copy (bench/log_relay.py).
+
+Memory stays bounded whatever the child writes: the masker holds back at most its longest form,
+the window keeps the last max_tail_lines * max_line_chars bytes. The file keeps its head up to a
+cap, in whole lines; past it only the window survives, and the file ends with a marker and the
+tail. The tail is the window's last 2000 lines, each cut at 4096 characters, as DataHub ships
+it; lines in the file are kept whole.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import threading
 import time
-from collections import deque
 
 from .masking import Masker
 
@@ -25,15 +32,24 @@ class TaskLog:
                  max_file_bytes: int = 64 << 20) -> None:
         self.path = path
         self.masker = masker
+        self.max_tail_lines = max_tail_lines
         self.max_line_chars = max_line_chars
         self.max_file_bytes = max_file_bytes
-        self._tail: deque[str] = deque(maxlen=max_tail_lines)
-        self._lines_seen = 0
+        # The window is a ring, filled as output comes and then overwritten in place: one buffer
+        # for the whole run, not a chunk object per read (holding thousands of those made every
+        # read fault in fresh pages, which cost as much as the masking).
+        self._ring = bytearray()
+        self._ring_cap = max_tail_lines * max_line_chars
+        self._ring_at = 0  # once the ring is full: where its oldest byte is, and the next write goes
+        self._window_cut = False  # output older than the window was let go
+        self._ends_line = True
         self._file_bytes = 0
         self._dropped_bytes = 0
         self._version = 0
         self._lock = threading.Lock()
-        self._file = open(path, "w", encoding="utf-8", errors="replace")
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._decoding = False  # the decoder holds the first bytes of a character
+        self._file = open(path, "wb")
         self.last_output = time.monotonic()
 
     def pump(self, stream) -> threading.Thread:
@@ -43,58 +59,98 @@ class TaskLog:
 
     def _read(self, stream) -> None:
         fd = stream.fileno()
-        pending = b""
+        masking = self.masker.stream()
         try:
             while True:
                 chunk = os.read(fd, CHUNK)
                 if not chunk:
                     break
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                if len(pending) > self.max_line_chars * 4:  # a line without end: cut it
-                    complete.append(pending)
-                    pending = b""
-                self._add([line.decode("utf-8", errors="replace") for line in complete])
-            if pending:
-                self._add([pending.decode("utf-8", errors="replace")])
+                self.last_output = time.monotonic()
+                self._append(masking.feed(chunk))
+            self._append(masking.finish(), final=True)
         finally:
             stream.close()
 
-    def write_line(self, text: str) -> None:
-        """A line from the executor itself (start, limits, outcome), masked like the rest."""
-        self._add([text])
+    def _append(self, data: bytes, final: bool = False) -> None:
+        if self._decoding or final or not data.isascii():
+            data = self._decoder.decode(data, final).encode()
+            self._decoding = bool(self._decoder.getstate()[0])
+        if data:
+            with self._lock:
+                self._keep(data)
 
-    def _add(self, lines: list[str]) -> None:
-        masked = [self.masker.mask(line.rstrip("\r"))[: self.max_line_chars] for line in lines]
+    def write_line(self, text: str) -> None:
+        """A line from the executor itself (start, limits, outcome), masked like the rest, on a
+        line of its own even when the task's last line has no end yet."""
+        line = self.masker.mask(text).encode("utf-8", "replace") + b"\n"
         with self._lock:
             self.last_output = time.monotonic()
-            for line in masked:
-                self._tail.append(line)
-                self._lines_seen += 1
-                size = len(line) + 1
-                if self._file_bytes + size <= self.max_file_bytes:
-                    self._file.write(line + "\n")
-                    self._file_bytes += size
-                else:
-                    self._dropped_bytes += size
-            self._version += 1
+            self._keep(line if self._ends_line else b"\n" + line)
+
+    def _keep(self, data: bytes) -> None:
+        self._ends_line = data.endswith(b"\n")
+        if self._dropped_bytes or self._file.closed:
+            self._dropped_bytes += len(data)
+        elif self._file_bytes + len(data) <= self.max_file_bytes:
+            self._file.write(data)
+            self._file_bytes += len(data)
+        else:
+            head = data[: data.rfind(b"\n", 0, self.max_file_bytes - self._file_bytes) + 1]
+            self._file.write(head)
+            self._file_bytes += len(head)
+            self._dropped_bytes += len(data) - len(head)
+        self._remember(data)
+        self._version += 1
+
+    def _remember(self, data: bytes) -> None:
+        ring, cap = self._ring, self._ring_cap
+        if len(ring) < cap:
+            room = cap - len(ring)
+            ring += data[:room]
+            data = data[room:]
+            if not data:
+                return
+        self._window_cut = True
+        data = data[-cap:]
+        at, end = self._ring_at, self._ring_at + len(data)
+        if end <= cap:
+            ring[at:end] = data
+        else:
+            ring[at:] = data[: cap - at]
+            ring[: end - cap] = data[cap - at:]
+        self._ring_at = end % cap
 
     @property
     def version(self) -> int:
         return self._version
 
-    def tail(self) -> str:
+    def _tail_lines(self) -> tuple[bool, list[str]]:
         with self._lock:
-            lines = list(self._tail)
-            truncated = self._lines_seen > len(lines)
+            data = bytes(self._ring[self._ring_at:] + self._ring[: self._ring_at])
+            truncated = self._window_cut
+        text = data.decode("utf-8", "replace")
+        if truncated:  # the window's first line began before it
+            text = text[text.find("\n") + 1:]
+        if text.endswith("\n"):
+            text = text[:-1]
+        lines = text.rsplit("\n", self.max_tail_lines) if text else []
+        if len(lines) > self.max_tail_lines:
+            lines, truncated = lines[1:], True
+        return truncated, [line.rstrip("\r")[: self.max_line_chars] for line in lines]
+
+    def tail(self) -> str:
+        truncated, lines = self._tail_lines()
         return "\n".join(([TRUNCATED_MARKER] if truncated else []) + lines)
 
     def close(self) -> None:
         """Finish the file: past the cap, a marker and the tail follow the head."""
         with self._lock:
-            if self._dropped_bytes:
-                self._file.write(f"\n[... {self._dropped_bytes} bytes of log omitted; the last lines follow ...]\n")
-                self._file.write("\n".join(self._tail) + "\n")
+            dropped = self._dropped_bytes
+        lines = self._tail_lines()[1] if dropped else []
+        with self._lock:
+            if dropped:
+                self._file.write(f"\n[... {dropped} bytes of log omitted; the last lines follow ...]\n".encode())
+                self._file.write("\n".join(lines).encode("utf-8", "replace") + b"\n")
             self._file.close()
 
     def full_log(self, max_bytes: int) -> bytes:

@@ -58,11 +58,14 @@ class PreparedTask:
     secret_names: list[str] = field(default_factory=list)
 
     def structured_report(self) -> Any:
-        """The ingestion report, when the pipeline completed and wrote one (never for a killed run)."""
+        """The ingestion report, when the pipeline completed and wrote one (never for a killed
+        run), with every form of every secret masked: a source that puts a password into a
+        warning must not ship it. Same JSON structure (Masker.mask_json); a report too deeply
+        nested to parse or mask is no report."""
         try:
-            with open(self.report_path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
+            with open(self.report_path, encoding="utf-8", errors="replace") as f:
+                return self.masker.mask_json(json.load(f))
+        except (OSError, ValueError, RecursionError):
             return None
 
     def cleanup(self) -> None:

@@ -1,0 +1,180 @@
+"""Masking as pure logic: every form of a secret, a multi-line key line by line, a stream cut at
+any byte, and the structured report. Assertions name what leaked, never quote it."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+
+from hypothesis import given, settings, strategies as st
+
+from executor.runtime.masking import MASK, MIN_LINE_LENGTH, Masker, encodings
+from executor.runtime.tasks import PreparedTask
+
+
+def pem_shaped_key(body_bytes: int = 1218) -> str:
+    """A fresh random stand-in for a PKCS#8 private key: armour, 64-column base64, ~1.7 KB."""
+    body = base64.b64encode(os.urandom(body_bytes)).decode()
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "-----BEGIN PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END PRIVATE KEY-----\n"
+
+
+def leaks(secret: str, text: str) -> list[str]:
+    """Which parts of SECRET can be read in TEXT, by name: the value, or any 12 characters of
+    one of its identifying lines (whole, or as a piece a bad cut would leave)."""
+    found = ["the whole value"] if secret in text else []
+    for number, line in enumerate(secret.splitlines(), 1):
+        line = line.strip()
+        if len(line) < MIN_LINE_LENGTH or line.startswith("-----"):
+            continue
+        if any(line[i:i + 12] in text for i in range(len(line) - 11)):
+            found.append(f"line {number}")
+    return found
+
+
+def first_difference(a: bytes, b: bytes) -> int | None:
+    """Where two outputs part, for a failure message that shows no secret."""
+    if a == b:
+        return None
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+KEY = pem_shaped_key()
+PASSWORD = 'p@ss"w/rd-42 &x'
+
+
+def noisy_output(key: str, password: str) -> str:
+    """What a task might print around its secrets: the key whole, JSON-escaped in a recipe echo,
+    one line quoted in an error, the password in a URI and in JSON, between ordinary lines."""
+    body = key.splitlines()[1:-1]
+    return "".join([
+        "[2024-05-01 12:00:00,001] INFO {datahub.ingestion.run.pipeline:101} - starting\n",
+        "loaded key:\n", key,
+        "recipe: " + json.dumps({"source": {"config": {"private_key": key, "password": password}}}) + "\n",
+        f"ERROR could not parse key: bad padding near {body[3]} (line 4)\n",
+        "uri=snowflake://user:" + "p%40ss%22w%2Frd-42%20%26x" + "@account/db\n",
+        "[2024-05-01 12:00:01,002] INFO {datahub.ingestion.run.pipeline:140} - done\n",
+    ])
+
+
+def test_a_multi_line_key_is_masked_whole_json_escaped_and_line_by_line():
+    masker = Masker([KEY, PASSWORD])
+    masked = masker.mask(noisy_output(KEY, PASSWORD))
+    leaked = leaks(KEY, masked) + leaks(PASSWORD, masked)
+    assert not leaked, f"readable in the masked output: {leaked}"
+    masks = masked.count(MASK)
+    assert masks == 5, "the key, the recipe's key and password (one run: adjacent), the quoted line, the URI"
+    assert "starting" in masked and "done" in masked and "bad padding near" in masked
+
+
+def test_armour_and_short_lines_of_a_key_are_not_masked_on_their_own():
+    masker = Masker([KEY])
+    text = "expected -----BEGIN PRIVATE KEY----- here; a short line: Zg==\n"
+    assert masker.mask(text) == text, "armour is the same in every key; a short line identifies nothing"
+    assert Masker(["abc\nshort\nline-long-enough-to-say-who\n"]).mask("x line-long-enough-to-say-who y") == f"x {MASK} y"
+
+
+def test_overlapping_forms_of_two_secrets_leave_nothing_of_either():
+    masked = Masker(["abcdef", "efghij"]).mask("xx abcdefghij yy")
+    assert masked == f"xx {MASK} yy"
+
+
+def test_a_key_cut_at_every_byte_is_masked_as_if_it_came_whole():
+    masker = Masker([KEY, PASSWORD, "dhx_ingest-token-0001"])
+    data = noisy_output(KEY, PASSWORD).encode()
+    whole = masker.mask(data.decode()).encode()
+    for cut in range(len(data) + 1):
+        stream = masker.stream()
+        out = stream.feed(data[:cut]) + stream.feed(data[cut:]) + stream.finish()
+        differs_at = first_difference(out, whole)
+        assert differs_at is None, f"cut at byte {cut} of {len(data)}: masked differently from byte {differs_at} on"
+
+
+@settings(max_examples=300, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=6000), max_size=40), seed=st.integers(0, 2**32 - 1))
+def test_output_cut_anywhere_and_interleaved_is_masked_as_if_it_came_whole(cuts, seed):
+    rng = random.Random(seed)
+    key = KEY
+    parts = [noisy_output(key, PASSWORD), key, json.dumps(key), PASSWORD, "x" * rng.randint(0, 3000),
+             "\n".join(key.splitlines()[rng.randint(1, 20):]), "plain text\n" * rng.randint(0, 5), key[:-300]]
+    rng.shuffle(parts)
+    data = "".join(parts).encode()
+    masker = Masker([key, PASSWORD])
+    stream = masker.stream()
+    out, at = [], 0
+    for cut in sorted(c % (len(data) + 1) for c in cuts):
+        out.append(stream.feed(data[at:cut]))
+        at = cut
+    out += [stream.feed(data[at:]), stream.finish()]
+    masked = b"".join(out)
+    leaked = leaks(key, masked.decode())
+    assert not leaked, f"readable: {leaked}"
+    differs_at = first_difference(masked, masker.mask(data.decode()).encode())
+    assert differs_at is None, f"the stream masks differently from byte {differs_at} on"
+
+
+def test_what_the_stream_holds_back_is_bounded_by_the_longest_form():
+    masker = Masker([KEY, PASSWORD])
+    longest = max(len(form) for form in encodings(KEY))
+    stream = masker.stream()
+    emitted = 0
+    for _ in range(2000):  # 128 MiB without a newline, and the key's first line at every end
+        emitted += len(stream.feed(b"y" * 65531 + b"-----"))
+        assert stream.held < longest
+    assert emitted > 2000 * 65536 - longest
+    prefix = KEY[:900].encode()
+    held_before = stream.held
+    assert stream.feed(b"\n" + prefix) == (b"y" * 65531 + b"-----")[-held_before:] + b"\n", \
+        "a key's beginning waits for the rest"
+    assert stream.feed(KEY[900:].encode() + b"after\n") == MASK.encode() + b"after\n"
+
+
+def test_the_structured_report_ships_with_every_secret_form_masked(tmp_path):
+    """A source that puts the password into a warning, the key into its config echo and the
+    token into a failure key: the report keeps its structure and its figures, not the secrets."""
+    token = "dhx_ingest-only-token-for-exe_1"
+    report = {
+        "cli": {"cli_version": "1.7.0.17", "mem_info": "123 MB"},
+        "source": {"type": "snowflake", "report": {
+            "events_produced": 12, "warnings": [
+                {"title": "login retried", "message": f"password {PASSWORD} rejected once",
+                 "context": [f"snowflake://u:p%40ss%22w%2Frd-42%20%26x@acct", json.dumps({"key": KEY})]}],
+            "failures": {f"token {token}": ["401"], "token other": ["403"]},
+            "config": {"private_key": KEY, "account_id": 4242424242},
+        }},
+        "sink": {"type": "datahub-rest", "report": {"total_records_written": 12, "ok": True, "gms": None}},
+    }
+    path = tmp_path / "ingestion_report.json"
+    path.write_text(json.dumps(report))
+    prepared = PreparedTask(argv=[], env={}, stdin_bytes=b"", workdir=str(tmp_path),
+                            masker=Masker([KEY, PASSWORD, token, "4242424242"]), report_path=str(path),
+                            memory_limit_bytes=None)
+    shipped = prepared.structured_report()
+    text = json.dumps(shipped)
+    leaked = leaks(KEY, text) + leaks(PASSWORD, text) + leaks(token, text) + leaks("4242424242", text)
+    leaked += [name for name, form in (("URL-encoded password", "p%40ss"), ("JSON-escaped key", "\\\\n")) if form in text]
+    assert not leaked, f"readable in the shipped report: {leaked}"
+    assert json.loads(text) == shipped, "still JSON"
+
+    def shape(value) -> str:
+        if isinstance(value, dict):
+            return "{" + ",".join(sorted(shape(v) for v in value.values())) + "}"
+        if isinstance(value, list):
+            return "[" + ",".join(shape(v) for v in value) + "]"
+        return "x"
+    assert shape(shipped) == shape(report), "the same structure: nothing dropped, nothing merged"
+    source = shipped["source"]["report"]
+    assert source["events_produced"] == 12 and shipped["sink"]["report"] == report["sink"]["report"]
+    assert source["warnings"][0]["message"] == f"password {MASK} rejected once"
+    assert source["config"] == {"private_key": MASK, "account_id": MASK}
+    assert sorted(source["failures"]) == [f"token {MASK}", "token other"]
+
+
+def test_a_report_that_cannot_be_read_is_no_report(tmp_path):
+    path = tmp_path / "ingestion_report.json"
+    prepared = PreparedTask(argv=[], env={}, stdin_bytes=b"", workdir=str(tmp_path), masker=Masker([PASSWORD]),
+                            report_path=str(path), memory_limit_bytes=None)
+    assert prepared.structured_report() is None
+    path.write_text("[" * 100_000)
+    assert prepared.structured_report() is None
