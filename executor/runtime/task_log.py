@@ -25,6 +25,13 @@ from .masking import Masker
 
 TRUNCATED_MARKER = "[earlier logs truncated...]"
 CHUNK = 1 << 16
+# After a read shorter than this, the reader waits COALESCE_S before the next one, so that a task
+# writing a line per write (an unbuffered Python logger) is read many lines at a time instead of
+# paying the masking's fixed cost per line. A flood fills every read and never waits; a task
+# slower than SHORT_READ per COALESCE_S cannot fill the pipe (64 KiB) meanwhile, so it never
+# blocks on it either. Its output reaches the log a millisecond later, which nobody sees.
+SHORT_READ = CHUNK // 4
+COALESCE_S = 0.001
 
 
 class TaskLog:
@@ -67,6 +74,8 @@ class TaskLog:
                     break
                 self.last_output = time.monotonic()
                 self._append(masking.feed(chunk))
+                if len(chunk) < SHORT_READ:
+                    time.sleep(COALESCE_S)
             self._append(masking.finish(), final=True)
         finally:
             stream.close()
