@@ -8,6 +8,7 @@ that forbids it, a stale lease), 413, 503.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -40,7 +41,12 @@ def create_app(cp: ControlPlane, *, cli_version: str | None = None) -> Guard:
 
     for error, code in STATUS:
         def handler(_: Request, exc: Exception, code: int = code) -> JSONResponse:
-            return error_body(code, str(exc))
+            response = error_body(code, str(exc))
+            retry = getattr(exc, "retry_after_s", None)
+            if retry is not None:
+                body = json.loads(response.body)
+                response = JSONResponse({**body, "retry_after_s": retry}, status_code=code)
+            return response
         app.add_exception_handler(error, handler)
 
     app.include_router(gms_api.create_router(cp, cli_version=cli_version))

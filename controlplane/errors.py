@@ -19,7 +19,12 @@ class NotFound(LookupError):
 
 
 class Conflict(Exception):
-    """409: the request is fine but the state forbids it (a stale lease, a final status)."""
+    """409: the request is fine but the state forbids it (a stale lease, a final status).
+    RETRY_AFTER_S, where set, says when asking again may succeed."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(Exception):

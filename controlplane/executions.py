@@ -114,14 +114,15 @@ class Executions:
 
     # executors' side ---------------------------------------------------------------------------
     def claim(self, execution_id: str, *, executor_id: str, instance: str, pool_id: str, receive_count: int | None,
-              identity: Identity) -> dict[str, Any]:
+              identity: Identity, message_id: str | None = None) -> dict[str, Any]:
         """Claim for one executor process: the lease, the task and its arguments, the pool, and
         the run's ingest token. 409 when the execution is not this executor's to run."""
         if identity.kind != EXECUTOR and not identity.is_admin:
             raise Forbidden("claims need an executor token")
         identity.require_pool(pool_id)
         with self.store.transaction() as tx:
-            applied = lifecycle.apply(tx, execution_id, lifecycle.Claim(executor_id, instance, pool_id, receive_count), self.ctx)
+            applied = lifecycle.apply(tx, execution_id, lifecycle.Claim(executor_id, instance, pool_id, receive_count,
+                                                                              message_id), self.ctx)
             inputs = aspect_store.get(tx, E.execution_urn(execution_id), E.EXECUTION_INPUT)
         if applied.outcome == "duplicate":
             raise Conflict(f"execution {execution_id} is a DUPLICATE: its source is already running in "

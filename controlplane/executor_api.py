@@ -50,8 +50,12 @@ def create_router(cp: ControlPlane) -> APIRouter:
         receive_count = body.get("receive_count")
         if receive_count is not None and (isinstance(receive_count, bool) or not isinstance(receive_count, int)):
             raise Invalid("receive_count must be a whole number")
+        message_id = body.get("message_id")
+        if message_id is not None and (not isinstance(message_id, str) or len(message_id) > 128):
+            raise Invalid("message_id must be the SQS message id (at most 128 characters)")
         return cp.executions.claim(_execution_id(execution_id), executor_id=executor_id, instance=instance,
-                                   pool_id=pool_id, receive_count=receive_count, identity=request.state.identity)
+                                   pool_id=pool_id, receive_count=receive_count, identity=request.state.identity,
+                                   message_id=message_id)
 
     @router.post("/executions/{execution_id}/release")
     async def release(execution_id: str, request: Request,

@@ -32,7 +32,7 @@ from vocabulary.results import EXECUTOR_KEY, REPORT_TYPES
 
 from . import entities as E
 from .errors import Conflict, Forbidden, NotFound
-from .liveness import ONLINE, liveness
+from .liveness import ONLINE, STALE_AFTER_MISSED, liveness
 from .metadata import aspect_store
 from .tokens import INGEST, Tokens
 
@@ -58,6 +58,7 @@ class Claim:
     instance: str
     pool_id: str
     receive_count: int | None
+    message_id: str | None = None  # the SQS message the claim comes from
     name = "claim"
 
 
@@ -204,6 +205,12 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
             token = _mint_ingest_token(tx, ctx.tokens, execution_id)
             return Applied(row, "repeated", lease=row["lease"], ingest_token=token)
         if holder_online(tx, row["executor_id"], row["executor_instance"], now, ctx.started_at):
+            if event.message_id and event.message_id == row["message_id"]:
+                # The holder's own message, back because the holder stopped extending it (paused,
+                # cut off): keep it for a claim once the holder is judged gone, not deleted.
+                raise Conflict(f"execution {execution_id} is held by executor {row['executor_id']}, which stopped "
+                               "extending its message; ask again once it is judged gone",
+                               retry_after_s=holder_stale_in(tx, row["executor_id"], now, ctx.started_at))
             raise Conflict(f"execution {execution_id} is running on live executor {row['executor_id']}")
     if status == S.PENDING and row["source_urn"]:
         other = tx.execute("SELECT id FROM executions WHERE source_urn=? AND status=? AND id<>?",
@@ -215,9 +222,9 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
             return Applied(_row(tx, execution_id), "duplicate", extra={"running": other[0]})
     lease = secrets.token_urlsafe(18)
     tx.execute("UPDATE executions SET status=?, lease=?, lease_epoch=lease_epoch+1, executor_id=?, executor_instance=?, "
-               "receive_count=?, started_at=COALESCE(started_at, ?), last_progress_at=?, unlisted_heartbeats=0 "
-               "WHERE id=?", (S.RUNNING, lease, event.executor_id, event.instance, event.receive_count, now, now,
-                              execution_id))
+               "receive_count=?, message_id=?, started_at=COALESCE(started_at, ?), last_progress_at=?, "
+               "unlisted_heartbeats=0 WHERE id=?", (S.RUNNING, lease, event.executor_id, event.instance,
+                                                    event.receive_count, event.message_id, now, now, execution_id))
     started = _row(tx, execution_id)
     _write_result(tx, execution_id, {"status": S.RUNNING, "startTimeMs": int(started["started_at"] * 1000),
                                      "report": f"claimed by executor {event.executor_id}"}, event.executor_id)
@@ -235,6 +242,15 @@ def holder_online(tx: sqlite3.Connection, executor_id: str | None, instance: str
     if row is None or row[0] != instance:
         return False
     return liveness(row[2], row[1], now, row[3], not_before) == ONLINE
+
+
+def holder_stale_in(tx: sqlite3.Connection, executor_id: str, now: float, not_before: float = 0.0) -> float:
+    """Seconds until the executor's heartbeats are old enough to judge it STALE (at least 1)."""
+    row = tx.execute("SELECT heartbeat_interval_s, last_seen FROM executor_instances WHERE executor_id=?",
+                     (executor_id,)).fetchone()
+    if row is None:
+        return 1.0
+    return round(max(1.0, max(row[1], not_before) + STALE_AFTER_MISSED * row[0] - now + 1.0), 1)
 
 
 def _mint_ingest_token(tx: sqlite3.Connection, tokens: Tokens, execution_id: str) -> str:

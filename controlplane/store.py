@@ -72,6 +72,7 @@ SCHEMA_2 = """
     CREATE TABLE executions (
         id TEXT PRIMARY KEY, pool_id TEXT NOT NULL, task TEXT NOT NULL, source_urn TEXT, status TEXT NOT NULL,
         reason TEXT, lease TEXT, lease_epoch INTEGER NOT NULL DEFAULT 0, executor_id TEXT, executor_instance TEXT,
+        message_id TEXT,
         receive_count INTEGER, created_at REAL NOT NULL, enqueued_at REAL, started_at REAL, finished_at REAL,
         last_progress_at REAL, cancel_requested INTEGER NOT NULL DEFAULT 0, peak_memory_bytes INTEGER,
         exit_code INTEGER, signal INTEGER, unlisted_heartbeats INTEGER NOT NULL DEFAULT 0, full_log BLOB);

@@ -67,10 +67,10 @@ class SqsConsumer:
     def delete(self, ref: QueueRef) -> None:
         self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=ref.receipt_handle)
 
-    def return_now(self, ref: QueueRef) -> None:
-        """Make an unstarted message visible again at once (shutdown)."""
+    def return_now(self, ref: QueueRef, after_s: float = 0) -> None:
+        """Make an unstarted message visible again, at once (shutdown) or AFTER_S seconds from now."""
         self.client.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=ref.receipt_handle,
-                                              VisibilityTimeout=0)
+                                              VisibilityTimeout=int(min(max(after_s, 0), MAX_VISIBILITY_S - 1)))
 
     def extend(self, refs: list[tuple[str, QueueRef]], now_ms: int) -> list[str]:
         """Push visibility out by another timeout for each (execution id, message), in batches of

@@ -98,6 +98,14 @@ class Claimed:
     ingest_token: str
 
 
+@dataclass(frozen=True)
+class ClaimDeferred:
+    """409, but not for good: the execution's holder stopped extending this very message and is
+    not yet judged gone. Ask again after RETRY_AFTER_S (the message is kept, not deleted)."""
+
+    retry_after_s: float
+
+
 def _segment(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
@@ -208,14 +216,16 @@ class ControlPlaneClient:
 
     # our endpoints ---------------------------------------------------------------------------
     def claim(self, execution_id: str, *, executor_id: str, instance_id: str, pool_id: str,
-              receive_count: int | None) -> Claimed | None:
-        """The lease, task and arguments, or None when the execution is not ours to run (409)."""
+              receive_count: int | None, message_id: str | None = None) -> Claimed | ClaimDeferred | None:
+        """The lease, task and arguments; None when the execution is not ours to run (409: final,
+        a duplicate, running elsewhere); ClaimDeferred when its holder may be gone soon."""
         path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/claim"
         response = self._call("POST", path, json_body={"executor_id": executor_id, "instance_id": instance_id,
-                                                       "pool_id": pool_id, "receive_count": receive_count},
-                              ok=(200, 409))
+                                                       "pool_id": pool_id, "receive_count": receive_count,
+                                                       "message_id": message_id}, ok=(200, 409))
         if response.status_code == 409:
-            return None
+            retry = (self._json(response) or {}).get("retry_after_s")
+            return ClaimDeferred(float(retry)) if isinstance(retry, (int, float)) and retry > 0 else None
         answer = self._json(response)
         try:
             return Claimed(execution_id=str(answer["execution_id"]), lease=str(answer["lease"]), task=str(answer["task"]),

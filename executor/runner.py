@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from sandbox import ConfinedProcess, Limits, Outcome, Sandbox, SandboxError, Status
+from sandbox import ConfinedProcess, Limits, Outcome, Sandbox, SandboxError, Status, TaskUser
 from vocabulary import statuses as S
 from vocabulary.results import executor_details
 from vocabulary.tasks import UnknownTask, task_class
@@ -29,7 +29,8 @@ from vocabulary.weights import InvalidWeight, parse_weight
 
 from . import datahub_aspects
 from .consumer import SqsConsumer
-from .controlplane_client import Claimed, ControlPlaneClient, ControlPlaneError, LeaseLost, retry_through_outages
+from .controlplane_client import (Claimed, ClaimDeferred, ControlPlaneClient, ControlPlaneError, LeaseLost,
+                                  retry_through_outages)
 from .leases import Lease, Leases, State
 from .ledger import Ledger
 from .log_upload import LogUploader
@@ -60,6 +61,8 @@ class RunnerServices:
     task_logs: TaskLogDirectory
     metrics: ExecutorMetrics
     instance_id: str  # this process, as the control plane knows it (random per start)
+    task_user: TaskUser | None  # who tasks run as (None: the executor's own user)
+    private_tmp: bool
     stopping: threading.Event  # no new work: unstarted work is given back
     kill_now: threading.Event  # running tasks are killed and reported ABORTED (EXECUTOR_SHUTDOWN)
 
@@ -153,7 +156,7 @@ class TaskRunner(threading.Thread):
             claimed = retry_through_outages(
                 lambda: self.s.client.claim(self.execution_id, executor_id=settings.executor_id,
                                             instance_id=self.s.instance_id, pool_id=settings.pool_id,
-                                            receive_count=message.receive_count),
+                                            receive_count=message.receive_count, message_id=message.message_id),
                 stop=self.s.stopping, what=f"claim of {self.execution_id}")
         except ControlPlaneError as exc:
             if not exc.final:  # stopping during an outage: someone else runs it later
@@ -165,6 +168,11 @@ class TaskRunner(threading.Thread):
             self.log.error("claim refused ({}): leaving message {} for the dead-letter queue (receive {})",
                            printable(exc), printable(message.message_id), message.receive_count)
             self.s.leases.move(self.lease, State.DROPPED)
+            return None
+        if isinstance(claimed, ClaimDeferred):
+            self.log.info("its holder stopped extending this message but is not judged gone yet; asking again in "
+                          "{:.0f} s", claimed.retry_after_s)
+            self._give_back_unclaimed("its holder may still be alive", after_s=claimed.retry_after_s)
             return None
         if claimed is None:
             self.log.info("execution is final or running elsewhere: duplicate delivery, deleting the message")
@@ -189,7 +197,8 @@ class TaskRunner(threading.Thread):
         try:
             process = self.s.sandbox.start(prepared.argv, limits, name=self.execution_id, env=prepared.env,
                                            cwd=prepared.workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT)
+                                           stderr=subprocess.STDOUT, user=self.s.task_user,
+                                           private_tmp=self.s.private_tmp)
         except SandboxError as exc:
             task_log.close()
             self._report_failure(claimed, S.SANDBOX_ERROR, str(exc), started)
@@ -341,10 +350,10 @@ class TaskRunner(threading.Thread):
             ingestion_report=None, reason=reason, executor_id=self.s.settings.executor_id))
 
     # giving work back, and the unexpected -----------------------------------------------------
-    def _give_back_unclaimed(self, why: str) -> None:
+    def _give_back_unclaimed(self, why: str, after_s: float = 0) -> None:
         self.log.info("not claimed ({}); returning the message", why)
         try:
-            self.consumer.return_now(self.s.leases.current_message(self.lease))
+            self.consumer.return_now(self.s.leases.current_message(self.lease), after_s)
         except Exception as exc:  # botocore: the message comes back after its visibility timeout anyway
             self.log.warning("message not returned ({}); it comes back after its visibility timeout", type(exc).__name__)
         self.s.leases.move(self.lease, State.RETURNED)

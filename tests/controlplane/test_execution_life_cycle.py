@@ -92,6 +92,24 @@ def test_a_stale_lease_is_refused_and_changes_nothing(cp, executor_double):
     assert shown["lease_epoch"] == 2
 
 
+def test_the_holders_own_message_back_early_is_deferred_and_a_second_message_refused(cp, executor_double):
+    """A redelivery of the message its live holder claimed with means the holder stopped extending
+    it (paused, cut off): the claim is deferred until the holder could be judged STALE, and the
+    message is kept. Any other message for a running execution is a duplicate: refused for good."""
+    cp.create_pool("p", default=True)
+    holder, other = executor_double("p", "holder", interval_s=2), executor_double("p", "other")
+    holder.heartbeat()
+    other.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    assert holder.client.claim(execution["id"], executor_id="holder", instance_id=holder.instance_id, pool_id="p",
+                               receive_count=1, message_id="msg-1") is not None
+    deferred = other.client.claim(execution["id"], executor_id="other", instance_id=other.instance_id, pool_id="p",
+                                  receive_count=2, message_id="msg-1")
+    assert type(deferred).__name__ == "ClaimDeferred" and 1 <= deferred.retry_after_s <= 8
+    assert other.client.claim(execution["id"], executor_id="other", instance_id=other.instance_id, pool_id="p",
+                              receive_count=1, message_id="msg-2") is None
+
+
 def test_cancel_of_a_pending_run_is_at_once_and_of_a_running_one_a_kill_signal(cp, executor_double):
     cp.create_pool("p", default=True)
     executor = executor_double("p", "e1")
