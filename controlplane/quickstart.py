@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(state / "secrets"),
             "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0", "DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL": "5",
             "DATAHUB_EXECUTOR_CGROUP_ROOT": "datahub-executor-quickstart",
+            # One machine, no system users made for it: tasks run as the user running the
+            # quickstart (systemd/install.sh and the image create datahub-task for real installs).
+            "DATAHUB_EXECUTOR_TASK_USER": "none",
         })
         executor = subprocess.Popen([str(Path(sys.executable).parent / "datahub-executor"), "run"], env=env)
         source = next((s for s in cp.cp.sources.list() if s["name"] == SAMPLE_SOURCE), None)

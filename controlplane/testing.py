@@ -92,13 +92,18 @@ class ControlPlaneHandle:
         return self._admin("POST", "/tokens", json={"kind": "executor", "pools": pool_ids})["token"]
 
     def create_source(self, name: str, recipe: str, *, pool_id: str | None = None, extra_env: dict | None = None,
-                      version: str | None = None) -> dict:
+                      version: str | None = None, extra_pip: list[str] | None = None) -> dict:
         source_type = self.cp.sources.check_type(recipe)
         config: dict[str, Any] = {"recipe": recipe, "executorId": pool_id or E.DEFAULT_EXECUTOR_ID}
         if version:
             config["version"] = version
+        extra_args = []
         if extra_env:
-            config["extraArgs"] = [{"key": "extra_env_vars", "value": json.dumps(extra_env)}]
+            extra_args.append({"key": "extra_env_vars", "value": json.dumps(extra_env)})
+        if extra_pip:
+            extra_args.append({"key": "extra_pip_requirements", "value": json.dumps(extra_pip)})
+        if extra_args:
+            config["extraArgs"] = extra_args
         urn = self.graphql("mutation($i: UpdateIngestionSourceInput!) { createIngestionSource(input: $i) }",
                            i={"name": name, "type": source_type, "config": config})["createIngestionSource"]
         return {"id": E.key_of(urn, E.SOURCE), "urn": urn, "name": name}

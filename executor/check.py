@@ -14,6 +14,7 @@ from sandbox import Sandbox, SandboxError
 
 from .consumer import SqsConsumer
 from .controlplane_client import ControlPlaneClient, ControlPlaneError
+from .isolation import TaskUserError, resolve_task_user
 from .settings import Settings
 
 
@@ -79,18 +80,36 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
 
     check("secret stores", secrets)
 
+    sandboxes: list[Sandbox] = []
+
     def cgroups() -> str:
         try:
-            sandbox = Sandbox.open(f"{settings.cgroup_root}-check", mode=settings.sandbox_mode)
+            sandboxes.append(Sandbox.open(f"{settings.cgroup_root}-check", mode=settings.sandbox_mode))
         except SandboxError as exc:
             raise RuntimeError(str(exc)) from None
-        mode = sandbox.mode
-        sandbox.close()
-        if mode == "none":
+        if sandboxes[0].mode == "none":
             return "mode none: memory limits are best effort (give the executor a writable, delegated cgroup)"
-        return f"mode {mode}: memory, pids and cpu limits enforced by the kernel"
+        return f"mode {sandboxes[0].mode}: memory, pids and cpu limits enforced by the kernel"
 
     check("cgroups", cgroups)
+
+    def isolation() -> str:
+        if not sandboxes:
+            raise RuntimeError("skipped: no sandbox could be opened")
+        try:
+            identity = resolve_task_user(settings.task_user, sandboxes[0])
+        except TaskUserError as exc:
+            raise RuntimeError(str(exc)) from None
+        private_tmp = sandboxes[0].isolation_support()["private_tmp"]
+        tmp = ("off (DATAHUB_EXECUTOR_TASK_PRIVATE_TMP=false)" if not settings.task_private_tmp
+               else "yes" if private_tmp.startswith("available") else private_tmp)
+        return f"{identity.description}; private /tmp per task: {tmp}"
+
+    try:
+        check("isolation", isolation)
+    finally:
+        for sandbox in sandboxes:
+            sandbox.close()
     return all(results)
 
 

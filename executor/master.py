@@ -18,6 +18,7 @@ import os
 import secrets
 import select
 import signal
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -30,11 +31,14 @@ from vocabulary.tasks import INGESTION, MONITORS
 
 from .consumer import Received, SqsConsumer
 from .controlplane_client import ControlPlaneClient, ControlPlaneError, retry_through_outages
+from .isolation import TaskUserError, make_master_undumpable, resolve_task_user
 from .leases import Leases
 from .ledger import Ledger
 from .log_upload import LogUploader
 from .operability import ExecutorMetrics, HealthServer, SystemdNotifier
 from .runner import RunnerServices, TaskRunner
+from .runtime import network_env
+from .runtime.builds import ConfinedBuilder
 from .runtime.secrets import AwsSecretsManagerStore, ChainedSecretStore, EnvSecretStore, FileSecretStore
 from .runtime.task_log import TaskLogDirectory
 from .runtime.tasks import prepare_task
@@ -119,6 +123,18 @@ class Master:
         swept = self.sandbox.sweep()
         if swept:
             logger.warning("killed {} task(s) left by a previous run of this executor: {}", len(swept), ", ".join(swept))
+        self.dumpable = not make_master_undumpable()
+        try:
+            self.task_identity = resolve_task_user(s.task_user, self.sandbox)
+        except TaskUserError as exc:
+            self._close()
+            raise SystemExit(str(exc)) from None
+        support = self.sandbox.isolation_support()
+        self.private_tmp = s.task_private_tmp and support["private_tmp"].startswith("available")
+        logger.info("isolation: {}; private /tmp per task: {}; this process's memory and environment: {}",
+                    self.task_identity.description,
+                    "yes" if self.private_tmp else ("off" if not s.task_private_tmp else support["private_tmp"]),
+                    "readable by root only (not dumpable)" if not self.dumpable else "dumpable (prctl refused)")
         self.health_server = HealthServer(*s.health_address, self.metrics, self.health)
         self.health_server.start()
         pool = self._until_ok("pool lookup", lambda: self.client.pool(s.pool_id))
@@ -129,18 +145,24 @@ class Master:
                      for task_class, url in ((INGESTION, pool.ingestion_queue_url), (MONITORS, pool.monitors_queue_url))}
         logs = LogUploader(self.client, bucket=s.log_s3_bucket, pool_id=s.pool_id)
         secret_store = self._secret_store()
-        venvs = VenvCache(s.venv_cache_dir, index_url=s.pip_index_url)
+        user = self.task_identity.user
+        owner = (user.uid, user.gid) if user else None
+        venvs = VenvCache(s.venv_cache_dir, index_url=s.pip_index_url, python=s.task_python or sys.executable,
+                          builder=ConfinedBuilder(self.sandbox, user), owner=owner,
+                          network=network_env.for_builds(os.environ))
+        task_network = network_env.for_tasks(os.environ)
 
         def prepare(task: str, args: dict, execution_id: str, ingest_token: str):
             return prepare_task(task, args, execution_id=execution_id, secrets=secret_store, venvs=venvs,
                                 work_root=str(self.work_dir), default_version=s.default_cli_version,
-                                gms_url=s.gms_url, ingest_token=ingest_token)
+                                gms_url=s.gms_url, ingest_token=ingest_token, owner=owner, network=task_network)
 
         self.services = RunnerServices(
             settings=s, client=self.client, consumers=consumers, ledgers=self.ledgers, leases=self.leases,
             sandbox=self.sandbox, prepare=prepare, logs=logs,
             task_logs=TaskLogDirectory(str(self.work_dir / "logs"), held=self.leases.claimed_ids),
-            metrics=self.metrics, instance_id=self.instance_id, stopping=self.stopping, kill_now=self.kill_now)
+            metrics=self.metrics, instance_id=self.instance_id, task_user=user, private_tmp=self.private_tmp,
+            stopping=self.stopping, kill_now=self.kill_now)
         self.heartbeat = Heartbeat(client=self.client, executor_id=s.executor_id, instance_id=self.instance_id,
                                    pool_id=s.pool_id, interval_s=s.heartbeat_interval_s, leases=self.leases,
                                    ledgers=self.ledgers, state=lambda: self.state, sandbox=self._sandbox_report,
@@ -298,8 +320,11 @@ class Master:
             pass
 
     def _sandbox_report(self) -> dict:
+        user = self.task_identity.user if getattr(self, "task_identity", None) else None
         return {"mode": self.sandbox.mode if self.sandbox else None,
-                "master_oom_protected": bool(self.sandbox and self.sandbox.master_oom_protected)}
+                "master_oom_protected": bool(self.sandbox and self.sandbox.master_oom_protected),
+                "task_user": str(user) if user else "none", "private_tmp": getattr(self, "private_tmp", False),
+                "master_dumpable": getattr(self, "dumpable", True)}
 
     def _dependency_health(self) -> dict:
         return {"control_plane": "ok" if self.client.reachable else "unreachable",

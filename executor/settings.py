@@ -148,6 +148,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest a task may run before it ends as TIMEOUT."),
     Setting("DATAHUB_EXECUTOR_TASK_PIDS_MAX", "task_pids_max", _positive_int, "4096",
             "Most processes and threads one task may have at once (cgroup pids.max); stops a fork bomb."),
+    Setting("DATAHUB_EXECUTOR_TASK_USER", "task_user", _text, "datahub-task",
+            "The unprivileged user tasks run as (a name or UID[:GID]), never the executor's own; `none` runs them "
+            "as the executor's user. An unprivileged executor (a container) cannot switch, and says so."),
+    Setting("DATAHUB_EXECUTOR_TASK_PRIVATE_TMP", "task_private_tmp", _bool, "true",
+            "Give each task its own /tmp, /var/tmp and /dev/shm (and a read-only cgroup filesystem), gone with it; "
+            "needs a root executor."),
+    Setting("DATAHUB_EXECUTOR_TASK_PYTHON", "task_python", _text, None,
+            "The Python interpreter task virtualenvs are built with; the executor's own when unset. It must be "
+            "readable by the task user."),
     Setting("DATAHUB_EXECUTOR_SANDBOX_MODE", "sandbox_mode", _sandbox_mode, "auto",
             "Confinement: auto, cgroup-v2, cgroup-v1 or none (best effort, no cgroups)."),
     Setting("DATAHUB_EXECUTOR_CGROUP_ROOT", "cgroup_root", _identifier, "datahub-executor",
@@ -191,6 +200,9 @@ class Settings:
     cancel_grace_s: float
     task_timeout_s: float
     task_pids_max: int
+    task_user: str
+    task_private_tmp: bool
+    task_python: str | None
     sandbox_mode: str
     cgroup_root: str
     work_dir: str

@@ -104,10 +104,13 @@ def extra_env_of(args: dict) -> dict[str, str]:
 
 
 def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSecretStore, venvs: VenvCache,
-                 work_root: str, default_version: str, gms_url: str, ingest_token: str) -> PreparedTask:
+                 work_root: str, default_version: str, gms_url: str, ingest_token: str,
+                 owner: tuple[int, int] | None = None, network: dict[str, str] | None = None) -> PreparedTask:
     """The task's command, environment and stdin. GMS_URL and INGEST_TOKEN are where the task's
     default `datahub-rest` sink writes, with a token that can ingest metadata for this run and
-    nothing else (the control plane revokes it when the run ends)."""
+    nothing else (the control plane revokes it when the run ends). OWNER (the task user's uid,
+    gid) gets the task's private work directory; NETWORK is the proxy and certificate settings
+    the task needs (network_env.for_tasks)."""
     try:
         task_class(task)
         ids.execution_id(execution_id)
@@ -141,7 +144,13 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
         raise TaskRejected(S.INVALID_ARGUMENTS, f"execution id {execution_id!r} does not name a directory under "
                                                 f"{executions_root}")
     shutil.rmtree(workdir, ignore_errors=True)  # a previous attempt's leftovers (redelivery)
+    os.makedirs(executions_root, mode=0o711, exist_ok=True)  # tasks reach their own directory, list none
+    os.chmod(executions_root, 0o711)
     os.makedirs(os.path.join(workdir, "tmp"), mode=0o700)
+    os.chmod(workdir, 0o700)
+    if owner is not None:
+        for path in (workdir, os.path.join(workdir, "tmp")):
+            os.chown(path, *owner)
     report_path = os.path.join(workdir, "ingestion_report.json")
     recipe.setdefault("run_id", execution_id)
     envelope = {
@@ -160,6 +169,7 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
         argv += ["--dry-run", "--preview", "--preview-workunits", "100"]
 
     env = {
+        **(network or {}),
         "PATH": f"{os.path.dirname(cli)}:/usr/local/bin:/usr/bin:/bin",
         "HOME": workdir,
         "TMPDIR": os.path.join(workdir, "tmp"),

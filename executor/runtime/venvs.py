@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
@@ -41,12 +43,45 @@ def plugins_for(recipe: dict) -> list[str]:
     return sorted(wanted)
 
 
+@dataclass(frozen=True)
+class InstallStep:
+    """One command of a build, as the builder runs it: confined, as the task user, with an
+    environment made from scratch (the executor's credentials never reach install-time code,
+    which a wheel URL or a requirement can bring)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+
+
+# Runs a step; returns its exit code and (the end of) its output.
+Builder = Callable[[InstallStep], tuple[int, str]]
+
+
+def run_locally(step: InstallStep) -> tuple[int, str]:
+    """A builder for tools and tests: a plain child process of this one."""
+    try:
+        done = subprocess.run(step.argv, env=step.env, cwd=step.cwd, capture_output=True, text=True,
+                              timeout=INSTALL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise TaskRejected("VENV_INSTALL_FAILED", f"installing the task environment took over {INSTALL_TIMEOUT_S}s") from None
+    return done.returncode, done.stderr or done.stdout
+
+
 class VenvCache:
-    def __init__(self, cache_dir: str, *, index_url: str | None = None, python: str = sys.executable) -> None:
+    """Builds run through BUILDER (confined, as OWNER, the task user), in the venv's own
+    directory, owned by OWNER while it builds; once built, the venv is handed to the executor's
+    user and made read-only for everyone else, so no task can change what later tasks run."""
+
+    def __init__(self, cache_dir: str, *, index_url: str | None = None, python: str = sys.executable,
+                 builder: Builder = run_locally, owner: tuple[int, int] | None = None,
+                 network: dict[str, str] | None = None) -> None:
         self.cache_dir = Path(cache_dir)
         self.index_url = index_url
         self.python = python
-
+        self.builder = builder
+        self.owner = owner
+        self.network = dict(network or {})
     def datahub_cli(self, version: str, plugins: list[str], extra_requirements: list[str]) -> str:
         """Path of the `datahub` executable for this combination, building its venv if needed."""
         if version == "native":
@@ -91,31 +126,50 @@ class VenvCache:
                                               "or a wheel URL")
 
     def _build(self, target: Path, requirements: list[str]) -> None:
-        staging = target
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
         uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
         if uv is None:
             raise TaskRejected("VENV_INSTALL_FAILED", "uv is not installed next to the executor")
         started = time.monotonic()
         logger.info("building task virtualenv {} for {}", target.name, " ".join(requirements))
-        env = {**os.environ, "VIRTUAL_ENV": str(staging)}
+        target.mkdir(mode=0o755)
+        if self.owner is not None:
+            os.chown(target, *self.owner)
+        env = {**self.network, "PATH": f"{Path(uv).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(target),
+               "VIRTUAL_ENV": str(target), "UV_NO_CACHE": "1", "UV_PYTHON_DOWNLOADS": "never", "LANG": "C.UTF-8"}
         if self.index_url:
             env["UV_INDEX_URL"] = self.index_url
         try:
-            self._run([uv, "venv", "--quiet", "--python", self.python, str(staging)], env)
-            self._run([uv, "pip", "install", "--quiet", "--python", str(staging / "bin" / "python"), *requirements], env)
-            (staging / ".ready").write_text(json.dumps({"requirements": requirements}))
+            self._step([uv, "venv", "--quiet", "--allow-existing", "--python", self.python, str(target)], env, target)
+            self._step([uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"), *requirements], env,
+                       target)
+            _seal(target)
+            (target / ".ready").write_text(json.dumps({"requirements": requirements}))
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)
             raise
         logger.info("task virtualenv {} ready in {:.1f}s", target.name, time.monotonic() - started)
 
-    @staticmethod
-    def _run(argv: list[str], env: dict[str, str]) -> None:
-        try:
-            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise TaskRejected("VENV_INSTALL_FAILED", f"installing the task environment took over {INSTALL_TIMEOUT_S}s") from None
-        if done.returncode != 0:
-            detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+    def _step(self, argv: list[str], env: dict[str, str], target: Path) -> None:
+        returncode, output = self.builder(InstallStep(argv, env, str(target)))
+        if returncode != 0:
+            detail = output.strip().splitlines()[-5:]
             raise TaskRejected("VENV_INSTALL_FAILED", "installing the task environment failed: " + " | ".join(detail))
+
+
+def _seal(target: Path) -> None:
+    """The finished venv belongs to the executor's user and nobody else may write it. Top down:
+    each directory is taken over before what is in it, so the build's user can no longer swap an
+    entry for a link while we work; links themselves are re-owned, never followed."""
+    uid, gid = os.geteuid(), os.getegid()
+    for root, dirs, files in os.walk(target, topdown=True):
+        os.lchown(root, uid, gid)
+        os.chmod(root, os.lstat(root).st_mode & ~0o022)
+        for name in files:
+            path = os.path.join(root, name)
+            os.lchown(path, uid, gid)
+            if not os.path.islink(path):
+                os.chmod(path, os.lstat(path).st_mode & ~0o022)
+        for name in dirs:
+            if os.path.islink(os.path.join(root, name)):
+                os.lchown(os.path.join(root, name), uid, gid)  # os.walk does not descend into it

@@ -97,6 +97,9 @@ class System:
             "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0", "DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL": "1",
             "DATAHUB_EXECUTOR_PROGRESS_INTERVAL": "1", "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(self.tmp_path / "secrets"),
             "DATAHUB_EXECUTOR_DRAIN_TIMEOUT": "20", "DATAHUB_EXECUTOR_CANCEL_GRACE": "5",
+            # The harness's paths live under pytest's private /tmp and its Python under /root: tasks
+            # run as the executor's user here; test_task_isolation_end_to_end.py runs them as another.
+            "DATAHUB_EXECUTOR_TASK_USER": "none", "DATAHUB_EXECUTOR_TASK_PRIVATE_TMP": "false",
         })
         env.update(overrides)
         self.cgroup_roots.add(env["DATAHUB_EXECUTOR_CGROUP_ROOT"])
