@@ -8,7 +8,8 @@ Both read the same child: a Python process that builds realistic ingestion log l
 there), then writes them to its stdout pipe as fast as it can, either in 1 MiB writes ("flood":
 the relay's own ceiling) or one write per line, as an unbuffered Python logger writes (the
 executor runs tasks with PYTHONUNBUFFERED=1: what real tasks do).
-The baseline reads 64 KiB at a time and writes each read to a file, nothing else. The relay is
+The baseline enlarges the pipe and sizes its reads as the relay does (task_log.PIPE_BYTES,
+CHUNK) and writes each read to a file, nothing else. The relay is
 TaskLog.pump as the runner uses it, with no file cap (the baseline writes everything too) and a
 masker holding 0, 3 or 20 secrets: 3 is a 1.7 KB PEM-shaped private key, a password with
 characters that JSON and URLs escape, and an ingest token; 20 adds a second key and 16 tokens
@@ -16,7 +17,9 @@ and passwords. "in output" rows also write the key and the password once per MiB
 masking itself runs, not only the search that clears clean text.
 
 Rounds alternate baseline and relay so machine noise hits both alike; each figure is the median
-of its rounds, in MiB/s of child output, and the ratio is relay / baseline. --against REV also
+of its rounds, in MiB/s of child output, and the ratio is relay / baseline. Beside each rate,
+the CPU milliseconds this process (the reader) spent per MiB: steadier than rates on a busy
+machine, and what a flood costs where the reader is the bottleneck. --against REV also
 measures TaskLog and Masker as they were at a git revision, for a before/after in the same run.
 Not a test: machines are shared and noisy, figures are for comparison.
 """
@@ -24,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import importlib.util
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from executor.runtime.masking import Masker  # noqa: E402
-from executor.runtime.task_log import CHUNK, TaskLog  # noqa: E402
+from executor.runtime.task_log import CHUNK, PIPE_BYTES, TaskLog  # noqa: E402
 
 WRITER = r"""
 import os, random, sys
@@ -85,6 +90,12 @@ def child(mode: str, mib: int, leak: str) -> subprocess.Popen:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
+def cpu_s() -> float:
+    """CPU this process has used: the reader's, as nothing else in it runs meanwhile."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def go(process: subprocess.Popen) -> float:
     """Lets the child write (its lines are built by now): the start of the measurement."""
     process.stdin.write(b"g")
@@ -95,30 +106,31 @@ def go(process: subprocess.Popen) -> float:
 def plain(mode: str, mib: int, leak: str, path: str) -> float:
     process = child(mode, mib, leak)
     fd = process.stdout.fileno()
-    started = go(process)
+    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # as the relay does: the same pipe, the same reads
+    cpu, started = cpu_s(), go(process)
     with open(path, "wb") as f:
         while True:
             chunk = os.read(fd, CHUNK)
             if not chunk:
                 break
             f.write(chunk)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, cpu_s() - cpu
     process.stdout.close()
     assert process.wait() == 0
-    return mib / elapsed
+    return mib / elapsed, cpu / mib * 1e3
 
 
 def relay(task_log_class, masker, mode: str, mib: int, leak: str, path: str) -> float:
     process = child(mode, mib, leak)
     log = task_log_class(path, masker, max_file_bytes=4 * mib << 20)
     pump = log.pump(process.stdout)
-    started = go(process)
+    cpu, started = cpu_s(), go(process)
     pump.join()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, cpu_s() - cpu
     log.close()
     assert process.wait() == 0
     assert os.path.getsize(path) >= (mib << 20) * 0.9, "the relay wrote everything"
-    return mib / elapsed
+    return mib / elapsed, cpu / mib * 1e3
 
 
 def modules_at(rev: str, where: Path):
@@ -151,7 +163,7 @@ def measure(mib: int, rounds: int, against: str | None, modes: list[str]) -> lis
             values = secrets(count)
             leak = f"pw={values[1]} key follows\n{values[0]}" if leaking else ""
             size = mib if mode == "flood" else max(1, mib // 8)
-            runs: dict[str, list[float]] = {"plain": [], "relay": []}
+            runs: dict[str, list[tuple[float, float]]] = {"plain": [], "relay": []}
             if old:
                 runs["before"] = []
             for _ in range(rounds):
@@ -163,7 +175,8 @@ def measure(mib: int, rounds: int, against: str | None, modes: list[str]) -> lis
                 text = Path(f"{tmp}/relay.log").read_bytes()
                 assert all(line.encode() not in text for line in values[0].splitlines()[1:-1]), "a key line leaked"
             row = {"mode": mode, "mib": size, "secrets": count, "note": leaking,
-                   **{k: statistics.median(v) for k, v in runs.items()}}
+                   **{k: statistics.median(rate for rate, _ in v) for k, v in runs.items()},
+                   **{f"{k}_cpu": statistics.median(cpu for _, cpu in v) for k, v in runs.items()}}
             row["ratio"] = row["relay"] / row["plain"]
             if old:
                 row["ratio_before"] = row["before"] / row["plain"]
@@ -179,16 +192,17 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="also measure task_log.py and masking.py at this git revision")
     args = parser.parse_args()
     rows = measure(args.mib, args.rounds, args.against, args.modes.split(","))
-    print(f"median of {args.rounds} interleaved rounds, {os.cpu_count()} CPUs; MiB/s of child output")
-    header = f"{'writes':7} {'MiB':>4} {'secrets':>7} {'':10} {'plain':>7} {'relay':>7} {'ratio':>6}"
+    print(f"median of {args.rounds} interleaved rounds, {os.cpu_count()} CPUs; MiB/s of child output "
+          "(the reader's CPU ms per MiB)")
+    header = f"{'writes':7} {'MiB':>4} {'secrets':>7} {'':10} {'plain':>12} {'relay':>12} {'ratio':>6}"
     if args.against:
         header += f" {args.against[:12]:>12} {'ratio':>6}"
     print(header)
     for r in rows:
-        line = (f"{r['mode']:7} {r['mib']:>4} {r['secrets']:>7} {r['note']:10} {r['plain']:7.0f} {r['relay']:7.0f} "
-                f"{r['ratio']:6.2f}")
+        line = (f"{r['mode']:7} {r['mib']:>4} {r['secrets']:>7} {r['note']:10} "
+                f"{r['plain']:5.0f} ({r['plain_cpu']:4.1f}) {r['relay']:5.0f} ({r['relay_cpu']:4.1f}) {r['ratio']:6.2f}")
         if args.against:
-            line += f" {r['before']:12.0f} {r['ratio_before']:6.2f}"
+            line += f" {r['before']:5.0f} ({r['before_cpu']:4.1f}) {r['ratio_before']:6.2f}"
         print(line)
 
 
