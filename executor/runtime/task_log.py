@@ -9,10 +9,11 @@ costs a few passes in C over its bytes and no Python step per line, so a task th
 output is relayed close to the speed of a plain copy (bench/log_relay.py).
 
 Memory stays bounded whatever the child writes: the masker holds back at most its longest form,
-the window keeps the last max_tail_lines * max_line_chars bytes. The file keeps its head up to a
-cap, in whole lines; past it only the window survives, and the file ends with a marker and the
-tail. The tail is the window's last 2000 lines, each cut at 4096 characters, as DataHub ships
-it; lines in the file are kept whole.
+the window keeps the last 2 MiB. The file keeps its head up to a cap, in whole lines; past it
+only the window survives, and the file ends with a marker and the tail. The tail is the
+window's last 2000 lines, each cut at 4096 characters, as DataHub ships it (2000 ingestion log
+lines are ~300 KB; a task whose lines average over 1 KiB shows fewer); lines in the file are
+kept whole.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ COALESCE_S = 0.001
 
 class TaskLog:
     def __init__(self, path: str, masker: Masker, *, max_tail_lines: int = 2000, max_line_chars: int = 4096,
-                 max_file_bytes: int = 64 << 20) -> None:
+                 max_file_bytes: int = 64 << 20, window_bytes: int = 2 << 20) -> None:
         self.path = path
         self.masker = masker
         self.max_tail_lines = max_tail_lines
@@ -51,7 +52,7 @@ class TaskLog:
         # for the whole run, not a chunk object per read (holding thousands of those made every
         # read fault in fresh pages, which cost as much as the masking).
         self._ring = bytearray()
-        self._ring_cap = max_tail_lines * max_line_chars
+        self._ring_cap = window_bytes
         self._ring_at = 0  # once the ring is full: where its oldest byte is, and the next write goes
         self._window_cut = False  # output older than the window was let go
         self._ends_line = True

@@ -1,6 +1,7 @@
 """Task output: masked, bounded in memory and on disk, read without stalling anything."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -143,3 +144,16 @@ def test_memory_stays_bounded_while_the_masker_waits_for_a_key_across_reads(tmp_
     assert not leaked, f"readable: {leaked}"
     assert tail.endswith(f"key: {MASK}the end") and tail.startswith(TRUNCATED_MARKER)
     assert max(len(line) for line in tail.splitlines()) <= 4096
+
+
+def test_a_long_line_is_cut_in_the_tail_and_kept_whole_in_the_file_and_executor_lines_stand_alone(tmp_path):
+    log = TaskLog(str(tmp_path / "task.log"), Masker(["hunter22"]))
+    read_end, write_end = os.pipe()
+    reader = log.pump(os.fdopen(read_end, "rb"))
+    os.write(write_end, b"first\n" + b"w" * 10_000 + b" hunter22\npartial without end")
+    os.close(write_end)
+    reader.join(timeout=10)
+    log.write_line("[executor] outcome: SUCCEEDED")
+    log.close()
+    assert log.tail().splitlines() == ["first", "w" * 4096, "partial without end", "[executor] outcome: SUCCEEDED"]
+    assert (tmp_path / "task.log").read_text().splitlines()[1] == "w" * 10_000 + f" {MASK}"
