@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -233,8 +234,6 @@ def _extras(c: AdminClient, urns: list[str], aspect: str) -> dict[str, dict[str,
     """The system metadata properties of each URN's ASPECT (where DataHub keeps what it has no field for)."""
     if not urns:
         return {}
-    from urllib.parse import quote
-
     ids = ",".join(quote(u, safe="") for u in urns)
     answer = c.restli("GET", f"/entitiesV2?ids=List({ids})&aspects=List({aspect})")
     return {urn: ((entity.get("aspects", {}).get(aspect) or {}).get("systemMetadata") or {}).get("properties", {})
@@ -352,7 +351,8 @@ def run(args: argparse.Namespace) -> object:
             if pool is None:
                 raise AdminError(f"404: pool {args.pool_id} not found")
             extras = _extras(c, [pool_urn], E.POOL_INFO).get(pool_urn, {})
-            info = c.restli("GET", f"/entitiesV2/{pool_urn}?aspects=List({E.POOL_INFO})")["aspects"][E.POOL_INFO]["value"]
+            info = c.restli("GET", f"/entitiesV2/{quote(pool_urn, safe='')}?aspects=List({E.POOL_INFO})")["aspects"][
+                E.POOL_INFO]["value"]
             return {**pool, "queue_url": info.get("queueUrl"), "queue_region": info.get("queueRegion"),
                     "queue_arn": extras.get("queueArn"), "monitors_queue_url": extras.get("monitorsQueueUrl")}
         if a == "delete":
@@ -363,7 +363,7 @@ def run(args: argparse.Namespace) -> object:
                       i={"urn": pool_urn, "description": args.description})
             return next(p for p in _pools(c) if p["id"] == args.pool_id)
         if a == "queues":
-            return c.admin("PUT", f"/pools/{args.pool_id}/queues", json={"visibility_timeout_s": args.visibility_timeout,
+            return c.admin("PUT", f"/pools/{quote(args.pool_id, safe='')}/queues", json={"visibility_timeout_s": args.visibility_timeout,
                                                                           "max_receive_count": args.max_receive_count})
         c.graphql("mutation($u: String!) { updateDefaultRemoteExecutorPool(urn: $u) }", u=pool_urn)
         return next(p for p in _pools(c) if p["id"] == args.pool_id)
@@ -415,7 +415,7 @@ def run(args: argparse.Namespace) -> object:
             return [_execution_row(x) for x in found["listExecutionRequests"]["executionRequests"]]
         urn = E.execution_urn(E.key_of(args.execution_id, E.EXECUTION))
         if a == "logs":
-            return c.admin("GET", f"/executions/{E.key_of(urn, E.EXECUTION)}/log")
+            return c.admin("GET", f"/executions/{quote(E.key_of(urn, E.EXECUTION), safe='')}/log")
         execution = _execution(c, urn)
         if a == "cancel":
             source = execution["input"]["source"].get("ingestionSource")
@@ -438,7 +438,7 @@ def run(args: argparse.Namespace) -> object:
         return c.admin("GET", "/tokens")
     if a == "create":
         return c.admin("POST", "/tokens", json={"kind": args.kind, "pools": args.pool, "description": args.description})
-    return c.admin("DELETE", f"/tokens/{args.token_id}")
+    return c.admin("DELETE", f"/tokens/{quote(args.token_id, safe='')}")
 
 
 def _execution(c: AdminClient, urn: str) -> dict[str, Any]:
