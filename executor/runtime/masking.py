@@ -170,13 +170,13 @@ class Masker:
                 runs.append([start, end])
         return runs
 
-    def _mask(self, data: bytes, cut: int, ahead: int) -> tuple[bytes, int]:
+    def _mask(self, data: bytes, cut: int, ahead: int) -> tuple[bytes | memoryview, int]:
         """DATA[:CUT] masked, and how many bytes from CUT on are covered by a form already
         masked in it. Forms are searched in all of DATA, so one that straddles CUT is masked
         on both sides. A run at 0 that continues an earlier mask (AHEAD) adds no second MASK."""
         runs = self._covered(data, ahead)
         if not runs:
-            return (data if cut == len(data) else data[:cut]), 0
+            return (data if cut == len(data) else memoryview(data)[:cut]), 0  # a flood's reads are not copied
         pieces = []
         at = 0
         carried = 0
@@ -213,14 +213,15 @@ class Masker:
 
 class MaskingStream:
     """Masks output that arrives in pieces cut anywhere: feed() returns what is final, masked;
-    finish() the rest. What it holds back is at most the longest form."""
+    finish() the rest. What it holds back is at most the longest form. What they return is
+    bytes-like (bytes, or a memoryview of what was fed), to be used before the next feed."""
 
     def __init__(self, masker: Masker) -> None:
         self._masker = masker
         self._held = b""
         self._ahead = 0  # bytes at the start of _held inside a form whose MASK is already out
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> bytes | memoryview:
         if not self._masker:
             return data
         data = self._held + data if self._held else data
@@ -229,7 +230,7 @@ class MaskingStream:
         self._held = data[cut:]
         return out
 
-    def finish(self) -> bytes:
+    def finish(self) -> bytes | memoryview:
         data, self._held = self._held, b""
         out, self._ahead = self._masker._mask(data, len(data), self._ahead) if data else (b"", 0)
         return out

@@ -83,18 +83,24 @@ class TaskLog:
                 if not chunk:
                     break
                 self.last_output = time.monotonic()
-                self._append(masking.feed(chunk))
+                self._append(masking.feed(self._valid_utf8(chunk)))
                 if len(chunk) < SHORT_READ:
                     time.sleep(COALESCE_S)
-            self._append(masking.finish(), final=True)
+            self._append(masking.feed(self._valid_utf8(b"", final=True)))
+            self._append(masking.finish())
         finally:
             stream.close()
 
-    def _append(self, data: bytes, final: bool = False) -> None:
+    def _valid_utf8(self, data: bytes, final: bool = False) -> bytes:
+        """DATA with bytes that are not UTF-8 replaced, before masking: a secret's bytes are the
+        same either way, and what the masker emits then needs no second look."""
         if self._decoding or final or not data.isascii():
             data = self._decoder.decode(data, final).encode()
             self._decoding = bool(self._decoder.getstate()[0])
-        if data:
+        return data
+
+    def _append(self, data: bytes | memoryview) -> None:
+        if len(data):
             with self._lock:
                 self._keep(data)
 
@@ -106,14 +112,15 @@ class TaskLog:
             self.last_output = time.monotonic()
             self._keep(line if self._ends_line else b"\n" + line)
 
-    def _keep(self, data: bytes) -> None:
-        self._ends_line = data.endswith(b"\n")
+    def _keep(self, data: bytes | memoryview) -> None:
+        self._ends_line = data[-1:] == b"\n"
         if self._dropped_bytes or self._file.closed:
             self._dropped_bytes += len(data)
         elif self._file_bytes + len(data) <= self.max_file_bytes:
             self._file.write(data)
             self._file_bytes += len(data)
         else:
+            data = bytes(data)
             head = data[: data.rfind(b"\n", 0, self.max_file_bytes - self._file_bytes) + 1]
             self._file.write(head)
             self._file_bytes += len(head)
@@ -121,7 +128,7 @@ class TaskLog:
         self._remember(data)
         self._version += 1
 
-    def _remember(self, data: bytes) -> None:
+    def _remember(self, data: bytes | memoryview) -> None:
         ring, cap = self._ring, self._ring_cap
         if len(ring) < cap:
             room = cap - len(ring)
