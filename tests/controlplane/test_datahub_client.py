@@ -254,3 +254,17 @@ def test_datahubs_cli_deploys_a_source_and_lists_its_runs(cp, tmp_path):
     execution = cp.run_source(source["id"])
     listed = datahub_cli(cp, "ingest", "list-source-runs", "--source", "from-the-cli")
     assert listed.returncode == 0 and execution["id"] in listed.stdout and "from-the-cli" in listed.stdout, listed.stdout
+
+
+def test_datahubs_cli_shows_what_a_run_wrote(cp, executor_double):
+    cp.create_pool("remote", default=True)
+    executor = executor_double("remote", "e1")
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    claimed = executor.claim(execution["id"])
+    DatahubRestEmitter(cp.gms_url, token=claimed.ingest_token).emit_mcps(
+        [MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.StatusClass(removed=False))])
+    shown = datahub_cli(cp, "ingest", "show", "--run-id", execution["id"])
+    assert shown.returncode == 0 and DATASET in shown.stdout and "status" in shown.stdout, shown.stdout + shown.stderr
+    runs = datahub_cli(cp, "ingest", "list-runs")
+    assert runs.returncode == 0 and execution["id"] in runs.stdout, runs.stdout + runs.stderr
