@@ -1,0 +1,54 @@
+"""A control plane of the first schema (pools, sources and executions in tables of its own)
+starts on this version with its data as DataHub entities, read back through DataHub's client."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import acryl_datahub_cloud.metadata.schema_classes as cloud_model
+
+from controlplane.store import SCHEMA_1
+from controlplane.testing import running_controlplane
+
+
+def write_schema_1(path) -> None:
+    db = sqlite3.connect(path)
+    for statement in filter(str.strip, SCHEMA_1.split(";")):
+        db.execute(statement)
+    now = time.time()
+    db.execute("INSERT INTO pools VALUES ('remote', 'old pool', 1, 'http://x/q', 'http://x/q-dlq', 60, 5, ?)", (now,))
+    db.execute("INSERT INTO sources VALUES ('src_1', 'pg', 'remote', ?, ?, '1.7.0.17', ?)",
+               ("source:\n  type: postgres\n  config: {password: '${PG}'}\n", json.dumps({"EXECUTOR_TASK_WEIGHT": "0.5"}), now))
+    db.execute("INSERT INTO executions (id, source_id, pool_id, task, args, status, reason, created_at, started_at, "
+               "finished_at, duration_ms, log_tail) VALUES ('exe_1', 'src_1', 'remote', 'RUN_INGEST', ?, 'SUCCESS', NULL, "
+               "?, ?, ?, 1200, 'done')", (json.dumps({"recipe": "source: {type: postgres}", "debug_mode": False}), now, now, now))
+    db.execute("INSERT INTO executions (id, source_id, pool_id, task, args, status, created_at) VALUES "
+               "('exe_2', 'src_1', 'remote', 'RUN_INGEST', '{}', 'PENDING', ?)", (now,))
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+
+
+def test_a_schema_1_database_becomes_datahub_entities(tmp_path):
+    (tmp_path / "cp").mkdir()
+    write_schema_1(tmp_path / "cp" / "controlplane.sqlite3")
+    with running_controlplane(tmp_path / "cp") as cp:
+        assert cp.cp.store.schema_version == 2
+        pools = cp.graphql("{ listRemoteExecutorPools(input: {start: 0, count: 5}) { remoteExecutorPools "
+                           "{ executorPoolId description isDefault } } }")["listRemoteExecutorPools"]["remoteExecutorPools"]
+        assert pools == [{"executorPoolId": "remote", "description": "old pool", "isDefault": True}]
+        assert cp.cp.pools.get("remote")["monitors_queue_url"].endswith("-monitors"), "its queues made at start"
+        (source,) = cp.graphql("{ listIngestionSources(input: {start: 0, count: 5}) { ingestionSources { urn name type "
+                               "config { recipe executorId version extraArgs { key value } } executions { total } } } }")[
+            "listIngestionSources"]["ingestionSources"]
+        assert (source["name"], source["type"], source["config"]["executorId"]) == ("pg", "postgres", "remote")
+        assert json.loads(source["config"]["recipe"])["source"]["config"]["password"] == "${PG}", "secrets stay references"
+        assert source["config"]["extraArgs"] == [{"key": "extra_env_vars", "value": '{"EXECUTOR_TASK_WEIGHT": "0.5"}'}]
+        assert source["executions"]["total"] == 2
+        assert cp.execution("exe_1")["status"] == "SUCCESS" and cp.execution("exe_1")["log_tail"] == "done"
+        assert cp.execution("exe_2")["status"] == "PENDING"
+        tables = {r["name"] for r in cp.cp.store.query("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert not {t for t in tables if t.startswith("legacy_")}
+        for row in cp.cp.store.query("SELECT aspect, metadata FROM aspects"):
+            assert cloud_model.ASPECT_NAME_MAP[row["aspect"]].from_obj(json.loads(row["metadata"])).validate(), row
