@@ -242,15 +242,13 @@ class MaskingStream:
 
 def _anchors_of(family: set[bytes]) -> set[bytes]:
     """What the filter looks for to find any form of FAMILY (one text's encodings): their
-    longest common substring when it is _MIN_ANCHOR bytes or more (one search instead of five),
-    else each form. Only for short families: longer forms go to the block set, where their
-    number costs nothing."""
+    longest common substring when it is _MIN_ANCHOR bytes or more and cheaper to find than the
+    forms one by one, else each form. Only for short families: longer forms go to the block
+    set, where their number costs nothing."""
     shortest = min(family, key=len)
     if len(family) == 1 or len(shortest) > _SHORT_FORM or b"\n" in shortest:
         return family
     best, low, high = b"", _MIN_ANCHOR, len(shortest)
-    if sum(_find_ns_per_byte(len(f)) for f in family) < _find_ns_per_byte(_MIN_ANCHOR):
-        return family
     while low <= high:  # a common substring of length L means one of every length below L
         size = (low + high) // 2
         common = next((shortest[i:i + size] for i in range(len(shortest) - size + 1)
@@ -266,9 +264,9 @@ def _anchors_of(family: set[bytes]) -> set[bytes]:
 
 def _plan_filter(anchors: set[bytes]) -> tuple[int, frozenset[int], list[bytes]]:
     """The filter's stride (in 8-byte blocks), the set of every 8-byte piece of the forms it
-    covers, and the forms left to bytes.find. A form of length L contains a block of the text at
-    a multiple of 8*K bytes when L >= 8*K + 7 (the text is padded to whole blocks); the stride
-    is the K that costs least by the model above, or none (0) when finds are cheaper."""
+    covers, and the forms left to bytes.find. Wherever a form of length L >= 8*K + 7 occurs, it
+    contains a whole 8-byte block of the text that starts at a multiple of 8*K; the stride is
+    the K that costs least by the model above, or none (0) when finds alone are cheaper."""
     best = (sum(_find_ns_per_byte(len(a)) for a in anchors), 0)
     for k in range(1, 9):
         short = [a for a in anchors if len(a) < 8 * k + 7]

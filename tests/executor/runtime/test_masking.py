@@ -178,3 +178,20 @@ def test_a_report_that_cannot_be_read_is_no_report(tmp_path):
     assert prepared.structured_report() is None
     path.write_text("[" * 100_000)
     assert prepared.structured_report() is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(secrets=st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), min_size=3,
+                                max_size=150), min_size=1, max_size=6),
+       which=st.integers(0, 5), offset=st.integers(0, 300), noise=st.sampled_from(["x", "a b ", "é", "\n", "-"]))
+def test_the_quick_filter_never_clears_text_that_holds_a_form(secrets, which, offset, noise):
+    """Forms of every length, at every alignment to the filter's 8-byte blocks, among others (a
+    key among them, so that the filter looks for long forms by blocks)."""
+    secrets = secrets + [KEY]
+    masker = Masker(secrets)
+    secret = secrets[which % len(secrets)]
+    for form in encodings(secret):
+        text = noise * offset + form + noise * (offset // 3)
+        masked = masker.mask(text)
+        passed = form in masked and form not in noise * (2 * offset)
+        assert not passed, f"a form of secret #{which % len(secrets)} at byte {offset} was not masked"
