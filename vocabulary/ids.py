@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import re
 
-# Pools name SQS queues: "dhx-<8-hex installation>-<pool>-dlq" must fit SQS's 80 characters.
-POOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$"
+# Pools name SQS queues: "dhx-<8-hex installation>-<pool>-monitors-dlq" must fit SQS's 80
+# characters. The endings of a pool's other queues are reserved: pool "x-monitors" would have the
+# queue of pool x's monitors, and "x-dlq" that of pool x's dead-letter queue.
+RESERVED_POOL_SUFFIXES = ("-dlq", "-monitors")
+# Without the lookahead, for regular-expression engines that have none (Helm's RE2): the chart
+# checks the reserved endings separately.
+POOL_ID_CHARS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$"
+POOL_ID_PATTERN = r"^(?!.*-(dlq|monitors)$)[A-Za-z0-9][A-Za-z0-9_-]{0,47}$"
 POOL_ID = re.compile(POOL_ID_PATTERN)
-POOL_ID_RULE = "a pool id is 1-48 letters, digits, '_' or '-', starting with a letter or digit"
+POOL_ID_RULE = ("a pool id is 1-48 letters, digits, '_' or '-', starting with a letter or digit, and not ending in "
+                "-dlq or -monitors (the names of a pool's other queues)")
 
 # Execution request ids: ours (exe_<hex>) and DataHub's (UUIDs). One path component: no '/', no '.'.
 EXECUTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"

@@ -70,9 +70,9 @@ ENV_ENTRY = f"{NAME}=[^,=]*"
 # dhx-<installation>-<pool>-monitors, <installation> being 8 hex characters. IAM's '?' matches
 # exactly one character, so eight of them cover this pool's two queues (of any installation in the
 # account) and not its dead-letter queues: another pool id gives a name of another length or end,
-# and no '*' can stretch it (a pool id holds no '*' or '?'). One hole is the naming's, not the
-# policy's: pool "x-monitors" has the queue name of pool x's monitors queue, and pool "x-dlq" of
-# pool x's dead-letter queue, until vocabulary/ids.py reserves those endings.
+# and no '*' can stretch it (a pool id holds no '*' or '?'). Pool ids may not end in -monitors or
+# -dlq (vocabulary/ids.py), so no pool's queue has the name of another pool's monitors or
+# dead-letter queue.
 QUEUE_SUFFIXES = ("", "-monitors")
 DERIVED_QUEUE = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:dhx-????????-${ExecutorPoolId}"
 # SQS names are at most 80 characters and the monitors queue appends 9 to the given one.

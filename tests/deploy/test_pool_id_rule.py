@@ -42,6 +42,10 @@ POOL_IDS = [  # (pool id, valid)
     ("rémote", False),
     ("٣", False),  # a digit to Unicode, not to the rule
     ("remote\n", False),
+    ("remote-monitors", False),  # pool remote's monitors queue
+    ("remote-dlq", False),  # pool remote's dead-letter queue
+    ("remote-monitors-2", True),
+    ("monitors", True),
 ]
 EXECUTOR_BASE = {"DATAHUB_GMS_URL": "https://acme.acryl.io/gms", "DATAHUB_GMS_TOKEN": "x"}
 
@@ -110,7 +114,8 @@ def test_the_template_and_the_chart_carry_the_vocabulary_rule_verbatim():
     helper = (CHART / "templates" / "_helpers.tpl").read_text()
     pool_id = helper[helper.index('define "executor.poolId"'):]
     pool_id = pool_id[:pool_id.index("{{- end -}}\n{{- $pool -}}")]
-    assert re.findall(r'regexMatch "([^"]*)"', pool_id) == [ids.POOL_ID_PATTERN]
+    assert re.findall(r'regexMatch "([^"]*)"', pool_id) == [ids.POOL_ID_CHARS_PATTERN]
+    assert re.findall(r'hasSuffix "([^"]*)"', pool_id) == list(ids.RESERVED_POOL_SUFFIXES), "RE2 has no lookahead"
     assert ids.POOL_ID_RULE in pool_id
     schema = json.loads((CHART / "values.schema.json").read_text())
     executor = schema["properties"]["global"]["properties"]["datahub"]["properties"]["executor"]

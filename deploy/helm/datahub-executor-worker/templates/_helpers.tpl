@@ -46,8 +46,8 @@ crash-looping pod. */}}
 {{- define "executor.poolId" -}}
 {{- $given := required "global.datahub.executor.pool_id is required: the executor pool this deployment serves (--set global.datahub.executor.pool_id=<pool id>)" .Values.global.datahub.executor.pool_id -}}
 {{- $pool := include "executor.verbatim" (list $given "global.datahub.executor.pool_id") -}}
-{{- if not (regexMatch "^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$" $pool) -}}
-{{- fail (printf "global.datahub.executor.pool_id %q is refused: a pool id is 1-48 letters, digits, '_' or '-', starting with a letter or digit" $pool) -}}
+{{- if or (not (regexMatch "^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$" $pool)) (hasSuffix "-dlq" $pool) (hasSuffix "-monitors" $pool) -}}
+{{- fail (printf "global.datahub.executor.pool_id %q is refused: a pool id is 1-48 letters, digits, '_' or '-', starting with a letter or digit, and not ending in -dlq or -monitors (the names of a pool's other queues)" $pool) -}}
 {{- end -}}
 {{- $pool -}}
 {{- end -}}
