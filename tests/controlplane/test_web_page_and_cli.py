@@ -146,7 +146,7 @@ def test_the_admin_cli_manages_pools_sources_executions_and_tokens(cp, tmp_path,
     assert monitor["task"] == "RUN_MONITOR" and monitor["pool_id"] == "remote"
     cancelled = json.loads(admin_cli(cp, "--json", "executions", "cancel", execution["id"]).stdout)
     assert cancelled["status"] == "CANCELLED"
-    executor = executor_double("remote", "exec-9")
+    executor = executor_double("remote", "exec-9", interval_s=30)
     executor.heartbeat()
     listed = admin_cli(cp, "executors", "list").stdout  # no pool: every executor
     assert "exec-9" in listed and "ONLINE" in listed
