@@ -155,8 +155,7 @@ class Ingest:
             else:
                 aspect_store.delete_aspect(tx, proposal.urn, proposal.aspect)
             return
-        exists = aspect_store.exists(tx, proposal.urn)
-        if proposal.change_type == "CREATE_ENTITY" and exists:
+        if proposal.change_type == "CREATE_ENTITY" and aspect_store.exists(tx, proposal.urn):
             raise Conflict(f"CREATE_ENTITY: {proposal.urn} already exists")
         if proposal.change_type == "CREATE" and aspect_store.get(tx, proposal.urn, proposal.aspect) is not None:
             raise Conflict(f"CREATE: {proposal.aspect} of {proposal.urn} already exists")
