@@ -18,18 +18,20 @@ Every byte covered by any occurrence of any form is masked, and overlapping occu
 one MASK: two forms that overlap (a form of one secret inside another's) leave nothing of either.
 
 Output arrives as pipe reads cut at arbitrary bytes, so the log is masked as a stream
-(MaskingStream): a read is emitted up to the earliest point where a form could still be
-beginning, and only the rest, at most the longest form, waits for the next read. The longest
-form bounds what is held back, whatever the task writes (a 1 GiB line without a newline holds
-back at most that many bytes).
+(MaskingStream). A read is emitted up to where a form could still be beginning: the start of
+its last line (a form without a newline can only begin there), or the longest form's length
+before its end when that line is longer, or earlier where a multi-line form's first lines end
+the read. Only the rest waits for the next read, so the longest form bounds what is held back
+whatever the task writes (a 1 GiB line without a newline holds back at most that many bytes).
 
 The search is the relay's main cost, so it runs in two passes. A quick filter answers "could a
-form be in here?" with work that does not grow with the number of forms: every form long enough
-contains an 8-byte block of the text at some multiple of a stride, so the text's blocks at that
-stride are looked up in one set of every 8-byte piece of those forms; forms too short for the
-stride are looked for with bytes.find. Only text the filter does not clear is searched form by
-form. Masking works on bytes, before decoding: a form's UTF-8 bytes match where its text would,
-and a secret split inside a multi-byte character is still whole in the bytes.
+form be in here?": every form long enough contains an 8-byte block of the text at a multiple of
+a stride, so the text's blocks at that stride are looked up in one set of every 8-byte piece of
+those forms (a cost that does not grow with their number: a key's 25 lines cost what one does);
+shorter forms are looked for with bytes.find, a family's common substring when that is cheaper.
+Only text the filter does not clear is searched form by form. Masking works on bytes: a form's
+UTF-8 bytes match where its text would, and a secret cut inside a multi-byte character is still
+whole in the bytes.
 """
 from __future__ import annotations
 
@@ -176,7 +178,7 @@ class Masker:
         on both sides. A run at 0 that continues an earlier mask (AHEAD) adds no second MASK."""
         runs = self._covered(data, ahead)
         if not runs:
-            return (data if cut == len(data) else memoryview(data)[:cut]), 0  # a flood's reads are not copied
+            return (data if cut == len(data) else memoryview(data)[:cut]), 0
         pieces = []
         at = 0
         carried = 0
@@ -213,8 +215,8 @@ class Masker:
 
 class MaskingStream:
     """Masks output that arrives in pieces cut anywhere: feed() returns what is final, masked;
-    finish() the rest. What it holds back is at most the longest form. What they return is
-    bytes-like (bytes, or a memoryview of what was fed), to be used before the next feed."""
+    finish() the rest. What it holds back is at most the longest form. Both return bytes or, so
+    that a flood's reads are not copied, a memoryview of what was fed."""
 
     def __init__(self, masker: Masker) -> None:
         self._masker = masker

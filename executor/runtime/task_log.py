@@ -1,12 +1,12 @@
 """A task's output: read without blocking the master, masked, kept bounded in memory and on disk.
 
 One thread per task reads raw chunks from the child's pipe (a child writing 100 MB/s is read
-as fast as it writes; nothing else waits on it), masks them as a stream (a secret cut across two
-reads, or written over many lines, is masked whole: masking.MaskingStream), makes them valid
-UTF-8 (strict UTF-8 fails good runs: bad bytes become U+FFFD), appends them to the per-task log
+as fast as it writes; nothing else waits on it), makes them valid UTF-8 (strict UTF-8 fails good
+runs: bad bytes become U+FFFD), masks them as a stream (a secret cut across two reads, or written
+over many lines, is masked whole: masking.MaskingStream), and appends them to the per-task log
 file and to a window of recent output that the tail is cut from when it is asked for. Each read
-costs a few passes in C over its bytes and no Python step per line, so a task that floods its
-output is relayed close to the speed of a plain copy (bench/log_relay.py).
+costs a few passes in C over its bytes and no Python step per line; bench/log_relay.py measures
+the relay against a plain pipe-to-file copy.
 
 Memory stays bounded whatever the child writes: the masker holds back at most its longest form,
 the window keeps the last 2 MiB. The file keeps its head up to a cap, in whole lines; past it
@@ -49,8 +49,8 @@ class TaskLog:
         self.max_line_chars = max_line_chars
         self.max_file_bytes = max_file_bytes
         # The window is a ring, filled as output comes and then overwritten in place: one buffer
-        # for the whole run, not a chunk object per read (holding thousands of those made every
-        # read fault in fresh pages, which cost as much as the masking).
+        # for the whole run, not the reads themselves kept alive (that made every read fault in
+        # fresh pages, which cost as much as the masking).
         self._ring = bytearray()
         self._ring_cap = window_bytes
         self._ring_at = 0  # once the ring is full: where its oldest byte is, and the next write goes
