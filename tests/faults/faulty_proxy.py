@@ -1,0 +1,88 @@
+"""A reverse proxy on 127.0.0.1 in front of the control plane that breaks chosen answers: what a
+broken load balancer, a captive portal or a half-dead control plane sends. Each rule matches a
+method and a path fragment and says how often to answer in its own way."""
+from __future__ import annotations
+
+import http.client
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+
+@dataclass
+class Rule:
+    method: str
+    fragment: str
+    status: int
+    body: bytes
+    times: int  # -1: always
+    header: tuple[str, str] | None = None  # also match a request header (SQS names its action in X-Amz-Target)
+    hits: int = 0
+
+
+class FaultyProxy:
+    def __init__(self, upstream_url: str) -> None:
+        upstream = urlparse(upstream_url)
+        self.rules: list[Rule] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                rule = outer._match(self.command, self.path, self.headers)
+                if rule is not None:
+                    self._answer(rule.status, rule.body, "text/html")
+                    return
+                connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                answer = connection.getresponse()
+                self._answer(answer.status, answer.read(), answer.getheader("Content-Type") or "application/json")
+                connection.close()
+
+            def _answer(self, status: int, body: bytes, kind: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}{upstream.path}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def break_(self, method: str, fragment: str, *, status: int = 200, body: bytes = b"<html>not json</html>",
+               times: int = -1, header: tuple[str, str] | None = None) -> Rule:
+        rule = Rule(method, fragment, status, body, times, header)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def heal(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def _match(self, method: str, path: str, headers) -> Rule | None:
+        with self._lock:
+            for rule in self.rules:
+                header_ok = rule.header is None or rule.header[1] in (headers.get(rule.header[0]) or "")
+                if rule.method == method and rule.fragment in path and header_ok and rule.times != 0:
+                    rule.hits += 1
+                    if rule.times > 0:
+                        rule.times -= 1
+                    return rule
+        return None
+
+    def stop(self) -> None:
+        self._server.shutdown()

@@ -1,0 +1,142 @@
+"""The master's seams, broken on purpose (issue 13): answers that are not JSON, a shutdown with
+work claimed but not started, a second stop signal, an idle stop, monitors behind a full
+ingestion ledger, a log upload and an SQS delete that keep failing. Each of these once killed a
+thread, lost work or held a result back."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.e2e.conftest import custom_env, custom_recipe, mock_recipe, wait_for_tick
+
+from .faulty_proxy import FaultyProxy
+
+
+@pytest.fixture
+def proxy(system):
+    broken = FaultyProxy(system.cp.gms_url)
+    yield broken
+    broken.stop()
+
+
+@pytest.fixture
+def sqs_proxy(system):
+    broken = FaultyProxy(system.cp.sqs_endpoint_url)
+    yield broken
+    broken.stop()
+
+
+def finished_lines(executor) -> list[str]:
+    return [line for line in executor.lines if "finished:" in line]
+
+
+def test_answers_that_are_not_json_never_kill_a_runner(system, proxy, tmp_path):
+    executor = system.start_executor(DATAHUB_GMS_URL=proxy.url)
+    signal_reads = proxy.break_("GET", "dataHubExecutionRequestSignal", times=4)
+    source = system.cp.create_source("sleepy", custom_recipe("SleepySource", tmp_path / "s.json", seconds=6),
+                                     extra_env=custom_env())
+    execution = system.cp.run_source(source["id"])
+    done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=180)
+    assert done["status"] == "SUCCESS"
+    assert signal_reads.hits == 4, "the runner met the broken answers and carried on"
+    assert not [line for line in executor.lines if "failed unexpectedly" in line or "Traceback" in line]
+    assert executor.process.poll() is None
+
+
+def test_work_claimed_but_not_started_is_given_back_on_shutdown(system, tmp_path):
+    # Two workers: half the capacity is free while the first task runs, so the executor receives
+    # and claims the whole-capacity second one, which then waits for admission.
+    first = system.start_executor("first", DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS="2", DATAHUB_EXECUTOR_DRAIN_TIMEOUT="5")
+    running = system.cp.run_source(system.cp.create_source(
+        "long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=60), extra_env=custom_env())["id"])
+    wait_for_tick(system, running["id"])
+    waiting = system.cp.run_source(system.cp.create_source(
+        "short", custom_recipe("SleepySource", tmp_path / "s.json", seconds=2),
+        extra_env=custom_env(EXECUTOR_TASK_WEIGHT="1.0"))["id"])
+    deadline = time.monotonic() + 60
+    while "waiting for capacity" not in (system.cp.execution(waiting["id"])["log_tail"] or ""):
+        assert time.monotonic() < deadline, "the second task was never claimed by the full executor"
+        time.sleep(0.2)
+    assert first.stop(timeout_s=60) == 0
+    assert any("released (the executor stopped before the task could start)" in line for line in first.lines)
+    assert system.cp.execution(waiting["id"])["status"] == "PENDING", "given back, not lost"
+    system.start_executor("second")
+    done = system.cp.wait_for_status(waiting["id"], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=180)
+    assert (done["status"], done["executor_id"]) == ("SUCCESS", "second")
+    shut = system.cp.execution(running["id"])
+    assert (shut["status"], shut["reason"]) == ("ABORTED", "EXECUTOR_SHUTDOWN")
+
+
+def test_a_second_stop_signal_kills_running_tasks_at_once_and_still_reports_them(system, tmp_path):
+    executor = system.start_executor(DATAHUB_EXECUTOR_DRAIN_TIMEOUT="300")
+    execution = system.cp.run_source(system.cp.create_source(
+        "long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=120), extra_env=custom_env())["id"])
+    wait_for_tick(system, execution["id"])
+    executor.process.send_signal(signal.SIGTERM)
+    executor.wait_for_line("stop requested", timeout_s=10)
+    time.sleep(1)
+    assert executor.process.poll() is None, "the first signal drains: the task may finish"
+    started = time.monotonic()
+    executor.process.send_signal(signal.SIGINT)
+    assert executor.process.wait(timeout=30) == 0
+    assert time.monotonic() - started < 15, "not the 300 s drain"
+    done = system.cp.execution(execution["id"])
+    assert (done["status"], done["reason"]) == ("ABORTED", "EXECUTOR_SHUTDOWN"), "still reported"
+
+
+def test_an_idle_executor_stops_at_once_without_waiting_for_its_long_poll(system):
+    executor = system.start_executor()
+    time.sleep(3)  # both queues' 20 s long polls are in flight
+    started = time.monotonic()
+    executor.process.send_signal(signal.SIGTERM)
+    assert executor.process.wait(timeout=30) == 0
+    stopped_in = time.monotonic() - started
+    assert stopped_in < 2.0, f"stopped in {stopped_in:.1f} s, not within about a second"
+
+
+def test_monitors_run_while_ingestion_is_full(system, tmp_path):
+    system.start_executor(DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS="1")
+    ingestion = system.cp.run_source(system.cp.create_source(
+        "long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=60), extra_env=custom_env())["id"])
+    wait_for_tick(system, ingestion["id"])
+    blocked = system.cp.run_source(system.cp.create_source("more", mock_recipe(tmp_path / "m.json"))["id"])
+    monitor = system.cp.run_source(system.cp.create_source("check", mock_recipe(tmp_path / "c.json"))["id"], "RUN_MONITOR")
+    done = system.cp.wait_for_status(monitor["id"], {"SUCCESS", "FAILURE"}, timeout_s=180)
+    assert done["status"] == "SUCCESS"
+    assert system.cp.execution(ingestion["id"])["status"] == "RUNNING", "ingestion was full the whole time"
+    assert system.cp.execution(blocked["id"])["status"] == "PENDING", "a full ledger receives no ingestion task"
+
+
+def test_a_log_upload_that_keeps_failing_does_not_hold_the_result_back(system, proxy, tmp_path):
+    executor = system.start_executor(DATAHUB_GMS_URL=proxy.url)
+    uploads = proxy.break_("PUT", "/log", status=503, body=b'{"message": "down"}')
+    source = system.cp.create_source("quick", custom_recipe("SleepySource", tmp_path / "q.json", seconds=1),
+                                     extra_env=custom_env())
+    execution = system.cp.run_source(source["id"])
+    done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=180)
+    assert done["status"] == "SUCCESS"
+    executor.wait_for_line("finished: SUCCESS", timeout_s=30)
+    assert uploads.hits >= 1
+    ended = time.monotonic()
+    executor.wait_for_line("full log not uploaded", timeout_s=120)
+    assert time.monotonic() - ended < 120
+
+
+def test_a_failed_sqs_delete_is_logged_and_the_master_carries_on(system, sqs_proxy, tmp_path):
+    executor = system.start_executor(DATAHUB_EXECUTOR_SQS_ENDPOINT_URL=sqs_proxy.url)
+    deletes = sqs_proxy.break_("POST", "/", status=500, body=b'{"__type": "InternalFailure", "message": "down"}',
+                               header=("X-Amz-Target", "AmazonSQS.DeleteMessage"))
+    source = system.cp.create_source("plain", mock_recipe(tmp_path / "p.json"))
+    bad = f"urn:li:dataHubExecutionRequest:bad-weight-{source['id'][:8]}"
+    system.cp.ingest(bad, "dataHubExecutionRequestInput", {
+        "task": "RUN_INGEST", "executorId": "remote", "requestedAt": 1, "source": {"type": "MANUAL_INGESTION_SOURCE"},
+        "args": {"recipe": mock_recipe(tmp_path / "p.json"), "extra_env_vars": '{"EXECUTOR_TASK_WEIGHT": "abc"}'}})
+    refused = system.cp.wait_for_status(bad.rsplit(":", 1)[1], {"FAILURE", "SUCCESS"}, timeout_s=60)
+    assert refused["reason"] == "INVALID_WEIGHT"
+    executor.wait_for_line("message not deleted", timeout_s=30)
+    assert deletes.hits >= 1 and executor.process.poll() is None
+    sqs_proxy.heal()
+    good = system.cp.run_source(source["id"])
+    assert system.cp.wait_for_status(good["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)["status"] == "SUCCESS"
