@@ -21,14 +21,15 @@ def pem_shaped_key(body_bytes: int = 1218) -> str:
 
 
 def leaks(secret: str, text: str) -> list[str]:
-    """Which parts of SECRET can be read in TEXT, by name: the value, or any 12 characters of
-    one of its identifying lines (whole, or as a piece a bad cut would leave)."""
+    """Which parts of SECRET can be read in TEXT, by name: the value, or any MIN_LINE_LENGTH
+    characters of one of its identifying lines (whole, or as a piece a bad cut would leave)."""
     found = ["the whole value"] if secret in text else []
+    size = MIN_LINE_LENGTH
     for number, line in enumerate(secret.splitlines(), 1):
         line = line.strip()
-        if len(line) < MIN_LINE_LENGTH or line.startswith("-----"):
+        if len(line) < size or line.startswith("-----"):
             continue
-        if any(line[i:i + 12] in text for i in range(len(line) - 11)):
+        if any(line[i:i + size] in text for i in range(len(line) - size + 1)):
             found.append(f"line {number}")
     return found
 
@@ -97,7 +98,8 @@ def test_output_cut_anywhere_and_interleaved_is_masked_as_if_it_came_whole(cuts,
     rng = random.Random(seed)
     key = KEY
     parts = [noisy_output(key, PASSWORD), key, json.dumps(key), PASSWORD, "x" * rng.randint(0, 3000),
-             "\n".join(key.splitlines()[rng.randint(1, 20):]), "plain text\n" * rng.randint(0, 5), key[:-300]]
+             "\n".join(key.splitlines()[rng.randint(1, 20):]), "plain text\n" * rng.randint(0, 5),
+             key[: key.index("\n", 900) + 12]]  # a key cut short: whole lines and 11 characters of one
     rng.shuffle(parts)
     data = "".join(parts).encode()
     masker = Masker([key, PASSWORD])
