@@ -218,13 +218,16 @@ class Master:
             raise SystemExit(0) from None  # stopped before the control plane came back
 
     def _secret_store(self) -> ChainedSecretStore:
+        from .runtime.secrets import AwsSecretArnStore, SecretsManagerClients
+
         s = self.settings
         reserved = {setting.env for setting in SETTINGS} | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
         stores = [FileSecretStore(s.file_secret_basedir, s.file_secret_maxlen), EnvSecretStore(os.environ, reserved)]
+        clients = SecretsManagerClients()  # one per region, made once, shared by both stores
+        if s.aws_secrets:
+            stores.append(AwsSecretArnStore(s.aws_secrets, clients))
         if s.aws_secrets_manager:
-            import boto3
-
-            stores.append(AwsSecretsManagerStore(boto3.client("secretsmanager")))  # made once, here
+            stores.append(AwsSecretsManagerStore(clients(None)))
         return ChainedSecretStore(stores)
 
     def _offer(self, message: Received) -> None:

@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 from sandbox.sizes import parse_size
 from vocabulary import ids
 
+from .runtime.secrets import AwsSecretReference, parse_aws_secrets
+
 
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message names it and says how to fix it."""
@@ -87,6 +89,16 @@ def _host_port(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _aws_secrets(value: str) -> tuple[AwsSecretReference, ...]:
+    references = parse_aws_secrets(value)
+    own = {s.env for s in SETTINGS} & {r.name for r in references}
+    if own:
+        # The environment store refuses these names before this one is asked: they could never resolve.
+        raise ValueError(f"{', '.join(sorted(own))} is the executor's own setting, not a recipe secret: "
+                         "use another NAME")
+    return references
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
@@ -136,6 +148,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest secret file accepted, in bytes (suffixes K, M accepted)."),
     Setting("DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER", "aws_secrets_manager", _bool, "false",
             "Also resolve ${NAME} from AWS Secrets Manager, by secret name, after files and environment."),
+    Setting("DATAHUB_EXECUTOR_AWS_SECRETS", "aws_secrets", _aws_secrets, None,
+            "Recipe secrets from AWS Secrets Manager for executors not on ECS, in ECS's form: NAME=ARN, "
+            "comma-separated, each a full secret ARN, optionally with :JSON_KEY:VERSION_STAGE:VERSION_ID (e.g. "
+            "DB_PASSWORD=ARN:password::). ${NAME} is the secret's text or that key's value, read for every task, "
+            "after files and environment and before the lookup by name."),
     Setting("DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL", "heartbeat_interval_s", _seconds, "15",
             "Seconds between heartbeats; the control plane judges liveness by it."),
     Setting("DATAHUB_EXECUTOR_PROGRESS_INTERVAL", "progress_interval_s", _seconds, "3",
@@ -194,6 +211,7 @@ class Settings:
     file_secret_basedir: str
     file_secret_maxlen: int
     aws_secrets_manager: bool
+    aws_secrets: tuple[AwsSecretReference, ...] | None
     heartbeat_interval_s: float
     progress_interval_s: float
     drain_timeout_s: float

@@ -2,7 +2,8 @@
 
 Resolution order: files under the base directory (re-read on every lookup, so a Kubernetes
 secret update applies without a restart), the executor's environment (what ECS injects from
-Secrets Manager), then AWS Secrets Manager by name where enabled. A name is \\w+ only, so it
+Secrets Manager), the secrets DATAHUB_EXECUTOR_AWS_SECRETS names (NAME=ARN, with ECS's optional
+JSON key and version), then AWS Secrets Manager by name where enabled. A name is \\w+ only, so it
 can never address a path outside the base directory; a file that resolves outside it (a
 symlink to /etc/shadow) or is larger than the cap is refused with an error naming the secret
 and never its value. DataHub substitutes "" for a missing secret; we fail the task instead.
@@ -10,11 +11,15 @@ and never its value. DataHub substitutes "" for a missing secret; we fail the ta
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
+import secrets
 import stat
-from collections.abc import Iterable, Mapping
-from typing import Protocol
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 SECRET_REFERENCE = re.compile(r"\$\{(\w+)\}")
 # Any ${...}, and the variable name in it before a shell-style modifier (${NAME:-default}).
@@ -126,6 +131,207 @@ class EnvSecretStore:
         return self._environ.get(name)
 
 
+# Secrets Manager ARNs as ECS takes them in a container's `secrets` (valueFrom): one grammar for
+# DATAHUB_EXECUTOR_AWS_SECRETS and the CloudFormation template's SecretNames, whose AllowedPattern
+# runs on Java's regular expressions (so: plain groups, nothing Python-only). A full ARN is the
+# secret's name, '-' and the six characters Secrets Manager appends; a name holds no ':', so the
+# first seven ':'-separated fields are always the secret's own ARN, the one IAM grants on.
+SECRET_ARN_PATTERN = r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+.@-]+-[A-Za-z0-9]{6}"
+# ECS's optional ":JSON_KEY:VERSION_STAGE:VERSION_ID": the three colons written, each part possibly
+# empty ("...:password::", "...::AWSPREVIOUS:"), never a stage and an id together (ECS refuses
+# that). No ',' or '=' in a part, as the lists are split on them; no ':' or blank either.
+SECRET_SELECTOR_PATTERN = r"(:[^\s:,=]*:([^\s:,=]+:|:([A-Za-z0-9-]{32,64})?))?"
+SECRET_VALUE_FROM_PATTERN = SECRET_ARN_PATTERN + SECRET_SELECTOR_PATTERN
+# A NAME of NAME=ARN is an environment variable's name on ECS: the same rule everywhere.
+SECRET_ENTRY_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
+SECRET_VALUE_FROM = re.compile(SECRET_VALUE_FROM_PATTERN)
+SECRET_ENTRY_NAME = re.compile(SECRET_ENTRY_NAME_PATTERN)
+
+
+@dataclass(frozen=True)
+class AwsSecretReference:
+    """${NAME} is this secret: its whole SecretString, or the value of JSON_KEY in it, of the
+    version VERSION_STAGE or VERSION_ID names (AWSCURRENT when neither does)."""
+
+    name: str
+    arn: str
+    json_key: str | None = None
+    version_stage: str | None = None
+    version_id: str | None = None
+
+    @property
+    def region(self) -> str:
+        return self.arn.split(":")[3]
+
+    def __str__(self) -> str:
+        """The ARN and what is read from it, for messages (never a value)."""
+        selected = [f"JSON key {self.json_key}"] if self.json_key else []
+        selected += [f"version stage {self.version_stage}"] if self.version_stage else []
+        selected += [f"version id {self.version_id}"] if self.version_id else []
+        return self.arn + (f" ({', '.join(selected)})" if selected else "")
+
+
+def parse_aws_secrets(text: str) -> tuple[AwsSecretReference, ...]:
+    """NAME=ARN[:JSON_KEY:VERSION_STAGE:VERSION_ID], comma-separated (DATAHUB_EXECUTOR_AWS_SECRETS).
+    A ValueError says which entry is wrong and how; ARNs name secrets, they are not secret."""
+    references: dict[str, AwsSecretReference] = {}
+    for number, entry in enumerate(text.split(","), 1):
+        name, sep, value_from = (part.strip() for part in entry.partition("="))
+        if not sep or not SECRET_ENTRY_NAME.fullmatch(name):
+            shown = repr(entry.strip()[:60]) if entry.strip() else "empty"
+            raise ValueError(f"entry {number} ({shown}) is not NAME=ARN with NAME of letters, digits and '_', not "
+                             "starting with a digit")
+        if not SECRET_VALUE_FROM.fullmatch(value_from):
+            raise ValueError(f"entry {number} ({name}): {value_from[:200]!r} is not a full Secrets Manager ARN (ending "
+                             "in '-' and the 6 characters Secrets Manager appends), optionally followed by ECS's "
+                             ":JSON_KEY:VERSION_STAGE:VERSION_ID with all three colons (e.g. <arn>:password::)")
+        if name in references:
+            raise ValueError(f"{name} is named twice")
+        fields = value_from.split(":")
+        json_key, stage, version_id = (fields[7:] + ["", "", ""])[:3]
+        references[name] = AwsSecretReference(name, ":".join(fields[:7]), json_key or None, stage or None,
+                                              version_id or None)
+    return tuple(references.values())
+
+
+def json_key_value(name: str, where: str, secret_string: str, key: str) -> str:
+    """The value of KEY in the JSON object SECRET_STRING, as ECS injects it: a string as it is,
+    anything else as its JSON text. (ECS's agent prints other values with Go's %v, which turns an
+    object into "map[a:1]"; JSON is what a recipe can use.) Errors name the secret and the key,
+    never the text: a secret that is not JSON may be the credential itself."""
+    try:
+        document = json.loads(secret_string)
+    except (ValueError, RecursionError):
+        document = None
+    if not isinstance(document, dict):
+        raise SecretRefused(name, f"secret {name}: {where} is not a JSON object, so it has no key {key}: store the "
+                                  "secret as key/value pairs, or name the whole secret (no JSON key)")
+    if key not in document:
+        raise SecretRefused(name, f"secret {name}: {where} has no JSON key {key}")
+    value = document[key]
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class AwsSecretMissing(SecretError):
+    reason = "SECRET_NOT_FOUND"
+
+
+def aws_problem(exc: Exception, where: str, grant_on: str,
+                endpoint: str | None = None) -> tuple[type[SecretError], str]:
+    """What went wrong asking Secrets Manager for WHERE, and the fix. botocore's own message is
+    left out (only its error code): the message is ours, so it can name no value."""
+    from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError, PartialCredentialsError
+    from botocore.exceptions import ConnectionError as AwsConnectionError
+
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "") or "an error"
+        if code == "ResourceNotFoundException":
+            return AwsSecretMissing, f"{where} does not exist, or has no such version: fix DATAHUB_EXECUTOR_AWS_SECRETS"
+        grant = (f"grant the executor's role secretsmanager:GetSecretValue on {grant_on} (and kms:Decrypt on the "
+                 "secret's KMS key if it is customer-managed)")
+        if code.startswith("AccessDenied"):
+            return SecretError, f"{code} reading {where}: {grant}"
+        if code == "DecryptionFailure":
+            return SecretError, f"DecryptionFailure reading {where}: grant kms:Decrypt on the secret's KMS key"
+        if code in ("UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
+                    "ExpiredTokenException", "ExpiredToken"):
+            return SecretError, f"{code}: AWS refused the executor's credentials reading {where}: renew or fix them"
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
+            # A 403 without Secrets Manager's own error code: a VPC endpoint's policy, a proxy.
+            return SecretError, (f"denied (HTTP 403) reading {where}: {grant}; a VPC endpoint policy or a proxy may "
+                                 "also deny it")
+        return SecretError, f"AWS Secrets Manager answered {code} reading {where}"
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return SecretError, (f"no AWS credentials to read {where}: give the executor a role (ECS task role, IRSA, "
+                             "instance profile) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    if isinstance(exc, (AwsConnectionError, HTTPClientError)):
+        return SecretError, (f"AWS Secrets Manager unreachable reading {where} ({type(exc).__name__}): allow outbound "
+                             f"HTTPS to {endpoint or 'secretsmanager.<region>.amazonaws.com'} (or use a VPC endpoint), "
+                             "through HTTPS_PROXY where the network requires a proxy")
+    return SecretError, f"AWS Secrets Manager could not be asked for {where}: {type(exc).__name__}"
+
+
+class SecretsManagerClients:
+    """One Secrets Manager client per region (None: the region of the executor's AWS
+    configuration), made on first use and kept. botocore's clients are thread-safe once made;
+    making them from the default session is not, and tasks are prepared on many threads: hence
+    a session of our own and a lock. Retries and timeouts are set here, once."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str | None, Any] = {}
+        self._lock = threading.Lock()
+        self._session = None
+
+    def __call__(self, region: str | None) -> Any:
+        with self._lock:
+            if region not in self._clients:
+                import boto3
+                from botocore.config import Config
+
+                if self._session is None:
+                    self._session = boto3.session.Session()
+                self._clients[region] = self._session.client(
+                    "secretsmanager", region_name=region,
+                    config=Config(connect_timeout=10, read_timeout=30, retries={"mode": "standard", "max_attempts": 3}))
+            return self._clients[region]
+
+
+class AwsSecretArnStore:
+    """The secrets DATAHUB_EXECUTOR_AWS_SECRETS names, read as ECS would inject them, for executors
+    ECS does not start (VMs, Kubernetes with IRSA). Read on every lookup, so a rotation applies to
+    the next task."""
+
+    def __init__(self, references: Iterable[AwsSecretReference], clients: Callable[[str | None], Any]) -> None:
+        self.references = {reference.name: reference for reference in references}
+        self._clients = clients
+        self.description = "AWS Secrets Manager (DATAHUB_EXECUTOR_AWS_SECRETS)"
+
+    def get(self, name: str) -> str | None:
+        _check_name(name)
+        reference = self.references.get(name)
+        return None if reference is None else self.read(reference)
+
+    def endpoint(self, reference: AwsSecretReference) -> str:
+        return self._clients(reference.region).meta.endpoint_url
+
+    def read(self, reference: AwsSecretReference) -> str:
+        ask = {"SecretId": reference.arn}
+        if reference.version_stage:
+            ask["VersionStage"] = reference.version_stage
+        if reference.version_id:
+            ask["VersionId"] = reference.version_id
+        client = self._clients(reference.region)
+        try:
+            answer = client.get_secret_value(**ask)
+        except Exception as exc:  # botocore's errors: permissions, credentials, network, throttling
+            kind, problem = aws_problem(exc, str(reference), reference.arn, client.meta.endpoint_url)
+            raise kind(reference.name, f"secret {reference.name}: {problem}") from None
+        text = answer.get("SecretString")
+        if text is None:
+            raise SecretRefused(reference.name, f"secret {reference.name}: {reference} holds binary data "
+                                                "(SecretBinary); recipes take text: store it as a SecretString")
+        if reference.json_key is None:
+            return text
+        return json_key_value(reference.name, str(reference), text, reference.json_key)
+
+    def probe(self) -> str:
+        """Reads every secret it names, as a task would, and drops the values. GetSecretValue and
+        not DescribeSecret: a least-privilege role may only read its secrets (the ECS template's
+        task role grants GetSecretValue and nothing else), so DescribeSecret would fail where tasks
+        work; and only a read shows that the JSON key and the version are there. Each failure
+        names its secret by NAME and says what to grant or open."""
+        failures = []
+        for reference in self.references.values():
+            try:
+                self.read(reference)
+            except SecretError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise RuntimeError("; ".join(failures))
+        names = ", ".join(self.references)
+        return f"{len(self.references)} secret(s) of DATAHUB_EXECUTOR_AWS_SECRETS readable ({names})"
+
+
 class AwsSecretsManagerStore:
     """Secrets Manager by secret name, through a boto3 `secretsmanager` client."""
 
@@ -140,8 +346,23 @@ class AwsSecretsManagerStore:
         except self._client.exceptions.ResourceNotFoundException:
             return None
         except Exception as exc:  # botocore's errors: credentials, network, throttling
-            raise SecretError(name, f"AWS Secrets Manager could not be asked for {name}: {type(exc).__name__}") from None
+            _, problem = aws_problem(exc, f"the secret named {name}", f"the secret named {name}",
+                                     self._client.meta.endpoint_url)
+            raise SecretError(name, f"secret {name}: {problem}") from None
         return answer.get("SecretString")
+
+    def probe(self) -> str:
+        """Whether Secrets Manager is reached and takes the credentials, knowing no name: asks for
+        a secret that cannot exist. ResourceNotFoundException, or AccessDeniedException from a
+        role that may read only its own secrets, both mean yes."""
+        try:
+            self._client.get_secret_value(SecretId=f"datahub-executor-check-{secrets.token_hex(8)}")
+        except Exception as exc:
+            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+            if code != "ResourceNotFoundException" and not str(code).startswith("AccessDenied"):
+                raise RuntimeError(aws_problem(exc, "a secret by name", "the secrets recipes name",
+                                               self._client.meta.endpoint_url)[1]) from None
+        return f"by name: {self._client.meta.endpoint_url} reachable, credentials accepted"
 
 
 class ChainedSecretStore:

@@ -2,20 +2,28 @@
 protocol server (moto's, on 127.0.0.1)."""
 from __future__ import annotations
 
+import json
 import os
 
 import boto3
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
 from executor.runtime.secrets import (
+    AwsSecretArnStore,
+    AwsSecretReference,
     AwsSecretsManagerStore,
     ChainedSecretStore,
     EnvSecretStore,
     FileSecretStore,
+    SecretError,
     SecretNotFound,
     SecretRefused,
+    SecretsManagerClients,
     find_secret_names,
+    json_key_value,
+    parse_aws_secrets,
 )
 
 
@@ -121,3 +129,182 @@ def test_a_missing_secret_names_the_secret_and_the_stores_searched(secret_dir, s
     assert err.value.reason == "SECRET_NOT_FOUND"
     assert "from-file" not in str(err.value)
     assert "AWS Secrets Manager" in str(err.value)
+
+
+ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf"
+VERSION_ID = "b656766c-f156-4c26-b089-9fedae9b2e8b"
+
+
+@pytest.mark.parametrize("entry, expected", [
+    (f"DB={ARN}", AwsSecretReference("DB", ARN)),
+    (f"DB={ARN}:password::", AwsSecretReference("DB", ARN, json_key="password")),
+    (f"DB={ARN}::AWSPREVIOUS:", AwsSecretReference("DB", ARN, version_stage="AWSPREVIOUS")),
+    (f"DB={ARN}:::{VERSION_ID}", AwsSecretReference("DB", ARN, version_id=VERSION_ID)),
+    (f"DB={ARN}:password:AWSPENDING:", AwsSecretReference("DB", ARN, "password", "AWSPENDING")),
+    (f"DB={ARN}:password::{VERSION_ID}", AwsSecretReference("DB", ARN, "password", None, VERSION_ID)),
+    (f"DB={ARN}:::", AwsSecretReference("DB", ARN)),
+    (f"  DB = {ARN}:password::  ", AwsSecretReference("DB", ARN, json_key="password")),
+])
+def test_entries_take_the_arn_in_the_form_ecs_takes_as_value_from(entry, expected):
+    assert parse_aws_secrets(entry) == (expected,)
+
+
+def test_entries_are_comma_separated_and_keep_their_order():
+    parsed = parse_aws_secrets(f"B={ARN}:user::,A={ARN}:password::")
+    assert [(r.name, r.json_key) for r in parsed] == [("B", "user"), ("A", "password")]
+    assert {r.arn for r in parsed} == {ARN}, "the secret's own ARN, what IAM grants on"
+    assert parsed[0].region == "us-east-1"
+
+
+@pytest.mark.parametrize("text, says", [
+    (f"DB={ARN}:password", "with all three colons"),
+    (f"DB={ARN}:password:", "with all three colons"),
+    (f"DB={ARN}:password:AWSCURRENT:{VERSION_ID}", "with all three colons"),  # a stage or an id, as ECS
+    (f"DB={ARN}:pass word::", "with all three colons"),
+    (f"DB={ARN}:::not-a-version-id", "with all three colons"),
+    ("DB=arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db", "not a full Secrets Manager ARN"),
+    ("DB=arn:aws:secretsmanager:us-east-1:123456789012:secret:*", "not a full Secrets Manager ARN"),
+    ("DB=prod/db", "not a full Secrets Manager ARN"),
+    (f"DB={ARN},DB={ARN}:password::", "DB is named twice"),
+    (f"1DB={ARN}", "entry 1 ('1DB="),
+    (f"DB-PASSWORD={ARN}", "is not NAME=ARN"),
+    (f"DB={ARN},", "entry 2 (empty)"),
+    (f"DB {ARN}", "is not NAME=ARN"),
+])
+def test_malformed_entries_are_refused_saying_which_and_why(text, says):
+    with pytest.raises(ValueError) as refused:
+        parse_aws_secrets(text)
+    assert says in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+DOCUMENT = json.dumps({"username": "app", "password": "pw-from-json", "port": 5432, "options": {"ssl": True},
+                       "hosts": ["a", "b"], "empty": None})
+
+
+@pytest.mark.parametrize("key, value", [("password", "pw-from-json"), ("port", "5432"), ("options", '{"ssl":true}'),
+                                        ("hosts", '["a","b"]'), ("empty", "null")])
+def test_a_json_key_gives_a_string_as_it_is_and_anything_else_as_its_json_text(key, value):
+    assert json_key_value("DB", ARN, DOCUMENT, key) == value
+
+
+@pytest.mark.parametrize("text", [DOCUMENT, "plain-text-credential-42", '["pw-in-a-list"]', '"pw-in-a-string"', "{"])
+def test_a_missing_key_or_a_secret_that_is_no_json_object_is_refused_naming_secret_and_key_never_the_text(text):
+    with pytest.raises(SecretRefused) as refused:
+        json_key_value("DB_PASSWORD", ARN, text, "nokey")
+    message = str(refused.value)
+    assert refused.value.reason == "SECRET_REFUSED" and refused.value.name == "DB_PASSWORD"
+    assert "DB_PASSWORD" in message and "nokey" in message and ARN in message
+    for value in ("pw-from-json", "plain-text-credential-42", "pw-in-a-list", "pw-in-a-string", "app"):
+        assert value not in message
+
+
+@pytest.fixture
+def moto_endpoint():
+    """moto's server on 127.0.0.1; its state lives in this process, so it is emptied after each test."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
+    try:
+        yield endpoint
+    finally:
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10)
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch):
+    """The executor's own AWS configuration, pointed at moto: what SecretsManagerClients reads."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    return moto_endpoint
+
+
+def admin(endpoint: str, region: str = "us-east-1"):
+    return boto3.client("secretsmanager", region_name=region, endpoint_url=endpoint,
+                        aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def test_arns_with_json_keys_resolve_to_the_keys_values_each_from_its_own_region(aws_env):
+    east, west = admin(aws_env), admin(aws_env, "eu-west-1")
+    db = east.create_secret(Name="prod/db", SecretString=DOCUMENT)["ARN"]
+    api = east.create_secret(Name="api-key", SecretString="plain-api-key")["ARN"]
+    eu = west.create_secret(Name="eu/token", SecretString="token-from-eu-west-1")["ARN"]
+    assert ":eu-west-1:" in eu
+    references = parse_aws_secrets(f"DB_PASSWORD={db}:password::,DB_PORT={db}:port::,DB_OPTIONS={db}:options::,"
+                                   f"DB_WHOLE={db},API_KEY={api},EU_TOKEN={eu}")
+    store = AwsSecretArnStore(references, SecretsManagerClients())
+    chain = ChainedSecretStore([store])
+    assert chain.resolve(["DB_PASSWORD", "DB_PORT", "DB_OPTIONS", "DB_WHOLE", "API_KEY", "EU_TOKEN"]) == {
+        "DB_PASSWORD": "pw-from-json", "DB_PORT": "5432", "DB_OPTIONS": '{"ssl":true}', "DB_WHOLE": DOCUMENT,
+        "API_KEY": "plain-api-key", "EU_TOKEN": "token-from-eu-west-1"}
+    assert store.get("NOT_NAMED_THERE") is None, "names it does not map are left to the next store"
+
+
+def test_version_stage_and_version_id_choose_the_version_read(aws_env):
+    client = admin(aws_env)
+    first = client.create_secret(Name="rotating", SecretString=json.dumps({"password": "first-pw"}))
+    client.put_secret_value(SecretId=first["ARN"], SecretString=json.dumps({"password": "second-pw"}))
+    arn = first["ARN"]
+    store = AwsSecretArnStore(parse_aws_secrets(
+        f"NOW={arn}:password::,BEFORE={arn}:password:AWSPREVIOUS:,PINNED={arn}:password::{first['VersionId']},"
+        f"WHOLE_BEFORE={arn}::AWSPREVIOUS:"), SecretsManagerClients())
+    assert store.get("NOW") == "second-pw"
+    assert store.get("BEFORE") == "first-pw"
+    assert store.get("PINNED") == "first-pw"
+    assert store.get("WHOLE_BEFORE") == json.dumps({"password": "first-pw"})
+
+
+def test_a_key_the_secret_lacks_is_refused_naming_the_secret_and_the_key(aws_env):
+    db = admin(aws_env).create_secret(Name="prod/db", SecretString=DOCUMENT)["ARN"]
+    plain = admin(aws_env).create_secret(Name="plain", SecretString="plain-text-credential-42")["ARN"]
+    store = AwsSecretArnStore(parse_aws_secrets(f"DB_HOST={db}:host::,PLAIN_USER={plain}:user::"),
+                              SecretsManagerClients())
+    for name, key in (("DB_HOST", "host"), ("PLAIN_USER", "user")):
+        with pytest.raises(SecretRefused) as refused:
+            ChainedSecretStore([store]).resolve([name])
+        assert refused.value.reason == "SECRET_REFUSED" and refused.value.name == name
+        assert f"secret {name}:" in str(refused.value) and f"key {key}" in str(refused.value)
+        assert "pw-from-json" not in str(refused.value) and "plain-text-credential-42" not in str(refused.value)
+
+
+def test_a_named_secret_that_does_not_exist_fails_the_task_as_not_found_naming_it(aws_env):
+    gone = "arn:aws:secretsmanager:us-east-1:123456789012:secret:deleted-XyZ123"
+    store = AwsSecretArnStore(parse_aws_secrets(f"OLD_PASSWORD={gone}:password::"), SecretsManagerClients())
+    with pytest.raises(SecretError) as err:
+        ChainedSecretStore([store]).resolve(["OLD_PASSWORD"])
+    assert err.value.reason == "SECRET_NOT_FOUND" and err.value.name == "OLD_PASSWORD"
+    assert gone in str(err.value) and "DATAHUB_EXECUTOR_AWS_SECRETS" in str(err.value)
+
+
+def test_secrets_manager_out_of_reach_fails_naming_the_secret_and_the_network(aws_env, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:9")  # nothing listens there
+    store = AwsSecretArnStore(parse_aws_secrets(f"DB_PASSWORD={ARN}:password::"), SecretsManagerClients())
+    with pytest.raises(SecretError) as err:
+        store.get("DB_PASSWORD")
+    assert err.value.reason == "SECRET_ERROR"
+    assert str(err.value).startswith("secret DB_PASSWORD: AWS Secrets Manager unreachable")
+    assert "HTTPS_PROXY" in str(err.value)
+
+
+def test_the_chain_asks_files_environment_named_arns_then_secrets_manager_by_name(secret_dir, aws_env):
+    client = admin(aws_env)
+    mapped = client.create_secret(Name="mapped", SecretString=json.dumps({"password": "from-arn"}))["ARN"]
+    client.create_secret(Name="BY_NAME", SecretString="from-name")
+    client.create_secret(Name="DB_USER", SecretString="by-name-shadowed")
+    chain = ChainedSecretStore([
+        FileSecretStore(str(secret_dir), 1 << 20),
+        EnvSecretStore({"DB_USER": "from-env"}),
+        AwsSecretArnStore(parse_aws_secrets(f"DB_PASSWORD={mapped}:password::,MAPPED={mapped}:password::"),
+                          SecretsManagerClients()),
+        AwsSecretsManagerStore(client),
+    ])
+    assert chain.resolve(["DB_PASSWORD", "DB_USER", "MAPPED", "BY_NAME"]) == {
+        "DB_PASSWORD": "from-file", "DB_USER": "from-env", "MAPPED": "from-arn", "BY_NAME": "from-name"}
+    assert "DATAHUB_EXECUTOR_AWS_SECRETS" in chain.description
