@@ -12,6 +12,8 @@ executor's identity) and drive the execution life cycle. Other metadata is store
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,9 @@ SUPPORTED_HEADERS = {LEASE_HEADER}
 CHANGE_TYPES = {"UPSERT", "CREATE", "CREATE_ENTITY", "RESTATE", "DELETE", "PATCH"}
 NO_RUN_ID = "no-run-id-provided"
 MAX_BATCH = 10_000
+# Aspect texts remembered as valid (ValidTexts): how many, and the longest remembered.
+VALID_TEXTS = 4096
+VALID_TEXT_MAX_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,30 @@ class Proposal:
         return run if run and run != NO_RUN_ID else None
 
 
+class ValidTexts:
+    """The (aspect, JSON text) pairs that passed validation lately. Validation is a function of
+    those two alone, and the costliest step of ingest (DataHub's class check runs after ours);
+    ingestion sends the same small aspects for many entities (status, subTypes, a container, a
+    platform instance), so each is validated once. Only short texts are kept, and only valid
+    ones: what fails is checked, and refused with its message, every time. Oldest out first."""
+
+    def __init__(self, size: int = VALID_TEXTS, max_chars: int = VALID_TEXT_MAX_CHARS) -> None:
+        self.size, self.max_chars = size, max_chars
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = threading.Lock()  # GraphQL's mutations ingest from FastAPI's worker threads
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._seen
+
+    def add(self, key: tuple[str, str]) -> None:
+        if len(key[1]) > self.max_chars:
+            return
+        with self._lock:
+            self._seen[key] = None
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+
+
 class Ingest:
     def __init__(self, registry: Registry, rules: dict[str, Callable[[sqlite3.Connection, Proposal, Identity], None]],
                  store, after_commit: Callable[[], None]) -> None:
@@ -59,6 +88,7 @@ class Ingest:
         self.store = store
         self.after_commit = after_commit
         self._system_metadata_schema = model.SystemMetadataClass.RECORD_SCHEMA
+        self._valid = ValidTexts()
 
     def parse(self, raw: Any) -> Proposal:
         """One proposal in Rest.li JSON, or MetadataInvalid / Invalid (400) saying what is wrong."""
@@ -89,7 +119,9 @@ class Ingest:
                 raise Invalid(f"aspect contentType {str(aspect.get('contentType'))[:60]!r} is not supported; "
                               "use application/json")
             value = loads(aspect["value"])
-            self.registry.validate(spec, value)
+            if (aspect_name, aspect["value"]) not in self._valid:
+                self.registry.validate(spec, value)
+                self._valid.add((aspect_name, aspect["value"]))
         system_metadata = raw.get("systemMetadata")
         if system_metadata is not None:
             check_storable(system_metadata)
