@@ -1,12 +1,16 @@
 """`datahub-executor check`: the seed's troubleshooting list, run before anything else.
 
-One line per check, passed or failed with the fix; exit 1 if any failed.
+One line per check, passed or failed with the fix; exit 1 if any failed. A line whose probe
+crosses the network (DataHub, SQS, the package index, Secrets Manager) ends with the way it
+went when a proxy is configured: through which proxy (its credentials hidden), or direct for a
+NO_PROXY host.
 """
 from __future__ import annotations
 
 import os
 import urllib.request
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
@@ -15,6 +19,8 @@ from sandbox import Sandbox, SandboxError
 from .consumer import SqsConsumer
 from .controlplane_client import ControlPlaneClient, ControlPlaneError
 from .isolation import TaskUserError, resolve_task_user
+from .runtime import network_env
+from .runtime.secrets import AwsSecretArnStore, AwsSecretsManagerStore, SecretsManagerClients
 from .settings import Settings
 
 
@@ -22,14 +28,14 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
     client = ControlPlaneClient(settings.gms_url, settings.gms_token, retries=1, timeout_s=10)
     results: list[bool] = []
 
-    def check(name: str, probe: Callable[[], str]) -> None:
+    def check(name: str, probe: Callable[[], str], routes: Callable[[], str | None] = lambda: None) -> None:
         try:
-            detail = probe()
-            out(f"PASS  {name}: {detail}")
-            results.append(True)
+            line, passed = f"PASS  {name}: {probe()}", True
         except Exception as exc:  # every failure becomes one line with its fix
-            out(f"FAIL  {name}: {exc}")
-            results.append(False)
+            line, passed = f"FAIL  {name}: {exc}", False
+        way = routes()
+        out(f"{line}; {way}" if way else line)
+        results.append(passed)
 
     check("GMS URL", lambda: f"{settings.gms_url} ends in /gms")
     pools: list = []
@@ -47,38 +53,71 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
             raise RuntimeError(f"{exc}: check network connectivity to {settings.gms_url} and DATAHUB_GMS_URL") from None
         return f"token accepted; pool {settings.pool_id} exists"
 
-    check("token and pool", token_and_pool)
+    check("token and pool", token_and_pool, lambda: _routes([settings.gms_url], all_proxy=True))
+
+    sqs_endpoints: list[str] = []
 
     def sqs() -> str:
         if not pools:
             raise RuntimeError("skipped: the pool could not be looked up")
         pool = pools[0]
         for queue_url in (pool.ingestion_queue_url, pool.monitors_queue_url):
-            _probe_queue(queue_url, pool, settings)
+            _probe_queue(queue_url, pool, settings, sqs_endpoints)
         return f"queues {pool.ingestion_queue_url} and {pool.monitors_queue_url} reachable, credentials accepted"
 
-    check("SQS", sqs)
+    check("SQS", sqs, lambda: _routes(sqs_endpoints))
+
+    index_url = settings.pip_index_url or "https://pypi.org/simple/"
 
     def package_index() -> str:
-        url = settings.pip_index_url or "https://pypi.org/simple/"
         try:
-            with urllib.request.urlopen(url.rstrip("/") + "/acryl-datahub/", timeout=10) as answer:
+            with urllib.request.urlopen(index_url.rstrip("/") + "/acryl-datahub/", timeout=10) as answer:
                 answer.read(1)
         except Exception as exc:
-            raise RuntimeError(f"{url} not reachable ({type(exc).__name__}): allow it, or set PIP_INDEX_URL to a mirror") from None
-        return f"{url} reachable"
+            raise RuntimeError(f"{index_url} not reachable ({type(exc).__name__}): allow it, or set PIP_INDEX_URL to a "
+                               "mirror") from None
+        return f"{index_url} reachable"
 
-    check("package index", package_index)
+    check("package index", package_index, lambda: _routes([index_url]))
+
+    secrets_manager_endpoints: list[str] = []
 
     def secrets() -> str:
+        found, failed = [], []
         base = settings.file_secret_basedir
         if not os.path.isdir(base):
-            return f"{base} absent: file secrets disabled (mount secrets there or set DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR)"
-        if not os.access(base, os.R_OK | os.X_OK):
-            raise RuntimeError(f"{base} is not readable by this user: fix its permissions")
-        return f"{len(os.listdir(base))} file secret(s) in {base}; environment secrets available"
+            found.append(f"{base} absent: file secrets disabled (mount secrets there or set "
+                         "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR)")
+        elif not os.access(base, os.R_OK | os.X_OK):
+            failed.append(f"{base} is not readable by this user: fix its permissions")
+        else:
+            found.append(f"{len(os.listdir(base))} file secret(s) in {base}")
+        found.append("environment secrets available")
+        clients = SecretsManagerClients()
+        if settings.aws_secrets:
+            store = AwsSecretArnStore(settings.aws_secrets, clients)
+            secrets_manager_endpoints.extend(store.endpoint(reference) for reference in settings.aws_secrets)
+            try:
+                found.append(store.probe())
+            except RuntimeError as exc:  # one part per unreadable secret, each naming it
+                failed.append(str(exc))
+        if settings.aws_secrets_manager:
+            try:
+                client = clients(None)
+            except Exception as exc:  # botocore's NoRegionError: no region in the AWS configuration
+                failed.append(f"DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER=true needs an AWS region ({type(exc).__name__}): "
+                              "set AWS_DEFAULT_REGION (or region in the AWS config file)")
+            else:
+                secrets_manager_endpoints.append(client.meta.endpoint_url)
+                try:
+                    found.append(AwsSecretsManagerStore(client).probe())
+                except RuntimeError as exc:
+                    failed.append(str(exc))
+        if failed:
+            raise RuntimeError("; ".join(failed))
+        return "; ".join(found)
 
-    check("secret stores", secrets)
+    check("secret stores", secrets, lambda: _routes(secrets_manager_endpoints))
 
     sandboxes: list[Sandbox] = []
 
@@ -113,10 +152,38 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
     return all(results)
 
 
-def _probe_queue(queue_url: str, pool, settings: Settings) -> None:
+def _routes(urls: list[str], *, all_proxy: bool = False) -> str | None:
+    """How requests to URLS leave this host, or None when no proxy is configured (or no URL was
+    asked). requests (DataHub), botocore (SQS, Secrets Manager) and urllib (the package index
+    probe) all take the proxy of the URL's scheme from the environment, lower-case variable
+    first, and go direct to a NO_PROXY host; only requests also falls back to ALL_PROXY."""
+    proxies = urllib.request.getproxies_environment()
+    if not urls or not set(proxies) - {"no"}:
+        return None
+    ways = {}
+    for url in urls:
+        parts = urlsplit(url)
+        name = next((n for n in (f"{parts.scheme}_proxy", f"{parts.scheme.upper()}_PROXY",
+                                 *(("all_proxy", "ALL_PROXY") if all_proxy else ())) if os.environ.get(n)), None)
+        if name is None:
+            ways[url] = f"direct (no {parts.scheme.upper()}_PROXY)"
+        elif urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+            ways[url] = "direct (NO_PROXY)"
+        else:
+            # network_env.proxy_in_use hides the credentials; it reads the HTTPS variables, so an
+            # HTTP or ALL proxy is handed to it under that name and shown under its own.
+            shown = network_env.proxy_in_use({"HTTPS_PROXY": os.environ[name]}).removesuffix(" (HTTPS_PROXY)")
+            ways[url] = f"via proxy {shown} ({name})"
+    if len(set(ways.values())) == 1:
+        return next(iter(ways.values()))
+    return "; ".join(f"{urlsplit(url).netloc} {way}" for url, way in ways.items())
+
+
+def _probe_queue(queue_url: str, pool, settings: Settings, endpoints: list[str]) -> None:
     consumer = SqsConsumer(queue_url, "check", region=pool.region, endpoint_url=settings.sqs_endpoint_url or pool.endpoint_url,
                            visibility_timeout_s=pool.visibility_timeout_s or settings.visibility_timeout_s,
                            local_credentials=bool(pool.endpoint_url))
+    endpoints.append(consumer.client.meta.endpoint_url)
     # Probed with an action the executor is allowed anyway (least-privilege roles grant no
     # GetQueueAttributes) and that changes nothing: a visibility change for a receipt handle
     # that cannot exist. SQS answering "invalid receipt handle" proves the endpoint is reachable,
