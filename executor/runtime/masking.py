@@ -98,6 +98,7 @@ class Masker:
         self._multiline = [(f, f[: f.index(b"\n") + 1]) for f in self._forms if b"\n" in f]
         self._line_hold = max([len(f) for f in self._forms if b"\n" not in f] +
                               [len(first) for _, first in self._multiline] + [0])
+        self._longest = len(self._forms[0]) if self._forms else 0
         self._stride, self._blocks, self._short = _plan_filter(anchors)
 
     def __bool__(self) -> bool:
@@ -196,6 +197,12 @@ class Masker:
             carried = max(carried, runs[0][1])
         return b"".join(pieces), carried
 
+    def _settled(self, held: bytes, data: bytes) -> bool:
+        """Whether no form begins in HELD, now that DATA follows it: one that did would end
+        within the longest form's length of DATA, or still be open where that much ends."""
+        seam = held + data[: self._longest]
+        return self._open_from(seam) >= len(held) and all(start >= len(held) for start, _ in self._covered(seam, 0))
+
     def _open_from(self, data: bytes) -> int:
         """Where a form may have begun in DATA without ending in it: everything before is final."""
         n = len(data)
@@ -215,27 +222,32 @@ class Masker:
 
 class MaskingStream:
     """Masks output that arrives in pieces cut anywhere: feed() returns what is final, masked;
-    finish() the rest. What it holds back is at most the longest form. Both return bytes or, so
-    that a flood's reads are not copied, a memoryview of what was fed."""
+    finish() the rest. What it holds back is at most the longest form. Both return a list of
+    pieces, bytes or (so that a flood's reads are not copied) memoryviews of what was fed."""
 
     def __init__(self, masker: Masker) -> None:
         self._masker = masker
         self._held = b""
         self._ahead = 0  # bytes at the start of _held inside a form whose MASK is already out
 
-    def feed(self, data: bytes) -> bytes | memoryview:
+    def feed(self, data: bytes) -> list[bytes | memoryview]:
         if not self._masker:
-            return data
+            return [data]
+        pieces = []
+        if self._held and not self._ahead and self._masker._settled(self._held, data):
+            pieces.append(self._held)  # nothing begins in it after all: out as it is, DATA not copied
+            self._held = b""
         data = self._held + data if self._held else data
         cut = self._masker._open_from(data)
         out, self._ahead = self._masker._mask(data, cut, self._ahead)
         self._held = data[cut:]
-        return out
+        pieces.append(out)
+        return pieces
 
-    def finish(self) -> bytes | memoryview:
+    def finish(self) -> list[bytes | memoryview]:
         data, self._held = self._held, b""
         out, self._ahead = self._masker._mask(data, len(data), self._ahead) if data else (b"", 0)
-        return out
+        return [out]
 
     @property
     def held(self) -> int:

@@ -99,10 +99,11 @@ class TaskLog:
             self._decoding = bool(self._decoder.getstate()[0])
         return data
 
-    def _append(self, data: bytes | memoryview) -> None:
-        if len(data):
-            with self._lock:
-                self._keep(data)
+    def _append(self, pieces: list[bytes | memoryview]) -> None:
+        with self._lock:
+            for piece in pieces:
+                if len(piece):
+                    self._keep(piece)
 
     def write_line(self, text: str) -> None:
         """A line from the executor itself (start, limits, outcome), masked like the rest, on a
