@@ -10,6 +10,7 @@ what DataHub's own client reads back.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from types import ModuleType
@@ -22,6 +23,9 @@ from datahub.utilities.urns.error import InvalidUrnError
 
 from . import remote_executor_model
 from .avro_check import problems, restli_name
+
+# Urns remembered parsed: a batch names each entity once per aspect it writes.
+PARSED_URNS = 1024
 
 
 class MetadataInvalid(ValueError):
@@ -53,6 +57,7 @@ class Registry:
     def __init__(self, entities: dict[str, EntitySpec], aspects: dict[str, AspectSpec]) -> None:
         self._entities = entities
         self._aspects = aspects
+        self._parsed_urn = functools.lru_cache(maxsize=PARSED_URNS)(self._parse_urn)
 
     @classmethod
     def load(cls, model: ModuleType | None = None, *, add_remote_executor: bool = True) -> Registry:
@@ -96,9 +101,14 @@ class Registry:
         return spec
 
     def parse_urn(self, text: Any) -> Urn:
-        """A urn of a known entity type, with as many key parts as its key has fields."""
+        """A urn of a known entity type, with as many key parts as its key has fields. Each text is
+        parsed once while it is among the last PARSED_URNS (the Urn is never changed by its users);
+        a refused one is parsed, and refused, every time."""
         if not isinstance(text, str):
             raise MetadataInvalid(f"Invalid urn {text!r}: a urn is a string")
+        return self._parsed_urn(text)
+
+    def _parse_urn(self, text: str) -> Urn:
         try:
             urn = Urn.from_string(text)
         except InvalidUrnError as exc:
