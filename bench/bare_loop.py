@@ -1,0 +1,62 @@
+"""The bare loop the executor is compared against: receive, run the payload in a subprocess,
+delete, on THREADS threads until COUNT messages are done. bench/peers.py starts it as its own
+process, as our executor and Celery's worker are, so that it shares no interpreter (and no GIL)
+with the control plane and the embedded SQS server of the benchmark process.
+
+    python bench/bare_loop.py QUEUE_URL ENDPOINT STANDIN COUNT THREADS
+
+Prints one JSON line: the seconds from the first receive to the last delete, and the CPU this
+process spent in that time (user + system, its children excluded: the payload's CPU is not the
+loop's), for CPU per task against our master's.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+import boto3
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(queue_url: str, endpoint: str, standin: str, count: int, threads: int) -> dict[str, float]:
+    done = 0
+    lock = threading.Lock()
+    # Clients are made here, one per thread, before the clock starts: botocore's client creation
+    # is not thread-safe and costs ~100 ms, which is start-up, not per-task work.
+    clients = [boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint,
+                            aws_access_key_id="local", aws_secret_access_key="local") for _ in range(threads)]
+
+    def work(sqs) -> None:
+        nonlocal done
+        while True:
+            with lock:
+                if done >= count:
+                    return
+            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1)
+            for message in answer.get("Messages", []):
+                subprocess.run([standin], env={"PATH": "/usr/bin:/bin", "BENCH_PAYLOAD": "true"}, check=False,
+                               stdin=subprocess.DEVNULL)
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                with lock:
+                    done += 1
+
+    cpu_before, started = cpu_seconds(), time.monotonic()
+    workers = [threading.Thread(target=work, args=(client,)) for client in clients]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return {"seconds": time.monotonic() - started, "cpu_seconds": cpu_seconds() - cpu_before, "count": count}
+
+
+if __name__ == "__main__":
+    queue, endpoint_url, standin_path, total, thread_count = sys.argv[1:6]
+    print(json.dumps(run(queue, endpoint_url, standin_path, int(total), int(thread_count))))
