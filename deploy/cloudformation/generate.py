@@ -29,6 +29,17 @@ digits and '_', refuse the names this template sets itself (ECS refuses a secret
 of one name only when it registers the task definition, well into the stack's creation), forbid
 ',' and '=' inside values so the split is exact, and accept only a full secret ARN, so that no
 IAM wildcard ('*', '?') and no partial ARN reaches a policy.
+
+A secret's value may be ECS's whole valueFrom, ARN:JSON_KEY:VERSION_STAGE:VERSION_ID (ECS then
+injects that key's value), in the grammar the executor's DATAHUB_EXECUTOR_AWS_SECRETS uses
+(executor/runtime/secrets.py). The container gets it whole; the roles get GetSecretValue on the
+secret's own ARN, cut out of it by Fn::Split on ":secret:" and ":" (secret_arn), since IAM knows
+nothing of keys. Those expressions, like the existing ones, are only valid for a slot that is
+present: CloudFormation resolves the branch of Fn::If its condition picks, and no other (the
+AWS::LanguageExtensions transform resolves both, one more reason not to use it).
+
+Each slot's parts are written on one line: the template must stay under the 51,200 bytes that
+create-stack accepts as --template-body, which the documented commands use.
 """
 from __future__ import annotations
 
@@ -39,6 +50,7 @@ import yaml
 
 # A script of this checkout uses this checkout's vocabulary, whether or not the project is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from executor.runtime.secrets import SECRET_VALUE_FROM_PATTERN  # noqa: E402
 from vocabulary import ids  # noqa: E402
 
 SLOTS = 10
@@ -62,9 +74,10 @@ PARAMETER_ENVIRONMENT = {
 TOKEN_VARIABLE = "DATAHUB_GMS_TOKEN"
 RESERVED = (*PARAMETER_ENVIRONMENT, *FIXED_ENVIRONMENT, TOKEN_VARIABLE)
 NAME = r"(?!(?:" + "|".join(RESERVED) + r")=)[A-Za-z_][A-Za-z0-9_]*"
-# A full ARN: the secret's name, then '-' and the six characters Secrets Manager appends.
-SECRET_ARN = r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+.@-]+-[A-Za-z0-9]{6}"
-SECRET_ENTRY = f"{NAME}={SECRET_ARN}"
+# What ECS takes as a secret's valueFrom, as the executor's DATAHUB_EXECUTOR_AWS_SECRETS does: a full
+# ARN (the name, '-' and the six characters Secrets Manager appends), optionally followed by
+# :JSON_KEY:VERSION_STAGE:VERSION_ID.
+SECRET_ENTRY = f"{NAME}={SECRET_VALUE_FROM_PATTERN}"
 ENV_ENTRY = f"{NAME}=[^,=]*"
 # The control plane names a pool's queues dhx-<installation>-<pool> (ingestion) and
 # dhx-<installation>-<pool>-monitors, <installation> being 8 hex characters. IAM's '?' matches
@@ -95,13 +108,26 @@ def ref(name: str) -> dict:
     return {"Ref": name}
 
 
+class OneLine(dict):
+    """An expression written on one line (YAML flow style). Each slot's parts are, so that the
+    template stays readable and under the 51,200 bytes create-stack takes as --template-body."""
+
+
+class TemplateDumper(yaml.SafeDumper):
+    pass
+
+
+TemplateDumper.add_representer(
+    OneLine, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True))
+
+
 def entry(parameter: str, slot: int) -> dict:
     padded = {"Fn::Sub": "${" + parameter + "}" + ",=" * SLOTS}
-    return {"Fn::Select": [slot, {"Fn::Split": [",", padded]}]}
+    return OneLine({"Fn::Select": [slot, {"Fn::Split": [",", padded]}]})
 
 
 def part(parameter: str, slot: int, index: int) -> dict:
-    return {"Fn::Select": [index, {"Fn::Split": ["=", entry(parameter, slot)]}]}
+    return OneLine({"Fn::Select": [index, {"Fn::Split": ["=", entry(parameter, slot)]}]})
 
 
 def condition_name(kind: str, slot: int) -> str:
@@ -122,12 +148,22 @@ def slots(kind: str, make) -> list:
     return [{"Fn::If": [condition_name(kind, slot), make(slot), ref("AWS::NoValue")]} for slot in range(SLOTS)]
 
 
+def secret_arn(slot: int) -> dict:
+    """The secret's own ARN, what IAM grants GetSecretValue on, from entry SLOT's valueFrom, which
+    may end in :JSON_KEY:VERSION_STAGE:VERSION_ID. A secret's name holds no ':', so the ARN is
+    what precedes ':secret:', ':secret:', and the name up to the next ':'."""
+    def half(index: int) -> dict:  # built anew for each use: a shared node would be dumped as a YAML alias
+        return {"Fn::Select": [index, {"Fn::Split": [":secret:", part("SecretNames", slot, 1)]}]}
+
+    return {"Fn::Join": [":secret:", [half(0), {"Fn::Select": [0, {"Fn::Split": [":", half(1)]}]}]]}
+
+
 def secret_arns(*, first_is_present: bool = False) -> list:
-    """The named secrets' ARNs; inside a statement that exists only when some are named, the
+    """The named secrets' own ARNs; inside a statement that exists only when some are named, the
     first slot is known to be present (cfn-lint rightly flags an If that cannot be false)."""
-    arns = slots("Secret", lambda slot: part("SecretNames", slot, 1))
+    arns = slots("Secret", secret_arn)
     if first_is_present:
-        arns[0] = part("SecretNames", 0, 1)
+        arns[0] = secret_arn(0)
     return arns
 
 
@@ -171,11 +207,13 @@ def parameters() -> dict:
         "SecretNames": {"Type": "String", "Default": "",
                         "AllowedPattern": f"^$|^{SECRET_ENTRY}(,{SECRET_ENTRY}){{0,{SLOTS - 1}}}$",
                         "ConstraintDescription": f"up to {SLOTS} NAME=SECRET_ARN entries, comma-separated; "
-                                                 "full secret ARNs (ending in the 6-character suffix), names other "
-                                                 "than " + ", ".join(RESERVED),
+                                                 "full secret ARNs (ending in the 6-character suffix), optionally "
+                                                 "followed by :JSON_KEY:VERSION_STAGE:VERSION_ID with all three "
+                                                 "colons; names other than " + ", ".join(RESERVED),
                         "Description": f"Up to {SLOTS} NAME=SECRET_ARN, comma-separated: each Secrets Manager "
                                        "secret reaches the executor as environment variable NAME, for ${NAME} "
-                                       "in recipes."},
+                                       "in recipes. SECRET_ARN:JSON_KEY:: gives that key's value (ECS's "
+                                       "valueFrom form, e.g. DB_PASSWORD=<arn>:password::)."},
         "EnvironmentVariables": {"Type": "String", "Default": "",
                                  "AllowedPattern": f"^$|^{ENV_ENTRY}(,{ENV_ENTRY}){{0,{SLOTS - 1}}}$",
                                  "ConstraintDescription": f"up to {SLOTS} NAME=VALUE entries, comma-separated, "
@@ -347,7 +385,7 @@ HEADER = f"""\
 
 
 def render() -> str:
-    return HEADER + yaml.safe_dump(template(), sort_keys=False, width=120)
+    return HEADER + yaml.dump(template(), Dumper=TemplateDumper, sort_keys=False, width=120)
 
 
 if __name__ == "__main__":
