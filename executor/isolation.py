@@ -1,7 +1,8 @@
 """What keeps a task away from the executor: the user tasks run as, and the master's own guards.
 
 - Tasks run as an unprivileged user (DATAHUB_EXECUTOR_TASK_USER, default `datahub-task`, which
-  systemd/install.sh and the image create), never as the master's uid: such a task cannot write
+  systemd/install.sh and the image create; or a uid range, one uid per running task, so tasks
+  are kept from each other too: task_users.py), never as the master's uid: such a task cannot write
   any cgroup's cgroup.procs (they belong to root), cannot read the master's /proc files, and its
   files are its own. Where the executor itself is unprivileged (a container, Fargate) it cannot
   switch users; tasks then run as its own uid, and the start-up log and `check` say so.
@@ -11,11 +12,16 @@
 from __future__ import annotations
 
 import ctypes
+import grp
 import os
 import pwd
+import re
 from dataclasses import dataclass
 
 from sandbox import Sandbox, SandboxError, TaskUser
+from sandbox.task_user import MAX_ID
+
+from .task_users import MAX_RANGE, TaskUsers
 
 PR_SET_DUMPABLE = 4
 NO_TASK_USER = "none"
@@ -27,20 +33,31 @@ class TaskUserError(ValueError):
 
 @dataclass(frozen=True)
 class TaskIdentity:
-    user: TaskUser | None
+    users: TaskUsers
     description: str  # for the start-up log and `check`
 
 
+UID_RANGE = re.compile(r"(\d+)-(\d+)")
+
+
 def resolve_task_user(setting: str, sandbox: Sandbox) -> TaskIdentity:
-    """The user tasks run as: a name or UID[:GID], or `none` (the executor's own user)."""
+    """Who tasks run as: a name or UID[:GID] (one user for every task), FIRST-LAST (a uid of its
+    own for each running task, task_users.py), or `none` (the executor's own user)."""
     value = setting.strip()
     if value == NO_TASK_USER:
-        return TaskIdentity(None, f"tasks run as the executor's own user (uid {os.geteuid()}): "
-                                  "DATAHUB_EXECUTOR_TASK_USER=none")
+        return TaskIdentity(TaskUsers.shared(None), f"tasks run as the executor's own user (uid {os.geteuid()}): "
+                                                    "DATAHUB_EXECUTOR_TASK_USER=none")
     support = sandbox.isolation_support()["task_user"]
     if not support.startswith("available"):
-        return TaskIdentity(None, f"tasks run as the executor's own user (uid {os.geteuid()}): switching to "
-                                  f"{value} is {support}; the cgroup limits still hold")
+        return TaskIdentity(TaskUsers.shared(None), f"tasks run as the executor's own user (uid {os.geteuid()}): "
+                                                    f"switching to {value} is {support}; the cgroup limits still hold")
+    span = UID_RANGE.fullmatch(value)
+    if span:
+        first, last = int(span.group(1)), int(span.group(2))
+        _check_range(first, last)
+        return TaskIdentity(TaskUsers.uid_range(first, last),
+                            f"each task runs as a uid of its own from {first}-{last} (group of the same number), "
+                            "without capabilities or new privileges")
     try:
         if value.replace(":", "").isdigit():
             user = TaskUser.parse(value)
@@ -50,14 +67,36 @@ def resolve_task_user(setting: str, sandbox: Sandbox) -> TaskIdentity:
             user.validate()
     except KeyError:
         raise TaskUserError(f"DATAHUB_EXECUTOR_TASK_USER: user {value!r} does not exist: create it (systemd/install.sh "
-                            "and the container image do), name another user or UID:GID, or set it to 'none' to run "
-                            "tasks as the executor's own user (no uid separation)") from None
+                            "and the container image do), name another user, UID:GID or a range FIRST-LAST, or set it "
+                            "to 'none' to run tasks as the executor's own user (no uid separation)") from None
     except SandboxError as exc:
         raise TaskUserError(f"DATAHUB_EXECUTOR_TASK_USER: {exc}") from None
     if user.uid == os.geteuid():
         raise TaskUserError(f"DATAHUB_EXECUTOR_TASK_USER: {value} is the executor's own uid; tasks must run as "
                             "another user")
-    return TaskIdentity(user, f"tasks run as uid {user.uid}, gid {user.gid}, without capabilities or new privileges")
+    return TaskIdentity(TaskUsers.shared(user), f"tasks run as uid {user.uid}, gid {user.gid}, without capabilities "
+                                                "or new privileges (one user for all tasks)")
+
+
+def _check_range(first: int, last: int) -> None:
+    """A range is for tasks alone: a uid or gid some account or group already has would give a
+    task that account's files (or that group's), and the executor's own uid would give it the
+    executor."""
+    where = f"DATAHUB_EXECUTOR_TASK_USER={first}-{last}"
+    if not 0 < first <= last <= MAX_ID:
+        raise TaskUserError(f"{where}: use FIRST-LAST with 0 < FIRST <= LAST <= {MAX_ID}")
+    if last - first + 1 > MAX_RANGE:
+        raise TaskUserError(f"{where}: at most {MAX_RANGE} uids")
+    if first <= os.geteuid() <= last:
+        raise TaskUserError(f"{where}: the range holds the executor's own uid {os.geteuid()}")
+    for entry in pwd.getpwall():
+        if first <= entry.pw_uid <= last:
+            raise TaskUserError(f"{where}: uid {entry.pw_uid} belongs to user {entry.pw_name!r}; pick a range no "
+                                "account uses")
+    for group in grp.getgrall():
+        if first <= group.gr_gid <= last:
+            raise TaskUserError(f"{where}: gid {group.gr_gid} belongs to group {group.gr_name!r}; pick a range no "
+                                "account or group uses")
 
 
 def make_master_undumpable() -> bool:

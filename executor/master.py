@@ -26,7 +26,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from sandbox import Sandbox
+from sandbox import Sandbox, TaskUser
 from vocabulary.tasks import INGESTION, MONITORS
 
 from .consumer import Received, SqsConsumer
@@ -145,23 +145,20 @@ class Master:
                      for task_class, url in ((INGESTION, pool.ingestion_queue_url), (MONITORS, pool.monitors_queue_url))}
         logs = LogUploader(self.client, bucket=s.log_s3_bucket, pool_id=s.pool_id)
         secret_store = self._secret_store()
-        user = self.task_identity.user
-        owner = (user.uid, user.gid) if user else None
         venvs = VenvCache(s.venv_cache_dir, index_url=s.pip_index_url, python=s.task_python or sys.executable,
-                          builder=ConfinedBuilder(self.sandbox, user), owner=owner,
-                          network=network_env.for_builds(os.environ))
+                          builder=ConfinedBuilder(self.sandbox), network=network_env.for_builds(os.environ))
         task_network = network_env.for_tasks(os.environ)
 
-        def prepare(task: str, args: dict, execution_id: str, ingest_token: str):
+        def prepare(task: str, args: dict, execution_id: str, ingest_token: str, user: TaskUser | None):
             return prepare_task(task, args, execution_id=execution_id, secrets=secret_store, venvs=venvs,
                                 work_root=str(self.work_dir), default_version=s.default_cli_version,
-                                gms_url=s.gms_url, ingest_token=ingest_token, owner=owner, network=task_network)
+                                gms_url=s.gms_url, ingest_token=ingest_token, user=user, network=task_network)
 
         self.services = RunnerServices(
             settings=s, client=self.client, consumers=consumers, ledgers=self.ledgers, leases=self.leases,
             sandbox=self.sandbox, prepare=prepare, logs=logs,
             task_logs=TaskLogDirectory(str(self.work_dir / "logs"), held=self.leases.claimed_ids),
-            metrics=self.metrics, instance_id=self.instance_id, task_user=user, private_tmp=self.private_tmp,
+            metrics=self.metrics, instance_id=self.instance_id, task_users=self.task_identity.users, private_tmp=self.private_tmp,
             stopping=self.stopping, kill_now=self.kill_now)
         self.heartbeat = Heartbeat(client=self.client, executor_id=s.executor_id, instance_id=self.instance_id,
                                    pool_id=s.pool_id, interval_s=s.heartbeat_interval_s, leases=self.leases,
@@ -323,10 +320,10 @@ class Master:
             pass
 
     def _sandbox_report(self) -> dict:
-        user = self.task_identity.user if getattr(self, "task_identity", None) else None
+        identity = getattr(self, "task_identity", None)
         return {"mode": self.sandbox.mode if self.sandbox else None,
                 "master_oom_protected": bool(self.sandbox and self.sandbox.master_oom_protected),
-                "task_user": str(user) if user else "none", "private_tmp": getattr(self, "private_tmp", False),
+                "task_user": identity.users.describe() if identity else "none", "private_tmp": getattr(self, "private_tmp", False),
                 "master_dumpable": getattr(self, "dumpable", True)}
 
     def _dependency_health(self) -> dict:

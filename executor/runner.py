@@ -1,7 +1,7 @@
 """One held execution, from its message to its deleted message, on its own thread.
 
     claim -> weight (from the claim) -> admission (its ledger, first come first served)
-    -> prepare (secrets, virtualenv) -> start confined -> feed stdin, pump the log
+    -> its task user (task_users.py) -> prepare (secrets, virtualenv) -> start confined -> feed stdin, pump the log
     -> every progress interval: the masked tail as a RUNNING result, DataHub's KILL signal read
     -> outcome -> full log (a few tries) -> result (retried until recorded) -> delete the message
 
@@ -39,6 +39,7 @@ from .runtime.rejection import TaskRejected
 from .runtime.task_log import TaskLog, TaskLogDirectory
 from .runtime.tasks import PreparedTask, extra_env_of
 from .settings import Settings
+from .task_users import Cancelled, TaskUsers
 from .text import printable
 
 SILENCE_WARNING_S = 120
@@ -56,12 +57,12 @@ class RunnerServices:
     ledgers: dict[str, Ledger]
     leases: Leases
     sandbox: Sandbox
-    prepare: Callable[[str, dict, str, str], PreparedTask]
+    prepare: Callable[[str, dict, str, str, TaskUser | None], PreparedTask]
     logs: LogUploader
     task_logs: TaskLogDirectory
     metrics: ExecutorMetrics
     instance_id: str  # this process, as the control plane knows it (random per start)
-    task_user: TaskUser | None  # who tasks run as (None: the executor's own user)
+    task_users: TaskUsers  # who each task runs as
     private_tmp: bool
     stopping: threading.Event  # no new work: unstarted work is given back
     kill_now: threading.Event  # running tasks are killed and reported ABORTED (EXECUTOR_SHUTDOWN)
@@ -75,6 +76,7 @@ class TaskRunner(threading.Thread):
         self.execution_id = lease.execution_id
         self.log = logger.bind(execution_id=lease.execution_id)
         self._admitted_to: Ledger | None = None
+        self._user: TaskUser | None = None
         self._process: ConfinedProcess | None = None
         self._end_reason: str | None = None  # "cancel" | "shutdown"
         self._lock = threading.Lock()
@@ -93,6 +95,7 @@ class TaskRunner(threading.Thread):
             self._recover()
         finally:
             self._kill_and_wait()
+            self.s.task_users.release(self.execution_id)
             if self._admitted_to is not None:
                 self._admitted_to.release(self.execution_id)
                 self.s.metrics.set_ledger(self._admitted_to.snapshot())
@@ -122,8 +125,16 @@ class TaskRunner(threading.Thread):
         self._admitted_to = ledger
         self.s.metrics.set_ledger(ledger.snapshot())
         self.s.leases.move(self.lease, State.ADMITTED)
+        if self.s.task_users.all_held():
+            self.log.warning("every task uid of {} is held by a running task: waiting for one to end "
+                             "(DATAHUB_EXECUTOR_TASK_USER)", self.s.task_users.describe())
         try:
-            prepared = self.s.prepare(claimed.task, claimed.args, self.execution_id, claimed.ingest_token)
+            self._user = self.s.task_users.acquire(self.execution_id, self.s.stopping)
+        except Cancelled:
+            self._release("the executor stopped before the task could start")
+            return
+        try:
+            prepared = self.s.prepare(claimed.task, claimed.args, self.execution_id, claimed.ingest_token, self._user)
         except TaskRejected as exc:
             self.log.error("task rejected ({}): {}", exc.reason, printable(exc))
             self._report_failure(claimed, exc.reason, f"{exc.reason}: {exc}", started)
@@ -197,7 +208,7 @@ class TaskRunner(threading.Thread):
         try:
             process = self.s.sandbox.start(prepared.argv, limits, name=self.execution_id, env=prepared.env,
                                            cwd=prepared.workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT, user=self.s.task_user,
+                                           stderr=subprocess.STDOUT, user=self._user,
                                            private_tmp=self.s.private_tmp)
         except SandboxError as exc:
             task_log.close()

@@ -166,8 +166,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATAHUB_EXECUTOR_TASK_PIDS_MAX", "task_pids_max", _positive_int, "4096",
             "Most processes and threads one task may have at once (cgroup pids.max); stops a fork bomb."),
     Setting("DATAHUB_EXECUTOR_TASK_USER", "task_user", _text, "datahub-task",
-            "The unprivileged user tasks run as (a name or UID[:GID]), never the executor's own; `none` runs them "
-            "as the executor's user. An unprivileged executor (a container) cannot switch, and says so."),
+            "The unprivileged user tasks run as (a name or UID[:GID]), never the executor's own; FIRST-LAST (e.g. "
+            "3000000-3000031, uids no account or group has) gives each running task a uid and group of its own, so "
+            "tasks cannot read each other's environment or files either; `none` runs them as the executor's user. "
+            "An unprivileged executor (a container) cannot switch, and says so."),
     Setting("DATAHUB_EXECUTOR_TASK_PRIVATE_TMP", "task_private_tmp", _bool, "true",
             "Give each task its own /tmp, /var/tmp and /dev/shm (and a read-only cgroup filesystem), gone with it; "
             "needs a root executor."),

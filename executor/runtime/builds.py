@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 
-from sandbox import Limits, Sandbox, SandboxError, TaskUser
+from sandbox import Limits, Sandbox, SandboxError
 
 from .rejection import TaskRejected
 from .venvs import INSTALL_TIMEOUT_S, InstallStep
@@ -20,16 +20,15 @@ OUTPUT_KEPT_BYTES = 64 << 10
 
 
 class ConfinedBuilder:
-    def __init__(self, sandbox: Sandbox, user: TaskUser | None) -> None:
+    def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
-        self.user = user
 
     def __call__(self, step: InstallStep) -> tuple[int, str]:
         limits = Limits(memory_max_bytes=BUILD_MEMORY_BYTES, pids_max=BUILD_PIDS_MAX, timeout_s=INSTALL_TIMEOUT_S)
         try:
             process = self.sandbox.start(step.argv, limits, name=f"venv-build-{secrets.token_hex(4)}", env=step.env,
                                          cwd=step.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, user=self.user)
+                                         stderr=subprocess.STDOUT, user=step.user)
         except SandboxError as exc:
             raise TaskRejected("VENV_INSTALL_FAILED", f"the virtualenv build could not start: {exc}") from None
         kept = b""

@@ -105,12 +105,12 @@ def extra_env_of(args: dict) -> dict[str, str]:
 
 def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSecretStore, venvs: VenvCache,
                  work_root: str, default_version: str, gms_url: str, ingest_token: str,
-                 owner: tuple[int, int] | None = None, network: dict[str, str] | None = None) -> PreparedTask:
+                 user: Any = None, network: dict[str, str] | None = None) -> PreparedTask:
     """The task's command, environment and stdin. GMS_URL and INGEST_TOKEN are where the task's
     default `datahub-rest` sink writes, with a token that can ingest metadata for this run and
-    nothing else (the control plane revokes it when the run ends). OWNER (the task user's uid,
-    gid) gets the task's private work directory; NETWORK is the proxy and certificate settings
-    the task needs (network_env.for_tasks)."""
+    nothing else (the control plane revokes it when the run ends). USER (a sandbox.TaskUser, the
+    task's) owns the task's private work directory and builds its virtualenv; NETWORK is the proxy
+    and certificate settings the task needs (network_env.for_tasks)."""
     try:
         task_class(task)
         ids.execution_id(execution_id)
@@ -136,7 +136,7 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
     if not isinstance(extra_requirements, list):
         raise TaskRejected(S.INVALID_ARGUMENTS, "extra_pip_requirements is not a JSON list")
     version = str(args.get("version") or default_version)
-    cli = venvs.datahub_cli(version, plugins_for(recipe), [str(r) for r in extra_requirements])
+    cli = venvs.datahub_cli(version, plugins_for(recipe), [str(r) for r in extra_requirements], user)
 
     executions_root = os.path.realpath(os.path.join(work_root, "executions"))
     workdir = os.path.join(executions_root, execution_id)
@@ -148,9 +148,9 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
     os.chmod(executions_root, 0o711)
     os.makedirs(os.path.join(workdir, "tmp"), mode=0o700)
     os.chmod(workdir, 0o700)
-    if owner is not None:
+    if user is not None:
         for path in (workdir, os.path.join(workdir, "tmp")):
-            os.chown(path, *owner)
+            os.chown(path, user.uid, user.gid)
     report_path = os.path.join(workdir, "ingestion_report.json")
     recipe.setdefault("run_id", execution_id)
     envelope = {

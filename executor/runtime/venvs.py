@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -52,6 +53,7 @@ class InstallStep:
     argv: list[str]
     env: dict[str, str]
     cwd: str
+    user: Any = None  # sandbox.TaskUser, or None: the executor's own user
 
 
 # Runs a step; returns its exit code and (the end of) its output.
@@ -69,21 +71,21 @@ def run_locally(step: InstallStep) -> tuple[int, str]:
 
 
 class VenvCache:
-    """Builds run through BUILDER (confined, as OWNER, the task user), in the venv's own
-    directory, owned by OWNER while it builds; once built, the venv is handed to the executor's
-    user and made read-only for everyone else, so no task can change what later tasks run."""
+    """Builds run through BUILDER (confined, as the task user asking), in the venv's own
+    directory, owned by that user while it builds; once built, the venv is handed to the
+    executor's user and made read-only for everyone else, so no task can change what later tasks
+    run."""
 
     def __init__(self, cache_dir: str, *, index_url: str | None = None, python: str = sys.executable,
-                 builder: Builder = run_locally, owner: tuple[int, int] | None = None,
-                 network: dict[str, str] | None = None) -> None:
+                 builder: Builder = run_locally, network: dict[str, str] | None = None) -> None:
         self.cache_dir = Path(cache_dir)
         self.index_url = index_url
         self.python = python
         self.builder = builder
-        self.owner = owner
         self.network = dict(network or {})
-    def datahub_cli(self, version: str, plugins: list[str], extra_requirements: list[str]) -> str:
-        """Path of the `datahub` executable for this combination, building its venv if needed."""
+    def datahub_cli(self, version: str, plugins: list[str], extra_requirements: list[str], user: Any = None) -> str:
+        """Path of the `datahub` executable for this combination, building its venv (as USER, a
+        sandbox.TaskUser) if needed."""
         if version == "native":
             if extra_requirements:
                 raise TaskRejected("UNKNOWN_VERSION", "version native cannot take extra pip requirements; pin a version")
@@ -102,7 +104,7 @@ class VenvCache:
         with open(self.cache_dir / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the one that builds; the others wait, then find it ready
             if not (target / ".ready").exists():
-                self._build(target, [spec, *extra_requirements])
+                self._build(target, [spec, *extra_requirements], user)
         return str(cli)
 
     def venv_dir(self, version: str, plugins: list[str], extra_requirements: list[str]) -> Path:
@@ -125,7 +127,7 @@ class VenvCache:
         raise TaskRejected("UNKNOWN_VERSION", f"version {version!r} is not latest, native, a version such as 1.2.0.4, "
                                               "or a wheel URL")
 
-    def _build(self, target: Path, requirements: list[str]) -> None:
+    def _build(self, target: Path, requirements: list[str], user: Any) -> None:
         shutil.rmtree(target, ignore_errors=True)
         uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
         if uv is None:
@@ -133,16 +135,16 @@ class VenvCache:
         started = time.monotonic()
         logger.info("building task virtualenv {} for {}", target.name, " ".join(requirements))
         target.mkdir(mode=0o755)
-        if self.owner is not None:
-            os.chown(target, *self.owner)
+        if user is not None:
+            os.chown(target, user.uid, user.gid)
         env = {**self.network, "PATH": f"{Path(uv).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(target),
                "VIRTUAL_ENV": str(target), "UV_NO_CACHE": "1", "UV_PYTHON_DOWNLOADS": "never", "LANG": "C.UTF-8"}
         if self.index_url:
             env["UV_INDEX_URL"] = self.index_url
         try:
-            self._step([uv, "venv", "--quiet", "--allow-existing", "--python", self.python, str(target)], env, target)
+            self._step([uv, "venv", "--quiet", "--allow-existing", "--python", self.python, str(target)], env, target, user)
             self._step([uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"), *requirements], env,
-                       target)
+                       target, user)
             _seal(target)
             (target / ".ready").write_text(json.dumps({"requirements": requirements}))
         except BaseException:
@@ -150,8 +152,8 @@ class VenvCache:
             raise
         logger.info("task virtualenv {} ready in {:.1f}s", target.name, time.monotonic() - started)
 
-    def _step(self, argv: list[str], env: dict[str, str], target: Path) -> None:
-        returncode, output = self.builder(InstallStep(argv, env, str(target)))
+    def _step(self, argv: list[str], env: dict[str, str], target: Path, user: Any) -> None:
+        returncode, output = self.builder(InstallStep(argv, env, str(target), user))
         if returncode != 0:
             detail = output.strip().splitlines()[-5:]
             raise TaskRejected("VENV_INSTALL_FAILED", "installing the task environment failed: " + " | ".join(detail))

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import stat
+import time
 import uuid
 from pathlib import Path
 
@@ -20,27 +21,47 @@ from .probe_packages import PackageServer
 NOBODY = 65534
 
 
-@pytest.fixture
-def isolated(system, tmp_path):
+TASK_UIDS = (3_000_000, 3_000_003)  # far above any account a test machine has
+
+
+def start_isolated(system, tmp_path, task_user: str, executor_id: str):
     if os.geteuid() != 0:
         pytest.skip("tasks can run as another user only when the executor runs as root")
-    work = Path(f"/tmp/dhx-isolation-{uuid.uuid4().hex[:8]}")
+    work = ROOT / ".cache" / f"isolation-work-{uuid.uuid4().hex[:8]}"  # not below /tmp, which each task has its own of
     venvs = ROOT / ".cache" / f"isolation-venvs-{uuid.uuid4().hex[:8]}"
     work.mkdir(mode=0o711)
     os.chmod(work, 0o711)
     server = PackageServer(tmp_path / "packages")
-    env = system.executor_env("isolated-1", DATAHUB_EXECUTOR_TASK_USER="nobody", DATAHUB_EXECUTOR_TASK_PRIVATE_TMP="true",
+    env = system.executor_env(executor_id, DATAHUB_EXECUTOR_TASK_USER=task_user, DATAHUB_EXECUTOR_TASK_PRIVATE_TMP="true",
                               DATAHUB_EXECUTOR_TASK_PYTHON="/usr/bin/python3", DATAHUB_EXECUTOR_WORK_DIR=str(work),
                               DATAHUB_EXECUTOR_VENV_CACHE_DIR=str(venvs))
     executor = ExecutorProcess(env)
     system.executors.append(executor)
     executor.wait_for_line("Starting datahub executor worker", timeout_s=60)
-    try:
-        yield executor, server, venvs, env
-    finally:
+
+    def cleanup() -> None:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(venvs, ignore_errors=True)
+    return (executor, server, venvs, env), cleanup
+
+
+@pytest.fixture
+def isolated(system, tmp_path):
+    started, cleanup = start_isolated(system, tmp_path, "nobody", "isolated-1")
+    try:
+        yield started
+    finally:
+        cleanup()
+
+
+@pytest.fixture
+def uid_per_task(system, tmp_path):
+    started, cleanup = start_isolated(system, tmp_path, "%d-%d" % TASK_UIDS, "isolated-2")
+    try:
+        yield started
+    finally:
+        cleanup()
 
 
 def test_a_task_and_its_build_run_as_the_task_user_and_cannot_reach_the_executor(system, isolated):
@@ -75,3 +96,45 @@ def test_a_task_and_its_build_run_as_the_task_user_and_cannot_reach_the_executor
                 if p.lstat().st_uid != 0 or (not p.is_symlink() and p.lstat().st_mode & (stat.S_IWGRP | stat.S_IWOTH))]
     assert writable == [], "no task can change what later tasks run"
     assert executor_token not in log and executor_token not in "\n".join(executor.lines)
+
+
+def test_with_a_uid_range_two_running_tasks_cannot_reach_each_other(system, uid_per_task):
+    """One shared task user makes every running task the same uid: a task could read another's
+    token and secrets from /proc/<pid>/environ, signal it, and list its work directory. With
+    DATAHUB_EXECUTOR_TASK_USER=FIRST-LAST each running task has a uid of its own."""
+    executor, server, _, _ = uid_per_task
+    executor.wait_for_line("isolation: each task runs as a uid of its own from 3000000-3000003")
+    probe_source = dict(version=server.url(server.wheel), extra_pip=[f"dhxprobe @ {server.url(server.sdist)}"])
+    recipe = "source:\n  type: datahub-mock-data\n  config: {}\n"
+    lingering = system.cp.create_source("lingering", recipe, **probe_source,
+                                        extra_env={"DHX_PROBE_ROLE": "linger", "EXECUTOR_TASK_WEIGHT": "0.5"})
+    visiting = system.cp.create_source("visiting", recipe, **probe_source,
+                                       extra_env={"DHX_PROBE_ROLE": "neighbour", "EXECUTOR_TASK_WEIGHT": "0.5"})
+    first = system.cp.run_source(lingering["id"])
+    deadline = time.monotonic() + 300
+    while "PROBE " not in system.cp.logs(first["id"])["log"]:
+        assert time.monotonic() < deadline, "the lingering probe never started"
+        time.sleep(0.2)
+    second = system.cp.run_source(visiting["id"])
+    runs = [system.cp.wait_for_status(e["id"], {"SUCCESS", "FAILURE"}, timeout_s=120) for e in (second, first)]
+    probes = []
+    for execution, done in zip((second, first), runs):
+        log = system.cp.logs(execution["id"])["log"]
+        assert done["status"] == "SUCCESS", log[-3000:]
+        probes.append(json.loads(next(line for line in log.splitlines() if line.startswith("PROBE "))[6:]))
+    visitor, lingerer = probes
+    neighbour = visitor["neighbour"]
+    assert neighbour is not None, "the two tasks ran at the same time"
+    assert {visitor["uid"], lingerer["uid"]} <= set(range(TASK_UIDS[0], TASK_UIDS[1] + 1))
+    assert visitor["uid"] != lingerer["uid"] == neighbour["uid"], "a uid of its own, not its neighbour's"
+    assert visitor["gid"] == visitor["uid"] and visitor["groups"] == []
+    assert neighbour["read_environ"] in ("EACCES", "EPERM"), "its neighbour's token and secrets stay out of reach"
+    assert neighbour["signal"] == "EPERM"
+    assert neighbour["list_workdir"] == "EACCES"
+    plain = system.cp.create_source("plain", recipe, **probe_source)
+    third = system.cp.run_source(plain["id"])
+    done = system.cp.wait_for_status(third["id"], {"SUCCESS", "FAILURE"}, timeout_s=120)
+    assert done["status"] == "SUCCESS"
+    again = json.loads(next(line for line in system.cp.logs(third["id"])["log"].splitlines()
+                            if line.startswith("PROBE "))[6:])
+    assert again["uid"] not in (visitor["uid"], lingerer["uid"]), "a released uid goes to the back of the line"

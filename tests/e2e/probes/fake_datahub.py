@@ -3,12 +3,17 @@
 Installed as the `datahub` command of a wheel named acryl-datahub (tests/e2e/probe_packages.py),
 it runs where `datahub ingest run -c -` runs and prints one line, `PROBE {json}`, saying what it
 could do; it never prints a secret (tokens appear only as short hashes).
+
+DHX_PROBE_ROLE (a source's extra environment) makes two probes meet: `linger` stays until a
+`neighbour` probe has come and gone (at most a minute); `neighbour` waits for a lingering probe
+of another run and tries to read its environment (its token), signal it and list its files.
 """
 import errno
 import hashlib
 import json
 import os
 import sys
+import time
 
 
 def attempt(action):
@@ -40,6 +45,61 @@ def master_cgroup_procs(master):
                 base = f"/sys/fs/cgroup/{name}" if os.path.isdir(f"/sys/fs/cgroup/{name}") else f"/sys/fs/cgroup/{controllers}"
             paths.append(os.path.join(base, path.lstrip("/"), "cgroup.procs"))
     return [p for p in paths if os.path.exists(p)]
+
+
+def other_probes():
+    """Pids of the probes of other runs: their command line (readable by anyone) names their own
+    report file, under their own run's directory."""
+    mine = os.path.realpath(os.getcwd())
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "--report-to" in argv and "ingest" in argv:
+            report = argv[argv.index("--report-to") + 1]
+            if not report.startswith(mine + os.sep):
+                found[int(name)] = os.path.dirname(report)
+    return found
+
+
+def meet_a_neighbour():
+    """What this run could do to a lingering probe of another run."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        probes = other_probes()
+        if probes:
+            pid, workdir = next(iter(probes.items()))
+            status = {}
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    status[key] = value.split()
+
+            def read_environ():
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    f.read(1)
+
+            return {"uid": int(status["Uid"][0]), "read_environ": attempt(read_environ),
+                    "signal": attempt(lambda: os.kill(pid, 0)), "list_workdir": attempt(lambda: os.listdir(workdir))}
+        time.sleep(0.1)
+    return None
+
+
+def linger():
+    """Stay until a neighbour probe came and went (or a minute passed)."""
+    deadline = time.monotonic() + 60
+    seen = False
+    while time.monotonic() < deadline:
+        present = bool(other_probes())
+        if seen and not present:
+            return
+        seen = seen or present
+        time.sleep(0.1)
 
 
 def main():
@@ -78,7 +138,12 @@ def main():
         "token_sha256": hashlib.sha256(token.encode()).hexdigest()[:16] if token else None,
         "env_names": sorted(os.environ), "secrets_given": sorted(envelope.get("__secrets__", {})),
     }
+    role = os.environ.get("DHX_PROBE_ROLE")
+    if role == "neighbour":
+        found["neighbour"] = meet_a_neighbour()
     print("PROBE " + json.dumps(found), flush=True)
+    if role == "linger":
+        linger()
     if "--report-to" in args:
         with open(args[args.index("--report-to") + 1], "w") as f:
             json.dump({"probe": "done"}, f)
