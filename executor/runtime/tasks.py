@@ -13,14 +13,17 @@ HOME and TMPDIR, removed by cleanup().
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from loguru import logger
 
 from vocabulary import ids, statuses as S
 from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
@@ -32,6 +35,8 @@ from .rejection import TaskRejected
 from .secrets import ChainedSecretStore, SecretError, find_secret_names
 from .venvs import VenvCache, plugins_for
 
+# An ingestion report is a few hundred KB; past this it is not read (datahub_aspects caps what is shipped).
+REPORT_READ_MAX_BYTES = 16 << 20
 # Variables of the source's extra env that steer the executor and are not passed to the task.
 EXECUTOR_VARIABLES = {"EXECUTOR_TASK_WEIGHT", "EXECUTOR_TASK_MEMORY_LIMIT"}
 # The executor sets these for the task itself (the GMS address and the run's own ingest token).
@@ -62,14 +67,41 @@ class PreparedTask:
         run), with every form of every secret masked: a source that puts a password into a
         warning must not ship it. Same JSON structure (Masker.mask_json); a report too deeply
         nested to parse or mask is no report."""
+        data = read_task_file(self.report_path, REPORT_READ_MAX_BYTES)
+        if data is None:
+            return None
         try:
-            with open(self.report_path, encoding="utf-8", errors="replace") as f:
-                return self.masker.mask_json(json.load(f))
-        except (OSError, ValueError, RecursionError):
+            return self.masker.mask_json(json.loads(data.decode("utf-8", errors="replace")))
+        except (ValueError, RecursionError):
             return None
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def read_task_file(path: str, max_bytes: int) -> bytes | None:
+    """The bytes of a file the task wrote, read by the (root) executor without trusting the
+    task: the name may have been swapped for a link to a file only root may read (the
+    executor's environment, its token), for a FIFO that blocks the reader, or for /dev/zero that
+    never ends. Only a regular file, not a link, not linked elsewhere, up to MAX_BYTES, is read;
+    anything else is None, and the executor's log says why."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:  # no report: the run did not get that far
+            logger.warning("task file {} not read: {}", os.path.basename(path), os.strerror(exc.errno or 0))
+        return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            logger.warning("task file {} not read: not a regular file of the task's own",
+                           os.path.basename(path))
+            return None
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        logger.warning("task file {} not read: over {} bytes", os.path.basename(path), max_bytes)
+        return None
+    return data
 
 
 def parse_recipe(text: Any) -> dict:

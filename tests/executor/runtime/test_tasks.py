@@ -4,13 +4,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from executor.runtime.rejection import TaskRejected
 from executor.runtime.secrets import ChainedSecretStore, EnvSecretStore
-from executor.runtime.tasks import prepare_task
+from executor.runtime.masking import Masker
+from executor.runtime.tasks import REPORT_READ_MAX_BYTES, PreparedTask, prepare_task
 from vocabulary.tasks import task_class
 from executor.runtime.venvs import VenvCache, plugins_for
 
@@ -129,3 +131,47 @@ def test_connection_tests_and_monitor_checks_get_their_flags(tmp_path):
     assert "--test-source-connection" in prepare(tmp_path, "TEST_CONNECTION")[0].argv
     monitor = prepare(tmp_path, "RUN_MONITOR")[0].argv
     assert "--dry-run" in monitor and "--preview" in monitor
+
+
+def _prepared_with_report(path) -> PreparedTask:
+    return PreparedTask(argv=[], env={}, stdin_bytes=b"", workdir=str(path.parent), masker=Masker([]),
+                        report_path=str(path), memory_limit_bytes=None)
+
+
+def _read_within(prepared: PreparedTask, seconds: float):
+    """structured_report() on a thread, so a read that blocks fails the test instead of hanging it."""
+    got = []
+    reader = threading.Thread(target=lambda: got.append(prepared.structured_report()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert not reader.is_alive(), "reading the report blocked"
+    return got[0]
+
+
+def test_the_report_file_a_task_swapped_for_a_link_fifo_or_device_is_not_read(tmp_path):
+    """The task owns its work directory, and the executor reads the report as root: a link to a
+    file only root may read would ship that file to DataHub; a FIFO would block the runner; a
+    link to /dev/zero would read until the executor's memory ran out."""
+    private = tmp_path / "root-only.json"
+    private.write_text(json.dumps({"token": "root-only-value"}))
+    os.chmod(private, 0o600)
+    report = tmp_path / "ingestion_report.json"
+    prepared = _prepared_with_report(report)
+
+    report.symlink_to(private)
+    assert _read_within(prepared, 5) is None
+    report.unlink()
+    os.link(private, report)
+    assert _read_within(prepared, 5) is None, "a hard link to another file is not the task's own report"
+    report.unlink()
+    os.mkfifo(report)
+    assert _read_within(prepared, 5) is None
+    report.unlink()
+    report.symlink_to("/dev/zero")
+    assert _read_within(prepared, 5) is None
+    report.unlink()
+    report.write_bytes(b" " * (REPORT_READ_MAX_BYTES + 1))
+    assert _read_within(prepared, 5) is None
+    report.unlink()
+    report.write_text(json.dumps({"source": {"report": {"events_produced": 3}}}))
+    assert _read_within(prepared, 5) == {"source": {"report": {"events_produced": 3}}}
