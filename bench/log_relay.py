@@ -1,20 +1,19 @@
 """The log relay (child pipe -> masked file + tail) against a plain pipe-to-file loop, side by
 side in one run.
 
-    .venv/bin/python bench/log_relay.py [--mib 256] [--rounds 5] [--against REV]
+    .venv/bin/python bench/log_relay.py [--mib 256] [--rounds 5] [--modes flood,lines] [--against REV]
 
 Both read the same child: a Python process that builds realistic ingestion log lines
 (timestamps, logger names, urns; ~110 bytes a line), waits for a go on stdin (the clock starts
 there), then writes them to its stdout pipe as fast as it can, either in 1 MiB writes ("flood":
-the relay's own ceiling) or one write per line, as an unbuffered Python logger writes (the
-executor runs tasks with PYTHONUNBUFFERED=1: what real tasks do).
-The baseline enlarges the pipe and sizes its reads as the relay does (task_log.PIPE_BYTES,
-CHUNK) and writes each read to a file, nothing else. The relay is
-TaskLog.pump as the runner uses it, with no file cap (the baseline writes everything too) and a
-masker holding 0, 3 or 20 secrets: 3 is a 1.7 KB PEM-shaped private key, a password with
-characters that JSON and URLs escape, and an ingest token; 20 adds a second key and 16 tokens
-and passwords. "in output" rows also write the key and the password once per MiB, so the
-masking itself runs, not only the search that clears clean text.
+the relay's own ceiling) or one write per line ("lines": as an unbuffered Python logger writes,
+and the executor runs tasks with PYTHONUNBUFFERED=1). The baseline enlarges the pipe and sizes
+its reads as the relay does (task_log.PIPE_BYTES, CHUNK) and writes each read to a file, nothing
+else. The relay is TaskLog.pump as the runner uses it, with no file cap (the baseline writes
+everything too) and a masker holding 0, 3 or 20 secrets: 3 is a 1.7 KB PEM-shaped private key,
+a password with characters that JSON and URLs escape, and an ingest token; 20 adds a second key
+and 16 tokens and passwords. The "in output" row also writes the key and the password once per
+MiB, so the masking itself runs, not only the search that clears clean text.
 
 Rounds alternate baseline and relay so machine noise hits both alike; each figure is the median
 of its rounds, in MiB/s of child output, and the ratio is relay / baseline. Beside each rate,
