@@ -230,3 +230,29 @@ def test_without_a_proxy_check_lines_say_nothing_of_routes(tmp_path, package_ind
     done = subprocess.run([EXECUTOR, "check"], env=env, capture_output=True, text=True, timeout=120)
     assert f"PASS  package index: {package_index} reachable\n" in done.stdout
     assert "via proxy" not in done.stdout and "direct" not in done.stdout
+
+
+@pytest.mark.parametrize("environ, url, all_proxy, way", [
+    ({"HTTPS_PROXY": "http://proxy-user:proxy-pass-7@proxy.corp:3128"}, "https://acme.acryl.io/gms", True,
+     "via proxy http://***@proxy.corp:3128 (HTTPS_PROXY)"),
+    ({"https_proxy": "http://lower.corp:3128", "HTTPS_PROXY": "http://upper.corp:3128"}, "https://acme.acryl.io/gms",
+     False, "via proxy http://lower.corp:3128 (https_proxy)"),
+    ({"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": "localhost,.acryl.io"}, "https://acme.acryl.io/gms", True,
+     "direct (NO_PROXY)"),
+    ({"HTTP_PROXY": "http://proxy.corp:3128"}, "https://sqs.us-east-1.amazonaws.com", False,
+     "direct (no HTTPS_PROXY)"),
+    ({"ALL_PROXY": "socks5://u:proxy-pass-7@proxy.corp:1080"}, "https://acme.acryl.io/gms", True,
+     "via proxy socks5://***@proxy.corp:1080 (ALL_PROXY)"),
+    ({"ALL_PROXY": "socks5://proxy.corp:1080"}, "https://sqs.us-east-1.amazonaws.com", False,
+     "direct (no HTTPS_PROXY)"),  # botocore and urllib take no ALL_PROXY; requests (DataHub) does
+    ({}, "https://acme.acryl.io/gms", True, None),
+])
+def test_a_check_line_names_the_way_its_client_goes(monkeypatch, environ, url, all_proxy, way):
+    from executor.check import _routes
+
+    for name in list(os.environ):
+        if name.lower() in PROXY_VARIABLES:
+            monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert _routes([url], all_proxy=all_proxy) == way
