@@ -312,7 +312,7 @@ class AwsSecretArnStore:
                                                 "(SecretBinary); recipes take text: store it as a SecretString")
         if reference.json_key is None:
             return text
-        return json_key_value(reference.name, str(reference), text, reference.json_key)
+        return json_key_value(reference.name, reference.arn, text, reference.json_key)
 
     def probe(self) -> str:
         """Reads every secret it names, as a task would, and drops the values. GetSecretValue and
