@@ -179,3 +179,26 @@ def test_check_probes_the_lookup_by_name_for_reachability_and_credentials(tmp_pa
     assert f"by name: {moto_endpoint} reachable, credentials accepted" in line
     line, _ = run_check(tmp_path, moto_endpoint, DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER="true")
     assert "DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER=true needs an AWS region (NoRegionError): set AWS_DEFAULT_REGION" in line
+
+
+def test_the_masters_store_resolves_named_arns_with_keys_and_names_by_lookup(tmp_path, moto_endpoint, monkeypatch):
+    """Master._secret_store, as the running executor builds it from its settings and environment."""
+    from types import SimpleNamespace
+
+    from executor.master import Master
+
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in {"AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_endpoint, "AWS_ACCESS_KEY_ID": "test",
+                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}.items():
+        monkeypatch.setenv(name, value)
+    secrets = aws("secretsmanager", moto_endpoint)
+    db = secrets.create_secret(Name="prod/db", SecretString=DOCUMENT)["ARN"]
+    secrets.create_secret(Name="BY_NAME", SecretString="by-name-7")
+    settings = load_settings({**BASE, "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(tmp_path),
+                              "DATAHUB_EXECUTOR_AWS_SECRETS": f"DB_PASSWORD={db}:password::",
+                              "DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER": "true"})
+    store = Master._secret_store(SimpleNamespace(settings=settings))
+    assert store.resolve(["DB_PASSWORD", "BY_NAME"]) == {"DB_PASSWORD": "pw-from-json-7", "BY_NAME": "by-name-7"}
