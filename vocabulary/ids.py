@@ -30,6 +30,13 @@ EXECUTOR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 EXECUTOR_ID = re.compile(EXECUTOR_ID_PATTERN)
 EXECUTOR_ID_RULE = "an executor id is 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
+# DataHub secrets (the control plane's secret store): the name is the urn key and what a recipe's
+# ${NAME} says, so the rule is the executor's reference rule (\w+, executor/runtime/secrets.py),
+# capped in length; every name that can be stored can be referenced.
+SECRET_NAME_PATTERN = r"^\w{1,128}$"
+SECRET_NAME = re.compile(SECRET_NAME_PATTERN)
+SECRET_NAME_RULE = "a secret name is 1-128 letters, digits or '_', what a recipe can reference as ${NAME}"
+
 
 class InvalidId(ValueError):
     """An id that does not have its format; the message says which rule it breaks."""
@@ -52,3 +59,7 @@ def execution_id(value: object) -> str:
 
 def executor_id(value: object) -> str:
     return _check(value, EXECUTOR_ID, EXECUTOR_ID_RULE, "executor id")
+
+
+def secret_name(value: object) -> str:
+    return _check(value, SECRET_NAME, SECRET_NAME_RULE, "secret name")
