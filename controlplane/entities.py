@@ -3,7 +3,7 @@
 A pool is a `dataHubRemoteExecutorPool`, a source a `dataHubIngestionSource`, a run a
 `dataHubExecutionRequest`, an executor process a `dataHubRemoteExecutor`; the default pool is
 the `dataHubRemoteExecutorPoolGlobalConfig` aspect of the singleton
-`urn:li:dataHubRemoteExecutorGlobalConfig:primary`.
+`urn:li:dataHubRemoteExecutorGlobalConfig:primary`; a secret is a `dataHubSecret` keyed by its name.
 """
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ EXECUTION = "dataHubExecutionRequest"
 EXECUTION_INPUT = "dataHubExecutionRequestInput"
 EXECUTION_RESULT = "dataHubExecutionRequestResult"
 EXECUTION_SIGNAL = "dataHubExecutionRequestSignal"
+SECRET = "dataHubSecret"
+SECRET_VALUE = "dataHubSecretValue"
 
 # Entities whose aspects only the control plane's own rules may write (an ingest token may not).
-CONTROL_PLANE_ENTITIES = frozenset({POOL, EXECUTOR, GLOBAL_CONFIG, SOURCE, EXECUTION, "dataHubSecret",
-                                    "dataHubAccessToken"})
+CONTROL_PLANE_ENTITIES = frozenset({POOL, EXECUTOR, GLOBAL_CONFIG, SOURCE, EXECUTION, SECRET, "dataHubAccessToken"})
 # DataHub's routing key for "no particular pool": resolved to the default pool.
 DEFAULT_EXECUTOR_ID = "default"
 
@@ -46,6 +47,11 @@ def execution_urn(execution_id: str) -> str:
 
 def executor_urn(executor_id: str) -> str:
     return urn(EXECUTOR, executor_id)
+
+
+def secret_urn(name: str) -> str:
+    """DataHub's createSecret keys a secret by its name."""
+    return urn(SECRET, name)
 
 
 def key_of(text: str, entity: str) -> str:

@@ -1,5 +1,5 @@
 """The control plane, assembled: storage, DataHub's model, pools, sources, executions,
-executors and tokens, and the rules by which DataHub's ingest endpoint writes our entities.
+executors, secrets and tokens, and the rules by which DataHub's ingest endpoint writes our entities.
 
 Transport-free: gms_api.py (DataHub's Rest.li endpoints), graphql_api.py (DataHub's GraphQL)
 and executor_api.py (the operations DataHub has none for) map it onto HTTP.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 from vocabulary import statuses as S
@@ -25,6 +26,8 @@ from .metadata import aspect_store
 from .metadata.registry import Registry
 from .pools import Pools
 from .queues import Queues
+from .secret_cipher import KEY_FILE, SecretCipher
+from .secret_store import Secrets, check_name, name_of
 from .sources import Sources
 from .store import Store
 from .tokens import Identity, Tokens
@@ -43,6 +46,8 @@ class ControlPlane:
         self.sources = Sources(store, self.pools)
         self.executions = Executions(store, self.pools, queues, lifecycle.Context(self.tokens, self.started_at))
         self.executors = Executors(store, self.executions, self.started_at)
+        # The secrets' key lives beside the database (the state directory), never in it.
+        self.secrets = Secrets(store, SecretCipher(Path(store.path).parent / KEY_FILE if store.path else None))
         self.ingest = Ingest(self.registry, {
             E.EXECUTION_INPUT: self._write_execution_input,
             E.EXECUTION_RESULT: self._write_execution_result,
@@ -51,6 +56,7 @@ class ControlPlane:
             E.POOL_INFO: self._write_pool_info,
             E.GLOBAL_CONFIG_ASPECT: self._write_default_pool,
             E.EXECUTOR_STATUS: self._write_executor_status,
+            E.SECRET_VALUE: self._write_secret_value,
         }, store, after_commit=self.executions.send_pending)
 
     # writing our entities through DataHub's ingest endpoint -----------------------------------
@@ -119,6 +125,10 @@ class ControlPlane:
         aspect_store.put(tx, urn=proposal.urn, entity_type=E.EXECUTOR, aspect=E.EXECUTOR_STATUS, value=outcome["status"],
                          system_metadata=proposal.system_metadata, actor=identity.actor)
 
+    def _write_secret_value(self, tx: sqlite3.Connection, proposal: Proposal, identity: Identity) -> None:
+        self.secrets.check_write(tx, proposal.change_type, proposal.urn, proposal.value)
+        self.ingest.write(tx, proposal, identity)
+
     # operations that are not aspect writes ------------------------------------------------------
     def delete_entity(self, urn_text: str, identity: Identity) -> None:
         """POST /entities?action=delete: a hard delete, with our entities' own rules."""
@@ -161,6 +171,30 @@ class ControlPlane:
         execution_id = E.key_of(execution_ref, E.EXECUTION)
         value = {"signal": "KILL", "createdAt": {"time": aspect_store.now_ms(), "actor": identity.actor}}
         return self.write_aspect(E.execution_urn(execution_id), E.EXECUTION_SIGNAL, value, identity)
+
+    def create_secret(self, name: str, plaintext: str, description: str | None, identity: Identity) -> str:
+        """DataHub's createSecret: a new secret, keyed by its name; a name that exists is refused."""
+        identity.require_admin("managing secrets")
+        check_name(name)
+        value = self.secrets.value_aspect(name, plaintext, description,
+                                          {"time": aspect_store.now_ms(), "actor": identity.actor})
+        return self.write_aspect(E.secret_urn(name), E.SECRET_VALUE, value, identity, change_type="CREATE_ENTITY")
+
+    def update_secret(self, urn: str, name: str, plaintext: str, description: str | None, identity: Identity) -> str:
+        """DataHub's updateSecret: a new value and description; the name stays the urn's."""
+        identity.require_admin("managing secrets")
+        current = self.secrets.get(urn)
+        if name != current.value["name"]:
+            raise Invalid(f"secret {current.value['name']} keeps its name (recipes reference it by name): updateSecret's "
+                          f"name must be {current.value['name']!r}; to rename, create the new name and delete this one")
+        value = self.secrets.value_aspect(name, plaintext, description, current.value.get("created"))
+        return self.write_aspect(current.urn, E.SECRET_VALUE, value, identity)
+
+    def delete_secret(self, urn: str, identity: Identity) -> str:
+        """DataHub's deleteSecret: a hard delete; deleting one that is not there is not an error."""
+        identity.require_admin("managing secrets")
+        self.delete_entity(E.secret_urn(name_of(urn)), identity)
+        return urn
 
     def write_aspect(self, urn: str, aspect: str, value: dict[str, Any], identity: Identity,
                      change_type: str = "UPSERT") -> str:

@@ -124,6 +124,12 @@ class Store:
                 raise
 
     @property
+    def path(self) -> str | None:
+        """The database file's absolute path; None for an in-memory database."""
+        with self._lock:
+            return self._conn.execute("PRAGMA database_list").fetchone()["file"] or None
+
+    @property
     def schema_version(self) -> int:
         return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
