@@ -9,27 +9,43 @@ As DataHub (graphql-java) does, a document that does not parse or names an unkno
 answered 200 with GraphQL `errors` (DataHub's client raises them as GraphError); a body that is
 not a GraphQL request is 400. Only admin tokens may use GraphQL: an executor's or a run's token
 gets 403.
+
+A request may carry a secret's value (createSecret, updateSecret). graphql-core quotes what a
+request sent in some of its errors ("found: {'name': 'X', 'value': '...'}") and ariadne logged
+every error with the document around it, so: in an error that is not one of our refusals, every
+string the request sent is masked, and only failures of our own code are logged, without the
+request.
 """
 from __future__ import annotations
 
 import json
+import logging
+import traceback
 from pathlib import Path
 from typing import Any
 
 from ariadne import MutationType, ObjectType, QueryType, graphql_sync, load_schema_from_path, make_executable_schema
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from graphql import GraphQLError, StringValueNode, Visitor, parse, print_ast, visit
+from graphql.pyutils import inspect
+from loguru import logger
 
 from vocabulary.tasks import RUN_INGEST
 
 from . import entities as E
-from .errors import Invalid, NotFound
+from . import secret_store
+from .errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from .json_input import loads
+from .metadata.registry import MetadataInvalid
 from .service import ControlPlane
 from .tokens import Identity
 
 SCHEMA_PATH = Path(__file__).parent / "graphql" / "schema.graphql"
 MAX_PAGE = 1000
+# Our refusals, answered with their own message (which never quotes a secret) and HTTP-like code.
+REFUSALS = {Invalid: 400, MetadataInvalid: 400, Forbidden: 403, NotFound: 404, Conflict: 409, Unavailable: 503}
+MASK = "********"
 
 
 def _entries(mapping: dict[str, str] | None) -> list[dict[str, str]] | None:
@@ -215,6 +231,19 @@ def build_schema(cp: ControlPlane):
     def resolve_executor_executions(executor, info, start: int, count: int) -> dict[str, Any]:
         return executions_page(start, count, executor_id=executor["_executor_id"])
 
+    @query.field("listSecrets")
+    def resolve_list_secrets(_, info, input: dict[str, Any]) -> dict[str, Any]:
+        identity(info).require_admin("listing secrets")
+        secrets = cp.secrets.list(input.get("query"))
+        start, count, page = _page(secrets, input.get("start"), input.get("count"))
+        return {"start": start, "count": len(page), "total": len(secrets),
+                "secrets": [secret_store.view(s) for s in page]}
+
+    @query.field("getSecretValues")
+    def resolve_secret_values(_, info, input: dict[str, Any]) -> list[dict[str, str]]:
+        identity(info).require_admin("reading secret values")
+        return cp.secrets.values(input["secrets"])
+
     # mutations --------------------------------------------------------------------------------
     def source_info(input: dict[str, Any]) -> dict[str, Any]:
         config = input["config"]
@@ -275,6 +304,18 @@ def build_schema(cp: ControlPlane):
         cp.pools.set_default(E.key_of(urn, E.POOL))
         return True
 
+    @mutation.field("createSecret")
+    def resolve_create_secret(_, info, input: dict[str, Any]) -> str:
+        return cp.create_secret(input["name"], input["value"], input.get("description"), identity(info))
+
+    @mutation.field("updateSecret")
+    def resolve_update_secret(_, info, input: dict[str, Any]) -> str:
+        return cp.update_secret(input["urn"], input["name"], input["value"], input.get("description"), identity(info))
+
+    @mutation.field("deleteSecret")
+    def resolve_delete_secret(_, info, urn: str) -> str:
+        return cp.delete_secret(urn, identity(info))
+
     return make_executable_schema(load_schema_from_path(str(SCHEMA_PATH)), query, mutation, source_type,
                                   execution_type, pool_type, executor_type)
 
@@ -293,7 +334,8 @@ def create_router(cp: ControlPlane) -> APIRouter:
             return JSONResponse({"errors": [{"message": f"GraphQL needs an admin token; this is a(n) {identity.kind} "
                                                         "token"}]}, status_code=403)
         _, result = graphql_sync(schema, body, context_value={"identity": identity, "request": request},
-                                 error_formatter=_format_error)
+                                 error_formatter=lambda error, debug=False: _format_error(error, body),
+                                 logger=_OUR_FAILURES)
         return JSONResponse(result, status_code=200)
 
     router.add_api_route("/gms/api/graphql", serve, methods=["POST"])
@@ -301,14 +343,63 @@ def create_router(cp: ControlPlane) -> APIRouter:
     return router
 
 
-def _format_error(error, debug: bool = False) -> dict[str, Any]:
-    """GraphQL's error shape, with our refusals' messages and no stack trace."""
+def _format_error(error: GraphQLError, body: dict[str, Any]) -> dict[str, Any]:
+    """GraphQL's error shape, with our refusals' messages and no stack trace; graphql-core's own
+    messages with every string the request (BODY) sent masked."""
     formatted = error.formatted
     original = getattr(error, "original_error", None)
-    if original is not None and type(original).__name__ in ("Invalid", "NotFound", "Conflict", "Forbidden",
-                                                            "MetadataInvalid", "Unavailable"):
+    status = REFUSALS.get(type(original))
+    if status is not None:
         formatted["message"] = str(original)
-        formatted.setdefault("extensions", {})["code"] = {"Invalid": 400, "MetadataInvalid": 400, "Forbidden": 403,
-                                                          "NotFound": 404, "Conflict": 409,
-                                                          "Unavailable": 503}[type(original).__name__]
+        formatted.setdefault("extensions", {})["code"] = status
+    else:
+        for quoted, masked in _quoted_strings(body):
+            formatted["message"] = formatted["message"].replace(quoted, masked)
     return json.loads(json.dumps(formatted, default=str))
+
+
+def _quoted_strings(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each string of the request (variables, and literals in the document) as graphql-core quotes
+    it in an error (inspect() for variables, print_ast() for literals), with its masked form;
+    longest first."""
+    quoted: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            quoted[inspect(value)] = f"'{MASK}'"
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(body.get("variables"))
+
+    class Literals(Visitor):
+        def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+            quoted[print_ast(node)] = f'"{MASK}"'
+
+    try:
+        visit(parse(body["query"]), Literals())
+    except GraphQLError:
+        pass  # a document that does not parse is answered with a syntax error, which quotes no literal
+    return sorted(quoted.items(), key=lambda pair: -len(pair[0]))
+
+
+class _OurFailures(logging.LoggerAdapter):
+    """What ariadne logs for each error, narrowed to failures of our own code: by path and
+    exception, with the traceback (no variable values), never the request. Errors in a request
+    (syntax, unknown fields, bad variables, our refusals) are its client's to read in the answer,
+    and their messages and document excerpts may quote a secret the request carried."""
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        original = getattr(msg, "original_error", None)
+        if original is None or isinstance(original, GraphQLError) or type(original) in REFUSALS:
+            return
+        path = ".".join(str(p) for p in (getattr(msg, "path", None) or []))
+        logger.error("GraphQL {} failed: {}", path or "request",
+                     "".join(traceback.format_exception(type(original), original, original.__traceback__)))
+
+
+_OUR_FAILURES = _OurFailures(logging.getLogger("ariadne"), {})
