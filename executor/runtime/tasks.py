@@ -194,7 +194,9 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
     argv = [cli]
     if is_true(args.get("debug_mode")):
         argv.append("--debug")
-    argv += ["ingest", "run", "-c", "-", "--report-to", report_path, "--no-default-report", "--no-spinner"]
+    # --report-to FILE alone: the file reporter takes the default (datahub) reporter's place.
+    # --no-default-report would also drop the file (the CLI sets report_to to None).
+    argv += ["ingest", "run", "-c", "-", "--report-to", report_path, "--no-spinner"]
     if task == TEST_CONNECTION:
         argv.append("--test-source-connection")
     elif task == RUN_MONITOR:
