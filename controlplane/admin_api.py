@@ -1,6 +1,6 @@
 """The operations DataHub has none for, for operators, under /gms/admin/v1 (admin tokens only):
 
-    GET  /tokens, POST /tokens, DELETE /tokens/{id}   Remote Executor and admin tokens
+    GET  /tokens, POST /tokens, DELETE /tokens/{id}   Remote Executor, admin and ingest-only tokens
     PUT  /pools/{id}/queues                           a pool's SQS settings (visibility timeout, redrive count)
     GET  /executions/{id}/log                         an execution's full log (or its tail so far)
 
@@ -17,7 +17,7 @@ from vocabulary import ids
 from .errors import Invalid
 from .json_input import loads
 from .service import ControlPlane
-from .tokens import ADMIN, EXECUTOR
+from .tokens import ADMIN, EXECUTOR, INGEST
 
 PREFIX = "/gms/admin/v1"
 
@@ -39,9 +39,11 @@ def create_router(cp: ControlPlane) -> APIRouter:
     async def create_token(request: Request) -> dict[str, Any]:
         admin(request)
         body = loads(await request.body() or b"{}")
-        if not isinstance(body, dict) or body.get("kind") not in (ADMIN, EXECUTOR):
-            raise Invalid("kind must be admin or executor")
+        if not isinstance(body, dict) or body.get("kind") not in (ADMIN, EXECUTOR, INGEST):
+            raise Invalid("kind must be admin, executor or ingest")
         pools = body.get("pools")
+        if pools is not None and body["kind"] != EXECUTOR:
+            raise Invalid("only executor tokens are scoped to pools")
         if pools is not None:
             if not isinstance(pools, list):
                 raise Invalid("pools must be a list of pool ids, or null for every pool")

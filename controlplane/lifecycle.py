@@ -10,6 +10,10 @@
     RUNNING --release / requeue--> PENDING (given back by its executor, or not listed by it in
                                            two heartbeats in a row: sent to the queue again)
     RUNNING --lost--> ABORTED             (reason EXECUTOR_LOST: its executor went OFFLINE)
+    PENDING | RUNNING --reported--> RUNNING | final
+                                          (an execution for an executor elsewhere, whose
+                                           executorId names no pool of ours: its result, written
+                                           by that executor with an admin token, is the truth)
 
 Every claim issues a lease (a random token and an epoch). Whatever the executor sends later for
 that execution (progress, result, log, release) must carry the lease; a stale one is refused
@@ -49,6 +53,7 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "requeue": {S.RUNNING: S.PENDING},
     "lost": {S.RUNNING: S.ABORTED},
     "cancel": {S.PENDING: S.CANCELLED, S.RUNNING: S.RUNNING},
+    "reported": {S.PENDING: FINAL_REPORTED, S.RUNNING: FINAL_REPORTED},
 }
 
 
@@ -104,7 +109,19 @@ class Cancel:
     name = "cancel"
 
 
-Event = Claim | Progress | Finish | Release | Requeue | Lost | Cancel
+@dataclass(frozen=True)
+class Reported:
+    """A result written by an executor outside this control plane (see Executions.on_result)."""
+
+    result: dict[str, Any]
+    reason: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_memory_bytes: int | None = None
+    name = "reported"
+
+
+Event = Claim | Progress | Finish | Release | Requeue | Lost | Cancel | Reported
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,10 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
         raise Conflict(f"execution {execution_id} is already {status}; a final status is final")
     if isinstance(event, Cancel) and status in S.FINAL:
         return Applied(row, "unchanged")
+    if isinstance(event, Reported) and status in S.FINAL:
+        if event.result.get("status") == status:
+            return Applied(row, "repeated")
+        raise Conflict(f"execution {execution_id} is already {status}; a final status is final")
     if isinstance(event, Claim):
         return _claim(tx, row, event, ctx, now)
     allowed = TRANSITIONS[event.name]
@@ -179,6 +200,21 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
             return Applied(_row(tx, execution_id), S.CANCELLED)
         tx.execute("UPDATE executions SET cancel_requested=1 WHERE id=?", (execution_id,))
         return Applied(_row(tx, execution_id), S.RUNNING)
+    if isinstance(event, Reported):
+        reported = event.result.get("status")
+        if reported == S.RUNNING:
+            started = event.result.get("startTimeMs")
+            tx.execute("UPDATE executions SET status=?, started_at=COALESCE(started_at, ?), last_progress_at=?, "
+                       "peak_memory_bytes=MAX(COALESCE(peak_memory_bytes, 0), ?) WHERE id=?",
+                       (S.RUNNING, started / 1000 if isinstance(started, int) else now, now, event.peak_memory_bytes or 0,
+                        execution_id))
+        elif reported in S.FINAL:
+            _finalize(tx, execution_id, reported, event.reason, now, exit_code=event.exit_code, signal=event.signal,
+                      peak=event.peak_memory_bytes)
+        else:
+            raise Conflict(f"{reported!r} is not a status an executor may report")
+        _write_result(tx, execution_id, event.result, None)
+        return Applied(_row(tx, execution_id), reported)
     if isinstance(event, Lost):
         _finalize(tx, execution_id, S.ABORTED, S.EXECUTOR_LOST, now)
         _write_result(tx, execution_id, _control_plane_result(

@@ -158,7 +158,11 @@ class Pools:
         return config.value["defaultExecutorPoolId"] if config else None
 
     def resolve(self, executor_id: str | None) -> str:
-        """The pool an `executorId` routes to: `default` (or none) means the default pool."""
+        """The pool an `executorId` routes to: `default` (or none) means the default pool; any
+        other id is taken as it is, as DataHub takes it. An id that names no pool here is an
+        executor elsewhere's (an upstream-mode control plane's pool, docs/datahub-oss.md): its
+        runs wait PENDING, are never sent to a queue of ours, and take their results from that
+        executor (is_local)."""
         if not executor_id or executor_id == E.DEFAULT_EXECUTOR_ID:
             default = self.default_pool_id()
             if default is None or self._queue_row(default) is None:
@@ -166,10 +170,15 @@ class Pools:
                               "or name a pool")
             return default
         pool_id = E.key_of(executor_id, E.POOL)
-        if self._queue_row(pool_id) is None:
-            known = ", ".join(self.ids()) or "none"
-            raise Invalid(f"executorId {executor_id[:80]!r} names no pool (pools: {known}; or 'default')")
+        try:
+            ids.pool_id(pool_id)
+        except ids.InvalidId as exc:
+            raise Invalid(f"executorId: {exc}") from None
         return pool_id
+
+    def is_local(self, pool_id: str) -> bool:
+        """Whether POOL_ID is one of this control plane's pools (with queues of ours)."""
+        return self._queue_row(pool_id) is not None
 
     def queue_for(self, pool_id: str, task: str) -> str:
         row = self._queue_row(pool_id)

@@ -2,7 +2,8 @@
 
 What DataHub lets through and a run would fail on late is refused when the source is saved:
 a recipe that does not parse (bounded, see vocabulary/safe_yaml.py) or has no source type, an
-executorId that names no pool, and extra environment variables that are not variable names or
+executorId no pool could have (or `default` with no default pool; an id that names no pool here
+is an executor elsewhere's, as in DataHub), and extra environment variables that are not variable names or
 whose EXECUTOR_TASK_WEIGHT / EXECUTOR_TASK_MEMORY_LIMIT the executor would refuse. The per-run
 settings live where DataHub's UI puts them: `config.extraArgs` ("extra_env_vars" as a JSON
 object, "extra_pip_requirements" as a JSON list).

@@ -5,7 +5,9 @@
   and release the executions of its pools, read its pools' queues. No GraphQL, no management.
 - ingest: minted for one execution when it is claimed, handed to that task only, revoked when
   the execution ends: it may write metadata (ingestProposal) and read the server config, and
-  nothing else; not the control plane's own entities, not another run, not a claim.
+  nothing else; not the control plane's own entities, not another run, not a claim. An admin
+  may also create one bound to no execution, for a sink outside our runs (an upstream-mode
+  control plane's tasks, docs/datahub-oss.md): the same rights, until it is revoked.
 
 Tokens are random, shown once, and stored as SHA-256 hashes.
 """
@@ -70,8 +72,6 @@ class Tokens:
         """A new token: its record, and the token itself, shown this once and stored hashed."""
         if kind not in KINDS:
             raise Invalid(f"kind must be one of {', '.join(KINDS)}")
-        if kind == INGEST and not execution_id:
-            raise Invalid("an ingest token belongs to one execution")
         token = PREFIX + secrets.token_urlsafe(32)
         record = {"id": new_id("tok_"), "kind": kind, "pools": pools, "description": description,
                   "created_at": time.time(), "execution_id": execution_id}
@@ -87,7 +87,7 @@ class Tokens:
 
     def list(self) -> list[dict]:
         rows = self.store.query("SELECT id, kind, pools, description, created_at, execution_id FROM tokens "
-                                "WHERE kind <> ? ORDER BY created_at", (INGEST,))
+                                "WHERE kind <> ? OR execution_id IS NULL ORDER BY created_at", (INGEST,))
         return [{**r, "pools": loads(r["pools"])} for r in rows]
 
     def revoke(self, token_id: str) -> None:
