@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
@@ -41,6 +42,9 @@ class Executions:
         self.pools = pools
         self.queues = queues
         self.ctx = ctx
+        # What a claim answer adds for some executions (upstream/claims.py: an upstream DataHub's
+        # sink and secrets); asked before the claim is applied, so a failure changes nothing.
+        self.claim_context: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
 
     # creation ----------------------------------------------------------------------------------
     @staticmethod
@@ -77,10 +81,13 @@ class Executions:
             if existing.value in (value, routed):
                 return None
             raise Conflict(f"execution request {execution_id} exists; its input cannot change")
-        if value["task"] not in TASKS:
-            raise Invalid(f"task {value['task']!r} is not one of {', '.join(sorted(TASKS))}")
-        if value["task"] in (RUN_INGEST, TEST_CONNECTION):
-            parse_recipe(value.get("args", {}).get("recipe"))
+        # Ours are checked now; a request for an executor elsewhere is stored as DataHub stores
+        # it, and that executor says what it makes of it (upstream/requests.py refuses).
+        if self.pools.is_local(pool_id):
+            if value["task"] not in TASKS:
+                raise Invalid(f"task {value['task']!r} is not one of {', '.join(sorted(TASKS))}")
+            if value["task"] in (RUN_INGEST, TEST_CONNECTION):
+                parse_recipe(value.get("args", {}).get("recipe"))
         source = value.get("source", {}).get("ingestionSource")
         lifecycle.create(tx, execution_id=execution_id, pool_id=pool_id, task=value["task"], source_urn=source)
         return routed
@@ -89,8 +96,10 @@ class Executions:
     def send_pending(self) -> int:
         """Send every PENDING execution that is not in its queue yet; returns how many were sent."""
         sent = 0
-        for row in self.store.query("SELECT id, pool_id, task, created_at FROM executions "
-                                    "WHERE status=? AND enqueued_at IS NULL ORDER BY created_at", (S.PENDING,)):
+        # Only our pools' executions: one for an executor elsewhere (no pool of ours) waits for it.
+        for row in self.store.query("SELECT id, pool_id, task, created_at FROM executions e WHERE status=? AND "
+                                    "enqueued_at IS NULL AND EXISTS (SELECT 1 FROM pool_queues q WHERE "
+                                    "q.pool_id = e.pool_id) ORDER BY created_at", (S.PENDING,)):
             with self.store.transaction() as tx:
                 taken = tx.execute("UPDATE executions SET enqueued_at=? WHERE id=? AND status=? AND enqueued_at IS NULL",
                                    (time.time(), row["id"], S.PENDING)).rowcount
@@ -120,29 +129,40 @@ class Executions:
         if identity.kind != EXECUTOR and not identity.is_admin:
             raise Forbidden("claims need an executor token")
         identity.require_pool(pool_id)
+        with self.store.read() as db:
+            inputs = aspect_store.get(db, E.execution_urn(execution_id), E.EXECUTION_INPUT)
+        args = (inputs.value if inputs else {}).get("args", {})
+        extra = self.claim_context(execution_id, args) if self.claim_context and inputs else {}
         with self.store.transaction() as tx:
             applied = lifecycle.apply(tx, execution_id, lifecycle.Claim(executor_id, instance, pool_id, receive_count,
                                                                               message_id), self.ctx)
-            inputs = aspect_store.get(tx, E.execution_urn(execution_id), E.EXECUTION_INPUT)
         if applied.outcome == "duplicate":
             raise Conflict(f"execution {execution_id} is a DUPLICATE: its source is already running in "
                            f"{applied.extra['running']}")
-        value = inputs.value if inputs else {}
-        return {"execution_id": execution_id, "lease": applied.lease, "lease_epoch": applied.execution["lease_epoch"],
-                "task": applied.execution["task"], "pool_id": applied.execution["pool_id"],
-                "args": value.get("args", {}), "ingest_token": applied.ingest_token}
+        return {**extra, "execution_id": execution_id, "lease": applied.lease,
+                "lease_epoch": applied.execution["lease_epoch"], "task": applied.execution["task"],
+                "pool_id": applied.execution["pool_id"], "args": args, "ingest_token": applied.ingest_token}
 
     def on_result(self, tx: sqlite3.Connection, execution_id: str, value: dict[str, Any], lease: str | None,
                   identity: Identity) -> lifecycle.Applied:
-        """An executor wrote dataHubExecutionRequestResult: progress (RUNNING) or the end."""
-        if lease is None:
-            raise Forbidden("dataHubExecutionRequestResult is written by the executor that holds the execution's lease "
-                            "(MCP header X-DataHub-Execution-Lease)")
+        """An executor wrote dataHubExecutionRequestResult: progress (RUNNING) or the end.
+
+        Ours carry the lease of their claim. An execution for an executor elsewhere (its
+        executorId names no pool here, e.g. an upstream-mode control plane's pool) has no claim
+        of ours: as in DataHub, its result is written by whoever runs it, with an admin token."""
         row = tx.execute("SELECT pool_id FROM executions WHERE id=?", (execution_id,)).fetchone()
         if row is None:
             raise NotFound(f"execution {execution_id} not found")
-        identity.require_pool(row[0])
         details = executor_details(value)
+        if lease is None:
+            if self.pools.is_local(row[0]):
+                raise Forbidden("dataHubExecutionRequestResult is written by the executor that holds the execution's "
+                                "lease (MCP header X-DataHub-Execution-Lease)")
+            identity.require_admin(f"writing the result of execution {execution_id}, which runs elsewhere,")
+            return lifecycle.apply(tx, execution_id, lifecycle.Reported(
+                value, reason=_reason(details.get("reason")), exit_code=_int(details.get("exitCode")),
+                signal=_int(details.get("signal")), peak_memory_bytes=_int(details.get("peakMemoryBytes"))), self.ctx)
+        identity.require_pool(row[0])
         if value.get("status") == S.RUNNING:
             event: lifecycle.Event = lifecycle.Progress(lease, value, _int(details.get("peakMemoryBytes")))
         else:
@@ -160,7 +180,14 @@ class Executions:
         return {"execution_id": execution_id, "status": applied.execution["status"]}
 
     def on_signal(self, tx: sqlite3.Connection, execution_id: str, value: dict[str, Any]) -> lifecycle.Applied | None:
+        """DataHub's KILL signal. An execution that runs elsewhere is that executor's to end: it
+        reads the signal aspect, as DataHub's own executor does; we only note the request."""
         if value.get("signal") != "KILL":
+            return None
+        row = tx.execute("SELECT pool_id, status FROM executions WHERE id=?", (execution_id,)).fetchone()
+        if row is not None and not self.pools.is_local(row[0]):
+            if row[1] not in S.FINAL:
+                tx.execute("UPDATE executions SET cancel_requested=1 WHERE id=?", (execution_id,))
             return None
         return lifecycle.apply(tx, execution_id, lifecycle.Cancel(), self.ctx)
 
@@ -190,7 +217,8 @@ class Executions:
         lost = []
         for row in self.store.query("SELECT e.id, i.instance, i.heartbeat_interval_s, i.last_seen, i.state, "
                                     "e.executor_instance FROM executions e LEFT JOIN executor_instances i "
-                                    "ON i.executor_id = e.executor_id WHERE e.status=?", (S.RUNNING,)):
+                                    "ON i.executor_id = e.executor_id WHERE e.status=? "
+                                    "AND EXISTS (SELECT 1 FROM pool_queues q WHERE q.pool_id = e.pool_id)", (S.RUNNING,)):
             gone = row["instance"] is None or liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"],
                                                        self.ctx.started_at) == OFFLINE
             if not gone:

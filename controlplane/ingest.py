@@ -161,8 +161,10 @@ class Ingest:
         raise Forbidden(f"a{'n' if identity.kind[0] in 'aeiou' else ''} {identity.kind} token may not write "
                         f"{proposal.aspect} of {proposal.entity_type}")
 
-    def ingest(self, raws: list[Any], identity: Identity) -> list[str]:
-        """Parse, authorize and write RAWS in one transaction; the urns written, in order."""
+    def ingest(self, raws: list[Any], identity: Identity,
+               also: Callable[[sqlite3.Connection], None] | None = None) -> list[str]:
+        """Parse, authorize and write RAWS in one transaction; the urns written, in order. ALSO
+        runs in that transaction after the writes (a record that must commit with them)."""
         if len(raws) > MAX_BATCH:
             raise Invalid(f"a batch holds at most {MAX_BATCH} proposals")
         proposals = [self.parse(raw) for raw in raws]
@@ -175,6 +177,8 @@ class Ingest:
                     rule(tx, proposal, identity)
                 else:
                     self.write(tx, proposal, identity)
+            if also is not None:
+                also(tx)
         self.after_commit()
         return [p.urn for p in proposals]
 
@@ -198,7 +202,7 @@ class Ingest:
         elif proposal.aspect != self.registry.entity(proposal.entity_type).key_aspect:
             aspect_store.put(tx, urn=proposal.urn, entity_type=proposal.entity_type, aspect=proposal.aspect,
                              value=proposal.value, system_metadata=proposal.system_metadata, actor=identity.actor)
-        run_id = identity.execution_id if identity.kind == INGEST else proposal.run_id
+        run_id = identity.execution_id or proposal.run_id
         if run_id:
             tx.execute("INSERT INTO run_writes VALUES (?,?,?,?,1,?) ON CONFLICT(run_id, urn, aspect) DO UPDATE SET "
                        "writes=writes+1, last_written=excluded.last_written",

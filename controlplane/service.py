@@ -7,8 +7,10 @@ and executor_api.py (the operations DataHub has none for) map it onto HTTP.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,13 +199,13 @@ class ControlPlane:
         return urn
 
     def write_aspect(self, urn: str, aspect: str, value: dict[str, Any], identity: Identity,
-                     change_type: str = "UPSERT") -> str:
-        """Write one aspect through the ingest endpoint's path, as an MCP would."""
-        import json
-
+                     change_type: str = "UPSERT", also: Callable[[sqlite3.Connection], None] | None = None) -> str:
+        """Write one aspect through the ingest endpoint's path, as an MCP would (ALSO: a record
+        committed with it, see Ingest.ingest)."""
         entity = urn.split(":", 3)[2]
         self.ingest.ingest([{"entityType": entity, "entityUrn": urn, "changeType": change_type, "aspectName": aspect,
-                             "aspect": {"value": json.dumps(value), "contentType": "application/json"}}], identity)
+                             "aspect": {"value": json.dumps(value), "contentType": "application/json"}}], identity,
+                           also=also)
         return urn
 
     def sweep(self) -> None:
