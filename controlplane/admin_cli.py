@@ -2,6 +2,7 @@
 Rest.li) and, where DataHub has no operation, ours; --json everywhere.
 
     datahub-executor-admin serve [--state-dir DIR] [--host H] [--port P] [--queue embedded|aws]
+                                 [--datahub-url URL --datahub-token-file F --datahub-ingest-token-file F]
     datahub-executor-admin pools list | create ID [--default] [--description D] | show ID | delete ID
                                  | set-default ID | describe ID TEXT | queues ID [--visibility-timeout S] [--max-receive-count N]
     datahub-executor-admin sources list | create NAME --recipe-file F [--pool P] [--env NAME=VALUE]... [--version V]
@@ -9,7 +10,7 @@ Rest.li) and, where DataHub has no operation, ours; --json everywhere.
     datahub-executor-admin executions list [--source NAME] [--status S] | show ID | logs ID | cancel ID
     datahub-executor-admin executors list [POOL]
     datahub-executor-admin runs show RUN_ID
-    datahub-executor-admin tokens list | create [--kind executor|admin] [--pool P]... | revoke ID
+    datahub-executor-admin tokens list | create [--kind executor|admin|ingest] [--pool P]... | revoke ID
 
 The URL and admin token come from --url/--token-file, or DATAHUB_CONTROLPLANE_URL and
 DATAHUB_ADMIN_TOKEN, or a control plane's --state-dir (its admin-token and api-port). Tokens are
@@ -105,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=9002)
     serve.add_argument("--queue", choices=["embedded", "aws"], default="embedded")
     serve.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    serve.add_argument("--datahub-url", help="upstream mode: a DataHub GMS whose runs for our pools run here "
+                                            "(docs/datahub-oss.md)")
+    serve.add_argument("--datahub-token-file", help="upstream mode: file holding a DataHub token that manages "
+                                                   "ingestion and secrets")
+    serve.add_argument("--datahub-ingest-token-file", help="upstream mode: file holding the DataHub token tasks "
+                                                          "ingest metadata with")
+    serve.add_argument("--datahub-sink-url", help="upstream mode: the GMS URL as executors reach it (default: "
+                                                 "--datahub-url)")
+    serve.add_argument("--datahub-poll-interval", type=float, default=2.0, metavar="SECONDS",
+                       help="upstream mode: how often DataHub is asked for new runs")
 
     pools = groups.add_parser("pools").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     pools.add_parser("list")
@@ -156,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     tokens = groups.add_parser("tokens").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     tokens.add_parser("list")
     create = tokens.add_parser("create")
-    create.add_argument("--kind", choices=["executor", "admin"], default="executor")
+    create.add_argument("--kind", choices=["executor", "admin", "ingest"], default="executor",
+                        help="ingest: writes metadata and nothing else (e.g. for an upstream-mode control plane's tasks)")
     create.add_argument("--pool", action="append", help="scope to this pool (repeat); none: all pools")
     create.add_argument("--description", default="")
     tokens.add_parser("revoke").add_argument("token_id")
@@ -180,12 +192,37 @@ def _client(args: argparse.Namespace) -> AdminClient:
     return AdminClient(url, token)
 
 
+def _upstream_config(args: argparse.Namespace):
+    """Upstream mode's settings, or None; the token files must be readable now (one-line refusal)."""
+    from .upstream.sync import UpstreamConfig
+
+    given = [args.datahub_url, args.datahub_token_file, args.datahub_ingest_token_file]
+    if not any(given) and not args.datahub_sink_url:
+        return None
+    if not all(given):
+        raise AdminError("upstream mode needs --datahub-url, --datahub-token-file and --datahub-ingest-token-file")
+    if not args.datahub_url.startswith(("http://", "https://")):
+        raise AdminError(f"--datahub-url {args.datahub_url!r} is not an http(s) URL")
+    for flag, path in (("--datahub-token-file", args.datahub_token_file),
+                       ("--datahub-ingest-token-file", args.datahub_ingest_token_file)):
+        try:
+            if not Path(path).read_text().strip():
+                raise AdminError(f"{flag} {path} is empty")
+        except OSError as exc:
+            raise AdminError(f"{flag} {path} cannot be read ({exc.strerror})") from None
+    if not args.datahub_poll_interval > 0:
+        raise AdminError("--datahub-poll-interval must be above 0")
+    return UpstreamConfig(url=args.datahub_url, token_file=Path(args.datahub_token_file),
+                          ingest_token_file=Path(args.datahub_ingest_token_file), sink_url=args.datahub_sink_url,
+                          poll_interval_s=args.datahub_poll_interval)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .server import ControlPlaneServer, ServerConfig
 
     state_dir = Path(args.serve_state_dir or args.state_dir or ".state/controlplane")
     server = ControlPlaneServer(ServerConfig(state_dir=state_dir, host=args.host, port=args.port, queue=args.queue,
-                                             region=args.region))
+                                             region=args.region, upstream=_upstream_config(args)))
     server.start()
     print(f"control plane on {server.base_url} (web page: {server.base_url}/, API: {server.gms_url}); "
           f"admin token in {server.admin_token_path}", flush=True)

@@ -21,6 +21,7 @@ from .app import create_app
 from .queues import EmbeddedSqs, Queues
 from .service import ControlPlane
 from .store import Store
+from .upstream.sync import UpstreamConfig, UpstreamSync
 
 SWEEP_INTERVAL_S = 2.0
 KEEP_ALIVE_S = 75  # longer than the 60 s idle timeout of common proxies and load balancers
@@ -35,6 +36,7 @@ class ServerConfig:
     region: str = "us-east-1"
     sqs_port: int = 0
     default_cli_version: str | None = None  # what /config tells DataHub's UI a recipe runs with
+    upstream: UpstreamConfig | None = None  # a DataHub behind this control plane (upstream/)
 
 
 class ControlPlaneServer:
@@ -48,6 +50,7 @@ class ControlPlaneServer:
         self._stop = threading.Event()
         self.port = 0
         self.cp: ControlPlane | None = None
+        self.upstream: UpstreamSync | None = None
 
     @property
     def base_url(self) -> str:
@@ -96,6 +99,15 @@ class ControlPlaneServer:
         sweeper = threading.Thread(target=self._sweep_lost, name="controlplane-sweeper", daemon=True)
         sweeper.start()
         self._threads = [serve, sweeper]
+        if self.config.upstream is not None:
+            self.upstream = UpstreamSync(self.cp, self.config.upstream)
+            self.upstream.attach()
+            upstream = threading.Thread(target=self.upstream.run, args=(self._stop,), name="controlplane-upstream",
+                                        daemon=True)
+            upstream.start()
+            self._threads.append(upstream)
+            logger.info("upstream mode: runs of DataHub at {} whose executorId names a pool here run here",
+                        self.config.upstream.url)
         deadline = time.monotonic() + 10
         while not self._uvicorn.started:
             if time.monotonic() > deadline or not serve.is_alive():

@@ -83,6 +83,14 @@ SCHEMA_2 = """
         heartbeat_interval_s REAL NOT NULL, last_seen REAL NOT NULL, details TEXT NOT NULL);
 """
 
+SCHEMA_3 = """
+    CREATE TABLE upstream_requests (
+        execution_id TEXT PRIMARY KEY, state TEXT NOT NULL, requested_at INTEGER, seen_at REAL NOT NULL,
+        refusal_reason TEXT, refusal TEXT, pushed_digest TEXT, pushed_status TEXT, cancel_passed INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX upstream_requests_open ON upstream_requests(state) WHERE state <> 'DONE';
+    CREATE TABLE upstream_cursor (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
 Migration = Union[str, Callable[[sqlite3.Connection], None]]
 
 
@@ -92,7 +100,7 @@ def _convert_legacy(conn: sqlite3.Connection) -> None:
     convert(conn)
 
 
-MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy]]
+MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3]]
 
 
 class Store:

@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
@@ -96,6 +96,13 @@ class Claimed:
     pool_id: str
     args: dict[str, Any]
     ingest_token: str
+    # Where the task's default sink writes, when not to this control plane: an upstream DataHub's
+    # GMS and the token its operator gave for ingesting there (docs/datahub-oss.md).
+    sink_server: str | None = None
+    sink_token: str | None = field(default=None, repr=False)
+    # Secrets the control plane fetched for this run (an upstream DataHub's secret store), held
+    # in memory for this task only; the executor's own stores come first.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -228,9 +235,16 @@ class ControlPlaneClient:
             return ClaimDeferred(float(retry)) if isinstance(retry, (int, float)) and retry > 0 else None
         answer = self._json(response)
         try:
+            sink = answer.get("sink") or {}
+            provided = answer.get("secrets") or {}
+            if not isinstance(sink, dict) or not isinstance(provided, dict):
+                raise TypeError("sink and secrets are objects")
             return Claimed(execution_id=str(answer["execution_id"]), lease=str(answer["lease"]), task=str(answer["task"]),
                            pool_id=str(answer["pool_id"]), args=dict(answer.get("args") or {}),
-                           ingest_token=str(answer["ingest_token"]))
+                           ingest_token=str(answer["ingest_token"]),
+                           sink_server=str(sink["server"]) if sink.get("server") else None,
+                           sink_token=str(sink["token"]) if sink.get("token") else None,
+                           secrets={str(k): str(v) for k, v in provided.items() if isinstance(v, str)})
         except (KeyError, TypeError, ValueError):
             raise ControlPlaneError(f"POST {path}: the claim answer is not a claim") from None
 

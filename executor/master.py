@@ -30,7 +30,7 @@ from sandbox import Sandbox, TaskUser
 from vocabulary.tasks import INGESTION, MONITORS
 
 from .consumer import Received, SqsConsumer
-from .controlplane_client import ControlPlaneClient, ControlPlaneError, retry_through_outages
+from .controlplane_client import Claimed, ControlPlaneClient, ControlPlaneError, retry_through_outages
 from .isolation import TaskUserError, make_master_undumpable, resolve_task_user
 from .leases import Leases
 from .ledger import Ledger
@@ -39,7 +39,8 @@ from .operability import ExecutorMetrics, HealthServer, SystemdNotifier
 from .runner import RunnerServices, TaskRunner
 from .runtime import network_env
 from .runtime.builds import ConfinedBuilder
-from .runtime.secrets import AwsSecretsManagerStore, ChainedSecretStore, EnvSecretStore, FileSecretStore
+from .runtime.secrets import (AwsSecretsManagerStore, ChainedSecretStore, EnvSecretStore, FileSecretStore,
+                              ProvidedSecretStore)
 from .runtime.task_log import TaskLogDirectory
 from .runtime.tasks import prepare_task
 from .runtime.venvs import VenvCache
@@ -149,10 +150,15 @@ class Master:
                           builder=ConfinedBuilder(self.sandbox), network=network_env.for_builds(os.environ))
         task_network = network_env.for_tasks(os.environ)
 
-        def prepare(task: str, args: dict, execution_id: str, ingest_token: str, user: TaskUser | None):
-            return prepare_task(task, args, execution_id=execution_id, secrets=secret_store, venvs=venvs,
-                                work_root=str(self.work_dir), default_version=s.default_cli_version,
-                                gms_url=s.gms_url, ingest_token=ingest_token, user=user, network=task_network)
+        def prepare(claimed: Claimed, user: TaskUser | None):
+            stores = secret_store
+            if claimed.secrets:
+                stores = ChainedSecretStore([*secret_store.stores, ProvidedSecretStore(claimed.secrets)])
+            return prepare_task(claimed.task, claimed.args, execution_id=claimed.execution_id, secrets=stores,
+                                venvs=venvs, work_root=str(self.work_dir), default_version=s.default_cli_version,
+                                gms_url=claimed.sink_server or s.gms_url,
+                                ingest_token=claimed.sink_token or claimed.ingest_token, user=user,
+                                network=task_network)
 
         self.services = RunnerServices(
             settings=s, client=self.client, consumers=consumers, ledgers=self.ledgers, leases=self.leases,

@@ -57,7 +57,7 @@ class RunnerServices:
     ledgers: dict[str, Ledger]
     leases: Leases
     sandbox: Sandbox
-    prepare: Callable[[str, dict, str, str, TaskUser | None], PreparedTask]
+    prepare: Callable[[Claimed, TaskUser | None], PreparedTask]
     logs: LogUploader
     task_logs: TaskLogDirectory
     metrics: ExecutorMetrics
@@ -134,7 +134,7 @@ class TaskRunner(threading.Thread):
             self._release("the executor stopped before the task could start")
             return
         try:
-            prepared = self.s.prepare(claimed.task, claimed.args, self.execution_id, claimed.ingest_token, self._user)
+            prepared = self.s.prepare(claimed, self._user)
         except TaskRejected as exc:
             self.log.error("task rejected ({}): {}", exc.reason, printable(exc))
             self._report_failure(claimed, exc.reason, f"{exc.reason}: {exc}", started)
@@ -236,6 +236,7 @@ class TaskRunner(threading.Thread):
             report=task_log.tail(), ingestion_report=prepared.structured_report(), reason=reason,
             exit_code=outcome.exit_code, signal=outcome.signal, peak_memory_bytes=outcome.peak_memory_bytes,
             executor_id=settings.executor_id)
+        prepared.cleanup()  # nothing of the task is left on disk once DataHub shows it ended
         self.s.leases.move(self.lease, State.REPORTING)
         uploaded = self._upload_log(claimed, task_log, attempts=LOG_UPLOAD_ATTEMPTS)
         self._report(claimed, result)

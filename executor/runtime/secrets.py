@@ -21,11 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-SECRET_REFERENCE = re.compile(r"\$\{(\w+)\}")
-# Any ${...}, and the variable name in it before a shell-style modifier (${NAME:-default}).
-ANY_REFERENCE = re.compile(r"\$\{([^}]*)\}")
-REFERENCE_NAME = re.compile(r"^(.*?)(?::?[-=?+].*)?$", re.S)
-VALID_NAME = re.compile(r"^\w+$")
+from vocabulary.secret_references import ANY_REFERENCE, REFERENCE_NAME, SECRET_REFERENCE, VALID_NAME
 
 
 class SecretError(Exception):
@@ -363,6 +359,19 @@ class AwsSecretsManagerStore:
                 raise RuntimeError(aws_problem(exc, "a secret by name", "the secrets recipes name",
                                                self._client.meta.endpoint_url)[1]) from None
         return f"by name: {self._client.meta.endpoint_url} reachable, credentials accepted"
+
+
+class ProvidedSecretStore:
+    """Values the control plane handed over with a claim (an upstream DataHub's secret store,
+    docs/datahub-oss.md): for that one task, in memory only."""
+
+    description = "DataHub's secret store (fetched with the claim)"
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name)
 
 
 class ChainedSecretStore:

@@ -9,6 +9,7 @@ import time
 import boto3
 import pytest
 
+from controlplane.store import MIGRATIONS
 from executor.controlplane_client import ControlPlaneError, LeaseLost
 
 from .conftest import RECIPE
@@ -276,7 +277,7 @@ def test_state_survives_a_restart(tmp_path):
         assert [s["name"] for s in cp.cp.sources.list()] == ["s"]
         message = sqs(cp).receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=2)["Messages"][0]
         assert json.loads(message["Body"])["execution_id"] == execution["id"], "PENDING work is sent again"
-        assert cp.cp.store.schema_version == 2
+        assert cp.cp.store.schema_version == len(MIGRATIONS)
 
 
 def test_a_control_plane_outage_does_not_make_executors_lost(cp, executor_double):

@@ -8,7 +8,7 @@ import time
 
 import acryl_datahub_cloud.metadata.schema_classes as cloud_model
 
-from controlplane.store import SCHEMA_1
+from controlplane.store import MIGRATIONS, SCHEMA_1
 from controlplane.testing import running_controlplane
 
 
@@ -34,7 +34,7 @@ def test_a_schema_1_database_becomes_datahub_entities(tmp_path):
     (tmp_path / "cp").mkdir()
     write_schema_1(tmp_path / "cp" / "controlplane.sqlite3")
     with running_controlplane(tmp_path / "cp") as cp:
-        assert cp.cp.store.schema_version == 2
+        assert cp.cp.store.schema_version == len(MIGRATIONS)
         pools = cp.graphql("{ listRemoteExecutorPools(input: {start: 0, count: 5}) { remoteExecutorPools "
                            "{ executorPoolId description isDefault } } }")["listRemoteExecutorPools"]["remoteExecutorPools"]
         assert pools == [{"executorPoolId": "remote", "description": "old pool", "isDefault": True}]

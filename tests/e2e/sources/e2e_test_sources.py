@@ -135,3 +135,21 @@ class FloodSource(_ConfiguredSource):
         out.flush()
         print("flood done", flush=True)
         return iter([])
+
+
+class SecretEchoConfig(ConfigModel):
+    value: str
+
+
+class SecretEchoSource(_ConfiguredSource):
+    """Prints a short hash of its `value` (a resolved ${SECRET}), and the value itself once: the
+    test sees that the right value arrived, and that the log masks it."""
+
+    config_class = SecretEchoConfig
+
+    def get_workunits(self) -> Iterable[MetadataWorkUnit]:
+        import hashlib
+
+        print(f"secret sha256 {hashlib.sha256(self.config.value.encode()).hexdigest()[:16]}", flush=True)
+        print(f"secret itself: {self.config.value}", flush=True)
+        return iter([])

@@ -1,0 +1,57 @@
+"""What the claim of an upstream run adds to the claim answer (docs/protocol.md, "claim"):
+
+- `sink`: the upstream GMS and the token its operator gave for ingesting (the task's default
+  `datahub-rest` sink writes there, not here); the token file is read at every claim, so a
+  rotated token is used from the next run on;
+- `secrets`: the values DataHub's secret store has for the recipe's ${NAME} references, fetched
+  now with getSecretValues and handed to the claiming executor in the answer only: never
+  stored, queued or logged here. The executor's own stores (files, environment, AWS) come first.
+
+DataHub unreachable while the recipe names secrets: the claim answers 503 and the executor asks
+again (a run is delayed, not failed for a secret it could not see). A DataHub that refuses
+getSecretValues (the token's user lacks MANAGE_SECRETS) is logged, and the run gets no DataHub
+secrets: a name no store has then fails the run with SECRET_NOT_FOUND, naming it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from vocabulary.secret_references import referenced_names
+
+from ..errors import Unavailable
+from .gms import UpstreamGms, UpstreamRefused, UpstreamUnreachable
+from .mirror import Mirror
+
+
+class UpstreamClaims:
+    def __init__(self, gms: UpstreamGms, mirror: Mirror, *, ingest_token_file: Path, sink_url: str) -> None:
+        self.gms = gms
+        self.mirror = mirror
+        self.ingest_token_file = Path(ingest_token_file)
+        self.sink_url = sink_url.rstrip("/")
+
+    def __call__(self, execution_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.mirror.is_mirrored(execution_id):
+            return {}
+        extra: dict[str, Any] = {"sink": {"server": self.sink_url, "token": self._ingest_token()}}
+        names = referenced_names(str(args.get("recipe") or ""))
+        if names:
+            try:
+                extra["secrets"] = self.gms.secret_values(names)
+            except UpstreamUnreachable as exc:
+                raise Unavailable(f"the recipe names secrets and {exc}; ask again") from None
+            except UpstreamRefused as exc:
+                logger.warning("execution {}: DataHub's secrets not read: {}", execution_id, exc)
+        return extra
+
+    def _ingest_token(self) -> str:
+        try:
+            token = self.ingest_token_file.read_text().strip()
+        except OSError as exc:
+            raise Unavailable(f"the ingest token file {self.ingest_token_file} cannot be read ({exc.strerror})") from None
+        if not token:
+            raise Unavailable(f"the ingest token file {self.ingest_token_file} is empty")
+        return token

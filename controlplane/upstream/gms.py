@@ -1,0 +1,153 @@
+"""The upstream DataHub GMS, through DataHub's own client (acryl-datahub's DataHubGraph).
+
+The token is read from its file when a client is made, and a client is made again after a 401:
+an operator who replaces the token file is heard without a restart, and a refused token is
+named by its file (never shown). Every failure is one of two kinds the caller acts on:
+UpstreamUnreachable (no answer, 5xx: try again later) and UpstreamRefused (a 4xx: this request
+will not succeed as it is).
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import requests
+from datahub.emitter.mcp import MetadataChangeProposalWrapper
+from datahub.ingestion.graph.client import DataHubGraph
+from datahub.ingestion.graph.config import DatahubClientConfig
+from datahub.metadata.schema_classes import ExecutionRequestResultClass, ExecutionRequestSignalClass
+
+from . import queries
+
+TIMEOUT_S = 15
+
+
+class UpstreamError(Exception):
+    """Something the upstream DataHub did not do; the message never holds a token or a secret."""
+
+
+class UpstreamUnreachable(UpstreamError):
+    """No answer, or a 5xx: the same request may succeed later."""
+
+
+class UpstreamRefused(UpstreamError):
+    """A 4xx answer (or a GraphQL error): the request will not succeed as it is."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UpstreamGms:
+    def __init__(self, url: str, token_file: Path) -> None:
+        self.url = url.rstrip("/")
+        self.token_file = Path(token_file)
+        self._graph: DataHubGraph | None = None
+        self._lock = threading.Lock()
+
+    # what the control plane asks of DataHub ---------------------------------------------------
+    def execution_requests(self, start: int, count: int) -> tuple[int, list[dict[str, Any]]]:
+        """A page of execution requests, newest first: (total, requests as GraphQL answers them)."""
+        page = self._graphql(queries.LIST_EXECUTION_REQUESTS, {"start": start, "count": count})["listExecutionRequests"]
+        if not isinstance(page, dict) or not isinstance(page.get("executionRequests"), list):
+            raise UpstreamRefused("listExecutionRequests answered no executionRequests")
+        return int(page.get("total") or 0), page["executionRequests"]
+
+    def write_result(self, urn: str, value: dict[str, Any]) -> None:
+        """DataHub's dataHubExecutionRequestResult, as DataHub's own executor writes it."""
+        aspect = ExecutionRequestResultClass.from_obj(value)
+        if not aspect.validate():
+            raise UpstreamRefused(f"the result of {urn} is not a valid dataHubExecutionRequestResult")
+        self._call(lambda graph: graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=urn, aspect=aspect)))
+
+    def kill_requested(self, urn: str) -> bool:
+        """Whether DataHub's UI cancelled the request (cancelIngestionExecutionRequest writes a
+        dataHubExecutionRequestSignal KILL)."""
+        signal = self._call(lambda graph: graph.get_aspect(urn, ExecutionRequestSignalClass))
+        return signal is not None and signal.signal == "KILL"
+
+    def secret_values(self, names: list[str]) -> dict[str, str]:
+        """The values DataHub's secret store has for NAMES (those it lacks are left out)."""
+        if not names:
+            return {}
+        found = self._graphql(queries.GET_SECRET_VALUES, {"names": names})["getSecretValues"] or []
+        return {str(s["name"]): str(s["value"]) for s in found if isinstance(s, dict) and isinstance(s.get("value"), str)}
+
+    # the client ------------------------------------------------------------------------------
+    def _graphql(self, document: str, variables: dict[str, Any]) -> dict[str, Any]:
+        answer = self._call(lambda graph: graph.execute_graphql(document, variables=variables))
+        if not isinstance(answer, dict):
+            raise UpstreamRefused("the GraphQL answer is not an object")
+        return answer
+
+    def _call(self, action):
+        graph = self._client()
+        try:
+            return action(graph)
+        except Exception as exc:
+            error = self._classify(exc)
+            if isinstance(error, UpstreamRefused) and error.status == 401:
+                with self._lock:
+                    self._graph = None  # read the token file again next time
+            raise error from None
+
+    def _client(self) -> DataHubGraph:
+        with self._lock:
+            if self._graph is not None:
+                return self._graph
+            token = self._token()
+            try:
+                # retry_max_times=0: an outage is ours to retry, on the sync loop's schedule.
+                self._graph = DataHubGraph(DatahubClientConfig(server=self.url, token=token, timeout_sec=TIMEOUT_S,
+                                                               retry_max_times=0, datahub_component="datahub-executor"))
+            except Exception as exc:
+                raise self._classify(exc) from None
+            return self._graph
+
+    def _token(self) -> str:
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise UpstreamRefused(f"the DataHub token file {self.token_file} cannot be read ({exc.strerror})") from None
+        if not token:
+            raise UpstreamRefused(f"the DataHub token file {self.token_file} is empty")
+        return token
+
+    def _classify(self, exc: BaseException) -> UpstreamError:
+        """What a failure of DataHub's client means for us: walk its causes for the HTTP answer."""
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, UpstreamError):
+                return seen
+            if isinstance(seen, requests.HTTPError) and seen.response is not None:
+                return self._for_status(seen.response.status_code)
+            if isinstance(seen, requests.RequestException):
+                return UpstreamUnreachable(f"DataHub at {self.url} is unreachable ({type(seen).__name__})")
+            seen = seen.__cause__ or seen.__context__
+        status = _status_in(exc)
+        if status is not None:
+            return self._for_status(status)
+        name = type(exc).__name__
+        if name == "GraphError":  # a GraphQL error: DataHub answered, and refused this document
+            return UpstreamRefused(f"DataHub at {self.url} refused the request: {str(exc)[:300]}")
+        return UpstreamUnreachable(f"DataHub at {self.url} failed: {name}")
+
+    def _for_status(self, status: int) -> UpstreamError:
+        if status == 401:
+            return UpstreamRefused(f"DataHub at {self.url} refused the token in {self.token_file} (401): replace the "
+                                   "file's token with a valid one; it is read again on the next try", 401)
+        if status == 403:
+            return UpstreamRefused(f"DataHub at {self.url} refused this request to the token in {self.token_file} "
+                                   "(403): its user lacks a privilege (docs/datahub-oss.md lists them)", 403)
+        if status >= 500 or status == 429:
+            return UpstreamUnreachable(f"DataHub at {self.url} answered HTTP {status}")
+        return UpstreamRefused(f"DataHub at {self.url} answered HTTP {status}", status)
+
+
+def _status_in(exc: BaseException) -> int | None:
+    """The HTTP status a DataHub client error carries in its info (OperationalError's dict)."""
+    for arg in getattr(exc, "args", ()):
+        if isinstance(arg, dict) and isinstance(arg.get("status"), int):
+            return arg["status"]
+    return None

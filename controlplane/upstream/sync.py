@@ -1,0 +1,187 @@
+"""The upstream loop: find DataHub's new execution requests for our pools, write our results
+back, and pass DataHub's cancels on. One thread, three steps per tick, each safe to repeat:
+
+- discover (every poll interval): DataHub's requests newest first, back to the newest one the
+  last scan saw (less a few minutes for the search index's lag) and never before this control
+  plane first looked (less the lookback). A request is taken when its executorId names one of
+  our pools and it has no result; `default` and every other id are never touched. Taken means
+  adopted (our execution of the same id, queued on the pool) or refused (a FAILURE says why).
+- push (every tick): each open request's current result is written to DataHub when it changed
+  since the last write; a final one closes the request (mirror.py).
+- signals (every tick): a KILL DataHub's UI wrote for a request we run is passed on as our own
+  cancel, which the executor reads within its progress interval.
+
+DataHub unreachable: nothing is lost (our executions go on; their latest results are written
+when it is back) and nothing is taken twice (the mirror table decides). It is logged once when
+it goes and once when it is back; a refused token names its file.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+
+from vocabulary import statuses as S
+
+from .. import entities as E
+from ..errors import Conflict, Invalid
+from ..service import ControlPlane
+from ..tokens import ADMIN, Identity
+from .claims import UpstreamClaims
+from .gms import UpstreamError, UpstreamGms, UpstreamRefused, UpstreamUnreachable
+from .mirror import DISPATCHED, Mirror, digest
+from .requests import Refusal, as_input, executor_id_of, request_id, requested_at
+
+PAGE = 50
+MAX_PAGES = 20  # one scan reads at most 1,000 requests; the next scan goes on from there
+INDEX_LAG_MS = 5 * 60 * 1000
+TICK_S = 1.0
+REFUSED_RETRY_S = 60.0  # a result DataHub refused (4xx) is tried again after this
+FIRST_LOOK = "first_look_ms"
+SYSTEM = Identity("upstream", ADMIN, None, None)  # what this loop writes here, it writes as an admin
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str  # the upstream GMS, as this control plane reaches it (…/gms or the GMS root)
+    token_file: Path  # a token that may list execution requests, write their results, read secrets
+    ingest_token_file: Path  # the token tasks' sinks write metadata with (ingest only)
+    sink_url: str | None = None  # the GMS as executors reach it, when not URL
+    poll_interval_s: float = 2.0
+    lookback_s: float = 3600.0  # on the first start, requests this old are still taken
+
+
+class UpstreamSync:
+    def __init__(self, cp: ControlPlane, config: UpstreamConfig, gms: UpstreamGms | None = None) -> None:
+        self.cp = cp
+        self.config = config
+        self.gms = gms or UpstreamGms(config.url, config.token_file)
+        self.mirror = Mirror(cp.store)
+        self.claims = UpstreamClaims(self.gms, self.mirror, ingest_token_file=config.ingest_token_file,
+                                     sink_url=config.sink_url or config.url)
+        self._problem: str | None = None  # what is wrong with DataHub now, logged once
+        self._retry_after: dict[str, float] = {}
+        self._next_discovery = 0.0
+        self._first_look = self._first_look_ms()
+
+    def attach(self) -> None:
+        """Claims of upstream runs answer with DataHub's sink and secrets from now on."""
+        self.cp.executions.claim_context = self.claims
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.tick()
+            stop.wait(TICK_S)
+
+    def tick(self) -> None:
+        try:
+            if time.monotonic() >= self._next_discovery:
+                self._next_discovery = time.monotonic() + self.config.poll_interval_s
+                self.discover()
+            self.push()
+            self.pass_cancels()
+            self._recovered()
+        except UpstreamError as exc:
+            self._failing(exc)
+        except Exception:  # the loop must go on; the next tick retries
+            logger.exception("upstream sync step failed; retrying in {} s", TICK_S)
+
+    # discover ---------------------------------------------------------------------------------
+    def discover(self) -> list[str]:
+        """Take every new request for our pools; returns the ids taken."""
+        pools = set(self.cp.pools.ids()) - {E.DEFAULT_EXECUTOR_ID}
+        seen = self.mirror.newest_seen()
+        floor = max(self._first_look - int(self.config.lookback_s * 1000), (seen or 0) - INDEX_LAG_MS)
+        taken: list[str] = []
+        newest = 0
+        for page_number in range(MAX_PAGES):
+            _, page = self.gms.execution_requests(page_number * PAGE, PAGE)
+            known = self.mirror.known([request_id(r) for r in page])
+            for request in page:
+                at = requested_at(request)
+                newest = max(newest, at)
+                if at < floor or executor_id_of(request) not in pools:
+                    continue  # too old to be new, or another executor's: never touched
+                if request_id(request) in known or request.get("result"):
+                    continue
+                taken.append(self._take(request))
+            if len(page) < PAGE or any(requested_at(r) < floor for r in page):
+                break
+        if newest:
+            self.mirror.saw(newest)
+        return taken
+
+    def _take(self, request: dict) -> str:
+        execution_id, at = request_id(request), requested_at(request)
+        decision = as_input(request)
+        if not isinstance(decision, Refusal):
+            try:
+                self.cp.write_aspect(E.execution_urn(execution_id), E.EXECUTION_INPUT, decision, SYSTEM,
+                                     also=lambda tx: self.mirror.adopt(tx, execution_id, at))
+                logger.info("DataHub execution request {} taken for pool {}", execution_id, decision["executorId"])
+                return execution_id
+            except (Invalid, Conflict) as exc:
+                decision = Refusal(S.INVALID_ARGUMENTS, str(exc))
+        self.mirror.refuse(execution_id, at, decision.reason, decision.message)
+        logger.warning("DataHub execution request {} refused ({}): {}", execution_id, decision.reason,
+                       decision.message)
+        return execution_id
+
+    def _first_look_ms(self) -> int:
+        with self.cp.store.transaction() as tx:
+            tx.execute("INSERT OR IGNORE INTO upstream_cursor VALUES (?, ?)", (FIRST_LOOK, int(time.time() * 1000)))
+            return tx.execute("SELECT value FROM upstream_cursor WHERE name=?", (FIRST_LOOK,)).fetchone()[0]
+
+    # push -------------------------------------------------------------------------------------
+    def push(self) -> int:
+        """Write every changed result to DataHub; returns how many were written."""
+        written = 0
+        for request in self.mirror.open_requests():
+            if request.result is None:
+                continue
+            if digest(request.result) == request.pushed_digest:
+                continue
+            if self._retry_after.get(request.execution_id, 0.0) > time.monotonic():
+                continue
+            try:
+                self.gms.write_result(request.urn, request.result)
+            except UpstreamRefused as exc:
+                if exc.status in (401, 403):
+                    raise
+                self._retry_after[request.execution_id] = time.monotonic() + REFUSED_RETRY_S
+                logger.error("DataHub refused the result of {} ({}); trying again in {:.0f} s", request.execution_id,
+                             exc, REFUSED_RETRY_S)
+                continue
+            self._retry_after.pop(request.execution_id, None)
+            self.mirror.written(request.execution_id, request.result)
+            written += 1
+        return written
+
+    # cancels ----------------------------------------------------------------------------------
+    def pass_cancels(self) -> list[str]:
+        cancelled = []
+        for request in self.mirror.open_requests():
+            if request.state != DISPATCHED or request.cancel_passed or request.local_status not in (S.PENDING, S.RUNNING):
+                continue
+            if self.gms.kill_requested(request.urn):
+                self.cp.cancel(request.execution_id, SYSTEM)
+                self.mirror.cancel_passed_on(request.execution_id)
+                logger.info("DataHub cancelled execution request {}; cancelling it here", request.execution_id)
+                cancelled.append(request.execution_id)
+        return cancelled
+
+    # outages ----------------------------------------------------------------------------------
+    def _failing(self, exc: UpstreamError) -> None:
+        problem = str(exc)
+        if problem != self._problem:
+            kind = "unreachable" if isinstance(exc, UpstreamUnreachable) else "refusing"
+            logger.error("upstream DataHub {}: {}; runs here go on, results are written when it answers", kind, problem)
+            self._problem = problem
+
+    def _recovered(self) -> None:
+        if self._problem is not None:
+            logger.info("upstream DataHub at {} answers again", self.config.url)
+            self._problem = None
