@@ -200,18 +200,18 @@ def _upstream_config(args: argparse.Namespace):
     if not any(given) and not args.datahub_sink_url:
         return None
     if not all(given):
-        raise AdminError("upstream mode needs --datahub-url, --datahub-token-file and --datahub-ingest-token-file")
+        raise UsageError("upstream mode needs --datahub-url, --datahub-token-file and --datahub-ingest-token-file")
     if not args.datahub_url.startswith(("http://", "https://")):
-        raise AdminError(f"--datahub-url {args.datahub_url!r} is not an http(s) URL")
+        raise UsageError(f"--datahub-url {args.datahub_url!r} is not an http(s) URL")
     for flag, path in (("--datahub-token-file", args.datahub_token_file),
                        ("--datahub-ingest-token-file", args.datahub_ingest_token_file)):
         try:
             if not Path(path).read_text().strip():
-                raise AdminError(f"{flag} {path} is empty")
+                raise UsageError(f"{flag} {path} is empty")
         except OSError as exc:
-            raise AdminError(f"{flag} {path} cannot be read ({exc.strerror})") from None
+            raise UsageError(f"{flag} {path} cannot be read ({exc.strerror})") from None
     if not args.datahub_poll_interval > 0:
-        raise AdminError("--datahub-poll-interval must be above 0")
+        raise UsageError("--datahub-poll-interval must be above 0")
     return UpstreamConfig(url=args.datahub_url, token_file=Path(args.datahub_token_file),
                           ingest_token_file=Path(args.datahub_ingest_token_file), sink_url=args.datahub_sink_url,
                           poll_interval_s=args.datahub_poll_interval)

@@ -164,6 +164,11 @@ def test_the_admin_cli_manages_pools_sources_executions_and_tokens(cp, tmp_path,
     (["sources", "create", "s", "--recipe-file", "LATIN1"], "is not UTF-8 text"),
     (["sources", "frobnicate"], "invalid choice"),
     (["pools", "queues", "p", "--visibility-timeout", "soon"], "invalid int value"),
+    (["serve", "--datahub-url", "http://127.0.0.1:1/gms"], "upstream mode needs --datahub-url, --datahub-token-file"),
+    (["serve", "--datahub-url", "127.0.0.1:1", "--datahub-token-file", "RECIPE", "--datahub-ingest-token-file",
+      "RECIPE"], "is not an http(s) URL"),
+    (["serve", "--datahub-url", "http://127.0.0.1:1/gms", "--datahub-token-file", "MISSING",
+      "--datahub-ingest-token-file", "RECIPE"], "--datahub-token-file MISSING cannot be read"),
 ])
 def test_bad_arguments_get_one_line_and_exit_code_2(cp, tmp_path, args, says):
     (tmp_path / "RECIPE").write_text(RECIPE)
