@@ -108,11 +108,19 @@ def upstream_system(tmp_path):
 
 def test_a_run_started_in_datahub_runs_on_our_pool_and_datahub_shows_it(upstream_system):
     upstream, system = upstream_system
-    system.start_executor()
     source = upstream.create_source("sample", "datahub-mock-data", SAMPLE)
     elsewhere = upstream.create_source("not ours", "datahub-mock-data", SAMPLE, executor_id="someone-else")
     untouched = upstream.run(elsewhere)
     execution_urn = upstream.run(source)
+    execution_id = E.key_of(execution_urn, E.EXECUTION)
+    deadline = time.monotonic() + 30
+    while not system.cp.cp.executions.list(pool_id=POOL)[0]:
+        assert time.monotonic() < deadline, "the request was never taken"
+        time.sleep(0.1)
+    time.sleep(1)
+    assert system.cp.execution(execution_id)["status"] == "PENDING", "no executor yet: it waits"
+    assert upstream.result(execution_urn) is None, "DataHub shows it pending, as its own runs before they start"
+    system.start_executor()
 
     seen = upstream.statuses_until(execution_urn, {"SUCCESS", "FAILURE"}, timeout_s=300)
     result = upstream.result(execution_urn)
@@ -124,7 +132,6 @@ def test_a_run_started_in_datahub_runs_on_our_pool_and_datahub_shows_it(upstream
     assert report["source"]["report"]["events_produced"] > 0
     assert "Pipeline finished" in result.report or "events_produced" in result.report
 
-    execution_id = E.key_of(execution_urn, E.EXECUTION)
     ours = system.cp.execution(execution_id)
     assert ours["status"] == "SUCCESS" and ours["pool_id"] == POOL, "the same run, here"
     written = upstream.datahub.cp.executions.run_summary(execution_id)
