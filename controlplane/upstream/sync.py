@@ -6,7 +6,7 @@ back, and pass DataHub's cancels on. One thread, three steps per tick, each safe
   plane first looked (less the lookback). A request is taken when its executorId names one of
   our pools and it has no result; `default` and every other id are never touched. Taken means
   adopted (our execution of the same id, queued on the pool) or refused (a FAILURE says why).
-- push (every tick): each open request's current result is written to DataHub when it changed
+- push (every tick, at least once a second): each open request's current result is written to DataHub when it changed
   since the last write; a final one closes the request (mirror.py).
 - signals (every tick): a KILL DataHub's UI wrote for a request we run is passed on as our own
   cancel, which the executor reads within its progress interval.
@@ -74,7 +74,8 @@ class UpstreamSync:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.tick()
-            stop.wait(TICK_S)
+            # Wake for the next scan on time (the poll interval may be under a tick), else a tick.
+            stop.wait(max(0.01, min(TICK_S, self._next_discovery - time.monotonic())))
 
     def tick(self) -> None:
         try:
