@@ -69,7 +69,7 @@ def main() -> None:
     quick, out = args.quick, Path(args.out)
     started = time.monotonic()
     rows = (sandbox_rows(20 if quick else 200) + controlplane_rows(30 if quick else 300, 2 if quick else 5)
-            + sample_rows(2 if quick else 5) + peers.run(quick=quick))
+            + sample_rows(2 if quick else 7) + peers.run(quick=quick))
     header = (f"# Benchmarks ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} CPUs, "
               f"{'quick' if quick else 'full'} run, {time.monotonic() - started:.0f} s)\n\n"
               "Written by `bench/run_all.py`; how each is measured: the docstrings of bench/peers.py and the "
