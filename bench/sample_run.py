@@ -11,8 +11,8 @@ task's start in its cgroup, `datahub ingest`, the log upload and the result.
 Baseline: the same recipe run directly with the same CLI (acryl-datahub 1.7.0.17 in the
 executor's venv cache, .cache/venvs, as the e2e tests use it), with DATAHUB_GMS_URL and
 DATAHUB_GMS_TOKEN pointing at the same control plane, timed from spawn to exit. It gets the flags
-the executor gives (`--no-default-report --no-spinner`), so both do the same work; the recipe is a
-file here and stdin there.
+the executor gives (`--report-to FILE --no-spinner`, executor/runtime/tasks.py), so both do the
+same work; the recipe is a file here and stdin there.
 
 Runs alternate ours and baseline (noise hits both alike) after one unmeasured warm-up of each;
 the figures are medians and the ratio is ours / baseline. The executor is idle and its venv
@@ -83,7 +83,8 @@ def run_baseline(cp: ControlPlaneHandle, cli: Path, recipe: Path, timeout_s: flo
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAHUB_", "AWS_"))}
     env.update({"DATAHUB_GMS_URL": cp.gms_url, "DATAHUB_GMS_TOKEN": cp.admin_token, "DATAHUB_TELEMETRY_ENABLED": "false"})
     started = time.time()
-    done = subprocess.run([str(cli), "ingest", "run", "-c", str(recipe), "--no-default-report", "--no-spinner"],
+    done = subprocess.run([str(cli), "ingest", "run", "-c", str(recipe), "--report-to", str(recipe.parent / "report.json"),
+                           "--no-spinner"],
                           env=env, cwd=recipe.parent, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout_s)
     elapsed = time.time() - started
