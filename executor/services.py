@@ -63,12 +63,13 @@ class Intake:
         if capacity <= 0:
             self.ledger.wait_for_change(1.0)
             return 0
+        asked = time.monotonic()
         try:
             received = self.consumer.receive(capacity)
         except Exception as exc:  # botocore: endpoint down, throttled, credentials
             self.outage.down(exc)
             return 2.0
-        self.outage.up()
+        self.outage.up(asked)
         for message in received:
             if self.stop.is_set():  # a long poll that returned after the stop: give it straight back
                 try:
@@ -81,21 +82,31 @@ class Intake:
 
 
 class OutageLog:
-    """One line when SQS becomes unreachable and one when it is back, not one per failed call."""
+    """One line when SQS becomes unreachable and one when it is back, not one per failed call.
+
+    Only a call that began after the outage was noticed proves SQS is back: a long poll already
+    in flight when the server went away may still end well (an empty answer as it shuts down),
+    and taking that for recovery made the two queues' intakes flap the log."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.is_down = False
+        self._down_since = 0.0
 
     def down(self, exc: Exception) -> None:
         with self._lock:
             first, self.is_down = not self.is_down, True
+            if first:
+                self._down_since = time.monotonic()
         if first:
             logger.warning("SQS unreachable ({}); retrying", type(exc).__name__)
 
-    def up(self) -> None:
+    def up(self, asked_at: float) -> None:
+        """A call begun at ASKED_AT (time.monotonic()) succeeded."""
         with self._lock:
-            was, self.is_down = self.is_down, False
+            was = self.is_down and asked_at >= self._down_since
+            if was:
+                self.is_down = False
         if was:
             logger.info("SQS reachable again")
 
