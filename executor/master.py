@@ -63,6 +63,8 @@ class Master:
                         MONITORS: Ledger(MONITORS, settings.monitors_max_workers)}
         self.leases = Leases()
         self.metrics = ExecutorMetrics()
+        for ledger in self.ledgers.values():  # /metrics shows each ledger from the start, empty
+            self.metrics.set_ledger(ledger.snapshot())
         self.notifier = SystemdNotifier()
         self.work_dir = Path(settings.work_dir)
         self.stopping = threading.Event()
