@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from controlplane.testing import ControlPlaneHandle, running_controlplane  # noqa: E402
 from executor.runtime.venvs import VenvCache  # noqa: E402
-from tests.e2e.conftest import ExecutorProcess, mock_recipe, remove_cgroup_roots  # noqa: E402
+from executor.testing import ExecutorProcess, mock_recipe, remove_cgroup_roots  # noqa: E402
 
 STANDIN_VERSION = "0.0.0.1"  # a version no real acryl-datahub has: the cache slot is ours alone
 EXECUTOR_BIN = Path(sys.executable).parent / "datahub-executor"

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from controlplane.quickstart import SAMPLE_RECIPE  # noqa: E402
 from controlplane.testing import ControlPlaneHandle, running_controlplane  # noqa: E402
 from executor.runtime.venvs import VenvCache, plugins_for  # noqa: E402
-from tests.e2e.conftest import DATAHUB_VERSION, EXECUTOR, VENV_CACHE, ExecutorProcess, remove_cgroup_roots  # noqa: E402
+from executor.testing import DATAHUB_VERSION, EXECUTOR, VENV_CACHE, ExecutorProcess, remove_cgroup_roots  # noqa: E402
 from vocabulary.safe_yaml import load_bounded  # noqa: E402
 
 POOL = "sample"

@@ -21,9 +21,9 @@ of the execution gives where the time went: request -> taken (its created_at: fo
 discovery wait and scan, for the baseline the GraphQL call's own write), -> queued (its
 enqueued_at: the message sent) and -> child (the executor's receive, claim and start).
 
-The discovery poll: the loop ticks every TICK_S (1 s) and scans DataHub at the first tick at
-least poll_interval_s after the last scan, so the scans come every ceil(poll_interval_s / TICK_S)
-ticks (plus each tick's own work) and a request waits half of that on average. Each setting of
+The discovery poll: the loop scans DataHub every poll_interval_s (it wakes for the scan on
+time, and at least every TICK_S for results and cancels), so a request waits half an interval on
+average, plus the scan's own work. Each setting of
 --intervals is measured; the interval is changed on the running loop between runs
 (UpstreamSync.config, read at every tick), so that every setting and the baseline are measured
 interleaved on the same servers and executor, in a rotated order per round, each request after
@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import random
 import statistics
@@ -80,7 +79,7 @@ from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig  # 
 from controlplane import entities as E  # noqa: E402
 from controlplane.testing import ControlPlaneHandle, running_controlplane  # noqa: E402
 from controlplane.upstream.sync import TICK_S, UpstreamConfig  # noqa: E402
-from tests.e2e.conftest import DATAHUB_VERSION, VENV_CACHE, ExecutorProcess, mock_recipe, remove_cgroup_roots  # noqa: E402
+from executor.testing import DATAHUB_VERSION, VENV_CACHE, ExecutorProcess, mock_recipe, remove_cgroup_roots  # noqa: E402
 from vocabulary import statuses as S  # noqa: E402
 
 POOL = "upstream-bench"
@@ -114,8 +113,8 @@ def label(interval: float) -> str:
 
 
 def discovery_period_s(interval: float) -> float:
-    """How often the loop scans DataHub at POLL_INTERVAL_S, its ticks' own work left out."""
-    return max(1, math.ceil(interval / TICK_S - 1e-9)) * TICK_S
+    """How often the loop scans DataHub at POLL_INTERVAL_S, its own work left out."""
+    return interval
 
 
 class Bench:
