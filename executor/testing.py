@@ -58,8 +58,8 @@ class ExecutorProcess:
         raise AssertionError(f"no log line with {text!r}; log:\n" + "\n".join(self.lines[-40:]))
 
     def stop(self, timeout_s: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        """Stop as an operator does: one SIGTERM, and the master drains."""
+        self.request_stop()
         try:
             return self.process.wait(timeout=timeout_s)
         finally:
@@ -67,9 +67,32 @@ class ExecutorProcess:
                 self.process.kill()
                 self.process.wait()
 
+    def request_stop(self) -> None:
+        """Send SIGTERM (a second one kills the running tasks at once and reports them)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def kill9(self) -> None:
         self.process.kill()
         self.process.wait()
+
+
+def stop_all_without_draining(executors: list[ExecutorProcess], drain_s: float = 2.0) -> None:
+    """Stop several executors at once, for a harness's teardown: each gets a SIGTERM, and a second
+    one after `drain_s` if it still drains, so nobody waits out a task a test left running."""
+    for executor in executors:
+        executor.request_stop()
+    deadline = time.monotonic() + drain_s
+    for executor in executors:
+        try:
+            executor.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            executor.request_stop()
+    for executor in executors:
+        try:
+            executor.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            executor.kill9()
 
 
 def remove_cgroup_roots(names: set[str]) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 
 from controlplane.testing import ControlPlaneHandle, running_controlplane
 from executor.testing import (DATAHUB_VERSION, EXECUTOR, ROOT, VENV_CACHE, ExecutorProcess,  # noqa: F401
-                              free_port, mock_recipe, remove_cgroup_roots)
+                              free_port, mock_recipe, remove_cgroup_roots, stop_all_without_draining)
 
 
 class System:
@@ -59,8 +59,7 @@ def system(tmp_path: Path) -> Iterator[System]:
         try:
             yield system
         finally:
-            for executor in system.executors:
-                executor.stop()
+            stop_all_without_draining(system.executors)
             left = remove_cgroup_roots(system.cgroup_roots)
     assert not left, f"executors left task cgroups behind: {left}"
 

@@ -24,7 +24,7 @@ from controlplane.quickstart import SAMPLE_RECIPE
 from controlplane.testing import ControlPlaneHandle, running_controlplane
 from controlplane.upstream.sync import UpstreamConfig
 
-from .conftest import System, custom_env, custom_recipe, remove_cgroup_roots
+from .conftest import System, custom_env, custom_recipe, remove_cgroup_roots, stop_all_without_draining
 
 POOL = "remote"
 SAMPLE = json.dumps(yaml.safe_load(SAMPLE_RECIPE))  # DataHub's UI saves recipes as JSON
@@ -100,8 +100,7 @@ def upstream_system(tmp_path):
             try:
                 yield Upstream(datahub), system
             finally:
-                for executor in system.executors:
-                    executor.stop()
+                stop_all_without_draining(system.executors)
                 left = remove_cgroup_roots(system.cgroup_roots)
     assert not left, f"executors left task cgroups behind: {left}"
 

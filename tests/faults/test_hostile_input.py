@@ -15,7 +15,7 @@ import requests
 from controlplane import entities as E
 from controlplane import lifecycle
 from controlplane.metadata import aspect_store
-from tests.e2e.conftest import mock_recipe
+from tests.e2e.conftest import mock_recipe, stop_all_without_draining
 
 from .conftest import Sampler, rss_mib
 
@@ -167,6 +167,5 @@ def test_a_50_mb_heartbeat_answer_is_refused_unread_and_work_goes_on(system, tmp
         assert executor.process.poll() is None
         assert [e["status"] for e in system.cp.executors("remote")] == ["ONLINE"]
     finally:
-        for executor in system.executors:  # before the proxy goes: its last heartbeats pass through it
-            executor.stop()
+        stop_all_without_draining(system.executors)  # before the proxy goes: its last heartbeats pass through it
         proxy.close()

@@ -142,6 +142,8 @@ def main():
     if role == "neighbour":
         found["neighbour"] = meet_a_neighbour()
     print("PROBE " + json.dumps(found), flush=True)
+    if role == "neighbour":
+        time.sleep(1)  # long enough for the lingering probe's 0.1 s scans to see it, then go
     if role == "linger":
         linger()
     if "--report-to" in args:
