@@ -238,7 +238,9 @@ class TaskRunner(threading.Thread):
             executor_id=settings.executor_id)
         prepared.cleanup()  # nothing of the task is left on disk once DataHub shows it ended
         self.s.leases.move(self.lease, State.REPORTING)
-        uploaded = self._upload_log(claimed, task_log, attempts=LOG_UPLOAD_ATTEMPTS)
+        # One try before the result (the client's own retries span ~8 s of an outage): on ECS the
+        # stop timeout is 30 s, and the result is what must be recorded; the rest come after it.
+        uploaded = self._upload_log(claimed, task_log, attempts=1)
         self._report(claimed, result)
         if not uploaded:
             self._upload_log(claimed, task_log, attempts=LOG_UPLOAD_ATTEMPTS)
@@ -320,7 +322,8 @@ class TaskRunner(threading.Thread):
     # reporting --------------------------------------------------------------------------------
     def _upload_log(self, claimed: Claimed, task_log: TaskLog, *, attempts: int) -> bool:
         """A few tries, not forever: the result must not wait on the log (a container's grace
-        period can end first); a log that could not go before the result is tried again after."""
+        period can end first); a log that could not go before the result is tried again after.
+        Once the executor is stopping, one try: a stop waits on no log."""
         data = task_log.full_log(FULL_LOG_UPLOAD_CAP)
         for attempt in range(attempts):
             try:
@@ -336,7 +339,8 @@ class TaskRunner(threading.Thread):
                 self.log.warning("full log not uploaded to {}: {}", self.s.logs.destination(self.execution_id),
                                  type(exc).__name__)
                 return False
-            time.sleep(min(2 ** attempt, 5))
+            if self.s.stopping.wait(min(2 ** attempt, 5)):
+                break
         self.log.warning("full log not uploaded yet to {}", self.s.logs.destination(self.execution_id))
         return False
 
