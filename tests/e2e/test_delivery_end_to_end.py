@@ -105,6 +105,7 @@ def test_check_passes_against_a_healthy_setup_and_names_the_fix_when_not(system,
         ok = subprocess.run([EXECUTOR[0], "check"], env=env, capture_output=True, text=True, timeout=60)
     finally:
         server.shutdown()
+        server.server_close()  # refused from now on, not accepted and left unanswered for 10 s
     lines = ok.stdout.splitlines()
     assert ok.returncode == 0, ok.stdout
     assert [line.split()[0] for line in lines] == ["PASS"] * 7
