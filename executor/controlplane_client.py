@@ -129,6 +129,11 @@ class ControlPlaneClient:
                       raise_on_status=False)
         self.session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
         self.session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
+        # Proxy and CA-bundle variables are read once, here: requests would otherwise re-read the
+        # environment on every call (~1 ms of a task's master CPU), for a URL that never changes.
+        environment = self.session.merge_environment_settings(self.gms_url, {}, None, None, None)
+        self.session.proxies, self.session.verify = environment["proxies"], environment["verify"]
+        self.session.trust_env = False
         self._down = False
         self._lock = threading.Lock()
 

@@ -205,27 +205,37 @@ class TaskLogDirectory:
         self.keep = keep
         self._held = held
         self._lock = threading.Lock()
+        # The logs on disk, oldest first: read from the directory once (a restart finds the last
+        # run's), then kept here, so a new task costs no directory scan.
+        self._known: dict[str, None] | None = None
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
 
-    def path_for(self, execution_id: str) -> str:
-        with self._lock:
-            held = set(self._held())
-            dated = []
-            for entry in os.scandir(self.directory):
-                if not entry.name.endswith(".log"):
-                    continue
+    def _scan(self) -> dict[str, None]:
+        dated = []
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(".log"):
                 try:
-                    dated.append((entry.stat().st_mtime, entry.path, entry.name[:-4]))
+                    dated.append((entry.stat().st_mtime, entry.name[:-4]))
                 except FileNotFoundError:
                     continue
-            dated.sort()
-            for _, path, stem in dated[:-self.keep] if len(dated) > self.keep else []:
-                if stem not in held:
+        return dict.fromkeys(stem for _, stem in sorted(dated))
+
+    def path_for(self, execution_id: str) -> str:
+        with self._lock:
+            if self._known is None:
+                self._known = self._scan()
+            self._known.pop(execution_id, None)
+            self._known[execution_id] = None
+            excess = len(self._known) - self.keep
+            if excess > 0:
+                held = set(self._held()) | {execution_id}
+                for stem in [s for s in self._known if s not in held][:excess]:
                     try:
-                        os.unlink(path)
+                        os.unlink(os.path.join(self.directory, f"{stem}.log"))
                     except FileNotFoundError:
                         pass
+                    del self._known[stem]
         path = os.path.join(self.directory, f"{execution_id}.log")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.close(fd)

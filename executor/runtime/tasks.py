@@ -35,6 +35,8 @@ from .rejection import TaskRejected
 from .secrets import ChainedSecretStore, SecretError, find_secret_names
 from .venvs import VenvCache, plugins_for
 
+# libyaml's emitter when PyYAML has it (4x faster than the pure-Python one, same text).
+SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 # An ingestion report is a few hundred KB; past this it is not read (datahub_aspects caps what is shipped).
 REPORT_READ_MAX_BYTES = 16 << 20
 # Variables of the source's extra env that steer the executor and are not passed to the task.
@@ -186,7 +188,7 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
     report_path = os.path.join(workdir, "ingestion_report.json")
     recipe.setdefault("run_id", execution_id)
     envelope = {
-        "__recipe_yaml__": yaml.safe_dump(recipe, sort_keys=False),
+        "__recipe_yaml__": yaml.dump(recipe, Dumper=SAFE_DUMPER, sort_keys=False),
         "__secrets__": values,
         "__report_out_file__": report_path,
         "__debug_mode__": is_true(args.get("debug_mode")),

@@ -45,3 +45,19 @@ def test_task_logs_are_readable_by_the_executor_only(tmp_path):
     path = directory.path_for("exe_1")
     assert stat.S_IMODE(os.stat(tmp_path / "logs").st_mode) == 0o700
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_the_oldest_logs_go_first_across_restarts(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(10):
+        path = logs / f"old_{i}.log"
+        path.write_text("x")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    first = TaskLogDirectory(str(logs), held=lambda: {"old_0"}, keep=10)
+    first.path_for("new_a")
+    first.path_for("new_b")
+    assert sorted(p.stem for p in logs.glob("*.log")) == ["new_a", "new_b", "old_0"] + [f"old_{i}" for i in range(3, 10)]
+    restarted = TaskLogDirectory(str(logs), held=set, keep=10)  # a new master reads what is there
+    restarted.path_for("new_c")
+    assert sorted(p.stem for p in logs.glob("*.log")) == ["new_a", "new_b", "new_c"] + [f"old_{i}" for i in range(3, 10)]
