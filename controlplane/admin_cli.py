@@ -193,9 +193,8 @@ def _client(args: argparse.Namespace) -> AdminClient:
 
 
 def _upstream_config(args: argparse.Namespace):
-    """Upstream mode's settings, or None; the token files must be readable now (one-line refusal)."""
-    from .upstream.sync import UpstreamConfig
-
+    """Upstream mode's settings, or None; the token files must be readable now (one-line refusal).
+    Checked before anything heavy is imported: a typo is refused at once, not after DataHub's client loads."""
     given = [args.datahub_url, args.datahub_token_file, args.datahub_ingest_token_file]
     if not any(given) and not args.datahub_sink_url:
         return None
@@ -212,17 +211,20 @@ def _upstream_config(args: argparse.Namespace):
             raise UsageError(f"{flag} {path} cannot be read ({exc.strerror})") from None
     if not args.datahub_poll_interval > 0:
         raise UsageError("--datahub-poll-interval must be above 0")
+    from .upstream.sync import UpstreamConfig
+
     return UpstreamConfig(url=args.datahub_url, token_file=Path(args.datahub_token_file),
                           ingest_token_file=Path(args.datahub_ingest_token_file), sink_url=args.datahub_sink_url,
                           poll_interval_s=args.datahub_poll_interval)
 
 
 def _serve(args: argparse.Namespace) -> int:
+    upstream = _upstream_config(args)
     from .server import ControlPlaneServer, ServerConfig
 
     state_dir = Path(args.serve_state_dir or args.state_dir or ".state/controlplane")
     server = ControlPlaneServer(ServerConfig(state_dir=state_dir, host=args.host, port=args.port, queue=args.queue,
-                                             region=args.region, upstream=_upstream_config(args)))
+                                             region=args.region, upstream=upstream))
     server.start()
     print(f"control plane on {server.base_url} (web page: {server.base_url}/, API: {server.gms_url}); "
           f"admin token in {server.admin_token_path}", flush=True)
