@@ -27,15 +27,17 @@ def test_visibility_is_extended_so_a_long_task_runs_once(tmp_path, system):
 
 
 def test_kill_9_of_the_master_mid_task_reruns_the_task_and_leaves_no_orphan(system, tmp_path):
+    system.cp.create_pool("crash", visibility_timeout_s=10)
+    system.pool_id = "crash"
     first = system.start_executor("executor-crash", DATAHUB_EXECUTOR_CGROUP_ROOT="test-exec-crash-root")
     source = system.cp.create_source("rerun", custom_recipe("SleepySource", tmp_path / "r.json", seconds=8),
-                                     extra_env=custom_env())
+                                     pool_id="crash", extra_env=custom_env())
     execution = system.cp.run_source(source["id"])
     wait_for_tick(system, execution["id"])
     task_pids = [int(p) for p in subprocess.run(["pgrep", "-f", "e2e_test_sources"], capture_output=True, text=True).stdout.split()]
     first.kill9()
     # Same executor id and cgroup root: its restart sweeps what the crash left, then runs the
-    # redelivered message (after the 30 s visibility timeout) to completion.
+    # redelivered message (after the pool's 10 s visibility timeout) to completion.
     second = system.start_executor("executor-crash", DATAHUB_EXECUTOR_CGROUP_ROOT="test-exec-crash-root")
     assert any("killed 1 task(s) left by a previous run" in line for line in second.lines)
     assert any("waiting for that process to go silent" in line for line in second.lines), \
