@@ -70,9 +70,15 @@ EXECUTION_FIELDS = {
 }
 
 
+def is_system_source(source: dict[str, Any]) -> bool:
+    """DataHub's own internal sources (dataHubIngestionSourceInfo.source.type SYSTEM), which its
+    UI hides from the lists of runs unless asked."""
+    return (source["info"].get("source") or {}).get("type") == "SYSTEM"
+
+
 def matches(value: Any, flt: dict[str, Any]) -> bool:
     """One FacetFilterInput against one value, as DataHub's search filters read."""
-    wanted = list(flt.get("values") or ([flt["value"]] if flt.get("value") is not None else []))
+    wanted = list(flt.get("values") or [])
     condition = flt.get("condition") or "EQUAL"
     text = "" if value is None else str(value)
     if condition == "EXISTS":
@@ -171,6 +177,9 @@ def build_schema(cp: ControlPlane):
     @query.field("listExecutionRequests")
     def resolve_list_executions(_, info, input: dict[str, Any]) -> dict[str, Any]:
         _, rows = cp.executions.list(count=MAX_PAGE)
+        if input.get("systemSources") is not None:  # only runs of system sources, or only of the others
+            system = {s["urn"] for s in cp.sources.list() if is_system_source(s)}
+            rows = [r for r in rows if (r["source_urn"] in system) == input["systemSources"]]
         rows = apply_filters(rows, input.get("filters"), EXECUTION_FIELDS, input.get("query"))
         if (input.get("sort") or {}).get("sortOrder") == "ASCENDING":
             rows.reverse()
@@ -256,6 +265,8 @@ def build_schema(cp: ControlPlane):
             info["config"]["extraArgs"] = {e["key"]: e.get("value") or "" for e in config["extraArgs"]}
         if input.get("schedule"):
             info["schedule"] = {"interval": input["schedule"]["interval"], "timezone": input["schedule"]["timezone"]}
+        if input.get("source"):
+            info["source"] = {"type": input["source"]["type"]}
         return info
 
     @mutation.field("createIngestionSource")

@@ -131,6 +131,23 @@ def test_the_graphql_operations_remote_execution_needs(cp, graph):
                                           '"ingestionSource", values: ["%s"]}]}) { total executionRequests { urn } } }'
                                           % source_urn)["listExecutionRequests"]
     assert [r["urn"] for r in requests_page["executionRequests"]] == [run_urn]
+    # A system source (DataHub's own internal kind) and its run: listed only when asked for.
+    system_urn = graph.execute_graphql(GRAPHQL_SOURCE, variables={"input": {
+        "name": "indexing", "type": "datahub-mock-data", "source": {"type": "SYSTEM"},
+        "config": {"recipe": recipe, "executorId": "remote"}}})["createIngestionSource"]
+    system_run = graph.execute_graphql("mutation($u: String!) { createIngestionExecutionRequest(input: {ingestionSourceUrn: $u}) }",
+                                       variables={"u": system_urn})["createIngestionExecutionRequest"]
+    assert graph.get_aspect(system_urn, model.DataHubIngestionSourceInfoClass).source.type == "SYSTEM"
+
+    def runs_listed(system_sources: str) -> set[str]:
+        page = graph.execute_graphql("{ listExecutionRequests(input: {start: 0, count: 10%s}) { executionRequests { urn } } }"
+                                     % system_sources)["listExecutionRequests"]
+        return {r["urn"] for r in page["executionRequests"]}
+
+    assert runs_listed(", systemSources: true") == {system_run}
+    assert runs_listed(", systemSources: false") == {run_urn, test_urn}
+    assert runs_listed("") == {run_urn, test_urn, system_run}
+    graph.execute_graphql("mutation($u: String!) { deleteIngestionSource(urn: $u) }", variables={"u": system_urn})
     tested = graph.execute_graphql("query($u: String!) { executionRequest(urn: $u) { input { task executorId } source { urn } } }",
                                    variables={"u": test_urn})["executionRequest"]
     assert tested == {"input": {"task": "TEST_CONNECTION", "executorId": "remote"}, "source": None}, "default pool"
