@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench import controlplane_throughput, peers, sample_run, sandbox_overhead  # noqa: E402
+from bench import controlplane_throughput, peers, sample_run, sandbox_overhead, upstream_latency  # noqa: E402
 from bench.peers import Row  # noqa: E402
 
 
@@ -55,6 +55,18 @@ def sample_rows(runs: int) -> list[Row]:
                 f"control plane through the datahub-rest sink ({r['entities']} entities, {r['aspects']} aspects)")]
 
 
+def upstream_rows(runs: int) -> list[Row]:
+    r = upstream_latency.measure(runs)
+    b = r["baseline"]
+    return [Row(f"upstream mode: createIngestionExecutionRequest in DataHub -> task process started, poll {k} s",
+                f"p50 {u['p50_s'] * 1000:.0f} ms, p90 {u['p90_s'] * 1000:.0f} ms",
+                f"same run started on our control plane: p50 {b['p50_s'] * 1000:.0f} ms, p90 {b['p90_s'] * 1000:.0f} ms",
+                f"{u['ratio_p50']:.2f}x p50, {u['ratio_p90']:.2f}x p90",
+                f"+{u['added_mean_s'] * 1000:.0f} ms mean, of which the discovery wait {u['discovery_mean_s'] * 1000:.0f} ms "
+                f"(expected {u['expected_discovery_s'] * 1000:.0f}); {runs} interleaved runs each")
+            for k, u in r["upstream"].items()]
+
+
 def table(rows: list[Row]) -> str:
     lines = ["| benchmark | ours | baseline / peer | ratio | notes |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r.benchmark} | {r.ours} | {r.peer} | {r.ratio} | {r.note} |" for r in rows]
@@ -69,7 +81,7 @@ def main() -> None:
     quick, out = args.quick, Path(args.out)
     started = time.monotonic()
     rows = (sandbox_rows(20 if quick else 200) + controlplane_rows(30 if quick else 300, 2 if quick else 5)
-            + sample_rows(2 if quick else 7) + peers.run(quick=quick))
+            + sample_rows(2 if quick else 7) + upstream_rows(2 if quick else 10) + peers.run(quick=quick))
     header = (f"# Benchmarks ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} CPUs, "
               f"{'quick' if quick else 'full'} run, {time.monotonic() - started:.0f} s)\n\n"
               "Written by `bench/run_all.py`; how each is measured: the docstrings of bench/peers.py and the "

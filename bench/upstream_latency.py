@@ -34,25 +34,24 @@ venv cache (.cache/venvs, as the e2e tests build it): nothing is installed. Each
 for to its end (SUCCESS) before the next starts, so the executor is idle at every request; one
 unmeasured warm-up of each case comes first. Every server listens on 127.0.0.1.
 
-Measured 2026-11-26 on "vm" (2 CPUs), --runs 10, 5 min 40 s, on a busy machine: bench/run_all.py
-and the test suite ran at the same time (other engineers'), load average 3.3 at the start and 4.4
-at the end. Absolute times may run high under that load; the split below is the robust result:
+Measured 2026-11-26 on "vm" (2 CPUs), --runs 5, 2 min 40 s, quiet machine (load average 0.67
+before, 0.66 after):
 
     case                              p50 ms  p90 ms  mean ms  ->taken  ->queued  ->child  ratio p50  ratio p90
-    baseline: direct on our CP           102     152      102       23         4       75      1.00x      1.00x
-    upstream, poll_interval_s 0.25       612    1042      596      522         4       71      6.02x      6.84x
-    upstream, poll_interval_s 1          629    1209      623      541         5       77      6.20x      7.93x
-    upstream, poll_interval_s 2 (def.)  1242    2086     1020      949         3       68     12.24x     13.69x
+    baseline: direct on our CP            57      74       59       13         2       44      1.00x      1.00x
+    upstream, poll_interval_s 0.25       146     255      169      109         3       57      2.57x      3.42x
+    upstream, poll_interval_s 1          554     889      569      509         2       58      9.76x     11.93x
+    upstream, poll_interval_s 2 (def.)  1017    1384      886      832         2       51     17.92x     18.59x
 
-    added on average: 0.25 s +494 ms, of which the discovery wait 499 ms (expected 500: scans every 1 s)
-                      1 s    +520 ms, of which the discovery wait 518 ms (expected 500)
-                      2 s    +917 ms, of which the discovery wait 925 ms (expected 1000)
+    added on average: 0.25 s +110 ms, of which the discovery wait 97 ms (expected 125: half the interval)
+                      1 s    +510 ms, of which the discovery wait 496 ms (expected 500)
+                      2 s    +827 ms, of which the discovery wait 819 ms (expected 1000)
 
-All of the added latency is the discovery poll: the rest (the stand-in's GraphQL write, the scan,
-the adoption, the claim with DataHub's sink) is within +-10 ms of the direct path, and the fastest
-upstream runs (105 ms at 2 s, a request made just before a scan) match the baseline. A
-poll_interval_s below TICK_S buys nothing: 0.25 s measured the same as 1 s, since the loop looks
-only once a tick.
+The discovery poll is 88-99% of the added latency: the rest (the stand-in's GraphQL write, the
+scan, the adoption, the claim with DataHub's sink) adds 7-14 ms to the direct path. The loop
+now wakes for each scan on time, so a shorter interval buys what it should (0.25 s: +110 ms;
+before that fix it measured the same as 1 s). Each scan is one listExecutionRequests query on
+DataHub: the interval trades DataHub's load for start latency.
 """
 from __future__ import annotations
 
