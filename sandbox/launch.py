@@ -37,6 +37,7 @@ class Launch:
     user: TaskUser | None
     address_space_bytes: int | None
     private_tmp: bool
+    keep_read_only: str | None = None  # what_private_tmp_must_keep()
 
 
 class Spawned(NamedTuple):
@@ -48,16 +49,25 @@ class Spawned(NamedTuple):
     namespace_made: bool
 
 
-def refuse_what_private_tmp_hides(cwd: str, command: str) -> None:
-    """Before forking: a private tmpfs would replace a working directory that is /tmp itself,
-    and hide a command under /tmp outside the working directory (which alone is bound through)."""
+def what_private_tmp_must_keep(cwd: str, command: str) -> str | None:
+    """Before forking: what of a private directory the task still needs, besides its working
+    directory (always bound through). A command installed under /tmp (a checkout cloned there,
+    its virtualenvs with it) keeps its install tree, read-only: the directory above its `bin/`,
+    or its own directory. Refused: a working directory that is /tmp itself, and a command lying
+    directly in a private directory (binding that back would undo the private tmp)."""
     if os.path.realpath(cwd) in {os.path.realpath(d) for d in PRIVATE_DIRS}:
         raise SandboxError(f"the working directory {cwd} would be replaced by the task's private tmpfs: "
                            "give the task a directory of its own")
-    hidden = private_dir_of(command)
-    if hidden is not None and not os.path.realpath(command).startswith(os.path.realpath(cwd).rstrip("/") + "/"):
-        raise SandboxError(f"the command {command} lies in {hidden}, which the task's private tmpfs replaces (only the "
-                           "working directory stays reachable): install it elsewhere or run the task without private_tmp")
+    real = os.path.realpath(command)
+    hidden = private_dir_of(real)
+    if hidden is None or real.startswith(os.path.realpath(cwd).rstrip("/") + "/"):
+        return None
+    directory = os.path.dirname(real)
+    tree = os.path.dirname(directory) if os.path.basename(directory) == "bin" else directory
+    if tree == os.path.realpath(hidden):
+        raise SandboxError(f"the command {command} lies directly in {hidden}, which the task's private tmpfs replaces: "
+                           "install it in a directory of its own or run the task without private_tmp")
+    return tree
 
 
 def fork_held(spawner: Spawner, launch: Launch) -> Spawned:
@@ -77,7 +87,7 @@ def fork_held(spawner: Spawner, launch: Launch) -> Spawned:
         return Spawned(*spawn(), f"not available: {spawner.namespaces_unavailable}", False)
     spawned = None
     try:
-        with spawner.namespaces.private_tmp(keep=launch.cwd) as described:
+        with spawner.namespaces.private_tmp(keep=launch.cwd, read_only=launch.keep_read_only) as described:
             spawned = spawn()
     except NamespaceUnavailable as exc:
         return Spawned(*spawn(), f"not available: {exc}", False)

@@ -86,6 +86,24 @@ def _mounts() -> list[tuple[str, str, set[str]]]:
     return found
 
 
+def _kept_flags(options: set[str]) -> int:
+    """The per-mount flags of OPTIONS that a read-only bind remount must repeat (it replaces them all)."""
+    flags = 0
+    for option in options & _KEPT_FLAGS.keys():
+        flags |= _KEPT_FLAGS[option]
+    return flags
+
+
+def _options_at(mounts: list[tuple[str, str, set[str]]], path: str) -> set[str]:
+    """The per-mount options of the mount PATH lies on (the longest mountpoint above it)."""
+    real = os.path.realpath(path)
+    best, options = "", set()
+    for mountpoint, _, mount_options in mounts:
+        if (real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")) and len(mountpoint) >= len(best):
+            best, options = mountpoint, mount_options
+    return options
+
+
 def private_dir_of(path: str) -> str | None:
     """The private directory (/tmp, /var/tmp, /dev/shm) that PATH lies in, if any."""
     real = os.path.realpath(path)
@@ -105,56 +123,60 @@ class MountNamespaces:
         self.stranded: str | None = None
 
     @contextmanager
-    def private_tmp(self, keep: str) -> Iterator[str]:
+    def private_tmp(self, keep: str, read_only: str | None = None) -> Iterator[str]:
         """Inside the block, this thread is in a fresh private mount namespace that a child
         forked there inherits; KEEP (the task's working directory) stays reachable when it
-        lies under a private directory. Yields a description of what was set up."""
+        lies under a private directory, and READ_ONLY (the command's install tree there) is
+        bound back read-only. Yields a description of what was set up."""
         if _libc.unshare(CLONE_NEWNS) != 0:
             code = ctypes.get_errno()
             raise NamespaceUnavailable(f"unshare(CLONE_NEWNS) failed: {os.strerror(code)}"
                                        + (" (needs CAP_SYS_ADMIN, and a seccomp profile that allows unshare)"
                                           if code in (errno.EPERM, errno.EACCES) else ""))
         try:
-            yield self._furnish(keep)
+            yield self._furnish(keep, read_only)
         finally:
             self._go_home()
 
-    def _furnish(self, keep: str) -> str:
+    def _furnish(self, keep: str, read_only: str | None) -> str:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        mounts = _mounts()
         # The cgroup filesystem first, wherever it is mounted (a chroot under /tmp may have its
         # own): once /tmp is covered, mounts below it could no longer be reached by path.
-        read_only = []
-        for mountpoint, fstype, options in _mounts():
+        cgroup_fs = []
+        for mountpoint, fstype, options in mounts:
             if fstype in CGROUP_FS_TYPES or mountpoint == CGROUP_MOUNT_PARENT:
-                flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-                for option in options & _KEPT_FLAGS.keys():
-                    flags |= _KEPT_FLAGS[option]
-                _mount(None, mountpoint, None, flags)
-                read_only.append(mountpoint)
-        kept_dir = private_dir_of(keep)
-        # Open the working directory before /tmp is covered: the descriptor still reaches it
-        # afterwards, and it belongs to this namespace, so it may be bind-mounted back.
-        keep_fd = os.open(keep, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if kept_dir else None
+                _mount(None, mountpoint, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(options))
+                cgroup_fs.append(mountpoint)
+        # What is kept is opened before /tmp is covered: the descriptors still reach it
+        # afterwards, and belong to this namespace, so they may be bind-mounted back.
+        kept = [(path, writable) for path, writable in ((read_only, False), (keep, True))
+                if path is not None and private_dir_of(path)]
+        fds: list[int] = []
         fresh, absent = [], []
         try:
+            for path, _ in kept:
+                fds.append(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
             for directory in PRIVATE_DIRS:
                 if not os.path.isdir(directory):
                     absent.append(directory)
                     continue
                 _mount("sandbox-tmp", directory, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
                 fresh.append(directory)
-            if keep_fd is not None:
-                os.makedirs(keep, mode=0o755, exist_ok=True)
-                _mount(f"/proc/thread-self/fd/{keep_fd}", keep, None, MS_BIND | MS_REC)
+            for (path, writable), fd in zip(kept, fds):
+                os.makedirs(path, mode=0o755, exist_ok=True)
+                _mount(f"/proc/thread-self/fd/{fd}", path, None, MS_BIND | MS_REC)
+                if not writable:
+                    _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(_options_at(mounts, path)))
         finally:
-            if keep_fd is not None:
-                os.close(keep_fd)
+            for fd in fds:
+                os.close(fd)
         text = f"private mount namespace: fresh tmpfs on {', '.join(fresh)} (charged to the task's memory cgroup)"
         if absent:
             text += f"; {', '.join(absent)} absent here"
-        if keep_fd is not None:
-            text += f"; working directory {keep} bound through"
-        return text + ("; cgroup filesystem read-only" if read_only else "; no cgroup filesystem mounted")
+        for path, writable in kept:
+            text += f"; working directory {path} bound through" if writable else f"; {path} bound through read-only"
+        return text + ("; cgroup filesystem read-only" if cgroup_fs else "; no cgroup filesystem mounted")
 
     def _go_home(self) -> None:
         if _libc.setns(self._home, CLONE_NEWNS) != 0:

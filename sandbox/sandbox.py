@@ -19,7 +19,7 @@ from .confined import ConfinedProcess
 from .detect import detect_mode, is_root_cgroup, read_hierarchies, v2_hierarchy
 from .driver import TASK_PREFIX, Driver
 from .errors import SandboxError
-from .launch import Launch, dispose, fork_held, refuse_what_private_tmp_hides
+from .launch import Launch, dispose, fork_held, what_private_tmp_must_keep
 from .limits import Limits
 from .no_cgroup import NoCgroupDriver
 from .spawn import address_space_kib, current_umask, lower_own_oom_score, prepare_child, release, resolve_command
@@ -128,8 +128,7 @@ class Sandbox:
         # Always an explicit cwd and umask: the spawner thread's own are not the master's.
         workdir = os.path.abspath(cwd) if cwd is not None else os.getcwd()
         command = resolve_command(argv, env, workdir)
-        if private_tmp:
-            refuse_what_private_tmp_hides(workdir, command)
+        keep_read_only = what_private_tmp_must_keep(workdir, command) if private_tmp else None
         task_name = TASK_PREFIX + (name or uuid.uuid4().hex[:12])
         if not _NAME.match(task_name):
             raise SandboxError(f"invalid task name {name!r}: use letters, digits, '.', '_' and '-'")
@@ -138,7 +137,7 @@ class Sandbox:
                 raise SandboxError(f"a task named {name!r} is already running in this sandbox: task names must be unique")
             self._running_names.add(task_name)
         launch = Launch(argv, env, workdir, current_umask(), stdin, stdout, stderr, user,
-                        limits.address_space_bytes, private_tmp)
+                        limits.address_space_bytes, private_tmp, keep_read_only)
         try:
             return self._start(task_name, limits, launch)
         except BaseException:

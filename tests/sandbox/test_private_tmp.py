@@ -107,14 +107,39 @@ def test_the_working_directory_under_tmp_stays_reachable(namespaces, tmp_path):
 def test_what_a_private_tmp_would_hide_is_refused_before_forking(namespaces, tmp_path):
     with pytest.raises(SandboxError, match="would be replaced by the task's private tmpfs"):
         namespaces.start(["true"], private_tmp=True, cwd="/tmp")
-    script = tmp_path / "tool"
-    script.write_text("#!/bin/sh\ntrue\n")
-    script.chmod(0o755)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    with pytest.raises(SandboxError, match="private tmpfs replaces"):
-        namespaces.start([str(script)], private_tmp=True, cwd=str(elsewhere))
+    loose = f"/tmp/dhx-loose-tool-{uuid.uuid4().hex[:8]}"  # directly in /tmp: binding it back undoes the private /tmp
+    with open(loose, "w") as f:
+        f.write("#!/bin/sh\ntrue\n")
+    os.chmod(loose, 0o755)
+    try:
+        with pytest.raises(SandboxError, match="lies directly in /tmp"):
+            namespaces.start([loose], private_tmp=True, cwd=str(tmp_path))
+    finally:
+        os.unlink(loose)
     assert namespaces.driver.leftover_names() == []
+
+
+def test_a_command_installed_under_tmp_keeps_its_tree_read_only(namespaces, tmp_path):
+    """A checkout cloned into /tmp keeps its virtualenvs there: the command's install tree (the
+    directory above its bin/) is bound back read-only, nothing else of /tmp is."""
+    venv = tmp_path / "venvs" / "cli"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "lib").mkdir()
+    (venv / "lib" / "module.txt").write_text("from the tree\n")
+    (tmp_path / "unrelated").write_text("not for the task\n")
+    tool = venv / "bin" / "tool"
+    tool.write_text(f"#!/bin/sh\ncat {venv}/lib/module.txt\n"
+                    f"touch {venv}/lib/written 2>/dev/null && echo tree-writable || echo tree-read-only\n"
+                    f"test -e {tmp_path}/unrelated && echo unrelated-seen || echo unrelated-hidden\n")
+    tool.chmod(0o755)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    process = namespaces.start([str(tool)], private_tmp=True, cwd=str(workdir), stdout=subprocess.PIPE)
+    out = process.stdout.read().decode().split("\n")
+    assert process.wait(timeout=10).status is Status.SUCCEEDED, out
+    assert out[:3] == ["from the tree", "tree-read-only", "unrelated-hidden"]
+    assert not (venv / "lib" / "written").exists()
+    assert f"{venv} bound through read-only" in process.isolation["private_tmp"]
 
 
 def test_without_privileges_the_task_runs_and_the_outcome_says_private_tmp_was_not_available():
