@@ -68,7 +68,8 @@ def test_private_tmp_is_a_fresh_tmpfs_and_the_cgroup_fs_is_read_only_even_for_a_
     own_procs = os.path.join(os.path.dirname(next(iter(_roots(namespaces)))), "cgroup.procs")
     script = (f"findmnt -no FSTYPE,SOURCE /tmp; ls -A /tmp | wc -l; "
               f"echo $$ > {own_procs} 2>/dev/null && echo escaped || echo refused")
-    process = namespaces.start(["bash", "-c", script], private_tmp=True, stdout=subprocess.PIPE)
+    process = namespaces.start(["bash", "-c", script], private_tmp=True, stdout=subprocess.PIPE,
+                               cwd="/")  # a working directory under /tmp (a checkout there) would be bound through
     lines = process.stdout.read().decode().split("\n")
     assert process.wait(timeout=10).status is Status.SUCCEEDED
     assert lines[0].split() == ["tmpfs", "sandbox-tmp"]
