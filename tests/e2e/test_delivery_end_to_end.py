@@ -16,7 +16,7 @@ def test_visibility_is_extended_so_a_long_task_runs_once(tmp_path, system):
     system.pool_id = "short-visibility"
     system.start_executor("executor-a")
     system.start_executor("executor-b")
-    source = system.cp.create_source("forty", custom_recipe("SleepySource", tmp_path / "f.json", seconds=40),
+    source = system.cp.create_source("long", custom_recipe("SleepySource", tmp_path / "f.json", seconds=25),
                                      pool_id="short-visibility", extra_env=custom_env())
     execution = system.cp.run_source(source["id"])
     done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=180)
