@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import IO, NamedTuple, Union
 
 from .errors import SandboxError
-from .mount_ns import PRIVATE_DIRS, NamespaceUnavailable, private_dir_of
+from .mount_ns import PRIVATE_DIRS, NamespaceUnavailable, lies_within, private_dir_of
 from .spawn import spawn_held
 from .spawner import Spawner
 from .task_user import TaskUser
@@ -60,7 +60,7 @@ def what_private_tmp_must_keep(cwd: str, command: str) -> str | None:
                            "give the task a directory of its own")
     real = os.path.realpath(command)
     hidden = private_dir_of(real)
-    if hidden is None or real.startswith(os.path.realpath(cwd).rstrip("/") + "/"):
+    if hidden is None or lies_within(real, os.path.realpath(cwd)):
         return None
     directory = os.path.dirname(real)
     tree = os.path.dirname(directory) if os.path.basename(directory) == "bin" else directory

@@ -94,12 +94,17 @@ def _kept_flags(options: set[str]) -> int:
     return flags
 
 
+def lies_within(real: str, directory: str) -> bool:
+    """Whether the resolved path REAL is DIRECTORY (resolved too) or lies below it."""
+    return real == directory or real.startswith(directory.rstrip("/") + "/")
+
+
 def _options_at(mounts: list[tuple[str, str, set[str]]], path: str) -> set[str]:
     """The per-mount options of the mount PATH lies on (the longest mountpoint above it)."""
     real = os.path.realpath(path)
     best, options = "", set()
     for mountpoint, _, mount_options in mounts:
-        if (real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")) and len(mountpoint) >= len(best):
+        if lies_within(real, mountpoint) and len(mountpoint) >= len(best):
             best, options = mountpoint, mount_options
     return options
 
@@ -108,8 +113,7 @@ def private_dir_of(path: str) -> str | None:
     """The private directory (/tmp, /var/tmp, /dev/shm) that PATH lies in, if any."""
     real = os.path.realpath(path)
     for directory in PRIVATE_DIRS:
-        base = os.path.realpath(directory)
-        if real == base or real.startswith(base.rstrip("/") + "/"):
+        if lies_within(real, os.path.realpath(directory)):
             return directory
     return None
 
