@@ -205,11 +205,11 @@ class TaskLogDirectory:
         self.keep = keep
         self._held = held
         self._lock = threading.Lock()
-        # The logs on disk, oldest first: read from the directory once (a restart finds the last
-        # run's), then kept here, so a new task costs no directory scan.
-        self._known: dict[str, None] | None = None
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
+        # The logs on disk, oldest first: read from the directory once (a restart finds the last
+        # run's), then kept here, so a new task costs no directory scan.
+        self._known = self._scan()
 
     def _scan(self) -> dict[str, None]:
         dated = []
@@ -223,8 +223,6 @@ class TaskLogDirectory:
 
     def path_for(self, execution_id: str) -> str:
         with self._lock:
-            if self._known is None:
-                self._known = self._scan()
             self._known.pop(execution_id, None)
             self._known[execution_id] = None
             excess = len(self._known) - self.keep
