@@ -275,7 +275,8 @@ class Executions:
         row["cancel_requested"] = bool(row["cancel_requested"])
         row["input"] = aspects[E.EXECUTION_INPUT].value if E.EXECUTION_INPUT in aspects else None
         row["result"] = aspects[E.EXECUTION_RESULT].value if E.EXECUTION_RESULT in aspects else None
-        row["has_full_log"] = full_log is not None
+        # An executor sends no separate log when the result's report holds it whole (logInReport).
+        row["has_full_log"] = full_log is not None or bool(executor_details(row["result"]).get("logInReport"))
         if with_log:
             tail = (row["result"] or {}).get("report") or ""
             row["log"] = full_log.decode("utf-8", "replace") if full_log is not None else tail

@@ -67,6 +67,13 @@ class SqsConsumer:
     def delete(self, ref: QueueRef) -> None:
         self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=ref.receipt_handle)
 
+    def delete_batch(self, refs: list[tuple[str, QueueRef]]) -> dict[str, str]:
+        """Delete up to ten (execution id, message) in one call. Returns the execution ids SQS
+        refused, each with SQS's reason."""
+        entries = [{"Id": str(index), "ReceiptHandle": ref.receipt_handle} for index, (_, ref) in enumerate(refs)]
+        answer = self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        return {refs[int(f["Id"])][0]: f"{f.get('Code', '')}: {f.get('Message', '')}" for f in answer.get("Failed", [])}
+
     def return_now(self, ref: QueueRef, after_s: float = 0) -> None:
         """Make an unstarted message visible again, at once (shutdown) or AFTER_S seconds from now."""
         self.client.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=ref.receipt_handle,

@@ -57,9 +57,12 @@ def running_result(*, started_ms: int, report: str | None, peak_memory_bytes: in
 
 def final_result(*, status: str, task: str, started_ms: int, duration_ms: int, report: str,
                  ingestion_report: Any, reason: str | None, exit_code: int | None = None, signal: int | None = None,
-                 peak_memory_bytes: int | None = None, executor_id: str | None = None) -> dict[str, Any]:
+                 peak_memory_bytes: int | None = None, executor_id: str | None = None,
+                 log_in_report: bool = False) -> dict[str, Any]:
+    """LOG_IN_REPORT: the report is the task's whole log, so no separate upload follows."""
     details = {k: v for k, v in (("reason", reason), ("exitCode", exit_code), ("signal", signal),
-                                 ("peakMemoryBytes", peak_memory_bytes), ("executorId", executor_id)) if v is not None}
+                                 ("peakMemoryBytes", peak_memory_bytes), ("executorId", executor_id),
+                                 ("logInReport", log_in_report or None)) if v is not None}
     return {"status": status, "startTimeMs": started_ms, "durationMs": max(0, duration_ms),
             "report": report[-REPORT_MAX_CHARS:], "structuredReport": _structured(task, ingestion_report, details)}
 

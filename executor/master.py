@@ -3,7 +3,8 @@
 The main thread runs this and only this: it starts the services, then waits for a stop
 (SIGTERM/SIGINT, or a service asking), drains, and stops. Work happens on other threads: one
 intake per queue (ingestion, monitors) receives what its ledger can admit and starts a runner
-per message; each runner (runner.py) carries its execution from claim to deleted message; the
+per message; each runner (runner.py) carries its execution from claim to recorded result; the
+acknowledger (acks.py) deletes the messages of recorded results, ten to a call; it, the
 heartbeat and the visibility extender read the leases (leases.py), which are the only record
 of what this process holds. Children are started by the sandbox's own spawner thread, from any
 runner.
@@ -29,6 +30,7 @@ from loguru import logger
 from sandbox import Sandbox, TaskUser
 from vocabulary.tasks import INGESTION, MONITORS
 
+from .acks import Acknowledger
 from .consumer import Received, SqsConsumer
 from .controlplane_client import Claimed, ControlPlaneClient, ControlPlaneError, retry_through_outages
 from .isolation import TaskUserError, make_master_undumpable, resolve_task_user
@@ -79,6 +81,7 @@ class Master:
         self.sandbox: Sandbox | None = None
         self.health_server: HealthServer | None = None
         self.heartbeat: Heartbeat | None = None
+        self.acks: Acknowledger | None = None
         self.services: RunnerServices | None = None
 
     # life cycle -------------------------------------------------------------------------------
@@ -146,6 +149,7 @@ class Master:
         consumers = {task_class: SqsConsumer(url, task_class, region=pool.region, endpoint_url=endpoint,
                                              visibility_timeout_s=visibility, local_credentials=bool(pool.endpoint_url))
                      for task_class, url in ((INGESTION, pool.ingestion_queue_url), (MONITORS, pool.monitors_queue_url))}
+        self.acks = Acknowledger(consumers, self.leases)
         logs = LogUploader(self.client, bucket=s.log_s3_bucket, pool_id=s.pool_id)
         secret_store = self._secret_store()
         venvs = VenvCache(s.venv_cache_dir, index_url=s.pip_index_url, python=s.task_python or sys.executable,
@@ -163,7 +167,7 @@ class Master:
                                 network=task_network)
 
         self.services = RunnerServices(
-            settings=s, client=self.client, consumers=consumers, ledgers=self.ledgers, leases=self.leases,
+            settings=s, client=self.client, consumers=consumers, acks=self.acks, ledgers=self.ledgers, leases=self.leases,
             sandbox=self.sandbox, prepare=prepare, logs=logs,
             task_logs=TaskLogDirectory(str(self.work_dir / "logs"), held=self.leases.claimed_ids),
             metrics=self.metrics, instance_id=self.instance_id, task_users=self.task_identity.users, private_tmp=self.private_tmp,
@@ -181,6 +185,7 @@ class Master:
         self._threads = [Loop(f"intake-{task_class}", Intake(consumer, self.ledgers[task_class], self.leases,
                                                              self._offer, self.stopping, self.outage).step, self.stopping)
                          for task_class, consumer in consumers.items()]
+        self._threads.append(Loop("acks", self.acks.step, stop_loops))
         self._threads.append(Loop("heartbeat", self._heartbeat_step, stop_loops))
         self._threads.append(Loop("visibility", VisibilityExtender(consumers, self.leases, self.outage).step, stop_loops))
         for thread in self._threads:
@@ -291,6 +296,7 @@ class Master:
         for runner in self._runners:
             runner.join(timeout=RUNNER_JOIN_S)
         self._stop_loops.set()
+        self.acks.flush()
         self.state = "STOPPED"
         self._beat_safely()
         self._close()

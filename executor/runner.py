@@ -3,7 +3,8 @@
     claim -> weight (from the claim) -> admission (its ledger, first come first served)
     -> its task user (task_users.py) -> prepare (secrets, virtualenv) -> start confined -> feed stdin, pump the log
     -> every progress interval: the masked tail as a RUNNING result, DataHub's KILL signal read
-    -> outcome -> full log (a few tries) -> result (retried until recorded) -> delete the message
+    -> outcome -> full log (a few tries; none when the result's report holds it whole)
+    -> result (retried until recorded) -> the message deleted (acks.py)
 
 Every state change goes through the execution's lease (leases.py). Whatever fails after the
 claim ends in a reported result or an explicit release to the control plane; a child is always
@@ -28,6 +29,7 @@ from vocabulary.tasks import UnknownTask, task_class
 from vocabulary.weights import InvalidWeight, parse_weight
 
 from . import datahub_aspects
+from .acks import Acknowledger
 from .consumer import SqsConsumer
 from .controlplane_client import (Claimed, ClaimDeferred, ControlPlaneClient, ControlPlaneError, LeaseLost,
                                   retry_through_outages)
@@ -54,6 +56,7 @@ class RunnerServices:
     settings: Settings
     client: ControlPlaneClient
     consumers: dict[str, SqsConsumer]
+    acks: Acknowledger  # deletes the messages of recorded results, in batches
     ledgers: dict[str, Ledger]
     leases: Leases
     sandbox: Sandbox
@@ -66,6 +69,15 @@ class RunnerServices:
     private_tmp: bool
     stopping: threading.Event  # no new work: unstarted work is given back
     kill_now: threading.Event  # running tasks are killed and reported ABORTED (EXECUTOR_SHUTDOWN)
+
+
+def report_is_whole_log(report: str, full_log: bytes) -> bool:
+    """The report (the log's tail) is the whole log: nothing was cut from its start, no line
+    shortened, and it fits in a result."""
+    if len(full_log) > datahub_aspects.REPORT_MAX_CHARS:
+        return False
+    text = full_log.decode("utf-8", "replace")
+    return text in (report, report + "\n")
 
 
 class TaskRunner(threading.Thread):
@@ -231,19 +243,26 @@ class TaskRunner(threading.Thread):
                                 "(DATAHUB_EXECUTOR_TASK_PIDS_MAX)")
         task_log.close()
         status, reason = self._status_of(outcome)
+        report, full_log = task_log.tail(), task_log.full_log(FULL_LOG_UPLOAD_CAP)
+        # A log the report holds whole is not sent twice: to the control plane the result is the
+        # log (an S3 bucket still gets its object, where operators look for it).
+        log_in_report = not self.s.logs.bucket and report_is_whole_log(report, full_log)
         result = datahub_aspects.final_result(
             status=status, task=claimed.task, started_ms=started_ms, duration_ms=int((time.monotonic() - started) * 1000),
-            report=task_log.tail(), ingestion_report=prepared.structured_report(), reason=reason,
+            report=report, ingestion_report=prepared.structured_report(), reason=reason,
             exit_code=outcome.exit_code, signal=outcome.signal, peak_memory_bytes=outcome.peak_memory_bytes,
-            executor_id=settings.executor_id)
+            executor_id=settings.executor_id, log_in_report=log_in_report)
         prepared.cleanup()  # nothing of the task is left on disk once DataHub shows it ended
         self.s.leases.move(self.lease, State.REPORTING)
+        if log_in_report:
+            self._report(claimed, result)
+            return
         # One try before the result (the client's own retries span ~8 s of an outage): on ECS the
         # stop timeout is 30 s, and the result is what must be recorded; the rest come after it.
-        uploaded = self._upload_log(claimed, task_log, attempts=1)
+        uploaded = self._upload_log(claimed, full_log, attempts=1)
         self._report(claimed, result)
         if not uploaded:
-            self._upload_log(claimed, task_log, attempts=LOG_UPLOAD_ATTEMPTS)
+            self._upload_log(claimed, full_log, attempts=LOG_UPLOAD_ATTEMPTS)
 
     def _feed_stdin(self, process: ConfinedProcess, data: bytes) -> None:
         def write() -> None:
@@ -320,11 +339,10 @@ class TaskRunner(threading.Thread):
         return status, reason
 
     # reporting --------------------------------------------------------------------------------
-    def _upload_log(self, claimed: Claimed, task_log: TaskLog, *, attempts: int) -> bool:
+    def _upload_log(self, claimed: Claimed, data: bytes, *, attempts: int) -> bool:
         """A few tries, not forever: the result must not wait on the log (a container's grace
         period can end first); a log that could not go before the result is tried again after.
         Once the executor is stopping, one try: a stop waits on no log."""
-        data = task_log.full_log(FULL_LOG_UPLOAD_CAP)
         for attempt in range(attempts):
             try:
                 where = self.s.logs.upload(self.execution_id, claimed.lease, data)
@@ -345,15 +363,14 @@ class TaskRunner(threading.Thread):
         return False
 
     def _report(self, claimed: Claimed, result: dict) -> None:
-        """The result, retried through outages until recorded; then the message is deleted."""
+        """The result, retried through outages until recorded; then the message goes to be deleted."""
         retry_through_outages(lambda: self.s.client.report(self.execution_id, claimed.lease, result),
                               stop=None, what=f"result of {self.execution_id}")
         details = executor_details(result)
         reason, peak = details.get("reason"), details.get("peakMemoryBytes")
         self.log.info("finished: {} {}", result["status"], reason or "")
         self.s.metrics.task_finished(claimed.task, result["status"], reason, peak)
-        self._delete_message()
-        self.s.leases.move(self.lease, State.ACKED)
+        self.s.acks.ack(self.lease)  # deleted with others, then ACKED (acks.py)
 
     def _report_failure(self, claimed: Claimed, reason: str, text: str, started: float) -> None:
         """A task that cannot run as given: FAILURE with the reason, without starting anything."""

@@ -1,0 +1,89 @@
+"""Deleting answered messages, ten to a call.
+
+Once an execution's result is recorded its message only has to go. SQS's DeleteMessageBatch
+takes ten receipt handles in one request, so the runner hands its lease over here and is done
+(its weight is released at once); this service's thread deletes what has gathered, per queue,
+when ten are waiting or the oldest has waited LINGER_S, and moves each lease to ACKED. Under
+load that is one request for ten tasks instead of ten (SQS bills per request, and each costs
+the executor ~2 ms of CPU in botocore); when idle a delete waits at most LINGER_S.
+
+Until it is deleted the message is still held: its lease stays REPORTING, the visibility
+extender keeps extending it, and a crash in that window only means a redelivery, which the
+claim recognises as a duplicate (the execution is final) and deletes. A delete SQS refuses is
+the same case, and is logged.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from loguru import logger
+
+from .consumer import SqsConsumer
+from .leases import Lease, Leases, State
+from .text import printable
+
+BATCH = 10  # SQS's limit for DeleteMessageBatch
+LINGER_S = 0.5
+
+
+class Acknowledger:
+    def __init__(self, consumers: dict[str, SqsConsumer], leases: Leases, *, linger_s: float = LINGER_S) -> None:
+        self.consumers = consumers
+        self.leases = leases
+        self.linger_s = linger_s
+        self._waiting: deque[tuple[float, Lease]] = deque()
+        self._changed = threading.Condition()
+
+    def ack(self, lease: Lease) -> None:
+        """LEASE's result is recorded (it is REPORTING): delete its message soon."""
+        with self._changed:
+            self._waiting.append((time.monotonic(), lease))
+            self._changed.notify()
+
+    def pending(self) -> int:
+        with self._changed:
+            return len(self._waiting)
+
+    def step(self) -> float:
+        """One batch, once one is due (the Loop's step; waits at most a second)."""
+        with self._changed:
+            self._changed.wait_for(self._due, timeout=1.0)
+            batch = self._take()
+        self._delete(batch)
+        return 0
+
+    def flush(self) -> None:
+        """Everything waiting, now (at stop, once the runners are done)."""
+        while True:
+            with self._changed:
+                batch = self._take()
+            if not batch:
+                return
+            self._delete(batch)
+
+    def _due(self) -> bool:
+        return len(self._waiting) >= BATCH or (bool(self._waiting) and time.monotonic() - self._waiting[0][0] >= self.linger_s)
+
+    def _take(self) -> list[Lease]:
+        return [self._waiting.popleft()[1] for _ in range(min(BATCH, len(self._waiting)))]
+
+    def _delete(self, batch: list[Lease]) -> None:
+        by_queue: dict[str, list[Lease]] = {}
+        for lease in batch:
+            by_queue.setdefault(lease.message.task_class, []).append(lease)
+        for task_class, leases in by_queue.items():
+            refs = [(lease.execution_id, self.leases.current_message(lease)) for lease in leases]
+            try:
+                refused = self.consumers[task_class].delete_batch(refs)
+            except Exception as exc:  # botocore: the messages come back and are recognised as duplicates
+                refused = {}
+                logger.warning("{} message(s) not deleted ({}); a redelivery will be recognised as a duplicate",
+                               len(leases), type(exc).__name__)
+            for lease in leases:
+                if lease.execution_id in refused:
+                    logger.bind(execution_id=lease.execution_id).warning(
+                        "message not deleted ({}); a redelivery will be recognised as a duplicate",
+                        printable(refused[lease.execution_id]))
+                self.leases.move(lease, State.ACKED)

@@ -1,0 +1,113 @@
+"""The acknowledger deletes answered messages ten to a call (DeleteMessageBatch), on a real
+SQS-protocol server, and every lease it is given ends ACKED, whether SQS deleted it or not."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from loguru import logger
+
+from controlplane.queues import EmbeddedSqs
+from executor.acks import BATCH, Acknowledger
+from executor.consumer import SqsConsumer
+from executor.leases import Leases, State
+
+
+@pytest.fixture(scope="module")
+def sqs_endpoint():
+    server = EmbeddedSqs()
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def queue(sqs_endpoint):
+    consumer = SqsConsumer("", "ingestion", region="us-east-1", endpoint_url=sqs_endpoint, visibility_timeout_s=60,
+                           local_credentials=True)
+    consumer.queue_url = consumer.client.create_queue(QueueName=f"acks-{time.monotonic_ns()}")["QueueUrl"]
+    calls: list[int] = []
+    consumer.client.meta.events.register("before-parameter-build.sqs.DeleteMessageBatch",
+                                         lambda params, **_: calls.append(len(params["Entries"])))
+    yield consumer, calls
+    consumer.client.delete_queue(QueueUrl=consumer.queue_url)
+
+
+def held_in_reporting(consumer: SqsConsumer, leases: Leases, count: int) -> list:
+    for index in range(count):
+        consumer.client.send_message(QueueUrl=consumer.queue_url,
+                                     MessageBody=f'{{"v": 1, "execution_id": "exe_{index}", "task": "RUN_INGEST", '
+                                                 f'"pool_id": "p"}}')
+    held = []
+    while len(held) < count:
+        for message in consumer.receive(10, wait_s=1):
+            lease, _ = leases.receive(message.body.execution_id, message.ref)
+            for state in (State.CLAIMED, State.ADMITTED, State.RUNNING, State.REPORTING):
+                leases.move(lease, state)
+            held.append(lease)
+    return held
+
+
+def messages_left(consumer: SqsConsumer) -> int:
+    attributes = consumer.client.get_queue_attributes(QueueUrl=consumer.queue_url, AttributeNames=["All"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_ten_waiting_go_in_one_call_at_once_and_the_rest_after_the_linger(queue):
+    consumer, calls = queue
+    leases = Leases()
+    acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0.5)
+    held = held_in_reporting(consumer, leases, 13)
+    for lease in held:
+        acks.ack(lease)
+    began = time.monotonic()
+    acks.step()
+    assert calls == [BATCH] and time.monotonic() - began < 0.5, "a full batch does not wait for the linger"
+    assert len(leases) == 3 and all(lease.state is State.ACKED for lease in held[:10])
+    acks.step()
+    assert calls == [BATCH, 3] and time.monotonic() - began >= 0.5, "the rest waited for the oldest's linger"
+    assert len(leases) == 0 and messages_left(consumer) == 0
+
+
+def test_a_delete_sqs_refuses_still_ends_the_lease_and_the_others_are_deleted(queue):
+    consumer, calls = queue
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING")
+    leases = Leases()
+    acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0)
+    good, stale = held_in_reporting(consumer, leases, 2)
+    consumer.client.delete_message(QueueUrl=consumer.queue_url, ReceiptHandle=stale.message.receipt_handle)
+    stale.message = type(stale.message)(**{**stale.message.__dict__, "receipt_handle": "not-a-receipt-handle"})
+    acks.ack(good)
+    acks.ack(stale)
+    acks.flush()
+    logger.remove(sink)
+    assert calls == [2]
+    assert len(warnings) == 1 and "ReceiptHandleIsInvalid" in warnings[0], warnings
+    assert good.state is State.ACKED and stale.state is State.ACKED and len(leases) == 0
+    assert messages_left(consumer) == 0
+
+
+def test_acks_from_many_runner_threads_are_all_deleted_by_one_loop_and_a_flush(queue):
+    consumer, calls = queue
+    leases = Leases()
+    acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0.05)
+    held = held_in_reporting(consumer, leases, 25)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            acks.step()
+
+    deleter = threading.Thread(target=loop)
+    deleter.start()
+    runners = [threading.Thread(target=acks.ack, args=(lease,)) for lease in held]
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join()
+    stop.set()
+    deleter.join()
+    acks.flush()
+    assert sum(calls) == 25 and all(n <= BATCH for n in calls)
+    assert len(leases) == 0 and acks.pending() == 0 and messages_left(consumer) == 0
