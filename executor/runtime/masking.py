@@ -141,6 +141,23 @@ class Masker:
     def stream(self) -> MaskingStream:
         return MaskingStream(self)
 
+    def mask_window(self, data: bytes, *, cut_at_start: bool, open_at_end: bool) -> bytes:
+        """DATA, a window of output never masked (a flood past the log file's cap: only the
+        window is kept, so only the window is masked, when it is read), masked, without what
+        could be part of a form lying partly outside it. After a cut start that is everything
+        before its first newline (a form without one cannot reach across it, and a form with
+        newlines has its identifying lines as forms of their own), or the longest form's length
+        of a line longer than the window; before an open end (the task still writes), what a
+        stream would hold back (_open_from)."""
+        start, end = 0, len(data)
+        if cut_at_start:
+            newline = data.find(b"\n")
+            start = newline + 1 if newline != -1 else min(end, self._longest)
+        if open_at_end:
+            end = self._open_from(data)
+        piece = data[start:max(start, end)]
+        return bytes(self._mask(piece, len(piece), 0)[0]) if self._forms else piece
+
     # the search ------------------------------------------------------------------------------
     def _may_contain(self, data: bytes) -> bool:
         for form in self._short:

@@ -10,7 +10,10 @@ the relay against a plain pipe-to-file copy.
 
 Memory stays bounded whatever the child writes: the masker holds back at most its longest form,
 the window keeps the last 2 MiB. The file keeps its head up to a cap, in whole lines; past it
-only the window survives, and the file ends with a marker and the tail. The tail is the
+only the window survives, and the file ends with a marker and the tail. Past the cap the
+stream is no longer masked as it goes by: most of a flood is let go unread, so the window is
+masked when a tail is cut from it (Masker.mask_window), which leaves out what may be part of
+a secret lying partly outside the window. The tail is the
 window's last 2000 lines, each cut at 4096 characters, as DataHub ships it (2000 ingestion log
 lines are ~300 KB; a task whose lines average over 1 KiB shows fewer); lines in the file are
 kept whole.
@@ -23,7 +26,7 @@ import os
 import threading
 import time
 
-from .masking import Masker
+from .masking import Masker, MaskingStream
 
 TRUNCATED_MARKER = "[earlier logs truncated...]"
 # The pipe is enlarged to PIPE_BYTES (Linux's default limit for an unprivileged process) and read
@@ -52,9 +55,14 @@ class TaskLog:
         # for the whole run, not the reads themselves kept alive (that made every read fault in
         # fresh pages, which cost as much as the masking).
         self._ring = bytearray()
+        self._ring_view: memoryview | None = None  # writes into the full ring: 15x faster than bytearray slices
         self._ring_cap = window_bytes
         self._ring_at = 0  # once the ring is full: where its oldest byte is, and the next write goes
         self._window_cut = False  # output older than the window was let go
+        # Past the file's cap only the window keeps output, so a flood's output is masked when the
+        # tail is cut from the window, not as it streams by (most of it is let go unread).
+        self._window_raw = False  # the window holds output not masked yet
+        self._streaming = False  # the task's output is still coming (its end may be a form's start)
         self._ends_line = True
         self._file_bytes = 0
         self._dropped_bytes = 0
@@ -76,19 +84,30 @@ class TaskLog:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         except (AttributeError, OSError):  # not a pipe, not Linux, or over the user's pipe quota
             pass
-        masking = self.masker.stream()
+        masking: MaskingStream | None = self.masker.stream()
+        self._streaming = True
         try:
             while True:
                 chunk = os.read(fd, CHUNK)
                 if not chunk:
                     break
                 self.last_output = time.monotonic()
-                self._append(masking.feed(self._valid_utf8(chunk)))
+                data = self._valid_utf8(chunk)
+                if masking is not None and self._dropped_bytes:  # the file is full: the window alone keeps output
+                    self._append(masking.finish())
+                    masking = None
+                    self._window_raw = True
+                self._append(masking.feed(data) if masking is not None else [data])
                 if len(chunk) < SHORT_READ:
                     time.sleep(COALESCE_S)
-            self._append(masking.feed(self._valid_utf8(b"", final=True)))
-            self._append(masking.finish())
+            last = self._valid_utf8(b"", final=True)
+            if masking is not None:
+                self._append(masking.feed(last))
+                self._append(masking.finish())
+            else:
+                self._append([last])
         finally:
+            self._streaming = False
             stream.close()
 
     def _valid_utf8(self, data: bytes, final: bool = False) -> bytes:
@@ -137,14 +156,17 @@ class TaskLog:
             data = data[room:]
             if not data:
                 return
+        if self._ring_view is None:  # full from now on: it never changes size again
+            self._ring_view = memoryview(ring)
+        view = self._ring_view
         self._window_cut = True
         data = data[-cap:]
         at, end = self._ring_at, self._ring_at + len(data)
         if end <= cap:
-            ring[at:end] = data
+            view[at:end] = data
         else:
-            ring[at:] = data[: cap - at]
-            ring[: end - cap] = data[cap - at:]
+            view[at:] = data[: cap - at]
+            view[: end - cap] = data[cap - at:]
         self._ring_at = end % cap
 
     @property
@@ -154,9 +176,11 @@ class TaskLog:
     def _tail_lines(self) -> tuple[bool, list[str]]:
         with self._lock:
             data = bytes(self._ring[self._ring_at:] + self._ring[: self._ring_at])
-            truncated = self._window_cut
+            truncated, raw, streaming = self._window_cut, self._window_raw, self._streaming
+        if raw:
+            data = self.masker.mask_window(data, cut_at_start=truncated, open_at_end=streaming)
         text = data.decode("utf-8", "replace")
-        if truncated:  # the window's first line began before it
+        if truncated and not raw:  # the window's first line began before it (mask_window drops it)
             text = text[text.find("\n") + 1:]
         if text.endswith("\n"):
             text = text[:-1]

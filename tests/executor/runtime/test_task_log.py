@@ -14,6 +14,8 @@ from executor.runtime.task_log import TRUNCATED_MARKER, TaskLog
 
 from .test_masking import leaks, pem_shaped_key
 
+MIN_PIECE = 8  # a piece of a token this long in a log would be a leak
+
 
 def test_a_task_writing_200_mb_as_fast_as_it_can_is_read_with_bounded_memory(tmp_path):
     flood = [sys.executable, "-c",
@@ -157,3 +159,67 @@ def test_a_long_line_is_cut_in_the_tail_and_kept_whole_in_the_file_and_executor_
     log.close()
     assert log.tail().splitlines() == ["first", "w" * 4096, "partial without end", "[executor] outcome: SUCCEEDED"]
     assert (tmp_path / "task.log").read_text().splitlines()[1] == "w" * 10_000 + f" {MASK}"
+
+
+# Past the file's cap: only the window is kept, and masked when the tail is cut from it ------------
+FLOOD_THEN = """
+import os, sys
+os.write(1, b'x' * 199 + b'\\n')
+for _ in range(40): os.write(1, (b'y' * 199 + b'\\n') * 1000)   # 8 MB: well past the file's 1 MiB cap
+parts = sys.argv[1:]
+os.write(1, parts[0].encode())
+if len(parts) > 1:
+    sys.stdin.read(1)   # the test reads the tail here, with part of a secret written last
+    os.write(1, parts[1].encode())
+"""
+
+
+def flooded_log(tmp_path, secret: str, *parts: str, window: int = 64 << 10):
+    log = TaskLog(str(tmp_path / "task.log"), Masker([secret]), max_file_bytes=1 << 20, window_bytes=window)
+    child = subprocess.Popen([sys.executable, "-c", FLOOD_THEN, *parts], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    return log, child, log.pump(child.stdout)
+
+
+def finish(log: TaskLog, child, reader) -> str:
+    child.stdin.close()
+    reader.join(timeout=30)
+    assert child.wait(timeout=10) == 0
+    log.close()
+    return log.tail()
+
+
+@pytest.mark.parametrize("written", ["key: {secret} and more\n", "{secret}\n", "key: {secret}"])
+def test_a_secret_written_after_the_cap_is_masked_in_the_tail_and_the_files_end(tmp_path, written):
+    secret = "tok-9f8e7d6c5b4a39281706f5e4"
+    log, child, reader = flooded_log(tmp_path, secret, written.format(secret=secret))
+    tail = finish(log, child, reader)
+    assert secret[:MIN_PIECE] not in tail and secret[-MIN_PIECE:] not in tail
+    assert MASK in tail.splitlines()[-1] and tail.startswith(TRUNCATED_MARKER)
+    end = (tmp_path / "task.log").read_text()[-(1 << 20):]
+    assert "bytes of log omitted" in end and secret[:MIN_PIECE] not in end and MASK in end
+
+
+def test_a_secret_cut_by_the_windows_start_leaves_no_piece_in_the_tail(tmp_path):
+    """The window begins inside the secret: its end is in the window, its start was let go."""
+    secret = "tok-9f8e7d6c5b4a39281706f5e4"
+    window = 64 << 10
+    for after in ("z" * (window - len(secret) // 2),  # one long line: no newline to cut at
+                  "\n" + "z" * 99 + ("\n" + "z" * 99) * ((window - len(secret) // 2) // 100 - 1)):
+        log, child, reader = flooded_log(tmp_path, secret, "key: " + secret + after, window=window)
+        tail = finish(log, child, reader)
+        pieces = [secret[i:i + MIN_PIECE] for i in range(len(secret) - MIN_PIECE + 1)]
+        assert not [p for p in pieces if p in tail], "a piece of the secret is in the tail"
+
+
+def test_a_secret_half_written_when_the_tail_is_read_shows_no_half(tmp_path):
+    secret = "tok-9f8e7d6c5b4a39281706f5e4"
+    log, child, reader = flooded_log(tmp_path, secret, "done flooding\nkey: " + secret[:14], secret[14:] + "\n")
+    deadline = time.monotonic() + 30
+    while "done flooding" not in log.tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running_tail = log.tail()
+    assert "done flooding" in running_tail and secret[:MIN_PIECE] not in running_tail
+    child.stdin.write(b"g")
+    child.stdin.flush()
+    tail = finish(log, child, reader)
+    assert tail.endswith(f"key: {MASK}") and secret[:MIN_PIECE] not in tail
