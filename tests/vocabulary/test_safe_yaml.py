@@ -48,3 +48,12 @@ def test_ordinary_recipes_with_anchors_and_wide_lists_load_like_safe_load():
     wide = "source: {type: file}\nitems: [" + ", ".join(str(i) for i in range(MAX_EXPANDED_NODES // 2)) + "]\n"
     assert len(load_bounded(wide)["items"]) == MAX_EXPANDED_NODES // 2
     assert load_bounded("") is None
+
+
+def test_the_depth_limit_is_exact_and_holds_below_libyamls_own():
+    """The root is at depth 1: a scalar inside MAX_DEPTH - 1 collections loads, one level more is
+    refused; 500 levels (below libyaml's own limit of 1000) are refused by our check, not libyaml's."""
+    assert load_bounded("[" * (MAX_DEPTH - 1) + "x" + "]" * (MAX_DEPTH - 1)) is not None
+    for depth in (MAX_DEPTH, 500):
+        with pytest.raises(YamlRefused, match=f"deeper than {MAX_DEPTH}"):
+            load_bounded("{a: " * depth + "x" + "}" * depth)
