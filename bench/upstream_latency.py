@@ -88,7 +88,7 @@ PAUSE_S = 2.0  # the longest random pause before a request: a whole discovery pe
 RUN_TIMEOUT_S = 180
 CREATE_SOURCE = "mutation($i: UpdateIngestionSourceInput!) { createIngestionSource(input: $i) }"
 RUN_SOURCE = "mutation($u: String!) { createIngestionExecutionRequest(input: {ingestionSourceUrn: $u}) }"
-STARTED = "task process "  # executor/runner.py: "task process {pid} started"
+STARTED = "task process "  # executor/runner.py: "task process {pid} started: {task} ..."
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ this run is reported (fencing, docs/protocol.md).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -69,6 +70,37 @@ class RunnerServices:
     private_tmp: bool
     stopping: threading.Event  # no new work: unstarted work is given back
     kill_now: threading.Event  # running tasks are killed and reported ABORTED (EXECUTOR_SHUTDOWN)
+
+
+def feed_stdin(stdin, data: bytes, *, name: str) -> None:
+    """A task's input: what fits in the empty pipe at once (a recipe, nearly always) is written
+    without blocking and without a thread; the rest, if any, by a thread of its own while the
+    task reads. STDIN (the pipe's file object) is closed once everything is written."""
+    fd = stdin.fileno()
+    os.set_blocking(fd, False)
+    try:
+        written = os.write(fd, data) if data else 0
+    except BlockingIOError:
+        written = 0
+    except OSError:
+        written = len(data)  # the task ended (or closed stdin) already; its outcome says why
+    finally:
+        os.set_blocking(fd, True)
+    if written >= len(data):
+        try:
+            stdin.close()
+        except OSError:
+            pass
+        return
+    rest = memoryview(data)[written:]
+
+    def write() -> None:
+        try:
+            stdin.write(rest)
+            stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the task ended (or closed stdin) before reading it all; its outcome says why
+    threading.Thread(target=write, name=name, daemon=True).start()
 
 
 def report_is_whole_log(report: str, full_log: bytes) -> bool:
@@ -216,7 +248,6 @@ class TaskRunner(threading.Thread):
                         timeout_s=settings.task_timeout_s)
         task_log.write_line(f"[executor] {claimed.task} on {settings.executor_id}; memory limit: "
                             f"{prepared.memory_limit_bytes if prepared.memory_limit_bytes else 'none'} bytes")
-        self.log.info("starting {} (memory limit {} bytes)", claimed.task, prepared.memory_limit_bytes or "none")
         try:
             process = self.s.sandbox.start(prepared.argv, limits, name=self.execution_id, env=prepared.env,
                                            cwd=prepared.workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -229,10 +260,11 @@ class TaskRunner(threading.Thread):
         with self._lock:
             self._process = process
         self.s.leases.move(self.lease, State.RUNNING)
-        self.log.info("task process {} started", process.pid)
+        self.log.info("task process {} started: {} (memory limit {} bytes)", process.pid, claimed.task,
+                      prepared.memory_limit_bytes or "none")
         started_ms = datahub_aspects.now_ms() - int((time.monotonic() - started) * 1000)
         pump = task_log.pump(process.stdout)
-        self._feed_stdin(process, prepared.stdin_bytes)
+        feed_stdin(process.stdin, prepared.stdin_bytes, name=f"stdin-{self.execution_id}")
         outcome = self._watch(claimed, process, task_log, started_ms)
         pump.join(timeout=10)
         task_log.write_line(f"[executor] outcome: {outcome.status.value} exit_code={outcome.exit_code} "
@@ -263,15 +295,6 @@ class TaskRunner(threading.Thread):
         self._report(claimed, result)
         if not uploaded:
             self._upload_log(claimed, full_log, attempts=LOG_UPLOAD_ATTEMPTS)
-
-    def _feed_stdin(self, process: ConfinedProcess, data: bytes) -> None:
-        def write() -> None:
-            try:
-                process.stdin.write(data)
-                process.stdin.close()
-            except (BrokenPipeError, OSError, ValueError):
-                pass  # the task ended (or closed stdin) before reading it all; its outcome says why
-        threading.Thread(target=write, name=f"stdin-{self.execution_id}", daemon=True).start()
 
     def _watch(self, claimed: Claimed, process: ConfinedProcess, task_log: TaskLog, started_ms: int) -> Outcome:
         settings = self.s.settings

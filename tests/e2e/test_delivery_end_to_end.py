@@ -22,7 +22,7 @@ def test_visibility_is_extended_so_a_long_task_runs_once(tmp_path, system):
     done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=180)
     assert done["status"] == "SUCCESS"
     assert done["receive_count"] == 1, "the message was never redelivered"
-    starts = sum("starting RUN_INGEST" in line and execution["id"] in line for ex in system.executors for line in ex.lines)
+    starts = sum("started: RUN_INGEST" in line and execution["id"] in line for ex in system.executors for line in ex.lines)
     assert starts == 1
 
 

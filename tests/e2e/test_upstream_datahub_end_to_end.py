@@ -166,7 +166,7 @@ def test_a_cancel_in_datahub_reaches_the_task(upstream_system, tmp_path):
 
 def starts_in(executor, execution_id: str) -> int:
     """How many times the executor started a task for EXECUTION_ID (its own log says so)."""
-    return sum(1 for line in executor.lines if execution_id in line and "starting RUN_INGEST" in line)
+    return sum(1 for line in executor.lines if execution_id in line and "started: RUN_INGEST" in line)
 
 
 def test_datahub_unreachable_for_a_minute_loses_nothing_and_dispatches_nothing_twice(upstream_system, tmp_path):

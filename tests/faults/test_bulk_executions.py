@@ -51,7 +51,7 @@ def test_many_executions_queued_at_once_all_run_once_within_the_ledger(system, t
     assert max(alive.values) <= WORKERS, "never more task cgroups alive than the ledger admits"
     starts = {}
     for line in executor.lines:
-        match = re.search(r"\| ([\w-]+) +\| starting RUN_INGEST", line)
+        match = re.search(r"\| ([\w-]+) +\| task process \d+ started: RUN_INGEST", line)
         if match:
             starts[match.group(1)] = starts.get(match.group(1), 0) + 1
     assert set(starts) == set(runs) and set(starts.values()) == {1}, "each execution started exactly once"

@@ -50,6 +50,6 @@ def test_sqs_and_control_plane_outages_lose_nothing_and_are_logged_once_each(sys
     assert count("control plane reachable again") == 1
     assert not any("Traceback" in line for line in executor.lines)
     assert "[executor] outcome: SUCCEEDED" in cp.logs(long_run["id"])["log"], "the full log, too, arrived late"
-    starts = sum("starting RUN_INGEST" in line and long_run["id"] in line for line in executor.lines)
+    starts = sum("started: RUN_INGEST" in line and long_run["id"] in line for line in executor.lines)
     assert starts == 1, "the long task ran once, though its message outlived its visibility during the outage"
     assert cp.executors("remote")[0]["status"] == "ONLINE"
