@@ -21,7 +21,7 @@ from collections import deque
 from loguru import logger
 
 from .consumer import SqsConsumer
-from .leases import Lease, Leases, State
+from .leases import IllegalTransition, Lease, Leases, State
 from .text import printable
 
 BATCH = 10  # SQS's limit for DeleteMessageBatch
@@ -82,8 +82,11 @@ class Acknowledger:
                 logger.warning("{} message(s) not deleted ({}); a redelivery will be recognised as a duplicate",
                                len(leases), type(exc).__name__)
             for lease in leases:
+                log = logger.bind(execution_id=lease.execution_id)
                 if lease.execution_id in refused:
-                    logger.bind(execution_id=lease.execution_id).warning(
-                        "message not deleted ({}); a redelivery will be recognised as a duplicate",
-                        printable(refused[lease.execution_id]))
-                self.leases.move(lease, State.ACKED)
+                    log.warning("message not deleted ({}); a redelivery will be recognised as a duplicate",
+                                printable(refused[lease.execution_id]))
+                try:
+                    self.leases.move(lease, State.ACKED)
+                except IllegalTransition as exc:  # ended meanwhile (LOST): the others still end
+                    log.error("{}", exc)

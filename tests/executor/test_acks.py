@@ -111,3 +111,16 @@ def test_acks_from_many_runner_threads_are_all_deleted_by_one_loop_and_a_flush(q
     acks.flush()
     assert sum(calls) == 25 and all(n <= BATCH for n in calls)
     assert len(leases) == 0 and acks.pending() == 0 and messages_left(consumer) == 0
+
+
+def test_a_lease_that_ended_while_waiting_does_not_keep_the_others_from_ending(queue):
+    consumer, calls = queue
+    leases = Leases()
+    acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0)
+    first, lost, last = held_in_reporting(consumer, leases, 3)
+    for lease in (first, lost, last):
+        acks.ack(lease)
+    leases.move(lost, State.LOST)
+    acks.flush()
+    assert first.state is State.ACKED and last.state is State.ACKED and lost.state is State.LOST
+    assert len(leases) == 0 and calls == [3]
