@@ -79,8 +79,8 @@ class Acknowledger:
                 refused = self.consumers[task_class].delete_batch(refs)
             except Exception as exc:  # botocore: the messages come back and are recognised as duplicates
                 refused = {}
-                logger.warning("{} message(s) not deleted ({}); a redelivery will be recognised as a duplicate",
-                               len(leases), type(exc).__name__)
+                what = "message not deleted" if len(leases) == 1 else f"{len(leases)} messages not deleted"
+                logger.warning("{} ({}); a redelivery will be recognised as a duplicate", what, type(exc).__name__)
             for lease in leases:
                 log = logger.bind(execution_id=lease.execution_id)
                 if lease.execution_id in refused:

@@ -112,7 +112,9 @@ def test_monitors_run_while_ingestion_is_full(system, tmp_path):
 def test_a_log_upload_that_keeps_failing_does_not_hold_the_result_back(system, proxy, tmp_path):
     executor = system.start_executor(DATAHUB_GMS_URL=proxy.url)
     uploads = proxy.break_("PUT", "/log", status=503, body=b'{"message": "down"}')
-    source = system.cp.create_source("quick", custom_recipe("SleepySource", tmp_path / "q.json", seconds=1),
+    # 1 MiB of output: more than the result's report holds, so a full log upload must follow
+    # (a log the report holds whole is not uploaded at all, decision 41).
+    source = system.cp.create_source("quick", custom_recipe("FloodSource", tmp_path / "q.json", megabytes=1),
                                      extra_env=custom_env())
     execution = system.cp.run_source(source["id"])
     done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=180)
