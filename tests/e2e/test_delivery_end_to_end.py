@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 
+import psutil
 import requests
 
 from .conftest import EXECUTOR, custom_env, custom_recipe, mock_recipe, wait_for_tick
@@ -34,7 +35,9 @@ def test_kill_9_of_the_master_mid_task_reruns_the_task_and_leaves_no_orphan(syst
                                      pool_id="crash", extra_env=custom_env())
     execution = system.cp.run_source(source["id"])
     wait_for_tick(system, execution["id"])
-    task_pids = [int(p) for p in subprocess.run(["pgrep", "-f", "e2e_test_sources"], capture_output=True, text=True).stdout.split()]
+    # This executor's task (`datahub ingest run -c -`, the recipe on its stdin), no one else's.
+    task_pids = [pid for pid, argv in descendants(first.process.pid) if "ingest run" in argv]
+    assert task_pids, "the task runs under the executor"
     first.kill9()
     # Same executor id and cgroup root: its restart sweeps what the crash left, then runs the
     # redelivered message (after the pool's 10 s visibility timeout) to completion.
@@ -47,6 +50,17 @@ def test_kill_9_of_the_master_mid_task_reruns_the_task_and_leaves_no_orphan(syst
     done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=180)
     assert done["status"] == "SUCCESS"
     assert done["receive_count"] >= 2
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process below PID."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            found.append((child.pid, " ".join(child.cmdline())))
+        except psutil.Error:
+            continue  # ended meanwhile
+    return found
 
 
 def test_a_duplicate_delivery_is_recognised_by_claim_and_deleted(system, tmp_path):
