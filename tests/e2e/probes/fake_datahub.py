@@ -48,9 +48,11 @@ def master_cgroup_procs(master):
 
 
 def other_probes():
-    """Pids of the probes of other runs: their command line (readable by anyone) names their own
-    report file, under their own run's directory."""
+    """Pids of the probes of other runs of the same executor: their command line (readable by
+    anyone) names their own report file, under their own run's directory, beside this run's (the
+    tasks of other executors on the machine, another test's, are not neighbours)."""
     mine = os.path.realpath(os.getcwd())
+    runs = os.path.dirname(mine)
     found = {}
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -61,8 +63,8 @@ def other_probes():
         except OSError:
             continue
         if "--report-to" in argv and "ingest" in argv:
-            report = argv[argv.index("--report-to") + 1]
-            if not report.startswith(mine + os.sep):
+            report = os.path.realpath(argv[argv.index("--report-to") + 1])
+            if report.startswith(runs + os.sep) and not report.startswith(mine + os.sep):
                 found[int(name)] = os.path.dirname(report)
     return found
 
