@@ -202,7 +202,7 @@ class Bench:
             if STARTED not in line:
                 continue
             record = json.loads(line)["record"]
-            if record["message"].startswith(STARTED) and record["message"].endswith(" started"):
+            if record["message"].startswith(STARTED) and " started" in record["message"]:
                 self._started[record["extra"]["execution_id"]] = record["time"]["timestamp"]
 
     def _wait_final(self, execution_id: str, deadline: float) -> dict[str, Any]:
