@@ -223,3 +223,19 @@ def test_a_secret_half_written_when_the_tail_is_read_shows_no_half(tmp_path):
     child.stdin.flush()
     tail = finish(log, child, reader)
     assert tail.endswith(f"key: {MASK}") and secret[:MIN_PIECE] not in tail
+
+
+@pytest.mark.parametrize("lines, whole", [
+    (["INFO one", "INFO two", "done"], True),
+    ([f"line {i}" for i in range(2001)], False),  # the tail keeps 2000 lines
+    (["x" * 5000], False),  # the tail cuts a line at 4096 characters
+    (["windows line\r", "next"], False),  # the tail drops a line's \r; the file keeps it
+])
+def test_the_report_counts_as_the_whole_log_only_when_it_is_exactly_the_file(tmp_path, lines, whole):
+    from executor.runner import report_is_whole_log
+
+    log = TaskLog(str(tmp_path / "task.log"), Masker(["hunter22"]))
+    for line in lines:
+        log.write_line(line)
+    log.close()
+    assert report_is_whole_log(log.tail(), log.full_log(8 << 20)) is whole
