@@ -51,6 +51,7 @@ from .settings import SETTINGS, Settings
 from .text import printable
 
 LOOP_STALL_S = 60.0
+FINAL_HEARTBEAT_TIMEOUT_S = 5.0
 RUNNER_JOIN_S = 60.0
 
 
@@ -61,6 +62,11 @@ class Master:
         self.started_at = datetime.now(timezone.utc).isoformat()
         self.instance_id = secrets.token_hex(8)
         self.client = ControlPlaneClient(settings.gms_url, settings.gms_token)
+        # The last heartbeat (STOPPED) gets one try of a few seconds: a control plane that does not
+        # answer must not hold a stopping executor past its supervisor's grace period (ECS: 30 s),
+        # and the control plane judges a silent executor by its heartbeats anyway.
+        self.final_client = ControlPlaneClient(settings.gms_url, settings.gms_token, retries=0,
+                                               timeout_s=FINAL_HEARTBEAT_TIMEOUT_S)
         self.ledgers = {INGESTION: Ledger(INGESTION, settings.ingestion_max_workers),
                         MONITORS: Ledger(MONITORS, settings.monitors_max_workers)}
         self.leases = Leases()
@@ -78,6 +84,7 @@ class Master:
         self._threads: list[threading.Thread] = []
         self._runners: list[TaskRunner] = []
         self._last_loop = time.monotonic()
+        self._next_beat = 0.0  # when the heartbeat thread beats next (time.monotonic())
         self.sandbox: Sandbox | None = None
         self.health_server: HealthServer | None = None
         self.heartbeat: Heartbeat | None = None
@@ -290,7 +297,7 @@ class Master:
         self.stopping.set()
         for ledger in self.ledgers.values():
             ledger.wake()  # runners waiting for admission see `stopping` now and give their work back
-        self._beat_safely()
+        self._next_beat = 0.0  # the heartbeat thread says DRAINING now; this thread stays free for a second signal
 
     def _stop(self) -> None:
         for runner in self._runners:
@@ -298,7 +305,7 @@ class Master:
         self._stop_loops.set()
         self.acks.flush()
         self.state = "STOPPED"
-        self._beat_safely()
+        self._beat_safely(via=self.final_client)
         self._close()
         logger.info("executor stopped")
 
@@ -314,7 +321,7 @@ class Master:
         if watchdog and self.health()[0]:
             self.notifier.watchdog()
         now = time.monotonic()
-        if now >= getattr(self, "_next_beat", 0.0):
+        if now >= self._next_beat:
             self._next_beat = now + self.settings.heartbeat_interval_s
             try:
                 self.heartbeat.beat()
@@ -327,9 +334,9 @@ class Master:
                 f"{n} {float(l.snapshot().used):.2f} used" for n, l in self.ledgers.items()))
         return min(watchdog or 1.0, 1.0)
 
-    def _beat_safely(self) -> None:
+    def _beat_safely(self, via: ControlPlaneClient | None = None) -> None:
         try:
-            self.heartbeat.beat()
+            self.heartbeat.beat(via)
         except (ControlPlaneError, ExecutorIdInUse):
             pass
 

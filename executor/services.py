@@ -174,14 +174,16 @@ class Heartbeat:
                 "capacity": json.dumps(capacity), "sandbox": json.dumps(self.sandbox()),
                 "health": json.dumps(self.health())}
 
-    def beat(self) -> None:
-        """One heartbeat; ExecutorIdInUse on 409, ControlPlaneError otherwise."""
+    def beat(self, via: ControlPlaneClient | None = None) -> None:
+        """One heartbeat (through VIA, else the heartbeat's client); ExecutorIdInUse on 409,
+        ControlPlaneError otherwise."""
+        client = via or self.client
         state = self.state()
         status = datahub_aspects.executor_status(pool_id=self.pool_id, version=__version__, address=self.address,
                                                  hostname=socket.gethostname(), uptime_s=time.monotonic() - self._started,
                                                  stopped=state == "STOPPED", log_delivery=self.log_delivery)
         try:
-            self.client.heartbeat(self.executor_id, status, self.properties())
+            client.heartbeat(self.executor_id, status, self.properties())
         except ControlPlaneError as exc:
             if exc.status == 409:
                 raise ExecutorIdInUse(printable(exc)) from None

@@ -19,6 +19,7 @@ class Rule:
     times: int  # -1: always
     header: tuple[str, str] | None = None  # also match a request header (SQS names its action in X-Amz-Target)
     hits: int = 0
+    hang: bool = False  # read the request and never answer (until the proxy stops): a black hole
 
 
 class FaultyProxy:
@@ -26,6 +27,7 @@ class FaultyProxy:
         upstream = urlparse(upstream_url)
         self.rules: list[Rule] = []
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +37,10 @@ class FaultyProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 rule = outer._match(self.command, self.path, self.headers)
+                if rule is not None and rule.hang:
+                    outer._stopped.wait()
+                    self.close_connection = True
+                    return
                 if rule is not None:
                     self._answer(rule.status, rule.body, "text/html")
                     return
@@ -69,6 +75,13 @@ class FaultyProxy:
             self.rules.append(rule)
         return rule
 
+    def hang(self, method: str, fragment: str) -> Rule:
+        """Requests that match are read and never answered, until the proxy stops."""
+        rule = Rule(method, fragment, 0, b"", -1, hang=True)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
     def heal(self) -> None:
         with self._lock:
             self.rules.clear()
@@ -85,4 +98,5 @@ class FaultyProxy:
         return None
 
     def stop(self) -> None:
+        self._stopped.set()
         self._server.shutdown()

@@ -11,6 +11,8 @@ import pytest
 
 from tests.e2e.conftest import custom_env, custom_recipe, mock_recipe, wait_for_tick
 
+from executor.master import FINAL_HEARTBEAT_TIMEOUT_S
+
 from .faulty_proxy import FaultyProxy
 
 
@@ -94,6 +96,23 @@ def test_an_idle_executor_stops_at_once_without_waiting_for_its_long_poll(system
     assert executor.process.wait(timeout=30) == 0
     stopped_in = time.monotonic() - started
     assert stopped_in < 2.0, f"stopped in {stopped_in:.1f} s, not within about a second"
+
+
+def test_an_executor_stops_within_seconds_when_its_control_plane_stopped_answering(system, proxy):
+    """Where the control plane was, a black hole: connections are accepted and never answered.
+    The drain's DRAINING heartbeat goes from the heartbeat thread (the main thread stays free for a
+    second signal) and the last one, STOPPED, gets one short try; before, each waited out five
+    15 s read timeouts, and the executor took minutes to stop."""
+    executor = system.start_executor(DATAHUB_GMS_URL=proxy.url)
+    heartbeats = proxy.hang("POST", "/aspects")  # heartbeats are ingested aspects
+    executor.wait_for_line("Starting datahub executor worker")
+    time.sleep(2)  # the heartbeat thread is caught in the black hole by now
+    started = time.monotonic()
+    executor.process.send_signal(signal.SIGTERM)
+    assert executor.process.wait(timeout=60) == 0
+    stopped_in = time.monotonic() - started
+    assert heartbeats.hits >= 2, "the heartbeats went into the black hole"
+    assert stopped_in < FINAL_HEARTBEAT_TIMEOUT_S + 3, f"stopped in {stopped_in:.1f} s"
 
 
 def test_monitors_run_while_ingestion_is_full(system, tmp_path):
