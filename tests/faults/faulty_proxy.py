@@ -70,14 +70,13 @@ class FaultyProxy:
 
     def break_(self, method: str, fragment: str, *, status: int = 200, body: bytes = b"<html>not json</html>",
                times: int = -1, header: tuple[str, str] | None = None) -> Rule:
-        rule = Rule(method, fragment, status, body, times, header)
-        with self._lock:
-            self.rules.append(rule)
-        return rule
+        return self._add(Rule(method, fragment, status, body, times, header))
 
     def hang(self, method: str, fragment: str) -> Rule:
         """Requests that match are read and never answered, until the proxy stops."""
-        rule = Rule(method, fragment, 0, b"", -1, hang=True)
+        return self._add(Rule(method, fragment, 0, b"", -1, hang=True))
+
+    def _add(self, rule: Rule) -> Rule:
         with self._lock:
             self.rules.append(rule)
         return rule
