@@ -50,6 +50,8 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
                 raise RuntimeError(f"token not scoped to pool {settings.pool_id} (403): use a token for this pool") from None
             if exc.status == 404:
                 raise RuntimeError(f"pool {settings.pool_id} does not exist: create it, or fix DATAHUB_EXECUTOR_POOL_ID") from None
+            if exc.status is not None and 300 <= exc.status < 400:  # the message says where to
+                raise RuntimeError(str(exc)) from None
             raise RuntimeError(f"{exc}: check network connectivity to {settings.gms_url} and DATAHUB_GMS_URL") from None
         return f"token accepted; pool {settings.pool_id} exists"
 
@@ -154,9 +156,10 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
 
 def _routes(urls: list[str], *, all_proxy: bool = False) -> str | None:
     """How requests to URLS leave this host, or None when no proxy is configured (or no URL was
-    asked). requests (DataHub), botocore (SQS, Secrets Manager) and urllib (the package index
-    probe) all take the proxy of the URL's scheme from the environment, lower-case variable
-    first, and go direct to a NO_PROXY host; only requests also falls back to ALL_PROXY."""
+    asked). The DataHub client (routed by requests' rules, controlplane_http.py), botocore (SQS,
+    Secrets Manager) and urllib (the package index probe) all take the proxy of the URL's scheme
+    from the environment, lower-case variable first, and go direct to a NO_PROXY host; only the
+    DataHub client also falls back to ALL_PROXY."""
     proxies = urllib.request.getproxies_environment()
     if not urls or not set(proxies) - {"no"}:
         return None

@@ -8,8 +8,8 @@ operation for, our own (/gms/executor/v1) for the rest (docs/protocol.md).
   proposal's headers (409: the lease is stale, the execution is someone else's now);
 - cancellation: DataHub's KILL signal aspect, read with GET /aspects.
 
-One requests.Session, retries configured once: connection errors and 5xx are retried with
-backoff; a 4xx is final and raised with the server's reason. An outage is logged once when it
+One pool of keep-alive connections (controlplane_http.py), retries configured once: connection
+errors and 5xx are retried with backoff; a 3xx or 4xx is final and raised with the server's reason. An outage is logged once when it
 starts and once when it ends, never per attempt. The token is sent, never logged. Every id that
 goes into a URL path has been validated and is quoted.
 """
@@ -23,15 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import requests
 from loguru import logger
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from vocabulary import ids
 from vocabulary.results import LEASE_HEADER
 
 from . import datahub_aspects as aspects
+from .controlplane_http import Answer, AnswerTooLarge, ControlPlaneHttp, TransportError, json_body
 
 EXECUTOR_PREFIX = "/executor/v1"
 # The largest answer read from the control plane. A claim carries the recipe (itself capped at
@@ -51,8 +50,9 @@ class ControlPlaneError(Exception):
 
     @property
     def final(self) -> bool:
-        """A 4xx: the control plane answered and said no; retrying cannot help."""
-        return self.status is not None and 400 <= self.status < 500
+        """A 4xx (or a redirect, which is not followed): the control plane answered and said no;
+        retrying cannot help."""
+        return self.status is not None and 300 <= self.status < 500
 
 
 class LeaseLost(ControlPlaneError):
@@ -120,20 +120,11 @@ def _segment(value: str) -> str:
 class ControlPlaneClient:
     def __init__(self, gms_url: str, token: str, *, retries: int = 4, timeout_s: float = 15.0) -> None:
         self.gms_url = gms_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
-        self.session.headers["X-RestLi-Protocol-Version"] = "2.0.0"
-        retry = Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.5,
+        retry = Retry(total=retries, connect=retries, read=retries, status=retries, redirect=0, backoff_factor=0.5,
                       backoff_max=10, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
-                      raise_on_status=False)
-        self.session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
-        # Proxy and CA-bundle variables are read once, here: requests would otherwise re-read the
-        # environment on every call (~1 ms of a task's master CPU), for a URL that never changes.
-        environment = self.session.merge_environment_settings(self.gms_url, {}, None, None, None)
-        self.session.proxies, self.session.verify = environment["proxies"], environment["verify"]
-        self.session.trust_env = False
+                      raise_on_status=False, raise_on_redirect=False)
+        self.http = ControlPlaneHttp(self.gms_url, {"Authorization": f"Bearer {token}", "X-RestLi-Protocol-Version": "2.0.0"},
+                                     retry=retry, timeout_s=timeout_s)
         self._down = False
         self._lock = threading.Lock()
 
@@ -151,41 +142,43 @@ class ControlPlaneClient:
         else:
             logger.info("control plane reachable again at {}", self.gms_url)
 
-    def _call(self, method: str, path: str, *, json_body: Any = None, data: bytes | None = None,
+    def _call(self, method: str, path: str, *, json_value: Any = None, data: bytes | None = None,
               headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200, 201),
-              lease_error: bool = False) -> requests.Response:
-        url = self.gms_url + path
+              lease_error: bool = False) -> Answer:
+        if json_value is not None:
+            data, headers = json_body(json_value), {"Content-Type": "application/json", **(headers or {})}
         try:
-            response = self.session.request(method, url, json=json_body, data=data, headers=headers,
-                                            timeout=self.timeout_s, stream=True)
-            _read_capped(response, MAX_ANSWER_BYTES)
+            answer = self.http.request(method, path, body=data, headers=headers, max_answer_bytes=MAX_ANSWER_BYTES)
         except AnswerTooLarge as exc:
             logger.error("control plane answered {} {} with {}; refused, not read", method, path, exc)
             raise ControlPlaneError(f"{method} {path}: answer refused: {exc}") from None
-        except requests.RequestException as exc:
-            self._state(True, type(exc).__name__)
-            raise ControlPlaneError(f"{method} {path}: control plane unreachable ({type(exc).__name__})") from None
-        if response.status_code >= 500:
-            self._state(True, f"HTTP {response.status_code}")
-            raise ControlPlaneError(f"{method} {path}: HTTP {response.status_code}", response.status_code)
+        except TransportError as exc:
+            self._state(True, str(exc))
+            raise ControlPlaneError(f"{method} {path}: control plane unreachable ({exc})") from None
+        if answer.status >= 500:
+            self._state(True, f"HTTP {answer.status}")
+            raise ControlPlaneError(f"{method} {path}: HTTP {answer.status}", answer.status)
         self._state(False)
-        if response.status_code not in ok:
-            reason = _reason(response)
-            error = LeaseLost if lease_error and response.status_code == 409 else ControlPlaneError
-            raise error(f"{method} {path}: HTTP {response.status_code}: {reason}", response.status_code)
-        return response
+        if answer.status not in ok:
+            reason = _reason(answer)
+            if 300 <= answer.status < 400:
+                reason = (f"redirected to {answer.headers.get('Location', '?')}, which is not followed: "
+                          "set DATAHUB_GMS_URL to where it points")
+            error = LeaseLost if lease_error and answer.status == 409 else ControlPlaneError
+            raise error(f"{method} {path}: HTTP {answer.status}: {reason}", answer.status)
+        return answer
 
-    def _json(self, response: requests.Response) -> Any:
+    def _json(self, answer: Answer) -> Any:
         """The answer's JSON; a 2xx that is not JSON is a broken control plane, retried like an outage."""
         try:
-            return response.json()
+            return answer.json()
         except ValueError:
             self._state(True, "an answer that is not JSON")
-            raise ControlPlaneError(f"{response.request.method} {response.url}: HTTP {response.status_code} "
+            raise ControlPlaneError(f"{answer.method} {answer.path}: HTTP {answer.status} "
                                     "with a body that is not JSON") from None
 
     def _ingest(self, proposal: dict[str, Any], *, lease_error: bool = False) -> None:
-        self._call("POST", "/aspects?action=ingestProposal", json_body={"proposal": proposal, "async": "false"},
+        self._call("POST", "/aspects?action=ingestProposal", json_value={"proposal": proposal, "async": "false"},
                    lease_error=lease_error)
 
     # DataHub's endpoints ---------------------------------------------------------------------
@@ -219,11 +212,11 @@ class ControlPlaneClient:
     def cancel_requested(self, execution_id: str) -> bool:
         """Whether DataHub's KILL signal was written for the execution."""
         urn = f"urn:li:dataHubExecutionRequest:{ids.execution_id(execution_id)}"
-        response = self._call("GET", f"/aspects/{_segment(urn)}?aspect=dataHubExecutionRequestSignal&version=0",
-                               ok=(200, 404))
-        if response.status_code == 404:
+        answer = self._call("GET", f"/aspects/{_segment(urn)}?aspect=dataHubExecutionRequestSignal&version=0",
+                             ok=(200, 404))
+        if answer.status == 404:
             return False
-        signal = (self._json(response).get("aspect") or {}).values()
+        signal = (self._json(answer).get("aspect") or {}).values()
         return any(isinstance(value, dict) and value.get("signal") == "KILL" for value in signal)
 
     # our endpoints ---------------------------------------------------------------------------
@@ -232,10 +225,10 @@ class ControlPlaneClient:
         """The lease, task and arguments; None when the execution is not ours to run (409: final,
         a duplicate, running elsewhere); ClaimDeferred when its holder may be gone soon."""
         path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/claim"
-        response = self._call("POST", path, json_body={"executor_id": executor_id, "instance_id": instance_id,
-                                                       "pool_id": pool_id, "receive_count": receive_count,
-                                                       "message_id": message_id}, ok=(200, 409))
-        if response.status_code == 409:
+        response = self._call("POST", path, json_value={"executor_id": executor_id, "instance_id": instance_id,
+                                                        "pool_id": pool_id, "receive_count": receive_count,
+                                                        "message_id": message_id}, ok=(200, 409))
+        if response.status == 409:
             retry = (self._json(response) or {}).get("retry_after_s")
             return ClaimDeferred(float(retry)) if isinstance(retry, (int, float)) and retry > 0 else None
         answer = self._json(response)
@@ -255,7 +248,7 @@ class ControlPlaneClient:
 
     def release(self, execution_id: str, lease: str, why: str) -> None:
         path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/release"
-        self._call("POST", path, json_body={"why": why}, headers={LEASE_HEADER: lease}, lease_error=True)
+        self._call("POST", path, json_value={"why": why}, headers={LEASE_HEADER: lease}, lease_error=True)
 
     def upload_log(self, execution_id: str, lease: str, data: bytes) -> None:
         path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/log"
@@ -263,36 +256,11 @@ class ControlPlaneClient:
                    lease_error=True)
 
 
-def _reason(response: requests.Response) -> str:
+def _reason(answer: Answer) -> str:
     try:
-        body = response.json()
+        body = answer.json()
     except ValueError:
-        return response.text[:500]
+        return answer.text[:500]
     if isinstance(body, dict):
         return str(body.get("error") or body.get("message") or body)[:500]
     return str(body)[:500]
-
-
-class AnswerTooLarge(Exception):
-    pass
-
-
-def _read_capped(response: requests.Response, cap: int) -> None:
-    """Read a streamed body into the response (so .json() works) unless it exceeds CAP bytes;
-    a declared Content-Length over the cap is refused before reading anything."""
-    try:
-        declared = int(response.headers.get("Content-Length", "0"))
-    except ValueError:
-        declared = 0
-    if declared > cap:
-        response.close()
-        raise AnswerTooLarge(f"{declared} bytes (Content-Length), over the {cap}-byte cap")
-    body = bytearray()
-    for chunk in response.iter_content(chunk_size=64 << 10):
-        body += chunk
-        if len(body) > cap:
-            response.close()
-            raise AnswerTooLarge(f"more than {cap} bytes, over the cap")
-    response._content = bytes(body)  # what requests itself sets when it reads the body
-    response._content_consumed = True
-    response.close()  # with the body consumed, this hands the connection back to the pool

@@ -12,7 +12,7 @@ import pytest
 from controlplane.store import MIGRATIONS
 from executor.controlplane_client import ControlPlaneError, LeaseLost
 
-from .conftest import RECIPE
+from .conftest import RECIPE, raw
 
 
 def sqs(cp):
@@ -241,10 +241,10 @@ def test_another_pools_executor_cannot_claim_and_ids_are_checked(cp, executor_do
     with pytest.raises(ControlPlaneError) as refused:
         scoped.client.claim(execution["id"], executor_id="e-b2", instance_id="x", pool_id="a", receive_count=1)
     assert refused.value.status == 403
-    response = scoped.client.session.post(f"{cp.gms_url}/executor/v1/executions/..%2F..%2Fadmin/claim",
+    response = raw(cp, scoped.token).post(f"{cp.gms_url}/executor/v1/executions/..%2F..%2Fadmin/claim",
                                           json={"executor_id": "e", "instance_id": "i", "pool_id": "b"}, timeout=5)
     assert response.status_code in (400, 404)
-    response = scoped.client.session.post(f"{cp.gms_url}/executor/v1/executions/x/claim",
+    response = raw(cp, scoped.token).post(f"{cp.gms_url}/executor/v1/executions/x/claim",
                                           json={"executor_id": "e,(bad)", "instance_id": "i", "pool_id": "b"}, timeout=5)
     assert response.status_code == 400 and "executor id" in response.json()["error"]
 

@@ -16,7 +16,7 @@ from datahub.emitter.rest_emitter import DatahubRestEmitter
 from datahub.configuration.common import OperationalError
 import datahub.metadata.schema_classes as model
 
-from .conftest import RECIPE
+from .conftest import RECIPE, raw
 
 DATASET = "urn:li:dataset:(urn:li:dataPlatform:hive,db.t,PROD)"
 
@@ -65,7 +65,7 @@ def test_a_runs_token_ingests_metadata_and_nothing_else(cp, executor_double):
 
 def test_an_executors_token_manages_nothing(cp, executor_double):
     executor, claimed = claimed_run(cp, executor_double)
-    session = executor.client.session
+    session = raw(cp, executor.token)
     assert session.post(f"{cp.gms_url}/api/graphql", json={"query": "{ listRemoteExecutorPools(input: "
                                                                      "{start: 0, count: 1}) { total } }"}).status_code == 403
     assert session.post(f"{cp.gms_url}/admin/v1/tokens", json={"kind": "executor"}).status_code == 403
