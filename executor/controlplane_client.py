@@ -9,9 +9,9 @@ operation for, our own (/gms/executor/v1) for the rest (docs/protocol.md).
 - cancellation: DataHub's KILL signal aspect, read with GET /aspects.
 
 One pool of keep-alive connections (controlplane_http.py), retries configured once: connection
-errors and 5xx are retried with backoff; a 3xx or 4xx is final and raised with the server's reason. An outage is logged once when it
-starts and once when it ends, never per attempt. The token is sent, never logged. Every id that
-goes into a URL path has been validated and is quoted.
+errors and 5xx are retried with backoff; a 3xx or 4xx is final and raised with the server's
+reason. An outage is logged once when it starts and once when it ends, never per attempt. The
+token is sent, never logged. Every id that goes into a URL path has been validated and is quoted.
 """
 from __future__ import annotations
 
@@ -123,8 +123,8 @@ class ControlPlaneClient:
         retry = Retry(total=retries, connect=retries, read=retries, status=retries, redirect=0, backoff_factor=0.5,
                       backoff_max=10, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
                       raise_on_status=False, raise_on_redirect=False)
-        self.http = ControlPlaneHttp(self.gms_url, {"Authorization": f"Bearer {token}", "X-RestLi-Protocol-Version": "2.0.0"},
-                                     retry=retry, timeout_s=timeout_s)
+        headers = {"Authorization": f"Bearer {token}", "X-RestLi-Protocol-Version": "2.0.0"}
+        self.http = ControlPlaneHttp(self.gms_url, headers, retry=retry, timeout_s=timeout_s)
         self._down = False
         self._lock = threading.Lock()
 

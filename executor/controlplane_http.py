@@ -67,7 +67,8 @@ class ControlPlaneHttp:
         self._timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
         self._headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **headers}
         # Resolved once: the URL never changes, and the environment is the executor's own.
-        environment = requests.Session().merge_environment_settings(self.base_url, {}, None, None, None)
+        with requests.Session() as session:
+            environment = session.merge_environment_settings(self.base_url, {}, None, None, None)
         proxy = requests.utils.select_proxy(self.base_url, environment["proxies"])
         manager = _manager(proxy, environment["verify"], max_connections)
         self._pool = manager.connection_from_url(self.base_url)
@@ -84,8 +85,8 @@ class ControlPlaneHttp:
         sent = {**self._headers, **(headers or {})}
         try:
             response = self._pool.urlopen(method, url, body=body, headers=sent, retries=self._retry,
-                                          timeout=self._timeout, redirect=False, assert_same_host=False, preload_content=False,
-                                          decode_content=True)
+                                          timeout=self._timeout, redirect=False, assert_same_host=False,
+                                          preload_content=False, decode_content=True)
         except (HTTPError, OSError) as exc:
             raise TransportError(_kind(exc)) from None
         try:
@@ -96,9 +97,6 @@ class ControlPlaneHttp:
         finally:
             response.release_conn()
         return Answer(method, target, response.status, response.headers, data)
-
-    def close(self) -> None:
-        self._pool.close()
 
 
 def json_body(value: Any) -> bytes:
