@@ -3,7 +3,7 @@
 v1 has no cgroup.kill and no atomic view of a process tree per controller, so:
 - where the hybrid unified hierarchy (cgroup2 without controllers) is mounted and writable we
   also place the task there, only to track its processes and kill them atomically with
-  cgroup.kill, exactly as systemd does in hybrid mode;
+  cgroup.kill, exactly as systemd does in hybrid mode (and make no freezer cgroup);
 - otherwise we freeze the task (freezer), SIGKILL every member, thaw, and repeat until empty,
   so a fork bomb cannot outrun the kill loop.
 """
@@ -39,11 +39,16 @@ class CgroupV1Driver(Driver):
             if memory is None:
                 raise SandboxError("cgroup v1 mode needs the memory hierarchy; none is mounted here (use mode none)")
             raise SandboxError(f"no permission to create cgroups under {memory.own_dir}: {fs.DELEGATION_FIX}")
-        for path in self.roots.values():
-            fs.make_dir(path)
         unified = v2_hierarchy(hierarchies)
         if unified is not None and unified.writable:
             self._add_unified_tracking(os.path.join(unified.own_dir, root_name))
+        if "unified" in self.roots:
+            # cgroup.kill ends the tree; the freezer serves only the freeze-and-kill fallback, so
+            # a task gets no freezer cgroup it would never use (a mkdir, an attach and an rmdir).
+            self.roots.pop("freezer", None)
+        for controller, path in self.roots.items():
+            if controller != "unified":
+                fs.make_dir(path)
 
     def _add_unified_tracking(self, root: str) -> None:
         """Use the hybrid unified hierarchy where it can kill a tree (cgroup.kill, Linux 5.14+)."""
