@@ -43,6 +43,8 @@ def test_a_paused_master_loses_its_execution_and_kills_its_task_when_it_wakes(sy
         time.sleep(0.1)
     done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=120)
     assert (done["status"], done["executor_id"]) == ("SUCCESS", "taker-1"), "the run that holds the lease wrote the end"
+    # The control plane records the result before the taker reads its answer and logs it.
+    taker.wait_for_line("finished:", timeout_s=20)
     finishes = [line for e in (paused, taker) for line in e.lines if "finished:" in line]
     assert len(finishes) == 1 and "SUCCESS" in finishes[0], finishes
     assert paused.process.poll() is None and taker.process.poll() is None

@@ -2,6 +2,8 @@
 reaches a final state exactly once in the control plane, and no task process or cgroup is left."""
 from __future__ import annotations
 
+import time
+
 from tests.e2e.conftest import custom_env, custom_recipe, wait_for_tick
 
 from .conftest import identities, still_running, task_pids_current, task_processes
@@ -35,7 +37,11 @@ def test_kill_9_with_four_tasks_running_ends_each_exactly_once_and_leaves_nothin
                for execution_id in runs]
     assert [r["status"] for r in results] == ["SUCCESS"] * 4, [(r["status"], r["reason"]) for r in results]
     for execution_id in runs:
-        finished = [line for ex in system.executors for line in ex.lines
-                    if "finished:" in line and execution_id in line]
+        # The control plane records a result before its executor reads the answer and logs it.
+        deadline = time.monotonic() + 20
+        while not (finished := [line for ex in system.executors for line in ex.lines
+                                if "finished:" in line and execution_id in line]):
+            assert time.monotonic() < deadline, f"{execution_id}: no executor logged its end"
+            time.sleep(0.05)
         assert len(finished) == 1, f"{execution_id} reported {len(finished)} final states"
     assert task_pids_current(ROOT) == {}, "no task cgroup left"

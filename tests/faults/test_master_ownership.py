@@ -30,10 +30,6 @@ def sqs_proxy(system):
     broken.stop()
 
 
-def finished_lines(executor) -> list[str]:
-    return [line for line in executor.lines if "finished:" in line]
-
-
 def test_answers_that_are_not_json_never_kill_a_runner(system, proxy, tmp_path):
     executor = system.start_executor(DATAHUB_GMS_URL=proxy.url)
     signal_reads = proxy.break_("GET", "dataHubExecutionRequestSignal", times=4)
