@@ -168,14 +168,19 @@ class ControlPlaneClient:
             raise error(f"{method} {path}: HTTP {answer.status}: {reason}", answer.status)
         return answer
 
-    def _json(self, answer: Answer) -> Any:
-        """The answer's JSON; a 2xx that is not JSON is a broken control plane, retried like an outage."""
+    def _json(self, answer: Answer) -> dict[str, Any]:
+        """The answer's JSON object. Every answer read is one: anything else (not JSON, a list, a
+        string) is a broken control plane or something between, retried like an outage, and never
+        an AttributeError in a runner that would end its task."""
         try:
-            return answer.json()
+            body = answer.json()
         except ValueError:
-            self._state(True, "an answer that is not JSON")
+            body = None
+        if not isinstance(body, dict):
+            self._state(True, "an answer that is not a JSON object")
             raise ControlPlaneError(f"{answer.method} {answer.path}: HTTP {answer.status} "
-                                    "with a body that is not JSON") from None
+                                    "with a body that is not a JSON object")
+        return body
 
     def _ingest(self, proposal: dict[str, Any], *, lease_error: bool = False) -> None:
         self._call("POST", "/aspects?action=ingestProposal", json_value={"proposal": proposal, "async": "false"},
@@ -186,16 +191,18 @@ class ControlPlaneClient:
         """The pool's queues, from its dataHubRemoteExecutorPoolInfo (404: no such pool)."""
         urn = f"urn:li:dataHubRemoteExecutorPool:{ids.pool_id(pool_id)}"
         answer = self._json(self._call("GET", f"/entitiesV2/{_segment(urn)}?aspects=List(dataHubRemoteExecutorPoolInfo)"))
-        envelope = (answer.get("aspects") or {}).get("dataHubRemoteExecutorPoolInfo") or {}
-        info = envelope.get("value") or {}
+        envelope = _object(_object(answer.get("aspects"), "aspects").get("dataHubRemoteExecutorPoolInfo"),
+                           "dataHubRemoteExecutorPoolInfo")
+        info = _object(envelope.get("value"), "dataHubRemoteExecutorPoolInfo's value")
         if not info.get("queueUrl"):
             raise ControlPlaneError(f"pool {pool_id} has no queue (queueUrl is empty)", 404)
-        extras = (envelope.get("systemMetadata") or {}).get("properties") or {}
-        visibility = extras.get("visibilityTimeoutSeconds")
-        return PoolQueues(pool_id=pool_id, ingestion_queue_url=info["queueUrl"],
-                          monitors_queue_url=extras.get("monitorsQueueUrl") or info["queueUrl"] + MONITORS_SUFFIX,
+        extras = _object(_object(envelope.get("systemMetadata"), "systemMetadata").get("properties"),
+                         "systemMetadata's properties")
+        visibility = str(extras.get("visibilityTimeoutSeconds") or "")
+        return PoolQueues(pool_id=pool_id, ingestion_queue_url=str(info["queueUrl"]),
+                          monitors_queue_url=extras.get("monitorsQueueUrl") or f"{info['queueUrl']}{MONITORS_SUFFIX}",
                           region=info.get("queueRegion") or "us-east-1", endpoint_url=extras.get("sqsEndpointUrl"),
-                          visibility_timeout_s=int(visibility) if visibility and visibility.isdigit() else None)
+                          visibility_timeout_s=int(visibility) if visibility.isdigit() else None)
 
     def heartbeat(self, executor_id: str, status: dict[str, Any], properties: dict[str, str]) -> None:
         """Write this process's dataHubRemoteExecutorStatus (409: the id belongs to another live process)."""
@@ -216,7 +223,7 @@ class ControlPlaneClient:
                              ok=(200, 404))
         if answer.status == 404:
             return False
-        signal = (self._json(answer).get("aspect") or {}).values()
+        signal = _object(self._json(answer).get("aspect"), "the signal aspect").values()
         return any(isinstance(value, dict) and value.get("signal") == "KILL" for value in signal)
 
     # our endpoints ---------------------------------------------------------------------------
@@ -229,7 +236,7 @@ class ControlPlaneClient:
                                                         "pool_id": pool_id, "receive_count": receive_count,
                                                         "message_id": message_id}, ok=(200, 409))
         if response.status == 409:
-            retry = (self._json(response) or {}).get("retry_after_s")
+            retry = self._json(response).get("retry_after_s")
             return ClaimDeferred(float(retry)) if isinstance(retry, (int, float)) and retry > 0 else None
         answer = self._json(response)
         try:
@@ -243,7 +250,7 @@ class ControlPlaneClient:
                            sink_server=str(sink["server"]) if sink.get("server") else None,
                            sink_token=str(sink["token"]) if sink.get("token") else None,
                            secrets={str(k): str(v) for k, v in provided.items() if isinstance(v, str)})
-        except (KeyError, TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError):
             raise ControlPlaneError(f"POST {path}: the claim answer is not a claim") from None
 
     def release(self, execution_id: str, lease: str, why: str) -> None:
@@ -254,6 +261,16 @@ class ControlPlaneClient:
         path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/log"
         self._call("PUT", path, data=data, headers={LEASE_HEADER: lease, "Content-Type": "text/plain"},
                    lease_error=True)
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """VALUE, a JSON object inside an answer (absent or null: empty); anything else is a broken
+    answer: an error (not final) the caller retries or reports, never an AttributeError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ControlPlaneError(f"the control plane's answer is broken: {what} is not a JSON object")
+    return value
 
 
 def _reason(answer: Answer) -> str:

@@ -49,6 +49,12 @@ def server() -> Iterator[tuple[str, Recorder]]:
                 self.end_headers()
                 self.wfile.write(b'{"pad": "')  # and no more: the client must not wait for the rest
                 self.close_connection = True
+            elif "listy" in self.path:
+                self._send(200, b"[]", {"Content-Type": "application/json"})
+            elif "shapeless" in self.path:
+                self._send(200, json.dumps({"aspect": ["KILL"]}).encode(), {"Content-Type": "application/json"})
+            elif "/entitiesV2/" in self.path:
+                self._send(200, json.dumps({"aspects": []}).encode(), {"Content-Type": "application/json"})
             else:
                 self._send(200, json.dumps({"aspect": {}}).encode(), {"Content-Type": "application/json"})
 
@@ -101,6 +107,22 @@ def test_an_answer_declared_over_the_cap_is_refused_unread(server):
         client.cancel_requested("huge")
     assert "answer refused" in str(refused.value) and "(Content-Length)" in str(refused.value)
     assert client.cancel_requested("run-2") is False, "the next call gets a fresh connection"
+
+
+def test_answers_of_the_wrong_shape_are_errors_like_an_outage_never_attribute_errors(server):
+    """A runner polls for cancellation while its task runs; an answer that is JSON but not the
+    object asked for must be a ControlPlaneError (the runner carries on), not an AttributeError
+    (the runner fails and ends its task)."""
+    url, _ = server
+    client = ControlPlaneClient(url, "token-under-test", retries=0, timeout_s=5)
+    for execution_id in ("listy", "shapeless"):
+        with pytest.raises(ControlPlaneError) as broken:
+            client.cancel_requested(execution_id)
+        assert "not a JSON object" in str(broken.value) and not broken.value.final
+    with pytest.raises(ControlPlaneError) as broken:
+        client.pool("remote")
+    assert "aspects is not a JSON object" in str(broken.value)
+    assert client.cancel_requested("run-3") is False, "the next good answer is read as before"
 
 
 def test_check_says_the_datahub_url_redirects_and_where(server, tmp_path):
