@@ -12,12 +12,13 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from executor.controlplane_client import MAX_ANSWER_BYTES, ControlPlaneClient, ControlPlaneError
+from tests.http_handler import QuietHandler
 
 EXECUTOR = str(Path(sys.executable).parent / "datahub-executor")
 
@@ -34,14 +35,14 @@ class Recorder:
 def server() -> Iterator[tuple[str, Recorder]]:
     recorder = Recorder()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
             with recorder.lock:
                 recorder.requests.append((self.client_address[1], self.path, self.headers.get("Authorization")))
             if "redirected" in self.path or self.path.startswith("/moved/"):
-                self._send(301, b"", {"Location": "http://127.0.0.1:9/elsewhere"})
+                self.answer(301, b"", {"Location": "http://127.0.0.1:9/elsewhere"})
             elif "huge" in self.path:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -50,24 +51,13 @@ def server() -> Iterator[tuple[str, Recorder]]:
                 self.wfile.write(b'{"pad": "')  # and no more: the client must not wait for the rest
                 self.close_connection = True
             elif "listy" in self.path:
-                self._send(200, b"[]", {"Content-Type": "application/json"})
+                self.answer(200, b"[]", {"Content-Type": "application/json"})
             elif "shapeless" in self.path:
-                self._send(200, json.dumps({"aspect": ["KILL"]}).encode(), {"Content-Type": "application/json"})
+                self.answer(200, json.dumps({"aspect": ["KILL"]}).encode(), {"Content-Type": "application/json"})
             elif "/entitiesV2/" in self.path:
-                self._send(200, json.dumps({"aspects": []}).encode(), {"Content-Type": "application/json"})
+                self.answer(200, json.dumps({"aspects": []}).encode(), {"Content-Type": "application/json"})
             else:
-                self._send(200, json.dumps({"aspect": {}}).encode(), {"Content-Type": "application/json"})
-
-        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
+                self.answer(200, json.dumps({"aspect": {}}).encode(), {"Content-Type": "application/json"})
 
     http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     http.daemon_threads = True

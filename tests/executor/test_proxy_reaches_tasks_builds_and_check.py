@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from executor.runtime import network_env
 from executor.runtime.secrets import ChainedSecretStore, EnvSecretStore
 from executor.runtime.tasks import prepare_task
 from executor.runtime.venvs import InstallStep, VenvCache
+from tests.http_handler import QuietHandler
 
 EXECUTOR = str(Path(sys.executable).parent / "datahub-executor")
 PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
@@ -84,7 +85,7 @@ class RecordingProxy:
         self.requests: list[tuple[str, str, str | None]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def _forward(self) -> None:
@@ -95,7 +96,7 @@ class RecordingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 if target.hostname != "127.0.0.1":
-                    self._answer(502, {}, b"this test proxy forwards to 127.0.0.1 only")
+                    self.answer(502, b"this test proxy forwards to 127.0.0.1 only")
                     return
                 upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items()
@@ -103,23 +104,12 @@ class RecordingProxy:
                 path = target.path + (f"?{target.query}" if target.query else "")
                 upstream.request(self.command, path or "/", body=body, headers=headers)
                 answer = upstream.getresponse()
-                self._answer(answer.status, {k: v for k, v in answer.getheaders()
-                                             if k.lower() not in ("connection", "transfer-encoding", "content-length")},
-                             answer.read())
+                self.answer(answer.status, answer.read(), {k: v for k, v in answer.getheaders()
+                                                           if k.lower() not in ("connection", "transfer-encoding",
+                                                                                "content-length")})
                 upstream.close()
 
-            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
             do_GET = do_POST = do_PUT = do_DELETE = _forward
-
-            def log_message(self, *args) -> None:
-                pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]

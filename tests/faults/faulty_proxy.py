@@ -6,8 +6,10 @@ from __future__ import annotations
 import http.client
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import urlparse
+
+from tests.http_handler import QuietHandler
 
 
 @dataclass
@@ -30,7 +32,7 @@ class FaultyProxy:
         self._stopped = threading.Event()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def _serve(self) -> None:
@@ -42,26 +44,17 @@ class FaultyProxy:
                     self.close_connection = True
                     return
                 if rule is not None:
-                    self._answer(rule.status, rule.body, "text/html")
+                    self.answer(rule.status, rule.body, {"Content-Type": "text/html"})
                     return
                 connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 connection.request(self.command, self.path, body=body, headers=headers)
                 answer = connection.getresponse()
-                self._answer(answer.status, answer.read(), answer.getheader("Content-Type") or "application/json")
+                kind = answer.getheader("Content-Type") or "application/json"
+                self.answer(answer.status, answer.read(), {"Content-Type": kind})
                 connection.close()
 
-            def _answer(self, status: int, body: bytes, kind: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
             do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-            def log_message(self, *args) -> None:
-                pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import requests
@@ -16,6 +16,7 @@ from controlplane import entities as E
 from controlplane import lifecycle
 from controlplane.metadata import aspect_store
 from tests.e2e.conftest import mock_recipe, stop_all_without_draining
+from tests.http_handler import QuietHandler
 
 from .conftest import Sampler, rss_mib
 
@@ -98,7 +99,7 @@ class HugeAnswerProxy:
         self.huge_answers = 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _any(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 answer = requests.request(self.command, upstream + self.path, data=body, timeout=30,
@@ -120,16 +121,10 @@ class HugeAnswerProxy:
                         pass  # the executor stopped reading, as it should
                     self.close_connection = True
                     return
-                self.send_response(answer.status_code)
-                self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
+                self.answer(answer.status_code, answer.content,
+                            {"Content-Type": answer.headers.get("Content-Type", "application/json")})
 
             do_GET = do_PUT = do_POST = _any
-
-            def log_message(self, *args) -> None:
-                pass
 
         self._beats_seen = 0
         self._lock = threading.Lock()
