@@ -62,7 +62,8 @@ class ControlPlaneHttp:
     def __init__(self, base_url: str, headers: Mapping[str, str], *, retry: Retry, timeout_s: float,
                  max_connections: int = 16) -> None:
         self.base_url = base_url.rstrip("/")
-        self._base_path = urllib3.util.parse_url(self.base_url).path or ""
+        parsed = urllib3.util.parse_url(self.base_url)
+        self._base_path = parsed.path or ""
         self._retry = retry
         self._timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
         self._headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **headers}
@@ -74,8 +75,7 @@ class ControlPlaneHttp:
         self._pool = manager.connection_from_url(self.base_url)
         # Through an HTTP proxy that forwards (not a CONNECT tunnel), the request line carries the
         # whole URL, as requests sends it; otherwise only the path.
-        self._absolute = proxy is not None and not proxy.lower().startswith("socks") \
-            and urllib3.util.parse_url(self.base_url).scheme == "http"
+        self._absolute = proxy is not None and not proxy.lower().startswith("socks") and parsed.scheme == "http"
 
     def request(self, method: str, path: str, *, body: bytes | None = None, headers: Mapping[str, str] | None = None,
                 max_answer_bytes: int) -> Answer:
