@@ -321,7 +321,7 @@ def dispatch(ours: Ours, celery: CeleryPeer, runs: int) -> list[Row]:
 
 
 THROUGHPUT_TARGET = 0.9  # issue 13: ours / bare loop, trivial tasks, 4 workers
-MASTER_CPU_TARGET_MS = 5.0  # issue 13: the master's own CPU per task
+MASTER_CPU_TARGET_MS = 5.0  # issue 13: the master's own CPU per task; below the bare loop's own here (decision 45)
 LOG_RELAY_TARGET = 0.8  # issue 13: ours / a plain pipe-to-file loop
 
 
@@ -387,7 +387,7 @@ def throughput(cp: ControlPlaneHandle, ours: Ours, celery: CeleryPeer, count: in
             f"{ours_ms / bare_ms:.2f}x", f"{ours_ms - bare_ms:+.0f} ms per task over the bare loop; from the rates above"),
         Row("runner's own CPU per task (children excluded)", f"master {master_cpu_ms:.1f} ms",
             f"bare loop process {bare_cpu_ms:.1f} ms", f"{master_cpu_ms / bare_cpu_ms:.2f}x",
-            f"same runs; {verdict(master_cpu_ms <= MASTER_CPU_TARGET_MS, f'<= {MASTER_CPU_TARGET_MS:.0f} ms')}; the "
+            f"same runs; {verdict(master_cpu_ms <= MASTER_CPU_TARGET_MS, f'<= {MASTER_CPU_TARGET_MS:.0f} ms')} (decision 45); the "
             f"benchmark process (control plane and SQS server) spent {median(server_cpu):.1f} ms per task with ours, "
             f"{median(bare_server_cpu):.1f} ms (SQS server alone) with the bare loop"),
     ]
