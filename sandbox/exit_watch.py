@@ -16,6 +16,10 @@ import threading
 import time
 
 FALLBACK_SLICE_S = 0.05
+# poll(2) takes its timeout as a C int of milliseconds (at most about 24.8 days); a longer wait
+# is done in slices of at most a day, each returning None like a wake-up so the caller, which
+# keeps its own deadlines, simply waits again.
+MAX_POLL_SLICE_S = 86400.0
 
 
 class ExitWatch:
@@ -40,10 +44,10 @@ class ExitWatch:
 
     def wait(self, timeout: float | None) -> int | None:
         """The main process's return code once it has exited (reaped here); None after a
-        wake-up or once TIMEOUT seconds have passed."""
+        wake-up, once TIMEOUT seconds have passed, or after MAX_POLL_SLICE_S of a longer wait."""
         if self._pidfd is None:
             return self._wait_in_slices(timeout)
-        millis = None if timeout is None else max(0, math.ceil(timeout * 1000))
+        millis = None if timeout is None else max(0, math.ceil(min(timeout, MAX_POLL_SLICE_S) * 1000))
         ready = {fd for fd, _ in self._poller.poll(millis)}
         if self._wake_read in ready:
             self._drain()

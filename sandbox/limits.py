@@ -1,6 +1,7 @@
 """What a task may use. Plain data: the drivers decide how each limit is enforced."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .errors import SandboxError
@@ -23,11 +24,26 @@ class Limits:
     timeout_s: float | None = None
 
     def validate(self) -> None:
-        """Reject values no kernel accepts, naming the limit and the fix."""
+        """Reject values no kernel accepts, naming the limit and the fix.
+
+        Only finite numbers: an infinite or NaN timeout passes every comparison with zero and
+        then breaks the reaper's deadline arithmetic (a task killed at once), and an infinite
+        CPU limit cannot be turned into a quota. "No limit" is None, not infinity.
+        """
         for name in ("memory_max_bytes", "memory_high_bytes", "pids_max", "address_space_bytes"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SandboxError(f"{name} must be a whole number (got {value!r}); use None for no limit")
+            if value <= 0:
                 raise SandboxError(f"{name} must be greater than zero (got {value})")
+        for name in ("cpu_max", "timeout_s"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SandboxError(f"{name} must be a finite number (got {value!r}); use None for no limit")
         if self.cpu_max is not None and self.cpu_max < 0.01:
             raise SandboxError(
                 f"cpu limit {self.cpu_max} is below what the kernel accepts: the smallest CFS quota is "

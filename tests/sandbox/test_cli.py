@@ -46,6 +46,12 @@ def test_without_writable_cgroups_auto_mode_falls_back_to_none_and_says_so():
     assert "best effort (mode none)" in result.stderr
 
 
+def test_a_timeout_longer_than_one_poll_can_wait_through_the_cli():
+    result = run_cli("--timeout", "2147484", "--json", "--", "sleep", "0.2")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "SUCCEEDED"
+
+
 def test_timeout_through_the_cli():
     result = run_cli("--timeout", "0.5", "--json", "--", "sleep", "30")
     assert result.returncode == 137
@@ -59,6 +65,9 @@ def test_timeout_through_the_cli():
         (["--memory-limit=-5M", "--", "true"], "invalid size"),
         (["--pids-limit=-1", "--", "true"], "greater than zero"),
         (["--cpu-limit", "0.001", "--", "true"], "below what the kernel accepts"),
+        (["--cpu-limit", "inf", "--", "true"], "finite"),
+        (["--timeout", "inf", "--", "true"], "finite"),
+        (["--timeout", "nan", "--", "true"], "finite"),
         (["--memory-limit", "1M", "--", "true"], "below"),
         (["--", "no-such-command-anywhere"], "command not found"),
         ([], "no command given"),
