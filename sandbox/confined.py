@@ -7,7 +7,8 @@ counters, remove the cgroup, publish the outcome.
 Races and failures handled here:
 - kill() and terminate() from other threads only record who asked and wake the reaper; only
   the reaper signals the task, so two kill paths never interleave (one thread's freeze with
-  another's thaw) and kill() returns at once.
+  another's thaw) and kill() returns at once. The phases the reaper moves a task through, and
+  what a second request does, are in end_requests.py.
 - The outcome is published in a `finally`: whatever fails while waiting, killing, reading
   counters or removing the cgroup, wait() returns an Outcome with what is known, and each
   failure is logged once.
@@ -30,6 +31,7 @@ from typing import TypeVar
 from . import driver as _driver
 from .backoff import Backoff
 from .driver import TaskGroup
+from .end_requests import EndRequests, Phase, next_phase
 from .exit_watch import ExitWatch
 from .limits import Limits
 from .no_cgroup import WATCHDOG_INTERVAL_S
@@ -60,10 +62,8 @@ class ConfinedProcess:
         self._enforced = enforced
         self._started = started
         self._on_finished = on_finished
-        self._killed_by: str | None = None
-        self._grace_s = 0.0
+        self._end = EndRequests()
         self._kill_backoff: Backoff | None = None
-        self._lock = threading.Lock()
         self._done = threading.Event()
         self._outcome: Outcome | None = None
         self._watch = ExitWatch(popen)
@@ -86,13 +86,14 @@ class ConfinedProcess:
         return self._outcome
 
     def kill(self) -> None:
-        """SIGKILL the whole tree; returns at once (the outcome says KILLED)."""
-        if self._mark_killed("kill()"):
+        """SIGKILL the whole tree, also during a terminate()'s grace; returns at once (the
+        outcome says KILLED, and names the first request)."""
+        if not self._done.is_set() and self._end.ask_kill("kill()"):
             self._watch.wake()
 
     def terminate(self, grace_s: float = 10.0) -> None:
         """SIGTERM every process of the task, SIGKILL what is left after GRACE_S; returns at once."""
-        if self._mark_killed("terminate()", grace_s):
+        if not self._done.is_set() and self._end.ask_terminate(grace_s):
             self._watch.wake()
 
     def memory_current(self) -> int | None:
@@ -106,14 +107,6 @@ class ConfinedProcess:
         if self._outcome is not None:
             return self._outcome.peak_memory_bytes
         return self._group.memory_peak()
-
-    def _mark_killed(self, by: str, grace_s: float = 0.0) -> bool:
-        with self._lock:
-            if self._killed_by is not None or self._done.is_set():
-                return False
-            self._killed_by = by
-            self._grace_s = grace_s
-            return True
 
     # ---- the reaper ---------------------------------------------------------------------
 
@@ -156,15 +149,18 @@ class ConfinedProcess:
             return default
 
     def _wait_for_main_process(self) -> int | None:
-        """The main process's return code, or None if it would not die within the kill budget."""
+        """The main process's return code, or None if it would not die within the kill budget.
+
+        Each wake-up (the exit, a request, a deadline) moves the task through the phases of
+        end_requests.py: RUNNING, then TERMINATING (SIGTERM sent) if asked, then KILLING."""
         timeout_s = self._limits.timeout_s
         deadline = self._started + timeout_s if timeout_s else None
         limit = self._limits.memory_max_bytes
         watchdog = self._group.needs_watchdog() and limit is not None
         next_watch = time.monotonic() + WATCHDOG_INTERVAL_S if watchdog else None
+        phase = Phase.RUNNING
         escalate_at: float | None = None
         next_kill: float | None = None
-        sigterm_sent = False
         while True:
             wakes = [t for t in (deadline, next_watch, escalate_at, next_kill) if t is not None]
             timeout = max(min(wakes) - time.monotonic(), 0.0) if wakes else None
@@ -174,22 +170,19 @@ class ConfinedProcess:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 deadline = None
-                self._mark_killed("timeout")
+                self._end.ask_kill("timeout")
             if next_watch is not None and now >= next_watch:
                 next_watch = now + WATCHDOG_INTERVAL_S
                 # The scan also records new descendants: in mode none that is how the tree is known.
                 if (self._group.memory_current() or 0) > limit:
-                    self._mark_killed("memory-watchdog")
-            with self._lock:
-                killed_by, grace_s = self._killed_by, self._grace_s
-            if killed_by is None:
-                continue
-            if killed_by == "terminate()" and not sigterm_sent:
-                sigterm_sent = True
+                    self._end.ask_kill("memory-watchdog")
+            asked = self._end.snapshot()
+            grace_over = escalate_at is not None and now >= escalate_at
+            entered, phase = phase, next_phase(phase, asked, grace_over)
+            if phase is Phase.TERMINATING and entered is Phase.RUNNING:
                 self._group.signal_all(signal.SIGTERM)
-                escalate_at = now + grace_s
-                continue
-            if escalate_at is not None and now < escalate_at:
+                escalate_at = now + (asked.grace_s or 0.0)
+            if phase is not Phase.KILLING:
                 continue
             escalate_at = None
             if next_kill is None or now >= next_kill:
@@ -217,23 +210,22 @@ class ConfinedProcess:
 
     def _publish(self, returncode: int | None, oom_kills: int, peak: int | None, pids_limit_hits: int,
                  left: list[int]) -> None:
-        with self._lock:
-            killed_by = self._killed_by
-            self._outcome = Outcome(
-                status=classify(returncode=returncode, oom_kills=oom_kills, killed_by=killed_by),
-                exit_code=returncode if returncode is not None and returncode >= 0 else None,
-                signal=-returncode if returncode is not None and returncode < 0 else None,
-                oom_kills=oom_kills,
-                peak_memory_bytes=peak,
-                duration_s=time.monotonic() - self._started,
-                mode=self._mode,
-                limits_enforced=self._enforced,
-                killed_by=killed_by,
-                pids_limit_hits=pids_limit_hits,
-                isolation=self.isolation,
-                unkillable_pids=left,
-            )
-            self._done.set()
+        killed_by = self._end.snapshot().reported_by
+        self._outcome = Outcome(
+            status=classify(returncode=returncode, oom_kills=oom_kills, killed_by=killed_by),
+            exit_code=returncode if returncode is not None and returncode >= 0 else None,
+            signal=-returncode if returncode is not None and returncode < 0 else None,
+            oom_kills=oom_kills,
+            peak_memory_bytes=peak,
+            duration_s=time.monotonic() - self._started,
+            mode=self._mode,
+            limits_enforced=self._enforced,
+            killed_by=killed_by,
+            pids_limit_hits=pids_limit_hits,
+            isolation=self.isolation,
+            unkillable_pids=left,
+        )
+        self._done.set()
 
     def _linger(self) -> None:
         """The outcome is out but the main process is not reaped (it would not die): wait for

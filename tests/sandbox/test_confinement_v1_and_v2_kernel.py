@@ -260,3 +260,36 @@ def test_close_right_after_a_task_ends_removes_the_root_in_every_hierarchy():
         if any(os.path.exists(r) for r in roots):
             sb.sweep()
             sb.close()
+
+
+def start_ignoring_sigterm(sandbox, tmp_path, limits: Limits | None = None):
+    ready = tmp_path / "ready"
+    process = sandbox.start(["bash", "-c", f"trap '' TERM; touch {ready}; while true; do sleep 0.1; done"],
+                            limits or Limits())
+    deadline = time.monotonic() + 10
+    while not ready.exists():
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.02)
+    return process
+
+
+def test_kill_during_a_terminate_grace_ends_the_tree_at_once_and_the_first_request_is_reported(sandbox, tmp_path):
+    process = start_ignoring_sigterm(sandbox, tmp_path)
+    process.terminate(grace_s=60)
+    time.sleep(0.3)
+    asked = time.monotonic()
+    process.kill()
+    outcome = process.wait(timeout=5)
+    assert time.monotonic() - asked < 2, "kill() waited for terminate()'s grace"
+    assert outcome.status is Status.KILLED
+    assert outcome.signal == signal.SIGKILL
+    assert outcome.killed_by == "terminate()"
+
+
+def test_the_timeout_during_a_terminate_grace_ends_the_tree_at_once(sandbox, tmp_path):
+    process = start_ignoring_sigterm(sandbox, tmp_path, Limits(timeout_s=1.5))
+    process.terminate(grace_s=60)
+    outcome = process.wait(timeout=6)
+    assert outcome.duration_s < 4
+    assert outcome.signal == signal.SIGKILL
+    assert outcome.killed_by == "terminate()"
