@@ -47,9 +47,14 @@ class Acknowledger:
             return len(self._waiting)
 
     def step(self) -> float:
-        """One batch, once one is due (the Loop's step; waits at most a second)."""
+        """One batch, once one is due (the Loop's step): an idle second returns, so the Loop sees
+        its stop; once something waits, until the oldest has waited its linger or ten wait. The
+        wait is timed to the oldest's due time: a notify alone would not wake it then."""
         with self._changed:
-            self._changed.wait_for(self._due, timeout=1.0)
+            if not self._waiting:
+                self._changed.wait(1.0)
+            while self._waiting and not self._due():
+                self._changed.wait(self._waiting[0][0] + self.linger_s - time.monotonic())
             batch = self._take()
         self._delete(batch)
         return 0

@@ -124,3 +124,20 @@ def test_a_lease_that_ended_while_waiting_does_not_keep_the_others_from_ending(q
     acks.flush()
     assert first.state is State.ACKED and last.state is State.ACKED and lost.state is State.LOST
     assert len(leases) == 0 and calls == [3]
+
+
+def test_an_ack_that_arrives_while_the_loop_waits_is_deleted_after_its_linger_not_the_wait(queue):
+    """The loop's idle wait is a second; an ack notified during it was deleted only when that
+    second ran out, twice the documented linger (decision 41)."""
+    consumer, calls = queue
+    leases = Leases()
+    acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0.1)
+    (lease,) = held_in_reporting(consumer, leases, 1)
+    started = time.monotonic()
+    stepping = threading.Thread(target=acks.step)
+    stepping.start()
+    time.sleep(0.2)  # the loop is in its idle wait now
+    acks.ack(lease)
+    stepping.join(timeout=5)
+    assert lease.state is State.ACKED
+    assert time.monotonic() - started < 0.8, "deleted when the idle second ran out, not after the 0.1 s linger"
