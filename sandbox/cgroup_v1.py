@@ -145,12 +145,17 @@ class V1TaskGroup(TaskGroup):
             fs.write(os.path.join(path, "cgroup.procs"), str(pid), what="attach task")
 
     def pids(self) -> list[int]:
-        return fs.read_pids(os.path.join(self._tracking, "cgroup.procs"))
+        return fs.read_subtree_pids(self._tracking)
+
+    def is_empty(self) -> bool:
+        populated = fs.is_populated(self.dirs["unified"]) if "unified" in self.dirs else None
+        return not self.pids() if populated is None else not populated
 
     def signal_all(self, sig: int) -> None:
         fs.kill_pids(self.pids(), sig)
 
     def kill_all(self) -> None:
+        # cgroup.kill, and the v1 freezer's state, act on the whole subtree, nested cgroups included.
         if "unified" in self.dirs:
             fs.write(os.path.join(self.dirs["unified"], "cgroup.kill"), "1", what="kill task")
             return
@@ -159,13 +164,12 @@ class V1TaskGroup(TaskGroup):
     def _freeze_and_kill(self) -> None:
         """One round: freeze (a frozen process cannot fork), SIGKILL every member, thaw so the
         signals are delivered. kill_until_empty repeats it while anything is left."""
-        procs = os.path.join(self.dirs["memory"], "cgroup.procs")
         freezer = self.dirs.get("freezer")
         if freezer:
             state = os.path.join(freezer, "freezer.state")
             fs.write(state, "FROZEN", what="freeze task")
             fs.wait_for(lambda: (fs.read_text(state) or "").strip() != "FREEZING", FREEZE_WAIT_S)
-        fs.kill_pids(fs.read_pids(procs), signal.SIGKILL)
+        fs.kill_pids(fs.read_subtree_pids(self.dirs["memory"]), signal.SIGKILL)
         if freezer:
             fs.write(os.path.join(freezer, "freezer.state"), "THAWED", what="thaw task")
 
@@ -184,12 +188,12 @@ class V1TaskGroup(TaskGroup):
         return fs.read_int(self._file("memory", "memory.max_usage_in_bytes"))
 
     def remove(self) -> None:
-        """Remove the task's directory in every hierarchy, trying each even when one fails, so
-        one busy hierarchy does not leave the others behind."""
+        """Remove the task's directory in every hierarchy (cgroups it made below first), trying
+        each even when one fails, so one busy hierarchy does not leave the others behind."""
         errors = []
         for path in self.dirs.values():
             try:
-                fs.remove_dir(path)
+                fs.remove_tree(path)
             except SandboxError as exc:
                 errors.append(str(exc))
         if errors:

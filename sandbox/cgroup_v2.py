@@ -143,12 +143,17 @@ class V2TaskGroup(TaskGroup):
         fs.write(self._file("cgroup.procs"), str(pid), what="attach task")
 
     def pids(self) -> list[int]:
-        return fs.read_pids(self._file("cgroup.procs"))
+        return fs.read_subtree_pids(self.dir)
+
+    def is_empty(self) -> bool:
+        populated = fs.is_populated(self.dir)
+        return not self.pids() if populated is None else not populated
 
     def signal_all(self, sig: int) -> None:
         fs.kill_pids(self.pids(), sig)
 
     def kill_all(self) -> None:
+        # cgroup.kill and cgroup.freeze act on the whole subtree, nested cgroups included.
         if os.path.exists(self._file("cgroup.kill")):
             fs.write(self._file("cgroup.kill"), "1", what="kill task")
             return
@@ -171,4 +176,4 @@ class V2TaskGroup(TaskGroup):
         return fs.read_int(self._file("memory.peak"))
 
     def remove(self) -> None:
-        fs.remove_dir(self.dir)
+        fs.remove_tree(self.dir)

@@ -66,6 +66,25 @@ def read_pids(procs_file: str) -> list[int]:
     return [int(p) for p in (read_text(procs_file) or "").split()]
 
 
+def subtree(path: str) -> list[str]:
+    """PATH and every cgroup below it, deepest first. A task running as root may make cgroups of
+    its own below its task cgroup (a nested sandbox, any cgroup-aware tool); they are the task's."""
+    return [directory for directory, _, _ in os.walk(path, topdown=False)]
+
+
+def read_subtree_pids(path: str) -> list[int]:
+    """The processes of the cgroup PATH and of every cgroup below it (cgroup.procs lists a
+    cgroup's own members only)."""
+    return [pid for directory in subtree(path) for pid in read_pids(os.path.join(directory, "cgroup.procs"))]
+
+
+def is_populated(path: str) -> bool | None:
+    """Whether any process is in the cgroup2 PATH or below it (cgroup.events "populated", which
+    the kernel keeps for the whole subtree); None where the file cannot be read."""
+    events = read_keyed(os.path.join(path, "cgroup.events"))
+    return None if "populated" not in events else events["populated"] == 1
+
+
 def make_dir(path: str) -> None:
     try:
         os.mkdir(path)
@@ -90,6 +109,13 @@ def remove_dir(path: str, timeout_s: float = 2.0) -> None:
             if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                 raise SandboxError(f"cannot remove cgroup {path}: {exc.strerror} (processes still in it?)") from exc
             time.sleep(0.005)
+
+
+def remove_tree(path: str) -> None:
+    """Remove the cgroup PATH and every cgroup below it, deepest first (rmdir refuses a cgroup
+    that still has children)."""
+    for directory in subtree(path):
+        remove_dir(directory)
 
 
 def remove_root(path: str) -> None:

@@ -199,7 +199,7 @@ class ConfinedProcess:
         return self._kill_backoff
 
     def _end_the_tree(self) -> list[int]:
-        if not self._group.pids():
+        if self._group.is_empty():
             return []
         return self._group.kill_until_empty(self._backoff())
 

@@ -28,7 +28,12 @@ class TaskGroup(ABC):
     def attach(self, pid: int) -> None: ...
 
     @abstractmethod
-    def pids(self) -> list[int]: ...
+    def pids(self) -> list[int]:
+        """Every process of the task, in cgroups it made below its own too."""
+
+    def is_empty(self) -> bool:
+        """Whether no process of the task is left."""
+        return not self.pids()
 
     @abstractmethod
     def signal_all(self, sig: int) -> None: ...
@@ -49,7 +54,7 @@ class TaskGroup(ABC):
         may race a round, a kill may fail), within BACKOFF's budget. Returns the pids left:
         none unless some would not die."""
         while True:
-            if not self.pids():
+            if self.is_empty():
                 return []
             self.try_kill_all()
             pause = backoff.next_pause()
@@ -68,7 +73,7 @@ class TaskGroup(ABC):
 
     @abstractmethod
     def remove(self) -> None:
-        """Release the group; only called once it is empty."""
+        """Release the group, cgroups the task made below its own first; only called once it is empty."""
 
     def terminate_all(self) -> None:
         self.signal_all(signal.SIGTERM)

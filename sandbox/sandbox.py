@@ -79,7 +79,10 @@ class Sandbox:
         raise SandboxError(f"unknown sandbox mode {mode!r}: use auto, cgroup-v2, cgroup-v1 or none")
 
     def sweep(self) -> list[str]:
-        """Kill and remove the task cgroups a crashed master left under this root."""
+        """Kill and remove the task cgroups a crashed master left under this root.
+
+        One that cannot be cleared (processes stuck in the kernel, a cgroup that will not go) is
+        logged once and kept for the next sweep; the others are still swept."""
         swept = []
         for name in self.driver.leftover_names():
             group = self.driver.open_existing(name)
@@ -88,7 +91,11 @@ class Sandbox:
                 log.error("leftover task cgroup %s: pids %s would not die (stuck in the kernel); kept for the "
                           "next sweep", name, " ".join(map(str, left)))
                 continue
-            group.remove()
+            try:
+                group.remove()
+            except SandboxError as exc:
+                log.error("leftover task cgroup %s: emptied but not removed (%s); kept for the next sweep", name, exc)
+                continue
             swept.append(name)
             log.warning("swept leftover task cgroup %s", name)
         return swept
