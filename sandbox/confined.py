@@ -156,8 +156,9 @@ class ConfinedProcess:
         timeout_s = self._limits.timeout_s
         deadline = self._started + timeout_s if timeout_s else None
         limit = self._limits.memory_max_bytes
-        watchdog = self._group.needs_watchdog() and limit is not None
-        next_watch = time.monotonic() + WATCHDOG_INTERVAL_S if watchdog else None
+        # In mode none the scan is how the tree is known (a setsid() child is found only by it),
+        # so it runs with or without a memory limit; the limit is checked only where there is one.
+        next_watch = time.monotonic() + WATCHDOG_INTERVAL_S if self._group.needs_watchdog() else None
         phase = Phase.RUNNING
         escalate_at: float | None = None
         next_kill: float | None = None
@@ -173,8 +174,9 @@ class ConfinedProcess:
                 self._end.ask_kill("timeout")
             if next_watch is not None and now >= next_watch:
                 next_watch = now + WATCHDOG_INTERVAL_S
-                # The scan also records new descendants: in mode none that is how the tree is known.
-                if (self._group.memory_current() or 0) > limit:
+                if limit is None:
+                    self._group.pids()
+                elif (self._group.memory_current() or 0) > limit:
                     self._end.ask_kill("memory-watchdog")
             asked = self._end.snapshot()
             grace_over = escalate_at is not None and now >= escalate_at

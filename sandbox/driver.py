@@ -84,7 +84,8 @@ class TaskGroup(ABC):
         return 0
 
     def needs_watchdog(self) -> bool:
-        """True where memory is limited by polling rather than by the kernel."""
+        """True where the tree is known, and memory limited, only by scanning it periodically
+        rather than by the kernel."""
         return False
 
 

@@ -2,8 +2,9 @@
 
 Still useful, never silent about it: memory is limited by an RSS watchdog over the task's
 process tree (best effort: a fast allocation can overshoot between two samples) and, where
-asked, RLIMIT_AS; the tree is the main process's session plus every descendant seen so far,
-so a process that calls setsid() *and* double-forks between two samples can escape. Each of
+asked, RLIMIT_AS; the tree is the main process's session plus every descendant seen so far by
+the scan the reaper runs every WATCHDOG_INTERVAL_S (with or without a memory limit), so a
+process that calls setsid() *and* double-forks between two scans can escape. Each of
 these weaknesses is written into `limits_enforced`.
 """
 from __future__ import annotations

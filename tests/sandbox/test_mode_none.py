@@ -1,6 +1,8 @@
 """Mode none (no writable cgroupfs): best-effort limits that say they are best effort."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from sandbox import Limits, Status
@@ -31,3 +33,21 @@ def test_timeout_kills_the_session_in_mode_none(none_sandbox, tmp_path):
     assert outcome.status is Status.TIMED_OUT
     time.sleep(0.1)
     assert not pid_alive(int(pids.read_text()))
+
+
+def test_a_setsid_child_dies_with_the_task_even_without_a_memory_limit(none_sandbox, tmp_path):
+    """The tree scan is how mode none knows a child that left the session: it runs at the
+    watchdog's interval whether or not there is a memory limit to check."""
+    pids = tmp_path / "pids"
+    process = none_sandbox.start(["bash", "-c", f"setsid sleep 300 & echo $! > {pids}; sleep 0.5; exit 0"])
+    outcome = process.wait(timeout=20)
+    assert outcome.status is Status.SUCCEEDED
+    escaped = int(pids.read_text())
+    deadline = time.monotonic() + 2
+    while pid_alive(escaped) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        assert not pid_alive(escaped), "a setsid() child outlived its task"
+    finally:
+        if pid_alive(escaped):
+            os.kill(escaped, signal.SIGKILL)
