@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import psutil
 
@@ -19,6 +20,7 @@ from .driver import Driver, TaskGroup
 from .limits import Limits
 
 WATCHDOG_INTERVAL_S = 0.1
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 class NoCgroupDriver(Driver):
@@ -38,10 +40,26 @@ class NoCgroupDriver(Driver):
 
 
 class SessionGroup(TaskGroup):
+    """The task's processes, found by scanning: the main process's session and descendants.
+
+    Pid reuse, once the main process has been reaped (the reaper's last scans run after that):
+    - a known pid, the main one included, counts only while it has the creation time recorded
+      for it, so an unrelated process that reused it is never taken for the task;
+    - the session id is the main process's pid. The kernel frees that number only when no
+      process is left in the session, so a session with that id is the task's until the main
+      process is reaped, and afterwards it may be an unrelated one, all of whose processes
+      started after the reaping. A process of that session therefore counts only if it started
+      before the last moment the main process was seen unreaped (in whole clock ticks, the
+      resolution of /proc's start times, so a process of that same tick is left out too).
+    """
+
     def __init__(self, name: str, limits: Limits) -> None:
         self.name = name
         self.limits = limits
         self._main: int | None = None
+        self._main_start_ticks: int | None = None
+        # Boot-time clock ticks at which the main process was last seen unreaped (None: not yet).
+        self._main_unreaped_at: int | None = None
         self._known: dict[int, float] = {}  # pid -> create_time, so a recycled pid is never signalled
         self._peak = 0
         # The reaper's watchdog scans while other threads ask for process_count() or
@@ -69,6 +87,10 @@ class SessionGroup(TaskGroup):
     def attach(self, pid: int) -> None:
         with self._lock:
             self._main = pid
+            now = _boot_ticks()
+            self._main_start_ticks = _start_ticks(pid)
+            if self._main_start_ticks is not None:
+                self._main_unreaped_at = now  # held by the sandbox, not even released yet
             self._remember(pid)
 
     def _remember(self, pid: int) -> None:
@@ -84,28 +106,29 @@ class SessionGroup(TaskGroup):
     def _scan_locked(self) -> list[psutil.Process]:
         procs: dict[int, psutil.Process] = {}
         if self._main is not None:
-            try:
-                main = psutil.Process(self._main)
-                procs[main.pid] = main
-                for child in main.children(recursive=True):
-                    procs[child.pid] = child
-            except psutil.Error:
-                pass
+            session = []
             for proc in psutil.process_iter():
                 try:
                     if os.getsid(proc.pid) == self._main:
-                        procs[proc.pid] = proc
+                        session.append(proc)
                 except OSError:
                     continue
+            # After the search, so that "unreaped now" also covers every process it found.
+            seen_at = _boot_ticks()
+            if self._main_start_ticks is not None and _start_ticks(self._main) == self._main_start_ticks:
+                self._main_unreaped_at = seen_at
+                procs.update((p.pid, p) for p in session)
+            elif self._main_unreaped_at is not None:
+                procs.update((p.pid, p) for p in session if (_start_ticks(p.pid) or seen_at) < self._main_unreaped_at)
         for pid, created in list(self._known.items()):
-            if pid in procs:
-                continue
             try:
                 proc = psutil.Process(pid)
-                if proc.create_time() == created:
-                    procs[pid] = proc
-                    for child in proc.children(recursive=True):
-                        procs[child.pid] = child
+                if proc.create_time() != created:
+                    del self._known[pid]  # the process we knew is gone; its pid belongs to another
+                    continue
+                procs[pid] = proc
+                for child in proc.children(recursive=True):
+                    procs[child.pid] = child
             except psutil.Error:
                 del self._known[pid]
         for pid in procs:
@@ -145,6 +168,20 @@ class SessionGroup(TaskGroup):
 
     def remove(self) -> None:
         pass
+
+
+def _boot_ticks() -> int:
+    """Now, in the clock ticks since boot that /proc/PID/stat gives start times in."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS_PER_S)
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When PID started, in clock ticks since boot; None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _alive(proc: psutil.Process) -> bool:

@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import threading
 import time
 
+import pytest
+
 from sandbox import Limits, Status
+from sandbox.confined import ConfinedProcess
 
 from .conftest import leak_script, pid_alive
 
@@ -51,3 +56,66 @@ def test_a_setsid_child_dies_with_the_task_even_without_a_memory_limit(none_sand
     finally:
         if pid_alive(escaped):
             os.kill(escaped, signal.SIGKILL)
+
+
+def take_pid(pid: int, argv: list[str], **popen_args) -> subprocess.Popen | None:
+    """Start ARGV with exactly PID (free at the time) by setting the kernel's last pid, as pid
+    reuse would after a wrap-around; None if another process took it first."""
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(pid - 1))
+    started = subprocess.Popen(argv, **popen_args)
+    if started.pid == pid:
+        return started
+    started.kill()
+    started.wait()
+    return None
+
+
+@pytest.mark.parametrize("victim", ["plain", "session leader with a child"])
+def test_a_process_that_reuses_the_main_pid_after_the_task_ended_is_left_alone(none_sandbox, monkeypatch, victim):
+    """The final scan runs after the main process is reaped; by then its pid (and so its session
+    id) may belong to an unrelated process. Neither it nor its session may be taken for the task."""
+    if not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("needs a writable /proc/sys/kernel/ns_last_pid (root in the pid namespace)")
+    victims_ready = threading.Event()
+    end_the_tree = ConfinedProcess._end_the_tree
+
+    def after_the_victims_exist(self):
+        victims_ready.wait(10)
+        return end_the_tree(self)
+
+    monkeypatch.setattr(ConfinedProcess, "_end_the_tree", after_the_victims_exist)
+    process = none_sandbox.start(["true"])
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{process.pid}"):
+        assert time.monotonic() < deadline, "the main process was never reaped"
+        time.sleep(0.001)
+    argv, popen_args = ((["sleep", "300"], {}) if victim == "plain"
+                        else (["bash", "-c", "sleep 300 & wait"], {"start_new_session": True}))
+    reused = None
+    for _ in range(50):
+        reused = take_pid(process.pid, argv, **popen_args)
+        if reused is not None:
+            break
+    victims_ready.set()
+    if reused is None:
+        pytest.skip("other processes kept taking the pid")
+    try:
+        others = []
+        if victim != "plain":
+            while not others:
+                assert time.monotonic() < deadline + 10
+                others = [int(p) for p in open(f"/proc/{reused.pid}/task/{reused.pid}/children").read().split()]
+                time.sleep(0.01)
+            assert os.getsid(others[0]) == process.pid, "the child is in a session whose id is the task's old pid"
+        outcome = process.wait(timeout=20)
+        assert outcome.status is Status.SUCCEEDED
+        time.sleep(0.1)
+        assert reused.poll() is None, "a process that reused the task's pid was killed"
+        assert [p for p in others if not pid_alive(p)] == [], "a process in the reused pid's session was killed"
+    finally:
+        if victim == "plain":
+            reused.kill()
+        else:
+            os.killpg(reused.pid, signal.SIGKILL)
+        reused.wait()
