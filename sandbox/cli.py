@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,9 @@ from .sizes import parse_size
 from .task_user import TaskUser
 
 USAGE_ERROR = 2
+# Each run gets a root of its own (with its pid): sweep() and close() act on the whole root, so
+# two runs sharing one would remove it under each other (a task then fails to create its cgroup).
+CLI_ROOT_PREFIX = "datahub-sandbox-cli-"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,11 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fresh tmpfs on /tmp, /var/tmp and /dev/shm and a read-only cgroup fs, in a mount namespace "
                           "of the task's own (needs CAP_SYS_ADMIN; where it cannot be made, the outcome says so)")
     run.add_argument("--mode", default="auto", choices=["auto", "cgroup-v2", "cgroup-v1", "none"], help="confinement mode")
-    run.add_argument("--root-name", default="datahub-sandbox-cli", help="cgroup root below our own cgroup")
+    run.add_argument("--root-name", help="cgroup root below our own cgroup (default: one of this run's own, "
+                                          f"{CLI_ROOT_PREFIX}PID, removed when it ends)")
     run.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     sweep = sub.add_parser("sweep", help="kill and remove leftover task cgroups under a root")
-    sweep.add_argument("--root-name", default="datahub-sandbox-cli")
+    sweep.add_argument("--root-name", required=True,
+                       help=f"the root to sweep: a master's, or a crashed run's {CLI_ROOT_PREFIX}PID")
     return parser
 
 
@@ -117,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         address_space_bytes=args.address_space_limit,
         timeout_s=args.timeout,
     )
-    sandbox = Sandbox.open(args.root_name, mode=args.mode)
+    sandbox = Sandbox.open(args.root_name or f"{CLI_ROOT_PREFIX}{os.getpid()}", mode=args.mode)
     if sandbox.mode == "none" and args.mode == "auto":
         print("sandbox: warning: no writable cgroup hierarchy here; limits are best effort (mode none)", file=sys.stderr)
     try:

@@ -103,3 +103,34 @@ def test_a_root_user_option_is_refused_as_bad_input():
     assert result.returncode == 2
     assert "must be unprivileged" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def memory_cgroup_of(listing: str) -> str:
+    """The task's cgroup path from a /proc/self/cgroup listing (the memory line, or v2's)."""
+    lines = listing.splitlines()
+    memory = [line for line in lines if ":memory:" in line] or [line for line in lines if line.startswith("0::")]
+    return memory[0].split(":", 2)[2]
+
+
+def test_concurrent_runs_without_a_root_name_each_get_a_root_of_their_own(tmp_path):
+    """Two operators' runs at once: with one shared default root, the first to finish removed it
+    (or failed to, busy) while the other created its task there."""
+    cwd = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    with open(tmp_path / "stderr", "w+") as long_stderr:
+        long_run = subprocess.Popen([*CLI, "--", "bash", "-c", "cat /proc/self/cgroup; echo; sleep 1.5"],
+                                    stdout=subprocess.PIPE, stderr=long_stderr, text=True, cwd=cwd)
+        try:
+            long_listing = "".join(iter(long_run.stdout.readline, "\n"))
+            short_run = subprocess.run([*CLI, "--", "cat", "/proc/self/cgroup"], capture_output=True, text=True,
+                                       timeout=60, check=False, cwd=cwd)
+            long_run.wait(timeout=60)
+        finally:
+            if long_run.poll() is None:
+                long_run.kill()
+                long_run.wait()
+            long_run.stdout.close()
+        long_stderr.seek(0)
+        stderr = short_run.stderr + long_stderr.read()
+    assert short_run.returncode == 0 and long_run.returncode == 0, stderr
+    assert "cannot remove" not in stderr
+    assert os.path.dirname(memory_cgroup_of(long_listing)) != os.path.dirname(memory_cgroup_of(short_run.stdout))
