@@ -44,6 +44,8 @@ class Limits:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise SandboxError(f"{name} must be a finite number (got {value!r}); use None for no limit")
+        if self.cpu_max is not None and self.cpu_max > MAX_CPUS:
+            raise SandboxError(f"cpu limit {self.cpu_max} is more CPUs than any machine has; leave it out for no limit")
         if self.cpu_max is not None and self.cpu_max < 0.01:
             raise SandboxError(
                 f"cpu limit {self.cpu_max} is below what the kernel accepts: the smallest CFS quota is "
@@ -72,5 +74,7 @@ class Limits:
         return self.memory_max_bytes - max(self.memory_max_bytes // 16, 1 << 20)
 
 
+# Beyond this a CPU limit is no limit, and its CFS quota would overflow what the kernel takes.
+MAX_CPUS = 1_000_000
 # Below this, not even a shell starts; a kernel accepts it, but the result is a confusing failure.
 MIN_MEMORY_BYTES = 4 << 20

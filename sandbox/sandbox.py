@@ -22,7 +22,7 @@ from .errors import SandboxError
 from .launch import Launch, dispose, fork_held, what_private_tmp_must_keep
 from .limits import Limits
 from .no_cgroup import NoCgroupDriver
-from .spawn import address_space_kib, current_umask, lower_own_oom_score, prepare_child, release, resolve_command
+from .spawn import address_space_kib, check_command_input, current_umask, lower_own_oom_score, prepare_child, release, resolve_command
 from .spawner import Spawner
 from .task_user import TaskUser
 
@@ -132,6 +132,7 @@ class Sandbox:
         if user is not None:
             user.validate()
             self._check_can_switch_users(user)
+        check_command_input(argv, env, cwd)
         # Always an explicit cwd and umask: the spawner thread's own are not the master's.
         workdir = os.path.abspath(cwd) if cwd is not None else os.getcwd()
         command = resolve_command(argv, env, workdir)

@@ -65,6 +65,35 @@ def wrapper_argv(argv: Sequence[str], read_fd: int, *, user: TaskUser | None, ad
     return [*prefix, _BASH, "-c", script, "sandbox-exec", *argv]
 
 
+def check_command_input(argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None) -> None:
+    """Refuse, as SandboxError naming what is wrong, what exec cannot take: otherwise Popen
+    raises ValueError or TypeError on the spawner thread, after the task's cgroups were made."""
+    if isinstance(argv, (str, bytes)):
+        raise SandboxError(f"the command must be a list of arguments, not the string {argv!r}")
+    for index, arg in enumerate(argv):
+        if not isinstance(arg, (str, bytes, os.PathLike)):
+            raise SandboxError(f"command argument {index} is a {type(arg).__name__}: arguments are strings")
+        if b"\0" in os.fsencode(arg):
+            raise SandboxError(f"command argument {index} contains a NUL byte, which exec cannot pass")
+    # Values are never quoted in these messages: environments carry secrets.
+    for key, value in (env or {}).items():
+        if not isinstance(key, str):
+            raise SandboxError(f"an environment variable's name is a {type(key).__name__}: names must be strings")
+        if not isinstance(value, str):
+            raise SandboxError(f"environment variable {key!r} is a {type(value).__name__}: values must be strings")
+        if not key:
+            raise SandboxError("an environment variable has an empty name")
+        if "=" in key:
+            raise SandboxError(f"environment variable name {key!r} contains '=', which ends a name")
+        if "\0" in key or "\0" in value:
+            raise SandboxError(f"environment variable {key!r} contains a NUL byte, which exec cannot pass")
+    if cwd is not None:
+        if not isinstance(cwd, (str, os.PathLike)):
+            raise SandboxError(f"working directory {cwd!r} is not a path")
+        if "\0" in os.fspath(cwd):
+            raise SandboxError(f"working directory {cwd!r} contains a NUL byte")
+
+
 def resolve_command(argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None) -> str:
     """The path the command will be run from; fails before forking when the command cannot
     run, with a message that says why."""

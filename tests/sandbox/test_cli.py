@@ -68,6 +68,8 @@ def test_timeout_through_the_cli():
         (["--cpu-limit", "inf", "--", "true"], "finite"),
         (["--timeout", "inf", "--", "true"], "finite"),
         (["--timeout", "nan", "--", "true"], "finite"),
+        (["--memory-limit", "9" * 400, "--", "true"], "too large"),
+        (["--cpu-limit", "1e308", "--", "true"], "cpu"),
         (["--memory-limit", "1M", "--", "true"], "below"),
         (["--", "no-such-command-anywhere"], "command not found"),
         ([], "no command given"),

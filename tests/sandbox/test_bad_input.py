@@ -1,0 +1,36 @@
+"""Input no process can be started with is refused as SandboxError, naming what is wrong,
+before anything is forked or any cgroup is made: never a ValueError, TypeError or
+OverflowError from deep inside (the executor reports SandboxError as bad input)."""
+from __future__ import annotations
+
+import pytest
+
+from sandbox import Limits, SandboxError
+
+PATH = {"PATH": "/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize(
+    "argv,kwargs,words",
+    [
+        (["echo", "a\x00b"], {}, "NUL"),
+        (["echo", 7], {}, "argument"),
+        (["echo"], {"env": {**PATH, "X": "a\x00b"}}, "NUL"),
+        (["echo"], {"env": {**PATH, "A=B": "x"}}, "'='"),
+        (["echo"], {"env": {**PATH, "": "x"}}, "empty"),
+        (["echo"], {"env": {**PATH, "X": 1}}, "X"),
+        (["echo"], {"env": {**PATH, 3: "x"}}, "name"),
+        (["echo"], {"cwd": "/tmp\x00x"}, "NUL"),
+        (["true"], {"limits": Limits(cpu_max=float("inf"))}, "cpu_max"),
+        (["true"], {"limits": Limits(cpu_max=1e308)}, "cpu"),
+    ],
+    ids=["nul-in-argument", "int-argument", "nul-in-env-value", "equals-in-env-key", "empty-env-key",
+         "int-env-value", "int-env-key", "nul-in-cwd", "cpu-inf", "cpu-huge"],
+)
+def test_bad_input_is_a_sandbox_error_before_anything_starts(sandbox, argv, kwargs, words):
+    limits = kwargs.pop("limits", Limits())
+    with pytest.raises(SandboxError, match=words) as refused:
+        sandbox.start(argv, limits, **kwargs)
+    assert "a\x00b" not in str(refused.value), "values are not quoted: environments carry secrets"
+    assert sandbox.driver.leftover_names() == []
+    assert sandbox._spawner._live == 0, "a child was forked for input that could never run"
