@@ -88,13 +88,26 @@ class ConfinedProcess:
     def kill(self) -> None:
         """SIGKILL the whole tree, also during a terminate()'s grace; returns at once (the
         outcome says KILLED, and names the first request)."""
-        if not self._done.is_set() and self._end.ask_kill("kill()"):
+        if not self._done.is_set() and self._end.ask_kill("kill()", reported=self._could_still_be_the_cause()):
             self._watch.wake()
 
     def terminate(self, grace_s: float = 10.0) -> None:
         """SIGTERM every process of the task, SIGKILL what is left after GRACE_S; returns at once."""
-        if not self._done.is_set() and self._end.ask_terminate(grace_s):
+        if not self._done.is_set() and self._end.ask_terminate(grace_s, reported=self._could_still_be_the_cause()):
             self._watch.wake()
+
+    def _could_still_be_the_cause(self) -> bool:
+        """Whether a request to end the task, made now, can be what ended it: not once the main
+        process has exited, nor once the kernel's OOM killer has acted in the task's cgroup (the
+        memory kill came first; a cancel in between must not rename it). The counter is read
+        before the exit: an OOM kill precedes the death it causes, so a main process still alive
+        after a counter read at zero was alive, and not OOM-killed, when the request came."""
+        try:
+            oom_killed = self._group.oom_kills() > 0
+        except Exception:
+            log.exception("task %s: reading the OOM kill counter for a kill request failed", self.name)
+            oom_killed = False
+        return not oom_killed and not self._watch.exited()
 
     def memory_current(self) -> int | None:
         return None if self._done.is_set() else self._group.memory_current()
@@ -171,13 +184,13 @@ class ConfinedProcess:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 deadline = None
-                self._end.ask_kill("timeout")
+                self._end.ask_kill("timeout", reported=self._could_still_be_the_cause())
             if next_watch is not None and now >= next_watch:
                 next_watch = now + WATCHDOG_INTERVAL_S
                 if limit is None:
                     self._group.pids()
                 elif (self._group.memory_current() or 0) > limit:
-                    self._end.ask_kill("memory-watchdog")
+                    self._end.ask_kill("memory-watchdog", reported=self._could_still_be_the_cause())
             asked = self._end.snapshot()
             grace_over = escalate_at is not None and now >= escalate_at
             entered, phase = phase, next_phase(phase, asked, grace_over)

@@ -55,6 +55,23 @@ class ExitWatch:
             return self._popen.wait()
         return None
 
+    def exited(self) -> bool:
+        """Whether the main process has exited (reaped or not), without waiting or reaping;
+        callable from any thread. The pidfd says it race-free; without one, a zombie's state
+        is read from /proc (its pid cannot be reused before the reaper reaps it)."""
+        with self._lock:
+            if self._closed or self._popen.returncode is not None:
+                return True
+            if self._pidfd is not None:
+                probe = select.poll()
+                probe.register(self._pidfd, select.POLLIN)
+                return bool(probe.poll(0))
+        try:
+            with open(f"/proc/{self._popen.pid}/stat") as f:
+                return f.read().rsplit(") ", 1)[1][0] in "ZX"
+        except OSError:
+            return True
+
     def _wait_in_slices(self, timeout: float | None) -> int | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
