@@ -41,9 +41,21 @@ class Outcome:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["status"] = self.status.value
-        data["signal_name"] = _signal.Signals(self.signal).name if self.signal else None
+        data["signal_name"] = signal_name(self.signal) if self.signal else None
         data["duration_s"] = round(self.duration_s, 4)
         return data
+
+
+def signal_name(number: int) -> str:
+    """SIGKILL, SIGRTMIN+6 (real-time signals have no names of their own; as `kill -l` says
+    them), or SIG<n> for a number that is neither."""
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        pass
+    if _signal.SIGRTMIN < number <= _signal.SIGRTMAX:
+        return f"SIGRTMIN+{number - _signal.SIGRTMIN}"
+    return f"SIG{number}"
 
 
 def classify(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -136,3 +137,11 @@ def test_concurrent_runs_without_a_root_name_each_get_a_root_of_their_own(tmp_pa
     assert short_run.returncode == 0 and long_run.returncode == 0, stderr
     assert "cannot remove" not in stderr
     assert os.path.dirname(memory_cgroup_of(long_listing)) != os.path.dirname(memory_cgroup_of(short_run.stdout))
+
+
+def test_a_task_ended_by_a_real_time_signal_is_reported_with_its_name():
+    result = run_cli("--json", "--", "bash", "-c", "kill -s 40 $$")
+    assert result.returncode == 128 + 40, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["signal"] == 40
+    assert outcome["signal_name"] == f"SIGRTMIN+{40 - signal.SIGRTMIN}"
