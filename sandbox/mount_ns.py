@@ -182,6 +182,12 @@ class MountNamespaces:
             text += f"; working directory {path} bound through" if writable else f"; {path} bound through read-only"
         return text + ("; cgroup filesystem read-only" if cgroup_fs else "; no cgroup filesystem mounted")
 
+    def close(self) -> None:
+        """Release the descriptor of the home namespace, when the spawner thread ends."""
+        if self._home >= 0:
+            os.close(self._home)
+            self._home = -1
+
     def _go_home(self) -> None:
         if _libc.setns(self._home, CLONE_NEWNS) != 0:
             code = ctypes.get_errno()

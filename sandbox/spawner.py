@@ -133,3 +133,5 @@ class Spawner:
         with self._lock:
             while self._live > 0:
                 self._lock.wait()
+        if self.namespaces is not None:
+            self.namespaces.close()

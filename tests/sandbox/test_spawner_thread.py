@@ -118,3 +118,26 @@ def test_a_task_gets_the_callers_cwd_and_umask_not_the_spawner_threads(sandbox):
     assert process.wait(timeout=10).status is Status.SUCCEEDED
     assert cwd == os.getcwd()
     assert int(umask, 8) == 0o027
+
+
+def mount_namespace_fds() -> int:
+    """Descriptors of this process open on a mount namespace."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("mnt:[")
+        except OSError:
+            pass
+    return count
+
+
+def test_opening_and_closing_sandboxes_leaks_no_descriptor():
+    """Each spawner thread holds its home mount namespace open to return to it; the descriptor
+    goes with the thread."""
+    before = mount_namespace_fds()
+    for _ in range(10):
+        sb = _open_or_skip()
+        sb.start(["true"]).wait(timeout=10)
+        sb.close()
+        assert not sb.spawner_thread.is_alive()
+    assert mount_namespace_fds() == before
