@@ -52,15 +52,17 @@ class ConfinedProcess:
         mode: str,
         enforced: dict[str, str],
         isolation: dict[str, str],
-        started: float,
         on_finished: Callable[[], None],
     ) -> None:
+        """Everything that can fail (the wake-up pipe, the pidfd) is made here, while the child is
+        still held: Sandbox.start then disposes of it and the command never runs. The reaper is
+        started by start_reaper(), once the child is released."""
         self._popen = popen
         self._group = group
         self._limits = limits
         self._mode = mode
         self._enforced = enforced
-        self._started = started
+        self._started = time.monotonic()
         self._on_finished = on_finished
         self._end = EndRequests()
         self._kill_backoff: Backoff | None = None
@@ -72,7 +74,28 @@ class ConfinedProcess:
         self.isolation = isolation
         self.stdin, self.stdout, self.stderr = popen.stdin, popen.stdout, popen.stderr
         self._reaper = threading.Thread(target=self._reap, name=f"sandbox-reaper-{self.name}", daemon=True)
+
+    def start_reaper(self) -> None:
+        """The child has just been released: the timeout counts from now."""
+        self._started = time.monotonic()
         self._reaper.start()
+
+    def abandon(self) -> None:
+        """The child was released but its reaper could not start: end the task here, in the
+        caller's thread, so that nothing runs unwatched: kill the tree, reap the main process,
+        tell the sandbox, remove the cgroup. A main process that would not die stays with the
+        spawner thread (its parent-death signal) and its cgroup with the next sweep."""
+        left = self._attempt("killing an abandoned task", lambda: self._group.kill_until_empty(self._backoff()), [])
+        try:
+            self._popen.wait(timeout=_driver.KILL_BUDGET_S)
+        except subprocess.TimeoutExpired:
+            log.error("task %s: its main process %d would not die after a failed start; the next sweep "
+                      "will retry", self.name, self.pid)
+            self._watch.close()
+            return
+        self._finish()
+        if not left:
+            self._attempt("removing an abandoned task's cgroup", self._group.remove, None)
 
     # ---- what other threads call -------------------------------------------------------
 

@@ -160,29 +160,40 @@ class Sandbox:
         except BaseException:
             group.remove()
             raise
-        try:
-            group.attach(spawned.popen.pid)
-            prepare_child(spawned.popen.pid)
-        except BaseException:
-            dispose(self._spawner, spawned)
-            group.kill_until_empty(Backoff(_driver.KILL_BUDGET_S))
-            group.remove()
-            raise
-        enforced = dict(group.enforced)
-        if limits.address_space_bytes is not None:
-            enforced["address_space"] = f"RLIMIT_AS={address_space_kib(limits.address_space_bytes) * 1024}"
-        if limits.timeout_s is not None:
-            enforced["timeout"] = f"{limits.timeout_s}s, then the whole tree is killed"
-        described = isolation.describe(launch.user, spawned.private_tmp, os.geteuid(),
-                                       namespace_made=spawned.namespace_made)
-        started = time.monotonic()
-        release(spawned.release_fd)
 
         def on_finished() -> None:
             self._spawner.reaped()
             self._release_name(task_name)
 
-        process = ConfinedProcess(spawned.popen, group, limits, self.mode, enforced, described, started, on_finished)
+        # Held: whatever fails here, the command never runs.
+        try:
+            group.attach(spawned.popen.pid)
+            prepare_child(spawned.popen.pid)
+            enforced = dict(group.enforced)
+            if limits.address_space_bytes is not None:
+                enforced["address_space"] = f"RLIMIT_AS={address_space_kib(limits.address_space_bytes) * 1024}"
+            if limits.timeout_s is not None:
+                enforced["timeout"] = f"{limits.timeout_s}s, then the whole tree is killed"
+            described = isolation.describe(launch.user, spawned.private_tmp, os.geteuid(),
+                                           namespace_made=spawned.namespace_made)
+            process = ConfinedProcess(spawned.popen, group, limits, self.mode, enforced, described, on_finished)
+        except BaseException as exc:
+            dispose(self._spawner, spawned)
+            group.kill_until_empty(Backoff(_driver.KILL_BUDGET_S))
+            group.remove()
+            if isinstance(exc, OSError):
+                raise SandboxError(f"cannot start task {task_name}: {exc}") from exc
+            raise
+        # Released: the command runs, so a failure from here on must end it, not leave it unwatched.
+        try:
+            release(spawned.release_fd)
+            process.start_reaper()
+        except Exception as exc:
+            process.abandon()
+            raise SandboxError(f"task {task_name} was started but cannot be watched ({exc}); it was killed") from exc
+        except BaseException:
+            process.abandon()
+            raise
         with self._lock:
             self._started.add(process)
         return process
