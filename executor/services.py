@@ -28,11 +28,11 @@ class Loop(threading.Thread):
     def __init__(self, name: str, step: Callable[[], float], stop: threading.Event) -> None:
         super().__init__(name=name, daemon=True)
         self._step = step
-        self._stop = stop
+        self._stop_event = stop  # not `_stop`: Thread has a method of that name, which is_alive() calls
         self._last_error: str | None = None
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop_event.is_set():
             try:
                 wait_s = self._step()
                 self._last_error = None
@@ -43,7 +43,7 @@ class Loop(threading.Thread):
                     self._last_error = text
                 wait_s = 2.0
             if wait_s:
-                self._stop.wait(wait_s)
+                self._stop_event.wait(wait_s)
 
 
 class Intake:
