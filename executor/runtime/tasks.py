@@ -30,6 +30,7 @@ from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.tasks import RUN_MONITOR, TEST_CONNECTION, UnknownTask, task_class
 
+from ..text import printable
 from .masking import Masker
 from .rejection import TaskRejected
 from .secrets import ChainedSecretStore, SecretError, find_secret_names
@@ -129,6 +130,12 @@ def extra_env_of(args: dict) -> dict[str, str]:
         raise TaskRejected("INVALID_ARGUMENTS", "extra_env_vars is not a JSON object")
     clean = {str(k): str(v) for k, v in extra.items()}
     for key, value in clean.items():
+        # What execve cannot carry: an empty name, '=' in a name, NUL anywhere. Refused here, as
+        # the task's own fault; the spawner would otherwise fail on it after the claim.
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise TaskRejected("INVALID_ARGUMENTS", f"extra environment variable {printable(key)!r} cannot be passed to "
+                                                    "a process: names must be non-empty without '=' or NUL, values "
+                                                    "without NUL")
         try:
             (key + value).encode("utf-8")
         except UnicodeEncodeError:

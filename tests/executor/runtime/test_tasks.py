@@ -175,3 +175,15 @@ def test_the_report_file_a_task_swapped_for_a_link_fifo_or_device_is_not_read(tm
     report.unlink()
     report.write_text(json.dumps({"source": {"report": {"events_produced": 3}}}))
     assert _read_within(prepared, 5) == {"source": {"report": {"events_produced": 3}}}
+
+
+@pytest.mark.parametrize("env", [{"GOOD": "a\0b"}, {"A=B": "1"}, {"": "1"}, {"NUL\0": "1"}])
+def test_extra_env_a_process_cannot_carry_fails_the_execution_as_invalid_arguments(env):
+    """Before, such a name or value reached the spawner after the claim, which raised ValueError:
+    the runner failed "unexpectedly" and released the execution, so it bounced between executors
+    for ever instead of ending FAILURE."""
+    from executor.runtime.tasks import extra_env_of
+
+    with pytest.raises(TaskRejected) as refused:
+        extra_env_of({"extra_env_vars": env})
+    assert refused.value.reason == "INVALID_ARGUMENTS"
