@@ -19,13 +19,16 @@ HUMAN_FORMAT = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: 
 
 
 def configure_logging(*, json: bool = False, level: str = "INFO") -> None:
-    """Once, at start. Every line carries execution_id ('-' for lines not about a task)."""
+    """Once, at start. Every line carries execution_id ('-' for lines not about a task).
+
+    diagnose=False: loguru's default prints the values of every variable in a traceback's
+    frames, and a runner's frames hold lease tokens, ingest tokens and resolved secrets."""
     logger.remove()
     logger.configure(extra={"execution_id": "-"})
     if json:
-        logger.add(sys.stderr, level=level, serialize=True)
+        logger.add(sys.stderr, level=level, serialize=True, diagnose=False)
     else:
-        logger.add(sys.stderr, level=level, format=HUMAN_FORMAT, colorize=sys.stderr.isatty())
+        logger.add(sys.stderr, level=level, format=HUMAN_FORMAT, colorize=sys.stderr.isatty(), diagnose=False)
 
 
 class SystemdNotifier:
