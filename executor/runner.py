@@ -34,13 +34,14 @@ from .acks import Acknowledger
 from .consumer import SqsConsumer
 from .controlplane_client import (Claimed, ClaimDeferred, ControlPlaneClient, ControlPlaneError, LeaseLost,
                                   retry_through_outages)
-from .leases import Lease, Leases, State
+from .leases import Lease, Leases, QueueRef, State
 from .ledger import Ledger
 from .log_upload import LogUploader
 from .operability import ExecutorMetrics
 from .runtime.rejection import TaskRejected
 from .runtime.task_log import TaskLog, TaskLogDirectory
 from .runtime.tasks import PreparedTask, extra_env_of
+from .runtime.venvs import PreparationStopped
 from .settings import Settings
 from .task_users import Cancelled, TaskUsers
 from .text import printable
@@ -123,6 +124,7 @@ class TaskRunner(threading.Thread):
         self._user: TaskUser | None = None
         self._process: ConfinedProcess | None = None
         self._end_reason: str | None = None  # "cancel" | "shutdown"
+        self._kill_sent = False
         self._lock = threading.Lock()
 
     @property
@@ -182,6 +184,13 @@ class TaskRunner(threading.Thread):
         except TaskRejected as exc:
             self.log.error("task rejected ({}): {}", exc.reason, printable(exc))
             self._report_failure(claimed, exc.reason, f"{exc.reason}: {exc}", started)
+            return
+        except PreparationStopped:
+            self._release("the executor stopped while the task was being prepared")
+            return
+        if self.s.stopping.is_set():  # preparing takes seconds (a build, minutes): the stop may have begun
+            prepared.cleanup()
+            self._release("the executor stopped while the task was being prepared")
             return
         try:
             self._run_prepared(claimed, prepared, started)
@@ -335,15 +344,17 @@ class TaskRunner(threading.Thread):
                 self._end("cancel", process, kill=False)
 
     def _end(self, reason: str, process: ConfinedProcess, *, kill: bool) -> None:
+        """The first reason names the outcome (a cancel stays CANCELLED); a kill acts whatever came
+        before it: a shutdown during a cancel's grace period must not wait out the grace."""
         with self._lock:
             first = self._end_reason is None
             self._end_reason = self._end_reason or reason
-        if not first:
-            return
-        if kill:
+            kill_now = kill and not self._kill_sent
+            self._kill_sent = self._kill_sent or kill
+        if kill_now:
             self.log.warning("killing the task: the executor is shutting down")
             process.kill()
-        else:
+        elif first and not kill:
             self.log.info("cancel requested: SIGTERM, SIGKILL after {} s", self.s.settings.cancel_grace_s)
             process.terminate(grace_s=self.s.settings.cancel_grace_s)
 
@@ -417,24 +428,31 @@ class TaskRunner(threading.Thread):
     def _release(self, why: str) -> None:
         """Claimed work this process will not start: the control plane queues it again at once,
         so its message is deleted; if the control plane cannot be told, the message is returned
-        and the execution recovered by the control plane's reconciliation."""
+        and the execution recovered by the control plane's reconciliation.
+
+        The lease leaves the registry *before* the control plane is told: it sends the new
+        message within the release call, and our own intake may receive it at once; a lease
+        still held would make that message look like a duplicate delivery, and deleting it left
+        the execution PENDING with no message anywhere. Unlisted from then on, a release that
+        never gets through is still recovered by the heartbeat's reconciliation."""
         claimed: Claimed = self.lease.claim
+        message = self.s.leases.current_message(self.lease)
+        self.s.leases.move(self.lease, State.RELEASED)
         try:
             retry_through_outages(lambda: self.s.client.release(self.execution_id, claimed.lease, why),
                                   stop=self.s.kill_now, what=f"release of {self.execution_id}")
             self.log.info("released ({}): queued again by the control plane", why)
-            self._delete_message()
+            self._delete_message(message)
         except ControlPlaneError as exc:
             self.log.warning("release not recorded ({}); returning the message", printable(exc))
             try:
-                self.consumer.return_now(self.s.leases.current_message(self.lease))
+                self.consumer.return_now(message)
             except Exception:
                 pass
-        self.s.leases.move(self.lease, State.RELEASED)
 
-    def _delete_message(self) -> None:
+    def _delete_message(self, message: QueueRef | None = None) -> None:
         try:
-            self.consumer.delete(self.s.leases.current_message(self.lease))
+            self.consumer.delete(message or self.s.leases.current_message(self.lease))
         except Exception as exc:  # a redelivery is recognised as a duplicate by the claim
             self.log.warning("message not deleted ({}); a redelivery will be recognised as a duplicate",
                              type(exc).__name__)

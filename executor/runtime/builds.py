@@ -6,22 +6,29 @@ and process limits, a timeout, and the output it leaves kept to its last lines f
 """
 from __future__ import annotations
 
+import os
 import secrets
+import select
 import subprocess
+import threading
 
 from sandbox import Limits, Sandbox, SandboxError
 
 from .rejection import TaskRejected
-from .venvs import INSTALL_TIMEOUT_S, InstallStep
+from .venvs import INSTALL_TIMEOUT_S, InstallStep, PreparationStopped
 
 BUILD_MEMORY_BYTES = 4 << 30
 BUILD_PIDS_MAX = 1024
 OUTPUT_KEPT_BYTES = 64 << 10
 
 
+STOP_POLL_S = 0.5  # how often a running build looks at whether the executor is stopping
+
+
 class ConfinedBuilder:
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, stopping: threading.Event | None = None) -> None:
         self.sandbox = sandbox
+        self.stopping = stopping  # set when the executor stops: a running build is killed
 
     def __call__(self, step: InstallStep) -> tuple[int, str]:
         limits = Limits(memory_max_bytes=BUILD_MEMORY_BYTES, pids_max=BUILD_PIDS_MAX, timeout_s=INSTALL_TIMEOUT_S)
@@ -32,8 +39,21 @@ class ConfinedBuilder:
         except SandboxError as exc:
             raise TaskRejected("VENV_INSTALL_FAILED", f"the virtualenv build could not start: {exc}") from None
         kept = b""
-        while chunk := process.stdout.read(1 << 16):
+        fd = process.stdout.fileno()
+        while True:
+            if self.stopping is not None and self.stopping.is_set():
+                process.kill()
+                process.wait()
+                process.stdout.close()
+                raise PreparationStopped("the executor is stopping; the virtualenv build was killed")
+            readable, _, _ = select.select([fd], [], [], STOP_POLL_S)
+            if not readable:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
             kept = (kept + chunk)[-OUTPUT_KEPT_BYTES:]
+        process.stdout.close()
         outcome = process.wait()
         if outcome.killed_by == "timeout":
             raise TaskRejected("VENV_INSTALL_FAILED", f"installing the task environment took over {INSTALL_TIMEOUT_S}s")

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,12 @@ from .rejection import TaskRejected
 BUILTIN_PLUGINS = {"file", "console", "datahub-mock-data", "demo-data", "datahub-rest"}
 VERSION = re.compile(r"^\d+(\.\d+){1,4}([a-z]+\d*)?(\.post\d+)?$")
 INSTALL_TIMEOUT_S = 1800
+LOCK_POLL_S = 0.2  # how often a task waiting for another's build looks at whether the executor is stopping
+
+
+class PreparationStopped(Exception):
+    """The executor began to stop while the task waited for, or ran, its virtualenv build: the
+    task has not started, so it is given back (a build takes minutes; a drain must not)."""
 
 
 def plugins_for(recipe: dict) -> list[str]:
@@ -77,12 +84,14 @@ class VenvCache:
     run."""
 
     def __init__(self, cache_dir: str, *, index_url: str | None = None, python: str = sys.executable,
-                 builder: Builder = run_locally, network: dict[str, str] | None = None) -> None:
+                 builder: Builder = run_locally, network: dict[str, str] | None = None,
+                 stopping: threading.Event | None = None) -> None:
         self.cache_dir = Path(cache_dir)
         self.index_url = index_url
         self.python = python
         self.builder = builder
         self.network = dict(network or {})
+        self.stopping = stopping  # set when the executor stops: waits for another's build end
     def datahub_cli(self, version: str, plugins: list[str], extra_requirements: list[str], user: Any = None) -> str:
         """Path of the `datahub` executable for this combination, building its venv (as USER, a
         sandbox.TaskUser) if needed."""
@@ -102,10 +111,25 @@ class VenvCache:
             return str(cli)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with open(self.cache_dir / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # the one that builds; the others wait, then find it ready
+            self._lock_or_stop(lock)  # the one that builds; the others wait, then find it ready
             if not (target / ".ready").exists():
                 self._build(target, [spec, *extra_requirements], user)
         return str(cli)
+
+    def _lock_or_stop(self, lock) -> None:
+        """flock(LOCK_EX), given up when the executor begins to stop: a blocking flock cannot be
+        interrupted, and another task's build may hold the lock for up to INSTALL_TIMEOUT_S."""
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            if self.stopping is None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return
+            if self.stopping.wait(LOCK_POLL_S):
+                raise PreparationStopped("the executor is stopping; the virtualenv is being built by another task")
 
     def venv_dir(self, version: str, plugins: list[str], extra_requirements: list[str]) -> Path:
         """Where the venv for this combination lives (built or not): one directory per

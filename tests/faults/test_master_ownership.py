@@ -84,6 +84,26 @@ def test_a_second_stop_signal_kills_running_tasks_at_once_and_still_reports_them
     assert (done["status"], done["reason"]) == ("ABORTED", "EXECUTOR_SHUTDOWN"), "still reported"
 
 
+def test_a_second_stop_signal_during_a_cancels_grace_kills_the_task_at_once(system, tmp_path):
+    """The cancel's SIGTERM is ignored by the task; its 60 s grace used to outlast a second
+    SIGTERM (only the first reason to end a task acted), and ECS's 30 s stop timeout with it."""
+    executor = system.start_executor(DATAHUB_EXECUTOR_CANCEL_GRACE="60", DATAHUB_EXECUTOR_DRAIN_TIMEOUT="300")
+    execution = system.cp.run_source(system.cp.create_source(
+        "stubborn", custom_recipe("SleepySource", tmp_path / "s.json", seconds=120, ignore_sigterm=True),
+        extra_env=custom_env())["id"])
+    wait_for_tick(system, execution["id"])
+    system.cp.cancel(execution["id"])
+    executor.wait_for_line("cancel requested", timeout_s=30)
+    started = time.monotonic()
+    executor.process.send_signal(signal.SIGTERM)
+    executor.wait_for_line("stop requested", timeout_s=10)
+    executor.process.send_signal(signal.SIGTERM)
+    assert executor.process.wait(timeout=90) == 0
+    assert time.monotonic() - started < 20, "waited out the cancel's grace"
+    done = system.cp.execution(execution["id"])
+    assert done["status"] == "CANCELLED", "a cancelled task hurried by the stop is still reported cancelled"
+
+
 def test_an_idle_executor_stops_at_once_without_waiting_for_its_long_poll(system):
     executor = system.start_executor()
     time.sleep(3)  # both queues' 20 s long polls are in flight

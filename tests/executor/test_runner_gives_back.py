@@ -1,0 +1,120 @@
+"""A runner that will not start its claimed task gives it back: the control plane is told
+(release) and the old message goes. These drive a real TaskRunner thread with the real lease
+registry, ledger and task users; the control plane and SQS are recording doubles, because what is
+under test is the order of the runner's own steps against what the control plane and our intake
+do meanwhile (the release's new message, a stop that begins while the task is prepared)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from executor.controlplane_client import Claimed
+from executor.leases import Leases, QueueRef, State
+from executor.ledger import Ledger
+from executor.operability import ExecutorMetrics
+from executor.runner import RunnerServices, TaskRunner
+from executor.runtime.venvs import PreparationStopped
+from executor.task_users import TaskUsers
+
+EXECUTION = "exe_gives_back"
+FIRST = QueueRef("ingestion", "message-1", "handle-1", 1, 0)
+SECOND = QueueRef("ingestion", "message-2", "handle-2", 1, 0)  # what the control plane sends on release
+
+
+@dataclass
+class ControlPlane:
+    """Answers a claim; on release does what the real one does within the call: queue the
+    execution again, which our own intake may receive before the call returns."""
+
+    leases: Leases
+    released: list[str] = field(default_factory=list)
+    intake_saw: list[str] = field(default_factory=list)
+
+    def claim(self, execution_id: str, **_) -> Claimed:
+        return Claimed(execution_id=execution_id, lease="lease-token", task="RUN_INGEST", pool_id="pool",
+                       args={}, ingest_token="ingest-token")
+
+    def release(self, execution_id: str, lease: str, why: str) -> None:
+        self.released.append(why)
+        _, what = self.leases.receive(execution_id, SECOND)
+        self.intake_saw.append(what)
+
+
+@dataclass
+class Queue:
+    deleted: list[str] = field(default_factory=list)
+    returned: list[str] = field(default_factory=list)
+
+    def delete(self, ref: QueueRef) -> None:
+        self.deleted.append(ref.message_id)
+
+    def return_now(self, ref: QueueRef, after_s: float = 0) -> None:
+        self.returned.append(ref.message_id)
+
+
+class NoSandbox:
+    started = False
+
+    def start(self, *args, **kwargs):
+        NoSandbox.started = True
+        raise AssertionError("a task was started after the executor began to stop")
+
+
+def run_runner(prepare) -> tuple[ControlPlane, Queue, Leases, threading.Event]:
+    leases = Leases()
+    lease, _ = leases.receive(EXECUTION, FIRST)
+    control_plane, queue, stopping = ControlPlane(leases), Queue(), threading.Event()
+    services = RunnerServices(
+        settings=SimpleNamespace(executor_id="executor-1", pool_id="pool", cancel_grace_s=1),
+        client=control_plane, consumers={"ingestion": queue}, acks=None,
+        ledgers={"ingestion": Ledger("ingestion", 2), "monitors": Ledger("monitors", 2)}, leases=leases,
+        sandbox=NoSandbox(), prepare=lambda claimed, user: prepare(stopping), logs=None, task_logs=None,
+        metrics=ExecutorMetrics(), instance_id="instance-1", task_users=TaskUsers.shared(None), private_tmp=False,
+        stopping=stopping, kill_now=threading.Event())
+    runner = TaskRunner(lease, services)
+    runner.start()
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert services.ledgers["ingestion"].snapshot().used == 0, "the runner's weight was not released"
+    return control_plane, queue, leases, stopping
+
+
+def test_the_message_the_control_plane_sends_on_release_is_not_taken_for_a_duplicate():
+    """A runner that fails after its claim releases the execution. The control plane queues it
+    again within the release call; the lease was still held then, so our intake took the new
+    message for a duplicate delivery and deleted it: PENDING, with no message anywhere."""
+    def prepare(stopping):
+        raise RuntimeError("a bug after the claim")
+
+    control_plane, queue, leases, _ = run_runner(prepare)
+    assert control_plane.released == ["the runner failed before the task started"]
+    assert control_plane.intake_saw == ["new"], "the re-queued message was taken for a duplicate"
+    assert queue.deleted == ["message-1"], "only the released run's own message goes"
+    assert [lease.message.message_id for lease in leases.all()] == ["message-2"]
+
+
+def test_a_stop_that_begins_while_the_task_is_prepared_gives_it_back_unstarted():
+    """Preparing takes seconds, a virtualenv build minutes: a task prepared after the stop began
+    was started anyway, killed at once and reported ABORTED, instead of given back."""
+    cleaned = []
+
+    def prepare(stopping):
+        stopping.set()  # the first SIGTERM arrives while the task is prepared
+        return SimpleNamespace(cleanup=lambda: cleaned.append(True))
+
+    control_plane, queue, leases, _ = run_runner(prepare)
+    assert not NoSandbox.started
+    assert control_plane.released == ["the executor stopped while the task was being prepared"]
+    assert cleaned == [True] and queue.deleted == ["message-1"]
+
+
+def test_a_build_given_up_for_the_stop_gives_the_task_back():
+    def prepare(stopping):
+        stopping.set()
+        raise PreparationStopped("the executor is stopping; the virtualenv build was killed")
+
+    control_plane, queue, _, _ = run_runner(prepare)
+    assert not NoSandbox.started
+    assert control_plane.released == ["the executor stopped while the task was being prepared"]
+    assert queue.deleted == ["message-1"]
