@@ -24,8 +24,12 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    import loguru
 
 from sandbox import Sandbox, TaskUser
 from vocabulary.tasks import INGESTION, MONITORS
@@ -34,7 +38,7 @@ from .acks import Acknowledger
 from .consumer import Received, SqsConsumer
 from .controlplane_client import Claimed, ControlPlaneClient, ControlPlaneError, retry_through_outages
 from .isolation import TaskUserError, make_master_undumpable, resolve_task_user
-from .leases import Leases
+from .leases import Lease, Leases, QueueRef, State
 from .ledger import Ledger
 from .log_upload import LogUploader
 from .operability import ExecutorMetrics, HealthServer, SystemdNotifier
@@ -82,7 +86,8 @@ class Master:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._threads: list[threading.Thread] = []
-        self._runners: list[TaskRunner] = []
+        self._runners: list[TaskRunner] = []  # started runners; both intake threads add to it
+        self._runners_lock = threading.Lock()
         self._last_loop = time.monotonic()
         self._next_beat = 0.0  # when the heartbeat thread beats next (time.monotonic())
         self.sandbox: Sandbox | None = None
@@ -160,7 +165,8 @@ class Master:
         logs = LogUploader(self.client, bucket=s.log_s3_bucket, pool_id=s.pool_id)
         secret_store = self._secret_store()
         venvs = VenvCache(s.venv_cache_dir, index_url=s.pip_index_url, python=s.task_python or sys.executable,
-                          builder=ConfinedBuilder(self.sandbox), network=network_env.for_builds(os.environ))
+                          builder=ConfinedBuilder(self.sandbox, self.stopping), network=network_env.for_builds(os.environ),
+                          stopping=self.stopping)
         task_network = network_env.for_tasks(os.environ)
 
         def prepare(claimed: Claimed, user: TaskUser | None):
@@ -265,9 +271,33 @@ class Master:
             return
         if lease is None:
             return  # our own message back (its visibility lapsed): the lease keeps its latest handle
-        runner = TaskRunner(lease, self.services)
-        self._runners = [r for r in self._runners if r.is_alive()] + [runner]
-        runner.start()
+        # Under the lock the drain reads: a message offered once the stop has begun is given
+        # back here, and one offered before it has its runner started and listed before the
+        # drain can look, so the drain never ends with a runner it did not see.
+        with self._runners_lock:
+            if self.stopping.is_set():
+                self._give_back(lease, message.ref, log, "the executor is stopping")
+                return
+            runner = TaskRunner(lease, self.services)
+            try:
+                runner.start()
+            except RuntimeError as exc:  # "can't start new thread": the master is at its own pids limit
+                self._give_back(lease, message.ref, log, f"no thread for the task: {exc}")
+                return
+            self._runners = [r for r in self._runners if r.is_alive()] + [runner]
+
+    def _give_back(self, lease: Lease, ref: QueueRef, log: "loguru.Logger", why: str) -> None:
+        """A lease no runner will take: its message is visible on the queue again at once."""
+        log.warning("{}: its message is returned to the queue", why)
+        try:
+            self.services.consumers[ref.task_class].return_now(ref)
+        except Exception as exc:  # it comes back after its visibility timeout anyway
+            log.warning("message not returned ({})", type(exc).__name__)
+        self.leases.move(lease, State.RETURNED)
+
+    def _live_runners(self) -> list[TaskRunner]:
+        with self._runners_lock:
+            return [r for r in self._runners if r.is_alive()]
 
     def _wait_and_drain(self) -> None:
         drain_deadline: float | None = None
@@ -288,7 +318,7 @@ class Master:
                     logger.warning("drain timeout ({} s): killing running tasks, reporting them ABORTED",
                                    self.settings.drain_timeout_s)
                     self.kill_now.set()
-            if self.stopping.is_set() and not any(r.is_alive() for r in self._runners):
+            if self.stopping.is_set() and not self._live_runners():
                 return
 
     def _begin_drain(self) -> None:
@@ -300,7 +330,7 @@ class Master:
         self._next_beat = 0.0  # the heartbeat thread says DRAINING now; this thread stays free for a second signal
 
     def _stop(self) -> None:
-        for runner in self._runners:
+        for runner in self._live_runners():
             runner.join(timeout=RUNNER_JOIN_S)
         self._stop_loops.set()
         self.acks.flush()
