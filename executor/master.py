@@ -106,6 +106,9 @@ class Master:
             logger.error("refused by the control plane: {}", exc)
             self._close()
             return 2
+        except BaseException:  # stopped, or refused, before it could start: leave no cgroup root behind
+            self._close()
+            raise
         logger.info("Starting datahub executor worker")
         self.notifier.ready()
         self._wait_and_drain()

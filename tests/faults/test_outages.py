@@ -4,8 +4,11 @@ through both: it goes on, its result is delivered late rather than dropped, work
 the first outage runs, the executor never crashes and says so once per outage."""
 from __future__ import annotations
 
+import signal
 import time
+from pathlib import Path
 
+from executor.testing import ExecutorProcess, free_port
 from tests.e2e.conftest import custom_env, custom_recipe, mock_recipe, wait_for_tick
 
 SQS_OUTAGE_S = 30
@@ -53,3 +56,24 @@ def test_sqs_and_control_plane_outages_lose_nothing_and_are_logged_once_each(sys
     starts = sum("started: RUN_INGEST" in line and long_run["id"] in line for line in executor.lines)
     assert starts == 1, "the long task ran once, though its message outlived its visibility during the outage"
     assert cp.executors("remote")[0]["status"] == "ONLINE"
+
+
+def test_a_stop_while_the_control_plane_is_unreachable_at_start_leaves_no_cgroup_root(system):
+    """The start waits for the control plane (the pool lookup); a SIGTERM then ended the process
+    through SystemExit past the clean-up, and the sandbox's cgroup root stayed behind."""
+    from sandbox.detect import read_hierarchies, v1_hierarchy, v2_hierarchy
+
+    env = system.executor_env(DATAHUB_GMS_URL=f"http://127.0.0.1:{free_port()}/gms")
+    executor = ExecutorProcess(env)
+    system.executors.append(executor)
+    hierarchies = read_hierarchies()
+    hierarchy = v1_hierarchy(hierarchies, "memory") or v2_hierarchy(hierarchies)
+    root = Path(hierarchy.own_dir) / env["DATAHUB_EXECUTOR_CGROUP_ROOT"]
+    deadline = time.monotonic() + 30
+    while not root.exists():  # the sandbox is open: the executor now waits for its control plane
+        assert time.monotonic() < deadline and executor.process.poll() is None, "\n".join(executor.lines)
+        time.sleep(0.05)
+    time.sleep(1)
+    executor.process.send_signal(signal.SIGTERM)
+    assert executor.process.wait(timeout=30) == 0
+    assert not root.exists(), "the executor's cgroup root was left behind"
