@@ -43,14 +43,18 @@ class SessionGroup(TaskGroup):
     """The task's processes, found by scanning: the main process's session and descendants.
 
     Pid reuse, once the main process has been reaped (the reaper's last scans run after that):
-    - a known pid, the main one included, counts only while it has the creation time recorded
-      for it, so an unrelated process that reused it is never taken for the task;
+    - the main pid counts only while the main process is unreaped, which a pidfd opened while
+      it was held says exactly (a creation time, in 10 ms clock ticks, cannot tell it from a
+      process that reused its pid within the same tick); other known pids count while they
+      have the creation time recorded for them;
     - the session id is the main process's pid. The kernel frees that number only when no
       process is left in the session, so a session with that id is the task's until the main
       process is reaped, and afterwards it may be an unrelated one, all of whose processes
       started after the reaping. A process of that session therefore counts only if it started
       before the last moment the main process was seen unreaped (in whole clock ticks, the
       resolution of /proc's start times, so a process of that same tick is left out too).
+    Each scan gathers first and asks whether the main process is unreaped after: if it still is,
+    nothing gathered can belong to a process that reused its pid.
     """
 
     def __init__(self, name: str, limits: Limits) -> None:
@@ -58,6 +62,7 @@ class SessionGroup(TaskGroup):
         self.limits = limits
         self._main: int | None = None
         self._main_start_ticks: int | None = None
+        self._main_pidfd: int | None = None
         # Boot-time clock ticks at which the main process was last seen unreaped (None: not yet).
         self._main_unreaped_at: int | None = None
         self._known: dict[int, float] = {}  # pid -> create_time, so a recycled pid is never signalled
@@ -89,9 +94,25 @@ class SessionGroup(TaskGroup):
             self._main = pid
             now = _boot_ticks()
             self._main_start_ticks = _start_ticks(pid)
+            try:
+                self._main_pidfd = os.pidfd_open(pid)  # held, so certainly the main process
+            except (AttributeError, OSError):
+                self._main_pidfd = None
             if self._main_start_ticks is not None:
                 self._main_unreaped_at = now  # held by the sandbox, not even released yet
-            self._remember(pid)
+
+    def _main_unreaped(self) -> bool:
+        """Whether the main process is still there, alive or a zombie, so that its pid (and its
+        session id) cannot have been reused."""
+        if self._main_pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self._main_pidfd, 0)
+                return True
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+        return self._main_start_ticks is not None and _start_ticks(self._main) == self._main_start_ticks
 
     def _remember(self, pid: int) -> None:
         try:
@@ -113,11 +134,17 @@ class SessionGroup(TaskGroup):
                         session.append(proc)
                 except OSError:
                     continue
+            main_tree = []
+            try:
+                main = psutil.Process(self._main)
+                main_tree = [main, *main.children(recursive=True)]
+            except psutil.Error:
+                pass
             # After the search, so that "unreaped now" also covers every process it found.
             seen_at = _boot_ticks()
-            if self._main_start_ticks is not None and _start_ticks(self._main) == self._main_start_ticks:
+            if self._main_unreaped():
                 self._main_unreaped_at = seen_at
-                procs.update((p.pid, p) for p in session)
+                procs.update((p.pid, p) for p in session + main_tree)
             elif self._main_unreaped_at is not None:
                 procs.update((p.pid, p) for p in session if (_start_ticks(p.pid) or seen_at) < self._main_unreaped_at)
         for pid, created in list(self._known.items()):
@@ -132,7 +159,7 @@ class SessionGroup(TaskGroup):
             except psutil.Error:
                 del self._known[pid]
         for pid in procs:
-            if pid not in self._known:
+            if pid not in self._known and pid != self._main:
                 self._remember(pid)
         return [p for p in procs.values() if _alive(p)]
 
@@ -167,7 +194,11 @@ class SessionGroup(TaskGroup):
         return self._peak or None
 
     def remove(self) -> None:
-        pass
+        with self._lock:
+            if self._main_pidfd is not None:
+                os.close(self._main_pidfd)
+                self._main_pidfd = None
+            self._main_start_ticks = None  # from now on the main pid is never the task's
 
 
 def _boot_ticks() -> int:
