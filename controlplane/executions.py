@@ -212,22 +212,26 @@ class Executions:
 
     # sweeps ------------------------------------------------------------------------------------
     def abort_lost(self, now: float | None = None) -> list[str]:
-        """RUNNING executions whose executor went OFFLINE end ABORTED (EXECUTOR_LOST)."""
+        """RUNNING executions whose holder is gone (OFFLINE, or no longer its executor id's
+        registered process) end ABORTED (EXECUTOR_LOST). The look here is only a first cut: each
+        is judged again inside the transaction that ends it (lifecycle.Lost), since a live
+        executor may claim it, or its holder heartbeat, between this read and that write."""
         now = now or time.time()
         lost = []
-        for row in self.store.query("SELECT e.id, i.instance, i.heartbeat_interval_s, i.last_seen, i.state, "
-                                    "e.executor_instance FROM executions e LEFT JOIN executor_instances i "
-                                    "ON i.executor_id = e.executor_id WHERE e.status=? "
+        for row in self.store.query("SELECT e.id, e.executor_id, e.executor_instance, e.lease_epoch, i.instance, "
+                                    "i.heartbeat_interval_s, i.last_seen, i.state FROM executions e "
+                                    "LEFT JOIN executor_instances i ON i.executor_id = e.executor_id WHERE e.status=? "
                                     "AND EXISTS (SELECT 1 FROM pool_queues q WHERE q.pool_id = e.pool_id)", (S.RUNNING,)):
-            gone = row["instance"] is None or liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"],
-                                                       self.ctx.started_at) == OFFLINE
+            gone = row["instance"] != row["executor_instance"] or liveness(
+                row["last_seen"], row["heartbeat_interval_s"], now, row["state"], self.ctx.started_at) == OFFLINE
             if not gone:
                 continue
+            holder = lifecycle.Lost(row["executor_id"], row["executor_instance"], row["lease_epoch"])
             with self.store.transaction() as tx:
                 try:
-                    lifecycle.apply(tx, row["id"], lifecycle.Lost(), self.ctx, now=now)
+                    lifecycle.apply(tx, row["id"], holder, self.ctx, now=now)
                 except Conflict:
-                    continue  # it ended meanwhile
+                    continue  # it ended, was claimed again, or its holder came back meanwhile
             lost.append(row["id"])
         return lost
 

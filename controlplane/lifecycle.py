@@ -9,7 +9,9 @@
                                            DataHub's KILL signal aspect)
     RUNNING --release / requeue--> PENDING (given back by its executor, or not listed by it in
                                            two heartbeats in a row: sent to the queue again)
-    RUNNING --lost--> ABORTED             (reason EXECUTOR_LOST: its executor went OFFLINE)
+    RUNNING --lost--> ABORTED             (reason EXECUTOR_LOST: its holder went OFFLINE, or is no
+                                           longer its executor id's registered process; judged
+                                           again inside the transaction that ends it)
     PENDING | RUNNING --reported--> RUNNING | final
                                           (an execution for an executor elsewhere, whose
                                            executorId names no pool of ours: its result, written
@@ -36,7 +38,7 @@ from vocabulary.results import EXECUTOR_KEY, REPORT_TYPES
 
 from . import entities as E
 from .errors import Conflict, Forbidden, NotFound
-from .liveness import ONLINE, STALE_AFTER_MISSED, liveness
+from .liveness import OFFLINE, ONLINE, STALE_AFTER_MISSED, liveness
 from .metadata import aspect_store
 from .tokens import INGEST, Tokens
 
@@ -101,6 +103,13 @@ class Requeue:
 
 @dataclass(frozen=True)
 class Lost:
+    """The holder a sweep judged gone. Applied only if that holder (the same lease epoch) still
+    holds the execution and is still gone when judged again in the transaction: the sweep looks
+    before it writes, and a live executor's claim may land in between."""
+
+    executor_id: str | None
+    instance: str | None
+    lease_epoch: int
     name = "lost"
 
 
@@ -216,6 +225,7 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
         _write_result(tx, execution_id, event.result, None)
         return Applied(_row(tx, execution_id), reported)
     if isinstance(event, Lost):
+        _require_holder_gone(tx, row, event, now, ctx.started_at)
         _finalize(tx, execution_id, S.ABORTED, S.EXECUTOR_LOST, now)
         _write_result(tx, execution_id, _control_plane_result(
             row, S.ABORTED, S.EXECUTOR_LOST, f"executor {row['executor_id']} stopped reporting while running it", now), None)
@@ -271,13 +281,30 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
 def holder_online(tx: sqlite3.Connection, executor_id: str | None, instance: str | None, now: float,
                   not_before: float = 0.0) -> bool:
     """Whether the executor process holding a lease still heartbeats (ONLINE, not STALE or OFFLINE)."""
+    return holder_liveness(tx, executor_id, instance, now, not_before) == ONLINE
+
+
+def holder_liveness(tx: sqlite3.Connection, executor_id: str | None, instance: str | None, now: float,
+                    not_before: float = 0.0) -> str:
+    """The holding process's liveness (liveness.py). A process that is not, or no longer, its
+    executor id's registered one (a restart under the same id replaced it, or its entity was
+    deleted) is OFFLINE: no heartbeat will ever speak for what it holds."""
     if executor_id is None:
-        return False
+        return OFFLINE
     row = tx.execute("SELECT instance, heartbeat_interval_s, last_seen, state FROM executor_instances WHERE executor_id=?",
                      (executor_id,)).fetchone()
     if row is None or row[0] != instance:
-        return False
-    return liveness(row[2], row[1], now, row[3], not_before) == ONLINE
+        return OFFLINE
+    return liveness(row[2], row[1], now, row[3], not_before)
+
+
+def _require_holder_gone(tx: sqlite3.Connection, row: dict, event: Lost, now: float, not_before: float) -> None:
+    judged = (event.executor_id, event.instance, event.lease_epoch)
+    if (row["executor_id"], row["executor_instance"], row["lease_epoch"]) != judged:
+        raise Conflict(f"execution {row['id']} was claimed again (lease epoch {row['lease_epoch']}) after its "
+                       f"holder {event.executor_id} was judged lost")
+    if holder_liveness(tx, event.executor_id, event.instance, now, not_before) != OFFLINE:
+        raise Conflict(f"execution {row['id']}'s holder {event.executor_id} heartbeats again")
 
 
 def holder_stale_in(tx: sqlite3.Connection, executor_id: str, now: float, not_before: float = 0.0) -> float:

@@ -1,0 +1,84 @@
+"""The control plane's own sweeps against requests that land while they run: every sweep judges
+what it ends again inside the transaction that ends it. Sweeps run by hand here
+(this module's `cp`), and a request is slipped in between a sweep's look and its write."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from controlplane import server
+from controlplane.testing import running_controlplane
+
+from .conftest import RECIPE
+
+
+@pytest.fixture
+def cp(tmp_path, monkeypatch):
+    """A control plane whose sweeps run only when the test calls them (the executor doubles use it)."""
+    monkeypatch.setattr(server, "SWEEP_INTERVAL_S", 3600.0)
+    with running_controlplane(tmp_path / "cp") as handle:
+        yield handle
+
+
+def _between_look_and_write(monkeypatch, store, request) -> list:
+    """Run REQUEST once, right after the next read this thread (the sweep's) makes outside a
+    transaction; the server's own reads, REQUEST's among them, pass untouched."""
+    look = store.query
+    sweeping = threading.get_ident()
+    done: list = []
+
+    def look_then_request(sql: str, params: tuple = ()) -> list:
+        rows = look(sql, params)
+        if not done and threading.get_ident() == sweeping:
+            done.append(request())
+        return rows
+
+    monkeypatch.setattr(store, "query", look_then_request)
+    return done
+
+
+def test_a_sweep_does_not_abort_what_a_live_executor_claimed_after_the_sweep_looked(cp, executor_double, monkeypatch):
+    cp.create_pool("p", default=True)
+    lost, live = executor_double("p", "lost", interval_s=0.2), executor_double("p", "live", interval_s=30)
+    lost.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    lost.claim(execution)
+    time.sleep(1.5)  # more than six of its intervals: OFFLINE
+    live.heartbeat()
+    claims = _between_look_and_write(monkeypatch, cp.cp.executions.store,
+                                     lambda: live.claim(execution, receive_count=2))
+    assert cp.cp.executions.abort_lost() == []
+    assert claims and claims[0] is not None, "the message came back and the live executor claimed it"
+    shown = cp.execution(execution)
+    assert (shown["status"], shown["executor_id"], shown["lease_epoch"]) == ("RUNNING", "live", 2)
+    live.progress(claims[0], "the live executor's run goes on")
+
+
+def test_a_sweep_does_not_abort_what_its_holder_heartbeats_for_after_the_sweep_looked(cp, executor_double, monkeypatch):
+    cp.create_pool("p", default=True)
+    paused = executor_double("p", "paused", interval_s=0.2)
+    paused.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    claimed = paused.claim(execution)
+    time.sleep(1.5)
+    _between_look_and_write(monkeypatch, cp.cp.executions.store, lambda: paused.heartbeat(running=[execution]))
+    assert cp.cp.executions.abort_lost() == []
+    assert cp.execution(execution)["status"] == "RUNNING"
+    paused.progress(claimed, "back from a pause")
+
+
+def test_an_execution_held_by_a_process_its_executor_id_no_longer_names_is_lost(cp, executor_double):
+    """Rows a claim from a replaced process left behind (accepted before claims were checked):
+    no heartbeat will ever list them, so the sweep ends them."""
+    cp.create_pool("p", default=True)
+    current = executor_double("p", "e", interval_s=30)
+    current.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    current.claim(execution)
+    with cp.cp.store.transaction() as tx:
+        tx.execute("UPDATE executions SET executor_instance='replaced-process' WHERE id=?", (execution,))
+    assert cp.cp.executions.abort_lost() == [execution]
+    shown = cp.execution(execution)
+    assert (shown["status"], shown["reason"]) == ("ABORTED", "EXECUTOR_LOST")
