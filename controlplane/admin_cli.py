@@ -220,7 +220,10 @@ def _upstream_config(args: argparse.Namespace):
 
 def _serve(args: argparse.Namespace) -> int:
     upstream = _upstream_config(args)
+    from .log_setup import configure_logging
     from .server import ControlPlaneServer, ServerConfig
+
+    configure_logging()
 
     state_dir = Path(args.serve_state_dir or args.state_dir or ".state/controlplane")
     server = ControlPlaneServer(ServerConfig(state_dir=state_dir, host=args.host, port=args.port, queue=args.queue,

@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .log_setup import configure_logging
 from .testing import ControlPlaneHandle
 
 SAMPLE_SOURCE = "sample-mock-data"
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datahub-version", default=DEFAULT_DATAHUB_VERSION)
     parser.add_argument("--exit-after-run", action="store_true", help="stop once the sample run has finished")
     args = parser.parse_args(argv)
+    configure_logging()
     state = Path(args.state_dir).resolve()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

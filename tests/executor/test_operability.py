@@ -7,8 +7,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 from executor.operability import SystemdNotifier
 
 
@@ -50,18 +48,3 @@ def test_json_logs_carry_the_execution_id():
     records = [json.loads(line)["record"] for line in lines]
     assert [(r["message"], r["extra"]["execution_id"]) for r in records] == [("task line", "exe_42"), ("master line", "-")]
 
-
-@pytest.mark.parametrize("as_json", [False, True])
-def test_a_logged_traceback_never_shows_the_values_in_its_frames(as_json, tmp_path):
-    """loguru's default (diagnose) prints, under each line of a traceback it can read, the values
-    of the variables on it; a runner's frames hold its lease token, the ingest token and
-    resolved secrets."""
-    script = tmp_path / "runner.py"  # a file, as the executor's modules are: its lines can be shown
-    script.write_text("from loguru import logger\nfrom executor.operability import configure_logging\n"
-                      f"configure_logging(json={as_json})\n"
-                      "def claim(token):\n    raise ValueError('claim answer is not a claim' if token else '')\n"
-                      "try:\n    claim('tok' + 'en-value-in-a-frame')\nexcept ValueError:\n"
-                      "    logger.exception('runner failed')\n")
-    stderr = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stderr
-    assert "claim answer is not a claim" in stderr and "runner.py" in stderr
-    assert "token-value-in-a-frame" not in stderr
