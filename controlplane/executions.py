@@ -236,19 +236,26 @@ class Executions:
         return lost
 
     def reconcile(self, tx: sqlite3.Connection, executor_id: str, instance: str, listed: set[str], *,
-                  final: bool = False) -> list[str]:
+                  reported_at_ms: int | None = None, final: bool = False) -> list[str]:
         """What an executor says it runs against what we think it runs: an execution it holds
         but did not list in two heartbeats in a row is queued again (a claim whose answer was
         lost, a task that never started). A FINAL list (its last heartbeat, STOPPED) is the
-        truth at once: what it did not list never ran, and is queued again now."""
+        truth at once: what it did not list never ran, and is queued again now.
+
+        The caller passes each heartbeat once (a copy the executor's HTTP layer re-sent is not
+        reconciled again: executors.on_status). A heartbeat the executor reported (REPORTED_AT_MS,
+        its own clock) before a claim was granted, by that claim's time on the same clock
+        (lifecycle._claim_on_executor_clock), could not list it: it is no miss."""
         requeued = []
-        held = tx.execute("SELECT id, unlisted_heartbeats FROM executions WHERE status=? AND executor_id=? "
-                          "AND executor_instance=?", (S.RUNNING, executor_id, instance)).fetchall()
-        for execution_id, unlisted in held:
+        held = tx.execute("SELECT id, unlisted_heartbeats, claimed_at_executor_ms FROM executions WHERE status=? "
+                          "AND executor_id=? AND executor_instance=?", (S.RUNNING, executor_id, instance)).fetchall()
+        for execution_id, unlisted, claimed_at_ms in held:
             if execution_id in listed:
                 if unlisted:
                     tx.execute("UPDATE executions SET unlisted_heartbeats=0 WHERE id=?", (execution_id,))
                 continue
+            if not final and reported_at_ms is not None and claimed_at_ms is not None and reported_at_ms <= claimed_at_ms:
+                continue  # its list was taken before the claim
             if final or unlisted + 1 >= lifecycle.UNLISTED_HEARTBEATS_TO_REQUEUE:
                 lifecycle.apply(tx, execution_id, lifecycle.Requeue(
                     f"executor {executor_id} holds it but did not list it in {unlisted + 1} heartbeats"), self.ctx)

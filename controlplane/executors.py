@@ -7,7 +7,10 @@ runningExecutions (JSON list), capacity, sandbox and health (JSON objects). The 
 keeps, per executor id, the process that speaks for it (table executor_instances): a second
 process heartbeating with the same id while the first is online is refused (409), so two
 processes can never share one id's claims. Each heartbeat's list of running executions is
-reconciled against the executions this process holds (executions.reconcile).
+reconciled against the executions this process holds (executions.reconcile), once: the
+executor's HTTP layer re-sends a heartbeat whose answer was lost, and a copy (a reportedAt not
+later than the last one reconciled for the process) only refreshes its liveness, so one
+heartbeat never counts as two misses.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Any
 from . import entities as E
 from .errors import Conflict, Forbidden, Invalid
 from .executions import Executions
-from .liveness import OFFLINE, ONLINE, liveness
+from .liveness import OFFLINE, OFFLINE_AFTER_MISSED, ONLINE, liveness
 from .metadata import aspect_store
 from .store import Store
 from .tokens import EXECUTOR, Identity
@@ -36,6 +39,17 @@ def _json_property(properties: dict[str, str], name: str, default: Any) -> Any:
         return json.loads(raw)
     except ValueError:
         raise Invalid(f"systemMetadata.properties.{name} is not JSON") from None
+
+
+def _not_seen_before(reported_ms: int | None, last_reconciled_ms: int | None, interval_s: float) -> bool:
+    """Whether a heartbeat reported at REPORTED_MS (the executor's clock) is one the process has
+    not sent before: later than the last one reconciled. One much earlier than that (by more
+    than an OFFLINE judgement's worth of intervals) is no late copy: the executor's clock was
+    set back, and it is taken as new rather than stopping reconciliation until the clock
+    catches up. A heartbeat without reportedAt is always new (as before reportedAt was read)."""
+    if reported_ms is None or last_reconciled_ms is None or reported_ms > last_reconciled_ms:
+        return True
+    return last_reconciled_ms - reported_ms > OFFLINE_AFTER_MISSED * interval_s * 1000
 
 
 class Executors:
@@ -68,8 +82,8 @@ class Executors:
         running = _json_property(properties, "runningExecutions", None)
         if running is not None and (not isinstance(running, list) or not all(isinstance(r, str) for r in running)):
             raise Invalid("runningExecutions must be a JSON list of execution ids")
-        current = tx.execute("SELECT pool_id, instance, heartbeat_interval_s, last_seen, state FROM executor_instances "
-                             "WHERE executor_id=?", (executor_id,)).fetchone()
+        current = tx.execute("SELECT pool_id, instance, heartbeat_interval_s, last_seen, state, reported_at_ms "
+                             "FROM executor_instances WHERE executor_id=?", (executor_id,)).fetchone()
         if current is not None and current[1] != instance:
             if liveness(current[3], current[2], now, current[4], self.started_at) == ONLINE:
                 raise Conflict(f"executor id {executor_id} is in use by another executor process that is still "
@@ -77,21 +91,29 @@ class Executors:
                                "with a random suffix, is unique)")
         if current is not None and current[0] != pool_id:
             identity.require_pool(current[0])
+        reported = status.get("reportedAt")
+        reported = reported if isinstance(reported, int) and not isinstance(reported, bool) else None
+        last_reported = current[5] if current is not None and current[1] == instance else None
+        new_heartbeat = _not_seen_before(reported, last_reported, interval)
         details = {"capacity": _json_property(properties, "capacity", {}), "sandbox": _json_property(properties, "sandbox", {}),
                    "health": _json_property(properties, "health", {}), "running_executions": running or [],
                    "started_at": properties.get("startedAt")}
-        tx.execute("INSERT INTO executor_instances VALUES (?,?,?,?,?,?,?) ON CONFLICT(executor_id) DO UPDATE SET "
+        tx.execute("INSERT INTO executor_instances (executor_id, pool_id, instance, state, heartbeat_interval_s, last_seen, "
+                   "details, reported_at_ms) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(executor_id) DO UPDATE SET "
                    "pool_id=excluded.pool_id, instance=excluded.instance, state=excluded.state, "
-                   "heartbeat_interval_s=excluded.heartbeat_interval_s, last_seen=excluded.last_seen, details=excluded.details",
-                   (executor_id, pool_id, instance, state, interval, now, json.dumps(details)))
+                   "heartbeat_interval_s=excluded.heartbeat_interval_s, last_seen=excluded.last_seen, "
+                   "details=excluded.details, reported_at_ms=excluded.reported_at_ms",
+                   (executor_id, pool_id, instance, state, interval, now, json.dumps(details),
+                    reported if new_heartbeat else last_reported))
         requeued = []
         if current is not None and current[1] != instance:
             # A new process took over this id (a restart under a fixed id): what the old one held
             # is not running any more (the new process swept its task cgroups), so it runs again.
             requeued += self.executions.requeue_held(tx, executor_id, current[1],
                                                      f"executor {executor_id} restarted (a new process has its id)")
-        if running is not None:
-            requeued += self.executions.reconcile(tx, executor_id, instance, set(running), final=state == "STOPPED")
+        if running is not None and new_heartbeat:
+            requeued += self.executions.reconcile(tx, executor_id, instance, set(running), reported_at_ms=reported,
+                                                  final=state == "STOPPED")
         return {"status": {**status, "executorExpired": False}, "requeued": requeued}
 
     def expire_offline(self, now: float | None = None) -> list[str]:

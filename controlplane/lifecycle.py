@@ -8,7 +8,8 @@
     RUNNING --progress / cancel--> RUNNING (a cancel sets cancel_requested; the executor reads
                                            DataHub's KILL signal aspect)
     RUNNING --release / requeue--> PENDING (given back by its executor, or not listed by it in
-                                           two heartbeats in a row: sent to the queue again)
+                                           two heartbeats in a row, each counted once and none
+                                           sent before the claim: sent to the queue again)
     RUNNING --lost--> ABORTED             (reason EXECUTOR_LOST: its holder went OFFLINE, or is no
                                            longer its executor id's registered process; judged
                                            again inside the transaction that ends it)
@@ -269,13 +270,27 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
     lease = secrets.token_urlsafe(18)
     tx.execute("UPDATE executions SET status=?, lease=?, lease_epoch=lease_epoch+1, executor_id=?, executor_instance=?, "
                "receive_count=?, message_id=?, started_at=COALESCE(started_at, ?), last_progress_at=?, "
-               "unlisted_heartbeats=0 WHERE id=?", (S.RUNNING, lease, event.executor_id, event.instance,
-                                                    event.receive_count, event.message_id, now, now, execution_id))
+               "unlisted_heartbeats=0, claimed_at_executor_ms=? WHERE id=?",
+               (S.RUNNING, lease, event.executor_id, event.instance, event.receive_count, event.message_id, now, now,
+                _claim_on_executor_clock(tx, event, now), execution_id))
     started = _row(tx, execution_id)
     _write_result(tx, execution_id, {"status": S.RUNNING, "startTimeMs": int(started["started_at"] * 1000),
                                      "report": f"claimed by executor {event.executor_id}"}, event.executor_id)
     token = _mint_ingest_token(tx, ctx.tokens, execution_id)
     return Applied(started, S.RUNNING, lease=lease, ingest_token=token)
+
+
+def _claim_on_executor_clock(tx: sqlite3.Connection, event: Claim, now: float) -> int | None:
+    """When the claim happened, in ms of the claiming executor's own clock, at the earliest: its
+    last reconciled heartbeat's reportedAt plus the time our clock says passed since that
+    heartbeat arrived (it was reported a network trip before, so the real time is later). Only
+    durations cross clocks, never instants: skew between the two clocks does not matter. None
+    when the process has no reconciled heartbeat."""
+    row = tx.execute("SELECT instance, last_seen, reported_at_ms FROM executor_instances WHERE executor_id=?",
+                     (event.executor_id,)).fetchone()
+    if row is None or row[0] != event.instance or row[2] is None:
+        return None
+    return row[2] + int(max(0.0, now - row[1]) * 1000)
 
 
 def holder_online(tx: sqlite3.Connection, executor_id: str | None, instance: str | None, now: float,

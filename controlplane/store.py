@@ -91,6 +91,14 @@ SCHEMA_3 = """
     CREATE TABLE upstream_cursor (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+# Reconciliation counts each heartbeat once, and none the executor sent before a claim
+# (executions.reconcile): the last reportedAt reconciled per process, and each claim's time on
+# its executor's clock.
+SCHEMA_4 = """
+    ALTER TABLE executor_instances ADD COLUMN reported_at_ms INTEGER;
+    ALTER TABLE executions ADD COLUMN claimed_at_executor_ms INTEGER;
+"""
+
 Migration = Union[str, Callable[[sqlite3.Connection], None]]
 
 
@@ -100,7 +108,7 @@ def _convert_legacy(conn: sqlite3.Connection) -> None:
     convert(conn)
 
 
-MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3]]
+MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3], [SCHEMA_4]]
 
 
 class Store:

@@ -3,6 +3,7 @@ what it ends again inside the transaction that ends it. Sweeps run by hand here
 (this module's `cp`), and a request is slipped in between a sweep's look and its write."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -10,6 +11,7 @@ import pytest
 
 from controlplane import server
 from controlplane.testing import running_controlplane
+from executor import datahub_aspects
 
 from .conftest import RECIPE
 
@@ -82,3 +84,47 @@ def test_an_execution_held_by_a_process_its_executor_id_no_longer_names_is_lost(
     assert cp.cp.executions.abort_lost() == [execution]
     shown = cp.execution(execution)
     assert (shown["status"], shown["reason"]) == ("ABORTED", "EXECUTOR_LOST")
+
+
+def _heartbeat_snapshot(executor, running: list[str]) -> tuple[dict, dict]:
+    """A heartbeat as the executor's heartbeat thread builds it: status (reportedAt now) and properties."""
+    status = datahub_aspects.executor_status(pool_id=executor.pool_id, version="0.1.0", address="10.0.0.1",
+                                             hostname="host-1", uptime_s=1.0, stopped=False, log_delivery=False)
+    return status, {"instanceId": executor.instance_id, "heartbeatIntervalSeconds": str(executor.interval_s),
+                    "state": "ACTIVE", "runningExecutions": json.dumps(running)}
+
+
+def test_a_heartbeat_sent_twice_counts_as_one_unlisted_heartbeat(cp, executor_double):
+    """The executor's HTTP layer sends a heartbeat again when its answer is lost: the same body."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e", interval_s=15)
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    executor.claim(execution)
+    time.sleep(0.05)
+    status, properties = _heartbeat_snapshot(executor, [])
+    for _ in ("sent", "sent again"):
+        executor.client.heartbeat("e", status, properties)
+    assert cp.execution(execution)["status"] == "RUNNING", "one heartbeat without it, not two"
+    time.sleep(0.05)
+    executor.heartbeat(running=[])
+    assert cp.execution(execution)["status"] == "PENDING", "a second, distinct heartbeat without it: queued again"
+
+
+def test_a_heartbeat_reported_before_the_claim_is_no_miss(cp, executor_double):
+    """A heartbeat built just before a claim and delivered just after it could not list it."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e", interval_s=15)
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    time.sleep(0.2)
+    built_before = _heartbeat_snapshot(executor, [])
+    time.sleep(0.3)
+    executor.claim(execution)
+    executor.client.heartbeat("e", *built_before)
+    time.sleep(0.05)
+    executor.heartbeat(running=[])
+    assert cp.execution(execution)["status"] == "RUNNING", "one heartbeat after the claim without it may be a race"
+    time.sleep(0.05)
+    executor.heartbeat(running=[])
+    assert cp.execution(execution)["status"] == "PENDING"
