@@ -6,7 +6,10 @@
     RUNNING --claim--> RUNNING            (a new lease: the holder is no longer online, or the
                                            holder's own claim retried)
     RUNNING --progress / cancel--> RUNNING (a cancel sets cancel_requested; the executor reads
-                                           DataHub's KILL signal aspect)
+                                           DataHub's KILL signal aspect; the table names RUNNING
+                                           with cancel_requested RUNNING_CANCELLING)
+    RUNNING_CANCELLING --release / requeue--> CANCELLED (reason CANCELLED_BEFORE_START: given
+                                           back unstarted, it is not queued to run again)
     RUNNING --release / requeue--> PENDING (given back by its executor, or not listed by it in
                                            two heartbeats in a row, each counted once and none
                                            sent before the claim: sent to the queue again)
@@ -46,17 +49,20 @@ from .tokens import INGEST, Tokens
 FINAL_REPORTED = "<the final status the executor reports>"
 UNLISTED_HEARTBEATS_TO_REQUEUE = 2
 
-# event -> {status it may leave: status it reaches}
+# RUNNING with cancel_requested set: stored as RUNNING (DataHub's status), a state of its own here.
+RUNNING_CANCELLING = "RUNNING_CANCELLING"
+
+# event -> {state it may leave: state it reaches}
 TRANSITIONS: dict[str, dict[str, str]] = {
-    "claim": {S.PENDING: S.RUNNING, S.RUNNING: S.RUNNING},
+    "claim": {S.PENDING: S.RUNNING, S.RUNNING: S.RUNNING, RUNNING_CANCELLING: RUNNING_CANCELLING},
     "duplicate": {S.PENDING: S.DUPLICATE},
-    "progress": {S.RUNNING: S.RUNNING},
-    "finish": {S.RUNNING: FINAL_REPORTED},
-    "release": {S.RUNNING: S.PENDING},
-    "requeue": {S.RUNNING: S.PENDING},
-    "lost": {S.RUNNING: S.ABORTED},
-    "cancel": {S.PENDING: S.CANCELLED, S.RUNNING: S.RUNNING},
-    "reported": {S.PENDING: FINAL_REPORTED, S.RUNNING: FINAL_REPORTED},
+    "progress": {S.RUNNING: S.RUNNING, RUNNING_CANCELLING: RUNNING_CANCELLING},
+    "finish": {S.RUNNING: FINAL_REPORTED, RUNNING_CANCELLING: FINAL_REPORTED},
+    "release": {S.RUNNING: S.PENDING, RUNNING_CANCELLING: S.CANCELLED},
+    "requeue": {S.RUNNING: S.PENDING, RUNNING_CANCELLING: S.CANCELLED},
+    "lost": {S.RUNNING: S.ABORTED, RUNNING_CANCELLING: S.ABORTED},
+    "cancel": {S.PENDING: S.CANCELLED, S.RUNNING: RUNNING_CANCELLING, RUNNING_CANCELLING: RUNNING_CANCELLING},
+    "reported": {S.PENDING: FINAL_REPORTED, S.RUNNING: FINAL_REPORTED, RUNNING_CANCELLING: FINAL_REPORTED},
 }
 
 
@@ -185,9 +191,10 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
     if isinstance(event, Claim):
         return _claim(tx, row, event, ctx, now)
     allowed = TRANSITIONS[event.name]
-    if status not in allowed:
+    state = _state(row)
+    if state not in allowed:
         raise Conflict(f"execution {execution_id} is {status}: {event.name} is not allowed")
-    target = allowed[status]
+    target = allowed[state]
     if isinstance(event, Progress):
         tx.execute("UPDATE executions SET last_progress_at=?, peak_memory_bytes=MAX(COALESCE(peak_memory_bytes, 0), ?) "
                    "WHERE id=?", (now, event.peak_memory_bytes or 0, execution_id))
@@ -232,11 +239,23 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
             row, S.ABORTED, S.EXECUTOR_LOST, f"executor {row['executor_id']} stopped reporting while running it", now), None)
         return Applied(_row(tx, execution_id), S.ABORTED)
     why = event.why
+    if target == S.CANCELLED:
+        _finalize(tx, execution_id, S.CANCELLED, S.CANCELLED_BEFORE_START, now)
+        _write_result(tx, execution_id, _control_plane_result(
+            row, S.CANCELLED, S.CANCELLED_BEFORE_START, f"cancelled, then given back before it started ({why})", now), None)
+        return Applied(_row(tx, execution_id), S.CANCELLED)
     tx.execute("UPDATE executions SET status=?, lease=NULL, executor_id=NULL, executor_instance=NULL, enqueued_at=NULL, "
-               "unlisted_heartbeats=0, cancel_requested=0 WHERE id=?", (S.PENDING, execution_id))
+               "unlisted_heartbeats=0 WHERE id=?", (S.PENDING, execution_id))
     Tokens.revoke_for_execution(tx, execution_id)
     _write_result(tx, execution_id, {"status": S.PENDING, "report": f"queued again: {why}"}, None)
     return Applied(_row(tx, execution_id), S.PENDING, requeue=True)
+
+
+def _state(row: dict[str, Any]) -> str:
+    """The row's state in TRANSITIONS: its status, RUNNING split by whether a cancel was requested."""
+    if row["status"] == S.RUNNING and row["cancel_requested"]:
+        return RUNNING_CANCELLING
+    return row["status"]
 
 
 def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: float) -> Applied:

@@ -128,6 +128,31 @@ def test_cancel_of_a_pending_run_is_at_once_and_of_a_running_one_a_kill_signal(c
     assert cp.execution(running["id"])["status"] == "CANCELLED"
 
 
+def test_a_cancelled_run_given_back_unstarted_ends_cancelled_instead_of_running_again(cp, executor_double):
+    """Released by a stopping executor, or not listed by its holder: either way it never started,
+    and the user asked for it not to run."""
+    pool = cp.create_pool("p", default=True)
+    executor, other = executor_double("p", "e1"), executor_double("p", "e2")
+    executor.heartbeat()
+    other.heartbeat()
+    released, unlisted = (cp.run_source(cp.create_source(name, RECIPE)["id"])["id"] for name in ("s1", "s2"))
+    for _ in range(2):
+        sqs(cp).receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=2)
+    claimed = executor.claim(released)
+    executor.claim(unlisted)
+    cp.cancel(released)
+    cp.cancel(unlisted)
+    executor.client.release(released, claimed.lease, "stopping")
+    for _ in range(2):
+        time.sleep(0.01)
+        executor.heartbeat(running=[])
+    for execution in (released, unlisted):
+        shown = cp.execution(execution)
+        assert (shown["status"], shown["reason"]) == ("CANCELLED", "CANCELLED_BEFORE_START")
+        assert other.claim(execution) is None
+    assert "Messages" not in sqs(cp).receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=1), "not queued again"
+
+
 def test_a_second_run_of_a_running_source_is_a_duplicate(cp, executor_double):
     cp.create_pool("p", default=True)
     executor = executor_double("p", "e1")
