@@ -2,6 +2,8 @@
 
     PENDING --claim--> RUNNING --finish--> SUCCESS | FAILURE | CANCELLED | TIMEOUT | ABORTED
     PENDING --claim--> DUPLICATE          (its source already runs elsewhere)
+    PENDING | RUNNING --claim--> refused  (409, nothing changes: the claiming process is STOPPED or no
+                                           longer its executor id's registered one)
     PENDING --cancel-> CANCELLED          (reason CANCELLED_BEFORE_START)
     RUNNING --claim--> RUNNING            (a new lease: the holder is no longer online, or the
                                            holder's own claim retried)
@@ -48,6 +50,9 @@ from .tokens import INGEST, Tokens
 
 FINAL_REPORTED = "<the final status the executor reports>"
 UNLISTED_HEARTBEATS_TO_REQUEUE = 2
+# A claim refused because of its claimer (stopped, replaced), not the execution: the message is
+# returned visible after this long rather than deleted.
+REFUSED_CLAIM_RETRY_S = 1.0
 
 # RUNNING with cancel_requested set: stored as RUNNING (DataHub's status), a state of its own here.
 RUNNING_CANCELLING = "RUNNING_CANCELLING"
@@ -265,6 +270,7 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
                         "of the claiming executor")
     if status in S.FINAL:
         raise Conflict(f"execution {execution_id} is already {status}")
+    _require_claimer_registered(tx, event)
     if status == S.RUNNING:
         same_holder = (row["executor_id"], row["executor_instance"]) == (event.executor_id, event.instance)
         if same_holder:
@@ -297,6 +303,26 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
                                      "report": f"claimed by executor {event.executor_id}"}, event.executor_id)
     token = _mint_ingest_token(tx, ctx.tokens, execution_id)
     return Applied(started, S.RUNNING, lease=lease, ingest_token=token)
+
+
+def _require_claimer_registered(tx: sqlite3.Connection, event: Claim) -> None:
+    """A claim from a process its executor id no longer names (a restart replaced it) or that
+    said STOPPED (its last list is final) is refused: no heartbeat of it will ever list or
+    reconcile what it would hold. RETRY_AFTER_S makes the executor return the message instead of
+    deleting it, so another executor runs the execution. A process with no heartbeat yet is let
+    through: the executor heartbeats before it takes work, and the sweep ends a claim no
+    heartbeat follows."""
+    row = tx.execute("SELECT instance, state FROM executor_instances WHERE executor_id=?",
+                     (event.executor_id,)).fetchone()
+    if row is None:
+        return
+    if row[0] != event.instance:
+        raise Conflict(f"executor process {event.instance} is no longer executor {event.executor_id} (process "
+                       f"{row[0]} heartbeats for it now); its message goes back for another executor",
+                       retry_after_s=REFUSED_CLAIM_RETRY_S)
+    if row[1] == "STOPPED":
+        raise Conflict(f"executor {event.executor_id} said it STOPPED; its message goes back for another executor",
+                       retry_after_s=REFUSED_CLAIM_RETRY_S)
 
 
 def _claim_on_executor_clock(tx: sqlite3.Connection, event: Claim, now: float) -> int | None:

@@ -153,6 +153,26 @@ def test_a_cancelled_run_given_back_unstarted_ends_cancelled_instead_of_running_
     assert "Messages" not in sqs(cp).receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=1), "not queued again"
 
 
+def test_a_claim_from_a_stopped_or_replaced_process_is_refused_and_the_run_goes_elsewhere(cp, executor_double):
+    """Its heartbeats are over (STOPPED: its last list was final) or speak for another process
+    (a restart under the same id): nothing would ever reconcile what it held."""
+    cp.create_pool("p", default=True)
+    stopped, old = executor_double("p", "stopped"), executor_double("p", "restarted", interval_s=0.3)
+    stopped.heartbeat()
+    old.heartbeat()
+    time.sleep(1.0)  # the old process paused: STALE, so a new one may take its id
+    new = executor_double("p", "restarted", token=old.token, interval_s=30)
+    new.heartbeat()
+    stopped.heartbeat(state="STOPPED")
+    for late in (stopped, old):
+        execution = cp.run_source(cp.create_source(f"s-{late.executor_id}", RECIPE)["id"])["id"]
+        refused = late.claim(execution)
+        assert type(refused).__name__ == "ClaimDeferred", "409 with retry_after_s: the message is returned, not deleted"
+        shown = cp.execution(execution)
+        assert (shown["status"], shown["lease_epoch"]) == ("PENDING", 0), "nothing changed"
+        assert new.claim(execution, receive_count=2) is not None
+
+
 def test_a_second_run_of_a_running_source_is_a_duplicate(cp, executor_double):
     cp.create_pool("p", default=True)
     executor = executor_double("p", "e1")
