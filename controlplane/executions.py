@@ -191,13 +191,15 @@ class Executions:
             return None
         return lifecycle.apply(tx, execution_id, lifecycle.Cancel(), self.ctx)
 
-    def store_log(self, execution_id: str, lease: str | None, data: bytes, identity: Identity) -> dict[str, Any]:
+    def store_log(self, execution_id: str, lease: str, data: bytes, identity: Identity) -> dict[str, Any]:
+        """The full log of the run that holds LEASE. An execution without a lease (never claimed,
+        or queued again) has no run whose log it could be."""
         if len(data) > FULL_LOG_CAP:
             half = FULL_LOG_CAP // 2
             data = data[:half] + b"\n[... log truncated by the control plane ...]\n" + data[-half:]
         with self.store.transaction() as tx:
             row = self._require_pool_of(tx, execution_id, identity)
-            if lease != row["lease"]:
+            if row["lease"] is None or lease != row["lease"]:
                 raise Conflict(f"stale lease for execution {execution_id}: its log belongs to the run that holds it")
             tx.execute("UPDATE executions SET full_log=? WHERE id=?", (data, execution_id))
         return {"ok": True, "bytes": len(data)}

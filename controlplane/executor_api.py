@@ -70,6 +70,8 @@ def create_router(cp: ControlPlane) -> APIRouter:
     @router.put("/executions/{execution_id}/log")
     async def upload_log(execution_id: str, request: Request,
                          lease: str | None = Header(default=None, alias=LEASE_HEADER)) -> dict[str, Any]:
+        if lease is None:
+            raise Invalid(f"the {LEASE_HEADER} header is required")
         data = await request.body()
         return cp.executions.store_log(_execution_id(execution_id), lease, data, request.state.identity)
 

@@ -307,6 +307,24 @@ def test_logs_are_the_tail_while_running_and_the_full_log_after(cp, executor_dou
     assert cp.logs(execution["id"])["log"] == "line 1\nline 2\n"
 
 
+def test_a_log_is_stored_only_under_the_lease_of_the_run_that_holds_the_execution(cp, executor_double):
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    url = f"{cp.gms_url}/executor/v1/executions/{execution}/log"
+    response = raw(cp, executor.token).put(url, data=b"forged", timeout=5)
+    assert response.status_code == 400 and "X-DataHub-Execution-Lease" in response.json()["error"]
+    with pytest.raises(LeaseLost):
+        executor.client.upload_log(execution, "no-run-holds-it", b"forged")
+    claimed = executor.claim(execution)
+    executor.client.upload_log(execution, claimed.lease, b"the first run's log")
+    executor.client.release(execution, claimed.lease, "stopping")
+    shown = cp.logs(execution)
+    assert shown["log"] != "the first run's log" and not cp.execution(execution)["has_full_log"], \
+        "queued again: the previous run's log is gone"
+
+
 def test_state_survives_a_restart(tmp_path):
     from controlplane.testing import running_controlplane
 
