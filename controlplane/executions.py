@@ -32,6 +32,7 @@ from .store import Store
 from .tokens import EXECUTOR, Identity
 
 FULL_LOG_CAP = 8 << 20
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # SQLite's INTEGER
 REQUEST_SOURCE_MANUAL = "MANUAL_INGESTION_SOURCE"
 REQUEST_SOURCE_TEST = "TEST_CONNECTION"
 
@@ -160,15 +161,15 @@ class Executions:
                                 "lease (MCP header X-DataHub-Execution-Lease)")
             identity.require_admin(f"writing the result of execution {execution_id}, which runs elsewhere,")
             return lifecycle.apply(tx, execution_id, lifecycle.Reported(
-                value, reason=_reason(details.get("reason")), exit_code=_int(details.get("exitCode")),
-                signal=_int(details.get("signal")), peak_memory_bytes=_int(details.get("peakMemoryBytes"))), self.ctx)
+                value, reason=_reason(details.get("reason")), exit_code=_int(details, "exitCode"),
+                signal=_int(details, "signal"), peak_memory_bytes=_int(details, "peakMemoryBytes")), self.ctx)
         identity.require_pool(row[0])
         if value.get("status") == S.RUNNING:
-            event: lifecycle.Event = lifecycle.Progress(lease, value, _int(details.get("peakMemoryBytes")))
+            event: lifecycle.Event = lifecycle.Progress(lease, value, _int(details, "peakMemoryBytes"))
         else:
             event = lifecycle.Finish(lease, value, reason=_reason(details.get("reason")),
-                                     exit_code=_int(details.get("exitCode")), signal=_int(details.get("signal")),
-                                     peak_memory_bytes=_int(details.get("peakMemoryBytes")))
+                                     exit_code=_int(details, "exitCode"), signal=_int(details, "signal"),
+                                     peak_memory_bytes=_int(details, "peakMemoryBytes"))
         return lifecycle.apply(tx, execution_id, event, self.ctx)
 
     def release(self, execution_id: str, lease: str, why: str, identity: Identity) -> dict[str, Any]:
@@ -321,8 +322,16 @@ class Executions:
                 "writes": sum(r["writes"] for r in rows), "entity_list": list(entities.values())}
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _int(details: dict[str, Any], name: str) -> int | None:
+    """The whole number the result's executor section has under NAME (anything else: none). One
+    SQLite cannot store (past 64 bits) is refused with 400, not failed on with a 500 the executor
+    would retry for ever."""
+    value = details.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise Invalid(f"structuredReport.executor.{name} ({value}) is out of a 64-bit integer's range")
+    return value
 
 
 def _reason(value: Any) -> str | None:

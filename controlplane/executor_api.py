@@ -17,6 +17,7 @@ from fastapi import APIRouter, Header, Request
 from vocabulary import ids
 
 from .errors import Invalid
+from .executions import INT64_MAX
 from vocabulary.results import LEASE_HEADER
 from .json_input import loads
 from .service import ControlPlane
@@ -48,8 +49,9 @@ def create_router(cp: ControlPlane) -> APIRouter:
         if not isinstance(instance, str) or not 1 <= len(instance) <= 64:
             raise Invalid("instance_id (1-64 characters) is required")
         receive_count = body.get("receive_count")
-        if receive_count is not None and (isinstance(receive_count, bool) or not isinstance(receive_count, int)):
-            raise Invalid("receive_count must be a whole number")
+        if receive_count is not None and (isinstance(receive_count, bool) or not isinstance(receive_count, int)
+                                          or not 0 <= receive_count <= INT64_MAX):
+            raise Invalid("receive_count must be a whole number from 0 to 2**63-1 (SQS's ApproximateReceiveCount)")
         message_id = body.get("message_id")
         if message_id is not None and (not isinstance(message_id, str) or len(message_id) > 128):
             raise Invalid("message_id must be the SQS message id (at most 128 characters)")

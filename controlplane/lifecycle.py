@@ -43,7 +43,7 @@ from vocabulary import statuses as S
 from vocabulary.results import EXECUTOR_KEY, REPORT_TYPES
 
 from . import entities as E
-from .errors import Conflict, Forbidden, NotFound
+from .errors import Conflict, Forbidden, Invalid, NotFound
 from .liveness import OFFLINE, ONLINE, STALE_AFTER_MISSED, liveness
 from .metadata import aspect_store
 from .tokens import INGEST, Tokens
@@ -208,7 +208,7 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
     if isinstance(event, Finish):
         final = event.result.get("status")
         if final not in S.EXECUTOR_RESULTS:
-            raise Conflict(f"{final!r} is not a status an executor may report "
+            raise Invalid(f"{final!r} is not a status an executor may report "
                            f"({', '.join(sorted(S.EXECUTOR_RESULTS))})")
         _finalize(tx, execution_id, final, event.reason, now, exit_code=event.exit_code, signal=event.signal,
                   peak=event.peak_memory_bytes)
@@ -234,7 +234,7 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
             _finalize(tx, execution_id, reported, event.reason, now, exit_code=event.exit_code, signal=event.signal,
                       peak=event.peak_memory_bytes)
         else:
-            raise Conflict(f"{reported!r} is not a status an executor may report")
+            raise Invalid(f"{reported!r} is not a status an executor may report")
         _write_result(tx, execution_id, event.result, None)
         return Applied(_row(tx, execution_id), reported)
     if isinstance(event, Lost):

@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from controlplane.store import MIGRATIONS
+from executor import datahub_aspects
 from executor.controlplane_client import ControlPlaneError, LeaseLost
 
 from .conftest import RECIPE, raw
@@ -68,6 +69,36 @@ def test_claim_progress_result_and_their_idempotence(cp, executor_double):
     assert shown["status"] == "SUCCESS", "a late cancel never overwrites a final status"
     assert shown["structured_report"] == {"source": {"report": {"events_produced": 3}}}
     assert e2.claim(execution["id"]) is None
+
+
+def test_a_result_or_claim_that_cannot_be_recorded_is_a_400_not_a_lost_lease_or_a_server_error(cp, executor_double):
+    """The executor reads 409 as a lost lease (it kills a healthy task) and retries a 5xx for ever:
+    a status it may not report, or a number past 64 bits, is its own mistake, answered 400."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    with pytest.raises(ControlPlaneError) as refused:
+        executor.client.claim(execution, executor_id="e1", instance_id=executor.instance_id, pool_id="p",
+                              receive_count=2**64)
+    assert refused.value.status == 400
+    claimed = executor.claim(execution)
+
+    def result(status: str, **extra: int) -> dict:
+        value = datahub_aspects.final_result(status=status, task=claimed.task, started_ms=1, duration_ms=1, report="r",
+                                             ingestion_report=None, reason="EXIT_CODE", executor_id="e1")
+        serialized = json.loads(value["structuredReport"]["serializedValue"])
+        serialized["executor"].update(extra)
+        value["structuredReport"]["serializedValue"] = json.dumps(serialized)
+        return value
+
+    for wrong in (result("DUPLICATE"), result("FAILURE", exitCode=2**70), result("FAILURE", peakMemoryBytes=2**64),
+                  result("FAILURE", signal=-(2**63) - 1)):
+        with pytest.raises(ControlPlaneError) as refused:
+            executor.client.report(execution, claimed.lease, wrong)
+        assert refused.value.status == 400 and not isinstance(refused.value, LeaseLost)
+    assert cp.execution(execution)["status"] == "RUNNING", "nothing recorded; the lease still holds"
+    executor.finish(claimed, "FAILURE", "EXIT_CODE")
 
 
 def test_a_stale_lease_is_refused_and_changes_nothing(cp, executor_double):
