@@ -19,6 +19,8 @@ import sqlite3
 import time
 from typing import Any
 
+from vocabulary import statuses as S
+
 from . import entities as E
 from .errors import Conflict, Forbidden, Invalid
 from .executions import Executions
@@ -131,6 +133,22 @@ class Executors:
                                  value={**stored.value, "executorExpired": True}, system_metadata=stored.system_metadata)
             expired.append(row["executor_id"])
         return expired
+
+    def forget(self, tx: sqlite3.Connection, executor_id: str, now: float | None = None) -> None:
+        """Drop an executor's process record (its entity is being deleted). Refused while it is
+        ONLINE or holds RUNNING executions: without the record the next sweep would judge its
+        holder gone and abort everything it runs."""
+        now = now or time.time()
+        row = tx.execute("SELECT heartbeat_interval_s, last_seen, state FROM executor_instances WHERE executor_id=?",
+                         (executor_id,)).fetchone()
+        if row is not None and liveness(row[1], row[0], now, row[2], self.started_at) == ONLINE:
+            raise Conflict(f"executor {executor_id} is ONLINE; stop it before deleting it")
+        held = tx.execute("SELECT COUNT(*) FROM executions WHERE executor_id=? AND status=?",
+                          (executor_id, S.RUNNING)).fetchone()[0]
+        if held:
+            raise Conflict(f"executor {executor_id} holds {held} RUNNING executions; delete it once they end "
+                           "(the sweep ends them ABORTED once it is OFFLINE)")
+        tx.execute("DELETE FROM executor_instances WHERE executor_id=?", (executor_id,))
 
     def list(self, pool_id: str | None = None, now: float | None = None) -> list[dict[str, Any]]:
         now = now or time.time()

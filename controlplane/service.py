@@ -144,7 +144,7 @@ class ControlPlane:
                 self._delete_execution(tx, E.key_of(str(urn), E.EXECUTION))
                 return
             if urn.entity_type == E.EXECUTOR:
-                tx.execute("DELETE FROM executor_instances WHERE executor_id=?", (E.key_of(str(urn), E.EXECUTOR),))
+                self.executors.forget(tx, E.key_of(str(urn), E.EXECUTOR))
             aspect_store.delete_entity(tx, str(urn))
 
     @staticmethod

@@ -258,6 +258,28 @@ def test_two_live_processes_cannot_share_one_executor_id(cp, executor_double):
     second.heartbeat()  # the first process stopped: the id is free again
 
 
+def test_a_live_executor_or_one_holding_runs_cannot_be_deleted(cp, executor_double):
+    """Without its record the next sweep would judge it gone and abort all it runs."""
+    cp.create_pool("p", default=True)
+    live, stopped = executor_double("p", "live", interval_s=30), executor_double("p", "stopped")
+    live.heartbeat()
+    stopped.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    claimed = live.claim(execution)
+    stopped.heartbeat(state="STOPPED")
+
+    def delete(executor_id: str) -> int:
+        return cp.http.post(f"{cp.gms_url}/entities?action=delete",
+                            json={"urn": f"urn:li:dataHubRemoteExecutor:{executor_id}"}, timeout=10).status_code
+
+    assert delete("live") == 409
+    cp.cp.sweep()
+    assert cp.execution(execution)["status"] == "RUNNING"
+    live.progress(claimed, "still running")
+    assert delete("stopped") == 200
+    assert [e["executor_id"] for e in cp.executors("p")] == ["live"]
+
+
 def test_an_execution_its_holder_does_not_list_is_queued_again(cp, executor_double):
     """A claim whose answer never reached the executor is recovered in two heartbeats."""
     pool = cp.create_pool("p", default=True)
