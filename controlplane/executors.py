@@ -119,13 +119,20 @@ class Executors:
         return {"status": {**status, "executorExpired": False}, "requeued": requeued}
 
     def expire_offline(self, now: float | None = None) -> list[str]:
-        """Mark newly OFFLINE executors executorExpired, as DataHub Cloud does."""
+        """Mark newly OFFLINE executors executorExpired, as DataHub Cloud does. The read here is a
+        first cut: each is judged again inside the transaction that marks it, since a heartbeat
+        may land in between (it would be overwritten, and DataHub show a live executor expired)."""
         now = now or time.time()
         expired = []
-        for row in self.store.query("SELECT * FROM executor_instances"):
-            if liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"], self.started_at) != OFFLINE:
+        for row in self.store.query("SELECT executor_id, heartbeat_interval_s, last_seen, state FROM executor_instances"):
+            if not self._offline(row, now):
                 continue
             with self.store.transaction() as tx:
+                cursor = tx.execute("SELECT executor_id, heartbeat_interval_s, last_seen, state FROM executor_instances "
+                                    "WHERE executor_id=?", (row["executor_id"],))
+                current = cursor.fetchone()
+                if current is None or not self._offline(dict(zip([d[0] for d in cursor.description], current)), now):
+                    continue
                 stored = aspect_store.get(tx, E.executor_urn(row["executor_id"]), E.EXECUTOR_STATUS)
                 if stored is None or stored.value.get("executorExpired"):
                     continue
@@ -133,6 +140,9 @@ class Executors:
                                  value={**stored.value, "executorExpired": True}, system_metadata=stored.system_metadata)
             expired.append(row["executor_id"])
         return expired
+
+    def _offline(self, row: dict[str, Any], now: float) -> bool:
+        return liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"], self.started_at) == OFFLINE
 
     def forget(self, tx: sqlite3.Connection, executor_id: str, now: float | None = None) -> None:
         """Drop an executor's process record (its entity is being deleted). Refused while it is

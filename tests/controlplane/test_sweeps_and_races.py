@@ -10,6 +10,7 @@ import time
 import pytest
 
 from controlplane import server
+from controlplane.metadata import aspect_store
 from controlplane.testing import running_controlplane
 from executor import datahub_aspects
 
@@ -128,3 +129,16 @@ def test_a_heartbeat_reported_before_the_claim_is_no_miss(cp, executor_double):
     time.sleep(0.05)
     executor.heartbeat(running=[])
     assert cp.execution(execution)["status"] == "PENDING"
+
+
+def test_an_executor_that_heartbeats_after_the_expiry_sweep_looked_is_not_marked_expired(cp, executor_double, monkeypatch):
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e", interval_s=0.2)
+    executor.heartbeat()
+    time.sleep(1.5)  # OFFLINE
+    _between_look_and_write(monkeypatch, cp.cp.executors.store, lambda: executor.heartbeat(interval_s=30))
+    assert cp.cp.executors.expire_offline() == []
+    with cp.cp.store.read() as db:
+        status = aspect_store.get(db, "urn:li:dataHubRemoteExecutor:e", "dataHubRemoteExecutorStatus")
+    assert status.value["executorExpired"] is False
+    assert cp.executors("p")[0]["status"] == "ONLINE"
