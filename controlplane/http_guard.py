@@ -9,6 +9,7 @@ consume, so a 150 MiB unauthenticated POST costs the process nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,9 +17,11 @@ from .errors import Unauthorized
 from .tokens import Tokens
 
 MiB = 1 << 20
+# A task's full log (PUT .../executions/{id}/log): the only body of the executor API that is large.
+TASK_LOG = re.compile(r"/gms/executor/v1/executions/[^/]+/log")
+TASK_LOG_LIMIT = 64 * MiB
 # (path prefix, largest body), most specific first. GMS itself takes ingest payloads up to ~15 MB.
 BODY_LIMITS: tuple[tuple[str, int], ...] = (
-    ("/gms/executor/v1/executions/", 64 * MiB),  # the full task log (claims and releases are tiny)
     ("/gms/aspects", 32 * MiB),
     ("/gms/", 1 * MiB),
     ("/api/graphql", 1 * MiB),
@@ -28,6 +31,8 @@ PUBLIC = ("/gms/config", "/health")
 
 
 def body_limit(path: str) -> int:
+    if TASK_LOG.fullmatch(path):
+        return TASK_LOG_LIMIT
     for prefix, limit in BODY_LIMITS:
         if path.startswith(prefix):
             return limit

@@ -128,3 +128,14 @@ def test_a_body_over_the_endpoints_limit_is_refused_with_413(cp):
     assert big.status_code == 413 and "at most" in big.json()["message"]
     time.sleep(0.1)
     assert requests.get(f"{cp.gms_url}/config", timeout=5).status_code == 200, "and the service goes on"
+
+
+def test_only_the_task_log_upload_takes_a_large_body_on_the_executor_api(cp):
+    """Claims and releases are tiny: 1 MiB, as for everything but aspects and the log."""
+    headers = {"Authorization": f"Bearer {cp.create_executor_token(None)}", "Content-Type": "application/json"}
+    for action in ("claim", "release"):
+        big = requests.post(f"{cp.gms_url}/executor/v1/executions/x/{action}", data=b" " * (2 << 20), headers=headers,
+                            timeout=10)
+        assert big.status_code == 413, action
+    log = requests.put(f"{cp.gms_url}/executor/v1/executions/x/log", data=b" " * (2 << 20), headers=headers, timeout=10)
+    assert log.status_code != 413
