@@ -180,6 +180,8 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
     row = _row(tx, execution_id)
     status = row["status"]
     lease = getattr(event, "lease", None)
+    if isinstance(event, Release) and row["released_lease"] is not None and lease == row["released_lease"]:
+        return Applied(row, "repeated")  # the executor's retry of a release whose answer it lost
     if lease is not None and lease != row["lease"]:
         raise Conflict(f"stale lease for execution {execution_id}: it is held by executor {row['executor_id']} "
                        f"(lease epoch {row['lease_epoch']}); this executor lost it and must stop its task")
@@ -244,6 +246,8 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
             row, S.ABORTED, S.EXECUTOR_LOST, f"executor {row['executor_id']} stopped reporting while running it", now), None)
         return Applied(_row(tx, execution_id), S.ABORTED)
     why = event.why
+    if isinstance(event, Release):
+        tx.execute("UPDATE executions SET released_lease=? WHERE id=?", (event.lease, execution_id))
     if target == S.CANCELLED:
         _finalize(tx, execution_id, S.CANCELLED, S.CANCELLED_BEFORE_START, now)
         _write_result(tx, execution_id, _control_plane_result(
@@ -295,7 +299,7 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
     lease = secrets.token_urlsafe(18)
     tx.execute("UPDATE executions SET status=?, lease=?, lease_epoch=lease_epoch+1, executor_id=?, executor_instance=?, "
                "receive_count=?, message_id=?, started_at=COALESCE(started_at, ?), last_progress_at=?, "
-               "unlisted_heartbeats=0, claimed_at_executor_ms=? WHERE id=?",
+               "unlisted_heartbeats=0, claimed_at_executor_ms=?, released_lease=NULL WHERE id=?",
                (S.RUNNING, lease, event.executor_id, event.instance, event.receive_count, event.message_id, now, now,
                 _claim_on_executor_clock(tx, event, now), execution_id))
     started = _row(tx, execution_id)

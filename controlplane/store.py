@@ -99,6 +99,11 @@ SCHEMA_4 = """
     ALTER TABLE executions ADD COLUMN claimed_at_executor_ms INTEGER;
 """
 
+# A release retried after its answer was lost is answered as done (lifecycle.apply).
+SCHEMA_5 = """
+    ALTER TABLE executions ADD COLUMN released_lease TEXT;
+"""
+
 Migration = Union[str, Callable[[sqlite3.Connection], None]]
 
 
@@ -108,7 +113,7 @@ def _convert_legacy(conn: sqlite3.Connection) -> None:
     convert(conn)
 
 
-MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3], [SCHEMA_4]]
+MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3], [SCHEMA_4], [SCHEMA_5]]
 
 
 class Store:
