@@ -31,6 +31,7 @@ from vocabulary.results import LEASE_HEADER
 
 from . import datahub_aspects as aspects
 from .controlplane_http import Answer, AnswerTooLarge, ControlPlaneHttp, TransportError, json_body
+from .text import printable
 
 EXECUTOR_PREFIX = "/executor/v1"
 # The largest answer read from the control plane. A claim carries the recipe (itself capped at
@@ -108,9 +109,12 @@ class Claimed:
 @dataclass(frozen=True)
 class ClaimDeferred:
     """409, but not for good: the execution's holder stopped extending this very message and is
-    not yet judged gone. Ask again after RETRY_AFTER_S (the message is kept, not deleted)."""
+    not yet judged gone, or this process may not claim (it said STOPPED, or its executor id is
+    another process's now) and another executor should. Ask again, or let another executor ask,
+    after RETRY_AFTER_S: the message is returned, not deleted. WHY is the control plane's reason."""
 
     retry_after_s: float
+    why: str = ""
 
 
 def _segment(value: str) -> str:
@@ -236,8 +240,11 @@ class ControlPlaneClient:
                                                         "pool_id": pool_id, "receive_count": receive_count,
                                                         "message_id": message_id}, ok=(200, 409))
         if response.status == 409:
-            retry = self._json(response).get("retry_after_s")
-            return ClaimDeferred(float(retry)) if isinstance(retry, (int, float)) and retry > 0 else None
+            refusal = self._json(response)
+            retry = refusal.get("retry_after_s")
+            if not isinstance(retry, (int, float)) or retry <= 0:
+                return None
+            return ClaimDeferred(float(retry), printable(str(refusal.get("message") or ""), 300))
         answer = self._json(response)
         try:
             sink = answer.get("sink") or {}

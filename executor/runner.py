@@ -234,9 +234,9 @@ class TaskRunner(threading.Thread):
             self.s.leases.move(self.lease, State.DROPPED)
             return None
         if isinstance(claimed, ClaimDeferred):
-            self.log.info("its holder stopped extending this message but is not judged gone yet; asking again in "
-                          "{:.0f} s", claimed.retry_after_s)
-            self._give_back_unclaimed("its holder may still be alive", after_s=claimed.retry_after_s)
+            self.log.info("claim deferred ({}); the message is asked for again in {:.0f} s",
+                          claimed.why or "no reason given", claimed.retry_after_s)
+            self._give_back_unclaimed("the control plane deferred the claim", after_s=claimed.retry_after_s)
             return None
         if claimed is None:
             self.log.info("execution is final or running elsewhere: duplicate delivery, deleting the message")

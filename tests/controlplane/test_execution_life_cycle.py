@@ -200,6 +200,7 @@ def test_a_claim_from_a_stopped_or_replaced_process_is_refused_and_the_run_goes_
         execution = cp.run_source(cp.create_source(f"s-{late.executor_id}", RECIPE)["id"])["id"]
         refused = late.claim(execution)
         assert type(refused).__name__ == "ClaimDeferred", "409 with retry_after_s: the message is returned, not deleted"
+        assert "another executor" in refused.why, "the executor logs why its claim was deferred"
         shown = cp.execution(execution)
         assert (shown["status"], shown["lease_epoch"]) == ("PENDING", 0), "nothing changed"
         assert new.claim(execution, receive_count=2) is not None
