@@ -162,28 +162,42 @@ class Heartbeat:
         self.started_at = started_at
         self._started = time.monotonic()
         self.address = _outbound_address(gms_url)
+        self._one_at_a_time = threading.Lock()
+        self._stopped_sent = False
 
-    def properties(self) -> dict[str, str]:
+    def properties(self, state: str) -> dict[str, str]:
         capacity = {}
         for name, ledger in self.ledgers.items():
             snap = ledger.snapshot()
             capacity[name] = {"max_workers": snap.max_workers, "used_weight": float(snap.used), "running": snap.running,
                               "waiting": snap.waiting}
-        return {"instanceId": self.instance_id, "heartbeatIntervalSeconds": str(self.interval_s), "state": self.state(),
+        return {"instanceId": self.instance_id, "heartbeatIntervalSeconds": str(self.interval_s), "state": state,
                 "startedAt": self.started_at, "runningExecutions": json.dumps(self.leases.claimed_ids()),
                 "capacity": json.dumps(capacity), "sandbox": json.dumps(self.sandbox()),
                 "health": json.dumps(self.health())}
 
     def beat(self, via: ControlPlaneClient | None = None) -> None:
         """One heartbeat (through VIA, else the heartbeat's client); ExecutorIdInUse on 409,
-        ControlPlaneError otherwise."""
-        client = via or self.client
-        state = self.state()
+        ControlPlaneError otherwise.
+
+        Beats go one at a time, and none after the one saying STOPPED: the control plane keeps
+        the state of whichever heartbeat arrives last, so a DRAINING beat still being retried
+        by the heartbeat thread (its client retries 5xx and timeouts) must land before the
+        final one, or the stopped executor looks alive again. The final beat therefore waits
+        for a beat in flight, which its client's retries and timeout bound."""
+        with self._one_at_a_time:
+            if self._stopped_sent:
+                return
+            state = self.state()
+            self._stopped_sent = state == "STOPPED"
+            self._send(via or self.client, state)
+
+    def _send(self, client: ControlPlaneClient, state: str) -> None:
         status = datahub_aspects.executor_status(pool_id=self.pool_id, version=__version__, address=self.address,
                                                  hostname=socket.gethostname(), uptime_s=time.monotonic() - self._started,
                                                  stopped=state == "STOPPED", log_delivery=self.log_delivery)
         try:
-            client.heartbeat(self.executor_id, status, self.properties())
+            client.heartbeat(self.executor_id, status, self.properties(state))
         except ControlPlaneError as exc:
             if exc.status == 409:
                 raise ExecutorIdInUse(printable(exc)) from None
