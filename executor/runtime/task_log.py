@@ -16,7 +16,9 @@ masked when a tail is cut from it (Masker.mask_window), which leaves out what ma
 a secret lying partly outside the window. The tail is the
 window's last 2000 lines, each cut at 4096 characters, as DataHub ships it (2000 ingestion log
 lines are ~300 KB; a task whose lines average over 1 KiB shows fewer); lines in the file are
-kept whole.
+kept whole. A file that cannot be written (the disk is full: a task can fill the work
+directory's file system itself) is given up like a full one: the pipe is still drained, the
+window still kept, and the executor's log says why the file ends early.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ import fcntl
 import os
 import threading
 import time
+
+from loguru import logger
 
 from .masking import Masker, MaskingStream
 
@@ -137,16 +141,32 @@ class TaskLog:
         if self._dropped_bytes or self._file.closed:
             self._dropped_bytes += len(data)
         elif self._file_bytes + len(data) <= self.max_file_bytes:
-            self._file.write(data)
-            self._file_bytes += len(data)
+            self._write_file(data)
         else:
             data = bytes(data)
             head = data[: data.rfind(b"\n", 0, self.max_file_bytes - self._file_bytes) + 1]
-            self._file.write(head)
-            self._file_bytes += len(head)
+            self._write_file(head)
             self._dropped_bytes += len(data) - len(head)
         self._remember(data)
         self._version += 1
+
+    def _write_file(self, data: bytes | memoryview) -> None:
+        """DATA onto the file, or the file given up (as past its cap) when it cannot be written."""
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            logger.warning("task log {} cannot be written ({}): it ends here, only the tail is kept",
+                           self.path, exc.strerror)
+            self._dropped_bytes += len(data)
+            self._close_file()
+            return
+        self._file_bytes += len(data)
+
+    def _close_file(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass  # what the buffer held is lost with the file; the window still has it
 
     def _remember(self, data: bytes | memoryview) -> None:
         ring, cap = self._ring, self._ring_cap
@@ -199,10 +219,13 @@ class TaskLog:
             dropped = self._dropped_bytes
         lines = self._tail_lines()[1] if dropped else []
         with self._lock:
-            if dropped:
-                self._file.write(f"\n[... {dropped} bytes of log omitted; the last lines follow ...]\n".encode())
-                self._file.write("\n".join(lines).encode("utf-8", "replace") + b"\n")
-            self._file.close()
+            if dropped and not self._file.closed:
+                try:
+                    self._file.write(f"\n[... {dropped} bytes of log omitted; the last lines follow ...]\n".encode())
+                    self._file.write("\n".join(lines).encode("utf-8", "replace") + b"\n")
+                except OSError:
+                    pass  # the disk filled up just now: the file keeps its head
+            self._close_file()
 
     def full_log(self, max_bytes: int) -> bytes:
         with open(self.path, "rb") as f:

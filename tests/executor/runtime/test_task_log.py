@@ -239,3 +239,24 @@ def test_the_report_counts_as_the_whole_log_only_when_it_is_exactly_the_file(tmp
         log.write_line(line)
     log.close()
     assert report_is_whole_log(log.tail(), log.full_log(8 << 20)) is whole
+
+
+def test_a_log_file_that_cannot_be_written_still_drains_the_task_and_keeps_the_tail(tmp_path):
+    """A full disk (here /dev/full, which fails every write with ENOSPC, as a task that filled the
+    work directory's file system would make the log's) must not stop the relay: the task, still
+    writing, would block on its pipe until its timeout, and close() raising fails the runner
+    without a result."""
+    log = TaskLog("/dev/full", Masker(["hunter22-fake"]), window_bytes=1 << 16)
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import sys\nline = b'y' * 99 + b'\\n'\n"
+                              "for _ in range(40000): sys.stdout.buffer.write(line)\n"
+                              "sys.stdout.buffer.write(b'pw=hunter22-fake\\nlast line\\n')"],
+                             stdout=subprocess.PIPE)  # 4 MB: more than the pipe holds
+    reader = log.pump(child.stdout)
+    assert child.wait(timeout=30) == 0, "the task was never blocked on its output"
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    log.write_line("[executor] outcome: SUCCESS")
+    log.close()
+    tail = log.tail()
+    assert tail.endswith("pw=" + MASK + "\nlast line\n[executor] outcome: SUCCESS") and "hunter22" not in tail
