@@ -116,6 +116,13 @@ def parse_recipe(text: Any) -> dict:
         raise TaskRejected("INVALID_RECIPE", f"the recipe is refused: {exc}") from None
     if not isinstance(recipe, dict) or not isinstance(recipe.get("source"), dict) or "type" not in recipe["source"]:
         raise TaskRejected("INVALID_RECIPE", "the recipe needs a source section with a type")
+    # The plugins to install are read from these before the CLI ever sees the recipe.
+    if recipe.get("sink") is not None and not isinstance(recipe["sink"], dict):
+        raise TaskRejected("INVALID_RECIPE", "the recipe's sink section is not a mapping (type: ..., config: ...)")
+    for section in ("source", "sink"):
+        given = recipe.get(section) or {}
+        if "type" in given and not (isinstance(given["type"], str) and given["type"]):
+            raise TaskRejected("INVALID_RECIPE", f"the recipe's {section} type is not a name such as mysql")
     return recipe
 
 

@@ -187,3 +187,19 @@ def test_extra_env_a_process_cannot_carry_fails_the_execution_as_invalid_argumen
     with pytest.raises(TaskRejected) as refused:
         extra_env_of({"extra_env_vars": env})
     assert refused.value.reason == "INVALID_ARGUMENTS"
+
+
+@pytest.mark.parametrize("recipe", [
+    "source: {type: mysql}\nsink: [1, 2]\n",
+    "source: {type: mysql}\nsink: file\n",
+    "source: {type: {a: 1}}\n",
+    "source: {type: mysql}\nsink: {type: [file]}\n",
+    "source: {type: ~}\n",
+])
+def test_a_recipe_whose_sink_or_types_have_the_wrong_shape_is_an_invalid_recipe(tmp_path, recipe):
+    """A sink that is not a mapping raised AttributeError while the plugins were chosen: the
+    runner failed "unexpectedly" and released the execution, which came back for ever; a type
+    that is not a string became a pip extra ("acryl-datahub[{'a': 1}]") and failed the build."""
+    with pytest.raises(TaskRejected) as refused:
+        prepare(tmp_path, recipe=recipe)
+    assert refused.value.reason == "INVALID_RECIPE"
