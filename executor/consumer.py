@@ -79,10 +79,11 @@ class SqsConsumer:
         self.client.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=ref.receipt_handle,
                                               VisibilityTimeout=int(min(max(after_s, 0), MAX_VISIBILITY_S - 1)))
 
-    def extend(self, refs: list[tuple[str, QueueRef]], now_ms: int) -> list[str]:
+    def extend(self, refs: list[tuple[str, QueueRef]], now_ms: int) -> dict[str, str]:
         """Push visibility out by another timeout for each (execution id, message), in batches of
-        10, capped at 12 h from the first receive. Returns the execution ids SQS refused."""
-        failed: list[str] = []
+        10, capped at 12 h from the first receive. Returns the execution ids SQS refused, each
+        with SQS's reason."""
+        failed: dict[str, str] = {}
         for start in range(0, len(refs), 10):
             batch = refs[start:start + 10]
             entries = []
@@ -91,5 +92,6 @@ class SqsConsumer:
                 timeout = int(min(self.visibility_timeout_s, MAX_VISIBILITY_S - elapsed_s - 1))
                 entries.append({"Id": str(index), "ReceiptHandle": ref.receipt_handle, "VisibilityTimeout": max(timeout, 0)})
             answer = self.client.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
-            failed.extend(batch[int(f["Id"])][0] for f in answer.get("Failed", []))
+            failed.update({batch[int(f["Id"])][0]: f"{f.get('Code', '')}: {f.get('Message', '')}"
+                           for f in answer.get("Failed", [])})
         return failed

@@ -112,27 +112,45 @@ class OutageLog:
 
 
 class VisibilityExtender:
-    """Extends every held message well before it lapses: a third of the timeout, at most."""
+    """Extends every held message well before it lapses: a third of the timeout, at most.
+
+    A call that succeeds tells the outage log SQS is back: with every slot busy the intakes do
+    not call SQS at all, and only this loop would see it. A receipt SQS refuses (its message
+    was deleted, or received again elsewhere after it lapsed) stays refused, so it is warned
+    about once, not on every turn of a long task; a new receipt for the same execution (our own
+    intake received the message again) is extended, and warned about afresh if refused."""
 
     def __init__(self, consumers: dict[str, SqsConsumer], leases: Leases, outage: OutageLog) -> None:
         self.consumers = consumers
         self.leases = leases
         self.outage = outage
         self.period_s = max(1.0, min(c.visibility_timeout_s for c in consumers.values()) / 3)
+        self._refused: set[tuple[str, str]] = set()  # (execution id, receipt handle) already warned about
 
     def step(self) -> float:
         by_queue: dict[str, list] = {}
+        held: set[tuple[str, str]] = set()
         for lease in self.leases.all():
             message = self.leases.current_message(lease)
             by_queue.setdefault(message.task_class, []).append((lease.execution_id, message))
+            held.add((lease.execution_id, message.receipt_handle))
         for task_class, refs in by_queue.items():
+            asked = time.monotonic()
             try:
                 failed = self.consumers[task_class].extend(refs, int(time.time() * 1000))
             except Exception as exc:
                 self.outage.down(exc)
                 continue
-            for execution_id in failed:
-                logger.bind(execution_id=execution_id).warning("visibility not extended: SQS refused the receipt")
+            self.outage.up(asked)
+            handles = dict(refs)
+            for execution_id, reason in failed.items():
+                key = (execution_id, handles[execution_id].receipt_handle)
+                if key not in self._refused:
+                    self._refused.add(key)
+                    logger.bind(execution_id=execution_id).warning(
+                        "visibility not extended: SQS refused the receipt ({}); the message may be delivered again "
+                        "while the task runs, and the claim will refuse it elsewhere", printable(reason))
+        self._refused &= held  # only what is still held, under the same receipt
         return self.period_s
 
 

@@ -1,0 +1,101 @@
+"""services.VisibilityExtender on a real SQS-protocol server: every held message is extended,
+an outage it notices ends when SQS answers it again, and a receipt SQS refuses is reported once."""
+from __future__ import annotations
+
+import socket
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+from loguru import logger
+
+from controlplane.queues import EmbeddedSqs
+from executor.consumer import SqsConsumer
+from executor.leases import Leases, State
+from executor.services import OutageLog, VisibilityExtender
+
+
+@pytest.fixture(scope="module")
+def sqs_endpoint():
+    server = EmbeddedSqs()
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def consumer(sqs_endpoint):
+    consumer = SqsConsumer("", "ingestion", region="us-east-1", endpoint_url=sqs_endpoint, visibility_timeout_s=2,
+                           local_credentials=True)
+    consumer.queue_url = consumer.client.create_queue(QueueName=f"visibility-{time.monotonic_ns()}")["QueueUrl"]
+    yield consumer
+    consumer.client.delete_queue(QueueUrl=consumer.queue_url)
+
+
+def held_running(consumer: SqsConsumer, leases: Leases, count: int) -> list:
+    for index in range(count):
+        consumer.client.send_message(QueueUrl=consumer.queue_url,
+                                     MessageBody=f'{{"v": 1, "execution_id": "exe_{index}", "task": "RUN_INGEST", '
+                                                 f'"pool_id": "p"}}')
+    held = []
+    while len(held) < count:
+        for message in consumer.receive(10, wait_s=1):
+            lease, _ = leases.receive(message.body.execution_id, message.ref)
+            for state in (State.CLAIMED, State.ADMITTED, State.RUNNING):
+                leases.move(lease, state)
+            held.append(lease)
+    return held
+
+
+def unreachable_sqs_client():
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
+                        aws_access_key_id="local", aws_secret_access_key="local",
+                        config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+
+
+def test_many_held_messages_stay_invisible_past_their_timeout(consumer):
+    leases = Leases()
+    held_running(consumer, leases, 23)  # three ChangeMessageVisibilityBatch calls
+    extender = VisibilityExtender({"ingestion": consumer}, leases, OutageLog())
+    for _ in range(3):
+        extender.step()
+        time.sleep(1.0)
+    assert consumer.receive(10, wait_s=1) == [], "a held message became visible again"
+
+
+def test_an_outage_the_extender_noticed_ends_when_sqs_answers_it_again(consumer):
+    """With every slot busy the intake does not call SQS, so only the extender can see it is
+    back: it never said so, and the heartbeat reported SQS unreachable until a slot freed."""
+    leases = Leases()
+    held_running(consumer, leases, 1)
+    outage = OutageLog()
+    extender = VisibilityExtender({"ingestion": consumer}, leases, outage)
+    live = consumer.client
+    consumer.client = unreachable_sqs_client()
+    extender.step()
+    assert outage.is_down
+    consumer.client = live
+    extender.step()
+    assert not outage.is_down, "SQS answered the extender, yet the outage was still reported"
+
+
+def test_a_receipt_sqs_refuses_is_reported_once_not_every_turn(consumer):
+    """A receipt SQS refuses stays refused (its message was deleted, or received again by
+    someone else): warning about it on every turn (a third of the visibility timeout) for the
+    rest of a long task buried the log."""
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING")
+    try:
+        leases = Leases()
+        gone, kept = held_running(consumer, leases, 2)
+        consumer.client.delete_message(QueueUrl=consumer.queue_url, ReceiptHandle=gone.message.receipt_handle)
+        extender = VisibilityExtender({"ingestion": consumer}, leases, OutageLog())
+        for _ in range(3):
+            extender.step()
+    finally:
+        logger.remove(sink)
+    refused = [w for w in warnings if "visibility not extended" in w]
+    assert len(refused) == 1 and "ReceiptHandleIsInvalid" in refused[0], warnings
