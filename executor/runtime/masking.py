@@ -3,7 +3,8 @@ its tail, the full log and the structured ingestion report.
 
 Each value is masked in its plain form and in the encodings it commonly reappears in:
 JSON-escaped (a recipe echoed as JSON; a PEM key becomes one line with `\\n` in it),
-URL-encoded (a password inside a connection URI) and repr-escaped. A multi-line value (a PEM
+URL-encoded (a password inside a connection URI: quote_plus, and quote with and without '/'
+kept) and repr-escaped. A multi-line value (a PEM
 private key, a service account file) is also masked line by line: each of its lines of
 MIN_LINE_LENGTH characters or more (surrounding whitespace stripped) is a form of its own,
 because sources quote single lines of a key in errors ("bad key: MIIEvQ..."), re-wrap it, or
@@ -64,7 +65,8 @@ def _find_ns_per_byte(length: int) -> float:
 def encodings(text: str, *, in_urls: bool = True) -> set[str]:
     """TEXT as a task may print it: plain, JSON-escaped, repr-escaped and (IN_URLS) URL-encoded."""
     found = {text, json.dumps(text)[1:-1], repr(text)[1:-1]}
-    return found | {quote(text, safe=""), quote_plus(text)} if in_urls else found
+    # quote() with its default safe "/" too: the usual hand-made URI keeps a password's '/'.
+    return found | {quote(text, safe=""), quote(text), quote_plus(text)} if in_urls else found
 
 
 def families(value: str) -> list[set[str]]:

@@ -197,3 +197,13 @@ def test_the_quick_filter_never_clears_text_that_holds_a_form(secrets, which, of
         masked = masker.mask(text)
         passed = form in masked and form not in noise * (2 * offset)
         assert not passed, f"a form of secret #{which % len(secrets)} at byte {offset} was not masked"
+
+
+def test_a_password_url_quoted_with_pythons_default_safe_slash_is_masked():
+    """urllib.parse.quote(password), whose default leaves '/' as it is, is how most code puts a
+    password into a URI by hand; only quote(safe="") and quote_plus were masked, so a password
+    holding '/' and any other reserved character reached the log in that form."""
+    from urllib.parse import quote
+
+    masked = Masker([PASSWORD]).mask(f"uri=mysql://user:{quote(PASSWORD)}@host/db")
+    assert masked == f"uri=mysql://user:{MASK}@host/db"
