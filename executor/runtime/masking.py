@@ -2,7 +2,8 @@
 its tail, the full log and the structured ingestion report.
 
 Each value is masked in its plain form and in the encodings it commonly reappears in:
-JSON-escaped (a recipe echoed as JSON; a PEM key becomes one line with `\\n` in it),
+JSON-escaped (a recipe echoed as JSON; a PEM key becomes one line with `\\n` in it; with
+non-ASCII characters escaped or kept),
 URL-encoded (a password inside a connection URI: quote_plus, and quote with and without '/'
 kept) and repr-escaped. A multi-line value (a PEM
 private key, a service account file) is also masked line by line: each of its lines of
@@ -64,7 +65,7 @@ def _find_ns_per_byte(length: int) -> float:
 
 def encodings(text: str, *, in_urls: bool = True) -> set[str]:
     """TEXT as a task may print it: plain, JSON-escaped, repr-escaped and (IN_URLS) URL-encoded."""
-    found = {text, json.dumps(text)[1:-1], repr(text)[1:-1]}
+    found = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], repr(text)[1:-1]}
     # quote() with its default safe "/" too: the usual hand-made URI keeps a password's '/'.
     return found | {quote(text, safe=""), quote(text), quote_plus(text)} if in_urls else found
 

@@ -207,3 +207,12 @@ def test_a_password_url_quoted_with_pythons_default_safe_slash_is_masked():
 
     masked = Masker([PASSWORD]).mask(f"uri=mysql://user:{quote(PASSWORD)}@host/db")
     assert masked == f"uri=mysql://user:{MASK}@host/db"
+
+
+def test_a_secret_json_escaped_with_its_unicode_kept_is_masked():
+    """JSON written with ensure_ascii=False (pydantic's model_dump_json, most JSON loggers) escapes
+    a quote or a backslash but keeps 'ä' as it is: neither the plain form nor the ASCII-escaped
+    one matched a secret holding both."""
+    secret = 'pässwört"fake\\42'
+    line = json.dumps({"password": secret}, ensure_ascii=False)
+    assert Masker([secret]).mask(line) == json.dumps({"password": MASK})
