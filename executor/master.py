@@ -306,7 +306,13 @@ class Master:
         drain_deadline: float | None = None
         while True:
             self._last_loop = time.monotonic()
-            ready, _, _ = select.select([self._wake_r], [], [], 1.0)
+            # The systemd watchdog is fed here, on every turn of the loop /health watches, and not
+            # by the heartbeat thread: a heartbeat held by a slow control plane starved it, and
+            # systemd killed a healthy executor for its control plane's latency.
+            watchdog = self.notifier.watchdog_interval_s
+            if watchdog and self.health()[0]:
+                self.notifier.watchdog()
+            ready, _, _ = select.select([self._wake_r], [], [], min(watchdog or 1.0, 1.0))
             if ready:
                 os.read(self._wake_r, 1024)
             if self._signals and not self.stopping.is_set():
@@ -350,9 +356,6 @@ class Master:
 
     # heartbeat and health ---------------------------------------------------------------------
     def _heartbeat_step(self) -> float:
-        watchdog = self.notifier.watchdog_interval_s
-        if watchdog and self.health()[0]:
-            self.notifier.watchdog()
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + self.settings.heartbeat_interval_s
@@ -365,7 +368,7 @@ class Master:
                 pass  # an outage: the client logs it once; the next beat retries
             self.notifier.status(f"{self.state}: " + ", ".join(
                 f"{n} {float(l.snapshot().used):.2f} used" for n, l in self.ledgers.items()))
-        return min(watchdog or 1.0, 1.0)
+        return 1.0
 
     def _beat_safely(self, via: ControlPlaneClient | None = None) -> None:
         try:
