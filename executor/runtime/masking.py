@@ -148,18 +148,32 @@ class Masker:
         """DATA, a window of output never masked (a flood past the log file's cap: only the
         window is kept, so only the window is masked, when it is read), masked, without what
         could be part of a form lying partly outside it. After a cut start that is everything
-        before its first newline (a form without one cannot reach across it, and a form with
-        newlines has its identifying lines as forms of their own), or the longest form's length
+        before its first newline (a form without one cannot reach across it) and the last lines of
+        a form with newlines that may have begun before it, or the longest form's length
         of a line longer than the window; before an open end (the task still writes), what a
         stream would hold back (_open_from)."""
         start, end = 0, len(data)
         if cut_at_start:
             newline = data.find(b"\n")
             start = newline + 1 if newline != -1 else min(end, self._longest)
+            start += self._rest_of_multiline_at(data, start)
         if open_at_end:
             end = self._open_from(data)
         piece = data[start:max(start, end)]
         return bytes(self._mask(piece, len(piece), 0)[0]) if self._forms else piece
+
+    def _rest_of_multiline_at(self, data: bytes, at: int) -> int:
+        """How many bytes from AT on are the last lines of a multi-line form that began before
+        AT (lines too short to be forms of their own are masked nowhere else): the longest."""
+        longest = 0
+        for form, _ in self._multiline:
+            newline = form.find(b"\n")
+            while newline != -1:
+                rest = form[newline + 1:]
+                if len(rest) > longest and data.startswith(rest, at):
+                    longest = len(rest)
+                newline = form.find(b"\n", newline + 1)
+        return longest
 
     # the search ------------------------------------------------------------------------------
     def _may_contain(self, data: bytes) -> bool:
