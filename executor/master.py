@@ -199,7 +199,8 @@ class Master:
         stop_loops = threading.Event()
         self._stop_loops = stop_loops
         self._threads = [Loop(f"intake-{task_class}", Intake(consumer, self.ledgers[task_class], self.leases,
-                                                             self._offer, self.stopping, self.outage).step, self.stopping)
+                                                             self._offer, self.stopping, self.outage,
+                                                             metrics=self.metrics).step, self.stopping)
                          for task_class, consumer in consumers.items()]
         self._threads.append(Loop("acks", self.acks.step, stop_loops))
         self._threads.append(Loop("heartbeat", self._heartbeat_step, stop_loops))

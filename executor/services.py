@@ -19,6 +19,7 @@ from .consumer import SqsConsumer
 from .controlplane_client import ControlPlaneClient, ControlPlaneError
 from .leases import Leases
 from .ledger import Ledger
+from .operability import ExecutorMetrics
 from .text import printable
 
 
@@ -50,13 +51,14 @@ class Intake:
     """Receives from one queue only what its ledger can admit, and hands each message over."""
 
     def __init__(self, consumer: SqsConsumer, ledger: Ledger, leases: Leases, offer: Callable, stop: threading.Event,
-                 outage: "OutageLog") -> None:
+                 outage: "OutageLog", *, metrics: ExecutorMetrics | None = None) -> None:
         self.consumer = consumer
         self.ledger = ledger
         self.leases = leases
         self.offer = offer
         self.stop = stop
         self.outage = outage
+        self.metrics = metrics
 
     def step(self) -> float:
         capacity = self.ledger.receive_capacity(self.leases.pending(self.consumer.task_class))
@@ -70,6 +72,8 @@ class Intake:
             self.outage.down(exc)
             return 2.0
         self.outage.up(asked)
+        if self.metrics is not None:
+            self.metrics.receive_latency.observe(time.monotonic() - asked)
         for message in received:
             if self.stop.is_set():  # a long poll that returned after the stop: give it straight back
                 try:
