@@ -113,10 +113,20 @@ class FileSecretStore:
         return data.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
+# Where the executor's own AWS credentials come from, never a recipe's secret whatever else is
+# reserved: on ECS the relative URI alone fetches the executor's role credentials from
+# 169.254.170.2, which tasks reach like the executor does; EKS Pod Identity's token likewise.
+AWS_CREDENTIAL_VARIABLES = frozenset({
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+})
+
+
 class EnvSecretStore:
     def __init__(self, environ: Mapping[str, str], reserved: Iterable[str] = ()) -> None:
         self._environ = environ
-        self._reserved = set(reserved)
+        self._reserved = set(reserved) | AWS_CREDENTIAL_VARIABLES
         self.description = "environment"
 
     def get(self, name: str) -> str | None:

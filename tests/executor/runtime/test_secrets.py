@@ -96,6 +96,18 @@ def test_the_executors_own_credentials_are_not_recipe_secrets():
         store.get("DATAHUB_GMS_TOKEN")
 
 
+@pytest.mark.parametrize("name", ["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                                  "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                                  "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_SECRET_ACCESS_KEY"])
+def test_where_the_executors_aws_role_credentials_come_from_is_no_recipe_secret(name):
+    """On ECS the relative URI is all a process needs to fetch the executor's role credentials
+    from 169.254.170.2 (tasks reach the network the executor reaches): ${AWS_CONTAINER_...} in a
+    recipe handed it to the task, whatever the master named as reserved."""
+    store = EnvSecretStore({name: "/v2/credentials/fake-0000-guid"}, reserved={"DATAHUB_GMS_TOKEN"})
+    with pytest.raises(SecretRefused):
+        store.get(name)
+
+
 @pytest.fixture
 def secretsmanager():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
