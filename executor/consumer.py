@@ -12,6 +12,7 @@ several threads at once is not safe in botocore, using one is.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import boto3
@@ -24,6 +25,7 @@ from .text import printable
 
 MAX_VISIBILITY_S = 43200  # SQS: 12 hours from the first receive
 LONG_POLL_S = 20
+CAP_MARGIN_S = 5  # our clock reads a receive's time after SQS starts its 12 hours
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class SqsConsumer:
             MessageSystemAttributeNames=["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"],
         )
         received = []
+        received_ms = int(time.time() * 1000)
         for raw in answer.get("Messages", []):
             attributes = raw.get("Attributes", {})
             try:
@@ -60,7 +63,8 @@ class SqsConsumer:
                 continue
             ref = QueueRef(task_class=self.task_class, message_id=raw["MessageId"], receipt_handle=raw["ReceiptHandle"],
                            receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-                           first_received_ms=int(attributes.get("ApproximateFirstReceiveTimestamp", 0)))
+                           first_received_ms=int(attributes.get("ApproximateFirstReceiveTimestamp", 0)),
+                           received_ms=received_ms)
             received.append(Received(ref, body))
         return received
 
@@ -81,17 +85,24 @@ class SqsConsumer:
 
     def extend(self, refs: list[tuple[str, QueueRef]], now_ms: int) -> dict[str, str]:
         """Push visibility out by another timeout for each (execution id, message), in batches of
-        10, capped at 12 h from the first receive. Returns the execution ids SQS refused, each
-        with SQS's reason."""
+        10. Returns the execution ids SQS refused, each with SQS's reason.
+
+        SQS caps a receipt's visibility at 12 hours from the receive that gave it (not from the
+        message's first receive ever: a redelivery starts again). Near the cap the extension is
+        what is left; with nothing left the message is not touched, since a visibility of 0
+        would make the message of a running task visible at once."""
         failed: dict[str, str] = {}
-        for start in range(0, len(refs), 10):
-            batch = refs[start:start + 10]
-            entries = []
-            for index, (_, ref) in enumerate(batch):
-                elapsed_s = max(0, (now_ms - ref.first_received_ms) // 1000) if ref.first_received_ms else 0
-                timeout = int(min(self.visibility_timeout_s, MAX_VISIBILITY_S - elapsed_s - 1))
-                entries.append({"Id": str(index), "ReceiptHandle": ref.receipt_handle, "VisibilityTimeout": max(timeout, 0)})
-            answer = self.client.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+        entries: list[tuple[str, dict]] = []
+        for execution_id, ref in refs:
+            since_ms = ref.received_ms or ref.first_received_ms
+            elapsed_s = max(0, (now_ms - since_ms) // 1000) if since_ms else 0
+            timeout = int(min(self.visibility_timeout_s, MAX_VISIBILITY_S - elapsed_s - CAP_MARGIN_S))
+            if timeout > 0:
+                entries.append((execution_id, {"ReceiptHandle": ref.receipt_handle, "VisibilityTimeout": timeout}))
+        for start in range(0, len(entries), 10):
+            batch = entries[start:start + 10]
+            answer = self.client.change_message_visibility_batch(
+                QueueUrl=self.queue_url, Entries=[{"Id": str(index), **entry} for index, (_, entry) in enumerate(batch)])
             failed.update({batch[int(f["Id"])][0]: f"{f.get('Code', '')}: {f.get('Message', '')}"
                            for f in answer.get("Failed", [])})
         return failed

@@ -68,6 +68,7 @@ class QueueRef:
     receipt_handle: str
     receive_count: int
     first_received_ms: int
+    received_ms: int = 0  # when this receipt was received (time.time() in ms): SQS's 12-hour cap counts from it
 
 
 @dataclass
@@ -98,7 +99,7 @@ class Leases:
                 return lease, "new"
             if held.message.message_id == message.message_id:
                 held.message = replace(held.message, receipt_handle=message.receipt_handle,
-                                       receive_count=message.receive_count)
+                                       receive_count=message.receive_count, received_ms=message.received_ms)
                 return None, "refreshed"
             return None, "duplicate"
 

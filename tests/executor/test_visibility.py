@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -99,3 +100,16 @@ def test_a_receipt_sqs_refuses_is_reported_once_not_every_turn(consumer):
         logger.remove(sink)
     refused = [w for w in warnings if "visibility not extended" in w]
     assert len(refused) == 1 and "ReceiptHandleIsInvalid" in refused[0], warnings
+
+
+def test_a_redelivered_message_first_received_twelve_hours_ago_is_still_held(consumer):
+    """SQS's 12-hour cap counts from the receive that gave the receipt. The extender counted it
+    from the message's first receive ever (ApproximateFirstReceiveTimestamp): for a message
+    redelivered after a long first attempt it found no time left and set the visibility to 0,
+    making the message of a running task visible at once, on every turn."""
+    leases = Leases()
+    (lease,) = held_running(consumer, leases, 1)
+    twelve_hours_ago_ms = int(time.time() * 1000) - 12 * 3600 * 1000
+    lease.message = replace(lease.message, first_received_ms=twelve_hours_ago_ms)  # as SQS reports a redelivery
+    VisibilityExtender({"ingestion": consumer}, leases, OutageLog()).step()
+    assert consumer.receive(10, wait_s=1) == [], "the running task's message was made visible"
