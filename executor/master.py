@@ -57,6 +57,7 @@ from .text import printable
 LOOP_STALL_S = 60.0
 FINAL_HEARTBEAT_TIMEOUT_S = 5.0
 RUNNER_JOIN_S = 60.0
+LOOP_JOIN_S = 30.0  # a loop's turn is short, but a heartbeat in flight may be retried for about this long
 
 
 class Master:
@@ -343,6 +344,13 @@ class Master:
         for runner in self._live_runners():
             runner.join(timeout=RUNNER_JOIN_S)
         self._stop_loops.set()
+        # The loops stopped here are waited for: the acknowledger may be deleting a batch, which
+        # flush() does not see, and the final heartbeat must not list what it is deleting (nor
+        # the process exit with the delete unsent). The intakes stopped at the drain; one still
+        # in a long poll gives what it receives straight back, and is not waited for.
+        for thread in self._threads:
+            if isinstance(thread, Loop) and thread.stops_with(self._stop_loops):
+                thread.join(timeout=LOOP_JOIN_S)
         self.acks.flush()
         self.state = "STOPPED"
         self._beat_safely(via=self.final_client)

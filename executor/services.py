@@ -32,6 +32,9 @@ class Loop(threading.Thread):
         self._stop_event = stop  # not `_stop`: Thread has a method of that name, which is_alive() calls
         self._last_error: str | None = None
 
+    def stops_with(self, event: threading.Event) -> bool:
+        return self._stop_event is event
+
     def run(self) -> None:
         while not self._stop_event.is_set():
             try:

@@ -1,0 +1,73 @@
+"""Master._stop: what the final heartbeat says, and what is deleted before it, with a real
+SQS-protocol server, a real HTTP server for the control plane and the master's own loops."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from controlplane.queues import EmbeddedSqs
+from executor.acks import Acknowledger
+from executor.consumer import SqsConsumer
+from executor.controlplane_client import ControlPlaneClient
+from executor.leases import State
+from executor.master import Master
+from executor.services import Heartbeat, Loop
+from executor.settings import load_settings
+
+from .test_heartbeat import StatusServer
+
+
+def test_a_delete_in_flight_at_stop_ends_before_the_final_heartbeat(tmp_path):
+    """The stop flushed what the acknowledger still held, but not the batch its thread was
+    deleting at that moment: the STOPPED heartbeat listed that execution as running, and the
+    process could exit with the delete unsent (a redelivery for the next executor)."""
+    sqs = EmbeddedSqs()
+    endpoint = sqs.start()
+    try:
+        with StatusServer() as server:
+            consumer = SqsConsumer("", "ingestion", region="us-east-1", endpoint_url=endpoint, visibility_timeout_s=60,
+                                   local_credentials=True)
+            consumer.queue_url = consumer.client.create_queue(QueueName=f"stop-{time.monotonic_ns()}")["QueueUrl"]
+            consumer.client.send_message(QueueUrl=consumer.queue_url, MessageBody=json.dumps(
+                {"v": 1, "execution_id": "exe_1", "task": "RUN_INGEST", "pool_id": "p"}))
+            deleting = threading.Event()
+
+            def slow_delete(**_) -> None:
+                deleting.set()
+                time.sleep(2.0)  # a slow SQS answer, while the master stops
+
+            consumer.client.meta.events.register("before-send.sqs.DeleteMessageBatch", slow_delete)
+            settings = load_settings({"DATAHUB_GMS_URL": server.gms_url, "DATAHUB_GMS_TOKEN": "t",
+                                      "DATAHUB_EXECUTOR_POOL_ID": "p", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path)})
+            master = Master(settings)
+            (message,) = consumer.receive(1, wait_s=1)
+            lease, _ = master.leases.receive("exe_1", message.ref)
+            for state in (State.CLAIMED, State.ADMITTED, State.RUNNING, State.REPORTING):
+                master.leases.move(lease, state)
+            master.acks = Acknowledger({"ingestion": consumer}, master.leases, linger_s=0)
+            sent: list[dict] = []
+            client = ControlPlaneClient(server.gms_url, "t")
+            recording = client.heartbeat
+            client.heartbeat = lambda executor_id, status, properties: (sent.append(properties),
+                                                                        recording(executor_id, status, properties))
+            master.final_client = client
+            master.heartbeat = Heartbeat(client=client, executor_id="exec-1", instance_id="i1", pool_id="p",
+                                         interval_s=30, leases=master.leases, ledgers=master.ledgers,
+                                         state=lambda: master.state, sandbox=dict, health=dict, log_delivery=False,
+                                         started_at="2026-01-01T00:00:00+00:00", gms_url=server.gms_url)
+            master._stop_loops = threading.Event()
+            master._threads = [Loop("acks", master.acks.step, master._stop_loops)]
+            master._threads[0].start()
+            master.acks.ack(lease)
+            assert deleting.wait(10), "the acknowledger's thread is deleting"
+            master._stop()
+            attributes = consumer.client.get_queue_attributes(QueueUrl=consumer.queue_url,
+                                                              AttributeNames=["All"])["Attributes"]
+            left = int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+            final = sent[-1]
+            assert final["state"] == "STOPPED"
+            assert json.loads(final["runningExecutions"]) == [], "the final list named a finished execution"
+            assert left == 0, "the message was not deleted when the stop ended"
+    finally:
+        sqs.stop()
