@@ -195,7 +195,8 @@ def test_the_quick_filter_never_clears_text_that_holds_a_form(secrets, which, of
     for form in encodings(secret):
         text = noise * offset + form + noise * (offset // 3)
         masked = masker.mask(text)
-        passed = form in masked and form not in noise * (2 * offset)
+        # A form MASK itself holds (a secret of '*'s) is found in any masked text: not a leak.
+        passed = form in masked and form not in noise * (2 * offset) and form not in MASK
         assert not passed, f"a form of secret #{which % len(secrets)} at byte {offset} was not masked"
 
 
