@@ -401,8 +401,10 @@ class Master:
         stalled = time.monotonic() - self._last_loop
         if self.state in ("STARTING", "ACTIVE") and stalled > LOOP_STALL_S and not self.stopping.is_set():
             return False, f"main loop stalled for {stalled:.0f}s"
-        if self.state == "ACTIVE":
-            dead = [t.name for t in self._threads if not t.is_alive()]
+        if self.state in ("ACTIVE", "DRAINING"):
+            # While draining too: the extender and the acknowledger still serve the running tasks.
+            # The intakes end at the drain on purpose; only a loop that ended untold is gone.
+            dead = [t.name for t in self._threads if isinstance(t, Loop) and t.died]
             if dead:
                 return False, f"thread(s) gone: {', '.join(dead)}"
         return True, self.state

@@ -32,6 +32,11 @@ class Loop(threading.Thread):
         self._stop_event = stop  # not `_stop`: Thread has a method of that name, which is_alive() calls
         self._last_error: str | None = None
 
+    @property
+    def died(self) -> bool:
+        """Started, ended, and not because it was told to stop."""
+        return self.ident is not None and not self.is_alive() and not self._stop_event.is_set()
+
     def stops_with(self, event: threading.Event) -> bool:
         return self._stop_event is event
 
