@@ -57,7 +57,8 @@ from .text import printable
 LOOP_STALL_S = 60.0
 FINAL_HEARTBEAT_TIMEOUT_S = 5.0
 RUNNER_JOIN_S = 60.0
-LOOP_JOIN_S = 30.0  # a loop's turn is short, but a heartbeat in flight may be retried for about this long
+ACKS_JOIN_S = 10.0  # a delete in flight at stop: bounded, as the stop must be
+ACKS_LOOP = "acks"
 
 
 class Master:
@@ -203,7 +204,7 @@ class Master:
                                                              self._offer, self.stopping, self.outage,
                                                              metrics=self.metrics).step, self.stopping)
                          for task_class, consumer in consumers.items()]
-        self._threads.append(Loop("acks", self.acks.step, stop_loops))
+        self._threads.append(Loop(ACKS_LOOP, self.acks.step, stop_loops))
         self._threads.append(Loop("heartbeat", self._heartbeat_step, stop_loops))
         self._threads.append(Loop("visibility", VisibilityExtender(consumers, self.leases, self.outage).step, stop_loops))
         for thread in self._threads:
@@ -344,16 +345,17 @@ class Master:
         for runner in self._live_runners():
             runner.join(timeout=RUNNER_JOIN_S)
         self._stop_loops.set()
-        # The loops stopped here are waited for: the acknowledger may be deleting a batch, which
-        # flush() does not see, and the final heartbeat must not list what it is deleting (nor
-        # the process exit with the delete unsent). The intakes stopped at the drain; one still
-        # in a long poll gives what it receives straight back, and is not waited for.
+        # The acknowledger's loop is waited for: it may be deleting a batch, which flush() does
+        # not see, and the final heartbeat must not list what it is deleting (nor the process
+        # exit with the delete unsent). A heartbeat in flight is waited for by the final beat.
         for thread in self._threads:
-            if isinstance(thread, Loop) and thread.stops_with(self._stop_loops):
-                thread.join(timeout=LOOP_JOIN_S)
+            if thread.name == ACKS_LOOP:
+                thread.join(timeout=ACKS_JOIN_S)
         self.acks.flush()
         self.state = "STOPPED"
-        self._beat_safely(via=self.final_client)
+        if not self._beat_safely(via=self.final_client, wait_s=FINAL_HEARTBEAT_TIMEOUT_S):
+            logger.warning("the last heartbeat (STOPPED) is not sent: an earlier one is still unanswered, and the "
+                           "control plane keeps whichever arrives last; it judges this executor by its silence")
         self._close()
         logger.info("executor stopped")
 
@@ -379,11 +381,12 @@ class Master:
                 f"{n} {float(l.snapshot().used):.2f} used" for n, l in self.ledgers.items()))
         return 1.0
 
-    def _beat_safely(self, via: ControlPlaneClient | None = None) -> None:
+    def _beat_safely(self, via: ControlPlaneClient | None = None, wait_s: float | None = None) -> bool:
+        """False only when an earlier beat still in flight kept this one from being sent."""
         try:
-            self.heartbeat.beat(via)
+            return self.heartbeat.beat(via, wait_s=wait_s)
         except (ControlPlaneError, ExecutorIdInUse):
-            pass
+            return True
 
     def _sandbox_report(self) -> dict:
         identity = getattr(self, "task_identity", None)

@@ -37,9 +37,6 @@ class Loop(threading.Thread):
         """Started, ended, and not because it was told to stop."""
         return self.ident is not None and not self.is_alive() and not self._stop_event.is_set()
 
-    def stops_with(self, event: threading.Event) -> bool:
-        return self._stop_event is event
-
     def run(self) -> None:
         while not self._stop_event.is_set():
             try:
@@ -206,21 +203,29 @@ class Heartbeat:
                 "capacity": json.dumps(capacity), "sandbox": json.dumps(self.sandbox()),
                 "health": json.dumps(self.health())}
 
-    def beat(self, via: ControlPlaneClient | None = None) -> None:
+    def beat(self, via: ControlPlaneClient | None = None, *, wait_s: float | None = None) -> bool:
         """One heartbeat (through VIA, else the heartbeat's client); ExecutorIdInUse on 409,
         ControlPlaneError otherwise.
 
         Beats go one at a time, and none after the one saying STOPPED: the control plane keeps
         the state of whichever heartbeat arrives last, so a DRAINING beat still being retried
         by the heartbeat thread (its client retries 5xx and timeouts) must land before the
-        final one, or the stopped executor looks alive again. The final beat therefore waits
-        for a beat in flight, which its client's retries and timeout bound."""
-        with self._one_at_a_time:
+        final one, or the stopped executor looks alive again. A beat waits at most WAIT_S
+        (None: as long as it takes) for one in flight; False when it gave up and sent nothing.
+        The final beat gives up after a few seconds, so an unanswering control plane does not
+        hold a stopping executor, and then no heartbeat is sent again."""
+        if not self._one_at_a_time.acquire(timeout=-1 if wait_s is None else wait_s):
+            self._stopped_sent = self._stopped_sent or self.state() == "STOPPED"
+            return False
+        try:
             if self._stopped_sent:
-                return
+                return False
             state = self.state()
             self._stopped_sent = state == "STOPPED"
             self._send(via or self.client, state)
+            return True
+        finally:
+            self._one_at_a_time.release()
 
     def _send(self, client: ControlPlaneClient, state: str) -> None:
         status = datahub_aspects.executor_status(pool_id=self.pool_id, version=__version__, address=self.address,

@@ -89,3 +89,22 @@ def test_no_draining_heartbeat_arrives_after_the_final_stopped_one():
         beats.beat()  # a heartbeat turn that comes after the final beat sends nothing
         assert server.accepted[-1] == "STOPPED" and server.accepted.count("STOPPED") == 1, server.accepted
 
+
+
+def test_a_final_beat_that_cannot_wait_for_the_one_in_flight_sends_nothing_then_or_later():
+    """A control plane that does not answer must not hold a stopping executor: the final beat
+    waits a few seconds for the one in flight, and if that is still unanswered it is not sent
+    (it could be overtaken), and neither is any other beat after it."""
+    with StatusServer(fail_first_state="DRAINING", hold_s=3.0) as server:
+        state = ["DRAINING"]
+        beats = heartbeat(server.gms_url, state)
+        draining = threading.Thread(target=beats.beat)
+        draining.start()
+        assert server.failed_once.wait(10), "the DRAINING beat reached the server"
+        state[0] = "STOPPED"
+        began = time.monotonic()
+        assert beats.beat(via=ControlPlaneClient(server.gms_url, "t", retries=0, timeout_s=5), wait_s=0.5) is False
+        assert time.monotonic() - began < 2.5, "the final beat waited out the beat in flight"
+        draining.join(timeout=30)
+        assert beats.beat() is False
+        assert server.accepted == ["DRAINING"], server.accepted

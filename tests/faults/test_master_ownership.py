@@ -117,8 +117,9 @@ def test_an_idle_executor_stops_at_once_without_waiting_for_its_long_poll(system
 def test_an_executor_stops_within_seconds_when_its_control_plane_stopped_answering(system, proxy):
     """Where the control plane was, a black hole: connections are accepted and never answered.
     The drain's DRAINING heartbeat goes from the heartbeat thread (the main thread stays free for a
-    second signal) and the last one, STOPPED, gets one short try; before, each waited out five
-    15 s read timeouts, and the executor took minutes to stop."""
+    second signal) and the last one, STOPPED, waits a few seconds for it and, with it still
+    unanswered, is not sent (it could be overtaken by it); before, each waited out five 15 s read
+    timeouts, and the executor took minutes to stop."""
     executor = system.start_executor(DATAHUB_GMS_URL=proxy.url)
     heartbeats = proxy.hang("POST", "/aspects")  # heartbeats are ingested aspects
     executor.wait_for_line("Starting datahub executor worker")
@@ -127,7 +128,7 @@ def test_an_executor_stops_within_seconds_when_its_control_plane_stopped_answeri
     executor.process.send_signal(signal.SIGTERM)
     assert executor.process.wait(timeout=60) == 0
     stopped_in = time.monotonic() - started
-    assert heartbeats.hits >= 2, "the heartbeats went into the black hole"
+    assert heartbeats.hits >= 1, "the heartbeats went into the black hole"
     assert stopped_in < FINAL_HEARTBEAT_TIMEOUT_S + 3, f"stopped in {stopped_in:.1f} s"
 
 
