@@ -62,7 +62,8 @@ class Executors:
 
     def on_status(self, tx: sqlite3.Connection, executor_id: str, status: dict[str, Any],
                   system_metadata: dict[str, Any] | None, identity: Identity, now: float | None = None) -> dict[str, Any]:
-        """A heartbeat. Returns the status to store (executorExpired reset) and what was queued again."""
+        """A heartbeat. Returns the status to store (executorExpired reset; None when the heartbeat
+        is not newer than the last one of its process, which is then kept) and what was queued again."""
         now = now or time.time()
         if identity.kind != EXECUTOR and not identity.is_admin:
             raise Forbidden("executor status is written by executors")
@@ -97,6 +98,11 @@ class Executors:
         reported = reported if isinstance(reported, int) and not isinstance(reported, bool) else None
         last_reported = current[5] if current is not None and current[1] == instance else None
         new_heartbeat = _not_seen_before(reported, last_reported, interval)
+        if not new_heartbeat:
+            # A copy (the HTTP layer re-sent it) or one overtaken by a later heartbeat (a DRAINING
+            # beat retried past the final STOPPED one): it says nothing the stored state does not
+            # say better, and writing it would bring a STOPPED executor back to life.
+            return {"status": None, "requeued": []}
         details = {"capacity": _json_property(properties, "capacity", {}), "sandbox": _json_property(properties, "sandbox", {}),
                    "health": _json_property(properties, "health", {}), "running_executions": running or [],
                    "started_at": properties.get("startedAt")}
@@ -105,15 +111,14 @@ class Executors:
                    "pool_id=excluded.pool_id, instance=excluded.instance, state=excluded.state, "
                    "heartbeat_interval_s=excluded.heartbeat_interval_s, last_seen=excluded.last_seen, "
                    "details=excluded.details, reported_at_ms=excluded.reported_at_ms",
-                   (executor_id, pool_id, instance, state, interval, now, json.dumps(details),
-                    reported if new_heartbeat else last_reported))
+                   (executor_id, pool_id, instance, state, interval, now, json.dumps(details), reported))
         requeued = []
         if current is not None and current[1] != instance:
             # A new process took over this id (a restart under a fixed id): what the old one held
             # is not running any more (the new process swept its task cgroups), so it runs again.
             requeued += self.executions.requeue_held(tx, executor_id, current[1],
                                                      f"executor {executor_id} restarted (a new process has its id)")
-        if running is not None and new_heartbeat:
+        if running is not None:
             requeued += self.executions.reconcile(tx, executor_id, instance, set(running), reported_at_ms=reported,
                                                   final=state == "STOPPED")
         return {"status": {**status, "executorExpired": False}, "requeued": requeued}

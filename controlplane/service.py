@@ -124,6 +124,8 @@ class ControlPlane:
         assert proposal.value is not None
         outcome = self.executors.on_status(tx, E.key_of(proposal.urn, E.EXECUTOR), proposal.value,
                                            proposal.system_metadata, identity)
+        if outcome["status"] is None:
+            return  # older than what is stored: the stored status stands
         aspect_store.put(tx, urn=proposal.urn, entity_type=E.EXECUTOR, aspect=E.EXECUTOR_STATUS, value=outcome["status"],
                          system_metadata=proposal.system_metadata, actor=identity.actor)
 

@@ -142,3 +142,18 @@ def test_an_executor_that_heartbeats_after_the_expiry_sweep_looked_is_not_marked
         status = aspect_store.get(db, "urn:li:dataHubRemoteExecutor:e", "dataHubRemoteExecutorStatus")
     assert status.value["executorExpired"] is False
     assert cp.executors("p")[0]["status"] == "ONLINE"
+
+
+def test_a_heartbeat_overtaken_by_the_final_stopped_one_does_not_bring_the_executor_back(cp, executor_double):
+    """A DRAINING beat retried by the executor's HTTP layer can arrive after its STOPPED beat;
+    the last write won, and a stopped executor showed ACTIVE or DRAINING and ONLINE again."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e", interval_s=15)
+    executor.heartbeat()
+    status, properties = _heartbeat_snapshot(executor, [])
+    draining = ({**status, "reportedAt": status["reportedAt"] + 1}, {**properties, "state": "DRAINING"})
+    time.sleep(0.05)
+    executor.heartbeat(state="STOPPED")
+    executor.client.heartbeat("e", *draining)  # the late one
+    (shown,) = cp.executors("p")
+    assert (shown["state"], shown["status"]) == ("STOPPED", "OFFLINE")
