@@ -6,6 +6,7 @@ written into the Dockerfile. Reads only that one setting, so it works whatever e
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -42,6 +43,8 @@ def run_healthcheck(timeout_s: float = 4.0) -> tuple[bool, str]:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         return False, f"no answer from {url}: {reason}"
+    except http.client.HTTPException as exc:  # something that is not our server answers there
+        return False, f"no HTTP answer from {url}: {type(exc).__name__}"
 
 
 def _reason(body: bytes) -> str:

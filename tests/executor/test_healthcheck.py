@@ -63,3 +63,28 @@ def test_invalid_address_names_the_setting():
 def test_health_url_follows_the_setting_and_its_default():
     assert health_url({}) == "http://127.0.0.1:9087/health"
     assert health_url({"DATAHUB_EXECUTOR_HEALTH_ADDRESS": "[::]:9100"}) == "http://[::1]:9100/health"
+
+
+def test_an_answer_that_is_not_http_is_unhealthy_in_one_line_not_a_traceback():
+    """Something else on the health port (a port reused by another service) answers garbage:
+    http.client raised BadStatusLine, outside the probe's errors, and the probe printed a traceback."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def answer_garbage() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(4096)
+            connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    try:
+        result = probe(f"127.0.0.1:{listener.getsockname()[1]}")
+    finally:
+        listener.close()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and len((result.stdout + result.stderr).strip().splitlines()) == 1
