@@ -84,7 +84,8 @@ class Master:
         self.stopping = threading.Event()
         self.kill_now = threading.Event()
         self.outage = OutageLog()
-        self._signals = 0
+        self._signals = 0  # stop signals received; written only by the handler (the main thread)
+        self._stop_requested = False  # a stop asked for by another thread (request_stop)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._threads: list[threading.Thread] = []
@@ -127,7 +128,7 @@ class Master:
 
     def request_stop(self) -> None:
         """From any thread: stop as a first SIGTERM would."""
-        self._signals = max(self._signals, 1)
+        self._stop_requested = True  # its own flag: a read-modify-write of _signals could lose a SIGTERM
         try:
             os.write(self._wake_w, b"r")
         except OSError:
@@ -318,7 +319,7 @@ class Master:
             ready, _, _ = select.select([self._wake_r], [], [], min(watchdog or 1.0, 1.0))
             if ready:
                 os.read(self._wake_r, 1024)
-            if self._signals and not self.stopping.is_set():
+            if (self._signals or self._stop_requested) and not self.stopping.is_set():
                 logger.info("stop requested: no new tasks; draining (a second signal kills running tasks)")
                 self._begin_drain()
                 drain_deadline = time.monotonic() + self.settings.drain_timeout_s
