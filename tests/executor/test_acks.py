@@ -8,29 +8,18 @@ import time
 import pytest
 from loguru import logger
 
-from controlplane.queues import EmbeddedSqs
 from executor.acks import BATCH, Acknowledger
 from executor.consumer import SqsConsumer
 from executor.leases import Leases, State
 
 
-@pytest.fixture(scope="module")
-def sqs_endpoint():
-    server = EmbeddedSqs()
-    yield server.start()
-    server.stop()
-
-
 @pytest.fixture
-def queue(sqs_endpoint):
-    consumer = SqsConsumer("", "ingestion", region="us-east-1", endpoint_url=sqs_endpoint, visibility_timeout_s=60,
-                           local_credentials=True)
-    consumer.queue_url = consumer.client.create_queue(QueueName=f"acks-{time.monotonic_ns()}")["QueueUrl"]
+def queue(sqs_queue):
+    consumer = sqs_queue(visibility_timeout_s=60, prefix="acks")
     calls: list[int] = []
     consumer.client.meta.events.register("before-parameter-build.sqs.DeleteMessageBatch",
                                          lambda params, **_: calls.append(len(params["Entries"])))
-    yield consumer, calls
-    consumer.client.delete_queue(QueueUrl=consumer.queue_url)
+    return consumer, calls
 
 
 def held_in_reporting(consumer: SqsConsumer, leases: Leases, count: int) -> list:

@@ -72,23 +72,29 @@ def heartbeat(gms_url: str, state: list[str]) -> Heartbeat:
                      started_at="2026-01-01T00:00:00+00:00", gms_url=gms_url)
 
 
+def stopping_with_a_draining_beat_in_flight(server: StatusServer) -> tuple[Heartbeat, threading.Thread]:
+    """The heartbeat thread's DRAINING beat is held (answered 503 after a while, then retried)
+    and the executor now says STOPPED: where the final beat is sent from."""
+    state = ["DRAINING"]
+    beats = heartbeat(server.gms_url, state)
+    draining = threading.Thread(target=beats.beat)
+    draining.start()
+    assert server.failed_once.wait(10), "the DRAINING beat reached the server"
+    state[0] = "STOPPED"
+    return beats, draining
+
+
 def test_no_draining_heartbeat_arrives_after_the_final_stopped_one():
     """The heartbeat thread's DRAINING beat, retried through a slow control plane, landed after
     the main thread's STOPPED one: the control plane stores the state of whatever arrives last,
     so a stopped executor showed DRAINING (alive) again. The last heartbeat accepted is STOPPED,
     and no beat is sent after it."""
     with StatusServer(fail_first_state="DRAINING", hold_s=1.0) as server:
-        state = ["DRAINING"]
-        beats = heartbeat(server.gms_url, state)
-        draining = threading.Thread(target=beats.beat)
-        draining.start()
-        assert server.failed_once.wait(10), "the DRAINING beat reached the server"
-        state[0] = "STOPPED"
+        beats, draining = stopping_with_a_draining_beat_in_flight(server)
         beats.beat(via=ControlPlaneClient(server.gms_url, "t", retries=0, timeout_s=5))
         draining.join(timeout=30)
         beats.beat()  # a heartbeat turn that comes after the final beat sends nothing
         assert server.accepted[-1] == "STOPPED" and server.accepted.count("STOPPED") == 1, server.accepted
-
 
 
 def test_a_final_beat_that_cannot_wait_for_the_one_in_flight_sends_nothing_then_or_later():
@@ -96,12 +102,7 @@ def test_a_final_beat_that_cannot_wait_for_the_one_in_flight_sends_nothing_then_
     waits a few seconds for the one in flight, and if that is still unanswered it is not sent
     (it could be overtaken), and neither is any other beat after it."""
     with StatusServer(fail_first_state="DRAINING", hold_s=3.0) as server:
-        state = ["DRAINING"]
-        beats = heartbeat(server.gms_url, state)
-        draining = threading.Thread(target=beats.beat)
-        draining.start()
-        assert server.failed_once.wait(10), "the DRAINING beat reached the server"
-        state[0] = "STOPPED"
+        beats, draining = stopping_with_a_draining_beat_in_flight(server)
         began = time.monotonic()
         assert beats.beat(via=ControlPlaneClient(server.gms_url, "t", retries=0, timeout_s=5), wait_s=0.5) is False
         assert time.monotonic() - began < 2.5, "the final beat waited out the beat in flight"

@@ -2,32 +2,18 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
-from controlplane.queues import EmbeddedSqs
-from executor.consumer import SqsConsumer
 from executor.leases import Leases
 from executor.ledger import Ledger
 from executor.operability import ExecutorMetrics
 from executor.services import Intake, OutageLog
 
 
-@pytest.fixture(scope="module")
-def sqs_endpoint():
-    server = EmbeddedSqs()
-    yield server.start()
-    server.stop()
-
-
 @pytest.fixture
-def consumer(sqs_endpoint):
-    consumer = SqsConsumer("", "ingestion", region="us-east-1", endpoint_url=sqs_endpoint, visibility_timeout_s=30,
-                           local_credentials=True)
-    consumer.queue_url = consumer.client.create_queue(QueueName=f"intake-{time.monotonic_ns()}")["QueueUrl"]
-    yield consumer
-    consumer.client.delete_queue(QueueUrl=consumer.queue_url)
+def consumer(sqs_queue):
+    return sqs_queue(visibility_timeout_s=30, prefix="intake")
 
 
 def test_each_receive_is_measured_in_the_receive_latency_histogram(consumer):

@@ -11,26 +11,14 @@ import pytest
 from botocore.config import Config
 from loguru import logger
 
-from controlplane.queues import EmbeddedSqs
 from executor.consumer import SqsConsumer
 from executor.leases import Leases, State
 from executor.services import OutageLog, VisibilityExtender
 
 
-@pytest.fixture(scope="module")
-def sqs_endpoint():
-    server = EmbeddedSqs()
-    yield server.start()
-    server.stop()
-
-
 @pytest.fixture
-def consumer(sqs_endpoint):
-    consumer = SqsConsumer("", "ingestion", region="us-east-1", endpoint_url=sqs_endpoint, visibility_timeout_s=2,
-                           local_credentials=True)
-    consumer.queue_url = consumer.client.create_queue(QueueName=f"visibility-{time.monotonic_ns()}")["QueueUrl"]
-    yield consumer
-    consumer.client.delete_queue(QueueUrl=consumer.queue_url)
+def consumer(sqs_queue):
+    return sqs_queue(visibility_timeout_s=2, prefix="visibility")
 
 
 def held_running(consumer: SqsConsumer, leases: Leases, count: int) -> list:
