@@ -251,7 +251,7 @@ class Master:
         from .runtime.secrets import AwsSecretArnStore, SecretsManagerClients
 
         s = self.settings
-        reserved = {setting.env for setting in SETTINGS} | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+        reserved = {setting.env for setting in SETTINGS}  # the AWS credential variables: EnvSecretStore refuses them itself
         stores = [FileSecretStore(s.file_secret_basedir, s.file_secret_maxlen), EnvSecretStore(os.environ, reserved)]
         clients = SecretsManagerClients()  # one per region, made once, shared by both stores
         if s.aws_secrets:
