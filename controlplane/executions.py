@@ -16,7 +16,7 @@ from typing import Any
 
 from loguru import logger
 
-from vocabulary import ids, message, statuses as S
+from vocabulary import full_log, ids, message, statuses as S
 from vocabulary.results import executor_details
 from vocabulary.tasks import TASKS, RUN_INGEST, TEST_CONNECTION
 
@@ -31,7 +31,6 @@ from .sources import extra_args, parse_recipe
 from .store import Store
 from .tokens import EXECUTOR, Identity
 
-FULL_LOG_CAP = 8 << 20
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # SQLite's INTEGER
 REQUEST_SOURCE_MANUAL = "MANUAL_INGESTION_SOURCE"
 REQUEST_SOURCE_TEST = "TEST_CONNECTION"
@@ -142,7 +141,8 @@ class Executions:
                            f"{applied.extra['running']}")
         return {**extra, "execution_id": execution_id, "lease": applied.lease,
                 "lease_epoch": applied.execution["lease_epoch"], "task": applied.execution["task"],
-                "pool_id": applied.execution["pool_id"], "args": args, "ingest_token": applied.ingest_token}
+                "pool_id": applied.execution["pool_id"], "args": args, "ingest_token": applied.ingest_token,
+                "log_encodings": [full_log.GZIP]}
 
     def on_result(self, tx: sqlite3.Connection, execution_id: str, value: dict[str, Any], lease: str | None,
                   identity: Identity) -> lifecycle.Applied:
@@ -192,18 +192,29 @@ class Executions:
             return None
         return lifecycle.apply(tx, execution_id, lifecycle.Cancel(), self.ctx)
 
-    def store_log(self, execution_id: str, lease: str, data: bytes, identity: Identity) -> dict[str, Any]:
-        """The full log of the run that holds LEASE. An execution without a lease (never claimed,
-        or queued again) has no run whose log it could be."""
-        if len(data) > FULL_LOG_CAP:
-            half = FULL_LOG_CAP // 2
-            data = data[:half] + b"\n[... log truncated by the control plane ...]\n" + data[-half:]
+    def store_log(self, execution_id: str, lease: str, data: bytes, identity: Identity,
+                  encoding: str = full_log.IDENTITY) -> dict[str, Any]:
+        """The full log of the run that holds LEASE, as sent: plain (cut to its head and tail past
+        the cap) or gzip (refused past the cap, not cut: cutting it would mean expanding it).
+        An execution without a lease (never claimed, or queued again) has no run whose log it
+        could be."""
+        if encoding == full_log.GZIP:
+            try:
+                size = full_log.checked_gzip(data)
+            except full_log.NotALog as exc:
+                raise Invalid(str(exc)) from None
+        elif encoding == full_log.IDENTITY:
+            data = full_log.head_and_tail(data)
+            size = len(data)
+        else:
+            raise Invalid(f"a log's Content-Encoding is gzip or none, not {encoding!r}")
         with self.store.transaction() as tx:
             row = self._require_pool_of(tx, execution_id, identity)
             if row["lease"] is None or lease != row["lease"]:
                 raise Conflict(f"stale lease for execution {execution_id}: its log belongs to the run that holds it")
-            tx.execute("UPDATE executions SET full_log=? WHERE id=?", (data, execution_id))
-        return {"ok": True, "bytes": len(data)}
+            tx.execute("INSERT OR REPLACE INTO execution_logs (execution_id, encoding, data) VALUES (?, ?, ?)",
+                       (execution_id, encoding, data))
+        return {"ok": True, "bytes": size}
 
     def _require_pool_of(self, tx: sqlite3.Connection, execution_id: str, identity: Identity) -> dict[str, Any]:
         cursor = tx.execute("SELECT pool_id, lease FROM executions WHERE id=?", (execution_id,))
@@ -283,17 +294,18 @@ class Executions:
                 raise NotFound(f"execution {execution_id} not found")
             row = dict(zip([d[0] for d in cursor.description], found))
             aspects = aspect_store.latest(db, E.execution_urn(execution_id), (E.EXECUTION_INPUT, E.EXECUTION_RESULT))
-        full_log = row.pop("full_log")
+            logged = db.execute(f"SELECT encoding, {'data' if with_log else 'NULL'} FROM execution_logs "
+                                "WHERE execution_id=?", (execution_id,)).fetchone()
         row.pop("lease", None)
         row["urn"] = E.execution_urn(execution_id)
         row["cancel_requested"] = bool(row["cancel_requested"])
         row["input"] = aspects[E.EXECUTION_INPUT].value if E.EXECUTION_INPUT in aspects else None
         row["result"] = aspects[E.EXECUTION_RESULT].value if E.EXECUTION_RESULT in aspects else None
         # An executor sends no separate log when the result's report holds it whole (logInReport).
-        row["has_full_log"] = full_log is not None or bool(executor_details(row["result"]).get("logInReport"))
+        row["has_full_log"] = logged is not None or bool(executor_details(row["result"]).get("logInReport"))
         if with_log:
             tail = (row["result"] or {}).get("report") or ""
-            row["log"] = full_log.decode("utf-8", "replace") if full_log is not None else tail
+            row["log"] = full_log.text(logged[0], logged[1]) if logged is not None else tail
         return row
 
     def list(self, *, source_urn: str | None = None, status: str | None = None, pool_id: str | None = None,

@@ -2,7 +2,7 @@
 
     POST /executions/{id}/claim     take an execution: its lease, task, arguments and ingest token
     POST /executions/{id}/release   give a claimed, unstarted execution back (queued again at once)
-    PUT  /executions/{id}/log       the full task log at the end
+    PUT  /executions/{id}/log       the full task log at the end (gzip when the claim's answer lists it)
 
 Release and log carry the claim's lease in the X-DataHub-Execution-Lease header; a stale lease
 is refused with 409. Everything else an executor does goes through DataHub's own endpoints
@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Header, Request
+from starlette.concurrency import run_in_threadpool
 
-from vocabulary import ids
+from vocabulary import full_log, ids
 
 from .errors import Invalid
 from .executions import INT64_MAX
@@ -71,10 +72,13 @@ def create_router(cp: ControlPlane) -> APIRouter:
 
     @router.put("/executions/{execution_id}/log")
     async def upload_log(execution_id: str, request: Request,
-                         lease: str | None = Header(default=None, alias=LEASE_HEADER)) -> dict[str, Any]:
+                         lease: str | None = Header(default=None, alias=LEASE_HEADER),
+                         encoding: str | None = Header(default=None, alias="Content-Encoding")) -> dict[str, Any]:
         if lease is None:
             raise Invalid(f"the {LEASE_HEADER} header is required")
         data = await request.body()
-        return cp.executions.store_log(_execution_id(execution_id), lease, data, request.state.identity)
+        # Megabytes to check and write: off the event loop, which serves every other call meanwhile.
+        return await run_in_threadpool(cp.executions.store_log, _execution_id(execution_id), lease, data,
+                                       request.state.identity, (encoding or full_log.IDENTITY).strip().lower())
 
     return router

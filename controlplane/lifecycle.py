@@ -254,7 +254,8 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
             row, S.CANCELLED, S.CANCELLED_BEFORE_START, f"cancelled, then given back before it started ({why})", now), None)
         return Applied(_row(tx, execution_id), S.CANCELLED)
     tx.execute("UPDATE executions SET status=?, lease=NULL, executor_id=NULL, executor_instance=NULL, enqueued_at=NULL, "
-               "unlisted_heartbeats=0, full_log=NULL WHERE id=?", (S.PENDING, execution_id))
+               "unlisted_heartbeats=0 WHERE id=?", (S.PENDING, execution_id))
+    tx.execute("DELETE FROM execution_logs WHERE execution_id=?", (execution_id,))  # the last run's; a new one will come
     Tokens.revoke_for_execution(tx, execution_id)
     _write_result(tx, execution_id, {"status": S.PENDING, "report": f"queued again: {why}"}, None)
     return Applied(_row(tx, execution_id), S.PENDING, requeue=True)
@@ -418,6 +419,4 @@ def _row(tx: sqlite3.Connection, execution_id: str) -> dict[str, Any]:
     if found is None:
         raise NotFound(f"execution {execution_id} not found")
     names = [d[0] for d in cursor.description]
-    row = dict(zip(names, found))
-    row.pop("full_log", None)
-    return row
+    return dict(zip(names, found))

@@ -155,6 +155,7 @@ class ControlPlane:
         if row is not None and row[0] not in S.FINAL:
             raise Conflict(f"execution {execution_id} is {row[0]}; cancel it before deleting it")
         tx.execute("DELETE FROM executions WHERE id=?", (execution_id,))
+        tx.execute("DELETE FROM execution_logs WHERE execution_id=?", (execution_id,))
         aspect_store.delete_entity(tx, E.execution_urn(execution_id))
 
     def run_source(self, source_ref: str, task: str, identity: Identity) -> str:

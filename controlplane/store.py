@@ -8,6 +8,7 @@ Schema 2 is DataHub's model: `aspects` (versioned, as GMS's metadata_aspect_v2) 
 `timeseries_aspects` hold every entity, ours included (pools, sources, execution requests,
 executors); the other tables hold what DataHub has no field for and only the control plane
 uses (queues, execution leases, executor instances, tokens, full logs, what each run wrote).
+Schema 6 keeps each run's full log in a table of its own (execution_logs).
 A database of schema 1 is converted on first start (controlplane/legacy_migration.py).
 """
 from __future__ import annotations
@@ -113,7 +114,18 @@ def _convert_legacy(conn: sqlite3.Connection) -> None:
     convert(conn)
 
 
-MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3], [SCHEMA_4], [SCHEMA_5]]
+# A run's full log (up to 8 MiB) in a table of its own: in the executions row, every change of
+# the row's state (the result, a progress note) rewrote the whole blob and every read of the row
+# read it, which made a large run's result take ~200 ms after its log had been uploaded. A log
+# is kept as its executor sent it, gzip-compressed or not (vocabulary/full_log.py).
+SCHEMA_6 = """
+    CREATE TABLE execution_logs (execution_id TEXT PRIMARY KEY, encoding TEXT NOT NULL, data BLOB NOT NULL);
+    INSERT INTO execution_logs SELECT id, 'identity', full_log FROM executions WHERE full_log IS NOT NULL;
+    ALTER TABLE executions DROP COLUMN full_log;
+"""
+
+MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3], [SCHEMA_4], [SCHEMA_5],
+                                     [SCHEMA_6]]
 
 
 class Store:

@@ -104,6 +104,8 @@ class Claimed:
     # Secrets the control plane fetched for this run (an upstream DataHub's secret store), held
     # in memory for this task only; the executor's own stores come first.
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    # How the control plane takes the full log (vocabulary/full_log.py): none listed, plain only.
+    log_encodings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,14 +251,16 @@ class ControlPlaneClient:
         try:
             sink = answer.get("sink") or {}
             provided = answer.get("secrets") or {}
-            if not isinstance(sink, dict) or not isinstance(provided, dict):
-                raise TypeError("sink and secrets are objects")
+            encodings = answer.get("log_encodings") or []
+            if not isinstance(sink, dict) or not isinstance(provided, dict) or not isinstance(encodings, list):
+                raise TypeError("sink and secrets are objects, log_encodings a list")
             return Claimed(execution_id=str(answer["execution_id"]), lease=str(answer["lease"]), task=str(answer["task"]),
                            pool_id=str(answer["pool_id"]), args=dict(answer.get("args") or {}),
                            ingest_token=str(answer["ingest_token"]),
                            sink_server=str(sink["server"]) if sink.get("server") else None,
                            sink_token=str(sink["token"]) if sink.get("token") else None,
-                           secrets={str(k): str(v) for k, v in provided.items() if isinstance(v, str)})
+                           secrets={str(k): str(v) for k, v in provided.items() if isinstance(v, str)},
+                           log_encodings=tuple(str(e) for e in encodings))
         except (AttributeError, KeyError, TypeError, ValueError):
             raise ControlPlaneError(f"POST {path}: the claim answer is not a claim") from None
 
@@ -264,10 +268,13 @@ class ControlPlaneClient:
         path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/release"
         self._call("POST", path, json_value={"why": why}, headers={LEASE_HEADER: lease}, lease_error=True)
 
-    def upload_log(self, execution_id: str, lease: str, data: bytes) -> None:
+    def upload_log(self, execution_id: str, lease: str, data: bytes, *, encoding: str | None = None) -> None:
+        """DATA, the run's full log; ENCODING (gzip) only where the claim's log_encodings list it."""
         path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/log"
-        self._call("PUT", path, data=data, headers={LEASE_HEADER: lease, "Content-Type": "text/plain"},
-                   lease_error=True)
+        headers = {LEASE_HEADER: lease, "Content-Type": "text/plain; charset=utf-8"}
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        self._call("PUT", path, data=data, headers=headers, lease_error=True)
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

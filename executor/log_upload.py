@@ -1,6 +1,9 @@
 """Where a task's full log goes at the end: S3 when a bucket is configured, else the control
-plane (PUT /executions/{id}/log). Size-capped by the caller (head and tail kept)."""
+plane (PUT /executions/{id}/log), gzip-compressed when the control plane takes it
+(vocabulary/full_log.py). Size-capped by the caller (head and tail kept)."""
 from __future__ import annotations
+
+from vocabulary import full_log
 
 from .controlplane_client import ControlPlaneClient
 
@@ -24,10 +27,14 @@ class LogUploader:
     def key(self, execution_id: str) -> str:
         return f"datahub-executor/{self.pool_id}/{execution_id}.log"
 
-    def upload(self, execution_id: str, lease: str, data: bytes) -> str:
-        """Ship DATA; to the control plane under the execution's LEASE (a stale one is refused)."""
+    def upload(self, execution_id: str, lease: str, data: bytes, *, accepted: tuple[str, ...] = ()) -> str:
+        """Ship DATA; to the control plane under the execution's LEASE (a stale one is refused),
+        compressed if it ACCEPTED gzip (the claim's log_encodings). The S3 object stays plain
+        text: operators read it with tools that do not expand it."""
         if self.bucket:
             self.s3.put_object(Bucket=self.bucket, Key=self.key(execution_id), Body=data, ContentType="text/plain")
+        elif full_log.GZIP in accepted:
+            self.client.upload_log(execution_id, lease, full_log.compress(data), encoding=full_log.GZIP)
         else:
             self.client.upload_log(execution_id, lease, data)
         return self.destination(execution_id)

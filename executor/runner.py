@@ -47,7 +47,6 @@ from .task_users import Cancelled, TaskUsers
 from .text import printable
 
 SILENCE_WARNING_S = 120
-FULL_LOG_UPLOAD_CAP = 8 << 20
 LOG_UPLOAD_ATTEMPTS = 3
 
 
@@ -284,7 +283,7 @@ class TaskRunner(threading.Thread):
                                 "(DATAHUB_EXECUTOR_TASK_PIDS_MAX)")
         task_log.close()
         status, reason = self._status_of(outcome)
-        report, full_log = task_log.tail(), task_log.full_log(FULL_LOG_UPLOAD_CAP)
+        report, full_log = task_log.tail(), task_log.full_log()
         # A log the report holds whole is not sent twice: to the control plane the result is the
         # log (an S3 bucket still gets its object, where operators look for it).
         log_in_report = not self.s.logs.bucket and report_is_whole_log(report, full_log)
@@ -379,7 +378,7 @@ class TaskRunner(threading.Thread):
         Once the executor is stopping, one try: a stop waits on no log."""
         for attempt in range(attempts):
             try:
-                where = self.s.logs.upload(self.execution_id, claimed.lease, data)
+                where = self.s.logs.upload(self.execution_id, claimed.lease, data, accepted=claimed.log_encodings)
                 self.log.debug("full log uploaded to {}", where)
                 return True
             except LeaseLost:

@@ -30,6 +30,8 @@ import time
 
 from loguru import logger
 
+from vocabulary import full_log
+
 from .masking import Masker, MaskingStream
 
 TRUNCATED_MARKER = "[earlier logs truncated...]"
@@ -227,14 +229,16 @@ class TaskLog:
                     pass  # the disk filled up just now: the file keeps its head
             self._close_file()
 
-    def full_log(self, max_bytes: int) -> bytes:
+    def full_log(self, max_bytes: int = full_log.CAP_BYTES) -> bytes:
+        """The file, or its head and tail: MAX_BYTES in all (read as two pieces, never whole)."""
         with open(self.path, "rb") as f:
             data = f.read(max_bytes + 1)
             if len(data) <= max_bytes:
                 return data
-            f.seek(-(max_bytes // 2), os.SEEK_END)
+            half = (max_bytes - len(full_log.TRUNCATION_MARKER)) // 2
+            f.seek(-half, os.SEEK_END)
             end = f.read()
-        return data[: max_bytes // 2] + b"\n[... log truncated for upload ...]\n" + end
+        return data[:half] + full_log.TRUNCATION_MARKER + end
 
 
 class TaskLogDirectory:

@@ -52,3 +52,30 @@ def test_a_schema_1_database_becomes_datahub_entities(tmp_path):
         assert not {t for t in tables if t.startswith("legacy_")}
         for row in cp.cp.store.query("SELECT aspect, metadata FROM aspects"):
             assert cloud_model.ASPECT_NAME_MAP[row["aspect"]].from_obj(json.loads(row["metadata"])).validate(), row
+
+
+
+def test_a_schema_5_database_keeps_its_full_logs_in_their_own_table(tmp_path, monkeypatch):
+    """Schema 6 moves each run's full log out of the executions row (a result rewrote the whole
+    blob): the logs stored before are still served, and deleting an execution takes its log."""
+    import controlplane.store as store_module
+
+    (tmp_path / "cp").mkdir()
+    with monkeypatch.context() as schema_5:
+        schema_5.setattr(store_module, "MIGRATIONS", MIGRATIONS[:5])
+        with running_controlplane(tmp_path / "cp") as cp:
+            cp.create_pool("p", default=True)
+            logged, unlogged = (cp.run_source(cp.create_source(f"s{n}", "source: {type: file, config: {path: x}}\n")["id"])["id"]
+                                for n in range(2))
+            cp.cp.store.query("UPDATE executions SET status='SUCCESS', full_log=? WHERE id=?", (b"the whole log\n", logged))
+            cp.cp.store.query("UPDATE executions SET status='SUCCESS' WHERE id=?", (unlogged,))
+            assert cp.cp.store.schema_version == 5
+    with running_controlplane(tmp_path / "cp") as cp:
+        assert cp.cp.store.schema_version == len(MIGRATIONS) == 6
+        assert "full_log" not in {r["name"] for r in cp.cp.store.query("PRAGMA table_info(executions)")}
+        assert cp.logs(logged)["log"] == "the whole log\n" and cp.execution(logged)["has_full_log"]
+        assert not cp.execution(unlogged)["has_full_log"]
+        deleted = cp.http.post(f"{cp.gms_url}/entities?action=delete",
+                               json={"urn": f"urn:li:dataHubExecutionRequest:{logged}"}, timeout=10)
+        assert deleted.status_code == 200
+        assert cp.cp.store.query("SELECT COUNT(*) AS n FROM execution_logs") == [{"n": 0}]

@@ -3,6 +3,7 @@ writes metadata and nothing else; tokens are checked before any body is read; bo
 endpoint's limit are refused without being buffered; tokens are stored hashed."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import socket
@@ -139,3 +140,31 @@ def test_only_the_task_log_upload_takes_a_large_body_on_the_executor_api(cp):
         assert big.status_code == 413, action
     log = requests.put(f"{cp.gms_url}/executor/v1/executions/x/log", data=b" " * (2 << 20), headers=headers, timeout=10)
     assert log.status_code != 413
+
+
+def test_a_gzip_log_is_refused_when_it_is_not_one_stream_or_expands_past_the_cap(cp, executor_double):
+    """A 64 MiB body limit says nothing of what a gzip body expands to: 100 MiB of zeros is a
+    100 KiB body. It is refused having cost the control plane at most the cap, never stored."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    claimed = executor.claim(execution)
+
+    def put(body: bytes, encoding: str) -> requests.Response:
+        return requests.put(f"{cp.gms_url}/executor/v1/executions/{execution}/log", data=body, timeout=30,
+                            headers={"Authorization": f"Bearer {executor.token}", "X-DataHub-Execution-Lease": claimed.lease,
+                                     "Content-Encoding": encoding})
+
+    bomb = gzip.compress(bytes(100 << 20), compresslevel=9)
+    assert len(bomb) < 200_000
+    refused = put(bomb, "gzip")
+    assert refused.status_code == 400 and "expands past" in refused.json()["error"]
+    whole = gzip.compress(b"line\n" * 1000)
+    assert put(whole[:-9], "gzip").status_code == 400, "cut short"
+    assert put(whole + b"trailing", "gzip").status_code == 400, "more after the stream"
+    assert put(b"not gzip at all", "gzip").status_code == 400
+    assert put(b"line\n", "br").status_code == 400
+    assert not cp.execution(execution)["has_full_log"]
+    assert put(whole, "GZIP").status_code == 200
+    assert cp.logs(execution)["log"] == "line\n" * 1000

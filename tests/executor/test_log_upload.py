@@ -44,3 +44,34 @@ def test_without_a_bucket_the_full_log_goes_to_the_control_plane_under_the_lease
         with pytest.raises(LeaseLost):
             uploader.upload(execution["id"], "not-the-lease", b"overwritten\n")
         assert cp.logs(execution["id"])["log"] == "all of it\n"
+
+
+def test_a_control_plane_that_takes_gzip_gets_the_log_compressed_and_shows_it_whole(tmp_path):
+    """The claim says gzip: the log crosses (and is stored) at a fraction of its size, and reads
+    back as it was, bytes that are not UTF-8 replaced as for a plain one."""
+    log = b"".join(b"[2026-11-26 12:00:%02d] INFO {datahub.ingestion.run.pipeline:%d} - workunit %d emitted\n"
+                   % (i % 60, i % 700, i) for i in range(60_000)) + b"bad \xff byte\n"
+    with running_controlplane(tmp_path / "cp") as cp:
+        cp.create_pool("remote", default=True)
+        execution = cp.run_source(cp.create_source("s", "source: {type: datahub-mock-data}\n")["id"])["id"]
+        client = ControlPlaneClient(cp.gms_url, cp.create_executor_token(["remote"]))
+        claimed = client.claim(execution, executor_id="e1", instance_id="i1", pool_id="remote", receive_count=1)
+        assert claimed.log_encodings == ("gzip",)
+        LogUploader(client, bucket=None, pool_id="remote").upload(execution, claimed.lease, log,
+                                                                  accepted=claimed.log_encodings)
+        (stored,) = cp.cp.store.query("SELECT encoding, length(data) AS size FROM execution_logs")
+        assert stored["encoding"] == "gzip" and stored["size"] < len(log) / 5
+        assert cp.logs(execution)["log"] == log.decode("utf-8", "replace")
+
+
+def test_an_executor_sends_a_plain_log_to_a_control_plane_that_did_not_say_gzip(tmp_path):
+    """An earlier control plane would keep gzip bytes as the log's text: no log_encodings in the
+    claim, no compression."""
+    with running_controlplane(tmp_path / "cp") as cp:
+        cp.create_pool("remote", default=True)
+        execution = cp.run_source(cp.create_source("s", "source: {type: datahub-mock-data}\n")["id"])["id"]
+        client = ControlPlaneClient(cp.gms_url, cp.create_executor_token(["remote"]))
+        claimed = client.claim(execution, executor_id="e1", instance_id="i1", pool_id="remote", receive_count=1)
+        LogUploader(client, bucket=None, pool_id="remote").upload(execution, claimed.lease, b"plain\n", accepted=())
+        assert cp.cp.store.query("SELECT encoding, data FROM execution_logs") == [{"encoding": "identity",
+                                                                                   "data": b"plain\n"}]
