@@ -172,11 +172,12 @@ class Executions:
                                      peak_memory_bytes=_int(details, "peakMemoryBytes"))
         return lifecycle.apply(tx, execution_id, event, self.ctx)
 
-    def release(self, execution_id: str, lease: str, why: str, identity: Identity) -> dict[str, Any]:
-        """Work an executor claimed but will not run (it is stopping): queued again at once."""
+    def release(self, execution_id: str, lease: str, why: str, identity: Identity, *, failed: bool = False) -> dict[str, Any]:
+        """Work an executor claimed but will not run: queued again at once. FAILED: its runner
+        broke (not a stop), which only so many times are allowed (lifecycle.FAILED_RELEASES_TO_FAIL)."""
         with self.store.transaction() as tx:
             self._require_pool_of(tx, execution_id, identity)
-            applied = lifecycle.apply(tx, execution_id, lifecycle.Release(lease, why[:200]), self.ctx)
+            applied = lifecycle.apply(tx, execution_id, lifecycle.Release(lease, why[:200], failed), self.ctx)
         self.send_pending()
         return {"execution_id": execution_id, "status": applied.execution["status"]}
 

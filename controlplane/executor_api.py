@@ -65,10 +65,13 @@ def create_router(cp: ControlPlane) -> APIRouter:
                       lease: str | None = Header(default=None, alias=LEASE_HEADER)) -> dict[str, Any]:
         body = loads(await request.body() or b"{}")
         why = body.get("why") if isinstance(body, dict) else None
+        failed = body.get("failed", False) if isinstance(body, dict) else False
         if lease is None:
             raise Invalid(f"the {LEASE_HEADER} header is required")
+        if not isinstance(failed, bool):
+            raise Invalid("failed is true or false")
         return cp.executions.release(_execution_id(execution_id), lease, str(why or "released by its executor"),
-                                     request.state.identity)
+                                     request.state.identity, failed=failed)
 
     @router.put("/executions/{execution_id}/log")
     async def upload_log(execution_id: str, request: Request,

@@ -15,6 +15,10 @@
     RUNNING --release / requeue--> PENDING (given back by its executor, or not listed by it in
                                            two heartbeats in a row, each counted once and none
                                            sent before the claim: sent to the queue again)
+    RUNNING --release_failed--> PENDING, and at the third FAILURE (reason EXECUTOR_ERROR: given
+                                           back because the executor's runner broke before the
+                                           task started; each release makes a new message, so
+                                           SQS's redrive count never reaches the DLQ)
     RUNNING --lost--> ABORTED             (reason EXECUTOR_LOST: its holder went OFFLINE, or is no
                                            longer its executor id's registered process; judged
                                            again inside the transaction that ends it)
@@ -50,6 +54,10 @@ from .tokens import INGEST, Tokens
 
 FINAL_REPORTED = "<the final status the executor reports>"
 UNLISTED_HEARTBEATS_TO_REQUEUE = 2
+# Releases because the executor failed (not because it stopped) an execution may have before it
+# ends FAILURE (EXECUTOR_ERROR): a fault that breaks every runner that takes it must not keep it
+# going round the pool for good.
+FAILED_RELEASES_TO_FAIL = 3
 # A claim refused because of its claimer (stopped, replaced), not the execution: the message is
 # returned visible after this long rather than deleted.
 REFUSED_CLAIM_RETRY_S = 1.0
@@ -64,6 +72,7 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "progress": {S.RUNNING: S.RUNNING, RUNNING_CANCELLING: RUNNING_CANCELLING},
     "finish": {S.RUNNING: FINAL_REPORTED, RUNNING_CANCELLING: FINAL_REPORTED},
     "release": {S.RUNNING: S.PENDING, RUNNING_CANCELLING: S.CANCELLED},
+    "release_failed": {S.RUNNING: S.PENDING, RUNNING_CANCELLING: S.CANCELLED},
     "requeue": {S.RUNNING: S.PENDING, RUNNING_CANCELLING: S.CANCELLED},
     "lost": {S.RUNNING: S.ABORTED, RUNNING_CANCELLING: S.ABORTED},
     "cancel": {S.PENDING: S.CANCELLED, S.RUNNING: RUNNING_CANCELLING, RUNNING_CANCELLING: RUNNING_CANCELLING},
@@ -104,7 +113,11 @@ class Finish:
 class Release:
     lease: str
     why: str
-    name = "release"
+    failed: bool = False  # the executor's runner broke, rather than the executor stopping
+
+    @property
+    def name(self) -> str:
+        return "release_failed" if self.failed else "release"
 
 
 @dataclass(frozen=True)
@@ -247,7 +260,15 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
         return Applied(_row(tx, execution_id), S.ABORTED)
     why = event.why
     if isinstance(event, Release):
-        tx.execute("UPDATE executions SET released_lease=? WHERE id=?", (event.lease, execution_id))
+        tx.execute("UPDATE executions SET released_lease=?, failed_releases=failed_releases+? WHERE id=?",
+                   (event.lease, int(event.failed), execution_id))
+        failed = row["failed_releases"] + int(event.failed)
+        if event.failed and failed >= FAILED_RELEASES_TO_FAIL and target == S.PENDING:
+            _finalize(tx, execution_id, S.FAILURE, S.EXECUTOR_ERROR, now)
+            _write_result(tx, execution_id, _control_plane_result(
+                row, S.FAILURE, S.EXECUTOR_ERROR, f"executors failed {failed} times before starting it; "
+                f"the last: {why}", now), None)
+            return Applied(_row(tx, execution_id), S.FAILURE)
     if target == S.CANCELLED:
         _finalize(tx, execution_id, S.CANCELLED, S.CANCELLED_BEFORE_START, now)
         _write_result(tx, execution_id, _control_plane_result(

@@ -124,8 +124,14 @@ SCHEMA_6 = """
     ALTER TABLE executions DROP COLUMN full_log;
 """
 
+# Releases because an executor's runner broke are counted: the third ends the execution
+# (lifecycle.FAILED_RELEASES_TO_FAIL).
+SCHEMA_7 = """
+    ALTER TABLE executions ADD COLUMN failed_releases INTEGER NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3], [SCHEMA_4], [SCHEMA_5],
-                                     [SCHEMA_6]]
+                                     [SCHEMA_6], [SCHEMA_7]]
 
 
 class Store:

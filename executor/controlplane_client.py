@@ -264,9 +264,12 @@ class ControlPlaneClient:
         except (AttributeError, KeyError, TypeError, ValueError):
             raise ControlPlaneError(f"POST {path}: the claim answer is not a claim") from None
 
-    def release(self, execution_id: str, lease: str, why: str) -> None:
+    def release(self, execution_id: str, lease: str, why: str, *, failed: bool = False) -> None:
+        """Give a claimed, unstarted execution back; FAILED when this executor broke rather than
+        stopped (the control plane fails an execution given back so three times)."""
         path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/release"
-        self._call("POST", path, json_value={"why": why}, headers={LEASE_HEADER: lease}, lease_error=True)
+        self._call("POST", path, json_value={"why": why, "failed": failed}, headers={LEASE_HEADER: lease},
+                   lease_error=True)
 
     def upload_log(self, execution_id: str, lease: str, data: bytes, *, encoding: str | None = None) -> None:
         """DATA, the run's full log; ENCODING (gzip) only where the claim's log_encodings list it."""

@@ -135,9 +135,9 @@ class TaskRunner(threading.Thread):
             self._run()
         except LeaseLost as exc:
             self._lost(exc)
-        except Exception:
+        except Exception as exc:
             self.log.exception("runner failed unexpectedly")
-            self._recover()
+            self._recover(exc)
         finally:
             self._kill_and_wait()
             self.s.task_users.release(self.execution_id)
@@ -424,7 +424,7 @@ class TaskRunner(threading.Thread):
             self.log.warning("message not returned ({}); it comes back after its visibility timeout", type(exc).__name__)
         self.s.leases.move(self.lease, State.RETURNED)
 
-    def _release(self, why: str) -> None:
+    def _release(self, why: str, *, failed: bool = False) -> None:
         """Claimed work this process will not start: the control plane queues it again at once,
         so its message is deleted; if the control plane cannot be told, the message is returned
         and the execution recovered by the control plane's reconciliation.
@@ -438,7 +438,7 @@ class TaskRunner(threading.Thread):
         message = self.s.leases.current_message(self.lease)
         self.s.leases.move(self.lease, State.RELEASED)
         try:
-            retry_through_outages(lambda: self.s.client.release(self.execution_id, claimed.lease, why),
+            retry_through_outages(lambda: self.s.client.release(self.execution_id, claimed.lease, why, failed=failed),
                                   stop=self.s.kill_now, what=f"release of {self.execution_id}")
             self.log.info("released ({}): queued again by the control plane", why)
             self._delete_message(message)
@@ -462,15 +462,17 @@ class TaskRunner(threading.Thread):
         if self.lease.state not in (State.RECEIVED,):
             self.s.leases.move(self.lease, State.LOST)
 
-    def _recover(self) -> None:
-        """After an unexpected error: kill the child, then report what can be reported."""
+    def _recover(self, error: Exception) -> None:
+        """After an unexpected error: kill the child, then report what can be reported. Work not
+        started is given back as a failure, which the control plane allows only a few times."""
         self._kill_and_wait()
         claimed: Claimed | None = self.lease.claim
         try:
             if self.lease.state in (State.RECEIVED,):
                 self._give_back_unclaimed("the runner failed before claiming")
             elif self.lease.state in (State.CLAIMED, State.ADMITTED):
-                self._release("the runner failed before the task started")
+                self._release(f"the runner of executor {self.s.settings.executor_id} failed before the task "
+                              f"started ({type(error).__name__})", failed=True)
             elif self.lease.state in (State.RUNNING, State.REPORTING) and claimed is not None:
                 if self.lease.state is State.RUNNING:
                     self.s.leases.move(self.lease, State.REPORTING)

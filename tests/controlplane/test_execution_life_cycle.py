@@ -316,6 +316,28 @@ def test_released_work_is_queued_again_at_once(cp, executor_double):
     assert other.claim(execution["id"]) is not None
 
 
+def test_an_execution_whose_runners_keep_failing_before_it_starts_ends_failed(cp, executor_double):
+    """A release makes a new message, so SQS's receive count never reaches the DLQ: an execution
+    that broke every runner taking it went round the pool for good. The third failed release
+    ends it FAILURE (EXECUTOR_ERROR); releases of a stopping executor are no failures."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    for _ in range(5):
+        claimed = executor.claim(execution)
+        executor.client.release(execution, claimed.lease, "the executor is stopping")
+    assert cp.execution(execution)["status"] == "PENDING"
+    for attempt in range(3):
+        claimed = executor.claim(execution)
+        executor.client.release(execution, claimed.lease, f"runner failed (KeyError {attempt})", failed=True)
+        executor.client.release(execution, claimed.lease, "a retry whose answer was lost", failed=True)
+    ended = cp.execution(execution)
+    assert (ended["status"], ended["reason"]) == ("FAILURE", "EXECUTOR_ERROR")
+    assert "failed 3 times before starting it; the last: runner failed (KeyError 2)" in ended["log_tail"]
+    assert executor.claim(execution) is None, "final: its message is deleted"
+
+
 def test_a_stopping_executor_gives_back_what_it_did_not_start(cp, executor_double):
     cp.create_pool("p", default=True)
     executor = executor_double("p", "e1")

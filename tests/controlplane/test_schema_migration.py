@@ -71,7 +71,7 @@ def test_a_schema_5_database_keeps_its_full_logs_in_their_own_table(tmp_path, mo
             cp.cp.store.query("UPDATE executions SET status='SUCCESS' WHERE id=?", (unlogged,))
             assert cp.cp.store.schema_version == 5
     with running_controlplane(tmp_path / "cp") as cp:
-        assert cp.cp.store.schema_version == len(MIGRATIONS) == 6
+        assert cp.cp.store.schema_version == len(MIGRATIONS) >= 6
         assert "full_log" not in {r["name"] for r in cp.cp.store.query("PRAGMA table_info(executions)")}
         assert cp.logs(logged)["log"] == "the whole log\n" and cp.execution(logged)["has_full_log"]
         assert not cp.execution(unlogged)["has_full_log"]

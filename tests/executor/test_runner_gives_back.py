@@ -29,14 +29,16 @@ class ControlPlane:
 
     leases: Leases
     released: list[str] = field(default_factory=list)
+    failed: list[bool] = field(default_factory=list)
     intake_saw: list[str] = field(default_factory=list)
 
     def claim(self, execution_id: str, **_) -> Claimed:
         return Claimed(execution_id=execution_id, lease="lease-token", task="RUN_INGEST", pool_id="pool",
                        args={}, ingest_token="ingest-token")
 
-    def release(self, execution_id: str, lease: str, why: str) -> None:
+    def release(self, execution_id: str, lease: str, why: str, failed: bool = False) -> None:
         self.released.append(why)
+        self.failed.append(failed)
         _, what = self.leases.receive(execution_id, SECOND)
         self.intake_saw.append(what)
 
@@ -88,7 +90,8 @@ def test_the_message_the_control_plane_sends_on_release_is_not_taken_for_a_dupli
         raise RuntimeError("a bug after the claim")
 
     control_plane, queue, leases, _ = run_runner(prepare)
-    assert control_plane.released == ["the runner failed before the task started"]
+    assert control_plane.released == ["the runner of executor executor-1 failed before the task started (RuntimeError)"]
+    assert control_plane.failed == [True], "a failure, which the control plane allows only a few times"
     assert control_plane.intake_saw == ["new"], "the re-queued message was taken for a duplicate"
     assert queue.deleted == ["message-1"], "only the released run's own message goes"
     assert [lease.message.message_id for lease in leases.all()] == ["message-2"]
@@ -106,6 +109,7 @@ def test_a_stop_that_begins_while_the_task_is_prepared_gives_it_back_unstarted()
     control_plane, queue, leases, _ = run_runner(prepare)
     assert not NoSandbox.started
     assert control_plane.released == ["the executor stopped while the task was being prepared"]
+    assert control_plane.failed == [False], "a stop is no failure of the execution"
     assert cleaned == [True] and queue.deleted == ["message-1"]
 
 
