@@ -15,6 +15,7 @@ import re
 import uuid
 from typing import Any
 
+from vocabulary import pip_requirements
 from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.weights import FULL, InvalidWeight, parse_weight
@@ -77,8 +78,10 @@ def check_extra_args(args: dict[str, str]) -> None:
             requirements = json.loads(args["extra_pip_requirements"])
         except ValueError:
             requirements = None
-        if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
-            raise Invalid("extraArgs.extra_pip_requirements must be a JSON list of requirement strings")
+        try:
+            pip_requirements.check(requirements)
+        except pip_requirements.InvalidRequirements as exc:
+            raise Invalid(f"extraArgs.{exc}") from None
 
 
 class Sources:

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from loguru import logger
 
-from vocabulary import ids, statuses as S
+from vocabulary import ids, pip_requirements, statuses as S
 from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.tasks import RUN_MONITOR, TEST_CONNECTION, UnknownTask, task_class
@@ -181,10 +181,12 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
             extra_requirements = json.loads(extra_requirements or "[]")
         except ValueError:
             raise TaskRejected(S.INVALID_ARGUMENTS, "extra_pip_requirements is not a JSON list") from None
-    if not isinstance(extra_requirements, list):
-        raise TaskRejected(S.INVALID_ARGUMENTS, "extra_pip_requirements is not a JSON list")
+    try:
+        extra_requirements = pip_requirements.check(extra_requirements)
+    except pip_requirements.InvalidRequirements as exc:
+        raise TaskRejected(S.INVALID_ARGUMENTS, str(exc)) from None
     version = str(args.get("version") or default_version)
-    cli = venvs.datahub_cli(version, plugins_for(recipe), [str(r) for r in extra_requirements], user)
+    cli = venvs.datahub_cli(version, plugins_for(recipe), extra_requirements, user)
 
     executions_root = os.path.realpath(os.path.join(work_root, "executions"))
     workdir = os.path.join(executions_root, execution_id)

@@ -242,6 +242,25 @@ def test_unstorable_text_is_refused_and_nothing_breaks(cp, graph):
     assert stored_aspects(cp) and all(a != "status" for _, a, _ in stored_aspects(cp))
 
 
+def test_a_source_whose_extra_pip_requirements_are_pip_options_is_refused_when_saved(cp, graph):
+    """DataHub's client gets a GraphQL error naming the entry, and nothing is stored; a
+    requirement in any PEP 508 form is taken."""
+    cp.create_pool("p", default=True)
+
+    def create(requirements: list[str]) -> str:
+        return graph.execute_graphql(GRAPHQL_SOURCE, variables={"input": {
+            "name": "s", "type": "datahub-mock-data", "config": {
+                "recipe": "source: {type: datahub-mock-data}", "executorId": "p",
+                "extraArgs": [{"key": "extra_pip_requirements", "value": json.dumps(requirements)}]}}})["createIngestionSource"]
+
+    with pytest.raises(GraphError) as refused:
+        create(["--python", "/usr/bin/python3", "six"])
+    assert "'--python' is a pip option, not a requirement" in str(refused.value)
+    assert graph.execute_graphql("{ listIngestionSources(input: {start: 0, count: 5}) { total } }") == {
+        "listIngestionSources": {"total": 0}}
+    assert create(["six @ https://127.0.0.1:9/six-1.16.0-py2.py3-none-any.whl", "tomli>=2"]).startswith("urn:li:")
+
+
 def test_what_is_not_implemented_answers_as_gms_does(cp):
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {cp.admin_token}"

@@ -203,3 +203,29 @@ def test_a_recipe_whose_sink_or_types_have_the_wrong_shape_is_an_invalid_recipe(
     with pytest.raises(TaskRejected) as refused:
         prepare(tmp_path, recipe=recipe)
     assert refused.value.reason == "INVALID_RECIPE"
+
+
+@pytest.mark.parametrize("entries", [
+    ["--python", "/usr/bin/python3", "six"],  # install into the executor's own interpreter
+    ["--target=/", "six"],  # write anywhere the build may
+    ["six", "--index-url=http://127.0.0.1:9/evil"],  # fetch from anywhere
+    ["-r", "/etc/shadow"],
+    [" -e /srv/checkout"],
+    ["git+https://127.0.0.1:9/x.git"],  # not PEP 508: a direct reference names its package
+    ["six --hash=sha256:00"],
+])
+def test_extra_pip_requirements_that_are_pip_options_are_refused_before_any_build(tmp_path, entries):
+    """They follow the executor's own options on `uv pip install`'s command line: an option there
+    turned the build, run as root where tasks run as root, against the machine."""
+    with pytest.raises(TaskRejected) as refused:
+        prepare(tmp_path, extra_pip_requirements=json.dumps(entries))
+    assert refused.value.reason == "INVALID_ARGUMENTS"
+    assert "extra pip requirement" in str(refused.value)
+
+
+def test_extra_pip_requirements_take_every_form_of_pep_508(tmp_path):
+    entries = ["acryl-datahub-cloud[mysql]>=0.3,<1", "six @ https://127.0.0.1:9/six-1.16.0-py2.py3-none-any.whl",
+               "probe @ git+https://127.0.0.1:9/probe.git@v1", 'tomli>=2; python_version < "3.11"']
+    prepared, venvs = prepare(tmp_path, extra_pip_requirements=entries)
+    assert venvs.asked[2] == entries
+    prepared.cleanup()
