@@ -21,7 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 from urllib3.util.retry import Retry
@@ -60,7 +60,15 @@ class LeaseLost(ControlPlaneError):
     """409 on a call that carried a lease: the execution is held by another run now."""
 
 
-def retry_through_outages(call: Callable[[], T], *, stop: threading.Event | None = None, what: str = "call") -> T:
+class Stop(Protocol):
+    """What retry_through_outages asks of its STOP: a threading.Event, or a wait of one's own."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
+def retry_through_outages(call: Callable[[], T], *, stop: Stop | None = None, what: str = "call") -> T:
     """CALL, retried across control-plane outages with backoff (the session already retried each
     attempt). A final (4xx) answer is raised at once; so is the last error once STOP is set.
     Without STOP it never gives up: results are delivered late rather than dropped."""

@@ -73,6 +73,9 @@ class Master:
         # and the control plane judges a silent executor by its heartbeats anyway.
         self.final_client = ControlPlaneClient(settings.gms_url, settings.gms_token, retries=0,
                                                timeout_s=FINAL_HEARTBEAT_TIMEOUT_S)
+        # At start, each call is one try: _until_ok retries with waits a stop signal cuts short,
+        # where the HTTP layer's own retries (~8 s) would keep a SIGTERM waiting.
+        self.start_client = ControlPlaneClient(settings.gms_url, settings.gms_token, retries=0, timeout_s=10.0)
         self.ledgers = {INGESTION: Ledger(INGESTION, settings.ingestion_max_workers),
                         MONITORS: Ledger(MONITORS, settings.monitors_max_workers)}
         self.leases = Leases()
@@ -92,6 +95,7 @@ class Master:
         self._runners: list[TaskRunner] = []  # started runners; both intake threads add to it
         self._runners_lock = threading.Lock()
         self._last_loop = time.monotonic()
+        self._start_step = "opening the sandbox"  # what the start is doing: /health names it
         self._next_beat = 0.0  # when the heartbeat thread beats next (time.monotonic())
         self.sandbox: Sandbox | None = None
         self.health_server: HealthServer | None = None
@@ -144,6 +148,7 @@ class Master:
                            "docs/operations.md says how to get cgroups")
         else:
             logger.info("sandbox mode {}: tasks run in cgroups below {}", self.sandbox.mode, s.cgroup_root)
+        self._start_step = "killing the tasks a previous run left"
         swept = self.sandbox.sweep()
         if swept:
             logger.warning("killed {} task(s) left by a previous run of this executor: {}", len(swept), ", ".join(swept))
@@ -161,7 +166,7 @@ class Master:
                     "readable by root only (not dumpable)" if not self.dumpable else "dumpable (prctl refused)")
         self.health_server = HealthServer(*s.health_address, self.metrics, self.health)
         self.health_server.start()
-        pool = self._until_ok("pool lookup", lambda: self.client.pool(s.pool_id))
+        pool = self._until_ok("pool lookup", lambda: self.start_client.pool(s.pool_id))
         endpoint = s.sqs_endpoint_url or pool.endpoint_url
         visibility = pool.visibility_timeout_s or s.visibility_timeout_s
         consumers = {task_class: SqsConsumer(url, task_class, region=pool.region, endpoint_url=endpoint,
@@ -220,7 +225,7 @@ class Master:
         said = False
         while True:
             try:
-                self._until_ok("registration", self.heartbeat.beat)
+                self._until_ok("registration", lambda: self.heartbeat.beat(self.start_client))
                 return
             except ExecutorIdInUse as exc:
                 if time.monotonic() > deadline or self._signals:
@@ -231,15 +236,12 @@ class Master:
                 time.sleep(min(2.0, self.settings.heartbeat_interval_s))
 
     def _until_ok(self, what: str, call):
-        stop = threading.Event()
-
-        def interrupted():
-            if self._signals:
-                stop.set()
-            return call()
-
+        """CALL (to the control plane, at start) until it answers; a stop signal ends the wait at
+        once, not after the next attempt: each attempt is one try (the start client), and the
+        waits between them wake on the signal pipe."""
+        self._start_step = f"waiting for the control plane ({what})"
         try:
-            return retry_through_outages(interrupted, stop=stop, what=what)
+            return retry_through_outages(call, stop=_SignalWait(self), what=what)
         except ControlPlaneError as exc:
             if exc.final:
                 if exc.status == 409:
@@ -403,7 +405,11 @@ class Master:
 
     def health(self) -> tuple[bool, str]:
         stalled = time.monotonic() - self._last_loop
-        if self.state in ("STARTING", "ACTIVE") and stalled > LOOP_STALL_S and not self.stopping.is_set():
+        if self.state == "STARTING" and stalled > LOOP_STALL_S and not self.stopping.is_set():
+            # Unhealthy on purpose (a start that never ends rolls a deployment back), but named
+            # for what it waits on: the loop has not begun, so it cannot have stalled.
+            return False, f"still starting after {stalled:.0f}s: {self._start_step}"
+        if self.state == "ACTIVE" and stalled > LOOP_STALL_S and not self.stopping.is_set():
             return False, f"main loop stalled for {stalled:.0f}s"
         if self.state in ("ACTIVE", "DRAINING"):
             # While draining too: the extender and the acknowledger still serve the running tasks.
@@ -413,3 +419,18 @@ class Master:
                 return False, f"thread(s) gone: {', '.join(dead)}"
         return True, self.state
 
+
+class _SignalWait:
+    """The stop of a wait in the start: set by a stop signal (or request_stop), and a wait that
+    the signal pipe wakes, since the handler may do no more than write to it."""
+
+    def __init__(self, master: Master) -> None:
+        self._master = master
+
+    def is_set(self) -> bool:
+        return bool(self._master._signals or self._master._stop_requested)
+
+    def wait(self, timeout: float) -> bool:
+        if not self.is_set():
+            select.select([self._master._wake_r], [], [], timeout)
+        return self.is_set()

@@ -2,7 +2,9 @@
 executor is serving or draining; a loop that ended because it was told to does not."""
 from __future__ import annotations
 
+import signal
 import threading
+import time
 
 import pytest
 
@@ -48,3 +50,40 @@ def test_a_loop_thread_that_died_fails_health_while_serving_and_while_draining(t
     master.stopping.set()
     intake.join(timeout=10)
     assert not ok and "visibility" in reason and "intake" not in reason, reason
+
+
+def test_a_start_waiting_on_the_control_plane_says_so_and_stops_at_once_on_sigterm(tmp_path):
+    """A start that never ends fails /health on purpose (it rolls a deployment back), but the
+    reason read "main loop stalled", which sends an operator after a hang that is not there. A
+    SIGTERM then waited for the next attempt, each with the HTTP layer's own retries: 15 s."""
+    master = Master(load_settings({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "unused",
+                                   "DATAHUB_EXECUTOR_POOL_ID": "pool", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path),
+                                   "DATAHUB_EXECUTOR_SANDBOX_MODE": "none", "DATAHUB_EXECUTOR_TASK_USER": "none",
+                                   "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0"}))
+    ended_with: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            master._start()
+        except BaseException as exc:  # SystemExit(0): stopped before the control plane came back
+            ended_with.append(exc)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    try:
+        deadline = time.monotonic() + 20
+        while "control plane" not in master._start_step and not ended_with:
+            assert time.monotonic() < deadline, master._start_step
+            time.sleep(0.05)
+        assert master.health()[0], "healthy while the start is young"
+        master._last_loop -= 61  # as if the control plane had been unreachable for a minute
+        ok, reason = master.health()
+        assert not ok and reason == "still starting after 61s: waiting for the control plane (pool lookup)", reason
+    finally:
+        signalled = time.monotonic()
+        master._on_signal(signal.SIGTERM, None)  # the handler: count, and write to the wake pipe
+        starting.join(timeout=30)
+        took = time.monotonic() - signalled
+        master._close()
+    assert not starting.is_alive() and [type(e) for e in ended_with] == [SystemExit]
+    assert took < 5, f"the start took {took:.1f} s to stop"
