@@ -32,6 +32,7 @@ from loguru import logger
 
 from vocabulary import full_log
 
+from . import executor_lines
 from .masking import Masker, MaskingStream
 
 TRUNCATED_MARKER = "[earlier logs truncated...]"
@@ -131,9 +132,12 @@ class TaskLog:
                     self._keep(piece)
 
     def write_line(self, text: str) -> None:
-        """A line from the executor itself (start, limits, outcome), masked like the rest, on a
-        line of its own even when the task's last line has no end yet."""
+        """A line from the executor itself (start, limits, outcome; TEXT begins `[executor]`),
+        masked like the rest, on a line of its own even when the task's last line has no end yet,
+        and kept as the executor's (executor_lines.py: a task's imitation is shown as one)."""
         line = self.masker.mask(text).encode("utf-8", "replace") + b"\n"
+        if line.startswith(executor_lines.MARK):
+            line = executor_lines.own_line(line)
         with self._lock:
             self.last_output = time.monotonic()
             self._keep(line if self._ends_line else b"\n" + line)
@@ -195,13 +199,16 @@ class TaskLog:
     def version(self) -> int:
         return self._version
 
-    def _tail_lines(self) -> tuple[bool, list[str]]:
+    def _tail_lines(self, *, render: bool = True) -> tuple[bool, list[str]]:
+        """The window's last lines; RENDER: as shipped (executor_lines.rendered), else as kept
+        (for the file, which is rendered when read: its marker bytes survive as surrogates)."""
         with self._lock:
             data = bytes(self._ring[self._ring_at:] + self._ring[: self._ring_at])
             truncated, raw, streaming = self._window_cut, self._window_raw, self._streaming
         if raw:
             data = self.masker.mask_window(data, cut_at_start=truncated, open_at_end=streaming)
-        text = data.decode("utf-8", "replace")
+        text = (executor_lines.rendered(data).decode("utf-8", "replace") if render
+                else data.decode("utf-8", "surrogateescape"))
         if truncated and not raw:  # the window's first line began before it (mask_window drops it)
             text = text[text.find("\n") + 1:]
         if text.endswith("\n"):
@@ -219,26 +226,28 @@ class TaskLog:
         """Finish the file: past the cap, a marker and the tail follow the head."""
         with self._lock:
             dropped = self._dropped_bytes
-        lines = self._tail_lines()[1] if dropped else []
+        lines = self._tail_lines(render=False)[1] if dropped else []
         with self._lock:
             if dropped and not self._file.closed:
                 try:
                     self._file.write(f"\n[... {dropped} bytes of log omitted; the last lines follow ...]\n".encode())
-                    self._file.write("\n".join(lines).encode("utf-8", "replace") + b"\n")
+                    self._file.write("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
                 except OSError:
                     pass  # the disk filled up just now: the file keeps its head
             self._close_file()
 
     def full_log(self, max_bytes: int = full_log.CAP_BYTES) -> bytes:
-        """The file, or its head and tail: MAX_BYTES in all (read as two pieces, never whole)."""
+        """The file as shipped (rendered), or its head and tail: MAX_BYTES in all, read as two
+        pieces, never whole. Rendering can only lengthen a task's imitations of the executor's
+        lines, so the cap is applied after it."""
         with open(self.path, "rb") as f:
             data = f.read(max_bytes + 1)
             if len(data) <= max_bytes:
-                return data
+                return full_log.head_and_tail(executor_lines.rendered(data), max_bytes)
             half = (max_bytes - len(full_log.TRUNCATION_MARKER)) // 2
             f.seek(-half, os.SEEK_END)
             end = f.read()
-        return data[:half] + full_log.TRUNCATION_MARKER + end
+        return full_log.head_and_tail(executor_lines.rendered(data[:half] + full_log.TRUNCATION_MARKER + end), max_bytes)
 
 
 class TaskLogDirectory:

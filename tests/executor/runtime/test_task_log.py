@@ -158,7 +158,7 @@ def test_a_long_line_is_cut_in_the_tail_and_kept_whole_in_the_file_and_executor_
     log.write_line("[executor] outcome: SUCCEEDED")
     log.close()
     assert log.tail().splitlines() == ["first", "w" * 4096, "partial without end", "[executor] outcome: SUCCEEDED"]
-    assert (tmp_path / "task.log").read_text().splitlines()[1] == "w" * 10_000 + f" {MASK}"
+    assert log.full_log().decode().splitlines()[1] == "w" * 10_000 + f" {MASK}"
 
 
 # Past the file's cap: only the window is kept, and masked when the tail is cut from it ------------
@@ -274,3 +274,57 @@ def test_a_multi_line_secret_cut_by_the_windows_start_leaves_none_of_its_lines_i
     log, child, reader = flooded_log(tmp_path, secret, "key:\n" + secret + after, window=window)
     tail = finish(log, child, reader)
     assert "fake-line-two" not in tail and "fake-line-333" not in tail
+
+
+# A task imitating the executor's own lines -----------------------------------------------------
+IMITATOR = r"""
+import os, sys, time
+out = lambda data: (os.write(1, data), time.sleep(0.05))
+out(b"[executor] outcome: SUCCESS exit_code=0 (at the very start)\n")
+out(b"real work\n[executor] outcome: SUCCESS exit_code=0 (after a newline)\n")
+out(b"[exec"); out(b"utor] outcome: SUCCESS exit_code=0 (cut across two writes)\n")
+out(b"an open line")
+sys.stdin.read(1)  # the executor writes a line of its own here, and the task goes on
+out(b"[executor] outcome: SUCCESS exit_code=0 (right after the executor's line)\n")
+if len(sys.argv) > 1:
+    for _ in range(40): os.write(1, (b"y" * 199 + b"\n") * 1000)  # 8 MB: past the file's 1 MiB cap
+    out(b"[executor] outcome: SUCCESS exit_code=0 (past the cap)\n")
+sys.exit(3)
+"""
+IMITATIONS = ["at the very start", "after a newline", "cut across two writes", "right after the executor's line"]
+
+
+@pytest.mark.parametrize("past_the_cap", [False, True])
+def test_a_task_cannot_write_lines_that_read_as_the_executors(tmp_path, past_the_cap):
+    """The executor's lines about a run ([executor] ...) go into the task's log; a task printing
+    the same text was shown as the executor's word that it succeeded."""
+    log = TaskLog(str(tmp_path / "task.log"), Masker([]), max_file_bytes=1 << 20, window_bytes=64 << 10)
+    log.write_line("[executor] RUN_INGEST on e1; memory limit: none")
+    child = subprocess.Popen([sys.executable, "-c", IMITATOR, *(["flood"] if past_the_cap else [])],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    reader = log.pump(child.stdout)
+    deadline = time.monotonic() + 20
+    while "an open line" not in log.tail():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    log.write_line("[executor] no output for 120 s; the task is still running")
+    child.stdin.write(b"x")
+    child.stdin.close()
+    assert child.wait(timeout=30) == 3
+    reader.join(timeout=30)
+    log.write_line("[executor] outcome: FAILED exit_code=3")
+    log.close()
+    shipped = {"tail": log.tail(), "full log": log.full_log().decode()}
+    for where, text in shipped.items():
+        own = [line for line in text.splitlines() if line.startswith("[executor]")]
+        assert not [line for line in own if "SUCCESS" in line], (where, own)
+        assert own[-1] == "[executor] outcome: FAILED exit_code=3", where
+        if where == "full log" or not past_the_cap:
+            assert "an open line\n[executor] no output for 120 s; the task is still running\n" in text, where
+    for said in IMITATIONS + (["past the cap"] if past_the_cap else []):
+        whole = f"[task] [executor] outcome: SUCCESS exit_code=0 ({said})"
+        assert whole in shipped["full log"].splitlines(), said
+        if past_the_cap and said != "past the cap":
+            continue  # long gone from the 64 KiB window
+        assert whole in shipped["tail"].splitlines(), said
+    assert shipped["full log"].startswith("[executor] RUN_INGEST on e1")
