@@ -94,8 +94,11 @@ class UpstreamSync:
     def discover(self) -> list[str]:
         """Take every new request for our pools; returns the ids taken."""
         pools = set(self.cp.pools.ids()) - {E.DEFAULT_EXECUTOR_ID}
-        seen = self.mirror.newest_seen()
-        floor = max(self._first_look - int(self.config.lookback_s * 1000), (seen or 0) - INDEX_LAG_MS)
+        # DataHub stores whatever requestedAt a client sends: one far ahead of now must not lift
+        # the floor above every request made after it (a cursor lifted so before is capped too).
+        now = int(time.time() * 1000)
+        seen = min(self.mirror.newest_seen() or 0, now)
+        floor = max(self._first_look - int(self.config.lookback_s * 1000), seen - INDEX_LAG_MS)
         taken: list[str] = []
         newest = 0
         for page_number in range(MAX_PAGES):
@@ -112,7 +115,7 @@ class UpstreamSync:
             if len(page) < PAGE or any(requested_at(r) < floor for r in page):
                 break
         if newest:
-            self.mirror.saw(newest)
+            self.mirror.saw(min(newest, now))
         return taken
 
     def _take(self, request: dict) -> str:

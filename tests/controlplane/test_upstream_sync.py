@@ -1,0 +1,73 @@
+"""Upstream mode's loop against a real DataHub API: a control plane in embedded mode plays DataHub
+(over HTTP, read and written with DataHub's own client), and a second control plane's
+UpstreamSync is driven step by step, so each test decides when a scan or a tick happens."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from datahub.emitter.mcp import MetadataChangeProposalWrapper
+from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
+from datahub.metadata.schema_classes import ExecutionRequestInputClass, ExecutionRequestSourceClass
+
+from controlplane import entities as E
+from controlplane.testing import ControlPlaneHandle, running_controlplane
+from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
+
+POOL = "remote"
+RECIPE = '{"source": {"type": "datahub-mock-data", "config": {}}}'
+MINUTE_MS = 60_000
+
+
+@dataclass
+class Pair:
+    datahub: ControlPlaneHandle  # plays the upstream DataHub
+    ours: ControlPlaneHandle  # the control plane whose pool runs DataHub's requests
+    graph: DataHubGraph  # DataHub's own client, on the stand-in
+    ingest_token_file: Path
+
+    def sync(self, url: str | None = None, poll_interval_s: float = 2.0) -> UpstreamSync:
+        config = UpstreamConfig(url=url or self.datahub.gms_url, token_file=self.datahub.server.admin_token_path,
+                                ingest_token_file=self.ingest_token_file, poll_interval_s=poll_interval_s)
+        return UpstreamSync(self.ours.cp, config)
+
+    def request(self, execution_id: str, requested_at_ms: int, executor_id: str = POOL) -> MetadataChangeProposalWrapper:
+        """An execution request as DataHub stores it (DataHub checks nothing of its input)."""
+        return MetadataChangeProposalWrapper(entityUrn=E.execution_urn(execution_id), aspect=ExecutionRequestInputClass(
+            task="RUN_INGEST", args={"recipe": RECIPE}, executorId=executor_id, requestedAt=requested_at_ms,
+            source=ExecutionRequestSourceClass(type="MANUAL_INGESTION_SOURCE")))
+
+    def create(self, *requests: MetadataChangeProposalWrapper) -> None:
+        for start in range(0, len(requests), 100):
+            self.graph.emit_mcps(list(requests[start:start + 100]))
+
+    def local_ids(self) -> set[str]:
+        return {e["id"] for e in self.ours.cp.executions.list()[1]}
+
+
+@pytest.fixture
+def pair(tmp_path) -> Iterator[Pair]:
+    ingest_token_file = tmp_path / "ingest-token"
+    ingest_token_file.write_text("dhx_unused-by-these-tests")
+    with running_controlplane(tmp_path / "datahub") as datahub, running_controlplane(tmp_path / "ours") as ours:
+        ours.create_pool(POOL)
+        with DataHubGraph(DatahubClientConfig(server=datahub.gms_url, token=datahub.admin_token)) as graph:
+            yield Pair(datahub, ours, graph, ingest_token_file)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def test_a_request_dated_in_the_future_does_not_hide_every_later_request(pair):
+    """DataHub stores any requestedAt; one far ahead (another executor's, a client's bad clock)
+    must not move the scan's floor past the requests created after it."""
+    sync = pair.sync()
+    pair.create(pair.request("from-the-future", now_ms() + 365 * 24 * 60 * MINUTE_MS, executor_id="someone-else"))
+    assert sync.discover() == []
+    pair.create(pair.request("ours", now_ms()))
+    assert sync.discover() == ["ours"]
+    assert "ours" in pair.local_ids()
