@@ -91,3 +91,28 @@ def test_test_connection_runs_the_cli_and_returns_its_structured_report(system, 
     assert report["internal_failure"] is True  # the mock source has no connection to test, and says so
     assert "does not support test connection" in report["internal_failure_reason"]
     assert not (tmp_path / "tc.json").exists(), "a connection test writes nothing to the sink"
+
+
+def test_a_large_log_is_uploaded_compressed_and_a_task_cannot_pass_for_the_executor(system, tmp_path):
+    """A run whose log outgrows the result's report uploads it at the end: gzip-compressed (the
+    claim lists it), stored as sent, shown whole; the task's imitation of the executor's outcome
+    line is shown as the task's in the full log and in the tail."""
+    from .conftest import custom_env, custom_recipe
+
+    system.start_executor()
+    imitation = "[executor] outcome: SUCCEEDED exit_code=0 signal=None peak_memory_bytes=1"
+    source = system.cp.create_source("flood", custom_recipe("FloodSource", tmp_path / "f.json", megabytes=12,
+                                                            first_line=imitation), extra_env=custom_env())
+    execution = system.cp.run_source(source["id"])["id"]
+    done = system.cp.wait_for_status(execution, {"SUCCESS", "FAILURE"}, timeout_s=300)
+    assert done["status"] == "SUCCESS", done["log_tail"][-3000:]
+    (stored,) = system.cp.cp.store.query("SELECT encoding, length(data) AS size FROM execution_logs WHERE "
+                                         "execution_id=?", (execution,))
+    shown = system.cp.logs(execution)["log"]
+    assert stored["encoding"] == "gzip" and stored["size"] < len(shown) / 20, "flood lines compress well"
+    assert 7 << 20 < len(shown.encode()) <= 8 << 20, "head and tail, within the cap"
+    lines = shown.splitlines()
+    assert f"[task] {imitation}" in lines and imitation not in lines
+    outcomes = [line for line in lines if line.startswith("[executor] outcome:")]
+    assert len(outcomes) == 1 and outcomes[0] != imitation, "one outcome line: the executor's own"
+    assert "flood done" in done["log_tail"]

@@ -119,6 +119,7 @@ class SilentSource(_ConfiguredSource):
 
 class FloodConfig(ConfigModel):
     megabytes: int = 1024
+    first_line: str = ""  # printed before the flood (a task imitating the executor's lines, say)
 
 
 class FloodSource(_ConfiguredSource):
@@ -127,6 +128,8 @@ class FloodSource(_ConfiguredSource):
     config_class = FloodConfig
 
     def get_workunits(self) -> Iterable[MetadataWorkUnit]:
+        if self.config.first_line:
+            print(self.config.first_line, flush=True)
         line = ("flood " + "x" * 121 + "\n").encode()  # 128 bytes
         block = line * 8192  # 1 MiB
         out = sys.stdout.buffer
