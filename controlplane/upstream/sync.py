@@ -36,7 +36,7 @@ from .mirror import DISPATCHED, Mirror, digest
 from .requests import Refusal, as_input, executor_id_of, request_id, requested_at
 
 PAGE = 50
-MAX_PAGES = 20  # one scan reads at most 1,000 requests; the next scan goes on from there
+MAX_PAGES = 20  # one discovery reads at most 1,000 requests; the next tick's goes on from there
 INDEX_LAG_MS = 5 * 60 * 1000
 TICK_S = 1.0
 REFUSED_RETRY_S = 60.0  # a result DataHub refused (4xx) is tried again after this
@@ -54,6 +54,19 @@ class UpstreamConfig:
     lookback_s: float = 3600.0  # on the first start, requests this old are still taken
 
 
+@dataclass
+class _Scan:
+    """A discovery scan under way (owned by the sync thread): DataHub's requests newest first
+    from offset START down to FLOOR. NEWEST (capped at NOW, this control plane's clock when the
+    scan began) becomes the cursor once the scan is complete. New requests arriving meanwhile
+    push the rest down: read twice at worst, and the mirror table takes each once."""
+
+    floor: int
+    now: int
+    start: int = 0
+    newest: int = 0
+
+
 class UpstreamSync:
     def __init__(self, cp: ControlPlane, config: UpstreamConfig, gms: UpstreamGms | None = None) -> None:
         self.cp = cp
@@ -65,6 +78,7 @@ class UpstreamSync:
         self._problem: str | None = None  # what is wrong with DataHub now, logged once
         self._retry_after: dict[str, float] = {}
         self._next_discovery = 0.0
+        self._scan: _Scan | None = None
         self._first_look = self._first_look_ms()
 
     def attach(self) -> None:
@@ -92,30 +106,45 @@ class UpstreamSync:
 
     # discover ---------------------------------------------------------------------------------
     def discover(self) -> list[str]:
-        """Take every new request for our pools; returns the ids taken."""
+        """Take every new request for our pools; returns the ids taken. A scan reads at most
+        MAX_PAGES pages; one that has not reached its floor yet goes on at the next tick, and
+        the cursor moves only when a scan is complete, so no request is left behind it."""
         pools = set(self.cp.pools.ids()) - {E.DEFAULT_EXECUTOR_ID}
+        scan = self._scan or self._new_scan()
+        self._scan = scan
+        taken: list[str] = []
+        for _ in range(MAX_PAGES):
+            total, page = self.gms.execution_requests(scan.start, PAGE)
+            taken += self._take_new(page, scan, pools)
+            scan.start += len(page)
+            if len(page) < PAGE or (total and scan.start >= total) or any(requested_at(r) < scan.floor for r in page):
+                self._scan = None
+                if scan.newest:
+                    self.mirror.saw(scan.newest)
+                return taken
+        self._next_discovery = time.monotonic()  # the rest of the backlog, after this tick's other steps
+        return taken
+
+    def _new_scan(self) -> _Scan:
         # DataHub stores whatever requestedAt a client sends: one far ahead of now must not lift
         # the floor above every request made after it (a cursor lifted so before is capped too).
         now = int(time.time() * 1000)
         seen = min(self.mirror.newest_seen() or 0, now)
         floor = max(self._first_look - int(self.config.lookback_s * 1000), seen - INDEX_LAG_MS)
-        taken: list[str] = []
-        newest = 0
-        for page_number in range(MAX_PAGES):
-            _, page = self.gms.execution_requests(page_number * PAGE, PAGE)
-            known = self.mirror.known([request_id(r) for r in page])
-            for request in page:
-                at = requested_at(request)
-                newest = max(newest, at)
-                if at < floor or executor_id_of(request) not in pools:
-                    continue  # too old to be new, or another executor's: never touched
-                if request_id(request) in known or request.get("result"):
-                    continue
-                taken.append(self._take(request))
-            if len(page) < PAGE or any(requested_at(r) < floor for r in page):
-                break
-        if newest:
-            self.mirror.saw(min(newest, now))
+        return _Scan(floor=floor, now=now)
+
+    def _take_new(self, page: list[dict], scan: _Scan, pools: set[str]) -> list[str]:
+        """Take PAGE's requests that are new, for our pools and without a result."""
+        known = self.mirror.known([request_id(r) for r in page])
+        taken = []
+        for request in page:
+            at = requested_at(request)
+            scan.newest = max(scan.newest, min(at, scan.now))
+            if at < scan.floor or executor_id_of(request) not in pools:
+                continue  # too old to be new, or another executor's: never touched
+            if request_id(request) in known or request.get("result"):
+                continue
+            taken.append(self._take(request))
         return taken
 
     def _take(self, request: dict) -> str:

@@ -15,6 +15,7 @@ from datahub.metadata.schema_classes import ExecutionRequestInputClass, Executio
 
 from controlplane import entities as E
 from controlplane.testing import ControlPlaneHandle, running_controlplane
+from controlplane.upstream import sync as sync_module
 from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
 
 POOL = "remote"
@@ -71,3 +72,20 @@ def test_a_request_dated_in_the_future_does_not_hide_every_later_request(pair):
     pair.create(pair.request("ours", now_ms()))
     assert sync.discover() == ["ours"]
     assert "ours" in pair.local_ids()
+
+
+def test_a_backlog_longer_than_one_scan_is_read_to_its_end_by_the_next_scans(pair, monkeypatch):
+    """After an outage or on a busy DataHub, more requests than one discovery reads (MAX_PAGES
+    pages) can be newer than one of ours: the next discoveries go on down to it instead of moving
+    the cursor to the newest request and leaving ours below the floor for good. (Two pages a
+    discovery here, not twenty: the stand-in lists only its newest 1,000 requests.)"""
+    monkeypatch.setattr(sync_module, "MAX_PAGES", 2)
+    t0 = now_ms() - 10 * MINUTE_MS
+    backlog = sync_module.MAX_PAGES * sync_module.PAGE + 1
+    pair.create(pair.request("ours", t0),
+                *(pair.request(f"other-{i}", t0 + MINUTE_MS + i, executor_id="someone-else") for i in range(backlog)))
+    sync = pair.sync()
+    taken = [execution_id for _ in range(4) for execution_id in sync.discover()]
+    assert taken == ["ours"]
+    assert "ours" in pair.local_ids()
+    assert sync.discover() == [], "taken once"
