@@ -1,14 +1,17 @@
 """Execution requests: created from a source (or a recipe, for a connection test), sent to their
 pool's queue, claimed, reported on and ended by executors, through lifecycle.py.
 
-Sending is an outbox: an execution is committed PENDING with no `enqueued_at`, then sent; a
-send that fails (the queue service down) is retried by the sweeper every few seconds, so an
-execution is never lost between the database and the queue, and a queue outage never fails
-the request that created it.
+Sending is an outbox: an execution is committed PENDING with no `enqueued_at`, then sent by the
+control plane's outbox thread (server.py), which a commit wakes; a send that fails (the queue
+service down) is retried by it every few seconds, so an execution is never lost between the
+database and the queue. No request sends: a queue service that hangs (connections taken, no
+answer, for botocore's minutes of timeouts and retries) held up the API's event loop, heartbeats
+could not land, and the sweep ended healthy executors' runs ABORTED (EXECUTOR_LOST).
 """
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -45,6 +48,7 @@ class Executions:
         # What a claim answer adds for some executions (upstream/claims.py: an upstream DataHub's
         # sink and secrets); asked before the claim is applied, so a failure changes nothing.
         self.claim_context: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
+        self._to_send = threading.Event()
 
     # creation ----------------------------------------------------------------------------------
     @staticmethod
@@ -93,6 +97,18 @@ class Executions:
         return routed
 
     # the queue outbox --------------------------------------------------------------------------
+    def request_send(self) -> None:
+        """Something PENDING was committed: wake the outbox thread, which sends it. The caller
+        (a request) never waits on the queue service."""
+        self._to_send.set()
+
+    def wait_for_send(self, timeout_s: float) -> None:
+        """The outbox thread's pause: until a send is requested, or TIMEOUT_S (the retry of
+        sends that failed). A request that lands between the wake and the clear is not lost:
+        what it asks to send was committed before it, so the send that follows sees it."""
+        self._to_send.wait(timeout_s)
+        self._to_send.clear()
+
     def send_pending(self) -> int:
         """Send every PENDING execution that is not in its queue yet; returns how many were sent."""
         sent = 0
@@ -178,7 +194,7 @@ class Executions:
         with self.store.transaction() as tx:
             self._require_pool_of(tx, execution_id, identity)
             applied = lifecycle.apply(tx, execution_id, lifecycle.Release(lease, why[:200], failed), self.ctx)
-        self.send_pending()
+        self.request_send()
         return {"execution_id": execution_id, "status": applied.execution["status"]}
 
     def on_signal(self, tx: sqlite3.Connection, execution_id: str, value: dict[str, Any]) -> lifecycle.Applied | None:

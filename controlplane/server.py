@@ -24,6 +24,7 @@ from .store import Store
 from .upstream.sync import UpstreamConfig, UpstreamSync
 
 SWEEP_INTERVAL_S = 2.0
+OUTBOX_RETRY_S = 2.0  # how often sends that failed (the queue service down) are tried again
 KEEP_ALIVE_S = 75  # longer than the 60 s idle timeout of common proxies and load balancers
 
 
@@ -98,7 +99,9 @@ class ControlPlaneServer:
         serve.start()
         sweeper = threading.Thread(target=self._sweep_lost, name="controlplane-sweeper", daemon=True)
         sweeper.start()
-        self._threads = [serve, sweeper]
+        outbox = threading.Thread(target=self._send_pending, name="controlplane-outbox", daemon=True)
+        outbox.start()
+        self._threads = [serve, sweeper, outbox]
         if self.config.upstream is not None:
             self.upstream = UpstreamSync(self.cp, self.config.upstream)
             self.upstream.attach()
@@ -150,6 +153,20 @@ class ControlPlaneServer:
             except Exception:  # a sweep must never take the control plane down; the next one retries
                 logger.exception("control plane sweep failed; retrying in {} s", SWEEP_INTERVAL_S)
 
+    def _send_pending(self) -> None:
+        """The outbox: PENDING executions sent to their queues, from this thread only, as soon
+        as a commit asks (Executions.request_send) and every OUTBOX_RETRY_S for sends that
+        failed. A send that hangs holds up only this thread: not the API, not the sweeper."""
+        assert self.cp is not None
+        while not self._stop.is_set():
+            self.cp.executions.wait_for_send(OUTBOX_RETRY_S)
+            if self._stop.is_set():
+                return
+            try:
+                self.cp.executions.send_pending()
+            except Exception:  # the database busy, say: the next round retries
+                logger.exception("sending PENDING executions to their queues failed; retrying in {} s", OUTBOX_RETRY_S)
+
     @property
     def sqs_endpoint_url(self) -> str | None:
         return self._sqs.endpoint_url if self._sqs else None
@@ -170,6 +187,8 @@ class ControlPlaneServer:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.cp is not None:
+            self.cp.executions.request_send()  # wakes the outbox thread, which sees the stop
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         for thread in self._threads:

@@ -59,7 +59,7 @@ class ControlPlane:
             E.GLOBAL_CONFIG_ASPECT: self._write_default_pool,
             E.EXECUTOR_STATUS: self._write_executor_status,
             E.SECRET_VALUE: self._write_secret_value,
-        }, store, after_commit=self.executions.send_pending)
+        }, store, after_commit=self.executions.request_send)
 
     # writing our entities through DataHub's ingest endpoint -----------------------------------
     def _write_execution_input(self, tx: sqlite3.Connection, proposal: Proposal, identity: Identity) -> None:
@@ -212,8 +212,8 @@ class ControlPlane:
         return urn
 
     def sweep(self) -> None:
-        """What the control plane does on its own, every few seconds: send what waits for its
-        queue, end executions whose executor is gone, mark gone executors expired."""
-        self.executions.send_pending()
+        """What the control plane does on its own, every few seconds: end executions whose
+        executor is gone, mark gone executors expired. Sending to the queues is the outbox
+        thread's (server.py): a queue service that hangs must not delay these judgements."""
         self.executions.abort_lost()
         self.executors.expire_offline()
