@@ -11,9 +11,10 @@ back, and pass DataHub's cancels on. One thread, three steps per tick, each safe
 - signals (every tick): a KILL DataHub's UI wrote for a request we run is passed on as our own
   cancel, which the executor reads within its progress interval.
 
-DataHub unreachable: nothing is lost (our executions go on; their latest results are written
-when it is back) and nothing is taken twice (the mirror table decides). It is logged once when
-it goes and once when it is back; a refused token names its file.
+A step that fails does not hold back the others: DataHub's search failing still lets results
+and cancels through. DataHub unreachable: nothing is lost (our executions go on; their latest
+results are written when it is back) and nothing is taken twice (the mirror table decides). It
+is logged once when it goes and once when it is back; a refused token names its file.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from loguru import logger
 
@@ -75,7 +77,7 @@ class UpstreamSync:
         self.mirror = Mirror(cp.store)
         self.claims = UpstreamClaims(self.gms, self.mirror, ingest_token_file=config.ingest_token_file,
                                      sink_url=config.sink_url or config.url)
-        self._problem: str | None = None  # what is wrong with DataHub now, logged once
+        self._problems: dict[str, str] = {}  # step -> what is wrong with DataHub for it now, logged once
         self._retry_after: dict[str, float] = {}
         self._next_discovery = 0.0
         self._scan: _Scan | None = None
@@ -92,17 +94,25 @@ class UpstreamSync:
             stop.wait(max(0.01, min(TICK_S, self._next_discovery - time.monotonic())))
 
     def tick(self) -> None:
+        """One round of the three steps, each run whatever became of the others: a DataHub whose
+        search (listExecutionRequests) fails, or is slower than the poll interval, still gets our
+        results and passes its cancels on, which need only its aspects."""
+        if time.monotonic() >= self._next_discovery:
+            self._next_discovery = time.monotonic() + self.config.poll_interval_s
+            self._step("discover", self.discover)
+        self._step("push", self.push)
+        self._step("cancels", self.pass_cancels)
+
+    def _step(self, name: str, step: Callable[[], object]) -> None:
         try:
-            if time.monotonic() >= self._next_discovery:
-                self._next_discovery = time.monotonic() + self.config.poll_interval_s
-                self.discover()
-            self.push()
-            self.pass_cancels()
-            self._recovered()
+            step()
         except UpstreamError as exc:
-            self._failing(exc)
+            self._failing(name, exc)
+            return
         except Exception:  # the loop must go on; the next tick retries
-            logger.exception("upstream sync step failed; retrying in {} s", TICK_S)
+            logger.exception("upstream sync step {} failed; retrying in {} s", name, TICK_S)
+            return
+        self._recovered(name)
 
     # discover ---------------------------------------------------------------------------------
     def discover(self) -> list[str]:
@@ -207,14 +217,13 @@ class UpstreamSync:
         return cancelled
 
     # outages ----------------------------------------------------------------------------------
-    def _failing(self, exc: UpstreamError) -> None:
+    def _failing(self, step: str, exc: UpstreamError) -> None:
         problem = str(exc)
-        if problem != self._problem:
+        if problem not in self._problems.values():  # an outage fails every step the same way: once
             kind = "unreachable" if isinstance(exc, UpstreamUnreachable) else "refusing"
             logger.error("upstream DataHub {}: {}; runs here go on, results are written when it answers", kind, problem)
-            self._problem = problem
+        self._problems[step] = problem
 
-    def _recovered(self) -> None:
-        if self._problem is not None:
+    def _recovered(self, step: str) -> None:
+        if self._problems.pop(step, None) is not None and not self._problems:
             logger.info("upstream DataHub at {} answers again", self.config.url)
-            self._problem = None

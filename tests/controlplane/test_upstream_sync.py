@@ -3,6 +3,7 @@
 UpstreamSync is driven step by step, so each test decides when a scan or a tick happens."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,12 +12,14 @@ from pathlib import Path
 import pytest
 from datahub.emitter.mcp import MetadataChangeProposalWrapper
 from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
-from datahub.metadata.schema_classes import ExecutionRequestInputClass, ExecutionRequestSourceClass
+from datahub.metadata.schema_classes import (AuditStampClass, ExecutionRequestInputClass, ExecutionRequestResultClass,
+                                             ExecutionRequestSignalClass, ExecutionRequestSourceClass)
 
 from controlplane import entities as E
 from controlplane.testing import ControlPlaneHandle, running_controlplane
 from controlplane.upstream import sync as sync_module
 from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
+from tests.faults.faulty_proxy import FaultyProxy
 
 POOL = "remote"
 RECIPE = '{"source": {"type": "datahub-mock-data", "config": {}}}'
@@ -89,3 +92,36 @@ def test_a_backlog_longer_than_one_scan_is_read_to_its_end_by_the_next_scans(pai
     assert taken == ["ours"]
     assert "ours" in pair.local_ids()
     assert sync.discover() == [], "taken once"
+
+
+@pytest.fixture
+def proxy(pair) -> Iterator[FaultyProxy]:
+    """The stand-in DataHub behind a proxy that breaks chosen answers."""
+    broken = FaultyProxy(pair.datahub.gms_url)
+    yield broken
+    broken.stop()
+
+
+def test_a_failing_search_does_not_hold_back_datahubs_cancels_or_our_results(pair, proxy):
+    """DataHub's listExecutionRequests (its search index) answering 500 while its aspects answer:
+    a cancel from DataHub's UI still reaches our run, and the run's end is still written back."""
+    sync = pair.sync(url=proxy.url, poll_interval_s=0.5)  # a scan due at every tick
+    pair.create(pair.request("ours", now_ms()))
+    assert sync.discover() == ["ours"]
+    proxy.break_("POST", "/api/graphql", status=500)
+    pair.graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=E.execution_urn("ours"), aspect=ExecutionRequestSignalClass(
+        signal="KILL", createdAt=AuditStampClass(time=now_ms(), actor="urn:li:corpuser:datahub"))))
+    stop = threading.Event()
+    loop = threading.Thread(target=sync.run, args=(stop,))
+    loop.start()
+    try:
+        shown = None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (shown is None or shown.status != "CANCELLED"):
+            time.sleep(0.2)
+            shown = pair.graph.get_aspect(E.execution_urn("ours"), ExecutionRequestResultClass)
+    finally:
+        stop.set()
+        loop.join()
+    assert pair.ours.execution("ours")["status"] == "CANCELLED", "the cancel reached our run"
+    assert shown is not None and shown.status == "CANCELLED", "and DataHub shows how it ended"
