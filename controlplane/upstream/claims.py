@@ -7,10 +7,11 @@
   now with getSecretValues and handed to the claiming executor in the answer only: never
   stored, queued or logged here. The executor's own stores (files, environment, AWS) come first.
 
-DataHub unreachable while the recipe names secrets: the claim answers 503 and the executor asks
-again (a run is delayed, not failed for a secret it could not see). A DataHub that refuses
-getSecretValues (the token's user lacks MANAGE_SECRETS) is logged, and the run gets no DataHub
-secrets: a name no store has then fails the run with SECRET_NOT_FOUND, naming it.
+DataHub unreachable while the recipe names secrets, or refusing our token (401: expired, revoked,
+being replaced; the file is read again on the next try): the claim answers 503 and the executor
+asks again (a run is delayed, not failed for a secret it could not see). A DataHub that refuses
+getSecretValues otherwise (403: the token's user lacks MANAGE_SECRETS) is logged, and the run
+gets no DataHub secrets: a name no store has then fails the run with SECRET_NOT_FOUND, naming it.
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ class UpstreamClaims:
             except UpstreamUnreachable as exc:
                 raise Unavailable(f"the recipe names secrets and {exc}; ask again") from None
             except UpstreamRefused as exc:
+                if exc.status == 401:  # the sync loop names the token's file in the log; not the executor's to see
+                    raise Unavailable("the recipe names secrets and DataHub refused this control plane's token "
+                                      "(401); ask again") from None
                 logger.warning("execution {}: DataHub's secrets not read: {}", execution_id, exc)
         return extra
 

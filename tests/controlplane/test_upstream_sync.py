@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from datahub.emitter.mcp import MetadataChangeProposalWrapper
 from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
 from datahub.metadata.schema_classes import (AuditStampClass, ExecutionRequestInputClass, ExecutionRequestResultClass,
@@ -20,6 +21,8 @@ from controlplane.testing import ControlPlaneHandle, running_controlplane
 from controlplane.upstream import sync as sync_module
 from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
 from tests.faults.faulty_proxy import FaultyProxy
+
+from .conftest import ExecutorDouble
 
 POOL = "remote"
 RECIPE = '{"source": {"type": "datahub-mock-data", "config": {}}}'
@@ -125,3 +128,42 @@ def test_a_failing_search_does_not_hold_back_datahubs_cancels_or_our_results(pai
         loop.join()
     assert pair.ours.execution("ours")["status"] == "CANCELLED", "the cancel reached our run"
     assert shown is not None and shown.status == "CANCELLED", "and DataHub shows how it ended"
+
+
+def claim(pair: Pair, executor: ExecutorDouble, execution_id: str) -> requests.Response:
+    """The executor's claim, as it sends it (the answer's status is what this test looks at)."""
+    return requests.post(f"{pair.ours.gms_url}/executor/v1/executions/{execution_id}/claim",
+                         headers={"Authorization": f"Bearer {executor.token}"}, timeout=30,
+                         json={"executor_id": executor.executor_id, "instance_id": executor.instance_id,
+                               "pool_id": POOL, "receive_count": 1, "message_id": None})
+
+
+def test_a_claim_while_datahub_refuses_our_token_waits_for_datahubs_secrets(pair, tmp_path):
+    """A refused token (expired, revoked, being replaced) is an outage of DataHub, not a verdict
+    on the secrets: the claim answers 503 and the executor asks again, instead of running the
+    recipe without DataHub's values (SECRET_NOT_FOUND). Once the file holds a good token, the
+    next claim has them."""
+    pair.datahub.graphql("mutation($i: CreateSecretInput!) { createSecret(input: $i) }",
+                         i={"name": "DB_PASSWORD", "value": "pw-" + tmp_path.name})
+    made = pair.datahub._admin("POST", "/tokens", json={"kind": "admin", "description": "upstream mode"})
+    token_file = tmp_path / "datahub-token"
+    token_file.write_text(made["token"])
+    sync = UpstreamSync(pair.ours.cp, UpstreamConfig(url=pair.datahub.gms_url, token_file=token_file,
+                                                     ingest_token_file=pair.ingest_token_file))
+    sync.attach()
+    request = pair.request("ours", now_ms())
+    request.aspect.args["recipe"] = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
+    pair.create(request)
+    assert sync.discover() == ["ours"]
+    pair.datahub._admin("DELETE", f"/tokens/{made['id']}")
+    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
+    executor.heartbeat()
+
+    refused = claim(pair, executor, "ours")
+    assert refused.status_code == 503, "claimed without DataHub's secrets"
+    assert pair.ours.execution("ours")["status"] == "PENDING", "nothing claimed"
+
+    token_file.write_text(pair.datahub.admin_token)
+    answer = claim(pair, executor, "ours")
+    assert answer.status_code == 200, answer.json().get("error")
+    assert answer.json()["secrets"] == {"DB_PASSWORD": "pw-" + tmp_path.name}
