@@ -44,6 +44,10 @@ class Pools:
             raise Conflict(f"pool {pool_id} already exists")
         created = self.queues.create_pool_queues(pool_id, visibility_timeout_s, max_receive_count)
         with self.store.transaction() as tx:
+            # Again where it counts: another creation of the same id may have committed while
+            # the queues were made (they are the same queues, so they stay).
+            if tx.execute("SELECT 1 FROM pool_queues WHERE pool_id=?", (pool_id,)).fetchone() is not None:
+                raise Conflict(f"pool {pool_id} already exists")
             tx.execute("INSERT INTO pool_queues VALUES (?,?,?,?,?,?,?)",
                        (pool_id, created.ingestion_url, created.ingestion_dlq_url, created.monitors_url,
                         created.monitors_dlq_url, visibility_timeout_s, max_receive_count))
@@ -138,8 +142,13 @@ class Pools:
         return self.get(pool_id)
 
     def set_default(self, pool_id: str) -> dict[str, Any]:
+        """POOL_ID made the default, checked to exist in the transaction that writes it: a pool
+        deleted in between would leave a default naming no pool, and every run routed to
+        `default` refused."""
         self.get(pool_id)
         with self.store.transaction() as tx:
+            if tx.execute("SELECT 1 FROM pool_queues WHERE pool_id=?", (pool_id,)).fetchone() is None:
+                raise NotFound(f"pool {pool_id} not found")
             self._write_default(tx, pool_id)
         return self.get(pool_id)
 
@@ -188,25 +197,32 @@ class Pools:
 
     def delete(self, pool_id: str) -> None:
         pool = self.get(pool_id)
-        with self.store.read() as db:
-            sources = aspect_store.latest_of_type(db, E.SOURCE, E.SOURCE_INFO)
-        is_default = self.default_pool_id() == pool_id
+        with self.store.transaction() as tx:
+            self._require_unused(tx, pool_id)
+            tx.execute("DELETE FROM pool_queues WHERE pool_id=?", (pool_id,))
+            aspect_store.delete_entity(tx, E.pool_urn(pool_id))
+        self.queues.delete_pool_queues([pool["queue_url"], pool["dlq_url"], pool["monitors_queue_url"],
+                                        pool["monitors_dlq_url"]])
+
+    def _require_unused(self, tx, pool_id: str) -> None:
+        """Conflict unless nothing routes to POOL_ID: no source, no PENDING or RUNNING run, not
+        the default. Judged inside the transaction that deletes it: a run created, or the pool
+        made the default, between a look and the delete was left PENDING for good (its queues
+        gone, its pool no longer ours, so neither sent, nor cancellable, nor deletable) or left
+        a default naming no pool."""
+        sources = aspect_store.latest_of_type(tx, E.SOURCE, E.SOURCE_INFO)
+        is_default = self._default_pool_id(tx) == pool_id
         routed_here = {pool_id, E.pool_urn(pool_id)} | ({E.DEFAULT_EXECUTOR_ID, "", None} if is_default else set())
         users = [s for s in sources if s.value.get("config", {}).get("executorId") in routed_here]
         if users:
             names = ", ".join(s.value.get("name", s.urn) for s in users)
             raise Conflict(f"pool {pool_id} is used by sources: {names}; move them first")
-        busy = self.store.query("SELECT id FROM executions WHERE pool_id=? AND status IN ('PENDING', 'RUNNING')",
-                                (pool_id,))
+        busy = tx.execute("SELECT COUNT(*) FROM executions WHERE pool_id=? AND status IN ('PENDING', 'RUNNING')",
+                          (pool_id,)).fetchone()[0]
         if busy:
-            raise Conflict(f"pool {pool_id} has {len(busy)} pending or running execution(s); wait or cancel them first")
+            raise Conflict(f"pool {pool_id} has {busy} pending or running execution(s); wait or cancel them first")
         if is_default:
             raise Conflict(f"pool {pool_id} is the default pool; make another pool the default first")
-        with self.store.transaction() as tx:
-            tx.execute("DELETE FROM pool_queues WHERE pool_id=?", (pool_id,))
-            aspect_store.delete_entity(tx, E.pool_urn(pool_id))
-        self.queues.delete_pool_queues([pool["queue_url"], pool["dlq_url"], pool["monitors_queue_url"],
-                                        pool["monitors_dlq_url"]])
 
     def _queue_row(self, pool_id: str) -> dict[str, Any] | None:
         return self.store.one("SELECT * FROM pool_queues WHERE pool_id=?", (pool_id,))

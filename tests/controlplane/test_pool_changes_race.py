@@ -1,0 +1,107 @@
+"""Pool changes against writes that land while they run: a pool's delete, the default pool's
+change and a pool's creation each decide from what they read, so what they check is checked
+again inside the transaction that writes. A write is slipped in right before that transaction,
+in process, as the upstream sync thread (or any request thread) makes it."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import requests
+
+from controlplane import server
+from controlplane.testing import ControlPlaneHandle, running_controlplane
+
+from .conftest import RECIPE
+
+
+@pytest.fixture
+def cp(tmp_path, monkeypatch) -> Iterator[ControlPlaneHandle]:
+    monkeypatch.setattr(server, "SWEEP_INTERVAL_S", 3600.0)
+    with running_controlplane(tmp_path / "cp") as handle:
+        yield handle
+
+
+def _before_next_write(monkeypatch, cp: ControlPlaneHandle, write: Callable[[], Any]) -> list:
+    """Run WRITE once, right before the next transaction any thread opens (the change under
+    test's: it has read what it decides from, and is about to write)."""
+    store = cp.cp.store
+    opened = store.transaction
+    done: list = []
+
+    @contextmanager
+    def write_first():
+        if not done:
+            done.append(None)
+            done[0] = write()
+        with opened() as tx:
+            yield tx
+
+    monkeypatch.setattr(store, "transaction", write_first)
+    return done
+
+
+def _delete(cp: ControlPlaneHandle, pool_id: str) -> requests.Response:
+    return cp.http.post(f"{cp.gms_url}/entities?action=delete", json={"urn": f"urn:li:dataHubRemoteExecutorPool:{pool_id}"},
+                        timeout=30)
+
+
+def _admin(cp: ControlPlaneHandle):
+    return cp.cp.tokens.authenticate(f"Bearer {cp.admin_token}")
+
+
+def test_a_run_created_while_its_pool_is_deleted_keeps_the_pool(cp, monkeypatch):
+    """Deleted, the pool took its queues with it and left the run PENDING for good: never sent,
+    never claimed, and neither cancellable (its pool no longer ours) nor deletable."""
+    cp.create_pool("p", default=True)
+    cp.create_pool("q")
+    created = _before_next_write(monkeypatch, cp, lambda: cp.cp.test_connection(RECIPE, None, "q", _admin(cp)))
+    answer = _delete(cp, "q")
+    assert created and created[0], "the run was created while the delete ran"
+    assert answer.status_code == 409, answer.text
+    assert "q" in cp.cp.pools.ids()
+    execution = created[0].rsplit(":", 1)[1]
+    deadline = time.monotonic() + 10
+    while cp.execution(execution)["enqueued_at"] is None:
+        assert time.monotonic() < deadline, "the run was never sent to its pool's queue"
+        time.sleep(0.1)
+
+
+def test_a_pool_made_the_default_while_it_is_deleted_keeps_the_pool(cp, monkeypatch):
+    """Deleted, the default named no pool: every run of a default-routed source was refused."""
+    cp.create_pool("p", default=True)
+    cp.create_pool("q")
+    _before_next_write(monkeypatch, cp, lambda: cp.cp.pools.set_default("q"))
+    answer = _delete(cp, "q")
+    assert answer.status_code == 409, answer.text
+    assert cp.cp.pools.default_pool_id() == "q"
+    assert "q" in cp.cp.pools.ids()
+
+
+def test_a_pool_deleted_while_it_is_made_the_default_is_not_the_default(cp, monkeypatch):
+    cp.create_pool("p", default=True)
+    cp.create_pool("q")
+    deleted = _before_next_write(monkeypatch, cp, lambda: cp.cp.pools.delete("q"))
+    answer = cp.http.post(f"{cp.gms_url}/api/graphql", timeout=30, json={
+        "query": "mutation($u: String!) { updateDefaultRemoteExecutorPool(urn: $u) }",
+        "variables": {"u": "urn:li:dataHubRemoteExecutorPool:q"}}).json()
+    assert deleted == [None] and "q" not in cp.cp.pools.ids()
+    assert answer.get("errors"), answer
+    assert cp.cp.pools.default_pool_id() == "p"
+    source = cp.create_source("s", RECIPE)["id"]
+    assert cp.run_source(source)["id"], "a default-routed source still runs"
+
+
+def test_a_pool_created_twice_at_once_is_a_conflict_not_a_server_error(cp, monkeypatch):
+    cp.create_pool("p", default=True)
+    first: list = []
+    _before_next_write(monkeypatch, cp, lambda: first.append(cp.cp.pools.create("q")))
+    answer = cp.http.post(f"{cp.gms_url}/api/graphql", timeout=30, json={
+        "query": "mutation($i: CreateRemoteExecutorPoolInput!) { createRemoteExecutorPool(input: $i) }",
+        "variables": {"i": {"executorPoolId": "q", "isDefault": False}}}).json()
+    assert first, answer
+    assert "already exists" in str(answer.get("errors")), answer
+    assert cp.cp.pools.get("q")["queue_url"] == first[0]["queue_url"]
