@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from vocabulary import ids
 
@@ -70,7 +71,8 @@ def create_router(cp: ControlPlane) -> APIRouter:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise Invalid(f"{name} must be a whole number")
             values[name] = value
-        pool = cp.pools.set_queue_settings(pool_id, **values)
+        # Off the event loop: it calls the queue service, which may hang.
+        pool = await run_in_threadpool(cp.pools.set_queue_settings, pool_id, **values)
         return {k: pool[k] for k in ("id", "visibility_timeout_s", "max_receive_count", "queue_url", "monitors_queue_url",
                                      "queue_arn")}
 

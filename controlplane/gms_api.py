@@ -20,6 +20,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from . import entities as E
 from .errors import Forbidden, Invalid, NotFound
@@ -174,7 +175,9 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         urn = body.get("urn") if isinstance(body, dict) else None
         if not isinstance(urn, str):
             raise Invalid("urn is required")
-        cp.delete_entity(urn, identity_of(request))
+        # Off the event loop: a pool's delete deletes its queues, and a queue service that hangs
+        # must not hold up every other call.
+        await run_in_threadpool(cp.delete_entity, urn, identity_of(request))
         return {"value": {"urn": urn, "rows": 1}}
 
     @router.post("/gms/runs")

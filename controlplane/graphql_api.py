@@ -27,6 +27,7 @@ from typing import Any
 from ariadne import MutationType, ObjectType, QueryType, graphql_sync, load_schema_from_path, make_executable_schema
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from graphql import GraphQLError, StringValueNode, Visitor, parse, print_ast, visit
 from graphql.pyutils import inspect
 from loguru import logger
@@ -344,9 +345,12 @@ def create_router(cp: ControlPlane) -> APIRouter:
         if not identity.is_admin:
             return JSONResponse({"errors": [{"message": f"GraphQL needs an admin token; this is a(n) {identity.kind} "
                                                         "token"}]}, status_code=403)
-        _, result = graphql_sync(schema, body, context_value={"identity": identity, "request": request},
-                                 error_formatter=lambda error, debug=False: _format_error(error, body),
-                                 logger=_OUR_FAILURES)
+        # Off the event loop: resolvers call the queue service (a pool's queues) and may call an
+        # upstream DataHub; one that hangs must not hold up every other call (heartbeats, results).
+        _, result = await run_in_threadpool(graphql_sync, schema, body,
+                                            context_value={"identity": identity, "request": request},
+                                            error_formatter=lambda error, debug=False: _format_error(error, body),
+                                            logger=_OUR_FAILURES)
         return JSONResponse(result, status_code=200)
 
     router.add_api_route("/gms/api/graphql", serve, methods=["POST"])

@@ -98,3 +98,35 @@ def _heartbeat_until(executor: ExecutorDouble, running: str, stop: threading.Eve
             executor.heartbeat(running=[running])
         except Exception:  # the control plane unreachable: the executor tries again next interval
             pass
+
+
+@pytest.mark.parametrize("change", ["create", "queue settings", "delete"])
+def test_a_pool_change_waiting_on_a_hung_queue_service_does_not_hold_up_heartbeats(cp, change):
+    """A pool's create, queue settings and delete call the queue service: from the API's event
+    loop, one that hung froze every other call until botocore gave up."""
+    cp.create_pool("p", default=True)
+    cp.create_pool("idle")
+    executor = ExecutorDouble(cp, "p", "e1", interval_s=1)
+    executor.heartbeat()
+    calls = {"create": lambda: cp.create_pool("q"),
+             "queue settings": lambda: cp._admin("PUT", "/pools/idle/queues", json={"visibility_timeout_s": 30}),
+             "delete": lambda: cp.http.post(f"{cp.gms_url}/entities?action=delete",
+                                            json={"urn": "urn:li:dataHubRemoteExecutorPool:idle"}, timeout=120)}
+    with hung_queue_service(cp):
+        admin = threading.Thread(target=_swallowing(calls[change]), daemon=True)
+        admin.start()
+        time.sleep(0.5)  # the change is waiting on the queue service
+        assert admin.is_alive(), f"the pool {change} did not wait on the hung queue service"
+        assert _timed(executor.heartbeat) < 2, f"heartbeats wait while a pool {change} waits on the queue service"
+    admin.join(timeout=60)
+
+
+def _swallowing(call):
+    """CALL, whatever it answers: what the queue service's hang does to the call itself is not
+    judged here."""
+    def run() -> None:
+        try:
+            call()
+        except Exception:
+            pass
+    return run
