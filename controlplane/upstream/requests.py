@@ -41,7 +41,16 @@ def requested_at(request: dict[str, Any]) -> int:
 
 
 def as_input(request: dict[str, Any]) -> dict[str, Any] | Refusal:
-    """Our dataHubExecutionRequestInput for REQUEST, or why it cannot run."""
+    """Our dataHubExecutionRequestInput for REQUEST, or why it cannot run. A request that breaks a
+    check in a way no check foresaw (extraArgs nested past the recursion limit) is refused too:
+    raised, it would stop every scan at the same request, and none behind it would be taken."""
+    try:
+        return _checked_input(request)
+    except Exception as exc:
+        return Refusal(S.INVALID_ARGUMENTS, f"the request could not be checked ({type(exc).__name__})")
+
+
+def _checked_input(request: dict[str, Any]) -> dict[str, Any] | Refusal:
     try:
         ids.execution_id(request_id(request))
     except ids.InvalidId as exc:

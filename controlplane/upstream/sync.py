@@ -125,7 +125,13 @@ class UpstreamSync:
         taken: list[str] = []
         for _ in range(MAX_PAGES):
             total, page = self.gms.execution_requests(scan.start, PAGE)
-            taken += self._take_new(page, scan, pools)
+            try:
+                taken += self._take_new(page, scan, pools)
+            except Exception:
+                # Not DataHub's failure but ours on this page: start again from the newest, so
+                # that a failure that repeats here never keeps new requests from being taken.
+                self._scan = None
+                raise
             scan.start += len(page)
             if len(page) < PAGE or (total and scan.start >= total) or any(requested_at(r) < scan.floor for r in page):
                 self._scan = None

@@ -167,3 +167,20 @@ def test_a_claim_while_datahub_refuses_our_token_waits_for_datahubs_secrets(pair
     answer = claim(pair, executor, "ours")
     assert answer.status_code == 200, answer.json().get("error")
     assert answer.json()["secrets"] == {"DB_PASSWORD": "pw-" + tmp_path.name}
+
+
+def test_a_request_no_check_foresaw_is_refused_and_discovery_goes_on(pair):
+    """extraArgs nested past Python's recursion limit (DataHub stores any string) broke the check
+    with a RecursionError: every scan stopped at that request, so the requests after it in the
+    scan were never taken and the cursor never moved. Refused instead, as any request that
+    cannot run."""
+    t = now_ms()
+    poison = pair.request("poison", t)
+    poison.aspect.args["extra_env_vars"] = "[" * 100_000 + "]" * 100_000
+    pair.create(pair.request("older", t - 1000), poison, pair.request("newer", t + 1000))
+    sync = pair.sync()
+    assert sorted(sync.discover()) == ["newer", "older", "poison"]
+    assert {"older", "newer"} <= pair.local_ids() and "poison" not in pair.local_ids()
+    sync.push()
+    shown = pair.graph.get_aspect(E.execution_urn("poison"), ExecutionRequestResultClass)
+    assert shown is not None and shown.status == "FAILURE" and "INVALID_ARGUMENTS" in shown.report
