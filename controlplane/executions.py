@@ -49,6 +49,7 @@ class Executions:
         # sink and secrets); asked before the claim is applied, so a failure changes nothing.
         self.claim_context: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
         self._to_send = threading.Event()
+        self._sending = threading.Lock()
 
     # creation ----------------------------------------------------------------------------------
     @staticmethod
@@ -110,25 +111,33 @@ class Executions:
         self._to_send.clear()
 
     def send_pending(self) -> int:
-        """Send every PENDING execution that is not in its queue yet; returns how many were sent."""
+        """Send every PENDING execution that is not in its queue yet; returns how many were sent.
+
+        At least once: an execution is marked sent (`enqueued_at`) only after its queue took
+        it. Marked before, a crash or stop while the send was in flight (a queue service that
+        hangs keeps one in flight for minutes) left it marked and never sent: PENDING for good
+        on real SQS, which no restart sends again. A crash after the send and before the mark
+        sends it twice, which claims tell apart (a second message for a claimed execution is a
+        DUPLICATE, for a final one refused). One sender at a time (the lock); the mark is
+        written only if no claim came in between (its lease epoch), so a release that asked
+        for a new message while this send was in flight still gets one."""
         sent = 0
-        # Only our pools' executions: one for an executor elsewhere (no pool of ours) waits for it.
-        for row in self.store.query("SELECT id, pool_id, task, created_at FROM executions e WHERE status=? AND "
-                                    "enqueued_at IS NULL AND EXISTS (SELECT 1 FROM pool_queues q WHERE "
-                                    "q.pool_id = e.pool_id) ORDER BY created_at", (S.PENDING,)):
-            with self.store.transaction() as tx:
-                taken = tx.execute("UPDATE executions SET enqueued_at=? WHERE id=? AND status=? AND enqueued_at IS NULL",
-                                   (time.time(), row["id"], S.PENDING)).rowcount
-            if not taken:
-                continue
-            try:
-                self.queues.send_text(self.pools.queue_for(row["pool_id"], row["task"]),
-                                      message.encode(row["id"], row["task"], row["pool_id"], int(row["created_at"] * 1000)))
+        with self._sending:
+            # Only our pools' executions: one for an executor elsewhere (no pool of ours) waits for it.
+            for row in self.store.query("SELECT id, pool_id, task, created_at, lease_epoch FROM executions e WHERE "
+                                        "status=? AND enqueued_at IS NULL AND EXISTS (SELECT 1 FROM pool_queues q "
+                                        "WHERE q.pool_id = e.pool_id) ORDER BY created_at", (S.PENDING,)):
+                try:
+                    self.queues.send_text(self.pools.queue_for(row["pool_id"], row["task"]),
+                                          message.encode(row["id"], row["task"], row["pool_id"],
+                                                         int(row["created_at"] * 1000)))
+                except Exception as exc:  # botocore: endpoint down, throttling; the outbox tries again
+                    logger.warning("execution {} not sent to its queue ({}); retrying", row["id"], type(exc).__name__)
+                    continue
                 sent += 1
-            except Exception as exc:  # botocore: endpoint down, throttling; the sweeper tries again
-                logger.warning("execution {} not sent to its queue ({}); retrying", row["id"], type(exc).__name__)
                 with self.store.transaction() as tx:
-                    tx.execute("UPDATE executions SET enqueued_at=NULL WHERE id=? AND status=?", (row["id"], S.PENDING))
+                    tx.execute("UPDATE executions SET enqueued_at=? WHERE id=? AND status=? AND enqueued_at IS NULL "
+                               "AND lease_epoch=?", (time.time(), row["id"], S.PENDING, row["lease_epoch"]))
         return sent
 
     def forget_queued(self) -> int:

@@ -3,16 +3,26 @@ fails: it refuses, or it hangs (a network partition: connections open, answers n
 Neither may hold up the control plane's API, which executors heartbeat and report through."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+import requests
 
 from controlplane import server
+from controlplane.queues import EmbeddedSqs
 from controlplane.testing import ControlPlaneHandle, running_controlplane
+from executor.testing import free_port
 
 from .conftest import RECIPE, ExecutorDouble
 
@@ -30,16 +40,11 @@ def cp(tmp_path, monkeypatch) -> Iterator[ControlPlaneHandle]:
 def hung_queue_service(cp: ControlPlaneHandle) -> Iterator[None]:
     """The embedded SQS server replaced, on its port, by a socket that takes connections (the
     kernel completes them) and never answers; the real server back on the port afterwards."""
-    port = int(cp.sqs_endpoint_url.rsplit(":", 1)[1])
     cp.stop_queue()
-    hung = socket.socket()
-    hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    hung.bind(("127.0.0.1", port))
-    hung.listen(128)
     try:
-        yield
+        with hung_port(int(cp.sqs_endpoint_url.rsplit(":", 1)[1])):
+            yield
     finally:
-        hung.close()  # the connections it holds are reset: a send waiting on one fails and is retried
         cp.start_queue()
 
 
@@ -130,3 +135,90 @@ def _swallowing(call):
         except Exception:
             pass
     return run
+
+
+SERVE_WITH_AWS_QUEUES = """
+import sys, time
+from pathlib import Path
+from controlplane.server import ControlPlaneServer, ServerConfig
+server = ControlPlaneServer(ServerConfig(state_dir=Path(sys.argv[1]), queue="aws", port=int(sys.argv[2])))
+server.start()
+print("started", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+class AwsModeControlPlane:
+    """A control plane process with `queue: aws` (real SQS's code path: queues kept across its
+    restarts, nothing sent again at start), its SQS at the embedded server's address."""
+
+    def __init__(self, state_dir: Path, sqs_port: int) -> None:
+        self.state_dir, self.port = state_dir, free_port()
+        self.env = {**os.environ, "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{sqs_port}", "AWS_ACCESS_KEY_ID": "local",
+                    "AWS_SECRET_ACCESS_KEY": "local", "PYTHONPATH": str(Path(server.__file__).parents[1])}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", SERVE_WITH_AWS_QUEUES, str(self.state_dir), str(self.port)],
+                                        env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.process.stdout.readline().strip() == "started"
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        token = (self.state_dir / "admin-token").read_text().strip()
+        answer = requests.post(f"http://127.0.0.1:{self.port}/gms/api/graphql", timeout=30,
+                               headers={"Authorization": f"Bearer {token}"},
+                               json={"query": query, "variables": variables}).json()
+        assert not answer.get("errors"), answer
+        return answer["data"]
+
+
+@contextmanager
+def hung_port(port: int) -> Iterator[None]:
+    """PORT taking connections (the kernel completes them) and never answering. Closed, the
+    connections it holds are reset: a send waiting on one fails and is retried."""
+    hung = socket.socket()
+    hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hung.bind(("127.0.0.1", port))
+    hung.listen(128)
+    try:
+        yield
+    finally:
+        hung.close()
+
+
+def test_a_run_whose_send_a_crash_cut_short_is_sent_after_the_restart(tmp_path):
+    """Marked sent before the send, a run whose send was in flight when the control plane died
+    (kill -9, or a stop while a hung send held the outbox) stayed PENDING for good on real SQS."""
+    sqs_port = free_port()
+    sqs = EmbeddedSqs(sqs_port)
+    sqs.start()
+    cp = AwsModeControlPlane(tmp_path / "cp", sqs_port)
+    cp.start()
+    try:
+        pool = "mutation($i: CreateRemoteExecutorPoolInput!) { createRemoteExecutorPool(input: $i) }"
+        cp.graphql(pool, i={"executorPoolId": "p", "isDefault": True})
+        source = cp.graphql("mutation($i: UpdateIngestionSourceInput!) { createIngestionSource(input: $i) }",
+                            i={"name": "s", "type": "datahub-mock-data",
+                               "config": {"recipe": RECIPE, "executorId": "default"}})["createIngestionSource"]
+        sqs.stop()
+        with hung_port(sqs_port):
+            cp.graphql("mutation($u: String!) { createIngestionExecutionRequest(input: {ingestionSourceUrn: $u}) }",
+                       u=source)
+            time.sleep(1)  # its send is in flight, and hangs
+            cp.kill()
+        sqs = EmbeddedSqs(sqs_port)  # moto's queues live in this process: they are all still there
+        sqs.start()
+        cp.start()
+        client = boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{sqs_port}",
+                              aws_access_key_id="local", aws_secret_access_key="local")
+        queue = next(url for url in client.list_queues()["QueueUrls"] if url.endswith("-p"))
+        received = client.receive_message(QueueUrl=queue, WaitTimeSeconds=10).get("Messages", [])
+        assert len(received) == 1, "the run was never sent"
+    finally:
+        cp.kill()
+        sqs.stop()
