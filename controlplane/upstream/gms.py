@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 from datahub.emitter.mcp import MetadataChangeProposalWrapper
+from datahub.emitter.rest_emitter import EmitMode
 from datahub.ingestion.graph.client import DataHubGraph
 from datahub.ingestion.graph.config import DatahubClientConfig
 from datahub.metadata.schema_classes import ExecutionRequestResultClass, ExecutionRequestSignalClass
@@ -55,11 +56,19 @@ class UpstreamGms:
         return int(page.get("total") or 0), page["executionRequests"]
 
     def write_result(self, urn: str, value: dict[str, Any]) -> None:
-        """DataHub's dataHubExecutionRequestResult, as DataHub's own executor writes it."""
+        """DataHub's dataHubExecutionRequestResult, as DataHub's own executor writes it; to the
+        primary store before the answer (DataHub's default mode, whatever DATAHUB_EMIT_MODE says
+        here), so result_status reads it back at once."""
         aspect = ExecutionRequestResultClass.from_obj(value)
         if not aspect.validate():
             raise UpstreamRefused(f"the result of {urn} is not a valid dataHubExecutionRequestResult")
-        self._call(lambda graph: graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=urn, aspect=aspect)))
+        self._call(lambda graph: graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=urn, aspect=aspect),
+                                                emit_mode=EmitMode.SYNC_PRIMARY))
+
+    def result_status(self, urn: str) -> str | None:
+        """The status of the result DataHub shows for URN (None: none yet)."""
+        result = self._call(lambda graph: graph.get_aspect(urn, ExecutionRequestResultClass))
+        return result.status if result is not None else None
 
     def kill_requested(self, urn: str) -> bool:
         """Whether DataHub's UI cancelled the request (cancelIngestionExecutionRequest writes a

@@ -34,7 +34,7 @@ from ..service import ControlPlane
 from ..tokens import ADMIN, Identity
 from .claims import UpstreamClaims
 from .gms import UpstreamError, UpstreamGms, UpstreamRefused, UpstreamUnreachable
-from .mirror import DISPATCHED, Mirror, digest
+from .mirror import DISPATCHED, Mirror, OpenRequest, digest
 from .requests import Refusal, as_input, executor_id_of, request_id, requested_at
 
 PAGE = 50
@@ -197,6 +197,7 @@ class UpstreamSync:
                 continue
             try:
                 self.gms.write_result(request.urn, request.result)
+                self._check_kept(request)
             except UpstreamRefused as exc:
                 if exc.status in (401, 403):
                     raise
@@ -208,6 +209,19 @@ class UpstreamSync:
             self.mirror.written(request.execution_id, request.result)
             written += 1
         return written
+
+    def _check_kept(self, request: OpenRequest) -> None:
+        """A final result closes the request for good, so it counts as written only once DataHub
+        shows it: DataHub's emitter takes any 200 (a captive portal's, a broken load balancer's)
+        as GMS's. A progress result needs no check: the next one, or the final, replaces it."""
+        assert request.result is not None
+        status = request.result.get("status")
+        if status not in S.FINAL:
+            return
+        shown = self.gms.result_status(request.urn)
+        if shown != status:
+            raise UpstreamUnreachable(f"DataHub at {self.config.url} answered the write of a {status} result but "
+                                      f"shows {shown}; written again at the next tick")
 
     # cancels ----------------------------------------------------------------------------------
     def pass_cancels(self) -> list[str]:

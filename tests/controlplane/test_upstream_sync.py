@@ -184,3 +184,21 @@ def test_a_request_no_check_foresaw_is_refused_and_discovery_goes_on(pair):
     sync.push()
     shown = pair.graph.get_aspect(E.execution_urn("poison"), ExecutionRequestResultClass)
     assert shown is not None and shown.status == "FAILURE" and "INVALID_ARGUMENTS" in shown.report
+
+
+def test_a_final_result_answered_by_something_other_than_datahub_is_written_again(pair, proxy):
+    """A 200 that is not GMS's (a captive portal, a broken load balancer) to the final result's
+    write: DataHub's emitter checks only the status, so the request was closed as written and
+    DataHub never showed how the run ended. A final result counts as written once DataHub shows it."""
+    sync = pair.sync(url=proxy.url)
+    pair.create(pair.request("ours", now_ms()))
+    assert sync.discover() == ["ours"]
+    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
+    executor.heartbeat()
+    executor.finish(executor.claim("ours"), "SUCCESS")
+    portal = proxy.break_("POST", "ingestProposal", times=1)
+    for _ in range(3):
+        sync.tick()
+    assert portal.hits == 1, "the write met the portal"
+    shown = pair.graph.get_aspect(E.execution_urn("ours"), ExecutionRequestResultClass)
+    assert shown is not None and shown.status == "SUCCESS", f"DataHub shows {shown.status if shown else None}"
