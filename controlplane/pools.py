@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from vocabulary import ids
-from vocabulary.tasks import MONITORS, task_class
+from vocabulary.tasks import MONITORS, UnknownTask, task_class
 
 from . import entities as E
 from .errors import Conflict, Invalid, NotFound
@@ -190,10 +190,18 @@ class Pools:
         return self._queue_row(pool_id) is not None
 
     def queue_for(self, pool_id: str, task: str) -> str:
+        """The queue a run of TASK goes to. A task we do not know goes to the ingestion queue
+        (DataHub's one queue for a pool), where the executor that claims it fails it
+        UNKNOWN_TASK: such a run was stored for an executor elsewhere, unchecked, before a pool
+        of ours took its id, and refusing to send it kept it PENDING, retried for good."""
         row = self._queue_row(pool_id)
         if row is None:
             raise NotFound(f"pool {pool_id} not found")
-        return row["monitors_queue_url"] if task_class(task) == MONITORS else row["ingestion_queue_url"]
+        try:
+            monitors = task_class(task) == MONITORS
+        except UnknownTask:
+            monitors = False
+        return row["monitors_queue_url"] if monitors else row["ingestion_queue_url"]
 
     def delete(self, pool_id: str) -> None:
         pool = self.get(pool_id)

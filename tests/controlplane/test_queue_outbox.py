@@ -23,6 +23,7 @@ from controlplane import server
 from controlplane.queues import EmbeddedSqs
 from controlplane.testing import ControlPlaneHandle, running_controlplane
 from executor.testing import free_port
+from vocabulary import message
 
 from .conftest import RECIPE, ExecutorDouble
 
@@ -222,3 +223,27 @@ def test_a_run_whose_send_a_crash_cut_short_is_sent_after_the_restart(tmp_path):
     finally:
         cp.kill()
         sqs.stop()
+
+
+def test_a_run_of_a_task_we_do_not_know_is_sent_for_its_executor_to_refuse(cp, executor_double):
+    """A run stored for an executor elsewhere is not checked (DataHub takes any task); once a pool
+    of ours takes its id, the outbox failed on its task every 2 s for good, with a warning each
+    time, and the run stayed PENDING. It goes to the pool's queue (DataHub's one queue for a
+    pool), and the executor that claims it fails it UNKNOWN_TASK."""
+    cp.create_pool("p", default=True)
+    urn = f"urn:li:dataHubExecutionRequest:{cp.cp.executions.new_id()}"
+    cp.ingest(urn, "dataHubExecutionRequestInput", {"task": "RUN_ASSERTIONS", "args": {}, "executorId": "q",
+                                                    "source": {"type": "MANUAL_INGESTION_SOURCE"},
+                                                    "requestedAt": int(time.time() * 1000)})
+    pool = cp.create_pool("q")
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=cp.sqs_endpoint_url,
+                          aws_access_key_id="local", aws_secret_access_key="local")
+    received = client.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=5).get("Messages", [])
+    assert len(received) == 1, "the run was never sent"
+    executor = executor_double("q", "e1")
+    executor.heartbeat()
+    claimed = executor.claim(urn.rsplit(":", 1)[1])
+    assert claimed is not None and claimed.task == "RUN_ASSERTIONS"
+    assert message.decode(received[0]["Body"]).task == "RUN_ASSERTIONS", "an executor reads the message"
+    executor.finish(claimed, "FAILURE", "UNKNOWN_TASK")
+    assert cp.execution(claimed.execution_id)["status"] == "FAILURE"
