@@ -37,6 +37,7 @@ from .tokens import EXECUTOR, Identity
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # SQLite's INTEGER
 REQUEST_SOURCE_MANUAL = "MANUAL_INGESTION_SOURCE"
 REQUEST_SOURCE_TEST = "TEST_CONNECTION"
+OUTBOX_WARNING_EVERY_S = 60.0  # while sends fail, how often the outbox says so again
 
 
 class Executions:
@@ -50,6 +51,8 @@ class Executions:
         self.claim_context: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
         self._to_send = threading.Event()
         self._sending = threading.Lock()
+        self._failing_since: float | None = None  # monotonic: when sends began to fail, if they do
+        self._warned_at = 0.0
 
     # creation ----------------------------------------------------------------------------------
     @staticmethod
@@ -121,7 +124,7 @@ class Executions:
         DUPLICATE, for a final one refused). One sender at a time (the lock); the mark is
         written only if no claim came in between (its lease epoch), so a release that asked
         for a new message while this send was in flight still gets one."""
-        sent = 0
+        sent, failed = 0, {}
         with self._sending:
             # Only our pools' executions: one for an executor elsewhere (no pool of ours) waits for it.
             for row in self.store.query("SELECT id, pool_id, task, created_at, lease_epoch FROM executions e WHERE "
@@ -132,13 +135,32 @@ class Executions:
                                           message.encode(row["id"], row["task"], row["pool_id"],
                                                          int(row["created_at"] * 1000)))
                 except Exception as exc:  # botocore: endpoint down, throttling; the outbox tries again
-                    logger.warning("execution {} not sent to its queue ({}); retrying", row["id"], type(exc).__name__)
+                    failed[row["id"]] = type(exc).__name__
                     continue
                 sent += 1
                 with self.store.transaction() as tx:
                     tx.execute("UPDATE executions SET enqueued_at=? WHERE id=? AND status=? AND enqueued_at IS NULL "
                                "AND lease_epoch=?", (time.time(), row["id"], S.PENDING, row["lease_epoch"]))
+            self._say_how_sending_went(sent, failed)
         return sent
+
+    def _say_how_sending_went(self, sent: int, failed: dict[str, str]) -> None:
+        """One warning when sends start failing and one a minute while they do, one line when
+        they work again: a line per run and round (every 2 s) buried an outage's log (20 runs
+        waiting: 207 lines in 20 s)."""
+        now = time.monotonic()
+        if failed:
+            if self._failing_since is None or now - self._warned_at >= OUTBOX_WARNING_EVERY_S:
+                execution_id, error = next(iter(failed.items()))
+                logger.warning("{} execution(s) not sent to their queues ({}, execution {} among them); retrying "
+                               "every few seconds", len(failed), error, execution_id)
+                self._warned_at = now
+            if self._failing_since is None:
+                self._failing_since = now
+        elif self._failing_since is not None:
+            logger.info("executions sent to their queues again after {:.0f} s of failed sends ({} sent now)",
+                        now - self._failing_since, sent)
+            self._failing_since = None
 
     def forget_queued(self) -> int:
         """The embedded queue server lost its messages (a restart): every PENDING execution must

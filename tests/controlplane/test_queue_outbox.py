@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from loguru import logger
 
 from controlplane import server
 from controlplane.queues import EmbeddedSqs
@@ -247,3 +248,28 @@ def test_a_run_of_a_task_we_do_not_know_is_sent_for_its_executor_to_refuse(cp, e
     assert message.decode(received[0]["Body"]).task == "RUN_ASSERTIONS", "an executor reads the message"
     executor.finish(claimed, "FAILURE", "UNKNOWN_TASK")
     assert cp.execution(claimed.execution_id)["status"] == "FAILURE"
+
+
+def test_a_queue_outage_is_logged_once_not_once_per_run_and_round(cp):
+    """Measured before: 20 runs waiting, the queue service refusing, 207 warnings in 20 s."""
+    lines: list[str] = []
+    sink = logger.add(lambda line: lines.append(str(line)), level="INFO", format="{message}")
+    try:
+        cp.create_pool("p", default=True)
+        sources = [cp.create_source(f"s{i}", RECIPE)["id"] for i in range(5)]
+        cp.stop_queue()
+        try:
+            runs = [cp.run_source(source)["id"] for source in sources]
+            time.sleep(7)  # three rounds of retries at least
+        finally:
+            cp.start_queue()
+        deadline = time.monotonic() + 10
+        while any(cp.execution(run)["enqueued_at"] is None for run in runs):
+            assert time.monotonic() < deadline, "the runs were not sent once the queue service answered"
+            time.sleep(0.1)
+        time.sleep(0.2)
+    finally:
+        logger.remove(sink)
+    failing = [line for line in lines if "not sent" in line]
+    assert len(failing) == 1, failing
+    assert sum("sent to their queues again" in line for line in lines) == 1, lines
