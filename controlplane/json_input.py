@@ -7,9 +7,10 @@ says where.
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
+
+from vocabulary import json_text
 
 from .errors import Invalid
 
@@ -21,7 +22,7 @@ def loads(data: bytes | str) -> Any:
     except UnicodeDecodeError as exc:
         raise Invalid(f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json_text.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:
         raise Invalid(f"the body is not JSON: {exc}") from None
     check_storable(value)

@@ -15,7 +15,7 @@ import re
 import uuid
 from typing import Any
 
-from vocabulary import pip_requirements
+from vocabulary import json_text, pip_requirements
 from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.weights import FULL, InvalidWeight, parse_weight
@@ -51,13 +51,13 @@ def extra_args(info: dict[str, Any]) -> dict[str, str]:
 
 def extra_env(info: dict[str, Any]) -> dict[str, str]:
     raw = extra_args(info).get("extra_env_vars")
-    return json.loads(raw) if raw else {}
+    return json_text.loads(raw) if raw else {}
 
 
 def check_extra_args(args: dict[str, str]) -> None:
     if "extra_env_vars" in args:
         try:
-            env = json.loads(args["extra_env_vars"])
+            env = json_text.loads(args["extra_env_vars"])
         except ValueError:
             raise Invalid("extraArgs.extra_env_vars must be a JSON object of NAME: value strings") from None
         if not isinstance(env, dict):
@@ -75,7 +75,7 @@ def check_extra_args(args: dict[str, str]) -> None:
             raise Invalid(str(exc)) from None
     if "extra_pip_requirements" in args:
         try:
-            requirements = json.loads(args["extra_pip_requirements"])
+            requirements = json_text.loads(args["extra_pip_requirements"])
         except ValueError:
             requirements = None
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from . import json_text
 from .ids import InvalidId, execution_id as check_execution_id, pool_id as check_pool_id
 
 PROTOCOL_VERSION = 1
@@ -39,7 +40,7 @@ def decode(body: str) -> QueueMessage:
     if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
         raise MalformedMessage(f"body over {MAX_BODY_BYTES} bytes")
     try:
-        data = json.loads(body)
+        data = json_text.loads(body)
     except ValueError:
         raise MalformedMessage("body is not JSON") from None
     if not isinstance(data, dict):

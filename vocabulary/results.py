@@ -3,8 +3,9 @@ sides: the lease header of an executor's writes, the structured report's type pe
 "executor" section of the structured report's JSON (reason code, exit code, signal, peak memory)."""
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from . import json_text
 
 # The MCP header (MetadataChangeProposal.headers) and HTTP header that carry a claim's lease.
 LEASE_HEADER = "X-DataHub-Execution-Lease"
@@ -17,7 +18,7 @@ def executor_details(result: dict[str, Any] | None) -> dict[str, Any]:
     """The "executor" section of a dataHubExecutionRequestResult's structured report, or {}."""
     report = (result or {}).get("structuredReport") or {}
     try:
-        body = json.loads(report.get("serializedValue") or "{}")
+        body = json_text.loads(report.get("serializedValue") or "{}")
     except (ValueError, TypeError):
         return {}
     details = body.get(EXECUTOR_KEY) if isinstance(body, dict) else None

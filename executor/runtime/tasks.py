@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from loguru import logger
 
-from vocabulary import ids, pip_requirements, statuses as S
+from vocabulary import ids, json_text, pip_requirements, statuses as S
 from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.tasks import RUN_MONITOR, TEST_CONNECTION, UnknownTask, task_class
@@ -74,7 +74,7 @@ class PreparedTask:
         if data is None:
             return None
         try:
-            return self.masker.mask_json(json.loads(data.decode("utf-8", errors="replace")))
+            return self.masker.mask_json(json_text.loads(data.decode("utf-8", errors="replace")))
         except (ValueError, RecursionError):
             return None
 
@@ -130,7 +130,7 @@ def extra_env_of(args: dict) -> dict[str, str]:
     extra = args.get("extra_env_vars") or {}
     if isinstance(extra, str):
         try:
-            extra = json.loads(extra)
+            extra = json_text.loads(extra)
         except ValueError:
             raise TaskRejected("INVALID_ARGUMENTS", "extra_env_vars is not a JSON object") from None
     if not isinstance(extra, dict):
@@ -178,7 +178,7 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
     extra_requirements = args.get("extra_pip_requirements") or []
     if isinstance(extra_requirements, str):
         try:
-            extra_requirements = json.loads(extra_requirements or "[]")
+            extra_requirements = json_text.loads(extra_requirements or "[]")
         except ValueError:
             raise TaskRejected(S.INVALID_ARGUMENTS, "extra_pip_requirements is not a JSON list") from None
     try:

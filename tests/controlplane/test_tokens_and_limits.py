@@ -168,3 +168,22 @@ def test_a_gzip_log_is_refused_when_it_is_not_one_stream_or_expands_past_the_cap
     assert not cp.execution(execution)["has_full_log"]
     assert put(whole, "GZIP").status_code == 200
     assert cp.logs(execution)["log"] == "line\n" * 1000
+
+
+def test_json_nested_past_the_recursion_limit_is_a_400_and_a_refusal_not_a_traceback(cp):
+    """A 10 KB body of `[` answered 500 and logged a traceback (RecursionError escaped every
+    `except ValueError`); in a source's extraArgs it was refused only by accident, with Python's
+    'maximum recursion depth' as the reason."""
+    cp.create_pool("p", default=True)
+    headers = {"Authorization": f"Bearer {cp.admin_token}", "Content-Type": "application/json"}
+    deep = "[" * 5000 + "]" * 5000
+    body = requests.post(f"{cp.gms_url}/api/graphql", data=deep.encode(), headers=headers, timeout=10)
+    assert body.status_code == 400 and "nested deeper" in body.text, body.text[:300]
+    for key in ("extra_env_vars", "extra_pip_requirements"):
+        with pytest.raises(RuntimeError) as refused:
+            cp.graphql("mutation($i: UpdateIngestionSourceInput!) { createIngestionSource(input: $i) }",
+                       i={"name": "s", "type": "datahub-mock-data", "config": {
+                           "recipe": "source: {type: datahub-mock-data}", "executorId": "p",
+                           "extraArgs": [{"key": key, "value": deep}]}})
+        said = str(refused.value)
+        assert f"extraArgs.{key}" in said and "'code': 400" in said and "recursion" not in said, key

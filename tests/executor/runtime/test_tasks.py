@@ -229,3 +229,12 @@ def test_extra_pip_requirements_take_every_form_of_pep_508(tmp_path):
     prepared, venvs = prepare(tmp_path, extra_pip_requirements=entries)
     assert venvs.asked[2] == entries
     prepared.cleanup()
+
+
+@pytest.mark.parametrize("argument", ["extra_env_vars", "extra_pip_requirements"])
+def test_extra_arguments_nested_past_the_recursion_limit_are_invalid_arguments(tmp_path, argument):
+    """json.loads raised RecursionError, past the runner's `except ValueError`: the runner failed
+    after its claim and gave the execution back, to break the next executor the same way."""
+    with pytest.raises(TaskRejected) as refused:
+        prepare(tmp_path, **{argument: "[" * 5000 + "]" * 5000})
+    assert refused.value.reason == "INVALID_ARGUMENTS"
