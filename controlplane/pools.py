@@ -9,6 +9,7 @@ control plane's alone (table pool_queues).
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from vocabulary import ids
@@ -28,6 +29,10 @@ class Pools:
     def __init__(self, store: Store, queues: Queues) -> None:
         self.store = store
         self.queues = queues
+        # One change of queues at a time (create, queue settings, delete): each changes the queue
+        # service and then the record, and two interleaved left the record saying one thing and
+        # the queues another. Held across the queue service's calls: only pool changes wait.
+        self._changing = threading.Lock()
 
     def create(self, pool_id: str, *, description: str | None = None, is_default: bool = False, creator: str | None = None,
                visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S,
@@ -122,6 +127,11 @@ class Pools:
     def set_queue_settings(self, pool_id: str, *, visibility_timeout_s: int | None = None,
                            max_receive_count: int | None = None) -> dict[str, Any]:
         """The pool's queue settings (DataHub has no operation for them: its queues are managed)."""
+        with self._changing:
+            return self._set_queue_settings(pool_id, visibility_timeout_s, max_receive_count)
+
+    def _set_queue_settings(self, pool_id: str, visibility_timeout_s: int | None,
+                            max_receive_count: int | None) -> dict[str, Any]:
         pool = self.get(pool_id)
         visibility = pool["visibility_timeout_s"] if visibility_timeout_s is None else visibility_timeout_s
         receives = pool["max_receive_count"] if max_receive_count is None else max_receive_count
@@ -204,6 +214,10 @@ class Pools:
         return row["monitors_queue_url"] if monitors else row["ingestion_queue_url"]
 
     def delete(self, pool_id: str) -> None:
+        with self._changing:
+            self._delete(pool_id)
+
+    def _delete(self, pool_id: str) -> None:
         pool = self.get(pool_id)
         with self.store.transaction() as tx:
             self._require_unused(tx, pool_id)

@@ -4,11 +4,13 @@ again inside the transaction that writes. A write is slipped in right before tha
 in process, as the upstream sync thread (or any request thread) makes it."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import boto3
 import pytest
 import requests
 
@@ -105,3 +107,26 @@ def test_a_pool_created_twice_at_once_is_a_conflict_not_a_server_error(cp, monke
     assert first, answer
     assert "already exists" in str(answer.get("errors")), answer
     assert cp.cp.pools.get("q")["queue_url"] == first[0]["queue_url"]
+
+
+def test_two_queue_settings_at_once_leave_the_queues_as_the_pool_says(cp, monkeypatch):
+    """The later change's queue attributes and the earlier change's record: the pool said 30 s
+    while its queues hid a message for 90 s, and real SQS refused the control plane's next start
+    (CreateQueue with other attributes than the queue's: QueueAlreadyExists)."""
+    cp.create_pool("p", default=True)
+    other = threading.Thread(target=lambda: cp.cp.pools.set_queue_settings("p", visibility_timeout_s=90))
+
+    def other_change_meanwhile() -> None:
+        other.start()
+        other.join(timeout=3)  # done by then, unless it waits for this change to end
+
+    _before_next_write(monkeypatch, cp, other_change_meanwhile)
+    answer = cp.http.put(f"{cp.gms_url}/admin/v1/pools/p/queues", json={"visibility_timeout_s": 30}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    other.join(timeout=30)
+    pool = cp.cp.pools.get("p")
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=cp.sqs_endpoint_url,
+                          aws_access_key_id="local", aws_secret_access_key="local")
+    for url in (pool["queue_url"], pool["monitors_queue_url"]):
+        attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+        assert int(attributes["VisibilityTimeout"]) == pool["visibility_timeout_s"], url
