@@ -48,25 +48,33 @@ class Queues:
     def create_pool_queues(self, pool_id: str, visibility_timeout_s: int, max_receive_count: int) -> PoolQueues:
         """Both of a pool's queues, each with its dead-letter queue: one for ingestion tasks and one
         for monitor tasks, so a full ingestion ledger never keeps monitors from being received.
-        Idempotent (SQS's CreateQueue with the same attributes returns the existing queue)."""
+        Idempotent: an existing queue is returned, given these attributes if it had others."""
         name = f"dhx-{self.installation_id}-{pool_id}"
         ingestion, ingestion_dlq = self._queue_with_dlq(name, visibility_timeout_s, max_receive_count)
         monitors, monitors_dlq = self._queue_with_dlq(f"{name}{MONITORS_SUFFIX}", visibility_timeout_s, max_receive_count)
         return PoolQueues(ingestion, ingestion_dlq, monitors, monitors_dlq, self.arn_of(ingestion))
 
     def _queue_with_dlq(self, name: str, visibility_timeout_s: int, max_receive_count: int) -> tuple[str, str]:
-        dlq_url = self.client.create_queue(QueueName=f"{name}-dlq",
-                                           Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
-        queue_url = self.client.create_queue(
-            QueueName=name,
-            Attributes={
-                "VisibilityTimeout": str(visibility_timeout_s),
-                "ReceiveMessageWaitTimeSeconds": "20",
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": self.arn_of(dlq_url),
-                                             "maxReceiveCount": str(max_receive_count)}),
-            },
-        )["QueueUrl"]
+        dlq_url = self._queue(f"{name}-dlq", {"MessageRetentionPeriod": "1209600"})
+        queue_url = self._queue(name, {
+            "VisibilityTimeout": str(visibility_timeout_s),
+            "ReceiveMessageWaitTimeSeconds": "20",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": self.arn_of(dlq_url),
+                                         "maxReceiveCount": str(max_receive_count)}),
+        })
         return queue_url, dlq_url
+
+    def _queue(self, name: str, attributes: dict[str, str]) -> str:
+        """The queue NAME with ATTRIBUTES, made or made so. SQS refuses CreateQueue for a queue
+        that exists with other attributes (QueueAlreadyExists): a queue-settings change half
+        applied (the first queue changed, the second call failed) or made by hand then kept
+        the control plane from starting at all. Our record is the truth: it is applied."""
+        try:
+            return self.client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        except self.client.exceptions.QueueNameExists:
+            url = self.client.get_queue_url(QueueName=name)["QueueUrl"]
+            self.client.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+            return url
 
     def set_queue_settings(self, queue_url: str, dlq_url: str, visibility_timeout_s: int, max_receive_count: int) -> None:
         self.client.set_queue_attributes(QueueUrl=queue_url, Attributes={

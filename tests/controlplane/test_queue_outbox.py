@@ -166,6 +166,11 @@ class AwsModeControlPlane:
                                         env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.process.stdout.readline().strip() == "started"
 
+    def queue_url(self, client: Any, pool_id: str) -> str:
+        """POOL_ID's ingestion queue (moto's queues are one store per test process: every test's)."""
+        installation = (self.state_dir / "installation-id").read_text().strip()
+        return client.get_queue_url(QueueName=f"dhx-{installation}-{pool_id}")["QueueUrl"]
+
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
@@ -218,7 +223,7 @@ def test_a_run_whose_send_a_crash_cut_short_is_sent_after_the_restart(tmp_path):
         cp.start()
         client = boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{sqs_port}",
                               aws_access_key_id="local", aws_secret_access_key="local")
-        queue = next(url for url in client.list_queues()["QueueUrls"] if url.endswith("-p"))
+        queue = cp.queue_url(client, "p")
         received = client.receive_message(QueueUrl=queue, WaitTimeSeconds=10).get("Messages", [])
         assert len(received) == 1, "the run was never sent"
     finally:
@@ -273,3 +278,28 @@ def test_a_queue_outage_is_logged_once_not_once_per_run_and_round(cp):
     failing = [line for line in lines if "not sent" in line]
     assert len(failing) == 1, failing
     assert sum("sent to their queues again" in line for line in lines) == 1, lines
+
+
+def test_queues_whose_settings_differ_from_the_pools_are_set_as_the_pool_says_at_start(tmp_path):
+    """A queue-settings change half applied (one queue changed, the next call failed), or one made
+    by hand: real SQS refuses CreateQueue for a queue with other attributes, and the control
+    plane, which makes its queues at every start, did not start at all."""
+    sqs_port = free_port()
+    sqs = EmbeddedSqs(sqs_port)
+    sqs.start()
+    cp = AwsModeControlPlane(tmp_path / "cp", sqs_port)
+    cp.start()
+    try:
+        cp.graphql("mutation($i: CreateRemoteExecutorPoolInput!) { createRemoteExecutorPool(input: $i) }",
+                   i={"executorPoolId": "p", "isDefault": True})
+        client = boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{sqs_port}",
+                              aws_access_key_id="local", aws_secret_access_key="local")
+        queue = cp.queue_url(client, "p")
+        client.set_queue_attributes(QueueUrl=queue, Attributes={"VisibilityTimeout": "90"})
+        cp.kill()
+        cp.start()
+        attributes = client.get_queue_attributes(QueueUrl=queue, AttributeNames=["VisibilityTimeout"])["Attributes"]
+        assert attributes["VisibilityTimeout"] == "60", "the pool's setting (the default) is the queue's again"
+    finally:
+        cp.kill()
+        sqs.stop()
