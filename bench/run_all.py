@@ -34,7 +34,8 @@ def controlplane_rows(n: int, rounds: int) -> list[Row]:
     return [
         Row("control plane: create + enqueue an execution (GraphQL createIngestionExecutionRequest)",
             f"p50 {create['p50_ms']:.1f} ms ({create['per_s']:.0f}/s)", f"bare SQS send p50 {send['p50_ms']:.1f} ms",
-            f"{create['p50_ms'] / send['p50_ms']:.2f}x", f"{n} sequential; the create includes one such send"),
+            f"{create['p50_ms'] / send['p50_ms']:.2f}x", f"{n} sequential; from the call to its message sent (by the "
+            "outbox thread, after the answer), which includes one such send"),
         Row("control plane: heartbeat (an ingested dataHubRemoteExecutorStatus, the executor's client)",
             f"p50 {beat['p50_ms']:.2f} ms ({beat['per_s']:.0f}/s)", f"bare SQLite insert+commit p50 {commit['p50_ms']:.2f} ms",
             f"{beat['p50_ms'] / commit['p50_ms']:.2f}x", f"{n} sequential, 50 executors in turn"),
