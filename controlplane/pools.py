@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from loguru import logger
+
 from vocabulary import ids
 from vocabulary.tasks import MONITORS, UnknownTask, task_class
 
@@ -20,6 +22,7 @@ from .errors import Conflict, Invalid, NotFound
 from .metadata import aspect_store
 from .queues import Queues
 from .store import Store
+from .tokens import Tokens
 
 DEFAULT_VISIBILITY_TIMEOUT_S = 60
 DEFAULT_MAX_RECEIVE_COUNT = 5
@@ -223,6 +226,10 @@ class Pools:
             self._require_unused(tx, pool_id)
             tx.execute("DELETE FROM pool_queues WHERE pool_id=?", (pool_id,))
             aspect_store.delete_entity(tx, E.pool_urn(pool_id))
+            narrowed, revoked = Tokens.forget_pool(tx, pool_id)
+        if narrowed or revoked:
+            logger.info("pool {} deleted: executor tokens {} no longer name it; {} revoked (it named no other pool)",
+                        pool_id, ", ".join(narrowed) or "none", ", ".join(revoked) or "none")
         self.queues.delete_pool_queues([pool["queue_url"], pool["dlq_url"], pool["monitors_queue_url"],
                                         pool["monitors_dlq_url"]])
 

@@ -96,6 +96,26 @@ class Tokens:
                 raise NotFound(f"token {token_id} not found")
 
     @staticmethod
+    def forget_pool(tx: sqlite3.Connection, pool_id: str) -> tuple[list[str], list[str]]:
+        """POOL_ID leaves every executor token's scope, with the pool's deletion (in its
+        transaction): a token for it would otherwise speak for a new pool of the same id. A token
+        that named no other pool is revoked. Returns (narrowed token ids, revoked token ids)."""
+        narrowed, revoked = [], []
+        for token_id, scope in tx.execute("SELECT id, pools FROM tokens WHERE kind=? AND pools IS NOT NULL",
+                                          (EXECUTOR,)).fetchall():
+            pools = loads(scope)
+            if pool_id not in pools:
+                continue
+            left = [p for p in pools if p != pool_id]
+            if left:
+                tx.execute("UPDATE tokens SET pools=? WHERE id=?", (dumps(left), token_id))
+                narrowed.append(token_id)
+            else:
+                tx.execute("DELETE FROM tokens WHERE id=?", (token_id,))
+                revoked.append(token_id)
+        return narrowed, revoked
+
+    @staticmethod
     def revoke_for_execution(tx: sqlite3.Connection, execution_id: str) -> int:
         return tx.execute("DELETE FROM tokens WHERE kind=? AND execution_id=?", (INGEST, execution_id)).rowcount
 

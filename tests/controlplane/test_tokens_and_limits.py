@@ -187,3 +187,26 @@ def test_json_nested_past_the_recursion_limit_is_a_400_and_a_refusal_not_a_trace
                            "extraArgs": [{"key": key, "value": deep}]}})
         said = str(refused.value)
         assert f"extraArgs.{key}" in said and "'code': 400" in said and "recursion" not in said, key
+
+
+def test_an_executor_token_does_not_outlive_its_pools_deletion(cp):
+    """A deleted pool's executor tokens kept naming it, and spoke for a new pool of the same id
+    (its queues, claims and results): a token an operator thought gone with the pool came back."""
+    from executor.controlplane_client import ControlPlaneClient, ControlPlaneError
+
+    cp.create_pool("a", default=True)
+    cp.create_pool("b")
+    only_a, a_and_b = cp.create_executor_token(["a"]), cp.create_executor_token(["a", "b"])
+    assert ControlPlaneClient(cp.gms_url, only_a, retries=0).pool("a").pool_id == "a"
+    cp.graphql('mutation { updateDefaultRemoteExecutorPool(urn: "urn:li:dataHubRemoteExecutorPool:b") }')
+    deleted = requests.post(f"{cp.gms_url}/entities?action=delete", json={"urn": "urn:li:dataHubRemoteExecutorPool:a"},
+                            headers={"Authorization": f"Bearer {cp.admin_token}"}, timeout=10)
+    assert deleted.status_code == 200, deleted.text
+    cp.create_pool("a")
+    with pytest.raises(ControlPlaneError) as refused:
+        ControlPlaneClient(cp.gms_url, only_a, retries=0).pool("a")
+    assert refused.value.status == 401, "it named no other pool: revoked"
+    with pytest.raises(ControlPlaneError) as refused:
+        ControlPlaneClient(cp.gms_url, a_and_b, retries=0).pool("a")
+    assert refused.value.status == 403, "the new pool a is not its pool"
+    assert ControlPlaneClient(cp.gms_url, a_and_b, retries=0).pool("b").pool_id == "b"
