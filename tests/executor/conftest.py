@@ -8,6 +8,7 @@ import pytest
 
 from controlplane.queues import EmbeddedSqs
 from executor.consumer import SqsConsumer
+from executor.leases import Lease, Leases, State
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +33,21 @@ def sqs_queue(sqs_endpoint: str) -> Iterator[Callable[..., SqsConsumer]]:
     yield make
     for consumer in made:
         consumer.client.delete_queue(QueueUrl=consumer.queue_url)
+
+
+def held_leases(consumer: SqsConsumer, leases: Leases, count: int, *, through: State) -> list[Lease]:
+    """COUNT messages sent to CONSUMER's queue and received, each lease moved from CLAIMED on as
+    far as THROUGH (RUNNING: what the visibility extender serves; REPORTING: what acks delete)."""
+    for index in range(count):
+        consumer.client.send_message(QueueUrl=consumer.queue_url,
+                                     MessageBody=f'{{"v": 1, "execution_id": "exe_{index}", "task": "RUN_INGEST", '
+                                                 f'"pool_id": "p"}}')
+    path = (State.CLAIMED, State.ADMITTED, State.RUNNING, State.REPORTING)
+    held = []
+    while len(held) < count:
+        for message in consumer.receive(10, wait_s=1):
+            lease, _ = leases.receive(message.body.execution_id, message.ref)
+            for state in path[: path.index(through) + 1]:
+                leases.move(lease, state)
+            held.append(lease)
+    return held

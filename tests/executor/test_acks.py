@@ -12,6 +12,8 @@ from executor.acks import BATCH, Acknowledger
 from executor.consumer import SqsConsumer
 from executor.leases import Leases, State
 
+from .conftest import held_leases
+
 
 @pytest.fixture
 def queue(sqs_queue):
@@ -20,21 +22,6 @@ def queue(sqs_queue):
     consumer.client.meta.events.register("before-parameter-build.sqs.DeleteMessageBatch",
                                          lambda params, **_: calls.append(len(params["Entries"])))
     return consumer, calls
-
-
-def held_in_reporting(consumer: SqsConsumer, leases: Leases, count: int) -> list:
-    for index in range(count):
-        consumer.client.send_message(QueueUrl=consumer.queue_url,
-                                     MessageBody=f'{{"v": 1, "execution_id": "exe_{index}", "task": "RUN_INGEST", '
-                                                 f'"pool_id": "p"}}')
-    held = []
-    while len(held) < count:
-        for message in consumer.receive(10, wait_s=1):
-            lease, _ = leases.receive(message.body.execution_id, message.ref)
-            for state in (State.CLAIMED, State.ADMITTED, State.RUNNING, State.REPORTING):
-                leases.move(lease, state)
-            held.append(lease)
-    return held
 
 
 def messages_left(consumer: SqsConsumer) -> int:
@@ -46,7 +33,7 @@ def test_ten_waiting_go_in_one_call_at_once_and_the_rest_after_the_linger(queue)
     consumer, calls = queue
     leases = Leases()
     acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0.5)
-    held = held_in_reporting(consumer, leases, 13)
+    held = held_leases(consumer, leases, 13, through=State.REPORTING)
     for lease in held:
         acks.ack(lease)
     began = time.monotonic()
@@ -64,7 +51,7 @@ def test_a_delete_sqs_refuses_still_ends_the_lease_and_the_others_are_deleted(qu
     sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING")
     leases = Leases()
     acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0)
-    good, stale = held_in_reporting(consumer, leases, 2)
+    good, stale = held_leases(consumer, leases, 2, through=State.REPORTING)
     consumer.client.delete_message(QueueUrl=consumer.queue_url, ReceiptHandle=stale.message.receipt_handle)
     stale.message = type(stale.message)(**{**stale.message.__dict__, "receipt_handle": "not-a-receipt-handle"})
     acks.ack(good)
@@ -81,7 +68,7 @@ def test_acks_from_many_runner_threads_are_all_deleted_by_one_loop_and_a_flush(q
     consumer, calls = queue
     leases = Leases()
     acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0.05)
-    held = held_in_reporting(consumer, leases, 25)
+    held = held_leases(consumer, leases, 25, through=State.REPORTING)
     stop = threading.Event()
 
     def loop() -> None:
@@ -106,7 +93,7 @@ def test_a_lease_that_ended_while_waiting_does_not_keep_the_others_from_ending(q
     consumer, calls = queue
     leases = Leases()
     acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0)
-    first, lost, last = held_in_reporting(consumer, leases, 3)
+    first, lost, last = held_leases(consumer, leases, 3, through=State.REPORTING)
     for lease in (first, lost, last):
         acks.ack(lease)
     leases.move(lost, State.LOST)
@@ -121,7 +108,7 @@ def test_an_ack_that_arrives_while_the_loop_waits_is_deleted_after_its_linger_no
     consumer, calls = queue
     leases = Leases()
     acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0.1)
-    (lease,) = held_in_reporting(consumer, leases, 1)
+    (lease,) = held_leases(consumer, leases, 1, through=State.REPORTING)
     started = time.monotonic()
     stepping = threading.Thread(target=acks.step)
     stepping.start()

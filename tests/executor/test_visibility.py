@@ -11,29 +11,15 @@ import pytest
 from botocore.config import Config
 from loguru import logger
 
-from executor.consumer import SqsConsumer
 from executor.leases import Leases, State
 from executor.services import OutageLog, VisibilityExtender
+
+from .conftest import held_leases
 
 
 @pytest.fixture
 def consumer(sqs_queue):
     return sqs_queue(visibility_timeout_s=2, prefix="visibility")
-
-
-def held_running(consumer: SqsConsumer, leases: Leases, count: int) -> list:
-    for index in range(count):
-        consumer.client.send_message(QueueUrl=consumer.queue_url,
-                                     MessageBody=f'{{"v": 1, "execution_id": "exe_{index}", "task": "RUN_INGEST", '
-                                                 f'"pool_id": "p"}}')
-    held = []
-    while len(held) < count:
-        for message in consumer.receive(10, wait_s=1):
-            lease, _ = leases.receive(message.body.execution_id, message.ref)
-            for state in (State.CLAIMED, State.ADMITTED, State.RUNNING):
-                leases.move(lease, state)
-            held.append(lease)
-    return held
 
 
 def unreachable_sqs_client():
@@ -47,7 +33,7 @@ def unreachable_sqs_client():
 
 def test_many_held_messages_stay_invisible_past_their_timeout(consumer):
     leases = Leases()
-    held_running(consumer, leases, 23)  # three ChangeMessageVisibilityBatch calls
+    held_leases(consumer, leases, 23, through=State.RUNNING)  # three ChangeMessageVisibilityBatch calls
     extender = VisibilityExtender({"ingestion": consumer}, leases, OutageLog())
     for _ in range(3):
         extender.step()
@@ -59,7 +45,7 @@ def test_an_outage_the_extender_noticed_ends_when_sqs_answers_it_again(consumer)
     """With every slot busy the intake does not call SQS, so only the extender can see it is
     back: it never said so, and the heartbeat reported SQS unreachable until a slot freed."""
     leases = Leases()
-    held_running(consumer, leases, 1)
+    held_leases(consumer, leases, 1, through=State.RUNNING)
     outage = OutageLog()
     extender = VisibilityExtender({"ingestion": consumer}, leases, outage)
     live = consumer.client
@@ -79,7 +65,7 @@ def test_a_receipt_sqs_refuses_is_reported_once_not_every_turn(consumer):
     sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING")
     try:
         leases = Leases()
-        gone, kept = held_running(consumer, leases, 2)
+        gone, kept = held_leases(consumer, leases, 2, through=State.RUNNING)
         consumer.client.delete_message(QueueUrl=consumer.queue_url, ReceiptHandle=gone.message.receipt_handle)
         extender = VisibilityExtender({"ingestion": consumer}, leases, OutageLog())
         for _ in range(3):
@@ -96,7 +82,7 @@ def test_a_redelivered_message_first_received_twelve_hours_ago_is_still_held(con
     redelivered after a long first attempt it found no time left and set the visibility to 0,
     making the message of a running task visible at once, on every turn."""
     leases = Leases()
-    (lease,) = held_running(consumer, leases, 1)
+    (lease,) = held_leases(consumer, leases, 1, through=State.RUNNING)
     twelve_hours_ago_ms = int(time.time() * 1000) - 12 * 3600 * 1000
     lease.message = replace(lease.message, first_received_ms=twelve_hours_ago_ms)  # as SQS reports a redelivery
     VisibilityExtender({"ingestion": consumer}, leases, OutageLog()).step()
