@@ -153,13 +153,28 @@ while True:
 
 class AwsModeControlPlane:
     """A control plane process with `queue: aws` (real SQS's code path: queues kept across its
-    restarts, nothing sent again at start), its SQS at the embedded server's address."""
+    restarts, nothing sent again at start), its SQS the embedded server on SQS_PORT, which a test
+    may stop and start again (the server's queues live in this process and survive that)."""
 
     def __init__(self, state_dir: Path, sqs_port: int) -> None:
-        self.state_dir, self.port = state_dir, free_port()
+        self.state_dir, self.port, self.sqs_port = state_dir, free_port(), sqs_port
         self.env = {**os.environ, "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{sqs_port}", "AWS_ACCESS_KEY_ID": "local",
                     "AWS_SECRET_ACCESS_KEY": "local", "PYTHONPATH": str(Path(server.__file__).parents[1])}
         self.process: subprocess.Popen | None = None
+        self.sqs: EmbeddedSqs | None = None
+
+    def start_sqs(self) -> None:
+        self.sqs = EmbeddedSqs(self.sqs_port)
+        self.sqs.start()
+
+    def stop_sqs(self) -> None:
+        if self.sqs is not None:
+            self.sqs.stop()
+            self.sqs = None
+
+    def sqs_client(self) -> Any:
+        return boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{self.sqs_port}",
+                            aws_access_key_id="local", aws_secret_access_key="local")
 
     def start(self) -> None:
         self.process = subprocess.Popen([sys.executable, "-c", SERVE_WITH_AWS_QUEUES, str(self.state_dir), str(self.port)],
@@ -183,6 +198,25 @@ class AwsModeControlPlane:
         assert not answer.get("errors"), answer
         return answer["data"]
 
+    def create_default_pool(self, pool_id: str) -> None:
+        self.graphql("mutation($i: CreateRemoteExecutorPoolInput!) { createRemoteExecutorPool(input: $i) }",
+                     i={"executorPoolId": pool_id, "isDefault": True})
+
+
+@contextmanager
+def aws_mode_control_plane(tmp_path: Path) -> Iterator[AwsModeControlPlane]:
+    """The embedded SQS server and an AWS-mode control plane on it, started; both ended after."""
+    cp = AwsModeControlPlane(tmp_path / "cp", free_port())
+    cp.start_sqs()
+    try:
+        cp.start()
+        try:
+            yield cp
+        finally:
+            cp.kill()
+    finally:
+        cp.stop_sqs()
+
 
 @contextmanager
 def hung_port(port: int) -> Iterator[None]:
@@ -201,34 +235,23 @@ def hung_port(port: int) -> Iterator[None]:
 def test_a_run_whose_send_a_crash_cut_short_is_sent_after_the_restart(tmp_path):
     """Marked sent before the send, a run whose send was in flight when the control plane died
     (kill -9, or a stop while a hung send held the outbox) stayed PENDING for good on real SQS."""
-    sqs_port = free_port()
-    sqs = EmbeddedSqs(sqs_port)
-    sqs.start()
-    cp = AwsModeControlPlane(tmp_path / "cp", sqs_port)
-    cp.start()
-    try:
-        pool = "mutation($i: CreateRemoteExecutorPoolInput!) { createRemoteExecutorPool(input: $i) }"
-        cp.graphql(pool, i={"executorPoolId": "p", "isDefault": True})
+    with aws_mode_control_plane(tmp_path) as cp:
+        cp.create_default_pool("p")
         source = cp.graphql("mutation($i: UpdateIngestionSourceInput!) { createIngestionSource(input: $i) }",
                             i={"name": "s", "type": "datahub-mock-data",
                                "config": {"recipe": RECIPE, "executorId": "default"}})["createIngestionSource"]
-        sqs.stop()
-        with hung_port(sqs_port):
+        cp.stop_sqs()
+        with hung_port(cp.sqs_port):
             cp.graphql("mutation($u: String!) { createIngestionExecutionRequest(input: {ingestionSourceUrn: $u}) }",
                        u=source)
             time.sleep(1)  # its send is in flight, and hangs
             cp.kill()
-        sqs = EmbeddedSqs(sqs_port)  # moto's queues live in this process: they are all still there
-        sqs.start()
+        cp.start_sqs()  # moto's queues live in this process: they are all still there
         cp.start()
-        client = boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{sqs_port}",
-                              aws_access_key_id="local", aws_secret_access_key="local")
+        client = cp.sqs_client()
         queue = cp.queue_url(client, "p")
         received = client.receive_message(QueueUrl=queue, WaitTimeSeconds=10).get("Messages", [])
         assert len(received) == 1, "the run was never sent"
-    finally:
-        cp.kill()
-        sqs.stop()
 
 
 def test_a_run_of_a_task_we_do_not_know_is_sent_for_its_executor_to_refuse(cp, executor_double):
@@ -284,22 +307,12 @@ def test_queues_whose_settings_differ_from_the_pools_are_set_as_the_pool_says_at
     """A queue-settings change half applied (one queue changed, the next call failed), or one made
     by hand: real SQS refuses CreateQueue for a queue with other attributes, and the control
     plane, which makes its queues at every start, did not start at all."""
-    sqs_port = free_port()
-    sqs = EmbeddedSqs(sqs_port)
-    sqs.start()
-    cp = AwsModeControlPlane(tmp_path / "cp", sqs_port)
-    cp.start()
-    try:
-        cp.graphql("mutation($i: CreateRemoteExecutorPoolInput!) { createRemoteExecutorPool(input: $i) }",
-                   i={"executorPoolId": "p", "isDefault": True})
-        client = boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{sqs_port}",
-                              aws_access_key_id="local", aws_secret_access_key="local")
+    with aws_mode_control_plane(tmp_path) as cp:
+        cp.create_default_pool("p")
+        client = cp.sqs_client()
         queue = cp.queue_url(client, "p")
         client.set_queue_attributes(QueueUrl=queue, Attributes={"VisibilityTimeout": "90"})
         cp.kill()
         cp.start()
         attributes = client.get_queue_attributes(QueueUrl=queue, AttributeNames=["VisibilityTimeout"])["Attributes"]
         assert attributes["VisibilityTimeout"] == "60", "the pool's setting (the default) is the queue's again"
-    finally:
-        cp.kill()
-        sqs.stop()
