@@ -9,6 +9,7 @@ that forbids it, a stale lease), 413, 503.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -31,7 +32,10 @@ def error_body(status: int, message: str) -> JSONResponse:
                          "status": status, "error": message}, status_code=status)
 
 
-def create_app(cp: ControlPlane, *, cli_version: str | None = None) -> Guard:
+def create_app(cp: ControlPlane, *, cli_version: str | None = None,
+               threads_gone: Callable[[], list[str]] = list) -> Guard:
+    """THREADS_GONE names the service's background threads that ended untold (server.py): the
+    API may still answer while the sweep or the outbox is gone, and /health must say so."""
     app = FastAPI(title="datahub-executor control plane", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RequestValidationError)
@@ -59,8 +63,12 @@ def create_app(cp: ControlPlane, *, cli_version: str | None = None) -> Guard:
         return FileResponse(WEB / "index.html", media_type="text/html")
 
     @app.get("/health")
-    def health() -> dict:
-        return {"ok": True}
+    def health() -> JSONResponse:
+        gone = threads_gone()
+        if gone:
+            return JSONResponse({"ok": False, "problem": f"thread(s) gone: {', '.join(gone)}; restart the control "
+                                 "plane (its log says why they ended)"}, status_code=503)
+        return JSONResponse({"ok": True})
 
     @app.api_route("/gms/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def not_implemented(rest: str) -> JSONResponse:

@@ -91,7 +91,8 @@ class ControlPlaneServer:
         # took ~40 ms on loopback here (Nagle against delayed ACKs), against 0.4 ms when it binds.
         # Keep-alive well above an executor's heartbeat interval: with uvicorn's default of 5 s a
         # client sending on a connection just as the server closes it gets a reset (seen here).
-        self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(self.cp, cli_version=self.config.default_cli_version),
+        self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(self.cp, cli_version=self.config.default_cli_version,
+                                                                 threads_gone=self.threads_gone),
                                                       host=self.config.host, port=self.port,
                                                       log_level="warning", access_log=False,
                                                       timeout_keep_alive=KEEP_ALIVE_S))
@@ -116,6 +117,15 @@ class ControlPlaneServer:
             if time.monotonic() > deadline or not serve.is_alive():
                 raise RuntimeError("the control plane's HTTP server did not start")
             time.sleep(0.01)
+
+    def threads_gone(self) -> list[str]:
+        """The background threads that ended while the service was not told to stop. Each loop
+        catches every Exception, but a BaseException (SystemExit raised by a library, say) still
+        ends its thread silently: without the sweep, lost executors' runs are never ended;
+        without the outbox, no run reaches a queue; /health answers 503 naming them."""
+        if self._stop.is_set():
+            return []
+        return [thread.name for thread in self._threads if thread.ident is not None and not thread.is_alive()]
 
     def _installation_id(self) -> str:
         """Names this control plane's queues apart from any other's in the same account."""
@@ -159,10 +169,10 @@ class ControlPlaneServer:
         failed. A send that hangs holds up only this thread: not the API, not the sweeper."""
         assert self.cp is not None
         while not self._stop.is_set():
-            self.cp.executions.wait_for_send(OUTBOX_RETRY_S)
-            if self._stop.is_set():
-                return
             try:
+                self.cp.executions.wait_for_send(OUTBOX_RETRY_S)
+                if self._stop.is_set():
+                    return
                 self.cp.executions.send_pending()
             except Exception:  # the database busy, say: the next round retries
                 logger.exception("sending PENDING executions to their queues failed; retrying in {} s", OUTBOX_RETRY_S)
