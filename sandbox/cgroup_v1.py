@@ -173,8 +173,16 @@ class V1TaskGroup(TaskGroup):
         if freezer:
             fs.write(os.path.join(freezer, "freezer.state"), "THAWED", what="thaw task")
 
+    def _subtree_count(self, controller: str, filename: str, key: str) -> int:
+        """KEY of FILENAME summed over the task's cgroup and every cgroup below it. v1 counts an
+        event only in the cgroup where it happened (an OOM kill in the victim's memory cgroup, a
+        refused fork in the forking process's pids cgroup), never in its ancestors as v2 does,
+        so a task's nested cgroups would hide them."""
+        return sum(fs.read_keyed(os.path.join(directory, filename)).get(key, 0)
+                   for directory in fs.subtree(self.dirs[controller]))
+
     def oom_kills(self) -> int:
-        return fs.read_keyed(self._file("memory", "memory.oom_control")).get("oom_kill", 0)
+        return self._subtree_count("memory", "memory.oom_control", "oom_kill")
 
     def memory_current(self) -> int | None:
         return fs.read_int(self._file("memory", "memory.usage_in_bytes"))
@@ -182,7 +190,7 @@ class V1TaskGroup(TaskGroup):
     def pids_limit_hits(self) -> int:
         if "pids" not in self.dirs:
             return 0
-        return fs.read_keyed(self._file("pids", "pids.events")).get("max", 0)
+        return self._subtree_count("pids", "pids.events", "max")
 
     def memory_peak(self) -> int | None:
         return fs.read_int(self._file("memory", "memory.max_usage_in_bytes"))

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import subprocess
 import time
 import uuid
 from pathlib import Path
+
+import pytest
 
 from sandbox import Limits, Status
 from sandbox.cgroup_v1 import V1TaskGroup
 from sandbox.cgroup_v2 import CgroupV2Driver, V2TaskGroup
 from sandbox.errors import SandboxError
 
-from .conftest import pid_alive
+from .conftest import PYTHON, leak_script, pid_alive
 from .test_cgroup_v2_documented_interface import fake_cgroup
 
 NESTED = "inner"
@@ -111,3 +114,62 @@ def test_v2_counts_the_processes_of_nested_cgroups_and_asks_cgroup_events_for_em
     assert not group.is_empty(), "processes below the task cgroup keep it populated"
     (task_dir / "cgroup.events").write_text("populated 0\nfrozen 0\n")
     assert group.is_empty()
+
+
+def nested_dir(sandbox, controller: str, task_name: str) -> str:
+    """A cgroup below the task's own in CONTROLLER's hierarchy (the one unified one on v2)."""
+    roots = getattr(sandbox.driver, "roots", None)
+    if roots is None:
+        return os.path.join(sandbox.driver.root, task_name, NESTED)
+    if controller not in roots:
+        pytest.skip(f"needs a writable v1 {controller} hierarchy")
+    return os.path.join(roots[controller], task_name, NESTED)
+
+
+def test_an_oom_kill_in_a_nested_cgroup_is_memory_limit_exceeded(sandbox):
+    """The task's limit is hit by a process it moved into a nested cgroup. v1 counts the OOM
+    kill only in the victim's own memory cgroup, not in the task's."""
+    name = uuid.uuid4().hex[:10]
+    nested = nested_dir(sandbox, "memory", f"task-{name}")
+    script = (f"mkdir {nested} || exit 9; (echo $BASHPID > {nested}/cgroup.procs || exit 9; exec {' '.join(map(shlex.quote, leak_script()))}) & "
+              "wait $!; exit $?")
+    process = sandbox.start(["bash", "-c", script], Limits(memory_max_bytes=64 << 20, timeout_s=60), name=name)
+    outcome = process.wait(timeout=60)
+    assert outcome.exit_code == 137, outcome
+    assert outcome.oom_kills >= 1
+    assert outcome.status is Status.MEMORY_LIMIT_EXCEEDED
+
+
+FORK_UNTIL_REFUSED = r"""
+import os, sys, time
+nested = sys.argv[1]
+os.mkdir(nested)
+with open(os.path.join(nested, "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+children = []
+try:
+    for _ in range(50):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        children.append(pid)
+except BlockingIOError:
+    pass
+for pid in children:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+sys.exit(0 if len(children) < 50 else 7)
+"""
+
+
+def test_forks_refused_in_a_nested_cgroup_count_as_pids_limit_hits(sandbox):
+    """The task's pids limit refuses forks of a process it moved into a nested cgroup. v1
+    counts the refusal only in the forking process's own pids cgroup."""
+    name = uuid.uuid4().hex[:10]
+    nested = nested_dir(sandbox, "pids", f"task-{name}")
+    process = sandbox.start([PYTHON, "-c", FORK_UNTIL_REFUSED, nested],
+                            Limits(pids_max=8, timeout_s=60), name=name)
+    outcome = process.wait(timeout=60)
+    assert outcome.status is Status.SUCCEEDED, "the limit refused a fork"
+    assert outcome.pids_limit_hits >= 1
