@@ -104,11 +104,14 @@ def test_a_result_or_claim_that_cannot_be_recorded_is_a_400_not_a_lost_lease_or_
 def test_a_stale_lease_is_refused_and_changes_nothing(cp, executor_double):
     """A paused executor whose execution was taken over can never write over the new run."""
     cp.create_pool("p", default=True)
-    paused, fresh = executor_double("p", "paused", interval_s=0.3), executor_double("p", "fresh", interval_s=30)
+    paused, fresh = executor_double("p", "paused", interval_s=1), executor_double("p", "fresh", interval_s=30)
     paused.heartbeat()
     execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
     old = paused.claim(execution["id"])
-    time.sleep(1.2)  # three of its intervals: STALE, its execution may be claimed again
+    # Past three of its intervals, STALE: its execution may be claimed again. Six make it OFFLINE,
+    # and the sweep would end the execution ABORTED before the new claim: 2.7 s spare for a loaded
+    # machine (with 0.3 s intervals, 0.6 s was once not enough under `-n 4`).
+    time.sleep(3.3)
     fresh.heartbeat()
     new = fresh.claim(execution["id"], receive_count=2)
     assert new is not None and new.lease != old.lease
