@@ -69,12 +69,18 @@ class CgroupV1Driver(Driver):
     def create(self, name: str, limits: Limits) -> TaskGroup:
         dirs = {c: os.path.join(root, name) for c, root in self.roots.items()}
         group = V1TaskGroup(name, dirs)
+        made: list[str] = []
         try:
             for path in dirs.values():
-                fs.make_dir(path)
+                fs.make_dir(path, exist_ok=False)
+                made.append(path)
             group.apply(limits)
         except BaseException:
-            group.remove_quietly()
+            for path in made:
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
             raise
         return group
 
@@ -206,10 +212,3 @@ class V1TaskGroup(TaskGroup):
                 errors.append(str(exc))
         if errors:
             raise SandboxError("; ".join(errors))
-
-    def remove_quietly(self) -> None:
-        for path in self.dirs.values():
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass

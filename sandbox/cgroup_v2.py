@@ -77,7 +77,7 @@ class CgroupV2Driver(Driver):
 
     def create(self, name: str, limits: Limits) -> TaskGroup:
         group = V2TaskGroup(name, os.path.join(self.root, name))
-        fs.make_dir(group.dir)
+        fs.make_dir(group.dir, exist_ok=False)
         try:
             group.apply(limits, self.controllers)
         except BaseException:

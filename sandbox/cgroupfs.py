@@ -85,11 +85,16 @@ def is_populated(path: str) -> bool | None:
     return None if "populated" not in events else events["populated"] == 1
 
 
-def make_dir(path: str) -> None:
+def make_dir(path: str, *, exist_ok: bool = True) -> None:
+    """Create the cgroup PATH. A task's own cgroup is made with EXIST_OK false: one that is
+    still there belongs to an earlier task of that name whose processes would not die (kept for
+    the next sweep), and a new task put into it would count, and be killed with, those."""
     try:
         os.mkdir(path)
     except FileExistsError:
-        pass
+        if not exist_ok:
+            raise SandboxError(f"cgroup {path} is still there, kept from an earlier task of that name whose processes "
+                               "would not die: start this one under another name, or after a sweep has cleared it") from None
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise SandboxError(f"no permission to create cgroup {path}: {DELEGATION_FIX}") from exc

@@ -48,13 +48,20 @@ def test_no_move_where_controllers_are_already_delegated(tmp_path):
     assert not (own / "supervisor").exists()
 
 
-def test_task_limits_are_written_as_the_kernel_documents_them(tmp_path):
+def test_task_limits_are_written_as_the_kernel_documents_them(tmp_path, monkeypatch):
     own = fake_cgroup(tmp_path / "service")
     driver = CgroupV2Driver(str(own), "executor")
     task_dir = own / "executor" / "task-abc"
-    task_dir.mkdir()
-    (task_dir / "memory.swap.max").write_text("max")  # present where swap accounting is on
+    real_mkdir = os.mkdir
+
+    def mkdir_as_the_kernel_does(path, *args):
+        real_mkdir(path, *args)
+        if Path(path) == task_dir:  # the new cgroup comes with memory.swap.max where swap accounting is on
+            (task_dir / "memory.swap.max").write_text("max")
+
+    monkeypatch.setattr(os, "mkdir", mkdir_as_the_kernel_does)
     group = driver.create("task-abc", Limits(memory_max_bytes=512 << 20, pids_max=100, cpu_max=1.5))
+    monkeypatch.undo()
     assert (task_dir / "memory.max").read_text() == str(512 << 20)
     assert int((task_dir / "memory.high").read_text()) < 512 << 20
     assert (task_dir / "memory.swap.max").read_text() == "0"

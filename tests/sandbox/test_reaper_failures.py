@@ -5,13 +5,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import subprocess
 import threading
 import time
 import uuid
 
 import pytest
 
-from sandbox import Limits, Status
+from sandbox import Limits, SandboxError, Status
 from sandbox import driver as sandbox_driver
 from sandbox.cgroup_v1 import V1TaskGroup
 from sandbox.cgroup_v2 import V2TaskGroup
@@ -180,3 +181,39 @@ def test_a_kill_that_keeps_failing_is_retried_with_backoff_then_reported(sandbox
     finally:
         os.kill(process.pid, 9)
     wait_for_no_leftovers(sandbox)
+
+
+def test_a_task_named_like_one_whose_processes_would_not_die_is_refused_not_put_among_them(
+        sandbox, monkeypatch, foreign_freezer):
+    """The main process exits, a child it left will not die: the outcome is published, the
+    task's cgroup is kept with the child in it, and the name is free again. A new task of that
+    name (an execution run again) must not be put into that cgroup, among a process that is not
+    its own, with its counters and its kill."""
+    monkeypatch.setattr(sandbox_driver, "KILL_BUDGET_S", 0.5)
+    name = uuid.uuid4().hex[:10]
+    first = sandbox.start(["bash", "-c", "sleep 300 & echo $!; read _"], name=name,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    stuck = int(first.stdout.readline())
+    first.stdout.close()
+    freeze(foreign_freezer, stuck)
+    try:
+        first.stdin.write(b"go\n")
+        first.stdin.close()
+        outcome = first.wait(timeout=10)
+        assert outcome.unkillable_pids == [stuck]
+        try:
+            second = sandbox.start(["true"], name=name)
+        except SandboxError as exc:
+            assert name in str(exc)
+        else:
+            second_outcome = second.wait(timeout=10)
+            pytest.fail(f"the new task was put into the cgroup of the stuck one: {second_outcome}")
+    finally:
+        with open(os.path.join(foreign_freezer, "freezer.state"), "w") as f:
+            f.write("THAWED")
+    deadline = time.monotonic() + 10
+    while pid_alive(stuck):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert sandbox.sweep() == [f"task-{name}"], "kept for the next sweep"
+    assert sandbox.start(["true"], name=name).wait(timeout=10).status is Status.SUCCEEDED
