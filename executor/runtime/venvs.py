@@ -170,7 +170,7 @@ class VenvCache:
             self._step([uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"), *requirements], env,
                        target, user)
             _seal(target)
-            (target / ".ready").write_text(json.dumps({"requirements": requirements}))
+            _mark_ready(target, requirements)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -181,6 +181,20 @@ class VenvCache:
         if returncode != 0:
             detail = output.strip().splitlines()[-5:]
             raise TaskRejected("VENV_INSTALL_FAILED", "installing the task environment failed: " + " | ".join(detail))
+
+
+def _mark_ready(target: Path, requirements: list[str]) -> None:
+    """The `.ready` marker, made by the executor after the seal. Install-time code ran as the
+    build's user in this directory and could leave a `.ready` of its own: a link to a file only
+    root may write, which writing the marker by name would follow. O_EXCL never follows a link;
+    a marker already there means the build tampered with the venv, which is then no venv."""
+    try:
+        fd = os.open(target / ".ready", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        raise TaskRejected("VENV_INSTALL_FAILED", "the build left a .ready of its own in the virtualenv (install-time "
+                                                  "code of a requirement wrote it); the virtualenv is refused") from None
+    with os.fdopen(fd, "w") as marker:
+        marker.write(json.dumps({"requirements": requirements}))
 
 
 def _seal(target: Path) -> None:

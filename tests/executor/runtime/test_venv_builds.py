@@ -1,0 +1,100 @@
+"""Virtualenv builds for real: uv, a package index on 127.0.0.1, install-time code run in the
+sandbox as an unprivileged task user, and what the (root) executor does with the venv after.
+
+The build's user owns the venv's directory while it builds, so install-time code can leave
+anything in it; nothing the executor does to the venv afterwards may follow what it left."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from executor.runtime.builds import ConfinedBuilder
+from executor.runtime.rejection import TaskRejected
+from executor.runtime.venvs import VenvCache
+from sandbox import TaskUser
+from tests.e2e.probe_packages import PackageServer
+from tests.sandbox.conftest import TASK_PYTHON, _open_or_skip
+
+ROOT = Path(__file__).resolve().parents[3]
+BUILD_USER = TaskUser(61234, 61234)
+
+# A build backend that, while it builds, leaves a link named as the venv's ready marker pointing
+# at a file only root may write (HOME is the venv being built).
+PLANTING_BACKEND = '''
+import os
+import zipfile
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    os.symlink(VICTIM, os.path.join(os.environ["HOME"], ".ready"))
+    name = "dhxplant-0.1-py3-none-any.whl"
+    files = {"dhxplant-0.1.dist-info/METADATA": "Metadata-Version: 2.1\\nName: dhxplant\\nVersion: 0.1\\n",
+             "dhxplant-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\\nGenerator: dhx\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as wheel:
+        for path, data in files.items():
+            wheel.writestr(path, data)
+        record = [*files, "dhxplant-0.1.dist-info/RECORD"]
+        wheel.writestr("dhxplant-0.1.dist-info/RECORD", "".join(f"{path},,\\n" for path in record))
+    return name
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+'''
+
+
+def planting_sdist(directory: Path, victim: Path) -> str:
+    name = "dhxplant-0.1.tar.gz"
+    files = {
+        "dhxplant-0.1/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "build_backend"\n'
+                                       b'backend-path = ["."]\n\n[project]\nname = "dhxplant"\nversion = "0.1"\n',
+        "dhxplant-0.1/build_backend.py": f"VICTIM = {str(victim)!r}\n{PLANTING_BACKEND}".encode(),
+        "dhxplant-0.1/PKG-INFO": b"Metadata-Version: 2.1\nName: dhxplant\nVersion: 0.1\n",
+    }
+    with tarfile.open(directory / name, "w:gz") as sdist:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            sdist.addfile(info, io.BytesIO(data))
+    return name
+
+
+@pytest.fixture
+def build_as_task_user(tmp_path):
+    """A VenvCache whose builds run confined as BUILD_USER, under a directory that user can reach
+    (not below /tmp/pytest-of-root, which is root's alone), and a package server."""
+    if os.geteuid() != 0:
+        pytest.skip("builds run as another user only when the executor runs as root")
+    if TASK_PYTHON is None:
+        pytest.skip("no Python interpreter here that an unprivileged task user may run")
+    sandbox = _open_or_skip()
+    cache_dir = ROOT / ".cache" / f"venv-builds-{uuid.uuid4().hex[:8]}"
+    server = PackageServer(tmp_path / "packages")
+    try:
+        yield VenvCache(str(cache_dir), python=TASK_PYTHON, builder=ConfinedBuilder(sandbox)), server, cache_dir
+    finally:
+        server.stop()
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        leftovers = sandbox.sweep()
+        sandbox.close()
+        assert not leftovers, f"a build left task cgroups behind: {leftovers}"
+
+
+def test_a_ready_marker_the_build_left_as_a_link_is_never_written_through(build_as_task_user, tmp_path):
+    venvs, server, _ = build_as_task_user
+    victim = tmp_path / "root-only"
+    victim.write_text("untouched")
+    os.chmod(victim, 0o600)
+    sdist = planting_sdist(tmp_path / "packages", victim)
+    try:
+        venvs.datahub_cli(server.url(server.wheel), [], [f"dhxplant @ {server.url(sdist)}"], BUILD_USER)
+        refused = None
+    except TaskRejected as exc:
+        refused = exc
+    assert victim.read_text() == "untouched", "the executor wrote, as root, through a link install-time code made"
+    assert refused is not None and refused.reason == "VENV_INSTALL_FAILED", "a build that tampers is no venv"
+    assert ".ready" in str(refused)
