@@ -11,14 +11,18 @@ CAP_SETGID = 6
 CAP_SETUID = 7
 CAP_SETPCAP = 8
 CAP_SYS_ADMIN = 21
+CAP_SYS_RESOURCE = 24
 
-NAMES = {CAP_SETGID: "CAP_SETGID", CAP_SETUID: "CAP_SETUID", CAP_SETPCAP: "CAP_SETPCAP", CAP_SYS_ADMIN: "CAP_SYS_ADMIN"}
+NAMES = {CAP_SETGID: "CAP_SETGID", CAP_SETUID: "CAP_SETUID", CAP_SETPCAP: "CAP_SETPCAP", CAP_SYS_ADMIN: "CAP_SYS_ADMIN",
+         CAP_SYS_RESOURCE: "CAP_SYS_RESOURCE"}
 
 # What switching a task to another user takes: setresuid/setresgid/setgroups, and dropping the
 # bounding set (PR_CAPBSET_DROP needs CAP_SETPCAP).
 SWITCH_USER = (CAP_SETUID, CAP_SETGID, CAP_SETPCAP)
 # unshare(CLONE_NEWNS) and mount(2).
 MOUNT_NAMESPACE = (CAP_SYS_ADMIN,)
+# Raising a hard resource limit (the wrapper's `ulimit -v` sets the hard RLIMIT_AS too).
+RAISE_HARD_LIMIT = (CAP_SYS_RESOURCE,)
 
 
 def effective_capabilities(status_path: str = "/proc/self/status") -> int:

@@ -22,7 +22,16 @@ from .errors import SandboxError
 from .launch import Launch, dispose, fork_held, what_private_tmp_must_keep
 from .limits import Limits
 from .no_cgroup import NoCgroupDriver
-from .spawn import address_space_kib, check_command_input, current_umask, lower_own_oom_score, prepare_child, release, resolve_command
+from .spawn import (
+    address_space_kib,
+    check_address_space,
+    check_command_input,
+    current_umask,
+    lower_own_oom_score,
+    prepare_child,
+    release,
+    resolve_command,
+)
 from .spawner import Spawner
 from .task_user import TaskUser
 
@@ -132,6 +141,7 @@ class Sandbox:
         if user is not None:
             user.validate()
             self._check_can_switch_users(user)
+        check_address_space(limits.address_space_bytes, user, self._capabilities)
         check_command_input(argv, env, cwd)
         # Always an explicit cwd and umask: the spawner thread's own are not the master's.
         workdir = os.path.abspath(cwd) if cwd is not None else os.getcwd()

@@ -28,10 +28,12 @@ Races, in the order the child meets them:
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
+from . import privileges
 from .errors import SandboxError
 from .task_user import TaskUser
 
@@ -47,6 +49,26 @@ _BASH = shutil.which("bash") or "/bin/bash"
 def address_space_kib(address_space_bytes: int) -> int:
     """`ulimit -v` counts KiB: the limit applied is rounded down to a whole KiB."""
     return max(address_space_bytes // 1024, 1)
+
+
+def check_address_space(address_space_bytes: int | None, user: TaskUser | None, capabilities: int) -> None:
+    """Refuse, before forking, an RLIMIT_AS the wrapper could not set. `ulimit -v` sets the hard
+    limit too, and raising it above the one this process has needs CAP_SYS_RESOURCE, which a task
+    user never has. Left to the wrapper, it exits 112 while still held, and whether start() then
+    met a broken release pipe or a task that ran and failed would be a race."""
+    if address_space_bytes is None:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    wanted = address_space_kib(address_space_bytes) * 1024
+    if hard == resource.RLIM_INFINITY or wanted <= hard:
+        return
+    missing = privileges.missing(privileges.RAISE_HARD_LIMIT, capabilities)
+    if user is None and not missing:
+        return
+    who = f"the task user {user}" if user is not None else f"this process (uid {os.geteuid()}, without {missing[0]})"
+    raise SandboxError(f"address-space limit {wanted} bytes is above this process's hard RLIMIT_AS ({hard} bytes), "
+                       f"which {who} cannot raise: ask for at most {hard} bytes, or raise the executor's hard "
+                       "limit (systemd LimitAS=, ulimit -H -v)")
 
 
 def wrapper_argv(argv: Sequence[str], read_fd: int, *, user: TaskUser | None, address_space_bytes: int | None) -> list[str]:

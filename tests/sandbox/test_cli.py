@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 
 import pytest
 
+from sandbox import privileges
+
 from .conftest import leak_script
 
 CLI = [sys.executable, "-m", "sandbox", "run"]
+CAP_SYS_RESOURCE = 24  # capability(7)
 
 
 def run_cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
@@ -145,3 +149,26 @@ def test_a_task_ended_by_a_real_time_signal_is_reported_with_its_name():
     outcome = json.loads(result.stdout)
     assert outcome["signal"] == 40
     assert outcome["signal_name"] == f"SIGRTMIN+{40 - signal.SIGRTMIN}"
+
+
+@pytest.mark.parametrize("user", [None, "61234"])
+def test_an_address_space_limit_above_the_hard_rlimit_is_refused_before_the_task_starts(user):
+    """The wrapper's `ulimit -v` sets the hard RLIMIT_AS too, and cannot raise it above the one
+    it inherits without CAP_SYS_RESOURCE (a task user never has it). It exited 112 while still
+    held, and whether the run then said "started but cannot be watched; it was killed" or
+    FAILED with exit 112 was a race. Refused before forking, in one line, every time."""
+    if user is None and privileges.effective_capabilities() & (1 << CAP_SYS_RESOURCE):
+        pytest.skip("with CAP_SYS_RESOURCE the wrapper may raise the hard limit")
+    hard = 4 << 30
+
+    def lower_the_hard_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+
+    options = ["--user", user] if user else []
+    for _ in range(3):
+        result = subprocess.run([*CLI, f"--root-name=test-cli-{os.getpid()}", *options, "--address-space-limit", "8G",
+                                 "--", "true"], capture_output=True, text=True, timeout=120, check=False,
+                                preexec_fn=lower_the_hard_limit)
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "RLIMIT_AS" in lines[0] and str(hard) in lines[0], result.stderr
