@@ -195,6 +195,18 @@ class TaskLog:
             view[: end - cap] = data[cap - at:]
         self._ring_at = end % cap
 
+    def _lines_in_last(self, count: int) -> int:
+        """How many lines the window's last COUNT bytes end (a last one without its newline too);
+        more than the window has when it holds no more than COUNT bytes."""
+        ring, size, at = self._ring, len(self._ring), self._ring_at  # AT: 0 until the ring is full
+        if count >= size:
+            return size + 1
+        if at - count >= 0:
+            newlines = ring.count(b"\n", at - count, at)
+        else:
+            newlines = ring.count(b"\n", size + at - count) + ring.count(b"\n", 0, at)
+        return newlines + (not self._ends_line)
+
     @property
     def version(self) -> int:
         return self._version
@@ -223,10 +235,13 @@ class TaskLog:
         return "\n".join(([TRUNCATED_MARKER] if truncated else []) + lines)
 
     def close(self) -> None:
-        """Finish the file: past the cap, a marker and the tail follow the head."""
+        """Finish the file: past the cap, a marker and the last lines of what the head does not
+        hold. The window may reach back into the head (a log just past the cap): those lines are
+        in the file already, so only as many lines as the output past the head ends are added."""
         with self._lock:
             dropped = self._dropped_bytes
-        lines = self._tail_lines(render=False)[1] if dropped else []
+            past_head = self._lines_in_last(dropped) if dropped else 0
+        lines = self._tail_lines(render=False)[1][-past_head:] if dropped else []
         with self._lock:
             if dropped and not self._file.closed:
                 try:

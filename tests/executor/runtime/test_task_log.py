@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -274,6 +275,32 @@ def test_a_multi_line_secret_cut_by_the_windows_start_leaves_none_of_its_lines_i
     log, child, reader = flooded_log(tmp_path, secret, "key:\n" + secret + after, window=window)
     tail = finish(log, child, reader)
     assert "fake-line-two" not in tail and "fake-line-333" not in tail
+
+
+NUMBERED_LINES = """
+import os, sys
+for i in range(int(sys.argv[1])):
+    os.write(1, b"line %07d " % i + b"n" * 86 + b"\\n")
+"""
+
+
+@pytest.mark.parametrize("window, past_cap", [(2 << 20, 300), (256 << 10, 300), (256 << 10, 1000), (64 << 10, 3000)])
+def test_output_just_past_the_files_cap_is_in_the_file_once_and_in_order(tmp_path, window, past_cap):
+    """The file ends with the last lines of the window; where the window reached back into the
+    head (a log just past the cap), up to 2000 lines stood in the file twice."""
+    log = TaskLog(str(tmp_path / "task.log"), Masker(["hunter22"]), max_file_bytes=1 << 20, window_bytes=window)
+    count = (1 << 20) // 100 + past_cap
+    child = subprocess.Popen([sys.executable, "-c", NUMBERED_LINES, str(count)], stdout=subprocess.PIPE)
+    log.pump(child.stdout).join(timeout=30)
+    assert child.wait(timeout=10) == 0
+    log.write_line("[executor] outcome: SUCCEEDED")
+    log.close()
+    text = (tmp_path / "task.log").read_bytes()
+    numbers = [int(n) for n in re.findall(rb"^line (\d{7}) ", text, re.M)]
+    assert numbers == sorted(set(numbers)), "no line twice, none out of order"
+    if past_cap * 100 < window:  # all the output past the head is in the window: nothing is lost
+        assert numbers == list(range(count))
+    assert numbers[-1] == count - 1 and text.endswith(b"[executor] outcome: SUCCEEDED\n")
 
 
 # A task imitating the executor's own lines -----------------------------------------------------
