@@ -120,6 +120,7 @@ class TaskRunner(threading.Thread):
         self.execution_id = lease.execution_id
         self.log = logger.bind(execution_id=lease.execution_id)
         self._admitted_to: Ledger | None = None
+        self._holds_user = False
         self._user: TaskUser | None = None
         self._process: ConfinedProcess | None = None
         self._end_reason: str | None = None  # "cancel" | "shutdown"
@@ -139,11 +140,7 @@ class TaskRunner(threading.Thread):
             self.log.exception("runner failed unexpectedly")
             self._recover(exc)
         finally:
-            self._kill_and_wait()
-            self.s.task_users.release(self.execution_id)
-            if self._admitted_to is not None:
-                self._admitted_to.release(self.execution_id)
-                self.s.metrics.set_ledger(self._admitted_to.snapshot())
+            self._free()
 
     # the life of one execution ----------------------------------------------------------------
     def _run(self) -> None:
@@ -175,6 +172,7 @@ class TaskRunner(threading.Thread):
                              "(DATAHUB_EXECUTOR_TASK_USER)", self.s.task_users.describe())
         try:
             self._user = self.s.task_users.acquire(self.execution_id, self.s.stopping)
+            self._holds_user = True
         except Cancelled:
             self._release("the executor stopped before the task could start")
             return
@@ -433,9 +431,12 @@ class TaskRunner(threading.Thread):
         message within the release call, and our own intake may receive it at once; a lease
         still held would make that message look like a duplicate delivery, and deleting it left
         the execution PENDING with no message anywhere. Unlisted from then on, a release that
-        never gets through is still recovered by the heartbeat's reconciliation."""
+        never gets through is still recovered by the heartbeat's reconciliation. Its weight and
+        task user go back before that too: both are keyed by execution id, and a runner for the
+        execution queued again would find them still held by this one."""
         claimed: Claimed = self.lease.claim
         message = self.s.leases.current_message(self.lease)
+        self._free()  # nothing was started: the execution queued again may be admitted here at once
         self.s.leases.move(self.lease, State.RELEASED)
         try:
             retry_through_outages(lambda: self.s.client.release(self.execution_id, claimed.lease, why, failed=failed),
@@ -484,6 +485,18 @@ class TaskRunner(threading.Thread):
             self._lost(exc)
         except Exception:
             self.log.exception("could not report after the failure; the control plane will recover the execution")
+
+    def _free(self) -> None:
+        """What this runner holds for its execution goes back, once: its child is killed and
+        its end awaited first, then its task user and its weight."""
+        self._kill_and_wait()
+        if self._holds_user:
+            self._holds_user = False
+            self.s.task_users.release(self.execution_id)
+        if self._admitted_to is not None:
+            ledger, self._admitted_to = self._admitted_to, None
+            ledger.release(self.execution_id)
+            self.s.metrics.set_ledger(ledger.snapshot())
 
     def _kill_and_wait(self) -> None:
         with self._lock:

@@ -122,3 +122,61 @@ def test_a_build_given_up_for_the_stop_gives_the_task_back():
     assert not NoSandbox.started
     assert control_plane.released == ["the executor stopped while the task was being prepared"]
     assert queue.deleted == ["message-1"]
+
+
+def test_a_released_execution_queued_again_here_is_admitted_while_its_first_runner_ends():
+    """The control plane queues a released execution again within the release call, and our own
+    intake may receive it and claim it at once: a second runner for the same execution id. The
+    first runner gave back its weight and task user only in its last step, after the release
+    answered and its message was deleted: the second found the execution id still in the ledger
+    (KeyError), failed, and released the execution once more as broken, the third time of which
+    ends it FAILURE (EXECUTOR_ERROR) without it ever running."""
+    leases = Leases()
+    first, _ = leases.receive(EXECUTION, FIRST)
+    stopping = threading.Event()
+    prepared: list[str] = []
+    runners: list[TaskRunner] = []
+
+    class Requeuing(ControlPlane):
+        def report(self, execution_id: str, lease: str, result: dict) -> None:
+            pass  # the "waiting for capacity" note
+
+        def release(self, execution_id: str, lease: str, why: str, failed: bool = False) -> None:
+            self.released.append(why)
+            self.failed.append(failed)
+            if len(runners) > 1:
+                return
+            again, what = self.leases.receive(execution_id, SECOND)  # our intake takes the new message
+            self.intake_saw.append(what)
+            second = TaskRunner(again, services)
+            runners.append(second)
+            second.start()
+            second.join(timeout=30)  # before the release answers: the first runner is still in its call
+
+    def prepare(claimed, user):
+        if not prepared:
+            prepared.append("first")
+            raise RuntimeError("a bug after the claim")
+        prepared.append("second")
+        stopping.set()  # then a stop: the second runner gives it back too, unstarted
+        return SimpleNamespace(cleanup=lambda: None)
+
+    control_plane = Requeuing(leases)
+    ledger = Ledger("ingestion", 1)
+    users = TaskUsers.uid_range(40000, 40000)  # one uid: the second runner needs the first one's
+    services = RunnerServices(
+        settings=SimpleNamespace(executor_id="executor-1", pool_id="pool", cancel_grace_s=1),
+        client=control_plane, consumers={"ingestion": Queue()}, acks=None,
+        ledgers={"ingestion": ledger, "monitors": Ledger("monitors", 1)}, leases=leases,
+        sandbox=NoSandbox(), prepare=prepare, logs=None, task_logs=None, metrics=ExecutorMetrics(),
+        instance_id="instance-1", task_users=users, private_tmp=False, stopping=stopping, kill_now=threading.Event())
+    runners.append(TaskRunner(first, services))
+    runners[0].start()
+    for runner in runners:
+        runner.join(timeout=30)
+        assert not runner.is_alive()
+    assert control_plane.intake_saw == ["new"]
+    assert prepared == ["first", "second"], "the second runner was never admitted"
+    assert control_plane.failed == [True, False], "the second runner broke: a second failed release"
+    assert ledger.snapshot().used == 0 and users.held() == {}
+    assert len(leases) == 0
