@@ -10,7 +10,7 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, NamedTuple, Union
+from typing import IO, BinaryIO, NamedTuple, Union
 
 from .errors import SandboxError
 from .mount_ns import PRIVATE_DIRS, NamespaceUnavailable, lies_within, private_dir_of
@@ -41,10 +41,12 @@ class Launch:
 
 
 class Spawned(NamedTuple):
-    """A held child: released by writing to release_fd, or disposed of by closing it."""
+    """A held child: ready once it wrote to READY, released by writing to release_fd, or
+    disposed of by closing it."""
 
     popen: subprocess.Popen
     release_fd: int
+    ready: BinaryIO
     private_tmp: str  # what became of the private tmp: set up, "not asked", "not available: why"
     namespace_made: bool
 
@@ -73,13 +75,13 @@ def what_private_tmp_must_keep(cwd: str, command: str) -> str | None:
 def fork_held(spawner: Spawner, launch: Launch) -> Spawned:
     """Runs on the spawner thread. Fork+exec the held wrapper for LAUNCH."""
 
-    def spawn() -> tuple[subprocess.Popen, int]:
-        popen, release_fd = spawn_held(
+    def spawn() -> tuple[subprocess.Popen, int, BinaryIO]:
+        held = spawn_held(
             launch.argv, env=launch.env, cwd=launch.cwd, umask=launch.umask, stdin=launch.stdin,
             stdout=launch.stdout, stderr=launch.stderr, user=launch.user,
             address_space_bytes=launch.address_space_bytes)
         spawner.forked()
-        return popen, release_fd
+        return held
 
     if not launch.private_tmp:
         return Spawned(*spawn(), NOT_ASKED, False)
@@ -104,6 +106,7 @@ def dispose(spawner: Spawner, spawned: Spawned) -> None:
     """A child that was forked but will never be released: EOF makes its wrapper exit
     without running the command; reap it."""
     os.close(spawned.release_fd)
+    spawned.ready.close()
     spawned.popen.kill()
     spawned.popen.wait()
     spawner.reaped()

@@ -24,6 +24,7 @@ from .limits import Limits
 from .no_cgroup import NoCgroupDriver
 from .spawn import (
     address_space_kib,
+    await_ready,
     check_address_space,
     check_command_input,
     current_umask,
@@ -177,6 +178,7 @@ class Sandbox:
 
         # Held: whatever fails here, the command never runs.
         try:
+            await_ready(spawned.popen, spawned.ready, task_name)
             group.attach(spawned.popen.pid)
             prepare_child(spawned.popen.pid)
             enforced = dict(group.enforced)

@@ -5,11 +5,13 @@ unsafe. Instead the child execs a tiny wrapper at once:
 
     setpriv [--reuid=U --regid=G --clear-groups --no-new-privs --inh-caps=-all --ambient-caps=-all
              --bounding-set=-all] --pdeathsig KILL -- \
-        bash -c '[ulimit -v KIB || exit 112;] read -r -u FD _ || exit 111; exec FD<&-; exec "$@"' sandbox-exec CMD...
+        bash -c '[ulimit -v KIB || exit 112;] printf r >&READY; exec READY>&-;
+                 read -r -u FD _ || exit 111; exec FD<&-; exec "$@"' sandbox-exec CMD...
 
-and blocks on a pipe. Meanwhile the parent puts the pid into the task's cgroups and raises its
-oom_score_adj to 1000, then writes one line. Only then does the wrapper exec the command,
-already confined. bash, not dash: dash cannot address descriptors above 9.
+says it is ready on one pipe and blocks on another. The parent waits for that byte, puts the pid
+into the task's cgroups and raises its oom_score_adj to 1000, then writes one line. Only then
+does the wrapper exec the command, already confined. bash, not dash: dash cannot address
+descriptors above 9.
 
 Races, in the order the child meets them:
 - The parent-death signal is thread-scoped: the fork happens on the sandbox's spawner thread
@@ -21,6 +23,10 @@ Races, in the order the child meets them:
 - If the parent dies before releasing, the pipe reads EOF and the wrapper exits 111 without
   running the command (the re-check of getppid() a parent-death signal alone would need). That
   also covers a parent dying between setpriv's setresuid() and its prctl().
+- A wrapper that fails before it waits (setpriv cannot switch to the task user, `ulimit -v` is
+  refused) exits without the ready byte: start() raises, saying the command never ran. Without
+  the byte, whether the release met a closed pipe or the run looked like a command that failed
+  would depend on who was faster.
 - RLIMIT_AS is set by the wrapper itself (`ulimit -v`), not with prlimit() from the parent:
   prlimit on another process needs CAP_SYS_RESOURCE once the child has switched to another
   uid, and whether it had switched yet would be a race.
@@ -29,9 +35,11 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import BinaryIO
 
 from . import privileges
 from .errors import SandboxError
@@ -41,6 +49,9 @@ OOM_SCORE_CHILD = 1000
 # Exit codes of the wrapper when the command never ran.
 EXIT_PARENT_GONE = 111
 EXIT_RLIMIT_REFUSED = 112
+# How long start() waits for a held wrapper's ready byte: two execs (setpriv, bash), milliseconds
+# on a quiet machine; generous for a loaded one, and a bound rather than a hang.
+READY_TIMEOUT_S = 30.0
 
 SETPRIV = shutil.which("setpriv")
 _BASH = shutil.which("bash") or "/bin/bash"
@@ -71,7 +82,8 @@ def check_address_space(address_space_bytes: int | None, user: TaskUser | None, 
                        "limit (systemd LimitAS=, ulimit -H -v)")
 
 
-def wrapper_argv(argv: Sequence[str], read_fd: int, *, user: TaskUser | None, address_space_bytes: int | None) -> list[str]:
+def wrapper_argv(argv: Sequence[str], read_fd: int, ready_fd: int, *, user: TaskUser | None,
+                 address_space_bytes: int | None) -> list[str]:
     """The command line the child execs right after fork (see the module docstring)."""
     prefix: list[str] = []
     if user is not None:
@@ -83,7 +95,8 @@ def wrapper_argv(argv: Sequence[str], read_fd: int, *, user: TaskUser | None, ad
     limit = ""
     if address_space_bytes is not None:
         limit = f"ulimit -v {address_space_kib(address_space_bytes)} || exit {EXIT_RLIMIT_REFUSED}; "
-    script = f'{limit}read -r -u {read_fd} _ || exit {EXIT_PARENT_GONE}; exec {read_fd}<&-; exec "$@"'
+    script = (f'{limit}printf r >&{ready_fd}; exec {ready_fd}>&-; '
+              f'read -r -u {read_fd} _ || exit {EXIT_PARENT_GONE}; exec {read_fd}<&-; exec "$@"')
     return [*prefix, _BASH, "-c", script, "sandbox-exec", *argv]
 
 
@@ -162,33 +175,62 @@ def spawn_held(
     stderr,
     user: TaskUser | None = None,
     address_space_bytes: int | None = None,
-) -> tuple[subprocess.Popen, int]:
-    """Fork+exec the wrapper; return it and the write end of the pipe that releases it.
+) -> tuple[subprocess.Popen, int, BinaryIO]:
+    """Fork+exec the wrapper; return it, the write end of the pipe that releases it and the read
+    end of the pipe it says it is ready on (see await_ready).
 
     CWD and UMASK are the caller's, passed explicitly: the spawner thread has its own root,
     cwd and umask (it unshared them, see mount_ns.py), so the child must not inherit those.
     """
-    read_end, write_end = os.pipe()  # both close-on-exec; pass_fds opens read_end to the child only
+    # All close-on-exec; pass_fds opens read_end and ready_write to the child only.
+    read_end, write_end = os.pipe()
+    ready_read, ready_write = os.pipe()
     try:
         popen = subprocess.Popen(
-            wrapper_argv(argv, read_end, user=user, address_space_bytes=address_space_bytes),
+            wrapper_argv(argv, read_end, ready_write, user=user, address_space_bytes=address_space_bytes),
             env=dict(env) if env is not None else None,
             cwd=cwd,
             umask=umask,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
-            pass_fds=(read_end,),
+            pass_fds=(read_end, ready_write),
             start_new_session=True,
         )
     except BaseException as exc:
         os.close(write_end)
+        os.close(ready_read)
         if isinstance(exc, OSError):
             raise SandboxError(f"cannot start {argv[0]}: {exc.strerror}") from exc
         raise
     finally:
         os.close(read_end)
-    return popen, write_end
+        os.close(ready_write)
+    return popen, write_end, os.fdopen(ready_read, "rb", buffering=0)
+
+
+def await_ready(popen: subprocess.Popen, ready: BinaryIO, task_name: str) -> None:
+    """Wait for the held wrapper's ready byte: it is past its user switch and RLIMIT_AS and now
+    waits for its release. A wrapper that exits first closes READY without one; the command
+    never ran, and start() says so (the wrapper's own message is on the task's stderr)."""
+    try:
+        poller = select.poll()
+        poller.register(ready.fileno(), select.POLLIN)
+        if not poller.poll(READY_TIMEOUT_S * 1000):
+            raise SandboxError(f"cannot start task {task_name}: the command never ran: its wrapper was not ready "
+                               f"within {READY_TIMEOUT_S:.0f} s")
+        if ready.read(1) == b"r":
+            return
+    finally:
+        ready.close()
+    try:
+        code = popen.wait(timeout=READY_TIMEOUT_S)  # no byte and EOF: the wrapper has exited
+        how = f"exit code {code}" if code >= 0 else f"signal {-code}"
+    except subprocess.TimeoutExpired:
+        how = "no exit code"
+    raise SandboxError(f"cannot start task {task_name}: the command never ran: its wrapper ended ({how}) before its "
+                       "release; setpriv could not switch to the task user, or ulimit -v was refused (the task's "
+                       "stderr says which)")
 
 
 def prepare_child(pid: int) -> None:

@@ -3,6 +3,9 @@ never runs; after, it is killed and reaped, and start() raises SandboxError eith
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -13,6 +16,8 @@ from sandbox import SandboxError, Status
 from sandbox import confined
 
 from .conftest import pid_alive
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_a_failure_before_the_release_never_runs_the_command(sandbox, monkeypatch, tmp_path):
@@ -51,3 +56,22 @@ def test_a_failure_after_the_release_kills_and_reaps_the_command(sandbox, monkey
         assert not pid_alive(int(pid_file.read_text())), "the command outlived the failed start"
     again = sandbox.start(["true"], name=name)
     assert again.wait(timeout=10).status is Status.SUCCEEDED, "the task name was released"
+
+
+def test_a_wrapper_that_fails_before_its_release_is_a_start_error_saying_the_command_never_ran():
+    """setpriv cannot switch to a uid its user namespace does not map (a rootless container, a
+    task-user range beyond the mapping) and exits before the wrapper waits for its release. The
+    release then met a closed pipe and start() said the task "was started ... it was killed"
+    (it never ran), or, when the release came first, the run was FAILED with setpriv's exit
+    code, as if the command had failed. Either way depended on who was faster."""
+    in_user_namespace = ["unshare", "--user", "--map-root-user"]
+    probe = subprocess.run([*in_user_namespace, "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a user namespace here: {probe.stderr.decode().strip()}")
+    for _ in range(3):
+        result = subprocess.run([*in_user_namespace, sys.executable, "-m", "sandbox", "run",
+                                 f"--root-name=test-start-{uuid.uuid4().hex[:8]}", "--user", "61234", "--", "true"],
+                                capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
+        assert result.returncode == 2, result.stderr
+        error = result.stderr.strip().splitlines()[-1]
+        assert "never ran" in error and "was started" not in error, result.stderr
