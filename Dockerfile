@@ -43,6 +43,9 @@ LABEL org.opencontainers.image.title="datahub-remote-executor" \
 # home) is the one a root executor (--user 0, the chart's sandbox.privileged) runs its tasks as
 # (DATAHUB_EXECUTOR_TASK_USER), so that no task is root. Fixed ids, so that files a task leaves on
 # a mounted volume have an owner known outside the image.
+# The executor's directories are 0711, not 0750: a root executor's tasks (10002) must pass through
+# them to their own work directory and to the virtualenvs built for them, without listing them
+# (below, the executor keeps its logs 0700 and gives each task a directory of its own).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini util-linux bash \
@@ -53,7 +56,7 @@ RUN apt-get update \
     && groupadd --gid 10002 datahub-task \
     && useradd --uid 10002 --gid 10002 --home-dir /nonexistent --no-create-home \
                --shell /usr/sbin/nologin datahub-task \
-    && install -d -o 10001 -g 10001 -m 0750 /var/lib/datahub-executor /var/cache/datahub-executor \
+    && install -d -o 10001 -g 10001 -m 0711 /var/lib/datahub-executor /var/cache/datahub-executor \
                /var/cache/datahub-executor/venvs
 COPY --from=build /opt/datahub-executor /opt/datahub-executor
 

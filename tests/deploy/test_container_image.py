@@ -227,3 +227,37 @@ def test_the_image_runs_a_real_ingestion_as_its_unprivileged_user_and_stops_clea
         finally:
             executor.stop()
 
+
+
+def test_the_image_run_as_root_runs_a_real_ingestion_as_its_task_user(image: ReplayedImage):
+    """`docker run --user 0` (the documented way to get kernel-enforced limits; the chart's
+    sandbox.privileged is the same user): the executor is root, its tasks run as the image's
+    datahub-task (10002) and must reach their work directory and the CLI below the image's
+    directories, which the image made for user 10001."""
+    out_dir = image.root / "task-output"
+    out_dir.mkdir()
+    os.chown(out_dir, TASK_UID, TASK_UID)
+    out = out_dir / "events.json"
+    with running_controlplane(image.root / "controlplane-root") as cp:
+        cp.create_pool("remote", default=True, visibility_timeout_s=30)
+        # The image's user database names 10002 datahub-task; this host's need not, so by number.
+        env = image.environment(DATAHUB_GMS_URL=cp.gms_url, DATAHUB_GMS_TOKEN=cp.create_executor_token(["remote"]),
+                                DATAHUB_EXECUTOR_POOL_ID="remote", DATAHUB_EXECUTOR_ID="container-root",
+                                DATAHUB_EXECUTOR_HEALTH_ADDRESS=f"0.0.0.0:{free_port()}",
+                                DATAHUB_EXECUTOR_TASK_USER=f"{TASK_UID}:{TASK_UID}", DATAHUB_EXECUTOR_SANDBOX_MODE="none",
+                                HOME="/root",
+                                # The replay lives below /tmp, which a task's private /tmp would hide
+                                # from it; the image's own paths are not there.
+                                DATAHUB_EXECUTOR_TASK_PRIVATE_TMP="false")
+        argv = image.final.exec_form("ENTRYPOINT") + image.final.exec_form("CMD")
+        executor = ExecutorProcess(env, argv=argv)
+        try:
+            executor.wait_for_line("Starting datahub executor worker", timeout_s=60)
+            execution = cp.run_source(cp.create_source("mock", mock_recipe(out))["id"])
+            done = cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)
+            assert done["status"] == "SUCCESS", cp.logs(execution["id"])["log"][-3000:]
+            assert out.stat().st_uid == TASK_UID, "the task ran as the image's task user"
+            executor.process.send_signal(signal.SIGTERM)
+            assert executor.process.wait(timeout=60) == 0
+        finally:
+            executor.stop()
