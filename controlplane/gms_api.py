@@ -90,7 +90,9 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
                 "managedIngestion": {"enabled": True, "defaultCliVersion": cli_version or ""},
                 "telemetry": {"enabledCli": False, "enabledIngestion": False}}
 
+    # `datahub put aspect` posts to /aspects/?action=...: Rest.li takes the slash as the same resource.
     @router.post("/gms/aspects")
+    @router.post("/gms/aspects/")
     async def aspects_action(request: Request, action: str = "") -> Any:
         body = loads(await request.body() or b"{}")
         if not isinstance(body, dict):
