@@ -86,6 +86,11 @@ class Leases:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_execution: dict[str, Lease] = {}
+        # Held around every change of a held message's visibility: the extender's look at the
+        # leases and its calls, and a give-back with the move out of the registry. An extension
+        # read before a give-back and sent after it would hide the message again for a whole
+        # visibility timeout. Taken before `_lock`, never while holding it.
+        self.visibility = threading.Lock()
 
     def receive(self, execution_id: str, message: QueueRef) -> tuple[Lease | None, str]:
         """A received message. Returns (a new lease, "new"); (None, "refreshed") when it is our own

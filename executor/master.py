@@ -298,11 +298,12 @@ class Master:
     def _give_back(self, lease: Lease, ref: QueueRef, log: "loguru.Logger", why: str) -> None:
         """A lease no runner will take: its message is visible on the queue again at once."""
         log.warning("{}: its message is returned to the queue", why)
-        try:
-            self.services.consumers[ref.task_class].return_now(ref)
-        except Exception as exc:  # it comes back after its visibility timeout anyway
-            log.warning("message not returned ({})", type(exc).__name__)
-        self.leases.move(lease, State.RETURNED)
+        with self.leases.visibility:  # not extended again once returned (leases.py)
+            try:
+                self.services.consumers[ref.task_class].return_now(ref)
+            except Exception as exc:  # it comes back after its visibility timeout anyway
+                log.warning("message not returned ({})", type(exc).__name__)
+            self.leases.move(lease, State.RETURNED)
 
     def _live_runners(self) -> list[TaskRunner]:
         with self._runners_lock:

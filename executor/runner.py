@@ -416,11 +416,13 @@ class TaskRunner(threading.Thread):
     # giving work back, and the unexpected -----------------------------------------------------
     def _give_back_unclaimed(self, why: str, after_s: float = 0) -> None:
         self.log.info("not claimed ({}); returning the message", why)
-        try:
-            self.consumer.return_now(self.s.leases.current_message(self.lease), after_s)
-        except Exception as exc:  # botocore: the message comes back after its visibility timeout anyway
-            self.log.warning("message not returned ({}); it comes back after its visibility timeout", type(exc).__name__)
-        self.s.leases.move(self.lease, State.RETURNED)
+        with self.s.leases.visibility:  # not extended again once returned (leases.py)
+            try:
+                self.consumer.return_now(self.s.leases.current_message(self.lease), after_s)
+            except Exception as exc:  # botocore: the message comes back after its visibility timeout anyway
+                self.log.warning("message not returned ({}); it comes back after its visibility timeout",
+                                 type(exc).__name__)
+            self.s.leases.move(self.lease, State.RETURNED)
 
     def _release(self, why: str, *, failed: bool = False) -> None:
         """Claimed work this process will not start: the control plane queues it again at once,
@@ -445,10 +447,11 @@ class TaskRunner(threading.Thread):
             self._delete_message(message)
         except ControlPlaneError as exc:
             self.log.warning("release not recorded ({}); returning the message", printable(exc))
-            try:
-                self.consumer.return_now(message)
-            except Exception:
-                pass
+            with self.s.leases.visibility:  # after an extension read before the release, not before it
+                try:
+                    self.consumer.return_now(message)
+                except Exception:
+                    pass
 
     def _delete_message(self, message: QueueRef | None = None) -> None:
         try:

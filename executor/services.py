@@ -137,6 +137,10 @@ class VisibilityExtender:
         self._refused: set[tuple[str, str]] = set()  # (execution id, receipt handle) already warned about
 
     def step(self) -> float:
+        with self.leases.visibility:  # no give-back between our look and our calls (leases.py)
+            return self._extend()
+
+    def _extend(self) -> float:
         by_queue: dict[str, list] = {}
         held: set[tuple[str, str]] = set()
         for lease in self.leases.all():

@@ -87,3 +87,48 @@ def test_a_redelivered_message_first_received_twelve_hours_ago_is_still_held(con
     lease.message = replace(lease.message, first_received_ms=twelve_hours_ago_ms)  # as SQS reports a redelivery
     VisibilityExtender({"ingestion": consumer}, leases, OutageLog()).step()
     assert consumer.receive(10, wait_s=1) == [], "the running task's message was made visible"
+
+
+def test_a_message_given_back_while_the_extender_is_extending_it_is_not_hidden_again(sqs_queue):
+    """The extender reads the held leases, then calls SQS. A runner whose claim the control plane
+    deferred gave its message back in between, to be received again in a few seconds, and the
+    extension, read before, then hid it for a whole visibility timeout: the claim was not asked
+    again in time (nor, at a stop, could another executor run the work until then)."""
+    import threading
+    from types import SimpleNamespace
+
+    from executor.controlplane_client import ClaimDeferred
+    from executor.runner import RunnerServices, TaskRunner
+
+    consumer = sqs_queue(visibility_timeout_s=60, prefix="give-back")
+    leases = Leases()
+    consumer.client.send_message(QueueUrl=consumer.queue_url, MessageBody=(
+        '{"v": 1, "execution_id": "exe_back", "task": "RUN_INGEST", "pool_id": "p"}'))
+    (message,) = consumer.receive(1, wait_s=5)
+    lease, _ = leases.receive("exe_back", message.ref)
+    deferring = SimpleNamespace(claim=lambda execution_id, **_: ClaimDeferred(2.0, "its holder may be gone soon"))
+    services = RunnerServices(
+        settings=SimpleNamespace(executor_id="executor-1", pool_id="p"), client=deferring,
+        consumers={"ingestion": consumer}, acks=None, ledgers={}, leases=leases, sandbox=None, prepare=None,
+        logs=None, task_logs=None, metrics=None, instance_id="i1", private_tmp=False,
+        task_users=SimpleNamespace(release=lambda execution_id: None),
+        stopping=threading.Event(), kill_now=threading.Event())
+    runner = TaskRunner(lease, services)
+    extending, given_back = threading.Event(), threading.Event()
+    giving_back = threading.Thread(target=lambda: (runner.run(), given_back.set()))
+
+    def slow_extension(**_) -> None:  # a slow SQS answer: the runner gives the message back meanwhile
+        extending.set()
+        given_back.wait(3)
+
+    consumer.client.meta.events.register("before-send.sqs.ChangeMessageVisibilityBatch", slow_extension)
+    extender = VisibilityExtender({"ingestion": consumer}, leases, OutageLog())
+    extension = threading.Thread(target=extender.step)
+    extension.start()
+    assert extending.wait(10)
+    giving_back.start()
+    extension.join(timeout=30)
+    giving_back.join(timeout=30)
+    assert given_back.is_set() and len(leases) == 0
+    again = consumer.receive(1, wait_s=20)  # due after 2 s; hidden again, after 60
+    assert [m.ref.message_id for m in again] == [message.ref.message_id], "the given-back message was hidden again"
