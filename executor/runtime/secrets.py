@@ -6,7 +6,9 @@ Secrets Manager), the secrets DATAHUB_EXECUTOR_AWS_SECRETS names (NAME=ARN, with
 JSON key and version), then AWS Secrets Manager by name where enabled. A name is \\w+ only, so it
 can never address a path outside the base directory; a file that resolves outside it (a
 symlink to /etc/shadow) or is larger than the cap is refused with an error naming the secret
-and never its value. DataHub substitutes "" for a missing secret; we fail the task instead.
+and never its value. DataHub substitutes "" for a missing secret; we fail the task instead. The
+name of a shell-style form (${NAME:-default}) is looked up too, and only a missing one is left to
+its default.
 """
 from __future__ import annotations
 
@@ -405,3 +407,9 @@ class ChainedSecretStore:
                 raise SecretNotFound(name, self.description)
             resolved[name] = value
         return resolved
+
+    def resolve_present(self, names: Iterable[str]) -> dict[str, str]:
+        """The values of those NAMES a store has (the names of ${NAME:-default} forms, whose
+        default stands in for a missing one). A store that cannot answer still fails the task:
+        the default is for a secret that does not exist, not for one that could not be read."""
+        return {name: value for name in names if (value := self.get(name)) is not None}

@@ -28,6 +28,7 @@ from loguru import logger
 from vocabulary import ids, json_text, pip_requirements, statuses as S
 from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 from vocabulary.safe_yaml import YamlRefused, load_bounded
+from vocabulary.secret_references import defaulted_names
 from vocabulary.tasks import RUN_MONITOR, TEST_CONNECTION, UnknownTask, task_class
 
 from ..text import printable
@@ -173,6 +174,7 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
     try:
         names = find_secret_names(args["recipe"])
         values = secrets.resolve(names)
+        values.update(secrets.resolve_present(n for n in defaulted_names(args["recipe"]) if n not in values))
     except SecretError as exc:
         raise TaskRejected(exc.reason, str(exc)) from None
     extra_requirements = args.get("extra_pip_requirements") or []
@@ -240,4 +242,4 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
         env[key] = value
     return PreparedTask(argv=argv, env=env, stdin_bytes=json.dumps(envelope).encode(), workdir=workdir,
                         masker=Masker([*values.values(), ingest_token]), report_path=report_path, memory_limit_bytes=memory_limit,
-                        secret_names=names)
+                        secret_names=list(values))
