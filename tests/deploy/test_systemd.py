@@ -4,6 +4,7 @@ an operating system tree with an /etc/passwd, where it also creates the task use
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -101,3 +102,36 @@ def test_install_script_installs_into_a_root_is_idempotent_and_keeps_the_environ
     users = (root / "etc/passwd").read_text()
     subprocess.run(["systemd-sysusers", "--root", str(root), str(conf)], check=True, capture_output=True, timeout=60)
     assert (root / "etc/passwd").read_text() == users
+
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """One install.sh --root run, shared by the tests that only read what it installed."""
+    root = tmp_path_factory.mktemp("installed") / "root"
+    result = install(root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root
+
+
+def documented_vm_commands() -> list[list[str]]:
+    """The commands of docs/operations.md that run the installed executor on a VM (sudo dropped),
+    split as the shell would."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    commands = [shlex.split(line) for line in re.findall(r"sudo (/opt/datahub-executor/\S+ [^`\n#]*)", doc)]
+    assert commands, "docs/operations.md shows no command of the installed executor"
+    return commands
+
+
+def test_the_unit_and_the_documented_commands_run_what_install_sh_installs(installed):
+    """What install.sh puts on the machine is what the unit starts and what the operator is told
+    to run: each documented command is run, its paths moved into the install root."""
+    exec_start = shlex.split(unit_settings()["ExecStart"])
+    assert (installed / exec_start[0].lstrip("/")).is_file(), f"ExecStart={exec_start[0]}: install.sh installs no such file"
+    for argv in documented_vm_commands():
+        rooted = [str(installed / word.lstrip("/")) if word.startswith(("/opt/", "/etc/")) else word for word in argv]
+        assert Path(rooted[0]).is_file(), f"docs/operations.md runs {argv[0]}, which install.sh does not install"
+        # The environment file as install.sh leaves it: the check stops at the first missing setting.
+        ran = subprocess.run(rooted, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+        assert ran.returncode == 2 and "DATAHUB_GMS_URL is not set" in ran.stderr, (argv, ran.stderr)
+
