@@ -13,18 +13,30 @@
 # /etc/sysusers.d/datahub-executor.conf is written, and the target creates the user from it
 # (its package scripts run systemd-sysusers, as systemd's first boot does).
 #
-#   sudo systemd/install.sh [--root DIR] [--package SPEC]     SPEC: a wheel, a directory or a PyPI name
+# The venv also gets acryl-datahub[datahub-rest] at --datahub-version (by default the image's
+# ACRYL_DATAHUB_VERSION): it is the CLI that recipes naming no version run with
+# (DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION=native, the default). --datahub-version '' installs none;
+# then every recipe must pin a version, or that setting must name one.
+#
+#   sudo systemd/install.sh [--root DIR] [--package SPEC] [--datahub-version VERSION]
+#                                                             SPEC: a wheel, a directory or a PyPI name
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="/"
 package="$(cd "$here/.." && pwd)"
+datahub_version="1.7.0.17"
 while [ $# -gt 0 ]; do
     case "$1" in
         --root) root="$2"; shift 2 ;;
         --package) package="$2"; shift 2 ;;
-        *) echo "install.sh: unknown argument $1 (use --root DIR, --package SPEC)" >&2; exit 2 ;;
+        --datahub-version) datahub_version="$2"; shift 2 ;;
+        *) echo "install.sh: unknown argument $1 (use --root DIR, --package SPEC, --datahub-version VERSION)" >&2; exit 2 ;;
     esac
 done
+requirements=("$package")
+if [ -n "$datahub_version" ]; then
+    requirements+=("acryl-datahub[datahub-rest]==$datahub_version")
+fi
 env_file="$root/etc/datahub-executor/executor.env"
 sysusers_conf="$root/etc/sysusers.d/datahub-executor.conf"
 python="${PYTHON:-python3}"
@@ -49,7 +61,7 @@ fi
 
 "$python" -m venv "$root/opt/datahub-executor/venv"
 "$root/opt/datahub-executor/venv/bin/python" -m pip install --quiet --upgrade pip
-"$root/opt/datahub-executor/venv/bin/python" -m pip install --quiet --upgrade "$package"
+"$root/opt/datahub-executor/venv/bin/python" -m pip install --quiet --upgrade "${requirements[@]}"
 install -m 0644 "$here/datahub-executor.service" "$root/etc/systemd/system/datahub-executor.service"
 
 if [ -e "$env_file" ]; then

@@ -135,3 +135,39 @@ def test_the_unit_and_the_documented_commands_run_what_install_sh_installs(insta
         ran = subprocess.run(rooted, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
         assert ran.returncode == 2 and "DATAHUB_GMS_URL is not set" in ran.stderr, (argv, ran.stderr)
 
+
+def test_the_installed_executor_runs_a_recipe_that_names_no_version(installed, tmp_path):
+    """DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION is `native` by default: a recipe naming no version runs
+    the acryl-datahub installed beside the executor, so install.sh must install it, as the image
+    does. The installed executor, as the unit starts it, runs the first hour's recipe for real."""
+    from controlplane.testing import running_controlplane
+    from executor.testing import ExecutorProcess, mock_recipe
+
+    exec_start = shlex.split(unit_settings()["ExecStart"])
+    argv = [str(installed / exec_start[0].lstrip("/")), *exec_start[1:]]
+    out = tmp_path / "events.json"
+    with running_controlplane(tmp_path / "controlplane") as cp:
+        cp.create_pool("vpc-a", default=True, visibility_timeout_s=30)
+        env = {"PATH": "/usr/bin:/bin", "DATAHUB_GMS_URL": cp.gms_url,
+               "DATAHUB_GMS_TOKEN": cp.create_executor_token(["vpc-a"]), "DATAHUB_EXECUTOR_POOL_ID": "vpc-a",
+               "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path / "work"),
+               "DATAHUB_EXECUTOR_VENV_CACHE_DIR": str(tmp_path / "venvs"),
+               "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0", "DATAHUB_EXECUTOR_SANDBOX_MODE": "none",
+               # This host has no datahub-task user (the unit's host gets one from install.sh).
+               "DATAHUB_EXECUTOR_TASK_USER": "none", "DATAHUB_EXECUTOR_TASK_PRIVATE_TMP": "false"}
+        executor = ExecutorProcess(env, argv=argv)
+        try:
+            executor.wait_for_line("Starting datahub executor worker", timeout_s=60)
+            execution = cp.run_source(cp.create_source("mock", mock_recipe(out), pool_id="vpc-a")["id"])
+            done = cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)
+            assert done["status"] == "SUCCESS", cp.logs(execution["id"])["log"][-3000:]
+            assert out.exists()
+        finally:
+            executor.stop()
+
+
+def test_install_sh_installs_the_images_datahub_cli_version():
+    """One native CLI version, whichever way the executor is deployed."""
+    dockerfile = re.search(r"^ARG ACRYL_DATAHUB_VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M).group(1)
+    script = re.search(r'^datahub_version="([^"]*)"$', INSTALL.read_text(), re.M).group(1)
+    assert script == dockerfile
