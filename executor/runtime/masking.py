@@ -283,6 +283,15 @@ class MaskingStream:
         out, self._ahead = self._masker._mask(data, len(data), self._ahead) if data else (b"", 0)
         return [out]
 
+    def release(self) -> list[bytes | memoryview]:
+        """The rest, unmasked, for a consumer that masks it later with what follows it (the task
+        log's window past the file's cap): finishing would mask a multi-line form's first lines
+        one by one, leaving no whole form for that later masking to find. The bytes of a form
+        whose MASK is out already are left out."""
+        data, self._held = self._held[self._ahead:], b""
+        self._ahead = 0
+        return [data]
+
     @property
     def held(self) -> int:
         return len(self._held)

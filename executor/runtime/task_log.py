@@ -101,9 +101,9 @@ class TaskLog:
                 self.last_output = time.monotonic()
                 data = self._valid_utf8(chunk)
                 if masking is not None and self._dropped_bytes:  # the file is full: the window alone keeps output
-                    self._append(masking.finish())
+                    self._window_raw = True  # before the first unmasked byte is in it: a tail may be cut any time
+                    self._append(masking.release())  # masked with what follows, in the window
                     masking = None
-                    self._window_raw = True
                 self._append(masking.feed(data) if masking is not None else [data])
                 if len(chunk) < SHORT_READ:
                     time.sleep(COALESCE_S)

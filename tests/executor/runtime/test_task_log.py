@@ -303,6 +303,35 @@ def test_output_just_past_the_files_cap_is_in_the_file_once_and_in_order(tmp_pat
     assert numbers[-1] == count - 1 and text.endswith(b"[executor] outcome: SUCCEEDED\n")
 
 
+CROSS_THE_CAP_WITHIN_A_SECRET = """
+import os, sys, time
+line = b"y" * 99 + b"\\n"
+os.write(1, line * ((1 << 20) // 100 - 10))  # just under the file's 1 MiB cap
+time.sleep(0.5)
+os.write(1, line * 20 + sys.argv[1].encode())  # past the cap, and the secret's first lines: one read
+time.sleep(0.5)
+os.write(1, sys.argv[2].encode())
+"""
+
+
+def test_a_multi_line_secret_being_written_when_the_file_reaches_its_cap_leaves_none_of_its_lines(tmp_path):
+    """The masker held the secret's first lines when the file reached its cap; they went into the
+    window masked line by line, so the whole secret was no longer there to mask, and its lines
+    too short to be forms of their own stood in the tail."""
+    secret = "fake-long-line-one-0123456789\nshort-111\nfake-long-line-two-0123456789\nshort-222"
+    cut = secret.index("fake-long-line-two")
+    log = TaskLog(str(tmp_path / "task.log"), Masker([secret]), max_file_bytes=1 << 20)
+    child = subprocess.Popen([sys.executable, "-c", CROSS_THE_CAP_WITHIN_A_SECRET, "key:\n" + secret[:cut],
+                              secret[cut:] + "\nafter the key\n"], stdout=subprocess.PIPE)
+    log.pump(child.stdout).join(timeout=30)
+    assert child.wait(timeout=10) == 0
+    log.close()
+    tail, end = log.tail(), (tmp_path / "task.log").read_text()[-(64 << 10):]
+    assert "bytes of log omitted" in end and tail.endswith("after the key")
+    for shown in (tail, end):
+        assert "short-111" not in shown and "short-222" not in shown and "fake-long" not in shown
+
+
 # A task imitating the executor's own lines -----------------------------------------------------
 IMITATOR = r"""
 import os, sys, time
