@@ -32,6 +32,8 @@ from .tokens import ADMIN, EXECUTOR, INGEST, Identity
 # The newest DataHub release whose clients ingest through Rest.li by default: from 1.0.1 on,
 # DataHub's SDK switches to the OpenAPI v3 endpoints, which this server does not implement.
 SPOKEN_DATAHUB_VERSION = "v1.0.0"
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1  # Rest.li's Integer
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # Rest.li's Long
 
 
 def restli_error(status: int, message: str) -> JSONResponse:
@@ -55,6 +57,19 @@ def parse_restli_list(raw_query: str, name: str) -> list[str] | None:
         inner = value[5:-1]
         return [urllib.parse.unquote(item) for item in inner.split(",") if item]
     return None
+
+
+def _whole_number(body: dict[str, Any], names: tuple[str, ...], default: int) -> int:
+    """The first of NAMES that BODY has, a whole number as GMS's Integer action parameters
+    take it; Invalid (400) for anything else."""
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not INT32_MIN <= value <= INT32_MAX:
+            raise Invalid(f"{name} must be a whole number (an Integer), not {str(value)[:40]!r}")
+        return value
+    return default
 
 
 def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRouter:
@@ -110,6 +125,8 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
 
     @router.get("/gms/aspects/{urn:path}")
     def get_aspect(urn: str, request: Request, aspect: str = "", version: int = 0) -> Any:
+        if not INT64_MIN <= version <= INT64_MAX:
+            raise Invalid(f"version {version} is out of a long's range")
         parsed = cp.registry.parse_urn(urn)
         spec = cp.registry.aspect(parsed.entity_type, aspect)
         can_read(identity_of(request), urn, parsed.entity_type)
@@ -188,7 +205,8 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         if not isinstance(body, dict):
             raise Invalid("the body must be a JSON object")
         identity_of(request).require_admin("reading ingestion runs")
-        start, count = int(body.get("start", body.get("pageOffset", 0)) or 0), int(body.get("count", body.get("pageSize", 100)) or 100)
+        start = _whole_number(body, ("start", "pageOffset"), 0)
+        count = _whole_number(body, ("count", "pageSize"), 100) or 100
         if action == "list":
             rows = cp.store.query("SELECT run_id, COUNT(*) AS n, MAX(last_written) AS ts FROM run_writes GROUP BY run_id "
                                   "ORDER BY ts DESC LIMIT ? OFFSET ?", (max(0, min(count, 1000)), max(0, start)))
