@@ -171,3 +171,34 @@ def test_install_sh_installs_the_images_datahub_cli_version():
     dockerfile = re.search(r"^ARG ACRYL_DATAHUB_VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M).group(1)
     script = re.search(r'^datahub_version="([^"]*)"$', INSTALL.read_text(), re.M).group(1)
     assert script == dockerfile
+
+
+def task_tmp_under(restrict_namespaces: str, tmp_path: Path) -> tuple[bool, str]:
+    """A task started with a private /tmp by the executor's sandbox (as every runner starts one),
+    in a process under the seccomp filter of RestrictNamespaces=<restrict_namespaces>
+    (restrict_namespaces.py): (whether the task's /tmp was its own, what the sandbox says of it).
+    The task looks for a file this test leaves in the host's /tmp."""
+    import json
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(dir="/tmp", prefix="dhx-host-tmp-") as marker:
+        wrapper = [sys.executable, str(Path(__file__).with_name("restrict_namespaces.py")), restrict_namespaces]
+        result = subprocess.run([*wrapper, sys.executable, "-m", "sandbox", "run", "--mode", "none", "--private-tmp",
+                                 "--json", "--", "/bin/sh", "-c", f"test ! -e {marker.name}"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    return outcome["exit_code"] == 0, outcome["isolation"]["private_tmp"]
+
+
+def test_the_units_namespace_restriction_leaves_tasks_their_private_tmp(tmp_path):
+    """Tasks get a private /tmp by default (DATAHUB_EXECUTOR_TASK_PRIVATE_TMP, decision 33), made
+    with unshare(CLONE_NEWNS): the unit must let the executor make mount namespaces."""
+    assert next(s for s in SETTINGS if s.env == "DATAHUB_EXECUTOR_TASK_PRIVATE_TMP").default == "true"
+    private, described = task_tmp_under(unit_settings().get("RestrictNamespaces", "no"), tmp_path)
+    assert private, described
+
+
+def test_the_namespace_restriction_really_applies(tmp_path):
+    private, described = task_tmp_under("yes", tmp_path)
+    assert not private and "unshare(CLONE_NEWNS) failed: Operation not permitted" in described, described
