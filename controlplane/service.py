@@ -59,6 +59,10 @@ class ControlPlane:
             E.GLOBAL_CONFIG_ASPECT: self._write_default_pool,
             E.EXECUTOR_STATUS: self._write_executor_status,
             E.SECRET_VALUE: self._write_secret_value,
+            # A key aspect's DELETE deletes its whole entity, as GMS does: judged by the rules of
+            # POST /entities?action=delete, not stored as it comes.
+            **{self.registry.entity(entity).key_aspect: self._write_entity_key
+               for entity in (E.POOL, E.GLOBAL_CONFIG, E.EXECUTION, E.EXECUTOR)},
         }, store, after_commit=self.executions.request_send)
 
     # writing our entities through DataHub's ingest endpoint -----------------------------------
@@ -133,6 +137,14 @@ class ControlPlane:
         self.secrets.check_write(tx, proposal.change_type, proposal.urn, proposal.value)
         self.ingest.write(tx, proposal, identity)
 
+    def _write_entity_key(self, tx: sqlite3.Connection, proposal: Proposal, identity: Identity) -> None:
+        if proposal.change_type != "DELETE":
+            self.ingest.write(tx, proposal, identity)
+        elif proposal.entity_type == E.POOL:
+            raise Invalid("a pool is deleted with POST /entities?action=delete, which deletes its queues too")
+        else:
+            self._delete_entity(tx, proposal.urn, proposal.entity_type)
+
     # operations that are not aspect writes ------------------------------------------------------
     def delete_entity(self, urn_text: str, identity: Identity) -> None:
         """POST /entities?action=delete: a hard delete, with our entities' own rules."""
@@ -142,12 +154,19 @@ class ControlPlane:
             self.pools.delete(E.key_of(str(urn), E.POOL))
             return
         with self.store.transaction() as tx:
-            if urn.entity_type == E.EXECUTION:
-                self._delete_execution(tx, E.key_of(str(urn), E.EXECUTION))
-                return
-            if urn.entity_type == E.EXECUTOR:
-                self.executors.forget(tx, E.key_of(str(urn), E.EXECUTOR))
-            aspect_store.delete_entity(tx, str(urn))
+            self._delete_entity(tx, str(urn), urn.entity_type)
+
+    def _delete_entity(self, tx: sqlite3.Connection, urn: str, entity_type: str) -> None:
+        """A hard delete of any entity but a pool (Pools.delete, which deletes its queues too),
+        inside TX: however a delete comes, it meets the same rules."""
+        if entity_type == E.GLOBAL_CONFIG:
+            raise Invalid("the default pool can be changed, not removed")
+        if entity_type == E.EXECUTION:
+            self._delete_execution(tx, E.key_of(urn, E.EXECUTION))
+            return
+        if entity_type == E.EXECUTOR:
+            self.executors.forget(tx, E.key_of(urn, E.EXECUTOR))
+        aspect_store.delete_entity(tx, urn)
 
     @staticmethod
     def _delete_execution(tx: sqlite3.Connection, execution_id: str) -> None:

@@ -1,10 +1,15 @@
 """DataHub's clients and CLI at the edges of the GMS endpoints: the paths they spell their own
-way, and input no client of DataHub's sends but anyone may, which must get a 4xx, never a 500."""
+way, input no client of DataHub's sends but anyone may (a 4xx, never a 500), and the ways GMS
+offers to do one thing (delete an entity), which must all meet our entities' rules."""
 from __future__ import annotations
 
 import datahub.metadata.schema_classes as model
+import pytest
 import requests
+from datahub.configuration.common import OperationalError
+from datahub.emitter.mcp import MetadataChangeProposalWrapper
 
+from .conftest import RECIPE
 from .test_datahub_client import DATASET, datahub_cli
 
 
@@ -33,3 +38,36 @@ def test_numbers_gms_could_not_take_are_a_400_not_a_500(cp, graph):
     assert session.post(f"{cp.gms_url}/runs?action=list", json={"pageOffset": 0, "pageSize": 10},
                         timeout=10).json() == {"value": []}
     assert graph.get_aspect(DATASET, model.StatusClass) is None, "and the service goes on"
+
+
+def test_deleting_a_key_aspect_meets_the_rules_of_deleting_its_entity(cp, graph):
+    # GMS deletes the whole entity when an MCP deletes its key aspect (DataHub's emitter sends
+    # such MCPs as they are in a batch): for our entities that must be refused where POST
+    # /entities?action=delete refuses it, not done behind its rules.
+    cp.create_pool("remote", default=True)
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    urn = f"urn:li:dataHubExecutionRequest:{execution['id']}"
+
+    def delete_key(entity_urn: str, key_aspect: str) -> int:
+        try:
+            graph.emit_mcps([MetadataChangeProposalWrapper(entityUrn=entity_urn, changeType=model.ChangeTypeClass.DELETE,
+                                                           aspectName=key_aspect)])
+        except OperationalError as refused:
+            return refused.info["status"]
+        return 200
+
+    assert delete_key(urn, "dataHubExecutionRequestKey") == 409, "PENDING: cancelled before it is deleted"
+    assert graph.get_aspect(urn, model.ExecutionRequestInputClass) is not None
+    assert delete_key("urn:li:dataHubRemoteExecutorPool:remote", "dataHubRemoteExecutorPoolKey") == 400
+    assert delete_key("urn:li:dataHubRemoteExecutorGlobalConfig:primary", "dataHubRemoteExecutorGlobalConfigKey") == 400
+    with pytest.raises(OperationalError):
+        graph.hard_delete_entity("urn:li:dataHubRemoteExecutorGlobalConfig:primary")
+    pools = cp.graphql("{ listRemoteExecutorPools(input: {start: 0, count: 10}) { remoteExecutorPools { executorPoolId "
+                       "isDefault } } }")["listRemoteExecutorPools"]["remoteExecutorPools"]
+    assert pools == [{"executorPoolId": "remote", "isDefault": True}]
+    assert cp.execution(execution["id"])["status"] == "PENDING"
+
+    cp.cancel(execution["id"])
+    assert delete_key(urn, "dataHubExecutionRequestKey") == 200, "a final one is deleted, as by /entities"
+    assert graph.get_aspect(urn, model.ExecutionRequestInputClass) is None
+    assert cp.cp.store.one("SELECT 1 AS x FROM executions WHERE id=?", (execution["id"],)) is None
