@@ -12,14 +12,15 @@ gets 403.
 
 A request may carry a secret's value (createSecret, updateSecret). graphql-core quotes what a
 request sent in some of its errors ("found: {'name': 'X', 'value': '...'}") and ariadne logged
-every error with the document around it, so: in an error that is not one of our refusals, every
-string the request sent is masked, and only failures of our own code are logged, without the
-request.
+every error with the document around it, so: in an error that is not one of our refusals,
+every string and number the request sent is masked, and only failures of our own code are
+logged, without the request.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import traceback
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from ariadne import MutationType, ObjectType, QueryType, graphql_sync, load_sche
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from graphql import GraphQLError, StringValueNode, Visitor, parse, print_ast, visit
+from graphql import (FloatValueNode, GraphQLError, IntValueNode, StringValueNode, Visitor, parse, print_ast,
+                     visit)
 from graphql.pyutils import inspect
 from loguru import logger
 
@@ -360,7 +362,7 @@ def create_router(cp: ControlPlane) -> APIRouter:
 
 def _format_error(error: GraphQLError, body: dict[str, Any]) -> dict[str, Any]:
     """GraphQL's error shape, with our refusals' messages and no stack trace; graphql-core's own
-    messages with every string the request (BODY) sent masked."""
+    messages with every string and number the request (BODY) sent masked."""
     formatted = error.formatted
     original = getattr(error, "original_error", None)
     status = REFUSALS.get(type(original))
@@ -368,20 +370,25 @@ def _format_error(error: GraphQLError, body: dict[str, Any]) -> dict[str, Any]:
         formatted["message"] = str(original)
         formatted.setdefault("extensions", {})["code"] = status
     else:
-        for quoted, masked in _quoted_strings(body):
-            formatted["message"] = formatted["message"].replace(quoted, masked)
+        for quoted, masked in _quoted_values(body):
+            formatted["message"] = quoted.sub(masked, formatted["message"])
     return json.loads(json.dumps(formatted, default=str))
 
 
-def _quoted_strings(body: dict[str, Any]) -> list[tuple[str, str]]:
-    """Each string of the request (variables, and literals in the document) as graphql-core quotes
-    it in an error (inspect() for variables, print_ast() for literals), with its masked form;
-    longest first."""
+def _quoted_values(body: dict[str, Any]) -> list[tuple[re.Pattern[str], str]]:
+    """Each string and number of the request (variables, and literals in the document) as
+    graphql-core quotes it in an error (inspect() for variables, print_ast() for literals), with
+    its masked form; longest first. Numbers too: a secret may be all digits (a PIN), and a
+    client may send it unquoted ("String cannot represent a non string value: 4321"); a number
+    is masked only where it stands alone, not inside a longer number or word."""
     quoted: dict[str, str] = {}
+    numbers: set[str] = set()
 
     def walk(value: Any) -> None:
         if isinstance(value, str):
             quoted[inspect(value)] = f"'{MASK}'"
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers.add(inspect(value))
         elif isinstance(value, dict):
             for item in value.values():
                 walk(item)
@@ -395,11 +402,19 @@ def _quoted_strings(body: dict[str, Any]) -> list[tuple[str, str]]:
         def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
             quoted[print_ast(node)] = f'"{MASK}"'
 
+        def enter_int_value(self, node: IntValueNode, *_: Any) -> None:
+            numbers.add(node.value)
+
+        def enter_float_value(self, node: FloatValueNode, *_: Any) -> None:
+            numbers.add(node.value)
+
     try:
         visit(parse(body["query"]), Literals())
     except GraphQLError:
         pass  # a document that does not parse is answered with a syntax error, which quotes no literal
-    return sorted(quoted.items(), key=lambda pair: -len(pair[0]))
+    patterns = [(text, re.compile(re.escape(text)), masked) for text, masked in quoted.items()]
+    patterns += [(text, re.compile(rf"(?<![\w.]){re.escape(text)}(?![\w.])"), MASK) for text in numbers]
+    return [(pattern, masked) for _, pattern, masked in sorted(patterns, key=lambda found: -len(found[0]))]
 
 
 class _OurFailures(logging.LoggerAdapter):

@@ -213,6 +213,21 @@ def test_a_malformed_request_carrying_a_secret_neither_echoes_nor_logs_it(cp, gr
     assert listed(graph)["total"] == 0
 
 
+def test_a_secret_of_digits_sent_unquoted_is_not_echoed_in_the_error(cp, graph):
+    pin = 73914682051
+    with pytest.raises(GraphError) as refused:
+        graph.execute_graphql(CREATE, variables={"input": {"name": "PIN", "value": pin}})
+    assert "String cannot represent" in str(refused.value) and str(pin) not in str(refused.value)
+    with pytest.raises(GraphError) as refused:
+        graph.execute_graphql('mutation { createSecret(input: {name: "PIN", value: %d}) }' % pin)
+    assert "String cannot represent" in str(refused.value) and str(pin) not in str(refused.value)
+    with pytest.raises(GraphError) as refused:
+        graph.execute_graphql("mutation($v: String!) { createSecret(input: {name: \"PIN\", value: $v}) }",
+                              variables={"v": [PASSWORD, 2.5e-3]})
+    assert PASSWORD not in str(refused.value) and "0.0025" not in str(refused.value)
+    assert listed(graph)["total"] == 0
+
+
 def test_the_cipher_refuses_a_key_others_may_read_and_tokens_of_another_key(tmp_path):
     cipher = SecretCipher(tmp_path / KEY_FILE)
     token = cipher.encrypt(PASSWORD)
