@@ -71,7 +71,7 @@ class CgroupV1Driver(Driver):
         group = V1TaskGroup(name, dirs)
         made: list[str] = []
         try:
-            for path in dirs.values():
+            for path in dict.fromkeys(dirs.values()):  # controllers mounted together share one directory
                 fs.make_dir(path, exist_ok=False)
                 made.append(path)
             group.apply(limits)

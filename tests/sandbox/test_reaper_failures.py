@@ -14,9 +14,9 @@ import pytest
 
 from sandbox import Limits, SandboxError, Status
 from sandbox import driver as sandbox_driver
-from sandbox.cgroup_v1 import V1TaskGroup
+from sandbox.cgroup_v1 import CgroupV1Driver, V1TaskGroup
 from sandbox.cgroup_v2 import V2TaskGroup
-from sandbox.detect import read_hierarchies, v1_hierarchy
+from sandbox.detect import Hierarchy, read_hierarchies, v1_hierarchy
 
 from .conftest import pid_alive
 
@@ -217,3 +217,15 @@ def test_a_task_named_like_one_whose_processes_would_not_die_is_refused_not_put_
         time.sleep(0.02)
     assert sandbox.sweep() == [f"task-{name}"], "kept for the next sweep"
     assert sandbox.start(["true"], name=name).wait(timeout=10).status is Status.SUCCEEDED
+
+
+def test_controllers_mounted_together_share_one_task_cgroup(tmp_path):
+    """v1 controllers mounted as one hierarchy (memory and pids here) are one directory per task:
+    making each task cgroup anew must not refuse the second controller's (the same) directory."""
+    mount = tmp_path / "memory,pids"
+    mount.mkdir()
+    together = Hierarchy("cgroup", frozenset({"rw", "memory", "pids"}), str(mount), str(mount), True)
+    driver = CgroupV1Driver([together], "executor")
+    group = driver.create("task-together", Limits(pids_max=10))
+    assert set(group.dirs.values()) == {str(mount / "executor" / "task-together")}
+    assert (mount / "executor" / "task-together" / "pids.max").read_text() == "10"
