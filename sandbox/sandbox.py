@@ -178,8 +178,15 @@ class Sandbox:
 
         # Held: whatever fails here, the command never runs.
         try:
+            # Attached first, as soon as it is forked: the less time the wrapper spends outside its
+            # cgroups once it runs as the task user, the better. A wrapper that ended before it was
+            # ready (its attach then fails) is reported as such.
+            try:
+                group.attach(spawned.popen.pid)
+            except SandboxError:
+                await_ready(spawned.popen, spawned.ready, task_name)
+                raise
             await_ready(spawned.popen, spawned.ready, task_name)
-            group.attach(spawned.popen.pid)
             prepare_child(spawned.popen.pid)
             enforced = dict(group.enforced)
             if limits.address_space_bytes is not None:

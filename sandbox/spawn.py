@@ -8,9 +8,9 @@ unsafe. Instead the child execs a tiny wrapper at once:
         bash -c '[ulimit -v KIB || exit 112;] printf r >&READY; exec READY>&-;
                  read -r -u FD _ || exit 111; exec FD<&-; exec "$@"' sandbox-exec CMD...
 
-says it is ready on one pipe and blocks on another. The parent waits for that byte, puts the pid
-into the task's cgroups and raises its oom_score_adj to 1000, then writes one line. Only then
-does the wrapper exec the command, already confined. bash, not dash: dash cannot address
+says it is ready on one pipe and blocks on another. Meanwhile the parent puts the pid into the
+task's cgroups, waits for that byte and raises its oom_score_adj to 1000, then writes one line.
+Only then does the wrapper exec the command, already confined. bash, not dash: dash cannot address
 descriptors above 9.
 
 Races, in the order the child meets them:
