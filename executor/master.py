@@ -329,11 +329,11 @@ class Master:
             if self.stopping.is_set() and not self.kill_now.is_set():
                 if self._signals >= 2:
                     logger.warning("second stop signal: killing running tasks, reporting them ABORTED")
-                    self.kill_now.set()
+                    self._kill_running()
                 elif drain_deadline is not None and time.monotonic() > drain_deadline:
                     logger.warning("drain timeout ({} s): killing running tasks, reporting them ABORTED",
                                    self.settings.drain_timeout_s)
-                    self.kill_now.set()
+                    self._kill_running()
             if self.stopping.is_set() and not self._live_runners():
                 return
 
@@ -344,6 +344,14 @@ class Master:
         for ledger in self.ledgers.values():
             ledger.wake()  # runners waiting for admission see `stopping` now and give their work back
         self._next_beat = 0.0  # the heartbeat thread says DRAINING now; this thread stays free for a second signal
+
+    def _kill_running(self) -> None:
+        """Every running task is killed from here, now: a runner looks for the flag only between
+        its calls to the control plane, and one that does not answer holds a call for minutes.
+        A task started after this look sees the flag itself."""
+        self.kill_now.set()
+        for runner in self._live_runners():
+            runner.kill_for_shutdown()
 
     def _stop(self) -> None:
         for runner in self._live_runners():

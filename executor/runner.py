@@ -340,6 +340,14 @@ class TaskRunner(threading.Thread):
             if cancelled:
                 self._end("cancel", process, kill=False)
 
+    def kill_for_shutdown(self) -> None:
+        """From the main thread (kill_now is set): kill the task now, whatever this runner's own
+        thread is waiting on; its outcome is reported as ABORTED (EXECUTOR_SHUTDOWN) as usual."""
+        with self._lock:
+            process = self._process
+        if process is not None:
+            self._end("shutdown", process, kill=True)
+
     def _end(self, reason: str, process: ConfinedProcess, *, kill: bool) -> None:
         """The first reason names the outcome (a cancel stays CANCELLED); a kill acts whatever came
         before it: a shutdown during a cancel's grace period must not wait out the grace."""

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import custom_env, custom_recipe, mock_recipe, wait_for_tick
+from tests.e2e.conftest import custom_env, custom_recipe, live_tasks, mock_recipe, wait_for_tick
 
 from executor.master import FINAL_HEARTBEAT_TIMEOUT_S
 
@@ -80,6 +80,36 @@ def test_a_second_stop_signal_kills_running_tasks_at_once_and_still_reports_them
     executor.process.send_signal(signal.SIGINT)
     assert executor.process.wait(timeout=30) == 0
     assert time.monotonic() - started < 15, "not the 300 s drain"
+    done = system.cp.execution(execution["id"])
+    assert (done["status"], done["reason"]) == ("ABORTED", "EXECUTOR_SHUTDOWN"), "still reported"
+
+
+def test_a_second_stop_signal_kills_at_once_a_task_whose_runner_waits_on_the_control_plane(system, proxy, tmp_path):
+    """The kill was left to the task's runner, which looks for it between progress reports: with
+    the control plane a black hole, its runner waited on one report for over a minute (read
+    timeouts, retried), and the task ran on after a second SIGTERM, past ECS's stop timeout."""
+    # Heartbeats every 30 s: the control plane does not judge the executor gone (and abort the
+    # execution itself) during the outage, so the result it gets afterwards is the executor's.
+    executor = system.start_executor(DATAHUB_GMS_URL=proxy.url, DATAHUB_EXECUTOR_DRAIN_TIMEOUT="300",
+                                     DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL="30")
+    root = executor.env["DATAHUB_EXECUTOR_CGROUP_ROOT"]
+    execution = system.cp.run_source(system.cp.create_source(
+        "long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=300), extra_env=custom_env())["id"])
+    wait_for_tick(system, execution["id"])
+    reports = proxy.hang("POST", "/aspects")  # progress, results and heartbeats are ingested aspects
+    deadline = time.monotonic() + 30
+    while reports.hits == 0:  # the runner's next progress report is caught
+        assert time.monotonic() < deadline, "no progress report went out"
+        time.sleep(0.2)
+    executor.process.send_signal(signal.SIGTERM)
+    executor.wait_for_line("stop requested", timeout_s=10)
+    executor.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30  # a kill takes well under a second; the report waits minutes
+    while live_tasks(root):
+        assert time.monotonic() < deadline, "the task still runs after the second signal"
+        time.sleep(0.2)
+    proxy.heal()  # the control plane answers again: the result goes, and the executor exits
+    assert executor.process.wait(timeout=300) == 0
     done = system.cp.execution(execution["id"])
     assert (done["status"], done["reason"]) == ("ABORTED", "EXECUTOR_SHUTDOWN"), "still reported"
 
