@@ -159,8 +159,22 @@ class Masker:
             start += self._rest_of_multiline_at(data, start)
         if open_at_end:
             end = self._open_from(data)
-        piece = data[start:max(start, end)]
-        return bytes(self._mask(piece, len(piece), 0)[0]) if self._forms else piece
+        end = max(start, end)
+        if not self._forms:
+            return data[start:end]
+        # Forms are searched in the whole window: one that begins before START (inside the
+        # window, after the cut) or ends after END is still whole there, and is masked where
+        # it reaches into what is kept.
+        pieces, at = [], start
+        for run_start, run_end in self._covered(data, 0):
+            if run_end <= start:
+                continue
+            if run_start >= end:
+                break
+            pieces += [data[at:max(run_start, at)], _MASK]
+            at = min(run_end, end)
+        pieces.append(data[at:end])
+        return b"".join(pieces)
 
     def _rest_of_multiline_at(self, data: bytes, at: int) -> int:
         """How many bytes from AT on are the last lines of a multi-line form that began before

@@ -226,6 +226,37 @@ def test_a_secret_half_written_when_the_tail_is_read_shows_no_half(tmp_path):
     assert tail.endswith(f"key: {MASK}") and secret[:MIN_PIECE] not in tail
 
 
+def test_a_whole_secret_just_before_a_long_lines_open_end_is_masked_in_a_running_tail(tmp_path):
+    """The task is still writing a line longer than the longest secret, which it began with a
+    secret: the window's end that may still be a secret's start was cut off first and only the
+    rest masked, so the whole secret before that end, cut by it, was shown all but its end."""
+    secret = "tok-9f8e7d6c5b4a39281706f5e4"
+    log, child, reader = flooded_log(tmp_path, secret, "done flooding\nkey: " + secret + "z" * 20, "z\n")
+    deadline = time.monotonic() + 30
+    while "done flooding" not in log.tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running_tail = log.tail()
+    assert "done flooding" in running_tail and secret[:MIN_PIECE] not in running_tail
+    child.stdin.write(b"g")
+    child.stdin.flush()
+    tail = finish(log, child, reader)
+    assert tail.endswith(f"key: {MASK}" + "z" * 21) and secret[:MIN_PIECE] not in tail
+
+
+def test_a_secret_beginning_just_inside_a_window_that_holds_no_newline_is_masked(tmp_path):
+    """The window starts in one long line; what of it may belong to a secret begun before the
+    window (the longest form's length) is left out, and the rest masked on its own: a secret
+    beginning within that piece lost its first bytes to the cut and its rest was shown."""
+    secret = "tok-9f8e7d6c5b4a39281706f5e4"  # every form of it is itself: the longest form is 28 bytes
+    window = 64 << 10
+    line = "key: " + "z" * 100 + secret + "z" * (window - (len(secret) - 1) - len(secret))
+    log, child, reader = flooded_log(tmp_path, secret, line, window=window)
+    tail = finish(log, child, reader)
+    end = (tmp_path / "task.log").read_text()[-(1 << 20):]
+    for shown in (tail, end):
+        assert secret[-MIN_PIECE:] not in shown and secret[1:][:MIN_PIECE] not in shown
+
+
 @pytest.mark.parametrize("lines, whole", [
     (["INFO one", "INFO two", "done"], True),
     ([f"line {i}" for i in range(2001)], False),  # the tail keeps 2000 lines
