@@ -92,7 +92,14 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
                     raise NotFound(f"{urn} not found")
                 identity.require_pool(row["pool_id"])
                 return
-            if entity_type in (E.EXECUTOR, E.GLOBAL_CONFIG):
+            if entity_type == E.EXECUTOR:
+                # Another pool's executors (their hosts, addresses, what they run) are not its to see.
+                with cp.store.read() as db:
+                    stored = aspect_store.get(db, E.executor_urn(E.key_of(urn, E.EXECUTOR)), E.EXECUTOR_STATUS)
+                if stored is not None:
+                    identity.require_pool(stored.value["executorPoolId"])
+                return
+            if entity_type == E.GLOBAL_CONFIG:
                 return
         raise Forbidden(f"this token may not read {entity_type} entities")
 

@@ -75,6 +75,26 @@ def test_an_executors_token_manages_nothing(cp, executor_double):
         "aspect": {"value": "{}", "contentType": "application/json"}}}).status_code == 403
 
 
+def test_an_executors_token_reads_no_other_pools_executors(cp, executor_double):
+    from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
+
+    cp.create_pool("a", default=True)
+    cp.create_pool("b")
+    executor_double("a", "in-a").heartbeat()
+    executor_double("b", "in-b").heartbeat()
+    token_a = cp.create_executor_token(["a"])
+    with DataHubGraph(DatahubClientConfig(server=cp.gms_url, token=token_a)) as graph:
+        assert graph.get_aspect("urn:li:dataHubRemoteExecutor:in-a", model.RemoteExecutorStatusClass).executorPoolId == "a"
+        with pytest.raises(requests.HTTPError) as refused:
+            graph.get_aspect("urn:li:dataHubRemoteExecutor:in-b", model.RemoteExecutorStatusClass)
+        assert refused.value.response.status_code == 403
+        with pytest.raises(requests.HTTPError) as refused:
+            graph.get_entity_raw("urn:li:dataHubRemoteExecutor:in-b")
+        assert refused.value.response.status_code == 403
+    batch = raw(cp, token_a).get(f"{cp.gms_url}/entitiesV2?ids=List(urn%3Ali%3AdataHubRemoteExecutor%3Ain-b)", timeout=10)
+    assert batch.status_code == 403 and "host-1" not in batch.text
+
+
 def test_tokens_are_stored_hashed_and_never_listed(cp, tmp_path):
     cp.create_pool("p", default=True)
     token = cp.create_executor_token(["p"])
