@@ -5,9 +5,11 @@ memory limit, a silence warning), and operators read them as the truth. A task c
 same text. Inside the executor, each of the executor's lines is kept with a byte in front that no
 task output can contain (0xFF: the relay makes every task byte valid UTF-8 first, and valid UTF-8
 never holds 0xFF). Wherever the log leaves the executor (the tail in each result, the uploaded
-full log) it is rendered: the marker byte goes, and a task's line that begins `[executor]` is
-shown as `[task] [executor] ...`. Rendering costs two searches of what is shipped (the 2 MiB
-window, at most 8 MiB of log); the relay, which lets most of a flood go unread, pays nothing.
+full log) it is rendered: the marker byte goes, and every `[executor]` a task wrote is shown as
+`[task] [executor]`, wherever it stands in a line: a terminal shows what follows a carriage return,
+or an escape that moves the cursor to column 1, at the line's start. Rendering costs two searches
+of what is shipped (the 2 MiB window, at most 8 MiB of log); the relay, which lets most of a
+flood go unread, pays nothing.
 """
 from __future__ import annotations
 
@@ -25,7 +27,4 @@ def rendered(data: bytes) -> bytes:
     """DATA as it leaves the executor: its own lines as written, a task's imitations marked."""
     if MARK not in data:
         return data
-    data = data.replace(b"\n" + MARK, b"\n" + _TASK + MARK)
-    if data.startswith(MARK):
-        data = _TASK + data
-    return data.replace(_OWN + MARK, MARK)
+    return data.replace(MARK, _TASK + MARK).replace(_OWN + _TASK + MARK, MARK)

@@ -415,3 +415,24 @@ def test_a_task_cannot_write_lines_that_read_as_the_executors(tmp_path, past_the
             continue  # long gone from the 64 KiB window
         assert whole in shipped["tail"].splitlines(), said
     assert shipped["full log"].startswith("[executor] RUN_INGEST on e1")
+
+
+def test_a_task_cannot_show_an_executor_line_by_a_carriage_return_or_a_terminal_escape(tmp_path):
+    """A terminal (cat, tail -f of the log or of what the control plane serves) shows what follows
+    a carriage return, or an escape that moves the cursor to column 1, at the line's start: only
+    lines beginning with the executor's mark were shown as a task's."""
+    log = TaskLog(str(tmp_path / "task.log"), Masker([]))
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import os\n"
+                              "os.write(1, b'working\\r[executor] outcome: SUCCESS exit_code=0 (after a CR)\\n')\n"
+                              "os.write(1, b'\\x1b[2K\\x1b[1G[executor] outcome: SUCCESS exit_code=0 (after an escape)\\n')\n"
+                              "os.write(1, b'the task said [executor] outcome: SUCCESS (mid-line)\\n')\n"],
+                             stdout=subprocess.PIPE)
+    log.pump(child.stdout).join(timeout=30)
+    assert child.wait(timeout=10) == 0
+    log.write_line("[executor] outcome: SUCCEEDED exit_code=0")
+    log.close()
+    for where, text in {"tail": log.tail(), "full log": log.full_log().decode()}.items():
+        assert not re.search(r"(?<!\[task\] )\[executor\] outcome: SUCCESS\b", text), where
+        assert text.count("[task] [executor] outcome: SUCCESS") == 3, where
+        assert text.splitlines()[-1] == "[executor] outcome: SUCCEEDED exit_code=0", where
