@@ -7,10 +7,17 @@ execution (INVALID_WEIGHT) if it is still invalid.
 """
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 FULL = Fraction(1)
 MAX_DENOMINATOR = 10**6
+# Fraction("1e99999999") computes 10**99999999 before any check can look at it: minutes of CPU
+# in one C call that holds the GIL (the executor's master, or the control plane saving a source,
+# frozen whole), for a value outside (0, 1.0] anyway. An exponent of more digits than this is
+# refused before it is built; 1e-999 is already 0 to MAX_DENOMINATOR.
+MAX_EXPONENT_DIGITS = 3
+_EXPONENT = re.compile(r"[eE][-+]?0*(\d+)")
 
 
 class InvalidWeight(ValueError):
@@ -21,6 +28,9 @@ def parse_weight(text: str | float | None, default: Fraction) -> Fraction:
     """EXECUTOR_TASK_WEIGHT as written on a source ("0.25", "1.0", "1/3"), or DEFAULT when absent."""
     if text is None or (isinstance(text, str) and text.strip() == ""):
         return default
+    exponent = _EXPONENT.search(str(text).replace("_", ""))
+    if exponent and len(exponent.group(1)) > MAX_EXPONENT_DIGITS:
+        raise InvalidWeight(f"EXECUTOR_TASK_WEIGHT {str(text)[:40]!r} is outside (0, 1.0]: 1.0 means the task runs alone")
     try:
         weight = Fraction(str(text).strip()).limit_denominator(MAX_DENOMINATOR)
     except (ValueError, ZeroDivisionError):

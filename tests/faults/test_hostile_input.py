@@ -164,3 +164,18 @@ def test_a_50_mb_heartbeat_answer_is_refused_unread_and_work_goes_on(system, tmp
     finally:
         stop_all_without_draining(system.executors)  # before the proxy goes: its last heartbeats pass through it
         proxy.close()
+
+
+def test_a_weight_written_with_a_huge_exponent_fails_the_execution_without_freezing_the_master(system, tmp_path):
+    """Fraction("1e99999999") first computes 10**99999999: minutes of CPU in one C call, holding
+    the GIL, for a weight the range check then refuses anyway. The master froze whole: no
+    heartbeat, no /health, no other task's progress, and the control plane judged it gone."""
+    executor = system.start_executor(DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL="1")
+    urn = f"urn:li:dataHubExecutionRequest:huge-weight-{os.urandom(4).hex()}"
+    system.cp.ingest(urn, "dataHubExecutionRequestInput", {
+        "task": "RUN_INGEST", "executorId": "remote", "requestedAt": 1, "source": {"type": "MANUAL_INGESTION_SOURCE"},
+        "args": {"recipe": mock_recipe(tmp_path / "w.json"), "extra_env_vars": '{"EXECUTOR_TASK_WEIGHT": "1e99999999"}'}})
+    done = system.cp.wait_for_status(urn.rsplit(":", 1)[1], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=120)
+    assert (done["status"], done["reason"]) == ("FAILURE", "INVALID_WEIGHT")
+    assert executor.process.poll() is None
+    assert [e["status"] for e in system.cp.executors("remote")] == ["ONLINE"]
