@@ -19,7 +19,7 @@ import sqlite3
 import time
 from typing import Any
 
-from vocabulary import statuses as S
+from vocabulary import json_text, statuses as S
 
 from . import entities as E
 from .errors import Conflict, Forbidden, Invalid
@@ -38,7 +38,7 @@ def _json_property(properties: dict[str, str], name: str, default: Any) -> Any:
     if raw is None:
         return default
     try:
-        return json.loads(raw)
+        return json_text.loads(raw)
     except ValueError:
         raise Invalid(f"systemMetadata.properties.{name} is not JSON") from None
 

@@ -9,6 +9,8 @@ import requests
 from datahub.configuration.common import OperationalError
 from datahub.emitter.mcp import MetadataChangeProposalWrapper
 
+from executor import datahub_aspects
+
 from .conftest import RECIPE
 from .test_datahub_client import DATASET, datahub_cli
 
@@ -71,3 +73,19 @@ def test_deleting_a_key_aspect_meets_the_rules_of_deleting_its_entity(cp, graph)
     assert delete_key(urn, "dataHubExecutionRequestKey") == 200, "a final one is deleted, as by /entities"
     assert graph.get_aspect(urn, model.ExecutionRequestInputClass) is None
     assert cp.cp.store.one("SELECT 1 AS x FROM executions WHERE id=?", (execution["id"],)) is None
+
+
+def test_a_heartbeat_whose_properties_nest_too_deep_is_a_400_not_a_500(cp, executor_double):
+    cp.create_pool("remote", default=True)
+    executor = executor_double("remote", "e1")
+    status = datahub_aspects.executor_status(pool_id="remote", version="0.1.0", address="10.0.0.1", hostname="host-1",
+                                             uptime_s=1.0, stopped=False, log_delivery=False)
+    for name in ("capacity", "health", "runningExecutions"):
+        proposal = datahub_aspects.proposal("dataHubRemoteExecutor", "urn:li:dataHubRemoteExecutor:e1",
+                                            "dataHubRemoteExecutorStatus", status,
+                                            properties={"instanceId": executor.instance_id, name: "[" * 5000})
+        refused = requests.post(f"{cp.gms_url}/aspects?action=ingestProposal", json={"proposal": proposal}, timeout=10,
+                                headers={"Authorization": f"Bearer {executor.token}"})
+        assert refused.status_code == 400 and name in refused.json()["error"], (name, refused.status_code, refused.text[:200])
+    executor.heartbeat()
+    assert [e["status"] for e in cp.executors("remote")] == ["ONLINE"]
