@@ -27,6 +27,7 @@ import fcntl
 import os
 import threading
 import time
+import weakref
 
 from loguru import logger
 
@@ -77,7 +78,13 @@ class TaskLog:
         self._lock = threading.Lock()
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._decoding = False  # the decoder holds the first bytes of a character
-        self._file = open(path, "wb")
+        self._file = open(path, "w+b")
+        # The file is read back (full_log) through this descriptor, never by its name: where tasks
+        # run as the executor's own uid (an unprivileged container) a task can reach the name and
+        # swap it for a link to /proc/self/environ, which the executor would resolve to its own
+        # environment, its token, and ship as the log.
+        self._reader = os.dup(self._file.fileno())
+        weakref.finalize(self, os.close, self._reader)
         self.last_output = time.monotonic()
 
     def pump(self, stream) -> threading.Thread:
@@ -255,14 +262,25 @@ class TaskLog:
         """The file as shipped (rendered), or its head and tail: MAX_BYTES in all, read as two
         pieces, never whole. Rendering can only lengthen a task's imitations of the executor's
         lines, so the cap is applied after it."""
-        with open(self.path, "rb") as f:
-            data = f.read(max_bytes + 1)
-            if len(data) <= max_bytes:
-                return full_log.head_and_tail(executor_lines.rendered(data), max_bytes)
-            half = (max_bytes - len(full_log.TRUNCATION_MARKER)) // 2
-            f.seek(-half, os.SEEK_END)
-            end = f.read()
+        data = _read_at(self._reader, max_bytes + 1, 0)
+        if len(data) <= max_bytes:
+            return full_log.head_and_tail(executor_lines.rendered(data), max_bytes)
+        half = (max_bytes - len(full_log.TRUNCATION_MARKER)) // 2
+        end = _read_at(self._reader, half, max(0, os.fstat(self._reader).st_size - half))
         return full_log.head_and_tail(executor_lines.rendered(data[:half] + full_log.TRUNCATION_MARKER + end), max_bytes)
+
+
+def _read_at(fd: int, size: int, offset: int) -> bytes:
+    """Up to SIZE bytes of FD from OFFSET (pread: the descriptor's own offset is the writer's)."""
+    pieces = []
+    while size > 0:
+        piece = os.pread(fd, size, offset)
+        if not piece:
+            break
+        pieces.append(piece)
+        size -= len(piece)
+        offset += len(piece)
+    return b"".join(pieces)
 
 
 class TaskLogDirectory:
