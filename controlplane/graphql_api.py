@@ -284,8 +284,7 @@ def build_schema(cp: ControlPlane):
 
     @mutation.field("deleteIngestionSource")
     def resolve_delete_source(_, info, urn: str) -> str:
-        cp.sources.get(urn)
-        cp.delete_entity(E.source_urn(E.key_of(urn, E.SOURCE)), identity(info))
+        cp.delete_entity(cp.sources.get(urn)["urn"], identity(info))  # the source found, even by its name
         return urn
 
     @mutation.field("createIngestionExecutionRequest")

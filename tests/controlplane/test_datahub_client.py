@@ -304,3 +304,16 @@ def test_datahubs_cli_shows_what_a_run_wrote(cp, executor_double):
     assert shown.returncode == 0 and DATASET in shown.stdout and "status" in shown.stdout, shown.stdout + shown.stderr
     runs = datahub_cli(cp, "ingest", "list-runs")
     assert runs.returncode == 0 and execution["id"] in runs.stdout, runs.stdout + runs.stderr
+
+
+def test_deleting_a_source_deletes_the_source_its_reference_found(cp, graph):
+    # Sources are found by urn, id or name (createIngestionExecutionRequest takes all three); a
+    # delete by name answered done and deleted urn:li:dataHubIngestionSource:<the name>, nothing.
+    cp.create_pool("remote", default=True)
+    kept = cp.create_source("kept", RECIPE)
+    cp.create_source("orders", RECIPE)
+    delete = "mutation($u: String!) { deleteIngestionSource(urn: $u) }"
+    assert graph.execute_graphql(delete, variables={"u": "orders"}) == {"deleteIngestionSource": "orders"}
+    assert [s["name"] for s in cp.cp.sources.list()] == ["kept"]
+    graph.execute_graphql(delete, variables={"u": kept["urn"]})
+    assert cp.cp.sources.list() == []
