@@ -3,6 +3,7 @@ temporary root (nothing on the host is touched): first a bare staging tree, then
 an operating system tree with an /etc/passwd, where it also creates the task user."""
 from __future__ import annotations
 
+import fcntl
 import re
 import shlex
 import shutil
@@ -17,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "datahub-executor.service"
 INSTALL = ROOT / "systemd" / "install.sh"
 TASK_USER = "datahub-task"
+# The tests that run install.sh share one worker (--dist loadgroup), and so the installed tree.
+INSTALLS = pytest.mark.xdist_group("install-sh")
 
 
 def unit_settings() -> dict[str, str]:
@@ -51,8 +54,12 @@ def test_the_unit_keeps_the_master_safe_and_the_children_confined():
 
 
 def install(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(INSTALL), "--root", str(root), "--package", str(ROOT)],
-                          capture_output=True, text=True, timeout=600)
+    # One at a time: pip builds the package in the checkout's own build/ directory, and two
+    # builds at once (two test workers) trip over each other's files there.
+    with open("/tmp/dhx-install-sh.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return subprocess.run([str(INSTALL), "--root", str(root), "--package", str(ROOT)],
+                              capture_output=True, text=True, timeout=600)
 
 
 def passwd_entry(root: Path, name: str) -> list[str] | None:
@@ -62,6 +69,7 @@ def passwd_entry(root: Path, name: str) -> list[str] | None:
     return None
 
 
+@INSTALLS
 def test_install_script_installs_into_a_root_is_idempotent_and_keeps_the_environment_file(tmp_path):
     root = tmp_path / "root"
     first = install(root)
@@ -105,9 +113,10 @@ def test_install_script_installs_into_a_root_is_idempotent_and_keeps_the_environ
 
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def installed(tmp_path_factory) -> Path:
-    """One install.sh --root run, shared by the tests that only read what it installed."""
+    """One install.sh --root run, shared by the tests that only read what it installed (session
+    scope: other modules' tests may run between them on their worker)."""
     root = tmp_path_factory.mktemp("installed") / "root"
     result = install(root)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -123,6 +132,7 @@ def documented_vm_commands() -> list[list[str]]:
     return commands
 
 
+@INSTALLS
 def test_the_unit_and_the_documented_commands_run_what_install_sh_installs(installed):
     """What install.sh puts on the machine is what the unit starts and what the operator is told
     to run: each documented command is run, its paths moved into the install root."""
@@ -136,6 +146,7 @@ def test_the_unit_and_the_documented_commands_run_what_install_sh_installs(insta
         assert ran.returncode == 2 and "DATAHUB_GMS_URL is not set" in ran.stderr, (argv, ran.stderr)
 
 
+@INSTALLS
 def test_the_installed_executor_runs_a_recipe_that_names_no_version(installed, tmp_path):
     """DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION is `native` by default: a recipe naming no version runs
     the acryl-datahub installed beside the executor, so install.sh must install it, as the image
