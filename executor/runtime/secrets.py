@@ -47,6 +47,10 @@ class SecretRefused(SecretError):
     reason = "SECRET_REFUSED"
 
 
+class SecretReserved(SecretRefused):
+    """The name is the executor's own setting or credential: never a recipe's secret."""
+
+
 class SecretStore(Protocol):
     description: str
 
@@ -135,7 +139,7 @@ class EnvSecretStore:
         _check_name(name)
         if name in self._reserved:
             # The executor's own credentials are not secrets a recipe may ask for.
-            raise SecretRefused(name, f"{name} is the executor's own setting and cannot be used as a recipe secret")
+            raise SecretReserved(name, f"{name} is the executor's own setting and cannot be used as a recipe secret")
         return self._environ.get(name)
 
 
@@ -411,5 +415,15 @@ class ChainedSecretStore:
     def resolve_present(self, names: Iterable[str]) -> dict[str, str]:
         """The values of those NAMES a store has (the names of ${NAME:-default} forms, whose
         default stands in for a missing one). A store that cannot answer still fails the task:
-        the default is for a secret that does not exist, not for one that could not be read."""
-        return {name: value for name in names if (value := self.get(name)) is not None}
+        the default is for a secret that does not exist, not for one that could not be read. A
+        name the executor reserves is left to the CLI, which sees the task's own value (its GMS
+        address, its ingest token) or the default, as it did before such names were looked up."""
+        found = {}
+        for name in names:
+            try:
+                value = self.get(name)
+            except SecretReserved:
+                continue
+            if value is not None:
+                found[name] = value
+        return found

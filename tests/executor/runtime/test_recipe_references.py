@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from executor.runtime.secrets import ChainedSecretStore, FileSecretStore
+from executor.runtime.secrets import ChainedSecretStore, EnvSecretStore, FileSecretStore
 from executor.runtime.tasks import prepare_task
 from executor.runtime.venvs import VenvCache
 
@@ -64,3 +64,21 @@ def test_a_name_with_a_default_that_no_store_has_takes_the_default(tmp_path):
     done, output = run_ingest(tmp_path, recipe, {})
     assert done.returncode == 0, output[-3000:]
     assert DATASET in written.read_text()
+
+
+def test_the_executors_own_settings_named_with_a_default_are_the_tasks_own(tmp_path):
+    """${DATAHUB_GMS_URL:-...} in a sink: the task's own GMS address and ingest token (its
+    environment), never the executor's, and never a refusal as ${DATAHUB_GMS_TOKEN} gets."""
+    recipe = ("source:\n  type: file\n  config: {path: /nonexistent}\nsink:\n  type: datahub-rest\n  config:\n"
+              "    server: ${DATAHUB_GMS_URL:-http://localhost:8080}\n    token: ${DATAHUB_GMS_TOKEN:-}\n")
+    executor_environ = {"DATAHUB_GMS_URL": "http://executor-own:8080", "DATAHUB_GMS_TOKEN": "executor-own-token-fake"}
+    prepared = prepare_task("RUN_INGEST", {"recipe": recipe, "version": "native"}, execution_id="exe_own",
+                            secrets=ChainedSecretStore([EnvSecretStore(executor_environ, set(executor_environ))]),
+                            venvs=VenvCache(str(tmp_path / "venvs")), work_root=str(tmp_path / "work"),
+                            default_version="native", gms_url="http://127.0.0.1:9/gms", ingest_token="dhx_own")
+    try:
+        assert json.loads(prepared.stdin_bytes)["__secrets__"] == {}
+        own = (prepared.env["DATAHUB_GMS_URL"], prepared.env["DATAHUB_GMS_TOKEN"])
+        assert own == ("http://127.0.0.1:9/gms", "dhx_own")
+    finally:
+        prepared.cleanup()
