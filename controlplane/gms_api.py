@@ -76,6 +76,8 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
     router = APIRouter()
 
     def can_read(identity: Identity, urn: str, entity_type: str) -> None:
+        """Whether IDENTITY may read URN, judged by its parsed form (what is then read): the text
+        as sent may spell the same key otherwise ("urn:li:dataHubRemoteExecutor:(x)" is ...:x)."""
         if identity.kind == ADMIN:
             return
         if identity.kind == INGEST:
@@ -95,7 +97,7 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
             if entity_type == E.EXECUTOR:
                 # Another pool's executors (their hosts, addresses, what they run) are not its to see.
                 with cp.store.read() as db:
-                    stored = aspect_store.get(db, E.executor_urn(E.key_of(urn, E.EXECUTOR)), E.EXECUTOR_STATUS)
+                    stored = aspect_store.get(db, urn, E.EXECUTOR_STATUS)
                 if stored is not None:
                     identity.require_pool(stored.value["executorPoolId"])
                 return
@@ -136,7 +138,7 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
             raise Invalid(f"version {version} is out of a long's range")
         parsed = cp.registry.parse_urn(urn)
         spec = cp.registry.aspect(parsed.entity_type, aspect)
-        can_read(identity_of(request), urn, parsed.entity_type)
+        can_read(identity_of(request), str(parsed), parsed.entity_type)
         if spec.timeseries:
             raise Invalid(f"{aspect} is a timeseries aspect; it is not read by version")
         entity = cp.registry.entity(parsed.entity_type)
@@ -168,7 +170,7 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
     @router.get("/gms/entitiesV2/{urn:path}")
     def get_entity(urn: str, request: Request) -> Any:
         parsed = cp.registry.parse_urn(urn)
-        can_read(identity_of(request), urn, parsed.entity_type)
+        can_read(identity_of(request), str(parsed), parsed.entity_type)
         found = entity_response(urn, parse_restli_list(request.url.query, "aspects"))
         if found is None:
             return restli_error(404, f"{urn} not found")
@@ -185,7 +187,7 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         results, errors = {}, {}
         for urn in urns:
             parsed = cp.registry.parse_urn(urn)
-            can_read(identity_of(request), urn, parsed.entity_type)
+            can_read(identity_of(request), str(parsed), parsed.entity_type)
             found = entity_response(urn, wanted)
             if found is None:
                 errors[urn] = {"status": 404, "message": f"{urn} not found"}

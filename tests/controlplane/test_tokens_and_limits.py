@@ -91,6 +91,10 @@ def test_an_executors_token_reads_no_other_pools_executors(cp, executor_double):
         with pytest.raises(requests.HTTPError) as refused:
             graph.get_entity_raw("urn:li:dataHubRemoteExecutor:in-b")
         assert refused.value.response.status_code == 403
+        for spelled in ("urn:li:dataHubRemoteExecutor:(in-b)", "urn:li:dataHubRemoteExecutorPool:(b)"):
+            with pytest.raises(requests.HTTPError) as refused:  # the same urns, as a urn parser reads them
+                graph.get_entity_raw(spelled)
+            assert refused.value.response.status_code == 403, spelled
     batch = raw(cp, token_a).get(f"{cp.gms_url}/entitiesV2?ids=List(urn%3Ali%3AdataHubRemoteExecutor%3Ain-b)", timeout=10)
     assert batch.status_code == 403 and "host-1" not in batch.text
 
