@@ -3,7 +3,8 @@
 - `sink`: the upstream GMS and the token its operator gave for ingesting (the task's default
   `datahub-rest` sink writes there, not here); the token file is read at every claim, so a
   rotated token is used from the next run on;
-- `secrets`: the values DataHub's secret store has for the recipe's ${NAME} references, fetched
+- `secrets`: the values DataHub's secret store has for the recipe's ${NAME} references (and the
+  names of its ${NAME:-default} ones, whose stored value wins over the default), fetched
   now with getSecretValues and handed to the claiming executor in the answer only: never
   stored, queued or logged here. The executor's own stores (files, environment, AWS) come first.
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from loguru import logger
 
-from vocabulary.secret_references import referenced_names
+from vocabulary.secret_references import defaulted_names, referenced_names
 
 from ..errors import Unavailable
 from .gms import UpstreamGms, UpstreamRefused, UpstreamUnreachable
@@ -38,7 +39,8 @@ class UpstreamClaims:
         if not self.mirror.is_mirrored(execution_id):
             return {}
         extra: dict[str, Any] = {"sink": {"server": self.sink_url, "token": self._ingest_token()}}
-        names = referenced_names(str(args.get("recipe") or ""))
+        recipe = str(args.get("recipe") or "")
+        names = list(dict.fromkeys(referenced_names(recipe) + defaulted_names(recipe)))
         if names:
             try:
                 extra["secrets"] = self.gms.secret_values(names)

@@ -169,6 +169,26 @@ def test_a_claim_while_datahub_refuses_our_token_waits_for_datahubs_secrets(pair
     assert answer.json()["secrets"] == {"DB_PASSWORD": "pw-" + tmp_path.name}
 
 
+def test_a_claim_hands_over_datahubs_secret_named_with_a_default(pair, tmp_path):
+    """`${DB_PASSWORD:-none}` names DB_PASSWORD: DataHub's stored value wins over the default, as
+    in DataHub's own executor. Only plain ${NAME}s were fetched, so the default won here."""
+    pair.datahub.graphql("mutation($i: CreateSecretInput!) { createSecret(input: $i) }",
+                         i={"name": "DB_PASSWORD", "value": "pw-" + tmp_path.name})
+    sync = pair.sync()
+    sync.attach()
+    request = pair.request("defaulted", now_ms())
+    request.aspect.args["recipe"] = ('{"source": {"type": "datahub-mock-data", "config": '
+                                     '{"password": "${DB_PASSWORD:-none}", "user": "${DB_USER:-reader}"}}}')
+    pair.create(request)
+    assert sync.discover() == ["defaulted"]
+    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
+    executor.heartbeat()
+
+    answer = claim(pair, executor, "defaulted")
+    assert answer.status_code == 200, answer.json().get("error")
+    assert answer.json()["secrets"] == {"DB_PASSWORD": "pw-" + tmp_path.name}, "DB_USER has no value: its default stays"
+
+
 def test_a_request_no_check_foresaw_is_refused_and_discovery_goes_on(pair):
     """extraArgs nested past Python's recursion limit (DataHub stores any string) broke the check
     with a RecursionError: every scan stopped at that request, so the requests after it in the
