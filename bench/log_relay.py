@@ -137,10 +137,14 @@ def modules_at(rev: str, where: Path):
     package = where / "relay_at_rev"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    for name in ("masking", "task_log"):
-        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:executor/runtime/{name}.py"],
+    # The whole package as it was, so the relative imports of that revision (executor_lines.py,
+    # since 79093b9) resolve; its absolute ones (vocabulary/) come from this tree.
+    listing = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{rev}:executor/runtime/"],
+                             check=True, capture_output=True, text=True).stdout.split()
+    for file_name in (n for n in listing if n.endswith(".py") and n != "__init__.py"):
+        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:executor/runtime/{file_name}"],
                                 check=True, capture_output=True, text=True).stdout
-        (package / f"{name}.py").write_text(source)
+        (package / file_name).write_text(source)
     spec = importlib.util.spec_from_file_location("relay_at_rev", package / "__init__.py",
                                                   submodule_search_locations=[str(package)])
     module = importlib.util.module_from_spec(spec)
