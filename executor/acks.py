@@ -42,6 +42,11 @@ class Acknowledger:
             self._waiting.append((time.monotonic(), lease))
             self._changed.notify()
 
+    def wake(self) -> None:
+        """End an idle wait now (the stop): the loop then sees its stop flag."""
+        with self._changed:
+            self._changed.notify()
+
     def pending(self) -> int:
         with self._changed:
             return len(self._waiting)

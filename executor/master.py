@@ -357,6 +357,7 @@ class Master:
         for runner in self._live_runners():
             runner.join(timeout=RUNNER_JOIN_S)
         self._stop_loops.set()
+        self.acks.wake()
         # The acknowledger's loop is waited for: it may be deleting a batch, which flush() does
         # not see, and the final heartbeat must not list what it is deleting (nor the process
         # exit with the delete unsent). A heartbeat in flight is waited for by the final beat.
