@@ -281,19 +281,24 @@ class Master:
         if lease is None:
             return  # our own message back (its visibility lapsed): the lease keeps its latest handle
         # Under the lock the drain reads: a message offered once the stop has begun is given
-        # back here, and one offered before it has its runner started and listed before the
-        # drain can look, so the drain never ends with a runner it did not see.
+        # back, and one offered before it has its runner started and listed before the drain
+        # can look, so the drain never ends with a runner it did not see. The give-back itself
+        # is outside the lock: it waits for the visibility extender (leases.py), and the main
+        # thread must not wait with it.
+        refused = None
         with self._runners_lock:
             if self.stopping.is_set():
-                self._give_back(lease, message.ref, log, "the executor is stopping")
-                return
-            runner = TaskRunner(lease, self.services)
-            try:
-                runner.start()
-            except RuntimeError as exc:  # "can't start new thread": the master is at its own pids limit
-                self._give_back(lease, message.ref, log, f"no thread for the task: {exc}")
-                return
-            self._runners = [r for r in self._runners if r.is_alive()] + [runner]
+                refused = "the executor is stopping"
+            else:
+                runner = TaskRunner(lease, self.services)
+                try:
+                    runner.start()
+                except RuntimeError as exc:  # "can't start new thread": the master is at its own pids limit
+                    refused = f"no thread for the task: {exc}"
+                else:
+                    self._runners = [r for r in self._runners if r.is_alive()] + [runner]
+        if refused is not None:
+            self._give_back(lease, message.ref, log, refused)
 
     def _give_back(self, lease: Lease, ref: QueueRef, log: "loguru.Logger", why: str) -> None:
         """A lease no runner will take: its message is visible on the queue again at once."""

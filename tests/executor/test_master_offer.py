@@ -90,3 +90,25 @@ def test_a_message_offered_once_the_stop_began_is_given_back_without_a_runner(tm
     master.stopping.set()
     master._offer(message("monitors", 7))
     assert returned == ["m-monitors-7"] and len(master.leases) == 0 and master._live_runners() == []
+
+
+def test_a_give_back_waiting_for_the_extender_does_not_hold_the_drain(tmp_path, monkeypatch):
+    """A give-back waits for the visibility extender's call in flight (leases.py). Made under the
+    runners' lock, it held the main thread too, which reads that list on every turn of its loop:
+    no watchdog, no second signal, for as long as SQS took to answer the extender."""
+    returned = []
+    monkeypatch.setattr(master_module, "TaskRunner", Task)
+    master = a_master(tmp_path)
+    master.services = SimpleNamespace(consumers={"ingestion": SimpleNamespace(
+        return_now=lambda ref, after_s=0: returned.append(ref.message_id))})
+    master.stopping.set()
+    with master.leases.visibility:  # the extender, mid-call
+        offering = threading.Thread(target=master._offer, args=(message("ingestion", 3),), daemon=True)
+        offering.start()
+        offering.join(timeout=0.5)
+        looking = threading.Thread(target=master._live_runners, daemon=True)
+        looking.start()
+        looking.join(timeout=30)
+        assert not looking.is_alive(), "the main thread waited on the extender"
+    offering.join(timeout=30)
+    assert returned == ["m-ingestion-3"] and len(master.leases) == 0
