@@ -97,6 +97,7 @@ class ControlPlaneServer:
                                                       log_level="warning", access_log=False,
                                                       timeout_keep_alive=KEEP_ALIVE_S))
         serve = threading.Thread(target=self._uvicorn.run, name="controlplane-http", daemon=True)
+        self.cp.serving()  # no heartbeat could arrive before this
         serve.start()
         sweeper = threading.Thread(target=self._sweep_lost, name="controlplane-sweeper", daemon=True)
         sweeper.start()

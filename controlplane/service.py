@@ -41,7 +41,8 @@ class ControlPlane:
         self.queues = queues
         self.registry = registry or Registry.load()
         # Heartbeats cannot arrive while the control plane is down: after a restart an executor is
-        # judged only from the restart on, so an outage of ours never makes executors "lost".
+        # judged only from the restart on (from serving(), once the server calls it), so an outage
+        # of ours never makes executors "lost".
         self.started_at = time.time()
         self.tokens = Tokens(store)
         self.pools = Pools(store, queues)
@@ -229,6 +230,16 @@ class ControlPlane:
                              "aspect": {"value": json.dumps(value), "contentType": "application/json"}}], identity,
                            also=also)
         return urn
+
+    def serving(self, now: float | None = None) -> None:
+        """The API is about to take requests: executors are judged from NOW at the earliest.
+        Judged from this object's creation instead, a start slowed by the queue service (each
+        pool's queues are made again, each PENDING run sent: botocore's retries against an SQS
+        outage take minutes) counted against executors that could not heartbeat meanwhile, and
+        the first sweep ended their runs ABORTED (EXECUTOR_LOST)."""
+        self.started_at = now or time.time()
+        self.executions.ctx = dataclasses.replace(self.executions.ctx, started_at=self.started_at)
+        self.executors.started_at = self.started_at
 
     def sweep(self) -> None:
         """What the control plane does on its own, every few seconds: end executions whose

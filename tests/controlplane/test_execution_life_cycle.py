@@ -424,6 +424,30 @@ def test_state_survives_a_restart(tmp_path):
         assert cp.cp.store.schema_version == len(MIGRATIONS)
 
 
+def test_a_slow_start_does_not_make_executors_lost(cp, executor_double, monkeypatch):
+    """Executors cannot heartbeat until the API serves: a start held up by the queue service
+    (made slow here, as an SQS outage makes it) is not counted against them."""
+    from controlplane.pools import Pools
+
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1", interval_s=1.0)
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    executor.claim(execution["id"])
+    cp.stop()
+    ensure_queues = Pools.ensure_queues
+
+    def slow_queue_service(self):
+        time.sleep(7)  # seven of the executor's intervals: OFFLINE, had they counted
+        ensure_queues(self)
+
+    monkeypatch.setattr(Pools, "ensure_queues", slow_queue_service)
+    cp.start()
+    assert cp.executors("p")[0]["status"] != "OFFLINE"
+    cp.cp.sweep()
+    assert cp.execution(execution["id"])["status"] == "RUNNING"
+
+
 def test_a_control_plane_outage_does_not_make_executors_lost(cp, executor_double):
     """Heartbeats cannot arrive while the control plane is down; executors are judged from its restart on."""
     cp.create_pool("p", default=True)
