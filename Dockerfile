@@ -4,10 +4,11 @@
 #   docker build -t datahub-remote-executor .
 #   docker run --env-file executor.env -v /path/to/secrets:/mnt/secrets:ro datahub-remote-executor
 #
-# tini is PID 1 and the executor its only child: tini forwards SIGTERM to the master (which drains,
-# reports and exits 0) and reaps the orphans that a task's daemonised grandchildren leave behind.
-# tini runs without -g on purpose: a signal to the whole process group would reach running tasks
-# directly and cut the drain short.
+# datahub-executor-init is PID 1 and the executor its only child: it forwards SIGTERM to the master
+# alone (which drains, reports and exits 0; a signal to the whole process group would reach running
+# tasks directly and cut the drain short) and reaps the orphans that a task's daemonised
+# grandchildren leave behind, as tini would. Unlike tini it is not dumpable: tasks run as PID 1's
+# uid here, and could otherwise read the container's environment (the token) from /proc/1/environ.
 #
 # Confinement (docs/operations.md, "Containers and cgroups"): the image runs as the unprivileged
 # user 10001, where the container's cgroup filesystem is read-only, so the sandbox runs in mode
@@ -36,7 +37,7 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="datahub-remote-executor" \
       org.opencontainers.image.description="Runs DataHub ingestion tasks from an SQS queue, each in its own confined process" \
       org.opencontainers.image.licenses="Apache-2.0"
-# tini: PID 1. util-linux: setpriv, which gives every task a parent-death signal. bash: the task
+# util-linux: setpriv, which gives every task a parent-death signal. bash: the task
 # launcher's exec wrapper. Debian's versions are not pinned: the base image pins the release, and
 # pinning a point version breaks the build as soon as the archive moves on.
 # Two users: datahub (10001) runs the executor by default; datahub-task (10002, no login shell, no
@@ -48,7 +49,7 @@ LABEL org.opencontainers.image.title="datahub-remote-executor" \
 # (below, the executor keeps its logs 0700 and gives each task a directory of its own).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini util-linux bash \
+    && apt-get install -y --no-install-recommends util-linux bash \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 datahub \
     && useradd --uid 10001 --gid 10001 --home-dir /var/lib/datahub-executor --no-create-home \
@@ -88,5 +89,5 @@ WORKDIR /var/lib/datahub-executor
 # A stopped `docker stop` must give the drain its time: use `docker stop -t 330` (drain + margin).
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["datahub-executor", "healthcheck"]
-ENTRYPOINT ["tini", "--"]
+ENTRYPOINT ["datahub-executor-init", "--"]
 CMD ["datahub-executor", "run"]

@@ -4,10 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .settings import SETTINGS, SettingsError, env_template, load_settings, settings_table
+from .undumpable import make_undumpable
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First, before the imports that take most of the start-up: in a container every command the
+    # runtime starts (the image's HEALTHCHECK, `docker exec ... check`) holds the container's
+    # environment, and tasks of the same uid read a dumpable process's /proc/<pid>/environ.
+    make_undumpable()
+    from .settings import SETTINGS, SettingsError, env_template, load_settings, settings_table
+
     epilog = "settings (environment variables):\n" + "\n".join(
         f"  {s.env:44} {('required' if s.required else s.default or '')}" for s in SETTINGS)
     parser = argparse.ArgumentParser(prog="datahub-executor", epilog=epilog,

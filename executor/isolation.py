@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import ctypes
 import grp
 import os
 import pwd
@@ -23,7 +22,6 @@ from sandbox.task_user import MAX_ID
 
 from .task_users import MAX_RANGE, TaskUsers
 
-PR_SET_DUMPABLE = 4
 NO_TASK_USER = "none"
 
 
@@ -97,20 +95,3 @@ def _check_range(first: int, last: int) -> None:
         if first <= group.gr_gid <= last:
             raise TaskUserError(f"{where}: gid {group.gr_gid} belongs to group {group.gr_name!r}; pick a range no "
                                 "account or group uses")
-
-
-def make_master_undumpable() -> bool:
-    """PR_SET_DUMPABLE 0: nothing but root reads this process's memory, environment or fds."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
-    except OSError:
-        return False
-
-
-def is_dumpable() -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(3, 0, 0, 0, 0) == 1  # PR_GET_DUMPABLE
-    except OSError:
-        return True

@@ -37,7 +37,7 @@ from vocabulary.tasks import INGESTION, MONITORS
 from .acks import Acknowledger
 from .consumer import Received, SqsConsumer
 from .controlplane_client import Claimed, ControlPlaneClient, ControlPlaneError, retry_through_outages
-from .isolation import TaskUserError, make_master_undumpable, resolve_task_user
+from .isolation import TaskUserError, resolve_task_user
 from .leases import Lease, Leases, QueueRef, State
 from .ledger import Ledger
 from .log_upload import LogUploader
@@ -53,6 +53,7 @@ from .runtime.venvs import VenvCache
 from .services import ExecutorIdInUse, Heartbeat, Intake, Loop, OutageLog, VisibilityExtender
 from .settings import SETTINGS, Settings
 from .text import printable
+from .undumpable import make_undumpable
 
 LOOP_STALL_S = 60.0
 FINAL_HEARTBEAT_TIMEOUT_S = 5.0
@@ -152,7 +153,7 @@ class Master:
         swept = self.sandbox.sweep()
         if swept:
             logger.warning("killed {} task(s) left by a previous run of this executor: {}", len(swept), ", ".join(swept))
-        self.dumpable = not make_master_undumpable()
+        self.dumpable = not make_undumpable()
         try:
             self.task_identity = resolve_task_user(s.task_user, self.sandbox)
         except TaskUserError as exc:

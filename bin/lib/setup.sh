@@ -81,7 +81,7 @@ summarise_uv_install() {  # "Resolved 152 packages in 2.49s", "Installed 152 pac
 # util-linux's setpriv gives every task a parent-death signal, and python3-venv lets Debian's
 # python3 create .venv (bash, the sandbox's exec wrapper, is what runs this script). "tests": on
 # top, what the tests drive for real: chromium renders the web page, systemd's systemd-analyze
-# verifies the unit, tini and a system python3 that can create virtualenvs start the container
+# verifies the unit, and a system python3 that can create virtualenvs starts the container
 # image's entrypoint as the image does.
 setup_missing_debian_packages() {
     local need=()
@@ -96,7 +96,6 @@ setup_missing_debian_packages() {
     if [ "$1" = tests ]; then
         command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
         command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
-        command -v tini >/dev/null 2>&1 || need+=(tini)
         /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
     fi
     [ ${#need[@]} -eq 0 ] || printf '%s\n' "${need[@]}" | sort -u

@@ -4,7 +4,7 @@ hadolint lints the Dockerfile. Then the Dockerfile is replayed on the host, inst
 instruction: the build stage's COPY and RUN (deploy/docker/install-executor.sh into a fresh
 virtualenv), the final stage's directories, ENV, USER, ENTRYPOINT and CMD, with every absolute
 path of the image moved under one temporary directory and USER applied with setpriv. What runs is
-the image's own entrypoint (tini, then `datahub-executor run`) as the image's unprivileged user,
+the image's own entrypoint (datahub-executor-init, then `datahub-executor run`) as the image's unprivileged user,
 against the real control plane, running a real `datahub ingest` with the CLI the image installs.
 
 What the replay cannot show: the base image's own packages (the final stage's apt-get is checked
@@ -131,7 +131,7 @@ class ReplayedImage:
 
     def final_stage(self) -> None:
         (run,) = self.final.all("RUN")
-        for package in ("tini", "util-linux", "bash"):
+        for package in ("util-linux", "bash"):
             assert re.search(rf"apt-get install[^&]*\b{package}\b", run), f"the image does not install {package}"
         assert f"useradd --uid {IMAGE_UID} --gid {IMAGE_UID}" in run
         for owner, group, mode, paths in re.findall(r"install -d -o (\d+) -g (\d+) -m (\d+) ((?:/[\w/.-]+\s*)+)", run):
@@ -144,7 +144,7 @@ class ReplayedImage:
         assert source == destination, "the venv must keep its path between stages: its scripts name it"
 
     def environment(self, **settings: str) -> dict[str, str]:
-        env = {"PATH": os.environ["PATH"], "HOME": str(self.path("/var/lib/datahub-executor")), "TINI_SUBREAPER": "1"}
+        env = {"PATH": os.environ["PATH"], "HOME": str(self.path("/var/lib/datahub-executor"))}
         for key, value in self.final.env({"PATH": os.environ["PATH"]}).items():
             env[key] = self.rewrite(value) if key != "PATH" else self.rewrite(value.split(":", 1)[0]) + ":" + value.split(":", 1)[1]
         env.update(settings)
@@ -217,16 +217,31 @@ def test_the_image_runs_a_real_ingestion_as_its_unprivileged_user_and_stops_clea
             probe = subprocess.run(image.as_image_user(healthcheck_command(image.final)), env=env,
                                    capture_output=True, text=True, timeout=30)
             assert probe.returncode == 0, probe.stderr
+            _assert_no_process_of_the_tasks_uid_reads_the_token(image, executor.process.pid)
             execution = cp.run_source(cp.create_source("mock", mock_recipe(out))["id"])
             done = cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)
             assert done["status"] == "SUCCESS", cp.logs(execution["id"])["log"][-3000:]
             assert out.stat().st_uid == IMAGE_UID, "the task ran as the image's user"
-            executor.process.send_signal(signal.SIGTERM)  # to tini, as `docker stop` does
+            executor.process.send_signal(signal.SIGTERM)  # to PID 1, as `docker stop` does
             assert executor.process.wait(timeout=60) == 0
             executor.wait_for_line("executor stopped")
         finally:
             executor.stop()
 
+
+
+def _assert_no_process_of_the_tasks_uid_reads_the_token(image: ReplayedImage, entrypoint: int) -> None:
+    """Tasks here run as the image's user, as the entrypoint (PID 1 in a container) and the master
+    do: each of those must keep the container's environment from them. With tini as PID 1, a task
+    read DATAHUB_GMS_TOKEN from /proc/1/environ."""
+    tree = [entrypoint, *(int(p) for p in Path(f"/proc/{entrypoint}/task/{entrypoint}/children").read_text().split())]
+    assert len(tree) == 2, "PID 1 runs the master as its only child"
+    for pid in tree:
+        reader = subprocess.run(image.as_image_user(["cat", f"/proc/{pid}/environ"]), capture_output=True, timeout=30,
+                                cwd="/")
+        # Judged into a bool first: a failing assert would otherwise show what was read, the token.
+        refused = reader.returncode != 0 and b"Permission denied" in reader.stderr and not reader.stdout
+        assert refused, f"pid {pid}'s environment was readable by a process of the tasks' uid"
 
 
 def test_the_image_run_as_root_runs_a_real_ingestion_as_its_task_user(image: ReplayedImage):

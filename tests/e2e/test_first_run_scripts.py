@@ -71,7 +71,7 @@ def test_a_port_something_listens_on_gives_a_different_free_port():
 
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 STEP = re.compile(r"^\[setup\] (?P<label>.+) \.\.\. (?P<summary>.+) \((?P<seconds>\d+\.\d) s\)$")
-TESTS_ONLY = {"chromium", "systemd", "tini"}
+TESTS_ONLY = {"chromium", "systemd"}
 TOY_SETUP_CFG = """\
 [metadata]
 name = toy-checkout
@@ -210,7 +210,7 @@ def test_a_failing_install_shows_the_end_of_the_tools_output_and_where_the_rest_
 
 def test_the_quickstart_installs_what_the_product_runs_with_and_none_of_the_tests_tools(checkout, tmp_path):
     record = tmp_path / "apt-get.calls"
-    path = path_without(tmp_path, {"setpriv", "chromium", "chromium-browser", "systemd-analyze", "tini", "apt-get"},
+    path = path_without(tmp_path, {"setpriv", "chromium", "chromium-browser", "systemd-analyze", "apt-get"},
                         **{"apt-get": apt_stub(record)})
 
     done = run(checkout, "bin/quickstart", "--exit-after-run", path=path)
@@ -229,7 +229,7 @@ def test_the_quickstart_installs_what_the_product_runs_with_and_none_of_the_test
 
 def test_bin_test_also_installs_what_the_tests_drive(checkout, tmp_path):
     record = tmp_path / "apt-get.calls"
-    path = path_without(tmp_path, {"setpriv", "chromium", "chromium-browser", "systemd-analyze", "tini", "apt-get"},
+    path = path_without(tmp_path, {"setpriv", "chromium", "chromium-browser", "systemd-analyze", "apt-get"},
                         **{"apt-get": apt_stub(record)})
 
     done = run(checkout, "bin/test", "--version", path=path)
@@ -241,7 +241,7 @@ def test_bin_test_also_installs_what_the_tests_drive(checkout, tmp_path):
 
 def test_with_nothing_missing_neither_apt_nor_sudo_runs(checkout, tmp_path):
     calls = tmp_path / "calls"
-    present = {name: "exit 0\n" for name in ("setpriv", "chromium", "systemd-analyze", "tini")}
+    present = {name: "exit 0\n" for name in ("setpriv", "chromium", "systemd-analyze")}
     path = path_without(tmp_path, set(), id="echo 1000\n", sudo=f'echo "sudo $*" >> {calls}\nexit 1\n',
                         **{"apt-get": f'echo "apt-get $*" >> {calls}\nexit 1\n'}, **present)
 

@@ -160,7 +160,7 @@ def test_real_v2_leak_is_memory_limit_exceeded_from_memory_events():
 
 def test_a_cgroup_namespace_root_is_not_the_real_root_and_the_master_moves_into_a_leaf(tmp_path):
     # A privileged container with its own cgroup namespace: its cgroup is mounted at
-    # /sys/fs/cgroup and holds tini and the master; unlike the real root it has cgroup.type.
+    # /sys/fs/cgroup and holds PID 1 (datahub-executor-init) and the master; unlike the real root it has cgroup.type.
     namespace_root = fake_cgroup(tmp_path / "ns-root", procs="1\n7\n")
     (namespace_root / "cgroup.type").write_text("domain")
     real_root = fake_cgroup(tmp_path / "real-root")
