@@ -421,9 +421,12 @@ class Master:
 
     def health(self) -> tuple[bool, str]:
         stalled = time.monotonic() - self._last_loop
-        if self.state == "STARTING" and stalled > LOOP_STALL_S and not self.stopping.is_set():
-            # Unhealthy on purpose (a start that never ends rolls a deployment back), but named
-            # for what it waits on: the loop has not begun, so it cannot have stalled.
+        if self.state == "STARTING" and not self.stopping.is_set():
+            # Unhealthy until the loop turns: "healthy" lets a rollout stop the old executor
+            # (Kubernetes readiness, ECS), so it must mean taking work, and a start that never
+            # ends rolls a deployment back. The probes' start allowances (the chart's startup
+            # probe, HEALTHCHECK's start period) give a start its time. Named for what it waits
+            # on: the loop has not begun, so it cannot have stalled.
             return False, f"still starting after {stalled:.0f}s: {self._start_step}"
         if self.state == "ACTIVE" and stalled > LOOP_STALL_S and not self.stopping.is_set():
             return False, f"main loop stalled for {stalled:.0f}s"

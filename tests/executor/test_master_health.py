@@ -53,9 +53,13 @@ def test_a_loop_thread_that_died_fails_health_while_serving_and_while_draining(t
 
 
 def test_a_start_waiting_on_the_control_plane_says_so_and_stops_at_once_on_sigterm(tmp_path):
-    """A start that never ends fails /health on purpose (it rolls a deployment back), but the
-    reason read "main loop stalled", which sends an operator after a hang that is not there. A
-    SIGTERM then waited for the next attempt, each with the HTTP layer's own retries: 15 s."""
+    """/health fails until the loop turns: its 200 during a young start (before the executor had
+    reached DataHub) passed the chart's startup and readiness probes at once, so a rollout stopped
+    the old executor before the new one took work, and the liveness probe, not the startup
+    probe's 5 minutes, then judged the start. A start that never ends fails it on purpose (it rolls
+    a deployment back), named for what it waits on: the reason read "main loop stalled", which
+    sends an operator after a hang that is not there. A SIGTERM then waited for the next attempt,
+    each with the HTTP layer's own retries: 15 s."""
     master = Master(load_settings({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "unused",
                                    "DATAHUB_EXECUTOR_POOL_ID": "pool", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path),
                                    "DATAHUB_EXECUTOR_SANDBOX_MODE": "none", "DATAHUB_EXECUTOR_TASK_USER": "none",
@@ -75,7 +79,8 @@ def test_a_start_waiting_on_the_control_plane_says_so_and_stops_at_once_on_sigte
         while "control plane" not in master._start_step and not ended_with:
             assert time.monotonic() < deadline, master._start_step
             time.sleep(0.05)
-        assert master.health()[0], "healthy while the start is young"
+        ok, reason = master.health()
+        assert not ok and reason.startswith("still starting after "), "healthy before the executor takes work"
         master._last_loop -= 61  # as if the control plane had been unreachable for a minute
         ok, reason = master.health()
         assert not ok and reason == "still starting after 61s: waiting for the control plane (pool lookup)", reason
