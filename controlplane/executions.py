@@ -123,7 +123,9 @@ class Executions:
         sends it twice, which claims tell apart (a second message for a claimed execution is a
         DUPLICATE, for a final one refused). One sender at a time (the lock); the mark is
         written only if no claim came in between (its lease epoch), so a release that asked
-        for a new message while this send was in flight still gets one."""
+        for a new message while this send was in flight still gets one. A claim alone since (an
+        executor long-polling gets the message before the queue's answer to the send is back)
+        leaves the execution no longer PENDING: it is marked, so its record says when it was sent."""
         sent, failed = 0, {}
         with self._sending:
             # Only our pools' executions: one for an executor elsewhere (no pool of ours) waits for it.
@@ -139,8 +141,8 @@ class Executions:
                     continue
                 sent += 1
                 with self.store.transaction() as tx:
-                    tx.execute("UPDATE executions SET enqueued_at=? WHERE id=? AND status=? AND enqueued_at IS NULL "
-                               "AND lease_epoch=?", (time.time(), row["id"], S.PENDING, row["lease_epoch"]))
+                    tx.execute("UPDATE executions SET enqueued_at=? WHERE id=? AND enqueued_at IS NULL "
+                               "AND (lease_epoch=? OR status<>?)", (time.time(), row["id"], row["lease_epoch"], S.PENDING))
             self._say_how_sending_went(sent, failed)
         return sent
 

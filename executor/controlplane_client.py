@@ -100,11 +100,11 @@ class PoolQueues:
 @dataclass(frozen=True)
 class Claimed:
     execution_id: str
-    lease: str
+    lease: str = field(repr=False)  # a credential for this execution: kept out of reprs, so out of logs
     task: str
     pool_id: str
     args: dict[str, Any]
-    ingest_token: str
+    ingest_token: str = field(repr=False)
     # Where the task's default sink writes, when not to this control plane: an upstream DataHub's
     # GMS and the token its operator gave for ingesting there (docs/datahub-oss.md).
     sink_server: str | None = None

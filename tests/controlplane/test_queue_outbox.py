@@ -278,6 +278,31 @@ def test_a_run_of_a_task_we_do_not_know_is_sent_for_its_executor_to_refuse(cp, e
     assert cp.execution(claimed.execution_id)["status"] == "FAILURE"
 
 
+def test_a_run_claimed_before_its_send_returned_is_still_marked_sent(cp, executor_double, monkeypatch):
+    """An executor long-polling the queue gets the message, and claims, before the queue's answer
+    to the send is back. The mark's check (no claim since, so that a release in between gets a
+    new message) left such a run with no `enqueued_at` for good: the bench's upstream row
+    crashed on it."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    send = cp.cp.queues.send_text
+    claimed: list = []
+
+    def send_then_claim_before_returning(queue_url: str, body: str) -> None:
+        send(queue_url, body)
+        claimed.append(executor.claim(message.decode(body).execution_id))
+
+    monkeypatch.setattr(cp.cp.queues, "send_text", send_then_claim_before_returning)
+    run = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    deadline = time.monotonic() + 30
+    while cp.execution(run["id"])["enqueued_at"] is None:
+        assert time.monotonic() < deadline, f"never marked sent (claimed: {bool(claimed and claimed[0])})"
+        time.sleep(0.05)
+    shown = cp.execution(run["id"])
+    assert claimed and claimed[0] is not None and shown["status"] == "RUNNING"
+
+
 def test_a_queue_outage_is_logged_once_not_once_per_run_and_round(cp):
     """Measured before: 20 runs waiting, the queue service refusing, 207 warnings in 20 s."""
     lines: list[str] = []
