@@ -61,6 +61,15 @@ def test_both_intake_threads_offering_at_once_lose_no_runner_from_the_drain(tmp_
         Task.finish.set()
 
 
+def master_giving_back(tmp_path, task_class: str) -> tuple[Master, list[str]]:
+    """A master whose TASK_CLASS consumer records the message ids given back to it."""
+    returned: list[str] = []
+    master = a_master(tmp_path)
+    master.services = SimpleNamespace(consumers={task_class: SimpleNamespace(
+        return_now=lambda ref, after_s=0: returned.append(ref.message_id))})
+    return master, returned
+
+
 def test_a_runner_that_cannot_start_returns_its_message_and_holds_nothing(tmp_path, monkeypatch):
     """"can't start new thread" (the master at its own pids limit): the lease was already
     registered and stayed RECEIVED for good, extended, counted as pending by the intake."""
@@ -68,11 +77,8 @@ def test_a_runner_that_cannot_start_returns_its_message_and_holds_nothing(tmp_pa
         def start(self) -> None:
             raise RuntimeError("can't start new thread")
 
-    returned = []
     monkeypatch.setattr(master_module, "TaskRunner", NoThread)
-    master = a_master(tmp_path)
-    master.services = SimpleNamespace(consumers={"ingestion": SimpleNamespace(
-        return_now=lambda ref, after_s=0: returned.append(ref.message_id))})
+    master, returned = master_giving_back(tmp_path, "ingestion")
     master._offer(message("ingestion", 1))
     assert returned == ["m-ingestion-1"]
     assert len(master.leases) == 0 and master.leases.pending("ingestion") == 0
@@ -82,11 +88,8 @@ def test_a_runner_that_cannot_start_returns_its_message_and_holds_nothing(tmp_pa
 def test_a_message_offered_once_the_stop_began_is_given_back_without_a_runner(tmp_path, monkeypatch):
     """A long poll that returned just as the stop began: its runner could start after the drain
     had looked, and the master ended with it unseen. Now no runner starts once stopping is set."""
-    returned = []
     monkeypatch.setattr(master_module, "TaskRunner", Task)
-    master = a_master(tmp_path)
-    master.services = SimpleNamespace(consumers={"monitors": SimpleNamespace(
-        return_now=lambda ref, after_s=0: returned.append(ref.message_id))})
+    master, returned = master_giving_back(tmp_path, "monitors")
     master.stopping.set()
     master._offer(message("monitors", 7))
     assert returned == ["m-monitors-7"] and len(master.leases) == 0 and master._live_runners() == []
@@ -96,11 +99,8 @@ def test_a_give_back_waiting_for_the_extender_does_not_hold_the_drain(tmp_path, 
     """A give-back waits for the visibility extender's call in flight (leases.py). Made under the
     runners' lock, it held the main thread too, which reads that list on every turn of its loop:
     no watchdog, no second signal, for as long as SQS took to answer the extender."""
-    returned = []
     monkeypatch.setattr(master_module, "TaskRunner", Task)
-    master = a_master(tmp_path)
-    master.services = SimpleNamespace(consumers={"ingestion": SimpleNamespace(
-        return_now=lambda ref, after_s=0: returned.append(ref.message_id))})
+    master, returned = master_giving_back(tmp_path, "ingestion")
     master.stopping.set()
     with master.leases.visibility:  # the extender, mid-call
         offering = threading.Thread(target=master._offer, args=(message("ingestion", 3),), daemon=True)

@@ -212,17 +212,22 @@ def test_a_secret_cut_by_the_windows_start_leaves_no_piece_in_the_tail(tmp_path)
         assert not [p for p in pieces if p in tail], "a piece of the secret is in the tail"
 
 
-def test_a_secret_half_written_when_the_tail_is_read_shows_no_half(tmp_path):
-    secret = "tok-9f8e7d6c5b4a39281706f5e4"
-    log, child, reader = flooded_log(tmp_path, secret, "done flooding\nkey: " + secret[:14], secret[14:] + "\n")
+def running_then_final_tail(tmp_path, secret: str, before_pause: str, after_pause: str) -> tuple[str, str]:
+    """A flood, then BEFORE_PAUSE; the tail read while the task waits, then AFTER_PAUSE and the final tail."""
+    log, child, reader = flooded_log(tmp_path, secret, "done flooding\n" + before_pause, after_pause)
     deadline = time.monotonic() + 30
     while "done flooding" not in log.tail() and time.monotonic() < deadline:
         time.sleep(0.05)
     running_tail = log.tail()
-    assert "done flooding" in running_tail and secret[:MIN_PIECE] not in running_tail
     child.stdin.write(b"g")
     child.stdin.flush()
-    tail = finish(log, child, reader)
+    return running_tail, finish(log, child, reader)
+
+
+def test_a_secret_half_written_when_the_tail_is_read_shows_no_half(tmp_path):
+    secret = "tok-9f8e7d6c5b4a39281706f5e4"
+    running_tail, tail = running_then_final_tail(tmp_path, secret, "key: " + secret[:14], secret[14:] + "\n")
+    assert "done flooding" in running_tail and secret[:MIN_PIECE] not in running_tail
     assert tail.endswith(f"key: {MASK}") and secret[:MIN_PIECE] not in tail
 
 
@@ -231,15 +236,8 @@ def test_a_whole_secret_just_before_a_long_lines_open_end_is_masked_in_a_running
     secret: the window's end that may still be a secret's start was cut off first and only the
     rest masked, so the whole secret before that end, cut by it, was shown all but its end."""
     secret = "tok-9f8e7d6c5b4a39281706f5e4"
-    log, child, reader = flooded_log(tmp_path, secret, "done flooding\nkey: " + secret + "z" * 20, "z\n")
-    deadline = time.monotonic() + 30
-    while "done flooding" not in log.tail() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    running_tail = log.tail()
+    running_tail, tail = running_then_final_tail(tmp_path, secret, "key: " + secret + "z" * 20, "z\n")
     assert "done flooding" in running_tail and secret[:MIN_PIECE] not in running_tail
-    child.stdin.write(b"g")
-    child.stdin.flush()
-    tail = finish(log, child, reader)
     assert tail.endswith(f"key: {MASK}" + "z" * 21) and secret[:MIN_PIECE] not in tail
 
 
