@@ -38,12 +38,20 @@ def fake_datahub_wheel(directory: Path) -> str:
 
 
 def probe_sdist(directory: Path) -> str:
-    name = "dhxprobe-0.1.tar.gz"
+    return sdist_with_backend(directory, "dhxprobe", (PROBES / "build_backend.py").read_bytes())
+
+
+def sdist_with_backend(directory: Path, project: str, backend: bytes) -> str:
+    """PROJECT 0.1 as an sdist in DIRECTORY whose in-tree build backend is BACKEND: what runs at
+    install time is the test's to choose. Returns the file's name."""
+    name = f"{project}-0.1.tar.gz"
+    root = f"{project}-0.1"
     files = {
-        "dhxprobe-0.1/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "build_backend"\n'
-                                       b'backend-path = ["."]\n\n[project]\nname = "dhxprobe"\nversion = "0.1"\n',
-        "dhxprobe-0.1/build_backend.py": (PROBES / "build_backend.py").read_bytes(),
-        "dhxprobe-0.1/PKG-INFO": b"Metadata-Version: 2.1\nName: dhxprobe\nVersion: 0.1\n",
+        f"{root}/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "build_backend"\n'
+                                  b'backend-path = ["."]\n\n[project]\nname = "' + project.encode() +
+                                  b'"\nversion = "0.1"\n',
+        f"{root}/build_backend.py": backend,
+        f"{root}/PKG-INFO": f"Metadata-Version: 2.1\nName: {project}\nVersion: 0.1\n".encode(),
     }
     with tarfile.open(directory / name, "w:gz") as sdist:
         for path, data in files.items():

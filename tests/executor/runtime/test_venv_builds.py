@@ -5,10 +5,8 @@ The build's user owns the venv's directory while it builds, so install-time code
 anything in it; nothing the executor does to the venv afterwards may follow what it left."""
 from __future__ import annotations
 
-import io
 import os
 import shutil
-import tarfile
 import uuid
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from executor.runtime.builds import ConfinedBuilder
 from executor.runtime.rejection import TaskRejected
 from executor.runtime.venvs import VenvCache
 from sandbox import TaskUser
-from tests.e2e.probe_packages import PackageServer
+from tests.e2e.probe_packages import PackageServer, sdist_with_backend
 from tests.sandbox.conftest import TASK_PYTHON, _open_or_skip
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -48,19 +46,7 @@ def get_requires_for_build_wheel(config_settings=None):
 
 
 def planting_sdist(directory: Path, victim: Path) -> str:
-    name = "dhxplant-0.1.tar.gz"
-    files = {
-        "dhxplant-0.1/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "build_backend"\n'
-                                       b'backend-path = ["."]\n\n[project]\nname = "dhxplant"\nversion = "0.1"\n',
-        "dhxplant-0.1/build_backend.py": f"VICTIM = {str(victim)!r}\n{PLANTING_BACKEND}".encode(),
-        "dhxplant-0.1/PKG-INFO": b"Metadata-Version: 2.1\nName: dhxplant\nVersion: 0.1\n",
-    }
-    with tarfile.open(directory / name, "w:gz") as sdist:
-        for path, data in files.items():
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            sdist.addfile(info, io.BytesIO(data))
-    return name
+    return sdist_with_backend(directory, "dhxplant", f"VICTIM = {str(victim)!r}\n{PLANTING_BACKEND}".encode())
 
 
 @pytest.fixture
