@@ -424,17 +424,23 @@ def test_state_survives_a_restart(tmp_path):
         assert cp.cp.store.schema_version == len(MIGRATIONS)
 
 
+def _claimed_then_stopped(cp, executor_double, interval_s: float) -> dict:
+    """A run RUNNING on an executor heartbeating every INTERVAL_S, and the control plane stopped."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1", interval_s=interval_s)
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    executor.claim(execution["id"])
+    cp.stop()
+    return execution
+
+
 def test_a_slow_start_does_not_make_executors_lost(cp, executor_double, monkeypatch):
     """Executors cannot heartbeat until the API serves: a start held up by the queue service
     (made slow here, as an SQS outage makes it) is not counted against them."""
     from controlplane.pools import Pools
 
-    cp.create_pool("p", default=True)
-    executor = executor_double("p", "e1", interval_s=1.0)
-    executor.heartbeat()
-    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
-    executor.claim(execution["id"])
-    cp.stop()
+    execution = _claimed_then_stopped(cp, executor_double, interval_s=1.0)
     ensure_queues = Pools.ensure_queues
 
     def slow_queue_service(self):
@@ -450,12 +456,7 @@ def test_a_slow_start_does_not_make_executors_lost(cp, executor_double, monkeypa
 
 def test_a_control_plane_outage_does_not_make_executors_lost(cp, executor_double):
     """Heartbeats cannot arrive while the control plane is down; executors are judged from its restart on."""
-    cp.create_pool("p", default=True)
-    executor = executor_double("p", "e1", interval_s=0.5)
-    executor.heartbeat()
-    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
-    executor.claim(execution["id"])
-    cp.stop()
+    execution = _claimed_then_stopped(cp, executor_double, interval_s=0.5)
     time.sleep(4)  # eight of its intervals
     cp.start()
     time.sleep(0.5)
