@@ -138,7 +138,7 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
         if not sandboxes:
             raise RuntimeError("skipped: no sandbox could be opened")
         try:
-            identity = resolve_task_user(settings.task_user, sandboxes[0])
+            identity = resolve_task_user(settings.task_user, sandboxes[0], settings.tasks_at_once())
         except TaskUserError as exc:
             raise RuntimeError(str(exc)) from None
         private_tmp = sandboxes[0].isolation_support()["private_tmp"]

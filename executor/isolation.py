@@ -15,6 +15,7 @@ import grp
 import os
 import pwd
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sandbox import Sandbox, SandboxError, TaskUser
@@ -38,9 +39,11 @@ class TaskIdentity:
 UID_RANGE = re.compile(r"(\d+)-(\d+)")
 
 
-def resolve_task_user(setting: str, sandbox: Sandbox) -> TaskIdentity:
+def resolve_task_user(setting: str, sandbox: Sandbox, wants: Mapping[str, int]) -> TaskIdentity:
     """Who tasks run as: a name or UID[:GID] (one user for every task), FIRST-LAST (a uid of its
-    own for each running task, task_users.py), or `none` (the executor's own user)."""
+    own for each running task, task_users.py), or `none` (the executor's own user). WANTS is
+    how many tasks of each class run at once at the default weight: a range keeps that many uids
+    for each class (or its share of a smaller range)."""
     value = setting.strip()
     if value == NO_TASK_USER:
         return TaskIdentity(TaskUsers.shared(None), f"tasks run as the executor's own user (uid {os.geteuid()}): "
@@ -52,10 +55,11 @@ def resolve_task_user(setting: str, sandbox: Sandbox) -> TaskIdentity:
     span = UID_RANGE.fullmatch(value)
     if span:
         first, last = int(span.group(1)), int(span.group(2))
-        _check_range(first, last)
-        return TaskIdentity(TaskUsers.uid_range(first, last),
-                            f"each task runs as a uid of its own from {first}-{last} (group of the same number), "
-                            "without capabilities or new privileges")
+        _check_range(first, last, len(wants))
+        users = TaskUsers.uid_range(first, last, wants)
+        kept = ", ".join(f"{count} kept for {name}" for name, count in sorted(users.reserves.items()))
+        return TaskIdentity(users, f"each task runs as a uid of its own from {first}-{last} (group of the same number; "
+                                   f"{kept}), without capabilities or new privileges")
     try:
         if value.replace(":", "").isdigit():
             user = TaskUser.parse(value)
@@ -76,10 +80,10 @@ def resolve_task_user(setting: str, sandbox: Sandbox) -> TaskIdentity:
                                                 "or new privileges (one user for all tasks)")
 
 
-def _check_range(first: int, last: int) -> None:
+def _check_range(first: int, last: int, classes: int) -> None:
     """A range is for tasks alone: a uid or gid some account or group already has would give a
     task that account's files (or that group's), and the executor's own uid would give it the
-    executor."""
+    executor. It keeps at least one uid for each of the CLASSES task classes (task_users.py)."""
     where = f"DATAHUB_EXECUTOR_TASK_USER={first}-{last}"
     if not 0 < first <= last <= MAX_ID:
         raise TaskUserError(f"{where}: use FIRST-LAST with 0 < FIRST <= LAST <= {MAX_ID}")
@@ -95,3 +99,6 @@ def _check_range(first: int, last: int) -> None:
         if first <= group.gr_gid <= last:
             raise TaskUserError(f"{where}: gid {group.gr_gid} belongs to group {group.gr_name!r}; pick a range no "
                                 "account or group uses")
+    if last - first + 1 < classes:
+        raise TaskUserError(f"{where}: at least {classes} uids, one kept for each task class, so that a monitor "
+                            "never waits for an ingestion run's uid")

@@ -77,8 +77,7 @@ class Master:
         # At start, each call is one try: _until_ok retries with waits a stop signal cuts short,
         # where the HTTP layer's own retries (~8 s) would keep a SIGTERM waiting.
         self.start_client = ControlPlaneClient(settings.gms_url, settings.gms_token, retries=0, timeout_s=10.0)
-        self.ledgers = {INGESTION: Ledger(INGESTION, settings.ingestion_max_workers),
-                        MONITORS: Ledger(MONITORS, settings.monitors_max_workers)}
+        self.ledgers = {task_class: Ledger(task_class, size) for task_class, size in settings.tasks_at_once().items()}
         self.leases = Leases()
         self.metrics = ExecutorMetrics()
         for ledger in self.ledgers.values():  # /metrics shows each ledger from the start, empty
@@ -155,7 +154,7 @@ class Master:
             logger.warning("killed {} task(s) left by a previous run of this executor: {}", len(swept), ", ".join(swept))
         self.dumpable = not make_undumpable()
         try:
-            self.task_identity = resolve_task_user(s.task_user, self.sandbox)
+            self.task_identity = resolve_task_user(s.task_user, self.sandbox, s.tasks_at_once())
         except TaskUserError as exc:
             self._close()
             raise SystemExit(str(exc)) from None

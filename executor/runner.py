@@ -167,11 +167,11 @@ class TaskRunner(threading.Thread):
         self._admitted_to = ledger
         self.s.metrics.set_ledger(ledger.snapshot())
         self.s.leases.move(self.lease, State.ADMITTED)
-        if self.s.task_users.all_held():
-            self.log.warning("every task uid of {} is held by a running task: waiting for one to end "
-                             "(DATAHUB_EXECUTOR_TASK_USER)", self.s.task_users.describe())
+        if self.s.task_users.all_held(ledger.task_class):
+            self.log.warning("no task uid of {} is free for the next {} task: waiting for one to end "
+                             "(DATAHUB_EXECUTOR_TASK_USER)", self.s.task_users.describe(), ledger.task_class)
         try:
-            self._user = self.s.task_users.acquire(self.execution_id, self.s.stopping)
+            self._user = self.s.task_users.acquire(self.execution_id, ledger.task_class, self.s.stopping)
             self._holds_user = True
         except Cancelled:
             self._release("the executor stopped before the task could start")

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 from sandbox.sizes import parse_size
 from vocabulary import ids
+from vocabulary.tasks import INGESTION, MONITORS
 
 from .runtime.secrets import AwsSecretReference, parse_aws_secrets
 
@@ -235,6 +236,10 @@ class Settings:
     log_s3_bucket: str | None
     visibility_timeout_s: int
     sqs_endpoint_url: str | None
+
+    def tasks_at_once(self) -> dict[str, int]:
+        """How many tasks of each class run at once at the default weight (each ledger's size)."""
+        return {INGESTION: self.ingestion_max_workers, MONITORS: self.monitors_max_workers}
 
 
 assert {s.attr for s in SETTINGS} == {f.name for f in fields(Settings)}, "SETTINGS and Settings disagree"

@@ -21,7 +21,7 @@ from .probe_packages import PackageServer
 NOBODY = 65534
 
 
-TASK_UIDS = (3_000_000, 3_000_003)  # far above any account a test machine has
+TASK_UIDS = (3_000_000, 3_000_015)  # far above any account a test machine has; 14 + 2: each class keeps its ledger's size
 
 
 def start_isolated(system, tmp_path, task_user: str, executor_id: str):
@@ -103,7 +103,7 @@ def test_with_a_uid_range_two_running_tasks_cannot_reach_each_other(system, uid_
     token and secrets from /proc/<pid>/environ, signal it, and list its work directory. With
     DATAHUB_EXECUTOR_TASK_USER=FIRST-LAST each running task has a uid of its own."""
     executor, server, _, _ = uid_per_task
-    executor.wait_for_line("isolation: each task runs as a uid of its own from 3000000-3000003")
+    executor.wait_for_line("isolation: each task runs as a uid of its own from 3000000-3000015")
     probe_source = dict(version=server.url(server.wheel), extra_pip=[f"dhxprobe @ {server.url(server.sdist)}"])
     recipe = "source:\n  type: datahub-mock-data\n  config: {}\n"
     lingering = system.cp.create_source("lingering", recipe, **probe_source,
@@ -140,3 +140,44 @@ def test_with_a_uid_range_two_running_tasks_cannot_reach_each_other(system, uid_
     again = json.loads(next(line for line in system.cp.logs(third["id"])["log"].splitlines()
                             if line.startswith("PROBE "))[6:])
     assert again["uid"] not in (visitor["uid"], lingerer["uid"]), "a released uid goes to the back of the line"
+
+
+@pytest.fixture
+def two_uids(system, tmp_path):
+    started, cleanup = start_isolated(system, tmp_path, "3000000-3000001", "isolated-3")
+    try:
+        yield started
+    finally:
+        cleanup()
+
+
+def test_ingestion_holding_task_uids_does_not_keep_a_monitor_waiting(system, two_uids):
+    """Issue 13: monitors are never starved by ingestion. Two uids, and two ingestion runs of
+    weight 0.5 that stay a minute: with the range shared as one pool they held both uids, so a
+    monitor check, whose own ledger stood empty, waited that minute. Each class now keeps a uid:
+    the second ingestion run waits for one, the monitor runs at once."""
+    executor, server, _, _ = two_uids
+    executor.wait_for_line("isolation: each task runs as a uid of its own from 3000000-3000001 (group of the same "
+                           "number; 1 kept for ingestion, 1 kept for monitors)")
+    probe_source = dict(version=server.url(server.wheel), extra_pip=[f"dhxprobe @ {server.url(server.sdist)}"])
+    recipe = "source:\n  type: datahub-mock-data\n  config: {}\n"
+    lingering = [system.cp.run_source(system.cp.create_source(
+        f"lingering-{n}", recipe, **probe_source, extra_env={"DHX_PROBE_ROLE": "linger", "EXECUTOR_TASK_WEIGHT": "0.5"})["id"])
+        for n in (1, 2)]
+    deadline = time.monotonic() + 300
+    while not any("PROBE " in system.cp.logs(e["id"])["log"] for e in lingering):
+        assert time.monotonic() < deadline, "no lingering probe ever started"
+        time.sleep(0.2)
+    executor.wait_for_line("is free for the next ingestion task: waiting for one to end", timeout_s=60)
+    checking = system.cp.create_source("checking", recipe, **probe_source, extra_env={"DHX_PROBE_ROLE": "neighbour"})
+    monitor = system.cp.run_source(checking["id"], "RUN_MONITOR")
+    done = system.cp.wait_for_status(monitor["id"], {"SUCCESS", "FAILURE"}, timeout_s=40)
+    log = system.cp.logs(monitor["id"])["log"]
+    assert done["status"] == "SUCCESS", log[-3000:]
+    probe = json.loads(next(line for line in log.splitlines() if line.startswith("PROBE "))[6:])
+    assert probe["neighbour"] is not None, "it ran while an ingestion run held the other uid"
+    assert probe["uid"] in (3_000_000, 3_000_001)
+    for execution in lingering:  # the one that got the freed uid would stay its minute
+        system.cp.cancel(execution["id"])
+    for execution in lingering:
+        system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE", "CANCELLED"}, timeout_s=60)
