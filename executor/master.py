@@ -11,7 +11,9 @@ runner.
 
 Signals only set a flag and wake the main thread (a self-pipe): the first SIGTERM or SIGINT
 starts the drain (no new work, unstarted work given back, running tasks get the drain timeout);
-a second one kills running tasks at once, which are still reported (ABORTED, EXECUTOR_SHUTDOWN).
+a second one kills running tasks at once, which are still reported (ABORTED, EXECUTOR_SHUTDOWN)
+if the control plane takes the reports within SECOND_SIGNAL_REPORT_S; the process then exits
+whether it did or not (decision 60).
 """
 from __future__ import annotations
 
@@ -60,6 +62,10 @@ FINAL_HEARTBEAT_TIMEOUT_S = 5.0
 RUNNER_JOIN_S = 60.0
 ACKS_JOIN_S = 10.0  # a delete in flight at stop: bounded, as the stop must be
 ACKS_LOOP = "acks"
+# After a second stop signal: how long the killed tasks' reports may take before the process exits
+# without them. Time for a few retries through a brief outage; an operator who pressed Ctrl-C twice
+# does not wait out a long one (decision 60).
+SECOND_SIGNAL_REPORT_S = 5.0
 
 
 class Master:
@@ -118,9 +124,9 @@ class Master:
             raise
         logger.info("Starting datahub executor worker")
         self.notifier.ready()
-        self._wait_and_drain()
-        self._stop()
-        return 0
+        abandoned = self._wait_and_drain()
+        self._stop(abandoned)
+        return 1 if abandoned else 0
 
     def _on_signal(self, signum: int, frame: object) -> None:
         """Async-signal-safe: count, and wake the main thread. No logging, no locks."""
@@ -314,8 +320,11 @@ class Master:
         with self._runners_lock:
             return [r for r in self._runners if r.is_alive()]
 
-    def _wait_and_drain(self) -> None:
+    def _wait_and_drain(self) -> list[TaskRunner]:
+        """Until the stop is done: returns the runners given up on (their reports unrecorded
+        SECOND_SIGNAL_REPORT_S after a second signal), none after an orderly drain."""
         drain_deadline: float | None = None
+        give_up_at: float | None = None
         while True:
             self._last_loop = time.monotonic()
             # The systemd watchdog is fed here, on every turn of the loop /health watches, and not
@@ -331,16 +340,26 @@ class Master:
                 logger.info("stop requested: no new tasks; draining (a second signal kills running tasks)")
                 self._begin_drain()
                 drain_deadline = time.monotonic() + self.settings.drain_timeout_s
-            if self.stopping.is_set() and not self.kill_now.is_set():
-                if self._signals >= 2:
-                    logger.warning("second stop signal: killing running tasks, reporting them ABORTED")
-                    self._kill_running()
-                elif drain_deadline is not None and time.monotonic() > drain_deadline:
-                    logger.warning("drain timeout ({} s): killing running tasks, reporting them ABORTED",
-                                   self.settings.drain_timeout_s)
-                    self._kill_running()
+            if self.stopping.is_set() and self._signals >= 2 and give_up_at is None:
+                # Also after the drain timeout's kill: its reports may be what the operator waits on.
+                logger.warning("second stop signal: killing running tasks, reporting them ABORTED; exiting in "
+                               "at most {:.0f} s", SECOND_SIGNAL_REPORT_S)
+                give_up_at = time.monotonic() + SECOND_SIGNAL_REPORT_S
+                self._kill_running()
+            elif self.stopping.is_set() and not self.kill_now.is_set() and drain_deadline is not None \
+                    and time.monotonic() > drain_deadline:
+                logger.warning("drain timeout ({} s): killing running tasks, reporting them ABORTED",
+                               self.settings.drain_timeout_s)
+                self._kill_running()
             if self.stopping.is_set() and not self._live_runners():
-                return
+                return []
+            if give_up_at is not None and time.monotonic() >= give_up_at:
+                left = self._live_runners()
+                logger.error("exiting after the second stop signal without the results of {} recorded: the control "
+                             "plane did not take them within {:.0f} s; it ends them ABORTED (EXECUTOR_LOST) once "
+                             "this executor's heartbeats stop", ", ".join(r.execution_id for r in left),
+                             SECOND_SIGNAL_REPORT_S)
+                return left
 
     def _begin_drain(self) -> None:
         self.state = "DRAINING"
@@ -358,9 +377,10 @@ class Master:
         for runner in self._live_runners():
             runner.kill_for_shutdown()
 
-    def _stop(self) -> None:
+    def _stop(self, abandoned: list[TaskRunner]) -> None:
         for runner in self._live_runners():
-            runner.join(timeout=RUNNER_JOIN_S)
+            if runner not in abandoned:
+                runner.join(timeout=RUNNER_JOIN_S)
         self._stop_loops.set()
         self.acks.wake()
         # The acknowledger's loop is waited for: it may be deleting a batch, which flush() does

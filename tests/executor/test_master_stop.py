@@ -61,7 +61,7 @@ def test_a_delete_in_flight_at_stop_ends_before_the_final_heartbeat(tmp_path):
             master._threads[0].start()
             master.acks.ack(lease)
             assert deleting.wait(10), "the acknowledger's thread is deleting"
-            master._stop()
+            master._stop(abandoned=[])
             attributes = consumer.client.get_queue_attributes(QueueUrl=consumer.queue_url,
                                                               AttributeNames=["All"])["Attributes"]
             left = int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
