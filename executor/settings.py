@@ -169,7 +169,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATAHUB_EXECUTOR_TASK_USER", "task_user", _text, "datahub-task",
             "The unprivileged user tasks run as (a name or UID[:GID]), never the executor's own; FIRST-LAST (e.g. "
             "3000000-3000031, uids no account or group has) gives each running task a uid and group of its own, so "
-            "tasks cannot read each other's environment or files either; `none` runs them as the executor's user. "
+            "tasks cannot read each other's environment or files either (each task class keeps its ledger's size of "
+            "the range, so monitors never wait for ingestion's uids); `none` runs them as the executor's user. "
             "An unprivileged executor (a container) cannot switch, and says so."),
     Setting("DATAHUB_EXECUTOR_TASK_PRIVATE_TMP", "task_private_tmp", _bool, "true",
             "Give each task its own /tmp, /var/tmp and /dev/shm (and a read-only cgroup filesystem), gone with it; "
