@@ -77,7 +77,9 @@ def _check_name(name: str) -> None:
 
 
 class FileSecretStore:
-    """One file per secret under BASEDIR (a mounted Kubernetes Secret); trailing newline stripped."""
+    """One file per secret under BASEDIR (a mounted Kubernetes Secret). Trailing whitespace is
+    stripped, as DataHub's own FileSecretStore does (`.rstrip()`): a file written by `echo` or an
+    editor ends in a newline, and the same file must give the same value on either executor."""
 
     def __init__(self, basedir: str, max_bytes: int) -> None:
         self.basedir = basedir
@@ -116,7 +118,7 @@ class FileSecretStore:
                 raise SecretRefused(name, f"secret file for {name} is over the {self.max_bytes}-byte cap")
         finally:
             os.close(fd)
-        return data.decode("utf-8", errors="replace").rstrip("\r\n")
+        return data.decode("utf-8", errors="replace").rstrip()
 
 
 # Where the executor's own AWS credentials come from, never a recipe's secret whatever else is

@@ -35,6 +35,16 @@ def secret_dir(tmp_path):
     return base
 
 
+@pytest.mark.parametrize("written", ["pw\n", "pw\r\n", "pw \t\n", "pw  ", "pw\n\n"])
+def test_a_secret_file_gives_its_value_without_trailing_whitespace_as_datahubs_store_does(tmp_path, written):
+    """DataHub's FileSecretStore returns the file's text `.rstrip()`ped; a file whose value ends
+    in spaces or a tab before its newline gave those on ours, and the source's login failed."""
+    (tmp_path / "PW").write_text(written)
+    assert FileSecretStore(str(tmp_path), 1024).get("PW") == "pw"
+    (tmp_path / "INNER").write_text("p w\tx\n")
+    assert FileSecretStore(str(tmp_path), 1024).get("INNER") == "p w\tx", "only the end is stripped"
+
+
 def test_names_are_found_once_each_in_order():
     recipe = "password: ${DB_PASSWORD}\nuser: ${DB_USER}\nagain: ${DB_PASSWORD} not: $PLAIN ${bad-name}"
     assert find_secret_names(recipe) == ["DB_PASSWORD", "DB_USER"]
