@@ -96,9 +96,21 @@ class CgroupV1Driver(Driver):
     def open_existing(self, name: str) -> TaskGroup:
         return V1TaskGroup(name, {c: os.path.join(root, name) for c, root in self.roots.items()})
 
+    def tree_kill_support(self) -> str:
+        return tree_kill_words(self.roots)
+
     def close(self) -> None:
         for root in self.roots.values():
             fs.remove_root(root)
+
+
+def tree_kill_words(hierarchies) -> str:
+    """How a task placed in HIERARCHIES (controller names, "unified") has its tree ended."""
+    if "unified" in hierarchies:
+        return "tracked and killed via the unified hierarchy (cgroup.kill)"
+    if "freezer" in hierarchies:
+        return "tracked via the memory cgroup, killed by freeze-and-kill"
+    return "tracked via the memory cgroup, killed by repeated SIGKILL"
 
 
 class V1TaskGroup(TaskGroup):
@@ -139,12 +151,7 @@ class V1TaskGroup(TaskGroup):
                 self.enforced["cpu"] = f"cgroup v1 cpu.cfs_quota_us={quota} per {CPU_PERIOD_US}"
             else:
                 self.enforced["cpu"] = "not enforced: no writable cpu hierarchy"
-        self.enforced["tree"] = (
-            "tracked and killed via the unified hierarchy (cgroup.kill)"
-            if "unified" in self.dirs
-            else "tracked via the memory cgroup, killed by freeze-and-kill" if "freezer" in self.dirs
-            else "tracked via the memory cgroup, killed by repeated SIGKILL"
-        )
+        self.enforced["tree"] = tree_kill_words(self.dirs)
 
     def attach(self, pid: int) -> None:
         for path in self.dirs.values():

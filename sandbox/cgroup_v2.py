@@ -10,6 +10,16 @@ The "no internal processes" rule: controllers can be enabled in <own>/cgroup.sub
 only while <own> itself holds no process. So the master first moves every process of <own>
 into the `supervisor` leaf, then enables +memory +pids +cpu. EBUSY from that write means a
 process is still in <own> (typically one started concurrently by someone else).
+
+Ending a task's whole tree takes what the kernel offers, probed once at open on our root (a
+non-root cgroup: the hierarchy's root has neither file):
+- cgroup.kill (Linux 5.14+): one write SIGKILLs the subtree, atomically, forks in flight included;
+- cgroup.freeze (5.2+; Ubuntu 20.04's 5.4, Amazon Linux 2's 5.10): freeze, SIGKILL every member,
+  thaw, repeated until empty;
+- neither (RHEL/Rocky 8's 4.18, Debian 10's 4.19): SIGKILL sweeps of cgroup.procs, repeated
+  until empty.
+Writing a file the kernel does not have fails (EACCES: cgroupfs refuses to create files), so
+the fallback must be chosen, not stumbled into.
 """
 from __future__ import annotations
 
@@ -22,6 +32,23 @@ from .errors import SandboxError
 from .limits import Limits
 
 CPU_PERIOD_US = 100_000
+# A freeze normally completes in microseconds; a process stuck in the kernel can hold it back,
+# and then we kill what is frozen and let kill_until_empty retry.
+FREEZE_WAIT_S = 1.0
+# Back-to-back sweeps in one kill round, before kill_until_empty's pause and next round.
+SWEEPS_PER_ROUND = 100
+
+# The ways to end a task's tree, best first.
+KILL = "cgroup.kill"
+FREEZE = "cgroup.freeze"
+SWEEP = "sweep"
+TREE_KILL_WORDS = {
+    KILL: "tracked and killed by cgroup (cgroup.kill)",
+    FREEZE: "tracked by cgroup, killed by freeze-and-kill (cgroup.freeze, SIGKILL each member, thaw, "
+            "repeated until empty): this kernel has no cgroup.kill (Linux 5.14+)",
+    SWEEP: "tracked by cgroup, killed by SIGKILL sweeps of cgroup.procs repeated until empty: "
+           "this kernel has neither cgroup.kill (Linux 5.14+) nor cgroup.freeze (Linux 5.2+)",
+}
 WANTED = ("memory", "pids", "cpu")
 SUPERVISOR_LEAF = "supervisor"
 
@@ -42,6 +69,7 @@ class CgroupV2Driver(Driver):
         self.root = os.path.join(own_dir, root_name)
         fs.make_dir(self.root)
         self._enable(self.root)
+        self.tree_kill = tree_kill_method(self.root)
 
     def _delegate(self, is_hierarchy_root: bool) -> None:
         enabled = set((fs.read_text(os.path.join(self.own_dir, "cgroup.subtree_control")) or "").split())
@@ -76,7 +104,7 @@ class CgroupV2Driver(Driver):
             raise SandboxError(f"cannot enable controllers in {control}: {exc.strerror}") from exc
 
     def create(self, name: str, limits: Limits) -> TaskGroup:
-        group = V2TaskGroup(name, os.path.join(self.root, name))
+        group = V2TaskGroup(name, os.path.join(self.root, name), self.tree_kill)
         fs.make_dir(group.dir, exist_ok=False)
         try:
             group.apply(limits, self.controllers)
@@ -95,16 +123,29 @@ class CgroupV2Driver(Driver):
             return []
 
     def open_existing(self, name: str) -> TaskGroup:
-        return V2TaskGroup(name, os.path.join(self.root, name))
+        return V2TaskGroup(name, os.path.join(self.root, name), self.tree_kill)
+
+    def tree_kill_support(self) -> str:
+        return TREE_KILL_WORDS[self.tree_kill]
 
     def close(self) -> None:
         fs.remove_root(self.root)
 
 
+def tree_kill_method(cgroup: str) -> str:
+    """KILL, FREEZE or SWEEP: the best way this kernel offers to end a tree, read from the
+    non-root CGROUP's interface files."""
+    for method in (KILL, FREEZE):
+        if os.path.exists(os.path.join(cgroup, method)):
+            return method
+    return SWEEP
+
+
 class V2TaskGroup(TaskGroup):
-    def __init__(self, name: str, path: str) -> None:
+    def __init__(self, name: str, path: str, tree_kill: str) -> None:
         self.name = name
         self.dir = path
+        self.tree_kill = tree_kill
         self.enforced: dict[str, str] = {}
 
     def _file(self, name: str) -> str:
@@ -137,7 +178,7 @@ class V2TaskGroup(TaskGroup):
                 self.enforced["cpu"] = f"cgroup v2 cpu.max={quota} {CPU_PERIOD_US}"
             else:
                 self.enforced["cpu"] = "not enforced: cpu controller not delegated"
-        self.enforced["tree"] = "tracked and killed by cgroup (cgroup.kill)"
+        self.enforced["tree"] = TREE_KILL_WORDS[self.tree_kill]
 
     def attach(self, pid: int) -> None:
         fs.write(self._file("cgroup.procs"), str(pid), what="attach task")
@@ -153,14 +194,43 @@ class V2TaskGroup(TaskGroup):
         fs.kill_pids(self.pids(), sig)
 
     def kill_all(self) -> None:
-        # cgroup.kill and cgroup.freeze act on the whole subtree, nested cgroups included.
-        if os.path.exists(self._file("cgroup.kill")):
+        # cgroup.kill, cgroup.freeze and the sweeps' reads act on the whole subtree, nested cgroups included.
+        if self.tree_kill == KILL:
             fs.write(self._file("cgroup.kill"), "1", what="kill task")
-            return
-        # Kernels before 5.14 have no cgroup.kill: freeze, kill, thaw (kill_until_empty repeats).
-        fs.write(self._file("cgroup.freeze"), "1", what="freeze task")
-        fs.kill_pids(self.pids())
-        fs.write(self._file("cgroup.freeze"), "0", what="thaw task")
+        elif self.tree_kill == FREEZE:
+            self._freeze_and_kill()
+        else:
+            self._sweep()
+
+    def _freeze_and_kill(self) -> None:
+        """One round: freeze (a frozen process cannot fork), SIGKILL every member (a fatal signal
+        ends a frozen process: cgroup-v2.rst), thaw, so that nothing the round missed is left
+        frozen. A child whose fork was under way at the read of cgroup.procs is frozen too and
+        is killed by the next round (kill_until_empty repeats while the cgroup is populated)."""
+        freeze = self._file("cgroup.freeze")
+        fs.write(freeze, "1", what="freeze task")
+        try:
+            fs.wait_for(lambda: fs.read_keyed(self._file("cgroup.events")).get("frozen") == 1, FREEZE_WAIT_S)
+            fs.kill_pids(self.pids())
+        finally:
+            fs.write(freeze, "0", what="thaw task")
+
+    def _sweep(self) -> None:
+        """One round without a freezer: SIGKILL every member, and again each member listed since,
+        until a read of cgroup.procs lists none not yet killed. A process may fork between the
+        read and its SIGKILL; the child is listed by the next read. This converges on a fork
+        bomb: pids.max (every task has one, decision 22) bounds how many processes it has at
+        once, and a process with SIGKILL pending can no longer fork (the kernel aborts a fork
+        when a fatal signal is pending), so each read lists only children whose fork was already
+        under way at the one before. SWEEPS_PER_ROUND bounds a round; kill_until_empty repeats
+        rounds within its budget while the cgroup is populated."""
+        killed: set[int] = set()
+        for _ in range(SWEEPS_PER_ROUND):
+            fresh = [pid for pid in self.pids() if pid not in killed]
+            if not fresh:
+                return
+            fs.kill_pids(fresh)
+            killed.update(fresh)
 
     def oom_kills(self) -> int:
         events = fs.read_keyed(self._file("memory.events"))

@@ -103,5 +103,9 @@ class Driver(ABC):
     def open_existing(self, name: str) -> TaskGroup: ...
 
     @abstractmethod
+    def tree_kill_support(self) -> str:
+        """How a task's whole tree is ended here, in words (for isolation_support and `check`)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Remove the root when no task group is left in it."""

@@ -20,6 +20,7 @@ from .driver import Driver, TaskGroup
 from .limits import Limits
 
 WATCHDOG_INTERVAL_S = 0.1
+TREE_KILL_WORDS = "best effort: session and descendants seen by the watchdog (mode none)"
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
@@ -34,6 +35,9 @@ class NoCgroupDriver(Driver):
 
     def open_existing(self, name: str) -> TaskGroup:
         raise LookupError(name)
+
+    def tree_kill_support(self) -> str:
+        return TREE_KILL_WORDS
 
     def close(self) -> None:
         pass
@@ -84,7 +88,7 @@ class SessionGroup(TaskGroup):
             self.enforced["pids"] = "not enforced (mode none)"
         if limits.cpu_max is not None:
             self.enforced["cpu"] = "not enforced (mode none)"
-        self.enforced["tree"] = "best effort: session and descendants seen by the watchdog (mode none)"
+        self.enforced["tree"] = TREE_KILL_WORDS
 
     def needs_watchdog(self) -> bool:
         return True

@@ -111,9 +111,11 @@ class Sandbox:
         return swept
 
     def isolation_support(self) -> dict[str, str]:
-        """What this process can give its tasks (task user, private tmp, parent-death signal),
-        in words, before any task runs: for `check` and start-up logs."""
-        return isolation.support(os.geteuid(), self._spawner.namespaces_unavailable)
+        """What this process can give its tasks (task user, private tmp, parent-death signal)
+        and how a task's whole tree is ended here (tree_kill), in words, before any task runs:
+        for `check` and start-up logs."""
+        return {**isolation.support(os.geteuid(), self._spawner.namespaces_unavailable),
+                "tree_kill": self.driver.tree_kill_support()}
 
     def start(
         self,

@@ -91,6 +91,7 @@ def test_oom_and_peak_are_read_from_memory_events_and_memory_peak(tmp_path):
 
 def test_kill_uses_cgroup_kill(tmp_path):
     own = fake_cgroup(tmp_path / "service")
+    fake_cgroup(own / "executor")  # our root, as a kernel with cgroup.kill (5.14+) makes it
     driver = CgroupV2Driver(str(own), "executor")
     group = driver.create("task-k", Limits())
     task_dir = own / "executor" / "task-k"

@@ -94,7 +94,7 @@ def test_a_task_running_as_another_uid_dies_when_its_master_is_sigkilled():
 
 def test_isolation_support_says_what_this_host_allows(sandbox):
     support = sandbox.isolation_support()
-    assert set(support) == {"task_user", "private_tmp", "parent_death_signal"}
+    assert set(support) == {"task_user", "private_tmp", "parent_death_signal", "tree_kill"}
     if os.geteuid() == 0:
         assert support["task_user"].startswith("available")
 
