@@ -130,7 +130,8 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
             raise RuntimeError(str(exc)) from None
         if sandboxes[0].mode == "none":
             return "mode none: memory limits are best effort (give the executor a writable, delegated cgroup)"
-        return f"mode {sandboxes[0].mode}: memory, pids and cpu limits enforced by the kernel"
+        return (f"mode {sandboxes[0].mode}: memory, pids and cpu limits enforced by the kernel; a task's whole tree: "
+                f"{sandboxes[0].isolation_support()['tree_kill']}")
 
     check("cgroups", cgroups)
 
