@@ -4,7 +4,7 @@
     POST /gms/aspects?action=ingestProposal               one MetadataChangeProposal
     POST /gms/aspects?action=ingestProposalBatch          several, all or nothing
     GET  /gms/aspects/{urn}?aspect=NAME&version=N         one aspect (0: the latest)
-    GET  /gms/entitiesV2/{urn}?aspects=List(...)          an entity's latest aspects
+    GET  /gms/entitiesV2/{urn}?aspects=List(...)          an entity's latest aspects, and its key aspect
     GET  /gms/entitiesV2?ids=List(...)&aspects=List(...)  several entities
     POST /gms/entities?action=delete                      hard delete of an entity
     POST /gms/runs?action=list | describe                 ingestion runs and what each wrote
@@ -34,6 +34,7 @@ from .tokens import ADMIN, EXECUTOR, INGEST, Identity
 SPOKEN_DATAHUB_VERSION = "v1.0.0"
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1  # Rest.li's Integer
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # Rest.li's Long
+SYSTEM_ACTOR = "urn:li:corpuser:__datahub_system"  # GMS's Constants.SYSTEM_ACTOR
 
 
 def restli_error(status: int, message: str) -> JSONResponse:
@@ -57,6 +58,17 @@ def parse_restli_list(raw_query: str, name: str) -> list[str] | None:
         inner = value[5:-1]
         return [urllib.parse.unquote(item) for item in inner.split(",") if item]
     return None
+
+
+def _restli_boolean(raw_query: str, name: str, default: bool) -> bool:
+    """NAME=true|false from a raw query string, as Rest.li coerces a Boolean query parameter."""
+    for part in raw_query.split("&"):
+        key, _, value = part.partition("=")
+        if key == name:
+            if value.lower() not in ("true", "false"):
+                raise Invalid(f"{name} must be true or false, not {urllib.parse.unquote(value)[:40]!r}")
+            return value.lower() == "true"
+    return default
 
 
 def _whole_number(body: dict[str, Any], names: tuple[str, ...], default: int) -> int:
@@ -153,28 +165,36 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
             return restli_error(404, f"{aspect} of {urn} (version {version}) not found")
         return {"urn": str(parsed), "version": version, "aspect": {spec.restli_name: value}}
 
-    def entity_response(urn: str, wanted: list[str] | None) -> dict[str, Any] | None:
+    def entity_response(urn: str, wanted: list[str] | None, with_key: bool) -> dict[str, Any]:
+        """URN's EntityResponse as GMS's EntityV2Resource answers it: the latest of the WANTED
+        aspects that are stored (all when None), plus the key aspect derived from the urn unless
+        the caller said alwaysIncludeKeyAspect=false. GMS answers so for every urn asked about,
+        stored or not (DataHubGraph.get_entity_raw's "do not use this to determine if an entity
+        exists"); existence is the key aspect read through /aspects (DataHubGraph.exists)."""
         parsed = cp.registry.parse_urn(urn)
         for name in wanted or []:
             cp.registry.aspect(parsed.entity_type, name)
         with cp.store.read() as db:
             stored = aspect_store.latest(db, str(parsed), wanted)
-        if not stored:
-            return None
-        return {"urn": str(parsed), "entityName": parsed.entity_type, "aspects": {
+        aspects = {
             name: {"name": name, "type": "VERSIONED", "version": 0, "value": s.value,
                    "created": {"time": s.created_on_ms, "actor": s.created_by or "urn:li:corpuser:unknown"},
                    **({"systemMetadata": s.system_metadata} if s.system_metadata else {})}
-            for name, s in stored.items()}}
+            for name, s in stored.items()}
+        key = cp.registry.entity(parsed.entity_type).key_aspect
+        if with_key and key not in aspects:
+            # We never store key aspects (the urn says it all), so ours is always the one GMS
+            # builds for a key it has not stored (EntityUtils.getKeyEnvelopedAspect).
+            aspects[key] = {"name": key, "type": "VERSIONED", "version": 0, "value": cp.registry.key_value(parsed),
+                            "created": {"time": aspect_store.now_ms(), "actor": SYSTEM_ACTOR}}
+        return {"urn": str(parsed), "entityName": parsed.entity_type, "aspects": aspects}
 
     @router.get("/gms/entitiesV2/{urn:path}")
     def get_entity(urn: str, request: Request) -> Any:
         parsed = cp.registry.parse_urn(urn)
         can_read(identity_of(request), str(parsed), parsed.entity_type)
-        found = entity_response(urn, parse_restli_list(request.url.query, "aspects"))
-        if found is None:
-            return restli_error(404, f"{urn} not found")
-        return found
+        return entity_response(urn, parse_restli_list(request.url.query, "aspects"),
+                               _restli_boolean(request.url.query, "alwaysIncludeKeyAspect", True))
 
     @router.get("/gms/entitiesV2")
     def batch_get_entities(request: Request) -> Any:
@@ -184,16 +204,13 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         if len(urns) > 1000:
             raise Invalid("at most 1000 ids per request")
         wanted = parse_restli_list(request.url.query, "aspects")
-        results, errors = {}, {}
+        with_key = _restli_boolean(request.url.query, "alwaysIncludeKeyAspect", True)
+        results = {}
         for urn in urns:
             parsed = cp.registry.parse_urn(urn)
             can_read(identity_of(request), str(parsed), parsed.entity_type)
-            found = entity_response(urn, wanted)
-            if found is None:
-                errors[urn] = {"status": 404, "message": f"{urn} not found"}
-            else:
-                results[urn] = found
-        return {"results": results, "errors": errors, "statuses": {}}
+            results[urn] = entity_response(urn, wanted, with_key)
+        return {"results": results, "errors": {}, "statuses": {}}
 
     @router.post("/gms/entities")
     async def entities_action(request: Request, action: str = "") -> Any:

@@ -207,6 +207,9 @@ class ControlPlaneClient:
         answer = self._json(self._call("GET", f"/entitiesV2/{_segment(urn)}?aspects=List(dataHubRemoteExecutorPoolInfo)"))
         envelope = _object(_object(answer.get("aspects"), "aspects").get("dataHubRemoteExecutorPoolInfo"),
                            "dataHubRemoteExecutorPoolInfo")
+        if not envelope:
+            # GMS answers any urn, stored or not, with its key aspect: no pool info is no pool.
+            raise ControlPlaneError(f"pool {pool_id} not found (no dataHubRemoteExecutorPoolInfo)", 404)
         info = _object(envelope.get("value"), "dataHubRemoteExecutorPoolInfo's value")
         if not info.get("queueUrl"):
             raise ControlPlaneError(f"pool {pool_id} has no queue (queueUrl is empty)", 404)
