@@ -159,9 +159,17 @@ class V2TaskGroup(TaskGroup):
             if os.path.exists(self._file("memory.swap.max")):
                 fs.write(self._file("memory.swap.max"), "0", what="no swap")
             # Kill the whole task on OOM, not one arbitrary process of it: a half-killed
-            # ingestion pipeline would hang or report nonsense.
-            fs.write(self._file("memory.oom.group"), "1", what="group OOM kill")
-            self.enforced["memory"] = f"cgroup v2 memory.max={limits.memory_max_bytes} memory.high={high} swap 0 oom.group"
+            # ingestion pipeline would hang or report nonsense. memory.oom.group came in 4.19:
+            # on 4.18 (RHEL/Rocky 8) cgroupfs cannot create it (EACCES), and writing it anyway
+            # failed every start with a memory limit. There the OOM killer ends one process, as
+            # on cgroup v1, and the task's end kills the rest of its tree.
+            if os.path.exists(self._file("memory.oom.group")):
+                fs.write(self._file("memory.oom.group"), "1", what="group OOM kill")
+                group_kill = "oom.group"
+            else:
+                group_kill = "no oom.group (kernel before 4.19): the OOM killer ends one process"
+            self.enforced["memory"] = (f"cgroup v2 memory.max={limits.memory_max_bytes} memory.high={high} swap 0 "
+                                       f"{group_kill}")
         elif limits.memory_high_bytes is not None:
             fs.write(self._file("memory.high"), str(limits.memory_high_bytes), what="memory throttle point")
             self.enforced["memory_high"] = f"cgroup v2 memory.high={limits.memory_high_bytes}"

@@ -26,7 +26,7 @@ def fake_cgroup(path: Path, procs: str = "", controllers: str = "cpuset cpu io m
         "cgroup.procs": procs, "cgroup.controllers": controllers, "cgroup.subtree_control": "",
         "cgroup.events": "populated 0\nfrozen 0\n", "cgroup.kill": "", "cgroup.freeze": "0",
         "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
-        "memory.current": "0", "memory.peak": "0", "memory.swap.max": "max",
+        "memory.current": "0", "memory.peak": "0", "memory.swap.max": "max", "memory.oom.group": "0",
     }.items():
         (path / name).write_text(content)
     return path
@@ -58,6 +58,7 @@ def test_task_limits_are_written_as_the_kernel_documents_them(tmp_path, monkeypa
         real_mkdir(path, *args)
         if Path(path) == task_dir:  # the new cgroup comes with memory.swap.max where swap accounting is on
             (task_dir / "memory.swap.max").write_text("max")
+            (task_dir / "memory.oom.group").write_text("0")  # and memory.oom.group since 4.19
 
     monkeypatch.setattr(os, "mkdir", mkdir_as_the_kernel_does)
     group = driver.create("task-abc", Limits(memory_max_bytes=512 << 20, pids_max=100, cpu_max=1.5))

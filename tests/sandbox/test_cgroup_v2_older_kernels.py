@@ -1,6 +1,6 @@
 """The v2 driver on kernels that lack cgroup.kill (before 5.14: Ubuntu 20.04's 5.4, Amazon Linux
-2's 5.10) or cgroup.freeze too (before 5.2: RHEL/Rocky 8's 4.18, Debian 10's 4.19), where cgroup
-v2 is the default or can be enabled.
+2's 5.10) or cgroup.freeze too (before 5.2: RHEL/Rocky 8's 4.18, Debian 10's 4.19), and
+memory.oom.group (before 4.19), where cgroup v2 is the default or can be enabled.
 
 The tree is the one of test_cgroup_v2_documented_interface.py, laid out as such a kernel makes
 a new cgroup: without the files it lacks. Where this host has a writable cgroup2 hierarchy (the
@@ -34,9 +34,10 @@ from .test_cgroup_v2_documented_interface import fake_cgroup
 KERNELS = {
     "5.14+": (),
     "5.2-5.13": ("cgroup.kill",),
-    "4.18-4.19": ("cgroup.kill", "cgroup.freeze"),
+    "4.19": ("cgroup.kill", "cgroup.freeze"),
+    "4.18": ("cgroup.kill", "cgroup.freeze", "memory.oom.group"),
 }
-OLDER = ["5.2-5.13", "4.18-4.19"]
+OLDER = ["5.2-5.13", "4.19", "4.18"]
 BACKED = ("cgroup.procs", "cgroup.events", "cgroup.freeze")
 
 # Three chains that keep forking, each generation forking the next and exiting (so the pids
@@ -171,7 +172,7 @@ def open_driver(monkeypatch, tmp_path: Path, kernel: str, real_parent: Path | No
 @pytest.mark.parametrize("kernel", list(KERNELS))
 def test_the_way_a_tree_is_killed_is_probed_at_open_and_reported(tmp_path, monkeypatch, kernel):
     driver, _ = open_driver(monkeypatch, tmp_path, kernel)
-    expected = {"5.14+": "(cgroup.kill)", "5.2-5.13": "freeze-and-kill", "4.18-4.19": "SIGKILL sweeps"}[kernel]
+    expected = {"5.14+": "(cgroup.kill)", "5.2-5.13": "freeze-and-kill", "4.19": "SIGKILL sweeps", "4.18": "SIGKILL sweeps"}[kernel]
     group = driver.create("task-r", Limits(pids_max=64))
     assert expected in group.enforced["tree"]
     assert expected in driver.tree_kill_support()
@@ -185,7 +186,7 @@ def test_the_way_a_tree_is_killed_is_probed_at_open_and_reported(tmp_path, monke
 
 def test_a_kill_without_cgroup_freeze_writes_no_file_the_kernel_lacks(tmp_path, monkeypatch):
     """On the kernel a missing file cannot be created (EACCES), so a kill that writes one never kills."""
-    driver, layout = open_driver(monkeypatch, tmp_path, "4.18-4.19")
+    driver, layout = open_driver(monkeypatch, tmp_path, "4.19")
     group = driver.create("task-w", Limits())
     task_dir = Path(driver.root) / "task-w"
     (task_dir / "cgroup.events").write_text("populated 1\nfrozen 1\n")
@@ -235,3 +236,20 @@ def test_a_daemonised_grandchild_dies_with_its_task(tmp_path, monkeypatch, real_
         os.close(read_end)
         sandbox.sweep()
         sandbox.close()
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_a_memory_limit_starts_on_a_kernel_without_memory_oom_group(tmp_path, monkeypatch, kernel):
+    """memory.oom.group came in 4.19; on 4.18 the write failed (cgroupfs cannot create a file),
+    so every task with a memory limit failed to start. Without it the OOM killer ends one process,
+    as on cgroup v1, and the limits say so."""
+    driver, layout = open_driver(monkeypatch, tmp_path, kernel)
+    group = driver.create("task-m", Limits(memory_max_bytes=64 << 20))
+    try:
+        assert layout.written(Path(driver.root) / "task-m") == []
+        lacks_group_kill = "memory.oom.group" in KERNELS[kernel]
+        assert ("no oom.group" in group.enforced["memory"]) is lacks_group_kill
+        assert ("oom.group" in group.enforced["memory"])
+        assert (Path(driver.root) / "task-m" / "memory.max").read_text() == str(64 << 20)
+    finally:
+        group.remove()
