@@ -7,11 +7,14 @@ token), the weight it takes in its ledger, and its state:
     RECEIVED --claim--> CLAIMED --admit--> ADMITTED --start--> RUNNING --> REPORTING --> ACKED
        |                   |                  |                              (result recorded,
        |                   |                  +--> REPORTING (refused before  message deleted)
-       |                   |                  |     it could start)
+       |                   |                  |     it could start)          REPORTING --> RELEASED
+       |                   |                  |                              (the result refused for
+       |                   |                  |                               good: given back)
        |                   +--> REPORTING     +--> RELEASED (stopping: given back to the
        |                   +--> RELEASED            control plane, which queues it again)
        +--> ACKED     (not ours to run: a duplicate delivery, already final)
-       +--> RETURNED  (stopping before the claim: visible on the queue again at once)
+       +--> RETURNED  (stopping, or our token refused, before the claim: visible on the queue
+                       again at once)
        +--> DROPPED   (refused: left for the queue's dead-letter redrive)
     CLAIMED / ADMITTED / RUNNING / REPORTING --> LOST (another run holds the execution now)
 
@@ -48,7 +51,7 @@ ALLOWED: dict[State, frozenset[State]] = {
     S.CLAIMED: frozenset({S.ADMITTED, S.REPORTING, S.RELEASED, S.LOST}),
     S.ADMITTED: frozenset({S.RUNNING, S.REPORTING, S.RELEASED, S.LOST}),
     S.RUNNING: frozenset({S.REPORTING, S.LOST}),
-    S.REPORTING: frozenset({S.ACKED, S.LOST}),
+    S.REPORTING: frozenset({S.ACKED, S.RELEASED, S.LOST}),
 }
 TERMINAL = frozenset({S.ACKED, S.RETURNED, S.RELEASED, S.DROPPED, S.LOST})
 CLAIMED_STATES = frozenset({S.CLAIMED, S.ADMITTED, S.RUNNING, S.REPORTING})

@@ -39,6 +39,7 @@ from vocabulary.tasks import INGESTION, MONITORS
 from .acks import Acknowledger
 from .consumer import Received, SqsConsumer
 from .controlplane_client import Claimed, ControlPlaneClient, ControlPlaneError, retry_through_outages
+from .credentials import REFUSING, Credentials
 from .isolation import TaskUserError, resolve_task_user
 from .leases import Lease, Leases, QueueRef, State
 from .ledger import Ledger
@@ -93,6 +94,11 @@ class Master:
         self.stopping = threading.Event()
         self.kill_now = threading.Event()
         self.outage = OutageLog()
+        # Whether the control plane takes our token: while it refuses it, nothing is received
+        # (credentials.py). The probe reads our own pool, which any working token for it may.
+        self.credentials = Credentials(lambda: self.client.pool(settings.pool_id), what=(
+            f"set DATAHUB_GMS_TOKEN to a Remote Executor token the control plane knows, scoped to pool "
+            f"{settings.pool_id}, and restart the executor"))
         self._signals = 0  # stop signals received; written only by the handler (the main thread)
         self._stop_requested = False  # a stop asked for by another thread (request_stop)
         self._wake_r, self._wake_w = os.pipe()
@@ -201,7 +207,7 @@ class Master:
             sandbox=self.sandbox, prepare=prepare, logs=logs,
             task_logs=TaskLogDirectory(str(self.work_dir / "logs"), held=self.leases.claimed_ids),
             metrics=self.metrics, instance_id=self.instance_id, task_users=self.task_identity.users, private_tmp=self.private_tmp,
-            stopping=self.stopping, kill_now=self.kill_now)
+            stopping=self.stopping, kill_now=self.kill_now, credentials=self.credentials)
         self.heartbeat = Heartbeat(client=self.client, executor_id=s.executor_id, instance_id=self.instance_id,
                                    pool_id=s.pool_id, interval_s=s.heartbeat_interval_s, leases=self.leases,
                                    ledgers=self.ledgers, state=lambda: self.state, sandbox=self._sandbox_report,
@@ -214,7 +220,8 @@ class Master:
         self._stop_loops = stop_loops
         self._threads = [Loop(f"intake-{task_class}", Intake(consumer, self.ledgers[task_class], self.leases,
                                                              self._offer, self.stopping, self.outage,
-                                                             metrics=self.metrics).step, self.stopping)
+                                                             metrics=self.metrics, credentials=self.credentials).step,
+                              self.stopping)
                          for task_class, consumer in consumers.items()]
         self._threads.append(Loop(ACKS_LOOP, self.acks.step, stop_loops))
         self._threads.append(Loop("heartbeat", self._heartbeat_step, stop_loops))
@@ -331,7 +338,7 @@ class Master:
             # by the heartbeat thread: a heartbeat held by a slow control plane starved it, and
             # systemd killed a healthy executor for its control plane's latency.
             watchdog = self.notifier.watchdog_interval_s
-            if watchdog and self.health()[0]:
+            if watchdog and self._loops_health()[0]:
                 self.notifier.watchdog()
             ready, _, _ = select.select([self._wake_r], [], [], min(watchdog or 1.0, 1.0))
             if ready:
@@ -409,12 +416,15 @@ class Master:
         if now >= self._next_beat:
             self._next_beat = now + self.settings.heartbeat_interval_s
             try:
-                self.heartbeat.beat()
+                if self.heartbeat.beat():
+                    self.credentials.accepted()  # the periodic check of the token (credentials.py)
             except ExecutorIdInUse as exc:
                 logger.error("another process now heartbeats as executor {}: {}; stopping", self.settings.executor_id, exc)
                 self.request_stop()
-            except ControlPlaneError:
-                pass  # an outage: the client logs it once; the next beat retries
+            except ControlPlaneError as exc:
+                if exc.status in REFUSING:  # our own pool's status: only the token can be refused here
+                    self.credentials.refused(exc)
+                # else an outage: the client logs it once; the next beat retries
             self.notifier.status(f"{self.state}: " + ", ".join(
                 f"{n} {float(l.snapshot().used):.2f} used" for n, l in self.ledgers.items()))
         return 1.0
@@ -436,9 +446,19 @@ class Master:
     def _dependency_health(self) -> dict:
         return {"control_plane": "ok" if self.client.reachable else "unreachable",
                 "sqs": "unreachable" if self.outage.is_down else "ok",
-                "threads": "ok" if self.health()[0] else "failing"}
+                "threads": "ok" if self._loops_health()[0] else "failing"}
 
     def health(self) -> tuple[bool, str]:
+        """/health's answer: the loops', and whether the control plane takes our token."""
+        ok, reason = self._loops_health()
+        if ok and self.state in ("ACTIVE", "DRAINING") and self.credentials.refusal is not None:
+            return False, self.credentials.describe()
+        return ok, reason
+
+    def _loops_health(self) -> tuple[bool, str]:
+        """Whether this process's loops turn: what the systemd watchdog is fed on. A refused token
+        is not among them: a watchdog restart would not fix it, and the executor resumes by
+        itself once the token is accepted again."""
         stalled = time.monotonic() - self._last_loop
         if self.state == "STARTING" and not self.stopping.is_set():
             # Unhealthy until the loop turns: "healthy" lets a rollout stop the old executor

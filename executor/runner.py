@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from loguru import logger
 
@@ -34,6 +34,7 @@ from .acks import Acknowledger
 from .consumer import SqsConsumer
 from .controlplane_client import (Claimed, ClaimDeferred, ControlPlaneClient, ControlPlaneError, LeaseLost,
                                   retry_through_outages)
+from .credentials import REFUSING, Credentials
 from .leases import Lease, Leases, QueueRef, State
 from .ledger import Ledger
 from .log_upload import LogUploader
@@ -70,6 +71,8 @@ class RunnerServices:
     private_tmp: bool
     stopping: threading.Event  # no new work: unstarted work is given back
     kill_now: threading.Event  # running tasks are killed and reported ABORTED (EXECUTOR_SHUTDOWN)
+    # Whether the control plane takes our token (credentials.py); by default, until told otherwise.
+    credentials: Credentials = field(default_factory=lambda: Credentials(lambda: None, what="check DATAHUB_GMS_TOKEN"))
 
 
 def feed_stdin(stdin, data: bytes, *, name: str) -> None:
@@ -147,6 +150,9 @@ class TaskRunner(threading.Thread):
         if self.s.stopping.is_set():
             self._give_back_unclaimed("the executor is stopping")
             return
+        if self.s.credentials.refusal is not None:  # received by a poll in flight when it began
+            self._give_back_unclaimed("the control plane refuses this executor's token")
+            return
         claimed = self._claim()
         if claimed is None:
             return
@@ -223,6 +229,11 @@ class TaskRunner(threading.Thread):
             if not exc.final:  # stopping during an outage: someone else runs it later
                 self._give_back_unclaimed("the executor is stopping")
                 return None
+            if self.s.credentials.refuses(exc):
+                # Our token, not this execution: the message goes back now, for an executor whose
+                # token works, instead of being left to spend its receives (credentials.py).
+                self._give_back_unclaimed("the control plane refuses this executor's token")
+                return None
             # Unknown execution, another pool's, or a token without this pool: no executor of ours
             # can run it. Left undeleted, it returns after the visibility timeout and, past the
             # pool's redrive count, lands in the dead-letter queue where an operator can look at it.
@@ -298,8 +309,7 @@ class TaskRunner(threading.Thread):
         # One try before the result (the client's own retries span ~8 s of an outage): on ECS the
         # stop timeout is 30 s, and the result is what must be recorded; the rest come after it.
         uploaded = self._upload_log(claimed, full_log, attempts=1)
-        self._report(claimed, result)
-        if not uploaded:
+        if self._report(claimed, result) and not uploaded:
             self._upload_log(claimed, full_log, attempts=LOG_UPLOAD_ATTEMPTS)
 
     def _watch(self, claimed: Claimed, process: ConfinedProcess, task_log: TaskLog, started_ms: int) -> Outcome:
@@ -401,15 +411,56 @@ class TaskRunner(threading.Thread):
         self.log.warning("full log not uploaded yet to {}", self.s.logs.destination(self.execution_id))
         return False
 
-    def _report(self, claimed: Claimed, result: dict) -> None:
-        """The result, retried through outages until recorded; then the message goes to be deleted."""
-        retry_through_outages(lambda: self.s.client.report(self.execution_id, claimed.lease, result),
-                              stop=None, what=f"result of {self.execution_id}")
+    def _report(self, claimed: Claimed, result: dict) -> bool:
+        """The result, retried through outages until recorded; then the message goes to be deleted.
+        True once recorded.
+
+        A final answer other than 409 (LeaseLost) never leaves the lease REPORTING: held, its
+        message was extended for 12 hours and the heartbeat listed it, so the control plane kept
+        the execution RUNNING and never queued it again. Refused for our token (credentials.py),
+        the result waits for the token to be accepted again, as through an outage, until a stop;
+        refused for itself, or at a stop, the execution is given back (released) and False."""
+        while True:
+            try:
+                retry_through_outages(lambda: self.s.client.report(self.execution_id, claimed.lease, result),
+                                      stop=None, what=f"result of {self.execution_id}")
+                break
+            except LeaseLost:
+                raise
+            except ControlPlaneError as exc:
+                if self.s.credentials.refuses(exc) and not self.s.stopping.is_set():
+                    self.log.warning("result not recorded: the control plane refuses this executor's token; it is "
+                                     "sent again once the token is accepted")
+                    while not self.s.credentials.wait_accepted(1.0) and not self.s.stopping.is_set():
+                        pass
+                    continue
+                self._result_refused(exc)
+                return False
         details = executor_details(result)
         reason, peak = details.get("reason"), details.get("peakMemoryBytes")
         self.log.info("finished: {} {}", result["status"], reason or "")
         self.s.metrics.task_finished(claimed.task, result["status"], reason, peak)
         self.s.acks.ack(self.lease)  # deleted with others, then ACKED (acks.py)
+        return True
+
+    def _result_refused(self, error: ControlPlaneError) -> None:
+        """The control plane answered the result with a final 4xx other than 409: said once, and
+        the execution given back (REPORTING -> RELEASED). For the result itself (400, 404, 413,
+        422, or a 403 while our token works) the give-back counts as failed, so a result refused
+        every time ends the execution FAILURE (EXECUTOR_ERROR) at the third run instead of
+        running it for ever; refused for our token at a stop, it does not."""
+        token = error.status in REFUSING and self.s.credentials.refusal is not None
+        if token:
+            self.log.error("result not recorded: the control plane refuses this executor's token ({}) and the executor "
+                           "is stopping; giving the execution back (if the control plane cannot be told, it ends it "
+                           "ABORTED, EXECUTOR_LOST, once this executor's heartbeats stop)", printable(error))
+            self._release("its result was not recorded: the control plane refused the executor's token")
+            return
+        self.log.error("the control plane refused this execution's result for good ({}): it is not recorded; giving the "
+                       "execution back as failed, so the control plane runs it again and ends it FAILURE "
+                       "(EXECUTOR_ERROR) at the third such give-back. The control plane's log says why it refused; "
+                       "if it refuses every result, its version and this executor's may not match", printable(error))
+        self._release(f"the task ran but the control plane refused its result (HTTP {error.status})", failed=True)
 
     def _report_failure(self, claimed: Claimed, reason: str, text: str, started: float) -> None:
         """A task that cannot run as given: FAILURE with the reason, without starting anything."""

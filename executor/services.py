@@ -17,6 +17,7 @@ from loguru import logger
 from . import __version__, datahub_aspects
 from .consumer import SqsConsumer
 from .controlplane_client import ControlPlaneClient, ControlPlaneError
+from .credentials import Credentials
 from .leases import Leases
 from .ledger import Ledger
 from .operability import ExecutorMetrics
@@ -53,10 +54,13 @@ class Loop(threading.Thread):
 
 
 class Intake:
-    """Receives from one queue only what its ledger can admit, and hands each message over."""
+    """Receives from one queue only what its ledger can admit, and hands each message over; nothing
+    while the control plane refuses our token (a receive would only spend the message's receive
+    count toward the dead-letter queue: credentials.py)."""
 
     def __init__(self, consumer: SqsConsumer, ledger: Ledger, leases: Leases, offer: Callable, stop: threading.Event,
-                 outage: "OutageLog", *, metrics: ExecutorMetrics | None = None) -> None:
+                 outage: "OutageLog", *, metrics: ExecutorMetrics | None = None,
+                 credentials: Credentials | None = None) -> None:
         self.consumer = consumer
         self.ledger = ledger
         self.leases = leases
@@ -64,8 +68,12 @@ class Intake:
         self.stop = stop
         self.outage = outage
         self.metrics = metrics
+        self.credentials = credentials
 
     def step(self) -> float:
+        if self.credentials is not None and self.credentials.refusal is not None:
+            self.credentials.wait_accepted(1.0)
+            return 0
         capacity = self.ledger.receive_capacity(self.leases.pending(self.consumer.task_class))
         if capacity <= 0:
             self.ledger.wait_for_change(1.0)

@@ -22,6 +22,7 @@ class Rule:
     header: tuple[str, str] | None = None  # also match a request header (SQS names its action in X-Amz-Target)
     hits: int = 0
     hang: bool = False  # read the request and never answer (until the proxy stops): a black hole
+    body_has: tuple[bytes, ...] = ()  # also match only bodies holding each of these (one kind of proposal)
 
 
 class FaultyProxy:
@@ -38,7 +39,7 @@ class FaultyProxy:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                rule = outer._match(self.command, self.path, self.headers)
+                rule = outer._match(self.command, self.path, self.headers, body)
                 if rule is not None and rule.hang:
                     outer._stopped.wait()
                     self.close_connection = True
@@ -62,8 +63,8 @@ class FaultyProxy:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def break_(self, method: str, fragment: str, *, status: int = 200, body: bytes = b"<html>not json</html>",
-               times: int = -1, header: tuple[str, str] | None = None) -> Rule:
-        return self._add(Rule(method, fragment, status, body, times, header))
+               times: int = -1, header: tuple[str, str] | None = None, body_has: tuple[bytes, ...] = ()) -> Rule:
+        return self._add(Rule(method, fragment, status, body, times, header, body_has=body_has))
 
     def hang(self, method: str, fragment: str) -> Rule:
         """Requests that match are read and never answered, until the proxy stops."""
@@ -78,11 +79,12 @@ class FaultyProxy:
         with self._lock:
             self.rules.clear()
 
-    def _match(self, method: str, path: str, headers) -> Rule | None:
+    def _match(self, method: str, path: str, headers, body: bytes) -> Rule | None:
         with self._lock:
             for rule in self.rules:
                 header_ok = rule.header is None or rule.header[1] in (headers.get(rule.header[0]) or "")
-                if rule.method == method and rule.fragment in path and header_ok and rule.times != 0:
+                body_ok = all(part in body for part in rule.body_has)
+                if rule.method == method and rule.fragment in path and header_ok and body_ok and rule.times != 0:
                     rule.hits += 1
                     if rule.times > 0:
                         rule.times -= 1
