@@ -266,7 +266,7 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
         if event.failed and failed >= FAILED_RELEASES_TO_FAIL and target == S.PENDING:
             _finalize(tx, execution_id, S.FAILURE, S.EXECUTOR_ERROR, now)
             _write_result(tx, execution_id, _control_plane_result(
-                row, S.FAILURE, S.EXECUTOR_ERROR, f"executors failed {failed} times before starting it; "
+                row, S.FAILURE, S.EXECUTOR_ERROR, f"executors gave it back, failed, {failed} times; "
                 f"the last: {why}", now), None)
             return Applied(_row(tx, execution_id), S.FAILURE)
     if target == S.CANCELLED:

@@ -337,7 +337,7 @@ def test_an_execution_whose_runners_keep_failing_before_it_starts_ends_failed(cp
         executor.client.release(execution, claimed.lease, "a retry whose answer was lost", failed=True)
     ended = cp.execution(execution)
     assert (ended["status"], ended["reason"]) == ("FAILURE", "EXECUTOR_ERROR")
-    assert "failed 3 times before starting it; the last: runner failed (KeyError 2)" in ended["log_tail"]
+    assert "executors gave it back, failed, 3 times; the last: runner failed (KeyError 2)" in ended["log_tail"]
     assert executor.claim(execution) is None, "final: its message is deleted"
 
 
