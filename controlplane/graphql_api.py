@@ -8,7 +8,8 @@ entities hold whichever way a client comes in.
 As DataHub (graphql-java) does, a document that does not parse or names an unknown field is
 answered 200 with GraphQL `errors` (DataHub's client raises them as GraphError); a body that is
 not a GraphQL request is 400. Only admin tokens may use GraphQL: an executor's or a run's token
-gets 403.
+gets 403. A document of more than 15,000 tokens, or a valid operation past DataHub's depth (50)
+or complexity (2000) limit, is refused before anything runs (graphql_limits.py).
 
 A request may carry a secret's value (createSecret, updateSecret). graphql-core quotes what a
 request sent in some of its errors ("found: {'name': 'X', 'value': '...'}") and ariadne logged
@@ -30,14 +31,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from graphql import (FloatValueNode, GraphQLError, IntValueNode, StringValueNode, Visitor, parse, print_ast,
-                     visit)
+                     validate, visit)
 from graphql.pyutils import inspect
 from loguru import logger
 
 from vocabulary.tasks import RUN_INGEST
 
 from . import entities as E
-from . import secret_store
+from . import graphql_limits, secret_store
 from .errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from .json_input import loads
 from .metadata.registry import MetadataInvalid
@@ -348,7 +349,14 @@ def create_router(cp: ControlPlane) -> APIRouter:
                                                         "token"}]}, status_code=403)
         # Off the event loop: resolvers call the queue service (a pool's queues) and may call an
         # upstream DataHub; one that hangs must not hold up every other call (heartbeats, results).
-        _, result = await run_in_threadpool(graphql_sync, schema, body,
+        operation_name = body.get("operationName") if isinstance(body.get("operationName"), str) else None
+
+        def validate_within_limits(served, document, *args: Any, **kwargs: Any) -> list[GraphQLError]:
+            # graphql-java's order: the document is validated first, and only a valid one measured.
+            return validate(served, document, *args, **kwargs) or graphql_limits.check(document, operation_name)
+
+        _, result = await run_in_threadpool(graphql_sync, schema, body, query_parser=graphql_limits.parse_within_limits,
+                                            query_validator=validate_within_limits,
                                             context_value={"identity": identity, "request": request},
                                             error_formatter=lambda error, debug=False: _format_error(error, body),
                                             logger=_OUR_FAILURES)
@@ -363,6 +371,8 @@ def _format_error(error: GraphQLError, body: dict[str, Any]) -> dict[str, Any]:
     """GraphQL's error shape, with our refusals' messages and no stack trace; graphql-core's own
     messages with every string and number the request (BODY) sent masked."""
     formatted = error.formatted
+    if isinstance(error, graphql_limits.QueryLimitExceeded):
+        return formatted  # our own words and numbers, which quote nothing the request sent
     original = getattr(error, "original_error", None)
     status = REFUSALS.get(type(original))
     if status is not None:
@@ -408,7 +418,7 @@ def _quoted_values(body: dict[str, Any]) -> list[tuple[re.Pattern[str], str]]:
             numbers.add(node.value)
 
     try:
-        visit(parse(body["query"]), Literals())
+        visit(parse(body["query"], max_tokens=graphql_limits.MAX_TOKENS), Literals())
     except GraphQLError:
         pass  # a document that does not parse is answered with a syntax error, which quotes no literal
     patterns = [(text, re.compile(re.escape(text)), masked) for text, masked in quoted.items()]

@@ -1,11 +1,21 @@
 """Answers DataHub's own client reads the way GMS gives them: an entity's key aspect in every
-EntityResponse (GMS's EntityV2Resource adds it, asked for or not, stored or not)."""
+EntityResponse (GMS's EntityV2Resource adds it, asked for or not, stored or not), and GMS's
+GraphQL limits (graphql-java's parser tokens, DataHub's query depth and complexity), which
+refuse a query built to pin the CPU before any of it runs."""
 from __future__ import annotations
 
+import time
 from urllib.parse import quote
 
 import datahub.metadata.schema_classes as model
+import pytest
+from datahub.configuration.common import GraphError
 from datahub.emitter.mcp import MetadataChangeProposalWrapper
+from graphql import parse
+
+from controlplane import entities as E
+from controlplane import graphql_limits
+from controlplane.executions import input_for_source
 
 from .conftest import RECIPE, raw
 from .test_datahub_client import DATASET
@@ -52,3 +62,77 @@ def test_every_entity_response_carries_the_key_aspect_as_gms_adds_it(cp, graph):
     single = f"{cp.gms_url}/entitiesV2/{quote(DATASET, safe='')}?aspects=List(status)"
     assert set(session.get(f"{single}&alwaysIncludeKeyAspect=false", timeout=10).json()["aspects"]) == {"status"}
     assert session.get(f"{single}&alwaysIncludeKeyAspect=maybe", timeout=10).status_code == 400
+
+
+def runs_nested(source_urn: str, cycles: int) -> str:
+    """A source's runs, each run's source, its runs, ... CYCLES times: each cycle is three levels
+    deeper and multiplies the work by the number of runs (the schema's own cycle, DataHub's too)."""
+    inner = "urn"
+    for _ in range(cycles):
+        inner = f"source {{ executions {{ executionRequests {{ {inner} }} }} }}"
+    return f'{{ ingestionSource(urn: "{source_urn}") {{ executions {{ executionRequests {{ {inner} }} }} }} }}'
+
+
+def test_a_query_past_datahubs_depth_complexity_or_token_limits_is_refused_before_it_runs(cp, graph):
+    cp.create_pool("remote", default=True)
+    source = cp.create_source("mock", RECIPE)
+    for _ in range(3):
+        cp.ingest(E.execution_urn(cp.cp.executions.new_id()), E.EXECUTION_INPUT,
+                  input_for_source(cp.cp.sources.get(source["urn"]), "RUN_INGEST"))
+    # Depth 52: 3^16 run lists to resolve if it ran (9 cycles alone took ~17 s here).
+    started = time.monotonic()
+    with pytest.raises(GraphError, match=r"maximum query depth exceeded 52 > 50"):
+        graph.execute_graphql(runs_nested(source["urn"], 16))
+    assert time.monotonic() - started < 10, "refused before anything ran"
+
+    # 667 aliased fields of complexity 3: 2001 > 2000.
+    wide = "{ " + " ".join(f"a{i}: defaultRemoteExecutorPool {{ pool {{ urn }} }}" for i in range(667)) + " }"
+    with pytest.raises(GraphError, match=r"maximum query complexity exceeded 2001 > 2000"):
+        graph.execute_graphql(wide)
+    # 12,000 aliased run lists fit in the 1 MiB body; parsing alone took seconds of CPU.
+    huge = "{ " + " ".join(f"a{i}: listExecutionRequests(input: {{start: 0, count: 1000}}) {{ total }}"
+                           for i in range(12000)) + " }"
+    started = time.monotonic()
+    with pytest.raises(GraphError, match="more than 15000 tokens"):
+        graph.execute_graphql(huge)
+    assert time.monotonic() - started < 10
+
+    # Queries within the limits run as before.
+    assert len(graph.execute_graphql(runs_nested(source["urn"], 1))["ingestionSource"]["executions"][
+        "executionRequests"]) == 3
+    assert graph.execute_graphql(wide.replace("a666: defaultRemoteExecutorPool { pool { urn } }", ""))["a0"] == {
+        "pool": {"urn": "urn:li:dataHubRemoteExecutorPool:remote"}}
+
+
+def fields_nested(depth: int) -> str:
+    return "{ " + "a { " * (depth - 1) + "b" + " }" * (depth - 1) + " }"
+
+
+@pytest.mark.parametrize("document, refusal", [
+    (fields_nested(50), None),
+    (fields_nested(51), "maximum query depth exceeded 51 > 50"),
+    ("{ " + "a " * 2000 + "}", None),
+    ("{ " + "a " * 2001 + "}", "maximum query complexity exceeded 2001 > 2000"),
+    # fragments and inline fragments add no depth of their own; a fragment counts where it is spread
+    ("{ x { ...F ... on T { y { z } } } } fragment F on T { p { q } }", None),
+    ("{ ...F ...F } fragment F on Query { " + "a " * 1000 + "}", None),
+    ("{ ...F ...F } fragment F on Query { " + "a " * 1001 + "}", "maximum query complexity exceeded 2002 > 2000"),
+    ("{ x { ...F } } fragment F on T { " + "a { " * 49 + "b" + " }" * 49 + " }",
+     "maximum query depth exceeded 51 > 50"),
+])
+def test_depth_and_complexity_are_measured_as_graphql_java_measures_them(document, refusal):
+    errors = graphql_limits.check(parse(document), None)
+    assert [e.message for e in errors] == ([refusal] if refusal else [])
+    assert all(e.extensions == {"classification": "ExecutionAborted"} for e in errors)
+
+
+def test_a_chain_of_fragments_each_spread_twice_is_measured_without_expanding_it():
+    # 2^400 fields once expanded; measured in one pass over the fragments.
+    chain = " ".join(f"fragment F{i} on T {{ a: x {{ ...F{i + 1} }} b: x {{ ...F{i + 1} }} }}" for i in range(400))
+    started = time.monotonic()
+    errors = graphql_limits.check(parse("{ ...F0 } " + chain + " fragment F400 on T { leaf }"), None)
+    assert time.monotonic() - started < 5
+    assert [e.message for e in errors] == ["maximum query depth exceeded 401 > 50"]
+    shallow = " ".join(f"fragment G{i} on T {{ a: x ...G{i + 1} b: y ...G{i + 1} }}" for i in range(400))
+    errors = graphql_limits.check(parse("{ ...G0 } " + shallow + " fragment G400 on T { leaf }"), None)
+    assert [e.message for e in errors] == [f"maximum query complexity exceeded {(1 << 31) - 1} > 2000"]
