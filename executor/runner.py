@@ -308,7 +308,11 @@ class TaskRunner(threading.Thread):
             return
         # One try before the result (the client's own retries span ~8 s of an outage): on ECS the
         # stop timeout is 30 s, and the result is what must be recorded; the rest come after it.
-        uploaded = self._upload_log(claimed, full_log, attempts=1)
+        # To S3 only after it: S3 checks no lease, and a holder that had lost the execution (a
+        # stale one whose task ended as it resumed) wrote over the log of the run that replaced
+        # it under the same key. A recorded result proves the lease was ours, and a final
+        # execution is never run again.
+        uploaded = not self.s.logs.bucket and self._upload_log(claimed, full_log, attempts=1)
         if self._report(claimed, result) and not uploaded:
             self._upload_log(claimed, full_log, attempts=LOG_UPLOAD_ATTEMPTS)
 

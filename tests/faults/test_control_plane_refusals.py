@@ -9,6 +9,7 @@ import time
 import boto3
 import pytest
 import requests
+from moto.server import ThreadedMotoServer
 
 from executor.testing import free_port
 from tests.e2e.conftest import mock_recipe
@@ -115,3 +116,46 @@ def test_a_revoked_token_stops_consumption_without_spending_receives_and_resumes
     assert (done["status"], done["executor_id"]) == ("SUCCESS", "executor-1")
     assert _health(port)[0] == 200
     assert not any("Traceback" in line for line in executor.lines)
+
+
+@pytest.fixture
+def s3_bucket():
+    """A versioned bucket on moto's S3 server: every write of a key is kept, so a log written
+    over shows as a second version."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server._server.server_port}"
+        client = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="test",
+                              aws_secret_access_key="test")
+        client.create_bucket(Bucket="task-logs")
+        client.put_bucket_versioning(Bucket="task-logs", VersioningConfiguration={"Status": "Enabled"})
+        yield client, endpoint
+    finally:
+        server.stop()
+
+
+def test_a_holder_whose_result_is_refused_as_stale_writes_no_log_to_s3(system, proxy, s3_bucket, tmp_path):
+    """S3 checks no lease. The full log went to the bucket before the result, so a holder that
+    had lost the execution (its result answered 409) wrote its log under the key of the run that
+    replaced it. Now the log goes to S3 only once the result is recorded."""
+    s3, endpoint = s3_bucket
+    stale = proxy.break_("POST", "ingestProposal", status=409, times=1,
+                         body=json.dumps({"message": "lease superseded", "status": 409}).encode(),
+                         body_has=(b"dataHubExecutionRequestResult", b"durationMs"))
+    executor = system.start_executor(DATAHUB_GMS_URL=proxy.url, DATAHUB_EXECUTOR_LOG_S3_BUCKET="task-logs",
+                                     AWS_ENDPOINT_URL_S3=endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+                                     AWS_DEFAULT_REGION="us-east-1")
+    execution = system.cp.run_source(system.cp.create_source("logged", mock_recipe(tmp_path / "l.json"))["id"])
+    done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=180)
+    assert done["status"] == "SUCCESS", "run again after the first holder lost it"
+    assert stale.hits == 1
+    assert any("lost the execution" in line for line in executor.lines)
+    key = f"datahub-executor/remote/{execution['id']}.log"
+    deadline = time.monotonic() + 60
+    while not s3.list_object_versions(Bucket="task-logs", Prefix=key).get("Versions"):
+        assert time.monotonic() < deadline, "the recorded run's log never reached S3"
+        time.sleep(0.2)
+    time.sleep(1)
+    versions = s3.list_object_versions(Bucket="task-logs", Prefix=key)["Versions"]
+    assert len(versions) == 1, f"{len(versions)} writes of the log: the stale holder's too"
