@@ -1,7 +1,8 @@
 """Answers DataHub's own client reads the way GMS gives them: an entity's key aspect in every
-EntityResponse (GMS's EntityV2Resource adds it, asked for or not, stored or not), and GMS's
+EntityResponse (GMS's EntityV2Resource adds it, asked for or not, stored or not), GMS's
 GraphQL limits (graphql-java's parser tokens, DataHub's query depth and complexity), which
-refuse a query built to pin the CPU before any of it runs."""
+refuse a query built to pin the CPU before any of it runs, and the create-if-not-exists change
+types (CREATE, CREATE_ENTITY), which never overwrite."""
 from __future__ import annotations
 
 import time
@@ -9,7 +10,7 @@ from urllib.parse import quote
 
 import datahub.metadata.schema_classes as model
 import pytest
-from datahub.configuration.common import GraphError
+from datahub.configuration.common import GraphError, OperationalError
 from datahub.emitter.mcp import MetadataChangeProposalWrapper
 from graphql import parse
 
@@ -62,6 +63,27 @@ def test_every_entity_response_carries_the_key_aspect_as_gms_adds_it(cp, graph):
     single = f"{cp.gms_url}/entitiesV2/{quote(DATASET, safe='')}?aspects=List(status)"
     assert set(session.get(f"{single}&alwaysIncludeKeyAspect=false", timeout=10).json()["aspects"]) == {"status"}
     assert session.get(f"{single}&alwaysIncludeKeyAspect=maybe", timeout=10).status_code == 400
+
+
+def test_create_and_create_entity_write_only_what_is_not_there_yet(cp, graph):
+    def emit(change_type: str, aspect, urn: str = DATASET) -> None:
+        graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=urn, aspect=aspect, changeType=change_type))
+
+    emit(model.ChangeTypeClass.CREATE, model.StatusClass(removed=False))
+    assert graph.get_aspect(DATASET, model.StatusClass) == model.StatusClass(removed=False)
+    with pytest.raises(OperationalError, match="CREATE: status of .* already exists"):
+        emit(model.ChangeTypeClass.CREATE, model.StatusClass(removed=True))
+    emit(model.ChangeTypeClass.CREATE, model.SubTypesClass(typeNames=["Table"]))  # another aspect: not there yet
+    with pytest.raises(OperationalError, match="CREATE_ENTITY: .* already exists"):
+        emit(model.ChangeTypeClass.CREATE_ENTITY, model.DatasetPropertiesClass(description="second"))
+    emit(model.ChangeTypeClass.CREATE_ENTITY, model.StatusClass(removed=False), MISSING)
+    assert graph.get_aspect(DATASET, model.StatusClass) == model.StatusClass(removed=False), "never overwritten"
+    assert graph.get_aspect(DATASET, model.StatusClass, version=1) is None, "and no version written"
+    assert graph.get_aspect(DATASET, model.DatasetPropertiesClass) is None
+    assert graph.get_aspect(DATASET, model.SubTypesClass) == model.SubTypesClass(typeNames=["Table"])
+    assert graph.exists(MISSING)
+    emit(model.ChangeTypeClass.UPSERT, model.StatusClass(removed=True))  # UPSERT is the one that overwrites
+    assert graph.get_aspect(DATASET, model.StatusClass) == model.StatusClass(removed=True)
 
 
 def runs_nested(source_urn: str, cycles: int) -> str:
