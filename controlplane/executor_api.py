@@ -56,9 +56,12 @@ def create_router(cp: ControlPlane) -> APIRouter:
         message_id = body.get("message_id")
         if message_id is not None and (not isinstance(message_id, str) or len(message_id) > 128):
             raise Invalid("message_id must be the SQS message id (at most 128 characters)")
-        return cp.executions.claim(_execution_id(execution_id), executor_id=executor_id, instance=instance,
-                                   pool_id=pool_id, receive_count=receive_count, identity=request.state.identity,
-                                   message_id=message_id)
+        # Off the event loop: an upstream DataHub's run asks DataHub for its secrets here
+        # (upstream/claims.py), and a DataHub that hangs must delay this claim alone, not every
+        # heartbeat and result until the sweep judges healthy executors lost (decision 52).
+        return await run_in_threadpool(cp.executions.claim, _execution_id(execution_id), executor_id=executor_id,
+                                       instance=instance, pool_id=pool_id, receive_count=receive_count,
+                                       identity=request.state.identity, message_id=message_id)
 
     @router.post("/executions/{execution_id}/release")
     async def release(execution_id: str, request: Request,

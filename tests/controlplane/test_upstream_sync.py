@@ -18,7 +18,7 @@ from datahub.metadata.schema_classes import (AuditStampClass, ExecutionRequestIn
 
 from controlplane import entities as E
 from controlplane.testing import ControlPlaneHandle, running_controlplane
-from controlplane.upstream import sync as sync_module
+from controlplane.upstream import gms as gms_module, sync as sync_module
 from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
 from tests.faults.faulty_proxy import FaultyProxy
 
@@ -222,3 +222,37 @@ def test_a_final_result_answered_by_something_other_than_datahub_is_written_agai
     assert portal.hits == 1, "the write met the portal"
     shown = pair.graph.get_aspect(E.execution_urn("ours"), ExecutionRequestResultClass)
     assert shown is not None and shown.status == "SUCCESS", f"DataHub shows {shown.status if shown else None}"
+
+
+def test_a_claim_waiting_on_a_hanging_datahub_holds_up_no_other_call(pair, proxy, monkeypatch):
+    """The claim of a run whose recipe names secrets asks DataHub for them (getSecretValues).
+    A DataHub that takes the request and never answers must delay that claim only: asked on the
+    API's event loop, it froze every call (heartbeats, results, /health) until DataHub's client
+    gave up, long enough for the sweep to judge healthy executors lost (decision 52's lesson)."""
+    monkeypatch.setattr(gms_module, "TIMEOUT_S", 120)  # the hang lasts until this test ends it
+    sync = pair.sync(url=proxy.url)
+    sync.attach()
+    request = pair.request("ours", now_ms())
+    request.aspect.args["recipe"] = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
+    pair.create(request)
+    assert sync.discover() == ["ours"]
+    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
+    executor.heartbeat()
+    hung = proxy.hang("POST", "/api/graphql")
+    answers: list[int] = []
+    claiming = threading.Thread(target=lambda: answers.append(claim(pair, executor, "ours").status_code))
+    claiming.start()
+    try:
+        deadline = time.monotonic() + 20
+        while hung.hits == 0:
+            assert time.monotonic() < deadline, "the claim never asked DataHub"
+            time.sleep(0.05)
+        time.sleep(0.2)  # the claim is inside DataHub's client now
+        executor.heartbeat()  # 10 s of patience: the hang outlasts it
+        health = requests.get(f"{pair.ours.base_url}/health", timeout=10)
+        assert health.status_code == 200
+    finally:
+        proxy.stop()  # DataHub's connection drops: the claim answers
+        claiming.join(timeout=30)
+    assert answers == [503], "the claim waits for DataHub's secrets"
+    assert pair.ours.execution("ours")["status"] == "PENDING"
