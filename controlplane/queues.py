@@ -5,10 +5,11 @@ Each pool has two queues, `dhx-<installation>-<pool>` for ingestion tasks (the p
 
 The embedded server is moto's ThreadedMotoServer on 127.0.0.1. Measured (ARCHITECTURE.md):
 long polling, visibility timeouts, ChangeMessageVisibility, ApproximateReceiveCount and
-redrive to a DLQ behave as SQS does. ElasticMQ needs a JVM jar that the package registries
-here do not carry; LocalStack needs Docker. One difference: moto deletes a message given a
-stale receipt handle where SQS may keep it, so the executor always deletes with the handle of
-its latest receive.
+redrive to a DLQ behave as SQS does, once embedded_sqs.py has corrected its visibility changes
+(the 12-hour cap, lapsed and replaced receipts, batch entries failing alone). ElasticMQ needs a
+JVM jar that the package registries here do not carry; LocalStack needs Docker. One difference
+is left: moto deletes a message given a stale receipt handle where SQS may keep it, so the
+executor always deletes with the handle of its latest receive.
 """
 from __future__ import annotations
 
@@ -101,6 +102,9 @@ class EmbeddedSqs:
     def __init__(self, port: int = 0) -> None:
         from moto.server import ThreadedMotoServer
 
+        from . import embedded_sqs
+
+        embedded_sqs.correct()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.endpoint_url: str | None = None
 

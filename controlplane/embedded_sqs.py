@@ -1,0 +1,120 @@
+"""moto's SQS, corrected where it differs from AWS SQS in what the executor or an operator relies on.
+
+The embedded queue server (queues.EmbeddedSqs) is moto's. Its visibility changes differ from
+SQS's in three ways, each of which a test shows with boto3 (tests/controlplane/test_embedded_sqs.py):
+
+- The 12-hour cap counted from the message's send, not from the receive that gave the receipt:
+  a message that waited in the queue, or was redelivered after a long first attempt, could not
+  be held to the end of the extension the executor computes from its receive.
+- Any receipt the message ever had changed its visibility, also one whose visibility had lapsed
+  and one a later receive had replaced: a resumed (paused, cut off) executor's extension hid a
+  message that every executor should have been able to receive, and its give-back (visibility
+  0) made the message its new holder was running visible to a third executor. SQS answers both
+  with InvalidParameterValue ("The receipt handle has expired"; "Message does not exist or is
+  not available for visibility timeout change").
+- ChangeMessageVisibilityBatch let an entry's refusal other than an unknown receipt fail the
+  whole call (the visibility extender read it as an SQS outage and extended none of the ten), and
+  took empty, oversized and repeated-Id batches that SQS refuses whole.
+
+`correct()` replaces those two backend methods and records each receive's time; it is applied
+once per process, before the server starts. moto's state lives in the process, so it applies to
+every moto SQS backend in it, which only makes them closer to SQS.
+
+Deleting with an earlier receipt still deletes (SQS documents that such a delete may or may not
+delete); the executor always deletes with its latest receipt.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from moto.core.utils import unix_time_millis
+from moto.sqs import models
+from moto.sqs.constants import MAXIMUM_VISIBILITY_TIMEOUT
+from moto.sqs.exceptions import (
+    BatchEntryIdsNotDistinct,
+    EmptyBatchRequest,
+    InvalidParameterValue,
+    ReceiptHandleIsInvalid,
+    SQSException,
+    TooManyEntriesInBatchRequest,
+)
+
+BATCH_LIMIT = 10  # SQS's entries per batch call
+_corrected = False
+_lock = threading.Lock()
+
+
+def correct() -> None:
+    """Make moto's SQS answer visibility changes as SQS does (idempotent)."""
+    global _corrected
+    with _lock:
+        if _corrected:
+            return
+        receive = models.Message.mark_received
+
+        def mark_received(message: models.Message, visibility_timeout: int | None = None) -> None:
+            receive(message, visibility_timeout)
+            message.received_at_ms = unix_time_millis()  # SQS's 12 hours count from here
+
+        models.Message.mark_received = mark_received
+        models.SQSBackend.change_message_visibility = change_message_visibility
+        models.SQSBackend.change_message_visibility_batch = change_message_visibility_batch
+        _corrected = True
+
+
+def change_message_visibility(backend: models.SQSBackend, queue_name: str, receipt_handle: str,
+                              visibility_timeout: int) -> None:
+    queue = backend.get_queue(queue_name)
+    now_ms = unix_time_millis()
+    for message in queue._messages:
+        if message.receipt_handle != receipt_handle:
+            if message.had_receipt_handle(receipt_handle):  # received again since: only the latest receipt counts
+                raise InvalidParameterValue(f"Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason: "
+                                            "Message does not exist or is not available for visibility timeout change.")
+            continue
+        if message.visible:  # not in flight any more: its visibility lapsed (or was set to 0)
+            raise InvalidParameterValue(f"Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason: "
+                                        "The receipt handle has expired.")
+        received_at_ms = getattr(message, "received_at_ms", None) or now_ms
+        if now_ms + int(visibility_timeout) * 1000 > received_at_ms + MAXIMUM_VISIBILITY_TIMEOUT * 1000:
+            raise InvalidParameterValue(f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. Reason: "
+                                        f"Total VisibilityTimeout for the message is beyond the limit "
+                                        f"[{MAXIMUM_VISIBILITY_TIMEOUT} seconds]")
+        message.change_visibility(visibility_timeout)
+        if message.visible:
+            queue.pending_messages.discard(message)
+        return
+    raise ReceiptHandleIsInvalid()
+
+
+def change_message_visibility_batch(backend: models.SQSBackend, queue_name: str,
+                                    entries: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Each entry succeeds or fails alone, with the error the single call would give."""
+    if not entries:
+        raise EmptyBatchRequest(action="ChangeMessageVisibility")
+    if len(entries) > BATCH_LIMIT:
+        raise TooManyEntriesInBatchRequest(len(entries))
+    seen: set[str] = set()
+    for entry in entries:
+        if entry["Id"] in seen:
+            raise BatchEntryIdsNotDistinct(entry["Id"])
+        seen.add(entry["Id"])
+    backend.get_queue(queue_name)  # a queue that does not exist fails the call, not each entry
+    success: list[str] = []
+    failed: list[dict[str, Any]] = []
+    for entry in entries:
+        try:
+            visibility_timeout = int(entry["VisibilityTimeout"])
+            if not 0 <= visibility_timeout <= MAXIMUM_VISIBILITY_TIMEOUT:
+                raise InvalidParameterValue(f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "
+                                            f"Reason: Must be between 0 and {MAXIMUM_VISIBILITY_TIMEOUT}.")
+            change_message_visibility(backend, queue_name, entry["ReceiptHandle"], visibility_timeout)
+        except SQSException as exc:
+            failed.append({"Id": entry["Id"], "SenderFault": True, "Code": exc.code, "Message": exc.message})
+        except (KeyError, TypeError, ValueError):
+            failed.append({"Id": entry["Id"], "SenderFault": True, "Code": "InvalidParameterValue",
+                           "Message": "Visibility timeout invalid"})
+        else:
+            success.append(entry["Id"])
+    return success, failed

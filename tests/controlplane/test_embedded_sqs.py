@@ -1,0 +1,152 @@
+"""The embedded SQS server answers visibility changes as AWS SQS does, through boto3 as the
+executor calls it: the 12-hour cap counts from the receive, a receipt whose visibility lapsed or
+that a later receive replaced changes nothing, and a batch entry SQS refuses fails alone."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from controlplane.queues import EmbeddedSqs, Queues
+from executor.consumer import SqsConsumer
+from executor.leases import QueueRef
+
+TWELVE_HOURS_S = 43200
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    sqs = EmbeddedSqs()
+    try:
+        yield sqs.start()
+    finally:
+        sqs.stop()
+
+
+@pytest.fixture
+def queue(endpoint) -> tuple[Any, str]:
+    """A client and a fresh queue (moto's queues are one store per process: each test names its own)."""
+    name = uuid.uuid4().hex[:12]
+    queues = Queues(region="us-east-1", endpoint_url=endpoint, local=True, installation_id="esqs")
+    url = queues.create_pool_queues(name, 30, 3).ingestion_url
+    return queues.client, url
+
+
+def _receive_one(client: Any, url: str, visibility_s: int) -> dict[str, Any]:
+    (message,) = client.receive_message(QueueUrl=url, WaitTimeSeconds=5, VisibilityTimeout=visibility_s,
+                                        MessageSystemAttributeNames=["ApproximateReceiveCount"])["Messages"]
+    return message
+
+
+def _visible(client: Any, url: str) -> list[str]:
+    return [m["Body"] for m in client.receive_message(QueueUrl=url, WaitTimeSeconds=0, MaxNumberOfMessages=10,
+                                                      VisibilityTimeout=0).get("Messages", [])]
+
+
+def _error(call) -> dict[str, str]:
+    with pytest.raises(ClientError) as raised:
+        call()
+    return raised.value.response["Error"]
+
+
+def test_the_twelve_hour_cap_counts_from_the_receive_not_from_the_send(queue):
+    """SQS allows a total visibility of 12 hours from the receive. moto counted it from the
+    send: a message that waited in the queue before an executor took it (no executor running
+    for a while, or a redelivery after a long first attempt) could not be held as long, and the
+    extension the executor computed from its receive was refused near the end of a long run."""
+    client, url = queue
+    client.send_message(QueueUrl=url, MessageBody="waited")
+    time.sleep(3)  # in the queue before anyone receives it
+    message = _receive_one(client, url, 30)
+    client.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
+                                     VisibilityTimeout=TWELVE_HOURS_S - 2)
+    assert _visible(client, url) == []
+    error = _error(lambda: client.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
+                                                            VisibilityTimeout=TWELVE_HOURS_S))
+    assert error["Code"] == "InvalidParameterValue" and "43200" in error["Message"], error
+
+
+def test_a_batch_entry_over_the_cap_fails_alone_and_the_others_are_extended(queue):
+    """ChangeMessageVisibilityBatch answers per entry. An entry over the 12-hour cap failed the
+    whole call: the extender took it for an SQS outage and extended none of the ten messages,
+    whose running tasks' messages then became visible to other executors."""
+    client, url = queue
+    client.send_message(QueueUrl=url, MessageBody="near-cap")
+    client.send_message(QueueUrl=url, MessageBody="running")
+    messages = client.receive_message(QueueUrl=url, WaitTimeSeconds=5, MaxNumberOfMessages=2, VisibilityTimeout=2)["Messages"]
+    if len(messages) == 1:
+        messages += client.receive_message(QueueUrl=url, WaitTimeSeconds=5, VisibilityTimeout=2)["Messages"]
+    by_body = {m["Body"]: m for m in messages}
+    time.sleep(1.2)  # a full 12 hours from now is past the cap
+    answer = client.change_message_visibility_batch(QueueUrl=url, Entries=[
+        {"Id": "over", "ReceiptHandle": by_body["near-cap"]["ReceiptHandle"], "VisibilityTimeout": TWELVE_HOURS_S},
+        {"Id": "ok", "ReceiptHandle": by_body["running"]["ReceiptHandle"], "VisibilityTimeout": 60}])
+    assert [entry["Id"] for entry in answer.get("Successful", [])] == ["ok"], answer
+    (failed,) = answer["Failed"]
+    assert failed["Id"] == "over" and failed["Code"] == "InvalidParameterValue" and failed["SenderFault"], failed
+    time.sleep(1.5)  # past the receive's 2 s: only the message refused an extension is back
+    assert _visible(client, url) == ["near-cap"]
+
+
+def test_a_receipt_whose_visibility_lapsed_does_not_hide_the_message_again(queue):
+    """SQS refuses a visibility change for a message no longer in flight ("the receipt handle has
+    expired"). moto hid it again: a paused executor's extender, resuming, kept a message every
+    other executor should have received hidden for another timeout."""
+    client, url = queue
+    client.send_message(QueueUrl=url, MessageBody="lapsed")
+    message = _receive_one(client, url, 1)
+    time.sleep(1.5)
+    error = _error(lambda: client.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
+                                                            VisibilityTimeout=60))
+    assert error["Code"] == "InvalidParameterValue" and "expired" in error["Message"], error
+    assert _visible(client, url) == ["lapsed"]
+
+
+def test_a_receipt_from_an_earlier_receive_cannot_return_the_message_its_new_holder_runs(queue, endpoint):
+    """Once a message is received again, only the latest receipt changes its visibility. moto
+    took any earlier one: the first holder giving back a message it had lost (return_now, at a
+    stop or a refused claim) made it visible at once while the second holder ran it, and a third
+    executor received it."""
+    client, url = queue
+    client.send_message(QueueUrl=url, MessageBody="taken-over")
+    first = _receive_one(client, url, 1)
+    time.sleep(1.5)
+    second = _receive_one(client, url, 30)
+    assert second["Attributes"]["ApproximateReceiveCount"] == "2"
+    stale = SqsConsumer(url, "ingestion", region="us-east-1", endpoint_url=endpoint, visibility_timeout_s=30,
+                        local_credentials=True)
+    ref = QueueRef(task_class="ingestion", message_id=first["MessageId"], receipt_handle=first["ReceiptHandle"],
+                   receive_count=1, first_received_ms=0, received_ms=int(time.time() * 1000))
+    with pytest.raises(ClientError) as raised:
+        stale.return_now(ref)
+    assert raised.value.response["Error"]["Code"] == "InvalidParameterValue"
+    refused = stale.extend([("e1", ref)], int(time.time() * 1000))
+    assert list(refused) == ["e1"] and refused["e1"].startswith("InvalidParameterValue"), refused
+    assert _visible(client, url) == [], "the new holder's message was made visible by an old receipt"
+    client.change_message_visibility(QueueUrl=url, ReceiptHandle=second["ReceiptHandle"], VisibilityTimeout=0)
+    assert _visible(client, url) == ["taken-over"]
+
+
+def test_a_receipt_that_never_existed_is_refused_as_invalid(queue):
+    """`datahub-executor check` probes the queue with a receipt that cannot exist."""
+    client, url = queue
+    error = _error(lambda: client.change_message_visibility(QueueUrl=url, ReceiptHandle="datahub-executor-check",
+                                                            VisibilityTimeout=0))
+    assert error["Code"] == "ReceiptHandleIsInvalid", error
+
+
+@pytest.mark.parametrize("entries, code", [
+    ([], "AWS.SimpleQueueService.EmptyBatchRequest"),
+    ([{"Id": str(i), "ReceiptHandle": f"r{i}", "VisibilityTimeout": 1} for i in range(11)],
+     "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
+    ([{"Id": "same", "ReceiptHandle": "r1", "VisibilityTimeout": 1}, {"Id": "same", "ReceiptHandle": "r2", "VisibilityTimeout": 1}],
+     "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"),
+])
+def test_a_visibility_batch_sqs_would_refuse_whole_is_refused(queue, entries, code):
+    client, url = queue
+    assert _error(lambda: client.change_message_visibility_batch(QueueUrl=url, Entries=entries))["Code"] == code
+
