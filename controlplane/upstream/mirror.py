@@ -69,8 +69,11 @@ class Mirror:
     def is_mirrored(self, execution_id: str) -> bool:
         return self.store.one("SELECT 1 AS x FROM upstream_requests WHERE execution_id=?", (execution_id,)) is not None
 
-    def adopt(self, tx: sqlite3.Connection, execution_id: str, requested_at: int) -> None:
+    def adopt(self, tx: sqlite3.Connection, execution_id: str, requested_at: int, *, cancel_passed: bool = False) -> None:
+        """CANCEL_PASSED: DataHub's KILL was there already, and is written with the input."""
         self._insert(tx, "adopt", execution_id, requested_at, None, None)
+        if cancel_passed:
+            tx.execute("UPDATE upstream_requests SET cancel_passed=1 WHERE execution_id=?", (execution_id,))
 
     def refuse(self, execution_id: str, requested_at: int, reason: str, message: str) -> None:
         with self.store.transaction() as tx:

@@ -5,7 +5,8 @@ back, and pass DataHub's cancels on. One thread, three steps per tick, each safe
   last scan saw (less a few minutes for the search index's lag) and never before this control
   plane first looked (less the lookback). A request is taken when its executorId names one of
   our pools and it has no result; `default` and every other id are never touched. Taken means
-  adopted (our execution of the same id, queued on the pool) or refused (a FAILURE says why).
+  adopted (our execution of the same id, queued on the pool; CANCELLED at once when DataHub's
+  KILL is there already) or refused (a FAILURE says why).
 - push (every tick, at least once a second): each open request's current result is written to DataHub when it changed
   since the last write; a final one closes the request (mirror.py).
 - signals (every tick): a KILL DataHub's UI wrote for a request we run is passed on as our own
@@ -18,6 +19,7 @@ is logged once when it goes and once when it is back; a refused token names its 
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -167,10 +169,24 @@ class UpstreamSync:
         execution_id, at = request_id(request), requested_at(request)
         decision = as_input(request)
         if not isinstance(decision, Refusal):
+            # A request cancelled in DataHub before we took it (while this control plane was
+            # down, or between two scans) is taken already cancelled, in one transaction, so the
+            # outbox never queues it: adopted PENDING, it could be claimed and started before
+            # the next step passed the cancel on.
+            urn = E.execution_urn(execution_id)
+            cancelled = self.gms.kill_requested(urn)
+            proposals = [_proposal(urn, E.EXECUTION_INPUT, decision)]
+            if cancelled:
+                proposals.append(_proposal(urn, E.EXECUTION_SIGNAL, {
+                    "signal": "KILL", "createdAt": {"time": int(time.time() * 1000), "actor": SYSTEM.actor}}))
             try:
-                self.cp.write_aspect(E.execution_urn(execution_id), E.EXECUTION_INPUT, decision, SYSTEM,
-                                     also=lambda tx: self.mirror.adopt(tx, execution_id, at))
-                logger.info("DataHub execution request {} taken for pool {}", execution_id, decision["executorId"])
+                self.cp.ingest.ingest(proposals, SYSTEM,
+                                      also=lambda tx: self.mirror.adopt(tx, execution_id, at, cancel_passed=cancelled))
+                if cancelled:
+                    logger.info("DataHub execution request {} taken for pool {}, cancelled in DataHub already",
+                                execution_id, decision["executorId"])
+                else:
+                    logger.info("DataHub execution request {} taken for pool {}", execution_id, decision["executorId"])
                 return execution_id
             except (Invalid, Conflict) as exc:
                 decision = Refusal(S.INVALID_ARGUMENTS, str(exc))
@@ -247,3 +263,9 @@ class UpstreamSync:
     def _recovered(self, step: str) -> None:
         if self._problems.pop(step, None) is not None and not self._problems:
             logger.info("upstream DataHub at {} answers again", self.config.url)
+
+
+def _proposal(urn: str, aspect: str, value: dict) -> dict:
+    """A MetadataChangeProposal for our own ingest path, as ControlPlane.write_aspect makes one."""
+    return {"entityType": E.EXECUTION, "entityUrn": urn, "changeType": "UPSERT", "aspectName": aspect,
+            "aspect": {"value": json.dumps(value), "contentType": "application/json"}}

@@ -256,3 +256,24 @@ def test_a_claim_waiting_on_a_hanging_datahub_holds_up_no_other_call(pair, proxy
         claiming.join(timeout=30)
     assert answers == [503], "the claim waits for DataHub's secrets"
     assert pair.ours.execution("ours")["status"] == "PENDING"
+
+
+def test_a_request_cancelled_in_datahub_before_it_was_taken_never_runs(pair):
+    """Created and cancelled in DataHub's UI while this control plane was down (or between two
+    scans): the KILL signal is there before the request is taken. It was adopted PENDING and
+    queued, and an executor could claim it and start it before the next step passed the cancel
+    on; it ends CANCELLED as it is taken, and DataHub is told so."""
+    pair.create(pair.request("cancelled-meanwhile", now_ms()))
+    pair.graph.emit_mcp(MetadataChangeProposalWrapper(
+        entityUrn=E.execution_urn("cancelled-meanwhile"), aspect=ExecutionRequestSignalClass(
+            signal="KILL", createdAt=AuditStampClass(time=now_ms(), actor="urn:li:corpuser:datahub"))))
+    sync = pair.sync()
+    assert sync.discover() == ["cancelled-meanwhile"]
+    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
+    executor.heartbeat()
+    answer = claim(pair, executor, "cancelled-meanwhile")
+    assert answer.status_code == 409, "an executor could start a run DataHub's user had cancelled"
+    assert pair.ours.execution("cancelled-meanwhile")["status"] == "CANCELLED"
+    sync.push()
+    shown = pair.graph.get_aspect(E.execution_urn("cancelled-meanwhile"), ExecutionRequestResultClass)
+    assert shown is not None and shown.status == "CANCELLED"
