@@ -53,6 +53,7 @@ class Executions:
         self._sending = threading.Lock()
         self._failing_since: float | None = None  # monotonic: when sends began to fail, if they do
         self._warned_at = 0.0
+        self._not_remade: set[str] = set()  # pools whose missing queue could not be made again (said once)
 
     # creation ----------------------------------------------------------------------------------
     @staticmethod
@@ -125,8 +126,12 @@ class Executions:
         written only if no claim came in between (its lease epoch), so a release that asked
         for a new message while this send was in flight still gets one. A claim alone since (an
         executor long-polling gets the message before the queue's answer to the send is back)
-        leaves the execution no longer PENDING: it is marked, so its record says when it was sent."""
-        sent, failed = 0, {}
+        leaves the execution no longer PENDING: it is marked, so its record says when it was sent.
+
+        A queue found gone (deleted while we ran) is made again as its pool's record says, and
+        the round after sends the pool's PENDING runs to it, those it held too: until a restart
+        made the queues, each send failed for good and what it held stayed PENDING for good."""
+        sent, failed, gone = 0, {}, set()
         with self._sending:
             # Only our pools' executions: one for an executor elsewhere (no pool of ours) waits for it.
             for row in self.store.query("SELECT id, pool_id, task, created_at, lease_epoch FROM executions e WHERE "
@@ -138,13 +143,34 @@ class Executions:
                                                          int(row["created_at"] * 1000)))
                 except Exception as exc:  # botocore: endpoint down, throttling; the outbox tries again
                     failed[row["id"]] = type(exc).__name__
+                    if self.queues.is_missing_queue(exc):
+                        gone.add(row["pool_id"])
                     continue
                 sent += 1
                 with self.store.transaction() as tx:
                     tx.execute("UPDATE executions SET enqueued_at=? WHERE id=? AND enqueued_at IS NULL "
                                "AND (lease_epoch=? OR status<>?)", (time.time(), row["id"], row["lease_epoch"], S.PENDING))
             self._say_how_sending_went(sent, failed)
+        for pool_id in sorted(gone):  # outside the send lock: this waits for pool changes
+            self._remake_queues(pool_id)
         return sent
+
+    def _remake_queues(self, pool_id: str) -> None:
+        try:
+            if self.pools.remake_queues(pool_id):
+                # What the deleted queue held is gone: every PENDING run of the pool is sent again
+                # (a second message for one that still has its first is told apart at the claim).
+                again = self.forget_queued(pool_id)
+                logger.warning("a queue of pool {} did not exist (deleted while the control plane ran); its queues "
+                               "were made again as the pool says, and its {} PENDING run(s) are sent to them",
+                               pool_id, again)
+                self.request_send()
+            self._not_remade.discard(pool_id)
+        except Exception as exc:  # AWS refuses a name deleted in the last 60 s: the next round tries again
+            if pool_id not in self._not_remade:
+                self._not_remade.add(pool_id)
+                logger.warning("a queue of pool {} does not exist and could not be made again ({}); trying again "
+                               "every few seconds", pool_id, type(exc).__name__)
 
     def _say_how_sending_went(self, sent: int, failed: dict[str, str]) -> None:
         """One warning when sends start failing and one a minute while they do, one line when
@@ -164,11 +190,14 @@ class Executions:
                         now - self._failing_since, sent)
             self._failing_since = None
 
-    def forget_queued(self) -> int:
-        """The embedded queue server lost its messages (a restart): every PENDING execution must
-        be sent again."""
+    def forget_queued(self, pool_id: str | None = None) -> int:
+        """The queues lost their messages (the embedded queue server restarted, or POOL_ID's
+        queue was deleted): every PENDING execution (of POOL_ID) must be sent again."""
         with self.store.transaction() as tx:
-            return tx.execute("UPDATE executions SET enqueued_at=NULL WHERE status=?", (S.PENDING,)).rowcount
+            if pool_id is None:
+                return tx.execute("UPDATE executions SET enqueued_at=NULL WHERE status=?", (S.PENDING,)).rowcount
+            return tx.execute("UPDATE executions SET enqueued_at=NULL WHERE status=? AND pool_id=?",
+                              (S.PENDING, pool_id)).rowcount
 
     # executors' side ---------------------------------------------------------------------------
     def claim(self, execution_id: str, *, executor_id: str, instance: str, pool_id: str, receive_count: int | None,

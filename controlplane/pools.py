@@ -82,18 +82,32 @@ class Pools:
         """(Re)create every pool's queues, e.g. after the embedded queue server restarted (its
         queues live in memory), and record their URLs."""
         for row in self.store.query("SELECT * FROM pool_queues"):
-            created = self.queues.create_pool_queues(row["pool_id"], row["visibility_timeout_s"], row["max_receive_count"])
-            with self.store.transaction() as tx:
-                tx.execute("UPDATE pool_queues SET ingestion_queue_url=?, ingestion_dlq_url=?, monitors_queue_url=?, "
-                           "monitors_dlq_url=? WHERE pool_id=?", (created.ingestion_url, created.ingestion_dlq_url,
-                                                                   created.monitors_url, created.monitors_dlq_url,
-                                                                   row["pool_id"]))
-                current = aspect_store.get(tx, E.pool_urn(row["pool_id"]), E.POOL_INFO)
-                info = dict(current.value) if current else {"createdAt": aspect_store.now_ms()}
-                info.update({"queueUrl": created.ingestion_url, "queueRegion": self.queues.region})
-                aspect_store.put(tx, urn=E.pool_urn(row["pool_id"]), entity_type=E.POOL, aspect=E.POOL_INFO, value=info,
-                                 system_metadata=self._extras(row["pool_id"], created.monitors_url, created.ingestion_arn,
-                                                              row["visibility_timeout_s"]))
+            self._ensure_queues(row)
+
+    def remake_queues(self, pool_id: str) -> bool:
+        """POOL_ID's queues made again as its record says, when a send found one gone (deleted by
+        hand or by a script while we ran); False when the pool itself is gone. Serialised with
+        pool changes, so a pool deleted meanwhile never has its queues made again."""
+        with self._changing:
+            row = self._queue_row(pool_id)
+            if row is None:
+                return False
+            self._ensure_queues(row)
+            return True
+
+    def _ensure_queues(self, row: dict[str, Any]) -> None:
+        created = self.queues.create_pool_queues(row["pool_id"], row["visibility_timeout_s"], row["max_receive_count"])
+        with self.store.transaction() as tx:
+            tx.execute("UPDATE pool_queues SET ingestion_queue_url=?, ingestion_dlq_url=?, monitors_queue_url=?, "
+                       "monitors_dlq_url=? WHERE pool_id=?", (created.ingestion_url, created.ingestion_dlq_url,
+                                                               created.monitors_url, created.monitors_dlq_url,
+                                                               row["pool_id"]))
+            current = aspect_store.get(tx, E.pool_urn(row["pool_id"]), E.POOL_INFO)
+            info = dict(current.value) if current else {"createdAt": aspect_store.now_ms()}
+            info.update({"queueUrl": created.ingestion_url, "queueRegion": self.queues.region})
+            aspect_store.put(tx, urn=E.pool_urn(row["pool_id"]), entity_type=E.POOL, aspect=E.POOL_INFO, value=info,
+                             system_metadata=self._extras(row["pool_id"], created.monitors_url, created.ingestion_arn,
+                                                          row["visibility_timeout_s"]))
 
     def get(self, pool_id: str) -> dict[str, Any]:
         queues = self._queue_row(pool_id)

@@ -95,6 +95,10 @@ class Queues:
     def send_text(self, queue_url: str, body: str) -> str:
         return self.client.send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
 
+    def is_missing_queue(self, exc: Exception) -> bool:
+        """Whether EXC is SQS saying the queue called does not exist."""
+        return isinstance(exc, self.client.exceptions.QueueDoesNotExist)
+
 
 class EmbeddedSqs:
     """moto's SQS-protocol server on 127.0.0.1, started and stopped by the control plane."""

@@ -3,6 +3,7 @@ fails: it refuses, or it hangs (a network partition: connections open, answers n
 Neither may hold up the control plane's API, which executors heartbeat and report through."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -341,3 +342,37 @@ def test_queues_whose_settings_differ_from_the_pools_are_set_as_the_pool_says_at
         cp.start()
         attributes = client.get_queue_attributes(QueueUrl=queue, AttributeNames=["VisibilityTimeout"])["Attributes"]
         assert attributes["VisibilityTimeout"] == "60", "the pool's setting (the default) is the queue's again"
+
+
+def test_runs_whose_queue_was_deleted_are_sent_to_the_queue_made_again_as_the_pool_says(cp):
+    """A pool's queue deleted while the control plane ran (by hand, or a clean-up script): every
+    new run of the pool failed to send (QueueDoesNotExist) every 2 s until a restart made the
+    queues again, with a warning saying it was retrying, which could never help; and a run whose
+    message went with the queue stayed PENDING for good, since it was marked sent."""
+    pool = cp.create_pool("p", default=True)
+    source = cp.create_source("s", RECIPE)["id"]
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=cp.sqs_endpoint_url,
+                          aws_access_key_id="local", aws_secret_access_key="local")
+    queue_url = pool["queue_url"]
+    queued = cp.run_source(source)["id"]
+    deadline = time.monotonic() + 20
+    while cp.execution(queued)["enqueued_at"] is None:
+        assert time.monotonic() < deadline, "the first run was not sent"
+        time.sleep(0.05)
+    client.delete_queue(QueueUrl=queue_url)  # the first run's message goes with it
+    later = cp.run_source(source)["id"]
+    received: dict[str, dict] = {}
+    deadline = time.monotonic() + 20
+    while len(received) < 2:
+        assert time.monotonic() < deadline, f"never sent to a queue made again: {sorted(received)}"
+        try:
+            answer = client.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1, MaxNumberOfMessages=10)
+        except client.exceptions.QueueDoesNotExist:
+            time.sleep(0.2)
+            continue
+        received.update({message.decode(m["Body"]).execution_id: m for m in answer.get("Messages", [])})
+    assert set(received) == {queued, later}
+    attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["VisibilityTimeout"] == str(pool["visibility_timeout_s"])
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"].endswith("-dlq") and int(redrive["maxReceiveCount"]) == pool["max_receive_count"]
