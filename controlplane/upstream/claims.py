@@ -8,7 +8,8 @@
   now with getSecretValues and handed to the claiming executor in the answer only: never
   stored, queued or logged here. The executor's own stores (files, environment, AWS) come first.
 
-DataHub unreachable while the recipe names secrets, or refusing our token (401: expired, revoked,
+DataHub unreachable while the recipe names secrets, failing inside (a GraphQL error of code 5xx,
+as GMS answers its database or search index failing), or refusing our token (401: expired, revoked,
 being replaced; the file is read again on the next try): the claim answers 503 and the executor
 asks again (a run is delayed, not failed for a secret it could not see). A DataHub that refuses
 getSecretValues otherwise (403: the token's user lacks MANAGE_SECRETS) is logged, and the run

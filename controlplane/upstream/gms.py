@@ -85,7 +85,8 @@ class UpstreamGms:
 
     # the client ------------------------------------------------------------------------------
     def _graphql(self, document: str, variables: dict[str, Any]) -> dict[str, Any]:
-        answer = self._call(lambda graph: graph.execute_graphql(document, variables=variables))
+        # format_exception=False: the GraphError carries GraphQL's errors as GMS sent them, codes and all.
+        answer = self._call(lambda graph: graph.execute_graphql(document, variables=variables, format_exception=False))
         if not isinstance(answer, dict):
             raise UpstreamRefused("the GraphQL answer is not an object")
         return answer
@@ -138,9 +139,27 @@ class UpstreamGms:
         if status is not None:
             return self._for_status(status)
         name = type(exc).__name__
-        if name == "GraphError":  # a GraphQL error: DataHub answered, and refused this document
-            return UpstreamRefused(f"DataHub at {self.url} refused the request: {str(exc)[:300]}")
+        if name == "GraphError":  # a GraphQL error: HTTP 200, what went wrong in each error's code
+            return self._for_graphql_errors(exc)
         return UpstreamUnreachable(f"DataHub at {self.url} failed: {name}")
+
+    def _for_graphql_errors(self, exc: BaseException) -> UpstreamError:
+        """GMS answers a resolver's failure with HTTP 200 and the error's code in its extensions
+        (DataHubDataFetcherExceptionHandler): SERVER_ERROR 500 for anything unforeseen (its
+        database or search index failing), UNAUTHORIZED 403, BAD_REQUEST 400, ... A 5xx code is
+        DataHub failing, not refusing: the same request may succeed later. Errors without a code
+        (a document GMS's schema does not know) are refusals."""
+        errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        codes = [e["extensions"].get("code") for e in errors
+                 if isinstance(e, dict) and isinstance(e.get("extensions"), dict)]
+        messages = "; ".join(str(e.get("message"))[:200] for e in errors if isinstance(e, dict)) or str(exc)[:300]
+        if any(isinstance(code, int) and code >= 500 for code in codes):
+            return UpstreamUnreachable(f"DataHub at {self.url} failed to answer a GraphQL request: {messages[:300]}")
+        status = next((code for code in codes if code in (401, 403)), None)
+        if status is not None:
+            refused = self._for_status(status)
+            return UpstreamRefused(f"{refused}: {messages[:300]}", status)
+        return UpstreamRefused(f"DataHub at {self.url} refused the request: {messages[:300]}")
 
     def _for_status(self, status: int) -> UpstreamError:
         if status == 401:

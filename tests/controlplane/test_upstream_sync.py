@@ -3,6 +3,7 @@
 UpstreamSync is driven step by step, so each test decides when a scan or a tick happens."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -277,3 +278,57 @@ def test_a_request_cancelled_in_datahub_before_it_was_taken_never_runs(pair):
     sync.push()
     shown = pair.graph.get_aspect(E.execution_urn("cancelled-meanwhile"), ExecutionRequestResultClass)
     assert shown is not None and shown.status == "CANCELLED"
+
+
+def graphql_error(code: int, message: str) -> bytes:
+    """What GMS answers when a resolver fails: HTTP 200, the error's code in its extensions
+    (DataHubDataFetcherExceptionHandler: SERVER_ERROR 500, UNAUTHORIZED 403, ...)."""
+    return json.dumps({"errors": [{"message": message, "locations": [{"line": 1, "column": 30}],
+                                   "path": ["getSecretValues"], "extensions": {"code": code, "type": "SERVER_ERROR"}}],
+                       "data": {"getSecretValues": None}}).encode()
+
+
+def test_a_claim_while_datahubs_secret_store_fails_waits_instead_of_running_without_its_secrets(pair, proxy, tmp_path):
+    """getSecretValues failing inside GMS (its database or search briefly down) is answered
+    as GraphQL answers every resolver's failure: HTTP 200 with an error whose code is 500.
+    That was read as DataHub refusing the secrets, so the run went on without them and failed
+    SECRET_NOT_FOUND; it is DataHub not answering, and the claim waits for it (503)."""
+    pair.datahub.graphql("mutation($i: CreateSecretInput!) { createSecret(input: $i) }",
+                         i={"name": "DB_PASSWORD", "value": "pw-" + tmp_path.name})
+    sync = pair.sync(url=proxy.url)
+    sync.attach()
+    request = pair.request("ours", now_ms())
+    request.aspect.args["recipe"] = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
+    pair.create(request)
+    assert sync.discover() == ["ours"]
+    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
+    executor.heartbeat()
+    failing = proxy.break_("POST", "/api/graphql", body=graphql_error(500, "Failed to perform update against input"),
+                           body_has=(b"getSecretValues",), times=1)
+
+    refused = claim(pair, executor, "ours")
+    assert failing.hits == 1
+    assert refused.status_code == 503, "claimed without DataHub's secrets"
+    assert pair.ours.execution("ours")["status"] == "PENDING", "nothing claimed"
+
+    answer = claim(pair, executor, "ours")
+    assert answer.status_code == 200, answer.json().get("error")
+    assert answer.json()["secrets"] == {"DB_PASSWORD": "pw-" + tmp_path.name}
+
+
+def test_a_claim_whose_token_may_not_read_datahubs_secrets_runs_without_them(pair, proxy):
+    """The other side of the same answer: GMS's UNAUTHORIZED (code 403, the token's user lacks
+    MANAGE_SECRETS) is a verdict, not an outage: the run gets no DataHub secrets (decision 39)."""
+    sync = pair.sync(url=proxy.url)
+    sync.attach()
+    request = pair.request("ours", now_ms())
+    request.aspect.args["recipe"] = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
+    pair.create(request)
+    assert sync.discover() == ["ours"]
+    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
+    executor.heartbeat()
+    proxy.break_("POST", "/api/graphql", body_has=(b"getSecretValues",), body=graphql_error(
+        403, "Unauthorized to perform this action. Please contact your DataHub administrator."))
+    answer = claim(pair, executor, "ours")
+    assert answer.status_code == 200, answer.json().get("error")
+    assert not answer.json().get("secrets")
