@@ -101,11 +101,11 @@ def test_a_query_past_datahubs_depth_complexity_or_token_limits_is_refused_befor
     for _ in range(3):
         cp.ingest(E.execution_urn(cp.cp.executions.new_id()), E.EXECUTION_INPUT,
                   input_for_source(cp.cp.sources.get(source["urn"]), "RUN_INGEST"))
-    # Depth 52: 3^16 run lists to resolve if it ran (9 cycles alone took ~17 s here).
-    started = time.monotonic()
+    # Depth 52: 3^16 run lists to resolve if it ran (9 cycles alone took ~17 s here); run, it
+    # ends in the client's read timeout, not this refusal. No clock is read: a loaded machine
+    # made a 10 s bound fail once.
     with pytest.raises(GraphError, match=r"maximum query depth exceeded 52 > 50"):
         graph.execute_graphql(runs_nested(source["urn"], 16))
-    assert time.monotonic() - started < 10, "refused before anything ran"
 
     # 667 aliased fields of complexity 3: 2001 > 2000.
     wide = "{ " + " ".join(f"a{i}: defaultRemoteExecutorPool {{ pool {{ urn }} }}" for i in range(667)) + " }"
@@ -114,10 +114,8 @@ def test_a_query_past_datahubs_depth_complexity_or_token_limits_is_refused_befor
     # 12,000 aliased run lists fit in the 1 MiB body; parsing alone took seconds of CPU.
     huge = "{ " + " ".join(f"a{i}: listExecutionRequests(input: {{start: 0, count: 1000}}) {{ total }}"
                            for i in range(12000)) + " }"
-    started = time.monotonic()
     with pytest.raises(GraphError, match="more than 15000 tokens"):
         graph.execute_graphql(huge)
-    assert time.monotonic() - started < 10
 
     # Queries within the limits run as before.
     assert len(graph.execute_graphql(runs_nested(source["urn"], 1))["ingestionSource"]["executions"][
