@@ -33,6 +33,24 @@ def _text(value: str) -> str:
     return value.strip()
 
 
+class _RefusedWithoutValue(ValueError):
+    """A refusal whose message never contains the value: the one kind shown for a secret setting."""
+
+
+def _token(value: str) -> str:
+    """A bearer token is one word of visible ASCII (RFC 6750's b64token; DataHub's JWTs and our
+    dhx_ tokens). One pasted with a line break, or two tokens side by side, used to reach the HTTP
+    client, whose refusal of the header printed it (a traceback from `run`)."""
+    token = value.strip()
+    if any(c in "\r\n" for c in token):
+        raise _RefusedWithoutValue("it holds a line break: a token is one line; copy it again, whole")
+    if any(c.isspace() for c in token):
+        raise _RefusedWithoutValue("it holds a space or tab: a token is one word; set the token alone")
+    if not all("!" <= c <= "~" for c in token):
+        raise _RefusedWithoutValue("it holds a control or non-ASCII character: a token is visible ASCII; copy it again")
+    return token
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -128,7 +146,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("DATAHUB_GMS_URL", "gms_url", _gms_url, None,
             "DataHub base URL, including the trailing /gms.", required=True),
-    Setting("DATAHUB_GMS_TOKEN", "gms_token", _text, None,
+    Setting("DATAHUB_GMS_TOKEN", "gms_token", _token, None,
             "Remote Executor access token (Settings > Access Tokens > Remote Executor). Never logged.",
             required=True, secret=True),
     # The vocabulary's rule and message, as the control plane, the Helm chart and the CloudFormation
@@ -288,7 +306,8 @@ def load_settings(
         try:
             values[setting.attr] = setting.parse(raw)
         except ValueError as exc:
-            reason = "the value is not accepted" if setting.secret else str(exc)  # never echo a secret
+            # never echo a secret: only a refusal written not to hold the value is shown
+            reason = str(exc) if not setting.secret or isinstance(exc, _RefusedWithoutValue) else "the value is not accepted"
             raise SettingsError(f"{setting.env} is invalid: {reason}") from None
     if values["executor_id"] is None:
         values["executor_id"] = default_executor_id()

@@ -75,3 +75,27 @@ def test_the_committed_settings_table_is_generated_from_the_definition():
     assert committed == settings_table(), "regenerate: python -m executor.settings --table > docs/settings.md"
     for setting in SETTINGS:
         assert f"`{setting.env}`" in committed
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize("token", ["dhx_first-half\ndhx_second-half", "dhx_first-half dhx_second-half"])
+def test_a_token_broken_across_lines_is_refused_at_start_without_printing_it(tmp_path: Path, command, token):
+    """A token pasted with a line break (or two tokens on one line) used to reach the HTTP
+    client, whose refusal of the header (a traceback from `run`, a FAIL line from `check`)
+    printed the token."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[2]),
+           "DATAHUB_GMS_URL": "http://127.0.0.1:9/gms",
+           "DATAHUB_GMS_TOKEN": token, "DATAHUB_EXECUTOR_POOL_ID": "remote", "DATAHUB_EXECUTOR_TASK_USER": "none",
+           "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path / "work"), "DATAHUB_EXECUTOR_VENV_CACHE_DIR": str(tmp_path / "venvs"),
+           "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0"}
+    done = subprocess.run([str(Path(sys.executable).parent / "datahub-executor"), command], env=env,
+                          capture_output=True, text=True, timeout=60)
+    output = done.stdout + done.stderr
+    shown = "first-half" in output or "second-half" in output
+    assert not shown, "the token is printed"
+    assert done.returncode == 2 and "Traceback" not in output
+    assert output.startswith("datahub-executor: DATAHUB_GMS_TOKEN is invalid:") and len(output.strip().splitlines()) == 1
+    assert "line break" in output or "space" in output
