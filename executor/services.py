@@ -128,6 +128,9 @@ class OutageLog:
             logger.info("SQS reachable again")
 
 
+MIN_EXTEND_PERIOD_S = 0.25
+
+
 class VisibilityExtender:
     """Extends every held message well before it lapses: a third of the timeout, at most.
 
@@ -141,7 +144,10 @@ class VisibilityExtender:
         self.consumers = consumers
         self.leases = leases
         self.outage = outage
-        self.period_s = max(1.0, min(c.visibility_timeout_s for c in consumers.values()) / 3)
+        # A third of the shortest timeout, floored only to bound the calls: a floor of 1 s met a
+        # pool's 1 s timeout at its very end, so each held message lapsed and was received again
+        # (toward the dead-letter queue) whenever an extension came a moment late.
+        self.period_s = max(MIN_EXTEND_PERIOD_S, min(c.visibility_timeout_s for c in consumers.values()) / 3)
         self._refused: set[tuple[str, str]] = set()  # (execution id, receipt handle) already warned about
 
     def step(self) -> float:

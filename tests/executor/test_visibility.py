@@ -132,3 +132,18 @@ def test_a_message_given_back_while_the_extender_is_extending_it_is_not_hidden_a
     assert given_back.is_set() and len(leases) == 0
     again = consumer.receive(1, wait_s=20)  # due after 2 s; hidden again, after 60
     assert [m.ref.message_id for m in again] == [message.ref.message_id], "the given-back message was hidden again"
+
+
+def test_a_one_second_visibility_timeout_is_extended_before_it_lapses(sqs_queue):
+    """A pool may set a 1 s timeout. The extender's period had a 1 s floor, so each extension
+    came as the message lapsed; SQS refuses a lapsed receipt, and the running task's message was
+    received again, toward the dead-letter queue (the poison-message fault test lost good runs
+    to the DLQ on a loaded machine)."""
+    consumer = sqs_queue(visibility_timeout_s=1, prefix="onesecond")
+    leases = Leases()
+    held_leases(consumer, leases, 1, through=State.RUNNING)
+    extender = VisibilityExtender({"ingestion": consumer}, leases, OutageLog())
+    until = time.monotonic() + 3
+    while time.monotonic() < until:
+        time.sleep(extender.step())
+    assert consumer.receive(10, wait_s=0) == [], "the held message lapsed between extensions"
