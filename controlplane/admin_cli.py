@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import requests
 
+from vocabulary import statuses as S
 from vocabulary.results import executor_details
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.tasks import RUN_INGEST, TASKS
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     executions = groups.add_parser("executions").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     listing = executions.add_parser("list")
     listing.add_argument("--source")
-    listing.add_argument("--status")
+    listing.add_argument("--status", type=str.upper, choices=sorted(S.ALL))
     listing.add_argument("--count", type=int, default=50)
     for name in ("show", "logs", "cancel"):
         executions.add_parser(name).add_argument("execution_id")
@@ -186,7 +187,10 @@ def _client(args: argparse.Namespace) -> AdminClient:
         if (state / "api-port").exists() and "DATAHUB_CONTROLPLANE_URL" not in os.environ and args.url.endswith(":9002"):
             url = f"http://127.0.0.1:{(state / 'api-port').read_text().strip()}"
     if args.token_file:
-        token = Path(args.token_file).read_text().strip()
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"--token-file {args.token_file} cannot be read ({exc.strerror})") from None
     if not token:
         raise AdminError("no admin token: use --token-file, --state-dir or DATAHUB_ADMIN_TOKEN")
     return AdminClient(url, token)
@@ -221,14 +225,17 @@ def _upstream_config(args: argparse.Namespace):
 def _serve(args: argparse.Namespace) -> int:
     upstream = _upstream_config(args)
     from .log_setup import configure_logging
-    from .server import ControlPlaneServer, ServerConfig
+    from .server import ControlPlaneServer, ServerConfig, StartRefused
 
     configure_logging()
 
     state_dir = Path(args.serve_state_dir or args.state_dir or ".state/controlplane")
     server = ControlPlaneServer(ServerConfig(state_dir=state_dir, host=args.host, port=args.port, queue=args.queue,
                                              region=args.region, upstream=upstream))
-    server.start()
+    try:
+        server.start()
+    except StartRefused as exc:
+        raise AdminError(str(exc)) from None
     print(f"control plane on {server.base_url} (web page: {server.base_url}/, API: {server.gms_url}); "
           f"admin token in {server.admin_token_path}", flush=True)
     stop = threading.Event()

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from .log_setup import configure_logging
+from .server import StartRefused
 from .testing import ControlPlaneHandle
 
 SAMPLE_SOURCE = "sample-mock-data"
@@ -65,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    (state / "controlplane").mkdir(parents=True, exist_ok=True)
-    port_file = state / "controlplane" / "api-port"
-    port_file.write_text(str(_free_or(args.port)))
-    cp = ControlPlaneHandle(state / "controlplane")
-    cp.start()
+    cp = ControlPlaneHandle(state / "controlplane", port=_free_or(args.port))
+    try:
+        cp.start()
+    except StartRefused as exc:
+        _say(f"cannot start: {exc}")
+        return 1
     executor: subprocess.Popen | None = None
     try:
         _say(f"control plane on {cp.base_url} with its embedded SQS server at {cp.sqs_endpoint_url}")

@@ -6,6 +6,8 @@ controlplane/testing.py). The first start creates an admin token and writes it, 
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import secrets
 import socket
@@ -40,6 +42,10 @@ class ServerConfig:
     upstream: UpstreamConfig | None = None  # a DataHub behind this control plane (upstream/)
 
 
+class StartRefused(RuntimeError):
+    """The control plane cannot start here, and the message says why and what to do (one line)."""
+
+
 class ControlPlaneServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -52,6 +58,7 @@ class ControlPlaneServer:
         self.port = 0
         self.cp: ControlPlane | None = None
         self.upstream: UpstreamSync | None = None
+        self._lock_fd: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -66,9 +73,26 @@ class ControlPlaneServer:
         return self.state_dir / "admin-token"
 
     def start(self) -> None:
+        """Raises StartRefused, having started nothing, when another control plane uses this state
+        dir or the HTTP port (given, or remembered) has a listener."""
         self._stop.clear()
+        self._lock_state_dir()
+        try:
+            self._start()
+        except BaseException:
+            self._sqs_stop_quietly()
+            self._unlock_state_dir()
+            raise
+
+    def _start(self) -> None:
+        self._sqs = None
+        # Both ports are settled before anything starts: moto's server waits for ever on a port it
+        # could not bind, and uvicorn ends its thread with a log line. A remembered port that some
+        # other program took meanwhile is given up for a free one (the pools' queue URLs are
+        # recorded again below); a port asked for is not.
+        self.port = self._port_to_listen_on(self.config.host, self.config.port, "api-port")
         if self.config.queue == "embedded":
-            self._sqs = EmbeddedSqs(self._sqs_port())
+            self._sqs = EmbeddedSqs(self._port_to_listen_on("127.0.0.1", self.config.sqs_port, "sqs-port"))
             endpoint = self._sqs.start()
             queues = Queues(region=self.config.region, endpoint_url=endpoint, local=True,
                             installation_id=self._installation_id())
@@ -85,8 +109,6 @@ class ControlPlaneServer:
         if self.config.queue == "embedded":
             self.cp.executions.forget_queued()
         self.cp.executions.send_pending()
-        self.port = self.config.port or self._remembered("api-port") or _free_port(self.config.host)
-        (self.state_dir / "api-port").write_text(str(self.port))
         # uvicorn binds itself: with a pre-bound socket handed over (sockets=[...]) every response
         # took ~40 ms on loopback here (Nagle against delayed ACKs), against 0.4 ms when it binds.
         # Keep-alive well above an executor's heartbeat interval: with uvicorn's default of 5 s a
@@ -142,10 +164,50 @@ class ControlPlaneServer:
         except (OSError, ValueError):
             return 0
 
-    def _sqs_port(self) -> int:
-        port = self.config.sqs_port or self._remembered("sqs-port") or _free_port("127.0.0.1")
-        (self.state_dir / "sqs-port").write_text(str(port))
+    def _port_to_listen_on(self, host: str, asked: int, remembered_in: str) -> int:
+        """ASKED if given (StartRefused when something listens there), else the port remembered in
+        the state dir's REMEMBERED_IN file while it is free, else a free one; written back there."""
+        port = asked or self._remembered(remembered_in)
+        if port:
+            problem = _cannot_listen(host, port)
+            if problem and asked:
+                what = "the control plane" if remembered_in == "api-port" else "its embedded SQS server"
+                raise StartRefused(f"cannot listen on {host}:{port} for {what}: {problem}; stop what listens there, "
+                                   f"or choose another port (datahub-executor-admin serve --port)")
+            if problem:
+                port = 0
+        port = port or _free_port(host)
+        (self.state_dir / remembered_in).write_text(str(port))
         return port
+
+    def _lock_state_dir(self) -> None:
+        """One control plane per state dir: a second one would share the database and find its
+        remembered ports taken. The lock goes with the process, however it ends."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StartRefused(f"another control plane (pid {holder}) is using {self.state_dir}: stop it first, or give "
+                               "this one a state dir of its own (--state-dir)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock_state_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the only descriptor releases the flock
+            self._lock_fd = None
+
+    def _sqs_stop_quietly(self) -> None:
+        if self._sqs is not None and self._sqs.endpoint_url is not None:
+            try:
+                self._sqs.stop()
+            except Exception:  # stopping what half started: the original error is the one to show
+                pass
 
     def _ensure_admin_token(self) -> None:
         assert self.cp is not None
@@ -208,6 +270,19 @@ class ControlPlaneServer:
             self._sqs.stop()
         if self.cp is not None:
             self.cp.store.close()
+        self._unlock_state_dir()
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why HOST:PORT cannot be listened on, or None. Probed as uvicorn and werkzeug bind, with
+    SO_REUSEADDR: the previous run's connections in TIME_WAIT do not count, a listener does."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+    return None
 
 
 def _free_port(host: str) -> int:

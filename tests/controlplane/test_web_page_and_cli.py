@@ -164,6 +164,8 @@ def test_the_admin_cli_manages_pools_sources_executions_and_tokens(cp, tmp_path,
     (["sources", "create", "s", "--recipe-file", "LATIN1"], "is not UTF-8 text"),
     (["sources", "frobnicate"], "invalid choice"),
     (["pools", "queues", "p", "--visibility-timeout", "soon"], "invalid int value"),
+    (["--token-file", "MISSING", "pools", "list"], "--token-file MISSING cannot be read (No such file or directory)"),
+    (["executions", "list", "--status", "DONE"], "invalid choice: 'DONE'"),
     (["serve", "--datahub-url", "http://127.0.0.1:1/gms"], "upstream mode needs --datahub-url, --datahub-token-file"),
     (["serve", "--datahub-url", "127.0.0.1:1", "--datahub-token-file", "RECIPE", "--datahub-ingest-token-file",
       "RECIPE"], "is not an http(s) URL"),
@@ -201,3 +203,77 @@ def test_serve_takes_its_state_dir_after_the_word_serve(tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _one_line_refusal(done: subprocess.CompletedProcess, says: str) -> None:
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and says in done.stderr, done.stderr
+    assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, done.stderr
+
+
+def test_serve_on_a_port_something_listens_on_says_so_in_one_line(cp, tmp_path):
+    """It printed uvicorn's bind error and a traceback ending in 'did not start'."""
+    port = cp.base_url.rsplit(":", 1)[1]
+    done = subprocess.run([*ADMIN, "serve", "--state-dir", str(tmp_path / "other"), "--port", port],
+                          capture_output=True, text=True, timeout=60)
+    _one_line_refusal(done, f"cannot listen on 127.0.0.1:{port}")
+    assert "--port" in done.stderr
+
+
+def test_a_second_control_plane_on_the_same_state_dir_is_refused_at_once(cp, tmp_path):
+    """Its embedded SQS server's remembered port was the first one's, and the start waited for
+    it for ever, deaf to Ctrl-C and SIGTERM (a second bin/quickstart in another terminal)."""
+    state = str(cp.server.state_dir)
+    serve = subprocess.run([*ADMIN, "serve", "--state-dir", state, "--port", str(_free_port())],
+                           capture_output=True, text=True, timeout=30)
+    _one_line_refusal(serve, f"another control plane (pid {os.getpid()}) is using {state}")
+    from controlplane.testing import running_controlplane
+
+    with running_controlplane(tmp_path / "quickstart" / "controlplane"):  # as a first bin/quickstart leaves it
+        quickstart = subprocess.run([sys.executable, "-m", "controlplane.quickstart", "--state-dir",
+                                     str(tmp_path / "quickstart"), "--port", "0", "--exit-after-run"],
+                                    cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=30)
+    assert quickstart.returncode == 1 and "Traceback" not in quickstart.stderr, quickstart.stderr
+    assert f"cannot start: another control plane (pid {os.getpid()}) is using" in quickstart.stdout, quickstart.stdout
+
+
+def test_a_restart_whose_remembered_queue_port_was_taken_meanwhile_starts_on_another(tmp_path):
+    """The embedded SQS server's port is remembered across restarts; another program on it
+    made the start wait for ever."""
+    import socket
+
+    from controlplane.testing import running_controlplane
+
+    with running_controlplane(tmp_path / "cp") as first:
+        first.create_pool("remote", default=True)
+    taken = int((tmp_path / "cp" / "sqs-port").read_text())
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        serve = subprocess.Popen([*ADMIN, "serve", "--state-dir", str(tmp_path / "cp"), "--port", str(_free_port())],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            import select
+
+            readable, _, _ = select.select([serve.stdout], [], [], 60)
+            started = serve.stdout.readline() if readable else "(nothing in 60 s)"
+            assert "control plane on http://127.0.0.1:" in started, serve.stderr.read() if serve.poll() is not None else started
+            shown = subprocess.run([*ADMIN, "--state-dir", str(tmp_path / "cp"), "--json", "pools", "show", "remote"],
+                                   capture_output=True, text=True, timeout=30)
+            assert shown.returncode == 0, shown.stderr
+            assert f":{taken}/" not in json.loads(shown.stdout)["queue_url"], "the pool's queue moved with the server"
+        finally:
+            serve.terminate()
+            try:
+                serve.wait(30)
+            except subprocess.TimeoutExpired:  # the old hang was deaf to SIGTERM
+                serve.kill()
+                serve.wait()
