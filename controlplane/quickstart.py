@@ -32,6 +32,7 @@ SAMPLE_RECIPE = """source:
       lineage_hops: 2
 """
 DEFAULT_DATAHUB_VERSION = "1.7.0.17"
+EXECUTOR_TOKEN_DESCRIPTION = "the quickstart's executor (revoked when the quickstart stops)"
 
 
 def _free_or(port: int) -> int:
@@ -73,11 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"cannot start: {exc}")
         return 1
     executor: subprocess.Popen | None = None
+    executor_token: dict | None = None
     try:
         _say(f"control plane on {cp.base_url} with its embedded SQS server at {cp.sqs_endpoint_url}")
         if "default" not in cp.cp.pools.ids():
             cp.create_pool("default", default=True, description="quickstart pool")
-        token = cp.create_executor_token(["default"])
+        # The executor's token lives as long as this quickstart: one left by a run that was killed
+        # is revoked here (the state dir's lock says no other quickstart uses it), this one at the end.
+        for stale in cp.cp.tokens.list():
+            if stale["description"] == EXECUTOR_TOKEN_DESCRIPTION:
+                cp.cp.tokens.revoke(stale["id"])
+        executor_token, token = cp.cp.tokens.create("executor", ["default"], EXECUTOR_TOKEN_DESCRIPTION)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUB_")}
         env.update({
             "DATAHUB_GMS_URL": cp.gms_url, "DATAHUB_GMS_TOKEN": token, "DATAHUB_EXECUTOR_POOL_ID": "default",
@@ -127,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 executor.kill()
                 executor.wait()
+        if executor_token is not None:
+            cp.cp.tokens.revoke(executor_token["id"])
         cp.stop()
         _say("stopped")
 

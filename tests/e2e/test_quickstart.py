@@ -1,4 +1,5 @@
-"""The README's main command: the whole system on one machine, stopped with Ctrl-C."""
+"""The README's main command: the whole system on one machine, stopped with Ctrl-C, leaving no process
+and no live executor token behind."""
 from __future__ import annotations
 
 import signal
@@ -11,7 +12,7 @@ import psutil
 from .conftest import ROOT
 
 
-def test_quickstart_runs_the_sample_to_success_and_ctrl_c_leaves_no_process(tmp_path):
+def test_quickstart_runs_the_sample_to_success_and_ctrl_c_leaves_no_process_nor_live_token(tmp_path):
     quickstart = subprocess.Popen([sys.executable, "-m", "controlplane.quickstart", "--state-dir", str(tmp_path),
                                    "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     seen: list[str] = []
@@ -38,3 +39,8 @@ def test_quickstart_runs_the_sample_to_success_and_ctrl_c_leaves_no_process(tmp_
     assert alive == [], f"left behind: {alive}"
     token = (tmp_path / "controlplane" / "admin-token").read_text().strip()
     assert token not in "\n".join(seen)
+    from controlplane.testing import running_controlplane
+
+    with running_controlplane(tmp_path / "controlplane") as cp:
+        left = [t["kind"] for t in cp.cp.tokens.list()]
+    assert left == ["admin"], f"the executor's token is revoked when the quickstart stops, not left live: {left}"
