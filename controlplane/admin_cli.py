@@ -430,6 +430,7 @@ def run(args: argparse.Namespace) -> object:
         if a == "create":
             urn = c.graphql("mutation($i: UpdateIngestionSourceInput!) { createIngestionSource(input: $i) }",
                             i=_source_input(args.name, recipe_text, args.pool, env, args.version))["createIngestionSource"]
+            _warn_if_no_pool(c, args.pool)
             return _source_row(_source(c, urn))
         source = _source(c, args.source)
         if a == "show":
@@ -438,6 +439,7 @@ def run(args: argparse.Namespace) -> object:
             update = {"name": source["name"], "type": source["type"],
                       "config": {**{k: v for k, v in source["config"].items() if v is not None}, "executorId": args.pool_id}}
             c.graphql(SOURCE_MUTATION, u=source["urn"], i=update)
+            _warn_if_no_pool(c, args.pool_id)
             return _source_row(_source(c, source["urn"]))
         if a == "delete":
             c.graphql("mutation($u: String!) { deleteIngestionSource(urn: $u) }", u=source["urn"])
@@ -488,6 +490,17 @@ def run(args: argparse.Namespace) -> object:
     if a == "create":
         return c.admin("POST", "/tokens", json={"kind": args.kind, "pools": args.pool, "description": args.description})
     return c.admin("DELETE", f"/tokens/{quote(args.token_id, safe='')}")
+
+
+def _warn_if_no_pool(c: AdminClient, pool_id: str | None) -> None:
+    """A source's Executor ID is free text in DataHub, so one naming no pool is saved; its runs
+    would then wait PENDING for good, which nothing else would say."""
+    if pool_id in (None, E.DEFAULT_EXECUTOR_ID):
+        return
+    pools = c.graphql("{ listRemoteExecutorPools(input: {start: 0, count: 1000}) { remoteExecutorPools { executorPoolId } } }")
+    if pool_id not in {p["executorPoolId"] for p in pools["listRemoteExecutorPools"]["remoteExecutorPools"] or []}:
+        print(f"datahub-executor-admin: warning: there is no pool {pool_id}: this source's runs wait PENDING until "
+              f"one exists (pools create {pool_id}), or move it to a pool that does (sources set-pool)", file=sys.stderr)
 
 
 def _execution(c: AdminClient, urn: str) -> dict[str, Any]:

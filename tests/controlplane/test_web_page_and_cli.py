@@ -181,6 +181,20 @@ def test_bad_arguments_get_one_line_and_exit_code_2(cp, tmp_path, args, says):
     assert "Traceback" not in done.stderr
 
 
+def test_a_source_put_on_a_pool_that_does_not_exist_is_saved_with_a_warning(cp, tmp_path):
+    """DataHub saves any Executor ID; ours used to say nothing, and the runs waited PENDING for good."""
+    cp.create_pool("remote", default=True)
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(RECIPE)
+    created = admin_cli(cp, "sources", "create", "pg", "--recipe-file", str(recipe), "--pool", "remtoe")
+    assert created.returncode == 0 and json.loads(created.stdout)["pool_id"] == "remtoe"
+    assert "warning: there is no pool remtoe" in created.stderr and "pools create remtoe" in created.stderr
+    moved = admin_cli(cp, "sources", "set-pool", "pg", "remote")
+    assert moved.returncode == 0 and moved.stderr == ""
+    moved_back = admin_cli(cp, "sources", "set-pool", "pg", "nowhere")
+    assert moved_back.returncode == 0 and "warning: there is no pool nowhere" in moved_back.stderr
+
+
 def test_serve_takes_its_state_dir_after_the_word_serve(tmp_path):
     import socket
     import time
