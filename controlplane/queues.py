@@ -14,6 +14,7 @@ executor always deletes with the handle of its latest receive.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 
 import boto3
@@ -100,6 +101,13 @@ class Queues:
         return isinstance(exc, self.client.exceptions.QueueDoesNotExist)
 
 
+START_TIMEOUT_S = 10.0
+
+
+class QueueServerDidNotStart(RuntimeError):
+    """The embedded SQS server did not serve in time; the message says what to do (one line)."""
+
+
 class EmbeddedSqs:
     """moto's SQS-protocol server on 127.0.0.1, started and stopped by the control plane."""
 
@@ -109,14 +117,25 @@ class EmbeddedSqs:
         from . import embedded_sqs
 
         embedded_sqs.correct()
+        self._port = port
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.endpoint_url: str | None = None
 
     def start(self) -> str:
+        """The server's endpoint once it serves. Raises QueueServerDidNotStart after START_TIMEOUT_S:
+        moto's start waits without limit for a ready event its server thread never sets when the
+        bind fails (a port taken between our check and the bind), and the control plane hung
+        there, deaf to Ctrl-C."""
         import logging
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-        self._server.start()
+        starting = threading.Thread(target=self._server.start, name="embedded-sqs-start", daemon=True)
+        starting.start()
+        starting.join(START_TIMEOUT_S)
+        if starting.is_alive() or getattr(self._server, "_server", None) is None:
+            raise QueueServerDidNotStart(f"the embedded SQS server did not start on 127.0.0.1:{self._port} within "
+                                         f"{START_TIMEOUT_S:.0f} s (is the port taken?); stop what listens there, or "
+                                         "remove sqs-port from the state dir for a free one")
         self.endpoint_url = f"http://127.0.0.1:{self._server._server.server_port}"
         return self.endpoint_url
 

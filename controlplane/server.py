@@ -20,7 +20,7 @@ import uvicorn
 from loguru import logger
 
 from .app import create_app
-from .queues import EmbeddedSqs, Queues
+from .queues import EmbeddedSqs, QueueServerDidNotStart, Queues
 from .service import ControlPlane
 from .store import Store
 from .upstream.sync import UpstreamConfig, UpstreamSync
@@ -93,7 +93,10 @@ class ControlPlaneServer:
         self.port = self._port_to_listen_on(self.config.host, self.config.port, "api-port")
         if self.config.queue == "embedded":
             self._sqs = EmbeddedSqs(self._port_to_listen_on("127.0.0.1", self.config.sqs_port, "sqs-port"))
-            endpoint = self._sqs.start()
+            try:
+                endpoint = self._sqs.start()
+            except QueueServerDidNotStart as exc:
+                raise StartRefused(str(exc)) from None
             queues = Queues(region=self.config.region, endpoint_url=endpoint, local=True,
                             installation_id=self._installation_id())
         else:

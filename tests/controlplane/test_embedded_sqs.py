@@ -3,6 +3,8 @@ executor calls it: the 12-hour cap counts from the receive, a receipt whose visi
 that a later receive replaced changes nothing, and a batch entry SQS refuses fails alone."""
 from __future__ import annotations
 
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from controlplane.queues import EmbeddedSqs, Queues
+from controlplane.queues import START_TIMEOUT_S, EmbeddedSqs, QueueServerDidNotStart, Queues
 from executor.consumer import SqsConsumer
 from executor.leases import QueueRef
 
@@ -150,3 +152,29 @@ def test_a_visibility_batch_sqs_would_refuse_whole_is_refused(queue, entries, co
     client, url = queue
     assert _error(lambda: client.change_message_visibility_batch(QueueUrl=url, Entries=entries))["Code"] == code
 
+
+
+def test_a_queue_server_that_cannot_bind_says_so_instead_of_waiting_for_ever():
+    """moto's start waits without limit for a ready event its server thread never sets when the
+    bind fails: a control plane whose queue port was taken between its check and the bind hung
+    there, deaf to Ctrl-C."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    outcome: list[BaseException | str] = []
+
+    def start() -> None:
+        try:
+            outcome.append(EmbeddedSqs(taken.getsockname()[1]).start())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        starting = threading.Thread(target=start, daemon=True)
+        starting.start()
+        starting.join(START_TIMEOUT_S + 20)
+        assert not starting.is_alive(), "still waiting for a server that cannot bind"
+        assert len(outcome) == 1 and isinstance(outcome[0], QueueServerDidNotStart), outcome
+        assert "is the port taken?" in str(outcome[0])
+    finally:
+        taken.close()
