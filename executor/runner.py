@@ -263,8 +263,8 @@ class TaskRunner(threading.Thread):
         task_log = TaskLog(self.s.task_logs.path_for(self.execution_id), prepared.masker)
         limits = Limits(memory_max_bytes=prepared.memory_limit_bytes, pids_max=settings.task_pids_max,
                         timeout_s=settings.task_timeout_s)
-        task_log.write_line(f"[executor] {claimed.task} on {settings.executor_id}; memory limit: "
-                            f"{prepared.memory_limit_bytes if prepared.memory_limit_bytes else 'none'} bytes")
+        memory_limit = f"{prepared.memory_limit_bytes} bytes" if prepared.memory_limit_bytes else "none"
+        task_log.write_line(f"[executor] {claimed.task} on {settings.executor_id}; memory limit: {memory_limit}")
         try:
             process = self.s.sandbox.start(prepared.argv, limits, name=self.execution_id, env=prepared.env,
                                            cwd=prepared.workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -277,8 +277,7 @@ class TaskRunner(threading.Thread):
         with self._lock:
             self._process = process
         self.s.leases.move(self.lease, State.RUNNING)
-        self.log.info("task process {} started: {} (memory limit {} bytes)", process.pid, claimed.task,
-                      prepared.memory_limit_bytes or "none")
+        self.log.info("task process {} started: {} (memory limit: {})", process.pid, claimed.task, memory_limit)
         started_ms = datahub_aspects.now_ms() - int((time.monotonic() - started) * 1000)
         pump = task_log.pump(process.stdout)
         feed_stdin(process.stdin, prepared.stdin_bytes, name=f"stdin-{self.execution_id}")
