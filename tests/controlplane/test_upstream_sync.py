@@ -332,3 +332,25 @@ def test_a_claim_whose_token_may_not_read_datahubs_secrets_runs_without_them(pai
     answer = claim(pair, executor, "ours")
     assert answer.status_code == 200, answer.json().get("error")
     assert not answer.json().get("secrets")
+
+
+def test_a_claim_of_a_finished_run_is_refused_without_asking_datahub(pair, proxy, tmp_path):
+    """A redelivered message of a run that has ended: the claim is refused (409) and the executor
+    deletes the message. The claim asked DataHub for the recipe's secrets first, so while
+    DataHub failed the answer was 503 and the executor kept asking instead."""
+    sync = pair.sync(url=proxy.url)
+    sync.attach()
+    request = pair.request("ours", now_ms())
+    request.aspect.args["recipe"] = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
+    pair.create(request)
+    assert sync.discover() == ["ours"]
+    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
+    executor.heartbeat()
+    claimed = executor.claim("ours")
+    assert claimed is not None
+    executor.finish(claimed)
+    failing = proxy.break_("POST", "/api/graphql", body=graphql_error(500, "Failed to perform update against input"),
+                           body_has=(b"getSecretValues",))
+    answer = claim(pair, executor, "ours")
+    assert answer.status_code == 409, answer.status_code
+    assert failing.hits == 0, "DataHub was not asked for a finished run's secrets"
