@@ -131,6 +131,22 @@ def test_a_failing_search_does_not_hold_back_datahubs_cancels_or_our_results(pai
     assert shown is not None and shown.status == "CANCELLED", "and DataHub shows how it ended"
 
 
+SECRET_RECIPE = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
+
+
+def taken(pair: Pair, sync: UpstreamSync, execution_id: str, recipe: str = SECRET_RECIPE) -> ExecutorDouble:
+    """A request for RECIPE in DataHub, taken by SYNC (attached first), and an executor of the pool,
+    heartbeating, ready to claim it."""
+    sync.attach()
+    request = pair.request(execution_id, now_ms())
+    request.aspect.args["recipe"] = recipe
+    pair.create(request)
+    assert sync.discover() == [execution_id]
+    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
+    executor.heartbeat()
+    return executor
+
+
 def claim(pair: Pair, executor: ExecutorDouble, execution_id: str) -> requests.Response:
     """The executor's claim, as it sends it (the answer's status is what this test looks at)."""
     return requests.post(f"{pair.ours.gms_url}/executor/v1/executions/{execution_id}/claim",
@@ -151,14 +167,8 @@ def test_a_claim_while_datahub_refuses_our_token_waits_for_datahubs_secrets(pair
     token_file.write_text(made["token"])
     sync = UpstreamSync(pair.ours.cp, UpstreamConfig(url=pair.datahub.gms_url, token_file=token_file,
                                                      ingest_token_file=pair.ingest_token_file))
-    sync.attach()
-    request = pair.request("ours", now_ms())
-    request.aspect.args["recipe"] = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
-    pair.create(request)
-    assert sync.discover() == ["ours"]
+    executor = taken(pair, sync, "ours")
     pair.datahub._admin("DELETE", f"/tokens/{made['id']}")
-    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
-    executor.heartbeat()
 
     refused = claim(pair, executor, "ours")
     assert refused.status_code == 503, "claimed without DataHub's secrets"
@@ -175,15 +185,8 @@ def test_a_claim_hands_over_datahubs_secret_named_with_a_default(pair, tmp_path)
     in DataHub's own executor. Only plain ${NAME}s were fetched, so the default won here."""
     pair.datahub.graphql("mutation($i: CreateSecretInput!) { createSecret(input: $i) }",
                          i={"name": "DB_PASSWORD", "value": "pw-" + tmp_path.name})
-    sync = pair.sync()
-    sync.attach()
-    request = pair.request("defaulted", now_ms())
-    request.aspect.args["recipe"] = ('{"source": {"type": "datahub-mock-data", "config": '
-                                     '{"password": "${DB_PASSWORD:-none}", "user": "${DB_USER:-reader}"}}}')
-    pair.create(request)
-    assert sync.discover() == ["defaulted"]
-    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
-    executor.heartbeat()
+    executor = taken(pair, pair.sync(), "defaulted", '{"source": {"type": "datahub-mock-data", "config": '
+                                                        '{"password": "${DB_PASSWORD:-none}", "user": "${DB_USER:-reader}"}}}')
 
     answer = claim(pair, executor, "defaulted")
     assert answer.status_code == 200, answer.json().get("error")
@@ -232,13 +235,7 @@ def test_a_claim_waiting_on_a_hanging_datahub_holds_up_no_other_call(pair, proxy
     gave up, long enough for the sweep to judge healthy executors lost (decision 52's lesson)."""
     monkeypatch.setattr(gms_module, "TIMEOUT_S", 120)  # the hang lasts until this test ends it
     sync = pair.sync(url=proxy.url)
-    sync.attach()
-    request = pair.request("ours", now_ms())
-    request.aspect.args["recipe"] = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
-    pair.create(request)
-    assert sync.discover() == ["ours"]
-    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
-    executor.heartbeat()
+    executor = taken(pair, sync, "ours")
     hung = proxy.hang("POST", "/api/graphql")
     answers: list[int] = []
     claiming = threading.Thread(target=lambda: answers.append(claim(pair, executor, "ours").status_code))
@@ -296,13 +293,7 @@ def test_a_claim_while_datahubs_secret_store_fails_waits_instead_of_running_with
     pair.datahub.graphql("mutation($i: CreateSecretInput!) { createSecret(input: $i) }",
                          i={"name": "DB_PASSWORD", "value": "pw-" + tmp_path.name})
     sync = pair.sync(url=proxy.url)
-    sync.attach()
-    request = pair.request("ours", now_ms())
-    request.aspect.args["recipe"] = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
-    pair.create(request)
-    assert sync.discover() == ["ours"]
-    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
-    executor.heartbeat()
+    executor = taken(pair, sync, "ours")
     failing = proxy.break_("POST", "/api/graphql", body=graphql_error(500, "Failed to perform update against input"),
                            body_has=(b"getSecretValues",), times=1)
 
@@ -320,13 +311,7 @@ def test_a_claim_whose_token_may_not_read_datahubs_secrets_runs_without_them(pai
     """The other side of the same answer: GMS's UNAUTHORIZED (code 403, the token's user lacks
     MANAGE_SECRETS) is a verdict, not an outage: the run gets no DataHub secrets (decision 39)."""
     sync = pair.sync(url=proxy.url)
-    sync.attach()
-    request = pair.request("ours", now_ms())
-    request.aspect.args["recipe"] = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
-    pair.create(request)
-    assert sync.discover() == ["ours"]
-    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
-    executor.heartbeat()
+    executor = taken(pair, sync, "ours")
     proxy.break_("POST", "/api/graphql", body_has=(b"getSecretValues",), body=graphql_error(
         403, "Unauthorized to perform this action. Please contact your DataHub administrator."))
     answer = claim(pair, executor, "ours")
@@ -339,13 +324,7 @@ def test_a_claim_of_a_finished_run_is_refused_without_asking_datahub(pair, proxy
     deletes the message. The claim asked DataHub for the recipe's secrets first, so while
     DataHub failed the answer was 503 and the executor kept asking instead."""
     sync = pair.sync(url=proxy.url)
-    sync.attach()
-    request = pair.request("ours", now_ms())
-    request.aspect.args["recipe"] = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
-    pair.create(request)
-    assert sync.discover() == ["ours"]
-    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
-    executor.heartbeat()
+    executor = taken(pair, sync, "ours")
     claimed = executor.claim("ours")
     assert claimed is not None
     executor.finish(claimed)
