@@ -11,6 +11,7 @@ import shutil
 import stat
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,10 @@ NOBODY = 65534
 TASK_UIDS = (3_000_000, 3_000_015)  # far above any account a test machine has; 14 + 2: each class keeps its ledger's size
 
 
-def start_isolated(system, tmp_path, task_user: str, executor_id: str):
+@contextmanager
+def isolated_executor(system, tmp_path, task_user: str, executor_id: str):
+    """A root executor whose tasks run as TASK_USER with a private /tmp; yields (executor, package
+    server, venv cache, its environment) and removes its work and venv directories after."""
     if os.geteuid() != 0:
         pytest.skip("tasks can run as another user only when the executor runs as root")
     work = ROOT / ".cache" / f"isolation-work-{uuid.uuid4().hex[:8]}"  # not below /tmp, which each task has its own of
@@ -35,33 +39,27 @@ def start_isolated(system, tmp_path, task_user: str, executor_id: str):
     env = system.executor_env(executor_id, DATAHUB_EXECUTOR_TASK_USER=task_user, DATAHUB_EXECUTOR_TASK_PRIVATE_TMP="true",
                               DATAHUB_EXECUTOR_TASK_PYTHON="/usr/bin/python3", DATAHUB_EXECUTOR_WORK_DIR=str(work),
                               DATAHUB_EXECUTOR_VENV_CACHE_DIR=str(venvs))
-    executor = ExecutorProcess(env)
-    system.executors.append(executor)
-    executor.wait_for_line("Starting datahub executor worker", timeout_s=60)
-
-    def cleanup() -> None:
+    try:
+        executor = ExecutorProcess(env)
+        system.executors.append(executor)
+        executor.wait_for_line("Starting datahub executor worker", timeout_s=60)
+        yield executor, server, venvs, env
+    finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(venvs, ignore_errors=True)
-    return (executor, server, venvs, env), cleanup
 
 
 @pytest.fixture
 def isolated(system, tmp_path):
-    started, cleanup = start_isolated(system, tmp_path, "nobody", "isolated-1")
-    try:
+    with isolated_executor(system, tmp_path, "nobody", "isolated-1") as started:
         yield started
-    finally:
-        cleanup()
 
 
 @pytest.fixture
 def uid_per_task(system, tmp_path):
-    started, cleanup = start_isolated(system, tmp_path, "%d-%d" % TASK_UIDS, "isolated-2")
-    try:
+    with isolated_executor(system, tmp_path, "%d-%d" % TASK_UIDS, "isolated-2") as started:
         yield started
-    finally:
-        cleanup()
 
 
 def test_a_task_and_its_build_run_as_the_task_user_and_cannot_reach_the_executor(system, isolated):
@@ -144,11 +142,8 @@ def test_with_a_uid_range_two_running_tasks_cannot_reach_each_other(system, uid_
 
 @pytest.fixture
 def two_uids(system, tmp_path):
-    started, cleanup = start_isolated(system, tmp_path, "3000000-3000001", "isolated-3")
-    try:
+    with isolated_executor(system, tmp_path, "3000000-3000001", "isolated-3") as started:
         yield started
-    finally:
-        cleanup()
 
 
 def test_ingestion_holding_task_uids_does_not_keep_a_monitor_waiting(system, two_uids):
