@@ -60,15 +60,14 @@ def parse_restli_list(raw_query: str, name: str) -> list[str] | None:
     return None
 
 
-def _restli_boolean(raw_query: str, name: str, default: bool) -> bool:
-    """NAME=true|false from a raw query string, as Rest.li coerces a Boolean query parameter."""
-    for part in raw_query.split("&"):
-        key, _, value = part.partition("=")
-        if key == name:
-            if value.lower() not in ("true", "false"):
-                raise Invalid(f"{name} must be true or false, not {urllib.parse.unquote(value)[:40]!r}")
-            return value.lower() == "true"
-    return default
+def _restli_boolean(request: Request, name: str, default: bool) -> bool:
+    """NAME=true|false from the query, as Rest.li coerces a Boolean query parameter."""
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if value.lower() not in ("true", "false"):
+        raise Invalid(f"{name} must be true or false, not {value[:40]!r}")
+    return value.lower() == "true"
 
 
 def _whole_number(body: dict[str, Any], names: tuple[str, ...], default: int) -> int:
@@ -194,7 +193,7 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         parsed = cp.registry.parse_urn(urn)
         can_read(identity_of(request), str(parsed), parsed.entity_type)
         return entity_response(urn, parse_restli_list(request.url.query, "aspects"),
-                               _restli_boolean(request.url.query, "alwaysIncludeKeyAspect", True))
+                               _restli_boolean(request, "alwaysIncludeKeyAspect", True))
 
     @router.get("/gms/entitiesV2")
     def batch_get_entities(request: Request) -> Any:
@@ -204,7 +203,7 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         if len(urns) > 1000:
             raise Invalid("at most 1000 ids per request")
         wanted = parse_restli_list(request.url.query, "aspects")
-        with_key = _restli_boolean(request.url.query, "alwaysIncludeKeyAspect", True)
+        with_key = _restli_boolean(request, "alwaysIncludeKeyAspect", True)
         results = {}
         for urn in urns:
             parsed = cp.registry.parse_urn(urn)
