@@ -35,6 +35,12 @@ from .store import Store
 from .tokens import Identity, Tokens
 
 
+def aspect_proposal(urn: str, aspect: str, value: dict[str, Any], change_type: str = "UPSERT") -> dict[str, Any]:
+    """The MetadataChangeProposal (as JSON) that writes VALUE as URN's ASPECT through our ingest path."""
+    return {"entityType": urn.split(":", 3)[2], "entityUrn": urn, "changeType": change_type, "aspectName": aspect,
+            "aspect": {"value": json.dumps(value), "contentType": "application/json"}}
+
+
 class ControlPlane:
     def __init__(self, store: Store, queues: Queues, registry: Registry | None = None) -> None:
         self.store = store
@@ -225,10 +231,7 @@ class ControlPlane:
                      change_type: str = "UPSERT", also: Callable[[sqlite3.Connection], None] | None = None) -> str:
         """Write one aspect through the ingest endpoint's path, as an MCP would (ALSO: a record
         committed with it, see Ingest.ingest)."""
-        entity = urn.split(":", 3)[2]
-        self.ingest.ingest([{"entityType": entity, "entityUrn": urn, "changeType": change_type, "aspectName": aspect,
-                             "aspect": {"value": json.dumps(value), "contentType": "application/json"}}], identity,
-                           also=also)
+        self.ingest.ingest([aspect_proposal(urn, aspect, value, change_type)], identity, also=also)
         return urn
 
     def serving(self, now: float | None = None) -> None:

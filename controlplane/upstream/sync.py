@@ -19,7 +19,6 @@ is logged once when it goes and once when it is back; a refused token names its 
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from vocabulary import statuses as S
 
 from .. import entities as E
 from ..errors import Conflict, Invalid
-from ..service import ControlPlane
+from ..service import ControlPlane, aspect_proposal
 from ..tokens import ADMIN, Identity
 from .claims import UpstreamClaims
 from .gms import UpstreamError, UpstreamGms, UpstreamRefused, UpstreamUnreachable
@@ -175,9 +174,9 @@ class UpstreamSync:
             # the next step passed the cancel on.
             urn = E.execution_urn(execution_id)
             cancelled = self.gms.kill_requested(urn)
-            proposals = [_proposal(urn, E.EXECUTION_INPUT, decision)]
+            proposals = [aspect_proposal(urn, E.EXECUTION_INPUT, decision)]
             if cancelled:
-                proposals.append(_proposal(urn, E.EXECUTION_SIGNAL, {
+                proposals.append(aspect_proposal(urn, E.EXECUTION_SIGNAL, {
                     "signal": "KILL", "createdAt": {"time": int(time.time() * 1000), "actor": SYSTEM.actor}}))
             try:
                 self.cp.ingest.ingest(proposals, SYSTEM,
@@ -263,9 +262,3 @@ class UpstreamSync:
     def _recovered(self, step: str) -> None:
         if self._problems.pop(step, None) is not None and not self._problems:
             logger.info("upstream DataHub at {} answers again", self.config.url)
-
-
-def _proposal(urn: str, aspect: str, value: dict) -> dict:
-    """A MetadataChangeProposal for our own ingest path, as ControlPlane.write_aspect makes one."""
-    return {"entityType": E.EXECUTION, "entityUrn": urn, "changeType": "UPSERT", "aspectName": aspect,
-            "aspect": {"value": json.dumps(value), "contentType": "application/json"}}
