@@ -57,9 +57,8 @@ def resolve_task_user(setting: str, sandbox: Sandbox, wants: Mapping[str, int]) 
         first, last = int(span.group(1)), int(span.group(2))
         _check_range(first, last, len(wants))
         users = TaskUsers.uid_range(first, last, wants)
-        kept = ", ".join(f"{count} kept for {name}" for name, count in sorted(users.reserves.items()))
         return TaskIdentity(users, f"each task runs as a uid of its own from {first}-{last} (group of the same number; "
-                                   f"{kept}), without capabilities or new privileges")
+                                   f"{users.kept()}), without capabilities or new privileges")
     try:
         if value.replace(":", "").isdigit():
             user = TaskUser.parse(value)

@@ -23,7 +23,7 @@ proportion when the range is smaller than their sum, and never below one uid per
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 
 from sandbox import TaskUser
@@ -68,8 +68,7 @@ class TaskUsers:
         if sum(self.reserves.values()) > len(users):
             raise ValueError(f"reserves {self.reserves} exceed the {len(users)} uids")
         self._free: deque[TaskUser | None] = deque(users)
-        self._held: dict[str, tuple[TaskUser | None, str]] = {}
-        self._held_by_class: dict[str, int] = {}
+        self._held: dict[str, tuple[TaskUser | None, str]] = {}  # execution id -> (user, task class)
         self._changed = threading.Condition()
         self.size = len(users)
 
@@ -101,22 +100,20 @@ class TaskUsers:
                 self._changed.wait(poll_s)
             user = self._free.popleft()
             self._held[execution_id] = (user, task_class)
-            self._held_by_class[task_class] = self._held_by_class.get(task_class, 0) + 1
             return user
 
     def release(self, execution_id: str) -> None:
         """EXECUTION_ID's task has ended and nothing of it runs; releasing twice is harmless."""
         with self._changed:
-            user, task_class = self._held.pop(execution_id, (None, ""))
+            user, _ = self._held.pop(execution_id, (None, ""))
             if self.exclusive and user is not None:
                 self._free.append(user)
-                self._held_by_class[task_class] -= 1
                 self._changed.notify_all()  # a waiter of either class may now take it
 
     def _owed(self, task_class: str) -> int:
         """Free uids kept for the classes other than TASK_CLASS (below their reserve)."""
-        return sum(max(0, reserve - self._held_by_class.get(name, 0))
-                   for name, reserve in self.reserves.items() if name != task_class)
+        held = Counter(held_by for _, held_by in self._held.values())
+        return sum(max(0, reserve - held[name]) for name, reserve in self.reserves.items() if name != task_class)
 
     def _may_take(self, task_class: str) -> bool:
         """Whether a task of TASK_CLASS may take a uid now. Invariant: the free uids always cover
@@ -135,10 +132,14 @@ class TaskUsers:
     def describe(self) -> str:
         if self.exclusive:
             first, last = self._bounds()
-            kept = ", ".join(f"{count} kept for {name}" for name, count in sorted(self.reserves.items()))
+            kept = self.kept()
             return f"each task gets a uid of its own from {first}-{last} ({self.size} uids{'; ' + kept if kept else ''})"
         user = self._free[0]
         return f"uid {user.uid}, gid {user.gid}" if user else "the executor's own user"
+
+    def kept(self) -> str:
+        """The uids kept for each task class, in words ("" without reserves)."""
+        return ", ".join(f"{count} kept for {name}" for name, count in sorted(self.reserves.items()))
 
     def _bounds(self) -> tuple[int, int]:
         uids = [u.uid for u in list(self._free) + [held for held, _ in self._held.values()] if u is not None]

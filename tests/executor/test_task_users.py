@@ -175,7 +175,8 @@ def test_many_threads_of_both_classes_keep_each_class_its_reserve():
                 if len(held) != len(set(held)):
                     broken.append("a uid held twice")
                 for other, reserve in users.reserves.items():
-                    if users._held_by_class.get(other, 0) < reserve and users.all_held(other):
+                    held_by_other = sum(1 for _, held_by in users._held.values() if held_by == other)
+                    if held_by_other < reserve and users.all_held(other):
                         broken.append(f"{other} below its reserve and no uid for it")
             users.release(execution)
 
