@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
-from . import admin_api, executor_api, gms_api, graphql_api
+from . import admin_api, executor_api, gms_api, gms_openapi, graphql_api
 from .errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
 from .http_guard import BodyTooLarge, Guard
 from .metadata.registry import MetadataInvalid
@@ -54,6 +54,7 @@ def create_app(cp: ControlPlane, *, cli_version: str | None = None,
         app.add_exception_handler(error, handler)
 
     app.include_router(gms_api.create_router(cp, cli_version=cli_version))
+    app.include_router(gms_openapi.create_router(cp))
     app.include_router(graphql_api.create_router(cp))
     app.include_router(executor_api.create_router(cp))
     app.include_router(admin_api.create_router(cp))

@@ -30,7 +30,8 @@ from .service import ControlPlane
 from .tokens import ADMIN, EXECUTOR, INGEST, Identity
 
 # The newest DataHub release whose clients ingest through Rest.li by default: from 1.0.1 on,
-# DataHub's SDK switches to the OpenAPI v3 endpoints, which this server does not implement.
+# DataHub's SDK ingests through the OpenAPI v3 endpoints, of which this server serves only the
+# batch read (gms_openapi.py).
 SPOKEN_DATAHUB_VERSION = "v1.0.0"
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1  # Rest.li's Integer
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # Rest.li's Long
@@ -83,38 +84,39 @@ def _whole_number(body: dict[str, Any], names: tuple[str, ...], default: int) ->
     return default
 
 
+def can_read(cp: ControlPlane, identity: Identity, urn: str, entity_type: str) -> None:
+    """Whether IDENTITY may read URN, judged by its parsed form (what is then read): the text
+    as sent may spell the same key otherwise ("urn:li:dataHubRemoteExecutor:(x)" is ...:x)."""
+    if identity.kind == ADMIN:
+        return
+    if identity.kind == INGEST:
+        if entity_type in E.CONTROL_PLANE_ENTITIES:
+            raise Forbidden(f"a run's ingest token may not read {entity_type} entities")
+        return
+    if identity.kind == EXECUTOR:
+        if entity_type == E.POOL:
+            identity.require_pool(E.key_of(urn, E.POOL))
+            return
+        if entity_type == E.EXECUTION:
+            row = cp.store.one("SELECT pool_id FROM executions WHERE id=?", (E.key_of(urn, E.EXECUTION),))
+            if row is None:
+                raise NotFound(f"{urn} not found")
+            identity.require_pool(row["pool_id"])
+            return
+        if entity_type == E.EXECUTOR:
+            # Another pool's executors (their hosts, addresses, what they run) are not its to see.
+            with cp.store.read() as db:
+                stored = aspect_store.get(db, urn, E.EXECUTOR_STATUS)
+            if stored is not None:
+                identity.require_pool(stored.value["executorPoolId"])
+            return
+        if entity_type == E.GLOBAL_CONFIG:
+            return
+    raise Forbidden(f"this token may not read {entity_type} entities")
+
+
 def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRouter:
     router = APIRouter()
-
-    def can_read(identity: Identity, urn: str, entity_type: str) -> None:
-        """Whether IDENTITY may read URN, judged by its parsed form (what is then read): the text
-        as sent may spell the same key otherwise ("urn:li:dataHubRemoteExecutor:(x)" is ...:x)."""
-        if identity.kind == ADMIN:
-            return
-        if identity.kind == INGEST:
-            if entity_type in E.CONTROL_PLANE_ENTITIES:
-                raise Forbidden(f"a run's ingest token may not read {entity_type} entities")
-            return
-        if identity.kind == EXECUTOR:
-            if entity_type == E.POOL:
-                identity.require_pool(E.key_of(urn, E.POOL))
-                return
-            if entity_type == E.EXECUTION:
-                row = cp.store.one("SELECT pool_id FROM executions WHERE id=?", (E.key_of(urn, E.EXECUTION),))
-                if row is None:
-                    raise NotFound(f"{urn} not found")
-                identity.require_pool(row["pool_id"])
-                return
-            if entity_type == E.EXECUTOR:
-                # Another pool's executors (their hosts, addresses, what they run) are not its to see.
-                with cp.store.read() as db:
-                    stored = aspect_store.get(db, urn, E.EXECUTOR_STATUS)
-                if stored is not None:
-                    identity.require_pool(stored.value["executorPoolId"])
-                return
-            if entity_type == E.GLOBAL_CONFIG:
-                return
-        raise Forbidden(f"this token may not read {entity_type} entities")
 
     @router.get("/gms/config")
     def config() -> dict[str, Any]:
@@ -149,7 +151,7 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
             raise Invalid(f"version {version} is out of a long's range")
         parsed = cp.registry.parse_urn(urn)
         spec = cp.registry.aspect(parsed.entity_type, aspect)
-        can_read(identity_of(request), str(parsed), parsed.entity_type)
+        can_read(cp, identity_of(request), str(parsed), parsed.entity_type)
         if spec.timeseries:
             raise Invalid(f"{aspect} is a timeseries aspect; it is not read by version")
         entity = cp.registry.entity(parsed.entity_type)
@@ -191,7 +193,7 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
     @router.get("/gms/entitiesV2/{urn:path}")
     def get_entity(urn: str, request: Request) -> Any:
         parsed = cp.registry.parse_urn(urn)
-        can_read(identity_of(request), str(parsed), parsed.entity_type)
+        can_read(cp, identity_of(request), str(parsed), parsed.entity_type)
         return entity_response(urn, parse_restli_list(request.url.query, "aspects"),
                                _restli_boolean(request, "alwaysIncludeKeyAspect", True))
 
@@ -207,7 +209,7 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         results = {}
         for urn in urns:
             parsed = cp.registry.parse_urn(urn)
-            can_read(identity_of(request), str(parsed), parsed.entity_type)
+            can_read(cp, identity_of(request), str(parsed), parsed.entity_type)
             results[urn] = entity_response(urn, wanted, with_key)
         return {"results": results, "errors": {}, "statuses": {}}
 

@@ -97,6 +97,16 @@ def latest(db: sqlite3.Connection, urn: str, aspects: Iterable[str] | None = Non
     return {row[2]: _stored(row) for row in rows if wanted is None or row[2] in wanted}
 
 
+def latest_timeseries(db: sqlite3.Connection, urn: str, aspect: str, until_ms: int | None = None) -> StoredAspect | None:
+    """The newest point of a timeseries aspect (at or before UNTIL_MS, when given), as GMS's
+    getLatestTimeseriesAspectValues answers it. Points keep no writer: created_by is None."""
+    row = db.execute("SELECT urn, entity_type, aspect, 0, metadata, system_metadata, created_on, NULL "
+                     "FROM timeseries_aspects WHERE urn=? AND aspect=? AND timestamp_ms<=? "
+                     "ORDER BY timestamp_ms DESC LIMIT 1",
+                     (urn, aspect, until_ms if until_ms is not None else (1 << 63) - 1)).fetchone()
+    return _stored(row) if row else None
+
+
 def latest_of_type(db: sqlite3.Connection, entity_type: str, aspect: str) -> list[StoredAspect]:
     """Every entity of ENTITY_TYPE that has ASPECT, with its latest value, by urn."""
     rows = db.execute("SELECT urn, entity_type, aspect, version, metadata, system_metadata, created_on, created_by "
