@@ -6,8 +6,8 @@ with the control plane and the embedded SQS server of the benchmark process.
     python bench/bare_loop.py QUEUE_URL ENDPOINT STANDIN COUNT THREADS
 
 Prints one JSON line: the seconds from the first receive to the last delete, and the CPU this
-process spent in that time (user + system, its children excluded: the payload's CPU is not the
-loop's), for CPU per task against our master's.
+process spent in that time (user + system, and the kernel's part apart; its children excluded:
+the payload's CPU is not the loop's), for CPU per task against our master's.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ import time
 import boto3
 
 
-def cpu_seconds() -> float:
+def cpu_seconds() -> tuple[float, float]:
+    """(user + system, system) seconds of this process, its children excluded."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_stime
 
 
 def run(queue_url: str, endpoint: str, standin: str, count: int, threads: int) -> dict[str, float]:
@@ -54,7 +55,9 @@ def run(queue_url: str, endpoint: str, standin: str, count: int, threads: int) -
         worker.start()
     for worker in workers:
         worker.join()
-    return {"seconds": time.monotonic() - started, "cpu_seconds": cpu_seconds() - cpu_before, "count": count}
+    cpu_after = cpu_seconds()
+    return {"seconds": time.monotonic() - started, "cpu_seconds": cpu_after[0] - cpu_before[0],
+            "system_seconds": cpu_after[1] - cpu_before[1], "count": count}
 
 
 if __name__ == "__main__":
