@@ -150,9 +150,57 @@ class Executions:
                 with self.store.transaction() as tx:
                     tx.execute("UPDATE executions SET enqueued_at=? WHERE id=? AND enqueued_at IS NULL "
                                "AND (lease_epoch=? OR status<>?)", (time.time(), row["id"], row["lease_epoch"], S.PENDING))
+            sent += self._send_replacements(failed, gone)
             self._say_how_sending_went(sent, failed)
         for pool_id in sorted(gone):  # outside the send lock: this waits for pool changes
             self._remake_queues(pool_id)
+        return sent
+
+    def _send_replacements(self, failed: dict[str, str], gone: set[str], now: float | None = None) -> int:
+        """Send a message again for each RUNNING execution whose message its queue lost (the
+        embedded queue server restarted, or the queue was deleted: `enqueued_at` NULL, see
+        forget_queued) once its holder's would have come back on SQS: the holder is no longer
+        ONLINE and one visibility timeout has passed since its last heartbeat (or since our
+        start). Another executor's claim then takes it over (decision 6); if none does before
+        the holder is OFFLINE, the sweep ends it ABORTED (EXECUTOR_LOST), as on SQS.
+
+        Not sooner: while the holder heartbeats it runs the execution, and a message anyone
+        could receive would only be refused, counting toward the dead-letter queue. The
+        replacement becomes the execution's `message_id`, so that a claim of it is judged as
+        of the holder's own message: deferred (kept) should the holder heartbeat again."""
+        now = now or time.time()
+        sent = 0
+        for row in self.store.query("SELECT e.id, e.pool_id, e.task, e.created_at, e.lease_epoch, e.executor_id, "
+                                    "e.executor_instance, q.visibility_timeout_s FROM executions e JOIN pool_queues q "
+                                    "ON q.pool_id = e.pool_id WHERE e.status=? AND e.enqueued_at IS NULL "
+                                    "ORDER BY e.created_at", (S.RUNNING,)):
+            with self.store.read() as db:
+                if lifecycle.holder_online(db, row["executor_id"], row["executor_instance"], now, self.ctx.started_at):
+                    continue
+                holder = db.execute("SELECT last_seen FROM executor_instances WHERE executor_id=? AND instance=?",
+                                    (row["executor_id"], row["executor_instance"])).fetchone()
+            silent_since = max(holder[0] if holder else 0.0, self.ctx.started_at)
+            if now < silent_since + row["visibility_timeout_s"]:
+                continue
+            try:
+                message_id = self.queues.send_text(self.pools.queue_for(row["pool_id"], row["task"]),
+                                                   message.encode(row["id"], row["task"], row["pool_id"],
+                                                                  int(row["created_at"] * 1000)))
+            except Exception as exc:  # as for a PENDING run's send: the next round tries again
+                failed[row["id"]] = type(exc).__name__
+                if self.queues.is_missing_queue(exc):
+                    gone.add(row["pool_id"])
+                continue
+            with self.store.transaction() as tx:
+                marked = tx.execute("UPDATE executions SET enqueued_at=?, message_id=? WHERE id=? AND status=? "
+                                    "AND lease_epoch=? AND enqueued_at IS NULL",
+                                    (now, message_id, row["id"], S.RUNNING, row["lease_epoch"])).rowcount
+            if marked:
+                sent += 1
+                logger.bind(execution_id=row["id"]).warning(
+                    "execution {}: its message was lost with its queue and its executor {} has not heartbeated for "
+                    "{:.0f} s; sent again, for another executor to take over", row["id"], row["executor_id"],
+                    now - silent_since)
         return sent
 
     def _remake_queues(self, pool_id: str) -> None:
@@ -192,12 +240,19 @@ class Executions:
 
     def forget_queued(self, pool_id: str | None = None) -> int:
         """The queues lost their messages (the embedded queue server restarted, or POOL_ID's
-        queue was deleted): every PENDING execution (of POOL_ID) must be sent again."""
+        queue was deleted): every PENDING execution (of POOL_ID) must be sent again, and every
+        RUNNING one has no message behind it any more, which _send_replacements makes good
+        should its holder stop heartbeating. Returns how many PENDING ones there are."""
+        where, params = ("", ()) if pool_id is None else (" AND pool_id=?", (pool_id,))
         with self.store.transaction() as tx:
-            if pool_id is None:
-                return tx.execute("UPDATE executions SET enqueued_at=NULL WHERE status=?", (S.PENDING,)).rowcount
-            return tx.execute("UPDATE executions SET enqueued_at=NULL WHERE status=? AND pool_id=?",
-                              (S.PENDING, pool_id)).rowcount
+            pending = tx.execute(f"UPDATE executions SET enqueued_at=NULL WHERE status=?{where}",
+                                 (S.PENDING, *params)).rowcount
+            running = tx.execute(f"UPDATE executions SET enqueued_at=NULL WHERE status=?{where}",
+                                 (S.RUNNING, *params)).rowcount
+        if running:
+            logger.info("{} RUNNING execution(s) lost their messages with the queue; each runs on, and is sent again "
+                        "should its executor stop heartbeating", running)
+        return pending
 
     # executors' side ---------------------------------------------------------------------------
     def claim(self, execution_id: str, *, executor_id: str, instance: str, pool_id: str, receive_count: int | None,

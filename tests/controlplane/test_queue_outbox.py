@@ -376,3 +376,57 @@ def test_runs_whose_queue_was_deleted_are_sent_to_the_queue_made_again_as_the_po
     assert attributes["VisibilityTimeout"] == str(pool["visibility_timeout_s"])
     redrive = json.loads(attributes["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"].endswith("-dlq") and int(redrive["maxReceiveCount"]) == pool["max_receive_count"]
+
+
+def test_a_running_run_whose_message_was_lost_is_sent_again_once_its_holder_falls_silent(cp, executor_double):
+    """The embedded queue server's restart (here: its message deleted, and the restart's
+    forget_queued) leaves a RUNNING run without a message. Nothing is sent while its holder
+    heartbeats; once the holder is silent for a visibility timeout (when its message would have
+    come back on SQS) one is, and another executor's claim of it takes the run over; should the
+    holder heartbeat again first, the claim is deferred and the message kept, as for the
+    holder's own message (decisions 8 and 68)."""
+    visibility_s = 4
+    pool = cp.create_pool("p", default=True, visibility_timeout_s=visibility_s)
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=cp.sqs_endpoint_url,
+                          aws_access_key_id="local", aws_secret_access_key="local")
+    holder, other = executor_double("p", "holder", interval_s=1.0), executor_double("p", "other", interval_s=1.0)
+    holder.heartbeat()
+    other.heartbeat()
+    run = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    first = client.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=10)["Messages"][0]
+    claimed = holder.client.claim(run, executor_id="holder", instance_id=holder.instance_id, pool_id="p",
+                                  receive_count=1, message_id=first["MessageId"])
+    client.delete_message(QueueUrl=pool["queue_url"], ReceiptHandle=first["ReceiptHandle"])
+    cp.cp.executions.forget_queued()
+
+    def receive(wait_s: int) -> list[dict]:
+        return client.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=wait_s,
+                                      VisibilityTimeout=visibility_s).get("Messages", [])
+
+    heard_until = time.monotonic() + 2 * visibility_s
+    while time.monotonic() < heard_until:  # longer than a visibility timeout, the holder heartbeating
+        holder.heartbeat(running=[run])
+        assert receive(0) == [], "sent again while its holder runs it"
+        time.sleep(0.3)
+    silent_since = time.monotonic()
+    deadline = silent_since + 30
+    while not (replacement := receive(1)):
+        assert time.monotonic() < deadline, "never sent again once its holder fell silent"
+    assert time.monotonic() - silent_since >= visibility_s - 1, "sent before the holder's message would have lapsed"
+    assert message.decode(replacement[0]["Body"]).execution_id == run
+    while cp.execution(run)["message_id"] != replacement[0]["MessageId"]:  # the mark follows the send's answer
+        assert time.monotonic() < deadline, "the message sent again is not the execution's message"
+        time.sleep(0.05)
+
+    holder.heartbeat(running=[run])  # back after all: its claim is not taken from it
+    deferred = other.client.claim(run, executor_id="other", instance_id=other.instance_id, pool_id="p",
+                                  receive_count=1, message_id=replacement[0]["MessageId"])
+    assert deferred is not None and deferred.retry_after_s > 0, deferred
+
+    time.sleep(3.5)  # the holder silent again past STALE (3 intervals)
+    other.heartbeat()
+    taken = other.client.claim(run, executor_id="other", instance_id=other.instance_id, pool_id="p",
+                               receive_count=2, message_id=replacement[0]["MessageId"])
+    assert taken is not None and taken.lease != claimed.lease
+    execution = cp.execution(run)
+    assert (execution["status"], execution["executor_id"]) == ("RUNNING", "other")
