@@ -106,8 +106,9 @@ class ControlPlaneServer:
         self.cp = ControlPlane(store, queues)
         self._ensure_admin_token()
         # The embedded server keeps queues and messages in memory: after a restart, recreate the
-        # queues and send every PENDING execution again. Real SQS keeps both; creating its
-        # queues again is a no-op.
+        # queues and send every PENDING execution again; a RUNNING one is sent again only should
+        # its executor fall silent (decision 68). Real SQS keeps both; creating its queues again
+        # is a no-op.
         self.cp.pools.ensure_queues()
         if self.config.queue == "embedded":
             self.cp.executions.forget_queued()
