@@ -5,10 +5,16 @@ an operator who replaces the token file is heard without a restart, and a refuse
 named by its file (never shown). Every failure is one of two kinds the caller acts on:
 UpstreamUnreachable (no answer, 5xx: try again later) and UpstreamRefused (a 4xx: this request
 will not succeed as it is).
+
+Many requests' KILL signals are read in one call (GMS's OpenAPI v3 batchGet, through the client's
+get_entities), SIGNAL_CHUNK urns at a time. A DataHub that does not serve it (a release before
+the OpenAPI v3 entity API: 404 or 405) is read one request at a time instead, said once in the
+log, and asked again every BATCH_RETRY_S (it may have been upgraded).
 """
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +24,15 @@ from datahub.emitter.rest_emitter import EmitMode
 from datahub.ingestion.graph.client import DataHubGraph
 from datahub.ingestion.graph.config import DatahubClientConfig
 from datahub.metadata.schema_classes import ExecutionRequestResultClass, ExecutionRequestSignalClass
+from loguru import logger
 
+from .. import entities as E
 from . import queries
 
 TIMEOUT_S = 15
+SIGNAL_CHUNK = 100  # urns per batchGet: one small SQL read in GMS, a body of a few KiB
+BATCH_RETRY_S = 600.0  # a DataHub without batchGet is asked again after this
+NO_BATCH_GET = (404, 405)  # what a GMS without the OpenAPI v3 entity API answers batchGet with
 
 
 class UpstreamError(Exception):
@@ -46,6 +57,7 @@ class UpstreamGms:
         self.token_file = Path(token_file)
         self._graph: DataHubGraph | None = None
         self._lock = threading.Lock()
+        self._no_batch_get_since: float | None = None  # monotonic; None: batchGet is served (or untried)
 
     # what the control plane asks of DataHub ---------------------------------------------------
     def execution_requests(self, start: int, count: int) -> tuple[int, list[dict[str, Any]]]:
@@ -75,6 +87,46 @@ class UpstreamGms:
         dataHubExecutionRequestSignal KILL)."""
         signal = self._call(lambda graph: graph.get_aspect(urn, ExecutionRequestSignalClass))
         return signal is not None and signal.signal == "KILL"
+
+    def kills_requested(self, urns: list[str]) -> set[str]:
+        """Which of URNS (execution requests) DataHub's UI cancelled: ceil(len/SIGNAL_CHUNK) reads,
+        or one read each from a DataHub without batchGet."""
+        if urns and self._batch_get_worth_trying():
+            try:
+                killed = set()
+                for start in range(0, len(urns), SIGNAL_CHUNK):
+                    killed |= self._kills_among(urns[start:start + SIGNAL_CHUNK])
+            except UpstreamRefused as exc:
+                if exc.status not in NO_BATCH_GET:
+                    raise
+                self._batch_get_missing(exc.status)
+            else:
+                self._batch_get_served()
+                return killed
+        return {urn for urn in urns if self.kill_requested(urn)}
+
+    def _kills_among(self, urns: list[str]) -> set[str]:
+        found = self._call(lambda graph: graph.get_entities(E.EXECUTION, urns, [E.EXECUTION_SIGNAL]))
+        # An entity without the aspect is left out of GMS's answer: nothing to cancel there.
+        return {urn for urn, aspects in found.items()
+                if E.EXECUTION_SIGNAL in aspects and aspects[E.EXECUTION_SIGNAL][0].signal == "KILL"}
+
+    def _batch_get_worth_trying(self) -> bool:
+        since = self._no_batch_get_since
+        return since is None or time.monotonic() - since >= BATCH_RETRY_S
+
+    def _batch_get_missing(self, status: int) -> None:
+        if self._no_batch_get_since is None:
+            logger.warning("DataHub at {} does not serve /openapi/v3/entity/.../batchGet (HTTP {}: a release before "
+                           "DataHub's OpenAPI v3 entity API); reading each open request's KILL signal on its own, "
+                           "one read per request per tick, and trying batchGet again every {:.0f} s", self.url, status,
+                           BATCH_RETRY_S)
+        self._no_batch_get_since = time.monotonic()
+
+    def _batch_get_served(self) -> None:
+        if self._no_batch_get_since is not None:
+            logger.info("DataHub at {} serves batchGet now; KILL signals are read in batches again", self.url)
+        self._no_batch_get_since = None
 
     def secret_values(self, names: list[str]) -> dict[str, str]:
         """The values DataHub's secret store has for NAMES (those it lacks are left out)."""

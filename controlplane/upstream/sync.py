@@ -10,7 +10,8 @@ back, and pass DataHub's cancels on. One thread, three steps per tick, each safe
 - push (every tick, at least once a second): each open request's current result is written to DataHub when it changed
   since the last write; a final one closes the request (mirror.py).
 - signals (every tick): a KILL DataHub's UI wrote for a request we run is passed on as our own
-  cancel, which the executor reads within its progress interval.
+  cancel, which the executor reads within its progress interval. The open requests' signals
+  are read in batches (gms.py), a few reads a tick however many requests are queued.
 
 A step that fails does not hold back the others: DataHub's search failing still lets results
 and cancels through. DataHub unreachable: nothing is lost (our executions go on; their latest
@@ -153,7 +154,7 @@ class UpstreamSync:
     def _take_new(self, page: list[dict], scan: _Scan, pools: set[str]) -> list[str]:
         """Take PAGE's requests that are new, for our pools and without a result."""
         known = self.mirror.known([request_id(r) for r in page])
-        taken = []
+        new = []
         for request in page:
             at = requested_at(request)
             scan.newest = max(scan.newest, min(at, scan.now))
@@ -161,19 +162,19 @@ class UpstreamSync:
                 continue  # too old to be new, or another executor's: never touched
             if request_id(request) in known or request.get("result"):
                 continue
-            taken.append(self._take(request))
-        return taken
+            new.append(request)
+        # A request cancelled in DataHub before we took it (while this control plane was down,
+        # or between two scans) is taken already cancelled, in one transaction, so the outbox
+        # never queues it: adopted PENDING, it could be claimed and started before the next
+        # step passed the cancel on. The page's signals are read together.
+        killed = self.gms.kills_requested([E.execution_urn(request_id(r)) for r in new])
+        return [self._take(request, E.execution_urn(request_id(request)) in killed) for request in new]
 
-    def _take(self, request: dict) -> str:
+    def _take(self, request: dict, cancelled: bool) -> str:
         execution_id, at = request_id(request), requested_at(request)
         decision = as_input(request)
         if not isinstance(decision, Refusal):
-            # A request cancelled in DataHub before we took it (while this control plane was
-            # down, or between two scans) is taken already cancelled, in one transaction, so the
-            # outbox never queues it: adopted PENDING, it could be claimed and started before
-            # the next step passed the cancel on.
             urn = E.execution_urn(execution_id)
-            cancelled = self.gms.kill_requested(urn)
             proposals = [aspect_proposal(urn, E.EXECUTION_INPUT, decision)]
             if cancelled:
                 proposals.append(aspect_proposal(urn, E.EXECUTION_SIGNAL, {
@@ -240,11 +241,15 @@ class UpstreamSync:
 
     # cancels ----------------------------------------------------------------------------------
     def pass_cancels(self) -> list[str]:
+        """Read the KILL signals of every request still PENDING or RUNNING here, in batches (a
+        few reads a tick, however many are queued), and cancel those DataHub's UI cancelled."""
+        waiting = [request for request in self.mirror.open_requests()
+                   if request.state == DISPATCHED and not request.cancel_passed
+                   and request.local_status in (S.PENDING, S.RUNNING)]
+        killed = self.gms.kills_requested([request.urn for request in waiting])
         cancelled = []
-        for request in self.mirror.open_requests():
-            if request.state != DISPATCHED or request.cancel_passed or request.local_status not in (S.PENDING, S.RUNNING):
-                continue
-            if self.gms.kill_requested(request.urn):
+        for request in waiting:
+            if request.urn in killed:
                 self.cp.cancel(request.execution_id, SYSTEM)
                 self.mirror.cancel_passed_on(request.execution_id)
                 logger.info("DataHub cancelled execution request {}; cancelling it here", request.execution_id)

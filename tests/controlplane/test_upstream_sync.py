@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from loguru import logger
 from datahub.emitter.mcp import MetadataChangeProposalWrapper
 from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
 from datahub.metadata.schema_classes import (AuditStampClass, ExecutionRequestInputClass, ExecutionRequestResultClass,
@@ -333,3 +334,68 @@ def test_a_claim_of_a_finished_run_is_refused_without_asking_datahub(pair, proxy
     answer = claim(pair, executor, "ours")
     assert answer.status_code == 409, answer.status_code
     assert failing.hits == 0, "DataHub was not asked for a finished run's secrets"
+
+
+def kill_in_datahub(pair: Pair, execution_id: str) -> None:
+    """What DataHub's UI writes for Cancel (cancelIngestionExecutionRequest)."""
+    pair.graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=E.execution_urn(execution_id), aspect=ExecutionRequestSignalClass(
+        signal="KILL", createdAt=AuditStampClass(time=now_ms(), actor="urn:li:corpuser:datahub"))))
+
+
+def test_the_open_requests_kill_signals_are_read_in_a_few_batched_reads_and_a_kill_still_cancels(pair, proxy, monkeypatch):
+    """With hundreds of requests queued, one read of the KILL signal per open request per tick
+    was hundreds of GMS reads a second. Read with GMS's batchGet (DataHubGraph.get_entities),
+    SIGNAL_CHUNK urns at a time, N open requests cost ceil(N / SIGNAL_CHUNK) reads, at a tick and
+    when a scan takes them; a KILL on one of them still cancels it here."""
+    monkeypatch.setattr(gms_module, "SIGNAL_CHUNK", 4)
+    runs = [f"run-{i}" for i in range(10)]
+    pair.create(*(pair.request(run, now_ms() - i) for i, run in enumerate(runs)))
+    sync = pair.sync(url=proxy.url)
+    batched, one_by_one = proxy.watch("POST", "/openapi/v3/entity/"), proxy.watch("GET", "/aspects/")
+
+    assert sorted(sync.discover()) == sorted(runs)
+    assert (batched.hits, one_by_one.hits) == (3, 0), "the scan read the signals of the 10 it took in 3 reads"
+
+    kill_in_datahub(pair, "run-6")
+    assert sync.pass_cancels() == ["run-6"]
+    assert (batched.hits, one_by_one.hits) == (6, 0), "10 open requests: 3 reads, not 10"
+    assert pair.ours.execution("run-6")["status"] == "CANCELLED"
+    assert {pair.ours.execution(run)["status"] for run in runs if run != "run-6"} == {"PENDING"}
+
+    assert sync.pass_cancels() == []
+    assert (batched.hits, one_by_one.hits) == (9, 0), "the 9 still open: 3 reads"
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_datahub_without_batch_get_has_each_kill_signal_read_on_its_own_said_once(pair, proxy, monkeypatch, status):
+    """A DataHub before the OpenAPI v3 entity API answers batchGet 404 (or 405): the signals are
+    read one request at a time, as before, said once in the log and not at every tick; batchGet
+    is tried again after BATCH_RETRY_S, in case DataHub was upgraded."""
+    monkeypatch.setattr(gms_module, "SIGNAL_CHUNK", 2)
+    older = proxy.break_("POST", "/openapi/v3/entity/", status=status, body=b'{"error": "Not Found"}')
+    one_by_one = proxy.watch("GET", "/aspects/")
+    lines: list[str] = []
+    sink = logger.add(lambda line: lines.append(str(line)), level="INFO", format="{message}")
+    try:
+        runs = ["run-0", "run-1", "run-2"]
+        pair.create(*(pair.request(run, now_ms() - i) for i, run in enumerate(runs)))
+        sync = pair.sync(url=proxy.url)
+        assert sorted(sync.discover()) == runs
+        kill_in_datahub(pair, "run-1")
+        assert sync.pass_cancels() == ["run-1"]
+        assert sync.pass_cancels() == []
+        assert pair.ours.execution("run-1")["status"] == "CANCELLED"
+        assert one_by_one.hits == 3 + 3 + 2, "each open request's signal, on its own"
+        assert older.hits == 1, "batchGet is not asked again at every tick"
+        said = [line for line in lines if "batchGet" in line]
+        assert len(said) == 1 and f"HTTP {status}" in said[0], said
+
+        proxy.heal()  # DataHub upgraded
+        monkeypatch.setattr(gms_module, "BATCH_RETRY_S", 0.0)
+        batched = proxy.watch("POST", "/openapi/v3/entity/")
+        kill_in_datahub(pair, "run-2")
+        assert sync.pass_cancels() == ["run-2"]
+        assert batched.hits == 1
+        assert any("serves batchGet now" in line for line in lines)
+    finally:
+        logger.remove(sink)

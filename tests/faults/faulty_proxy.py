@@ -1,6 +1,7 @@
 """A reverse proxy on 127.0.0.1 in front of the control plane that breaks chosen answers: what a
 broken load balancer, a captive portal or a half-dead control plane sends. Each rule matches a
-method and a path fragment and says how often to answer in its own way."""
+method and a path fragment and says how often to answer in its own way, or only counts the
+requests that pass through it (watch)."""
 from __future__ import annotations
 
 import http.client
@@ -23,6 +24,7 @@ class Rule:
     hits: int = 0
     hang: bool = False  # read the request and never answer (until the proxy stops): a black hole
     body_has: tuple[bytes, ...] = ()  # also match only bodies holding each of these (one kind of proposal)
+    forward: bool = False  # count the request and pass it on as it is (watch)
 
 
 class FaultyProxy:
@@ -44,7 +46,7 @@ class FaultyProxy:
                     outer._stopped.wait()
                     self.close_connection = True
                     return
-                if rule is not None:
+                if rule is not None and not rule.forward:
                     self.answer(rule.status, rule.body, {"Content-Type": "text/html"})
                     return
                 connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
@@ -69,6 +71,11 @@ class FaultyProxy:
     def hang(self, method: str, fragment: str) -> Rule:
         """Requests that match are read and never answered, until the proxy stops."""
         return self._add(Rule(method, fragment, 0, b"", -1, hang=True))
+
+    def watch(self, method: str, fragment: str) -> Rule:
+        """Requests that match are passed on unchanged and counted (rule.hits): how many reach the
+        upstream. A rule added before it for the same requests takes them first."""
+        return self._add(Rule(method, fragment, 0, b"", -1, forward=True))
 
     def _add(self, rule: Rule) -> Rule:
         with self._lock:
