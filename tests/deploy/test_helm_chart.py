@@ -247,6 +247,22 @@ def test_values_of_the_wrong_type_or_misspelt_are_refused_not_ignored(helm_env, 
     assert complaint in refusal(helm_env, values)
 
 
+# The serialization format of a Kubernetes Quantity, as its API reference states it: a binary
+# suffix always ends in "i" (1Ki is 1024), the decimal kilo is a lower-case k.
+KUBERNETES_QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)"
+                                 r"(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?(\d+(\.\d*)?|\.\d+))?")
+
+
+@pytest.mark.parametrize("key", ["workDirSizeLimit", "venvCacheSizeLimit"])
+@pytest.mark.parametrize("size", ["10Gi", "500Mi", "1.5Gi", "20G", "800k", "1e9", "1E9",
+                                  "10K", "10KB", "10gi", "10 Gi", "Gi"])
+def test_a_size_limit_renders_exactly_when_kubernetes_takes_it(helm_env, key, size):
+    """The schema's pattern must not pass what the API server refuses ("10K": no such suffix, the
+    install fails at the API server after rendering), nor refuse what it takes."""
+    result = template(helm_env, {key: size})
+    assert (result.returncode == 0) == bool(KUBERNETES_QUANTITY.fullmatch(size)), result.stderr
+
+
 def test_a_rollout_starts_the_new_executor_before_the_old_one_drains(helm_env):
     strategy = render(helm_env)["Deployment"]["spec"]["strategy"]
     assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
