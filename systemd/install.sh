@@ -13,6 +13,10 @@
 # /etc/sysusers.d/datahub-executor.conf is written, and the target creates the user from it
 # (its package scripts run systemd-sysusers, as systemd's first boot does).
 #
+# The venv is relocatable (uv's --relocatable: each script finds its Python beside itself), so a
+# tree staged with --root runs where it is unpacked; a pip-made venv's scripts would name the
+# staging directory in their #! line, and start nowhere else.
+#
 # The venv also gets acryl-datahub[datahub-rest] at --datahub-version (by default the image's
 # ACRYL_DATAHUB_VERSION): it is the CLI that recipes naming no version run with
 # (DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION=native, the default). --datahub-version '' installs none;
@@ -25,6 +29,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="/"
 package="$(cd "$here/.." && pwd)"
 datahub_version="1.7.0.17"
+uv_version="0.13.9"
 while [ $# -gt 0 ]; do
     case "$1" in
         --root) root="$2"; shift 2 ;;
@@ -59,15 +64,32 @@ else
          "target, systemd-sysusers /etc/sysusers.d/datahub-executor.conf creates it" >&2
 fi
 
-"$python" -m venv "$root/opt/datahub-executor/venv"
-"$root/opt/datahub-executor/venv/bin/python" -m pip install --quiet --upgrade pip
-"$root/opt/datahub-executor/venv/bin/python" -m pip install --quiet --upgrade "${requirements[@]}"
+# uv, the image's version (deploy/docker/install-executor.sh), from a throwaway venv: it makes the
+# service's venv and installs into it. The package itself is always reinstalled: uv would keep an
+# installed directory or wheel of the same version, and an upgrade from a checkout is just that.
+bootstrap="$(mktemp -d)"
+trap 'rm -rf "$bootstrap"' EXIT
+"$python" -m venv "$bootstrap/venv"
+"$bootstrap/venv/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$uv_version"
+uv="$bootstrap/venv/bin/uv"
+venv="$root/opt/datahub-executor/venv"
+# Never a Python uv would download into root's home, which the unit hides (ProtectHome=yes).
+export UV_PYTHON_DOWNLOADS=never
+# A mirror named for pip is the one uv uses too (uv reads UV_INDEX_URL only).
+if [ -n "${PIP_INDEX_URL:-}" ] && [ -z "${UV_INDEX_URL:-}" ]; then
+    export UV_INDEX_URL="$PIP_INDEX_URL"
+fi
+if [ ! -e "$venv/pyvenv.cfg" ]; then
+    "$uv" venv --quiet --relocatable --python "$("$python" -c 'import sys; print(sys.executable)')" "$venv"
+fi
+"$uv" pip install --quiet --link-mode copy --python "$venv/bin/python" \
+    --reinstall-package datahub-remote-executor --upgrade-package datahub-remote-executor "${requirements[@]}"
 install -m 0644 "$here/datahub-executor.service" "$root/etc/systemd/system/datahub-executor.service"
 
 if [ -e "$env_file" ]; then
     echo "kept $env_file as it is (it holds your token); \`datahub-executor env-template\` lists every setting"
 else
-    (umask 077 && "$root/opt/datahub-executor/venv/bin/datahub-executor" env-template > "$env_file")
+    (umask 077 && "$venv/bin/datahub-executor" env-template > "$env_file")
     chmod 0600 "$env_file"
     echo "edit $env_file (DATAHUB_GMS_URL, DATAHUB_GMS_TOKEN, DATAHUB_EXECUTOR_POOL_ID)"
 fi

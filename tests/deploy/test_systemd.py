@@ -177,6 +177,27 @@ def test_the_installed_executor_runs_a_recipe_that_names_no_version(installed, t
             executor.stop()
 
 
+@INSTALLS
+def test_a_tree_staged_with_root_runs_wherever_it_is_unpacked(installed):
+    """--root DIR stages a package's payload (or an image's tree): on the target it lives at /, not
+    at DIR, so the venv's scripts must not name DIR. The staged tree, moved, runs its executor
+    (as the unit starts it) and the datahub CLI that native recipes run."""
+    moved = installed.with_name("unpacked")
+    installed.rename(moved)
+    try:
+        bin_dir = moved / "opt/datahub-executor/venv/bin"
+        for argv in ([bin_dir / "datahub-executor", "settings-table"], [bin_dir / "datahub", "--help"]):
+            try:
+                ran = subprocess.run([str(word) for word in argv], capture_output=True, text=True, timeout=120,
+                                     env={"PATH": "/usr/bin:/bin"})
+            except OSError as exc:
+                interpreter = argv[0].read_text().splitlines()[0]
+                pytest.fail(f"{argv[0].name} of the moved tree cannot start ({exc.strerror}): it begins {interpreter}")
+            assert ran.returncode == 0, f"{argv[0].name} of the moved tree: {ran.stderr[-2000:]}"
+    finally:
+        moved.rename(installed)
+
+
 def test_install_sh_installs_the_images_datahub_cli_version():
     """One native CLI version, whichever way the executor is deployed."""
     dockerfile = re.search(r"^ARG ACRYL_DATAHUB_VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M).group(1)
