@@ -16,6 +16,15 @@ either: they are the same in every key of the kind and say nothing about this on
 masked as part of the whole key). Values shorter than MIN_SECRET_LENGTH are not masked at all:
 masking "a" or "1" would shred every line and reveal the value by its absence.
 
+Also masked, as forms of their own: a password in a URL as SQLAlchemy 1.x renders it (only ':',
+'@' and '/' escaped: DataHub's SQL sources log that URL at debug level); a value with surrounding
+whitespace (saved with the newline its file or paste ended in) without it; and a value cut
+short. Pydantic quotes a refused value cut to its first 24 and last 23 characters ('abc...xyz'),
+and other truncations keep a head or a tail too, so the first and the last CUT_ANCHOR characters
+of a value (plain and repr-escaped, on one line) are looked for on their own, and each occurrence
+is masked together with as much more of the value as follows (or precedes) it (not for a
+multi-line value: its lines are masked one by one already).
+
 Every byte covered by any occurrence of any form is masked, and overlapping occurrences become
 one MASK: two forms that overlap (a form of one secret inside another's) leave nothing of either.
 
@@ -46,7 +55,11 @@ from urllib.parse import quote, quote_plus
 MASK = "********"
 MIN_SECRET_LENGTH = 3
 MIN_LINE_LENGTH = 16
+# A value's first or last this many characters identify it (96 bits of base64), as a line does.
+CUT_ANCHOR = MIN_LINE_LENGTH
 PEM_ARMOUR = "-----"
+# How SQLAlchemy 1.x (_rfc_1738_quote) and the dialects built on it put a password into a URL.
+_RFC_1738 = str.maketrans({":": "%3A", "@": "%40", "/": "%2F"})
 
 _MASK = MASK.encode()
 # The filter's cost model, in nanoseconds per byte of text, measured on the development machine
@@ -67,7 +80,19 @@ def encodings(text: str, *, in_urls: bool = True) -> set[str]:
     """TEXT as a task may print it: plain, JSON-escaped, repr-escaped and (IN_URLS) URL-encoded."""
     found = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], repr(text)[1:-1]}
     # quote() with its default safe "/" too: the usual hand-made URI keeps a password's '/'.
-    return found | {quote(text, safe=""), quote(text), quote_plus(text)} if in_urls else found
+    if not in_urls:
+        return found
+    return found | {quote(text, safe=""), quote(text), quote_plus(text), text.translate(_RFC_1738)}
+
+
+def cut_texts(value: str) -> set[str]:
+    """The texts of VALUE whose head and tail are looked for on their own (a value cut short):
+    as printed and as repr() quotes it (pydantic's cut), each on one line. None for a multi-line
+    value (a key): its lines are forms of their own, and the head of its repr is its armour."""
+    if "\n" in value.strip():
+        return set()
+    texts = {value, value.strip(), repr(value)[1:-1], repr(value.strip())[1:-1]}
+    return {t for t in texts if "\n" not in t and len(t) > CUT_ANCHOR}
 
 
 def families(value: str) -> list[set[str]]:
@@ -76,6 +101,8 @@ def families(value: str) -> list[set[str]]:
     if value is None or len(value) < MIN_SECRET_LENGTH:
         return []
     found = [encodings(value)]
+    if value.strip() != value and len(value.strip()) >= MIN_SECRET_LENGTH:
+        found.append(encodings(value.strip()))
     if "\n" in value:
         lines = {line.strip() for line in value.splitlines()}
         found += [encodings(line, in_urls=False) for line in lines
@@ -87,15 +114,24 @@ class Masker:
     def __init__(self, secrets: Iterable[str]) -> None:
         forms: set[bytes] = set()
         anchors: set[bytes] = set()
+        # (anchor, text, head): an occurrence of ANCHOR, the head (or tail) of TEXT, is masked
+        # with as much more of TEXT as follows (precedes) it.
+        cuts: set[tuple[bytes, bytes, bool]] = set()
         for value in secrets:
             own: set[bytes] = set()
-            for family in families(value):
+            found = families(value)
+            for family in found:
                 family = {f.encode("utf-8", "surrogatepass") for f in family}
                 forms |= family
                 own |= _anchors_of(family)
+            for text in cut_texts(value) if found else ():
+                text = text.encode("utf-8", "surrogatepass")
+                cuts |= {(text[:CUT_ANCHOR], text, True), (text[-CUT_ANCHOR:], text, False)}
+                own |= {text[:CUT_ANCHOR], text[-CUT_ANCHOR:]}
             # An anchor that contains another (the whole key contains its lines) is not needed.
             anchors |= {a for a in own if not any(len(b) < len(a) and b in a for b in own)}
         self._forms = sorted(forms, key=len, reverse=True)
+        self._cuts = sorted(cuts)
         # Forms with a newline can begin several lines before the end of a read; the others only
         # on its last line.
         self._multiline = [(f, f[: f.index(b"\n") + 1]) for f in self._forms if b"\n" in f]
@@ -210,6 +246,11 @@ class Masker:
                 while at != -1:
                     spans.append((at, at + len(form)))
                     at = data.find(form, at + 1)
+            for anchor, text, head in self._cuts:
+                at = data.find(anchor)
+                while at != -1:
+                    spans.append(_cut_span(data, at, anchor, text, head))
+                    at = data.find(anchor, at + 1)
         if not spans:
             return []
         spans.sort()
@@ -309,6 +350,28 @@ class MaskingStream:
     @property
     def held(self) -> int:
         return len(self._held)
+
+
+def _cut_span(data: bytes, at: int, anchor: bytes, text: bytes, head: bool) -> tuple[int, int]:
+    """The span of DATA that is TEXT cut short, around ANCHOR (TEXT's head, or tail) found at AT:
+    from it, as far as DATA goes on as TEXT does (back from its end, as far as DATA went on).
+    Never longer than TEXT, so the stream holds back enough for it (a form of its own)."""
+    if head:
+        if data.startswith(text, at):  # not cut: the whole text (a flood of it takes this way)
+            return at, at + len(text)
+        end = min(len(data), at + len(text))
+        same = len(anchor)
+        while at + same < end and data[at + same] == text[same]:
+            same += 1
+        return at, at + same
+    end = at + len(anchor)
+    start = max(0, end - len(text))
+    if data.startswith(text, start) and end - start == len(text):
+        return start, end
+    same = len(anchor)
+    while end - same > start and data[end - same - 1] == text[-same - 1]:
+        same += 1
+    return end - same, end
 
 
 def _anchors_of(family: set[bytes]) -> set[bytes]:

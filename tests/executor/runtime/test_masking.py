@@ -9,7 +9,7 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from executor.runtime.masking import MASK, MIN_LINE_LENGTH, Masker, encodings
+from executor.runtime.masking import CUT_ANCHOR, MASK, MIN_LINE_LENGTH, Masker, encodings
 from executor.runtime.tasks import PreparedTask
 
 
@@ -217,3 +217,30 @@ def test_a_secret_json_escaped_with_its_unicode_kept_is_masked():
     secret = 'pässwört"fake\\42'
     line = json.dumps({"password": secret}, ensure_ascii=False)
     assert Masker([secret]).mask(line) == json.dumps({"password": MASK})
+
+
+def test_a_value_cut_short_is_masked_as_far_as_it_goes_in_a_stream_cut_at_every_byte():
+    """Pydantic quotes a long refused value as its first 24 and last 23 characters; a truncated
+    line keeps a head only. Each piece is masked as far as it goes on as the value, and the
+    stream, cut anywhere, masks it as the whole text does."""
+    token = "tok_" + "0123456789abcdef" * 3 + "fedcba9876543210"
+    masker = Masker([token, PASSWORD])
+    text = (f"input_value='{token[:24]}...{token[-23:]}', input_type=str]\n"
+            f"cut at the line's end: {token[:40]}\nand its tail alone {token[-30:]}; then {token}!\n"
+            f"a head that goes astray: {token[:20]}XYZ {token[:CUT_ANCHOR - 1]}\n")
+    whole = masker.mask(text)
+    assert not leaks(token, whole)
+    shaped = whole.count(MASK) == 6 and f"{MASK}XYZ" in whole and token[:CUT_ANCHOR - 1] in whole
+    assert shaped, "six pieces masked, what follows a head masked as far as it goes, a shorter head left"
+    data = text.encode()
+    for cut in range(len(data) + 1):
+        stream = masker.stream()
+        out = b"".join(stream.feed(data[:cut]) + stream.feed(data[cut:]) + stream.finish())
+        assert first_difference(out, whole.encode()) is None, f"cut at byte {cut}: masked differently"
+
+
+def test_a_password_as_sqlalchemy_puts_it_into_a_url_and_a_value_without_its_newline_are_masked():
+    password = "Pa$$" + "w0rd!@2024/eu:x"
+    rendered = password.replace(":", "%3A").replace("@", "%40").replace("/", "%2F")
+    assert Masker([password]).mask(f"postgresql://u:{rendered}@h/db") == f"postgresql://u:{MASK}@h/db"
+    assert Masker(["wh1te-Rabbit\n"]).mask("password wh1te-Rabbit; retrying") == f"password {MASK}; retrying"
