@@ -110,7 +110,8 @@ def create_router(cp: ControlPlane) -> APIRouter:
             found.append(urn)
         return found
 
-    def entity(db: sqlite3.Connection, urn: str, aspects: dict[str, int], with_system_metadata: bool) -> dict[str, Any] | None:
+    def entity(db: sqlite3.Connection, urn: str, aspects: dict[str, int],
+               with_system_metadata: bool) -> dict[str, Any] | None:
         parsed = cp.registry.parse_urn(urn)
         key = cp.registry.entity(parsed.entity_type).key_aspect
         latest_names = [name for name, version in aspects.items()
