@@ -53,6 +53,20 @@ def test_the_unit_keeps_the_master_safe_and_the_children_confined():
     assert unit.get("ProtectControlGroups", "no") == "no", "the executor writes its own cgroup subtree"
 
 
+def test_the_doc_says_how_to_keep_the_stop_timeout_above_a_longer_drain():
+    """TimeoutStopSec= is fixed in the unit and systemd cannot take it from the environment file
+    where DATAHUB_EXECUTOR_DRAIN_TIMEOUT is set: an operator who raises the drain there must be
+    told to raise the stop timeout too (a drop-in), or systemd SIGKILLs the drain."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    section = doc[doc.index("### On a VM, as a systemd service"):doc.index("### As a container")]
+    stop_timeout = int(unit_settings()["TimeoutStopSec"])
+    assert f"TimeoutStopSec={stop_timeout}" in section, "the doc states the unit's stop timeout"
+    example = re.search(r"DATAHUB_EXECUTOR_DRAIN_TIMEOUT=(\d+):\n#\s+\[Service\]\n#\s+TimeoutStopSec=(\d+)", section)
+    assert example and "systemctl edit datahub-executor" in section, "no drop-in for a longer drain"
+    drain, raised = map(int, example.groups())
+    assert drain > stop_timeout and raised - drain == stop_timeout - 300, "the same margin as the unit's"
+
+
 def install(root: Path) -> subprocess.CompletedProcess:
     # One at a time: pip builds the package in the checkout's own build/ directory, and two
     # builds at once (two test workers) trip over each other's files there.
