@@ -9,6 +9,7 @@ that forbids it, a stale lease), 413, 503.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,13 +44,17 @@ def create_app(cp: ControlPlane, *, cli_version: str | None = None,
         problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
         return error_body(400, "; ".join(problems) or "invalid request")
 
+    # Handlers, /health and the catch-all are async: Starlette runs a sync one in anyio's default
+    # thread limiter, so an answer that needs no thread waited for one (capacity.py).
     for error, code in STATUS:
-        def handler(_: Request, exc: Exception, code: int = code) -> JSONResponse:
+        async def handler(_: Request, exc: Exception, code: int = code) -> JSONResponse:
             response = error_body(code, str(exc))
             retry = getattr(exc, "retry_after_s", None)
             if retry is not None:
                 body = json.loads(response.body)
-                response = JSONResponse({**body, "retry_after_s": retry}, status_code=code)
+                # Retry-After too: the executor's HTTP client waits it out before it retries a 503.
+                response = JSONResponse({**body, "retry_after_s": retry}, status_code=code,
+                                        headers={"Retry-After": str(math.ceil(retry))})
             return response
         app.add_exception_handler(error, handler)
 
@@ -64,7 +69,7 @@ def create_app(cp: ControlPlane, *, cli_version: str | None = None,
         return FileResponse(WEB / "index.html", media_type="text/html")
 
     @app.get("/health")
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
         gone = threads_gone()
         if gone:
             return JSONResponse({"ok": False, "problem": f"thread(s) gone: {', '.join(gone)}; restart the control "
@@ -72,7 +77,7 @@ def create_app(cp: ControlPlane, *, cli_version: str | None = None,
         return JSONResponse({"ok": True})
 
     @app.api_route("/gms/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    def not_implemented(rest: str) -> JSONResponse:
+    async def not_implemented(rest: str) -> JSONResponse:
         return error_body(404, f"/gms/{rest[:100]} is not a resource this server implements")
 
     return Guard(app, cp.tokens)

@@ -28,4 +28,9 @@ class Conflict(Exception):
 
 
 class Unavailable(Exception):
-    """503: a dependency (the queue service) is down; retry later."""
+    """503: a dependency (the queue service, an upstream DataHub) is down or busy; retry later.
+    RETRY_AFTER_S, where set, says when."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Header, Request
-from starlette.concurrency import run_in_threadpool
 
 from vocabulary import full_log, ids
 
+from .capacity import EXECUTOR_THREADS, Threads
 from .errors import Invalid
 from .executions import INT64_MAX
 from vocabulary.results import LEASE_HEADER
@@ -35,6 +35,7 @@ def _execution_id(value: str) -> str:
 
 def create_router(cp: ControlPlane) -> APIRouter:
     router = APIRouter(prefix=PREFIX)
+    threads = Threads(EXECUTOR_THREADS)  # not anyio's default limiter: capacity.py
 
     @router.post("/executions/{execution_id}/claim")
     async def claim(execution_id: str, request: Request) -> dict[str, Any]:
@@ -58,10 +59,11 @@ def create_router(cp: ControlPlane) -> APIRouter:
             raise Invalid("message_id must be the SQS message id (at most 128 characters)")
         # Off the event loop: an upstream DataHub's run asks DataHub for its secrets here
         # (upstream/claims.py), and a DataHub that hangs must delay this claim alone, not every
-        # heartbeat and result until the sweep judges healthy executors lost (decision 52).
-        return await run_in_threadpool(cp.executions.claim, _execution_id(execution_id), executor_id=executor_id,
-                                       instance=instance, pool_id=pool_id, receive_count=receive_count,
-                                       identity=request.state.identity, message_id=message_id)
+        # heartbeat and result until the sweep judges healthy executors lost (decision 52); and
+        # at most capacity.DATAHUB_CALLS claims wait on it, in threads no other route needs (70).
+        return await threads.run(cp.executions.claim, _execution_id(execution_id), executor_id=executor_id,
+                                 instance=instance, pool_id=pool_id, receive_count=receive_count,
+                                 identity=request.state.identity, message_id=message_id)
 
     @router.post("/executions/{execution_id}/release")
     async def release(execution_id: str, request: Request,
@@ -84,7 +86,7 @@ def create_router(cp: ControlPlane) -> APIRouter:
             raise Invalid(f"the {LEASE_HEADER} header is required")
         data = await request.body()
         # Megabytes to check and write: off the event loop, which serves every other call meanwhile.
-        return await run_in_threadpool(cp.executions.store_log, _execution_id(execution_id), lease, data,
-                                       request.state.identity, (encoding or full_log.IDENTITY).strip().lower())
+        return await threads.run(cp.executions.store_log, _execution_id(execution_id), lease, data,
+                                 request.state.identity, (encoding or full_log.IDENTITY).strip().lower())
 
     return router

@@ -8,7 +8,9 @@
   now with getSecretValues and handed to the claiming executor in the answer only: never
   stored, queued or logged here. The executor's own stores (files, environment, AWS) come first.
 
-DataHub unreachable while the recipe names secrets, failing inside (a GraphQL error of code 5xx,
+At most capacity.DATAHUB_CALLS claims ask DataHub at once: one more is answered 503 at once, with
+retry_after_s, instead of waiting for a slot (a DataHub that hangs holds each for its client's
+timeout). DataHub unreachable while the recipe names secrets, failing inside (a GraphQL error of code 5xx,
 as GMS answers its database or search index failing), or refusing our token (401: expired, revoked,
 being replaced; the file is read again on the next try): the claim answers 503 and the executor
 asks again (a run is delayed, not failed for a secret it could not see). A DataHub that refuses
@@ -24,6 +26,7 @@ from loguru import logger
 
 from vocabulary.secret_references import defaulted_names, referenced_names
 
+from ..capacity import DataHubSlots
 from ..errors import Unavailable
 from .gms import UpstreamGms, UpstreamRefused, UpstreamUnreachable
 from .mirror import Mirror
@@ -35,6 +38,7 @@ class UpstreamClaims:
         self.mirror = mirror
         self.ingest_token_file = Path(ingest_token_file)
         self.sink_url = sink_url.rstrip("/")
+        self.datahub_slots = DataHubSlots()
 
     def __call__(self, execution_id: str, args: dict[str, Any]) -> dict[str, Any]:
         if not self.mirror.is_mirrored(execution_id):
@@ -44,7 +48,8 @@ class UpstreamClaims:
         names = list(dict.fromkeys(referenced_names(recipe) + defaulted_names(recipe)))
         if names:
             try:
-                extra["secrets"] = self.gms.secret_values(names)
+                with self.datahub_slots.slot("the recipe names secrets"):
+                    extra["secrets"] = self.gms.secret_values(names)
             except UpstreamUnreachable as exc:
                 raise Unavailable(f"the recipe names secrets and {exc}; ask again") from None
             except UpstreamRefused as exc:

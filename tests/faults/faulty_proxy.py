@@ -68,9 +68,9 @@ class FaultyProxy:
                times: int = -1, header: tuple[str, str] | None = None, body_has: tuple[bytes, ...] = ()) -> Rule:
         return self._add(Rule(method, fragment, status, body, times, header, body_has=body_has))
 
-    def hang(self, method: str, fragment: str) -> Rule:
+    def hang(self, method: str, fragment: str, *, body_has: tuple[bytes, ...] = ()) -> Rule:
         """Requests that match are read and never answered, until the proxy stops."""
-        return self._add(Rule(method, fragment, 0, b"", -1, hang=True))
+        return self._add(Rule(method, fragment, 0, b"", -1, hang=True, body_has=body_has))
 
     def watch(self, method: str, fragment: str) -> Rule:
         """Requests that match are passed on unchanged and counted (rule.hits): how many reach the
