@@ -10,11 +10,16 @@ Many requests' KILL signals are read in one call (GMS's OpenAPI v3 batchGet, thr
 get_entities), SIGNAL_CHUNK urns at a time. A DataHub that does not serve it (a release before
 the OpenAPI v3 entity API: 404 or 405) is read one request at a time instead, said once in the
 log, and asked again every BATCH_RETRY_S (it may have been upgraded).
+
+Each answer's `Date` header is kept (last_answer_date_s): DataHub dates its requests by its own
+clock, and discovery (sync.py) reckons its floors in that clock, not in this machine's.
 """
 from __future__ import annotations
 
 import threading
 import time
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +63,8 @@ class UpstreamGms:
         self._graph: DataHubGraph | None = None
         self._lock = threading.Lock()
         self._no_batch_get_since: float | None = None  # monotonic; None: batchGet is served (or untried)
+        # The latest answer's Date header (epoch seconds, whole: HTTP dates have no fraction).
+        self.last_answer_date_s: float | None = None
 
     # what the control plane asks of DataHub ---------------------------------------------------
     def execution_requests(self, start: int, count: int) -> tuple[int, list[dict[str, Any]]]:
@@ -165,7 +172,21 @@ class UpstreamGms:
                                                                retry_max_times=0, datahub_component="datahub-executor"))
             except Exception as exc:
                 raise self._classify(exc) from None
+            self._graph.session.hooks["response"].append(self._note_date)
             return self._graph
+
+    def _note_date(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """Keep the answer's Date (RFC 9110: the origin server's clock when it answered)."""
+        value = response.headers.get("Date")
+        if not value:
+            return
+        try:
+            date = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return  # not an HTTP date: the last good one stays
+        if date.tzinfo is None:
+            date = date.replace(tzinfo=timezone.utc)  # HTTP dates are GMT
+        self.last_answer_date_s = date.timestamp()
 
     def _token(self) -> str:
         try:

@@ -3,7 +3,8 @@ back, and pass DataHub's cancels on. One thread, three steps per tick, each safe
 
 - discover (every poll interval): DataHub's requests newest first, back to the newest one the
   last scan saw (less a few minutes for the search index's lag) and never before this control
-  plane first looked (less the lookback). A request is taken when its executorId names one of
+  plane first looked (less the lookback). Requests are dated by DataHub's clock, so the floors
+  are reckoned in it too, as its answers' Date header shows it. A request is taken when its executorId names one of
   our pools and it has no result; `default` and every other id are never touched. Taken means
   adopted (our execution of the same id, queued on the pool; CANCELLED at once when DataHub's
   KILL is there already) or refused (a FAILURE says why).
@@ -42,6 +43,7 @@ from .requests import Refusal, as_input, executor_id_of, request_id, requested_a
 PAGE = 50
 MAX_PAGES = 20  # one discovery reads at most 1,000 requests; the next tick's goes on from there
 INDEX_LAG_MS = 5 * 60 * 1000
+CLOCK_SKEW_SAID_MS = 60_000  # DataHub's clock this far from ours is said in the log
 TICK_S = 1.0
 REFUSED_RETRY_S = 60.0  # a result DataHub refused (4xx) is tried again after this
 FIRST_LOOK = "first_look_ms"
@@ -83,6 +85,7 @@ class UpstreamSync:
         self._retry_after: dict[str, float] = {}
         self._next_discovery = 0.0
         self._scan: _Scan | None = None
+        self._clock_skew_said = False
         self._first_look = self._first_look_ms()
 
     def attach(self) -> None:
@@ -122,11 +125,12 @@ class UpstreamSync:
         MAX_PAGES pages; one that has not reached its floor yet goes on at the next tick, and
         the cursor moves only when a scan is complete, so no request is left behind it."""
         pools = set(self.cp.pools.ids()) - {E.DEFAULT_EXECUTOR_ID}
-        scan = self._scan or self._new_scan()
-        self._scan = scan
+        scan = self._scan
         taken: list[str] = []
         for _ in range(MAX_PAGES):
-            total, page = self.gms.execution_requests(scan.start, PAGE)
+            total, page = self.gms.execution_requests(scan.start if scan else 0, PAGE)
+            if scan is None:  # a new scan's floor is set once DataHub has answered: its clock is in the answer
+                scan = self._scan = self._new_scan()
             try:
                 taken += self._take_new(page, scan, pools)
             except Exception:
@@ -146,10 +150,35 @@ class UpstreamSync:
     def _new_scan(self) -> _Scan:
         # DataHub stores whatever requestedAt a client sends: one far ahead of now must not lift
         # the floor above every request made after it (a cursor lifted so before is capped too).
-        now = int(time.time() * 1000)
+        # DataHub dates its requests by its own clock: one more than the lookback behind ours put
+        # every new request below the first look's floor, for good (the floor only rises). Only
+        # a DataHub behind moves the floor, down: one ahead is caught by the cap, and a wrong
+        # Date far ahead must not lift the floor over the requests made since.
+        ours = int(time.time() * 1000)
+        behind = max(0, -self._datahub_clock_offset_ms(ours))
+        now = ours - behind
         seen = min(self.mirror.newest_seen() or 0, now)
-        floor = max(self._first_look - int(self.config.lookback_s * 1000), seen - INDEX_LAG_MS)
+        floor = max(self._first_look - behind - int(self.config.lookback_s * 1000), seen - INDEX_LAG_MS)
         return _Scan(floor=floor, now=now)
+
+    def _datahub_clock_offset_ms(self, ours: int) -> int:
+        """DataHub's clock less ours, as its last answer's Date shows it, at least (0 without a
+        Date). A Date is truncated to the second: DataHub's clock read then was in [Date, Date + 1 s)."""
+        date_s = self.gms.last_answer_date_s
+        if date_s is None:
+            return 0
+        date_ms = int(date_s * 1000)
+        offset = date_ms + 1000 - ours if date_ms + 1000 < ours else max(0, date_ms - ours)
+        if abs(offset) >= CLOCK_SKEW_SAID_MS and not self._clock_skew_said:
+            self._clock_skew_said = True
+            logger.warning("DataHub's clock is {:.0f} s {} this machine's (its answers' Date header); discovery "
+                           "reckons in DataHub's clock, as its requests are dated by it, but run times and the "
+                           "results' timestamps will look off: set both clocks by NTP", abs(offset) / 1000,
+                           "behind" if offset < 0 else "ahead of")
+        elif abs(offset) < CLOCK_SKEW_SAID_MS and self._clock_skew_said:
+            self._clock_skew_said = False
+            logger.info("DataHub's clock agrees with this machine's again (within {:.0f} s)", CLOCK_SKEW_SAID_MS / 1000)
+        return offset
 
     def _take_new(self, page: list[dict], scan: _Scan, pools: set[str]) -> list[str]:
         """Take PAGE's requests that are new, for our pools and without a result."""

@@ -82,6 +82,51 @@ def test_a_request_dated_in_the_future_does_not_hide_every_later_request(pair):
     assert "ours" in pair.local_ids()
 
 
+class _ClockAhead:
+    """The time module as the sync loop sees it on a machine whose clock is AHEAD_S ahead of
+    DataHub's (monotonic time is the same everywhere)."""
+
+    def __init__(self, ahead_s: float) -> None:
+        self.ahead_s = ahead_s
+        self.monotonic = time.monotonic
+
+    def time(self) -> float:
+        return time.time() + self.ahead_s
+
+
+def test_a_datahub_whose_clock_is_hours_behind_ours_still_has_its_new_requests_taken(pair, monkeypatch):
+    """DataHub dates a request by its own clock. Three hours behind ours (more than the first
+    start's lookback), a request made in DataHub just now looked older than this control plane's
+    first look, and was never taken: not on this scan, nor on any later one (the floor only rises)."""
+    monkeypatch.setattr(sync_module, "time", _ClockAhead(3 * 3600))
+    lines: list[str] = []
+    sink = logger.add(lambda line: lines.append(str(line)), level="INFO", format="{message}")
+    try:
+        sync = pair.sync()
+        pair.create(pair.request("made-after-our-first-look", now_ms()))  # now_ms(): the stand-in DataHub's clock
+        assert sync.discover() == ["made-after-our-first-look"]
+        pair.create(pair.request("made-later", now_ms()))
+        assert sync.discover() == ["made-later"]
+        assert {"made-after-our-first-look", "made-later"} <= pair.local_ids()
+        assert sync.discover() == [], "each taken once"
+    finally:
+        logger.remove(sink)
+    said = [line for line in lines if "DataHub's clock" in line]
+    assert len(said) == 1 and "behind" in said[0], said
+    assert 3 * 3600 - 5 <= int(said[0].split("clock is ")[1].split(" s ")[0]) <= 3 * 3600, said[0]
+
+
+def test_a_wrong_date_far_ahead_does_not_lift_the_floor_over_new_requests(pair, monkeypatch):
+    """Only a DataHub behind ours moves the floor: an answer whose Date is a year ahead (a
+    proxy's broken clock) must not hide the requests made since, as a requestedAt that far
+    ahead must not."""
+    sync = pair.sync()
+    monkeypatch.setattr(sync.gms, "_note_date", lambda response, *a, **k: None)
+    sync.gms.last_answer_date_s = time.time() + 365 * 24 * 3600
+    pair.create(pair.request("made-now", now_ms()))
+    assert sync.discover() == ["made-now"]
+
+
 def test_a_backlog_longer_than_one_scan_is_read_to_its_end_by_the_next_scans(pair, monkeypatch):
     """After an outage or on a busy DataHub, more requests than one discovery reads (MAX_PAGES
     pages) can be newer than one of ours: the next discoveries go on down to it instead of moving
