@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+from loguru import logger
 
 from .errors import Unavailable
 
@@ -34,6 +36,7 @@ DATAHUB_CALLS = 8
 # A slot frees when its call ends: DataHub's answer, or its client's timeout (upstream/gms.py's
 # TIMEOUT_S, 15 s) at worst. Asked again sooner, most claims would be refused again.
 DATAHUB_RETRY_AFTER_S = 5.0
+REFUSALS_LOGGED_EVERY_S = 60.0
 EXECUTOR_THREADS = 40
 T = TypeVar("T")
 
@@ -41,22 +44,38 @@ T = TypeVar("T")
 class DataHubSlots:
     """At most SLOTS calls to an upstream DataHub at once, from worker threads. A call that finds
     every slot taken is refused at once (Unavailable: 503 with retry_after_s), never queued: a
-    DataHub that hangs holds SLOTS threads, each until its client's timeout, and no more."""
+    DataHub that hangs holds SLOTS threads, each until its client's timeout, and no more.
+    Refusals are logged once a minute at most, with their count."""
 
     def __init__(self, slots: int = DATAHUB_CALLS, retry_after_s: float = DATAHUB_RETRY_AFTER_S) -> None:
         self.slots = slots
         self.retry_after_s = retry_after_s
         self._free = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self._refused = 0
+        self._logged_at = -REFUSALS_LOGGED_EVERY_S
 
     @contextmanager
     def slot(self, what: str) -> Iterator[None]:
         if not self._free.acquire(blocking=False):
+            self._count_refusal()
             raise Unavailable(f"{what}, and all {self.slots} of this control plane's calls to DataHub are waiting on "
                               "it (DataHub slow or not answering); ask again", retry_after_s=self.retry_after_s)
         try:
             yield
         finally:
             self._free.release()
+
+    def _count_refusal(self) -> None:
+        with self._lock:
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._logged_at < REFUSALS_LOGGED_EVERY_S:
+                return
+            refused, self._refused, self._logged_at = self._refused, 0, now
+        logger.warning("all {} of this control plane's calls to DataHub are waiting on it (slow or not answering): "
+                       "{} claim(s) answered 503 since the last line like this, each to ask again in {:.0f} s; claims of runs whose recipes name no "
+                       "secrets, and every other call, are answered as usual", self.slots, refused, self.retry_after_s)
 
 
 class Threads:
