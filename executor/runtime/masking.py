@@ -19,11 +19,12 @@ masking "a" or "1" would shred every line and reveal the value by its absence.
 Also masked, as forms of their own: a password in a URL as SQLAlchemy 1.x renders it (only ':',
 '@' and '/' escaped: DataHub's SQL sources log that URL at debug level); a value with surrounding
 whitespace (saved with the newline its file or paste ended in) without it; and a value cut
-short. Pydantic quotes a refused value cut to its first 24 and last 23 characters ('abc...xyz'),
-and other truncations keep a head or a tail too, so the first and the last CUT_ANCHOR characters
-of a value (plain and repr-escaped, on one line) are looked for on their own, and each occurrence
-is masked together with as much more of the value as follows (or precedes) it (not for a
-multi-line value: its lines are masked one by one already).
+short. Pydantic quotes a refused value over 50 characters cut to its first 24 and last 23
+('abc...xyz'), so the first and the last CUT_ANCHOR characters of a value longer than twice that
+(plain and repr-escaped, on one line) are looked for on their own, and each occurrence is masked
+together with as much more of the value as follows (or precedes) it: a truncated line's head of
+it too. Not for shorter values, which pydantic quotes whole (four more short searches a secret
+cost the relay a fifth of its speed), nor for a multi-line value, whose lines are forms already.
 
 Every byte covered by any occurrence of any form is masked, and overlapping occurrences become
 one MASK: two forms that overlap (a form of one secret inside another's) leave nothing of either.
@@ -55,8 +56,9 @@ from urllib.parse import quote, quote_plus
 MASK = "********"
 MIN_SECRET_LENGTH = 3
 MIN_LINE_LENGTH = 16
-# A value's first or last this many characters identify it (96 bits of base64), as a line does.
-CUT_ANCHOR = MIN_LINE_LENGTH
+# Pydantic shows a quoted value over 50 characters as its first 24 and last 23; so many of them
+# identify the value, and fit the quick filter's blocks at a stride of 16 bytes (_plan_filter).
+CUT_ANCHOR = 23
 PEM_ARMOUR = "-----"
 # How SQLAlchemy 1.x (_rfc_1738_quote) and the dialects built on it put a password into a URL.
 _RFC_1738 = str.maketrans({":": "%3A", "@": "%40", "/": "%2F"})
@@ -92,7 +94,7 @@ def cut_texts(value: str) -> set[str]:
     if "\n" in value.strip():
         return set()
     texts = {value, value.strip(), repr(value)[1:-1], repr(value.strip())[1:-1]}
-    return {t for t in texts if "\n" not in t and len(t) > CUT_ANCHOR}
+    return {t for t in texts if "\n" not in t and len(t) > 2 * CUT_ANCHOR}
 
 
 def families(value: str) -> list[set[str]]:
