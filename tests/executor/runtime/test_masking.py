@@ -243,5 +243,7 @@ def test_a_value_cut_short_is_masked_as_far_as_it_goes_in_a_stream_cut_at_every_
 def test_a_password_as_sqlalchemy_puts_it_into_a_url_and_a_value_without_its_newline_are_masked():
     password = "Pa$$" + "w0rd!@2024/eu:x"
     rendered = password.replace(":", "%3A").replace("@", "%40").replace("/", "%2F")
-    assert Masker([password]).mask(f"postgresql://u:{rendered}@h/db") == f"postgresql://u:{MASK}@h/db"
-    assert Masker(["wh1te-Rabbit\n"]).mask("password wh1te-Rabbit; retrying") == f"password {MASK}; retrying"
+    in_url = Masker([password]).mask(f"postgresql://u:{rendered}@h/db") == f"postgresql://u:{MASK}@h/db"
+    assert in_url, "the password as SQLAlchemy 1.x renders it in a URL was not masked"
+    stripped = Masker(["wh1te-Rabbit\n"]).mask("password wh1te-Rabbit; retrying") == f"password {MASK}; retrying"
+    assert stripped, "the value without the newline it was saved with was not masked"
