@@ -88,6 +88,8 @@ USER 10001:10001
 WORKDIR /var/lib/datahub-executor
 # A stopped `docker stop` must give the drain its time: use `docker stop -t 330` (drain + margin).
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["datahub-executor", "healthcheck"]
+# --live: /health/live fails only on what a restart mends; orchestrators replace an unhealthy
+# container, which would kill its tasks for a refused token too (that fails /health alone).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["datahub-executor", "healthcheck", "--live"]
 ENTRYPOINT ["datahub-executor-init", "--"]
 CMD ["datahub-executor", "run"]

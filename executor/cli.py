@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the executor")
     sub.add_parser("check", help="run the troubleshooting checks and exit")
-    sub.add_parser("healthcheck", help="ask the running executor's /health; exit 0 if healthy (container probes)")
+    healthcheck = sub.add_parser("healthcheck", help="ask the running executor's /health; exit 0 if healthy (container probes)")
+    healthcheck.add_argument("--live", action="store_true",
+                             help="ask /health/live: fail only on what a restart mends (for checks that restart it)")
     sub.add_parser("settings-table", help="print the settings table (docs/settings.md)")
     sub.add_parser("env-template", help="print an environment file with every setting, for systemd or docker")
     args = parser.parse_args(argv)
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "healthcheck":
         from .healthcheck import run_healthcheck
 
-        healthy, line = run_healthcheck()
+        healthy, line = run_healthcheck(live=args.live)
         print(line, file=sys.stdout if healthy else sys.stderr)
         return 0 if healthy else 1
     if args.command == "env-template":

@@ -1,4 +1,9 @@
-"""`datahub-executor healthcheck`: ask the running master's /health, exit 0 if healthy, 1 if not.
+"""`datahub-executor healthcheck [--live]`: ask the running master's /health (or, with --live,
+/health/live), exit 0 if healthy, 1 if not.
+
+--live is for a check whose failure restarts the executor (ECS replaces an unhealthy task):
+it fails only on what a restart mends (loops stalled or gone), not on a refused token, where a
+restart would kill the running tasks and mend nothing.
 
 For probes that can only run a command (Docker's HEALTHCHECK, ECS's container health check): the
 image has no curl, and the address must follow DATAHUB_EXECUTOR_HEALTH_ADDRESS rather than a port
@@ -15,24 +20,25 @@ import urllib.request
 from .settings import SETTINGS
 
 _HEALTH = next(s for s in SETTINGS if s.env == "DATAHUB_EXECUTOR_HEALTH_ADDRESS")
+LIVE_PATH = "/health/live"  # liveness; /health is readiness (operability.HealthServer)
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
 
-def health_url(environ: dict[str, str] | None = None) -> str:
-    """The /health address of the executor configured by this environment, reachable from here
-    (a wildcard bind is asked on loopback)."""
+def health_url(environ: dict[str, str] | None = None, path: str = "/health") -> str:
+    """The /health (or PATH) address of the executor configured by this environment, reachable
+    from here (a wildcard bind is asked on loopback)."""
     environ = dict(os.environ) if environ is None else environ
     host, port = _HEALTH.parse(environ.get(_HEALTH.env) or _HEALTH.default)
     host = _WILDCARDS.get(host, host)
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"http://{host}:{port}/health"
+    return f"http://{host}:{port}{path}"
 
 
-def run_healthcheck(timeout_s: float = 4.0) -> tuple[bool, str]:
+def run_healthcheck(timeout_s: float = 4.0, live: bool = False) -> tuple[bool, str]:
     """(healthy, one line for the probe's log)."""
     try:
-        url = health_url()
+        url = health_url(path=LIVE_PATH if live else "/health")
     except ValueError as exc:
         return False, f"{_HEALTH.env} is invalid: {exc}"
     try:

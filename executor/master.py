@@ -176,7 +176,7 @@ class Master:
                     self.task_identity.description,
                     "yes" if self.private_tmp else ("off" if not s.task_private_tmp else support["private_tmp"]),
                     "readable by root only (not dumpable)" if not self.dumpable else "dumpable (prctl refused)")
-        self.health_server = HealthServer(*s.health_address, self.metrics, self.health)
+        self.health_server = HealthServer(*s.health_address, self.metrics, self.health, self.alive)
         self.health_server.start()
         pool = self._until_ok("pool lookup", lambda: self.start_client.pool(s.pool_id))
         endpoint = s.sqs_endpoint_url or pool.endpoint_url
@@ -455,10 +455,14 @@ class Master:
             return False, self.credentials.describe()
         return ok, reason
 
+    def alive(self) -> tuple[bool, str]:
+        """/health/live's answer: the loops' alone, as the systemd watchdog judges them."""
+        return self._loops_health()
+
     def _loops_health(self) -> tuple[bool, str]:
-        """Whether this process's loops turn: what the systemd watchdog is fed on. A refused token
-        is not among them: a watchdog restart would not fix it, and the executor resumes by
-        itself once the token is accepted again."""
+        """Whether this process's loops turn: what the systemd watchdog and liveness probes are
+        fed on. A refused token is not among them: a restart would not fix it, it would kill the
+        running tasks, and the executor resumes by itself once the token is accepted again."""
         stalled = time.monotonic() - self._last_loop
         if self.state == "STARTING" and not self.stopping.is_set():
             # Unhealthy until the loop turns: "healthy" lets a rollout stop the old executor

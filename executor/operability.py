@@ -14,6 +14,8 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .healthcheck import LIVE_PATH
+
 HUMAN_FORMAT = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
                 "{extra[execution_id]: <24} | {message}")
 
@@ -90,15 +92,19 @@ class ExecutorMetrics:
 
 
 class HealthServer:
-    """/health: 200 while the poll loop turns, 503 with the reason otherwise; /metrics: Prometheus."""
+    """/health: 200 while the executor takes work, 503 with the reason otherwise (readiness);
+    /health/live: 200 while its loops turn, whatever it may take (liveness: what a restart
+    would mend; a refused token is not, and a liveness probe on /health killed the running tasks
+    of an executor whose token was revoked, and then every restart again); /metrics: Prometheus."""
 
-    def __init__(self, host: str, port: int, metrics: ExecutorMetrics, health: Callable[[], tuple[bool, str]]) -> None:
+    def __init__(self, host: str, port: int, metrics: ExecutorMetrics, health: Callable[[], tuple[bool, str]],
+                 live: Callable[[], tuple[bool, str]] | None = None) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path == "/health":
-                    ok, reason = outer.health()
+                if self.path in ("/health", LIVE_PATH):
+                    ok, reason = outer.health() if self.path == "/health" else outer.live()
                     body = json.dumps({"ok": ok, "reason": reason}).encode()
                     status, kind = (200 if ok else 503), "application/json"
                 elif self.path == "/metrics":
@@ -116,6 +122,7 @@ class HealthServer:
 
         self.metrics = metrics
         self.health = health
+        self.live = live or health
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]

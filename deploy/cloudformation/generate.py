@@ -57,7 +57,9 @@ SLOTS = 10
 DRAIN_TIMEOUT_S = 110  # below the container's StopTimeout, so the drain ends before ECS kills it
 STOP_TIMEOUT_S = 120  # Fargate's maximum
 # As in the image. The security group admits nothing, so outside the task nobody reaches it;
-# the container health check (`datahub-executor healthcheck`) asks 127.0.0.1:9087/health.
+# the container health check (`datahub-executor healthcheck --live`) asks 127.0.0.1:9087/health/live:
+# ECS replaces an unhealthy task, killing what it runs, so the check fails only on what a restart
+# mends (loops stalled or gone), not on a refused token (/health's 503), which it does not.
 HEALTH_ADDRESS = "0.0.0.0:9087"
 # What the template itself sets in the container; user entries may not repeat them.
 FIXED_ENVIRONMENT = {
@@ -315,7 +317,7 @@ def resources() -> dict:
                 "Environment": environment,
                 "Secrets": secrets,
                 "StopTimeout": STOP_TIMEOUT_S,
-                "HealthCheck": {"Command": ["CMD", "datahub-executor", "healthcheck"], "Interval": 30,
+                "HealthCheck": {"Command": ["CMD", "datahub-executor", "healthcheck", "--live"], "Interval": 30,
                                 "Timeout": 10, "Retries": 3, "StartPeriod": 120},
                 "LogConfiguration": {"LogDriver": "awslogs", "Options": {
                     "awslogs-group": ref("LogGroup"), "awslogs-region": ref("AWS::Region"),

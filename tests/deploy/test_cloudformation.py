@@ -330,7 +330,8 @@ def test_the_container_sets_only_executor_settings_and_leaves_the_sandbox_on_aut
     assert fixed["DATAHUB_EXECUTOR_HEALTH_ADDRESS"] == "0.0.0.0:9087"
     assert executor["StopTimeout"] == 120, "Fargate's maximum"
     assert float(fixed["DATAHUB_EXECUTOR_DRAIN_TIMEOUT"]) < executor["StopTimeout"], "drain ends before SIGKILL"
-    assert executor["HealthCheck"]["Command"] == ["CMD", "datahub-executor", "healthcheck"]
+    # --live: ECS replaces an unhealthy task, so the check fails only on what a restart mends.
+    assert executor["HealthCheck"]["Command"] == ["CMD", "datahub-executor", "healthcheck", "--live"]
     assert health_url({k: v for k, v in fixed.items() if isinstance(v, str)}) == "http://127.0.0.1:9087/health"
     assert executor["LogConfiguration"]["Options"]["awslogs-group"] == {"Ref": "LogGroup"}
     assert template["Resources"]["LogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}

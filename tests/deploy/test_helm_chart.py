@@ -211,11 +211,15 @@ def test_extra_envs_are_appended_but_may_not_repeat_what_the_chart_sets(helm_env
 
 
 def test_probes_watch_health_and_the_grace_period_covers_the_drain(helm_env):
+    """Readiness asks /health; liveness (and the startup probe that gates it) ask /health/live:
+    on /health a revoked token made the kubelet kill the executor and its running tasks, and
+    again at every restart, though a restart mends nothing of a token."""
     manifests = render(helm_env)
     main = container(manifests)
     assert main["ports"] == [{"name": "health", "containerPort": 9087, "protocol": "TCP"}]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert main[probe]["httpGet"] == {"path": "/health", "port": "health"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/health", "port": "health"}
+    for probe in ("startupProbe", "livenessProbe"):
+        assert main[probe]["httpGet"] == {"path": "/health/live", "port": "health"}
     # The startup probe must outlast the poll-loop stall that /health reports at 60 s.
     startup = main["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] > 60

@@ -15,16 +15,17 @@ from executor.operability import ExecutorMetrics, HealthServer
 CLI = str(Path(sys.executable).parent / "datahub-executor")
 
 
-def probe(address: str) -> subprocess.CompletedProcess:
+def probe(address: str, *flags: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUB_")}
     env["DATAHUB_EXECUTOR_HEALTH_ADDRESS"] = address
-    return subprocess.run([CLI, "healthcheck"], env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run([CLI, "healthcheck", *flags], env=env, capture_output=True, text=True, timeout=30)
 
 
 @pytest.fixture
 def server():
-    state = {"ok": True, "reason": "polling"}
-    health = HealthServer("0.0.0.0", 0, ExecutorMetrics(), lambda: (state["ok"], state["reason"]))
+    state = {"ok": True, "reason": "polling", "live": True}
+    health = HealthServer("0.0.0.0", 0, ExecutorMetrics(), lambda: (state["ok"], state["reason"]),
+                          lambda: (state["live"], "loops turn" if state["live"] else "main loop stalled for 70s"))
     health.start()
     try:
         yield health, state
@@ -45,6 +46,19 @@ def test_unhealthy_executor_exits_1_with_its_reason(server):
     result = probe(f"127.0.0.1:{health.port}")
     assert result.returncode == 1
     assert "503" in result.stderr and 'stalled for 95 s "quoted"' in result.stderr
+
+
+def test_live_asks_only_whether_the_loops_turn(server):
+    """--live (ECS's and the image's check, which restart on failure) fails on a stalled loop,
+    not on what /health alone fails on (a refused token)."""
+    health, state = server
+    state.update(ok=False, reason="the control plane refuses this executor's token")
+    assert probe(f"127.0.0.1:{health.port}").returncode == 1
+    live = probe(f"127.0.0.1:{health.port}", "--live")
+    assert live.returncode == 0 and "loops turn" in live.stdout, live.stderr
+    state.update(live=False)
+    stalled = probe(f"127.0.0.1:{health.port}", "--live")
+    assert stalled.returncode == 1 and "stalled for 70s" in stalled.stderr and "/health/live" not in stalled.stderr
 
 
 def test_nothing_listening_exits_1_naming_the_address(server):

@@ -4,7 +4,11 @@ queued work to the dead-letter queue."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -37,8 +41,8 @@ def _messages(sqs, queue_url: str) -> int:
     return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
-def _health(port: int) -> tuple[int, str]:
-    answer = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+def _health(port: int, path: str = "/health") -> tuple[int, str]:
+    answer = requests.get(f"http://127.0.0.1:{port}{path}", timeout=5)
     return answer.status_code, answer.json()["reason"]
 
 
@@ -94,6 +98,13 @@ def test_a_revoked_token_stops_consumption_without_spending_receives_and_resumes
         time.sleep(0.2)
     assert TOKEN_REFUSED in health[1] and "DATAHUB_GMS_TOKEN" in health[1], health
     executor.wait_for_line(TOKEN_REFUSED, timeout_s=5)
+    # Liveness stays good: a liveness probe (the chart's, ECS's and the image's checks) that
+    # failed here would restart the executor, killing its tasks and mending nothing.
+    assert _health(port, "/health/live")[0] == 200
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUB_")}
+    env["DATAHUB_EXECUTOR_HEALTH_ADDRESS"] = f"127.0.0.1:{port}"
+    check = [str(Path(sys.executable).parent / "datahub-executor"), "healthcheck", "--live"]
+    assert subprocess.run(check, env=env, capture_output=True, timeout=30).returncode == 0
 
     execution = cp.run_source(cp.create_source("queued", mock_recipe(tmp_path / "q.json"))["id"])
     time.sleep(20)  # four visibility timeouts: an executor that dropped it at each receive sent it to the DLQ
