@@ -67,6 +67,9 @@ ACKS_LOOP = "acks"
 # without them. Time for a few retries through a brief outage; an operator who pressed Ctrl-C twice
 # does not wait out a long one (decision 60).
 SECOND_SIGNAL_REPORT_S = 5.0
+# What a stop needs beyond the drain timeout: kill what still runs, report it, exit (the unit's
+# TimeoutStopSec=360 is the default drain and this).
+STOP_REPORT_S = 60.0
 
 
 class Master:
@@ -370,7 +373,7 @@ class Master:
 
     def _begin_drain(self) -> None:
         self.state = "DRAINING"
-        self.notifier.stopping()
+        self.notifier.stopping(needs_s=self.settings.drain_timeout_s + STOP_REPORT_S)
         self.stopping.set()
         for ledger in self.ledgers.values():
             ledger.wake()  # runners waiting for admission see `stopping` now and give their work back

@@ -62,8 +62,13 @@ class SystemdNotifier:
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")
 
-    def stopping(self) -> None:
-        self._send("STOPPING=1\nSTATUS=draining")
+    def stopping(self, needs_s: float | None = None) -> None:
+        """Stopping; with NEEDS_S, ask for that long before systemd's stop timeout may end it
+        (EXTEND_TIMEOUT_USEC, systemd 236+; it never shortens TimeoutStopSec=): the unit's
+        timeout is written in the unit, where a longer drain set in the environment file
+        cannot reach it."""
+        extend = f"\nEXTEND_TIMEOUT_USEC={int(needs_s * 1_000_000)}" if needs_s else ""
+        self._send(f"STOPPING=1\nSTATUS=draining{extend}")
 
 
 class ExecutorMetrics:

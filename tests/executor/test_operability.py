@@ -26,6 +26,28 @@ def test_sd_notify_sends_ready_status_watchdog_and_stopping(tmp_path):
                         "STOPPING=1\nSTATUS=draining"]
 
 
+def test_a_drain_asks_systemd_for_its_time_whatever_the_units_stop_timeout(tmp_path, monkeypatch):
+    """TimeoutStopSec= is written in the unit (360 s: the default 300 s drain and a minute), and
+    systemd cannot read it from the environment file: a DATAHUB_EXECUTOR_DRAIN_TIMEOUT of 900
+    there was SIGKILLed at 360 s, tasks and all, nothing reported. The master's stop now asks
+    for the drain and a minute (EXTEND_TIMEOUT_USEC), which systemd grants beyond the unit's."""
+    from executor.master import Master
+    from executor.settings import load_settings
+
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(2)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        settings = load_settings({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "t",
+                                  "DATAHUB_EXECUTOR_POOL_ID": "p", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path),
+                                  "DATAHUB_EXECUTOR_DRAIN_TIMEOUT": "900"})
+        Master(settings)._begin_drain()
+        said = dict(line.split("=", 1) for line in server.recv(4096).decode().splitlines())
+    assert said["STOPPING"] == "1"
+    assert int(said["EXTEND_TIMEOUT_USEC"]) == (900 + 60) * 1_000_000
+
+
 def test_sd_notify_reaches_an_abstract_socket():
     name = f"datahub-executor-test-{os.getpid()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
