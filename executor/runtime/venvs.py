@@ -32,6 +32,10 @@ from .rejection import TaskRejected
 # recipe without one): no extra, so such recipes share the plain venv.
 BUILTIN_PLUGINS = {"file", "console", "datahub-mock-data", "demo-data", "datahub-rest"}
 VERSION = re.compile(r"^\d+(\.\d+){1,4}([a-z]+\d*)?(\.post\d+)?$")
+# A plugin becomes an extra in the requirement given to uv (acryl-datahub[mysql]==1.2.0): anything
+# but an extra's name (PEP 685, dots aside: a dotted type is a class) would be requirement text of
+# the recipe's, such as `x] @ file:///srv/project#`, which installs another acryl-datahub.
+PLUGIN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?")
 INSTALL_TIMEOUT_S = 1800
 LOCK_POLL_S = 0.2  # how often a task waiting for another's build looks at whether the executor is stopping
 
@@ -47,6 +51,9 @@ def plugins_for(recipe: dict) -> list[str]:
     for section in ("source", "sink"):
         kind = str((recipe.get(section) or {}).get("type", ""))
         if kind and "." not in kind and kind not in BUILTIN_PLUGINS:
+            if not PLUGIN.fullmatch(kind):
+                raise TaskRejected("INVALID_RECIPE", f"the recipe's {section} type {kind!r} is neither a plugin name "
+                                                     "(letters, digits, - and _, such as mysql) nor a class (a.b.Source)")
             wanted.add(kind)
     return sorted(wanted)
 
@@ -141,10 +148,14 @@ class VenvCache:
 
     @staticmethod
     def _spec(version: str, plugins: list[str]) -> str:
+        for plugin in plugins:
+            if not PLUGIN.fullmatch(plugin):
+                raise TaskRejected("INVALID_RECIPE", f"plugin {plugin!r} is not a plugin name (letters, digits, - and _, "
+                                                     "such as mysql)")
         extras = f"[{','.join(plugins)}]" if plugins else ""
         if version == "latest":
             return f"acryl-datahub{extras}"
-        if VERSION.match(version):
+        if VERSION.fullmatch(version):
             return f"acryl-datahub{extras}=={version}"
         if version.startswith(("https://", "http://")) and version.endswith(".whl"):
             return f"acryl-datahub{extras} @ {version}"

@@ -14,7 +14,7 @@ import pytest
 
 from executor.runtime.builds import ConfinedBuilder
 from executor.runtime.rejection import TaskRejected
-from executor.runtime.venvs import VenvCache
+from executor.runtime.venvs import VenvCache, plugins_for
 from sandbox import TaskUser
 from tests.e2e.probe_packages import PackageServer, sdist_with_backend
 from tests.sandbox.conftest import TASK_PYTHON, _open_or_skip
@@ -84,3 +84,52 @@ def test_a_ready_marker_the_build_left_as_a_link_is_never_written_through(build_
     assert victim.read_text() == "untouched", "the executor wrote, as root, through a link install-time code made"
     assert refused is not None and refused.reason == "VENV_INSTALL_FAILED", "a build that tampers is no venv"
     assert ".ready" in str(refused)
+
+
+# A project on the executor's disk calling itself acryl-datahub, built by an in-tree backend (no
+# package index needed): what a source type of `x] @ file:///<it>#` made uv install.
+LOCAL_PROJECT_BACKEND = '''
+import os
+import zipfile
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    dist = "acryl_datahub-0.0.2.dist-info"
+    files = {"dhx_from_a_source_type.py": "",
+             f"{dist}/METADATA": "Metadata-Version: 2.1\\nName: acryl-datahub\\nVersion: 0.0.2\\n",
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\\nGenerator: dhx\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}
+    name = "acryl_datahub-0.0.2-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as wheel:
+        for path, data in files.items():
+            wheel.writestr(path, data)
+        wheel.writestr(f"{dist}/RECORD", "".join(f"{path},,\\n" for path in [*files, f"{dist}/RECORD"]))
+    return name
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+'''
+
+
+def test_a_source_type_carrying_requirement_text_installs_nothing(tmp_path):
+    project = tmp_path / "project"  # no dot in the path: a dotted type is a class, never installed
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[build-system]\nrequires = []\nbuild-backend = "build_backend"\n'
+                                            'backend-path = ["."]\n\n[project]\nname = "acryl-datahub"\nversion = "0.0.2"\n')
+    (project / "build_backend.py").write_text(LOCAL_PROJECT_BACKEND)
+    assert "." not in str(project)
+    venvs = VenvCache(str(tmp_path / "venvs"))
+    recipe = {"source": {"type": "x] @ file://" + str(project) + "#"}}
+    with pytest.raises(TaskRejected) as refused:
+        venvs.datahub_cli("1.7.0.17", plugins_for(recipe), [], None)
+    assert refused.value.reason == "INVALID_RECIPE"
+    assert "source type" in str(refused.value)
+    assert not list((tmp_path / "venvs").glob("*/lib/*/site-packages/dhx_from_a_source_type.py"))
+
+
+@pytest.mark.parametrize("plugin", ["mysql]==0 ; python_version<'0'", "-e /", "mysql --index-url=http://x", "x]"])
+def test_a_plugin_that_is_no_extra_name_is_refused_before_any_build(tmp_path, plugin):
+    def no_build(step):
+        raise AssertionError(f"a build ran for plugin {plugin!r}: {step.argv}")
+
+    with pytest.raises(TaskRejected) as refused:
+        VenvCache(str(tmp_path / "venvs"), builder=no_build).datahub_cli("1.7.0.17", [plugin], [], None)
+    assert refused.value.reason == "INVALID_RECIPE"
