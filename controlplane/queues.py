@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import boto3
 
@@ -108,8 +110,30 @@ class QueueServerDidNotStart(RuntimeError):
     """The embedded SQS server did not serve in time; the message says what to do (one line)."""
 
 
+# The names the embedded server answers to: it listens on 127.0.0.1 only, and boto3 names it so.
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def refuse_browsers(app: Callable) -> Callable:
+    """moto's server checks no signature and answers any origin's CORS preflight: a page on any
+    site the operator visits could list, read, purge and delete the pools' queues on 127.0.0.1,
+    and one whose own name it points at 127.0.0.1 (DNS rebinding) needs no CORS at all. boto3
+    sends neither Origin nor Sec-Fetch-Site and names the server by its address; a browser sends
+    Origin with every cross-origin request and every POST, and Sec-Fetch-Site with every request
+    to 127.0.0.1, and a rebound page's Host header is the attacker's name."""
+    def guarded(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        host = environ.get("HTTP_HOST", "")
+        if ("HTTP_ORIGIN" in environ or "HTTP_SEC_FETCH_SITE" in environ
+                or (host.rpartition(":")[0] or host) not in LOCAL_HOSTS):
+            start_response("403 Forbidden", [("Content-Type", "text/plain"), ("X-Content-Type-Options", "nosniff")])
+            return [b"the embedded SQS server answers this machine's SQS clients only, not browsers\n"]
+        return app(environ, start_response)
+    return guarded
+
+
 class EmbeddedSqs:
-    """moto's SQS-protocol server on 127.0.0.1, started and stopped by the control plane."""
+    """moto's SQS-protocol server on 127.0.0.1, started and stopped by the control plane; it
+    answers no browser (refuse_browsers)."""
 
     def __init__(self, port: int = 0) -> None:
         from moto.server import ThreadedMotoServer
@@ -136,6 +160,10 @@ class EmbeddedSqs:
             raise QueueServerDidNotStart(f"the embedded SQS server did not start on 127.0.0.1:{self._port} within "
                                          f"{START_TIMEOUT_S:.0f} s (is the port taken?); stop what listens there, or "
                                          "remove sqs-port from the state dir for a free one")
+        # werkzeug's handler takes the application from its server at each request. No queue
+        # exists before start() returns (the control plane creates them after), so the moment
+        # moto served unguarded exposed nothing.
+        self._server._server.app = refuse_browsers(self._server._server.app)
         self.endpoint_url = f"http://127.0.0.1:{self._server._server.server_port}"
         return self.endpoint_url
 
