@@ -8,8 +8,11 @@ that forbids it, a stale lease), 413, 503.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +27,19 @@ from .metadata.registry import MetadataInvalid
 from .service import ControlPlane
 
 WEB = Path(__file__).parent / "web"
+
+
+def page_headers(page: str) -> dict[str, str]:
+    """The page runs its own inline script and style only (their hashes), fetches only from
+    here, and is shown in no other site's frame: markup that a hostile value smuggled in would
+    run nothing, and no decoy page can frame it to steer an operator's clicks."""
+    def hashes(tag: str) -> str:
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(m.encode()).digest()).decode()}'"
+                        for m in re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S))
+    policy = (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
+              "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return {"Content-Security-Policy": policy, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache"}
 STATUS = ((Invalid, 400), (MetadataInvalid, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404),
           (Conflict, 409), (BodyTooLarge, 413), (Unavailable, 503))
 
@@ -34,9 +50,10 @@ def error_body(status: int, message: str) -> JSONResponse:
 
 
 def create_app(cp: ControlPlane, *, cli_version: str | None = None,
-               threads_gone: Callable[[], list[str]] = list) -> Guard:
+               threads_gone: Callable[[], list[str]] = list, loopback_only: bool = False) -> Guard:
     """THREADS_GONE names the service's background threads that ended untold (server.py): the
-    API may still answer while the sweep or the outbox is gone, and /health must say so."""
+    API may still answer while the sweep or the outbox is gone, and /health must say so.
+    LOOPBACK_ONLY: the server listens on a loopback address (http_guard.py)."""
     app = FastAPI(title="datahub-executor control plane", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RequestValidationError)
@@ -64,9 +81,11 @@ def create_app(cp: ControlPlane, *, cli_version: str | None = None,
     app.include_router(executor_api.create_router(cp))
     app.include_router(admin_api.create_router(cp))
 
+    headers = page_headers((WEB / "index.html").read_text())
+
     @app.get("/")
     def web_page() -> FileResponse:
-        return FileResponse(WEB / "index.html", media_type="text/html")
+        return FileResponse(WEB / "index.html", media_type="text/html", headers=headers)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -80,4 +99,4 @@ def create_app(cp: ControlPlane, *, cli_version: str | None = None,
     async def not_implemented(rest: str) -> JSONResponse:
         return error_body(404, f"/gms/{rest[:100]} is not a resource this server implements")
 
-    return Guard(app, cp.tokens)
+    return Guard(app, cp.tokens, loopback_only=loopback_only)

@@ -5,9 +5,15 @@ answered 401 from its headers alone, and a body over its route's limit is answer
 Content-Length (or, for a chunked body, as soon as the running count passes the limit), never
 buffered. uvicorn's flow control stops reading a socket whose body the application does not
 consume, so a 150 MiB unauthenticated POST costs the process nothing.
+
+On a loopback address it also answers only requests that name it by a loopback name: a page on
+another site whose own name it points at 127.0.0.1 (DNS rebinding) is same-origin with what it
+fetches there, and its Host header still carries its own name. And no answer is sniffed: a
+browser never renders one of ours as anything but the type it says (JSON, mostly).
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -28,6 +34,26 @@ BODY_LIMITS: tuple[tuple[str, int], ...] = (
 )
 DEFAULT_LIMIT = 64 * 1024
 PUBLIC = ("/gms/config", "/health")
+# Added to every answer (Starlette's and the guard's own).
+HEADERS = [(b"x-content-type-options", b"nosniff")]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether HOST (a bind address, or the name in a Host header, port and brackets removed)
+    is this machine's loopback."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header: "[::1]:9002" -> "::1", "localhost:9002" -> "localhost"."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
 def body_limit(path: str) -> int:
@@ -48,9 +74,12 @@ class BodyTooLarge(Exception):
 
 
 class Guard:
-    def __init__(self, app: Callable[..., Awaitable[None]], tokens: Tokens) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], tokens: Tokens, *, loopback_only: bool = False) -> None:
+        """LOOPBACK_ONLY: the server listens on a loopback address, so a Host naming anything else
+        is a rebound name (a reverse proxy in front must pass the upstream's Host, nginx's default)."""
         self.app = app
         self.tokens = tokens
+        self.loopback_only = loopback_only
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -58,6 +87,11 @@ class Guard:
             return
         path = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.loopback_only and not is_loopback(host_name(headers.get("host", ""))):
+            await _answer(send, 403, f"Host {headers.get('host', '')[:100]!r} is not this control plane's: it listens "
+                          "on loopback and answers requests that name it localhost or 127.0.0.1 (a page on another "
+                          "site can point its own name there); a reverse proxy in front must pass that Host")
+            return
         if needs_token(path):
             try:
                 scope.setdefault("state", {})["identity"] = self.tokens.authenticate(headers.get("authorization"))
@@ -88,7 +122,9 @@ class Guard:
 
         async def tracked_send(message: dict[str, Any]) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), *HEADERS]}
             await send(message)
 
         try:
@@ -104,5 +140,5 @@ async def _answer(send: Callable, status: int, message: str) -> None:
                        "status": status, "error": message}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *HEADERS]})
     await send({"type": "http.response.body", "body": body})

@@ -20,6 +20,7 @@ import uvicorn
 from loguru import logger
 
 from .app import create_app
+from .http_guard import is_loopback
 from .queues import EmbeddedSqs, QueueServerDidNotStart, Queues
 from .service import ControlPlane
 from .store import Store
@@ -118,7 +119,8 @@ class ControlPlaneServer:
         # Keep-alive well above an executor's heartbeat interval: with uvicorn's default of 5 s a
         # client sending on a connection just as the server closes it gets a reset (seen here).
         self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(self.cp, cli_version=self.config.default_cli_version,
-                                                                 threads_gone=self.threads_gone),
+                                                                 threads_gone=self.threads_gone,
+                                                                 loopback_only=is_loopback(self.config.host)),
                                                       host=self.config.host, port=self.port,
                                                       log_level="warning", access_log=False,
                                                       timeout_keep_alive=KEEP_ALIVE_S))

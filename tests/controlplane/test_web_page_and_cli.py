@@ -75,7 +75,7 @@ def test_an_operator_creates_a_pool_assigns_a_source_runs_watches_and_cancels(cp
     executor.progress(claimed, "ingesting table 42")
     page.wait_for_selector(f"#executions >> text={execution['id']}")
     row = row_of(page, "executions", execution["id"])
-    page.wait_for_function("document.querySelector('#executions').innerText.includes('RUNNING')")
+    page.wait_for_function("() => document.querySelector('#executions').innerText.includes('RUNNING')")
     row.locator("text=log").click()
     page.wait_for_selector("#log >> text=ingesting table 42")
     assert "live" in page.inner_text("#logkind")
@@ -88,7 +88,7 @@ def test_an_operator_creates_a_pool_assigns_a_source_runs_watches_and_cancels(cp
     page.wait_for_selector("#message >> text=cancel of")
     assert executor.client.cancel_requested(execution["id"])
     executor.finish(claimed, "CANCELLED", "CANCELLED")
-    page.wait_for_function("document.querySelector('#executions').innerText.includes('CANCELLED')")
+    page.wait_for_function("() => document.querySelector('#executions').innerText.includes('CANCELLED')")
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert (tmp_path / "page.png").stat().st_size > 10_000
 

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 import boto3
 import requests
 
+from .test_web_page_and_cli import browser  # noqa: F401 (the fixture)
+
 # What a SigV4-signed request's Authorization starts with: moto routes by its credential scope
 # and checks no signature, so a page that may send this header reaches SQS.
 FAKE_SIGV4 = "AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
@@ -40,3 +42,40 @@ def test_a_page_on_another_site_can_neither_read_nor_delete_the_embedded_queues(
         "Origin": "https://attacker.example", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "authorization"})
     assert "Access-Control-Allow-Origin" not in preflight.headers
+
+
+def test_a_rebound_host_name_gets_nothing_from_a_loopback_control_plane(cp):
+    port = urlsplit(cp.base_url).port
+    for path in ("/", "/gms/config", "/health"):
+        rebound = requests.get(cp.base_url + path, headers={"Host": f"rebind.attacker.example:{port}"}, timeout=10)
+        assert rebound.status_code == 403, (path, rebound.status_code)
+        assert "Host" in rebound.json()["message"]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+            assert requests.get(cp.base_url + path, headers={"Host": host}, timeout=10).status_code == 200
+
+
+def test_the_page_runs_only_its_own_script_and_nothing_is_sniffed(cp, browser):  # noqa: F811
+    answer = requests.get(cp.base_url + "/", timeout=10)
+    policy = answer.headers.get("Content-Security-Policy", "")
+    assert "frame-ancestors 'none'" in policy and "'unsafe-inline'" not in policy
+    assert answer.headers.get("X-Frame-Options") == "DENY"
+    for response in (answer, requests.get(cp.gms_url + "/config", timeout=10),
+                     requests.get(cp.gms_url + "/api/graphql", timeout=10)):  # 401, from the guard
+        assert response.headers.get("X-Content-Type-Options") == "nosniff", response.url
+
+    page = browser.new_page()
+    page.goto(f"{cp.base_url}/#token={cp.admin_token}")
+    page.wait_for_selector("#pools")
+    # Its own script runs. (The policy refuses eval: Playwright is given functions, not expressions.)
+    page.wait_for_function("() => !document.getElementById('content').hidden")
+    # Markup that slipped into the page (a stored XSS) would not run its script.
+    ran = page.evaluate("""() => { const s = document.createElement('script'); s.textContent = 'window.injected = 1';
+                                   document.body.appendChild(s); return window.injected; }""")
+    assert ran is None
+
+
+def test_another_site_cannot_frame_the_page_under_a_decoy(cp, browser):  # noqa: F811
+    attacker = browser.new_page()
+    # set_content returns at the decoy's load event, which waits for its frames to load (or fail).
+    attacker.set_content(f'<iframe id="victim" src="{cp.base_url}/" width="800" height="600"></iframe>')
+    assert attacker.frame_locator("#victim").locator("#login").count() == 0, "the page rendered in another site's frame"
