@@ -3,16 +3,21 @@ framing), and hostile values that tasks, executors and DataHub users store for t
 show. Each test performs the attack against a real control plane, most in a real browser."""
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
 import boto3
 import requests
 
-from .test_web_page_and_cli import browser  # noqa: F401 (the fixture)
+from executor import datahub_aspects
+
+from .conftest import RECIPE
+from .test_web_page_and_cli import browser, row_of  # noqa: F401 (the fixture)
 
 # What a SigV4-signed request's Authorization starts with: moto routes by its credential scope
 # and checks no signature, so a page that may send this header reaches SQS.
 FAKE_SIGV4 = "AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
+HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
 def queue_urls(cp) -> list[str]:
@@ -79,3 +84,50 @@ def test_another_site_cannot_frame_the_page_under_a_decoy(cp, browser):  # noqa:
     # set_content returns at the decoy's load event, which waits for its frames to load (or fail).
     attacker.set_content(f'<iframe id="victim" src="{cp.base_url}/" width="800" height="600"></iframe>')
     assert attacker.frame_locator("#victim").locator("#login").count() == 0, "the page rendered in another site's frame"
+
+
+def test_a_hostile_executor_cannot_blank_the_page_for_every_pool(cp, browser, executor_double):  # noqa: F811
+    cp.create_pool("remote", default=True)
+    cp.create_pool("other")
+    cp.create_source("mysql-prod", RECIPE)
+    executor_double("remote", "honest", interval_s=30).heartbeat()
+    hostile = executor_double("other", "hostile", interval_s=30)
+    status = datahub_aspects.executor_status(pool_id="other", version="0.1.0", address="10.0.0.9", hostname=HOSTILE,
+                                             uptime_s=1.0, stopped=False, log_delivery=False)
+    hostile.client.heartbeat("hostile", status, {
+        "instanceId": hostile.instance_id, "heartbeatIntervalSeconds": "30", "state": "ACTIVE", "runningExecutions": "[]",
+        "capacity": json.dumps({"ingestion": {"used_weight": "all of it", "running": 9}, "monitors": None}),
+        "sandbox": "null", "health": "{}"})
+    page = browser.new_page()
+    page.goto(f"{cp.base_url}/#token={cp.admin_token}")
+    page.wait_for_function("() => document.querySelector('#sources').rows.length > 1"
+                           " || !document.getElementById('message').hidden")
+    assert page.locator("#message").is_hidden(), page.inner_text("#message")
+    assert "mysql-prod" in page.inner_text("#sources")
+    assert "honest" in row_of(page, "pools", "honest").inner_text()
+    assert HOSTILE in row_of(page, "pools", "hostile").inner_text()
+    assert page.evaluate("() => window.pwned") is None
+
+
+def test_hostile_names_logs_and_errors_are_shown_as_text_never_run(cp, browser, executor_double):  # noqa: F811
+    cp.create_pool("remote", default=True, description=HOSTILE)
+    source = cp.create_source(HOSTILE, RECIPE)
+    execution = cp.run_source(source["id"])
+    executor = executor_double("remote", "e1", interval_s=30)
+    executor.heartbeat()
+    claimed = executor.claim(execution["id"])
+    executor.progress(claimed, f"{HOSTILE}\n</pre><script>window.pwned=3</script>")
+    executor.finish(claimed, "FAILURE", reason=HOSTILE)
+    page = browser.new_page()
+    page.goto(f"{cp.base_url}/#token={cp.admin_token}")
+    page.wait_for_selector(f"#executions >> text={execution['id']}")
+    row_of(page, "executions", execution["id"]).locator("text=log").click()
+    page.wait_for_selector("#log >> text=done")
+    page.fill("#pool-id", HOSTILE)  # refused: its error message echoes the id
+    page.click("#new-pool button[type=submit]")
+    page.wait_for_function("() => !document.getElementById('message').hidden")
+    assert HOSTILE in page.inner_text("#pools")
+    assert HOSTILE in page.inner_text("#sources")
+    assert HOSTILE in page.inner_text("#executions")
+    assert page.evaluate("() => window.pwned") is None
+    assert page.locator("img, #log script, #pools script, #sources script, #executions script").count() == 0
