@@ -136,7 +136,7 @@ def test_a_huge_unauthenticated_body_is_refused_before_it_is_read(cp):
     assert me.memory_info().rss - before < 40 << 20, "the control plane (this process) did not buffer it"
     headers = {"Authorization": "Bearer dhx_wrong", "Content-Length": str(150 << 20)}
     with socket.create_connection(("127.0.0.1", int(cp.gms_url.rsplit(":", 1)[1].split("/")[0])), timeout=10) as raw:
-        raw.sendall(f"POST /gms/aspects?action=ingestProposal HTTP/1.1\r\nHost: x\r\n".encode()
+        raw.sendall(f"POST /gms/aspects?action=ingestProposal HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
                     + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode() + b"\r\n")
         answer = raw.recv(4096).decode()
     assert answer.startswith("HTTP/1.1 401"), "answered from the headers alone, before any body byte"
