@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,7 @@ class PreparedTask:
     report_path: str
     memory_limit_bytes: int | None
     secret_names: list[str] = field(default_factory=list)
+    release_venv: Callable[[], None] | None = None  # the venv is held, never evicted, until then
 
     def structured_report(self) -> Any:
         """The ingestion report, when the pipeline completed and wrote one (never for a killed
@@ -81,6 +83,9 @@ class PreparedTask:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+        release, self.release_venv = self.release_venv, None
+        if release is not None:
+            release()
 
 
 def read_task_file(path: str, max_bytes: int) -> bytes | None:
@@ -189,7 +194,21 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
         raise TaskRejected(S.INVALID_ARGUMENTS, str(exc)) from None
     version = str(args.get("version") or default_version)
     cli = venvs.datahub_cli(version, plugins_for(recipe), extra_requirements, user)
+    try:
+        prepared = _prepared(task, args, recipe, execution_id=execution_id, cli=cli, values=values, extra_env=extra_env,
+                             memory_limit=memory_limit, work_root=work_root, gms_url=gms_url,
+                             ingest_token=ingest_token, user=user, network=network)
+    except BaseException:
+        venvs.release(cli)
+        raise
+    prepared.release_venv = lambda: venvs.release(cli)
+    return prepared
 
+
+def _prepared(task: str, args: dict, recipe: dict, *, execution_id: str, cli: str, values: dict[str, str],
+              extra_env: dict[str, str], memory_limit: int | None, work_root: str, gms_url: str, ingest_token: str,
+              user: Any, network: dict[str, str] | None) -> PreparedTask:
+    """The rest of prepare_task, once the venv is held: the work directory, argv and environment."""
     executions_root = os.path.realpath(os.path.join(work_root, "executions"))
     workdir = os.path.join(executions_root, execution_id)
     if os.path.dirname(os.path.realpath(workdir)) != executions_root:

@@ -6,6 +6,13 @@ a file lock (flock) while one builds it. The `.ready` marker is written last, so
 venv (a crash mid-install) is never used: the next build wipes and redoes it. (Building
 elsewhere and renaming would break the absolute paths in the venv's scripts.) `native` runs the CLI of
 the executor's own environment; `latest` is resolved once a day.
+
+The cache is bounded by use: each task holds its venv's `.use` lock shared while it runs, and
+each use stamps the marker. Every build first removes what no task holds and nothing needs again:
+a venv unused for UNUSED_EVICTED_AFTER_S, a `latest` of a past day, the remains of a build that
+died. A venv is removed only under both its locks held exclusively (`.lock` is the build's), so
+never under a task or a build. Tasks hold `.use`, not `.lock`: a task waiting to build would
+otherwise wait for every task running the venv to end.
 """
 from __future__ import annotations
 
@@ -38,6 +45,9 @@ VERSION = re.compile(r"^\d+(\.\d+){1,4}([a-z]+\d*)?(\.post\d+)?$")
 PLUGIN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?")
 INSTALL_TIMEOUT_S = 1800
 LOCK_POLL_S = 0.2  # how often a task waiting for another's build looks at whether the executor is stopping
+# Long enough that a weekly or fortnightly schedule pinned to a version keeps its venv.
+UNUSED_EVICTED_AFTER_S = 31 * 86400
+KEY = re.compile(r"[0-9a-f]{20}")
 
 
 class PreparationStopped(Exception):
@@ -99,9 +109,12 @@ class VenvCache:
         self.builder = builder
         self.network = dict(network or {})
         self.stopping = stopping  # set when the executor stops: waits for another's build end
+        self._held: dict[str, list[Any]] = {}  # CLI path -> the shared locks its running tasks hold
+        self._held_lock = threading.Lock()
+
     def datahub_cli(self, version: str, plugins: list[str], extra_requirements: list[str], user: Any = None) -> str:
         """Path of the `datahub` executable for this combination, building its venv (as USER, a
-        sandbox.TaskUser) if needed."""
+        sandbox.TaskUser) if needed. The venv is held (never evicted) until release(path)."""
         if version == "native":
             if extra_requirements:
                 raise TaskRejected("UNKNOWN_VERSION", "version native cannot take extra pip requirements; pin a version")
@@ -114,26 +127,89 @@ class VenvCache:
         target = self.venv_dir(version, plugins, extra_requirements)
         key = target.name
         cli = target / "bin" / "datahub"
-        if (target / ".ready").exists():
-            return str(cli)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.cache_dir / f"{key}.lock", "w") as lock:
-            self._lock_or_stop(lock)  # the one that builds; the others wait, then find it ready
-            if not (target / ".ready").exists():
-                self._build(target, [spec, *extra_requirements], user)
+        use = open(self.cache_dir / f"{key}.use", "a")
+        try:
+            while True:
+                if (target / ".ready").exists():
+                    self._lock_or_stop(use, fcntl.LOCK_SH)  # waits out an eviction in progress, if any
+                    if (target / ".ready").exists():
+                        break
+                    fcntl.flock(use, fcntl.LOCK_UN)  # evicted: built again below
+                with open(self.cache_dir / f"{key}.lock", "a") as lock:
+                    self._lock_or_stop(lock)  # the one that builds; the others wait, then find it ready
+                    if not (target / ".ready").exists():
+                        self.evict_unused()
+                        self._build(target, [spec, *extra_requirements], user,
+                                    day=_day() if version == "latest" else None)
+                # Taken shared at the loop's top; an eviction in between finds it just built and leaves it.
+            os.utime(target / ".ready")
+        except BaseException:
+            use.close()
+            raise
+        with self._held_lock:
+            self._held.setdefault(str(cli), []).append(use)
         return str(cli)
 
-    def _lock_or_stop(self, lock) -> None:
-        """flock(LOCK_EX), given up when the executor begins to stop: a blocking flock cannot be
+    def release(self, cli: str) -> None:
+        """The task that was given CLI has ended: its venv may be evicted once nobody holds it."""
+        with self._held_lock:
+            holds = self._held.get(cli)
+            if not holds:
+                return
+            lock = holds.pop()
+            if not holds:
+                del self._held[cli]
+        lock.close()
+
+    def evict_unused(self, now: float | None = None) -> list[str]:
+        """Remove every venv no task holds and none will use again (see the module's doc); returns
+        their keys. Venvs that another holds are skipped, never waited for."""
+        now = time.time() if now is None else now
+        evicted = []
+        for entry in sorted(self.cache_dir.iterdir()):
+            if not (KEY.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()):
+                continue
+            with open(self.cache_dir / f"{entry.name}.lock", "a") as lock, \
+                    open(self.cache_dir / f"{entry.name}.use", "a") as use:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(use, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # being built, or in use by a task
+                if not self._unneeded(entry, now):
+                    continue
+                logger.info("evicting task virtualenv {} (last given to a task: {})", entry.name,
+                            time.ctime(_stamp(entry)) if _stamp(entry) else "never, a build that died")
+                (entry / ".ready").unlink(missing_ok=True)  # first: a half-removed venv is never taken for built
+                shutil.rmtree(entry, ignore_errors=True)
+                evicted.append(entry.name)
+        return evicted
+
+    @staticmethod
+    def _unneeded(venv: Path, now: float) -> bool:
+        stamp = _stamp(venv)
+        if stamp is None:
+            return True  # no marker and nobody building: what a build that died left
+        if now - stamp > UNUSED_EVICTED_AFTER_S:
+            return True
+        try:
+            day = json.loads((venv / ".ready").read_text()).get("day")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return day is not None and day != _day(now)
+
+    def _lock_or_stop(self, lock, operation: int = fcntl.LOCK_EX) -> None:
+        """flock(OPERATION), given up when the executor begins to stop: a blocking flock cannot be
         interrupted, and another task's build may hold the lock for up to INSTALL_TIMEOUT_S."""
         while True:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, operation | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 pass
             if self.stopping is None:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+                fcntl.flock(lock, operation)
                 return
             if self.stopping.wait(LOCK_POLL_S):
                 raise PreparationStopped("the executor is stopping; the virtualenv is being built by another task")
@@ -143,7 +219,7 @@ class VenvCache:
         (requirements, python, and for `latest` the day), so equal recipes share it."""
         spec = self._spec(version, plugins)
         key_source = json.dumps({"spec": spec, "extra": sorted(extra_requirements), "python": self.python,
-                                 "day": time.strftime("%Y%m%d") if version == "latest" else None})
+                                 "day": _day() if version == "latest" else None})
         return self.cache_dir / hashlib.sha256(key_source.encode()).hexdigest()[:20]
 
     @staticmethod
@@ -162,7 +238,7 @@ class VenvCache:
         raise TaskRejected("UNKNOWN_VERSION", f"version {version!r} is not latest, native, a version such as 1.2.0.4, "
                                               "or a wheel URL")
 
-    def _build(self, target: Path, requirements: list[str], user: Any) -> None:
+    def _build(self, target: Path, requirements: list[str], user: Any, day: str | None = None) -> None:
         shutil.rmtree(target, ignore_errors=True)
         uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
         if uv is None:
@@ -181,7 +257,7 @@ class VenvCache:
             self._step([uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"), *requirements], env,
                        target, user)
             _seal(target)
-            _mark_ready(target, requirements)
+            _mark_ready(target, requirements, day)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -194,7 +270,19 @@ class VenvCache:
             raise TaskRejected("VENV_INSTALL_FAILED", "installing the task environment failed: " + " | ".join(detail))
 
 
-def _mark_ready(target: Path, requirements: list[str]) -> None:
+def _day(now: float | None = None) -> str:
+    return time.strftime("%Y%m%d", time.localtime(now))
+
+
+def _stamp(venv: Path) -> float | None:
+    """When the venv was last given to a task (its marker's mtime), or None: not built."""
+    try:
+        return os.lstat(venv / ".ready").st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def _mark_ready(target: Path, requirements: list[str], day: str | None) -> None:
     """The `.ready` marker, made by the executor after the seal. Install-time code ran as the
     build's user in this directory and could leave a `.ready` of its own: a link to a file only
     root may write, which writing the marker by name would follow. O_EXCL never follows a link;
@@ -205,7 +293,7 @@ def _mark_ready(target: Path, requirements: list[str]) -> None:
         raise TaskRejected("VENV_INSTALL_FAILED", "the build left a .ready of its own in the virtualenv (install-time "
                                                   "code of a requirement wrote it); the virtualenv is refused") from None
     with os.fdopen(fd, "w") as marker:
-        marker.write(json.dumps({"requirements": requirements}))
+        marker.write(json.dumps({"requirements": requirements, "day": day}))
 
 
 def _seal(target: Path) -> None:

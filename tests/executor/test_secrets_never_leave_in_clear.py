@@ -92,6 +92,9 @@ class StandInVenvs:
     def datahub_cli(self, version, plugins, extra, user) -> str:
         return self.cli
 
+    def release(self, cli: str) -> None:
+        pass
+
 
 @dataclass
 class Shipped:

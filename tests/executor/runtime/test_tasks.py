@@ -238,3 +238,12 @@ def test_extra_arguments_nested_past_the_recursion_limit_are_invalid_arguments(t
     with pytest.raises(TaskRejected) as refused:
         prepare(tmp_path, **{argument: "[" * 5000 + "]" * 5000})
     assert refused.value.reason == "INVALID_ARGUMENTS"
+
+
+def test_a_prepared_task_holds_its_venv_until_its_cleanup_however_often_that_runs(tmp_path):
+    prepared, venvs = prepare(tmp_path)
+    released = []
+    venvs.release = released.append
+    prepared.cleanup()
+    prepared.cleanup()
+    assert released == ["/opt/venvs/x/bin/datahub"]

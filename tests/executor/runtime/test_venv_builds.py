@@ -5,8 +5,11 @@ The build's user owns the venv's directory while it builds, so install-time code
 anything in it; nothing the executor does to the venv afterwards may follow what it left."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 
 from executor.runtime.builds import ConfinedBuilder
 from executor.runtime.rejection import TaskRejected
-from executor.runtime.venvs import VenvCache, plugins_for
+from executor.runtime.venvs import VenvCache, plugins_for, run_locally
 from sandbox import TaskUser
 from tests.e2e.probe_packages import PackageServer, sdist_with_backend
 from tests.sandbox.conftest import TASK_PYTHON, _open_or_skip
@@ -133,3 +136,80 @@ def test_a_plugin_that_is_no_extra_name_is_refused_before_any_build(tmp_path, pl
     with pytest.raises(TaskRejected) as refused:
         VenvCache(str(tmp_path / "venvs"), builder=no_build).datahub_cli("1.7.0.17", [plugin], [], None)
     assert refused.value.reason == "INVALID_RECIPE"
+
+
+@pytest.fixture
+def local_cache(tmp_path):
+    """A VenvCache building for real with uv, as this process's user, from a package server."""
+    server = PackageServer(tmp_path / "packages")
+    try:
+        yield VenvCache(str(tmp_path / "venvs")), server
+    finally:
+        server.stop()
+
+
+def _age(cli: str, days: int) -> None:
+    marker = Path(cli).parents[1] / ".ready"
+    then = time.time() - days * 86400
+    os.utime(marker, (then, then))
+
+
+def test_the_next_build_evicts_a_venv_unused_for_a_month_but_never_one_a_running_task_holds(local_cache):
+    venvs, server = local_cache
+    wheel = server.url(server.wheel)
+    released = venvs.datahub_cli(wheel, ["a"], [])
+    running = venvs.datahub_cli(wheel, ["b"], [])
+    venvs.release(released)  # its task ended
+    _age(released, 40)
+    _age(running, 40)  # a task that has run for as long
+
+    venvs.datahub_cli(wheel, ["c"], [])  # a build: the cache grows here
+
+    assert not Path(released).parents[1].exists(), "a venv nobody used for 40 days is still in the cache"
+    assert Path(running).exists(), "a venv a running task holds was evicted under it"
+    venvs.release(running)
+    assert venvs.evict_unused() == [Path(running).parents[1].name]
+
+
+def test_a_latest_of_a_past_day_and_what_a_dead_build_left_are_evicted_while_a_build_in_progress_is_not(local_cache):
+    venvs, server = local_cache
+    latest = venvs.datahub_cli("latest", [], [f"acryl-datahub @ {server.url(server.wheel)}"])
+    venvs.release(latest)
+    dead = venvs.cache_dir / ("d" * 20)  # a build whose executor was killed: no marker, no lock held
+    (dead / "lib").mkdir(parents=True)
+    building = venvs.cache_dir / ("b" * 20)
+    (building / "lib").mkdir(parents=True)
+
+    with open(venvs.cache_dir / f"{building.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a build of another task, in progress
+        tomorrow = time.time() + 86400
+        evicted = venvs.evict_unused(now=tomorrow)
+
+    assert sorted(evicted) == sorted([Path(latest).parents[1].name, dead.name])
+    assert building.exists(), "eviction removed a venv while it was being built"
+
+
+def test_tasks_needing_the_same_new_venv_at_once_share_one_build_and_hold_it(local_cache):
+    venvs, server = local_cache
+    builds = []
+
+    def counting(step):
+        if step.argv[1] == "venv":
+            builds.append(step.cwd)
+        return run_locally(step)
+
+    venvs.builder = counting
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(venvs.datahub_cli(server.url(server.wheel), [], [])))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(got) == 3 and len(set(got)) == 1 and Path(got[0]).exists()
+    assert len(builds) == 1, f"{len(builds)} builds ran in {builds[0]}"
+    assert venvs.evict_unused(now=time.time() + 365 * 86400) == [], "a venv three tasks hold was evicted"
+    for cli in got:
+        venvs.release(cli)
+    assert venvs.evict_unused(now=time.time() + 365 * 86400) == [Path(got[0]).parents[1].name]
