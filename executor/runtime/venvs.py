@@ -233,7 +233,9 @@ class VenvCache:
             return f"acryl-datahub{extras}"
         if VERSION.fullmatch(version):
             return f"acryl-datahub{extras}=={version}"
-        if version.startswith(("https://", "http://")) and version.endswith(".whl"):
+        # Nothing after the URL: text after a space would be the requirement's, not the version's.
+        if version.startswith(("https://", "http://")) and version.endswith(".whl") and version.isprintable() \
+                and " " not in version:
             return f"acryl-datahub{extras} @ {version}"
         raise TaskRejected("UNKNOWN_VERSION", f"version {version!r} is not latest, native, a version such as 1.2.0.4, "
                                               "or a wheel URL")

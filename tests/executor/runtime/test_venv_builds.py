@@ -213,3 +213,16 @@ def test_tasks_needing_the_same_new_venv_at_once_share_one_build_and_hold_it(loc
     for cli in got:
         venvs.release(cli)
     assert venvs.evict_unused(now=time.time() + 365 * 86400) == [Path(got[0]).parents[1].name]
+
+
+@pytest.mark.parametrize("version", ["1.0; rm -rf /", "1.7.0.17\n", "--index-url=http://evil/x.whl", "-e /",
+                                     "/srv/acryl_datahub-1.0-py3-none-any.whl",
+                                     "https://h/a.whl ; python_version < '0' or os_name == 'x.whl",
+                                     "https://h/a.whl\t--index-url=http://evil/x.whl"])
+def test_a_version_that_is_no_version_nor_one_wheel_url_is_refused_before_any_build(tmp_path, version):
+    def no_build(step):
+        raise AssertionError(f"a build ran for version {version!r}: {step.argv}")
+
+    with pytest.raises(TaskRejected) as refused:
+        VenvCache(str(tmp_path / "venvs"), builder=no_build).datahub_cli(version, [], [], None)
+    assert refused.value.reason == "UNKNOWN_VERSION"
