@@ -57,5 +57,8 @@ class ConfinedBuilder:
         outcome = process.wait()
         if outcome.killed_by == "timeout":
             raise TaskRejected("VENV_INSTALL_FAILED", f"installing the task environment took over {INSTALL_TIMEOUT_S}s")
-        code = outcome.exit_code if outcome.exit_code is not None else 128 + (outcome.signal or 0)
+        code = outcome.exit_code if outcome.exit_code is not None else -(outcome.signal or 1)
+        if code != 0 and outcome.oom_kills:
+            raise TaskRejected("VENV_INSTALL_FAILED", "installing the task environment ran out of memory (a build may "
+                                                      f"use {BUILD_MEMORY_BYTES >> 30} GiB)")
         return code, kept.decode("utf-8", "replace")

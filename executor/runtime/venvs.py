@@ -80,7 +80,7 @@ class InstallStep:
     user: Any = None  # sandbox.TaskUser, or None: the executor's own user
 
 
-# Runs a step; returns its exit code and (the end of) its output.
+# Runs a step; returns its exit code (-N: killed by signal N) and (the end of) its output.
 Builder = Callable[[InstallStep], tuple[int, str]]
 
 
@@ -269,7 +269,9 @@ class VenvCache:
         returncode, output = self.builder(InstallStep(argv, env, str(target), user))
         if returncode != 0:
             detail = output.strip().splitlines()[-5:]
-            raise TaskRejected("VENV_INSTALL_FAILED", "installing the task environment failed: " + " | ".join(detail))
+            how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+            raise TaskRejected("VENV_INSTALL_FAILED", f"installing the task environment failed ({Path(argv[0]).name} "
+                                                      f"{argv[1]} {argv[2]}, {how}): " + " | ".join(detail))
 
 
 def _day(now: float | None = None) -> str:

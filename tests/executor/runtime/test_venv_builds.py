@@ -6,8 +6,11 @@ anything in it; nothing the executor does to the venv afterwards may follow what
 from __future__ import annotations
 
 import fcntl
+import functools
+import http.server
 import os
 import shutil
+import signal
 import threading
 import time
 import uuid
@@ -226,3 +229,60 @@ def test_a_version_that_is_no_version_nor_one_wheel_url_is_refused_before_any_bu
     with pytest.raises(TaskRejected) as refused:
         VenvCache(str(tmp_path / "venvs"), builder=no_build).datahub_cli(version, [], [], None)
     assert refused.value.reason == "UNKNOWN_VERSION"
+
+
+class StalledWheels(http.server.SimpleHTTPRequestHandler):
+    """Serves the package directory; a request for a wheel waits STALL first (a slow network)."""
+
+    stall = threading.Event()
+
+    def do_GET(self):
+        if self.path.endswith(".whl"):
+            self.stall.wait(30)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+def _kill_the_install(cache_dir: Path, deadline_s: float = 20) -> int | None:
+    """SIGKILL the `uv pip install` building under CACHE_DIR, once it runs; its pid."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"install" in argv and any(str(cache_dir).encode() in arg for arg in argv):
+                os.kill(int(pid), signal.SIGKILL)
+                return int(pid)
+        time.sleep(0.02)
+    return None
+
+
+def test_a_build_killed_halfway_fails_its_task_clearly_and_the_next_task_builds_it_again(build_as_task_user, tmp_path):
+    venvs, server, cache_dir = build_as_task_user
+    handler = functools.partial(StalledWheels, directory=str(tmp_path / "packages"))
+    stalled = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=stalled.serve_forever, daemon=True).start()
+    wheel = f"http://127.0.0.1:{stalled.server_address[1]}/{server.wheel}"
+    killed = []
+    killer = threading.Thread(target=lambda: killed.append(_kill_the_install(cache_dir)))
+    killer.start()
+    try:
+        with pytest.raises(TaskRejected) as failed:
+            venvs.datahub_cli(wheel, [], [], BUILD_USER)
+        killer.join()
+        assert killed[0] is not None, "the install never ran"
+        assert failed.value.reason == "VENV_INSTALL_FAILED"
+        assert "killed by signal 9" in str(failed.value), f"the run is not told what happened: {failed.value}"
+        target = venvs.venv_dir(wheel, [], [])
+        assert not target.exists(), "a half-made venv stayed in the cache"
+
+        StalledWheels.stall.set()
+        cli = venvs.datahub_cli(wheel, [], [], BUILD_USER)
+        assert Path(cli).exists() and (target / ".ready").exists()
+    finally:
+        StalledWheels.stall.set()
+        stalled.shutdown()
