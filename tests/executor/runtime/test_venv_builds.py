@@ -246,15 +246,18 @@ class StalledWheels(http.server.SimpleHTTPRequestHandler):
 
 
 def _kill_the_install(cache_dir: Path, deadline_s: float = 20) -> int | None:
-    """SIGKILL the `uv pip install` building under CACHE_DIR, once it runs; its pid."""
+    """SIGKILL the `uv pip install` building under CACHE_DIR, once it runs; its pid. Only uv
+    itself: the sandbox's held wrapper (setpriv, bash) carries the same arguments until it execs
+    uv, and killing it is a start that failed, not a build killed halfway."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
                 continue
-            if b"install" in argv and any(str(cache_dir).encode() in arg for arg in argv):
+            if comm == "uv" and b"install" in argv and any(str(cache_dir).encode() in arg for arg in argv):
                 os.kill(int(pid), signal.SIGKILL)
                 return int(pid)
         time.sleep(0.02)
