@@ -156,16 +156,23 @@ def wait_for_start(system: System, cp: ControlPlaneProcess, execution_id: str) -
         time.sleep(0.2)
 
 
+def running_through_a_restart(cp: ControlPlaneProcess, system: System, name: str, recipe_path, seconds: float):
+    """executor-a runs a sleepy run through a control-plane restart, then executor-b joins the
+    pool: (executor-a, the run's id)."""
+    holder = system.start_executor("executor-a", DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL=HEARTBEAT_S)
+    run = cp.run_sleepy(name, recipe_path, seconds=seconds)
+    wait_for_start(system, cp, run)
+    restart_while_running(cp, "executor-a")
+    system.start_executor("executor-b", DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL=HEARTBEAT_S)
+    return holder, run
+
+
 def test_a_run_whose_executor_crashes_after_a_control_plane_restart_runs_again_on_another(restartable, tmp_path):
     """The restart took the run's message with the embedded SQS server's memory: when its
     executor then crashed, nothing was left to deliver, and the sweep ended it ABORTED
     (EXECUTOR_LOST) instead of another executor running it."""
     cp, system = restartable
-    holder = system.start_executor("executor-a", DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL=HEARTBEAT_S)
-    run = cp.run_sleepy("crashes", tmp_path / "a.json", seconds=30)
-    wait_for_start(system, cp, run)
-    restart_while_running(cp, "executor-a")
-    system.start_executor("executor-b", DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL=HEARTBEAT_S)
+    holder, run = running_through_a_restart(cp, system, "crashes", tmp_path / "a.json", seconds=30)
     assert cp.execution(run)["status"] == "RUNNING"
     holder.kill9()
     # The crash leaves its task's (empty) cgroup for the executor's next start to sweep; there is none.
@@ -183,11 +190,7 @@ def test_a_run_on_a_live_executor_through_a_control_plane_restart_runs_once_and_
     issued: refused, said once, and the run ends as it would have. Nothing is sent again while
     its executor heartbeats, so an idle executor beside it never runs it a second time."""
     cp, system = restartable
-    holder = system.start_executor("executor-a", DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL=HEARTBEAT_S)
-    run = cp.run_sleepy("survives", tmp_path / "a.json", seconds=25)
-    wait_for_start(system, cp, run)
-    restart_while_running(cp, "executor-a")
-    system.start_executor("executor-b", DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL=HEARTBEAT_S)
+    holder, run = running_through_a_restart(cp, system, "survives", tmp_path / "a.json", seconds=25)
     done = cp.wait_for(run, {"SUCCESS", "FAILURE", "ABORTED", "CANCELLED"}, timeout_s=240)
     assert (done["status"], done["executor_id"]) == ("SUCCESS", "executor-a")
     assert starts(system, run, 0) == 1 and starts(system, run, 1) == 0
