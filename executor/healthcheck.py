@@ -20,11 +20,12 @@ import urllib.request
 from .settings import SETTINGS
 
 _HEALTH = next(s for s in SETTINGS if s.env == "DATAHUB_EXECUTOR_HEALTH_ADDRESS")
-LIVE_PATH = "/health/live"  # liveness; /health is readiness (operability.HealthServer)
+READY_PATH = "/health"  # readiness (operability.HealthServer)
+LIVE_PATH = "/health/live"  # liveness
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
 
-def health_url(environ: dict[str, str] | None = None, path: str = "/health") -> str:
+def health_url(environ: dict[str, str] | None = None, path: str = READY_PATH) -> str:
     """The /health (or PATH) address of the executor configured by this environment, reachable
     from here (a wildcard bind is asked on loopback)."""
     environ = dict(os.environ) if environ is None else environ
@@ -38,7 +39,7 @@ def health_url(environ: dict[str, str] | None = None, path: str = "/health") -> 
 def run_healthcheck(timeout_s: float = 4.0, live: bool = False) -> tuple[bool, str]:
     """(healthy, one line for the probe's log)."""
     try:
-        url = health_url(path=LIVE_PATH if live else "/health")
+        url = health_url(path=LIVE_PATH if live else READY_PATH)
     except ValueError as exc:
         return False, f"{_HEALTH.env} is invalid: {exc}"
     try:

@@ -341,7 +341,7 @@ class Master:
             # by the heartbeat thread: a heartbeat held by a slow control plane starved it, and
             # systemd killed a healthy executor for its control plane's latency.
             watchdog = self.notifier.watchdog_interval_s
-            if watchdog and self._loops_health()[0]:
+            if watchdog and self.alive()[0]:
                 self.notifier.watchdog()
             ready, _, _ = select.select([self._wake_r], [], [], min(watchdog or 1.0, 1.0))
             if ready:
@@ -449,23 +449,20 @@ class Master:
     def _dependency_health(self) -> dict:
         return {"control_plane": "ok" if self.client.reachable else "unreachable",
                 "sqs": "unreachable" if self.outage.is_down else "ok",
-                "threads": "ok" if self._loops_health()[0] else "failing"}
+                "threads": "ok" if self.alive()[0] else "failing"}
 
     def health(self) -> tuple[bool, str]:
         """/health's answer: the loops', and whether the control plane takes our token."""
-        ok, reason = self._loops_health()
+        ok, reason = self.alive()
         if ok and self.state in ("ACTIVE", "DRAINING") and self.credentials.refusal is not None:
             return False, self.credentials.describe()
         return ok, reason
 
     def alive(self) -> tuple[bool, str]:
-        """/health/live's answer: the loops' alone, as the systemd watchdog judges them."""
-        return self._loops_health()
-
-    def _loops_health(self) -> tuple[bool, str]:
-        """Whether this process's loops turn: what the systemd watchdog and liveness probes are
-        fed on. A refused token is not among them: a restart would not fix it, it would kill the
-        running tasks, and the executor resumes by itself once the token is accepted again."""
+        """Whether this process's loops turn (/health/live's answer): what the systemd watchdog
+        and liveness probes are fed on. A refused token is not among them: a restart would not
+        fix it, it would kill the running tasks, and the executor resumes by itself once the
+        token is accepted again."""
         stalled = time.monotonic() - self._last_loop
         if self.state == "STARTING" and not self.stopping.is_set():
             # Unhealthy until the loop turns: "healthy" lets a rollout stop the old executor

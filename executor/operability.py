@@ -14,7 +14,7 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .healthcheck import LIVE_PATH
+from .healthcheck import LIVE_PATH, READY_PATH
 
 HUMAN_FORMAT = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
                 "{extra[execution_id]: <24} | {message}")
@@ -108,8 +108,8 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path in ("/health", LIVE_PATH):
-                    ok, reason = outer.health() if self.path == "/health" else outer.live()
+                if self.path in (READY_PATH, LIVE_PATH):
+                    ok, reason = outer.health() if self.path == READY_PATH else outer.live()
                     body = json.dumps({"ok": ok, "reason": reason}).encode()
                     status, kind = (200 if ok else 503), "application/json"
                 elif self.path == "/metrics":
