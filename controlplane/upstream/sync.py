@@ -4,10 +4,10 @@ back, and pass DataHub's cancels on. One thread, three steps per tick, each safe
 - discover (every poll interval): DataHub's requests newest first, back to the newest one the
   last scan saw (less a few minutes for the search index's lag) and never before this control
   plane first looked (less the lookback). Requests are dated by DataHub's clock, so the floors
-  are reckoned in it too, as its answers' Date header shows it. A request is taken when its executorId names one of
-  our pools and it has no result; `default` and every other id are never touched. Taken means
-  adopted (our execution of the same id, queued on the pool; CANCELLED at once when DataHub's
-  KILL is there already) or refused (a FAILURE says why).
+  are reckoned in it too, as its answers' Date header shows it. A request is taken when its
+  executorId names one of our pools and it has no result; `default` and every other id are
+  never touched. Taken means adopted (our execution of the same id, queued on the pool;
+  CANCELLED at once when DataHub's KILL is there already) or refused (a FAILURE says why).
 - push (every tick, at least once a second): each open request's current result is written to DataHub when it changed
   since the last write; a final one closes the request (mirror.py).
 - signals (every tick): a KILL DataHub's UI wrote for a request we run is passed on as our own
