@@ -21,6 +21,8 @@ from typing import Any
 
 import boto3
 
+from .http_guard import host_name
+
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 # The monitors queue's name is the pool queue's name plus this: an executor that knows only the
 # pool's queueUrl (DataHub's field) derives it.
@@ -124,7 +126,7 @@ def refuse_browsers(app: Callable) -> Callable:
     def guarded(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         host = environ.get("HTTP_HOST", "")
         if ("HTTP_ORIGIN" in environ or "HTTP_SEC_FETCH_SITE" in environ
-                or (host.rpartition(":")[0] or host) not in LOCAL_HOSTS):
+                or host_name(host) not in LOCAL_HOSTS):
             start_response("403 Forbidden", [("Content-Type", "text/plain"), ("X-Content-Type-Options", "nosniff")])
             return [b"the embedded SQS server answers this machine's SQS clients only, not browsers\n"]
         return app(environ, start_response)
