@@ -29,6 +29,7 @@ from .upstream.sync import UpstreamConfig, UpstreamSync
 SWEEP_INTERVAL_S = 2.0
 OUTBOX_RETRY_S = 2.0  # how often sends that failed (the queue service down) are tried again
 KEEP_ALIVE_S = 75  # longer than the 60 s idle timeout of common proxies and load balancers
+LISTEN_BACKLOG = 2048  # uvicorn's default
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ControlPlaneServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._sqs: EmbeddedSqs | None = None
         self._uvicorn: uvicorn.Server | None = None
+        self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.port = 0
@@ -82,22 +84,29 @@ class ControlPlaneServer:
             self._start()
         except BaseException:
             self._sqs_stop_quietly()
+            if self._listener is not None:
+                self._listener.close()  # uvicorn closes it once it has served; before, nobody would
             self._unlock_state_dir()
             raise
 
     def _start(self) -> None:
         self._sqs = None
-        # Both ports are settled before anything starts: moto's server waits for ever on a port it
-        # could not bind, and uvicorn ends its thread with a log line. A remembered port that some
-        # other program took meanwhile is given up for a free one (the pools' queue URLs are
-        # recorded again below); a port asked for is not.
-        self.port = self._port_to_listen_on(self.config.host, self.config.port, "api-port")
+        # The HTTP port is bound here, once, and that socket is the one uvicorn serves: checking a
+        # port and letting uvicorn bind it a moment later lost it, now and then, to another process
+        # (another test worker) in between. The SQS port is left to moto where no port is asked or
+        # remembered, for the same reason; moto's server waits for ever on a port it could not bind
+        # (EmbeddedSqs.start bounds that). A remembered port that some other program took meanwhile
+        # is given up for a free one (the pools' queue URLs are recorded again below); a port asked
+        # for is not.
+        self._listener = self._listen(self.config.host, self.config.port, "api-port")
+        self.port = self._listener.getsockname()[1]
         if self.config.queue == "embedded":
-            self._sqs = EmbeddedSqs(self._port_to_listen_on("127.0.0.1", self.config.sqs_port, "sqs-port"))
+            self._sqs = EmbeddedSqs(self._sqs_port())
             try:
                 endpoint = self._sqs.start()
             except QueueServerDidNotStart as exc:
                 raise StartRefused(str(exc)) from None
+            (self.state_dir / "sqs-port").write_text(endpoint.rsplit(":", 1)[1])
             queues = Queues(region=self.config.region, endpoint_url=endpoint, local=True,
                             installation_id=self._installation_id())
         else:
@@ -114,8 +123,6 @@ class ControlPlaneServer:
         if self.config.queue == "embedded":
             self.cp.executions.forget_queued()
         self.cp.executions.send_pending()
-        # uvicorn binds itself: with a pre-bound socket handed over (sockets=[...]) every response
-        # took ~40 ms on loopback here (Nagle against delayed ACKs), against 0.4 ms when it binds.
         # Keep-alive well above an executor's heartbeat interval: with uvicorn's default of 5 s a
         # client sending on a connection just as the server closes it gets a reset (seen here).
         self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(self.cp, cli_version=self.config.default_cli_version,
@@ -124,7 +131,8 @@ class ControlPlaneServer:
                                                       host=self.config.host, port=self.port,
                                                       log_level="warning", access_log=False,
                                                       timeout_keep_alive=KEEP_ALIVE_S))
-        serve = threading.Thread(target=self._uvicorn.run, name="controlplane-http", daemon=True)
+        serve = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._listener]},
+                                 name="controlplane-http", daemon=True)
         self.cp.serving()  # no heartbeat could arrive before this
         serve.start()
         sweeper = threading.Thread(target=self._sweep_lost, name="controlplane-sweeper", daemon=True)
@@ -170,21 +178,40 @@ class ControlPlaneServer:
         except (OSError, ValueError):
             return 0
 
-    def _port_to_listen_on(self, host: str, asked: int, remembered_in: str) -> int:
-        """ASKED if given (StartRefused when something listens there), else the port remembered in
-        the state dir's REMEMBERED_IN file while it is free, else a free one; written back there."""
+    def _listen(self, host: str, asked: int, remembered_in: str) -> socket.socket:
+        """A listening socket on ASKED if given (StartRefused when that cannot be), else on the port
+        remembered in the state dir's REMEMBERED_IN file while it is free, else on a free one; its
+        port is written back there."""
         port = asked or self._remembered(remembered_in)
+        listener = None
         if port:
-            problem = _cannot_listen(host, port)
-            if problem and asked:
-                what = "the control plane" if remembered_in == "api-port" else "its embedded SQS server"
-                raise StartRefused(f"cannot listen on {host}:{port} for {what}: {problem}; stop what listens there, "
-                                   f"or choose another port (datahub-executor-admin serve --port)")
-            if problem:
-                port = 0
-        port = port or _free_port(host)
-        (self.state_dir / remembered_in).write_text(str(port))
-        return port
+            try:
+                listener = _listening_socket(host, port)
+            except OSError as exc:
+                if asked:
+                    raise StartRefused(f"cannot listen on {host}:{port} for the control plane: {_why(exc)}; stop what "
+                                       "listens there, or choose another port (datahub-executor-admin serve --port)"
+                                       ) from None
+        if listener is None:
+            try:
+                listener = _listening_socket(host, 0)
+            except OSError as exc:  # HOST is no address of this machine's, say
+                raise StartRefused(f"cannot listen on {host} for the control plane: {_why(exc)}") from None
+        (self.state_dir / remembered_in).write_text(str(listener.getsockname()[1]))
+        return listener
+
+    def _sqs_port(self) -> int:
+        """The port for the embedded SQS server: the one asked for (StartRefused when something
+        listens there), else the remembered one while it is free, else 0 for moto to choose."""
+        asked = self.config.sqs_port
+        port = asked or self._remembered("sqs-port")
+        if not port:
+            return 0
+        problem = _cannot_listen("127.0.0.1", port)
+        if problem and asked:
+            raise StartRefused(f"cannot listen on 127.0.0.1:{port} for its embedded SQS server: {problem}; stop what "
+                               "listens there, or choose another port")
+        return 0 if problem else port
 
     def _lock_state_dir(self) -> None:
         """One control plane per state dir: a second one would share the database and find its
@@ -279,19 +306,33 @@ class ControlPlaneServer:
         self._unlock_state_dir()
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """HOST:PORT bound and listening, as uvicorn would bind it (SO_REUSEADDR: the previous run's
+    connections in TIME_WAIT do not count, a listener does). The protocol is named: asyncio sets
+    TCP_NODELAY on accepted connections only when their socket says IPPROTO_TCP, and without it
+    every response waited ~40 ms on loopback (Nagle against delayed ACKs)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(LISTEN_BACKLOG)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
 def _cannot_listen(host: str, port: int) -> str | None:
-    """Why HOST:PORT cannot be listened on, or None. Probed as uvicorn and werkzeug bind, with
-    SO_REUSEADDR: the previous run's connections in TIME_WAIT do not count, a listener does."""
+    """Why HOST:PORT cannot be listened on, or None. Probed as werkzeug binds, with SO_REUSEADDR."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
-            return "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            return _why(exc)
     return None
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+def _why(exc: OSError) -> str:
+    return "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
