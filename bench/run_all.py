@@ -17,7 +17,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench import controlplane_throughput, peers, sample_run, sandbox_overhead, upstream_latency  # noqa: E402
+from bench import (  # noqa: E402
+    controlplane_throughput,
+    embedded_sqs_depth,
+    peers,
+    sample_run,
+    sandbox_overhead,
+    upstream_latency,
+)
 from bench.peers import Row  # noqa: E402
 
 
@@ -46,6 +53,14 @@ def controlplane_rows(n: int, rounds: int) -> list[Row]:
             f"median of {ingest['rounds']} rounds of new datasets; of the {ingest['ms']:.0f} ms: DataHub's client "
             f"{ingest['client_ms']:.0f}, the control plane's ingest {ingest['server_ms']:.0f}, HTTP the rest"),
     ]
+
+
+def queue_depth_rows(n: int, rounds: int) -> list[Row]:
+    r = embedded_sqs_depth.measure(300, n, rounds)
+    return [Row(f"embedded SQS: server CPU per task with {r['depth']} messages in flight",
+                f"{r['deep']:.1f} ms", f"the same calls with none in flight {r['empty']:.1f} ms", f"{r['ratio']:.2f}x",
+                f"send, receive, visibility change, delete; {n} tasks, median of {rounds} interleaved rounds; moto "
+                f"as shipped: {r['moto_deep']:.1f} against {r['moto_empty']:.1f} ms ({r['moto_ratio']:.2f}x)")]
 
 
 def sample_rows(runs: int) -> list[Row]:
@@ -82,6 +97,7 @@ def main() -> None:
     quick, out = args.quick, Path(args.out)
     started = time.monotonic()
     rows = (sandbox_rows(20 if quick else 200) + controlplane_rows(30 if quick else 300, 2 if quick else 5)
+            + queue_depth_rows(30 if quick else 200, 1 if quick else 3)
             + sample_rows(2 if quick else 7) + upstream_rows(2 if quick else 10) + peers.run(quick=quick))
     header = (f"# Benchmarks ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} CPUs, "
               f"{'quick' if quick else 'full'} run, {time.monotonic() - started:.0f} s)\n\n"

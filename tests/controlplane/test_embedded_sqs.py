@@ -178,3 +178,44 @@ def test_a_queue_server_that_cannot_bind_says_so_instead_of_waiting_for_ever():
         assert "is the port taken?" in str(outcome[0])
     finally:
         taken.close()
+
+
+def _moto_queue(url: str):
+    """moto's own record of the queue at URL (the server runs in this process)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sqs.models import sqs_backends
+
+    return sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].queues[url.rsplit("/", 1)[1]]
+
+
+def test_a_message_past_the_queues_retention_period_is_not_received(queue):
+    """The retention check now reads the one attribute it needs (a guard: moto's answer kept)."""
+    client, url = queue
+    client.set_queue_attributes(QueueUrl=url, Attributes={"MessageRetentionPeriod": "60"})
+    client.send_message(QueueUrl=url, MessageBody="expired")
+    [message] = _moto_queue(url)._messages
+    message.sent_timestamp -= 61_000  # sent 61 s ago
+    assert _visible(client, url) == []
+    client.send_message(QueueUrl=url, MessageBody="fresh")
+    _moto_queue(url)._messages.remove(message)
+    assert _visible(client, url) == ["fresh"]
+
+
+def test_the_receipts_of_deleted_messages_are_kept_within_a_bound(queue, monkeypatch):
+    """moto kept every receipt of every deleted message for the life of the process (about 300
+    bytes a task). A delete with a recent one still succeeds; one older than the bound is
+    refused as invalid, as SQS may refuse a receipt it no longer knows."""
+    from controlplane import embedded_sqs
+
+    monkeypatch.setattr(embedded_sqs, "DELETED_RECEIPTS_KEPT", 20)
+    client, url = queue
+    receipts = []
+    for index in range(30):
+        client.send_message(QueueUrl=url, MessageBody=str(index))
+        receipts.append(_receive_one(client, url, 30)["ReceiptHandle"])
+        client.delete_message(QueueUrl=url, ReceiptHandle=receipts[-1])
+
+    assert len(_moto_queue(url).deleted_messages) <= 20
+    client.delete_message(QueueUrl=url, ReceiptHandle=receipts[-1])  # deleting again: still fine
+    assert _error(lambda: client.delete_message(QueueUrl=url, ReceiptHandle=receipts[0]))["Code"] == \
+        "ReceiptHandleIsInvalid"
