@@ -3,8 +3,9 @@
 What DataHub lets through and a run would fail on late is refused when the source is saved:
 a recipe that does not parse (bounded, see vocabulary/safe_yaml.py) or has no source type, an
 executorId no pool could have (or `default` with no default pool; an id that names no pool here
-is an executor elsewhere's, as in DataHub), and extra environment variables that are not variable names or
-whose EXECUTOR_TASK_WEIGHT / EXECUTOR_TASK_MEMORY_LIMIT the executor would refuse. The per-run
+is an executor elsewhere's, as in DataHub), extra environment variables that are not variable names or
+whose EXECUTOR_TASK_WEIGHT / EXECUTOR_TASK_MEMORY_LIMIT the executor would refuse, and a CLI
+version or a source or sink type no virtualenv could be built for (vocabulary/cli_versions.py). The per-run
 settings live where DataHub's UI puts them: `config.extraArgs` ("extra_env_vars" as a JSON
 object, "extra_pip_requirements" as a JSON list).
 """
@@ -15,7 +16,7 @@ import re
 import uuid
 from typing import Any
 
-from vocabulary import json_text, pip_requirements
+from vocabulary import cli_versions, json_text, pip_requirements
 from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.weights import FULL, InvalidWeight, parse_weight
@@ -84,6 +85,21 @@ def check_extra_args(args: dict[str, str]) -> None:
             raise Invalid(f"extraArgs.{exc}") from None
 
 
+def check_cli(version: Any, recipe: dict[str, Any], args: dict[str, str]) -> None:
+    """Refuse a version, or a recipe's source or sink type, the executor could build no venv for.
+    No version means the executor's default, which only the executor knows."""
+    try:
+        cli_versions.plugins_for(recipe)
+        if version is None or version == "":
+            return
+        if not isinstance(version, str):
+            raise Invalid("config.version must be a string")
+        requirements = json_text.loads(args["extra_pip_requirements"]) if "extra_pip_requirements" in args else []
+        cli_versions.check_version(version, requirements)
+    except (cli_versions.InvalidPlugin, cli_versions.InvalidVersion) as exc:
+        raise Invalid(str(exc)) from None
+
+
 class Sources:
     def __init__(self, store: Store, pools: Pools) -> None:
         self.store = store
@@ -97,7 +113,9 @@ class Sources:
         if info.get("type") and recipe["source"]["type"] != info["type"]:
             raise Invalid(f"type {info['type']!r} does not match the recipe's source type {recipe['source']['type']!r}")
         self.pools.resolve(info.get("config", {}).get("executorId"))
-        check_extra_args(extra_args(info))
+        args = extra_args(info)
+        check_extra_args(args)
+        check_cli(info.get("config", {}).get("version"), recipe, args)
 
     @staticmethod
     def check_type(recipe: str) -> str:

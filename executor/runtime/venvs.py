@@ -33,16 +33,10 @@ from typing import Any
 
 from loguru import logger
 
+from vocabulary import cli_versions
+
 from .rejection import TaskRejected
 
-# Plugins whose dependencies acryl-datahub itself installs (datahub-rest is the default sink of a
-# recipe without one): no extra, so such recipes share the plain venv.
-BUILTIN_PLUGINS = {"file", "console", "datahub-mock-data", "demo-data", "datahub-rest"}
-VERSION = re.compile(r"^\d+(\.\d+){1,4}([a-z]+\d*)?(\.post\d+)?$")
-# A plugin becomes an extra in the requirement given to uv (acryl-datahub[mysql]==1.2.0): anything
-# but an extra's name (PEP 685, dots aside: a dotted type is a class) would be requirement text of
-# the recipe's, such as `x] @ file:///srv/project#`, which installs another acryl-datahub.
-PLUGIN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?")
 INSTALL_TIMEOUT_S = 1800
 LOCK_POLL_S = 0.2  # how often a task waiting for another's build looks at whether the executor is stopping
 # Long enough that a weekly or fortnightly schedule pinned to a version keeps its venv.
@@ -56,16 +50,11 @@ class PreparationStopped(Exception):
 
 
 def plugins_for(recipe: dict) -> list[str]:
-    """acryl-datahub extras for the recipe's source and sink; custom classes (a.b.C) need none."""
-    wanted = set()
-    for section in ("source", "sink"):
-        kind = str((recipe.get(section) or {}).get("type", ""))
-        if kind and "." not in kind and kind not in BUILTIN_PLUGINS:
-            if not PLUGIN.fullmatch(kind):
-                raise TaskRejected("INVALID_RECIPE", f"the recipe's {section} type {kind!r} is neither a plugin name "
-                                                     "(letters, digits, - and _, such as mysql) nor a class (a.b.Source)")
-            wanted.add(kind)
-    return sorted(wanted)
+    """acryl-datahub extras for the recipe's source and sink (vocabulary/cli_versions.py)."""
+    try:
+        return cli_versions.plugins_for(recipe)
+    except cli_versions.InvalidPlugin as exc:
+        raise TaskRejected("INVALID_RECIPE", str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -115,9 +104,11 @@ class VenvCache:
     def datahub_cli(self, version: str, plugins: list[str], extra_requirements: list[str], user: Any = None) -> str:
         """Path of the `datahub` executable for this combination, building its venv (as USER, a
         sandbox.TaskUser) if needed. The venv is held (never evicted) until release(path)."""
-        if version == "native":
-            if extra_requirements:
-                raise TaskRejected("UNKNOWN_VERSION", "version native cannot take extra pip requirements; pin a version")
+        if version == cli_versions.NATIVE:
+            try:
+                cli_versions.check_version(version, extra_requirements)
+            except cli_versions.InvalidVersion as exc:
+                raise TaskRejected("UNKNOWN_VERSION", str(exc)) from None
             cli = Path(sys.executable).parent / "datahub"
             if not cli.exists():
                 raise TaskRejected("UNKNOWN_VERSION", "version native: acryl-datahub is not installed in the executor's "
@@ -141,7 +132,7 @@ class VenvCache:
                     if not (target / ".ready").exists():
                         self.evict_unused()
                         self._build(target, [spec, *extra_requirements], user,
-                                    day=_day() if version == "latest" else None)
+                                    day=_day() if version == cli_versions.LATEST else None)
                 # Taken shared at the loop's top; an eviction in between finds it just built and leaves it.
             os.utime(target / ".ready")
         except BaseException:
@@ -219,26 +210,17 @@ class VenvCache:
         (requirements, python, and for `latest` the day), so equal recipes share it."""
         spec = self._spec(version, plugins)
         key_source = json.dumps({"spec": spec, "extra": sorted(extra_requirements), "python": self.python,
-                                 "day": _day() if version == "latest" else None})
+                                 "day": _day() if version == cli_versions.LATEST else None})
         return self.cache_dir / hashlib.sha256(key_source.encode()).hexdigest()[:20]
 
     @staticmethod
     def _spec(version: str, plugins: list[str]) -> str:
-        for plugin in plugins:
-            if not PLUGIN.fullmatch(plugin):
-                raise TaskRejected("INVALID_RECIPE", f"plugin {plugin!r} is not a plugin name (letters, digits, - and _, "
-                                                     "such as mysql)")
-        extras = f"[{','.join(plugins)}]" if plugins else ""
-        if version == "latest":
-            return f"acryl-datahub{extras}"
-        if VERSION.fullmatch(version):
-            return f"acryl-datahub{extras}=={version}"
-        # Nothing after the URL: text after a space would be the requirement's, not the version's.
-        if version.startswith(("https://", "http://")) and version.endswith(".whl") and version.isprintable() \
-                and " " not in version:
-            return f"acryl-datahub{extras} @ {version}"
-        raise TaskRejected("UNKNOWN_VERSION", f"version {version!r} is not latest, native, a version such as 1.2.0.4, "
-                                              "or a wheel URL")
+        try:
+            return cli_versions.requirement(version, plugins)
+        except cli_versions.InvalidPlugin as exc:
+            raise TaskRejected("INVALID_RECIPE", str(exc)) from None
+        except cli_versions.InvalidVersion as exc:
+            raise TaskRejected("UNKNOWN_VERSION", str(exc)) from None
 
     def _build(self, target: Path, requirements: list[str], user: Any, day: str | None = None) -> None:
         shutil.rmtree(target, ignore_errors=True)

@@ -261,6 +261,42 @@ def test_a_source_whose_extra_pip_requirements_are_pip_options_is_refused_when_s
     assert create(["six @ https://127.0.0.1:9/six-1.16.0-py2.py3-none-any.whl", "tomli>=2"]).startswith("urn:li:")
 
 
+def test_a_source_whose_cli_version_or_plugin_no_venv_could_install_is_refused_when_saved(cp, graph):
+    """The executor refused these only when the run started (UNKNOWN_VERSION, INVALID_RECIPE):
+    the user saving the source heard nothing until then. DataHub's client gets a GraphQL error
+    saying what a version may be, nothing is stored, and what the executor takes is taken."""
+    cp.create_pool("p", default=True)
+
+    def create(kind: str, version: str | None = None, requirements: list[str] | None = None) -> str:
+        config: dict = {"recipe": json.dumps({"source": {"type": kind}}), "executorId": "p"}
+        if version is not None:
+            config["version"] = version
+        if requirements is not None:
+            config["extraArgs"] = [{"key": "extra_pip_requirements", "value": json.dumps(requirements)}]
+        return graph.execute_graphql(GRAPHQL_SOURCE, variables={"input": {
+            "name": "s", "type": kind, "config": config}})["createIngestionSource"]
+
+    mock = "datahub-mock-data"
+    refused = {
+        "a version no index has": (mock, "banana", None, "version 'banana' is not latest, native, a version such as"),
+        "requirement text as version": (mock, "1.0 ; python_version>'0' or acryl-datahub @ file:///srv", None,
+                                        "is not latest, native"),
+        "a wheel URL and more": (mock, "https://127.0.0.1:9/a.whl x", None, "or a wheel URL"),
+        "native with extra requirements": (mock, "native", ["six"], "version native cannot take extra pip requirements"),
+        "requirement text as a source type": ("x] @ file:///srv/project#", "1.7.0.17", None,
+                                              "is neither a plugin name"),
+    }
+    for case, (kind, version, requirements, said) in refused.items():
+        with pytest.raises(GraphError) as error:
+            create(kind, version, requirements)
+        assert said in str(error.value), case
+    assert graph.execute_graphql("{ listIngestionSources(input: {start: 0, count: 5}) { total } }") == {
+        "listIngestionSources": {"total": 0}}
+    for kind, version in ((mock, None), (mock, "latest"), (mock, "native"), ("mysql", "1.2.0.4"),
+                          ("my.pkg.Source", "https://127.0.0.1:9/acryl_datahub-1.0-py3-none-any.whl")):
+        assert create(kind, version).startswith("urn:li:dataHubIngestionSource:")
+
+
 def test_what_is_not_implemented_answers_as_gms_does(cp):
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {cp.admin_token}"
