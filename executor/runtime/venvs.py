@@ -241,6 +241,7 @@ class VenvCache:
             self._step([uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"), *requirements], env,
                        target, user)
             _seal(target)
+            _check_cli(target)
             _mark_ready(target, requirements, day)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
@@ -266,6 +267,16 @@ def _stamp(venv: Path) -> float | None:
         return os.lstat(venv / ".ready").st_mtime
     except FileNotFoundError:
         return None
+
+
+def _check_cli(target: Path) -> None:
+    """A venv without a `datahub` command (a wheel URL of some other build of acryl-datahub, say)
+    is no venv: marked ready, every run of the source would fail on it until it was evicted, a
+    month later, where a failed build is tried again at the next run."""
+    cli = target / "bin" / "datahub"
+    if cli.is_symlink() or not cli.is_file() or not os.access(cli, os.X_OK):
+        raise TaskRejected("VENV_INSTALL_FAILED", "the acryl-datahub installed has no datahub command (bin/datahub): "
+                                                  "the version or wheel named is not DataHub's CLI")
 
 
 def _mark_ready(target: Path, requirements: list[str], day: str | None) -> None:

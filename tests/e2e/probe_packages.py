@@ -20,16 +20,18 @@ def _digest(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def fake_datahub_wheel(directory: Path) -> str:
-    dist = "acryl_datahub-0.0.1.dist-info"
+def fake_datahub_wheel(directory: Path, version: str = "0.0.1", command: bool = True) -> str:
+    """A wheel named acryl-datahub VERSION; with COMMAND, it installs a `datahub` command."""
+    dist = f"acryl_datahub-{version}.dist-info"
     files = {
         "dhx_fake_datahub.py": (PROBES / "fake_datahub.py").read_bytes(),
-        f"{dist}/METADATA": b"Metadata-Version: 2.1\nName: acryl-datahub\nVersion: 0.0.1\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: acryl-datahub\nVersion: {version}\n".encode(),
         f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: dhx-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{dist}/entry_points.txt": b"[console_scripts]\ndatahub = dhx_fake_datahub:main\n",
     }
+    if command:
+        files[f"{dist}/entry_points.txt"] = b"[console_scripts]\ndatahub = dhx_fake_datahub:main\n"
     record = "".join(f"{path},{_digest(data)},{len(data)}\n" for path, data in files.items()) + f"{dist}/RECORD,,\n"
-    name = "acryl_datahub-0.0.1-py3-none-any.whl"
+    name = f"acryl_datahub-{version}-py3-none-any.whl"
     with zipfile.ZipFile(directory / name, "w") as wheel:
         for path, data in files.items():
             wheel.writestr(path, data)
@@ -64,6 +66,7 @@ def sdist_with_backend(directory: Path, project: str, backend: bytes) -> str:
 class PackageServer:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.wheel = fake_datahub_wheel(directory)
         self.sdist = probe_sdist(directory)
         handler = functools.partial(SimpleHTTPRequestHandler, directory=str(directory))

@@ -22,7 +22,7 @@ from executor.runtime.builds import ConfinedBuilder
 from executor.runtime.rejection import TaskRejected
 from executor.runtime.venvs import VenvCache, plugins_for, run_locally
 from sandbox import TaskUser
-from tests.e2e.probe_packages import PackageServer, sdist_with_backend
+from tests.e2e.probe_packages import PackageServer, fake_datahub_wheel, sdist_with_backend
 from tests.sandbox.conftest import TASK_PYTHON, _open_or_skip
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -216,6 +216,17 @@ def test_tasks_needing_the_same_new_venv_at_once_share_one_build_and_hold_it(loc
     for cli in got:
         venvs.release(cli)
     assert venvs.evict_unused(now=time.time() + 365 * 86400) == [Path(got[0]).parents[1].name]
+
+
+def test_a_build_that_installs_no_datahub_command_fails_and_is_not_kept(local_cache):
+    """It was marked ready: every run of the source then failed to start its `datahub` until the
+    venv was evicted a month later."""
+    venvs, server = local_cache
+    wheel = server.url(fake_datahub_wheel(server.directory, "0.0.2", command=False))
+    with pytest.raises(TaskRejected) as refused:
+        venvs.datahub_cli(wheel, [], [])
+    assert refused.value.reason == "VENV_INSTALL_FAILED" and "has no datahub command" in str(refused.value)
+    assert not venvs.venv_dir(wheel, [], []).exists(), "the next run would not build it again"
 
 
 @pytest.mark.parametrize("version", ["1.0; rm -rf /", "1.7.0.17\n", "--index-url=http://evil/x.whl", "-e /",
