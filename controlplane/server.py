@@ -91,15 +91,18 @@ class ControlPlaneServer:
 
     def _start(self) -> None:
         self._sqs = None
-        # The HTTP port is bound here, once, and that socket is the one uvicorn serves: checking a
-        # port and letting uvicorn bind it a moment later lost it, now and then, to another process
-        # (another test worker) in between. The SQS port is left to moto where no port is asked or
-        # remembered, for the same reason; moto's server waits for ever on a port it could not bind
-        # (EmbeddedSqs.start bounds that). A remembered port that some other program took meanwhile
-        # is given up for a free one (the pools' queue URLs are recorded again below); a port asked
-        # for is not.
-        self._listener = self._listen(self.config.host, self.config.port, "api-port")
-        self.port = self._listener.getsockname()[1]
+        # A port asked for with a listener on it is refused before anything starts. The HTTP socket
+        # itself is bound and listening only once the rest is ready, and that socket is the one
+        # uvicorn serves: a check at the start and uvicorn's own bind at the end lost the port, now
+        # and then, to another process (another test worker) in between, and a socket listening
+        # from the start accepted connections that then hung until the control plane was ready.
+        # The SQS port is left to moto where no port is asked or remembered, for the same reason;
+        # moto's server waits for ever on a port it could not bind (EmbeddedSqs.start bounds that).
+        # A remembered port that some other program took meanwhile is given up for a free one (the
+        # pools' queue URLs are recorded again below); a port asked for is not.
+        if self.config.port:
+            self._refuse_taken(self.config.host, self.config.port, "the control plane",
+                               " (datahub-executor-admin serve --port)")
         if self.config.queue == "embedded":
             self._sqs = EmbeddedSqs(self._sqs_port())
             try:
@@ -123,6 +126,8 @@ class ControlPlaneServer:
         if self.config.queue == "embedded":
             self.cp.executions.forget_queued()
         self.cp.executions.send_pending()
+        self._listener = self._listen(self.config.host, self.config.port, "api-port")
+        self.port = self._listener.getsockname()[1]
         # Keep-alive well above an executor's heartbeat interval: with uvicorn's default of 5 s a
         # client sending on a connection just as the server closes it gets a reset (seen here).
         self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(self.cp, cli_version=self.config.default_cli_version,
@@ -179,7 +184,7 @@ class ControlPlaneServer:
             return 0
 
     def _listen(self, host: str, asked: int, remembered_in: str) -> socket.socket:
-        """A listening socket on ASKED if given (StartRefused when that cannot be), else on the port
+        """A socket listening on ASKED if given (StartRefused when that cannot be), else on the port
         remembered in the state dir's REMEMBERED_IN file while it is free, else on a free one; its
         port is written back there."""
         port = asked or self._remembered(remembered_in)
@@ -200,18 +205,21 @@ class ControlPlaneServer:
         (self.state_dir / remembered_in).write_text(str(listener.getsockname()[1]))
         return listener
 
+    @staticmethod
+    def _refuse_taken(host: str, port: int, what: str, how_to_choose: str) -> None:
+        problem = _cannot_listen(host, port)
+        if problem:
+            raise StartRefused(f"cannot listen on {host}:{port} for {what}: {problem}; stop what listens there, or "
+                               f"choose another port{how_to_choose}")
+
     def _sqs_port(self) -> int:
         """The port for the embedded SQS server: the one asked for (StartRefused when something
         listens there), else the remembered one while it is free, else 0 for moto to choose."""
-        asked = self.config.sqs_port
-        port = asked or self._remembered("sqs-port")
-        if not port:
-            return 0
-        problem = _cannot_listen("127.0.0.1", port)
-        if problem and asked:
-            raise StartRefused(f"cannot listen on 127.0.0.1:{port} for its embedded SQS server: {problem}; stop what "
-                               "listens there, or choose another port")
-        return 0 if problem else port
+        if self.config.sqs_port:
+            self._refuse_taken("127.0.0.1", self.config.sqs_port, "its embedded SQS server", "")
+            return self.config.sqs_port
+        remembered = self._remembered("sqs-port")
+        return remembered if remembered and _cannot_listen("127.0.0.1", remembered) is None else 0
 
     def _lock_state_dir(self) -> None:
         """One control plane per state dir: a second one would share the database and find its
@@ -307,7 +315,7 @@ class ControlPlaneServer:
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
-    """HOST:PORT bound and listening, as uvicorn would bind it (SO_REUSEADDR: the previous run's
+    """HOST:PORT bound and listening, as uvicorn would make it (SO_REUSEADDR: the previous run's
     connections in TIME_WAIT do not count, a listener does). The protocol is named: asyncio sets
     TCP_NODELAY on accepted connections only when their socket says IPPROTO_TCP, and without it
     every response waited ~40 ms on loopback (Nagle against delayed ACKs)."""
