@@ -6,12 +6,12 @@ JSON-escaped (a recipe echoed as JSON; a PEM key becomes one line with `\\n` in 
 non-ASCII characters escaped or kept),
 URL-encoded (a password inside a connection URI: quote_plus, and quote with and without '/'
 kept) and repr-escaped. A multi-line value (a PEM
-private key, a service account file) is also masked line by line: each of its lines of
-MIN_LINE_LENGTH characters or more (surrounding whitespace stripped) is a form of its own,
-because sources quote single lines of a key in errors ("bad key: MIIEvQ..."), re-wrap it, or
-print part of it, and 16 base64 characters (96 bits) already identify a key. Shorter lines are
-not masked on their own: a 4-character last line of base64 would shred unrelated output and
-identify nothing. PEM armour lines ("-----BEGIN PRIVATE KEY-----") are not masked on their own
+private key, a service account file, a `user` and `password` pair) is also masked line by
+line: each of its lines of MIN_LINE_LENGTH characters or more (surrounding whitespace stripped)
+is a form of its own, because sources quote single lines of a key in errors ("bad key:
+MIIEvQ..."), re-wrap it, or print part of it, and print a pair's password alone. 8 is where
+DataHub's masker starts too (MIN_FRAGMENT_LENGTH). Shorter lines are not masked on their own: a
+4-character last line of base64 would shred unrelated output and identify nothing. PEM armour lines ("-----BEGIN PRIVATE KEY-----") are not masked on their own
 either: they are the same in every key of the kind and say nothing about this one (they are
 masked as part of the whole key). Values shorter than MIN_SECRET_LENGTH are not masked at all:
 masking "a" or "1" would shred every line and reveal the value by its absence.
@@ -55,7 +55,7 @@ from urllib.parse import quote, quote_plus
 
 MASK = "********"
 MIN_SECRET_LENGTH = 3
-MIN_LINE_LENGTH = 16
+MIN_LINE_LENGTH = 8
 # Pydantic shows a quoted value over 50 characters as its first 24 and last 23; so many of them
 # identify the value, and fit the quick filter's blocks at a stride of 16 bytes (_plan_filter).
 CUT_ANCHOR = 23

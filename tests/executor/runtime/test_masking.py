@@ -20,15 +20,19 @@ def pem_shaped_key(body_bytes: int = 1218) -> str:
     return "-----BEGIN PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END PRIVATE KEY-----\n"
 
 
+# So many characters of a line of base64 identify it (96 bits): a piece a bad cut would leave.
+IDENTIFYING_PIECE = 16
+
+
 def leaks(secret: str, text: str) -> list[str]:
-    """Which parts of SECRET can be read in TEXT, by name: the value, or any MIN_LINE_LENGTH
-    characters of one of its identifying lines (whole, or as a piece a bad cut would leave)."""
+    """Which parts of SECRET can be read in TEXT, by name: the value, or one of its lines of
+    MIN_LINE_LENGTH or more, whole, or any IDENTIFYING_PIECE characters of it."""
     found = ["the whole value"] if secret in text else []
-    size = MIN_LINE_LENGTH
     for number, line in enumerate(secret.splitlines(), 1):
         line = line.strip()
-        if len(line) < size or line.startswith("-----"):
+        if len(line) < MIN_LINE_LENGTH or line.startswith("-----"):
             continue
+        size = min(len(line), IDENTIFYING_PIECE)
         if any(line[i:i + size] in text for i in range(len(line) - size + 1)):
             found.append(f"line {number}")
     return found
@@ -74,6 +78,17 @@ def test_armour_and_short_lines_of_a_key_are_not_masked_on_their_own():
     text = "expected -----BEGIN PRIVATE KEY----- here; a short line: Zg==\n"
     assert masker.mask(text) == text, "armour is the same in every key; a short line identifies nothing"
     assert Masker(["abc\nshort\nline-long-enough-to-say-who\n"]).mask("x line-long-enough-to-say-who y") == f"x {MASK} y"
+
+
+def test_the_password_line_of_a_user_and_password_secret_is_masked_when_printed_alone():
+    """Lines were masked on their own from 16 characters: a 10-character password saved under its
+    user's name on the line before was readable wherever the source printed it alone. DataHub's
+    masker takes lines from 8."""
+    masker = Masker(["svc_ingest\nHunter2024\n"])
+    masked = masker.mask("connecting as svc_ingest with password Hunter2024 to db\n")
+    assert "Hunter2024" not in masked and "svc_ingest" not in masked
+    assert masked == f"connecting as {MASK} with password {MASK} to db\n"
+    assert Masker(["ab\n1234567\n"]).mask("x 1234567 y") == "x 1234567 y", "a line under 8 identifies nothing"
 
 
 def test_overlapping_forms_of_two_secrets_leave_nothing_of_either():
