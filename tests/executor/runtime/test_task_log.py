@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from executor.runtime.masking import MASK, Masker
-from executor.runtime.task_log import TRUNCATED_MARKER, TaskLog
+from executor.runtime.task_log import COALESCE_S, PIPE_BYTES, TRUNCATED_MARKER, TaskLog, coalescing_wait
 
 from .test_masking import leaks, pem_shaped_key
 
@@ -434,3 +434,15 @@ def test_a_task_cannot_show_an_executor_line_by_a_carriage_return_or_a_terminal_
         assert not re.search(r"(?<!\[task\] )\[executor\] outcome: SUCCESS\b", text), where
         assert text.count("[task] [executor] outcome: SUCCESS") == 3, where
         assert text.splitlines()[-1] == "[executor] outcome: SUCCEEDED exit_code=0", where
+
+
+def test_the_wait_after_a_short_read_never_lets_a_fast_task_fill_half_the_pipe():
+    """A flood's drained pipe ends in a short read too: the whole millisecond's wait let a task
+    writing a GiB a second fill the pipe and stall on it at every drain (bench/peers.py: the relay
+    moved 1 GiB in 1.5 s against a plain loop's 1.0). A line-per-write task still waits it all."""
+    from executor.runtime.task_log import COALESCE_S, PIPE_BYTES, coalescing_wait
+
+    assert coalescing_wait(110 * 1000, 0.010) == COALESCE_S, "11 MB/s: lines, read many at a time"
+    for rate in (600e6, 1.1e9, 10e9):  # bytes a second
+        wait = coalescing_wait(int(rate * 0.002), 0.002)
+        assert wait < COALESCE_S and rate * wait <= PIPE_BYTES / 2 + 1, (rate, wait)
