@@ -30,6 +30,7 @@ SWEEP_INTERVAL_S = 2.0
 OUTBOX_RETRY_S = 2.0  # how often sends that failed (the queue service down) are tried again
 KEEP_ALIVE_S = 75  # longer than the 60 s idle timeout of common proxies and load balancers
 LISTEN_BACKLOG = 2048  # uvicorn's default
+CHOOSE_API_PORT = " (datahub-executor-admin serve --port)"
 
 
 @dataclass
@@ -101,8 +102,7 @@ class ControlPlaneServer:
         # A remembered port that some other program took meanwhile is given up for a free one (the
         # pools' queue URLs are recorded again below); a port asked for is not.
         if self.config.port:
-            self._refuse_taken(self.config.host, self.config.port, "the control plane",
-                               " (datahub-executor-admin serve --port)")
+            self._refuse_taken(self.config.host, self.config.port, "the control plane", CHOOSE_API_PORT)
         if self.config.queue == "embedded":
             self._sqs = EmbeddedSqs(self._sqs_port())
             try:
@@ -194,9 +194,7 @@ class ControlPlaneServer:
                 listener = _listening_socket(host, port)
             except OSError as exc:
                 if asked:
-                    raise StartRefused(f"cannot listen on {host}:{port} for the control plane: {_why(exc)}; stop what "
-                                       "listens there, or choose another port (datahub-executor-admin serve --port)"
-                                       ) from None
+                    raise _port_refused(host, port, "the control plane", _why(exc), CHOOSE_API_PORT) from None
         if listener is None:
             try:
                 listener = _listening_socket(host, 0)
@@ -209,8 +207,7 @@ class ControlPlaneServer:
     def _refuse_taken(host: str, port: int, what: str, how_to_choose: str) -> None:
         problem = _cannot_listen(host, port)
         if problem:
-            raise StartRefused(f"cannot listen on {host}:{port} for {what}: {problem}; stop what listens there, or "
-                               f"choose another port{how_to_choose}")
+            raise _port_refused(host, port, what, problem, how_to_choose)
 
     def _sqs_port(self) -> int:
         """The port for the embedded SQS server: the one asked for (StartRefused when something
@@ -340,6 +337,11 @@ def _cannot_listen(host: str, port: int) -> str | None:
         except OSError as exc:
             return _why(exc)
     return None
+
+
+def _port_refused(host: str, port: int, what: str, problem: str, how_to_choose: str) -> StartRefused:
+    return StartRefused(f"cannot listen on {host}:{port} for {what}: {problem}; stop what listens there, or choose "
+                        f"another port{how_to_choose}")
 
 
 def _why(exc: OSError) -> str:

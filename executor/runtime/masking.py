@@ -11,10 +11,11 @@ line: each of its lines of MIN_LINE_LENGTH characters or more (surrounding white
 is a form of its own, because sources quote single lines of a key in errors ("bad key:
 MIIEvQ..."), re-wrap it, or print part of it, and print a pair's password alone. 8 is where
 DataHub's masker starts too (MIN_FRAGMENT_LENGTH). Shorter lines are not masked on their own: a
-4-character last line of base64 would shred unrelated output and identify nothing. PEM armour lines ("-----BEGIN PRIVATE KEY-----") are not masked on their own
-either: they are the same in every key of the kind and say nothing about this one (they are
-masked as part of the whole key). Values shorter than MIN_SECRET_LENGTH are not masked at all:
-masking "a" or "1" would shred every line and reveal the value by its absence.
+4-character last line of base64 would shred unrelated output and identify nothing. PEM armour
+lines ("-----BEGIN PRIVATE KEY-----") are not masked on their own either: they are the same in
+every key of the kind and say nothing about this one (they are masked as part of the whole key).
+Values shorter than MIN_SECRET_LENGTH are not masked at all: masking "a" or "1" would shred every
+line and reveal the value by its absence.
 
 Also masked, as forms of their own: a password in a URL as SQLAlchemy 1.x renders it (only ':',
 '@' and '/' escaped: DataHub's SQL sources log that URL at debug level); a value with surrounding

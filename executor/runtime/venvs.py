@@ -170,8 +170,9 @@ class VenvCache:
                     continue  # being built, or in use by a task
                 if not self._unneeded(entry, now):
                     continue
+                stamp = _stamp(entry)
                 logger.info("evicting task virtualenv {} (last given to a task: {})", entry.name,
-                            time.ctime(_stamp(entry)) if _stamp(entry) else "never, a build that died")
+                            time.ctime(stamp) if stamp else "never, a build that died")
                 (entry / ".ready").unlink(missing_ok=True)  # first: a half-removed venv is never taken for built
                 shutil.rmtree(entry, ignore_errors=True)
                 evicted.append(entry.name)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import requests
@@ -23,6 +26,17 @@ def _take(port: int) -> socket.socket | OSError:
         other.close()
         return exc
     return other
+
+
+@contextmanager
+def running(state: Path) -> Iterator[ControlPlaneServer]:
+    """A control plane on STATE, started, and stopped after."""
+    server = ControlPlaneServer(ServerConfig(state_dir=state))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def test_a_port_another_program_binds_while_the_control_plane_starts_is_still_the_one_it_serves(tmp_path, monkeypatch):
@@ -53,22 +67,16 @@ def test_a_port_another_program_binds_while_the_control_plane_starts_is_still_th
 
 def test_a_remembered_port_something_listens_on_is_given_up_for_a_free_one_and_an_asked_one_refused(tmp_path):
     state = tmp_path / "cp"
-    first = ControlPlaneServer(ServerConfig(state_dir=state))
-    first.start()
-    remembered = first.port
-    first.stop()
+    with running(state) as first:
+        remembered = first.port
 
     squatter = _take(remembered)
     assert isinstance(squatter, socket.socket)
     try:
-        again = ControlPlaneServer(ServerConfig(state_dir=state))
-        again.start()
-        try:
+        with running(state) as again:
             assert again.port != remembered
             assert requests.get(f"{again.base_url}/health", timeout=10).status_code == 200
             assert int((state / "api-port").read_text()) == again.port  # clients find it there next time
-        finally:
-            again.stop()
 
         refused = ControlPlaneServer(ServerConfig(state_dir=tmp_path / "other", port=remembered))
         with pytest.raises(StartRefused, match="address already in use"):
@@ -80,14 +88,7 @@ def test_a_remembered_port_something_listens_on_is_given_up_for_a_free_one_and_a
 def test_the_embedded_queue_port_is_remembered_across_a_restart(tmp_path):
     """Executors keep their queue URLs across a control-plane restart only if the port stays."""
     state = tmp_path / "cp"
-    first = ControlPlaneServer(ServerConfig(state_dir=state))
-    first.start()
-    endpoint = first.sqs_endpoint_url
-    first.stop()
-
-    again = ControlPlaneServer(ServerConfig(state_dir=state))
-    again.start()
-    try:
+    with running(state) as first:
+        endpoint = first.sqs_endpoint_url
+    with running(state) as again:
         assert again.sqs_endpoint_url == endpoint
-    finally:
-        again.stop()
