@@ -6,7 +6,7 @@ grows with the queue (each receive counted the whole queue several times).
 
     .venv/bin/python bench/embedded_sqs_depth.py [--depth 300] [--n 200] [--rounds 3]
 
-Each server runs in a process of its own, whose CPU time (user + kernel, /proc) is the figure;
+Each server runs in a process of its own, whose CPU time (user + kernel) is the figure;
 the client is boto3, as the executor's.
 """
 from __future__ import annotations
@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.peers import cpu_seconds  # noqa: E402
+
 BODY = json.dumps({"pad": "x" * 1500})  # about an execution's message
 SERVER = """
 import sys
@@ -41,11 +45,6 @@ sys.stdin.read()  # until the benchmark closes it
 """
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _server_cpu_ms_per_task(kind: str, depth: int, n: int) -> float:
     server = subprocess.Popen([sys.executable, "-c", SERVER, kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -56,7 +55,8 @@ def _server_cpu_ms_per_task(kind: str, depth: int, n: int) -> float:
         for _ in range(depth):  # held by other executors: received, not deleted
             sqs.send_message(QueueUrl=queue, MessageBody=BODY)
             sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=1)
-        before = _cpu_s(server.pid)
+        process = psutil.Process(server.pid)
+        before = cpu_seconds(process)
         for _ in range(n):
             sqs.send_message(QueueUrl=queue, MessageBody=BODY)
             handle = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1,
@@ -64,7 +64,7 @@ def _server_cpu_ms_per_task(kind: str, depth: int, n: int) -> float:
             sqs.change_message_visibility_batch(QueueUrl=queue, Entries=[
                 {"Id": "0", "ReceiptHandle": handle, "VisibilityTimeout": 600}])
             sqs.delete_message(QueueUrl=queue, ReceiptHandle=handle)
-        return (_cpu_s(server.pid) - before) / n * 1000
+        return (cpu_seconds(process) - before) / n * 1000
     finally:
         server.stdin.close()
         server.wait(timeout=30)
