@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sqs.models import sqs_backends
 
+from controlplane import embedded_sqs
 from controlplane.queues import START_TIMEOUT_S, EmbeddedSqs, QueueServerDidNotStart, Queues
 from executor.consumer import SqsConsumer
 from executor.leases import QueueRef
@@ -182,9 +185,6 @@ def test_a_queue_server_that_cannot_bind_says_so_instead_of_waiting_for_ever():
 
 def _moto_queue(url: str):
     """moto's own record of the queue at URL (the server runs in this process)."""
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.sqs.models import sqs_backends
-
     return sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].queues[url.rsplit("/", 1)[1]]
 
 
@@ -205,8 +205,6 @@ def test_the_receipts_of_deleted_messages_are_kept_within_a_bound(queue, monkeyp
     """moto kept every receipt of every deleted message for the life of the process (about 300
     bytes a task). A delete with a recent one still succeeds; one older than the bound is
     refused as invalid, as SQS may refuse a receipt it no longer knows."""
-    from controlplane import embedded_sqs
-
     monkeypatch.setattr(embedded_sqs, "DELETED_RECEIPTS_KEPT", 20)
     client, url = queue
     receipts = []

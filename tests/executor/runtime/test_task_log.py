@@ -440,8 +440,6 @@ def test_the_wait_after_a_short_read_never_lets_a_fast_task_fill_half_the_pipe()
     """A flood's drained pipe ends in a short read too: the whole millisecond's wait let a task
     writing a GiB a second fill the pipe and stall on it at every drain (bench/peers.py: the relay
     moved 1 GiB in 1.5 s against a plain loop's 1.0). A line-per-write task still waits it all."""
-    from executor.runtime.task_log import COALESCE_S, PIPE_BYTES, coalescing_wait
-
     assert coalescing_wait(110 * 1000, 0.010) == COALESCE_S, "11 MB/s: lines, read many at a time"
     for rate in (600e6, 1.1e9, 10e9):  # bytes a second
         wait = coalescing_wait(int(rate * 0.002), 0.002)
