@@ -38,7 +38,7 @@ LABEL org.opencontainers.image.title="datahub-remote-executor" \
       org.opencontainers.image.description="Runs DataHub ingestion tasks from an SQS queue, each in its own confined process" \
       org.opencontainers.image.licenses="Apache-2.0"
 # util-linux: setpriv, which gives every task a parent-death signal. bash: the task
-# launcher's exec wrapper. Debian's versions are not pinned: the base image pins the release, and
+# launcher's exec wrapper where dash (Debian's /bin/sh, always there) cannot run it. Debian's versions are not pinned: the base image pins the release, and
 # pinning a point version breaks the build as soon as the archive moves on.
 # Two users: datahub (10001) runs the executor by default; datahub-task (10002, no login shell, no
 # home) is the one a root executor (--user 0, the chart's sandbox.privileged) runs its tasks as

@@ -79,7 +79,7 @@ def fork_held(spawner: Spawner, launch: Launch) -> Spawned:
         held = spawn_held(
             launch.argv, env=launch.env, cwd=launch.cwd, umask=launch.umask, stdin=launch.stdin,
             stdout=launch.stdout, stderr=launch.stderr, user=launch.user,
-            address_space_bytes=launch.address_space_bytes)
+            address_space_bytes=launch.address_space_bytes, low=spawner.low)
         spawner.forked()
         return held
 

@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from .errors import SandboxError
+from .low_fds import LowDescriptors
 from .mount_ns import MountNamespaces
 
 log = logging.getLogger("sandbox")
@@ -49,6 +50,8 @@ class Spawner:
         self.namespaces: MountNamespaces | None = None
         self.namespaces_unavailable: str | None = None
         self._ready = threading.Event()
+        # Taken first, before this thread opens anything of its own: numbers below 10 go early.
+        self.low: LowDescriptors | None = LowDescriptors.reserve()
         self._thread = threading.Thread(target=self._run, name=f"sandbox-spawner-{name}", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -135,3 +138,6 @@ class Spawner:
                 self._lock.wait()
         if self.namespaces is not None:
             self.namespaces.close()
+        if self.low is not None:
+            self.low.close()
+            self.low = None
