@@ -5,7 +5,9 @@ Each value is masked in its plain form and in the encodings it commonly reappear
 JSON-escaped (a recipe echoed as JSON; a PEM key becomes one line with `\\n` in it; with
 non-ASCII characters escaped or kept),
 URL-encoded (a password inside a connection URI: quote_plus, and quote with and without '/'
-kept) and repr-escaped. A multi-line value (a PEM
+kept), repr-escaped (as text and as bytes), JSON with '/' escaped too, in Latin-1 as the relay
+keeps it, and the parts of its base64 that do not depend on what surrounds it (base64_middles:
+an HTTP Basic credential). A multi-line value (a PEM
 private key, a service account file, a `user` and `password` pair) is also masked line by
 line: each of its lines of MIN_LINE_LENGTH characters or more (surrounding whitespace stripped)
 is a form of its own, because sources quote single lines of a key in errors ("bad key:
@@ -48,6 +50,7 @@ whole in the bytes.
 """
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from collections.abc import Iterable
@@ -81,11 +84,40 @@ def _find_ns_per_byte(length: int) -> float:
 
 def encodings(text: str, *, in_urls: bool = True) -> set[str]:
     """TEXT as a task may print it: plain, JSON-escaped, repr-escaped and (IN_URLS) URL-encoded."""
-    found = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], repr(text)[1:-1]}
+    as_json = {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+    # JSON with '/' escaped too, as PHP's json_encode and several Java libraries write it (an AWS
+    # secret key has '/' in it); a bytes object's repr (b'...': non-ASCII as \x escapes); and a
+    # non-ASCII value printed in Latin-1, as the relay keeps it (bytes that are not UTF-8 become
+    # U+FFFD before masking, task_log.py).
+    found = {text, repr(text)[1:-1], repr(text.encode("utf-8", "surrogatepass"))[2:-1], *as_json,
+             *(form.replace("/", "\\/") for form in as_json if "/" in form)}
+    if not text.isascii():
+        try:
+            found.add(text.encode("latin-1").decode("utf-8", "replace"))
+        except UnicodeEncodeError:
+            pass
     # quote() with its default safe "/" too: the usual hand-made URI keeps a password's '/'.
     if not in_urls:
         return found
     return found | {quote(text, safe=""), quote(text), quote_plus(text), text.translate(_RFC_1738)}
+
+
+def base64_middles(text: str) -> set[str]:
+    """What base64 of anything holding TEXT holds, whatever surrounds it (an HTTP Basic
+    credential, "user:password"; a value in a Kubernetes secret): base64 writes 3 bytes as 4
+    characters, so TEXT's bytes begin at one of three offsets in its groups, and at each the
+    groups that hold TEXT's bytes alone come out the same. The standard alphabet only (HTTP Basic's,
+    Kubernetes'): each form is one more search of all output, ~0.3 ns a byte. None under
+    MIN_LINE_LENGTH characters. The one or two bytes at either edge, written into groups shared
+    with what surrounds them, stay."""
+    data = text.encode("utf-8", "surrogatepass")
+    found = set()
+    for skip in range(3):
+        whole = (len(data) - skip) // 3 * 3
+        middle = data[skip:skip + whole]
+        if len(middle) * 4 // 3 >= MIN_LINE_LENGTH:
+            found.add(base64.b64encode(middle).decode())
+    return found
 
 
 def cut_texts(value: str) -> set[str]:
@@ -98,14 +130,16 @@ def cut_texts(value: str) -> set[str]:
     return {t for t in texts if "\n" not in t and len(t) > 2 * CUT_ANCHOR}
 
 
-def families(value: str) -> list[set[str]]:
+def families(value: str, *, in_base64: bool = True) -> list[set[str]]:
     """The forms of one secret value that are masked (see the module's docstring): the value's
-    encodings, and for a multi-line value each identifying line's."""
+    encodings, its base64 (IN_BASE64), and for a multi-line value each identifying line's."""
     if value is None or len(value) < MIN_SECRET_LENGTH:
         return []
     found = [encodings(value)]
     if value.strip() != value and len(value.strip()) >= MIN_SECRET_LENGTH:
         found.append(encodings(value.strip()))
+    if in_base64:  # each a family of its own: they share no text with the others, nor with one another
+        found += [{middle} for middle in base64_middles(value.strip() or value)]
     if "\n" in value:
         lines = {line.strip() for line in value.splitlines()}
         found += [encodings(line, in_urls=False) for line in lines
@@ -114,15 +148,18 @@ def families(value: str) -> list[set[str]]:
 
 
 class Masker:
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str], *, tokens: Iterable[str] = ()) -> None:
+        """SECRETS in every form; TOKENS (the executor's own bearer tokens, which a client sends as
+        they are and never inside base64) in every form but base64, whose searches would cost the
+        relay of every task, secrets or none, ~0.3 ns a byte each."""
         forms: set[bytes] = set()
         anchors: set[bytes] = set()
         # (anchor, text, head): an occurrence of ANCHOR, the head (or tail) of TEXT, is masked
         # with as much more of TEXT as follows (precedes) it.
         cuts: set[tuple[bytes, bytes, bool]] = set()
-        for value in secrets:
+        for value, in_base64 in [*((v, True) for v in secrets), *((t, False) for t in tokens)]:
             own: set[bytes] = set()
-            found = families(value)
+            found = families(value, in_base64=in_base64)
             for family in found:
                 family = {f.encode("utf-8", "surrogatepass") for f in family}
                 forms |= family

@@ -260,5 +260,5 @@ def _prepared(task: str, args: dict, recipe: dict, *, execution_id: str, cli: st
             raise TaskRejected("INVALID_ARGUMENTS", f"extra environment variable {key} is reserved for the executor")
         env[key] = value
     return PreparedTask(argv=argv, env=env, stdin_bytes=json.dumps(envelope).encode(), workdir=workdir,
-                        masker=Masker([*values.values(), ingest_token]), report_path=report_path, memory_limit_bytes=memory_limit,
-                        secret_names=list(values))
+                        masker=Masker(values.values(), tokens=[ingest_token]), report_path=report_path,
+                        memory_limit_bytes=memory_limit, secret_names=list(values))

@@ -9,6 +9,7 @@ and the control plane is a recording double. Values are built at run time and ne
 assertions say where a leak is, never what leaked."""
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import os
@@ -231,6 +232,36 @@ def test_a_secret_stored_with_a_trailing_newline_is_masked_where_printed_without
     """, provided={"DB_PASSWORD": "wh1te-Rabbit\n"})
     assert shown(shipped)
     assert leaked(shipped, "wh1te-Rabbit") == []
+
+
+def test_a_secret_in_a_basic_credential_escaped_json_a_bytes_repr_and_latin_1_reaches_nothing(sandbox, tmp_path):
+    """Four ways a task printed a secret that no form matched: http.client's debug output of a
+    request with an HTTP Basic credential (base64 of "user:password"), JSON with '/' escaped
+    (PHP's json_encode, several Java libraries), a bytes repr, and a non-ASCII password written
+    in Latin-1 (a driver echoing a server's latin1 message), which the relay turns into U+FFFD
+    before masking."""
+    aws_key = "wJalr/XUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY"
+    password = "Gehe1m-pässwört"
+    shipped = run_task(sandbox, tmp_path, r"""
+        import base64
+        key, password = secrets["AWS_SECRET"], secrets["DB_PASSWORD"]
+        basic = base64.b64encode(("svc_etl:" + password).encode()).decode()
+        crlf = "\\r\\n"  # as a bytes repr shows it
+        out("send: b'GET /api/v2 HTTP/1.1" + crlf + "Host: bi.internal" + crlf + "Authorization: Basic " + basic
+            + crlf + crlf + "'\n")
+        out(json.dumps({"SecretAccessKey": key}).replace("/", "\\/") + "\n")
+        out("body=" + repr(password.encode()) + "\n")
+        sys.stdout.buffer.write(b"server: wrong password " + password.encode("latin-1") + b" for svc_etl\n")
+        sys.stdout.buffer.flush()
+        out("MARKER_LINE\n")
+    """.replace("MARKER_LINE", MARKER), environment={"AWS_SECRET": aws_key}, provided={"DB_PASSWORD": password})
+    assert shown(shipped)
+    relayed_latin_1 = password.encode("latin-1").decode("utf-8", "replace")
+    forms = {"base64 of the credential": base64.b64encode(f"svc_etl:{password}".encode()).decode()[8:24],
+             "escaped JSON": aws_key.replace("/", "\\/"), "a bytes repr": repr(password.encode())[2:-1],
+             "Latin-1, relayed": relayed_latin_1}
+    found = {name: leaked(shipped, form) for name, form in forms.items()}
+    assert found == {name: [] for name in forms}, {name: where for name, where in found.items() if where}
 
 
 def test_secrets_printed_in_pieces_floods_tracebacks_reports_and_the_echoed_recipe_reach_nothing(sandbox, tmp_path):

@@ -9,7 +9,7 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from executor.runtime.masking import MASK, MIN_LINE_LENGTH, Masker, encodings
+from executor.runtime.masking import MASK, MIN_LINE_LENGTH, Masker, base64_middles, encodings, families
 from executor.runtime.tasks import PreparedTask
 
 
@@ -133,7 +133,7 @@ def test_output_cut_anywhere_and_interleaved_is_masked_as_if_it_came_whole(cuts,
 
 def test_what_the_stream_holds_back_is_bounded_by_the_longest_form():
     masker = Masker([KEY, PASSWORD])
-    longest = max(len(form) for form in encodings(KEY))
+    longest = max(len(form) for family in families(KEY) for form in family)  # its base64, here
     stream = masker.stream()
     emitted = 0
     for _ in range(2000):  # 128 MiB without a newline, and the key's first line at every end
@@ -262,3 +262,44 @@ def test_a_password_as_sqlalchemy_puts_it_into_a_url_and_a_value_without_its_new
     assert in_url, "the password as SQLAlchemy 1.x renders it in a URL was not masked"
     stripped = Masker(["wh1te-Rabbit\n"]).mask("password wh1te-Rabbit; retrying") == f"password {MASK}; retrying"
     assert stripped, "the value without the newline it was saved with was not masked"
+
+
+def test_a_password_in_an_http_basic_credential_is_masked_whatever_the_user_name_before_it():
+    """http.client's debug output and most HTTP tracing print `Authorization: Basic ...`, base64
+    of "user:password": the password's bytes begin at any offset of base64's 3-byte groups. At
+    each offset, and in both alphabets, the groups holding the password's bytes alone are masked,
+    in a stream cut at every byte too; at most the two bytes at either edge, written into groups
+    shared with the user name or what follows, can be read."""
+    masker = Masker([PASSWORD])
+    middles = base64_middles(PASSWORD)
+    for user in ("", "u", "ab", "etl", "svc_datahub"):
+        for encode in (base64.b64encode,):
+            header = "Authorization: Basic " + encode(f"{user}:{PASSWORD}".encode()).decode() + "\r\n"
+            masked = masker.mask(header)
+            assert MASK in masked and not any(m in masked for m in middles), f"user of {len(user)} characters"
+            readable = masked.replace("Authorization: Basic ", "").replace("\r\n", "").split(MASK)
+            assert all(len(piece) <= 4 + len(encode(f"{user}:".encode())) for piece in readable)
+            data = header.encode()
+            for cut in range(len(data) + 1):
+                stream = masker.stream()
+                out = b"".join(stream.feed(data[:cut]) + stream.feed(data[cut:]) + stream.finish())
+                assert out == masked.encode(), f"user of {len(user)} characters, cut at byte {cut}"
+
+
+def test_json_with_escaped_slashes_a_bytes_repr_and_latin_1_output_are_masked():
+    """Three ways a task prints a secret that matched no form: JSON with '/' written as '\\/'
+    (PHP's json_encode, several Java libraries; an AWS secret key holds '/'), a bytes object's
+    repr (non-ASCII as \\x escapes), and a non-ASCII value printed in Latin-1, which the relay
+    turns into U+FFFD before masking."""
+    secret = "wJalr/XUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY"
+    masker = Masker([secret])
+    escaped = json.dumps({"SecretAccessKey": secret}).replace("/", "\\/")
+    assert masker.mask(escaped) == json.dumps({"SecretAccessKey": MASK}), "JSON with escaped slashes"
+    accented = "pässwört-Geheim-42"
+    masker = Masker([accented])
+    assert masker.mask(f"body={accented.encode()!r}") == f"body=b'{MASK}'", "a bytes repr"
+    stream = masker.stream()
+    latin_1 = b"login failed for password " + accented.encode("latin-1") + b" (server charset latin1)\n"
+    relayed = latin_1.decode("utf-8", "replace").encode()  # what the relay masks (task_log.py)
+    out = b"".join(stream.feed(relayed) + stream.finish())
+    assert out == f"login failed for password {MASK} (server charset latin1)\n".encode(), "Latin-1 output"
