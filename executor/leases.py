@@ -83,6 +83,9 @@ class Lease:
     weight: Fraction | None = None
     task_class: str | None = None  # the ledger the claimed task uses (the claim decides, not the queue)
     received_at: float = field(default_factory=time.monotonic)
+    # SQS refused to extend this receipt: the queue no longer holds the message for us (an
+    # embedded queue server that restarted lost it, or it lapsed and went elsewhere).
+    message_refused: bool = False
 
 
 class Leases:
@@ -97,8 +100,10 @@ class Leases:
 
     def receive(self, execution_id: str, message: QueueRef) -> tuple[Lease | None, str]:
         """A received message. Returns (a new lease, "new"); (None, "refreshed") when it is our own
-        message back again (its latest receipt handle is kept); (None, "duplicate") when another
-        message names an execution we already hold."""
+        message back again (its latest receipt handle is kept); (None, "replaced") when another
+        message names an execution we hold whose own message SQS no longer holds for us (the new
+        one takes its place: extended while the task runs, deleted when it ends, there for
+        another executor if this one dies); (None, "duplicate") for another message otherwise."""
         with self._lock:
             held = self._by_execution.get(execution_id)
             if held is None:
@@ -108,8 +113,19 @@ class Leases:
             if held.message.message_id == message.message_id:
                 held.message = replace(held.message, receipt_handle=message.receipt_handle,
                                        receive_count=message.receive_count, received_ms=message.received_ms)
+                held.message_refused = False
                 return None, "refreshed"
+            if held.message_refused:
+                held.message, held.message_refused = message, False
+                return None, "replaced"
             return None, "duplicate"
+
+    def refused(self, execution_id: str, receipt_handle: str) -> None:
+        """SQS refused to extend RECEIPT_HANDLE, the held message's current one (the visibility extender)."""
+        with self._lock:
+            held = self._by_execution.get(execution_id)
+            if held is not None and held.message.receipt_handle == receipt_handle:
+                held.message_refused = True
 
     def move(self, lease: Lease, to: State, **changes: Any) -> Lease:
         with self._lock:

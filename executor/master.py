@@ -287,6 +287,11 @@ class Master:
                       printable(message.ref.message_id), printable(body.pool_id), self.settings.pool_id)
             return
         lease, what = self.leases.receive(body.execution_id, message.ref)
+        if what == "replaced":
+            log.warning("SQS no longer holds this execution's message (its extensions were refused); message {}, "
+                        "received for it now, takes its place: extended while the task runs, deleted when it ends",
+                        printable(message.ref.message_id))
+            return
         if what == "duplicate":
             log.info("second message for an execution this executor holds: duplicate delivery, deleting the message")
             try:

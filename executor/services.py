@@ -172,11 +172,13 @@ class VisibilityExtender:
             handles = dict(refs)
             for execution_id, reason in failed.items():
                 key = (execution_id, handles[execution_id].receipt_handle)
+                self.leases.refused(*key)
                 if key not in self._refused:
                     self._refused.add(key)
                     logger.bind(execution_id=execution_id).warning(
                         "visibility not extended: SQS refused the receipt ({}); the message may be delivered again "
-                        "while the task runs, and the claim will refuse it elsewhere", printable(reason))
+                        "while the task runs, and the claim will refuse it elsewhere; a new message for it received here "
+                        "takes its place", printable(reason))
         self._refused &= held  # only what is still held, under the same receipt
         return self.period_s
 

@@ -36,6 +36,20 @@ def test_our_own_message_back_refreshes_the_handle_and_another_message_is_a_dupl
     assert leases.receive("exe_1", ref("m2", "h9")) == (None, "duplicate")
 
 
+def test_another_message_takes_the_place_of_one_sqs_refused_and_only_of_the_current_receipt():
+    leases = Leases()
+    lease, _ = leases.receive("exe_1", ref("m1", "h1"))
+    leases.refused("exe_1", "h0")  # an older receipt of ours, refused: says nothing of the current one
+    assert leases.receive("exe_1", ref("m2", "h9")) == (None, "duplicate")
+    leases.refused("exe_1", "h1")
+    assert leases.receive("exe_1", ref("m2", "h9")) == (None, "replaced")
+    assert leases.current_message(lease).message_id == "m2" and not lease.message_refused
+    assert leases.receive("exe_1", ref("m3", "h5")) == (None, "duplicate"), "the new message is not refused"
+    leases.refused("exe_1", "h9")
+    assert leases.receive("exe_1", ref("m2", "h10")) == (None, "refreshed")
+    assert not lease.message_refused, "a new receipt of the same message is held again"
+
+
 @pytest.mark.parametrize("start, illegal", [(State.RECEIVED, State.RUNNING), (State.RECEIVED, State.REPORTING),
                                             (State.CLAIMED, State.ACKED), (State.RUNNING, State.RELEASED)])
 def test_a_transition_from_a_state_that_does_not_allow_it_is_refused(start, illegal):

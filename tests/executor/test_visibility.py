@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -12,7 +13,10 @@ from botocore.config import Config
 from loguru import logger
 
 from executor.leases import Leases, State
+from executor.master import Master
 from executor.services import OutageLog, VisibilityExtender
+from executor.settings import load_settings
+from vocabulary.message import encode
 
 from .conftest import held_leases
 
@@ -147,3 +151,36 @@ def test_a_one_second_visibility_timeout_is_extended_before_it_lapses(sqs_queue)
     while time.monotonic() < until:
         time.sleep(extender.step())
     assert consumer.receive(10, wait_s=0) == [], "the held message lapsed between extensions"
+
+
+def test_a_message_sent_in_place_of_one_sqs_lost_is_kept_by_the_holder_not_deleted(consumer, tmp_path):
+    """An embedded queue server that restarts loses the message of a run that goes on running,
+    and once the holder has been silent for a visibility timeout the control plane sends one in
+    its place (decision 68). A holder that then came back and received it took it for a
+    duplicate and deleted it: had it crashed after, nothing was left for another executor, and
+    the run ended EXECUTOR_LOST. Now the holder, whose own message SQS refuses to extend, takes
+    the new one in its place: extended while the task runs, and there again once it stops."""
+    leases = Leases()
+    (lease,) = held_leases(consumer, leases, 1, through=State.RUNNING)
+    consumer.client.delete_message(QueueUrl=consumer.queue_url, ReceiptHandle=lease.message.receipt_handle)  # lost
+    extender = VisibilityExtender({"ingestion": consumer}, leases, OutageLog())
+    extender.step()  # refused
+    replacement = consumer.client.send_message(
+        QueueUrl=consumer.queue_url,
+        MessageBody=encode(lease.execution_id, "RUN_INGEST", "p", int(time.time() * 1000)))["MessageId"]
+    master = Master(load_settings({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "unused",
+                                   "DATAHUB_EXECUTOR_POOL_ID": "p", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path)}))
+    master.leases = leases
+    master.services = SimpleNamespace(consumers={"ingestion": consumer})
+    (received,) = consumer.receive(1, wait_s=2)
+    master._offer(received)
+    assert leases.current_message(lease).message_id == replacement
+    for _ in range(3):  # the task runs on: the new message is extended, not seen again
+        extender.step()
+        assert consumer.receive(1, wait_s=1) == [], "the message in the lost one's place was visible while held"
+    # The holder dies: the message comes back for another executor.
+    again = []
+    deadline = time.monotonic() + 10
+    while not again and time.monotonic() < deadline:
+        again = consumer.receive(1, wait_s=1)
+    assert [m.ref.message_id for m in again] == [replacement], "nothing came back once the holder was gone"
