@@ -1,6 +1,7 @@
 """One lease per held queue message: the only place the master keeps "this execution is ours".
 
-A lease holds the message (and its latest receipt handle: only the latest surely deletes it),
+A lease holds the message (and its latest receipt handle: only the latest surely deletes it; or
+the message that took its place once SQS refused it: `receive`),
 the claim once made (the control plane's lease token, the task, its arguments, its ingest
 token), the weight it takes in its ledger, and its state:
 
