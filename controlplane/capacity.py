@@ -11,11 +11,15 @@ executor's cancel check and pool read), log upload, claim without secrets, error
   finds every slot taken is answered 503 at once with retry_after_s (the executor keeps the
   message and asks again, as through a DataHub outage), never queued behind the ones that hang;
 - the executor API's blocking work (claims, full logs) runs in EXECUTOR_THREADS threads of its
-  own, outside the default limiter, which is left to GMS reads, GraphQL, the admin API and the
-  web page: neither side's waits (DataHub, a queue service that hangs under an admin's pool
-  change) take the other's threads;
-- heartbeats, results, releases, error answers and /health need no thread: they run on the
-  event loop.
+  own, outside the default limiter, which is left to GraphQL, the admin API and the web page:
+  neither side's waits (DataHub, a queue service that hangs under an admin's pool change) take
+  the other's threads;
+- GMS reads (an executor's cancel check and pool read, DataHub's client reading what a run
+  wrote) run in GMS_READ_THREADS threads of their own too: they read the store and nothing
+  else, and a pool change or pool delete waiting on a hanging queue service, or GraphQL
+  queries, held every default thread and them with it;
+- heartbeats, results, releases, error answers, /health and GMS's /config need no thread:
+  they run on the event loop.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ DATAHUB_CALLS = 8
 DATAHUB_RETRY_AFTER_S = 5.0
 REFUSALS_LOGGED_EVERY_S = 60.0
 EXECUTOR_THREADS = 40
+GMS_READ_THREADS = 16  # each a short read of the store: a few threads go far
 T = TypeVar("T")
 
 

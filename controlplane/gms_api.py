@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from . import entities as E
+from .capacity import GMS_READ_THREADS, Threads
 from .errors import Forbidden, Invalid, NotFound
 from .json_input import loads
 from .metadata import aspect_store
@@ -118,8 +119,12 @@ def can_read(cp: ControlPlane, identity: Identity, urn: str, entity_type: str) -
 def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRouter:
     router = APIRouter()
 
+    # GMS reads run in threads of their own (capacity.py): an executor's cancel check and pool
+    # read, and DataHub's client, never wait for threads an admin change or a GraphQL query holds.
+    reads = Threads(GMS_READ_THREADS)
+
     @router.get("/gms/config")
-    def config() -> dict[str, Any]:
+    async def config() -> dict[str, Any]:  # no blocking work: no thread (DataHub's client asks it first)
         return {"noCode": "true", "statefulIngestionCapable": False, "patchCapable": False,
                 "supportsImpactAnalysis": False, "timeZone": "GMT",
                 "versions": {"acryldata/datahub": {"version": SPOKEN_DATAHUB_VERSION, "commit": "dhx-control-plane"}},
@@ -146,7 +151,10 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         return restli_error(404, f"action {action[:60]!r} of resource aspects is not implemented by this server")
 
     @router.get("/gms/aspects/{urn:path}")
-    def get_aspect(urn: str, request: Request, aspect: str = "", version: int = 0) -> Any:
+    async def get_aspect(urn: str, request: Request, aspect: str = "", version: int = 0) -> Any:
+        return await reads.run(read_aspect, urn, request, aspect, version)
+
+    def read_aspect(urn: str, request: Request, aspect: str, version: int) -> Any:
         if not INT64_MIN <= version <= INT64_MAX:
             raise Invalid(f"version {version} is out of a long's range")
         parsed = cp.registry.parse_urn(urn)
@@ -191,14 +199,20 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         return {"urn": str(parsed), "entityName": parsed.entity_type, "aspects": aspects}
 
     @router.get("/gms/entitiesV2/{urn:path}")
-    def get_entity(urn: str, request: Request) -> Any:
+    async def get_entity(urn: str, request: Request) -> Any:
+        return await reads.run(read_entity, urn, request)
+
+    def read_entity(urn: str, request: Request) -> Any:
         parsed = cp.registry.parse_urn(urn)
         can_read(cp, identity_of(request), str(parsed), parsed.entity_type)
         return entity_response(urn, parse_restli_list(request.url.query, "aspects"),
                                _restli_boolean(request, "alwaysIncludeKeyAspect", True))
 
     @router.get("/gms/entitiesV2")
-    def batch_get_entities(request: Request) -> Any:
+    async def batch_get_entities(request: Request) -> Any:
+        return await reads.run(read_entities, request)
+
+    def read_entities(request: Request) -> Any:
         urns = parse_restli_list(request.url.query, "ids")
         if not urns:
             raise Invalid("ids=List(...) is required")
