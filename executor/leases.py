@@ -121,12 +121,16 @@ class Leases:
                 return None, "replaced"
             return None, "duplicate"
 
-    def refused(self, execution_id: str, receipt_handle: str) -> None:
-        """SQS refused to extend RECEIPT_HANDLE, the held message's current one (the visibility extender)."""
+    def refused(self, execution_id: str, receipt_handle: str) -> bool:
+        """SQS refused to extend RECEIPT_HANDLE (the visibility extender). True the first time for
+        the held message's current receipt, which is when it is worth a warning: a receipt stays
+        refused, and a long task would repeat it every turn; a new receipt is warned about afresh."""
         with self._lock:
             held = self._by_execution.get(execution_id)
-            if held is not None and held.message.receipt_handle == receipt_handle:
-                held.message_refused = True
+            if held is None or held.message.receipt_handle != receipt_handle or held.message_refused:
+                return False
+            held.message_refused = True
+            return True
 
     def move(self, lease: Lease, to: State, **changes: Any) -> Lease:
         with self._lock:

@@ -137,7 +137,8 @@ class VisibilityExtender:
     A call that succeeds tells the outage log SQS is back: with every slot busy the intakes do
     not call SQS at all, and only this loop would see it. A receipt SQS refuses (its message
     was deleted, or received again elsewhere after it lapsed) stays refused, so it is warned
-    about once, not on every turn of a long task; a new receipt for the same execution (our own
+    about once (its lease keeps the mark: Leases.refused), not on every turn of a long task; a
+    new receipt for the same execution (our own
     intake received the message again) is extended, and warned about afresh if refused."""
 
     def __init__(self, consumers: dict[str, SqsConsumer], leases: Leases, outage: OutageLog) -> None:
@@ -148,7 +149,6 @@ class VisibilityExtender:
         # pool's 1 s timeout at its very end, so each held message lapsed and was received again
         # (toward the dead-letter queue) whenever an extension came a moment late.
         self.period_s = max(MIN_EXTEND_PERIOD_S, min(c.visibility_timeout_s for c in consumers.values()) / 3)
-        self._refused: set[tuple[str, str]] = set()  # (execution id, receipt handle) already warned about
 
     def step(self) -> float:
         with self.leases.visibility:  # no give-back between our look and our calls (leases.py)
@@ -156,11 +156,9 @@ class VisibilityExtender:
 
     def _extend(self) -> float:
         by_queue: dict[str, list] = {}
-        held: set[tuple[str, str]] = set()
         for lease in self.leases.all():
             message = self.leases.current_message(lease)
             by_queue.setdefault(message.task_class, []).append((lease.execution_id, message))
-            held.add((lease.execution_id, message.receipt_handle))
         for task_class, refs in by_queue.items():
             asked = time.monotonic()
             try:
@@ -171,15 +169,11 @@ class VisibilityExtender:
             self.outage.up(asked)
             handles = dict(refs)
             for execution_id, reason in failed.items():
-                key = (execution_id, handles[execution_id].receipt_handle)
-                self.leases.refused(*key)
-                if key not in self._refused:
-                    self._refused.add(key)
+                if self.leases.refused(execution_id, handles[execution_id].receipt_handle):
                     logger.bind(execution_id=execution_id).warning(
                         "visibility not extended: SQS refused the receipt ({}); the message may be delivered again "
                         "while the task runs, and the claim will refuse it elsewhere; a new message for it received here "
                         "takes its place", printable(reason))
-        self._refused &= held  # only what is still held, under the same receipt
         return self.period_s
 
 
