@@ -5,16 +5,31 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 
 from controlplane.testing import ControlPlaneHandle, running_controlplane
 from executor import datahub_aspects
-from executor.controlplane_client import Claimed, ControlPlaneClient
+from executor.controlplane_client import Claimed, ControlPlaneClient, ControlPlaneError
 
 RECIPE = "source:\n  type: datahub-mock-data\n  config: {}\n"
+ANYIO_DEFAULT_THREADS = 40  # anyio's default thread limiter: Starlette's sync routes and run_in_threadpool
+
+
+def timed(name: str, call: Callable[[], object], slow: list[str], prompt_s: float) -> None:
+    """CALL, a call of the API that must answer within PROMPT_S while something holds threads:
+    what failed or took longer is added to SLOW, by NAME, with its time."""
+    started = time.monotonic()
+    try:
+        call()
+    except (ControlPlaneError, requests.RequestException, AssertionError) as exc:
+        slow.append(f"{name}: {type(exc).__name__} after {time.monotonic() - started:.1f} s ({str(exc)[:120]})")
+        return
+    if time.monotonic() - started > prompt_s:
+        slow.append(f"{name}: {time.monotonic() - started:.1f} s")
 
 
 @pytest.fixture

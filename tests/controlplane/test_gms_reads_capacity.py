@@ -9,9 +9,8 @@ import time
 
 import requests
 
-from executor.controlplane_client import ControlPlaneError
+from .conftest import ANYIO_DEFAULT_THREADS, timed
 
-ANYIO_DEFAULT_THREADS = 40  # anyio's default thread limiter: Starlette's sync routes and run_in_threadpool
 CHANGES = ANYIO_DEFAULT_THREADS + 8
 PROMPT_S = 5.0  # what a read may take here; a read waiting for a default thread waits until the hang ends
 
@@ -56,25 +55,16 @@ def test_gms_reads_answer_while_pool_changes_hold_every_default_thread(cp, execu
             time.sleep(0.05)
         time.sleep(0.3)
 
-        def timed(name: str, call) -> None:
-            started = time.monotonic()
-            try:
-                call()
-            except (ControlPlaneError, requests.RequestException) as exc:
-                slow.append(f"{name}: {type(exc).__name__} after {time.monotonic() - started:.1f} s")
-                return
-            if time.monotonic() - started > PROMPT_S:
-                slow.append(f"{name}: {time.monotonic() - started:.1f} s")
-
         reader = requests.Session()
         reader.headers["Authorization"] = f"Bearer {executor.token}"
         urn = f"urn:li:dataHubExecutionRequest:{execution_id}"
-        timed("cancel check", lambda: executor.client.cancel_requested(execution_id))
-        timed("pool read", lambda: executor.client.pool("p1"))
-        timed("/config", lambda: reader.get(f"{cp.gms_url}/config", timeout=PROMPT_S * 2).raise_for_status())
+        timed("cancel check", lambda: executor.client.cancel_requested(execution_id), slow, PROMPT_S)
+        timed("pool read", lambda: executor.client.pool("p1"), slow, PROMPT_S)
+        timed("/config", lambda: reader.get(f"{cp.gms_url}/config", timeout=PROMPT_S * 2).raise_for_status(), slow,
+              PROMPT_S)
         timed("batch get", lambda: reader.get(
             f"{cp.gms_url}/entitiesV2?ids=List({requests.utils.quote(urn, safe='')})", timeout=PROMPT_S * 2,
-        ).raise_for_status())
+        ).raise_for_status(), slow, PROMPT_S)
     finally:
         hang.set()
         for thread in changes:

@@ -13,12 +13,11 @@ import requests
 from controlplane import capacity
 from controlplane.upstream import gms as gms_module
 from executor import datahub_aspects
-from executor.controlplane_client import ControlPlaneError, LeaseLost
+from executor.controlplane_client import LeaseLost
 
-from .conftest import ExecutorDouble
+from .conftest import ANYIO_DEFAULT_THREADS, ExecutorDouble, timed
 from .test_upstream_sync import POOL, RECIPE, SECRET_RECIPE, Pair, claim, now_ms, pair, proxy  # noqa: F401 (fixtures)
 
-ANYIO_DEFAULT_THREADS = 40  # anyio's default thread limiter: Starlette's sync routes and run_in_threadpool
 CLAIMS = ANYIO_DEFAULT_THREADS + 8
 SECRET_RUNS = [f"secret-{i:02d}" for i in range(CLAIMS)]
 # What any call of the API may take while DataHub hangs; a call waiting for a thread waits until
@@ -75,17 +74,6 @@ def claim_all_while_datahub_hangs(pair: Pair, proxy, claimer: ExecutorDouble) ->
     return hung, answers, threads
 
 
-def timed(name: str, call, slow: list[str]) -> None:
-    started = time.monotonic()
-    try:
-        call()
-    except (ControlPlaneError, requests.RequestException, AssertionError) as exc:
-        slow.append(f"{name}: {type(exc).__name__} after {time.monotonic() - started:.1f} s ({str(exc)[:120]})")
-        return
-    if time.monotonic() - started > PROMPT_S:
-        slow.append(f"{name}: {time.monotonic() - started:.1f} s")
-
-
 def test_claims_waiting_on_a_hanging_datahub_hold_up_no_other_executors_calls(pair, proxy, monkeypatch):
     """More claims waiting on DataHub than anyio has threads took every thread: another
     executor's claim of a run without secrets, its cancel check, its pool read, its log upload,
@@ -111,15 +99,17 @@ def test_claims_waiting_on_a_hanging_datahub_hold_up_no_other_executors_calls(pa
 
     slow: list[str] = []
     try:
-        timed("heartbeat", lambda: other.heartbeat(running=["plain-1"]), slow)
-        timed("progress", lambda: other.progress(running, "working"), slow)
-        timed("result refused (409)", stale_result_refused, slow)
-        timed("cancel check", lambda: other.client.cancel_requested("plain-1"), slow)
-        timed("pool read", lambda: other.client.pool(POOL), slow)
-        timed("log upload", lambda: other.client.upload_log("plain-1", running.lease, b"the whole log\n"), slow)
-        timed("result", lambda: other.finish(running), slow)
-        timed("claim without secrets", lambda: other.claim("plain-2"), slow)
-        timed("/health", lambda: requests.get(f"{pair.ours.base_url}/health", timeout=10).raise_for_status(), slow)
+        timed("heartbeat", lambda: other.heartbeat(running=["plain-1"]), slow, PROMPT_S)
+        timed("progress", lambda: other.progress(running, "working"), slow, PROMPT_S)
+        timed("result refused (409)", stale_result_refused, slow, PROMPT_S)
+        timed("cancel check", lambda: other.client.cancel_requested("plain-1"), slow, PROMPT_S)
+        timed("pool read", lambda: other.client.pool(POOL), slow, PROMPT_S)
+        timed("log upload", lambda: other.client.upload_log("plain-1", running.lease, b"the whole log\n"), slow,
+              PROMPT_S)
+        timed("result", lambda: other.finish(running), slow, PROMPT_S)
+        timed("claim without secrets", lambda: other.claim("plain-2"), slow, PROMPT_S)
+        timed("/health", lambda: requests.get(f"{pair.ours.base_url}/health", timeout=10).raise_for_status(), slow,
+              PROMPT_S)
     finally:
         proxy.stop()  # DataHub's connections drop: the hung claims answer
         for thread in threads:
