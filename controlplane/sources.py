@@ -55,7 +55,8 @@ def extra_env(info: dict[str, Any]) -> dict[str, str]:
     return json_text.loads(raw) if raw else {}
 
 
-def check_extra_args(args: dict[str, str]) -> None:
+def check_extra_args(args: dict[str, str]) -> list[str]:
+    """Refuse extra arguments a run would fail on; returns the extra pip requirements (checked)."""
     if "extra_env_vars" in args:
         try:
             env = json_text.loads(args["extra_env_vars"])
@@ -74,18 +75,19 @@ def check_extra_args(args: dict[str, str]) -> None:
             parse_memory_limit_kb(env.get("EXECUTOR_TASK_MEMORY_LIMIT"))
         except (InvalidWeight, InvalidMemoryLimit) as exc:
             raise Invalid(str(exc)) from None
-    if "extra_pip_requirements" in args:
-        try:
-            requirements = json_text.loads(args["extra_pip_requirements"])
-        except ValueError:
-            requirements = None
-        try:
-            pip_requirements.check(requirements)
-        except pip_requirements.InvalidRequirements as exc:
-            raise Invalid(f"extraArgs.{exc}") from None
+    if "extra_pip_requirements" not in args:
+        return []
+    try:
+        requirements = json_text.loads(args["extra_pip_requirements"])
+    except ValueError:
+        requirements = None
+    try:
+        return pip_requirements.check(requirements)
+    except pip_requirements.InvalidRequirements as exc:
+        raise Invalid(f"extraArgs.{exc}") from None
 
 
-def check_cli(version: Any, recipe: dict[str, Any], args: dict[str, str]) -> None:
+def check_cli(version: Any, recipe: dict[str, Any], requirements: list[str]) -> None:
     """Refuse a version, or a recipe's source or sink type, the executor could build no venv for.
     No version means the executor's default, which only the executor knows."""
     try:
@@ -94,7 +96,6 @@ def check_cli(version: Any, recipe: dict[str, Any], args: dict[str, str]) -> Non
             return
         if not isinstance(version, str):
             raise Invalid("config.version must be a string")
-        requirements = json_text.loads(args["extra_pip_requirements"]) if "extra_pip_requirements" in args else []
         cli_versions.check_version(version, requirements)
     except (cli_versions.InvalidPlugin, cli_versions.InvalidVersion) as exc:
         raise Invalid(str(exc)) from None
@@ -113,9 +114,8 @@ class Sources:
         if info.get("type") and recipe["source"]["type"] != info["type"]:
             raise Invalid(f"type {info['type']!r} does not match the recipe's source type {recipe['source']['type']!r}")
         self.pools.resolve(info.get("config", {}).get("executorId"))
-        args = extra_args(info)
-        check_extra_args(args)
-        check_cli(info.get("config", {}).get("version"), recipe, args)
+        requirements = check_extra_args(extra_args(info))
+        check_cli(info.get("config", {}).get("version"), recipe, requirements)
 
     @staticmethod
     def check_type(recipe: str) -> str:

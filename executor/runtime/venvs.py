@@ -115,7 +115,7 @@ class VenvCache:
                                                       "environment; pin a version or install it")
             return str(cli)
         spec = self._spec(version, plugins)
-        target = self.venv_dir(version, plugins, extra_requirements)
+        target = self._dir_for(spec, version, extra_requirements)
         key = target.name
         cli = target / "bin" / "datahub"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,9 @@ class VenvCache:
     def venv_dir(self, version: str, plugins: list[str], extra_requirements: list[str]) -> Path:
         """Where the venv for this combination lives (built or not): one directory per
         (requirements, python, and for `latest` the day), so equal recipes share it."""
-        spec = self._spec(version, plugins)
+        return self._dir_for(self._spec(version, plugins), version, extra_requirements)
+
+    def _dir_for(self, spec: str, version: str, extra_requirements: list[str]) -> Path:
         key_source = json.dumps({"spec": spec, "extra": sorted(extra_requirements), "python": self.python,
                                  "day": _day() if version == cli_versions.LATEST else None})
         return self.cache_dir / hashlib.sha256(key_source.encode()).hexdigest()[:20]
