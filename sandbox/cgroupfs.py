@@ -68,7 +68,19 @@ def read_pids(procs_file: str) -> list[int]:
 
 def subtree(path: str) -> list[str]:
     """PATH and every cgroup below it, deepest first. A task running as root may make cgroups of
-    its own below its task cgroup (a nested sandbox, any cgroup-aware tool); they are the task's."""
+    its own below its task cgroup (a nested sandbox, any cgroup-aware tool); they are the task's.
+
+    Nearly no task makes any, so the walk (a listing of some thirty files per directory, twice for
+    each task's end) is taken only when PATH has subdirectories: kernfs, which serves both cgroup
+    versions, counts them in a directory's link count, 2 for none (as tmpfs and ext4 do; a file
+    system that reports 1, as btrfs does, is walked)."""
+    try:
+        if os.stat(path).st_nlink == 2:
+            return [path]
+    except FileNotFoundError:
+        return []
+    except OSError:
+        pass
     return [directory for directory, _, _ in os.walk(path, topdown=False)]
 
 

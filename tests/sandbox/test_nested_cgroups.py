@@ -173,3 +173,24 @@ def test_forks_refused_in_a_nested_cgroup_count_as_pids_limit_hits(sandbox):
     outcome = process.wait(timeout=60)
     assert outcome.status is Status.SUCCEEDED, "the limit refused a fork"
     assert outcome.pids_limit_hits >= 1
+
+
+def test_a_cgroups_subtree_is_itself_alone_until_it_has_children_then_deepest_first(sandbox):
+    """subtree() skips the walk where the link count says there is no subdirectory (kernfs keeps
+    2 + subdirectories); with nested cgroups it still lists every one, deepest first."""
+    from sandbox import cgroupfs
+
+    top = os.path.join(next(iter(sandbox.driver.roots.values())), f"subtree-{uuid.uuid4().hex[:8]}")
+    os.mkdir(top)
+    try:
+        assert cgroupfs.subtree(top) == [top]
+        os.makedirs(os.path.join(top, "a", "b"))
+        os.mkdir(os.path.join(top, "c"))
+        found = cgroupfs.subtree(top)
+        assert sorted(found) == sorted([top, os.path.join(top, "a"), os.path.join(top, "a", "b"), os.path.join(top, "c")])
+        assert found.index(os.path.join(top, "a", "b")) < found.index(os.path.join(top, "a")) < found.index(top)
+        assert cgroupfs.subtree(os.path.join(top, "a", "b")) == [os.path.join(top, "a", "b")]
+    finally:
+        for directory in reversed(sorted(cgroupfs.subtree(top))):
+            os.rmdir(directory)
+    assert cgroupfs.subtree(top) == []
