@@ -27,10 +27,14 @@ spawner = Spawner("wrapper-shell-test")
 low = spawner.low
 result = {"low": None if low is None else [low.release, low.ready]}
 
-def spawn(argv):
-    return spawner.run(lambda s: spawn_held(argv, env={"PATH": "/usr/bin:/bin"}, cwd="/", umask=0o022,
-                                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None, low=s.low),
-                       dispose=lambda held: None)
+def spawn(argv, kill=False):
+    def fork(s):
+        held = spawn_held(argv, env={"PATH": "/usr/bin:/bin"}, cwd="/", umask=0o022,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None, low=s.low)
+        if kill:  # at once, on the forking thread: the shell takes far longer to start than this
+            os.kill(held[0].pid, signal.SIGKILL)
+        return held
+    return spawner.run(fork, dispose=lambda held: None)
 
 popen, release_fd, ready = spawn(["/bin/ls", "-1", "/proc/self/fd"])
 await_ready(popen, ready, "listing")
@@ -41,8 +45,7 @@ result["command_fds"] = sorted(int(n) for n in popen.stdout.read().decode().spli
 result["exit"] = popen.wait()
 
 for attempt in range(5):  # killed before it says it is ready (after, nearly never: retried)
-    popen, release_fd, ready = spawn(["/bin/true"])
-    os.kill(popen.pid, signal.SIGKILL)
+    popen, release_fd, ready = spawn(["/bin/true"], kill=True)
     began = time.monotonic()
     try:
         await_ready(popen, ready, "killed")
