@@ -368,23 +368,34 @@ class Executions:
         """RUNNING executions whose holder is gone (OFFLINE, or no longer its executor id's
         registered process) end ABORTED (EXECUTOR_LOST). The look here is only a first cut: each
         is judged again inside the transaction that ends it (lifecycle.Lost), since a live
-        executor may claim it, or its holder heartbeat, between this read and that write."""
+        executor may claim it, or its holder heartbeat, between this read and that write.
+
+        One row that cannot be judged is logged and passed over: the rows after it, and the
+        expiry sweep after this one, still run."""
         now = now or time.time()
         lost = []
         for row in self.store.query("SELECT e.id, e.executor_id, e.executor_instance, e.lease_epoch, i.instance, "
                                     "i.heartbeat_interval_s, i.last_seen, i.state FROM executions e "
                                     "LEFT JOIN executor_instances i ON i.executor_id = e.executor_id WHERE e.status=? "
                                     "AND EXISTS (SELECT 1 FROM pool_queues q WHERE q.pool_id = e.pool_id)", (S.RUNNING,)):
-            gone = row["instance"] != row["executor_instance"] or liveness(
-                row["last_seen"], row["heartbeat_interval_s"], now, row["state"], self.ctx.started_at) == OFFLINE
+            # As lifecycle.holder_liveness: no holder, or a holder whose executor id names no
+            # process (a run reported RUNNING from elsewhere, then its pool made here; a row
+            # from before processes were recorded) is gone, not a liveness to compute.
+            gone = (row["executor_id"] is None or row["instance"] is None or row["instance"] != row["executor_instance"]
+                    or liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"],
+                                self.ctx.started_at) == OFFLINE)
             if not gone:
                 continue
             holder = lifecycle.Lost(row["executor_id"], row["executor_instance"], row["lease_epoch"])
-            with self.store.transaction() as tx:
-                try:
+            try:
+                with self.store.transaction() as tx:
                     lifecycle.apply(tx, row["id"], holder, self.ctx, now=now)
-                except Conflict:
-                    continue  # it ended, was claimed again, or its holder came back meanwhile
+            except Conflict:
+                continue  # it ended, was claimed again, or its holder came back meanwhile
+            except Exception:
+                logger.bind(execution_id=row["id"]).exception("could not judge RUNNING execution {} lost; the "
+                                                              "sweep goes on with the others", row["id"])
+                continue
             lost.append(row["id"])
         return lost
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 
 import pytest
 
+from controlplane import entities as E
 from controlplane import server
 from controlplane.metadata import aspect_store
 from controlplane.testing import running_controlplane
@@ -157,3 +159,27 @@ def test_a_heartbeat_overtaken_by_the_final_stopped_one_does_not_bring_the_execu
     executor.client.heartbeat("e", *draining)  # the late one
     (shown,) = cp.executors("p")
     assert (shown["state"], shown["status"]) == ("STOPPED", "OFFLINE")
+
+
+def test_a_running_execution_with_no_holder_is_lost_and_does_not_stop_the_sweep(cp, executor_double):
+    """A run an executor outside this control plane reported RUNNING (an admin's write: no
+    holder), whose executor id then became a pool here, has no process to judge. It is lost,
+    and the run of an executor that went OFFLINE beside it is still judged (the sweep raised
+    TypeError on the first and never reached the second, every round)."""
+    cp.create_pool("p", default=True)
+    reported = str(uuid.uuid4())
+    urn = E.execution_urn(reported)
+    cp.ingest(urn, E.EXECUTION_INPUT, {"task": "RUN_INGEST", "args": {"recipe": RECIPE}, "executorId": "elsewhere",
+                                       "source": {"type": "MANUAL_INGESTION_SOURCE"},
+                                       "requestedAt": int(time.time() * 1000)})
+    cp.ingest(urn, E.EXECUTION_RESULT, {"status": "RUNNING", "startTimeMs": int(time.time() * 1000)})
+    cp.create_pool("elsewhere")
+    gone = executor_double("p", "gone", interval_s=0.2)
+    gone.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    assert gone.claim(execution) is not None
+    time.sleep(1.5)  # more than six of its intervals: OFFLINE
+    cp.cp.sweep()
+    for ended in (reported, execution):
+        shown = cp.execution(ended)
+        assert (shown["status"], shown["reason"]) == ("ABORTED", "EXECUTOR_LOST"), (ended, shown)
