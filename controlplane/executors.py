@@ -101,7 +101,11 @@ class Executors:
         if not new_heartbeat:
             # A copy (the HTTP layer re-sent it) or one overtaken by a later heartbeat (a DRAINING
             # beat retried past the final STOPPED one): it says nothing the stored state does not
-            # say better, and writing it would bring a STOPPED executor back to life.
+            # say better, and writing it would bring a STOPPED executor back to life. Its arrival
+            # still proves the process is there now: its liveness is refreshed, nothing else.
+            if last_reported is not None:
+                tx.execute("UPDATE executor_instances SET last_seen=MAX(last_seen, ?) WHERE executor_id=? AND instance=?",
+                           (now, executor_id, instance))
             return {"status": None, "requeued": []}
         details = {"capacity": _json_property(properties, "capacity", {}), "sandbox": _json_property(properties, "sandbox", {}),
                    "health": _json_property(properties, "health", {}), "running_executions": running or [],

@@ -114,6 +114,26 @@ def test_a_heartbeat_sent_twice_counts_as_one_unlisted_heartbeat(cp, executor_do
     assert cp.execution(execution)["status"] == "PENDING", "a second, distinct heartbeat without it: queued again"
 
 
+def test_heartbeats_that_arrive_as_copies_keep_their_executor_online(cp, executor_double):
+    """A copy is not reconciled again, but it proves its process is there: an executor whose
+    beats keep arriving as copies (its HTTP layer re-sending one whose answers time out, or its
+    clock stepped back) stays ONLINE and keeps its run. Copies refreshed nothing before: it went
+    OFFLINE and the sweep ended its run EXECUTOR_LOST while its requests were landing."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e", interval_s=0.2)
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    assert executor.claim(execution) is not None
+    beat = _heartbeat_snapshot(executor, [execution])
+    began = time.monotonic()
+    while time.monotonic() - began < 1.6:  # eight of its intervals, the same beat every 0.15 s
+        executor.client.heartbeat("e", *beat)
+        time.sleep(0.15)
+    assert [e["status"] for e in cp.executors("p")] == ["ONLINE"]
+    cp.cp.sweep()
+    assert cp.execution(execution)["status"] == "RUNNING"
+
+
 def test_a_heartbeat_reported_before_the_claim_is_no_miss(cp, executor_double):
     """A heartbeat built just before a claim and delivered just after it could not list it."""
     cp.create_pool("p", default=True)
