@@ -296,7 +296,7 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
                         "of the claiming executor")
     if status in S.FINAL:
         raise Conflict(f"execution {execution_id} is already {status}")
-    _require_claimer_registered(tx, event)
+    _require_claimer_registered(tx, event, now, ctx.started_at)
     if status == S.RUNNING:
         same_holder = (row["executor_id"], row["executor_instance"]) == (event.executor_id, event.instance)
         if same_holder:
@@ -331,14 +331,17 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
     return Applied(started, S.RUNNING, lease=lease, ingest_token=token)
 
 
-def _require_claimer_registered(tx: sqlite3.Connection, event: Claim) -> None:
+def _require_claimer_registered(tx: sqlite3.Connection, event: Claim, now: float, not_before: float) -> None:
     """A claim from a process its executor id no longer names (a restart replaced it) or that
     said STOPPED (its last list is final) is refused: no heartbeat of it will ever list or
-    reconcile what it would hold. RETRY_AFTER_S makes the executor return the message instead of
-    deleting it, so another executor runs the execution. A process with no heartbeat yet is let
-    through: the executor heartbeats before it takes work, and the sweep ends a claim no
-    heartbeat follows."""
-    row = tx.execute("SELECT instance, state FROM executor_instances WHERE executor_id=?",
+    reconcile what it would hold. So is one from a process judged OFFLINE (cut off from us for
+    six of its intervals, its intake still receiving): granted, the next sweep would end the
+    run EXECUTOR_LOST before its next heartbeat could list it. RETRY_AFTER_S makes the executor
+    return the message instead of deleting it, so another executor runs the execution (for an
+    OFFLINE process, after one of its intervals: by then its heartbeat, if it has one, is in).
+    A process with no heartbeat yet is let through: the executor heartbeats before it takes
+    work, and the sweep ends a claim no heartbeat follows."""
+    row = tx.execute("SELECT instance, state, heartbeat_interval_s, last_seen FROM executor_instances WHERE executor_id=?",
                      (event.executor_id,)).fetchone()
     if row is None:
         return
@@ -349,6 +352,10 @@ def _require_claimer_registered(tx: sqlite3.Connection, event: Claim) -> None:
     if row[1] == "STOPPED":
         raise Conflict(f"executor {event.executor_id} said it STOPPED; its message goes back for another executor",
                        retry_after_s=REFUSED_CLAIM_RETRY_S)
+    if liveness(row[3], row[2], now, row[1], not_before) == OFFLINE:
+        raise Conflict(f"executor {event.executor_id} has not heartbeaten for six of its intervals (OFFLINE); it takes "
+                       "no work until a heartbeat of it arrives, and its message goes back for another executor",
+                       retry_after_s=max(REFUSED_CLAIM_RETRY_S, round(row[2], 1)))
 
 
 def _claim_on_executor_clock(tx: sqlite3.Connection, event: Claim, now: float) -> int | None:

@@ -209,6 +209,29 @@ def test_a_claim_from_a_stopped_or_replaced_process_is_refused_and_the_run_goes_
         assert new.claim(execution, receive_count=2) is not None
 
 
+def test_a_claim_from_a_process_judged_offline_is_deferred_until_it_heartbeats_again(cp, executor_double):
+    """Cut off from the control plane for six of its intervals while its intake still received:
+    granted, its claim was ended ABORTED (EXECUTOR_LOST) by the next sweep, before the process's
+    next heartbeat could list it, a run that never started ending as failed."""
+    cp.create_pool("p", default=True)
+    cut_off = executor_double("p", "cut-off", interval_s=0.2)
+    cut_off.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    time.sleep(1.5)  # more than six of its intervals: OFFLINE
+    refused = cut_off.claim(execution)
+    assert type(refused).__name__ == "ClaimDeferred", "the message goes back, not deleted"
+    assert "OFFLINE" in refused.why and refused.retry_after_s >= 1
+    cp.cp.sweep()
+    shown = cp.execution(execution)
+    assert (shown["status"], shown["lease_epoch"]) == ("PENDING", 0), "nothing changed"
+    cut_off.heartbeat()
+    claimed = cut_off.claim(execution, receive_count=2)
+    assert claimed is not None and type(claimed).__name__ == "Claimed"
+    cut_off.heartbeat(running=[execution])
+    cp.cp.sweep()
+    assert cp.execution(execution)["status"] == "RUNNING"
+
+
 def test_a_second_run_of_a_running_source_is_a_duplicate(cp, executor_double):
     cp.create_pool("p", default=True)
     executor = executor_double("p", "e1")
