@@ -277,6 +277,9 @@ class Executions:
         if applied.outcome == "duplicate":
             raise Conflict(f"execution {execution_id} is a DUPLICATE: its source is already running in "
                            f"{applied.extra['running']}")
+        if applied.outcome == "cancelled":
+            raise Conflict(f"execution {execution_id} was cancelled while its executor was unreachable: it is "
+                           "CANCELLED, not run again")
         return {**extra, "execution_id": execution_id, "lease": applied.lease,
                 "lease_epoch": applied.execution["lease_epoch"], "task": applied.execution["task"],
                 "pool_id": applied.execution["pool_id"], "args": args, "ingest_token": applied.ingest_token,

@@ -12,6 +12,8 @@
                                            with cancel_requested RUNNING_CANCELLING)
     RUNNING_CANCELLING --release / requeue--> CANCELLED (reason CANCELLED_BEFORE_START: given
                                            back unstarted, it is not queued to run again)
+    RUNNING_CANCELLING --claim--> CANCELLED (reason CANCELLED: its holder is no longer online and
+                                           another executor asks for it; not run again, 409)
     RUNNING --release / requeue--> PENDING (given back by its executor, or not listed by it in
                                            two heartbeats in a row, each counted once and none
                                            sent before the claim: sent to the queue again)
@@ -67,7 +69,7 @@ RUNNING_CANCELLING = "RUNNING_CANCELLING"
 
 # event -> {state it may leave: state it reaches}
 TRANSITIONS: dict[str, dict[str, str]] = {
-    "claim": {S.PENDING: S.RUNNING, S.RUNNING: S.RUNNING, RUNNING_CANCELLING: RUNNING_CANCELLING},
+    "claim": {S.PENDING: S.RUNNING, S.RUNNING: S.RUNNING, RUNNING_CANCELLING: S.CANCELLED},
     "duplicate": {S.PENDING: S.DUPLICATE},
     "progress": {S.RUNNING: S.RUNNING, RUNNING_CANCELLING: RUNNING_CANCELLING},
     "finish": {S.RUNNING: FINAL_REPORTED, RUNNING_CANCELLING: FINAL_REPORTED},
@@ -310,6 +312,15 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
                                "extending its message; ask again once it is judged gone",
                                retry_after_s=holder_stale_in(tx, row["executor_id"], now, ctx.started_at))
             raise Conflict(f"execution {execution_id} is running on live executor {row['executor_id']}")
+        if row["cancel_requested"]:
+            # A cancelled run is not started again elsewhere (as a release or requeue of it
+            # ends it, decision 47): it ends CANCELLED here, and the old holder, if it comes
+            # back, is refused its next write (409) and kills its task.
+            _finalize(tx, execution_id, S.CANCELLED, S.CANCELLED_REASON, now)
+            _write_result(tx, execution_id, _control_plane_result(
+                row, S.CANCELLED, S.CANCELLED_REASON, f"cancelled while its executor {row['executor_id']} was "
+                "unreachable; not run again", now), None)
+            return Applied(_row(tx, execution_id), "cancelled")
     if status == S.PENDING and row["source_urn"]:
         other = tx.execute("SELECT id FROM executions WHERE source_urn=? AND status=? AND id<>?",
                            (row["source_urn"], S.RUNNING, execution_id)).fetchone()

@@ -188,6 +188,27 @@ def test_a_cancelled_run_given_back_unstarted_ends_cancelled_instead_of_running_
     assert "Messages" not in sqs(cp).receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=1), "not queued again"
 
 
+def test_a_cancelled_run_whose_holder_fell_silent_is_not_taken_over_but_ends_cancelled(cp, executor_double):
+    """Its holder cut off (STALE), its message back: another executor's claim took it over with
+    a new lease and started it again, though the user had cancelled it (decision 47 ends a
+    release or requeue of such a run CANCELLED for this reason)."""
+    cp.create_pool("p", default=True)
+    silent, other = executor_double("p", "silent", interval_s=0.2), executor_double("p", "other", interval_s=30)
+    silent.heartbeat()
+    other.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    held = silent.claim(execution)
+    silent.heartbeat(running=[execution])
+    cp.cancel(execution)
+    time.sleep(0.8)  # more than three of its intervals: STALE, not yet OFFLINE
+    assert other.claim(execution, receive_count=2) is None, "409: final, the message is deleted"
+    shown = cp.execution(execution)
+    assert (shown["status"], shown["reason"], shown["executor_id"]) == ("CANCELLED", "CANCELLED", "silent")
+    with pytest.raises(LeaseLost):
+        silent.progress(held, "back from a pause")  # the old holder learns it, and kills its task
+    silent.finish(held, "CANCELLED", "CANCELLED")  # the result it would send for a killed task: already so
+
+
 def test_a_claim_from_a_stopped_or_replaced_process_is_refused_and_the_run_goes_elsewhere(cp, executor_double):
     """Its heartbeats are over (STOPPED: its last list was final) or speak for another process
     (a restart under the same id): nothing would ever reconcile what it held."""
