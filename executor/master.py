@@ -322,14 +322,17 @@ class Master:
             self._give_back(lease, message.ref, log, refused)
 
     def _give_back(self, lease: Lease, ref: QueueRef, log: "loguru.Logger", why: str) -> None:
-        """A lease no runner will take: its message is visible on the queue again at once."""
+        """A lease no runner will take: its message is visible on the queue again at once. The
+        lease goes first, as in TaskRunner._give_back_unclaimed: our intake may receive the
+        message the moment it is visible, and must see it as new."""
         log.warning("{}: its message is returned to the queue", why)
         with self.leases.visibility:  # not extended again once returned (leases.py)
+            ref = self.leases.current_message(lease)
+            self.leases.move(lease, State.RETURNED)
             try:
                 self.services.consumers[ref.task_class].return_now(ref)
             except Exception as exc:  # it comes back after its visibility timeout anyway
                 log.warning("message not returned ({})", type(exc).__name__)
-            self.leases.move(lease, State.RETURNED)
 
     def _live_runners(self) -> list[TaskRunner]:
         with self._runners_lock:

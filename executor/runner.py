@@ -49,6 +49,9 @@ from .text import printable
 
 SILENCE_WARNING_S = 120
 LOG_UPLOAD_ATTEMPTS = 3
+# A message given back because its runner failed before claiming is visible again after this
+# long (for another executor, or this one once the fault has passed), not at once.
+FAILED_RUNNER_RETURN_S = 10
 
 
 @dataclass
@@ -156,6 +159,9 @@ class TaskRunner(threading.Thread):
         claimed = self._claim()
         if claimed is None:
             return
+        # Recorded at once: from here any failure gives the execution back to the control plane
+        # (a release), where an unclaimed give-back would leave it RUNNING there, held by nobody.
+        self.s.leases.move(self.lease, State.CLAIMED, claim=claimed)
         started = time.monotonic()
         try:
             ledger = self.s.ledgers[task_class(claimed.task)]
@@ -165,14 +171,13 @@ class TaskRunner(threading.Thread):
             self.log.error("task refused ({}): {}", reason, printable(exc))
             self._report_failure(claimed, reason, str(exc), started)
             return
-        self.s.leases.move(self.lease, State.CLAIMED, claim=claimed, weight=weight, task_class=ledger.task_class)
         self._say_if_waiting(claimed, ledger, weight)
         if not ledger.acquire(self.execution_id, weight, cancelled=self.s.stopping):
             self._release("the executor stopped before the task could start")
             return
         self._admitted_to = ledger
         self.s.metrics.set_ledger(ledger.snapshot())
-        self.s.leases.move(self.lease, State.ADMITTED)
+        self.s.leases.move(self.lease, State.ADMITTED, weight=weight, task_class=ledger.task_class)
         if self.s.task_users.all_held(ledger.task_class):
             self.log.warning("no task uid of {} is free for the next {} task: waiting for one to end "
                              "(DATAHUB_EXECUTOR_TASK_USER)", self.s.task_users.describe(), ledger.task_class)
@@ -477,14 +482,19 @@ class TaskRunner(threading.Thread):
 
     # giving work back, and the unexpected -----------------------------------------------------
     def _give_back_unclaimed(self, why: str, after_s: float = 0) -> None:
+        """The message goes back to the queue. The lease leaves the registry first: our own intake
+        may receive the message the moment it is visible, and a lease still held would make it
+        "our own message back" (refreshed, no runner), then vanish: the message in flight under
+        a receipt nobody holds, hidden for a whole visibility timeout."""
         self.log.info("not claimed ({}); returning the message", why)
         with self.s.leases.visibility:  # not extended again once returned (leases.py)
+            message = self.s.leases.current_message(self.lease)
+            self.s.leases.move(self.lease, State.RETURNED)
             try:
-                self.consumer.return_now(self.s.leases.current_message(self.lease), after_s)
+                self.consumer.return_now(message, after_s)
             except Exception as exc:  # botocore: the message comes back after its visibility timeout anyway
                 self.log.warning("message not returned ({}); it comes back after its visibility timeout",
                                  type(exc).__name__)
-            self.s.leases.move(self.lease, State.RETURNED)
 
     def _release(self, why: str, *, failed: bool = False) -> None:
         """Claimed work this process will not start: the control plane queues it again at once,
@@ -535,7 +545,8 @@ class TaskRunner(threading.Thread):
         claimed: Claimed | None = self.lease.claim
         try:
             if self.lease.state in (State.RECEIVED,):
-                self._give_back_unclaimed("the runner failed before claiming")
+                # Not at once: a failure that repeats would receive, fail and give back in a loop.
+                self._give_back_unclaimed("the runner failed before claiming", after_s=FAILED_RUNNER_RETURN_S)
             elif self.lease.state in (State.CLAIMED, State.ADMITTED):
                 self._release(f"the runner of executor {self.s.settings.executor_id} failed before the task "
                               f"started ({type(error).__name__})", failed=True)

@@ -112,3 +112,23 @@ def test_a_give_back_waiting_for_the_extender_does_not_hold_the_drain(tmp_path, 
         assert not looking.is_alive(), "the main thread waited on the extender"
     offering.join(timeout=30)
     assert returned == ["m-ingestion-3"] and len(master.leases) == 0
+
+
+def test_a_message_given_back_and_received_again_at_once_is_new_work(tmp_path, monkeypatch):
+    """Given back while its lease was still registered, the message our own intake received the
+    moment it was visible was taken for our own message back (no runner), and the lease then
+    vanished: the message in flight under a receipt nobody held."""
+    class NoThread(Task):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(master_module, "TaskRunner", NoThread)
+    master = a_master(tmp_path)
+    offered: list[str] = []
+
+    def return_now(ref, after_s=0):  # SQS and our long-polling intake: received within the call
+        offered.append(master.leases.receive("exe_ingestion_1", QueueRef("ingestion", ref.message_id, "again", 2, 0))[1])
+
+    master.services = SimpleNamespace(consumers={"ingestion": SimpleNamespace(return_now=return_now)})
+    master._offer(message("ingestion", 1))
+    assert offered == ["new"]

@@ -63,10 +63,12 @@ class NoSandbox:
         raise AssertionError("a task was started after the executor began to stop")
 
 
-def run_runner(prepare) -> tuple[ControlPlane, Queue, Leases, threading.Event]:
-    leases = Leases()
+def run_runner(prepare, control_plane: ControlPlane | None = None,
+               queue: Queue | None = None) -> tuple[ControlPlane, Queue, Leases, threading.Event]:
+    leases = control_plane.leases if control_plane is not None else Leases()
     lease, _ = leases.receive(EXECUTION, FIRST)
-    control_plane, queue, stopping = ControlPlane(leases), Queue(), threading.Event()
+    control_plane = control_plane or ControlPlane(leases)
+    queue, stopping = queue or Queue(), threading.Event()
     services = RunnerServices(
         settings=SimpleNamespace(executor_id="executor-1", pool_id="pool", cancel_grace_s=1),
         client=control_plane, consumers={"ingestion": queue}, acks=None,
@@ -180,3 +182,57 @@ def test_a_released_execution_queued_again_here_is_admitted_while_its_first_runn
     assert control_plane.failed == [True, False], "the second runner broke: a second failed release"
     assert ledger.snapshot().used == 0 and users.held() == {}
     assert len(leases) == 0
+
+
+class ReceivedAtOnce(Queue):
+    """SQS and our own intake, long-polling: a message made visible is received within the call
+    that returns it, under a new receipt handle, and offered to the lease registry."""
+
+    def __init__(self, leases: Leases) -> None:
+        super().__init__()
+        self.leases = leases
+        self.offered: list[str] = []
+        self.delays: list[float] = []
+
+    def return_now(self, ref: QueueRef, after_s: float = 0) -> None:
+        super().return_now(ref, after_s)
+        self.delays.append(after_s)
+        _, what = self.leases.receive(EXECUTION, QueueRef("ingestion", ref.message_id, "handle-again", 2, 0))
+        self.offered.append(what)
+
+
+def test_a_message_given_back_unclaimed_and_received_at_once_is_new_work_not_stranded():
+    """A runner failing before its claim gave its message back, then left the registry: our
+    intake, receiving the message in between, took it for our own message back (refreshed: no
+    runner), and the lease then vanished, leaving the message in flight under a receipt nobody
+    held, hidden for a whole visibility timeout. It also gave it back at once, so a failure that
+    repeats spun: receive, fail, give back."""
+    class BrokenClaim(ControlPlane):
+        def claim(self, execution_id: str, **_) -> Claimed:
+            raise RuntimeError("a bug before the claim is recorded")
+
+    leases = Leases()
+    control_plane = BrokenClaim(leases)
+    queue = ReceivedAtOnce(leases)
+    run_runner(lambda stopping: None, control_plane, queue)
+    assert queue.offered == ["new"], "received while the lease was still held: taken for our own message back"
+    assert queue.delays and queue.delays[0] >= 5, "given back at once: a repeating failure would spin"
+    assert [lease.message.receipt_handle for lease in leases.all()] == ["handle-again"], "held by a new lease"
+
+
+def test_a_failure_right_after_the_claim_releases_the_execution_instead_of_returning_the_message():
+    """Between the claim's answer and the lease's move to CLAIMED, a failure gave the message
+    back as unclaimed: the control plane, never told, kept the execution RUNNING on this
+    executor until two heartbeats without it."""
+    class OddArguments(ControlPlane):
+        def claim(self, execution_id: str, **_) -> Claimed:
+            return Claimed(execution_id=execution_id, lease="lease-token", task="RUN_INGEST", pool_id="pool",
+                           args=None, ingest_token="ingest-token")  # no arguments object at all
+
+    leases = Leases()
+    control_plane = OddArguments(leases)
+    queue = Queue()
+    run_runner(lambda stopping: None, control_plane, queue)
+    assert len(control_plane.released) == 1 and "failed before the task started" in control_plane.released[0]
+    assert control_plane.failed == [True]
+    assert queue.returned == [] and queue.deleted == ["message-1"]
