@@ -7,8 +7,12 @@ decoded here (vocabulary/message.py): one that is not a message of ours (not JSO
 version, an execution id or pool id without their format) is logged with its message id and
 left alone, so the queue's redrive policy moves it to the dead-letter queue.
 
-The boto3 client is made once, by the thread that builds the consumer: creating clients from
-several threads at once is not safe in botocore, using one is.
+The boto3 clients are made once, by the thread that builds the consumer: creating clients from
+several threads at once is not safe in botocore, using one is. Two, each with timeouts of its
+own where botocore's defaults (60 s to connect, 60 s to read, three attempts: three minutes a
+call) would let an SQS endpoint that accepts connections and never answers hold the stop, or the
+visibility lock a give-back waits for, for minutes: the long poll's reads may take its 20 s and
+some more, every other call (deletes, visibility changes) answers in milliseconds or is failed.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import boto3
+from botocore.config import Config
 from loguru import logger
 
 from vocabulary.message import MalformedMessage, QueueMessage, decode
@@ -26,6 +31,12 @@ from .text import printable
 MAX_VISIBILITY_S = 43200  # SQS: 12 hours from the first receive
 LONG_POLL_S = 20
 CAP_MARGIN_S = 5  # our clock reads a receive's time after SQS starts its 12 hours
+CONNECT_TIMEOUT_S = 5
+CALL_READ_TIMEOUT_S = 10
+LONG_POLL_CONFIG = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=LONG_POLL_S + 10,
+                          retries={"mode": "standard", "max_attempts": 3})
+CALL_CONFIG = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=CALL_READ_TIMEOUT_S,
+                     retries={"mode": "standard", "max_attempts": 3})
 
 
 @dataclass(frozen=True)
@@ -41,12 +52,14 @@ class SqsConsumer:
         self.queue_url = queue_url
         self.task_class = task_class
         self.visibility_timeout_s = visibility_timeout_s
-        self.client = boto3.client("sqs", region_name=region, endpoint_url=endpoint_url, **extra)
+        self.client = boto3.client("sqs", region_name=region, endpoint_url=endpoint_url, config=CALL_CONFIG, **extra)
+        self.long_poll = boto3.client("sqs", region_name=region, endpoint_url=endpoint_url, config=LONG_POLL_CONFIG,
+                                      **extra)
 
     def receive(self, max_messages: int, wait_s: int = LONG_POLL_S) -> list[Received]:
         if max_messages <= 0:
             return []
-        answer = self.client.receive_message(
+        answer = self.long_poll.receive_message(
             QueueUrl=self.queue_url, MaxNumberOfMessages=min(max_messages, 10), WaitTimeSeconds=wait_s,
             VisibilityTimeout=self.visibility_timeout_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"],

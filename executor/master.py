@@ -404,10 +404,19 @@ class Master:
         # The acknowledger's loop is waited for: it may be deleting a batch, which flush() does
         # not see, and the final heartbeat must not list what it is deleting (nor the process
         # exit with the delete unsent). A heartbeat in flight is waited for by the final beat.
+        # Both within ACKS_JOIN_S: an SQS that does not answer must not hold the exit (a second
+        # signal promises one within seconds), and a message left undeleted only comes back, to
+        # be recognised as a duplicate by its claim.
+        deadline = time.monotonic() + ACKS_JOIN_S
         for thread in self._threads:
             if thread.name == ACKS_LOOP:
                 thread.join(timeout=ACKS_JOIN_S)
-        self.acks.flush()
+        flushing = threading.Thread(target=self.acks.flush, name="acks-flush", daemon=True)
+        flushing.start()
+        flushing.join(timeout=max(0.0, deadline - time.monotonic()))
+        if flushing.is_alive():
+            logger.warning("SQS did not answer the last deletes within {:.0f} s; their messages come back, and each "
+                           "is recognised as a duplicate by its claim", ACKS_JOIN_S)
         self.state = "STOPPED"
         if not self._beat_safely(via=self.final_client, wait_s=FINAL_HEARTBEAT_TIMEOUT_S):
             logger.warning("the last heartbeat (STOPPED) is not sent: an earlier one is still unanswered, and the "

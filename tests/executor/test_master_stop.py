@@ -3,6 +3,7 @@ SQS-protocol server, a real HTTP server for the control plane and the master's o
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -10,7 +11,8 @@ from controlplane.queues import EmbeddedSqs
 from executor.acks import Acknowledger
 from executor.consumer import SqsConsumer
 from executor.controlplane_client import ControlPlaneClient
-from executor.leases import State
+import executor.master as master_module
+from executor.leases import QueueRef, State
 from executor.master import Master
 from executor.services import Heartbeat, Loop
 from executor.settings import load_settings
@@ -71,3 +73,57 @@ def test_a_delete_in_flight_at_stop_ends_before_the_final_heartbeat(tmp_path):
             assert left == 0, "the message was not deleted when the stop ended"
     finally:
         sqs.stop()
+
+
+def test_an_sqs_that_never_answers_does_not_hold_the_stop(tmp_path, monkeypatch):
+    """After a second SIGTERM (decision 60: an exit within seconds), the last deletes were
+    flushed on the main thread with botocore's defaults, 60 s to read and three attempts: an
+    SQS endpoint that accepts connections and never answers held the exit for three minutes."""
+    monkeypatch.setattr(master_module, "ACKS_JOIN_S", 1.0)
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:  # connections taken and never answered, until the test closes the socket
+        try:
+            while True:
+                held.append(hole.accept()[0])
+        except OSError:
+            pass
+
+    accepting = threading.Thread(target=accept, daemon=True)
+    accepting.start()
+    endpoint = f"http://127.0.0.1:{hole.getsockname()[1]}"
+    try:
+        with StatusServer() as server:
+            settings = load_settings({"DATAHUB_GMS_URL": server.gms_url, "DATAHUB_GMS_TOKEN": "t",
+                                      "DATAHUB_EXECUTOR_POOL_ID": "p", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path)})
+            master = Master(settings)
+            consumer = SqsConsumer(f"{endpoint}/q", "ingestion", region="us-east-1", endpoint_url=endpoint,
+                                   visibility_timeout_s=60, local_credentials=True)
+            lease, _ = master.leases.receive("exe_1", QueueRef("ingestion", "m1", "h1", 1, 0))
+            for state in (State.CLAIMED, State.ADMITTED, State.RUNNING, State.REPORTING):
+                master.leases.move(lease, state)
+            master.acks = Acknowledger({"ingestion": consumer}, master.leases)
+            client = ControlPlaneClient(server.gms_url, "t")
+            master.final_client = client
+            master.heartbeat = Heartbeat(client=client, executor_id="exec-1", instance_id="i1", pool_id="p",
+                                         interval_s=30, leases=master.leases, ledgers=master.ledgers,
+                                         state=lambda: master.state, sandbox=dict, health=dict, log_delivery=False,
+                                         started_at="2026-01-01T00:00:00+00:00", gms_url=server.gms_url)
+            master._stop_loops = threading.Event()
+            master._threads = []
+            master._signals = 2
+            master.acks.ack(lease)  # a killed task's result, recorded in the last seconds
+            began = time.monotonic()
+            stopping = threading.Thread(target=master._stop, args=([],), daemon=True)
+            stopping.start()
+            stopping.join(timeout=30)
+            assert not stopping.is_alive(), "the stop waited on an SQS that never answers"
+            assert time.monotonic() - began < 10
+            assert master.state == "STOPPED"
+    finally:
+        hole.close()
+        for connection in held:
+            connection.close()
