@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 import select
+import shutil
 import signal
 import sys
 import threading
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import loguru
 
 from sandbox import Sandbox, TaskUser
+from sandbox.driver import TASK_PREFIX
 from vocabulary.tasks import INGESTION, MONITORS
 
 from .acks import Acknowledger
@@ -51,7 +53,8 @@ from .runtime.builds import ConfinedBuilder
 from .runtime.secrets import (AwsSecretsManagerStore, ChainedSecretStore, EnvSecretStore, FileSecretStore,
                               ProvidedSecretStore)
 from .runtime.task_log import TaskLogDirectory
-from .runtime.tasks import prepare_task
+from .runtime.rejection import TaskRejected
+from .runtime.tasks import prepare_task, work_dir_of
 from .runtime.venvs import VenvCache
 from .services import ExecutorIdInUse, Heartbeat, Intake, Loop, OutageLog, VisibilityExtender
 from .settings import SETTINGS, Settings
@@ -167,6 +170,7 @@ class Master:
         swept = self.sandbox.sweep()
         if swept:
             logger.warning("killed {} task(s) left by a previous run of this executor: {}", len(swept), ", ".join(swept))
+            self._remove_work_dirs_of(swept)
         self.dumpable = not make_undumpable()
         try:
             self.task_identity = resolve_task_user(s.task_user, self.sandbox, s.tasks_at_once())
@@ -277,6 +281,17 @@ class Master:
         if s.aws_secrets_manager:
             stores.append(AwsSecretsManagerStore(clients(None)))
         return ChainedSecretStore(stores)
+
+    def _remove_work_dirs_of(self, swept: list[str]) -> None:
+        """The work directories of tasks a previous run of this executor left (a crash, a
+        SIGKILL): their runners, which remove them, are gone with it. Only those the sweep found,
+        each named by its task cgroup: another executor may share this work directory."""
+        for name in swept:
+            try:
+                workdir = work_dir_of(str(self.work_dir), name.removeprefix(TASK_PREFIX))
+            except TaskRejected:
+                continue
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def _offer(self, message: Received) -> None:
         """From an intake thread: a message becomes a lease and a runner, unless it is not ours."""

@@ -208,13 +208,35 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
 def _prepared(task: str, args: dict, recipe: dict, *, execution_id: str, cli: str, values: dict[str, str],
               extra_env: dict[str, str], memory_limit: int | None, work_root: str, gms_url: str, ingest_token: str,
               user: Any, network: dict[str, str] | None) -> PreparedTask:
-    """The rest of prepare_task, once the venv is held: the work directory, argv and environment."""
+    """The rest of prepare_task, once the venv is held: the work directory, argv and environment.
+    The directory goes again if anything after its making fails (a reserved variable refused, a
+    chown): no task will run there, and nothing else would remove it."""
+    workdir = work_dir_of(work_root, execution_id)
+    shutil.rmtree(workdir, ignore_errors=True)  # a previous attempt's leftovers (redelivery)
+    try:
+        return _prepared_in(task, args, recipe, workdir, execution_id=execution_id, cli=cli, values=values,
+                            extra_env=extra_env, memory_limit=memory_limit, gms_url=gms_url,
+                            ingest_token=ingest_token, user=user, network=network)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def work_dir_of(work_root: str, execution_id: str) -> str:
+    """The execution's own directory under WORK_ROOT/executions (TaskRejected if the id would
+    name anything else)."""
     executions_root = os.path.realpath(os.path.join(work_root, "executions"))
     workdir = os.path.join(executions_root, execution_id)
     if os.path.dirname(os.path.realpath(workdir)) != executions_root:
         raise TaskRejected(S.INVALID_ARGUMENTS, f"execution id {execution_id!r} does not name a directory under "
                                                 f"{executions_root}")
-    shutil.rmtree(workdir, ignore_errors=True)  # a previous attempt's leftovers (redelivery)
+    return workdir
+
+
+def _prepared_in(task: str, args: dict, recipe: dict, workdir: str, *, execution_id: str, cli: str,
+                 values: dict[str, str], extra_env: dict[str, str], memory_limit: int | None, gms_url: str,
+                 ingest_token: str, user: Any, network: dict[str, str] | None) -> PreparedTask:
+    executions_root = os.path.dirname(workdir)
     os.makedirs(executions_root, mode=0o711, exist_ok=True)  # tasks reach their own directory, list none
     os.chmod(executions_root, 0o711)
     os.makedirs(os.path.join(workdir, "tmp"), mode=0o700)

@@ -66,6 +66,7 @@ def test_the_child_environment_never_inherits_the_executors_credentials(tmp_path
         with pytest.raises(TaskRejected) as err:
             prepare(tmp_path, extra_env_vars={reserved: "x"})
         assert err.value.reason == "INVALID_ARGUMENTS"
+        assert os.listdir(tmp_path / "executions") == [], "the refused task's work directory was left behind"
 
 
 @pytest.mark.parametrize("execution_id", ["../../tmp/x", "exe/1", "..", ""])
