@@ -262,6 +262,12 @@ class Executions:
         if identity.kind != EXECUTOR and not identity.is_admin:
             raise Forbidden("claims need an executor token")
         identity.require_pool(pool_id)
+        if not self.pools.is_local(pool_id):
+            # A run for an executor elsewhere (its executorId names no pool of ours) is that
+            # executor's: no executor of ours receives it, and a claim here would hand out its
+            # recipe and an ingest token, and leave it RUNNING where no sweep ever ends it.
+            raise Forbidden(f"pool {pool_id} is not one of this control plane's pools: its runs are claimed by the "
+                            "executor elsewhere that they name")
         with self.store.read() as db:
             inputs = aspect_store.get(db, E.execution_urn(execution_id), E.EXECUTION_INPUT)
             row = db.execute("SELECT status FROM executions WHERE id=?", (execution_id,)).fetchone()

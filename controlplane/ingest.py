@@ -153,6 +153,11 @@ class Ingest:
         if identity.kind == INGEST:
             if proposal.entity_type in E.CONTROL_PLANE_ENTITIES:
                 raise Forbidden(f"a run's ingest token may not write {proposal.entity_type} entities")
+            if proposal.change_type == "DELETE":
+                # A run writes metadata; erasing what others wrote (a DELETE of the key aspect
+                # deletes the whole entity) needs an admin token, as POST /entities?action=delete
+                # does. Ingestion's own removals are soft: a `status` aspect with removed=true.
+                raise Forbidden("a run's ingest token may not delete metadata; deletes need an admin token")
             return
         if identity.kind == EXECUTOR and proposal.change_type in ("UPSERT", "RESTATE") and (
                 (proposal.entity_type, proposal.aspect) in ((E.EXECUTOR, E.EXECUTOR_STATUS),

@@ -509,3 +509,18 @@ def test_a_control_plane_outage_does_not_make_executors_lost(cp, executor_double
     assert cp.execution(execution["id"])["status"] == "RUNNING"
     assert cp.wait_for_status(execution["id"], {"ABORTED"}, timeout_s=20)["reason"] == "EXECUTOR_LOST", \
         "an executor that stays silent after the restart is still judged lost"
+
+
+def test_a_run_for_an_executor_elsewhere_cannot_be_claimed_here_even_by_an_all_pools_token(cp, executor_double):
+    """Its executorId names no pool of ours (decision 26: stored, never queued here). An executor
+    token for all pools claimed it: the recipe, a lease and an ingest token, and a run left
+    RUNNING that no sweep ends and that the executor it was meant for never took."""
+    cp.create_pool("a", default=True)
+    source = cp.create_source("s", RECIPE, pool_id="elsewhere")
+    execution = cp.run_source(source["id"])["id"]
+    outsider = executor_double("elsewhere", "ex1", token=cp.create_executor_token(None))
+    with pytest.raises(ControlPlaneError) as refused:
+        outsider.claim(execution)
+    assert refused.value.status == 403
+    shown = cp.execution(execution)
+    assert (shown["status"], shown["lease_epoch"]) == ("PENDING", 0)

@@ -55,8 +55,17 @@ def test_a_runs_token_ingests_metadata_and_nothing_else(cp, executor_double):
         "a token": session.post(f"{cp.gms_url}/admin/v1/tokens", json={"kind": "admin"}),
         "the pool": session.get(f"{cp.gms_url}/entitiesV2/urn%3Ali%3AdataHubRemoteExecutorPool%3Ap"),
         "the log": session.get(f"{cp.gms_url}/admin/v1/executions/{claimed.execution_id}/log"),
+        # Deletes need an admin token however they come: POST /entities?action=delete refused
+        # this token, and a DELETE proposal of the key aspect erased the entity all the same.
+        "a hard delete": session.post(f"{cp.gms_url}/entities?action=delete", json={"urn": DATASET}),
+        "a DELETE of the key aspect": session.post(f"{cp.gms_url}/aspects?action=ingestProposal", json={"proposal": {
+            "entityType": "dataset", "entityUrn": DATASET, "changeType": "DELETE", "aspectName": "datasetKey"}}),
+        "a DELETE of an aspect": session.post(f"{cp.gms_url}/aspects?action=ingestProposal", json={"proposal": {
+            "entityType": "dataset", "entityUrn": DATASET, "changeType": "DELETE", "aspectName": "status"}}),
     }
     assert {what: r.status_code for what, r in refusals.items()} == {what: 403 for what in refusals}
+    with cp.cp.store.read() as db:
+        assert db.execute("SELECT COUNT(*) FROM aspects WHERE urn=?", (DATASET,)).fetchone()[0] > 0, "still there"
     executor.finish(claimed)
     with pytest.raises(OperationalError) as revoked:
         DatahubRestEmitter(cp.gms_url, token=token).emit_mcp(
