@@ -29,6 +29,8 @@ from .metadata import aspect_store
 from .store import Store
 from .tokens import EXECUTOR, Identity
 
+LATEST_REPORTED_AT_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+
 STATES = ("STARTING", "ACTIVE", "DRAINING", "STOPPED")
 DEFAULT_INTERVAL_S = 30.0
 
@@ -96,6 +98,10 @@ class Executors:
             identity.require_pool(current[0])
         reported = status.get("reportedAt")
         reported = reported if isinstance(reported, int) and not isinstance(reported, bool) else None
+        if reported is not None and not 0 <= reported <= LATEST_REPORTED_AT_MS:
+            # A Long, yet no clock's reading: kept, it overflowed the claim's time on the
+            # executor's clock (SQLite's 64 bits) and every claim of that process failed with 500.
+            raise Invalid("reportedAt must be a time in milliseconds since 1970, before the year 10000")
         last_reported = current[5] if current is not None and current[1] == instance else None
         new_heartbeat = _not_seen_before(reported, last_reported, interval)
         if not new_heartbeat:

@@ -15,6 +15,7 @@ from controlplane import server
 from controlplane.metadata import aspect_store
 from controlplane.testing import running_controlplane
 from executor import datahub_aspects
+from executor.controlplane_client import ControlPlaneError
 
 from .conftest import RECIPE
 
@@ -203,3 +204,17 @@ def test_a_running_execution_with_no_holder_is_lost_and_does_not_stop_the_sweep(
     for ended in (reported, execution):
         shown = cp.execution(ended)
         assert (shown["status"], shown["reason"]) == ("ABORTED", "EXECUTOR_LOST"), (ended, shown)
+
+
+def test_a_reported_at_no_clock_reads_is_refused_and_claims_go_on(cp, executor_double):
+    """2**63 - 1 is a valid Long: stored, it overflowed the claim's time on the executor's clock,
+    and every claim of that process failed with 500 until its next heartbeat."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e", interval_s=30)
+    executor.heartbeat()
+    status, properties = _heartbeat_snapshot(executor, [])
+    with pytest.raises(ControlPlaneError) as refused:
+        executor.client.heartbeat("e", {**status, "reportedAt": (1 << 63) - 1}, properties)
+    assert refused.value.status == 400
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    assert executor.claim(execution) is not None
