@@ -14,9 +14,14 @@ SQS's in three ways, each of which a test shows with boto3 (tests/controlplane/t
   not available for visibility timeout change").
 - ChangeMessageVisibilityBatch let an entry's refusal other than an unknown receipt fail the
   whole call (the visibility extender read it as an SQS outage and extended none of the ten), and
-  took empty, oversized and repeated-Id batches that SQS refuses whole.
+  took empty, oversized and repeated-Id batches that SQS refuses whole. The single call took a
+  negative timeout (the message visible at once), which SQS refuses.
+- DeleteMessageBatch judged a batch's entries distinct by their receipts, not their Ids: it
+  took repeated Ids, and refused whole a batch in which one receipt came twice (every message of
+  it back, a redelivery each), where SQS deletes each entry alone; and it took over ten entries.
 
-`correct()` replaces those two backend methods and records each receive's time; it is applied
+`correct()` replaces those backend methods and moto's DeleteMessageBatch handler, and records
+each receive's time; it is applied
 once per process, before the server starts. moto's state lives in the process, so it applies to
 every moto SQS backend in it, which only makes them closer to SQS.
 
@@ -46,7 +51,8 @@ from datetime import datetime
 from typing import Any
 
 from moto.core import utils as moto_utils
-from moto.sqs import models
+from moto.core.responses import ActionResult
+from moto.sqs import models, responses
 from moto.sqs.constants import MAXIMUM_VISIBILITY_TIMEOUT
 from moto.sqs.exceptions import (
     BatchEntryIdsNotDistinct,
@@ -78,6 +84,7 @@ def correct() -> None:
         models.Message.mark_received = mark_received
         models.SQSBackend.change_message_visibility = change_message_visibility
         models.SQSBackend.change_message_visibility_batch = change_message_visibility_batch
+        responses.SQSResponse.delete_message_batch = delete_message_batch
         models.unix_time = unix_time
         models.unix_time_millis = unix_time_millis
         models.SQSBackend.is_message_valid_based_on_retention_period = is_within_retention_period
@@ -131,6 +138,9 @@ def is_within_retention_period(backend: models.SQSBackend, queue_name: str, mess
 
 def change_message_visibility(backend: models.SQSBackend, queue_name: str, receipt_handle: str,
                               visibility_timeout: int) -> None:
+    if not 0 <= int(visibility_timeout) <= MAXIMUM_VISIBILITY_TIMEOUT:
+        raise InvalidParameterValue(f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "
+                                    f"Reason: Must be between 0 and {MAXIMUM_VISIBILITY_TIMEOUT}.")
     queue = backend.get_queue(queue_name)
     now_ms = unix_time_millis()
     for message in queue._messages:
@@ -157,25 +167,13 @@ def change_message_visibility(backend: models.SQSBackend, queue_name: str, recei
 def change_message_visibility_batch(backend: models.SQSBackend, queue_name: str,
                                     entries: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     """Each entry succeeds or fails alone, with the error the single call would give."""
-    if not entries:
-        raise EmptyBatchRequest(action="ChangeMessageVisibility")
-    if len(entries) > BATCH_LIMIT:
-        raise TooManyEntriesInBatchRequest(len(entries))
-    seen: set[str] = set()
-    for entry in entries:
-        if entry["Id"] in seen:
-            raise BatchEntryIdsNotDistinct(entry["Id"])
-        seen.add(entry["Id"])
+    check_batch(entries, "ChangeMessageVisibility")
     backend.get_queue(queue_name)  # a queue that does not exist fails the call, not each entry
     success: list[str] = []
     failed: list[dict[str, Any]] = []
     for entry in entries:
         try:
-            visibility_timeout = int(entry["VisibilityTimeout"])
-            if not 0 <= visibility_timeout <= MAXIMUM_VISIBILITY_TIMEOUT:
-                raise InvalidParameterValue(f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "
-                                            f"Reason: Must be between 0 and {MAXIMUM_VISIBILITY_TIMEOUT}.")
-            change_message_visibility(backend, queue_name, entry["ReceiptHandle"], visibility_timeout)
+            change_message_visibility(backend, queue_name, entry["ReceiptHandle"], int(entry["VisibilityTimeout"]))
         except SQSException as exc:
             failed.append({"Id": entry["Id"], "SenderFault": True, "Code": exc.code, "Message": exc.message})
         except (KeyError, TypeError, ValueError):
@@ -184,3 +182,26 @@ def change_message_visibility_batch(backend: models.SQSBackend, queue_name: str,
         else:
             success.append(entry["Id"])
     return success, failed
+
+
+def check_batch(entries: list[dict[str, Any]], action: str) -> None:
+    """What SQS refuses of a batch as a whole: none, over ten, or an Id twice."""
+    if not entries:
+        raise EmptyBatchRequest(action=action)
+    if len(entries) > BATCH_LIMIT:
+        raise TooManyEntriesInBatchRequest(len(entries))
+    seen: set[str] = set()
+    for entry in entries:
+        if entry["Id"] in seen:
+            raise BatchEntryIdsNotDistinct(entry["Id"])
+        seen.add(entry["Id"])
+
+
+def delete_message_batch(response: responses.SQSResponse) -> ActionResult:
+    """moto's handler with SQS's checks: the batch refused whole only as SQS refuses it; each
+    entry deleted, or failed, alone (a receipt given twice is deleted, then deleted again)."""
+    queue_name = response._get_queue_name()
+    entries = response._get_param("Entries", [])
+    check_batch(entries, "Delete")
+    success, failed = response.sqs_backend.delete_message_batch(queue_name, entries)
+    return ActionResult({"Successful": [{"Id": entry_id} for entry_id in success], "Failed": failed})

@@ -156,6 +156,45 @@ def test_a_visibility_batch_sqs_would_refuse_whole_is_refused(queue, entries, co
     assert _error(lambda: client.change_message_visibility_batch(QueueUrl=url, Entries=entries))["Code"] == code
 
 
+def test_a_negative_visibility_timeout_is_refused(queue):
+    """It made the message visible at once; SQS refuses it, as the batch call here already did."""
+    client, url = queue
+    client.send_message(QueueUrl=url, MessageBody="held")
+    message = _receive_one(client, url, 30)
+    error = _error(lambda: client.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
+                                                            VisibilityTimeout=-5))
+    assert error["Code"] == "InvalidParameterValue", error
+    assert _visible(client, url) == [], "the message stays in flight"
+
+
+@pytest.mark.parametrize("entries, code", [
+    ([{"Id": str(i), "ReceiptHandle": f"r{i}"} for i in range(11)], "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
+    ([{"Id": "same", "ReceiptHandle": "r1"}, {"Id": "same", "ReceiptHandle": "r2"}],
+     "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"),
+])
+def test_a_delete_batch_sqs_would_refuse_whole_is_refused(queue, entries, code):
+    client, url = queue
+    assert _error(lambda: client.delete_message_batch(QueueUrl=url, Entries=entries))["Code"] == code
+
+
+def test_a_delete_batch_naming_one_receipt_twice_deletes_every_entry(queue):
+    """Distinct Ids, one receipt given twice: moto refused the whole batch, so none of its
+    messages went (each came back, a redelivery); SQS deletes each entry alone."""
+    client, url = queue
+    for body in ("first", "second"):
+        client.send_message(QueueUrl=url, MessageBody=body)
+    received = client.receive_message(QueueUrl=url, WaitTimeSeconds=5, MaxNumberOfMessages=10,
+                                      VisibilityTimeout=1)["Messages"]
+    while len(received) < 2:
+        received += client.receive_message(QueueUrl=url, WaitTimeSeconds=5, VisibilityTimeout=1)["Messages"]
+    first, second = (m["ReceiptHandle"] for m in received)
+    answer = client.delete_message_batch(QueueUrl=url, Entries=[
+        {"Id": "a", "ReceiptHandle": first}, {"Id": "b", "ReceiptHandle": first}, {"Id": "c", "ReceiptHandle": second}])
+    assert sorted(entry["Id"] for entry in answer["Successful"]) == ["a", "b", "c"] and not answer.get("Failed")
+    time.sleep(1.5)  # past the receive's visibility timeout: a message not deleted would be back
+    assert _visible(client, url) == []
+
+
 
 def test_a_queue_server_that_cannot_bind_says_so_instead_of_waiting_for_ever():
     """moto's start waits without limit for a ready event its server thread never sets when the
