@@ -68,7 +68,7 @@ class ConfinedProcess:
         self._kill_backoff: Backoff | None = None
         self._done = threading.Event()
         self._outcome: Outcome | None = None
-        self._watch = ExitWatch(popen)
+        self._watch = ExitWatch(popen, before_reap=self._main_exited)
         self.pid = popen.pid
         self.name = group.name
         self.isolation = isolation
@@ -174,6 +174,11 @@ class ConfinedProcess:
             self._publish(returncode, oom_kills, peak, pids_limit_hits, left)
         if not finished_now:
             self._linger()
+
+    def _main_exited(self) -> None:
+        """The main process exited and is not reaped yet: the group's last look at it (mode none
+        finds the children it forked since its last scan; see TaskGroup.main_exited)."""
+        self._attempt("looking at the task as its main process exited", self._group.main_exited, None)
 
     def _attempt(self, what: str, step: Callable[[], T], default: T) -> T:
         """Run one step of the reaper; a failure is logged once and replaced by DEFAULT, so the

@@ -88,6 +88,11 @@ class TaskGroup(ABC):
         rather than by the kernel."""
         return False
 
+    def main_exited(self) -> None:
+        """The main process has exited and is not yet reaped (the reaper calls this just before
+        it reaps): the last moment its pid, and the session named by it, are surely the task's.
+        Nothing to do where the kernel keeps the tree (a cgroup)."""
+
 
 class Driver(ABC):
     mode: str

@@ -14,6 +14,7 @@ import select
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 FALLBACK_SLICE_S = 0.05
 # poll(2) takes its timeout as a C int of milliseconds (at most about 24.8 days); a longer wait
@@ -23,8 +24,9 @@ MAX_POLL_SLICE_S = 86400.0
 
 
 class ExitWatch:
-    def __init__(self, popen: subprocess.Popen) -> None:
+    def __init__(self, popen: subprocess.Popen, before_reap: Callable[[], None] = lambda: None) -> None:
         self._popen = popen
+        self._before_reap = before_reap  # called once the process has exited, before it is reaped
         # wake() may race close(): without the lock it could write into a descriptor number
         # that close() has just freed and something else has reused.
         self._lock = threading.Lock()
@@ -52,8 +54,14 @@ class ExitWatch:
         if self._wake_read in ready:
             self._drain()
         if self._pidfd in ready:
-            return self._popen.wait()
+            return self._reap()
         return None
+
+    def _reap(self) -> int:
+        """The exited process's return code, reaping it after BEFORE_REAP has looked."""
+        if self._popen.returncode is None:
+            self._before_reap()
+        return self._popen.wait()
 
     def exited(self) -> bool:
         """Whether the main process has exited (reaped or not), without waiting or reaping;
@@ -73,15 +81,21 @@ class ExitWatch:
             return True
 
     def _wait_in_slices(self, timeout: float | None) -> int | None:
+        """Without a pidfd: waitid(WNOWAIT) says the process exited without reaping it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self._popen.returncode is not None or self._has_exited_unreaped():
+                return self._reap()
             remaining = FALLBACK_SLICE_S if deadline is None else min(FALLBACK_SLICE_S, deadline - time.monotonic())
-            try:
-                return self._popen.wait(timeout=max(remaining, 0))
-            except subprocess.TimeoutExpired:
-                pass
+            time.sleep(max(remaining, 0))
             if self._drain() or (deadline is not None and time.monotonic() >= deadline):
                 return None
+
+    def _has_exited_unreaped(self) -> bool:
+        try:
+            return os.waitid(os.P_PID, self._popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True  # reaped already (by Popen's own poll): wait() returns its code
 
     def wake(self) -> None:
         """Make a current or the next wait() return now (callable from any thread)."""

@@ -3,9 +3,10 @@
 Still useful, never silent about it: memory is limited by an RSS watchdog over the task's
 process tree (best effort: a fast allocation can overshoot between two samples) and, where
 asked, RLIMIT_AS; the tree is the main process's session plus every descendant seen so far by
-the scan the reaper runs every WATCHDOG_INTERVAL_S (with or without a memory limit), so a
-process that calls setsid() *and* double-forks between two scans can escape. Each of
-these weaknesses is written into `limits_enforced`.
+the scan the reaper runs every WATCHDOG_INTERVAL_S (with or without a memory limit) and once
+more as the main process exits, before it is reaped; so a process that calls setsid() *and*
+double-forks between two scans can escape. Each of these weaknesses is written into
+`limits_enforced`.
 """
 from __future__ import annotations
 
@@ -92,6 +93,13 @@ class SessionGroup(TaskGroup):
 
     def needs_watchdog(self) -> bool:
         return True
+
+    def main_exited(self) -> None:
+        """One scan while the main process is a zombie: the children it forked since the last
+        scan (up to WATCHDOG_INTERVAL_S before its exit) are found in its session and remembered.
+        Once it is reaped they are reparented and its session id may be anyone's: a shell's
+        `sleep 30 & exit 0` left `sleep` running, unseen, after the task had ended."""
+        self._scan()
 
     def attach(self, pid: int) -> None:
         with self._lock:

@@ -1,6 +1,7 @@
 """Mode none (no writable cgroupfs): best-effort limits that say they are best effort."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -56,6 +57,29 @@ def test_a_setsid_child_dies_with_the_task_even_without_a_memory_limit(none_sand
     finally:
         if pid_alive(escaped):
             os.kill(escaped, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("pidfd", ["pidfd", "no pidfd (Linux before 5.3)"])
+def test_a_child_forked_just_before_the_main_process_exits_dies_with_the_task(none_sandbox, tmp_path, monkeypatch,
+                                                                              pidfd):
+    """No setsid, no double fork: a shell's `sleep & exit`. The reaper reaped the main process
+    first and scanned after: its children were reparented by then, and its session counted only
+    processes older than the last scan (up to 0.1 s before), so the child outlived the task."""
+    if pidfd != "pidfd":
+        def no_pidfd(pid: int, flags: int = 0) -> int:
+            raise OSError(errno.ENOSYS, "Function not implemented")
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    survivors = []
+    for attempt in range(3):
+        pids = tmp_path / f"pids-{attempt}"
+        process = none_sandbox.start(["sh", "-c", f"sleep 300 & echo $! > {pids}; exit 0"])
+        assert process.wait(timeout=20).status is Status.SUCCEEDED
+        child = int(pids.read_text())
+        time.sleep(0.2)
+        if pid_alive(child):
+            survivors.append(child)
+            os.kill(child, signal.SIGKILL)
+    assert survivors == [], "a child forked just before its task ended outlived it"
 
 
 def take_pid(pid: int, argv: list[str], **popen_args) -> subprocess.Popen | None:

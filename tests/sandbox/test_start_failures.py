@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_a_failure_before_the_release_never_runs_the_command(sandbox, monkeypatch, tmp_path):
     ran = tmp_path / "ran"
 
-    def no_descriptors_left(popen):
+    def no_descriptors_left(popen, **_):
         raise OSError(errno.EMFILE, "Too many open files")
 
     monkeypatch.setattr(confined, "ExitWatch", no_descriptors_left)
