@@ -1,5 +1,8 @@
 """A private mount namespace per task: fresh tmpfs on /tmp, /var/tmp and /dev/shm, and the
-cgroup filesystem read-only, all gone when the task's last process exits.
+cgroup filesystem read-only, all gone when the task's last process exits. With it a private IPC
+namespace: System V shared memory, semaphores and message queues, and POSIX message queues, are
+the task's own and go with it too. Without one, a segment a task made (shmget) outlived it, its
+pages charged to no task's cgroup and readable by any later task that knew its key.
 
 Made on the spawner thread, in the parent, with unshare(2) and mount(2) called directly, and
 left again with setns(2) right after the fork: a child inherits the namespace of the thread
@@ -30,6 +33,7 @@ from .detect import _unescape
 
 CLONE_FS = 0x00000200
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
@@ -48,6 +52,7 @@ _KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noa
                "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
 
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+MQUEUE_DIR = "/dev/mqueue"  # where distributions mount the POSIX message queue filesystem, if anywhere
 CGROUP_FS_TYPES = ("cgroup", "cgroup2")
 CGROUP_MOUNT_PARENT = "/sys/fs/cgroup"
 
@@ -124,6 +129,7 @@ class MountNamespaces:
     def __init__(self) -> None:
         _check(_libc.unshare(CLONE_FS), "unshare(CLONE_FS)")
         self._home = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        self._home_ipc = os.open("/proc/thread-self/ns/ipc", os.O_RDONLY | os.O_CLOEXEC)
         self.stranded: str | None = None
 
     @contextmanager
@@ -131,10 +137,11 @@ class MountNamespaces:
         """Inside the block, this thread is in a fresh private mount namespace that a child
         forked there inherits; KEEP (the task's working directory) stays reachable when it
         lies under a private directory, and READ_ONLY (the command's install tree there) is
-        bound back read-only. Yields a description of what was set up."""
-        if _libc.unshare(CLONE_NEWNS) != 0:
+        bound back read-only. The thread is in a fresh IPC namespace too. Yields a description
+        of what was set up."""
+        if _libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
             code = ctypes.get_errno()
-            raise NamespaceUnavailable(f"unshare(CLONE_NEWNS) failed: {os.strerror(code)}"
+            raise NamespaceUnavailable(f"unshare(CLONE_NEWNS | CLONE_NEWIPC) failed: {os.strerror(code)}"
                                        + (" (needs CAP_SYS_ADMIN, and a seccomp profile that allows unshare)"
                                           if code in (errno.EPERM, errno.EACCES) else ""))
         try:
@@ -175,22 +182,27 @@ class MountNamespaces:
         finally:
             for fd in fds:
                 os.close(fd)
+        if os.path.isdir(MQUEUE_DIR):  # the new IPC namespace's queues there, not the host's
+            _mount("mqueue", MQUEUE_DIR, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         text = f"private mount namespace: fresh tmpfs on {', '.join(fresh)} (charged to the task's memory cgroup)"
         if absent:
             text += f"; {', '.join(absent)} absent here"
         for path, writable in kept:
             text += f"; working directory {path} bound through" if writable else f"; {path} bound through read-only"
+        text += "; private IPC namespace (System V and POSIX IPC objects die with the task)"
         return text + ("; cgroup filesystem read-only" if cgroup_fs else "; no cgroup filesystem mounted")
 
     def close(self) -> None:
         """Release the descriptor of the home namespace, when the spawner thread ends."""
-        if self._home >= 0:
-            os.close(self._home)
-            self._home = -1
+        for fd in (self._home, self._home_ipc):
+            if fd >= 0:
+                os.close(fd)
+        self._home = self._home_ipc = -1
 
     def _go_home(self) -> None:
-        if _libc.setns(self._home, CLONE_NEWNS) != 0:
-            code = ctypes.get_errno()
-            self.stranded = (f"the spawner thread could not return to the master's mount namespace "
-                             f"(setns: {os.strerror(code)}); restart the executor")
-            raise OSError(code, self.stranded)
+        for fd, kind, what in ((self._home, CLONE_NEWNS, "mount"), (self._home_ipc, CLONE_NEWIPC, "IPC")):
+            if _libc.setns(fd, kind) != 0:
+                code = ctypes.get_errno()
+                self.stranded = (f"the spawner thread could not return to the master's {what} namespace "
+                                 f"(setns: {os.strerror(code)}); restart the executor")
+                raise OSError(code, self.stranded)

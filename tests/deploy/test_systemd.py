@@ -239,7 +239,8 @@ def task_tmp_under(restrict_namespaces: str, tmp_path: Path) -> tuple[bool, str]
 
 def test_the_units_namespace_restriction_leaves_tasks_their_private_tmp(tmp_path):
     """Tasks get a private /tmp by default (DATAHUB_EXECUTOR_TASK_PRIVATE_TMP, decision 33), made
-    with unshare(CLONE_NEWNS): the unit must let the executor make mount namespaces."""
+    with unshare(CLONE_NEWNS | CLONE_NEWIPC): the unit must let the executor make mount and IPC
+    namespaces."""
     assert next(s for s in SETTINGS if s.env == "DATAHUB_EXECUTOR_TASK_PRIVATE_TMP").default == "true"
     private, described = task_tmp_under(unit_settings().get("RestrictNamespaces", "no"), tmp_path)
     assert private, described
@@ -247,4 +248,4 @@ def test_the_units_namespace_restriction_leaves_tasks_their_private_tmp(tmp_path
 
 def test_the_namespace_restriction_really_applies(tmp_path):
     private, described = task_tmp_under("yes", tmp_path)
-    assert not private and "unshare(CLONE_NEWNS) failed: Operation not permitted" in described, described
+    assert not private and "unshare(CLONE_NEWNS | CLONE_NEWIPC) failed: Operation not permitted" in described, described

@@ -64,6 +64,32 @@ def test_a_tasks_tmp_files_are_invisible_to_others_and_die_with_it(namespaces):
     assert outcome.isolation["cgroupfs"] == "read-only in the task's mount namespace"
 
 
+def shm_ids() -> set[str]:
+    """The System V shared memory segments this process's IPC namespace holds (ipcs -m's ids)."""
+    listing = subprocess.run(["ipcs", "-m"], capture_output=True, text=True, check=True).stdout
+    return {fields[1] for fields in (line.split() for line in listing.splitlines()) if fields and fields[0].startswith("0x")}
+
+
+def test_shared_memory_a_task_makes_dies_with_it_and_it_sees_none_of_the_hosts(namespaces):
+    """Without an IPC namespace of its own, a segment a task made (shmget) outlived it, its pages
+    charged to no task's cgroup, and a later task, of any uid for a 0666 segment, read it."""
+    host = subprocess.run(["ipcmk", "-M", "4096", "-p", "0666"], capture_output=True, text=True, check=True).stdout
+    host_id = host.split()[-1]
+    try:
+        before = shm_ids()
+        script = "ipcmk -M 65536 -p 0666 >/dev/null && ipcs -m | awk '/^0x/ {print $2}'"
+        process = namespaces.start(["bash", "-c", script], user=TaskUser(61234, 61234), private_tmp=True,
+                                   stdout=subprocess.PIPE, cwd="/")
+        seen = process.stdout.read().decode().split()
+        outcome = process.wait(timeout=10)
+        assert outcome.status is Status.SUCCEEDED
+        assert host_id not in seen and len(seen) == 1, "the task sees its own segment and none of the host's"
+        assert shm_ids() == before, "the task's segment outlived it"
+        assert "private IPC namespace" in outcome.isolation["private_tmp"]
+    finally:
+        subprocess.run(["ipcrm", "-m", host_id], check=False)
+
+
 def test_private_tmp_is_a_fresh_tmpfs_and_the_cgroup_fs_is_read_only_even_for_a_root_task(namespaces):
     own_procs = os.path.join(os.path.dirname(next(iter(_roots(namespaces)))), "cgroup.procs")
     script = (f"findmnt -no FSTYPE,SOURCE /tmp; ls -A /tmp | wc -l; "
@@ -153,7 +179,7 @@ def test_without_privileges_the_task_runs_and_the_outcome_says_private_tmp_was_n
     )
     assert result.returncode == 0, result.stderr
     isolation = json.loads(result.stdout)["isolation"]
-    assert isolation["private_tmp"].startswith("not available: unshare(CLONE_NEWNS) failed"), isolation
+    assert isolation["private_tmp"].startswith("not available: unshare(CLONE_NEWNS | CLONE_NEWIPC) failed"), isolation
     assert "CAP_SYS_ADMIN" in isolation["private_tmp"]
     assert isolation["cgroupfs"] != "read-only in the task's mount namespace"
 
