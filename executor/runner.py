@@ -290,6 +290,9 @@ class TaskRunner(threading.Thread):
         pump.join(timeout=10)
         task_log.write_line(f"[executor] outcome: {outcome.status.value} exit_code={outcome.exit_code} "
                             f"signal={outcome.signal} peak_memory_bytes={outcome.peak_memory_bytes}")
+        if outcome.oom_kills and outcome.status is not Status.MEMORY_LIMIT_EXCEEDED:
+            task_log.write_line(f"[executor] the kernel's OOM killer ended {outcome.oom_kills} process(es) of the task "
+                                "at its memory limit; the task went on without them, and ended as above")
         if outcome.pids_limit_hits:
             task_log.write_line(f"[executor] the task reached its process limit: {outcome.pids_limit_hits} fork(s) "
                                 f"refused at {settings.task_pids_max} processes and threads "

@@ -121,16 +121,12 @@ class ConfinedProcess:
 
     def _could_still_be_the_cause(self) -> bool:
         """Whether a request to end the task, made now, can be what ended it: not once the main
-        process has exited, nor once the kernel's OOM killer has acted in the task's cgroup (the
-        memory kill came first; a cancel in between must not rename it). The counter is read
-        before the exit: an OOM kill precedes the death it causes, so a main process still alive
-        after a counter read at zero was alive, and not OOM-killed, when the request came."""
-        try:
-            oom_killed = self._group.oom_kills() > 0
-        except Exception:
-            log.exception("task %s: reading the OOM kill counter for a kill request failed", self.name)
-            oom_killed = False
-        return not oom_killed and not self._watch.exited()
+        process has exited, nor while it is already dying (the OOM killer's SIGKILL pending, or
+        its exit under way, which for a large process takes a while): the kill that came first
+        names the end, and a cancel in between must not rename it. An OOM kill of another
+        process of the task is no such thing: the main process may outlive it for hours, and a
+        timeout or cancel after that is what ends the task (it counted as MEMORY_LIMIT_EXCEEDED)."""
+        return not self._watch.exited() and not main_process_dying(self.pid)
 
     def memory_current(self) -> int | None:
         return None if self._done.is_set() else self._group.memory_current()
@@ -282,3 +278,27 @@ class ConfinedProcess:
             log.exception("task %s: clearing up after its stuck processes failed; the next sweep will", self.name)
         finally:
             self._finish()
+
+
+PF_EXITING = 0x4  # task flag (include/linux/sched.h): do_exit() has begun
+SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
+def main_process_dying(pid: int) -> bool:
+    """Whether PID (a child not yet reaped, so the number is surely it) has a SIGKILL pending or
+    has begun to exit. The OOM killer's SIGKILL goes to the whole thread group: pending in the
+    leader's own set (SigPnd) or the group's (ShdPnd) until taken, and PF_EXITING from then on."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            flags = int(f.read().rsplit(b") ", 1)[1].split()[6])
+        if flags & PF_EXITING:
+            return True
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+    except (OSError, IndexError, ValueError):
+        return True  # gone already
+    for key in (b"\nSigPnd:", b"\nShdPnd:"):
+        start = status.find(key)
+        if start >= 0 and int(status[start + len(key):status.index(b"\n", start + 1)], 16) & SIGKILL_BIT:
+            return True
+    return False
