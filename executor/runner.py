@@ -287,6 +287,13 @@ class TaskRunner(threading.Thread):
         pump = task_log.pump(process.stdout)
         feed_stdin(process.stdin, prepared.stdin_bytes, name=f"stdin-{self.execution_id}")
         outcome = self._watch(claimed, process, task_log, started_ms)
+        if outcome.unkillable_pids and self._holds_user:
+            self._holds_user = False
+            user = self.s.task_users.retire(self.execution_id)
+            if user is not None and self.s.task_users.exclusive:
+                self.log.warning("processes {} of the task would not die: its uid {} is not given to another task "
+                                 "until the executor restarts (its start-up sweep ends them)",
+                                 " ".join(map(str, outcome.unkillable_pids)), user.uid)
         pump.join(timeout=10)
         task_log.write_line(f"[executor] outcome: {outcome.status.value} exit_code={outcome.exit_code} "
                             f"signal={outcome.signal} peak_memory_bytes={outcome.peak_memory_bytes}")

@@ -8,6 +8,8 @@ Precedence: explicit overrides (CLI flags) > process environment > environment f
 """
 from __future__ import annotations
 
+import math
+
 import os
 import re
 import secrets
@@ -66,8 +68,8 @@ def _seconds(value: str) -> float:
         number = float(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a number of seconds") from None
-    if number <= 0:
-        raise ValueError(f"{number} must be greater than zero")
+    if not math.isfinite(number) or number <= 0:  # nan, inf: every wait on them raises or never ends
+        raise ValueError(f"{value!r} must be a finite number of seconds, greater than zero")
     return number
 
 

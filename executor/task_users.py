@@ -54,6 +54,9 @@ def split_range(size: int, wants: Mapping[str, int]) -> dict[str, int]:
     return shares
 
 
+RETIRED = "retired:"  # the key prefix of a uid held for good by a task whose processes would not die
+
+
 class TaskUsers:
     """Hands out task users per execution. SHARED: every task gets the same user (or None, the
     executor's own); otherwise each holder gets a distinct one, and acquire waits when the
@@ -109,6 +112,19 @@ class TaskUsers:
             if self.exclusive and user is not None:
                 self._free.append(user)
                 self._changed.notify_all()  # a waiter of either class may now take it
+
+    def retire(self, execution_id: str) -> TaskUser | None:
+        """EXECUTION_ID's task has ended, but processes of it would not die (stuck in the kernel):
+        its uid is never handed out again, since a task given it could signal them or read what
+        they hold, until the executor restarts (its start-up sweep ends them). It stays counted
+        as held by its class. Returns the user (None if EXECUTION_ID held none)."""
+        with self._changed:
+            held = self._held.pop(execution_id, None)
+            if held is None:
+                return None
+            if self.exclusive:
+                self._held[RETIRED + execution_id] = held
+            return held[0]
 
     def _owed(self, task_class: str) -> int:
         """Free uids kept for the classes other than TASK_CLASS (below their reserve)."""

@@ -21,6 +21,7 @@ Races and failures handled here:
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import subprocess
 import threading
@@ -31,6 +32,7 @@ from typing import TypeVar
 from . import driver as _driver
 from .backoff import Backoff
 from .driver import TaskGroup
+from .errors import SandboxError
 from .end_requests import EndRequests, Phase, next_phase
 from .exit_watch import ExitWatch
 from .limits import Limits
@@ -116,6 +118,8 @@ class ConfinedProcess:
 
     def terminate(self, grace_s: float = 10.0) -> None:
         """SIGTERM every process of the task, SIGKILL what is left after GRACE_S; returns at once."""
+        if not (isinstance(grace_s, (int, float)) and math.isfinite(grace_s) and grace_s >= 0):
+            raise SandboxError(f"grace_s must be a finite number of seconds, 0 or more, not {grace_s!r}")
         if not self._done.is_set() and self._end.ask_terminate(grace_s, reported=self._could_still_be_the_cause()):
             self._watch.wake()
 

@@ -33,6 +33,8 @@ def test_defaults_are_the_seeds():
         ({"DATAHUB_EXECUTOR_FILE_SECRET_MAXLEN": "1Q"}, "DATAHUB_EXECUTOR_FILE_SECRET_MAXLEN"),
         ({"DATAHUB_EXECUTOR_HEALTH_ADDRESS": "9087"}, "DATAHUB_EXECUTOR_HEALTH_ADDRESS"),
         ({"DATAHUB_EXECUTOR_LOG_JSON": "maybe"}, "DATAHUB_EXECUTOR_LOG_JSON"),
+        ({"DATAHUB_EXECUTOR_CANCEL_GRACE": "nan"}, "DATAHUB_EXECUTOR_CANCEL_GRACE"),
+        ({"DATAHUB_EXECUTOR_DRAIN_TIMEOUT": "inf"}, "DATAHUB_EXECUTOR_DRAIN_TIMEOUT"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(env, name):

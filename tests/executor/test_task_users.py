@@ -204,3 +204,21 @@ def test_a_range_of_one_uid_is_refused_as_it_cannot_keep_one_for_each_class():
         resolve_task_user("3000000-3000000", SwitchingSandbox(), WANTS)
     assert "4 kept for ingestion, 10 kept for monitors" in resolve_task_user("3000000-3000031", SwitchingSandbox(),
                                                                              WANTS).description
+
+
+def test_the_uid_of_a_task_whose_processes_would_not_die_is_never_handed_out_again():
+    """Its processes are stuck in the kernel past the kill budget; the uid went back to the free
+    list and the next task, running as it, could signal them or read what they hold."""
+    users = TaskUsers.uid_range(40000, 40001)
+    stop = threading.Event()
+    stuck = users.acquire("exe_stuck", INGESTION, stop)
+    assert users.retire("exe_stuck") == stuck
+    users.release("exe_stuck")  # the runner's usual release afterwards changes nothing
+    other = users.acquire("exe_next", INGESTION, stop)
+    assert other != stuck
+    users.release("exe_next")
+    stop.set()
+    for index in range(3):
+        assert users.acquire(f"exe_{index}", INGESTION, threading.Event()) != stuck
+        users.release(f"exe_{index}")
+    assert users.all_held(INGESTION) is False and len(users.held()) == 1, "one uid left, still counted as held"

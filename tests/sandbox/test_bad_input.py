@@ -3,6 +3,8 @@ before anything is forked or any cgroup is made: never a ValueError, TypeError o
 OverflowError from deep inside (the executor reports SandboxError as bad input)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sandbox import Limits, SandboxError
@@ -34,3 +36,18 @@ def test_bad_input_is_a_sandbox_error_before_anything_starts(sandbox, argv, kwar
     assert "a\x00b" not in str(refused.value), "values are not quoted: environments carry secrets"
     assert sandbox.driver.leftover_names() == []
     assert sandbox._spawner._live == 0, "a child was forked for input that could never run"
+
+
+@pytest.mark.parametrize("grace_s", [float("nan"), float("inf"), -1.0])
+def test_a_grace_that_is_no_time_is_refused_and_the_task_runs_on(sandbox, grace_s):
+    """NaN made the reaper raise inside its wait (logged, then an immediate kill); a negative
+    grace killed at once, as a kill(), though a terminate() was asked for."""
+    process = sandbox.start(["sleep", "30"])
+    try:
+        with pytest.raises(SandboxError, match="grace_s"):
+            process.terminate(grace_s=grace_s)
+        time.sleep(0.2)
+        assert process.poll() is None, "the task was ended by a refused request"
+    finally:
+        process.kill()
+        process.wait(timeout=20)
