@@ -273,7 +273,9 @@ class Master:
         from .runtime.secrets import AwsSecretArnStore, SecretsManagerClients
 
         s = self.settings
-        reserved = {setting.env for setting in SETTINGS}  # the AWS credential variables: EnvSecretStore refuses them itself
+        # The executor's settings and its package index's (whose URLs carry the index's
+        # credentials); the AWS credential variables: EnvSecretStore refuses them itself.
+        reserved = {setting.env for setting in SETTINGS} | set(network_env.PACKAGE_INDEX)
         stores = [FileSecretStore(s.file_secret_basedir, s.file_secret_maxlen), EnvSecretStore(os.environ, reserved)]
         clients = SecretsManagerClients()  # one per region, made once, shared by both stores
         if s.aws_secrets:

@@ -99,6 +99,10 @@ def load_bounded(text: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise YamlRefused(f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    except UnicodeError:  # a lone surrogate (from a store that does not check text): libyaml takes UTF-8 only
+        raise YamlRefused("not valid text: it holds a lone UTF-16 surrogate") from None
+    except ValueError as exc:  # a scalar the constructor cannot make: an integer over Python's 4300 digits
+        raise YamlRefused(f"a value cannot be read: {str(exc)[:200]}") from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -57,3 +57,13 @@ def test_the_depth_limit_is_exact_and_holds_below_libyamls_own():
     for depth in (MAX_DEPTH, 500):
         with pytest.raises(YamlRefused, match=f"deeper than {MAX_DEPTH}"):
             load_bounded("{a: " * depth + "x" + "}" * depth)
+
+
+def test_a_recipe_the_constructor_or_libyaml_cannot_take_is_refused_not_raised():
+    """An integer over Python's 4300 digits (ValueError) and a lone surrogate (UnicodeEncodeError
+    in libyaml) escaped the loader: the executor's runner failed 'unexpectedly' and gave the run
+    back as broken, retried elsewhere, instead of failing it INVALID_RECIPE."""
+    for text, words in (("source: {type: mysql, config: {x: " + "9" * 5000 + "}}", "cannot be read"),
+                        ('source: {type: "\ud800"}', "surrogate")):
+        with pytest.raises(YamlRefused, match=words):
+            load_bounded(text)

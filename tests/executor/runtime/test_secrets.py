@@ -330,3 +330,17 @@ def test_the_chain_asks_files_environment_named_arns_then_secrets_manager_by_nam
     assert chain.resolve(["DB_PASSWORD", "DB_USER", "MAPPED", "BY_NAME"]) == {
         "DB_PASSWORD": "from-file", "DB_USER": "from-env", "MAPPED": "from-arn", "BY_NAME": "from-name"}
     assert "DATAHUB_EXECUTOR_AWS_SECRETS" in chain.description
+
+
+@pytest.mark.parametrize("name", ["UV_EXTRA_INDEX_URL", "PIP_INDEX_URL"])
+def test_the_executors_package_index_settings_are_no_recipe_secret(tmp_path, monkeypatch, name):
+    """Their URLs carry the index's credentials: ${UV_EXTRA_INDEX_URL} in a recipe handed them to
+    the task through the executor's environment store."""
+    from executor.master import Master
+    from executor.settings import load_settings
+
+    monkeypatch.setenv(name, "https://user:fake-index-password@index.example/simple")
+    master = Master(load_settings({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "unused",
+                                   "DATAHUB_EXECUTOR_POOL_ID": "pool", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path)}))
+    with pytest.raises(SecretRefused):
+        master._secret_store().resolve([name])
