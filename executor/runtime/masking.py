@@ -403,7 +403,10 @@ def _cut_span(data: bytes, at: int, anchor: bytes, text: bytes, head: bool) -> t
         same = len(anchor)
         while at + same < end and data[at + same] == text[same]:
             same += 1
-        return at, at + same
+        cut = at + same
+        while cut > at and cut < len(data) and data[cut] & 0xC0 == 0x80:
+            cut -= 1  # not inside a character: the one the text and DATA part at stays whole, in clear
+        return at, cut
     end = at + len(anchor)
     start = max(0, end - len(text))
     if data.startswith(text, start) and end - start == len(text):
@@ -411,7 +414,10 @@ def _cut_span(data: bytes, at: int, anchor: bytes, text: bytes, head: bool) -> t
     same = len(anchor)
     while end - same > start and data[end - same - 1] == text[-same - 1]:
         same += 1
-    return end - same, end
+    cut = end - same
+    while cut < end and data[cut] & 0xC0 == 0x80:
+        cut += 1  # likewise at the front
+    return cut, end
 
 
 def _anchors_of(family: set[bytes]) -> set[bytes]:

@@ -40,8 +40,12 @@ from .venvs import VenvCache, plugins_for
 
 # libyaml's emitter when PyYAML has it (4x faster than the pure-Python one, same text).
 SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-# An ingestion report is a few hundred KB; past this it is not read (datahub_aspects caps what is shipped).
-REPORT_READ_MAX_BYTES = 16 << 20
+# An ingestion report is a few hundred KB; past this it is not read (datahub_aspects ships at most
+# 4M characters of it, compact: an indented file may be larger on disk than what it ships).
+REPORT_READ_MAX_BYTES = 8 << 20
+# Nor past this many values: parsed and masked in the master's own memory, 16 MiB of `[],[],...`
+# took ~800 MiB and 20 s of CPU. A real report holds a few thousand.
+REPORT_MAX_VALUES = 500_000
 # Variables of the source's extra env that steer the executor and are not passed to the task.
 EXECUTOR_VARIABLES = {"EXECUTOR_TASK_WEIGHT", "EXECUTOR_TASK_MEMORY_LIMIT"}
 # The executor sets these for the task itself (the GMS address and the run's own ingest token).
@@ -72,9 +76,11 @@ class PreparedTask:
         """The ingestion report, when the pipeline completed and wrote one (never for a killed
         run), with every form of every secret masked: a source that puts a password into a
         warning must not ship it. Same JSON structure (Masker.mask_json); a report too deeply
-        nested to parse or mask is no report."""
+        nested to parse or mask, or with more values than REPORT_MAX_VALUES, is no report."""
         data = read_task_file(self.report_path, REPORT_READ_MAX_BYTES)
         if data is None:
+            return None
+        if data.count(b",") + data.count(b"[") + data.count(b"{") > REPORT_MAX_VALUES:  # about one per value
             return None
         try:
             return self.masker.mask_json(json_text.loads(data.decode("utf-8", errors="replace")))

@@ -303,3 +303,19 @@ def test_json_with_escaped_slashes_a_bytes_repr_and_latin_1_output_are_masked():
     relayed = latin_1.decode("utf-8", "replace").encode()  # what the relay masks (task_log.py)
     out = b"".join(stream.feed(relayed) + stream.finish())
     assert out == f"login failed for password {MASK} (server charset latin1)\n".encode(), "Latin-1 output"
+
+
+def test_a_cut_form_that_parts_inside_a_character_leaves_valid_utf_8():
+    """A secret's head cut short right where the text goes on with another character of the same
+    lead byte (é, è: C3 A9, C3 A8): the span masked half a character, mask() could not decode
+    its own output (the whole ingestion report was dropped), and the relay wrote invalid UTF-8."""
+    secret = "s3cr3t-value-123-abcdef" + "é" + "x" * 40
+    text = "warning: bad password " + secret[:23] + "è..."
+    masker = Masker([secret])
+    assert masker.mask(text) == "warning: bad password ********è..."
+    stream = masker.stream()
+    relayed = b"".join(bytes(part) for part in stream.feed((text + "\n").encode()) + stream.finish())
+    assert relayed.decode("utf-8") == "warning: bad password ********è...\n"
+    # The tail cut short after a character that ends in é's last byte (ɩ, é: C9 A9, C3 A9): the
+    # front edge likewise.
+    assert masker.mask("[ɩ" + secret[24:] + "]") == "[ɩ********]"

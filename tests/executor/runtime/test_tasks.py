@@ -12,7 +12,7 @@ import pytest
 from executor.runtime.rejection import TaskRejected
 from executor.runtime.secrets import ChainedSecretStore, EnvSecretStore
 from executor.runtime.masking import Masker
-from executor.runtime.tasks import REPORT_READ_MAX_BYTES, PreparedTask, prepare_task
+from executor.runtime.tasks import REPORT_MAX_VALUES, REPORT_READ_MAX_BYTES, PreparedTask, prepare_task
 from vocabulary.tasks import task_class
 from executor.runtime.venvs import VenvCache, plugins_for
 
@@ -172,6 +172,10 @@ def test_the_report_file_a_task_swapped_for_a_link_fifo_or_device_is_not_read(tm
     assert _read_within(prepared, 5) is None
     report.unlink()
     report.write_bytes(b" " * (REPORT_READ_MAX_BYTES + 1))
+    assert _read_within(prepared, 5) is None
+    report.unlink()
+    # Small on disk, huge in memory: 16 MiB of it took ~800 MiB of the master's and 20 s.
+    report.write_bytes(b"[" + b"[]," * (REPORT_MAX_VALUES + 1) + b"[]]")
     assert _read_within(prepared, 5) is None
     report.unlink()
     report.write_text(json.dumps({"source": {"report": {"events_produced": 3}}}))
