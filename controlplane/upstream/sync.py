@@ -46,6 +46,7 @@ INDEX_LAG_MS = 5 * 60 * 1000
 CLOCK_SKEW_SAID_MS = 60_000  # DataHub's clock this far from ours is said in the log
 TICK_S = 1.0
 REFUSED_RETRY_S = 60.0  # a result DataHub refused (4xx) is tried again after this
+OUTAGE_AFTER_FAILURES = 3  # failed writes in a row that make the step an outage (the rest wait for the next tick)
 FIRST_LOOK = "first_look_ms"
 SYSTEM = Identity("upstream", ADMIN, None, None)  # what this loop writes here, it writes as an admin
 
@@ -83,6 +84,7 @@ class UpstreamSync:
                                      sink_url=config.sink_url or config.url)
         self._problems: dict[str, str] = {}  # step -> what is wrong with DataHub for it now, logged once
         self._retry_after: dict[str, float] = {}
+        self._untaken: set[str] = set()  # requests whose last result write DataHub failed to take: pushed last
         self._next_discovery = 0.0
         self._scan: _Scan | None = None
         self._clock_skew_said = False
@@ -231,9 +233,16 @@ class UpstreamSync:
 
     # push -------------------------------------------------------------------------------------
     def push(self) -> int:
-        """Write every changed result to DataHub; returns how many were written."""
+        """Write every changed result to DataHub; returns how many were written. A result DataHub
+        failed to take (5xx, a write it does not show) is tried again at each tick, after the
+        others: one request DataHub keeps failing held every result after it back.
+        OUTAGE_AFTER_FAILURES failures in a row are an outage: the step fails (said once) rather
+        than wait out every write's timeout."""
         written = 0
-        for request in self.mirror.open_requests():
+        failed_in_a_row = 0
+        requests = self.mirror.open_requests()
+        self._untaken &= {request.execution_id for request in requests}
+        for request in sorted(requests, key=lambda r: r.execution_id in self._untaken):  # stable: the failed last
             if request.result is None:
                 continue
             if digest(request.result) == request.pushed_digest:
@@ -250,6 +259,17 @@ class UpstreamSync:
                 logger.error("DataHub refused the result of {} ({}); trying again in {:.0f} s", request.execution_id,
                              exc, REFUSED_RETRY_S)
                 continue
+            except UpstreamUnreachable as exc:
+                failed_in_a_row += 1
+                if failed_in_a_row >= OUTAGE_AFTER_FAILURES:
+                    raise
+                if request.execution_id not in self._untaken:
+                    logger.warning("DataHub did not take the result of {} ({}); tried again at each tick, after the "
+                                   "other results", request.execution_id, exc)
+                self._untaken.add(request.execution_id)
+                continue
+            failed_in_a_row = 0
+            self._untaken.discard(request.execution_id)
             self._retry_after.pop(request.execution_id, None)
             self.mirror.written(request.execution_id, request.result)
             written += 1

@@ -446,3 +446,24 @@ def test_a_datahub_without_batch_get_has_each_kill_signal_read_on_its_own_said_o
         assert any("serves batchGet now" in line for line in lines)
     finally:
         logger.remove(sink)
+
+
+def test_a_result_datahub_keeps_failing_does_not_hold_back_the_others(pair, proxy):
+    """One request's result write answered 500, every time: push() raised at it, and every
+    result after it (b-second's here) never reached DataHub."""
+    sync = pair.sync(url=proxy.url)
+    pair.create(pair.request("a-first", now_ms()))
+    assert sync.discover() == ["a-first"]
+    pair.create(pair.request("b-second", now_ms() + 1))
+    sync._next_discovery = 0
+    assert sync.discover() == ["b-second"]
+    for execution_id in ("a-first", "b-second"):
+        pair.ours.cp.cancel(execution_id, sync_module.SYSTEM)  # both end here, CANCELLED before they start
+    failing = proxy.break_("POST", "/aspects", status=500, body=b'{"message": "boom"}', body_has=(b"a-first",))
+    for _ in range(3):
+        sync.tick()
+    assert failing.hits >= 1
+    second = pair.graph.get_aspect(E.execution_urn("b-second"), ExecutionRequestResultClass)
+    assert second is not None and second.status == "CANCELLED"
+    first = pair.graph.get_aspect(E.execution_urn("a-first"), ExecutionRequestResultClass)
+    assert first is None or first.status != "CANCELLED", "DataHub never took it"
