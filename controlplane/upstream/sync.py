@@ -21,6 +21,7 @@ is logged once when it goes and once when it is back; a refused token names its 
 """
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -210,9 +211,18 @@ class UpstreamSync:
             if cancelled:
                 proposals.append(aspect_proposal(urn, E.EXECUTION_SIGNAL, {
                     "signal": "KILL", "createdAt": {"time": int(time.time() * 1000), "actor": SYSTEM.actor}}))
+            pool_id = decision["executorId"]
+
+            def adopt(tx: sqlite3.Connection) -> None:
+                # The pools were read before the page came: one deleted meanwhile would leave the
+                # run stored for "an executor elsewhere", taken from DataHub and never run, ended
+                # or cancelled. Judged in the transaction a pool's deletion also takes.
+                if tx.execute("SELECT 1 FROM pool_queues WHERE pool_id=?", (pool_id,)).fetchone() is None:
+                    raise Invalid(f"pool {pool_id} was deleted as the request was being taken")
+                self.mirror.adopt(tx, execution_id, at, cancel_passed=cancelled)
+
             try:
-                self.cp.ingest.ingest(proposals, SYSTEM,
-                                      also=lambda tx: self.mirror.adopt(tx, execution_id, at, cancel_passed=cancelled))
+                self.cp.ingest.ingest(proposals, SYSTEM, also=adopt)
                 if cancelled:
                     logger.info("DataHub execution request {} taken for pool {}, cancelled in DataHub already",
                                 execution_id, decision["executorId"])

@@ -467,3 +467,25 @@ def test_a_result_datahub_keeps_failing_does_not_hold_back_the_others(pair, prox
     assert second is not None and second.status == "CANCELLED"
     first = pair.graph.get_aspect(E.execution_urn("a-first"), ExecutionRequestResultClass)
     assert first is None or first.status != "CANCELLED", "DataHub never took it"
+
+
+def test_a_request_for_a_pool_deleted_while_its_page_was_read_is_refused_back_to_datahub(pair):
+    """The pools are read before DataHub's page comes: deleted meanwhile, the request was stored
+    for "an executor elsewhere", marked taken, and never run, refused or cancelled; a cancel from
+    DataHub's UI never ended it, and a pool made again later under that id queued it to run."""
+    pair.ours.create_pool("other", default=True)  # so that POOL, idle and not the default, may go
+    sync = pair.sync()
+    pair.create(pair.request("taken-as-its-pool-went", now_ms()))
+    read_page = sync.gms.execution_requests
+
+    def page_while_the_pool_is_deleted(start: int, count: int):
+        answer = read_page(start, count)
+        pair.ours.cp.pools.delete(POOL)
+        return answer
+
+    sync.gms.execution_requests = page_while_the_pool_is_deleted
+    assert sync.discover() == ["taken-as-its-pool-went"]
+    assert "taken-as-its-pool-went" not in pair.local_ids(), "nothing stored here for it"
+    sync.tick()
+    shown = pair.graph.get_aspect(E.execution_urn("taken-as-its-pool-went"), ExecutionRequestResultClass)
+    assert shown is not None and shown.status == "FAILURE" and "deleted" in (shown.report or "")
