@@ -180,6 +180,13 @@ class ControlPlane:
         row = tx.execute("SELECT status FROM executions WHERE id=?", (execution_id,)).fetchone()
         if row is not None and row[0] not in S.FINAL:
             raise Conflict(f"execution {execution_id} is {row[0]}; cancel it before deleting it")
+        mirrored = tx.execute("SELECT state FROM upstream_requests WHERE execution_id=? AND state <> 'DONE'",
+                              (execution_id,)).fetchone()
+        if row is not None and mirrored is not None:
+            # Upstream mode has not yet written its end to the DataHub it came from: deleted
+            # now, the request would stay open there for good.
+            raise Conflict(f"execution {execution_id} came from the upstream DataHub, which has not yet been told how "
+                           "it ended; delete it once its result is written back (a few seconds, while DataHub answers)")
         tx.execute("DELETE FROM executions WHERE id=?", (execution_id,))
         tx.execute("DELETE FROM execution_logs WHERE execution_id=?", (execution_id,))
         aspect_store.delete_entity(tx, E.execution_urn(execution_id))

@@ -19,6 +19,7 @@ from datahub.metadata.schema_classes import (AuditStampClass, ExecutionRequestIn
                                              ExecutionRequestSignalClass, ExecutionRequestSourceClass)
 
 from controlplane import entities as E
+from controlplane.errors import Conflict
 from controlplane.testing import ControlPlaneHandle, running_controlplane
 from controlplane.upstream import gms as gms_module, sync as sync_module
 from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
@@ -489,3 +490,20 @@ def test_a_request_for_a_pool_deleted_while_its_page_was_read_is_refused_back_to
     sync.tick()
     shown = pair.graph.get_aspect(E.execution_urn("taken-as-its-pool-went"), ExecutionRequestResultClass)
     assert shown is not None and shown.status == "FAILURE" and "deleted" in (shown.report or "")
+
+
+def test_a_run_from_datahub_is_deleted_only_once_datahub_knows_how_it_ended(pair):
+    """Deleted before the next push, a finished run's result was never written back: the
+    request stayed open in DataHub, and its mirror row open here, for good."""
+    sync = pair.sync()
+    pair.create(pair.request("ended-then-deleted", now_ms()))
+    assert sync.discover() == ["ended-then-deleted"]
+    pair.ours.cp.cancel("ended-then-deleted", sync_module.SYSTEM)  # CANCELLED here, not yet in DataHub
+    urn = E.execution_urn("ended-then-deleted")
+    with pytest.raises(Conflict, match="upstream DataHub"):
+        pair.ours.cp.delete_entity(urn, sync_module.SYSTEM)
+    sync.tick()
+    shown = pair.graph.get_aspect(urn, ExecutionRequestResultClass)
+    assert shown is not None and shown.status == "CANCELLED"
+    pair.ours.cp.delete_entity(urn, sync_module.SYSTEM)
+    assert "ended-then-deleted" not in pair.local_ids()
