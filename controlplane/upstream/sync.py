@@ -73,6 +73,9 @@ class _Scan:
     now: int
     start: int = 0
     newest: int = 0
+    # DataHub failed a page of this scan past its first: the next discovery reads the first page
+    # before it goes on, so a page DataHub keeps failing deep in a backlog delays no new request.
+    failed_deep: bool = False
 
 
 class UpstreamSync:
@@ -125,13 +128,25 @@ class UpstreamSync:
     # discover ---------------------------------------------------------------------------------
     def discover(self) -> list[str]:
         """Take every new request for our pools; returns the ids taken. A scan reads at most
-        MAX_PAGES pages; one that has not reached its floor yet goes on at the next tick, and
-        the cursor moves only when a scan is complete, so no request is left behind it."""
+        MAX_PAGES pages, and no more after a poll interval (a slow DataHub must not hold back
+        the results and cancels of the tick); one that has not reached its floor yet goes on at
+        the next tick, and the cursor moves only when a scan is complete, so no request is left
+        behind it."""
         pools = set(self.cp.pools.ids()) - {E.DEFAULT_EXECUTOR_ID}
         scan = self._scan
         taken: list[str] = []
+        began = time.monotonic()
+        if scan is not None and scan.failed_deep:
+            _, newest_page = self.gms.execution_requests(0, PAGE)
+            taken += self._take_new(newest_page, scan, pools)
+            scan.failed_deep = False
         for _ in range(MAX_PAGES):
-            total, page = self.gms.execution_requests(scan.start if scan else 0, PAGE)
+            try:
+                total, page = self.gms.execution_requests(scan.start if scan else 0, PAGE)
+            except UpstreamError:
+                if scan is not None and scan.start > 0:
+                    scan.failed_deep = True
+                raise
             if scan is None:  # a new scan's floor is set once DataHub has answered: its clock is in the answer
                 scan = self._scan = self._new_scan()
             try:
@@ -147,6 +162,8 @@ class UpstreamSync:
                 if scan.newest:
                     self.mirror.saw(scan.newest)
                 return taken
+            if time.monotonic() - began >= self.config.poll_interval_s:
+                break  # a slow DataHub: results and cancels go first, then the rest of the backlog
         self._next_discovery = time.monotonic()  # the rest of the backlog, after this tick's other steps
         return taken
 

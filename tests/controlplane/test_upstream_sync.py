@@ -507,3 +507,46 @@ def test_a_run_from_datahub_is_deleted_only_once_datahub_knows_how_it_ended(pair
     assert shown is not None and shown.status == "CANCELLED"
     pair.ours.cp.delete_entity(urn, sync_module.SYSTEM)
     assert "ended-then-deleted" not in pair.local_ids()
+
+
+def test_a_page_datahub_keeps_failing_deep_in_a_backlog_delays_no_new_request(pair, proxy):
+    """The scan was kept at the failing offset and every discovery retried it there: a request
+    made since, on the first page, was not taken until DataHub served the deep page again."""
+    base = now_ms() - MINUTE_MS
+    pair.create(*(pair.request(f"other-{i}", base + i, executor_id="someone-else") for i in range(60)))
+    sync = pair.sync(url=proxy.url)
+    deep = proxy.break_("POST", "/api/graphql", status=500, body=b'{"error": "boom"}',
+                        body_has=(b"dhxListExecutionRequests", b'"start": 50'))
+    sync.tick()
+    assert deep.hits == 1 and sync._scan is not None
+    pair.create(pair.request("ours-new", now_ms()))
+    sync._next_discovery = 0
+    sync.tick()
+    assert "ours-new" in pair.local_ids(), "taken from the first page before the deep one was tried again"
+    assert deep.hits == 2, "and the deep page is still tried"
+
+
+def test_a_slow_search_over_a_backlog_does_not_hold_back_cancels(pair, monkeypatch):
+    """One discovery read up to 20 pages in a row before the tick's cancels and results: at 1 s
+    a page, a cancel from DataHub's UI waited 20 s (at DataHub's timeout, 5 minutes)."""
+    base = now_ms() - MINUTE_MS
+    pair.create(pair.request("ours", base))
+    sync = pair.sync(poll_interval_s=0.5)
+    assert sync.discover() == ["ours"]
+    pair.create(*(pair.request(f"other-{i}", base + 1 + i, executor_id="someone-else") for i in range(20 * 50)))
+    read_page = sync.gms.execution_requests
+    pages: list[int] = []
+
+    def slow_page(start: int, count: int):
+        pages.append(start)
+        time.sleep(0.3)
+        return read_page(start, count)
+
+    sync.gms.execution_requests = slow_page
+    pair.graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=E.execution_urn("ours"), aspect=ExecutionRequestSignalClass(
+        signal="KILL", createdAt=AuditStampClass(time=now_ms(), actor="urn:li:corpuser:datahub"))))
+    sync._next_discovery = 0
+    sync.tick()
+    assert len(pages) <= 3, f"the tick read {len(pages)} pages of the backlog before the cancels"
+    assert pair.ours.execution("ours")["status"] == "CANCELLED"
+    assert sync._scan is not None and sync._scan.start == 50 * len(pages), "the scan goes on at the next tick"
