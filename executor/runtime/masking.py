@@ -96,10 +96,21 @@ def encodings(text: str, *, in_urls: bool = True) -> set[str]:
             found.add(text.encode("latin-1").decode("utf-8", "replace"))
         except UnicodeEncodeError:
             pass
+    # Escaped twice: repr() of an exception whose message holds repr(value) (logged with %r), a
+    # JSON document inside a JSON string. A value that one layer leaves as it is, twice does too.
+    once = {form for form in _escaped_once(text) if form != text}
+    found |= once | {twice for form in once for twice in _escaped_once(form)}
     # quote() with its default safe "/" too: the usual hand-made URI keeps a password's '/'.
     if not in_urls:
         return found
     return found | {quote(text, safe=""), quote(text), quote_plus(text), text.translate(_RFC_1738)}
+
+
+def _escaped_once(text: str) -> set[str]:
+    """TEXT inside one layer of quotes: JSON's two forms, repr's, and repr's inside single quotes
+    when TEXT also holds a double quote (which is when repr escapes its ')."""
+    return {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], repr(text)[1:-1],
+            text.replace("\\", "\\\\").replace("'", "\\'")}
 
 
 def base64_middles(text: str) -> set[str]:

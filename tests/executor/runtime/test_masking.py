@@ -319,3 +319,15 @@ def test_a_cut_form_that_parts_inside_a_character_leaves_valid_utf_8():
     # The tail cut short after a character that ends in é's last byte (ɩ, é: C9 A9, C3 A9): the
     # front edge likewise.
     assert masker.mask("[ɩ" + secret[24:] + "]") == "[ɩ********]"
+
+
+def test_a_secret_escaped_twice_is_masked():
+    """A backslash or a quote in a value, through two layers of quoting: repr() of an exception
+    whose message holds repr(value), a JSON document in a JSON string, a repr that escapes '.
+    Once-escaped forms were masked; twice-escaped ones went out nearly whole."""
+    for secret in ("DOMAIN\\s3cr3t-value-123", "it's-s3cr3t-value-123", 'say "s3cr3t-value-123"'):
+        masker = Masker([secret])
+        error = ValueError(f"login failed for password {secret!r}")
+        for line in (f"error: {error!r}", json.dumps({"warnings": [json.dumps({"password": secret})]}),
+                     repr(f"{secret!r} and a \" too"), f"error: {error}"):
+            assert "s3cr3t-value-123" not in masker.mask(line), (secret, line)
