@@ -481,6 +481,13 @@ class Executions:
                                 "LIMIT ? OFFSET ?", (*params, max(0, min(count, 1000)), max(0, start)))
         return total, [self.view(r["id"]) for r in rows]
 
+    def index(self) -> list[dict[str, Any]]:
+        """Every execution, newest first, with only what listings filter on (id, urn, source_urn,
+        pool_id, status, task): a listing filters and pages these, then views the page alone."""
+        rows = self.store.query("SELECT id, source_urn, pool_id, status, task FROM executions "
+                                "ORDER BY created_at DESC, id DESC")
+        return [{**row, "urn": E.execution_urn(row["id"])} for row in rows]
+
     def run_summary(self, run_id: str) -> dict[str, Any]:
         """What a run wrote: entities and aspects (from the writes its ingest token made)."""
         rows = self.store.query("SELECT urn, entity_type, aspect, writes FROM run_writes WHERE run_id=? ORDER BY urn, aspect",

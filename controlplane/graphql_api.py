@@ -52,6 +52,33 @@ REFUSALS = {Invalid: 400, MetadataInvalid: 400, Forbidden: 403, NotFound: 404, C
 MASK = "********"
 
 
+# Rows a request's list fields may look at in all. DataHub's limits (graphql_limits.py) count
+# fields, not the items of a list: nested lists (runs' sources' runs' sources' ...) multiplied the
+# work by each list's length per level (7 levels of 4 runs: 10 s), and 999 aliases of one listing
+# each scanned every run. Ours in addition; a normal page looks at a few thousand.
+WORK_LIMIT = 200_000
+
+
+class WorkBudget:
+    """The rows one request's resolvers have looked at (GraphQL runs them on one thread)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = WORK_LIMIT if limit is None else limit
+        self.spent = 0
+
+    def spend(self, rows: int) -> None:
+        self.spent += rows
+        if self.spent > self.limit:
+            raise Invalid(f"the request looks at more than {self.limit} rows through its lists (nested lists "
+                          "multiply): ask for fewer, or less deeply nested")
+
+
+def spend(info: Any, rows: int) -> None:
+    budget = info.context.get("work")
+    if budget is not None:
+        budget.spend(rows)
+
+
 def _entries(mapping: dict[str, str] | None) -> list[dict[str, str]] | None:
     return None if mapping is None else [{"key": k, "value": v} for k, v in mapping.items()]
 
@@ -129,7 +156,9 @@ def build_schema(cp: ControlPlane):
         config = info.get("config", {})
         return {"urn": source["urn"], "type": info.get("type"), "name": info.get("name"),
                 "schedule": info.get("schedule"),
-                "config": {"recipe": config.get("recipe"), "executorId": config.get("executorId"),
+                # DataHub's schema says String!, its model lets it be absent (the default pool):
+                # one source without it nulled the whole listIngestionSources.
+                "config": {"recipe": config.get("recipe"), "executorId": config.get("executorId") or E.DEFAULT_EXECUTOR_ID,
                            "version": config.get("version"), "debugMode": config.get("debugMode"),
                            "extraArgs": _entries(config.get("extraArgs"))}}
 
@@ -155,15 +184,18 @@ def build_schema(cp: ControlPlane):
             return None
         return {**stored.value, "urn": stored.urn, "type": "REMOTE_EXECUTOR", "_executor_id": executor_id}
 
-    def executions_page(start, count, **where) -> dict[str, Any]:
+    def executions_page(info, start, count, **where) -> dict[str, Any]:
         start, count = max(0, start or 0), max(0, min(MAX_PAGE, 20 if count is None else count))
         total, rows = cp.executions.list(start=start, count=count, **where)
+        spend(info, len(rows) + 1)
         return {"start": start, "count": len(rows), "total": total, "executionRequests": [execution_view(r) for r in rows]}
 
     # queries ----------------------------------------------------------------------------------
     @query.field("listIngestionSources")
     def resolve_list_sources(_, info, input: dict[str, Any]) -> dict[str, Any]:
-        sources = apply_filters(cp.sources.list(), input.get("filters"), SOURCE_FIELDS, input.get("query"))
+        sources = cp.sources.list()
+        spend(info, len(sources))
+        sources = apply_filters(sources, input.get("filters"), SOURCE_FIELDS, input.get("query"))
         start, count, page = _page(sources, input.get("start"), input.get("count"))
         return {"start": start, "count": len(page), "total": len(sources), "ingestionSources": [source_view(s) for s in page]}
 
@@ -176,11 +208,15 @@ def build_schema(cp: ControlPlane):
 
     @source_type.field("executions")
     def resolve_source_executions(source, info, start: int | None = None, count: int | None = None) -> dict[str, Any]:
-        return executions_page(start, count, source_urn=source["urn"])
+        return executions_page(info, start, count, source_urn=source["urn"])
 
     @query.field("listExecutionRequests")
     def resolve_list_executions(_, info, input: dict[str, Any]) -> dict[str, Any]:
-        _, rows = cp.executions.list(count=MAX_PAGE)
+        # Over every execution (it was the newest 1000 only: older runs, a source's among them,
+        # could not be found, and the total stopped at 1000), as light rows; the page alone is
+        # viewed, whatever the count.
+        rows = cp.executions.index()
+        spend(info, len(rows))
         if input.get("systemSources") is not None:  # only runs of system sources, or only of the others
             system = {s["urn"] for s in cp.sources.list() if is_system_source(s)}
             rows = [r for r in rows if (r["source_urn"] in system) == input["systemSources"]]
@@ -188,7 +224,8 @@ def build_schema(cp: ControlPlane):
         if (input.get("sort") or {}).get("sortOrder") == "ASCENDING":
             rows.reverse()
         start, count, page = _page(rows, input.get("start"), input.get("count"))
-        return {"start": start, "count": len(page), "total": len(rows), "executionRequests": [execution_view(r) for r in page]}
+        return {"start": start, "count": len(page), "total": len(rows),
+                "executionRequests": [execution_view(cp.executions.view(r["id"])) for r in page]}
 
     @query.field("executionRequest")
     def resolve_execution(_, info, urn: str) -> dict[str, Any] | None:
@@ -221,7 +258,9 @@ def build_schema(cp: ControlPlane):
 
     @pool_type.field("remoteExecutors")
     def resolve_pool_executors(pool, info, start: int, count: int) -> dict[str, Any]:
-        views = [v for v in (executor_view(e["executor_id"]) for e in cp.executors.list(pool["executorPoolId"])) if v]
+        executors = cp.executors.list(pool["executorPoolId"])
+        spend(info, len(executors))
+        views = [v for v in (executor_view(e["executor_id"]) for e in executors) if v]
         start, count, page = _page(views, start, count)
         return {"start": start, "count": len(page), "total": len(views), "remoteExecutors": page}
 
@@ -229,10 +268,14 @@ def build_schema(cp: ControlPlane):
     def resolve_pool_sources(pool, info, input: dict[str, Any]) -> dict[str, Any]:
         pool_id = pool["executorPoolId"]
         default = cp.pools.default_pool_id()
-        sources = [s for s in cp.sources.list()
+        every = cp.sources.list()
+        spend(info, len(every))
+        sources = [s for s in every
                    if E.key_of(s["info"].get("config", {}).get("executorId") or "", E.POOL) == pool_id
                    or (s["info"].get("config", {}).get("executorId") in (None, "", E.DEFAULT_EXECUTOR_ID)
                        and pool_id == default)]
+        if input.get("hideSystemSources"):
+            sources = [s for s in sources if not is_system_source(s)]
         start, count, page = _page(sources, input.get("start"), input.get("count"))
         return {"start": start, "count": len(page), "total": len(sources), "ingestionSources": [source_view(s) for s in page]}
 
@@ -242,7 +285,7 @@ def build_schema(cp: ControlPlane):
 
     @executor_type.field("recentExecutions")
     def resolve_executor_executions(executor, info, start: int, count: int) -> dict[str, Any]:
-        return executions_page(start, count, executor_id=executor["_executor_id"])
+        return executions_page(info, start, count, executor_id=executor["_executor_id"])
 
     @query.field("listSecrets")
     def resolve_list_secrets(_, info, input: dict[str, Any]) -> dict[str, Any]:
@@ -357,7 +400,8 @@ def create_router(cp: ControlPlane) -> APIRouter:
 
         _, result = await run_in_threadpool(graphql_sync, schema, body, query_parser=graphql_limits.parse_within_limits,
                                             query_validator=validate_within_limits,
-                                            context_value={"identity": identity, "request": request},
+                                            context_value={"identity": identity, "request": request,
+                                                           "work": WorkBudget()},
                                             error_formatter=lambda error, debug=False: _format_error(error, body),
                                             logger=_OUR_FAILURES)
         return JSONResponse(result, status_code=200)

@@ -156,3 +156,64 @@ def test_a_chain_of_fragments_each_spread_twice_is_measured_without_expanding_it
     shallow = " ".join(f"fragment G{i} on T {{ a: x ...G{i + 1} b: y ...G{i + 1} }}" for i in range(400))
     errors = graphql_limits.check(parse("{ ...G0 } " + shallow + " fragment G400 on T { leaf }"), None)
     assert [e.message for e in errors] == [f"maximum query complexity exceeded {(1 << 31) - 1} > 2000"]
+
+
+def test_nested_lists_within_datahubs_limits_are_stopped_by_the_rows_they_look_at(cp, graph, monkeypatch):
+    """DataHub's limits count fields, not list items: 15 cycles of a source's runs' source's runs
+    pass them (depth 47) and would resolve 4^15 run lists. The rows a request's lists look at are
+    budgeted (graphql_api.WORK_LIMIT; lowered here so the refusal comes in milliseconds)."""
+    from controlplane import graphql_api
+
+    monkeypatch.setattr(graphql_api, "WORK_LIMIT", 2_000)
+    cp.create_pool("remote", default=True)
+    source = cp.create_source("mock", RECIPE)
+    for _ in range(4):
+        cp.ingest(E.execution_urn(cp.cp.executions.new_id()), E.EXECUTION_INPUT,
+                  input_for_source(cp.cp.sources.get(source["urn"]), "RUN_INGEST"))
+    with pytest.raises(GraphError, match="more than 2000 rows"):
+        graph.execute_graphql(runs_nested(source["urn"], 15))
+    aliased = "{ " + " ".join(f"a{i}: listExecutionRequests(input: {{count: 1}}) {{ total }}" for i in range(600)) + " }"
+    with pytest.raises(GraphError, match="more than 2000 rows"):
+        graph.execute_graphql(aliased)
+    assert len(graph.execute_graphql(runs_nested(source["urn"], 2))["ingestionSource"]["executions"][
+        "executionRequests"]) == 4, "an ordinary nesting still answers"
+
+
+def test_runs_are_listed_filtered_and_counted_past_the_newest_thousand(cp, graph):
+    """The listing looked at the newest 1000 runs only: an older source's runs filtered to none,
+    the total stopped at 1000, and the oldest run was never first in ascending order."""
+    cp.create_pool("remote", default=True)
+    old, busy = cp.create_source("old", RECIPE), cp.create_source("busy", RECIPE)
+    first = [cp.run_source(old["id"])["id"] for _ in range(3)]
+    with cp.cp.store.transaction() as tx:  # 1000 newer runs of another source, written in one go
+        for index in range(1000):
+            tx.execute("INSERT INTO executions (id, pool_id, task, source_urn, status, created_at, finished_at) "
+                       "VALUES (?,?,?,?,?,?,?)", (f"bulk-{index:04d}", "remote", "RUN_INGEST", busy["urn"], "SUCCESS",
+                                                  time.time() + 1 + index, time.time() + 2 + index))
+    listing = graph.execute_graphql("""query($source: String!) {
+      of: listExecutionRequests(input: {filters: [{field: "ingestionSource", values: [$source]}]}) { total }
+      all: listExecutionRequests(input: {count: 1}) { total }
+      oldest: listExecutionRequests(input: {count: 1, sort: {field: "requestTimeMs", sortOrder: ASCENDING}}) {
+        executionRequests { id } } }""", variables={"source": old["urn"]})
+    assert listing["of"]["total"] == 3
+    assert listing["all"]["total"] == 1003
+    assert listing["oldest"]["executionRequests"][0]["id"] == first[0]
+
+
+def test_a_source_without_a_pool_named_lists_with_the_default_and_runs_hide_system_ones(cp, graph):
+    """executorId is optional in DataHub's model (the default pool) but String! in its schema: one
+    such source nulled the whole listIngestionSources, and with it the web page's refresh."""
+    cp.create_pool("remote", default=True)
+    cp.create_source("made-by-the-ui", RECIPE)
+    cp.ingest("urn:li:dataHubIngestionSource:cli-made", "dataHubIngestionSourceInfo",
+              {"name": "cli-made", "type": "datahub-mock-data", "config": {"recipe": RECIPE}})
+    cp.ingest("urn:li:dataHubIngestionSource:system-one", "dataHubIngestionSourceInfo",
+              {"name": "system-one", "type": "datahub-mock-data", "config": {"recipe": RECIPE, "executorId": "remote"},
+               "source": {"type": "SYSTEM"}})
+    listed = graph.execute_graphql("{ listIngestionSources(input: {count: 10}) { ingestionSources { name config { executorId } } } }")
+    assert {s["name"]: s["config"]["executorId"] for s in listed["listIngestionSources"]["ingestionSources"]} == {
+        "made-by-the-ui": "default", "cli-made": "default", "system-one": "remote"}
+    pools = graph.execute_graphql("""{ listRemoteExecutorPools(input: {start: 0, count: 10}) { remoteExecutorPools {
+        ingestionSources(input: {start: 0, count: 10, hideSystemSources: true}) { ingestionSources { name } } } } }""")
+    (pool,) = pools["listRemoteExecutorPools"]["remoteExecutorPools"]
+    assert sorted(s["name"] for s in pool["ingestionSources"]["ingestionSources"]) == ["cli-made", "made-by-the-ui"]
