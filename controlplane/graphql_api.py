@@ -30,7 +30,7 @@ from ariadne import MutationType, ObjectType, QueryType, graphql_sync, load_sche
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from graphql import (FloatValueNode, GraphQLError, IntValueNode, StringValueNode, Visitor, parse, print_ast,
+from graphql import (EnumValueNode, FloatValueNode, GraphQLError, IntValueNode, StringValueNode, Visitor, parse, print_ast,
                      validate, visit)
 from graphql.pyutils import inspect
 from loguru import logger
@@ -459,6 +459,10 @@ def _quoted_values(body: dict[str, Any]) -> list[tuple[re.Pattern[str], str]]:
             numbers.add(node.value)
 
         def enter_float_value(self, node: FloatValueNode, *_: Any) -> None:
+            numbers.add(node.value)
+
+        def enter_enum_value(self, node: EnumValueNode, *_: Any) -> None:
+            # A bare word where a string belongs (value: S3cr3t) is echoed as it was written.
             numbers.add(node.value)
 
     try:

@@ -55,6 +55,11 @@ def extra_env(info: dict[str, Any]) -> dict[str, str]:
     return json_text.loads(raw) if raw else {}
 
 
+# Arguments a run's input takes from the source's config: an extraArgs entry of that name would
+# replace the checked value in every run (DataHub merges extraArgs last), unchecked.
+CONFIG_ARGUMENTS = ("recipe", "version", "debug_mode")
+
+
 def check_extra_args(args: dict[str, str]) -> list[str]:
     """Refuse extra arguments a run would fail on; returns the extra pip requirements (checked)."""
     if "extra_env_vars" in args:
@@ -114,7 +119,12 @@ class Sources:
         if info.get("type") and recipe["source"]["type"] != info["type"]:
             raise Invalid(f"type {info['type']!r} does not match the recipe's source type {recipe['source']['type']!r}")
         self.pools.resolve(info.get("config", {}).get("executorId"))
-        requirements = check_extra_args(extra_args(info))
+        args = extra_args(info)
+        taken = [name for name in CONFIG_ARGUMENTS if name in args]
+        if taken:
+            raise Invalid(f"extraArgs may not set {', '.join(taken)}: set config.recipe, config.version or "
+                          "config.debugMode instead, which are checked when the source is saved")
+        requirements = check_extra_args(args)
         check_cli(info.get("config", {}).get("version"), recipe, requirements)
 
     @staticmethod

@@ -261,6 +261,20 @@ def test_a_source_whose_extra_pip_requirements_are_pip_options_is_refused_when_s
     assert create(["six @ https://127.0.0.1:9/six-1.16.0-py2.py3-none-any.whl", "tomli>=2"]).startswith("urn:li:")
 
 
+@pytest.mark.parametrize("key, value", [("version", "not a version!"), ("recipe", "::: not yaml"), ("debug_mode", "true")])
+def test_an_extra_argument_that_would_replace_a_checked_config_value_is_refused_when_saved(cp, graph, key, value):
+    """A run's arguments take the source's extraArgs last (as DataHub's resolver merges them): an
+    entry named version or recipe replaced the checked config value in every run, unchecked (a
+    version the save refuses in config.version ran; a recipe that is no YAML failed every run)."""
+    cp.create_pool("p", default=True)
+    with pytest.raises(GraphError) as refused:
+        graph.execute_graphql(GRAPHQL_SOURCE, variables={"input": {
+            "name": "s", "type": "datahub-mock-data", "config": {
+                "recipe": "source: {type: datahub-mock-data}", "executorId": "p",
+                "extraArgs": [{"key": key, "value": value}]}}})
+    assert f"extraArgs may not set {key}" in str(refused.value)
+
+
 def test_a_source_whose_cli_version_or_plugin_no_venv_could_install_is_refused_when_saved(cp, graph):
     """The executor refused these only when the run started (UNKNOWN_VERSION, INVALID_RECIPE):
     the user saving the source heard nothing until then. DataHub's client gets a GraphQL error

@@ -225,6 +225,9 @@ def test_a_secret_of_digits_sent_unquoted_is_not_echoed_in_the_error(cp, graph):
         graph.execute_graphql("mutation($v: String!) { createSecret(input: {name: \"PIN\", value: $v}) }",
                               variables={"v": [PASSWORD, 2.5e-3]})
     assert PASSWORD not in str(refused.value) and "0.0025" not in str(refused.value)
+    with pytest.raises(GraphError) as refused:  # a bare word: an enum literal where a string belongs
+        graph.execute_graphql('mutation { createSecret(input: {name: "WORD", value: S3cr3tValue}) }')
+    assert "String cannot represent" in str(refused.value) and "S3cr3tValue" not in str(refused.value)
     assert listed(graph)["total"] == 0
 
 
