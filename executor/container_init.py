@@ -61,8 +61,12 @@ def _become_subreaper() -> None:
 
 
 def _exec(command: list[str], mask: set[signal.Signals]) -> None:
-    """In the child: the signal mask it had, then COMMAND; 127 if there is none, 126 if it cannot run."""
+    """In the child: the signal mask it had, and the default action for the signals Python starts
+    with ignored (exec keeps an ignored signal ignored: a shell pipeline in the command died of
+    EPIPE, exit 1, instead of SIGPIPE, 141), then COMMAND; 127 if there is none, 126 if it cannot run."""
     try:
+        for ignored_by_python in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(ignored_by_python, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.execvp(command[0], command)
     except OSError as exc:

@@ -221,6 +221,7 @@ class Master:
                                    health=self._dependency_health, log_delivery=bool(s.log_s3_bucket),
                                    started_at=self.started_at, gms_url=s.gms_url)
         self._register()
+        self._last_loop = time.monotonic()  # the main loop's first turn is next: a slow start is no stall
         self.state = "ACTIVE"
         self._beat_safely()
         stop_loops = threading.Event()

@@ -63,6 +63,15 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _heartbeat_seconds(value: str) -> float:
+    """As _seconds, at most an hour: the control plane refuses a longer interval (HTTP 400), and
+    the executor would pass `check` and then stop at registration."""
+    number = _seconds(value)
+    if number > 3600:
+        raise ValueError(f"{number:g} is over 3600 seconds, the longest interval the control plane takes")
+    return number
+
+
 def _seconds(value: str) -> float:
     try:
         number = float(value)
@@ -174,7 +183,7 @@ SETTINGS: tuple[Setting, ...] = (
             "comma-separated, each a full secret ARN, optionally with :JSON_KEY:VERSION_STAGE:VERSION_ID (e.g. "
             "DB_PASSWORD=ARN:password::). ${NAME} is the secret's text or that key's value, read for every task, "
             "after files and environment and before the lookup by name."),
-    Setting("DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL", "heartbeat_interval_s", _seconds, "15",
+    Setting("DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL", "heartbeat_interval_s", _heartbeat_seconds, "15",
             "Seconds between heartbeats; the control plane judges liveness by it."),
     Setting("DATAHUB_EXECUTOR_PROGRESS_INTERVAL", "progress_interval_s", _seconds, "3",
             "Seconds between progress reports (log tail, cancel check) of a running task."),

@@ -35,6 +35,18 @@ def test_it_exits_with_its_commands_status_and_128_plus_a_killing_signal():
     assert _start(["no-such-command-here"], stderr=subprocess.DEVNULL).wait(timeout=30) == 127
 
 
+def test_its_command_gets_the_default_action_for_sigpipe_and_sigxfsz():
+    """Python starts with both ignored, and exec keeps an ignored signal ignored: under the init,
+    `yes | head -1` left yes with EPIPE (exit 1, "Broken pipe") instead of dying of SIGPIPE."""
+    shown = subprocess.run([*INIT, "--", "sh", "-c", "grep SigIgn /proc/self/status; yes | head -1 >/dev/null; "
+                            "echo ${PIPESTATUS:-}"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    ignored = int(shown.stdout.split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1)) and not ignored & (1 << (signal.SIGXFSZ - 1)), shown.stdout
+    piped = subprocess.run([*INIT, "--", "bash", "-c", "yes | head -1 >/dev/null; echo ${PIPESTATUS[0]}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30)
+    assert piped.stdout.strip() == str(128 + signal.SIGPIPE), piped
+
+
 def test_sigterm_reaches_the_command_alone_not_the_tasks_in_its_process_group(tmp_path):
     """`docker stop`'s SIGTERM is the master's to act on (it drains): a task in the master's process
     group must not get it directly."""

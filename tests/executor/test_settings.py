@@ -35,6 +35,7 @@ def test_defaults_are_the_seeds():
         ({"DATAHUB_EXECUTOR_LOG_JSON": "maybe"}, "DATAHUB_EXECUTOR_LOG_JSON"),
         ({"DATAHUB_EXECUTOR_CANCEL_GRACE": "nan"}, "DATAHUB_EXECUTOR_CANCEL_GRACE"),
         ({"DATAHUB_EXECUTOR_DRAIN_TIMEOUT": "inf"}, "DATAHUB_EXECUTOR_DRAIN_TIMEOUT"),
+        ({"DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL": "7200"}, "DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(env, name):
