@@ -64,6 +64,7 @@ from .undumpable import make_undumpable
 LOOP_STALL_S = 60.0
 FINAL_HEARTBEAT_TIMEOUT_S = 5.0
 RUNNER_JOIN_S = 60.0
+SQS_DOWN_UNREADY_S = 10.0  # readiness fails once SQS has not answered for this long (a blip is not an outage)
 ACKS_JOIN_S = 10.0  # a delete in flight at stop: bounded, as the stop must be
 ACKS_LOOP = "acks"
 # After a second stop signal: how long the killed tasks' reports may take before the process exits
@@ -487,10 +488,17 @@ class Master:
                 "threads": "ok" if self.alive()[0] else "failing"}
 
     def health(self) -> tuple[bool, str]:
-        """/health's answer: the loops', and whether the control plane takes our token."""
+        """/health's answer (readiness: taking work): the loops', whether the control plane takes
+        our token, and whether SQS has answered within SQS_DOWN_UNREADY_S. Ready while nothing
+        could be received let a rollout stop the old executor for a new one that takes no work (a
+        wrong endpoint, blocked egress, a role without sqs:ReceiveMessage). Liveness is not
+        touched: a restart does not mend SQS, and would kill the running tasks."""
         ok, reason = self.alive()
         if ok and self.state in ("ACTIVE", "DRAINING") and self.credentials.refusal is not None:
             return False, self.credentials.describe()
+        down_s = self.outage.down_for()
+        if ok and self.state == "ACTIVE" and down_s > SQS_DOWN_UNREADY_S:
+            return False, f"SQS unreachable for {down_s:.0f}s: no work can be received"
         return ok, reason
 
     def alive(self) -> tuple[bool, str]:

@@ -118,6 +118,11 @@ class OutageLog:
         if first:
             logger.warning("SQS unreachable ({}); retrying", type(exc).__name__)
 
+    def down_for(self) -> float:
+        """Seconds since SQS was noticed unreachable (0 while it answers)."""
+        with self._lock:
+            return time.monotonic() - self._down_since if self.is_down else 0.0
+
     def up(self, asked_at: float) -> None:
         """A call begun at ASKED_AT (time.monotonic()) succeeded."""
         with self._lock:

@@ -92,3 +92,30 @@ def test_a_start_waiting_on_the_control_plane_says_so_and_stops_at_once_on_sigte
         master._close()
     assert not starting.is_alive() and [type(e) for e in ended_with] == [SystemExit]
     assert took < 5, f"the start took {took:.1f} s to stop"
+
+
+def test_readiness_fails_while_sqs_does_not_answer_and_liveness_holds(tmp_path, monkeypatch):
+    """A wrong endpoint, blocked egress, a role without sqs:ReceiveMessage: every receive failed,
+    the heartbeat said SQS unreachable, and /health still answered 200, so a rollout could stop
+    the old executor for this one, which takes no work."""
+    import executor.master as master_module
+    from executor.consumer import SqsConsumer
+    from executor.services import Intake
+
+    monkeypatch.setattr(master_module, "SQS_DOWN_UNREADY_S", 0.5)
+    master = Master(load_settings({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "unused",
+                                   "DATAHUB_EXECUTOR_POOL_ID": "pool", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path)}))
+    master.state = "ACTIVE"
+    master._last_loop = time.monotonic()
+    nowhere = SqsConsumer("http://127.0.0.1:9/123456789012/q", "ingestion", region="us-east-1",
+                          endpoint_url="http://127.0.0.1:9", visibility_timeout_s=60, local_credentials=True)
+    intake = Intake(nowhere, master.ledgers["ingestion"], master.leases, master._offer, master.stopping, master.outage)
+    assert master.health() == (True, "ACTIVE")
+    intake.step()  # the receive fails: SQS is noticed unreachable
+    assert master.outage.is_down
+    assert master.health()[0], "a blip is not an outage"
+    time.sleep(0.6)
+    master._last_loop = time.monotonic()
+    ok, reason = master.health()
+    assert not ok and "SQS unreachable" in reason, reason
+    assert master.alive() == (True, "ACTIVE"), "a restart would not mend SQS"
