@@ -43,6 +43,8 @@ def row_of(page, table: str, text: str):
 def test_an_operator_creates_a_pool_assigns_a_source_runs_watches_and_cancels(cp, browser, executor_double, tmp_path):
     cp.create_pool("remote", default=True, description="VPC in eu-west-1")
     source = cp.create_source("mysql-prod", RECIPE)
+    scheduled = {**cp.cp.sources.get(source["id"])["info"], "schedule": {"interval": "0 * * * *", "timezone": "UTC"}}
+    cp.ingest(source["urn"], "dataHubIngestionSourceInfo", scheduled)
     page = browser.new_page()
     page.goto(f"{cp.base_url}/")
     page.fill("#token", cp.admin_token)
@@ -64,6 +66,8 @@ def test_an_operator_creates_a_pool_assigns_a_source_runs_watches_and_cancels(cp
     row_of(page, "sources", "mysql-prod").locator("select[name=pool]").select_option("eu-west")
     page.wait_for_selector("#message >> text=now runs on pool eu-west")
     assert cp.cp.sources.get(source["id"])["info"]["config"]["executorId"] == "eu-west"
+    # DataHub's update replaces the whole info: the page sends back the schedule it did not change.
+    assert cp.cp.sources.get(source["id"])["info"]["schedule"] == {"interval": "0 * * * *", "timezone": "UTC"}
 
     executor = executor_double("eu-west", "exec-7", interval_s=30)
     executor.heartbeat()
