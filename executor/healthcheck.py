@@ -22,7 +22,7 @@ from .settings import SETTINGS
 _HEALTH = next(s for s in SETTINGS if s.env == "DATAHUB_EXECUTOR_HEALTH_ADDRESS")
 READY_PATH = "/health"  # readiness (operability.HealthServer)
 LIVE_PATH = "/health/live"  # liveness
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def health_url(environ: dict[str, str] | None = None, path: str = READY_PATH) -> str:

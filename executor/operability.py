@@ -96,6 +96,13 @@ class ExecutorMetrics:
         self.running.labels(snapshot.task_class).set(snapshot.running)
 
 
+class _ThreadingHTTPServerV6(ThreadingHTTPServer):
+    """An IPv6 address to bind (an IPv6-only cluster's pods); `::` takes IPv4 too where the
+    system's bindv6only is 0, as on Linux by default."""
+
+    address_family = socket.AF_INET6
+
+
 class HealthServer:
     """/health: 200 while the executor takes work, 503 with the reason otherwise (readiness);
     /health/live: 200 while its loops turn, whatever it may take (liveness: what a restart
@@ -128,7 +135,7 @@ class HealthServer:
         self.metrics = metrics
         self.health = health
         self.live = live or health
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = (_ThreadingHTTPServerV6 if ":" in host else ThreadingHTTPServer)((host, port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},

@@ -113,9 +113,14 @@ def _identifier(value: str) -> str:
 
 
 def _host_port(value: str) -> tuple[str, int]:
+    """HOST:PORT, an IPv6 host in brackets ([::]:9087, as in a URL); the host comes back bare."""
     host, sep, port = value.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9087; port 0 picks a free one)")
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9087, [::]:9087; port 0 picks a free one)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{value!r}: an IPv6 address is written in brackets, as [{host}]:{port}")
     return host, int(port)
 
 

@@ -102,3 +102,17 @@ def test_an_answer_that_is_not_http_is_unhealthy_in_one_line_not_a_traceback():
         listener.close()
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and len((result.stdout + result.stderr).strip().splitlines()) == 1
+
+
+def test_an_ipv6_address_is_bound_and_probed(tmp_path):
+    """The address an IPv6-only cluster needs: [::]:PORT passed the settings, then the IPv4-only
+    server failed the start with socket.gaierror (a traceback, not a settings error)."""
+    health = HealthServer("::", 0, ExecutorMetrics(), lambda: (True, "polling"), lambda: (True, "loops turn"))
+    health.start()
+    try:
+        result = probe(f"[::]:{health.port}")
+        assert result.returncode == 0 and "polling" in result.stdout, result.stderr
+    finally:
+        health.stop()
+    bare = probe("::1:9087")
+    assert bare.returncode == 1 and "in brackets" in bare.stderr
