@@ -70,7 +70,7 @@ class ConfinedProcess:
         self._kill_backoff: Backoff | None = None
         self._done = threading.Event()
         self._outcome: Outcome | None = None
-        self._watch = ExitWatch(popen, before_reap=self._main_exited)
+        self._watch = ExitWatch(popen, before_reap=_main_exited_of(group))
         self.pid = popen.pid
         self.name = group.name
         self.isolation = isolation
@@ -175,11 +175,6 @@ class ConfinedProcess:
         if not finished_now:
             self._linger()
 
-    def _main_exited(self) -> None:
-        """The main process exited and is not reaped yet: the group's last look at it (mode none
-        finds the children it forked since its last scan; see TaskGroup.main_exited)."""
-        self._attempt("looking at the task as its main process exited", self._group.main_exited, None)
-
     def _attempt(self, what: str, step: Callable[[], T], default: T) -> T:
         """Run one step of the reaper; a failure is logged once and replaced by DEFAULT, so the
         steps after it still run and the outcome is still published."""
@@ -282,6 +277,21 @@ class ConfinedProcess:
             log.exception("task %s: clearing up after its stuck processes failed; the next sweep will", self.name)
         finally:
             self._finish()
+
+
+def _main_exited_of(group: TaskGroup) -> Callable[[], None]:
+    """What the exit watch calls once the main process has exited, before it reaps it: the
+    group's last look (mode none finds the children forked since its last scan; see
+    TaskGroup.main_exited), a failure logged. Holds the group alone: a bound method of the
+    ConfinedProcess made a reference cycle through its ExitWatch, which only the garbage
+    collector's rare full passes freed (the master's RSS grew ~0.4 KB a task)."""
+    def main_exited() -> None:
+        try:
+            group.main_exited()
+        except Exception:
+            log.exception("task %s: looking at the task as its main process exited failed; the outcome says what "
+                          "is known", group.name)
+    return main_exited
 
 
 PF_EXITING = 0x4  # task flag (include/linux/sched.h): do_exit() has begun
