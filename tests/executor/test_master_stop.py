@@ -20,6 +20,15 @@ from executor.settings import load_settings
 from .test_heartbeat import StatusServer
 
 
+def give_heartbeat(master: Master, client: ControlPlaneClient, gms_url: str) -> None:
+    """The master's heartbeat, and its final one, through CLIENT, as _start wires them."""
+    master.final_client = client
+    master.heartbeat = Heartbeat(client=client, executor_id="exec-1", instance_id="i1", pool_id="p", interval_s=30,
+                                 leases=master.leases, ledgers=master.ledgers, state=lambda: master.state,
+                                 sandbox=dict, health=dict, log_delivery=False,
+                                 started_at="2026-01-01T00:00:00+00:00", gms_url=gms_url)
+
+
 def test_a_delete_in_flight_at_stop_ends_before_the_final_heartbeat(tmp_path):
     """The stop flushed what the acknowledger still held, but not the batch its thread was
     deleting at that moment: the STOPPED heartbeat listed that execution as running, and the
@@ -53,11 +62,7 @@ def test_a_delete_in_flight_at_stop_ends_before_the_final_heartbeat(tmp_path):
             recording = client.heartbeat
             client.heartbeat = lambda executor_id, status, properties: (sent.append(properties),
                                                                         recording(executor_id, status, properties))
-            master.final_client = client
-            master.heartbeat = Heartbeat(client=client, executor_id="exec-1", instance_id="i1", pool_id="p",
-                                         interval_s=30, leases=master.leases, ledgers=master.ledgers,
-                                         state=lambda: master.state, sandbox=dict, health=dict, log_delivery=False,
-                                         started_at="2026-01-01T00:00:00+00:00", gms_url=server.gms_url)
+            give_heartbeat(master, client, server.gms_url)
             master._stop_loops = threading.Event()
             master._threads = [Loop("acks", master.acks.step, master._stop_loops)]
             master._threads[0].start()
@@ -107,11 +112,7 @@ def test_an_sqs_that_never_answers_does_not_hold_the_stop(tmp_path, monkeypatch)
                 master.leases.move(lease, state)
             master.acks = Acknowledger({"ingestion": consumer}, master.leases)
             client = ControlPlaneClient(server.gms_url, "t")
-            master.final_client = client
-            master.heartbeat = Heartbeat(client=client, executor_id="exec-1", instance_id="i1", pool_id="p",
-                                         interval_s=30, leases=master.leases, ledgers=master.ledgers,
-                                         state=lambda: master.state, sandbox=dict, health=dict, log_delivery=False,
-                                         started_at="2026-01-01T00:00:00+00:00", gms_url=server.gms_url)
+            give_heartbeat(master, client, server.gms_url)
             master._stop_loops = threading.Event()
             master._threads = []
             master._signals = 2
