@@ -67,3 +67,17 @@ def test_a_recipe_the_constructor_or_libyaml_cannot_take_is_refused_not_raised()
                         ('source: {type: "\ud800"}', "surrogate")):
         with pytest.raises(YamlRefused, match=words):
             load_bounded(text)
+
+
+def test_the_node_limit_holds_with_and_without_aliases():
+    """Without an alias the node count comes from the parser's events, with one from the composed
+    graph: both refuse one node over the limit and load one under it."""
+    def listing(count: int, item: str = "1") -> str:  # the root mapping, its key and the list: 3 nodes
+        return "items: [" + ", ".join([item] * count) + "]\n"
+    assert len(load_bounded(listing(MAX_EXPANDED_NODES - 3))["items"]) == MAX_EXPANDED_NODES - 3
+    with pytest.raises(YamlRefused, match=f"more than {MAX_EXPANDED_NODES} nodes"):
+        load_bounded(listing(MAX_EXPANDED_NODES - 2))
+    aliased = "a: &a 1\n"  # 2 more nodes: the key and the anchored scalar
+    assert len(load_bounded(aliased + listing(MAX_EXPANDED_NODES - 5, "*a"))["items"]) == MAX_EXPANDED_NODES - 5
+    with pytest.raises(YamlRefused, match="YAML bomb"):
+        load_bounded(aliased + listing(MAX_EXPANDED_NODES - 4, "*a"))
