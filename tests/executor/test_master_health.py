@@ -119,3 +119,56 @@ def test_readiness_fails_while_sqs_does_not_answer_and_liveness_holds(tmp_path, 
     ok, reason = master.health()
     assert not ok and "SQS unreachable" in reason, reason
     assert master.alive() == (True, "ACTIVE"), "a restart would not mend SQS"
+
+
+def test_a_start_longer_than_the_stall_limit_is_no_stalled_loop(tmp_path, monkeypatch):
+    """The stall clock ran from the master's construction: a start longer than the stall limit
+    (a control plane slow to answer at boot) made the first heartbeat, sent before the main
+    loop's first turn, and /health meanwhile say the loop had stalled. A real start against a
+    real control plane, with the limit cut to 0.5 s and the pool lookup held for 1 s."""
+    import executor.master as master_module
+    from controlplane.testing import running_controlplane
+
+    monkeypatch.setattr(master_module, "LOOP_STALL_S", 0.5)
+    with running_controlplane(tmp_path / "cp") as cp:
+        cp.create_pool("p", default=True)
+        master = Master(load_settings({"DATAHUB_GMS_URL": cp.gms_url, "DATAHUB_GMS_TOKEN": cp.create_executor_token(["p"]),
+                                       "DATAHUB_EXECUTOR_POOL_ID": "p", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path / "w"),
+                                       "DATAHUB_EXECUTOR_SANDBOX_MODE": "none", "DATAHUB_EXECUTOR_TASK_USER": "none",
+                                       "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0"}))
+        until_ok, beat_safely = master._until_ok, master._beat_safely
+        first_beat: list[tuple[bool, str]] = []
+
+        def slow_at_boot(what: str, call):
+            if what == "pool lookup":
+                time.sleep(1.0)
+            return until_ok(what, call)
+
+        def recording(*args, **kwargs) -> bool:
+            if not first_beat:
+                first_beat.append(master.alive())
+            return beat_safely(*args, **kwargs)
+
+        monkeypatch.setattr(master, "_until_ok", slow_at_boot)
+        monkeypatch.setattr(master, "_beat_safely", recording)
+        ended: list[BaseException] = []
+
+        def main() -> None:
+            try:
+                master._start()
+                master._stop(master._wait_and_drain())
+            except BaseException as exc:
+                ended.append(exc)
+
+        serving = threading.Thread(target=main)
+        serving.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not first_beat and serving.is_alive():
+                assert time.monotonic() < deadline, master._start_step
+                time.sleep(0.02)
+        finally:
+            master.request_stop()
+            serving.join(timeout=60)
+    assert not serving.is_alive() and not ended, ended
+    assert first_beat == [(True, "ACTIVE")], first_beat
