@@ -60,20 +60,30 @@ def _scan_events(text: str) -> tuple[int, bool]:
 
 
 def _expanded_size(root: yaml.Node) -> int:
-    """Nodes the document has once every alias is expanded, counted once per distinct node."""
+    """Nodes the document has once every alias is expanded, counted once per distinct node.
+
+    A node that holds an alias to itself or to a node around it (`a: &x [*x]`) has no finite
+    expansion: PyYAML composes and constructs it as a structure that contains itself, and
+    whoever walks it (this count, our secret scan, DataHub's variable expansion) never ends.
+    It is refused as soon as the walk meets a node on its own path."""
     sizes: dict[int, int] = {}
+    on_path: set[int] = set()  # the nodes whose children are being counted: the current path
     pending: list[tuple[yaml.Node, bool]] = [(root, False)]
     while pending:  # iterative post-order: the graph may be deep (up to MAX_DEPTH) and wide
         node, children_done = pending.pop()
-        if id(node) in sizes:
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            sizes[key] = min(total, MAX_EXPANDED_NODES + 1)  # saturate: the count can be astronomical
             continue
-        children = _children(node)
-        if not children_done:
-            pending.append((node, True))
-            pending.extend((child, False) for child in children if id(child) not in sizes)
+        if key in sizes:
             continue
-        total = 1 + sum(sizes[id(child)] for child in children)
-        sizes[id(node)] = min(total, MAX_EXPANDED_NODES + 1)  # saturate: the count can be astronomical
+        if key in on_path:
+            raise YamlRefused("holds an alias to a node that contains it: a recursive alias has no end")
+        on_path.add(key)
+        pending.append((node, True))
+        pending.extend((child, False) for child in _children(node) if id(child) not in sizes)
     return sizes[id(root)]
 
 

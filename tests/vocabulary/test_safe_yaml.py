@@ -81,3 +81,20 @@ def test_the_node_limit_holds_with_and_without_aliases():
     assert len(load_bounded(aliased + listing(MAX_EXPANDED_NODES - 5, "*a"))["items"]) == MAX_EXPANDED_NODES - 5
     with pytest.raises(YamlRefused, match="YAML bomb"):
         load_bounded(aliased + listing(MAX_EXPANDED_NODES - 4, "*a"))
+
+
+@pytest.mark.parametrize("text", ["a: &x [*x]", "source: &x\n  type: mysql\n  config: *x\n",
+                                  "a: &x {b: [1, {c: *x}]}", "a: &x [&y [*y]]"])
+def test_a_recursive_alias_is_refused_at_once(text):
+    """An alias to a node around it: PyYAML builds a structure that contains itself, and the
+    count of expanded nodes never ended (its list of pending nodes grew by ~60 MB a second in the
+    runner that claimed it, the run held for good)."""
+    started = time.perf_counter()
+    with pytest.raises(YamlRefused, match="recursive alias"):
+        load_bounded(text)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_an_anchor_used_twice_side_by_side_is_no_recursion():
+    text = "a: &x {k: v}\nb: [*x, *x, {c: *x}]\nsource: {type: file, config: *x}\n"
+    assert load_bounded(text) == yaml.safe_load(text)
