@@ -203,6 +203,10 @@ class TaskRunner(threading.Thread):
         try:
             self._run_prepared(claimed, prepared, started)
         finally:
+            # After an exception (a lost lease, the unexpected) the task may still run: it is
+            # killed and awaited before its directory goes and its venv's hold is dropped, or the
+            # venv could be evicted under it and the directory, written to meanwhile, be left.
+            self._kill_and_wait()
             prepared.cleanup()
 
     def _say_if_waiting(self, claimed: Claimed, ledger: Ledger, weight) -> None:
