@@ -2,8 +2,12 @@
 
 DataHub's executor rebuilds the venv for every run; we build each once, with uv (many times
 faster than pip), and share it between tasks. Concurrent tasks that need the same venv wait on
-a file lock (flock) while one builds it. The `.ready` marker is written last, so a half-built
-venv (a crash mid-install) is never used: the next build wipes and redoes it. (Building
+a file lock (flock) while one builds it. The venv's ready marker (`<key>.ready`, beside it in
+the cache directory) is written last, once what the build wrote is on disk, so a half-built venv
+(a crash mid-install, a power loss) is never used: the next build wipes and redoes it. The marker
+is outside the venv because the build's user owns the venv's directory while it builds:
+install-time code could otherwise write the marker itself, and a venv still being built (or one
+whose build died) would be handed to tasks as built. (Building
 elsewhere and renaming would break the absolute paths in the venv's scripts.) `native` runs the CLI of
 the executor's own environment; `latest` is resolved once a day.
 
@@ -16,7 +20,9 @@ otherwise wait for every task running the venv to end.
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -42,6 +48,7 @@ LOCK_POLL_S = 0.2  # how often a task waiting for another's build looks at wheth
 # Long enough that a weekly or fortnightly schedule pinned to a version keeps its venv.
 UNUSED_EVICTED_AFTER_S = 31 * 86400
 KEY = re.compile(r"[0-9a-f]{20}")
+READY_SUFFIX = ".ready"
 
 
 class PreparationStopped(Exception):
@@ -118,23 +125,23 @@ class VenvCache:
         target = self._dir_for(spec, version, extra_requirements)
         key = target.name
         cli = target / "bin" / "datahub"
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(mode=0o755, parents=True, exist_ok=True)  # the markers' directory: ours alone
         use = open(self.cache_dir / f"{key}.use", "a")
         try:
             while True:
-                if (target / ".ready").exists():
+                if _is_ready(target):
                     self._lock_or_stop(use, fcntl.LOCK_SH)  # waits out an eviction in progress, if any
-                    if (target / ".ready").exists():
+                    if _is_ready(target):
                         break
                     fcntl.flock(use, fcntl.LOCK_UN)  # evicted: built again below
                 with open(self.cache_dir / f"{key}.lock", "a") as lock:
                     self._lock_or_stop(lock)  # the one that builds; the others wait, then find it ready
-                    if not (target / ".ready").exists():
+                    if not _is_ready(target):
                         self.evict_unused()
                         self._build(target, [spec, *extra_requirements], user,
                                     day=_day() if version == cli_versions.LATEST else None)
                 # Taken shared at the loop's top; an eviction in between finds it just built and leaves it.
-            os.utime(target / ".ready")
+            os.utime(marker_of(target))
         except BaseException:
             use.close()
             raise
@@ -158,9 +165,7 @@ class VenvCache:
         their keys. Venvs that another holds are skipped, never waited for."""
         now = time.time() if now is None else now
         evicted = []
-        for entry in sorted(self.cache_dir.iterdir()):
-            if not (KEY.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()):
-                continue
+        for entry in self._entries():
             with open(self.cache_dir / f"{entry.name}.lock", "a") as lock, \
                     open(self.cache_dir / f"{entry.name}.use", "a") as use:
                 try:
@@ -173,7 +178,7 @@ class VenvCache:
                 stamp = _stamp(entry)
                 logger.info("evicting task virtualenv {} (last given to a task: {})", entry.name,
                             time.ctime(stamp) if stamp else "never, a build that died")
-                (entry / ".ready").unlink(missing_ok=True)  # first: a half-removed venv is never taken for built
+                marker_of(entry).unlink(missing_ok=True)  # first: a half-removed venv is never taken for built
                 shutil.rmtree(entry, ignore_errors=True)
                 evicted.append(entry.name)
         return evicted
@@ -181,15 +186,25 @@ class VenvCache:
     @staticmethod
     def _unneeded(venv: Path, now: float) -> bool:
         stamp = _stamp(venv)
-        if stamp is None:
-            return True  # no marker and nobody building: what a build that died left
+        if stamp is None or not venv.is_dir():
+            return True  # no marker and nobody building: what a build that died left (or a marker alone)
         if now - stamp > UNUSED_EVICTED_AFTER_S:
             return True
         try:
-            day = json.loads((venv / ".ready").read_text()).get("day")
+            day = json.loads(marker_of(venv).read_text()).get("day")
         except (OSError, ValueError, AttributeError):
             return False
         return day is not None and day != _day(now)
+
+    def _entries(self) -> list[Path]:
+        """The cache's venvs, and the names of those whose marker outlived them (a venv removed
+        by hand): both are evicted as unneeded."""
+        keys = set()
+        for entry in self.cache_dir.iterdir():
+            name = entry.name.removesuffix(READY_SUFFIX)
+            if KEY.fullmatch(name) and not entry.is_symlink() and (entry.is_dir() or entry.name != name):
+                keys.add(name)
+        return [self.cache_dir / key for key in sorted(keys)]
 
     def _lock_or_stop(self, lock, operation: int = fcntl.LOCK_EX) -> None:
         """flock(OPERATION), given up when the executor begins to stop: a blocking flock cannot be
@@ -226,6 +241,7 @@ class VenvCache:
             raise TaskRejected("UNKNOWN_VERSION", str(exc)) from None
 
     def _build(self, target: Path, requirements: list[str], user: Any, day: str | None = None) -> None:
+        marker_of(target).unlink(missing_ok=True)  # one that outlived its venv (removed by hand)
         shutil.rmtree(target, ignore_errors=True)
         uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
         if uv is None:
@@ -264,10 +280,19 @@ def _day(now: float | None = None) -> str:
     return time.strftime("%Y%m%d", time.localtime(now))
 
 
+def marker_of(venv: Path) -> Path:
+    """The venv's ready marker: beside it, in the cache directory the executor alone writes."""
+    return venv.with_name(venv.name + READY_SUFFIX)
+
+
+def _is_ready(venv: Path) -> bool:
+    return marker_of(venv).is_file() and venv.is_dir()
+
+
 def _stamp(venv: Path) -> float | None:
     """When the venv was last given to a task (its marker's mtime), or None: not built."""
     try:
-        return os.lstat(venv / ".ready").st_mtime
+        return os.lstat(marker_of(venv)).st_mtime
     except FileNotFoundError:
         return None
 
@@ -283,17 +308,43 @@ def _check_cli(target: Path) -> None:
 
 
 def _mark_ready(target: Path, requirements: list[str], day: str | None) -> None:
-    """The `.ready` marker, made by the executor after the seal. Install-time code ran as the
-    build's user in this directory and could leave a `.ready` of its own: a link to a file only
-    root may write, which writing the marker by name would follow. O_EXCL never follows a link;
-    a marker already there means the build tampered with the venv, which is then no venv."""
+    """The ready marker, made by the executor after the seal, once what the build wrote is on
+    disk: a marker that outlived a power loss the venv's files did not would hand tasks a venv
+    with empty or missing files, and each use would keep it from eviction. O_EXCL: a marker
+    already there (nobody else writes the cache directory) is not ours to trust."""
+    _sync_filesystem_of(target)
+    marker = marker_of(target)
     try:
-        fd = os.open(target / ".ready", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except FileExistsError:
-        raise TaskRejected("VENV_INSTALL_FAILED", "the build left a .ready of its own in the virtualenv (install-time "
-                                                  "code of a requirement wrote it); the virtualenv is refused") from None
-    with os.fdopen(fd, "w") as marker:
-        marker.write(json.dumps({"requirements": requirements, "day": day}))
+        raise TaskRejected("VENV_INSTALL_FAILED", f"a ready marker {marker.name} is already in the venv cache though "
+                                                  "the venv was being built; the virtualenv is refused") from None
+    with os.fdopen(fd, "w") as written:
+        written.write(json.dumps({"requirements": requirements, "day": day}))
+        written.flush()
+        os.fsync(written.fileno())
+    directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(directory)  # the marker's name too
+    finally:
+        os.close(directory)
+
+
+def _sync_filesystem_of(path: Path) -> None:
+    """Every file the build wrote (thousands, by another user's processes) reaches the disk:
+    syncfs(2) on the venv's filesystem, or sync(2) where the C library has no syncfs."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncfs = getattr(_libc(), "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _seal(target: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -28,14 +29,21 @@ from tests.sandbox.conftest import TASK_PYTHON, _open_or_skip
 ROOT = Path(__file__).resolve().parents[3]
 BUILD_USER = TaskUser(61234, 61234)
 
-# A build backend that, while it builds, leaves a link named as the venv's ready marker pointing
-# at a file only root may write (HOME is the venv being built).
+# A build backend that, while it builds, leaves a link named as the venv's old ready marker (in the
+# venv) pointing at a file only root may write, and tries to write the real one beside the venv
+# (HOME is the venv being built).
 PLANTING_BACKEND = '''
 import os
 import zipfile
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    os.symlink(VICTIM, os.path.join(os.environ["HOME"], ".ready"))
+    home = os.environ["HOME"]
+    os.symlink(VICTIM, os.path.join(home, ".ready"))
+    try:  # the venv's real marker, beside it: the build must not be able to write it
+        with open(home.rstrip("/") + ".ready", "w") as marker:
+            marker.write('{"planted": true}')
+    except PermissionError:
+        pass
     name = "dhxplant-0.1-py3-none-any.whl"
     files = {"dhxplant-0.1.dist-info/METADATA": "Metadata-Version: 2.1\\nName: dhxplant\\nVersion: 0.1\\n",
              "dhxplant-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\\nGenerator: dhx\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}
@@ -76,20 +84,25 @@ def build_as_task_user(tmp_path):
         assert not leftovers, f"a build left task cgroups behind: {leftovers}"
 
 
-def test_a_ready_marker_the_build_left_as_a_link_is_never_written_through(build_as_task_user, tmp_path):
+def test_install_time_code_can_neither_write_the_ready_marker_nor_make_the_executor_write_through_a_link(
+        build_as_task_user, tmp_path):
+    """The marker was in the venv, which the build's user owns while it builds: install-time code
+    could write it, and a venv still being built (or whose build died) was handed to tasks as
+    built. It is beside the venv now, in the cache directory the executor alone writes; a link the
+    build leaves in the venv under the old name is inert."""
     venvs, server, _ = build_as_task_user
     victim = tmp_path / "root-only"
     victim.write_text("untouched")
     os.chmod(victim, 0o600)
     sdist = planting_sdist(tmp_path / "packages", victim)
-    try:
-        venvs.datahub_cli(server.url(server.wheel), [], [f"dhxplant @ {server.url(sdist)}"], BUILD_USER)
-        refused = None
-    except TaskRejected as exc:
-        refused = exc
+    requirement = f"dhxplant @ {server.url(sdist)}"
+    cli = venvs.datahub_cli(server.url(server.wheel), [], [requirement], BUILD_USER)
+    venv = Path(cli).parents[1]
     assert victim.read_text() == "untouched", "the executor wrote, as root, through a link install-time code made"
-    assert refused is not None and refused.reason == "VENV_INSTALL_FAILED", "a build that tampers is no venv"
-    assert ".ready" in str(refused)
+    assert os.path.islink(venv / ".ready"), "the build's backend did not run"
+    marker = venv.with_name(venv.name + ".ready")
+    assert json.loads(marker.read_text())["requirements"][-1] == requirement, "the marker is not the executor's"
+    assert os.stat(marker).st_uid == os.geteuid()
 
 
 # A project on the executor's disk calling itself acryl-datahub, built by an in-tree backend (no
@@ -152,7 +165,8 @@ def local_cache(tmp_path):
 
 
 def _age(cli: str, days: int) -> None:
-    marker = Path(cli).parents[1] / ".ready"
+    venv = Path(cli).parents[1]
+    marker = venv.with_name(venv.name + ".ready")
     then = time.time() - days * 86400
     os.utime(marker, (then, then))
 
@@ -296,7 +310,77 @@ def test_a_build_killed_halfway_fails_its_task_clearly_and_the_next_task_builds_
 
         StalledWheels.stall.set()
         cli = venvs.datahub_cli(wheel, [], [], BUILD_USER)
-        assert Path(cli).exists() and (target / ".ready").exists()
+        assert Path(cli).exists() and target.with_name(target.name + ".ready").exists()
     finally:
         StalledWheels.stall.set()
         stalled.shutdown()
+
+
+def test_a_task_asking_for_a_venv_while_install_time_code_plants_a_marker_waits_for_the_build(tmp_path):
+    """Install-time code wrote `.ready` in the venv it was building (its HOME): a second task
+    needing the same venv took it at once, half built and unsealed, and the real build then
+    failed on that marker and removed the venv the second task held."""
+    planted, finish = threading.Event(), threading.Event()
+
+    def planting(step):
+        target = Path(step.cwd)
+        if step.argv[1] == "venv":
+            (target / "bin").mkdir(exist_ok=True)
+            return 0, ""
+        (target / ".ready").write_text("{}")  # what install-time code may write, as the build's user
+        planted.set()
+        finish.wait(10)
+        cli = target / "bin" / "datahub"
+        cli.write_text("#!/bin/sh\n")
+        cli.chmod(0o755)
+        return 0, ""
+
+    venvs = VenvCache(str(tmp_path / "venvs"), builder=planting)
+    first: list = []
+    building = threading.Thread(target=lambda: first.append(venvs.datahub_cli("1.2.0", [], [])))
+    building.start()
+    assert planted.wait(10)
+    second: list = []
+    asking = threading.Thread(target=lambda: second.append(venvs.datahub_cli("1.2.0", [], [])))
+    asking.start()
+    asking.join(timeout=1.0)
+    assert asking.is_alive() and not second, "a venv still being built was handed to a task"
+    finish.set()
+    building.join(timeout=10)
+    asking.join(timeout=10)
+    assert first and second == first and Path(second[0]).exists()
+
+
+def test_a_marker_whose_venv_was_removed_by_hand_is_built_again(tmp_path, local_cache):
+    venvs, server = local_cache
+    wheel = server.url(server.wheel)
+    cli = venvs.datahub_cli(wheel, [], [])
+    venvs.release(cli)
+    shutil.rmtree(Path(cli).parents[1])  # an operator's clean-up while no task runs
+    again = venvs.datahub_cli(wheel, [], [])
+    assert again == cli and Path(again).exists()
+
+
+def test_what_the_build_wrote_is_synced_before_the_marker_says_ready(tmp_path, local_cache, monkeypatch):
+    """No sync before the marker: after a power loss the marker could be on disk where the venv's
+    files were empty, and each use kept that venv from eviction."""
+    import executor.runtime.venvs as venvs_module
+
+    venvs, server = local_cache
+    target = venvs.venv_dir(server.url(server.wheel), [], [])
+    marker = target.with_name(target.name + ".ready")
+    events: list[str] = []
+    sync_filesystem, fsync = venvs_module._sync_filesystem_of, os.fsync
+
+    def recording_sync(path: Path) -> None:
+        events.append(f"syncfs (marker there: {marker.exists()})")
+        sync_filesystem(path)
+
+    def recording_fsync(fd: int) -> None:
+        events.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}")
+        fsync(fd)
+
+    monkeypatch.setattr(venvs_module, "_sync_filesystem_of", recording_sync)
+    monkeypatch.setattr(venvs_module.os, "fsync", recording_fsync)
+    venvs.datahub_cli(server.url(server.wheel), [], [])
+    assert events == ["syncfs (marker there: False)", f"fsync {marker}", f"fsync {venvs.cache_dir}"], events
