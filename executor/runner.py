@@ -49,6 +49,9 @@ from .text import printable
 
 SILENCE_WARNING_S = 120
 LOG_UPLOAD_ATTEMPTS = 3
+# How long the log pump may take to drain the task's output after the task ended, before it is
+# stopped: output still coming then is from a process that left the task (sandbox mode none).
+PUMP_JOIN_S = 10.0
 # A message given back because its runner failed before claiming is visible again after this
 # long (for another executor, or this one once the fault has passed), not at once.
 FAILED_RUNNER_RETURN_S = 10
@@ -298,7 +301,13 @@ class TaskRunner(threading.Thread):
                 self.log.warning("processes {} of the task would not die: its uid {} is not given to another task "
                                  "until the executor restarts (its start-up sweep ends them)",
                                  " ".join(map(str, outcome.unkillable_pids)), user.uid)
-        pump.join(timeout=10)
+        pump.join(timeout=PUMP_JOIN_S)
+        if pump.is_alive():
+            # Its output outlives the task: a process that left it (mode none) holds the pipe.
+            self.log.warning("a process that left the task still holds its output after it ended; its output is no "
+                             "longer relayed")
+            task_log.stop_pump()
+            pump.join(timeout=PUMP_JOIN_S)
         task_log.write_line(f"[executor] outcome: {outcome.status.value} exit_code={outcome.exit_code} "
                             f"signal={outcome.signal} peak_memory_bytes={outcome.peak_memory_bytes}")
         if outcome.oom_kills and outcome.status is not Status.MEMORY_LIMIT_EXCEEDED:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import codecs
 import fcntl
 import os
+import select
 import threading
 import time
 import weakref
@@ -96,11 +97,22 @@ class TaskLog:
         self._reader = os.dup(self._file.fileno())
         weakref.finalize(self, os.close, self._reader)
         self.last_output = time.monotonic()
+        # Written by stop_pump(): the pump's wait for output wakes on it as on output.
+        self._stop_pump = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        weakref.finalize(self, os.close, self._stop_pump)
 
     def pump(self, stream) -> threading.Thread:
         thread = threading.Thread(target=self._read, args=(stream,), name=f"task-log-{os.path.basename(self.path)}", daemon=True)
         thread.start()
         return thread
+
+    def stop_pump(self) -> None:
+        """End the pump as if its output had ended: what it holds back is masked and kept, and
+        the pipe is closed. For output that never ends though the task has: a process that left
+        the task (sandbox mode none has no cgroup to end it with the task) and holds its stdout.
+        Without it the pump kept its thread, its window and the pipe, relaying that process's
+        output into a log already closed, for as long as the process lived."""
+        os.eventfd_write(self._stop_pump, 1)
 
     def _read(self, stream) -> None:
         fd = stream.fileno()
@@ -111,8 +123,14 @@ class TaskLog:
         masking: MaskingStream | None = self.masker.stream()
         self._streaming = True
         since, read = time.monotonic(), 0  # since the last wait began, and how much came in that time
+        waiting = select.poll()
+        waiting.register(fd, select.POLLIN)
+        waiting.register(self._stop_pump, select.POLLIN)
         try:
             while True:
+                ready = waiting.poll()
+                if any(ready_fd == self._stop_pump for ready_fd, _ in ready):
+                    break
                 chunk = os.read(fd, CHUNK)
                 if not chunk:
                     break

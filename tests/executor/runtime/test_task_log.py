@@ -444,3 +444,27 @@ def test_the_wait_after_a_short_read_never_lets_a_fast_task_fill_half_the_pipe()
     for rate in (600e6, 1.1e9, 10e9):  # bytes a second
         wait = coalescing_wait(int(rate * 0.002), 0.002)
         assert wait < COALESCE_S and rate * wait <= PIPE_BYTES / 2 + 1, (rate, wait)
+
+
+def test_a_pump_whose_output_never_ends_is_stopped_and_keeps_what_it_held(tmp_path):
+    """A process that left the task (sandbox mode none) holds the pipe open after the task ended:
+    the pump blocked in its read for as long as that process lived, with its thread, its window
+    and the pipe, relaying into a log already closed. stop_pump() ends it as an end of output
+    would: what it held back is masked and kept, and the pipe is closed."""
+    read_end, write_end = os.pipe()
+    log = TaskLog(str(tmp_path / "t.log"), Masker(["hunter22-secret"]))
+    with os.fdopen(read_end, "rb", buffering=0) as stream:
+        pump = log.pump(stream)
+        os.write(write_end, b"first line, hunter22-secret\nno newline yet")  # the last line is held back
+        deadline = time.monotonic() + 5
+        while log.version == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pump.join(timeout=0.3)
+        assert pump.is_alive(), "the writer still holds the pipe: the pump waits"
+        log.stop_pump()
+        pump.join(timeout=5)
+        assert not pump.is_alive(), "the pump did not stop"
+        assert stream.closed
+    os.close(write_end)
+    log.close()
+    assert log.tail() == f"first line, {MASK}\nno newline yet"
