@@ -182,6 +182,7 @@ class TaskLog:
             self._keep(line if self._ends_line else b"\n" + line)
 
     def _keep(self, data: bytes | memoryview) -> None:
+        file_ends_line = self._ends_line
         self._ends_line = data[-1:] == b"\n"
         if self._dropped_bytes or self._file.closed:
             self._dropped_bytes += len(data)
@@ -190,10 +191,35 @@ class TaskLog:
         else:
             data = bytes(data)
             head = data[: data.rfind(b"\n", 0, self.max_file_bytes - self._file_bytes) + 1]
+            if not head and not file_ends_line:
+                # The line the cap cuts began in an earlier piece (the masker's pieces end
+                # anywhere): the head ends where that line began, or it would end mid-line
+                # (mid-character, even) and close() would add the line again after the marker.
+                self._dropped_bytes += self._cut_file_to_last_line()
             self._write_file(head)
             self._dropped_bytes += len(data) - len(head)
         self._remember(data)
         self._version += 1
+
+    def _cut_file_to_last_line(self) -> int:
+        """Truncate the file after its last newline; the bytes cut. Read back from its end in
+        blocks: once per log, at its cap."""
+        try:
+            self._file.flush()
+            end = self._file_bytes
+            while end > 0:
+                start = max(0, end - CHUNK)
+                newline = _read_at(self._reader, end - start, start).rfind(b"\n")
+                if newline >= 0:
+                    end = start + newline + 1
+                    break
+                end = start
+            self._file.truncate(end)
+            self._file.seek(end)
+        except OSError:
+            return 0  # the head keeps its last line cut; nothing is lost
+        cut, self._file_bytes = self._file_bytes - end, end
+        return cut
 
     def _write_file(self, data: bytes | memoryview) -> None:
         """DATA onto the file, or the file given up (as past its cap) when it cannot be written."""

@@ -468,3 +468,29 @@ def test_a_pump_whose_output_never_ends_is_stopped_and_keeps_what_it_held(tmp_pa
     os.close(write_end)
     log.close()
     assert log.tail() == f"first line, {MASK}\nno newline yet"
+
+
+def test_the_files_head_ends_with_a_whole_line_when_the_cap_cuts_a_line_begun_in_an_earlier_read(tmp_path):
+    """The head was cut at the last newline of the read that crossed the cap only: a line begun
+    in an earlier read ended the head mid-line (mid-character here), and close() then added the
+    same line again after the marker."""
+    cap = 1 << 20
+    log = TaskLog(str(tmp_path / "task.log"), Masker([]), max_file_bytes=cap)
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb", buffering=0) as stream:
+        pump = log.pump(stream)
+        os.write(write_end, b"a" * (cap - 3000) + b"\n" + b"line X " + "\u00e9".encode() * 1000)  # under the cap
+        deadline = time.monotonic() + 10
+        while "line X" not in log.tail():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.write(write_end, "\u00e9".encode() * 3000 + b"\nnext\n")  # crosses it before its first newline
+        os.close(write_end)
+        pump.join(timeout=10)
+    log.close()
+    written = (tmp_path / "task.log").read_bytes()
+    head = written[:written.index(b"\n[... ")]
+    assert head.endswith(b"a\n"), head[-20:]
+    head.decode("utf-8")  # whole characters
+    assert written.count(b"line X") == 1
+    assert written.endswith(b"line X " + "\u00e9".encode() * 4000 + b"\nnext\n")
