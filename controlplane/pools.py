@@ -15,6 +15,7 @@ from typing import Any
 from loguru import logger
 
 from vocabulary import ids
+from vocabulary.message import MAX_VISIBILITY_S
 from vocabulary.tasks import MONITORS, UnknownTask, task_class
 
 from . import entities as E
@@ -44,8 +45,8 @@ class Pools:
             ids.pool_id(pool_id)
         except ids.InvalidId as exc:
             raise Invalid(str(exc)) from None
-        if not 1 <= visibility_timeout_s <= 43200:
-            raise Invalid("visibility_timeout_s must be between 1 and 43200 (SQS's 12-hour ceiling)")
+        if not 1 <= visibility_timeout_s <= MAX_VISIBILITY_S:
+            raise Invalid(f"visibility_timeout_s must be between 1 and {MAX_VISIBILITY_S} (SQS's 12-hour ceiling)")
         if not 1 <= max_receive_count <= 1000:
             raise Invalid("max_receive_count must be between 1 and 1000")
         if self._queue_row(pool_id) is not None:
@@ -152,8 +153,8 @@ class Pools:
         pool = self.get(pool_id)
         visibility = pool["visibility_timeout_s"] if visibility_timeout_s is None else visibility_timeout_s
         receives = pool["max_receive_count"] if max_receive_count is None else max_receive_count
-        if not 1 <= visibility <= 43200:
-            raise Invalid("visibility_timeout_s must be between 1 and 43200 (SQS's 12-hour ceiling)")
+        if not 1 <= visibility <= MAX_VISIBILITY_S:
+            raise Invalid(f"visibility_timeout_s must be between 1 and {MAX_VISIBILITY_S} (SQS's 12-hour ceiling)")
         if not 1 <= receives <= 1000:
             raise Invalid("max_receive_count must be between 1 and 1000")
         for queue, dlq in ((pool["queue_url"], pool["dlq_url"]), (pool["monitors_queue_url"], pool["monitors_dlq_url"])):

@@ -23,12 +23,11 @@ import boto3
 from botocore.config import Config
 from loguru import logger
 
-from vocabulary.message import MalformedMessage, QueueMessage, decode
+from vocabulary.message import MAX_VISIBILITY_S, MalformedMessage, QueueMessage, decode
 
 from .leases import QueueRef
 from .text import printable
 
-MAX_VISIBILITY_S = 43200  # SQS: 12 hours from the first receive
 LONG_POLL_S = 20
 CAP_MARGIN_S = 5  # our clock reads a receive's time after SQS starts its 12 hours
 CONNECT_TIMEOUT_S = 5

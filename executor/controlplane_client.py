@@ -27,6 +27,7 @@ from loguru import logger
 from urllib3.util.retry import Retry
 
 from vocabulary import ids
+from vocabulary.message import MAX_VISIBILITY_S
 from vocabulary.results import LEASE_HEADER
 
 from . import datahub_aspects as aspects
@@ -219,7 +220,9 @@ class ControlPlaneClient:
         return PoolQueues(pool_id=pool_id, ingestion_queue_url=str(info["queueUrl"]),
                           monitors_queue_url=extras.get("monitorsQueueUrl") or f"{info['queueUrl']}{MONITORS_SUFFIX}",
                           region=info.get("queueRegion") or "us-east-1", endpoint_url=extras.get("sqsEndpointUrl"),
-                          visibility_timeout_s=int(visibility) if visibility.isdigit() else None)
+                          # Another DataHub's pool may name any number: over SQS's ceiling every receive would fail.
+                          visibility_timeout_s=(min(int(visibility), MAX_VISIBILITY_S) or None) if visibility.isdigit()
+                          else None)
 
     def heartbeat(self, executor_id: str, status: dict[str, Any], properties: dict[str, str]) -> None:
         """Write this process's dataHubRemoteExecutorStatus (409: the id belongs to another live process)."""

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from sandbox.sizes import parse_size
 from vocabulary import ids
+from vocabulary.message import MAX_VISIBILITY_S
 from vocabulary.tasks import INGESTION, MONITORS
 
 from .runtime.secrets import AwsSecretReference, parse_aws_secrets
@@ -69,6 +70,16 @@ def _heartbeat_seconds(value: str) -> float:
     number = _seconds(value)
     if number > 3600:
         raise ValueError(f"{number:g} is over 3600 seconds, the longest interval the control plane takes")
+    return number
+
+
+def _visibility_seconds(value: str) -> int:
+    """A whole number of seconds SQS takes as a visibility timeout: at most 43200 (12 hours).
+    Over it, every receive fails with InvalidParameterValue, which the intake takes for SQS
+    being down: the executor would take no work and blame the network."""
+    number = _positive_int(value)
+    if number > MAX_VISIBILITY_S:
+        raise ValueError(f"{number} is over {MAX_VISIBILITY_S} seconds, the longest visibility timeout SQS takes")
     return number
 
 
@@ -231,8 +242,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATAHUB_EXECUTOR_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level of the executor's own log."),
     Setting("DATAHUB_EXECUTOR_LOG_S3_BUCKET", "log_s3_bucket", _text, None,
             "Upload full task logs to this S3 bucket instead of the control plane."),
-    Setting("DATAHUB_EXECUTOR_VISIBILITY_TIMEOUT", "visibility_timeout_s", _positive_int, "60",
-            "Seconds a received message stays invisible before it is extended; used when the pool names none."),
+    Setting("DATAHUB_EXECUTOR_VISIBILITY_TIMEOUT", "visibility_timeout_s", _visibility_seconds, "60",
+            "Seconds a received message stays invisible before it is extended (at most 43200, SQS's ceiling); used "
+            "when the pool names none."),
     Setting("DATAHUB_EXECUTOR_SQS_ENDPOINT_URL", "sqs_endpoint_url", _text, None,
             "Override the SQS endpoint the pool names (VPC endpoints, local testing)."),
 )

@@ -17,6 +17,9 @@ from .ids import InvalidId, execution_id as check_execution_id, pool_id as check
 
 PROTOCOL_VERSION = 1
 MAX_BODY_BYTES = 4096
+# SQS's longest visibility timeout, and the longest a message may stay in flight from its
+# first receive: 12 hours. A pool's timeout and the executor's setting are both bounded by it.
+MAX_VISIBILITY_S = 43200
 
 
 class MalformedMessage(ValueError):

@@ -54,6 +54,12 @@ def server() -> Iterator[tuple[str, Recorder]]:
                 self.answer(200, b"[]", {"Content-Type": "application/json"})
             elif "shapeless" in self.path:
                 self.answer(200, json.dumps({"aspect": ["KILL"]}).encode(), {"Content-Type": "application/json"})
+            elif "/entitiesV2/" in self.path and "slowpool" in self.path:
+                # Another DataHub's pool naming a visibility timeout over SQS's ceiling.
+                envelope = {"value": {"queueUrl": "http://127.0.0.1:9/1/q"},
+                            "systemMetadata": {"properties": {"visibilityTimeoutSeconds": "86400"}}}
+                self.answer(200, json.dumps({"aspects": {"dataHubRemoteExecutorPoolInfo": envelope}}).encode(),
+                            {"Content-Type": "application/json"})
             elif "/entitiesV2/" in self.path:
                 self.answer(200, json.dumps({"aspects": []}).encode(), {"Content-Type": "application/json"})
             else:
@@ -131,3 +137,11 @@ def test_check_says_the_datahub_url_redirects_and_where(server, tmp_path):
     assert line.startswith("FAIL  ") and "HTTP 301: redirected to http://127.0.0.1:9/elsewhere" in line, line
     assert "set DATAHUB_GMS_URL to where it points" in line and "network connectivity" not in line, line
     assert "token-under-test" not in done.stdout + done.stderr
+
+
+def test_a_pool_naming_a_visibility_timeout_over_sqss_ceiling_gets_the_ceiling(server):
+    """Every receive with a visibility timeout over 43200 s fails (InvalidParameterValue), which
+    the intake takes for SQS being down: the executor took no work and blamed the network."""
+    url, _ = server
+    client = ControlPlaneClient(url, "token-under-test", retries=0, timeout_s=5)
+    assert client.pool("slowpool").visibility_timeout_s == 43200

@@ -36,6 +36,8 @@ def test_defaults_are_the_seeds():
         ({"DATAHUB_EXECUTOR_CANCEL_GRACE": "nan"}, "DATAHUB_EXECUTOR_CANCEL_GRACE"),
         ({"DATAHUB_EXECUTOR_DRAIN_TIMEOUT": "inf"}, "DATAHUB_EXECUTOR_DRAIN_TIMEOUT"),
         ({"DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL": "7200"}, "DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL"),
+        # Over SQS's ceiling every receive failed (InvalidParameterValue), taken for SQS being down.
+        ({"DATAHUB_EXECUTOR_VISIBILITY_TIMEOUT": "43201"}, "DATAHUB_EXECUTOR_VISIBILITY_TIMEOUT"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(env, name):
