@@ -492,8 +492,11 @@ class Master:
         our token, and whether SQS has answered within SQS_DOWN_UNREADY_S. Ready while nothing
         could be received let a rollout stop the old executor for a new one that takes no work (a
         wrong endpoint, blocked egress, a role without sqs:ReceiveMessage). Liveness is not
-        touched: a restart does not mend SQS, and would kill the running tasks."""
+        touched: a restart does not mend SQS, and would kill the running tasks. Not ready while it
+        drains or has stopped: it takes no new work then (liveness holds while it drains)."""
         ok, reason = self.alive()
+        if ok and self.state in ("DRAINING", "STOPPED"):
+            return False, "draining: taking no new work" if self.state == "DRAINING" else "stopped"
         if ok and self.state in ("ACTIVE", "DRAINING") and self.credentials.refusal is not None:
             return False, self.credentials.describe()
         down_s = self.outage.down_for()

@@ -172,3 +172,19 @@ def test_a_start_longer_than_the_stall_limit_is_no_stalled_loop(tmp_path, monkey
             serving.join(timeout=60)
     assert not serving.is_alive() and not ended, ended
     assert first_beat == [(True, "ACTIVE")], first_beat
+
+
+def test_readiness_fails_while_draining_and_liveness_holds(tmp_path):
+    """/health answered 200 "DRAINING" through a whole drain (and "STOPPED" until its server
+    closed), though the docs and the code's own description say 503 when it takes no work."""
+    master = Master(load_settings({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "unused",
+                                   "DATAHUB_EXECUTOR_POOL_ID": "pool", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path)}))
+    master._last_loop = time.monotonic()
+    master.state = "ACTIVE"
+    assert master.health() == (True, "ACTIVE")
+    master.stopping.set()
+    master.state = "DRAINING"
+    assert master.health() == (False, "draining: taking no new work")
+    assert master.alive() == (True, "DRAINING"), "a restart would kill the tasks the drain waits for"
+    master.state = "STOPPED"
+    assert master.health() == (False, "stopped")
