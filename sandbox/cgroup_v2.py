@@ -6,6 +6,9 @@ cgroup namespace root, or a configured path):
     <own>/supervisor/        the master itself (only when it had to move, see below)
     <own>/<root>/task-<id>/  one leaf per task, with memory/pids/cpu limits
 
+A process that starts in <own>/supervisor (moved there by an earlier open, or started there by
+systemd's DelegateSubgroup=supervisor) takes <own> as its own, not the leaf (delegated_own).
+
 The "no internal processes" rule: controllers can be enabled in <own>/cgroup.subtree_control
 only while <own> itself holds no process. So the master first moves every process of <own>
 into the `supervisor` leaf, then enables +memory +pids +cpu. EBUSY from that write means a
@@ -53,11 +56,27 @@ WANTED = ("memory", "pids", "cpu")
 SUPERVISOR_LEAF = "supervisor"
 
 
+def delegated_own(own_dir: str) -> str:
+    """The cgroup whose subtree is ours: OWN_DIR, or its parent when OWN_DIR is the supervisor
+    leaf that an earlier open (this process's, or its parent's: a shell that ran the sandbox CLI
+    before) or systemd's DelegateSubgroup=supervisor put us in, below a parent whose children
+    already have the memory controller. Taken as our own, the leaf had every process in it moved
+    into supervisor/supervisor, one level deeper at each open, and a sweep looked for a crashed
+    run's root one level below where that run had made it."""
+    if os.path.basename(os.path.normpath(own_dir)) != SUPERVISOR_LEAF:
+        return own_dir
+    parent = os.path.dirname(os.path.normpath(own_dir))
+    enabled = (fs.read_text(os.path.join(parent, "cgroup.subtree_control")) or "").split()
+    if "memory" in enabled and os.access(os.path.join(parent, "cgroup.procs"), os.W_OK):
+        return parent
+    return own_dir
+
+
 class CgroupV2Driver(Driver):
     mode = "cgroup-v2"
 
     def __init__(self, own_dir: str, root_name: str, *, is_hierarchy_root: bool = False) -> None:
-        self.own_dir = own_dir
+        self.own_dir = own_dir = delegated_own(own_dir)
         self.available = set((fs.read_text(os.path.join(own_dir, "cgroup.controllers")) or "").split())
         if "memory" not in self.available:
             raise SandboxError(

@@ -48,6 +48,30 @@ def test_no_move_where_controllers_are_already_delegated(tmp_path):
     assert not (own / "supervisor").exists()
 
 
+def test_a_process_started_in_the_supervisor_leaf_takes_its_parent_as_its_own(tmp_path):
+    """The first open moves every process of <own> into <own>/supervisor; what is started from
+    there later (a shell's next run of the sandbox CLI, `check`, another open in one process)
+    began in the leaf, took it for its own, and moved everything one level deeper each time:
+    supervisor/supervisor/..., and a sweep of a crashed run's root looked one level too low."""
+    own = fake_cgroup(tmp_path / "session", procs="4242\n")
+    CgroupV2Driver(str(own), "first-run")
+    leaf = own / "supervisor"
+    fake_cgroup(leaf, procs="4242\n", controllers="memory pids cpu")  # as the kernel shows it once we are in it
+    (own / "cgroup.procs").write_text("")
+    (own / "cgroup.subtree_control").write_text("memory pids cpu")  # read back as the kernel shows it
+    again = CgroupV2Driver(str(leaf), "second-run")
+    assert again.own_dir == str(own) and again.root == str(own / "second-run")
+    assert not (leaf / "supervisor").exists(), "moved one level deeper"
+    assert "first-run" in os.listdir(again.own_dir), "a sweep of the first run's root would find it"
+
+
+def test_a_leaf_named_supervisor_under_a_parent_not_ours_stays_our_own(tmp_path):
+    parent = fake_cgroup(tmp_path / "system.slice")  # no controllers enabled for its children: not delegated
+    leaf = fake_cgroup(parent / "supervisor", procs="4242\n")
+    driver = CgroupV2Driver(str(leaf), "executor")
+    assert driver.own_dir == str(leaf)
+
+
 def test_task_limits_are_written_as_the_kernel_documents_them(tmp_path, monkeypatch):
     own = fake_cgroup(tmp_path / "service")
     driver = CgroupV2Driver(str(own), "executor")
