@@ -24,6 +24,8 @@ USAGE_ERROR = 2
 # Each run gets a root of its own (with its pid): sweep() and close() act on the whole root, so
 # two runs sharing one would remove it under each other (a task then fails to create its cgroup).
 CLI_ROOT_PREFIX = "datahub-sandbox-cli-"
+# The signals that stop the CLI, and with it the task.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,20 +128,37 @@ def _run(args: argparse.Namespace) -> int:
     sandbox = Sandbox.open(args.root_name or f"{CLI_ROOT_PREFIX}{os.getpid()}", mode=args.mode)
     if sandbox.mode == "none" and args.mode == "auto":
         print("sandbox: warning: no writable cgroup hierarchy here; limits are best effort (mode none)", file=sys.stderr)
+    # A stop signal to the CLI (Ctrl-C, a kill, its terminal closed, Ctrl-\\) ends the task too,
+    # by cgroup, and still reports. Handled from before the start: one that came during it kills
+    # the task as soon as it exists. SIGHUP by its default action left the task's tree running,
+    # past its timeout, with no outcome.
+    stopped: list[int] = []
+    started: list = []
+
+    def stop(signum: int, _frame) -> None:
+        stopped.append(signum)
+        if started:
+            started[0].kill()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
     try:
         process = sandbox.start(command, limits, user=args.user, private_tmp=args.private_tmp)
-        # Ctrl-C or SIGTERM to the CLI ends the task too, by cgroup, and still reports.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: process.kill())
+        started.append(process)
+        if stopped:
+            process.kill()
         outcome = process.wait()
     finally:
         sandbox.close()
-    if args.json:
-        print(json.dumps(outcome.to_dict(), sort_keys=True))
-    else:
-        print(f"sandbox: {outcome.status.value} exit_code={outcome.exit_code} signal={outcome.signal} "
-              f"oom_kills={outcome.oom_kills} peak_memory_bytes={outcome.peak_memory_bytes} "
-              f"duration_s={outcome.duration_s:.3f} mode={outcome.mode}", file=sys.stderr)
+    try:
+        if args.json:
+            print(json.dumps(outcome.to_dict(), sort_keys=True))
+        else:
+            print(f"sandbox: {outcome.status.value} exit_code={outcome.exit_code} signal={outcome.signal} "
+                  f"oom_kills={outcome.oom_kills} peak_memory_bytes={outcome.peak_memory_bytes} "
+                  f"duration_s={outcome.duration_s:.3f} mode={outcome.mode}", file=sys.stderr)
+    except OSError:
+        pass  # the terminal is gone (SIGHUP): the task is ended all the same
     return outcome.shell_exit_code
 
 

@@ -7,6 +7,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -171,3 +172,37 @@ def test_an_address_space_limit_above_the_hard_rlimit_is_refused_before_the_task
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "RLIMIT_AS" in lines[0] and str(hard) in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("stop", [signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM])
+def test_a_stop_signal_to_the_cli_ends_the_tasks_whole_tree(tmp_path, stop):
+    """Its terminal closed (SIGHUP) or Ctrl-\\ (SIGQUIT), the CLI died by the default action: the
+    task's main process got the parent-death SIGKILL, but what it had started lived on in the
+    task's cgroup, past its timeout, and no outcome was given."""
+    marker, out = tmp_path / "child.pid", tmp_path / "outcome.json"
+    root = f"test-cli-{os.getpid()}-{int(stop)}"
+    cwd = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    with open(out, "w") as written:
+        cli = subprocess.Popen([*CLI, f"--root-name={root}", "--timeout", "60", "--json", "--",
+                                "sh", "-c", f"sleep 300 & echo $! > {marker}; wait"],
+                               stdout=written, stderr=subprocess.DEVNULL, cwd=cwd)
+    child = None
+    try:
+        deadline = time.monotonic() + 30
+        while not (marker.exists() and marker.read_text().strip()):
+            assert time.monotonic() < deadline and cli.poll() is None
+            time.sleep(0.02)
+        child = int(marker.read_text())
+        cli.send_signal(stop)
+        cli.wait(timeout=30)
+        gone = not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split(") ")[1][0] == "Z"
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        if child is not None and os.path.exists(f"/proc/{child}"):
+            os.kill(child, signal.SIGKILL)  # ours: the sleep this test's task started
+        subprocess.run([sys.executable, "-m", "sandbox", "sweep", "--root-name", root], cwd=cwd,
+                       capture_output=True, timeout=60)  # what a failed run left
+    assert gone, "the task's child outlived the CLI"
+    assert cli.returncode == 137 and json.loads(out.read_text())["status"] == "KILLED"
