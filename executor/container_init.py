@@ -8,7 +8,8 @@ task could read them from /proc/1/environ; the master's own PR_SET_DUMPABLE 0 di
 its parent held the same environment. This init makes itself undumpable before it starts
 anything, then does what tini did here:
 
-- runs COMMAND as its only child and exits with its status (128+N when a signal N ended it);
+- runs COMMAND as its only child, in a process group of its own (the terminal's foreground
+  group under `docker run -it`), and exits with its status (128+N when a signal N ended it);
 - forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to that child alone, never to its
   process group: running tasks would get `docker stop`'s SIGTERM directly and the master's drain
   would be cut short;
@@ -65,6 +66,7 @@ def _exec(command: list[str], mask: set[signal.Signals]) -> None:
     with ignored (exec keeps an ignored signal ignored: a shell pipeline in the command died of
     EPIPE, exit 1, instead of SIGPIPE, 141), then COMMAND; 127 if there is none, 126 if it cannot run."""
     try:
+        _take_the_terminal()
         for ignored_by_python in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(ignored_by_python, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -74,6 +76,24 @@ def _exec(command: list[str], mask: set[signal.Signals]) -> None:
         os._exit(127 if exc.errno == errno.ENOENT else 126)
     finally:
         os._exit(126)  # whatever else went wrong: the child never returns into the parent's loop
+
+
+def _take_the_terminal() -> None:
+    """In the child: a process group of its own, the terminal's foreground group where there is
+    one (`docker run -it`), as tini does. In this process's group, a Ctrl-C reached the command
+    twice, from the terminal and forwarded by this process, and the executor took the second
+    for "kill the running tasks now", skipping the drain."""
+    os.setpgid(0, 0)
+    if not os.isatty(0):
+        return
+    # A background group changing the foreground group gets SIGTTOU unless it ignores it.
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(0, os.getpgrp())
+    except OSError:
+        pass  # not our controlling terminal: Ctrl-C never reaches us through it
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
 
 
 def _supervise(child: int, watched: set[int]) -> int:

@@ -158,3 +158,50 @@ def _readable_by(as_user: list[str], pid: int) -> bool:
 def _has_child(pid: int) -> bool:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     return children.exists() and children.read_text().strip() != ""
+
+
+def test_one_ctrl_c_on_a_terminal_reaches_the_command_once(tmp_path):
+    """`docker run -it`: the command shared this process's group, the terminal's foreground one,
+    so a Ctrl-C reached it from the terminal and again forwarded by the init; the executor took
+    the second SIGINT for "kill the running tasks now". A real pseudo-terminal, one Ctrl-C."""
+    import pty
+    import select
+
+    counted = tmp_path / "sigints"
+    script = textwrap.dedent(f"""
+        import signal, time
+        count = 0
+        def on_sigint(*_):
+            global count
+            count += 1
+            open("{counted}", "w").write(str(count))
+        signal.signal(signal.SIGINT, on_sigint)
+        open("{tmp_path}/ready", "w").close()
+        time.sleep(3)
+    """)
+    pid, terminal = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execv(sys.executable, [*INIT, "--", sys.executable, "-c", script])
+    try:
+        _wait_for(tmp_path / "ready")
+        time.sleep(0.2)
+        os.write(terminal, b"\x03")
+        deadline = time.monotonic() + 30
+        while True:  # drain the terminal until the init exits
+            ready, _, _ = select.select([terminal], [], [], 0.1)
+            if ready:
+                try:
+                    os.read(terminal, 65536)
+                except OSError:
+                    break
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                pid = 0
+                break
+            assert time.monotonic() < deadline
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(terminal)
+    assert counted.read_text() == "1", f"{counted.read_text()} SIGINTs for one Ctrl-C"
