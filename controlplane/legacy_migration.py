@@ -13,6 +13,7 @@ from vocabulary import statuses as S
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 
 from . import entities as E
+from .lifecycle import structured_report
 from .metadata import aspect_store
 
 
@@ -64,14 +65,34 @@ def convert(conn: sqlite3.Connection) -> None:
             "task": row["task"], "args": arguments, "executorId": row["pool_id"], "requestedAt": int(row["created_at"] * 1000),
             "source": {"type": "MANUAL_INGESTION_SOURCE", "ingestionSource": E.source_urn(row["source_id"])}})
         if row["status"] != S.PENDING:
-            result: dict = {"status": row["status"], "report": row["log_tail"] or ""}
-            if row["started_at"]:
-                result["startTimeMs"] = int(row["started_at"] * 1000)
-            if row["duration_ms"] is not None:
-                result["durationMs"] = row["duration_ms"]
-            aspect_store.put(conn, urn=urn, entity_type=E.EXECUTION, aspect=E.EXECUTION_RESULT, value=result)
+            aspect_store.put(conn, urn=urn, entity_type=E.EXECUTION, aspect=E.EXECUTION_RESULT, value=_result(row))
     for table in ("legacy_executions", "legacy_sources", "legacy_pools"):
         conn.execute(f"DROP TABLE {table}")
+
+
+def _result(row: dict) -> dict:
+    """The dataHubExecutionRequestResult of a legacy execution that left PENDING. Its reason,
+    executor, exit code, signal and peak memory had columns of their own; now they live where
+    everything reads them, in the structured report's executor section, beside the ingestion
+    report the legacy row kept as JSON."""
+    result: dict = {"status": row["status"], "report": row["log_tail"] or "",
+                    "structuredReport": structured_report(row["task"], {
+                        "reason": row["reason"], "exitCode": row["exit_code"], "signal": row["signal"],
+                        "peakMemoryBytes": row["peak_memory_bytes"], "executorId": row["executor_id"]},
+                        _legacy_report(row["structured_report"]))}
+    if row["started_at"]:
+        result["startTimeMs"] = int(row["started_at"] * 1000)
+    if row["duration_ms"] is not None:
+        result["durationMs"] = row["duration_ms"]
+    return result
+
+
+def _legacy_report(text: str | None) -> object:
+    """The ingestion report a legacy row kept (JSON text), or None when it kept none readable."""
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
 
 
 def _source_type(recipe_json: str) -> str:

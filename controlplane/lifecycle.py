@@ -438,13 +438,22 @@ def _finalize(tx: sqlite3.Connection, execution_id: str, status: str, reason: st
 def _control_plane_result(row: dict, status: str, reason: str, why: str, now: float) -> dict[str, Any]:
     """The result the control plane writes when it, not an executor, ends an execution."""
     value: dict[str, Any] = {"status": status, "report": f"{status} ({reason}): {why}",
-                             "structuredReport": {"type": REPORT_TYPES.get(row["task"], row["task"]),
-                                                  "serializedValue": json.dumps({EXECUTOR_KEY: {"reason": reason}}),
-                                                  "contentType": "application/json"}}
+                             "structuredReport": structured_report(row["task"], {"reason": reason})}
     if row["started_at"]:
         value["startTimeMs"] = int(row["started_at"] * 1000)
         value["durationMs"] = int((now - row["started_at"]) * 1000)
     return value
+
+
+def structured_report(task: str, details: dict[str, Any], ingestion_report: Any = None) -> dict[str, str]:
+    """result.structuredReport as our executors write it (executor/datahub_aspects.py): the task's
+    ingestion report, if any, with what DataHub has no field for (reason, executor id, exit code,
+    signal, peak memory) under "executor", where the admin CLI, GraphQL clients and the web page
+    read it. Details that are None are left out."""
+    body = dict(ingestion_report) if isinstance(ingestion_report, dict) else {}
+    body[EXECUTOR_KEY] = {name: value for name, value in details.items() if value is not None}
+    return {"type": REPORT_TYPES.get(task, task), "serializedValue": json.dumps(body, default=str),
+            "contentType": "application/json"}
 
 
 def _write_result(tx: sqlite3.Connection, execution_id: str, value: dict[str, Any], executor_id: str | None) -> None:

@@ -25,6 +25,11 @@ def write_schema_1(path) -> None:
                "?, ?, ?, 1200, 'done')", (json.dumps({"recipe": "source: {type: postgres}", "debug_mode": False}), now, now, now))
     db.execute("INSERT INTO executions (id, source_id, pool_id, task, args, status, created_at) VALUES "
                "('exe_2', 'src_1', 'remote', 'RUN_INGEST', '{}', 'PENDING', ?)", (now,))
+    db.execute("INSERT INTO executions (id, source_id, pool_id, task, args, status, reason, executor_id, created_at, "
+               "started_at, finished_at, exit_code, signal, duration_ms, peak_memory_bytes, structured_report, log_tail) "
+               "VALUES ('exe_3', 'src_1', 'remote', 'RUN_INGEST', '{}', 'FAILURE', 'MEMORY_LIMIT_EXCEEDED', 'exec-7', "
+               "?, ?, ?, NULL, 9, 800, 536870912, ?, 'killed')",
+               (now, now, now, json.dumps({"source": {"events_produced": 42}, "sink": {"failures": []}})))
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -45,7 +50,7 @@ def test_a_schema_1_database_becomes_datahub_entities(tmp_path):
         assert (source["name"], source["type"], source["config"]["executorId"]) == ("pg", "postgres", "remote")
         assert json.loads(source["config"]["recipe"])["source"]["config"]["password"] == "${PG}", "secrets stay references"
         assert source["config"]["extraArgs"] == [{"key": "extra_env_vars", "value": '{"EXECUTOR_TASK_WEIGHT": "0.5"}'}]
-        assert source["executions"]["total"] == 2
+        assert source["executions"]["total"] == 3
         assert cp.execution("exe_1")["status"] == "SUCCESS" and cp.execution("exe_1")["log_tail"] == "done"
         assert cp.execution("exe_2")["status"] == "PENDING"
         tables = {r["name"] for r in cp.cp.store.query("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -53,6 +58,27 @@ def test_a_schema_1_database_becomes_datahub_entities(tmp_path):
         for row in cp.cp.store.query("SELECT aspect, metadata FROM aspects"):
             assert cloud_model.ASPECT_NAME_MAP[row["aspect"]].from_obj(json.loads(row["metadata"])).validate(), row
 
+
+
+def test_a_schema_1_runs_reason_executor_and_peak_memory_are_shown_after_the_upgrade(tmp_path, monkeypatch, capsys):
+    """The legacy executions table had columns for them; DataHub's result keeps them in the
+    structured report's executor section, which the admin CLI, GraphQL and the web page read."""
+    from controlplane import admin_cli
+
+    (tmp_path / "cp").mkdir()
+    write_schema_1(tmp_path / "cp" / "controlplane.sqlite3")
+    with running_controlplane(tmp_path / "cp") as cp:
+        monkeypatch.setenv("DATAHUB_CONTROLPLANE_URL", cp.base_url)
+        monkeypatch.setenv("DATAHUB_ADMIN_TOKEN", cp.admin_token)
+        assert admin_cli.main(["--json", "executions", "show", "exe_3"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert (shown["status"], shown["reason"], shown["executor_id"], shown["peak_memory_bytes"], shown["duration_ms"]) == (
+            "FAILURE", "MEMORY_LIMIT_EXCEEDED", "exec-7", 536870912, 800)
+        report = json.loads(shown["result"]["structuredReport"]["serializedValue"])
+        assert report["source"] == {"events_produced": 42}, "the legacy ingestion report is kept"
+        assert report["executor"]["signal"] == 9 and "exitCode" not in report["executor"]
+        assert shown["result"]["structuredReport"]["type"] == "CLI_INGEST"
+        assert cp.execution("exe_1")["executor_details"] == {}, "a run with none of them gets an empty section"
 
 
 def test_a_schema_5_database_keeps_its_full_logs_in_their_own_table(tmp_path, monkeypatch):
