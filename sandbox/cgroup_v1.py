@@ -113,6 +113,25 @@ def tree_kill_words(hierarchies) -> str:
     return "tracked via the memory cgroup, killed by repeated SIGKILL"
 
 
+def enclosing_cpu_quota(directory: str) -> int | None:
+    """The CPU quota, in microseconds per CPU_PERIOD_US, of the nearest cgroup at or above
+    DIRECTORY that has one (None: none has). cgroup v1 refuses a child's quota over it with EINVAL
+    (kernel/sched/core.c, tg_cfs_schedulable_down), where v2 takes the smaller of the two: inside
+    a container given one CPU, asking two made every task fail to start, 'out of range'. The
+    nearest is the tightest: the kernel refused any ancestor above it a smaller one."""
+    while True:
+        quota = fs.read_text(os.path.join(directory, "cpu.cfs_quota_us"))
+        period = fs.read_text(os.path.join(directory, "cpu.cfs_period_us"))
+        if quota is None or period is None:
+            return None  # above the hierarchy's mount point, or not a cpu cgroup
+        if int(quota) > 0 and int(period) > 0:
+            return int(quota) * CPU_PERIOD_US // int(period)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
 class V1TaskGroup(TaskGroup):
     def __init__(self, name: str, dirs: dict[str, str]) -> None:
         self.name = name
@@ -146,9 +165,15 @@ class V1TaskGroup(TaskGroup):
         if limits.cpu_max is not None:
             if "cpu" in self.dirs:
                 quota = int(limits.cpu_max * CPU_PERIOD_US)
+                ceiling = enclosing_cpu_quota(os.path.dirname(self.dirs["cpu"]))
+                note = ""
+                if ceiling is not None and quota > ceiling:
+                    note = (f" (asked {limits.cpu_max:g} CPUs; an enclosing cgroup's quota allows "
+                            f"{ceiling / CPU_PERIOD_US:g})")
+                    quota = ceiling
                 fs.write(self._file("cpu", "cpu.cfs_period_us"), str(CPU_PERIOD_US), what="cpu period")
                 fs.write(self._file("cpu", "cpu.cfs_quota_us"), str(quota), what="cpu limit")
-                self.enforced["cpu"] = f"cgroup v1 cpu.cfs_quota_us={quota} per {CPU_PERIOD_US}"
+                self.enforced["cpu"] = f"cgroup v1 cpu.cfs_quota_us={quota} per {CPU_PERIOD_US}{note}"
             else:
                 self.enforced["cpu"] = "not enforced: no writable cpu hierarchy"
         self.enforced["tree"] = tree_kill_words(self.dirs)

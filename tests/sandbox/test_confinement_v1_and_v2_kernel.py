@@ -293,3 +293,21 @@ def test_the_timeout_during_a_terminate_grace_ends_the_tree_at_once(sandbox, tmp
     assert outcome.duration_s < 4
     assert outcome.signal == signal.SIGKILL
     assert outcome.killed_by == "terminate()"
+
+
+def test_a_cpu_limit_over_an_enclosing_quota_gets_that_quota_not_a_refused_start(sandbox):
+    """cgroup v1 refuses a child's cfs quota over its parent's (EINVAL), where v2 takes the smaller:
+    inside a container given one CPU, asking for two made every task fail to start ("the value is
+    out of range"). The enclosing quota is set here on the sandbox's own root, below this process's
+    cgroup; the real kernel judges it."""
+    cpu_root = getattr(sandbox.driver, "roots", {}).get("cpu")
+    if sandbox.mode != "cgroup-v1" or cpu_root is None:
+        pytest.skip("a cgroup v1 cpu hierarchy is needed (v2 takes the smaller quota by itself)")
+    with open(os.path.join(cpu_root, "cpu.cfs_period_us"), "w") as f:
+        f.write("100000")
+    with open(os.path.join(cpu_root, "cpu.cfs_quota_us"), "w") as f:
+        f.write("50000")  # half a CPU for everything below
+    outcome = sandbox.start(["true"], Limits(cpu_max=2, timeout_s=30)).wait()
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.limits_enforced["cpu"].startswith("cgroup v1 cpu.cfs_quota_us=50000 per 100000")
+    assert "allows 0.5" in outcome.limits_enforced["cpu"]
