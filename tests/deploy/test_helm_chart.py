@@ -238,7 +238,23 @@ def test_a_changed_health_port_moves_the_address_the_port_and_so_the_probes(helm
     assert main["livenessProbe"]["httpGet"]["port"] == "health"
 
 
+def test_an_ipv6_only_cluster_gets_a_health_address_its_kubelet_can_probe(helm_env):
+    """The address was 0.0.0.0:<port> whatever the cluster, and extraEnvs may not set it: on an
+    IPv6-only cluster the kubelet probes the pod's IPv6 address, which 0.0.0.0 does not listen on,
+    so the startup probe failed for ever."""
+    from executor.settings import load_settings
+
+    manifests = render(helm_env, {"executor.healthHost": "::"})
+    address = env_of(manifests)["DATAHUB_EXECUTOR_HEALTH_ADDRESS"]["value"]
+    assert address == "[::]:9087"
+    settings = load_settings({"DATAHUB_GMS_URL": "https://acme.acryl.io/gms", "DATAHUB_GMS_TOKEN": "t",
+                              "DATAHUB_EXECUTOR_POOL_ID": "remote", "DATAHUB_EXECUTOR_HEALTH_ADDRESS": address})
+    assert settings.health_address == ("::", 9087), "the executor must read what the chart writes"
+    assert env_of(render(helm_env))["DATAHUB_EXECUTOR_HEALTH_ADDRESS"]["value"] == "0.0.0.0:9087"
+
+
 @pytest.mark.parametrize("values, complaint", [
+    ({"executor.healthHost": "localhost"}, "executor.healthHost must be one of the following"),
     ({"executor.drainTimeoutSeconds": "5m"}, "executor.drainTimeoutSeconds: Invalid type. Expected: integer"),
     ({"extraEnv[0].name": "X"}, "Additional property extraEnv is not allowed"),
     ({"sandbox.mode": "cgroups"}, "sandbox.mode must be one of the following"),

@@ -115,8 +115,12 @@ DATAHUB_EXECUTOR_LOG_LEVEL:
   setBy: executor.logLevel
   value: {{ .Values.executor.logLevel | quote }}
 DATAHUB_EXECUTOR_HEALTH_ADDRESS:
-  setBy: executor.healthPort
-  value: {{ printf "0.0.0.0:%d" (int .Values.executor.healthPort) | quote }}
+  setBy: executor.healthHost and executor.healthPort
+  {{- if contains ":" .Values.executor.healthHost }}
+  value: {{ printf "[%s]:%d" .Values.executor.healthHost (int .Values.executor.healthPort) | quote }}
+  {{- else }}
+  value: {{ printf "%s:%d" .Values.executor.healthHost (int .Values.executor.healthPort) | quote }}
+  {{- end }}
 DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR:
   setBy: executor.fileSecretBaseDir
   value: {{ .Values.executor.fileSecretBaseDir | quote }}
