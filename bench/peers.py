@@ -43,7 +43,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from controlplane.testing import ControlPlaneHandle, running_controlplane  # noqa: E402
-from executor.runtime.venvs import VenvCache  # noqa: E402
+from executor.runtime.venvs import VenvCache, marker_of  # noqa: E402
 from executor.testing import ExecutorProcess, mock_recipe, remove_cgroup_roots  # noqa: E402
 
 STANDIN_VERSION = "0.0.0.1"  # a version no real acryl-datahub has: the cache slot is ours alone
@@ -92,7 +92,7 @@ class Ours:
         (standin / "bin").mkdir(parents=True, exist_ok=True)
         (standin / "bin" / "datahub").write_text(STANDIN)
         (standin / "bin" / "datahub").chmod(0o755)
-        (standin / ".ready").write_text("{}")
+        marker_of(standin).write_text("{}")  # ready: the executor takes it as built
         self.standin = standin / "bin" / "datahub"
         self.sources = 0
         self.pools = 0

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from controlplane.quickstart import SAMPLE_RECIPE  # noqa: E402
 from controlplane.testing import ControlPlaneHandle, running_controlplane  # noqa: E402
-from executor.runtime.venvs import VenvCache, plugins_for  # noqa: E402
+from executor.runtime.venvs import VenvCache, marker_of, plugins_for  # noqa: E402
 from executor.testing import DATAHUB_VERSION, EXECUTOR, VENV_CACHE, ExecutorProcess, remove_cgroup_roots  # noqa: E402
 from vocabulary.safe_yaml import load_bounded  # noqa: E402
 
@@ -47,7 +47,7 @@ def datahub_cli() -> Path:
     """The CLI the executor runs the sample with: its venv cache's acryl-datahub DATAHUB_VERSION."""
     venv = VenvCache(str(VENV_CACHE), python=str(Path(EXECUTOR[0]).parent / "python")).venv_dir(
         DATAHUB_VERSION, plugins_for(load_bounded(SAMPLE_RECIPE)), [])
-    if not (venv / ".ready").exists():
+    if not marker_of(venv).exists():
         raise SystemExit(f"acryl-datahub {DATAHUB_VERSION} is not in the venv cache ({venv}); run the e2e tests or the "
                          "quickstart once to build it")
     return venv / "bin" / "datahub"
