@@ -252,7 +252,8 @@ EXECUTOR_FIELDS = "urn executorPoolId executorHostname executorAddress executorR
                   "executorExpired executorStopped reportedAt"
 EXECUTION_FIELDS = "urn id input { task executorId requestedAt source { type ingestionSource } } " \
                    "result { status startTimeMs durationMs report structuredReport { type serializedValue contentType } }"
-SOURCE_FIELDS = "urn name type config { recipe executorId version debugMode extraArgs { key value } }"
+SOURCE_FIELDS = "urn name type schedule { interval timezone } " \
+                "config { recipe executorId version debugMode extraArgs { key value } }"
 
 
 def _executors(c: AdminClient, pool_id: str | None) -> list[dict[str, Any]]:
@@ -324,7 +325,7 @@ def _source_row(source: dict[str, Any]) -> dict[str, Any]:
     extra = {e["key"]: e["value"] for e in source["config"].get("extraArgs") or []}
     return {"urn": source["urn"], "id": E.key_of(source["urn"], E.SOURCE), "name": source["name"], "type": source["type"],
             "pool_id": source["config"]["executorId"], "version": source["config"].get("version"),
-            "extra_env": json.loads(extra.get("extra_env_vars") or "{}")}
+            "schedule": source.get("schedule"), "extra_env": json.loads(extra.get("extra_env_vars") or "{}")}
 
 
 def _execution_row(execution: dict[str, Any]) -> dict[str, Any]:
@@ -377,9 +378,6 @@ def _read_recipe(path: str) -> str:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path} is not UTF-8 text (byte {exc.start})") from None
-
-
-SOURCE_MUTATION = "mutation($u: String!, $i: UpdateIngestionSourceInput!) { updateIngestionSource(urn: $u, input: $i) }"
 
 
 def run(args: argparse.Namespace) -> object:
@@ -436,9 +434,7 @@ def run(args: argparse.Namespace) -> object:
         if a == "show":
             return _source_row(source)
         if a == "set-pool":
-            update = {"name": source["name"], "type": source["type"],
-                      "config": {**{k: v for k, v in source["config"].items() if v is not None}, "executorId": args.pool_id}}
-            c.graphql(SOURCE_MUTATION, u=source["urn"], i=update)
+            _set_pool(c, source["urn"], args.pool_id)
             _warn_if_no_pool(c, args.pool_id)
             return _source_row(_source(c, source["urn"]))
         if a == "delete":
@@ -490,6 +486,15 @@ def run(args: argparse.Namespace) -> object:
     if a == "create":
         return c.admin("POST", "/tokens", json={"kind": args.kind, "pools": args.pool, "description": args.description})
     return c.admin("DELETE", f"/tokens/{quote(args.token_id, safe='')}")
+
+
+def _set_pool(c: AdminClient, urn: str, pool_id: str) -> None:
+    """Route the source's runs to POOL_ID and change nothing else. An update replaces the whole
+    dataHubIngestionSourceInfo, and GraphQL's IngestionSource does not show all of it: rebuilt
+    from GraphQL, the update dropped the schedule. So the stored aspect is read and written back."""
+    stored = c.restli("GET", f"/entitiesV2/{quote(urn, safe='')}?aspects=List({E.SOURCE_INFO})")
+    info = stored["aspects"][E.SOURCE_INFO]["value"]
+    c.ingest(urn, E.SOURCE_INFO, {**info, "config": {**info["config"], "executorId": pool_id}})
 
 
 def _warn_if_no_pool(c: AdminClient, pool_id: str | None) -> None:

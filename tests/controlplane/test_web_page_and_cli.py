@@ -199,6 +199,26 @@ def test_a_source_put_on_a_pool_that_does_not_exist_is_saved_with_a_warning(cp, 
     assert moved_back.returncode == 0 and "warning: there is no pool nowhere" in moved_back.stderr
 
 
+def test_set_pool_moves_a_source_and_keeps_its_schedule(cp, graph):
+    """An update replaces the whole source info; set-pool rebuilt it from what GraphQL shows and
+    dropped the schedule, so a scheduled source silently stopped running on time."""
+    cp.create_pool("first", default=True)
+    cp.create_pool("remote")
+    urn = "urn:li:dataHubIngestionSource:nightly"
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=urn, aspect=model.DataHubIngestionSourceInfoClass(
+        name="nightly", type="datahub-mock-data",
+        schedule=model.DataHubIngestionSourceScheduleClass(interval="0 3 * * *", timezone="Europe/Paris"),
+        config=model.DataHubIngestionSourceConfigClass(recipe=json.dumps({"source": {"type": "datahub-mock-data"}}),
+                                                       executorId="default", extraArgs={"extra_env_vars": "{}"}))))
+    moved = admin_cli(cp, "--json", "sources", "set-pool", "nightly", "remote")
+    assert moved.returncode == 0, moved.stderr
+    info = graph.get_aspect(urn, model.DataHubIngestionSourceInfoClass)
+    assert info.config.executorId == "remote" and info.schedule is not None
+    assert (info.schedule.interval, info.schedule.timezone) == ("0 3 * * *", "Europe/Paris")
+    assert info.config.extraArgs == {"extra_env_vars": "{}"}
+    assert json.loads(moved.stdout)["schedule"] == {"interval": "0 3 * * *", "timezone": "Europe/Paris"}
+
+
 def test_serve_takes_its_state_dir_after_the_word_serve(tmp_path):
     import socket
     import time
