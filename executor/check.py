@@ -7,9 +7,16 @@ NO_PROXY host.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import socket
+import subprocess
+import sys
+import tempfile
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
@@ -152,7 +159,80 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
     finally:
         for sandbox in sandboxes:
             sandbox.close()
+
+    def directories() -> str:
+        found, failed = [], []
+        for env, path in (("DATAHUB_EXECUTOR_WORK_DIR", settings.work_dir),
+                          ("DATAHUB_EXECUTOR_VENV_CACHE_DIR", settings.venv_cache_dir)):
+            try:
+                found.append(_probe_directory(path))
+            except OSError as exc:
+                failed.append(f"{env} {path} cannot be created or written ({exc.strerror}: {exc.filename}): make it "
+                              f"writable by the executor's user, or set {env} to a directory that is")
+        if failed:
+            raise RuntimeError("; ".join(failed))
+        return "; ".join(found)
+
+    check("directories", directories)
+    check("task python", lambda: _probe_python(settings.task_python))
+    check("health address", lambda: _probe_health_address(*settings.health_address))
     return all(results)
+
+
+def _probe_directory(path: str) -> str:
+    """Create PATH (and what above it is missing) and a file in it, as `run` would, then remove
+    what was made: the check leaves the host as it found it. OSError when either is refused."""
+    directory = Path(path)
+    missing = [p for p in (directory, *directory.parents) if not p.exists()]  # deepest first
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(dir=directory, prefix=".datahub-executor-check-")
+        os.close(descriptor)
+        os.unlink(probe)
+    finally:
+        for created in missing:
+            with contextlib.suppress(OSError):  # never made (the mkdir failed above it), or no longer empty
+                created.rmdir()
+    return f"{directory} writable" + (" (created at start)" if missing else "")
+
+
+def _probe_python(task_python: str | None) -> str:
+    """Run the interpreter virtualenvs are built with, as uv will: a path that is not there (or
+    is no Python) passed everything else and failed every build with "No interpreter found". Its
+    environment is PATH alone (it is given nothing of the executor's, which holds the token)."""
+    python = task_python or sys.executable
+    fix = ("set DATAHUB_EXECUTOR_TASK_PYTHON to a Python 3 interpreter, or unset it (the executor's own)"
+           if task_python else "reinstall the executor")
+    try:
+        done = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL,
+                              env={"PATH": os.environ.get("PATH", os.defpath)})
+    except OSError as exc:
+        raise RuntimeError(f"{python} cannot be run ({exc.strerror}): {fix}") from None
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{python} did not say its version in 60 s: {fix}") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"{python} exited {done.returncode} asked for its version: {fix}")
+    return f"{python} runs (Python {done.stdout.strip()})"
+
+
+def _probe_health_address(host: str, port: int) -> str:
+    """Bind DATAHUB_EXECUTOR_HEALTH_ADDRESS as the health server will (SO_REUSEADDR, as
+    http.server sets it: a closed connection's TIME_WAIT is no conflict), then let it go."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise RuntimeError(f"{shown} is in use, so `run` would stop at once: give this executor its own "
+                                   "DATAHUB_EXECUTOR_HEALTH_ADDRESS (a second executor on this host), or stop what "
+                                   "listens there (checked beside this executor while it runs, this line fails for "
+                                   "its own address)") from None
+            raise RuntimeError(f"{shown} cannot be bound ({exc.strerror or exc}): set "
+                               "DATAHUB_EXECUTOR_HEALTH_ADDRESS to an address of this host") from None
+    return f"{shown} free for /health and /metrics" if port else f"{host}: a free port is picked at start"
 
 
 def _routes(urls: list[str], *, all_proxy: bool = False) -> str | None:

@@ -17,6 +17,7 @@ whether it did or not (decision 60).
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import select
@@ -27,7 +28,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from loguru import logger
 
@@ -159,7 +160,12 @@ class Master:
 
     def _start(self) -> None:
         s = self.settings
-        (self.work_dir / "executions").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.work_dir / "executions").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._refuse_start(f"DATAHUB_EXECUTOR_WORK_DIR {s.work_dir} cannot be created or written "
+                               f"({exc.strerror}: {exc.filename}): make it writable by the executor's user, or set "
+                               "DATAHUB_EXECUTOR_WORK_DIR to a directory that is (under systemd, in ReadWritePaths=)")
         self.sandbox = Sandbox.open(s.cgroup_root, mode=s.sandbox_mode)
         if self.sandbox.mode == "none":
             logger.warning("sandbox mode none: no writable cgroup filesystem here, so task memory is watched (RSS, "
@@ -184,7 +190,16 @@ class Master:
                     self.task_identity.description,
                     "yes" if self.private_tmp else ("off" if not s.task_private_tmp else support["private_tmp"]),
                     "readable by root only (not dumpable)" if not self.dumpable else "dumpable (prctl refused)")
-        self.health_server = HealthServer(*s.health_address, self.metrics, self.health, self.alive)
+        try:
+            self.health_server = HealthServer(*s.health_address, self.metrics, self.health, self.alive)
+        except OSError as exc:
+            host, port = s.health_address
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            self._refuse_start(
+                f"DATAHUB_EXECUTOR_HEALTH_ADDRESS {address} is in use (a second executor on this host?): give this "
+                "executor an address of its own, or stop what listens there" if exc.errno == errno.EADDRINUSE else
+                f"DATAHUB_EXECUTOR_HEALTH_ADDRESS {address} cannot be bound ({exc.strerror or exc}): set it to an "
+                "address of this host")
         self.health_server.start()
         pool = self._until_ok("pool lookup", lambda: self.start_client.pool(s.pool_id))
         endpoint = s.sqs_endpoint_url or pool.endpoint_url
@@ -237,6 +252,13 @@ class Master:
         self._threads.append(Loop("visibility", VisibilityExtender(consumers, self.leases, self.outage).step, stop_loops))
         for thread in self._threads:
             thread.start()
+
+    @staticmethod
+    def _refuse_start(why: str) -> NoReturn:
+        """One line and exit 2, as a settings error: an operator reads the cause, not a traceback
+        from the line that hit it. (run() closes what was opened.)"""
+        logger.error("cannot start: {}", why)
+        raise SystemExit(2)
 
     def _register(self) -> None:
         """The first heartbeat. A 409 means another live process heartbeats with this executor id:

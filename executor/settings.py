@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from sandbox.sizes import parse_size
 from vocabulary import ids
+from vocabulary.cli_versions import check_version
 from vocabulary.message import MAX_VISIBILITY_S
 from vocabulary.tasks import INGESTION, MONITORS
 
@@ -145,6 +146,14 @@ def _aws_secrets(value: str) -> tuple[AwsSecretReference, ...]:
     return references
 
 
+def _cli_version(value: str) -> str:
+    """A version a recipe naming none can run with: checked as the executor checks a task's own
+    before its build. Free text passed `check` and then failed every such recipe at run time."""
+    version = value.strip()
+    check_version(version)
+    return version
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
@@ -231,7 +240,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Per-task scratch directories and task log files."),
     Setting("DATAHUB_EXECUTOR_VENV_CACHE_DIR", "venv_cache_dir", _text, "/var/cache/datahub-executor/venvs",
             "Virtualenvs per (acryl-datahub version, plugins, extra requirements), shared between tasks."),
-    Setting("DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION", "default_cli_version", _text, "native",
+    Setting("DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION", "default_cli_version", _cli_version, "native",
             "acryl-datahub version for recipes that name none: native (the executor's own), latest, or a version."),
     Setting("PIP_INDEX_URL", "pip_index_url", _text, None,
             "Package index (or internal mirror) for task virtualenvs; the installer's default when unset."),

@@ -225,7 +225,7 @@ def test_without_a_proxy_check_lines_say_nothing_of_routes(tmp_path, package_ind
                 "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(tmp_path / "absent")})
     done = subprocess.run([EXECUTOR, "check"], env=env, capture_output=True, text=True, timeout=120)
     assert f"PASS  package index: {package_index} reachable\n" in done.stdout
-    assert "via proxy" not in done.stdout and "direct" not in done.stdout
+    assert "; via proxy" not in done.stdout and "; direct (" not in done.stdout
 
 
 @pytest.mark.parametrize("environ, url, all_proxy, way", [

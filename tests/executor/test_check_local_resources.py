@@ -1,0 +1,128 @@
+"""What `run` needs of its own host, checked by `datahub-executor check` before the start: the
+work and virtualenv cache directories can be created and written, the task Python runs, and the
+health address can be bound. Each passed unchecked, and `run` then stopped with a traceback (work
+directory, health address) or failed every task (cache directory, interpreter). `run` itself now
+refuses an unusable work directory or health address in one line, exit 2, as a settings error;
+and a default CLI version no build could install is a settings error."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+EXECUTOR = str(Path(sys.executable).parent / "datahub-executor")
+
+
+def environment(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """An executor's environment needing nothing outside this host (DataHub is unreachable)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAHUB_", "AWS_")) and "proxy" not in k.lower()}
+    env.update({
+        "DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "tok-not-used-here",
+        "DATAHUB_EXECUTOR_POOL_ID": "remote", "PIP_INDEX_URL": "http://127.0.0.1:9/simple/",
+        "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(tmp_path / "absent"), "DATAHUB_EXECUTOR_SANDBOX_MODE": "none",
+        "DATAHUB_EXECUTOR_CGROUP_ROOT": f"test-check-{uuid.uuid4().hex[:8]}", "DATAHUB_EXECUTOR_TASK_USER": "none",
+        "DATAHUB_EXECUTOR_TASK_PRIVATE_TMP": "false", "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0",
+        "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path / "work"), "DATAHUB_EXECUTOR_VENV_CACHE_DIR": str(tmp_path / "venvs"),
+    })
+    env.update(settings)
+    return env
+
+
+def check_lines(env: dict[str, str]) -> dict[str, str]:
+    done = subprocess.run([EXECUTOR, "check"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, "DataHub is unreachable here, so check always fails overall"
+    assert "Traceback" not in done.stderr, done.stderr
+    return {line[6:].split(":")[0]: line for line in done.stdout.splitlines()}
+
+
+@pytest.fixture
+def taken_port():
+    """A port something else listens on (a first executor's health server)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> Path:
+    """A regular file: no directory can be created below it, whoever asks (these tests run as root)."""
+    path = tmp_path / "a-file"
+    path.write_text("")
+    return path
+
+
+def test_check_fails_naming_the_setting_and_fix_for_each_local_resource_run_cannot_use(tmp_path, a_file, taken_port):
+    lines = check_lines(environment(
+        tmp_path, DATAHUB_EXECUTOR_WORK_DIR=str(a_file / "work"), DATAHUB_EXECUTOR_VENV_CACHE_DIR=str(a_file / "venvs"),
+        DATAHUB_EXECUTOR_TASK_PYTHON=str(tmp_path / "no-such-python"),
+        DATAHUB_EXECUTOR_HEALTH_ADDRESS=f"127.0.0.1:{taken_port}"))
+    directories = lines["directories"]
+    assert directories.startswith("FAIL  "), directories
+    assert f"DATAHUB_EXECUTOR_WORK_DIR {a_file / 'work'} cannot be created or written" in directories
+    assert f"DATAHUB_EXECUTOR_VENV_CACHE_DIR {a_file / 'venvs'} cannot be created or written" in directories
+    assert "set DATAHUB_EXECUTOR_VENV_CACHE_DIR to a directory that is" in directories
+    python = lines["task python"]
+    assert python.startswith(f"FAIL  task python: {tmp_path / 'no-such-python'} cannot be run"), python
+    assert "set DATAHUB_EXECUTOR_TASK_PYTHON to a Python 3 interpreter" in python
+    health = lines["health address"]
+    assert health.startswith(f"FAIL  health address: 127.0.0.1:{taken_port} is in use"), health
+    assert "DATAHUB_EXECUTOR_HEALTH_ADDRESS" in health
+
+
+def test_check_passes_what_run_can_use_and_leaves_the_directories_it_made_none(tmp_path):
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    venvs = tmp_path / "cache" / "datahub-executor" / "venvs"
+    lines = check_lines(environment(tmp_path, DATAHUB_EXECUTOR_VENV_CACHE_DIR=str(venvs),
+                                    DATAHUB_EXECUTOR_TASK_PYTHON=sys.executable,
+                                    DATAHUB_EXECUTOR_HEALTH_ADDRESS=f"127.0.0.1:{port}"))
+    assert lines["directories"] == (f"PASS  directories: {tmp_path / 'work'} writable (created at start); "
+                                    f"{venvs} writable (created at start)")
+    assert lines["task python"].startswith(f"PASS  task python: {sys.executable} runs (Python 3."), lines["task python"]
+    assert lines["health address"] == f"PASS  health address: 127.0.0.1:{port} free for /health and /metrics"
+    assert not (tmp_path / "work").exists() and not (tmp_path / "cache").exists(), "check changes nothing"
+
+
+def run_refused(env: dict[str, str]) -> str:
+    done = subprocess.run([EXECUTOR, "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    (refusal,) = [line for line in done.stderr.splitlines() if "cannot start" in line]
+    return refusal
+
+
+def test_run_refuses_a_work_dir_it_cannot_create_in_one_line_exit_2(tmp_path, a_file):
+    refusal = run_refused(environment(tmp_path, DATAHUB_EXECUTOR_WORK_DIR=str(a_file / "work")))
+    assert f"DATAHUB_EXECUTOR_WORK_DIR {a_file / 'work'} cannot be created or written" in refusal
+
+
+def test_run_refuses_a_health_address_in_use_in_one_line_exit_2(tmp_path, taken_port):
+    """A second executor on the host, at the first one's (default) address."""
+    refusal = run_refused(environment(tmp_path, DATAHUB_EXECUTOR_HEALTH_ADDRESS=f"127.0.0.1:{taken_port}"))
+    assert f"DATAHUB_EXECUTOR_HEALTH_ADDRESS 127.0.0.1:{taken_port} is in use" in refusal
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_default_cli_version_no_build_could_install_is_a_settings_error(tmp_path, command):
+    done = subprocess.run([EXECUTOR, command], env=environment(tmp_path, DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION="banana"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert (done.stdout + done.stderr).strip() == (
+        "datahub-executor: DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION is invalid: version 'banana' is not latest, native, "
+        "a version such as 1.2.0.4, or a wheel URL")
+
+
+@pytest.mark.parametrize("version", ["native", "latest", "1.2.0.4", " 1.2.0.4 "])
+def test_a_default_cli_version_a_build_can_install_is_accepted(version):
+    from executor.settings import load_settings
+
+    settings = load_settings({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "tok",
+                              "DATAHUB_EXECUTOR_POOL_ID": "remote", "DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION": version})
+    assert settings.default_cli_version == version.strip()
