@@ -14,10 +14,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from botocore.exceptions import ClientError
 
@@ -77,17 +78,24 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
     check("SQS", sqs, lambda: _routes(sqs_endpoints))
 
     index_url = settings.pip_index_url or "https://pypi.org/simple/"
+    shown_index = _without_credentials(index_url)
 
     def package_index() -> str:
         try:
-            with urllib.request.urlopen(index_url.rstrip("/") + "/acryl-datahub/", timeout=10) as answer:
+            with _index_opener(index_url).open(_strip_userinfo(index_url).rstrip("/") + "/acryl-datahub/",
+                                               timeout=10) as answer:
                 answer.read(1)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise RuntimeError(f"{shown_index} refused the credentials ({exc.code}): fix the user and password "
+                                   "in PIP_INDEX_URL") from None
+            raise RuntimeError(f"{shown_index} answered {exc.code}: allow it, or set PIP_INDEX_URL to a mirror") from None
         except Exception as exc:
-            raise RuntimeError(f"{index_url} not reachable ({type(exc).__name__}): allow it, or set PIP_INDEX_URL to a "
-                               "mirror") from None
-        return f"{index_url} reachable"
+            raise RuntimeError(f"{shown_index} not reachable ({type(exc).__name__}): allow it, or set PIP_INDEX_URL to "
+                               "a mirror") from None
+        return f"{shown_index} reachable"
 
-    check("package index", package_index, lambda: _routes([index_url]))
+    check("package index", package_index, lambda: _routes([_strip_userinfo(index_url)]))
 
     secrets_manager_endpoints: list[str] = []
 
@@ -235,6 +243,34 @@ def _probe_health_address(host: str, port: int) -> str:
     return f"{shown} free for /health and /metrics" if port else f"{host}: a free port is picked at start"
 
 
+def _without_credentials(url: str) -> str:
+    """URL as check prints it, user and password hidden. network_env.proxy_in_use hides them
+    (for the proxy `check` reports); it reads the HTTPS variables, so any URL is handed to it
+    under that name."""
+    if "@" not in url:
+        return url
+    return network_env.proxy_in_use({"HTTPS_PROXY": url}).removesuffix(" (HTTPS_PROXY)")
+
+
+def _strip_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _index_opener(index_url: str) -> urllib.request.OpenerDirector:
+    """An opener that sends the index URL's user and password as uv does: Basic, with the first
+    request (no 401 round trip), and only to that host. urllib itself takes `user:pass@host` for
+    the host name, so a mirror with credentials failed "Name or service not known" here though
+    builds reached it."""
+    parts = urlsplit(index_url)
+    if parts.username is None:
+        return urllib.request.build_opener()
+    passwords = urllib.request.HTTPPasswordMgrWithPriorAuth()
+    passwords.add_password(None, _strip_userinfo(index_url), unquote(parts.username), unquote(parts.password or ""),
+                           is_authenticated=True)
+    return urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(passwords))
+
+
 def _routes(urls: list[str], *, all_proxy: bool = False) -> str | None:
     """How requests to URLS leave this host, or None when no proxy is configured (or no URL was
     asked). The DataHub client (routed by requests' rules, controlplane_http.py), botocore (SQS,
@@ -254,10 +290,7 @@ def _routes(urls: list[str], *, all_proxy: bool = False) -> str | None:
         elif urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
             ways[url] = "direct (NO_PROXY)"
         else:
-            # network_env.proxy_in_use hides the credentials; it reads the HTTPS variables, so an
-            # HTTP or ALL proxy is handed to it under that name and shown under its own.
-            shown = network_env.proxy_in_use({"HTTPS_PROXY": os.environ[name]}).removesuffix(" (HTTPS_PROXY)")
-            ways[url] = f"via proxy {shown} ({name})"
+            ways[url] = f"via proxy {_without_credentials(os.environ[name])} ({name})"
     if len(set(ways.values())) == 1:
         return next(iter(ways.values()))
     return "; ".join(f"{urlsplit(url).netloc} {way}" for url, way in ways.items())

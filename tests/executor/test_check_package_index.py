@@ -1,0 +1,76 @@
+"""`datahub-executor check`'s package index line for a mirror that wants a user and password in
+PIP_INDEX_URL (http://user:password@host/simple/), as uv takes them: check printed the password,
+and urllib, taking `user:password@host` for the host name, failed "Name or service not known"
+though every build reached the mirror. The index here is a real HTTP server on 127.0.0.1 that
+answers only requests carrying its Basic credentials."""
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import threading
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.http_handler import QuietHandler
+
+EXECUTOR = str(Path(sys.executable).parent / "datahub-executor")
+USER, PASSWORD = "index-user", "index-p@ss-7"  # fake; the @ is written %40 in the URL, as uv reads it
+
+
+@pytest.fixture
+def private_index():
+    """A package index on 127.0.0.1 that knows acryl-datahub and wants USER and PASSWORD."""
+    wanted = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    asked: list[str | None] = []
+
+    class Index(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            asked.append(self.headers.get("Authorization"))
+            if self.headers.get("Authorization") != wanted:
+                self.answer(401, b"credentials needed", {"WWW-Authenticate": 'Basic realm="index"'})
+            elif self.path == "/simple/acryl-datahub/":
+                self.answer(200, b"<html></html>", {"Content-Type": "text/html"})
+            else:
+                self.answer(404, b"not found")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def package_index_line(tmp_path: Path, index_url: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAHUB_", "AWS_", "PIP_", "UV_"))
+           and "proxy" not in k.lower()}
+    env.update({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "tok-not-used-here",
+                "DATAHUB_EXECUTOR_POOL_ID": "remote", "PIP_INDEX_URL": index_url,
+                "DATAHUB_EXECUTOR_SANDBOX_MODE": "none", "DATAHUB_EXECUTOR_TASK_USER": "none",
+                "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path / "work"),
+                "DATAHUB_EXECUTOR_VENV_CACHE_DIR": str(tmp_path / "venvs"),
+                "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(tmp_path / "absent")})
+    done = subprocess.run([EXECUTOR, "check"], env=env, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert "p@ss-7" not in output and "p%40ss-7" not in output and "wrong-7" not in output, "a password is printed"
+    (line,) = [line for line in done.stdout.splitlines() if line[6:].startswith("package index:")]
+    return line
+
+
+def test_check_reaches_an_index_with_credentials_in_its_url_and_never_prints_the_password(tmp_path, private_index):
+    port, asked = private_index
+    line = package_index_line(tmp_path, f"http://{USER}:index-p%40ss-7@127.0.0.1:{port}/simple/")
+    assert line == f"PASS  package index: http://***@127.0.0.1:{port}/simple/ reachable"
+    assert len(asked) == 1, "the credentials went with the first request, as uv sends them"
+
+
+def test_credentials_the_index_refuses_fail_naming_the_fix_and_not_the_password(tmp_path, private_index):
+    port, _ = private_index
+    line = package_index_line(tmp_path, f"http://{USER}:wrong-7@127.0.0.1:{port}/simple/")
+    assert line == (f"FAIL  package index: http://***@127.0.0.1:{port}/simple/ refused the credentials (401): fix the "
+                    "user and password in PIP_INDEX_URL")
