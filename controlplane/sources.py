@@ -1,7 +1,8 @@
 """Ingestion sources: `dataHubIngestionSource` entities with their `dataHubIngestionSourceInfo`.
 
 What DataHub lets through and a run would fail on late is refused when the source is saved:
-a recipe that does not parse (bounded, see vocabulary/safe_yaml.py) or has no source type, an
+a recipe that does not parse (bounded, see vocabulary/safe_yaml.py), has no source type, or
+whose sink is no mapping or whose source or sink type is no name (the executor refuses those), an
 executorId no pool could have (or `default` with no default pool; an id that names no pool here
 is an executor elsewhere's, as in DataHub), extra environment variables that are not variable names or
 whose EXECUTOR_TASK_WEIGHT / EXECUTOR_TASK_MEMORY_LIMIT the executor would refuse, and a CLI
@@ -42,8 +43,24 @@ def parse_recipe(text: Any) -> dict[str, Any]:
         raise Invalid(f"recipe is refused: {exc}") from None
     if not isinstance(recipe, dict) or not isinstance(recipe.get("source"), dict) or "type" not in recipe["source"]:
         raise Invalid("recipe must be a mapping with a source: {type: ..., config: ...} section")
+    check_sections(recipe)
     check_storable(recipe, "/recipe")
     return recipe
+
+
+def check_sections(recipe: dict[str, Any]) -> None:
+    """Refuse the source and sink sections the executor refuses at run time (INVALID_RECIPE,
+    executor/runtime/tasks.py parse_recipe): it reads the plugins to install from them before the
+    CLI sees the recipe, so a sink that is no mapping, or a type that is no name, would be saved
+    here and fail every run."""
+    if recipe.get("sink") is not None and not isinstance(recipe["sink"], dict):
+        raise Invalid(f"the recipe's sink section must be a mapping (sink: {{type: ..., config: ...}}), "
+                      f"not {type(recipe['sink']).__name__}")
+    for section in ("source", "sink"):
+        given = recipe.get(section) or {}
+        if "type" in given and not (isinstance(given["type"], str) and given["type"]):
+            raise Invalid(f"the recipe's {section} type must be a plugin name such as mysql or a class (a.b.Source), "
+                          f"not {str(given['type'])[:60]!r}")
 
 
 def extra_args(info: dict[str, Any]) -> dict[str, str]:

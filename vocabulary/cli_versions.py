@@ -33,7 +33,13 @@ def plugins_for(recipe: dict) -> list[str]:
     """acryl-datahub extras for the recipe's source and sink; custom classes (a.b.C) need none."""
     wanted = set()
     for section in ("source", "sink"):
-        kind = str((recipe.get(section) or {}).get("type", ""))
+        given = recipe.get(section) or {}
+        if not isinstance(given, dict):
+            raise InvalidPlugin(f"the recipe's {section} section is not a mapping ({section}: {{type: ..., config: ...}})")
+        kind = given.get("type", "")
+        if not isinstance(kind, str):
+            raise InvalidPlugin(f"the recipe's {section} type {str(kind)[:60]!r} is not a plugin name (letters, digits, "
+                                "- and _, such as mysql) nor a class (a.b.Source)")
         if kind and "." not in kind and kind not in BUILTIN_PLUGINS:
             if not PLUGIN.fullmatch(kind):
                 raise InvalidPlugin(f"the recipe's {section} type {kind!r} is neither a plugin name (letters, digits, "

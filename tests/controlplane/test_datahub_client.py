@@ -275,6 +275,32 @@ def test_an_extra_argument_that_would_replace_a_checked_config_value_is_refused_
     assert f"extraArgs may not set {key}" in str(refused.value)
 
 
+@pytest.mark.parametrize("recipe, said", [
+    ({"source": {"type": ""}}, "the recipe's source type must be a plugin name such as mysql"),
+    ({"source": {"type": 5}}, "the recipe's source type must be a plugin name such as mysql"),
+    ({"source": {"type": "datahub-mock-data"}, "sink": {"type": ""}}, "the recipe's sink type must be a plugin name"),
+    ({"source": {"type": "datahub-mock-data"}, "sink": {"type": 5}}, "the recipe's sink type must be a plugin name"),
+    ({"source": {"type": "datahub-mock-data"}, "sink": "foo"}, "the recipe's sink section must be a mapping"),
+])
+def test_a_recipe_whose_sink_or_types_the_executor_refuses_is_refused_when_saved(cp, graph, recipe, said):
+    """The executor refuses these at run time (INVALID_RECIPE): they were saved and failed every
+    run, and `sink: foo` failed the save with an internal error (AttributeError). DataHub's client
+    now gets the refusal through GraphQL and through ingestProposal, and nothing is stored."""
+    cp.create_pool("p", default=True)
+    kind = recipe["source"]["type"] if isinstance(recipe["source"]["type"], str) else "x"
+    with pytest.raises(GraphError) as refused:
+        graph.execute_graphql(GRAPHQL_SOURCE, variables={"input": {
+            "name": "s", "type": kind, "config": {"recipe": json.dumps(recipe), "executorId": "p"}}})
+    assert said in str(refused.value) and "internal" not in str(refused.value).lower()
+    with pytest.raises(OperationalError) as refused:
+        graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn="urn:li:dataHubIngestionSource:s", aspect=(
+            model.DataHubIngestionSourceInfoClass(name="s", type=kind, config=model.DataHubIngestionSourceConfigClass(
+                recipe=json.dumps(recipe), executorId="p")))))
+    assert said in str(refused.value)
+    assert graph.execute_graphql("{ listIngestionSources(input: {start: 0, count: 5}) { total } }") == {
+        "listIngestionSources": {"total": 0}}
+
+
 def test_a_source_whose_cli_version_or_plugin_no_venv_could_install_is_refused_when_saved(cp, graph):
     """The executor refused these only when the run started (UNKNOWN_VERSION, INVALID_RECIPE):
     the user saving the source heard nothing until then. DataHub's client gets a GraphQL error
