@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     # runtime starts (the image's HEALTHCHECK, `docker exec ... check`) holds the container's
     # environment, and tasks of the same uid read a dumpable process's /proc/<pid>/environ.
     make_undumpable()
-    from .settings import SETTINGS, SettingsError, env_template, load_settings, settings_table
+    from .settings import SETTINGS, SettingsError, env_template, environment_with_file, load_settings, settings_table
 
     epilog = "settings (environment variables):\n" + "\n".join(
         f"  {s.env:44} {('required' if s.required else s.default or '')}" for s in SETTINGS)
@@ -34,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "healthcheck":
         from .healthcheck import run_healthcheck
 
-        healthy, line = run_healthcheck(live=args.live)
+        try:  # the health address alone: the rest of the file may be (mis)set
+            environ = environment_with_file(file=args.env_file)
+        except SettingsError as exc:
+            print(f"datahub-executor: {exc}", file=sys.stderr)
+            return 1  # a probe's "unhealthy" (Docker reserves 2)
+        healthy, line = run_healthcheck(live=args.live, environ=environ)
         print(line, file=sys.stdout if healthy else sys.stderr)
         return 0 if healthy else 1
     if args.command == "env-template":

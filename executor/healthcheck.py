@@ -7,7 +7,8 @@ restart would kill the running tasks and mend nothing.
 
 For probes that can only run a command (Docker's HEALTHCHECK, ECS's container health check): the
 image has no curl, and the address must follow DATAHUB_EXECUTOR_HEALTH_ADDRESS rather than a port
-written into the Dockerfile. Reads only that one setting, so it works whatever else is (mis)set.
+written into the Dockerfile. Reads only that one setting, so it works whatever else is (mis)set:
+from the environment, or the --env-file under it (as run and check read theirs).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 
 from .settings import SETTINGS
 
@@ -25,7 +27,7 @@ LIVE_PATH = "/health/live"  # liveness
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
-def health_url(environ: dict[str, str] | None = None, path: str = READY_PATH) -> str:
+def health_url(environ: Mapping[str, str] | None = None, path: str = READY_PATH) -> str:
     """The /health (or PATH) address of the executor configured by this environment, reachable
     from here (a wildcard bind is asked on loopback)."""
     environ = dict(os.environ) if environ is None else environ
@@ -36,10 +38,13 @@ def health_url(environ: dict[str, str] | None = None, path: str = READY_PATH) ->
     return f"http://{host}:{port}{path}"
 
 
-def run_healthcheck(timeout_s: float = 4.0, live: bool = False) -> tuple[bool, str]:
-    """(healthy, one line for the probe's log)."""
+def run_healthcheck(timeout_s: float = 4.0, live: bool = False,
+                    environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
+    """(healthy, one line for the probe's log). ENVIRON: the settings' sources, the process
+    environment when None; the CLI passes its --env-file's merged under it, or an executor whose
+    address is set only in the file was asked at the default one and reported down."""
     try:
-        url = health_url(path=LIVE_PATH if live else READY_PATH)
+        url = health_url(environ, path=LIVE_PATH if live else READY_PATH)
     except ValueError as exc:
         return False, f"{_HEALTH.env} is invalid: {exc}"
     try:

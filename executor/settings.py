@@ -323,14 +323,21 @@ def read_env_file(path: str) -> dict[str, str]:
     return values
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, *, file: str | None = None, overrides: Mapping[str, str] | None = None
-) -> Settings:
+def environment_with_file(environ: Mapping[str, str] | None = None, *, file: str | None = None) -> dict[str, str]:
+    """The environment file (--env-file) under the process environment, whose empty variables
+    hide nothing of the file's: what every command reads its settings from."""
     environ = os.environ if environ is None else environ
     sources: dict[str, str] = {}
     if file:
         sources.update(read_env_file(file))
     sources.update({k: v for k, v in environ.items() if v != ""})
+    return sources
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, file: str | None = None, overrides: Mapping[str, str] | None = None
+) -> Settings:
+    sources = environment_with_file(environ, file=file)
     sources.update(overrides or {})
     values: dict[str, Any] = {}
     for setting in SETTINGS:

@@ -3,6 +3,7 @@ run as a real process against a real /health server."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,33 @@ def test_live_asks_only_whether_the_loops_turn(server):
     state.update(live=False)
     stalled = probe(f"127.0.0.1:{health.port}", "--live")
     assert stalled.returncode == 1 and "stalled for 70s" in stalled.stderr and "/health/live" not in stalled.stderr
+
+
+def test_the_address_set_in_the_env_file_is_asked_and_the_environment_wins_over_it(server, tmp_path):
+    """--env-file was read only after healthcheck had answered: an executor whose address is set
+    in its executor.env was asked at the default one and reported down."""
+    health, _ = server
+    env_file = tmp_path / "executor.env"
+    env_file.write_text(f"DATAHUB_GMS_TOKEN=unused\nDATAHUB_EXECUTOR_HEALTH_ADDRESS=127.0.0.1:{health.port}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUB_")}
+
+    def probe_with_file(**environ: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CLI, "--env-file", str(env_file), "healthcheck"], env={**env, **environ},
+                              capture_output=True, text=True, timeout=30)
+
+    from_file = probe_with_file()
+    assert from_file.returncode == 0 and "polling" in from_file.stdout, from_file.stderr
+    empty = probe_with_file(DATAHUB_EXECUTOR_HEALTH_ADDRESS="")
+    assert empty.returncode == 0, "an empty variable hides nothing of the file's, as for run and check"
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        elsewhere = closed.getsockname()[1]
+    overridden = probe_with_file(DATAHUB_EXECUTOR_HEALTH_ADDRESS=f"127.0.0.1:{elsewhere}")
+    assert overridden.returncode == 1 and f"127.0.0.1:{elsewhere}/health" in overridden.stderr
+    env_file.unlink()
+    unreadable = probe_with_file()
+    assert unreadable.returncode == 1 and "Traceback" not in unreadable.stderr
+    assert unreadable.stderr.strip() == f"datahub-executor: cannot read settings file {env_file}: No such file or directory"
 
 
 def test_nothing_listening_exits_1_naming_the_address(server):
