@@ -42,6 +42,7 @@ from . import graphql_limits, secret_store
 from .errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from .json_input import loads
 from .metadata.registry import MetadataInvalid
+from .pools import routes_to
 from .service import ControlPlane
 from .tokens import Identity
 
@@ -270,10 +271,7 @@ def build_schema(cp: ControlPlane):
         default = cp.pools.default_pool_id()
         every = cp.sources.list()
         spend(info, len(every))
-        sources = [s for s in every
-                   if E.key_of(s["info"].get("config", {}).get("executorId") or "", E.POOL) == pool_id
-                   or (s["info"].get("config", {}).get("executorId") in (None, "", E.DEFAULT_EXECUTOR_ID)
-                       and pool_id == default)]
+        sources = [s for s in every if routes_to(s["info"].get("config", {}).get("executorId"), pool_id, default)]
         if input.get("hideSystemSources"):
             sources = [s for s in sources if not is_system_source(s)]
         start, count, page = _page(sources, input.get("start"), input.get("count"))

@@ -255,9 +255,9 @@ class Pools:
         gone, its pool no longer ours, so neither sent, nor cancellable, nor deletable) or left
         a default naming no pool."""
         sources = aspect_store.latest_of_type(tx, E.SOURCE, E.SOURCE_INFO)
-        is_default = self._default_pool_id(tx) == pool_id
-        routed_here = {pool_id, E.pool_urn(pool_id)} | ({E.DEFAULT_EXECUTOR_ID, "", None} if is_default else set())
-        users = [s for s in sources if s.value.get("config", {}).get("executorId") in routed_here]
+        default = self._default_pool_id(tx)
+        is_default = default == pool_id
+        users = [s for s in sources if routes_to(s.value.get("config", {}).get("executorId"), pool_id, default)]
         if users:
             names = ", ".join(s.value.get("name", s.urn) for s in users)
             raise Conflict(f"pool {pool_id} is used by sources: {names}; move them first")
@@ -271,3 +271,13 @@ class Pools:
     def _queue_row(self, pool_id: str) -> dict[str, Any] | None:
         return self.store.one("SELECT * FROM pool_queues WHERE pool_id=?", (pool_id,))
 
+
+def routes_to(executor_id: Any, pool_id: str, default_pool_id: str | None) -> bool:
+    """Whether a source whose executorId is EXECUTOR_ID has its runs routed to POOL_ID, as
+    Pools.resolve routes them: `default` (or none) is the default pool, even when another pool
+    is named default (the quickstart's, after an admin made another pool the default); any
+    other id, or a pool's urn, is that pool. Deletion and the pool's source listing judge by
+    this, so they agree with where the runs go."""
+    if not executor_id or executor_id == E.DEFAULT_EXECUTOR_ID:
+        return pool_id == default_pool_id
+    return isinstance(executor_id, str) and E.key_of(executor_id, E.POOL) == pool_id

@@ -219,6 +219,39 @@ def test_set_pool_moves_a_source_and_keeps_its_schedule(cp, graph):
     assert json.loads(moved.stdout)["schedule"] == {"interval": "0 3 * * *", "timezone": "Europe/Paris"}
 
 
+def test_a_pool_named_default_that_is_not_the_default_gets_no_runs_and_can_be_deleted(cp, tmp_path):
+    """After the quickstart (its pool is named default) an admin made another pool the default:
+    executorId `default` routes to that one, so deleting the pool named default was refused for
+    sources whose runs never went there. Only a source naming that pool's urn keeps it."""
+    cp.create_pool("default", default=True, description="quickstart pool")
+    cp.create_pool("remote")
+    assert admin_cli(cp, "pools", "set-default", "remote").returncode == 0
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(RECIPE)
+    created = json.loads(admin_cli(cp, "--json", "sources", "create", "pg", "--recipe-file", str(recipe),
+                                   "--pool", "default").stdout)
+    assert cp.execution(cp.run_source(created["id"])["id"])["pool_id"] == "remote"
+
+    def listed(pool_id: str) -> list[str]:
+        pools = cp.graphql("{ listRemoteExecutorPools(input: {start: 0, count: 10}) { remoteExecutorPools { executorPoolId "
+                           "ingestionSources(input: {start: 0, count: 10, hideSystemSources: false}) "
+                           "{ ingestionSources { name } } } } }")
+        (pool,) = [p for p in pools["listRemoteExecutorPools"]["remoteExecutorPools"] if p["executorPoolId"] == pool_id]
+        return [s["name"] for s in pool["ingestionSources"]["ingestionSources"]]
+
+    assert listed("default") == [] and listed("remote") == ["pg"]
+    pinned = cp.create_source("pinned", RECIPE, pool_id="urn:li:dataHubRemoteExecutorPool:default")
+    assert listed("default") == ["pinned"]
+    refused = admin_cli(cp, "pools", "delete", "default")
+    assert refused.returncode == 1 and "used by sources: pinned;" in refused.stderr, refused.stderr
+    assert admin_cli(cp, "sources", "delete", pinned["urn"]).returncode == 0
+    deleted = admin_cli(cp, "pools", "delete", "default")
+    assert deleted.returncode == 0, deleted.stderr
+    assert cp.cp.pools.ids() == ["remote"]
+    refused = admin_cli(cp, "pools", "delete", "remote")
+    assert refused.returncode == 1 and "used by sources: pg;" in refused.stderr
+
+
 def test_serve_takes_its_state_dir_after_the_word_serve(tmp_path):
     import socket
     import time
