@@ -26,6 +26,7 @@ from sandbox import Sandbox, SandboxError
 
 from .consumer import SqsConsumer
 from .controlplane_client import ControlPlaneClient, ControlPlaneError
+from .healthcheck import executor_at
 from .isolation import TaskUserError, resolve_task_user
 from .runtime import network_env
 from .runtime.secrets import AwsSecretArnStore, AwsSecretsManagerStore, SecretsManagerClients
@@ -234,10 +235,13 @@ def _probe_health_address(host: str, port: int) -> str:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
+                running = executor_at(shown)
+                if running is not None:  # `docker exec ... check` beside the executor, as the docs have it
+                    return (f"{shown} answers as a running executor ({running}): this one, checked beside it; a "
+                            "second executor on this host needs a DATAHUB_EXECUTOR_HEALTH_ADDRESS of its own")
                 raise RuntimeError(f"{shown} is in use, so `run` would stop at once: give this executor its own "
                                    "DATAHUB_EXECUTOR_HEALTH_ADDRESS (a second executor on this host), or stop what "
-                                   "listens there (checked beside this executor while it runs, this line fails for "
-                                   "its own address)") from None
+                                   "listens there") from None
             raise RuntimeError(f"{shown} cannot be bound ({exc.strerror or exc}): set "
                                "DATAHUB_EXECUTOR_HEALTH_ADDRESS to an address of this host") from None
     return f"{shown} free for /health and /metrics" if port else f"{host}: a free port is picked at start"

@@ -25,6 +25,10 @@ _HEALTH = next(s for s in SETTINGS if s.env == "DATAHUB_EXECUTOR_HEALTH_ADDRESS"
 READY_PATH = "/health"  # readiness (operability.HealthServer)
 LIVE_PATH = "/health/live"  # liveness
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+# The executor's own /health is asked directly, never through HTTP_PROXY / HTTPS_PROXY: urllib's
+# default opener sent the loopback request to the proxy of a proxied host or container (its
+# NO_PROXY seldom names 127.0.0.1), and a healthy executor was reported down.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def health_url(environ: Mapping[str, str] | None = None, path: str = READY_PATH) -> str:
@@ -48,7 +52,7 @@ def run_healthcheck(timeout_s: float = 4.0, live: bool = False,
     except ValueError as exc:
         return False, f"{_HEALTH.env} is invalid: {exc}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback, our own server)
+        with _DIRECT.open(url, timeout=timeout_s) as response:  # loopback, our own server
             return True, _reason(response.read()) or "ok"
     except urllib.error.HTTPError as exc:
         return False, f"unhealthy ({exc.code}): {_reason(exc.read()) or exc.reason}"
@@ -64,3 +68,12 @@ def _reason(body: bytes) -> str:
         return str(json.loads(body).get("reason", ""))
     except (ValueError, AttributeError):
         return ""
+
+
+def executor_at(address: str, timeout_s: float = 2.0) -> str | None:
+    """What the executor listening at ADDRESS (host:port, as DATAHUB_EXECUTOR_HEALTH_ADDRESS) says
+    of its liveness, or None when nothing there answers as one (200 or 503 with a reason)."""
+    healthy, said = run_healthcheck(timeout_s, live=True, environ={_HEALTH.env: address})
+    if healthy:
+        return said
+    return said if said.startswith("unhealthy (503)") else None

@@ -132,7 +132,8 @@ def test_check_passes_against_a_healthy_setup_and_names_the_fix_when_not(system,
         server.server_close()  # refused from now on, not accepted and left unanswered for 10 s
     lines = ok.stdout.splitlines()
     assert ok.returncode == 0, ok.stdout
-    assert [line.split()[0] for line in lines] == ["PASS"] * 7
+    assert [line.split()[0] for line in lines] == ["PASS"] * 10
+    assert {line[6:].split(":")[0] for line in lines} >= {"directories", "task python", "health address"}
     assert any(line.startswith("PASS  isolation: tasks run as the executor's own user") for line in lines)
     assert any(line.startswith("PASS  cgroups: mode cgroup-v") for line in lines)
     assert any(line.startswith("PASS  SQS: queues") and "-monitors reachable, credentials accepted" in line

@@ -126,3 +126,18 @@ def test_a_default_cli_version_a_build_can_install_is_accepted(version):
     settings = load_settings({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "tok",
                               "DATAHUB_EXECUTOR_POOL_ID": "remote", "DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION": version})
     assert settings.default_cli_version == version.strip()
+
+
+def test_check_beside_a_running_executor_passes_its_health_address(tmp_path):
+    """`docker exec ... check`, as the docs have it, runs beside the executor: its health address
+    is in use by that executor, which answers /health/live; the line said `run` would stop."""
+    from executor.operability import ExecutorMetrics, HealthServer
+
+    running = HealthServer("127.0.0.1", 0, ExecutorMetrics(), lambda: (True, "ACTIVE"), lambda: (True, "ACTIVE"))
+    running.start()
+    try:
+        lines = check_lines(environment(tmp_path, DATAHUB_EXECUTOR_HEALTH_ADDRESS=f"127.0.0.1:{running.port}"))
+    finally:
+        running.stop()
+    assert lines["health address"].startswith(f"PASS  health address: 127.0.0.1:{running.port} answers as a running "
+                                              "executor (ACTIVE)"), lines["health address"]

@@ -144,3 +144,14 @@ def test_an_ipv6_address_is_bound_and_probed(tmp_path):
         health.stop()
     bare = probe("::1:9087")
     assert bare.returncode == 1 and "in brackets" in bare.stderr
+
+
+def test_a_proxy_in_the_environment_is_not_used_to_reach_the_executors_own_health(server):
+    """urllib's default opener sent the loopback request to HTTP_PROXY (a proxied host's NO_PROXY
+    seldom names 127.0.0.1): a healthy executor was reported down, and a probe restarted it."""
+    health, _ = server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUB_") and "proxy" not in k.lower()}
+    env.update({"DATAHUB_EXECUTOR_HEALTH_ADDRESS": f"127.0.0.1:{health.port}", "HTTP_PROXY": "http://127.0.0.1:9",
+                "http_proxy": "http://127.0.0.1:9"})
+    result = subprocess.run([CLI, "healthcheck"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "polling" in result.stdout, result.stderr
