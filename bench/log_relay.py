@@ -55,7 +55,9 @@ block = ("\n".join(lines) + "\n").encode()
 mode, mib, leak = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode() if len(sys.argv) > 3 else b""
 piece = (block * (1 + (1 << 20) // len(block)))[: 1 << 20]
 each = [line + b"\n" for line in block.split(b"\n")[:-1]]
-sys.stdin.buffer.read(1)  # ready: the clock starts now
+sys.stderr.write("r\n")
+sys.stderr.flush()  # ready: its lines are built
+sys.stdin.buffer.read(1)  # go: the clock starts now
 for _ in range(mib):
     if leak:
         os.write(1, leak)
@@ -85,8 +87,12 @@ def secrets(count: int) -> list[str]:
 
 
 def child(mode: str, mib: int, leak: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WRITER, mode, str(mib)] + ([leak] if leak else []),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    """The writer, once it says it is ready (its lines built): its start-up and the building of
+    its lines are not the relay's time, and counted on both sides they pulled the ratio to 1."""
+    process = subprocess.Popen([sys.executable, "-c", WRITER, mode, str(mib)] + ([leak] if leak else []),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stderr.readline() == b"r\n"
+    return process
 
 
 def cpu_s() -> float:

@@ -67,11 +67,6 @@ exit 3
 """
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
 @dataclass
 class Row:
     benchmark: str
@@ -143,10 +138,13 @@ class Ours:
     def run(self, payload: str = "true", **env: str) -> str:
         """Create a source (one per run: a source runs one execution at a time) and run it, as
         DataHub's UI does: GraphQL createIngestionSource, then createIngestionExecutionRequest."""
+        return self.cp.run_source(self.new_source(payload, **env))["id"]
+
+    def new_source(self, payload: str = "true", **env: str) -> str:
+        """A source whose run's task does PAYLOAD; its id."""
         self.sources += 1
-        source = self.cp.create_source(f"b{self.sources}", mock_recipe(self.tmp / "unused.json"),
-                                       pool_id=self.pool_id, extra_env={"BENCH_PAYLOAD": payload, **env})
-        return self.cp.run_source(source["id"])["id"]
+        return self.cp.create_source(f"b{self.sources}", mock_recipe(self.tmp / "unused.json"),
+                                     pool_id=self.pool_id, extra_env={"BENCH_PAYLOAD": payload, **env})["id"]
 
     def record(self, text: str) -> dict | None:
         """The JSON log record of the first line containing TEXT."""
@@ -295,8 +293,9 @@ def dispatch(ours: Ours, celery: CeleryPeer, runs: int) -> list[Row]:
     executor = ours.start()
     latencies = []
     for _ in range(runs):
+        source = ours.new_source()  # before the clock: the run call is what is timed
         sent = time.time()
-        execution = ours.run()
+        execution = ours.cp.run_source(source)["id"]
         ours.wait_final([execution], 60)
         latencies.append(ours.events("task process")[execution] - sent)
     ours.stop()
@@ -310,13 +309,13 @@ def dispatch(ours: Ours, celery: CeleryPeer, runs: int) -> list[Row]:
         peer.append(record[1] - record[0])
     celery.stop()
     assert executor.process.poll() is not None
-    ms = lambda xs, q: percentile(xs, q) * 1000  # noqa: E731
     return [
         Row("dispatch latency p50 (enqueue -> child start)", f"{statistics.median(latencies) * 1000:.1f} ms",
             f"Celery {statistics.median(peer) * 1000:.1f} ms", f"{statistics.median(latencies) / statistics.median(peer):.2f}x",
             f"{runs} sequential runs each"),
-        Row("dispatch latency p99", f"{ms(latencies, .99):.1f} ms", f"Celery {ms(peer, .99):.1f} ms",
-            f"{percentile(latencies, .99) / percentile(peer, .99):.2f}x"),
+        Row(f"dispatch latency, slowest of {runs}", f"{max(latencies) * 1000:.1f} ms",
+            f"Celery {max(peer) * 1000:.1f} ms", f"{max(latencies) / max(peer):.2f}x",
+            "too few runs for a p99: the slowest is shown as what it is"),
     ]
 
 
@@ -479,7 +478,8 @@ def memory_limit(ours: Ours, celery: CeleryPeer, limit_mb: int) -> list[Row]:
             f"Celery: never while running (ran {record[2] - celery_cross:.2f} s past the limit to {celery_peak} MiB, "
             "then the child was replaced)", "n/a (Celery does not stop it)",
             f"control plane showed MEMORY_LIMIT_EXCEEDED {(seen - crossed) * 1000:.0f} ms after crossing; peak "
-            f"{state['peak_memory_bytes'] / (1 << 20):.0f} MiB"),
+            f"{state['peak_memory_bytes'] / (1 << 20):.0f} MiB; ours counts from its last step past 90% of the limit "
+            "(the allocation that crosses it is killed before it can say so), Celery's from its first past it"),
     ]
 
 
