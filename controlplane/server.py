@@ -1,8 +1,10 @@
 """The control plane as a running service: store, queues, HTTP server, lost-executor sweeper.
 
 Used by `datahub-executor-admin serve`, by the quickstart and by the tests (through
-controlplane/testing.py). The first start creates an admin token and writes it, mode 0600, to
-<state_dir>/admin-token; it is never printed.
+controlplane/testing.py). Every start leaves a live admin token in <state_dir>/admin-token, mode
+0600: the one there while it still authenticates, else a new one (the first start, or the token
+there was revoked). It is never printed. A token file others may read is refused, as the
+secret key is (secret_cipher.py).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import fcntl
 import os
 import secrets
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -20,10 +23,12 @@ import uvicorn
 from loguru import logger
 
 from .app import create_app
+from .errors import Unauthorized
 from .http_guard import is_loopback
 from .queues import EmbeddedSqs, QueueServerDidNotStart, Queues
 from .service import ControlPlane
 from .store import Store
+from .tokens import ADMIN
 from .upstream.sync import UpstreamConfig, UpstreamSync
 
 SWEEP_INTERVAL_S = 2.0
@@ -103,6 +108,7 @@ class ControlPlaneServer:
         # pools' queue URLs are recorded again below); a port asked for is not.
         if self.config.port:
             self._refuse_taken(self.config.host, self.config.port, "the control plane", CHOOSE_API_PORT)
+        kept_token = self._read_admin_token()
         if self.config.queue == "embedded":
             self._sqs = EmbeddedSqs(self._sqs_port())
             try:
@@ -117,7 +123,7 @@ class ControlPlaneServer:
                             installation_id=self._installation_id())
         store = Store(str(self.state_dir / "controlplane.sqlite3"))
         self.cp = ControlPlane(store, queues)
-        self._ensure_admin_token()
+        self._ensure_admin_token(kept_token)
         # The embedded server keeps queues and messages in memory: after a restart, recreate the
         # queues and send every PENDING execution again; a RUNNING one is sent again only should
         # its executor fall silent (decision 68). Real SQS keeps both; creating its queues again
@@ -247,14 +253,46 @@ class ControlPlaneServer:
             except Exception:  # stopping what half started: the original error is the one to show
                 pass
 
-    def _ensure_admin_token(self) -> None:
+    def _read_admin_token(self) -> str | None:
+        """The token in the state dir's admin-token file, or None when there is none. Read before
+        anything starts: a file that others may read is refused (StartRefused), as the secret key
+        is, since the admin token in it, or the one the start would write into it, is theirs too."""
+        path = self.admin_token_path
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StartRefused(f"the admin token file {path} cannot be read ({exc.strerror})") from None
+        with f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise StartRefused(f"the admin token file {path} is not a regular file: remove it, and a new admin "
+                                   "token is written there at the next start")
+            if mode & 0o077:
+                raise StartRefused(f"the admin token file {path} may be read by others (mode {stat.S_IMODE(mode):04o}): "
+                                   f"revoke its token if others did read it (tokens revoke), then run: chmod 600 {path}")
+            return f.read(1024).decode("utf-8", "replace").strip()
+
+    def _ensure_admin_token(self, kept: str | None) -> None:
+        """The admin-token file keeps KEPT while it authenticates as an admin token; otherwise (no
+        file, or its token revoked: another admin token may remain, and the file, said to hold
+        the admin token, would hold a dead one) a new admin token is written there."""
         assert self.cp is not None
-        if self.admin_token_path.exists() and self.cp.tokens.has_admin():
+        if kept and self._is_admin_token(kept):
             return
         _, token = self.cp.tokens.create("admin", None, "bootstrap admin token")
-        fd = os.open(self.admin_token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token)
+        if kept:
+            logger.warning("the admin token in {} no longer authenticates (revoked?); a new admin token is written "
+                           "there", self.admin_token_path)
+        _write_private(self.admin_token_path, token)
+
+    def _is_admin_token(self, token: str) -> bool:
+        assert self.cp is not None
+        try:
+            return self.cp.tokens.authenticate(f"Bearer {token}").kind == ADMIN
+        except Unauthorized:
+            return False
 
     def _sweep_lost(self) -> None:
         while not self._stop.wait(SWEEP_INTERVAL_S):
@@ -309,6 +347,21 @@ class ControlPlaneServer:
         if self.cp is not None:
             self.cp.store.close()
         self._unlock_state_dir()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """TEXT in PATH, readable by its owner only: written to a new 0600 file beside it, then
+    renamed over it. Opening PATH itself would keep the mode of a file already there, 0644 say."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

@@ -130,6 +130,3 @@ class Tokens:
             raise Unauthorized("unknown token")
         pools = loads(row["pools"])
         return Identity(row["id"], row["kind"], tuple(pools) if pools is not None else None, row["execution_id"])
-
-    def has_admin(self) -> bool:
-        return self.store.one("SELECT 1 AS x FROM tokens WHERE kind=?", (ADMIN,)) is not None

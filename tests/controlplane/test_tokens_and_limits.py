@@ -17,6 +17,9 @@ from datahub.emitter.rest_emitter import DatahubRestEmitter
 from datahub.configuration.common import OperationalError
 import datahub.metadata.schema_classes as model
 
+from controlplane.server import ControlPlaneServer, ServerConfig, StartRefused
+from controlplane.testing import running_controlplane
+
 from .conftest import RECIPE, raw
 
 DATASET = "urn:li:dataset:(urn:li:dataPlatform:hive,db.t,PROD)"
@@ -116,6 +119,64 @@ def test_tokens_are_stored_hashed_and_never_listed(cp, tmp_path):
     listed = cp.http.get(f"{cp.gms_url}/admin/v1/tokens", timeout=5).json()
     assert all("token" not in t and "hash" not in t for t in listed)
     assert requests.get(f"{cp.gms_url}/admin/v1/tokens", timeout=5).status_code == 401
+
+
+def admin_cli_on(state_dir, *args: str) -> int:
+    """The admin CLI pointed at a control plane by its state dir, as an operator on its host runs it."""
+    from controlplane import admin_cli
+
+    return admin_cli.main(["--state-dir", str(state_dir), *args])
+
+
+def test_the_admin_token_file_gets_a_live_token_when_its_own_was_revoked(tmp_path, monkeypatch, capsys):
+    """Another admin token kept the file's revoked one in place: serve said the admin token was
+    there, and the CLI reading it got 401."""
+    monkeypatch.delenv("DATAHUB_CONTROLPLANE_URL", raising=False)
+    with running_controlplane(tmp_path / "cp") as cp:
+        first = cp.admin_token
+        other = cp.http.post(f"{cp.gms_url}/admin/v1/tokens", json={"kind": "admin"}, timeout=5).json()
+        cp.http.headers["Authorization"] = f"Bearer {other['token']}"
+        bootstrap = [t for t in cp.http.get(f"{cp.gms_url}/admin/v1/tokens", timeout=5).json()
+                     if t["kind"] == "admin" and t["id"] != other["id"]]
+        assert len(bootstrap) == 1
+        assert cp.http.delete(f"{cp.gms_url}/admin/v1/tokens/{bootstrap[0]['id']}", timeout=5).status_code == 200
+    with running_controlplane(tmp_path / "cp") as cp:
+        token_file = tmp_path / "cp" / "admin-token"
+        renewed = cp.admin_token != first  # compared, never shown: a failure would print the tokens
+        assert renewed and token_file.stat().st_mode & 0o777 == 0o600
+        capsys.readouterr()
+        assert admin_cli_on(tmp_path / "cp", "--json", "pools", "list") == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out) == []
+        second = cp.admin_token
+    with running_controlplane(tmp_path / "cp") as cp:
+        kept = cp.admin_token == second
+        assert kept, "a live token is kept"
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh state dir", "existing database"])
+def test_an_admin_token_file_others_may_read_is_refused_at_start(tmp_path, fresh):
+    """On a fresh state dir the new live token went into a 0644 file already there (O_CREAT's mode
+    applies only to a new file) and stayed readable by all; with a database, a loose mode was
+    never looked at. The secret key is refused in both cases; so is this file now."""
+    state = tmp_path / "cp"
+    token_file = state / "admin-token"
+    if fresh:
+        state.mkdir()
+        token_file.write_text("")
+    else:
+        with running_controlplane(state):
+            pass
+    before = token_file.read_text()
+    token_file.chmod(0o644)
+    server = ControlPlaneServer(ServerConfig(state_dir=state))
+    with pytest.raises(StartRefused, match=f"the admin token file {token_file} may be read by others "
+                                           rf"\(mode 0644\).*chmod 600 {token_file}"):
+        server.start()
+    assert token_file.read_text() == before, "nothing was written into it"
+    token_file.chmod(0o600)
+    with running_controlplane(state) as cp:
+        assert cp.http.get(f"{cp.gms_url}/admin/v1/tokens", timeout=5).status_code == 200
+        assert token_file.stat().st_mode & 0o777 == 0o600
 
 
 def send_huge_body(url: str, size: int, token: str | None) -> tuple[int | None, int]:
