@@ -311,14 +311,29 @@ def _source(c: AdminClient, ref: str) -> dict[str, Any]:
         if found is None:
             raise AdminError(f"404: source {ref} not found")
         return found
-    sources = c.graphql(f"{{ listIngestionSources(input: {{start: 0, count: 1000, filters: [{{field: \"name\", "
-                        f"values: [{json.dumps(ref)}]}}]}}) {{ ingestionSources {{ {SOURCE_FIELDS} }} }} }}")
-    named = sources["listIngestionSources"]["ingestionSources"]
+    named = _named(c, ref)
     if not named:
         raise AdminError(f"404: source {ref} not found")
     if len(named) > 1:
         raise AdminError(f"{len(named)} sources are named {ref}; give the urn")
     return named[0]
+
+
+def _named(c: AdminClient, name: str) -> list[dict[str, Any]]:
+    """The sources named NAME (DataHub lets several share a name)."""
+    sources = c.graphql(f"{{ listIngestionSources(input: {{start: 0, count: 1000, filters: [{{field: \"name\", "
+                        f"values: [{json.dumps(name)}]}}]}}) {{ ingestionSources {{ {SOURCE_FIELDS} }} }} }}")
+    return sources["listIngestionSources"]["ingestionSources"]
+
+
+def _refuse_taken_name(c: AdminClient, name: str) -> None:
+    """Every other command finds a source by its name: a second source of the same name made
+    each of them ask for the urn instead. DataHub lets names repeat, and its own `datahub ingest
+    deploy --name` updates the source of that name, so only this command refuses one."""
+    taken = _named(c, name)
+    if taken:
+        raise AdminError(f"409: a source named {name} exists ({taken[0]['urn']}): choose another name, or change "
+                         "that one (sources set-pool), or delete it first (sources delete)")
 
 
 def _source_row(source: dict[str, Any]) -> dict[str, Any]:
@@ -426,8 +441,10 @@ def run(args: argparse.Namespace) -> object:
                                                                     "PENDING") if last else None})
             return rows
         if a == "create":
+            source_input = _source_input(args.name, recipe_text, args.pool, env, args.version)
+            _refuse_taken_name(c, args.name)
             urn = c.graphql("mutation($i: UpdateIngestionSourceInput!) { createIngestionSource(input: $i) }",
-                            i=_source_input(args.name, recipe_text, args.pool, env, args.version))["createIngestionSource"]
+                            i=source_input)["createIngestionSource"]
             _warn_if_no_pool(c, args.pool)
             return _source_row(_source(c, urn))
         source = _source(c, args.source)

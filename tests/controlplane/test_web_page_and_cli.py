@@ -252,6 +252,21 @@ def test_a_pool_named_default_that_is_not_the_default_gets_no_runs_and_can_be_de
     assert refused.returncode == 1 and "used by sources: pg;" in refused.stderr
 
 
+def test_sources_create_refuses_a_name_a_source_has(cp, tmp_path):
+    """A second `sources create pg` made a second source named pg, and every command that finds
+    a source by its name (run, show, set-pool, delete) then asked for the urn instead."""
+    cp.create_pool("remote", default=True)
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(RECIPE)
+    first = json.loads(admin_cli(cp, "--json", "sources", "create", "pg", "--recipe-file", str(recipe)).stdout)
+    again = admin_cli(cp, "sources", "create", "pg", "--recipe-file", str(recipe), "--pool", "remote")
+    _one_line_refusal(again, f"409: a source named pg exists ({first['urn']}): choose another name")
+    assert [s["name"] for s in json.loads(admin_cli(cp, "--json", "sources", "list").stdout)] == ["pg"]
+    ran = admin_cli(cp, "--json", "sources", "run", "pg")
+    assert ran.returncode == 0 and json.loads(ran.stdout)["source"] == first["urn"], ran.stderr
+    assert admin_cli(cp, "sources", "create", "pg2", "--recipe-file", str(recipe)).returncode == 0
+
+
 def test_serve_takes_its_state_dir_after_the_word_serve(tmp_path):
     import socket
     import time
