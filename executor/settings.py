@@ -140,7 +140,8 @@ def _aws_secrets(value: str) -> tuple[AwsSecretReference, ...]:
     references = parse_aws_secrets(value)
     own = {s.env for s in SETTINGS} & {r.name for r in references}
     if own:
-        # The environment store refuses these names before this one is asked: they could never resolve.
+        # A recipe's ${DATAHUB_GMS_TOKEN:-...} means the task's own value: a secret of that name would
+        # replace it. (AWS credential names are allowed: the environment never serves them, this store does.)
         raise ValueError(f"{', '.join(sorted(own))} is the executor's own setting, not a recipe secret: "
                          "use another NAME")
     return references

@@ -8,7 +8,9 @@ can never address a path outside the base directory; a file that resolves outsid
 symlink to /etc/shadow) or is larger than the cap is refused with an error naming the secret
 and never its value. DataHub substitutes "" for a missing secret; we fail the task instead. The
 name of a shell-style form (${NAME:-default}) is looked up too, and only a missing one is left to
-its default.
+its default. The environment never serves a name the executor reserves (its own settings and
+AWS credentials); another store's secret of that name (a DataHub secret AWS_ACCESS_KEY_ID) is
+served, and a reserved name no other store has is refused, saying why.
 """
 from __future__ import annotations
 
@@ -138,11 +140,17 @@ class EnvSecretStore:
         self.description = "environment"
 
     def get(self, name: str) -> str | None:
+        """NAME's value in the environment; None for a name the executor reserves, whatever the
+        environment holds: the executor's own settings and credentials are never served. Another
+        store may still have a secret of that name (a DataHub secret AWS_ACCESS_KEY_ID, say)."""
         _check_name(name)
-        if name in self._reserved:
-            # The executor's own credentials are not secrets a recipe may ask for.
-            raise SecretReserved(name, f"{name} is the executor's own setting and cannot be used as a recipe secret")
+        if self.reserves(name):
+            return None
         return self._environ.get(name)
+
+    def reserves(self, name: str) -> bool:
+        """Whether NAME is the executor's own setting or credential (never served from here)."""
+        return name in self._reserved
 
 
 # Secrets Manager ARNs as ECS takes them in a container's `secrets` (valueFrom): one grammar for
@@ -398,10 +406,15 @@ class ChainedSecretStore:
         self.description = ", ".join(s.description for s in stores)
 
     def get(self, name: str) -> str | None:
+        """The first store's value of NAME; None where no store has it. A name the executor
+        reserves (its own setting or credential, which the environment store never serves) that no
+        other store has is SecretReserved, which says why, rather than a plain "not found"."""
         for store in self.stores:
             value = store.get(name)
             if value is not None:
                 return value
+        if any(getattr(store, "reserves", lambda _: False)(name) for store in self.stores):
+            raise SecretReserved(name, f"{name} is the executor's own setting and cannot be used as a recipe secret")
         return None
 
     def resolve(self, names: Iterable[str]) -> dict[str, str]:
@@ -418,8 +431,8 @@ class ChainedSecretStore:
         """The values of those NAMES a store has (the names of ${NAME:-default} forms, whose
         default stands in for a missing one). A store that cannot answer still fails the task:
         the default is for a secret that does not exist, not for one that could not be read. A
-        name the executor reserves is left to the CLI, which sees the task's own value (its GMS
-        address, its ingest token) or the default, as it did before such names were looked up."""
+        name the executor reserves that no store other than the environment has is left to the
+        CLI, which sees the task's own value (its GMS address, its ingest token) or the default."""
         found = {}
         for name in names:
             try:
