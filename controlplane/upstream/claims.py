@@ -3,8 +3,9 @@
 - `sink`: the upstream GMS and the token its operator gave for ingesting (the task's default
   `datahub-rest` sink writes there, not here); the token file is read at every claim, so a
   rotated token is used from the next run on;
-- `secrets`: the values DataHub's secret store has for the recipe's ${NAME} references (and the
-  names of its ${NAME:-default} ones, whose stored value wins over the default), fetched
+- `secrets`: the values DataHub's secret store has for the names the recipe references, as the
+  executor finds them (vocabulary.secret_references: ${NAME}, a $NAME beside one, the names of
+  ${NAME:-default} forms and those inside their defaults, whose stored values win), fetched
   now with getSecretValues and handed to the claiming executor in the answer only: never
   stored, queued or logged here. The executor's own stores (files, environment, AWS) come first.
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from loguru import logger
 
-from vocabulary.secret_references import defaulted_names, referenced_names
+from vocabulary.secret_references import recipe_secret_names
 
 from ..capacity import DataHubSlots
 from ..errors import Unavailable
@@ -45,7 +46,8 @@ class UpstreamClaims:
             return {}
         extra: dict[str, Any] = {"sink": {"server": self.sink_url, "token": self._ingest_token()}}
         recipe = str(args.get("recipe") or "")
-        names = list(dict.fromkeys(referenced_names(recipe) + defaulted_names(recipe)))
+        found = recipe_secret_names(recipe)
+        names = found.required + found.optional
         if names:
             try:
                 with self.datahub_slots.slot("the recipe names secrets"):

@@ -7,8 +7,8 @@ JSON key and version), then AWS Secrets Manager by name where enabled. A name is
 can never address a path outside the base directory; a file that resolves outside it (a
 symlink to /etc/shadow) or is larger than the cap is refused with an error naming the secret
 and never its value. DataHub substitutes "" for a missing secret; we fail the task instead. The
-name of a shell-style form (${NAME:-default}) is looked up too, and only a missing one is left to
-its default. The environment never serves a name the executor reserves (its own settings and
+name of a shell-style form (${NAME:-default}), and every name inside a default, is looked up too,
+and only a missing one is left to the CLI (vocabulary.secret_references has the grammar). The environment never serves a name the executor reserves (its own settings and
 AWS credentials); another store's secret of that name (a DataHub secret AWS_ACCESS_KEY_ID) is
 served, and a reserved name no other store has is refused, saying why.
 """
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vocabulary.secret_references import ANY_REFERENCE, REFERENCE_NAME, SECRET_REFERENCE, VALID_NAME
+from vocabulary.secret_references import ANY_REFERENCE, REFERENCE_NAME, VALID_NAME, SecretNames, recipe_secret_names
 
 
 class SecretError(Exception):
@@ -59,8 +59,9 @@ class SecretStore(Protocol):
     def get(self, name: str) -> str | None: ...
 
 
-def find_secret_names(text: str) -> list[str]:
-    """The distinct ${NAME} references in TEXT, in order of first appearance.
+def find_secret_references(text: str) -> SecretNames:
+    """The names the recipe TEXT references (vocabulary.secret_references: `required` a store must
+    have, `optional` left to the CLI where none has them), each once, in order of first appearance.
 
     A reference that names no possible variable, such as ${../../etc/shadow}, is refused here
     rather than passed through for datahub to expand as it likes: it can only be a mistake or a
@@ -70,7 +71,12 @@ def find_secret_names(text: str) -> list[str]:
         if not VALID_NAME.match(name):
             shown = reference if len(reference) <= 60 else reference[:57] + "..."
             raise SecretRefused(name, f"secret reference ${{{shown}}} is refused: names are letters, digits and '_' only")
-    return list(dict.fromkeys(SECRET_REFERENCE.findall(text)))
+    return recipe_secret_names(text)
+
+
+def find_secret_names(text: str) -> list[str]:
+    """The names the recipe TEXT requires (find_secret_references)."""
+    return find_secret_references(text).required
 
 
 def _check_name(name: str) -> None:

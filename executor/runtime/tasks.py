@@ -29,13 +29,12 @@ from loguru import logger
 from vocabulary import ids, json_text, pip_requirements, statuses as S
 from vocabulary.memory_limit import InvalidMemoryLimit, parse_memory_limit_kb
 from vocabulary.safe_yaml import YamlRefused, load_bounded
-from vocabulary.secret_references import defaulted_names
 from vocabulary.tasks import RUN_MONITOR, TEST_CONNECTION, UnknownTask, task_class
 
 from ..text import printable
 from .masking import Masker
 from .rejection import TaskRejected
-from .secrets import ChainedSecretStore, SecretError, find_secret_names
+from .secrets import ChainedSecretStore, SecretError, find_secret_references
 from .venvs import VenvCache, plugins_for
 
 # libyaml's emitter when PyYAML has it (4x faster than the pure-Python one, same text).
@@ -183,9 +182,9 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
     except InvalidMemoryLimit as exc:
         raise TaskRejected("INVALID_MEMORY_LIMIT", str(exc)) from None
     try:
-        names = find_secret_names(args["recipe"])
-        values = secrets.resolve(names)
-        values.update(secrets.resolve_present(n for n in defaulted_names(args["recipe"]) if n not in values))
+        names = find_secret_references(args["recipe"])
+        values = secrets.resolve(names.required)
+        values.update(secrets.resolve_present(names.optional))
     except SecretError as exc:
         raise TaskRejected(exc.reason, str(exc)) from None
     extra_requirements = args.get("extra_pip_requirements") or []

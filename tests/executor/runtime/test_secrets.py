@@ -46,7 +46,8 @@ def test_a_secret_file_gives_its_value_without_trailing_whitespace_as_datahubs_s
 
 
 def test_names_are_found_once_each_in_order():
-    recipe = "password: ${DB_PASSWORD}\nuser: ${DB_USER}\nagain: ${DB_PASSWORD} not: $PLAIN ${bad-name}"
+    """A bare $NAME is a reference only in a value the CLI expands (one holding a ${...})."""
+    recipe = "password: ${DB_PASSWORD}\nuser: ${DB_USER}\nagain: ${DB_PASSWORD} ${bad-name}\nnot: $PLAIN"
     assert find_secret_names(recipe) == ["DB_PASSWORD", "DB_USER"]
 
 
