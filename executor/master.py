@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import secrets
 import select
 import shutil
@@ -160,6 +161,7 @@ class Master:
 
     def _start(self) -> None:
         s = self.settings
+        raise_open_files_limit()
         try:
             (self.work_dir / "executions").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -548,6 +550,18 @@ class Master:
             if dead:
                 return False, f"thread(s) gone: {', '.join(dead)}"
         return True, self.state
+
+
+def raise_open_files_limit() -> None:
+    """The soft RLIMIT_NOFILE up to the hard one (systemd's default soft limit is 1024, its hard
+    limit 512K): every task holds a few of the master's descriptors (pipes, pidfd, log), and a
+    master out of them cannot read a task's cgroup, start one, or answer a probe."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # an infinite hard limit the kernel caps lower (nr_open): the soft one stays
 
 
 class _SignalWait:

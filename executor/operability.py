@@ -96,7 +96,42 @@ class ExecutorMetrics:
         self.running.labels(snapshot.task_class).set(snapshot.running)
 
 
-class _ThreadingHTTPServerV6(ThreadingHTTPServer):
+# Connections the health server serves at once, and how long one may sit idle. Tasks share the
+# master's network, so a task can connect: each connection held a thread and a descriptor of the
+# master with no bound, and a task holding a thousand ran the master out of descriptors (its
+# reaper then could not read a task's cgroup; see sandbox/cgroupfs.read_pids). Probes and a
+# Prometheus scrape need a few; more are closed unanswered.
+HEALTH_CONNECTIONS = 8
+HEALTH_IDLE_S = 5.0
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that serves at most HEALTH_CONNECTIONS connections at once."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._slots = threading.BoundedSemaphore(HEALTH_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # closed unanswered: the others hold every slot
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _BoundedHTTPServerV6(_BoundedHTTPServer):
     """An IPv6 address to bind (an IPv6-only cluster's pods); `::` takes IPv4 too where the
     system's bindv6only is 0, as on Linux by default."""
 
@@ -114,6 +149,8 @@ class HealthServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = HEALTH_IDLE_S  # a connection that sends nothing is closed, its slot freed
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 if self.path in (READY_PATH, LIVE_PATH):
                     ok, reason = outer.health() if self.path == READY_PATH else outer.live()
@@ -135,8 +172,7 @@ class HealthServer:
         self.metrics = metrics
         self.health = health
         self.live = live or health
-        self._server = (_ThreadingHTTPServerV6 if ":" in host else ThreadingHTTPServer)((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = (_BoundedHTTPServerV6 if ":" in host else _BoundedHTTPServer)((host, port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="health-server", daemon=True)

@@ -294,13 +294,16 @@ class TaskRunner(threading.Thread):
         pump = task_log.pump(process.stdout)
         feed_stdin(process.stdin, prepared.stdin_bytes, name=f"stdin-{self.execution_id}")
         outcome = self._watch(claimed, process, task_log, started_ms)
-        if outcome.unkillable_pids and self._holds_user:
+        if (outcome.unkillable_pids or outcome.tree_left) and self._holds_user:
+            # Something of the task may still run (it would not die, or its cgroup could not be
+            # read or removed): its uid must not become another task's, who could reach it.
             self._holds_user = False
             user = self.s.task_users.retire(self.execution_id)
             if user is not None and self.s.task_users.exclusive:
-                self.log.warning("processes {} of the task would not die: its uid {} is not given to another task "
-                                 "until the executor restarts (its start-up sweep ends them)",
-                                 " ".join(map(str, outcome.unkillable_pids)), user.uid)
+                what = (f"processes {' '.join(map(str, outcome.unkillable_pids))} of the task would not die"
+                        if outcome.unkillable_pids else "the task's cgroup could not be seen empty and removed")
+                self.log.warning("{}: its uid {} is not given to another task until the executor restarts (its "
+                                 "start-up sweep ends them)", what, user.uid)
         pump.join(timeout=PUMP_JOIN_S)
         if pump.is_alive():
             # Its output outlives the task: a process that left it (mode none) holds the pipe.

@@ -78,7 +78,26 @@ def read_keyed(path: str) -> dict[str, int]:
 
 
 def read_pids(procs_file: str) -> list[int]:
-    return [int(p) for p in (read_text(procs_file) or "").split()]
+    """The pids in PROCS_FILE; none when the cgroup is gone. Any other failure to read it (out of
+    descriptors: a task can make the master run out) raises: it says nothing of what is in the
+    cgroup, and taken for "none" it let a task's processes outlive it, their uid given to the
+    next task."""
+    return [int(p) for p in (_read_existing(procs_file) or "").split()]
+
+
+def _read_existing(path: str) -> str | None:
+    """PATH's text; None only when it is not there. Other failures raise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    chunks = []
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def subtree(path: str) -> list[str]:
@@ -107,8 +126,13 @@ def read_subtree_pids(path: str) -> list[int]:
 
 def is_populated(path: str) -> bool | None:
     """Whether any process is in the cgroup2 PATH or below it (cgroup.events "populated", which
-    the kernel keeps for the whole subtree); None where the file cannot be read."""
-    events = read_keyed(os.path.join(path, "cgroup.events"))
+    the kernel keeps for the whole subtree); None where the file is not there or says nothing of
+    it. A file that is there but cannot be read raises (see read_pids)."""
+    events: dict[str, int] = {}
+    for line in (_read_existing(os.path.join(path, "cgroup.events")) or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            events[parts[0]] = int(parts[1])
     return None if "populated" not in events else events["populated"] == 1
 
 

@@ -149,11 +149,14 @@ class ConfinedProcess:
     def _reap(self) -> None:
         returncode: int | None = None
         left: list[int] = []
+        tree_left = True  # until the tree is seen ended and its cgroup removed
         oom_kills, peak, pids_limit_hits = 0, None, 0
         try:
             returncode = self._attempt("waiting for the task", self._wait_for_main_process, None)
             # Nothing of a task outlives it: kill what is left of the tree before reporting.
-            left = self._attempt("killing what was left of the task", self._end_the_tree, [])
+            ended = self._attempt("killing what was left of the task", self._end_the_tree, None)
+            left = ended if ended is not None else []
+            tree_left = ended is None or bool(ended)
             if returncode is None:
                 returncode = self._popen.poll()  # it may have died in the last round
             oom_kills = self._attempt("reading the OOM kill counter", self._group.oom_kills, 0)
@@ -165,13 +168,16 @@ class ConfinedProcess:
                           "kernel, in D state or frozen, or the kill keeps failing%s); outcome published, cgroup kept "
                           "for the next start-up's sweep", self.name, len(left), _driver.KILL_BUDGET_S,
                           " ".join(map(str, left)), failure)
+            elif ended is None:
+                log.error("task %s: whether anything of it is left could not be read; its cgroup is kept for the "
+                          "next start-up's sweep", self.name)
             else:
-                self._attempt("removing the task's cgroup", self._group.remove, None)
+                tree_left = not self._attempt("removing the task's cgroup", self._removed, False)
         finally:
             finished_now = self._popen.returncode is not None
             if finished_now:
                 self._finish()
-            self._publish(returncode, oom_kills, peak, pids_limit_hits, left)
+            self._publish(returncode, oom_kills, peak, pids_limit_hits, left, tree_left)
         if not finished_now:
             self._linger()
 
@@ -236,6 +242,10 @@ class ConfinedProcess:
             self._kill_backoff = Backoff(_driver.KILL_BUDGET_S, first_s=0.01)
         return self._kill_backoff
 
+    def _removed(self) -> bool:
+        self._group.remove()
+        return True
+
     def _end_the_tree(self) -> list[int]:
         if self._group.is_empty():
             return []
@@ -247,7 +257,7 @@ class ConfinedProcess:
         self._watch.close()
 
     def _publish(self, returncode: int | None, oom_kills: int, peak: int | None, pids_limit_hits: int,
-                 left: list[int]) -> None:
+                 left: list[int], tree_left: bool) -> None:
         killed_by = self._end.snapshot().reported_by
         self._outcome = Outcome(
             status=classify(returncode=returncode, oom_kills=oom_kills, killed_by=killed_by),
@@ -262,6 +272,7 @@ class ConfinedProcess:
             pids_limit_hits=pids_limit_hits,
             isolation=self.isolation,
             unkillable_pids=left,
+            tree_left=tree_left,
         )
         self._done.set()
 

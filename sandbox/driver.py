@@ -54,12 +54,15 @@ class TaskGroup(ABC):
         may race a round, a kill may fail), within BACKOFF's budget. Returns the pids left:
         none unless some would not die."""
         while True:
-            if self.is_empty():
-                return []
+            try:
+                if self.is_empty():
+                    return []
+            except OSError:
+                pass  # not readable now (out of descriptors?): not known to be empty, so killed again
             self.try_kill_all()
             pause = backoff.next_pause()
             if pause is None:
-                return self.pids()
+                return self.pids()  # raises where it still cannot be read: the caller keeps the cgroup
             time.sleep(pause)
 
     @abstractmethod

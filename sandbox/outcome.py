@@ -30,6 +30,10 @@ class Outcome:
     # Processes that would not die within the kill budget (stuck in the kernel, frozen by
     # someone else). Their cgroup is kept; the next start-up's sweep retries.
     unkillable_pids: list[int] = field(default_factory=list)
+    # The task's cgroup was not seen empty and removed (the processes above, or a cgroup that
+    # could not be read or removed): something of the task may still run in it, kept for the
+    # next sweep. Whoever gives the task's uid to another task must not (executor/runner.py).
+    tree_left: bool = False
 
     @property
     def shell_exit_code(self) -> int:

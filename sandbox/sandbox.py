@@ -96,7 +96,12 @@ class Sandbox:
         swept = []
         for name in self.driver.leftover_names():
             group = self.driver.open_existing(name)
-            left = group.kill_until_empty(Backoff(_driver.KILL_BUDGET_S))
+            try:
+                left = group.kill_until_empty(Backoff(_driver.KILL_BUDGET_S))
+            except OSError as exc:
+                log.error("leftover task cgroup %s: its processes cannot be read (%s); kept for the next sweep",
+                          name, exc.strerror or exc)
+                continue
             if left:
                 log.error("leftover task cgroup %s: pids %s would not die (stuck in the kernel); kept for the "
                           "next sweep", name, " ".join(map(str, left)))

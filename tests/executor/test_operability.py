@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 from executor.operability import SystemdNotifier
 
@@ -70,3 +71,32 @@ def test_json_logs_carry_the_execution_id():
     records = [json.loads(line)["record"] for line in lines]
     assert [(r["message"], r["extra"]["execution_id"]) for r in records] == [("task line", "exe_42"), ("master line", "-")]
 
+
+
+def test_connections_a_task_holds_to_the_health_port_are_bounded_and_time_out(monkeypatch):
+    """Tasks share the master's network: each connection to /health held a thread and a
+    descriptor of the master, unbounded and for ever, and a task holding a thousand ran the master
+    out of descriptors. At most HEALTH_CONNECTIONS are served at once; an idle one is closed."""
+    import time as time_module
+    import urllib.request
+
+    import executor.operability as operability
+
+    monkeypatch.setattr(operability, "HEALTH_IDLE_S", 0.5)
+    server = operability.HealthServer("127.0.0.1", 0, operability.ExecutorMetrics(), lambda: (True, "ACTIVE"))
+    server.start()
+    held = []
+    try:
+        base = threading.active_count()
+        for _ in range(40):
+            held.append(socket.create_connection(("127.0.0.1", server.port)))
+        time_module.sleep(0.2)
+        assert threading.active_count() - base <= operability.HEALTH_CONNECTIONS
+        time_module.sleep(1.0)  # past the idle limit: the served ones are closed, their slots free
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                f"http://127.0.0.1:{server.port}/health", timeout=5) as answer:
+            assert answer.status == 200
+    finally:
+        for connection in held:
+            connection.close()
+        server.stop()
