@@ -4,8 +4,9 @@
 - executor: a Remote Executor token, for one or more pools (or all): heartbeat, claim, report
   and release the executions of its pools, read its pools' queues. No GraphQL, no management.
 - ingest: minted for one execution when it is claimed, handed to that task only, revoked when
-  the execution ends: it may write metadata (ingestProposal) and read the server config, and
-  nothing else; not the control plane's own entities, not another run, not a claim. An admin
+  the execution ends: it may write metadata (ingestProposal), read the server config and read
+  ordinary metadata (sources read GMS: stateful ingestion, lookups; decision 30), and nothing
+  else; not the control plane's own entities, no secrets, not another run, not a claim. An admin
   may also create one bound to no execution, for a sink outside our runs (an upstream-mode
   control plane's tasks, docs/datahub-oss.md): the same rights, until it is revoked.
 
