@@ -42,19 +42,13 @@ def write(path: str, value: str, *, what: str = "") -> None:
 
 
 def read_text(path: str) -> str | None:
+    """PATH's text, or None where it cannot be read for any reason (a limit or counter that
+    this kernel or hierarchy lacks). Whether a task's processes are there is read strictly
+    instead (read_pids, is_populated)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return _read_existing(path)
     except OSError:
         return None
-    chunks = []
-    try:
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode("utf-8", "replace")
 
 
 def read_int(path: str) -> int | None:
@@ -69,8 +63,12 @@ def read_int(path: str) -> int | None:
 
 def read_keyed(path: str) -> dict[str, int]:
     """Parse flat-keyed files such as memory.events or memory.oom_control ("key value" lines)."""
+    return _keyed(read_text(path) or "")
+
+
+def _keyed(text: str) -> dict[str, int]:
     result: dict[str, int] = {}
-    for line in (read_text(path) or "").splitlines():
+    for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("-").isdigit():
             result[parts[0]] = int(parts[1])
@@ -97,7 +95,7 @@ def _read_existing(path: str) -> str | None:
             chunks.append(chunk)
     finally:
         os.close(fd)
-    return b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 def subtree(path: str) -> list[str]:
@@ -128,11 +126,7 @@ def is_populated(path: str) -> bool | None:
     """Whether any process is in the cgroup2 PATH or below it (cgroup.events "populated", which
     the kernel keeps for the whole subtree); None where the file is not there or says nothing of
     it. A file that is there but cannot be read raises (see read_pids)."""
-    events: dict[str, int] = {}
-    for line in (_read_existing(os.path.join(path, "cgroup.events")) or "").splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            events[parts[0]] = int(parts[1])
+    events = _keyed(_read_existing(os.path.join(path, "cgroup.events")) or "")
     return None if "populated" not in events else events["populated"] == 1
 
 

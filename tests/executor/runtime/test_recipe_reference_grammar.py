@@ -6,41 +6,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from executor.runtime.secrets import ChainedSecretStore, FileSecretStore
-from executor.runtime.tasks import prepare_task
-from executor.runtime.venvs import VenvCache
-
-DATASET = "urn:li:dataset:(urn:li:dataPlatform:hive,sales.orders,PROD)"
+from .test_recipe_references import DATASET, run_ingest
 
 
-def ingest(tmp_path: Path, path_expression: str, stored: dict[str, str]) -> tuple[dict, subprocess.CompletedProcess,
-                                                                                  Path]:
+def ingest(tmp_path: Path, path_expression: str,
+           stored: dict[str, str]) -> tuple[list[str], subprocess.CompletedProcess, Path]:
     """A file source reading PATH_EXPRESSION, with STORED in a secrets directory: the names the
     task is handed, the run, and the sink's file."""
-    if not (Path(sys.executable).parent / "datahub").exists():
-        pytest.skip("acryl-datahub is not installed in this environment")
-    store = tmp_path / "secrets"
-    store.mkdir()
-    for name, value in stored.items():
-        (store / name).write_text(value)
     written = tmp_path / "written.json"
     recipe = json.dumps({"source": {"type": "file", "config": {"path": path_expression}},
                          "sink": {"type": "file", "config": {"filename": str(written)}}})
-    prepared = prepare_task("RUN_INGEST", {"recipe": recipe, "version": "native"}, execution_id="exe_grammar",
-                            secrets=ChainedSecretStore([FileSecretStore(str(store), 1 << 20)]),
-                            venvs=VenvCache(str(tmp_path / "venvs")), work_root=str(tmp_path / "work"),
-                            default_version="native", gms_url="http://127.0.0.1:9/gms", ingest_token="dhx_grammar")
-    try:
-        handed = json.loads(prepared.stdin_bytes)["__secrets__"]
-        done = subprocess.run(prepared.argv, input=prepared.stdin_bytes, env=prepared.env, cwd=prepared.workdir,
-                              capture_output=True, timeout=300)
-    finally:
-        prepared.cleanup()
+    done, _, handed = run_ingest(tmp_path, recipe, stored)
     return handed, done, written
 
 

@@ -20,9 +20,11 @@ from executor.runtime.venvs import VenvCache
 DATASET = "urn:li:dataset:(urn:li:dataPlatform:hive,sales.orders,PROD)"
 
 
-def run_ingest(tmp_path: Path, recipe: str, secrets: dict[str, str]) -> tuple[subprocess.CompletedProcess, str]:
+def run_ingest(tmp_path: Path, recipe: str,
+               secrets: dict[str, str]) -> tuple[subprocess.CompletedProcess, str, list[str]]:
     """RUN_INGEST of RECIPE with SECRETS in a secrets directory, run to its end as the executor
-    would start it (argv, environment, stdin); its output and the sink's file."""
+    would start it (argv, environment, stdin); the run, its output (masked) and the names of the
+    secrets the task was handed."""
     if not (Path(sys.executable).parent / "datahub").exists():
         pytest.skip("acryl-datahub is not installed in this environment")
     store = tmp_path / "secrets"
@@ -33,13 +35,14 @@ def run_ingest(tmp_path: Path, recipe: str, secrets: dict[str, str]) -> tuple[su
                             secrets=ChainedSecretStore([FileSecretStore(str(store), 1 << 20)]),
                             venvs=VenvCache(str(tmp_path / "venvs")), work_root=str(tmp_path / "work"),
                             default_version="native", gms_url="http://127.0.0.1:9/gms", ingest_token="dhx_refs")
+    handed = sorted(json.loads(prepared.stdin_bytes)["__secrets__"])
     try:
         done = subprocess.run(prepared.argv, input=prepared.stdin_bytes, env=prepared.env, cwd=prepared.workdir,
                               capture_output=True, timeout=300)
     finally:
         prepared.cleanup()
     output = prepared.masker.mask((done.stdout + done.stderr).decode("utf-8", "replace"))
-    return done, output
+    return done, output, handed
 
 
 def test_a_secret_named_with_a_default_is_the_secret_not_the_default(tmp_path):
@@ -49,7 +52,7 @@ def test_a_secret_named_with_a_default_is_the_secret_not_the_default(tmp_path):
     written = tmp_path / "written.json"
     recipe = ("source:\n  type: file\n  config:\n    path: ${METADATA_FILE:-/nonexistent/metadata.json}\n"
               f"sink:\n  type: file\n  config:\n    filename: {written}\n")
-    done, output = run_ingest(tmp_path, recipe, {"METADATA_FILE": str(metadata)})
+    done, output, _ = run_ingest(tmp_path, recipe, {"METADATA_FILE": str(metadata)})
     assert done.returncode == 0, output[-3000:]
     assert DATASET in written.read_text(), "the source read the file the secret names"
 
@@ -61,7 +64,7 @@ def test_a_name_with_a_default_that_no_store_has_takes_the_default(tmp_path):
     written = tmp_path / "written.json"
     recipe = (f"source:\n  type: file\n  config:\n    path: ${{NO_SUCH_SECRET:-{metadata}}}\n"
               f"sink:\n  type: file\n  config:\n    filename: {written}\n")
-    done, output = run_ingest(tmp_path, recipe, {})
+    done, output, _ = run_ingest(tmp_path, recipe, {})
     assert done.returncode == 0, output[-3000:]
     assert DATASET in written.read_text()
 
