@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vocabulary.secret_references import ANY_REFERENCE, REFERENCE_NAME, VALID_NAME, SecretNames, recipe_secret_names
+from vocabulary.secret_references import (ANY_REFERENCE, REFERENCE_NAME, VALID_NAME, SecretNames, recipe_secret_names,
+                                          secret_names)
 
 
 class SecretError(Exception):
@@ -59,9 +60,10 @@ class SecretStore(Protocol):
     def get(self, name: str) -> str | None: ...
 
 
-def find_secret_references(text: str) -> SecretNames:
+def find_secret_references(text: str, parsed: Any = None) -> SecretNames:
     """The names the recipe TEXT references (vocabulary.secret_references: `required` a store must
     have, `optional` left to the CLI where none has them), each once, in order of first appearance.
+    PARSED is TEXT already parsed by the caller (prepare_task has it), so it is not parsed twice.
 
     A reference that names no possible variable, such as ${../../etc/shadow}, is refused here
     rather than passed through for datahub to expand as it likes: it can only be a mistake or a
@@ -71,7 +73,7 @@ def find_secret_references(text: str) -> SecretNames:
         if not VALID_NAME.match(name):
             shown = reference if len(reference) <= 60 else reference[:57] + "..."
             raise SecretRefused(name, f"secret reference ${{{shown}}} is refused: names are letters, digits and '_' only")
-    return recipe_secret_names(text)
+    return recipe_secret_names(text) if parsed is None else secret_names(parsed)
 
 
 def find_secret_names(text: str) -> list[str]:

@@ -182,7 +182,7 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
     except InvalidMemoryLimit as exc:
         raise TaskRejected("INVALID_MEMORY_LIMIT", str(exc)) from None
     try:
-        names = find_secret_references(args["recipe"])
+        names = find_secret_references(args["recipe"], parsed=recipe)
         values = secrets.resolve(names.required)
         values.update(secrets.resolve_present(names.optional))
     except SecretError as exc:
