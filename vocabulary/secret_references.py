@@ -28,7 +28,6 @@ from typing import Any
 
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 
-SECRET_REFERENCE = re.compile(r"\$\{(\w+)\}")
 # Any ${...}, and the variable name in it before a shell-style modifier (${NAME:-default}).
 ANY_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 REFERENCE_NAME = re.compile(r"^(.*?)(?::?[-=?+].*)?$", re.S)
