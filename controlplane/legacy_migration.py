@@ -10,10 +10,10 @@ import json
 import sqlite3
 
 from vocabulary import statuses as S
+from vocabulary.results import structured_report
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 
 from . import entities as E
-from .lifecycle import structured_report
 from .metadata import aspect_store
 
 

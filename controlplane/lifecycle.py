@@ -38,7 +38,6 @@ reaching a final state revokes the run's ingest token.
 """
 from __future__ import annotations
 
-import json
 import secrets
 import sqlite3
 import time
@@ -46,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vocabulary import statuses as S
-from vocabulary.results import EXECUTOR_KEY, REPORT_TYPES
+from vocabulary.results import structured_report
 
 from . import entities as E
 from .errors import Conflict, Forbidden, Invalid, NotFound
@@ -443,17 +442,6 @@ def _control_plane_result(row: dict, status: str, reason: str, why: str, now: fl
         value["startTimeMs"] = int(row["started_at"] * 1000)
         value["durationMs"] = int((now - row["started_at"]) * 1000)
     return value
-
-
-def structured_report(task: str, details: dict[str, Any], ingestion_report: Any = None) -> dict[str, str]:
-    """result.structuredReport as our executors write it (executor/datahub_aspects.py): the task's
-    ingestion report, if any, with what DataHub has no field for (reason, executor id, exit code,
-    signal, peak memory) under "executor", where the admin CLI, GraphQL clients and the web page
-    read it. Details that are None are left out."""
-    body = dict(ingestion_report) if isinstance(ingestion_report, dict) else {}
-    body[EXECUTOR_KEY] = {name: value for name, value in details.items() if value is not None}
-    return {"type": REPORT_TYPES.get(task, task), "serializedValue": json.dumps(body, default=str),
-            "contentType": "application/json"}
 
 
 def _write_result(tx: sqlite3.Connection, execution_id: str, value: dict[str, Any], executor_id: str | None) -> None:

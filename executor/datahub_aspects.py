@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from vocabulary.results import EXECUTOR_KEY, REPORT_TYPES
+from vocabulary.results import EXECUTOR_KEY, structured_report
 
 # DataHub's executor keeps a result under GMS's payload limit by keeping the last 800,000
 # characters of the report; so do we. The structured report is capped too: a run with a very
@@ -68,11 +68,12 @@ def final_result(*, status: str, task: str, started_ms: int, duration_ms: int, r
 
 
 def _structured(task: str, ingestion_report: Any, details: dict[str, Any]) -> dict[str, str]:
-    body = dict(ingestion_report) if isinstance(ingestion_report, dict) else {}
-    body[EXECUTOR_KEY] = details
-    text = json.dumps(body, default=str)
+    """The shared structured report, its ingestion report left to the task log when over the cap."""
+    report = structured_report(task, details, ingestion_report)
+    text = report["serializedValue"]
     if len(text) > STRUCTURED_REPORT_MAX_CHARS:
-        text = json.dumps({EXECUTOR_KEY: {**details, "note": f"the ingestion report ({len(text)} characters) was "
-                                                             "over the size limit and is in the task log"}})
-    return {"type": REPORT_TYPES.get(task, task), "serializedValue": text, "contentType": "application/json"}
+        report["serializedValue"] = json.dumps({EXECUTOR_KEY: {**details, "note": f"the ingestion report ({len(text)} "
+                                                                                 "characters) was over the size limit "
+                                                                                 "and is in the task log"}})
+    return report
 

@@ -3,6 +3,7 @@ sides: the lease header of an executor's writes, the structured report's type pe
 "executor" section of the structured report's JSON (reason code, exit code, signal, peak memory)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from . import json_text
@@ -23,3 +24,14 @@ def executor_details(result: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     details = body.get(EXECUTOR_KEY) if isinstance(body, dict) else None
     return details if isinstance(details, dict) else {}
+
+
+def structured_report(task: str, details: dict[str, Any], ingestion_report: Any = None) -> dict[str, str]:
+    """result.structuredReport as both sides write it: the task's ingestion report, if any, with
+    what DataHub has no field for (reason, executor id, exit code, signal, peak memory) under
+    "executor", where the admin CLI, GraphQL clients and the web page read it. Details that are
+    None are left out."""
+    body = dict(ingestion_report) if isinstance(ingestion_report, dict) else {}
+    body[EXECUTOR_KEY] = {name: value for name, value in details.items() if value is not None}
+    return {"type": REPORT_TYPES.get(task, task), "serializedValue": json.dumps(body, default=str),
+            "contentType": "application/json"}

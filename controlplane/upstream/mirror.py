@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vocabulary import statuses as S
-from vocabulary.results import EXECUTOR_KEY, REPORT_TYPES
+from vocabulary.results import structured_report
 
 from .. import entities as E
 from ..metadata import aspect_store
@@ -128,6 +128,4 @@ def refusal_result(reason: str, message: str, seen_at: float) -> dict[str, Any]:
     (the reason in the structured report's executor section)."""
     return {"status": S.FAILURE, "startTimeMs": int(seen_at * 1000), "durationMs": 0,
             "report": f"FAILURE ({reason}): not run: {message}",
-            "structuredReport": {"type": REPORT_TYPES.get("RUN_INGEST", "RUN_INGEST"),
-                                 "serializedValue": json.dumps({EXECUTOR_KEY: {"reason": reason}}),
-                                 "contentType": "application/json"}}
+            "structuredReport": structured_report("RUN_INGEST", {"reason": reason})}
