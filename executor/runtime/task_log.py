@@ -86,6 +86,7 @@ class TaskLog:
         self._file_bytes = 0
         self._dropped_bytes = 0
         self._version = 0
+        self._final_window: tuple[int, tuple[bool, bool, bytes]] | None = None  # _masked_window's, by version
         self._lock = threading.Lock()
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._decoding = False  # the decoder holds the first bytes of a character
@@ -276,14 +277,28 @@ class TaskLog:
     def version(self) -> int:
         return self._version
 
+    def _masked_window(self) -> tuple[bool, bool, bytes]:
+        """(whether output older than the window was let go, whether the window was kept raw, the
+        window as bytes, masked). Once the output has ended, the masked window is kept for as
+        long as nothing is added: close() and the result's tail() read the same window, and
+        after a flood each masking of it costs a search of 2 MiB."""
+        with self._lock:
+            if self._final_window is not None and self._final_window[0] == self._version:
+                return self._final_window[1]
+            view = self._ring_view  # once the ring is full: one copy, oldest byte first
+            data = b"".join((view[self._ring_at:], view[: self._ring_at])) if view is not None else bytes(self._ring)
+            truncated, raw, streaming, version = self._window_cut, self._window_raw, self._streaming, self._version
+        if raw:
+            data = self.masker.mask_window(data, cut_at_start=truncated, open_at_end=streaming)
+        if not streaming:
+            with self._lock:
+                self._final_window = (version, (truncated, raw, data))
+        return truncated, raw, data
+
     def _tail_lines(self, *, render: bool = True) -> tuple[bool, list[str]]:
         """The window's last lines; RENDER: as shipped (executor_lines.rendered), else as kept
         (for the file, which is rendered when read: its marker bytes survive as surrogates)."""
-        with self._lock:
-            data = bytes(self._ring[self._ring_at:] + self._ring[: self._ring_at])
-            truncated, raw, streaming = self._window_cut, self._window_raw, self._streaming
-        if raw:
-            data = self.masker.mask_window(data, cut_at_start=truncated, open_at_end=streaming)
+        truncated, raw, data = self._masked_window()
         text = (executor_lines.rendered(data).decode("utf-8", "replace") if render
                 else data.decode("utf-8", "surrogateescape"))
         if truncated and not raw:  # the window's first line began before it (mask_window drops it)
@@ -320,12 +335,14 @@ class TaskLog:
         """The file as shipped (rendered), or its head and tail: MAX_BYTES in all, read as two
         pieces, never whole. Rendering can only lengthen a task's imitations of the executor's
         lines, so the cap is applied after it."""
-        data = _read_at(self._reader, max_bytes + 1, 0)
-        if len(data) <= max_bytes:
-            return full_log.head_and_tail(executor_lines.rendered(data), max_bytes)
+        size = os.fstat(self._reader).st_size
+        if size <= max_bytes:
+            return full_log.head_and_tail(executor_lines.rendered(_read_at(self._reader, max_bytes + 1, 0)), max_bytes)
+        # Only what is shipped is read: a flood's log is its 64 MiB head, of which 8 MiB go.
         half = (max_bytes - len(full_log.TRUNCATION_MARKER)) // 2
-        end = _read_at(self._reader, half, max(0, os.fstat(self._reader).st_size - half))
-        return full_log.head_and_tail(executor_lines.rendered(data[:half] + full_log.TRUNCATION_MARKER + end), max_bytes)
+        data = b"".join((_read_at(self._reader, half, 0), full_log.TRUNCATION_MARKER,
+                         _read_at(self._reader, half, size - half)))
+        return full_log.head_and_tail(executor_lines.rendered(data), max_bytes)
 
 
 def _read_at(fd: int, size: int, offset: int) -> bytes:
