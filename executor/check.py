@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -22,12 +23,12 @@ from urllib.parse import unquote, urlsplit
 
 from botocore.exceptions import ClientError
 
-from sandbox import Sandbox, SandboxError
+from sandbox import Limits, Sandbox, SandboxError, TaskUser
 
 from .consumer import SqsConsumer
 from .controlplane_client import ControlPlaneClient, ControlPlaneError
 from .healthcheck import executor_at
-from .isolation import TaskUserError, resolve_task_user
+from .isolation import TaskIdentity, TaskUserError, resolve_task_user
 from .runtime import network_env
 from .runtime.secrets import AwsSecretArnStore, AwsSecretsManagerStore, SecretsManagerClients
 from .settings import Settings
@@ -138,6 +139,7 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
     check("secret stores", secrets, lambda: _routes(secrets_manager_endpoints))
 
     sandboxes: list[Sandbox] = []
+    identities: list[TaskIdentity] = []
 
     def cgroups() -> str:
         try:
@@ -158,16 +160,11 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
             identity = resolve_task_user(settings.task_user, sandboxes[0], settings.tasks_at_once())
         except TaskUserError as exc:
             raise RuntimeError(str(exc)) from None
+        identities.append(identity)
         private_tmp = sandboxes[0].isolation_support()["private_tmp"]
         tmp = ("off (DATAHUB_EXECUTOR_TASK_PRIVATE_TMP=false)" if not settings.task_private_tmp
                else "yes" if private_tmp.startswith("available") else private_tmp)
         return f"{identity.description}; private /tmp per task: {tmp}"
-
-    try:
-        check("isolation", isolation)
-    finally:
-        for sandbox in sandboxes:
-            sandbox.close()
 
     def directories() -> str:
         found, failed = [], []
@@ -182,8 +179,17 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
             raise RuntimeError("; ".join(failed))
         return "; ".join(found)
 
-    check("directories", directories)
-    check("task python", lambda: _probe_python(settings.task_python))
+    def task_python() -> str:
+        user = _a_task_user(identities[0], settings) if identities else None
+        return _probe_python(settings.task_python, (sandboxes[0], user) if user is not None else None)
+
+    try:  # the sandbox stays open for the task python, run in it as builds are
+        check("isolation", isolation)
+        check("directories", directories)
+        check("task python", task_python)
+    finally:
+        for sandbox in sandboxes:
+            sandbox.close()
     check("health address", lambda: _probe_health_address(*settings.health_address))
     return all(results)
 
@@ -205,24 +211,80 @@ def _probe_directory(path: str) -> str:
     return f"{directory} writable" + (" (created at start)" if missing else "")
 
 
-def _probe_python(task_python: str | None) -> str:
+def _a_task_user(identity: TaskIdentity, settings: Settings) -> TaskUser | None:
+    """The user a task would be given now (None: the executor's own), given back at once. Every
+    uid of a range is alike to the file system (no account or group has any), so one stands for
+    all. The event is set so that acquire refuses rather than waits (with nothing held, it never
+    has to)."""
+    users, holder = identity.users, "datahub-executor-check"
+    given_up = threading.Event()
+    given_up.set()
+    try:
+        return users.acquire(holder, next(iter(settings.tasks_at_once())), given_up)
+    finally:
+        users.release(holder)
+
+
+VERSION_ARGS = ["-c", "import sys; print(sys.version.split()[0])"]
+VERSION_TIMEOUT_S = 60
+
+
+def _probe_python(task_python: str | None, as_task: tuple[Sandbox, TaskUser] | None = None) -> str:
     """Run the interpreter virtualenvs are built with, as uv will: a path that is not there (or
     is no Python) passed everything else and failed every build with "No interpreter found". Its
-    environment is PATH alone (it is given nothing of the executor's, which holds the token)."""
+    environment is PATH alone (it is given nothing of the executor's, which holds the token).
+
+    Where tasks have a user of their own, uv runs as that user, so AS_TASK (the check's sandbox
+    and that user) runs it once more the way a build step runs: started by the sandbox as that
+    user (builds.py). One the executor could reach but the task user could not (below /root,
+    0700) passed, and then failed every build. Not a bare `setpriv ... -- python`: setpriv keeps
+    its capabilities until its own exec, so the kernel walks the path to the command it names
+    with CAP_DAC_OVERRIDE and lets the task user through; the sandbox's wrapper shell execs
+    the command without them, as uv execs the interpreter."""
     python = task_python or sys.executable
     fix = ("set DATAHUB_EXECUTOR_TASK_PYTHON to a Python 3 interpreter, or unset it (the executor's own)"
            if task_python else "reinstall the executor")
     try:
-        done = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL,
-                              env={"PATH": os.environ.get("PATH", os.defpath)})
+        done = subprocess.run([python, *VERSION_ARGS], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL, env={"PATH": os.environ.get("PATH", os.defpath)})
     except OSError as exc:
         raise RuntimeError(f"{python} cannot be run ({exc.strerror}): {fix}") from None
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{python} did not say its version in 60 s: {fix}") from None
+        raise RuntimeError(f"{python} did not say its version in {VERSION_TIMEOUT_S} s: {fix}") from None
     if done.returncode != 0:
         raise RuntimeError(f"{python} exited {done.returncode} asked for its version: {fix}")
-    return f"{python} runs (Python {done.stdout.strip()})"
+    version = done.stdout.strip()
+    if as_task is None:
+        return f"{python} runs (Python {version})"
+    sandbox, user = as_task
+    who = f"the task user (uid {user.uid}, gid {user.gid})"
+    why = _fails_as(sandbox, user, python)
+    if why:
+        real = os.path.realpath(python)
+        where = python if real == python else f"{python}, {real} (what it links to)"
+        raise RuntimeError(f"{python} runs as the executor's user, but {who} cannot run it ({why}): make {where} and "
+                           "every directory above them readable and executable by that uid, or set "
+                           "DATAHUB_EXECUTOR_TASK_PYTHON to a Python 3 interpreter it can run")
+    return f"{python} runs (Python {version}) as the executor's user and as {who}"
+
+
+def _fails_as(sandbox: Sandbox, user: TaskUser, python: str) -> str | None:
+    """Why PYTHON, started in SANDBOX as USER from /, could not say its version (None: it did)."""
+    try:
+        process = sandbox.start([python, *VERSION_ARGS], Limits(timeout_s=VERSION_TIMEOUT_S),
+                                env={"PATH": os.environ.get("PATH", os.defpath)}, cwd="/", stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, user=user)
+    except SandboxError as exc:
+        return f"the sandbox could not start it: {exc}"
+    with process.stdout:
+        said = process.stdout.read().decode("utf-8", "replace").strip().splitlines()
+    outcome = process.wait()
+    if outcome.killed_by == "timeout":
+        return f"it did not say its version in {VERSION_TIMEOUT_S} s"
+    if outcome.exit_code == 0:
+        return None
+    ended = f"exit {outcome.exit_code}" if outcome.exit_code is not None else f"signal {outcome.signal}"
+    return f"{ended}: {said[-1]}" if said else ended
 
 
 def _probe_health_address(host: str, port: int) -> str:
