@@ -132,6 +132,7 @@ class TaskRunner(threading.Thread):
         self._holds_user = False
         self._user: TaskUser | None = None
         self._process: ConfinedProcess | None = None
+        self._task_log: TaskLog | None = None
         self._end_reason: str | None = None  # "cancel" | "shutdown"
         self._kill_sent = False
         self._lock = threading.Lock()
@@ -211,6 +212,8 @@ class TaskRunner(threading.Thread):
             # venv could be evicted under it and the directory, written to meanwhile, be left.
             self._kill_and_wait()
             prepared.cleanup()
+            if self._task_log is not None:  # after an exception: the log stays for operators
+                self._task_log.keep()
 
     def _say_if_waiting(self, claimed: Claimed, ledger: Ledger, weight) -> None:
         """A claimed task that must wait for capacity says so in its result's report, so the
@@ -272,7 +275,10 @@ class TaskRunner(threading.Thread):
 
     def _run_prepared(self, claimed: Claimed, prepared: PreparedTask, started: float) -> None:
         settings = self.s.settings
-        task_log = TaskLog(self.s.task_logs.path_for(self.execution_id), prepared.masker)
+        # A task of the executor's own uid could open a named log and write the executor's lines
+        # into it: its log has no name while it runs (unnamed_file.py).
+        task_log = TaskLog(self.s.task_logs.path_for(self.execution_id), prepared.masker, hidden=self._user is None)
+        self._task_log = task_log
         limits = Limits(memory_max_bytes=prepared.memory_limit_bytes, pids_max=settings.task_pids_max,
                         timeout_s=settings.task_timeout_s)
         memory_limit = f"{prepared.memory_limit_bytes} bytes" if prepared.memory_limit_bytes else "none"
@@ -323,6 +329,7 @@ class TaskRunner(threading.Thread):
         task_log.close()
         status, reason = self._status_of(outcome)
         report, full_log = task_log.tail(), task_log.full_log()
+        task_log.keep()  # what is shipped is read: the file may have its name
         # A log the report holds whole is not sent twice: to the control plane the result is the
         # log (an S3 bucket still gets its object, where operators look for it).
         log_in_report = not self.s.logs.bucket and report_is_whole_log(report, full_log)

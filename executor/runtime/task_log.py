@@ -36,6 +36,7 @@ from vocabulary import full_log
 
 from . import executor_lines
 from .masking import Masker, MaskingStream
+from .unnamed_file import UnnamedFile, give_name, open_unnamed
 
 TRUNCATED_MARKER = "[earlier logs truncated...]"
 # The pipe is enlarged to PIPE_BYTES (Linux's default limit for an unprivileged process) and read
@@ -64,7 +65,10 @@ def coalescing_wait(read: int, seconds: float) -> float:
 
 class TaskLog:
     def __init__(self, path: str, masker: Masker, *, max_tail_lines: int = 2000, max_line_chars: int = 4096,
-                 max_file_bytes: int = 64 << 20, window_bytes: int = 2 << 20) -> None:
+                 max_file_bytes: int = 64 << 20, window_bytes: int = 2 << 20, hidden: bool = False) -> None:
+        """The log of one task at PATH. HIDDEN (for a task of the executor's own uid): the file
+        has no name until keep() gives it PATH, so that the task cannot open it and write into it
+        what the relay would never pass, the executor's own lines (unnamed_file.py)."""
         self.path = path
         self.masker = masker
         self.max_tail_lines = max_tail_lines
@@ -90,7 +94,16 @@ class TaskLog:
         self._lock = threading.Lock()
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._decoding = False  # the decoder holds the first bytes of a character
-        self._file = open(path, "w+b")
+        self._unnamed: UnnamedFile | None = None
+        if hidden:
+            try:
+                os.unlink(path)  # a previous run's (a redelivery): no name leads anywhere until keep()
+            except FileNotFoundError:
+                pass
+            self._unnamed = open_unnamed(os.path.dirname(path))
+            self._file = open(self._unnamed.fd, "w+b")
+        else:
+            self._file = open(path, "w+b")
         # The file is read back (full_log) through this descriptor, never by its name: where tasks
         # run as the executor's own uid (an unprivileged container) a task can reach the name and
         # swap it for a link to /proc/self/environ, which the executor would resolve to its own
@@ -330,6 +343,18 @@ class TaskLog:
                 except OSError:
                     pass  # the disk filled up just now: the file keeps its head
             self._close_file()
+
+    def keep(self) -> None:
+        """A hidden log gets its name (PATH), for operators on the host, once what is shipped
+        of it has been read: from then on a process of the task's uid could write into it, but
+        nothing of it leaves the executor any more. Once; nothing for a log that had its name."""
+        unnamed, self._unnamed = self._unnamed, None
+        if unnamed is None:
+            return
+        try:
+            give_name(UnnamedFile(self._reader, unnamed.linkable), self.path)
+        except OSError as exc:
+            logger.warning("task log {} could not be kept on disk ({}); it was shipped", self.path, exc.strerror)
 
     def full_log(self, max_bytes: int = full_log.CAP_BYTES) -> bytes:
         """The file as shipped (rendered), or its head and tail: MAX_BYTES in all, read as two

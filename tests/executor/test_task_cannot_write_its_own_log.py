@@ -1,0 +1,115 @@
+"""A task of the executor's own uid (an unprivileged container, DATAHUB_EXECUTOR_TASK_USER=none)
+cannot write the executor's lines into the log that is shipped. Before, the log file had its name
+while the task ran; the task opened it and wrote, past the relay, a line marked with the byte that
+only the executor's lines carry, and the uploaded log showed it as the executor's outcome. A real
+TaskRunner, a real sandbox (mode none, as where tasks share the executor's uid) and a real task
+that writes into the log file by name."""
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+from executor.controlplane_client import Claimed
+from executor.leases import Leases, QueueRef
+from executor.ledger import Ledger
+from executor.operability import ExecutorMetrics
+from executor.runner import RunnerServices, TaskRunner
+from executor.runtime.secrets import ChainedSecretStore
+from executor.runtime.task_log import TaskLogDirectory
+from executor.runtime.tasks import prepare_task
+from executor.runtime.venvs import VenvCache
+from executor.task_users import TaskUsers
+from sandbox import Sandbox
+
+EXECUTION = "exe_forges_its_log"
+FORGED = b"[executor] outcome: SUCCEEDED exit_code=0 signal=None (forged)"
+# As the master lays them out: logs in WORK/logs, the task's HOME in WORK/executions/<id>. The
+# write lands 1 MiB in, past anything the executor writes itself, so no later write covers it.
+TASK = (b"#!/bin/sh\necho started\n"
+        b"printf '\\377" + FORGED + b"\\n' | dd of=\"$HOME/../../logs/$DATAHUB_EXECUTION_ID.log\" bs=1 "
+        b"seek=1048576 conv=notrunc 2>/dev/null\necho wrote $?\nexit 0\n")
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.results: list[dict] = []
+
+    def claim(self, execution_id: str, **_) -> Claimed:
+        return Claimed(execution_id=EXECUTION, lease="lease", task="RUN_INGEST", pool_id="pool",
+                       args={"recipe": "source:\n  type: mysql\n", "version": "1.2.0"}, ingest_token="t")
+
+    def report(self, execution_id: str, lease: str, result: dict) -> None:
+        self.results.append(result)
+
+    def cancel_requested(self, execution_id: str) -> bool:
+        return False
+
+
+class Uploads:
+    bucket = None
+
+    def __init__(self) -> None:
+        self.logs: list[bytes] = []
+
+    def upload(self, execution_id: str, lease: str, data: bytes, *, accepted=()) -> str:
+        self.logs.append(data)
+        return "control plane"
+
+    def destination(self, execution_id: str) -> str:
+        return "control plane"
+
+
+def shown_as_the_executors(shipped: bytes) -> bool:
+    """Whether SHIPPED (rendered, as it left the executor) shows the forged line as the
+    executor's: anywhere but after the `[task] ` a task's imitation is given."""
+    return re.search(rb"(?<!\[task\] )" + re.escape(FORGED), shipped) is not None
+
+
+def test_a_task_of_the_executors_uid_cannot_forge_the_executors_lines_in_its_shipped_log(tmp_path):
+    def stand_in_build(step) -> tuple[int, str]:
+        target = Path(step.cwd)
+        (target / "bin").mkdir(exist_ok=True)
+        if step.argv[1] != "venv":
+            (target / "bin" / "datahub").write_bytes(TASK)
+            (target / "bin" / "datahub").chmod(0o755)
+        return 0, ""
+
+    work = tmp_path / "work"
+    venvs = VenvCache(str(tmp_path / "venvs"), builder=stand_in_build)
+    sandbox = Sandbox.open(f"test-{uuid.uuid4().hex[:10]}", mode="none")
+    control_plane, uploads, acked = Recording(), Uploads(), []
+    leases = Leases()
+    lease, _ = leases.receive(EXECUTION, QueueRef("ingestion", "message-1", "handle-1", 1, 0))
+    services = RunnerServices(
+        settings=SimpleNamespace(executor_id="executor-1", pool_id="pool", cancel_grace_s=1, task_pids_max=512,
+                                 task_timeout_s=60, progress_interval_s=0.2),
+        client=control_plane, consumers={"ingestion": None}, acks=SimpleNamespace(ack=acked.append),
+        ledgers={"ingestion": Ledger("ingestion", 2), "monitors": Ledger("monitors", 2)}, leases=leases,
+        sandbox=sandbox,
+        prepare=lambda claimed, user: prepare_task(
+            claimed.task, claimed.args, execution_id=claimed.execution_id, secrets=ChainedSecretStore([]), venvs=venvs,
+            work_root=str(work), default_version="native", gms_url="http://127.0.0.1:9", ingest_token="t",
+            user=user, network={}),
+        logs=uploads, task_logs=TaskLogDirectory(str(work / "logs"), held=lambda: set()),
+        metrics=ExecutorMetrics(), instance_id="instance-1", task_users=TaskUsers.shared(None), private_tmp=False,
+        stopping=threading.Event(), kill_now=threading.Event())
+    try:
+        runner = TaskRunner(lease, services)
+        runner.start()
+        runner.join(timeout=30)
+        assert not runner.is_alive(), "the runner never finished"
+    finally:
+        sandbox.close()
+    (result,) = [r for r in control_plane.results if r["status"] != "RUNNING"]
+    assert result["status"] == "SUCCESS" and acked == [lease]
+    assert "wrote 0" in result["report"], "the task's write into the log's name did not happen"
+    shipped = [result["report"].encode(), *uploads.logs]
+    assert not any(shown_as_the_executors(log) for log in shipped), "the task forged the executor's outcome"
+    # The log is kept on disk for operators, under its name, without what the task wrote there.
+    kept = (work / "logs" / f"{EXECUTION}.log").read_bytes()
+    assert b"\xff[executor] outcome: SUCCEEDED" in kept and b"forged" not in kept
+    assert (work / "logs" / f"{EXECUTION}.log").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in (work / "logs").iterdir()] == [f"{EXECUTION}.log"], "a temporary file was left"
