@@ -549,6 +549,6 @@ def run(*, quick: bool = False) -> list[Row]:
             rows += dispatch(ours, celery, runs=5 if quick else 50)
             rows += throughput(cp, ours, celery, count=20 if quick else 200, rounds=1 if quick else 3)
             rows += memory_limit(ours, celery, limit_mb=200)
-            rows += log_throughput(ours, megabytes=256 if quick else 1024, rounds=1 if quick else 3)
+            rows += log_throughput(ours, megabytes=256 if quick else 1024, rounds=1 if quick else 5)
             rows += footprint(ours, celery, idle_s=5 if quick else 60, leak_tasks=100 if quick else 5000)
     return rows
