@@ -46,6 +46,18 @@ class AdminError(Exception):
     pass
 
 
+class VersionConflict(AdminError):
+    """A write refused because the aspect is no longer the version it named (If-Version-Match):
+    someone changed it since it was read."""
+
+
+# GMS's words for a write whose If-Version-Match no longer holds (ConditionalWriteValidator); the
+# control plane answers it 409, its answer to a request the state forbids.
+VERSION_HEADER, VERSION_REFUSED = "If-Version-Match", "Expected version"
+UNVERSIONED_STORED = "1"  # the version GMS gives an aspect stored without one in its systemMetadata
+SET_POOL_ATTEMPTS = 5
+
+
 class UsageError(Exception):
     """Bad arguments: exit 2."""
 
@@ -72,7 +84,8 @@ class AdminClient:
             body = {"error": response.text[:300]}
         if response.status_code >= 400:
             reason = body.get("error") or body.get("message") if isinstance(body, dict) else body
-            raise AdminError(f"{response.status_code}: {reason}")
+            refused = response.status_code == 409 and VERSION_REFUSED in str(reason)
+            raise (VersionConflict if refused else AdminError)(f"{response.status_code}: {reason}")
         return body
 
     def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
@@ -81,10 +94,20 @@ class AdminClient:
             raise AdminError("; ".join(e.get("message", str(e)) for e in body["errors"]))
         return body["data"]
 
-    def ingest(self, urn: str, aspect: str, value: dict[str, Any]) -> None:
+    def ingest(self, urn: str, aspect: str, value: dict[str, Any], *, if_version: str | None = None) -> None:
+        """Write ASPECT of URN; with IF_VERSION, only if it is still that version (else VersionConflict)."""
         proposal = {"entityType": urn.split(":", 3)[2], "entityUrn": urn, "changeType": "UPSERT", "aspectName": aspect,
                     "aspect": {"value": json.dumps(value), "contentType": "application/json"}}
+        if if_version is not None:
+            proposal["headers"] = {VERSION_HEADER: if_version}
         self._request("POST", f"{self.gms}/aspects?action=ingestProposal", json={"proposal": proposal})
+
+    def versioned(self, urn: str, aspect: str) -> tuple[dict[str, Any], str]:
+        """The latest ASPECT of URN and its version (its systemMetadata.version), for ingest's IF_VERSION."""
+        found = self.restli("GET", f"/entitiesV2/{quote(urn, safe='')}?aspects=List({aspect})")["aspects"].get(aspect)
+        if found is None:
+            raise AdminError(f"404: {aspect} of {urn} not found")
+        return found["value"], (found.get("systemMetadata") or {}).get("version") or UNVERSIONED_STORED
 
     def restli(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, f"{self.gms}{path}", **kwargs)
@@ -508,10 +531,21 @@ def run(args: argparse.Namespace) -> object:
 def _set_pool(c: AdminClient, urn: str, pool_id: str) -> None:
     """Route the source's runs to POOL_ID and change nothing else. An update replaces the whole
     dataHubIngestionSourceInfo, and GraphQL's IngestionSource does not show all of it: rebuilt
-    from GraphQL, the update dropped the schedule. So the stored aspect is read and written back."""
-    stored = c.restli("GET", f"/entitiesV2/{quote(urn, safe='')}?aspects=List({E.SOURCE_INFO})")
-    info = stored["aspects"][E.SOURCE_INFO]["value"]
-    c.ingest(urn, E.SOURCE_INFO, {**info, "config": {**info["config"], "executorId": pool_id}})
+    from GraphQL, the update dropped the schedule. So the stored aspect is read and written back,
+    on condition that it is still the version read: written back unconditionally, a change made
+    in between (another set-pool, an edit of the recipe or schedule in the UI) was undone without
+    a word. A refused write means another one succeeded, so reading again makes progress; a
+    source that changes at every attempt is left as it is, with an error."""
+    for _ in range(SET_POOL_ATTEMPTS):
+        info, version = c.versioned(urn, E.SOURCE_INFO)
+        try:
+            c.ingest(urn, E.SOURCE_INFO, {**info, "config": {**info["config"], "executorId": pool_id}},
+                     if_version=version)
+            return
+        except VersionConflict:
+            continue
+    raise AdminError(f"409: source {urn} changed each of the {SET_POOL_ATTEMPTS} times its pool was about to be set "
+                     "(someone else is editing it); its pool is unchanged: try again when they are done")
 
 
 def _warn_if_no_pool(c: AdminClient, pool_id: str | None) -> None:

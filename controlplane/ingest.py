@@ -8,9 +8,16 @@ validated against the registry and authorized before the one transaction that wr
 The control plane's own entities are written through rules of their own (RULES), which check
 what a plain aspect store would not (a source's recipe and pool, an execution's lease, an
 executor's identity) and drive the execution life cycle. Other metadata is stored as it comes.
+
+Conditional writes are GMS's (its ConditionalWriteValidator): an MCP whose headers carry
+`If-Version-Match: N` is refused unless N is the aspect's version now, its systemMetadata.version
+(-1: not stored, or a CREATE; 1: stored without a version), and an aspect stored as it comes gets
+its version in its systemMetadata, as GMS gives each aspect it writes. A refusal is a 409 with
+GMS's words, "Expected version N, actual version M" (decision 79).
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -30,7 +37,9 @@ from .metadata.avro_check import problems
 from .metadata.registry import AspectSpec, MetadataInvalid, Registry
 from .tokens import ADMIN, EXECUTOR, INGEST, Identity
 
-SUPPORTED_HEADERS = {LEASE_HEADER}
+VERSION_HEADER = "If-Version-Match"  # GMS's ConditionalWriteValidator.HTTP_HEADER_IF_VERSION_MATCH
+UNVERSIONED = "-1"  # ConditionalWriteValidator.UNVERSIONED_ASPECT_VERSION
+SUPPORTED_HEADERS = {LEASE_HEADER, VERSION_HEADER}
 CHANGE_TYPES = {"UPSERT", "CREATE", "CREATE_ENTITY", "RESTATE", "DELETE", "PATCH"}
 NO_RUN_ID = "no-run-id-provided"
 MAX_BATCH = 10_000
@@ -177,6 +186,7 @@ class Ingest:
             self.authorize(proposal, identity)
         with self.store.transaction() as tx:
             for proposal in proposals:
+                check_version(tx, proposal)
                 rule = self.rules.get(proposal.aspect)
                 if rule is not None:
                     rule(tx, proposal, identity)
@@ -207,11 +217,40 @@ class Ingest:
         elif proposal.aspect != self.registry.entity(proposal.entity_type).key_aspect:
             aspect_store.put(tx, urn=proposal.urn, entity_type=proposal.entity_type, aspect=proposal.aspect,
                              value=proposal.value, system_metadata=proposal.system_metadata, actor=identity.actor)
+            stamp_version(tx, proposal.urn, proposal.aspect, proposal.system_metadata)
         run_id = identity.execution_id or proposal.run_id
         if run_id:
             tx.execute("INSERT INTO run_writes VALUES (?,?,?,?,1,?) ON CONFLICT(run_id, urn, aspect) DO UPDATE SET "
                        "writes=writes+1, last_written=excluded.last_written",
                        (run_id, proposal.urn, proposal.aspect, proposal.entity_type, aspect_store.now_ms()))
+
+
+def check_version(tx: sqlite3.Connection, proposal: Proposal) -> None:
+    """Conflict (409) when PROPOSAL's If-Version-Match is not the aspect's version now, found as
+    GMS finds it; a RESTATE is not checked, as in GMS."""
+    expected = proposal.headers.get(VERSION_HEADER)
+    if expected is None or proposal.change_type == "RESTATE":
+        return
+    stored = aspect_store.get(tx, proposal.urn, proposal.aspect)
+    if stored is None or proposal.change_type in ("CREATE", "CREATE_ENTITY"):
+        actual = UNVERSIONED
+    else:
+        actual = str((stored.system_metadata or {}).get("version") or 1)
+    if expected != actual:
+        raise Conflict(f"{VERSION_HEADER}: Expected version {expected}, actual version {actual}: {proposal.aspect} "
+                       f"of {proposal.urn} changed since version {expected} was read; read it again, and write "
+                       "your change with the version read")
+
+
+def stamp_version(tx: sqlite3.Connection, urn: str, aspect: str, system_metadata: dict[str, Any] | None) -> None:
+    """Put the aspect's version, just written, in its stored systemMetadata: 1 for its first value,
+    one more for each change, the same again for a write of the same value (GMS's numbering, which
+    If-Version-Match names). The store keeps each value a change replaced as versions 1, 2, ... of
+    the aspect, dropping the oldest only, so the latest is the one after the newest of those."""
+    newest = tx.execute("SELECT MAX(version) FROM aspects WHERE urn=? AND aspect=?", (urn, aspect)).fetchone()[0]
+    stamped = {**(system_metadata or {}), "version": str(newest + 1)}
+    tx.execute("UPDATE aspects SET system_metadata=? WHERE urn=? AND aspect=? AND version=0",
+               (json.dumps(stamped, sort_keys=True, separators=(",", ":"), ensure_ascii=False), urn, aspect))
 
 
 def require_exists(tx: sqlite3.Connection, urn: str, aspect: str, what: str) -> aspect_store.StoredAspect:
