@@ -12,15 +12,13 @@ An in-memory database gets an in-memory key: its secrets die with it.
 """
 from __future__ import annotations
 
-import os
-import secrets
-import stat
 import threading
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from .errors import Invalid, Unavailable
+from .private_file import NotARegularFile, OthersMayRead, read_private, write_private
 
 KEY_FILE = "secret-key"
 
@@ -72,49 +70,33 @@ class SecretCipher:
             if not create:
                 raise Unavailable("no secret has been encrypted by this in-memory control plane yet")
             return Fernet.generate_key()
-        try:
-            return self._read()
-        except FileNotFoundError:
-            if not create:
-                raise Unavailable(f"the secret key {self.key_path} is missing: restore it from the backup of this "
-                                  "state directory; secrets encrypted with another key cannot be read") from None
-        self._create()
-        return self._read()
+        key = self._read()
+        if key is None and create:
+            # Never over a key another writer linked first: that one is read instead.
+            write_private(self.key_path, Fernet.generate_key() + b"\n", replace=False)
+            key = self._read()
+        if key is None:
+            raise Unavailable(f"the secret key {self.key_path} is missing: restore it from the backup of this "
+                              "state directory; secrets encrypted with another key cannot be read")
+        return key
 
-    def _read(self) -> bytes:
+    def _read(self) -> bytes | None:
+        """The key in the key file, None when there is none. An OSError other than a missing file
+        (permission denied, say) propagates as is."""
         assert self.key_path is not None
-        with open(self.key_path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise Unavailable(f"the secret key {self.key_path} is not a regular file")
-            if mode & 0o077:
-                raise Unavailable(f"the secret key {self.key_path} may be read by others (mode {stat.S_IMODE(mode):04o}); "
-                                  f"run: chmod 600 {self.key_path}")
-            key = f.read(1024).strip()
+        try:
+            content = read_private(self.key_path)
+        except NotARegularFile:
+            raise Unavailable(f"the secret key {self.key_path} is not a regular file") from None
+        except OthersMayRead as refused:
+            raise Unavailable(f"the secret key {self.key_path} may be read by others (mode {refused.mode:04o}); "
+                              f"run: chmod 600 {self.key_path}") from None
+        if content is None:
+            return None
+        key = content.strip()
         try:
             Fernet(key)
         except ValueError:
             raise Unavailable(f"the secret key {self.key_path} is not a Fernet key (32 bytes, URL-safe base64); "
                               "restore it from the backup of this state directory") from None
         return key
-
-    def _create(self) -> None:
-        assert self.key_path is not None
-        temporary = self.key_path.with_name(f".{KEY_FILE}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(Fernet.generate_key() + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(temporary, self.key_path)  # never replaces a key another writer linked first
-            except FileExistsError:
-                return
-            directory = os.open(self.key_path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-        finally:
-            temporary.unlink(missing_ok=True)

@@ -13,7 +13,6 @@ import fcntl
 import os
 import secrets
 import socket
-import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from loguru import logger
 from .app import create_app
 from .errors import Unauthorized
 from .http_guard import is_loopback
+from .private_file import NotARegularFile, OthersMayRead, read_private, write_private
 from .queues import EmbeddedSqs, QueueServerDidNotStart, Queues
 from .service import ControlPlane
 from .store import Store
@@ -259,20 +259,16 @@ class ControlPlaneServer:
         is, since the admin token in it, or the one the start would write into it, is theirs too."""
         path = self.admin_token_path
         try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            return None
+            content = read_private(path)
         except OSError as exc:
             raise StartRefused(f"the admin token file {path} cannot be read ({exc.strerror})") from None
-        with f:
-            mode = os.fstat(f.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise StartRefused(f"the admin token file {path} is not a regular file: remove it, and a new admin "
-                                   "token is written there at the next start")
-            if mode & 0o077:
-                raise StartRefused(f"the admin token file {path} may be read by others (mode {stat.S_IMODE(mode):04o}): "
-                                   f"revoke its token if others did read it (tokens revoke), then run: chmod 600 {path}")
-            return f.read(1024).decode("utf-8", "replace").strip()
+        except NotARegularFile:
+            raise StartRefused(f"the admin token file {path} is not a regular file: remove it, and a new admin "
+                               "token is written there at the next start") from None
+        except OthersMayRead as refused:
+            raise StartRefused(f"the admin token file {path} may be read by others (mode {refused.mode:04o}): revoke "
+                               f"its token if others did read it (tokens revoke), then run: chmod 600 {path}") from None
+        return None if content is None else content.decode("utf-8", "replace").strip()
 
     def _ensure_admin_token(self, kept: str | None) -> None:
         """The admin-token file keeps KEPT while it authenticates as an admin token; otherwise (no
@@ -285,7 +281,7 @@ class ControlPlaneServer:
         if kept:
             logger.warning("the admin token in {} no longer authenticates (revoked?); a new admin token is written "
                            "there", self.admin_token_path)
-        _write_private(self.admin_token_path, token)
+        write_private(self.admin_token_path, token.encode(), replace=True)
 
     def _is_admin_token(self, token: str) -> bool:
         assert self.cp is not None
@@ -347,21 +343,6 @@ class ControlPlaneServer:
         if self.cp is not None:
             self.cp.store.close()
         self._unlock_state_dir()
-
-
-def _write_private(path: Path, text: str) -> None:
-    """TEXT in PATH, readable by its owner only: written to a new 0600 file beside it, then
-    renamed over it. Opening PATH itself would keep the mode of a file already there, 0644 say."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
