@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from . import admin_api, executor_api, gms_api, gms_openapi, graphql_api
-from .errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
+from .errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed, Unauthorized, Unavailable
 from .http_guard import BodyTooLarge, Guard
 from .metadata.registry import MetadataInvalid
 from .service import ControlPlane
@@ -41,7 +41,7 @@ def page_headers(page: str) -> dict[str, str]:
     return {"Content-Security-Policy": policy, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-cache"}
 STATUS = ((Invalid, 400), (MetadataInvalid, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404),
-          (Conflict, 409), (BodyTooLarge, 413), (Unavailable, 503))
+          (Conflict, 409), (BodyTooLarge, 413), (PreconditionFailed, 422), (Unavailable, 503))
 
 
 def error_body(status: int, message: str) -> JSONResponse:

@@ -27,6 +27,12 @@ class Conflict(Exception):
         self.retry_after_s = retry_after_s
 
 
+class PreconditionFailed(Exception):
+    """422: a write's own precondition does not hold (If-Version-Match names a version the aspect
+    no longer has). GMS's Rest.li answers its conditional writes' refusals 422, and DataHub's
+    clients know the status."""
+
+
 class Unavailable(Exception):
     """503: a dependency (the queue service, an upstream DataHub) is down or busy; retry later.
     RETRY_AFTER_S, where set, says when."""

@@ -12,8 +12,8 @@ executor's identity) and drive the execution life cycle. Other metadata is store
 Conditional writes are GMS's (its ConditionalWriteValidator): an MCP whose headers carry
 `If-Version-Match: N` is refused unless N is the aspect's version now, its systemMetadata.version
 (-1: not stored, or a CREATE; 1: stored without a version), and an aspect stored as it comes gets
-its version in its systemMetadata, as GMS gives each aspect it writes. A refusal is a 409 with
-GMS's words, "Expected version N, actual version M" (decision 79).
+its version in its systemMetadata, as GMS gives each aspect it writes. A refusal is a 422, as GMS's Rest.li
+answers it, with GMS's words, "Expected version N, actual version M" (decision 79).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import datahub.metadata.schema_classes as model
 from vocabulary.results import LEASE_HEADER
 
 from . import entities as E
-from .errors import Conflict, Forbidden, Invalid, NotFound
+from .errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed
 from .json_input import check_storable, loads
 from .metadata import aspect_store
 from .metadata.avro_check import problems
@@ -226,7 +226,7 @@ class Ingest:
 
 
 def check_version(tx: sqlite3.Connection, proposal: Proposal) -> None:
-    """Conflict (409) when PROPOSAL's If-Version-Match is not the aspect's version now, found as
+    """PreconditionFailed (422, as GMS's Rest.li answers) when PROPOSAL's If-Version-Match is not the aspect's version now, found as
     GMS finds it; a RESTATE is not checked, as in GMS."""
     expected = proposal.headers.get(VERSION_HEADER)
     if expected is None or proposal.change_type == "RESTATE":
@@ -237,7 +237,7 @@ def check_version(tx: sqlite3.Connection, proposal: Proposal) -> None:
     else:
         actual = str((stored.system_metadata or {}).get("version") or 1)
     if expected != actual:
-        raise Conflict(f"{VERSION_HEADER}: Expected version {expected}, actual version {actual}: {proposal.aspect} "
+        raise PreconditionFailed(f"{VERSION_HEADER}: Expected version {expected}, actual version {actual}: {proposal.aspect} "
                        f"of {proposal.urn} changed since version {expected} was read; read it again, and write "
                        "your change with the version read")
 

@@ -217,3 +217,25 @@ def test_a_source_without_a_pool_named_lists_with_the_default_and_runs_hide_syst
         ingestionSources(input: {start: 0, count: 10, hideSystemSources: true}) { ingestionSources { name } } } } }""")
     (pool,) = pools["listRemoteExecutorPools"]["remoteExecutorPools"]
     assert sorted(s["name"] for s in pool["ingestionSources"]["ingestionSources"]) == ["cli-made", "made-by-the-ui"]
+
+
+def test_a_conditional_write_from_datahubs_client_holds_only_at_the_version_it_read(cp, graph):
+    """DataHub's client sends If-Version-Match in an MCP's headers; the version is the one the
+    entity's read shows in systemMetadata. A write naming an older one is refused as GMS's
+    Rest.li refuses it (422, "Expected version N, actual version M") and stores nothing."""
+    def version() -> str:
+        raw = graph.get_entity_raw(DATASET, aspects=["status"])
+        return str(raw["aspects"]["status"]["systemMetadata"]["version"])
+
+    def emit(removed: bool, at: str) -> None:
+        graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.StatusClass(removed=removed),
+                                                     headers={"If-Version-Match": at}))
+
+    emit(False, "-1")  # not there yet
+    read = version()
+    emit(True, read)
+    assert version() != read
+    with pytest.raises(OperationalError, match="Expected version .*, actual version") as refused:
+        emit(False, read)
+    assert refused.value.info.get("status") == 422, refused.value.info
+    assert graph.get_aspect(DATASET, model.StatusClass) == model.StatusClass(removed=True)

@@ -112,7 +112,7 @@ def test_set_pool_against_a_source_that_changes_at_every_read_fails_and_overwrit
     assert info["schedule"] == {"interval": made[-1], "timezone": "Europe/Paris"}, "the last edit stands"
 
 
-def test_an_mcp_whose_if_version_match_is_stale_is_refused_409_and_stores_nothing(cp, nightly):
+def test_an_mcp_whose_if_version_match_is_stale_is_refused_422_and_stores_nothing(cp, nightly):
     """DataHub's conditional write: the version read is systemMetadata.version; a write naming an
     older one is refused with GMS's words, one naming the current one goes through."""
     session = requests.Session()
@@ -133,7 +133,7 @@ def test_an_mcp_whose_if_version_match_is_stale_is_refused_409_and_stores_nothin
     assert read(cp, nightly)[1] == "2", "a change is the next version"
 
     stale = write({**info, "config": {**info["config"], "executorId": "remote"}}, version)
-    assert stale.status_code == 409
+    assert stale.status_code == 422
     assert "Expected version 1, actual version 2" in stale.json()["message"]
     assert stored_info(cp, nightly)["config"]["executorId"] == "default"
     assert stored_info(cp, nightly)["schedule"]["interval"] == "0 5 * * *"
