@@ -13,6 +13,7 @@ executor always deletes with the handle of its latest receive.
 """
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -162,10 +163,16 @@ class EmbeddedSqs:
             raise QueueServerDidNotStart(f"the embedded SQS server did not start on 127.0.0.1:{self._port} within "
                                          f"{START_TIMEOUT_S:.0f} s (is the port taken?); stop what listens there, or "
                                          "remove sqs-port from the state dir for a free one")
+        dispatcher = self._server._server.app
+        # moto finds the service of each request anew, under a lock every request takes: its
+        # package directory listed and each of its ~200 entries stat'ed, then its services' URL
+        # patterns tried in turn. The answer depends on the host alone, so it is kept: measured,
+        # 1000 SendMessage calls cost the server 2.8 s of CPU instead of 3.3-4.6 s.
+        dispatcher.get_backend_for_host = functools.lru_cache(maxsize=256)(dispatcher.get_backend_for_host)
         # werkzeug's handler takes the application from its server at each request. No queue
         # exists before start() returns (the control plane creates them after), so the moment
         # moto served unguarded exposed nothing.
-        self._server._server.app = refuse_browsers(self._server._server.app)
+        self._server._server.app = refuse_browsers(dispatcher)
         self.endpoint_url = f"http://127.0.0.1:{self._server._server.server_port}"
         return self.endpoint_url
 

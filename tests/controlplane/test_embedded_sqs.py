@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -256,3 +257,31 @@ def test_the_receipts_of_deleted_messages_are_kept_within_a_bound(queue, monkeyp
     client.delete_message(QueueUrl=url, ReceiptHandle=receipts[-1])  # deleting again: still fine
     assert _error(lambda: client.delete_message(QueueUrl=url, ReceiptHandle=receipts[0]))["Code"] == \
         "ReceiptHandleIsInvalid"
+
+
+def test_the_server_finds_its_service_once_per_host_not_by_scanning_mocks_package_at_each_request(monkeypatch):
+    """moto listed its package directory and stat'ed each of its ~200 entries at every request,
+    under a lock all requests take, to find which service a request is for."""
+    import moto.backends
+
+    listings = []
+    real = moto.backends.list_of_moto_modules
+
+    def counted():
+        listings.append(1)
+        return real()
+
+    monkeypatch.setattr(moto.backends, "list_of_moto_modules", counted)
+    sqs = EmbeddedSqs()
+    url = sqs.start()
+    try:
+        client = boto3.client("sqs", region_name="us-east-1", endpoint_url=url, aws_access_key_id="local",
+                              aws_secret_access_key="local")
+        queue_url = client.create_queue(QueueName=f"once-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        for _ in range(20):
+            client.send_message(QueueUrl=queue_url, MessageBody="{}")
+        assert client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])[
+            "Attributes"]["ApproximateNumberOfMessages"] == "20"
+    finally:
+        sqs.stop()
+    assert len(listings) <= 2, f"moto's package was listed {len(listings)} times for 22 requests"
