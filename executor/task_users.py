@@ -74,6 +74,11 @@ class TaskUsers:
         self._held: dict[str, tuple[TaskUser | None, str]] = {}  # execution id -> (user, task class)
         self._changed = threading.Condition()
         self.size = len(users)
+        # The range never changes: its bounds are read here once. describe() is called from the
+        # heartbeat and from runners while others take and give back uids; walking the free list
+        # and the held map for them, unlocked, raised "changed size during iteration".
+        uids = [user.uid for user in users if user is not None]
+        self._uid_bounds = (min(uids), max(uids)) if uids else None
 
     @classmethod
     def shared(cls, user: TaskUser | None) -> TaskUsers:
@@ -146,8 +151,8 @@ class TaskUsers:
             return {execution_id: user for execution_id, (user, _) in self._held.items()}
 
     def describe(self) -> str:
-        if self.exclusive:
-            first, last = self._bounds()
+        if self.exclusive and self._uid_bounds is not None:
+            first, last = self._uid_bounds
             kept = self.kept()
             return f"each task gets a uid of its own from {first}-{last} ({self.size} uids{'; ' + kept if kept else ''})"
         user = self._free[0]
@@ -156,10 +161,6 @@ class TaskUsers:
     def kept(self) -> str:
         """The uids kept for each task class, in words ("" without reserves)."""
         return ", ".join(f"{count} kept for {name}" for name, count in sorted(self.reserves.items()))
-
-    def _bounds(self) -> tuple[int, int]:
-        uids = [u.uid for u in list(self._free) + [held for held, _ in self._held.values()] if u is not None]
-        return min(uids), max(uids)
 
 
 class Cancelled(Exception):

@@ -222,3 +222,46 @@ def test_the_uid_of_a_task_whose_processes_would_not_die_is_never_handed_out_aga
         assert users.acquire(f"exe_{index}", INGESTION, threading.Event()) != stuck
         users.release(f"exe_{index}")
     assert users.all_held(INGESTION) is False and len(users.held()) == 1, "one uid left, still counted as held"
+
+
+def test_describing_the_range_while_runners_take_and_give_back_uids_never_fails():
+    """The heartbeat describes the task users at every beat, and a runner does when no uid is
+    free, while other runners take and give back uids; describe() walked the free list and the
+    held map unlocked and raised "changed size during iteration": a lost beat, or a runner that
+    gave its execution back as failed."""
+    import sys
+
+    users = TaskUsers.uid_range(40000, 42047, {INGESTION: 1024, MONITORS: 1024})  # long walks: the race shows
+    stop, errors = threading.Event(), []
+    for held in range(1500):  # a long held map to walk: the race shows within the test's seconds
+        users.acquire(f"exe_held_{held}", INGESTION if held % 2 else MONITORS, threading.Event())
+
+    def churn(n: int) -> None:
+        cancelled, turn = threading.Event(), 0
+        while not stop.is_set():
+            execution_id = f"exe_{n}_{turn}"
+            users.acquire(execution_id, INGESTION if n % 2 else MONITORS, cancelled)
+            users.release(execution_id)
+            turn += 1
+
+    def describe() -> None:
+        while not stop.is_set():
+            try:
+                assert users.describe().startswith("each task gets a uid of its own from 40000-42047")
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(repr(exc))
+                stop.set()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads switch often, as on a busy master
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(6)] + [threading.Thread(target=describe)]
+    try:
+        for thread in threads:
+            thread.start()
+        stop.wait(3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        sys.setswitchinterval(interval)
+    assert errors == []
