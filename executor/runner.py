@@ -133,6 +133,7 @@ class TaskRunner(threading.Thread):
         self._user: TaskUser | None = None
         self._process: ConfinedProcess | None = None
         self._task_log: TaskLog | None = None
+        self._prepared: PreparedTask | None = None  # cleaned up before any release (_release)
         self._end_reason: str | None = None  # "cancel" | "shutdown"
         self._kill_sent = False
         self._lock = threading.Lock()
@@ -192,7 +193,7 @@ class TaskRunner(threading.Thread):
             self._release("the executor stopped before the task could start")
             return
         try:
-            prepared = self.s.prepare(claimed, self._user)
+            prepared = self._prepared = self.s.prepare(claimed, self._user)
         except TaskRejected as exc:
             self.log.error("task rejected ({}): {}", exc.reason, printable(exc))
             self._report_failure(claimed, exc.reason, f"{exc.reason}: {exc}", started)
@@ -543,7 +544,13 @@ class TaskRunner(threading.Thread):
         execution queued again would find them still held by this one."""
         claimed: Claimed = self.lease.claim
         message = self.s.leases.current_message(self.lease)
-        self._free()  # nothing was started: the execution queued again may be admitted here at once
+        # Its child ended and its work directory gone first: the execution queued again may be
+        # run here at once, in the directory of the same name, which a cleanup later removed
+        # under that run's task.
+        self._kill_and_wait()
+        if self._prepared is not None:
+            self._prepared.cleanup()
+        self._free()  # its weight and user: the execution queued again may be admitted here at once
         self.s.leases.move(self.lease, State.RELEASED)
         try:
             retry_through_outages(lambda: self.s.client.release(self.execution_id, claimed.lease, why, failed=failed),

@@ -70,6 +70,7 @@ class PreparedTask:
     memory_limit_bytes: int | None
     secret_names: list[str] = field(default_factory=list)
     release_venv: Callable[[], None] | None = None  # the venv is held, never evicted, until then
+    _cleaned: bool = field(default=False, init=False, repr=False)
 
     def structured_report(self) -> Any:
         """The ingestion report, when the pipeline completed and wrote one (never for a killed
@@ -87,6 +88,11 @@ class PreparedTask:
             return None
 
     def cleanup(self) -> None:
+        """The work directory removed and the venv let go, once. Once only: the execution's
+        directory is named by its id, and after a release a new run of it may be in it already."""
+        if self._cleaned:
+            return
+        self._cleaned = True
         shutil.rmtree(self.workdir, ignore_errors=True)
         release, self.release_venv = self.release_venv, None
         if release is not None:
