@@ -108,7 +108,8 @@ class Executors:
             # A copy (the HTTP layer re-sent it) or one overtaken by a later heartbeat (a DRAINING
             # beat retried past the final STOPPED one): it says nothing the stored state does not
             # say better, and writing it would bring a STOPPED executor back to life. Its arrival
-            # still proves the process is there now: its liveness is refreshed, nothing else.
+            # still proves the process is there now: its liveness is refreshed, nothing else (not
+            # reported_arrived_at, which belongs to the reportedAt kept).
             if last_reported is not None:
                 tx.execute("UPDATE executor_instances SET last_seen=MAX(last_seen, ?) WHERE executor_id=? AND instance=?",
                            (now, executor_id, instance))
@@ -116,12 +117,16 @@ class Executors:
         details = {"capacity": _json_property(properties, "capacity", {}), "sandbox": _json_property(properties, "sandbox", {}),
                    "health": _json_property(properties, "health", {}), "running_executions": running or [],
                    "started_at": properties.get("startedAt")}
+        # reported_arrived_at goes with reported_at_ms, and only with it: a copy moves last_seen
+        # alone, and a claim's time on the executor's clock counted from last_seen came out early
+        # by the copy's delay (lifecycle._claim_on_executor_clock).
         tx.execute("INSERT INTO executor_instances (executor_id, pool_id, instance, state, heartbeat_interval_s, last_seen, "
-                   "details, reported_at_ms) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(executor_id) DO UPDATE SET "
-                   "pool_id=excluded.pool_id, instance=excluded.instance, state=excluded.state, "
+                   "details, reported_at_ms, reported_arrived_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(executor_id) "
+                   "DO UPDATE SET pool_id=excluded.pool_id, instance=excluded.instance, state=excluded.state, "
                    "heartbeat_interval_s=excluded.heartbeat_interval_s, last_seen=excluded.last_seen, "
-                   "details=excluded.details, reported_at_ms=excluded.reported_at_ms",
-                   (executor_id, pool_id, instance, state, interval, now, json.dumps(details), reported))
+                   "details=excluded.details, reported_at_ms=excluded.reported_at_ms, "
+                   "reported_arrived_at=excluded.reported_arrived_at",
+                   (executor_id, pool_id, instance, state, interval, now, json.dumps(details), reported, now))
         requeued = []
         if current is not None and current[1] != instance:
             # A new process took over this id (a restart under a fixed id): what the old one held

@@ -373,10 +373,14 @@ def _claim_on_executor_clock(tx: sqlite3.Connection, event: Claim, now: float) -
     last reconciled heartbeat's reportedAt plus the time our clock says passed since that
     heartbeat arrived (it was reported a network trip before, so the real time is later). Only
     durations cross clocks, never instants: skew between the two clocks does not matter. None
-    when the process has no reconciled heartbeat."""
-    row = tx.execute("SELECT instance, last_seen, reported_at_ms FROM executor_instances WHERE executor_id=?",
+    when the process has no reconciled heartbeat.
+
+    That heartbeat's own arrival (reported_arrived_at), not last_seen: a copy of it arriving
+    later moves last_seen, and counted from there the claim came out early by the copy's delay,
+    so a heartbeat built before the claim and delivered after it was counted as a miss."""
+    row = tx.execute("SELECT instance, reported_arrived_at, reported_at_ms FROM executor_instances WHERE executor_id=?",
                      (event.executor_id,)).fetchone()
-    if row is None or row[0] != event.instance or row[2] is None:
+    if row is None or row[0] != event.instance or row[1] is None or row[2] is None:
         return None
     return row[2] + int(max(0.0, now - row[1]) * 1000)
 

@@ -130,8 +130,17 @@ SCHEMA_7 = """
     ALTER TABLE executions ADD COLUMN failed_releases INTEGER NOT NULL DEFAULT 0;
 """
 
+# When the heartbeat whose reportedAt is kept (reported_at_ms) arrived: a claim's time on its
+# executor's clock counts from it (lifecycle._claim_on_executor_clock). last_seen, which copies
+# of a heartbeat move too (liveness), made that time early by a copy's delay. A process recorded
+# before takes its last_seen, as it was counted until now; its next heartbeat sets its own.
+SCHEMA_8 = """
+    ALTER TABLE executor_instances ADD COLUMN reported_arrived_at REAL;
+    UPDATE executor_instances SET reported_arrived_at=last_seen;
+"""
+
 MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3], [SCHEMA_4], [SCHEMA_5],
-                                     [SCHEMA_6], [SCHEMA_7]]
+                                     [SCHEMA_6], [SCHEMA_7], [SCHEMA_8]]
 
 
 class Store:

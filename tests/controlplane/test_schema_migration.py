@@ -105,3 +105,37 @@ def test_a_schema_5_database_keeps_its_full_logs_in_their_own_table(tmp_path, mo
                                json={"urn": f"urn:li:dataHubExecutionRequest:{logged}"}, timeout=10)
         assert deleted.status_code == 200
         assert cp.cp.store.query("SELECT COUNT(*) AS n FROM execution_logs") == [{"n": 0}]
+
+
+def test_a_schema_7_database_counts_claims_from_its_processes_last_heartbeat(tmp_path, monkeypatch):
+    """Schema 8 keeps when the heartbeat whose reportedAt is stored arrived: a process recorded
+    before takes its last_seen, so its claims are timed on its clock as they were (not left
+    untimed) until its next heartbeat, which records its own arrival."""
+    import controlplane.store as store_module
+    from tests.controlplane.conftest import RECIPE, ExecutorDouble
+
+    (tmp_path / "cp").mkdir()
+    with monkeypatch.context() as schema_7:
+        schema_7.setattr(store_module, "MIGRATIONS", MIGRATIONS[:7])
+        with running_controlplane(tmp_path / "cp") as cp:
+            cp.create_pool("p", default=True)
+            assert cp.cp.store.schema_version == 7
+            # The process as a schema-7 control plane recorded its heartbeat, a copy of which then
+            # moved last_seen (this code writes the new column, so the row is written here).
+            cp.cp.store.query("INSERT INTO executor_instances (executor_id, pool_id, instance, state, "
+                              "heartbeat_interval_s, last_seen, details, reported_at_ms) VALUES "
+                              "('e', 'p', 'process-1', 'ACTIVE', 60, ?, '{}', ?)",
+                              (time.time(), int(time.time() * 1000) - 500))
+    with running_controlplane(tmp_path / "cp") as cp:
+        assert cp.cp.store.schema_version == len(MIGRATIONS) >= 8
+        (process,) = cp.cp.store.query("SELECT last_seen, reported_at_ms, reported_arrived_at FROM executor_instances")
+        assert process["reported_arrived_at"] == process["last_seen"] and process["reported_at_ms"] is not None
+        executor = ExecutorDouble(cp, "p", "e", interval_s=60)
+        executor.instance_id = "process-1"  # the same executor process, heartbeating on
+        execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+        assert executor.claim(execution) is not None
+        claimed = cp.cp.store.one("SELECT claimed_at_executor_ms FROM executions WHERE id=?", (execution,))
+        assert claimed["claimed_at_executor_ms"] >= process["reported_at_ms"]
+        executor.heartbeat(running=[execution])
+        (process,) = cp.cp.store.query("SELECT last_seen, reported_arrived_at FROM executor_instances")
+        assert process["reported_arrived_at"] == process["last_seen"] > 0

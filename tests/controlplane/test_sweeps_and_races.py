@@ -154,6 +154,34 @@ def test_a_heartbeat_reported_before_the_claim_is_no_miss(cp, executor_double):
     assert cp.execution(execution)["status"] == "PENDING"
 
 
+def test_a_heartbeat_reported_before_the_claim_is_no_miss_after_a_late_copy_of_the_last_one(cp, executor_double):
+    """A copy of the last heartbeat (re-sent by the executor's HTTP layer, its answer lost)
+    refreshes liveness only. The claim's time on the executor's clock still counts from when the
+    copied heartbeat itself arrived: counted from the copy, it came out early by the copy's delay,
+    the heartbeat built before the claim was taken for a miss, and one more beat without the run
+    queued it again while it ran (its holder then fenced off, 409, and killing it)."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e", interval_s=15)
+    first = _heartbeat_snapshot(executor, [])
+    executor.client.heartbeat("e", *first)
+    time.sleep(1.0)
+    executor.client.heartbeat("e", *first)  # the copy, a second late
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    time.sleep(0.2)
+    built_before = _heartbeat_snapshot(executor, [])
+    time.sleep(0.3)
+    executor.claim(execution)
+    claimed_at = cp.cp.store.one("SELECT claimed_at_executor_ms FROM executions WHERE id=?", (execution,))
+    assert built_before[0]["reportedAt"] <= claimed_at["claimed_at_executor_ms"], "the claim came after it was built"
+    executor.client.heartbeat("e", *built_before)
+    time.sleep(0.05)
+    executor.heartbeat(running=[])
+    assert cp.execution(execution)["status"] == "RUNNING", "one heartbeat after the claim without it may be a race"
+    time.sleep(0.05)
+    executor.heartbeat(running=[])
+    assert cp.execution(execution)["status"] == "PENDING"
+
+
 def test_an_executor_that_heartbeats_after_the_expiry_sweep_looked_is_not_marked_expired(cp, executor_double, monkeypatch):
     cp.create_pool("p", default=True)
     executor = executor_double("p", "e", interval_s=0.2)
