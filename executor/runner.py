@@ -202,8 +202,7 @@ class TaskRunner(threading.Thread):
             self._release("the executor stopped while the task was being prepared")
             return
         if self.s.stopping.is_set():  # preparing takes seconds (a build, minutes): the stop may have begun
-            prepared.cleanup()
-            self._release("the executor stopped while the task was being prepared")
+            self._release("the executor stopped while the task was being prepared")  # cleans it up first
             return
         try:
             self._run_prepared(claimed, prepared, started)
