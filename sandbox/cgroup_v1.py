@@ -196,6 +196,9 @@ class V1TaskGroup(TaskGroup):
         # cgroup.kill, and the v1 freezer's state, act on the whole subtree, nested cgroups included.
         if "unified" in self.dirs:
             fs.write(os.path.join(self.dirs["unified"], "cgroup.kill"), "1", what="kill task")
+            # cgroup.kill signals each thread-group leader alone; one that left by exit(2) while
+            # other threads run passes the signal to none of them. kill(2) reaches the group.
+            fs.kill_pids(self.pids(), signal.SIGKILL)
             return
         self._freeze_and_kill()
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 
 from . import cgroupfs as fs
 from .driver import TASK_PREFIX, Driver, TaskGroup
@@ -224,6 +225,9 @@ class V2TaskGroup(TaskGroup):
         # cgroup.kill, cgroup.freeze and the sweeps' reads act on the whole subtree, nested cgroups included.
         if self.tree_kill == KILL:
             fs.write(self._file("cgroup.kill"), "1", what="kill task")
+            # cgroup.kill signals each thread-group leader alone; one that left by exit(2) while
+            # other threads run passes the signal to none of them. kill(2) reaches the group.
+            fs.kill_pids(self.pids(), signal.SIGKILL)
         elif self.tree_kill == FREEZE:
             self._freeze_and_kill()
         else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import subprocess
 import threading
@@ -210,6 +211,10 @@ class ConfinedProcess:
             returncode = self._watch.wait(timeout)
             if returncode is not None:
                 return returncode
+            if self._watch.held_by_tracer:
+                # It exited, and a process of the task traces it: the tree is ended now, as after
+                # any exit, so that the tracer lets it go to be reaped. Not the cause of anything.
+                self._end.ask_kill("the main process exited, held by a tracer", reported=False)
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 deadline = None
@@ -311,17 +316,35 @@ SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 
 def main_process_dying(pid: int) -> bool:
     """Whether PID (a child not yet reaped, so the number is surely it) has a SIGKILL pending or
-    has begun to exit. The OOM killer's SIGKILL goes to the whole thread group: pending in the
-    leader's own set (SigPnd) or the group's (ShdPnd) until taken, and PF_EXITING from then on."""
+    has begun to exit, every thread of it. The OOM killer's SIGKILL goes to the whole thread
+    group: pending in the group's set (ShdPnd) or each thread's own (SigPnd) until taken, and
+    PF_EXITING from then on. One thread exiting is not the process dying: a main thread that
+    left by exit(2) while another ran on made a timeout, then a kill, count as no cause, and the
+    task that outlived both was reported FAILED."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        threads = os.listdir(f"/proc/{pid}/task")
+        if not threads:
+            return True
+        for tid in threads:
+            if not _thread_dying(f"/proc/{pid}/task/{tid}"):
+                return False
+    except OSError:
+        return True  # gone already
+    return True
+
+
+def _thread_dying(path: str) -> bool:
+    """Whether the thread at PATH (/proc/PID/task/TID) has begun to exit or has a SIGKILL pending
+    (its own, or its group's); True if it is gone."""
+    try:
+        with open(f"{path}/stat", "rb") as f:
             flags = int(f.read().rsplit(b") ", 1)[1].split()[6])
         if flags & PF_EXITING:
             return True
-        with open(f"/proc/{pid}/status", "rb") as f:
+        with open(f"{path}/status", "rb") as f:
             status = f.read()
     except (OSError, IndexError, ValueError):
-        return True  # gone already
+        return True
     for key in (b"\nSigPnd:", b"\nShdPnd:"):
         start = status.find(key)
         if start >= 0 and int(status[start + len(key):status.index(b"\n", start + 1)], 16) & SIGKILL_BIT:

@@ -31,6 +31,12 @@ class ExitWatch:
         # that close() has just freed and something else has reused.
         self._lock = threading.Lock()
         self._closed = False
+        self._looked = False  # BEFORE_REAP has been called
+        # The main process has exited but cannot be reaped yet: a process that traces it (one of
+        # the task's, attached with ptrace) is told of the exit first, and the kernel lets the
+        # parent reap it only once the tracer lets go. The pidfd stays readable meanwhile, so
+        # the wait goes on in slices, and the caller ends the tree, the tracer with it.
+        self.held_by_tracer = False
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -47,7 +53,7 @@ class ExitWatch:
     def wait(self, timeout: float | None) -> int | None:
         """The main process's return code once it has exited (reaped here); None after a
         wake-up, once TIMEOUT seconds have passed, or after MAX_POLL_SLICE_S of a longer wait."""
-        if self._pidfd is None:
+        if self._pidfd is None or self.held_by_tracer:
             return self._wait_in_slices(timeout)
         millis = None if timeout is None else max(0, math.ceil(min(timeout, MAX_POLL_SLICE_S) * 1000))
         ready = {fd for fd, _ in self._poller.poll(millis)}
@@ -57,10 +63,19 @@ class ExitWatch:
             return self._reap()
         return None
 
-    def _reap(self) -> int:
-        """The exited process's return code, reaping it after BEFORE_REAP has looked."""
+    def _reap(self) -> int | None:
+        """The exited process's return code, reaping it after BEFORE_REAP has looked; None while
+        it cannot be reaped (held_by_tracer). A blocking wait there waited for as long as the
+        tracer chose: the reaper never acted on the timeout or a kill again, nor ended the tree."""
         if self._popen.returncode is None:
-            self._before_reap()
+            if not self._looked:
+                self._looked = True
+                self._before_reap()
+            if not self._has_exited_unreaped():
+                if not self.held_by_tracer and self._pidfd is not None:
+                    self.held_by_tracer = True
+                    self._poller.unregister(self._pidfd)
+                return None
         return self._popen.wait()
 
     def exited(self) -> bool:
@@ -74,6 +89,10 @@ class ExitWatch:
                 probe = select.poll()
                 probe.register(self._pidfd, select.POLLIN)
                 return bool(probe.poll(0))
+        return self._zombie()
+
+    def _zombie(self) -> bool:
+        """Whether /proc shows the (unreaped) main process exited."""
         try:
             with open(f"/proc/{self._popen.pid}/stat") as f:
                 return f.read().rsplit(") ", 1)[1][0] in "ZX"
@@ -86,6 +105,9 @@ class ExitWatch:
         while True:
             if self._popen.returncode is not None or self._has_exited_unreaped():
                 return self._reap()
+            if not self.held_by_tracer and self._pidfd is None and self._zombie():
+                self.held_by_tracer = True  # exited, yet waitid does not offer it: traced
+                return None
             remaining = FALLBACK_SLICE_S if deadline is None else min(FALLBACK_SLICE_S, deadline - time.monotonic())
             time.sleep(max(remaining, 0))
             if self._drain() or (deadline is not None and time.monotonic() >= deadline):

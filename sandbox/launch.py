@@ -80,7 +80,7 @@ def fork_held(spawner: Spawner, launch: Launch) -> Spawned:
             launch.argv, env=launch.env, cwd=launch.cwd, umask=launch.umask, stdin=launch.stdin,
             stdout=launch.stdout, stderr=launch.stderr, user=launch.user,
             address_space_bytes=launch.address_space_bytes, low=spawner.low)
-        spawner.forked()
+        spawner.forked(held[0].pid)
         return held
 
     if not launch.private_tmp:
@@ -109,4 +109,4 @@ def dispose(spawner: Spawner, spawned: Spawned) -> None:
     spawned.ready.close()
     spawned.popen.kill()
     spawned.popen.wait()
-    spawner.reaped()
+    spawner.reaped(spawned.popen.pid)

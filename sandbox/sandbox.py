@@ -180,7 +180,7 @@ class Sandbox:
             raise
 
         def on_finished() -> None:
-            self._spawner.reaped()
+            self._spawner.reaped(spawned.popen.pid)
             self._release_name(task_name)
 
         # Held: whatever fails here, the command never runs.

@@ -274,7 +274,8 @@ def lower_own_oom_score(score: int = -900) -> bool:
     """Make the master the OOM killer's last choice where allowed (needs CAP_SYS_RESOURCE).
 
     Where it is not allowed, the master carries on: the cgroup limits keep the kernel's OOM
-    killer inside the children's cgroups, and children have score 1000 anyway.
+    killer inside the children's cgroups. Children start at score 1000, but without
+    CAP_SYS_RESOURCE that is no floor: a task may write its own score back down to 0.
     """
     try:
         with open("/proc/self/oom_score_adj", "w") as f:

@@ -15,10 +15,16 @@ Races handled here:
   nobody releases or reaps: the request's future gets a callback that disposes of it.
 - close() while tasks still run must not end this thread (that would SIGKILL them): the
   thread exits only once every child it forked has been reaped.
+- A task's main process that forks with CLONE_PARENT makes its children this thread's, where
+  nothing waits for them: killed with the task's tree, each stayed a zombie, holding a pid of
+  the host's, until the master exited (a run could leave its pids limit of them, and a few runs
+  the host without pids). Once a child forked here is reaped, this thread reaps the zombies among
+  its children that it never forked (_reap_strays).
 """
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -33,6 +39,9 @@ log = logging.getLogger("sandbox")
 T = TypeVar("T")
 
 
+_REAP_STRAYS = object()  # a request: reap the zombies among this thread's children it never forked
+
+
 class _Request(Generic[T]):
     def __init__(self, work: Callable[[Spawner], T]) -> None:
         self.work = work
@@ -43,9 +52,10 @@ class Spawner:
     """Runs fork+exec work items on its own thread and hands each result back to the caller."""
 
     def __init__(self, name: str) -> None:
-        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[_Request | object | None] = queue.SimpleQueue()
         self._lock = threading.Condition()
         self._live = 0  # direct children forked here and not yet reaped
+        self._children: set[int] = set()  # their pids
         self._closed = False
         self.namespaces: MountNamespaces | None = None
         self.namespaces_unavailable: str | None = None
@@ -83,16 +93,42 @@ class Spawner:
         with self._lock:
             self._refuse_if_closed()
 
-    def forked(self) -> None:
-        """Called by a work item on the spawner thread right after a successful fork."""
+    def forked(self, pid: int) -> None:
+        """Called by a work item on the spawner thread right after a successful fork of PID."""
         with self._lock:
             self._live += 1
+            self._children.add(pid)
 
-    def reaped(self) -> None:
-        """Called (from any thread) once a child forked here has been waited for."""
+    def reaped(self, pid: int) -> None:
+        """Called (from any thread) once the child PID forked here has been waited for. The
+        zombies its task may have made this thread's are reaped next, on this thread."""
         with self._lock:
             self._live -= 1
+            self._children.discard(pid)
             self._lock.notify_all()
+            if not self._closed:
+                self._requests.put(_REAP_STRAYS)
+
+    def _reap_strays(self) -> None:
+        """Reap the exited children of this thread that it never forked (a task's CLONE_PARENT
+        offspring; see the module's docstring). On this thread alone: every child forked here is
+        in _children before any other request runs, so no task's main process is ever taken
+        for one; those still running are reaped at a later call, once their task's tree is
+        killed."""
+        try:
+            with open(f"/proc/self/task/{threading.get_native_id()}/children") as f:
+                pids = [int(pid) for pid in f.read().split()]
+        except (OSError, ValueError):  # no CONFIG_PROC_CHILDREN: they stay zombies, as before
+            return
+        with self._lock:
+            ours = set(self._children)
+        for pid in pids:
+            if pid in ours:
+                continue
+            try:
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:
+                pass
 
     @property
     def thread(self) -> threading.Thread:
@@ -123,6 +159,10 @@ class Spawner:
             request = self._requests.get()
             if request is None:
                 break
+            if request is _REAP_STRAYS:
+                self._reap_strays()
+                continue
+            assert isinstance(request, _Request)
             if not request.future.set_running_or_notify_cancel():
                 continue
             try:
