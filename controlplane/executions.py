@@ -138,18 +138,22 @@ class Executions:
                                         "status=? AND enqueued_at IS NULL AND EXISTS (SELECT 1 FROM pool_queues q "
                                         "WHERE q.pool_id = e.pool_id) ORDER BY created_at", (S.PENDING,)):
                 try:
-                    self.queues.send_text(self.pools.queue_for(row["pool_id"], row["task"]),
-                                          message.encode(row["id"], row["task"], row["pool_id"],
-                                                         int(row["created_at"] * 1000)))
+                    message_id = self.queues.send_text(self.pools.queue_for(row["pool_id"], row["task"]),
+                                                       message.encode(row["id"], row["task"], row["pool_id"],
+                                                                      int(row["created_at"] * 1000)))
                 except Exception as exc:  # botocore: endpoint down, throttling; the outbox tries again
                     failed[row["id"]] = type(exc).__name__
                     if self.queues.is_missing_queue(exc):
                         gone.add(row["pool_id"])
                     continue
                 sent += 1
+                # A PENDING run's message is recorded as its latest: one of its found in the
+                # dead-letter queue ends it only if no other was sent since (lost_messages.py).
+                # A claim since keeps the message it came from.
                 with self.store.transaction() as tx:
-                    tx.execute("UPDATE executions SET enqueued_at=? WHERE id=? AND enqueued_at IS NULL "
-                               "AND (lease_epoch=? OR status<>?)", (time.time(), row["id"], row["lease_epoch"], S.PENDING))
+                    tx.execute("UPDATE executions SET enqueued_at=?, message_id=CASE WHEN status=? THEN ? ELSE message_id "
+                               "END WHERE id=? AND enqueued_at IS NULL AND (lease_epoch=? OR status<>?)",
+                               (time.time(), S.PENDING, message_id, row["id"], row["lease_epoch"], S.PENDING))
             sent += self._send_replacements(failed, gone)
             self._say_how_sending_went(sent, failed)
         for pool_id in sorted(gone):  # outside the send lock: this waits for pool changes

@@ -24,6 +24,9 @@
     RUNNING --lost--> ABORTED             (reason EXECUTOR_LOST: its holder went OFFLINE, or is no
                                            longer its executor id's registered process; judged
                                            again inside the transaction that ends it)
+    PENDING --dead_lettered--> FAILURE    (reason MESSAGE_DEAD_LETTERED: its latest message reached
+                                           the pool's dead-letter queue, received as often as the
+                                           redrive allows and claimed by no executor)
     PENDING | RUNNING --reported--> RUNNING | final
                                           (an execution for an executor elsewhere, whose
                                            executorId names no pool of ours: its result, written
@@ -78,6 +81,7 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "lost": {S.RUNNING: S.ABORTED, RUNNING_CANCELLING: S.ABORTED},
     "cancel": {S.PENDING: S.CANCELLED, S.RUNNING: RUNNING_CANCELLING, RUNNING_CANCELLING: RUNNING_CANCELLING},
     "reported": {S.PENDING: FINAL_REPORTED, S.RUNNING: FINAL_REPORTED, RUNNING_CANCELLING: FINAL_REPORTED},
+    "dead_lettered": {S.PENDING: S.FAILURE},
 }
 
 
@@ -156,7 +160,20 @@ class Reported:
     name = "reported"
 
 
-Event = Claim | Progress | Finish | Release | Requeue | Lost | Cancel | Reported
+@dataclass(frozen=True)
+class DeadLettered:
+    """The execution's message, found in its pool's dead-letter queue (lost_messages.py): SQS
+    moved it there after RECEIVES receives, none of which an executor's claim followed. Applied
+    only while that message is the execution's latest: one sent after it (a release's, or one
+    sent again before the queue's retention ran out) is the one that counts."""
+
+    message_id: str
+    dead_letter_queue: str
+    receives: int
+    name = "dead_lettered"
+
+
+Event = Claim | Progress | Finish | Release | Requeue | Lost | Cancel | Reported | DeadLettered
 
 
 @dataclass(frozen=True)
@@ -259,6 +276,19 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
         _write_result(tx, execution_id, _control_plane_result(
             row, S.ABORTED, S.EXECUTOR_LOST, f"executor {row['executor_id']} stopped reporting while running it", now), None)
         return Applied(_row(tx, execution_id), S.ABORTED)
+    if isinstance(event, DeadLettered):
+        if row["enqueued_at"] is None or row["message_id"] not in (None, event.message_id):
+            raise Conflict(f"execution {execution_id}'s message {event.message_id} is not its latest: another was "
+                           "sent after it, or is about to be")
+        queue = event.dead_letter_queue.rsplit("/", 1)[-1]
+        _finalize(tx, execution_id, S.FAILURE, S.MESSAGE_DEAD_LETTERED, now)
+        _write_result(tx, execution_id, _control_plane_result(
+            row, S.FAILURE, S.MESSAGE_DEAD_LETTERED, f"its message was received {event.receives} times (the redrive "
+            f"limit of pool {row['pool_id']}) and no executor claimed it, so SQS moved it to the dead-letter queue "
+            f"{queue}, where it is kept (message {event.message_id}); it is not sent again. The pool's executors' "
+            "logs say why they did not claim it (deferred or refused claims, a token refused); run it again once "
+            "they can", now), None)
+        return Applied(_row(tx, execution_id), S.FAILURE)
     why = event.why
     if isinstance(event, Release):
         tx.execute("UPDATE executions SET released_lease=?, failed_releases=failed_releases+? WHERE id=?",
@@ -275,8 +305,10 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
         _write_result(tx, execution_id, _control_plane_result(
             row, S.CANCELLED, S.CANCELLED_BEFORE_START, f"cancelled, then given back before it started ({why})", now), None)
         return Applied(_row(tx, execution_id), S.CANCELLED)
+    # Its message is no longer the claimed one (a release deletes that): the outbox sends a new
+    # one and records it (message_id), the one a dead-lettered message is judged against.
     tx.execute("UPDATE executions SET status=?, lease=NULL, executor_id=NULL, executor_instance=NULL, enqueued_at=NULL, "
-               "unlisted_heartbeats=0 WHERE id=?", (S.PENDING, execution_id))
+               "message_id=NULL, unlisted_heartbeats=0 WHERE id=?", (S.PENDING, execution_id))
     tx.execute("DELETE FROM execution_logs WHERE execution_id=?", (execution_id,))  # the last run's; a new one will come
     Tokens.revoke_for_execution(tx, execution_id)
     _write_result(tx, execution_id, {"status": S.PENDING, "report": f"queued again: {why}"}, None)

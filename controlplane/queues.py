@@ -2,6 +2,9 @@
 
 Each pool has two queues, `dhx-<installation>-<pool>` for ingestion tasks (the pool's DataHub
 `queueUrl`) and `...-monitors` for monitor tasks, each with a dead-letter queue (`...-dlq`).
+Every one keeps a message for SQS's longest retention, 14 days: with SQS's default (4 days) a
+pool with no executor over a long weekend lost its queued runs without a word. What still
+leaves a queue unclaimed is the control plane's to notice (lost_messages.py).
 
 The embedded server is moto's ThreadedMotoServer on 127.0.0.1. Measured (ARCHITECTURE.md):
 long polling, visibility timeouts, ChangeMessageVisibility, ApproximateReceiveCount and
@@ -28,6 +31,10 @@ LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "loc
 # The monitors queue's name is the pool queue's name plus this: an executor that knows only the
 # pool's queueUrl (DataHub's field) derives it.
 MONITORS_SUFFIX = "-monitors"
+# SQS's longest retention (14 days), for every queue of a pool. A queue found with another (made
+# before this was set, or changed by hand) is given it at the control plane's start.
+MESSAGE_RETENTION_S = 1209600
+DEAD_LETTER_BATCH = 10  # SQS's most messages a receive returns
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,9 @@ class Queues:
         return PoolQueues(ingestion, ingestion_dlq, monitors, monitors_dlq, self.arn_of(ingestion))
 
     def _queue_with_dlq(self, name: str, visibility_timeout_s: int, max_receive_count: int) -> tuple[str, str]:
-        dlq_url = self._queue(f"{name}-dlq", {"MessageRetentionPeriod": "1209600"})
+        dlq_url = self._queue(f"{name}-dlq", {"MessageRetentionPeriod": str(MESSAGE_RETENTION_S)})
         queue_url = self._queue(name, {
+            "MessageRetentionPeriod": str(MESSAGE_RETENTION_S),
             "VisibilityTimeout": str(visibility_timeout_s),
             "ReceiveMessageWaitTimeSeconds": "20",
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": self.arn_of(dlq_url),
@@ -100,6 +108,18 @@ class Queues:
 
     def send_text(self, queue_url: str, body: str) -> str:
         return self.client.send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
+
+    def retention_of(self, queue_url: str) -> int:
+        """How long, in seconds, QUEUE_URL keeps a message now (a hand edit counts until our next start)."""
+        attributes = self.client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["MessageRetentionPeriod"])
+        return int(attributes["Attributes"]["MessageRetentionPeriod"])
+
+    def look_at(self, queue_url: str, hidden_s: int) -> list[dict[str, Any]]:
+        """Up to DEAD_LETTER_BATCH messages of QUEUE_URL, left in it: received (no wait), each
+        hidden from other receives for HIDDEN_S only, and never deleted."""
+        return self.client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=DEAD_LETTER_BATCH, WaitTimeSeconds=0,
+                                           VisibilityTimeout=hidden_s,
+                                           AttributeNames=["ApproximateReceiveCount", "SentTimestamp"]).get("Messages", [])
 
     def is_missing_queue(self, exc: Exception) -> bool:
         """Whether EXC is SQS saying the queue called does not exist."""

@@ -1,4 +1,5 @@
-"""The control plane as a running service: store, queues, HTTP server, lost-executor sweeper.
+"""The control plane as a running service: store, queues, HTTP server, lost-executor sweeper,
+queue outbox, and the look at the queues for runs whose messages leave them unclaimed.
 
 Used by `datahub-executor-admin serve`, by the quickstart and by the tests (through
 controlplane/testing.py). Every start leaves a live admin token in <state_dir>/admin-token, mode
@@ -33,6 +34,9 @@ from .upstream.sync import UpstreamConfig, UpstreamSync
 
 SWEEP_INTERVAL_S = 2.0
 OUTBOX_RETRY_S = 2.0  # how often sends that failed (the queue service down) are tried again
+# How often the pools' queues are looked at for runs whose messages leave them unclaimed
+# (lost_messages.py): a dead-lettered run ends within this; each look costs each pool four SQS calls.
+QUEUE_LOOK_INTERVAL_S = 30.0
 KEEP_ALIVE_S = 75  # longer than the 60 s idle timeout of common proxies and load balancers
 LISTEN_BACKLOG = 2048  # uvicorn's default
 CHOOSE_API_PORT = " (datahub-executor-admin serve --port)"
@@ -150,7 +154,9 @@ class ControlPlaneServer:
         sweeper.start()
         outbox = threading.Thread(target=self._send_pending, name="controlplane-outbox", daemon=True)
         outbox.start()
-        self._threads = [serve, sweeper, outbox]
+        looker = threading.Thread(target=self._look_at_queues, name="controlplane-queue-look", daemon=True)
+        looker.start()
+        self._threads = [serve, sweeper, outbox, looker]
         if self.config.upstream is not None:
             self.upstream = UpstreamSync(self.cp, self.config.upstream)
             self.upstream.attach()
@@ -170,7 +176,8 @@ class ControlPlaneServer:
         """The background threads that ended while the service was not told to stop. Each loop
         catches every Exception, but a BaseException (SystemExit raised by a library, say) still
         ends its thread silently: without the sweep, lost executors' runs are never ended;
-        without the outbox, no run reaches a queue; /health answers 503 naming them."""
+        without the outbox, no run reaches a queue; without the queue look, a run whose message
+        expires or is dead-lettered waits for good; /health answers 503 naming them."""
         if self._stop.is_set():
             return []
         return [thread.name for thread in self._threads if thread.ident is not None and not thread.is_alive()]
@@ -297,6 +304,19 @@ class ControlPlaneServer:
                 self.cp.sweep()
             except Exception:  # a sweep must never take the control plane down; the next one retries
                 logger.exception("control plane sweep failed; retrying in {} s", SWEEP_INTERVAL_S)
+
+    def _look_at_queues(self) -> None:
+        """Runs whose message is about to expire sent again, and runs whose message was
+        dead-lettered ended (lost_messages.py), every QUEUE_LOOK_INTERVAL_S. A thread of its own:
+        the look waits on the queue service, which the sweep must never do, and the outbox's
+        sends must not wait behind its reads."""
+        while not self._stop.wait(QUEUE_LOOK_INTERVAL_S):
+            try:
+                assert self.cp is not None
+                self.cp.lost_messages.check()
+            except Exception:  # the database busy, say: the next round retries
+                logger.exception("looking at the queues for runs whose messages left them unclaimed failed; retrying "
+                                 "in {} s", QUEUE_LOOK_INTERVAL_S)
 
     def _send_pending(self) -> None:
         """The outbox: PENDING executions sent to their queues, from this thread only, as soon

@@ -24,6 +24,7 @@ from .executors import Executors
 from vocabulary.results import LEASE_HEADER
 
 from .ingest import Ingest, Proposal
+from .lost_messages import LostMessages
 from .metadata import aspect_store
 from .metadata.registry import Registry
 from .pools import Pools
@@ -55,6 +56,7 @@ class ControlPlane:
         self.sources = Sources(store, self.pools)
         self.executions = Executions(store, self.pools, queues, lifecycle.Context(self.tokens, self.started_at))
         self.executors = Executors(store, self.executions, self.started_at)
+        self.lost_messages = LostMessages(store, self.pools, queues, self.executions)
         # The secrets' key lives beside the database (the state directory), never in it.
         self.secrets = Secrets(store, SecretCipher(Path(store.path).parent / KEY_FILE if store.path else None))
         self.ingest = Ingest(self.registry, {
@@ -254,6 +256,7 @@ class ControlPlane:
     def sweep(self) -> None:
         """What the control plane does on its own, every few seconds: end executions whose
         executor is gone, mark gone executors expired. Sending to the queues is the outbox
-        thread's (server.py): a queue service that hangs must not delay these judgements."""
+        thread's, and looking at them for messages that leave unclaimed the queue look's
+        (lost_messages.py; both server.py): a queue service that hangs must not delay these judgements."""
         self.executions.abort_lost()
         self.executors.expire_offline()

@@ -139,8 +139,16 @@ SCHEMA_8 = """
     UPDATE executor_instances SET reported_arrived_at=last_seen;
 """
 
+# The messages found in the pools' dead-letter queues, each judged once (lost_messages.py): they
+# stay there for operators, and are seen again at every look until SQS drops them.
+SCHEMA_9 = """
+    CREATE TABLE dead_letters (
+        message_id TEXT PRIMARY KEY, queue_url TEXT NOT NULL, execution_id TEXT, outcome TEXT NOT NULL,
+        seen_at REAL NOT NULL) WITHOUT ROWID;
+"""
+
 MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3], [SCHEMA_4], [SCHEMA_5],
-                                     [SCHEMA_6], [SCHEMA_7], [SCHEMA_8]]
+                                     [SCHEMA_6], [SCHEMA_7], [SCHEMA_8], [SCHEMA_9]]
 
 
 class Store:
