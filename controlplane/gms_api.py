@@ -3,6 +3,7 @@
     GET  /gms/config                                      server configuration (public)
     POST /gms/aspects?action=ingestProposal               one MetadataChangeProposal
     POST /gms/aspects?action=ingestProposalBatch          several, all or nothing
+    POST /gms/aspects?action=getTimeseriesAspectValues    a timeseries aspect's points, newest first
     GET  /gms/aspects/{urn}?aspect=NAME&version=N         one aspect (0: the latest)
     GET  /gms/entitiesV2/{urn}?aspects=List(...)          an entity's latest aspects, and its key aspect
     GET  /gms/entitiesV2?ids=List(...)&aspects=List(...)  several entities
@@ -15,6 +16,7 @@ action) as GMS does, never a silent 200.
 """
 from __future__ import annotations
 
+import json
 import urllib.parse
 from typing import Any
 
@@ -27,6 +29,8 @@ from .capacity import GMS_READ_THREADS, Threads
 from .errors import Forbidden, Invalid, NotFound
 from .json_input import loads
 from .metadata import aspect_store
+from .metadata.registry import MetadataInvalid
+from .metadata.timeseries_filter import document, matches, parse_filter
 from .service import ControlPlane
 from .tokens import ADMIN, EXECUTOR, INGEST, Identity
 
@@ -37,6 +41,9 @@ SPOKEN_DATAHUB_VERSION = "v1.0.0"
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1  # Rest.li's Integer
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # Rest.li's Long
 SYSTEM_ACTOR = "urn:li:corpuser:__datahub_system"  # GMS's Constants.SYSTEM_ACTOR
+# getTimeseriesAspectValues: GMS's default limit, and the most its search index answers at once
+# (Elasticsearch's max_result_window; GMS fails past it).
+TIMESERIES_LIMIT = 10_000
 
 
 def restli_error(status: int, message: str) -> JSONResponse:
@@ -85,6 +92,69 @@ def _whole_number(body: dict[str, Any], names: tuple[str, ...], default: int) ->
     return default
 
 
+def _long_or_none(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
+        raise Invalid(f"{name} must be a whole number of milliseconds (a Long), not {str(value)[:40]!r}")
+    return value
+
+
+def timeseries_values(cp: ControlPlane, identity: Identity, body: dict[str, Any]) -> dict[str, Any]:
+    """GMS's AspectResource.getTimeseriesAspectValues: the points of one urn's timeseries aspect
+    that the filter matches, within [startTimeMillis, endTimeMillis], newest first (or as `sort`
+    on timestampMillis says), at most `limit` (1 with `latestValue`), each as an EnvelopedAspect
+    ({"aspect": {"value": "<JSON text>", "contentType"}, "systemMetadata"?}). Read as an aspect
+    of the urn is read (can_read): GMS asks the same READ privilege of the urn."""
+    for name in ("urn", "entity", "aspect"):
+        if not isinstance(body.get(name), str):
+            raise Invalid(f"{name} is required (a string)")
+    parsed = cp.registry.parse_urn(body["urn"])
+    entity, aspect = body["entity"], body["aspect"]
+    if parsed.entity_type != entity:
+        raise MetadataInvalid(f"urn {body['urn']} is not of entity {entity}")
+    spec = cp.registry.aspect(entity, aspect)
+    if not spec.timeseries:
+        raise Invalid(f"{aspect} is not a timeseries aspect; read it with GET /aspects/{{urn}}?aspect={aspect}")
+    start_ms, end_ms = _long_or_none(body, "startTimeMillis"), _long_or_none(body, "endTimeMillis")
+    limit = _whole_number(body, ("limit",), TIMESERIES_LIMIT)
+    if not 0 <= limit <= TIMESERIES_LIMIT:
+        raise Invalid(f"limit must be from 0 to {TIMESERIES_LIMIT}, not {limit}")
+    latest_value = body.get("latestValue", False)
+    if not isinstance(latest_value, bool):
+        raise Invalid("latestValue must be true or false")
+    if latest_value:
+        limit = 1
+    flt = parse_filter(body.get("filter"))
+    sort = body.get("sort")
+    oldest_first = False
+    if sort is not None:
+        if not isinstance(sort, dict) or sort.get("field") != "timestampMillis" or \
+                sort.get("order", "ASCENDING") not in ("ASCENDING", "DESCENDING"):
+            raise Invalid("sort must be {\"field\": \"timestampMillis\", \"order\": \"ASCENDING\" | \"DESCENDING\"}: "
+                          "this server sorts timeseries points by their time only")
+        oldest_first = sort.get("order", "ASCENDING") == "ASCENDING"
+    urn = str(parsed)
+    can_read(cp, identity, urn, entity)
+    values: list[dict[str, Any]] = []
+    with cp.store.read() as db:
+        for point in aspect_store.timeseries_points(db, urn, aspect, start_ms=start_ms, end_ms=end_ms,
+                                                    oldest_first=oldest_first):
+            if len(values) >= limit:
+                break
+            if matches(flt, document(spec, urn, point.value, point.system_metadata)):
+                values.append({"aspect": {"value": json.dumps(point.value, separators=(",", ":"), ensure_ascii=False),
+                                          "contentType": "application/json"},
+                               **({"systemMetadata": point.system_metadata} if point.system_metadata else {})})
+    answer: dict[str, Any] = {"entityName": entity, "aspectName": aspect, "limit": limit, "values": values}
+    if start_ms is not None:
+        answer["startTimeMillis"] = start_ms
+    if end_ms is not None:
+        answer["endTimeMillis"] = end_ms
+    return {"value": answer}
+
+
 def can_read(cp: ControlPlane, identity: Identity, urn: str, entity_type: str) -> None:
     """Whether IDENTITY may read URN, judged by its parsed form (what is then read): the text
     as sent may spell the same key otherwise ("urn:li:dataHubRemoteExecutor:(x)" is ...:x)."""
@@ -125,7 +195,7 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
 
     @router.get("/gms/config")
     async def config() -> dict[str, Any]:  # no blocking work: no thread (DataHub's client asks it first)
-        return {"noCode": "true", "statefulIngestionCapable": False, "patchCapable": False,
+        return {"noCode": "true", "statefulIngestionCapable": True, "patchCapable": False,
                 "supportsImpactAnalysis": False, "timeZone": "GMT",
                 "versions": {"acryldata/datahub": {"version": SPOKEN_DATAHUB_VERSION, "commit": "dhx-control-plane"}},
                 "datahub": {"serverType": "dhx-control-plane", "serverEnv": "core"},
@@ -148,6 +218,8 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
             if not isinstance(proposals, list):
                 raise Invalid("proposals must be a list")
             return {"value": cp.ingest.ingest(proposals, identity)}
+        if action == "getTimeseriesAspectValues":
+            return await reads.run(timeseries_values, cp, identity, body)
         return restli_error(404, f"action {action[:60]!r} of resource aspects is not implemented by this server")
 
     @router.get("/gms/aspects/{urn:path}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +105,20 @@ def latest_timeseries(db: sqlite3.Connection, urn: str, aspect: str, until_ms: i
                      "ORDER BY timestamp_ms DESC LIMIT 1",
                      (urn, aspect, until_ms if until_ms is not None else (1 << 63) - 1)).fetchone()
     return _stored(row) if row else None
+
+
+def timeseries_points(db: sqlite3.Connection, urn: str, aspect: str, *, start_ms: int | None = None,
+                      end_ms: int | None = None, oldest_first: bool = False) -> Iterator[StoredAspect]:
+    """The points of a timeseries aspect with a timestamp from START_MS to END_MS (both included,
+    either open), newest first (GMS's getAspectValues order) unless OLDEST_FIRST. Read lazily:
+    consume it while DB is held."""
+    cursor = db.execute("SELECT urn, entity_type, aspect, 0, metadata, system_metadata, created_on, NULL "
+                        "FROM timeseries_aspects WHERE urn=? AND aspect=? AND timestamp_ms BETWEEN ? AND ? "
+                        f"ORDER BY timestamp_ms {'ASC' if oldest_first else 'DESC'}",
+                        (urn, aspect, start_ms if start_ms is not None else -(1 << 63),
+                         end_ms if end_ms is not None else (1 << 63) - 1))
+    for row in cursor:
+        yield _stored(row)
 
 
 def latest_of_type(db: sqlite3.Connection, entity_type: str, aspect: str) -> list[StoredAspect]:

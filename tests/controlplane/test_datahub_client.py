@@ -340,7 +340,7 @@ def test_a_source_whose_cli_version_or_plugin_no_venv_could_install_is_refused_w
 def test_what_is_not_implemented_answers_as_gms_does(cp):
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {cp.admin_token}"
-    assert session.post(f"{cp.gms_url}/aspects?action=getTimeseriesAspectValues", json={}, timeout=5).status_code == 404
+    assert session.post(f"{cp.gms_url}/aspects?action=getCount", json={"aspect": "status"}, timeout=5).status_code == 404
     assert session.get(f"{cp.gms_url}/openapi/v3/entity/dataset", timeout=5).status_code == 404
     assert session.post(f"{cp.gms_url}/usageStats?action=batchIngest", json={}, timeout=5).status_code == 404
     assert requests.get(f"{cp.gms_url}/config", timeout=5).json()["noCode"] == "true", "public, as GMS's"
