@@ -27,6 +27,12 @@ from .tokens import Tokens
 
 DEFAULT_VISIBILITY_TIMEOUT_S = 60
 DEFAULT_MAX_RECEIVE_COUNT = 5
+# DataHub's CLI's executor id. `datahub ingest`'s default reporter (DataHub's
+# DatahubIngestionRunSummaryProvider) books each run on a source and an execution request of
+# this executorId, in the same batches as the run's metadata; DataHub's UI shows them as CLI
+# ingestion (its CLI_EXECUTOR_ID) and never schedules or runs them. No pool id can be it (a pool
+# id starts with a letter or digit).
+DATAHUB_CLI_EXECUTOR_ID = "__datahub_cli_"
 
 
 class Pools:
@@ -197,15 +203,18 @@ class Pools:
     def resolve(self, executor_id: str | None) -> str:
         """The pool an `executorId` routes to: `default` (or none) means the default pool; any
         other id is taken as it is, as DataHub takes it. An id that names no pool here is an
-        executor elsewhere's (an upstream-mode control plane's pool, docs/datahub-oss.md): its
-        runs wait PENDING, are never sent to a queue of ours, and take their results from that
-        executor (is_local)."""
+        executor elsewhere's (an upstream-mode control plane's pool, docs/datahub-oss.md; or
+        DataHub's CLI, DATAHUB_CLI_EXECUTOR_ID, which makes its runs itself): its runs wait
+        PENDING, are never sent to a queue of ours, and take their results from that executor
+        (is_local). Any other id no pool could have is refused (decision 26)."""
         if not executor_id or executor_id == E.DEFAULT_EXECUTOR_ID:
             default = self.default_pool_id()
             if default is None or self._queue_row(default) is None:
                 raise Invalid("executorId is 'default' but no default pool is set: create a pool with isDefault "
                               "or name a pool")
             return default
+        if executor_id == DATAHUB_CLI_EXECUTOR_ID:
+            return executor_id
         pool_id = E.key_of(executor_id, E.POOL)
         try:
             ids.pool_id(pool_id)

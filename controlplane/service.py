@@ -27,7 +27,7 @@ from .ingest import Ingest, Proposal
 from .lost_messages import LostMessages
 from .metadata import aspect_store
 from .metadata.registry import Registry
-from .pools import Pools
+from .pools import DATAHUB_CLI_EXECUTOR_ID, Pools
 from .queues import Queues
 from .secret_cipher import KEY_FILE, SecretCipher
 from .secret_store import Secrets, check_name, name_of
@@ -197,6 +197,13 @@ class ControlPlane:
         """Create an execution request for a source (createIngestionExecutionRequest)."""
         identity.require_admin("running a source")
         source = self.sources.get(source_ref)
+        if source["info"].get("config", {}).get("executorId") == DATAHUB_CLI_EXECUTOR_ID:
+            # DataHub would store the request and nothing would ever run it (its UI offers no run
+            # of such a source). Here it would stay PENDING for good: a cancel only asks the
+            # executor it names, and a PENDING run cannot be deleted.
+            raise Invalid(f"source {source['name']} ({source['urn']}) records runs of `datahub ingest` (executorId "
+                          f"{DATAHUB_CLI_EXECUTOR_ID}), which the CLI makes and reports itself; no executor runs it. "
+                          "Run its recipe with `datahub ingest`, or create a source that names a pool")
         value = self.executions.input_for_source(source, task, identity.actor)
         return self.write_aspect(E.execution_urn(self.executions.new_id()), E.EXECUTION_INPUT, value, identity)
 
