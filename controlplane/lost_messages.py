@@ -9,10 +9,10 @@ A message leaves its queue unclaimed in two ways, and each left its run PENDING 
   weekend lost its queued runs). A PENDING run whose message is older than its queue's retention
   less a margin (RESEND_MARGIN_S, or half a retention under twice that) is marked unsent, and
   the outbox sends it a new message, its latest from then on. The old one may still be there
-  for the margin; two messages of one run are told apart at the claim: the second one's claim
-  is refused (409, deleted) while the first one's holder lives, the holder itself keeps it in
-  its lease (decision 8), and a final run's claim is refused. So it runs once, and a run that
-  waits for an executor waits on, however long.
+  for the margin; two messages of one run are told apart at the claim: the other one's claim is
+  refused (409, and the message deleted) while the run's holder lives, the holder's own intake
+  deletes it unclaimed (decision 8), and a final run's claim is refused. So it runs once, and a
+  run that waits for an executor waits on, however long.
 - **It is received as often as the pool's redrive allows without being claimed**, and SQS moves
   it to the pool's dead-letter queue: claims deferred again and again (an executor judged
   OFFLINE whose intake still receives), or executors that receive and never claim. Sent again,
