@@ -213,11 +213,26 @@ class ControlPlane:
         return self.write_aspect(E.execution_urn(self.executions.new_id()), E.EXECUTION_INPUT, value, identity)
 
     def cancel(self, execution_ref: str, identity: Identity) -> str:
-        """DataHub's cancel: a KILL signal aspect on the execution request."""
+        """DataHub's cancel: a KILL signal aspect on the execution request, naming the executor
+        it is for as DataHub's CancelIngestionExecutionRequestResolver names it: the run's
+        source's config.executorId (absent when the source has none). A run of no source (a
+        connection test; DataHub's resolver cancels none) names the executor it was routed to."""
         identity.require_admin("cancelling an execution")
         execution_id = E.key_of(execution_ref, E.EXECUTION)
-        value = {"signal": "KILL", "createdAt": {"time": aspect_store.now_ms(), "actor": identity.actor}}
+        value: dict[str, Any] = {"signal": "KILL", "createdAt": {"time": aspect_store.now_ms(), "actor": identity.actor}}
+        executor_id = self._executor_to_signal(execution_id)
+        if executor_id:
+            value["executorId"] = executor_id
         return self.write_aspect(E.execution_urn(execution_id), E.EXECUTION_SIGNAL, value, identity)
+
+    def _executor_to_signal(self, execution_id: str) -> str | None:
+        with self.store.read() as db:
+            inputs = aspect_store.get(db, E.execution_urn(execution_id), E.EXECUTION_INPUT)
+            source_urn = ((inputs.value if inputs else {}).get("source") or {}).get("ingestionSource")
+            source = aspect_store.get(db, source_urn, E.SOURCE_INFO) if source_urn else None
+        if source is not None:
+            return source.value.get("config", {}).get("executorId")
+        return inputs.value.get("executorId") if inputs else None
 
     def create_secret(self, name: str, plaintext: str, description: str | None, identity: Identity) -> str:
         """DataHub's createSecret: a new secret, keyed by its name; a name that exists is refused."""
