@@ -26,7 +26,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ariadne import MutationType, ObjectType, QueryType, graphql_sync, load_schema_from_path, make_executable_schema
+from ariadne import (MutationType, ObjectType, QueryType, UnionType, graphql_sync, load_schema_from_path,
+                     make_executable_schema)
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +42,7 @@ from . import entities as E
 from . import graphql_limits, secret_store
 from .errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from .json_input import loads
+from .metadata import aspect_store
 from .metadata.registry import MetadataInvalid
 from .pools import routes_to
 from .service import ControlPlane
@@ -100,6 +102,38 @@ EXECUTION_FIELDS = {
     "urn": lambda x: x["urn"], "ingestionSource": lambda x: x["source_urn"], "executorId": lambda x: x["pool_id"],
     "status": lambda x: x["status"], "task": lambda x: x["task"],
 }
+
+
+OWNERSHIP = "ownership"  # DataHub's aspect, which sources may carry like any entity
+# The legacy Owner.type values DataHub's GraphQL OwnershipType has; another (one a newer model
+# knows) is answered CUSTOM, as DataHub's OwnerMapper answers it.
+OWNERSHIP_TYPES = frozenset({"TECHNICAL_OWNER", "BUSINESS_OWNER", "DATA_STEWARD", "NONE", "CUSTOM", "DATAOWNER",
+                             "DEVELOPER", "DELEGATE", "PRODUCER", "STAKEHOLDER", "CONSUMER"})
+# An owner stored with no typeUrn has the system ownership type of its legacy type
+# (DataHub's OwnerUtils.mapOwnershipTypeToEntity: this prefix, the type in lower case).
+SYSTEM_OWNERSHIP_TYPE = "urn:li:ownershipType:__system__"
+UNKNOWN_ACTOR = "urn:li:corpuser:unknown"  # AuditStamp's default in DataHub's Ownership model
+
+
+def ownership_view(owned_urn: str, value: dict[str, Any]) -> dict[str, Any]:
+    """DataHub's Ownership for a stored `ownership` aspect, as its OwnershipMapper and
+    OwnerMapper make it: each owner a CorpUser (a corpuser urn) or else a CorpGroup, known by its
+    urn (the name the urn keys), its ownership type that of its typeUrn or of its legacy type."""
+    owners = []
+    for owner in value.get("owners") or []:
+        legacy = owner.get("type") if owner.get("type") in OWNERSHIP_TYPES else "CUSTOM"
+        owner_urn = owner["owner"]
+        if owner_urn.startswith("urn:li:corpuser:"):
+            entity = {"_kind": "CorpUser", "urn": owner_urn, "type": "CORP_USER",
+                      "username": E.key_of(owner_urn, "corpuser")}
+        else:
+            entity = {"_kind": "CorpGroup", "urn": owner_urn, "type": "CORP_GROUP",
+                      "name": E.key_of(owner_urn, "corpGroup")}
+        type_urn = owner.get("typeUrn") or SYSTEM_OWNERSHIP_TYPE + legacy.lower()
+        owners.append({"owner": entity, "type": legacy, "associatedUrn": owned_urn,
+                       "ownershipType": {"urn": type_urn, "type": "CUSTOM_OWNERSHIP_TYPE"}})
+    stamp = value.get("lastModified") or {}
+    return {"owners": owners, "lastModified": {"time": stamp.get("time", 0), "actor": stamp.get("actor", UNKNOWN_ACTOR)}}
 
 
 def is_system_source(source: dict[str, Any]) -> bool:
@@ -178,8 +212,6 @@ def build_schema(cp: ControlPlane):
 
     def executor_view(executor_id: str) -> dict[str, Any] | None:
         with cp.store.read() as db:
-            from .metadata import aspect_store
-
             stored = aspect_store.get(db, E.executor_urn(executor_id), E.EXECUTOR_STATUS)
         if stored is None:
             return None
@@ -210,6 +242,12 @@ def build_schema(cp: ControlPlane):
     @source_type.field("executions")
     def resolve_source_executions(source, info, start: int | None = None, count: int | None = None) -> dict[str, Any]:
         return executions_page(info, start, count, source_urn=source["urn"])
+
+    @source_type.field("ownership")
+    def resolve_source_ownership(source, info) -> dict[str, Any] | None:
+        with cp.store.read() as db:
+            stored = aspect_store.get(db, source["urn"], OWNERSHIP)
+        return ownership_view(source["urn"], stored.value) if stored else None
 
     @query.field("listExecutionRequests")
     def resolve_list_executions(_, info, input: dict[str, Any]) -> dict[str, Any]:
@@ -371,8 +409,9 @@ def build_schema(cp: ControlPlane):
     def resolve_delete_secret(_, info, urn: str) -> str:
         return cp.delete_secret(urn, identity(info))
 
+    owner_type = UnionType("OwnerType", lambda owner, *_: owner["_kind"])
     return make_executable_schema(load_schema_from_path(str(SCHEMA_PATH)), query, mutation, source_type,
-                                  execution_type, pool_type, executor_type)
+                                  execution_type, pool_type, executor_type, owner_type)
 
 
 def create_router(cp: ControlPlane) -> APIRouter:
