@@ -36,7 +36,8 @@ from .tokens import EXECUTOR, Identity
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # SQLite's INTEGER
 REQUEST_SOURCE_MANUAL = "MANUAL_INGESTION_SOURCE"
-REQUEST_SOURCE_TEST = "TEST_CONNECTION"
+# DataHub's CreateTestConnectionRequestResolver names a recipe's connection test so (TEST_CONNECTION_SOURCE_NAME).
+REQUEST_SOURCE_TEST = "MANUAL_TEST_CONNECTION"
 OUTBOX_WARNING_EVERY_S = 60.0  # while sends fail, how often the outbox says so again
 
 

@@ -148,9 +148,12 @@ def test_the_graphql_operations_remote_execution_needs(cp, graph):
     assert runs_listed(", systemSources: false") == {run_urn, test_urn}
     assert runs_listed("") == {run_urn, test_urn, system_run}
     graph.execute_graphql("mutation($u: String!) { deleteIngestionSource(urn: $u) }", variables={"u": system_urn})
-    tested = graph.execute_graphql("query($u: String!) { executionRequest(urn: $u) { input { task executorId } source { urn } } }",
-                                   variables={"u": test_urn})["executionRequest"]
-    assert tested == {"input": {"task": "TEST_CONNECTION", "executorId": "remote"}, "source": None}, "default pool"
+    tested = graph.execute_graphql("query($u: String!) { executionRequest(urn: $u) { input { task executorId source { type } } "
+                                   "source { urn } } }", variables={"u": test_urn})["executionRequest"]
+    # DataHub's createTestConnectionRequest names its request's source MANUAL_TEST_CONNECTION.
+    assert tested == {"input": {"task": "TEST_CONNECTION", "executorId": "remote", "source": {"type": "MANUAL_TEST_CONNECTION"}},
+                      "source": None}, "default pool"
+    assert graph.get_aspect(test_urn, model.ExecutionRequestInputClass).source.type == "MANUAL_TEST_CONNECTION"
     cancelled = graph.execute_graphql("mutation($i: CancelIngestionExecutionRequestInput!) { cancelIngestionExecutionRequest("
                                       "input: $i) }", variables={"i": {"ingestionSourceUrn": source_urn,
                                                                        "executionRequestUrn": run_urn}})
