@@ -53,7 +53,7 @@ def test_a_stateful_run_finds_the_last_runs_checkpoint_and_soft_deletes_what_wen
     a task's sink uses): the first sees two datasets, the second one; the second reads the
     first's checkpoint and soft-deletes the other."""
     cp.create_pool("remote", default=True)
-    executor = executor_double("remote", "e1")
+    executor = executor_double("remote", "e1", interval_s=60)  # not judged lost while the CLI runs
     executor.heartbeat()
     source = cp.create_source("orders-files", RECIPE)
     for datasets in (2, 1):
@@ -117,7 +117,7 @@ def test_timeseries_values_answer_as_gms_does_newest_first_filtered_and_limited(
 def test_timeseries_values_are_read_as_the_urn_is_read_and_bad_requests_are_refused(cp, graph, executor_double):
     graph.emit_mcp(checkpoint(1000))
     cp.create_pool("remote", default=True)
-    executor = executor_double("remote", "e1")
+    executor = executor_double("remote", "e1", interval_s=60)
     executor.heartbeat()
     claimed = executor.claim(cp.run_source(cp.create_source("s", RECIPE)["id"])["id"])
     assert times(values(cp, claimed.ingest_token)) == [1000], "a run reads checkpoints (decision 30)"
