@@ -7,6 +7,7 @@
     GET  /gms/aspects/{urn}?aspect=NAME&version=N         one aspect (0: the latest)
     GET  /gms/entitiesV2/{urn}?aspects=List(...)          an entity's latest aspects, and its key aspect
     GET  /gms/entitiesV2?ids=List(...)&aspects=List(...)  several entities
+    POST /gms/entities?action=ingest | batchIngest        snapshots (MCEs), split into UPSERTs, all or nothing
     POST /gms/entities?action=delete                      hard delete of an entity
     POST /gms/runs?action=list | describe                 ingestion runs and what each wrote
 
@@ -21,14 +22,14 @@ import urllib.parse
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from . import entities as E
 from .capacity import GMS_READ_THREADS, Threads
 from .errors import Forbidden, Invalid, NotFound
 from .json_input import loads
-from .metadata import aspect_store
+from .metadata import aspect_store, snapshots
 from .metadata.registry import MetadataInvalid
 from .metadata.timeseries_filter import document, matches, parse_filter
 from .service import ControlPlane
@@ -153,6 +154,23 @@ def timeseries_values(cp: ControlPlane, identity: Identity, body: dict[str, Any]
     if end_ms is not None:
         answer["endTimeMillis"] = end_ms
     return {"value": answer}
+
+
+def snapshot_proposals(cp: ControlPlane, action: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The UPSERTs that an ingest (one snapshot: `entity`, `systemMetadata`) or a batchIngest
+    (`entities`, and `systemMetadata` a list as long, or none) stands for, in order."""
+    if action == "ingest":
+        return snapshots.proposals(cp.registry, body.get("entity"), body.get("systemMetadata"))
+    entities = body.get("entities")
+    if not isinstance(entities, list):
+        raise Invalid("entities must be a list of snapshots")
+    system_metadata = body.get("systemMetadata")
+    if system_metadata is None:
+        system_metadata = [None] * len(entities)
+    if not isinstance(system_metadata, list) or len(system_metadata) != len(entities):
+        raise Invalid("entities and systemMetadata length must match")
+    return [proposal for index, (entity, metadata) in enumerate(zip(entities, system_metadata))
+            for proposal in snapshots.proposals(cp.registry, entity, metadata, f"entities[{index}]")]
 
 
 def can_read(cp: ControlPlane, identity: Identity, urn: str, entity_type: str) -> None:
@@ -301,6 +319,12 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
 
     @router.post("/gms/entities")
     async def entities_action(request: Request, action: str = "") -> Any:
+        if action in ("ingest", "batchIngest"):
+            body = loads(await request.body() or b"{}")
+            if not isinstance(body, dict):
+                raise Invalid("the body must be a JSON object")
+            cp.ingest.ingest(snapshot_proposals(cp, action, body), identity_of(request))
+            return Response(status_code=200)  # GMS's action returns Void: 200, no body
         if action != "delete":
             return restli_error(404, f"action {action[:60]!r} of resource entities is not implemented by this server")
         body = loads(await request.body() or b"{}")

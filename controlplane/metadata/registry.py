@@ -53,10 +53,21 @@ class EntitySpec:
     aspects: frozenset[str]
 
 
+@dataclass(frozen=True)
+class SnapshotSpec:
+    """One member of a MetadataChangeEvent's proposedSnapshot union: the entity it is of, and the
+    aspects it may carry, by the Rest.li name each is given under ({"com.linkedin.x.Y": {...}})."""
+    name: str  # Rest.li's: com.linkedin.metadata.snapshot.DatasetSnapshot
+    entity: str
+    aspects: dict[str, str]  # Rest.li class name -> aspect name
+
+
 class Registry:
-    def __init__(self, entities: dict[str, EntitySpec], aspects: dict[str, AspectSpec]) -> None:
+    def __init__(self, entities: dict[str, EntitySpec], aspects: dict[str, AspectSpec],
+                 snapshots: dict[str, SnapshotSpec] | None = None) -> None:
         self._entities = entities
         self._aspects = aspects
+        self._snapshots = snapshots or {}
         self._parsed_urn = functools.lru_cache(maxsize=PARSED_URNS)(self._parse_urn)
 
     @classmethod
@@ -80,7 +91,7 @@ class Registry:
                 if "keyForEntity" in definition["Aspect"]:
                     entity_spec = _entity_from_key(record)
                     entities[entity_spec.name] = entity_spec
-        return cls(entities, aspects)
+        return cls(entities, aspects, _snapshots(model))
 
     @property
     def entity_names(self) -> list[str]:
@@ -98,6 +109,15 @@ class Registry:
         spec = self._aspects.get(aspect)
         if spec is None or (aspect not in entity_spec.aspects and aspect != entity_spec.key_aspect):
             raise MetadataInvalid(f"Unknown aspect {aspect} for entity {entity}")
+        return spec
+
+    def snapshot(self, name: Any) -> SnapshotSpec:
+        """A snapshot by its Rest.li name, as an MCE's entity union gives it."""
+        spec = self._snapshots.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise MetadataInvalid(f"{str(name)[:120]!r} is not a member type of the snapshot union (a Rest.li name: "
+                                  f"com.linkedin.metadata.snapshot.<Entity>Snapshot, such as "
+                                  f"com.linkedin.metadata.snapshot.DatasetSnapshot)")
         return spec
 
     def parse_urn(self, text: Any) -> Urn:
@@ -147,6 +167,21 @@ class Registry:
             if not valid:
                 raise MetadataInvalid(f"Failed to validate record with class {spec.restli_name}: "
                                       f"{json.dumps(value)[:200]} does not conform to its schema")
+
+
+def _snapshots(model: ModuleType) -> dict[str, SnapshotSpec]:
+    """The snapshots of MetadataChangeEvent.proposedSnapshot, from the model's Avro schemas."""
+    event = getattr(model, "MetadataChangeEventClass", None)
+    if event is None:
+        return {}
+    union = next(field.type for field in event.RECORD_SCHEMA.fields if field.name == "proposedSnapshot")
+    snapshots = {}
+    for record in union.schemas:
+        aspects = next(field.type.items for field in record.fields if field.name == "aspects")
+        snapshots[restli_name(record)] = SnapshotSpec(
+            restli_name(record), record.other_props["Entity"]["name"],
+            {restli_name(aspect): aspect.other_props["Aspect"]["name"] for aspect in aspects.schemas})
+    return snapshots
 
 
 def _entity_from_key(key_schema: avro.RecordSchema) -> EntitySpec:
