@@ -30,7 +30,7 @@ from .liveness import OFFLINE, liveness
 from .metadata import aspect_store
 from .pools import Pools
 from .queues import Queues
-from .sources import extra_args, parse_recipe
+from .sources import extra_args, parse_recipe, with_pipeline_name
 from .store import Store
 from .tokens import EXECUTOR, Identity
 
@@ -531,7 +531,9 @@ def input_for_source(source: dict[str, Any], task: str, actor: str | None = None
         raise Invalid(f"task must be one of {', '.join(sorted(TASKS))}")
     info = source["info"]
     config = info.get("config", {})
-    arguments = {"recipe": config["recipe"], "version": config.get("version") or "",
+    # The source's urn is the pipeline's name where the recipe gives none, as DataHub's resolver
+    # and scheduler give it (stateful ingestion keeps its checkpoints under it).
+    arguments = {"recipe": with_pipeline_name(config["recipe"], source["urn"]), "version": config.get("version") or "",
                  "debug_mode": "true" if config.get("debugMode") else "false", **extra_args(info)}
     value: dict[str, Any] = {"task": task, "args": arguments, "executorId": config.get("executorId") or E.DEFAULT_EXECUTOR_ID,
                              "source": {"type": REQUEST_SOURCE_MANUAL, "ingestionSource": source["urn"]},

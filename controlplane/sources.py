@@ -50,6 +50,41 @@ def parse_recipe(text: Any) -> dict[str, Any]:
     return recipe
 
 
+def with_pipeline_name(text: str, name: str) -> str:
+    """The recipe TEXT with NAME as its pipeline_name where it names none (absent, null or ""),
+    as DataHub's IngestionUtils.injectPipelineName gives a run the source's urn: stateful
+    ingestion keeps its checkpoints under the pipeline's name, and acryl-datahub refuses a
+    recipe that turns it on without one. A JSON recipe gets the name as DataHub adds it (the
+    JSON written again); a YAML one a line at its end, kept only if the text still reads as the
+    same recipe with the name, else (a flow-style document) the recipe written as JSON. A YAML
+    recipe whose pipeline_name is there but empty is left as it is (a second key would be the
+    line's), and so is one that cannot be read: the run says why."""
+    try:
+        recipe = load_bounded(text)
+    except YamlRefused:
+        return text
+    if not isinstance(recipe, dict) or recipe.get("pipeline_name") not in (None, ""):
+        return text
+    try:
+        as_json = json.loads(text)
+    except ValueError:
+        as_json = None
+    if isinstance(as_json, dict):
+        return json.dumps({**as_json, "pipeline_name": name})
+    if "pipeline_name" in recipe:
+        return text
+    named = f"{text.rstrip()}\npipeline_name: {json.dumps(name)}\n"
+    try:
+        if load_bounded(named) == {**recipe, "pipeline_name": name}:
+            return named
+    except YamlRefused:
+        pass
+    try:
+        return json.dumps({**recipe, "pipeline_name": name})
+    except (TypeError, ValueError):  # a YAML date, say: no JSON for it
+        return text
+
+
 def check_sections(recipe: dict[str, Any]) -> None:
     """Refuse the source and sink sections the executor refuses at run time (INVALID_RECIPE,
     executor/runtime/tasks.py parse_recipe): it reads the plugins to install from them before the

@@ -126,7 +126,8 @@ def test_the_graphql_operations_remote_execution_needs(cp, graph):
     (run,) = listed_source["executions"]["executionRequests"]
     assert run["urn"] == run_urn and run["input"]["task"] == "RUN_INGEST" and run["input"]["executorId"] == "other"
     assert run["input"]["source"] == {"type": "MANUAL_INGESTION_SOURCE", "ingestionSource": source_urn}
-    assert {a["key"]: a["value"] for a in run["input"]["arguments"]}["recipe"] == recipe and run["result"] is None
+    arguments = {a["key"]: a["value"] for a in run["input"]["arguments"]}
+    assert arguments["recipe"] == json.dumps({**json.loads(recipe), "pipeline_name": source_urn}) and run["result"] is None
     requests_page = graph.execute_graphql('{ listExecutionRequests(input: {start: 0, count: 10, filters: [{field: '
                                           '"ingestionSource", values: ["%s"]}]}) { total executionRequests { urn } } }'
                                           % source_urn)["listExecutionRequests"]

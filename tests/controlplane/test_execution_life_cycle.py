@@ -9,6 +9,7 @@ import time
 import boto3
 import pytest
 
+from controlplane.sources import with_pipeline_name
 from controlplane.store import MIGRATIONS
 from executor import datahub_aspects
 from executor.controlplane_client import ControlPlaneError, LeaseLost
@@ -51,9 +52,12 @@ def test_claim_progress_result_and_their_idempotence(cp, executor_double):
     e1, e2 = executor_double("p", "e1"), executor_double("p", "e2")
     e1.heartbeat()
     e2.heartbeat()
-    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])
+    source = cp.create_source("s", RECIPE)
+    execution = cp.run_source(source["id"])
     claimed = e1.claim(execution["id"])
-    assert claimed.args["recipe"] == RECIPE and claimed.task == "RUN_INGEST" and claimed.pool_id == "p"
+    # The run's recipe is the source's, named after it where it names no pipeline (DataHub's resolver).
+    assert claimed.args["recipe"] == with_pipeline_name(RECIPE, source["urn"]) != RECIPE
+    assert claimed.task == "RUN_INGEST" and claimed.pool_id == "p"
     assert claimed.ingest_token.startswith("dhx_") and claimed.lease
     assert e2.claim(execution["id"]) is None, "running on a live executor: 409"
     e1.progress(claimed, "line 1", peak=1000)

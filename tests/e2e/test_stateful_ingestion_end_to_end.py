@@ -1,6 +1,8 @@
-"""Stateful ingestion in managed runs: a source whose recipe names a pipeline_name, run twice by a
-real executor, keeps its checkpoint through the run's ingest token and soft-deletes what the
-second run no longer sees (DataHub's datahub-rest sink turns stateful ingestion on by itself)."""
+"""Stateful ingestion in managed runs: a source whose recipe turns it on, run twice by a real
+executor, keeps its checkpoint through the run's ingest token and soft-deletes what the second
+run no longer sees. The recipe names no pipeline_name, as the UI's mostly do: the run's recipe
+gets the source's urn for it, as DataHub's resolver gives it (acryl-datahub refuses stateful
+ingestion without one)."""
 from __future__ import annotations
 
 import json
@@ -10,11 +12,11 @@ from datahub.emitter.mcp import MetadataChangeProposalWrapper
 import datahub.metadata.schema_classes as model
 
 
-def test_a_managed_run_with_a_pipeline_name_soft_deletes_what_its_last_run_saw_and_this_one_did_not(system, tmp_path):
+def test_a_managed_stateful_run_soft_deletes_what_its_last_run_saw_and_this_one_did_not(system, tmp_path):
     system.start_executor()
     events = tmp_path / "events.json"
     urns = [f"urn:li:dataset:(urn:li:dataPlatform:hive,managed.t{i},PROD)" for i in range(2)]
-    recipe = json.dumps({"pipeline_name": "managed-orders", "source": {"type": "file", "config": {
+    recipe = json.dumps({"source": {"type": "file", "config": {
         "path": str(events), "stateful_ingestion": {"enabled": True, "remove_stale_metadata": True}}}})
     source = system.cp.create_source("managed-orders", recipe)
     for seen in (urns, urns[:1]):
