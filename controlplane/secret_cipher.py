@@ -81,16 +81,20 @@ class SecretCipher:
         return key
 
     def _read(self) -> bytes | None:
-        """The key in the key file, None when there is none. An OSError other than a missing file
-        (permission denied, say) propagates as is."""
+        """The key in the key file, None when there is none; Unavailable, saying why, when it
+        cannot be read (a directory in its place, permission denied): a bare OSError became an
+        internal error that named neither the file nor the fault."""
         assert self.key_path is not None
         try:
             content = read_private(self.key_path)
-        except NotARegularFile:
+        except (NotARegularFile, IsADirectoryError):
             raise Unavailable(f"the secret key {self.key_path} is not a regular file") from None
         except OthersMayRead as refused:
             raise Unavailable(f"the secret key {self.key_path} may be read by others (mode {refused.mode:04o}); "
                               f"run: chmod 600 {self.key_path}") from None
+        except OSError as exc:
+            raise Unavailable(f"the secret key {self.key_path} cannot be read ({exc.strerror}): let the control "
+                              "plane's user read it, or restore it from the backup of this state directory") from None
         if content is None:
             return None
         key = content.strip()

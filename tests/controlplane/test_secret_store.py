@@ -247,6 +247,14 @@ def test_the_cipher_refuses_a_key_others_may_read_and_tokens_of_another_key(tmp_
         SecretCipher(tmp_path / KEY_FILE).decrypt(token, "X")
 
 
+def test_a_key_file_that_cannot_be_read_is_refused_saying_which_and_why(tmp_path):
+    """A directory where the key belongs (a volume mounted on the file's path): a bare
+    IsADirectoryError reached the API as an internal error naming neither."""
+    (tmp_path / KEY_FILE).mkdir()
+    with pytest.raises(Unavailable, match=f"the secret key {tmp_path / KEY_FILE} is not a regular file"):
+        SecretCipher(tmp_path / KEY_FILE).encrypt("x")
+
+
 def test_a_lost_key_is_not_silently_replaced_while_its_secrets_remain(cp, graph):
     create(graph, "ORPHANED", PASSWORD)
     cp.stop()
