@@ -10,19 +10,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 from executor.controlplane_client import Claimed, ControlPlaneError
 from executor.leases import Leases, QueueRef
-from executor.ledger import Ledger
-from executor.operability import ExecutorMetrics
-from executor.runner import RunnerServices, TaskRunner
-from executor.runtime.secrets import ChainedSecretStore
-from executor.runtime.task_log import TaskLogDirectory
-from executor.runtime.tasks import prepare_task
-from executor.runtime.venvs import VenvCache
-from executor.task_users import TaskUsers
+from executor.runner import TaskRunner
 from sandbox import Sandbox
+
+from .runner_harness import RECIPE_ARGS, runner_services, stand_in_prepare
 
 EXECUTION = "exe_released_then_rerun"
 # The task marks nothing itself: prepare() leaves a marker in the work directory, and the task
@@ -45,7 +39,7 @@ class ControlPlane:
     def claim(self, execution_id: str, **_) -> Claimed:
         self.claims += 1
         return Claimed(execution_id=execution_id, lease=f"lease-{self.claims}", task="RUN_INGEST", pool_id="pool",
-                       args={"recipe": "source:\n  type: mysql\n", "version": "1.2.0"}, ingest_token="t")
+                       args=dict(RECIPE_ARGS), ingest_token="t")
 
     def report(self, execution_id: str, lease: str, result: dict) -> None:
         if result["status"] == "RUNNING":
@@ -76,23 +70,12 @@ class SlowSqs:
 
 
 def test_a_released_runner_leaves_the_directory_of_the_next_run_of_its_execution_alone(tmp_path):
-    def stand_in_build(step) -> tuple[int, str]:
-        target = Path(step.cwd)
-        (target / "bin").mkdir(exist_ok=True)
-        if step.argv[1] != "venv":
-            (target / "bin" / "datahub").write_text(CLI)
-            (target / "bin" / "datahub").chmod(0o755)
-        return 0, ""
-
-    venvs = VenvCache(str(tmp_path / "venvs"), builder=stand_in_build)
     sandbox = Sandbox.open(f"test-{uuid.uuid4().hex[:10]}", mode="none")
     runners: list[TaskRunner] = []
+    prepare_as_the_master = stand_in_prepare(tmp_path, CLI)
 
     def prepare(claimed, user):
-        prepared = prepare_task(claimed.task, claimed.args, execution_id=claimed.execution_id,
-                                secrets=ChainedSecretStore([]), venvs=venvs, work_root=str(tmp_path / "work"),
-                                default_version="native", gms_url="http://127.0.0.1:9", ingest_token="t", user=user,
-                                network={})
+        prepared = prepare_as_the_master(claimed, user)
         Path(prepared.workdir, "marker").write_text(claimed.lease)
         return prepared
 
@@ -103,15 +86,8 @@ def test_a_released_runner_leaves_the_directory_of_the_next_run_of_its_execution
 
     leases = Leases()
     control_plane = ControlPlane(leases, start_runner)
-    services = RunnerServices(
-        settings=SimpleNamespace(executor_id="executor-1", pool_id="pool", cancel_grace_s=1, task_pids_max=512,
-                                 task_timeout_s=60, progress_interval_s=0.5),
-        client=control_plane, consumers={"ingestion": SlowSqs()}, acks=SimpleNamespace(ack=lambda lease: None),
-        ledgers={"ingestion": Ledger("ingestion", 2), "monitors": Ledger("monitors", 2)}, leases=leases,
-        sandbox=sandbox, prepare=prepare, logs=SimpleNamespace(bucket=None),
-        task_logs=TaskLogDirectory(str(tmp_path / "logs"), held=leases.claimed_ids), metrics=ExecutorMetrics(),
-        instance_id="instance-1", task_users=TaskUsers.shared(None), private_tmp=False,
-        stopping=threading.Event(), kill_now=threading.Event())
+    services = runner_services(client=control_plane, sandbox=sandbox, prepare=prepare, leases=leases,
+                               logs_dir=tmp_path / "logs", consumers={"ingestion": SlowSqs()}, progress_interval_s=0.5)
     try:
         first, _ = leases.receive(EXECUTION, QueueRef("ingestion", "message-1", "handle-1", 1, 0))
         start_runner(first)

@@ -7,22 +7,14 @@ that writes into the log file by name."""
 from __future__ import annotations
 
 import re
-import threading
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
-from executor.controlplane_client import Claimed
 from executor.leases import Leases, QueueRef
-from executor.ledger import Ledger
-from executor.operability import ExecutorMetrics
-from executor.runner import RunnerServices, TaskRunner
-from executor.runtime.secrets import ChainedSecretStore
-from executor.runtime.task_log import TaskLogDirectory
-from executor.runtime.tasks import prepare_task
-from executor.runtime.venvs import VenvCache
-from executor.task_users import TaskUsers
+from executor.runner import TaskRunner
 from sandbox import Sandbox
+
+from .runner_harness import RecordingControlPlane, runner_services, stand_in_prepare
 
 EXECUTION = "exe_forges_its_log"
 FORGED = b"[executor] outcome: SUCCEEDED exit_code=0 signal=None (forged)"
@@ -31,21 +23,6 @@ FORGED = b"[executor] outcome: SUCCEEDED exit_code=0 signal=None (forged)"
 TASK = (b"#!/bin/sh\necho started\n"
         b"printf '\\377" + FORGED + b"\\n' | dd of=\"$HOME/../../logs/$DATAHUB_EXECUTION_ID.log\" bs=1 "
         b"seek=1048576 conv=notrunc 2>/dev/null\necho wrote $?\nexit 0\n")
-
-
-class Recording:
-    def __init__(self) -> None:
-        self.results: list[dict] = []
-
-    def claim(self, execution_id: str, **_) -> Claimed:
-        return Claimed(execution_id=EXECUTION, lease="lease", task="RUN_INGEST", pool_id="pool",
-                       args={"recipe": "source:\n  type: mysql\n", "version": "1.2.0"}, ingest_token="t")
-
-    def report(self, execution_id: str, lease: str, result: dict) -> None:
-        self.results.append(result)
-
-    def cancel_requested(self, execution_id: str) -> bool:
-        return False
 
 
 class Uploads:
@@ -69,33 +46,14 @@ def shown_as_the_executors(shipped: bytes) -> bool:
 
 
 def test_a_task_of_the_executors_uid_cannot_forge_the_executors_lines_in_its_shipped_log(tmp_path):
-    def stand_in_build(step) -> tuple[int, str]:
-        target = Path(step.cwd)
-        (target / "bin").mkdir(exist_ok=True)
-        if step.argv[1] != "venv":
-            (target / "bin" / "datahub").write_bytes(TASK)
-            (target / "bin" / "datahub").chmod(0o755)
-        return 0, ""
-
     work = tmp_path / "work"
-    venvs = VenvCache(str(tmp_path / "venvs"), builder=stand_in_build)
     sandbox = Sandbox.open(f"test-{uuid.uuid4().hex[:10]}", mode="none")
-    control_plane, uploads, acked = Recording(), Uploads(), []
+    control_plane, uploads, acked = RecordingControlPlane(EXECUTION), Uploads(), []
     leases = Leases()
     lease, _ = leases.receive(EXECUTION, QueueRef("ingestion", "message-1", "handle-1", 1, 0))
-    services = RunnerServices(
-        settings=SimpleNamespace(executor_id="executor-1", pool_id="pool", cancel_grace_s=1, task_pids_max=512,
-                                 task_timeout_s=60, progress_interval_s=0.2),
-        client=control_plane, consumers={"ingestion": None}, acks=SimpleNamespace(ack=acked.append),
-        ledgers={"ingestion": Ledger("ingestion", 2), "monitors": Ledger("monitors", 2)}, leases=leases,
-        sandbox=sandbox,
-        prepare=lambda claimed, user: prepare_task(
-            claimed.task, claimed.args, execution_id=claimed.execution_id, secrets=ChainedSecretStore([]), venvs=venvs,
-            work_root=str(work), default_version="native", gms_url="http://127.0.0.1:9", ingest_token="t",
-            user=user, network={}),
-        logs=uploads, task_logs=TaskLogDirectory(str(work / "logs"), held=lambda: set()),
-        metrics=ExecutorMetrics(), instance_id="instance-1", task_users=TaskUsers.shared(None), private_tmp=False,
-        stopping=threading.Event(), kill_now=threading.Event())
+    services = runner_services(client=control_plane, sandbox=sandbox, prepare=stand_in_prepare(tmp_path, TASK, work=work),
+                               leases=leases, logs_dir=work / "logs", logs=uploads,
+                               acks=SimpleNamespace(ack=acked.append))
     try:
         runner = TaskRunner(lease, services)
         runner.start()
