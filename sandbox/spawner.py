@@ -54,8 +54,7 @@ class Spawner:
     def __init__(self, name: str) -> None:
         self._requests: queue.SimpleQueue[_Request | object | None] = queue.SimpleQueue()
         self._lock = threading.Condition()
-        self._live = 0  # direct children forked here and not yet reaped
-        self._children: set[int] = set()  # their pids
+        self._children: set[int] = set()  # pids of the direct children forked here and not yet reaped
         self._closed = False
         self.namespaces: MountNamespaces | None = None
         self.namespaces_unavailable: str | None = None
@@ -96,14 +95,12 @@ class Spawner:
     def forked(self, pid: int) -> None:
         """Called by a work item on the spawner thread right after a successful fork of PID."""
         with self._lock:
-            self._live += 1
             self._children.add(pid)
 
     def reaped(self, pid: int) -> None:
         """Called (from any thread) once the child PID forked here has been waited for. The
         zombies its task may have made this thread's are reaped next, on this thread."""
         with self._lock:
-            self._live -= 1
             self._children.discard(pid)
             self._lock.notify_all()
             if not self._closed:
@@ -131,6 +128,12 @@ class Spawner:
                 pass
 
     @property
+    def live(self) -> int:
+        """Direct children forked here and not yet reaped."""
+        with self._lock:
+            return len(self._children)
+
+    @property
     def thread(self) -> threading.Thread:
         return self._thread
 
@@ -141,7 +144,7 @@ class Spawner:
             if self._closed:
                 return
             self._closed = True
-            live = self._live
+            live = len(self._children)
         self._requests.put(None)
         if live == 0:
             self._thread.join(timeout_s)
@@ -174,7 +177,7 @@ class Spawner:
             else:
                 request.future.set_result(result)
         with self._lock:
-            while self._live > 0:
+            while self._children:
                 self._lock.wait()
         if self.namespaces is not None:
             self.namespaces.close()

@@ -35,7 +35,7 @@ def test_bad_input_is_a_sandbox_error_before_anything_starts(sandbox, argv, kwar
         sandbox.start(argv, limits, **kwargs)
     assert "a\x00b" not in str(refused.value), "values are not quoted: environments carry secrets"
     assert sandbox.driver.leftover_names() == []
-    assert sandbox._spawner._live == 0, "a child was forked for input that could never run"
+    assert sandbox._spawner.live == 0, "a child was forked for input that could never run"
 
 
 @pytest.mark.parametrize("grace_s", [float("nan"), float("inf"), -1.0])

@@ -32,7 +32,7 @@ def test_a_failure_before_the_release_never_runs_the_command(sandbox, monkeypatc
     monkeypatch.undo()
     time.sleep(0.2)
     assert not ran.exists()
-    assert sandbox._spawner._live == 0, "the held child was not reaped"
+    assert sandbox._spawner.live == 0, "the held child was not reaped"
     assert sandbox.driver.leftover_names() == []
 
 
@@ -50,7 +50,7 @@ def test_a_failure_after_the_release_kills_and_reaps_the_command(sandbox, monkey
     with pytest.raises(SandboxError, match="can't start new thread"):
         sandbox.start(["bash", "-c", f"echo $$ > {pid_file}; exec sleep 300"], name=name)
     monkeypatch.undo()
-    assert sandbox._spawner._live == 0, "the command was left unreaped"
+    assert sandbox._spawner.live == 0, "the command was left unreaped"
     assert sandbox.driver.leftover_names() == []
     if pid_file.exists() and pid_file.read_text().strip():
         assert not pid_alive(int(pid_file.read_text())), "the command outlived the failed start"
