@@ -17,7 +17,6 @@ answers it, with GMS's words, "Expected version N, actual version M" (decision 7
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -216,8 +215,8 @@ class Ingest:
                                         value=proposal.value, system_metadata=proposal.system_metadata)
         elif proposal.aspect != self.registry.entity(proposal.entity_type).key_aspect:
             aspect_store.put(tx, urn=proposal.urn, entity_type=proposal.entity_type, aspect=proposal.aspect,
-                             value=proposal.value, system_metadata=proposal.system_metadata, actor=identity.actor)
-            stamp_version(tx, proposal.urn, proposal.aspect, proposal.system_metadata)
+                             value=proposal.value, system_metadata=proposal.system_metadata, actor=identity.actor,
+                             versioned=True)
         run_id = identity.execution_id or proposal.run_id
         if run_id:
             tx.execute("INSERT INTO run_writes VALUES (?,?,?,?,1,?) ON CONFLICT(run_id, urn, aspect) DO UPDATE SET "
@@ -240,17 +239,6 @@ def check_version(tx: sqlite3.Connection, proposal: Proposal) -> None:
         raise PreconditionFailed(f"{VERSION_HEADER}: Expected version {expected}, actual version {actual}: {proposal.aspect} "
                        f"of {proposal.urn} changed since version {expected} was read; read it again, and write "
                        "your change with the version read")
-
-
-def stamp_version(tx: sqlite3.Connection, urn: str, aspect: str, system_metadata: dict[str, Any] | None) -> None:
-    """Put the aspect's version, just written, in its stored systemMetadata: 1 for its first value,
-    one more for each change, the same again for a write of the same value (GMS's numbering, which
-    If-Version-Match names). The store keeps each value a change replaced as versions 1, 2, ... of
-    the aspect, dropping the oldest only, so the latest is the one after the newest of those."""
-    newest = tx.execute("SELECT MAX(version) FROM aspects WHERE urn=? AND aspect=?", (urn, aspect)).fetchone()[0]
-    stamped = {**(system_metadata or {}), "version": str(newest + 1)}
-    tx.execute("UPDATE aspects SET system_metadata=? WHERE urn=? AND aspect=? AND version=0",
-               (json.dumps(stamped, sort_keys=True, separators=(",", ":"), ensure_ascii=False), urn, aspect))
 
 
 def require_exists(tx: sqlite3.Connection, urn: str, aspect: str, what: str) -> aspect_store.StoredAspect:
