@@ -31,7 +31,7 @@ from .errors import Forbidden, Invalid, NotFound
 from .json_input import loads
 from .metadata import aspect_store, snapshots
 from .metadata.registry import MetadataInvalid
-from .metadata.timeseries_filter import document, matches, parse_filter
+from .metadata.timeseries_filter import document, matches, parse_filter, timeseries_fields
 from .service import ControlPlane
 from .tokens import ADMIN, EXECUTOR, INGEST, Identity
 
@@ -139,12 +139,13 @@ def timeseries_values(cp: ControlPlane, identity: Identity, body: dict[str, Any]
     urn = str(parsed)
     can_read(cp, identity, urn, entity)
     values: list[dict[str, Any]] = []
+    fields = timeseries_fields(spec)
     with cp.store.read() as db:
         for point in aspect_store.timeseries_points(db, urn, aspect, start_ms=start_ms, end_ms=end_ms,
                                                     oldest_first=oldest_first):
             if len(values) >= limit:
                 break
-            if matches(flt, document(spec, urn, point.value, point.system_metadata)):
+            if matches(flt, document(fields, urn, point.value, point.system_metadata)):
                 values.append({"aspect": {"value": json.dumps(point.value, separators=(",", ":"), ensure_ascii=False),
                                           "contentType": "application/json"},
                                **({"systemMetadata": point.system_metadata} if point.system_metadata else {})})

@@ -86,8 +86,11 @@ def timeseries_fields(spec: AspectSpec) -> dict[str, str]:
             for field in spec.schema.fields if "TimeseriesField" in field.other_props}
 
 
-def document(spec: AspectSpec, urn: str, value: dict[str, Any], system_metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """The fields of the search document GMS makes of one point of SPEC's aspect."""
+def document(fields: dict[str, str], urn: str, value: dict[str, Any],
+             system_metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields of the search document GMS makes of one point of an aspect whose
+    @TimeseriesField fields are FIELDS (timeseries_fields: read from its schema once per request,
+    not for each point)."""
     doc: dict[str, Any] = {"urn": urn, "timestampMillis": value.get("timestampMillis")}
     run_id = (system_metadata or {}).get("runId")
     if run_id is not None:
@@ -99,7 +102,7 @@ def document(spec: AspectSpec, urn: str, value: dict[str, Any], system_metadata:
     partition = (value.get("partitionSpec") or {}).get("partition")
     if partition is not None:
         doc["partitionSpec.partition"] = partition
-    for name, field in timeseries_fields(spec).items():
+    for name, field in fields.items():
         if value.get(field) is not None:
             doc[name] = _indexed(value[field])
     return doc

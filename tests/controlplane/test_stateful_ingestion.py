@@ -16,7 +16,7 @@ from datahub.emitter.mcp import MetadataChangeProposalWrapper
 import datahub.metadata.schema_classes as model
 
 from controlplane.metadata.registry import MetadataInvalid, Registry
-from controlplane.metadata.timeseries_filter import document, matches, parse_filter
+from controlplane.metadata.timeseries_filter import document, matches, parse_filter, timeseries_fields
 
 from .conftest import RECIPE
 
@@ -145,7 +145,7 @@ PROFILE = Registry.load().aspect("dataset", "datasetProfile")
 def profile_doc(**fields) -> dict:
     value = {"timestampMillis": 5, "rowCount": 10, "columnCount": 2, "partitionSpec": {"partition": "FULL_TABLE_SNAPSHOT",
                                                                                         "type": "FULL_TABLE"}, **fields}
-    return document(PROFILE, dataset(0), value, {"runId": "r1"})
+    return document(timeseries_fields(PROFILE), dataset(0), value, {"runId": "r1"})
 
 
 @pytest.mark.parametrize("criterion, expected", [
