@@ -39,6 +39,7 @@ from vocabulary.tasks import RUN_INGEST, TASKS
 
 from . import entities as E
 from .executions import input_for_source
+from .ingest import UNVERSIONED_STORED, VERSION_HEADER, VERSION_REFUSED
 from .liveness import ONLINE, liveness
 
 
@@ -51,10 +52,6 @@ class VersionConflict(AdminError):
     someone changed it since it was read."""
 
 
-# GMS's words for a write whose If-Version-Match no longer holds (ConditionalWriteValidator),
-# answered 422 as GMS's Rest.li answers it.
-VERSION_HEADER, VERSION_REFUSED = "If-Version-Match", "Expected version"
-UNVERSIONED_STORED = "1"  # the version GMS gives an aspect stored without one in its systemMetadata
 SET_POOL_ATTEMPTS = 5
 
 
@@ -84,6 +81,7 @@ class AdminClient:
             body = {"error": response.text[:300]}
         if response.status_code >= 400:
             reason = body.get("error") or body.get("message") if isinstance(body, dict) else body
+            # A conditional write whose If-Version-Match no longer holds: 422 as GMS's Rest.li answers it.
             refused = response.status_code == 422 and VERSION_REFUSED in str(reason)
             raise (VersionConflict if refused else AdminError)(f"{response.status_code}: {reason}")
         return body

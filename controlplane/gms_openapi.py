@@ -31,13 +31,13 @@ from starlette.concurrency import run_in_threadpool
 
 from .errors import Invalid, NotFound
 from .gms_api import INT64_MAX, SYSTEM_ACTOR, can_read, identity_of
+from .ingest import VERSION_HEADER
 from .json_input import loads
 from .metadata import aspect_store
 from .service import ControlPlane
 from .tokens import Identity
 
 MAX_URNS = 1000  # as GET /entitiesV2?ids=List(...)
-VERSION_HEADER = "If-Version-Match"  # GMS's ConditionalWriteValidator.HTTP_HEADER_IF_VERSION_MATCH
 SPRING_TRUE, SPRING_FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 
 

@@ -38,6 +38,8 @@ from .tokens import ADMIN, EXECUTOR, INGEST, Identity
 
 VERSION_HEADER = "If-Version-Match"  # GMS's ConditionalWriteValidator.HTTP_HEADER_IF_VERSION_MATCH
 UNVERSIONED = "-1"  # ConditionalWriteValidator.UNVERSIONED_ASPECT_VERSION
+UNVERSIONED_STORED = "1"  # the version GMS counts an aspect stored without one in its systemMetadata as
+VERSION_REFUSED = "Expected version"  # GMS's words that begin a refused conditional write's reason
 SUPPORTED_HEADERS = {LEASE_HEADER, VERSION_HEADER}
 CHANGE_TYPES = {"UPSERT", "CREATE", "CREATE_ENTITY", "RESTATE", "DELETE", "PATCH"}
 NO_RUN_ID = "no-run-id-provided"
@@ -225,8 +227,8 @@ class Ingest:
 
 
 def check_version(tx: sqlite3.Connection, proposal: Proposal) -> None:
-    """PreconditionFailed (422, as GMS's Rest.li answers) when PROPOSAL's If-Version-Match is not the aspect's version now, found as
-    GMS finds it; a RESTATE is not checked, as in GMS."""
+    """PreconditionFailed (422, as GMS's Rest.li answers) when PROPOSAL's If-Version-Match is not
+    the aspect's version now, found as GMS finds it; a RESTATE is not checked, as in GMS."""
     expected = proposal.headers.get(VERSION_HEADER)
     if expected is None or proposal.change_type == "RESTATE":
         return
@@ -234,11 +236,11 @@ def check_version(tx: sqlite3.Connection, proposal: Proposal) -> None:
     if stored is None or proposal.change_type in ("CREATE", "CREATE_ENTITY"):
         actual = UNVERSIONED
     else:
-        actual = str((stored.system_metadata or {}).get("version") or 1)
+        actual = str((stored.system_metadata or {}).get("version") or UNVERSIONED_STORED)
     if expected != actual:
-        raise PreconditionFailed(f"{VERSION_HEADER}: Expected version {expected}, actual version {actual}: {proposal.aspect} "
-                       f"of {proposal.urn} changed since version {expected} was read; read it again, and write "
-                       "your change with the version read")
+        raise PreconditionFailed(f"{VERSION_HEADER}: {VERSION_REFUSED} {expected}, actual version {actual}: "
+                                 f"{proposal.aspect} of {proposal.urn} changed since version {expected} was read; "
+                                 "read it again, and write your change with the version read")
 
 
 def require_exists(tx: sqlite3.Connection, urn: str, aspect: str, what: str) -> aspect_store.StoredAspect:
