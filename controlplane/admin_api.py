@@ -13,9 +13,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from vocabulary import ids
-
 from .errors import Invalid
+from .executions import check_id
 from .json_input import loads
 from .service import ControlPlane
 from .tokens import ADMIN, EXECUTOR, INGEST
@@ -79,10 +78,7 @@ def create_router(cp: ControlPlane) -> APIRouter:
     @router.get("/executions/{execution_id}/log")
     def execution_log(execution_id: str, request: Request) -> dict[str, Any]:
         admin(request)
-        try:
-            ids.execution_id(execution_id)
-        except ids.InvalidId as exc:
-            raise Invalid(str(exc)) from None
+        check_id(execution_id)
         execution = cp.executions.view(execution_id, with_log=True)
         return {"execution_id": execution_id, "status": execution["status"], "complete": execution["has_full_log"],
                 "log": execution["log"]}

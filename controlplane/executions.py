@@ -10,6 +10,7 @@ could not land, and the sweep ended healthy executors' runs ABORTED (EXECUTOR_LO
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -28,7 +29,7 @@ from . import lifecycle
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .liveness import OFFLINE, liveness
 from .metadata import aspect_store
-from .pools import Pools
+from .pools import DATAHUB_CLI_EXECUTOR_ID, Pools
 from .queues import Queues
 from .sources import extra_args, parse_recipe, with_pipeline_name
 from .store import Store
@@ -39,6 +40,14 @@ REQUEST_SOURCE_MANUAL = "MANUAL_INGESTION_SOURCE"
 # DataHub's CreateTestConnectionRequestResolver names a recipe's connection test so (TEST_CONNECTION_SOURCE_NAME).
 REQUEST_SOURCE_TEST = "MANUAL_TEST_CONNECTION"
 OUTBOX_WARNING_EVERY_S = 60.0  # while sends fail, how often the outbox says so again
+# DataHub's CLI names a run `<source type>-<time>-<random>` where its recipe names no run_id
+# (acryl-datahub's PipelineConfig), and a custom source's type is its class's import path:
+# `datahub ingest` of a `pkg.module.Source` books its run under an id with dots. Allowed to the
+# CLI's runs alone: ours, and those of executors elsewhere, reach executors' paths and file
+# names, where the vocabulary's rule (no '.') holds; no executor ever sees a CLI's run.
+CLI_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+CLI_RUN_ID_RULE = ("a run id of `datahub ingest` is 1-128 letters, digits, '.', '_' or '-', starting with a letter "
+                   "or digit")
 
 
 class Executions:
@@ -80,11 +89,8 @@ class Executions:
         """An execution request's input was written: a new execution, whose input is returned
         with `executorId` naming the pool it routes to (`default` resolved); or None for the
         same input again. Its input never changes once written."""
-        try:
-            ids.execution_id(execution_id)
-        except ids.InvalidId as exc:
-            raise Invalid(str(exc)) from None
         pool_id = self.pools.resolve(value.get("executorId"))
+        check_id(execution_id, pool_id)
         routed = {**value, "executorId": pool_id}
         existing = aspect_store.get(tx, E.execution_urn(execution_id), E.EXECUTION_INPUT)
         if existing is not None:
@@ -503,6 +509,19 @@ class Executions:
             entity["aspects"].append(row["aspect"])
         return {"run_id": run_id, "entities": len(entities), "aspects": len(rows),
                 "writes": sum(r["writes"] for r in rows), "entity_list": list(entities.values())}
+
+
+def check_id(execution_id: str, pool_id: str | None = None) -> str:
+    """EXECUTION_ID, if a run routed to POOL_ID may have it (Invalid, saying the rule, if not);
+    with no POOL_ID, if any run may (a lookup)."""
+    try:
+        return ids.execution_id(execution_id)
+    except ids.InvalidId as exc:
+        if pool_id not in (None, DATAHUB_CLI_EXECUTOR_ID):
+            raise Invalid(str(exc)) from None
+        if not isinstance(execution_id, str) or not CLI_RUN_ID.fullmatch(execution_id):
+            raise Invalid(f"{exc}; {CLI_RUN_ID_RULE}") from None
+        return execution_id
 
 
 def _int(details: dict[str, Any], name: str) -> int | None:

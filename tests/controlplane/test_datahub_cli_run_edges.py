@@ -1,0 +1,144 @@
+"""`datahub ingest` runs that DataHub's GMS takes and its default reporter books in ways a plain
+run does not: a custom source's run id (dots), a hand-set run id used again, and a run whose end
+the CLI calls UNKNOWN. Each is driven by DataHub's own CLI, as test_datahub_cli_runs.py drives a
+plain one; one control plane serves the whole file, each test on a pipeline of its own."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import datahub.metadata.schema_classes as model
+import pytest
+from datahub.configuration.common import OperationalError
+from datahub.emitter.mce_builder import datahub_guid, make_dataset_urn
+from datahub.emitter.mcp import MetadataChangeProposalWrapper
+from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
+
+from controlplane.pools import DATAHUB_CLI_EXECUTOR_ID
+from controlplane.testing import ControlPlaneHandle, running_controlplane
+
+from .test_datahub_cli_runs import DATAHUB_CLI
+
+# A source of the recipe's own: DataHub's CLI imports a source type with dots as a module path,
+# and names the run after it (`<type>-<time>-<random>`) when the recipe names no run_id.
+EDGE_SOURCE = "edge_sources.tiny.TinySource"
+EDGE_SOURCE_CODE = '''
+import asyncio
+
+import datahub.metadata.schema_classes as model
+from datahub.emitter.mcp import MetadataChangeProposalWrapper
+from datahub.ingestion.api.source import Source, SourceReport
+
+
+class TinySource(Source):
+    """Datasets named in its config; then, as its config says, a failure or an end the
+    pipeline cannot name (an asyncio task's cancellation is no Exception)."""
+
+    platform = "hive"
+
+    def __init__(self, ctx, config):
+        super().__init__(ctx)
+        self.config = config
+        self.report = SourceReport()
+
+    @classmethod
+    def create(cls, config_dict, ctx):
+        return cls(ctx, config_dict)
+
+    def get_workunits_internal(self):
+        for urn in self.config["datasets"]:
+            yield MetadataChangeProposalWrapper(entityUrn=urn, aspect=model.DatasetPropertiesClass(
+                description=self.config.get("description", "from a custom source"))).as_workunit()
+        if self.config.get("fail"):
+            self.report.failure(title="told to fail", message="this run was told to fail")
+        if self.config.get("cancelled"):
+            raise asyncio.CancelledError()
+
+    def get_report(self):
+        return self.report
+'''
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory) -> Iterator[ControlPlaneHandle]:
+    with running_controlplane(tmp_path_factory.mktemp("cp")) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def graph(cp) -> Iterator[DataHubGraph]:
+    with DataHubGraph(DatahubClientConfig(server=cp.gms_url, token=cp.admin_token)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def edge_sources(tmp_path_factory) -> Path:
+    """A directory holding the package of EDGE_SOURCE, for the CLI's PYTHONPATH."""
+    root = tmp_path_factory.mktemp("sources")
+    (root / "edge_sources").mkdir()
+    (root / "edge_sources" / "__init__.py").write_text("")
+    (root / "edge_sources" / "tiny.py").write_text(textwrap.dedent(EDGE_SOURCE_CODE))
+    return root
+
+
+def datahub_ingest(cp: ControlPlaneHandle, edge_sources: Path, tmp_path: Path, recipe: dict) -> subprocess.CompletedProcess:
+    """`datahub ingest run` of RECIPE (its source and run options) with the datahub-rest sink to
+    CP and no option that changes its reporting."""
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps({**recipe, "sink": {"type": "datahub-rest",
+                                                   "config": {"server": cp.gms_url, "token": "${DH_TOKEN}"}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUB_")}
+    env.update({"DH_TOKEN": cp.admin_token, "DATAHUB_TELEMETRY_ENABLED": "false", "HOME": str(tmp_path),
+                "PYTHONPATH": str(edge_sources)})
+    return subprocess.run([DATAHUB_CLI, "ingest", "run", "-c", str(path), "--no-spinner"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)
+
+
+def edge_recipe(pipeline: str, datasets: list[str], **config) -> dict:
+    return {"pipeline_name": pipeline, "source": {"type": EDGE_SOURCE, "config": {"datasets": datasets, **config}}}
+
+
+def cli_source(pipeline: str) -> str:
+    """The reporter's source for a run of EDGE_SOURCE named PIPELINE."""
+    return f"urn:li:dataHubIngestionSource:cli-{datahub_guid({'type': EDGE_SOURCE, 'pipeline_name': pipeline})}"
+
+
+def runs_of(graph: DataHubGraph, source_urn: str) -> dict:
+    return graph.execute_graphql(
+        "query($u: String!) { ingestionSource(urn: $u) { executions(start: 0, count: 10) { total executionRequests "
+        "{ urn id input { executorId requestedAt } result { status startTimeMs } } } } }",
+        variables={"u": source_urn})["ingestionSource"]["executions"]
+
+
+def said(ran: subprocess.CompletedProcess) -> str:
+    return f"exit {ran.returncode}\n{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"
+
+
+def test_a_custom_source_s_default_run_id_with_dots_is_booked_with_its_metadata(cp, graph, edge_sources, tmp_path):
+    datasets = [make_dataset_urn("hive", f"edge.dots{i}") for i in range(2)]
+    ran = datahub_ingest(cp, edge_sources, tmp_path, edge_recipe("dots", datasets))
+    assert ran.returncode == 0 and "Pipeline finished successfully" in ran.stdout, said(ran)
+    assert "Reporting failed" not in ran.stdout + ran.stderr, said(ran)
+
+    for urn in datasets:
+        assert graph.get_aspect(urn, model.DatasetPropertiesClass).description == "from a custom source", urn
+    runs = runs_of(graph, cli_source("dots"))
+    assert runs["total"] == 1, runs
+    run = runs["executionRequests"][0]
+    assert run["id"].startswith(f"{EDGE_SOURCE}-"), "DataHub's default run id: the source type, then the time"
+    assert run["input"]["executorId"] == DATAHUB_CLI_EXECUTOR_ID and run["result"]["status"] == "SUCCESS"
+    assert cp.execution(run["id"])["status"] == "SUCCESS"
+    assert graph.get_aspect(run["urn"], model.ExecutionRequestResultClass).validate()
+    shown = cp.logs(run["id"])
+    assert shown["status"] == "SUCCESS" and "Ingestion Report" in shown["log"], "the page's and admin CLI's log of it"
+
+    elsewhere = MetadataChangeProposalWrapper(entityUrn=f"urn:li:dataHubExecutionRequest:{EDGE_SOURCE}-1",
+                                              aspect=model.ExecutionRequestInputClass(
+                                                  task="RUN_INGEST", args={}, executorId="elsewhere", requestedAt=1,
+                                                  source=model.ExecutionRequestSourceClass(type="MANUAL_INGESTION_SOURCE")))
+    with pytest.raises(OperationalError, match="execution id .* is refused"):
+        graph.emit_mcp(elsewhere)  # a run an executor takes keeps the rule its paths and files need
