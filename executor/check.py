@@ -1,6 +1,7 @@
 """`datahub-executor check`: the seed's troubleshooting list, run before anything else.
 
-One line per check, passed or failed with the fix; exit 1 if any failed. A line whose probe
+One line per check, passed or failed with the fix; exit 1 if any failed. A WARN line is a
+finding `run` carries on with but an operator should know of (it fails nothing). A line whose probe
 crosses the network (DataHub, SQS, the package index, Secrets Manager) ends with the way it
 went when a proxy is configured: through which proxy (its credentials hidden), or direct for a
 NO_PROXY host.
@@ -24,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from botocore.exceptions import ClientError
 
 from sandbox import Limits, Sandbox, SandboxError, TaskUser
+from sandbox.spawn import OOM_SCORE_CHILD, OOM_SCORE_MASTER
 
 from .consumer import SqsConsumer
 from .controlplane_client import ControlPlaneClient, ControlPlaneError
@@ -41,6 +43,8 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
     def check(name: str, probe: Callable[[], str], routes: Callable[[], str | None] = lambda: None) -> None:
         try:
             line, passed = f"PASS  {name}: {probe()}", True
+        except Advice as exc:
+            line, passed = f"WARN  {name}: {exc}", True
         except Exception as exc:  # every failure becomes one line with its fix
             line, passed = f"FAIL  {name}: {exc}", False
         way = routes()
@@ -153,6 +157,19 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
 
     check("cgroups", cgroups)
 
+    def oom_protection() -> str:
+        if not sandboxes:
+            raise RuntimeError("skipped: no sandbox could be opened")
+        if sandboxes[0].master_oom_protected:
+            return (f"the executor's oom_score_adj is {OOM_SCORE_MASTER}, its tasks' {OOM_SCORE_CHILD}: an out-of-memory "
+                    "takes a task first")
+        raise Advice(f"the executor cannot lower its oom_score_adj to {OOM_SCORE_MASTER} (that needs CAP_SYS_RESOURCE): "
+                     "an out-of-memory outside the tasks' cgroups (a container's limit, a task without a memory limit) "
+                     "may end the executor instead of a task; start it with it lowered: systemd OOMScoreAdjust=-900 "
+                     "(our unit sets it), docker run --oom-score-adj=-900")
+
+    check("OOM protection", oom_protection)
+
     def isolation() -> str:
         if not sandboxes:
             raise RuntimeError("skipped: no sandbox could be opened")
@@ -192,6 +209,10 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
             sandbox.close()
     check("health address", lambda: _probe_health_address(*settings.health_address))
     return all(results)
+
+
+class Advice(Exception):
+    """A probe's finding that `run` carries on with, but an operator should act on: WARN, not FAIL."""
 
 
 def _probe_directory(path: str) -> str:

@@ -48,6 +48,8 @@ from .low_fds import SHELL_FD_LIMIT, LowDescriptors
 from .task_user import TaskUser
 
 OOM_SCORE_CHILD = 1000
+# The master's own score where it may lower it: below any task's, and as systemd/datahub-executor.service sets it.
+OOM_SCORE_MASTER = -900
 # Exit codes of the wrapper when the command never ran.
 EXIT_PARENT_GONE = 111
 EXIT_RLIMIT_REFUSED = 112
@@ -270,7 +272,7 @@ def release(write_end: int) -> None:
         os.close(write_end)
 
 
-def lower_own_oom_score(score: int = -900) -> bool:
+def lower_own_oom_score(score: int = OOM_SCORE_MASTER) -> bool:
     """Make the master the OOM killer's last choice where allowed (needs CAP_SYS_RESOURCE).
 
     Where it is not allowed, the master carries on: the cgroup limits keep the kernel's OOM
