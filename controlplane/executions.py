@@ -88,14 +88,19 @@ class Executions:
     def on_input(self, tx: sqlite3.Connection, execution_id: str, value: dict[str, Any]) -> dict[str, Any] | None:
         """An execution request's input was written: a new execution, whose input is returned
         with `executorId` naming the pool it routes to (`default` resolved); or None for the
-        same input again. Its input never changes once written."""
+        same input again. Its input never changes once written, but for a run of DataHub's CLI,
+        where a new input starts a new run under the same id (lifecycle.Rebooked)."""
         pool_id = self.pools.resolve(value.get("executorId"))
         check_id(execution_id, pool_id)
         routed = {**value, "executorId": pool_id}
+        source = value.get("source", {}).get("ingestionSource")
         existing = aspect_store.get(tx, E.execution_urn(execution_id), E.EXECUTION_INPUT)
         if existing is not None:
             if existing.value in (value, routed):
                 return None
+            if pool_id == DATAHUB_CLI_EXECUTOR_ID and existing.value.get("executorId") == DATAHUB_CLI_EXECUTOR_ID:
+                lifecycle.apply(tx, execution_id, lifecycle.Rebooked(value["task"], source), self.ctx)
+                return routed
             raise Conflict(f"execution request {execution_id} exists; its input cannot change")
         # Ours are checked now; a request for an executor elsewhere is stored as DataHub stores
         # it, and that executor says what it makes of it (upstream/requests.py refuses).
@@ -104,7 +109,6 @@ class Executions:
                 raise Invalid(f"task {value['task']!r} is not one of {', '.join(sorted(TASKS))}")
             if value["task"] in (RUN_INGEST, TEST_CONNECTION):
                 parse_recipe(value.get("args", {}).get("recipe"))
-        source = value.get("source", {}).get("ingestionSource")
         lifecycle.create(tx, execution_id=execution_id, pool_id=pool_id, task=value["task"], source_urn=source)
         return routed
 

@@ -31,6 +31,11 @@
                                           (an execution for an executor elsewhere, whose
                                            executorId names no pool of ours: its result, written
                                            by that executor with an admin token, is the truth)
+    any --rebooked--> PENDING             (a run of DataHub's CLI, executorId __datahub_cli_, only:
+                                           `datahub ingest` run again under a run id it ran under
+                                           before books the new run on the same request, with a
+                                           new input, as GMS takes it; no executor of ours holds
+                                           such a run, so there is no lease to fence)
 
 Every claim issues a lease (a random token and an epoch). Whatever the executor sends later for
 that execution (progress, result, log, release) must carry the lease; a stale one is refused
@@ -54,6 +59,7 @@ from . import entities as E
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .liveness import OFFLINE, ONLINE, STALE_AFTER_MISSED, liveness
 from .metadata import aspect_store
+from .pools import DATAHUB_CLI_EXECUTOR_ID
 from .tokens import INGEST, Tokens
 
 FINAL_REPORTED = "<the final status the executor reports>"
@@ -82,6 +88,9 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "cancel": {S.PENDING: S.CANCELLED, S.RUNNING: RUNNING_CANCELLING, RUNNING_CANCELLING: RUNNING_CANCELLING},
     "reported": {S.PENDING: FINAL_REPORTED, S.RUNNING: FINAL_REPORTED, RUNNING_CANCELLING: FINAL_REPORTED},
     "dead_lettered": {S.PENDING: S.FAILURE},
+    "rebooked": {S.PENDING: S.PENDING, S.RUNNING: S.PENDING, RUNNING_CANCELLING: S.PENDING, S.SUCCESS: S.PENDING,
+                 S.FAILURE: S.PENDING, S.CANCELLED: S.PENDING, S.TIMEOUT: S.PENDING, S.ABORTED: S.PENDING,
+                 S.DUPLICATE: S.PENDING},
 }
 
 
@@ -173,7 +182,19 @@ class DeadLettered:
     name = "dead_lettered"
 
 
-Event = Claim | Progress | Finish | Release | Requeue | Lost | Cancel | Reported | DeadLettered
+@dataclass(frozen=True)
+class Rebooked:
+    """A new input written for a run of DataHub's CLI (DATAHUB_CLI_EXECUTOR_ID): DataHub's
+    default reporter starts each run so, and a recipe's own `run_id` names every run of it the
+    same. The new run replaces the one before, whatever that one reached (a CLI killed before
+    its end never wrote one), and waits, PENDING, for the results the CLI writes."""
+
+    task: str
+    source_urn: str | None
+    name = "rebooked"
+
+
+Event = Claim | Progress | Finish | Release | Requeue | Lost | Cancel | Reported | DeadLettered | Rebooked
 
 
 @dataclass(frozen=True)
@@ -289,6 +310,15 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
             "logs say why they did not claim it (deferred or refused claims, a token refused); run it again once "
             "they can", now), None)
         return Applied(_row(tx, execution_id), S.FAILURE)
+    if isinstance(event, Rebooked):
+        if row["pool_id"] != DATAHUB_CLI_EXECUTOR_ID:
+            raise Conflict(f"execution request {execution_id} exists; its input cannot change")
+        tx.execute("UPDATE executions SET status=?, task=?, source_urn=?, created_at=?, reason=NULL, started_at=NULL, "
+                   "finished_at=NULL, last_progress_at=NULL, cancel_requested=0, peak_memory_bytes=NULL, exit_code=NULL, "
+                   "signal=NULL WHERE id=?", (target, event.task, event.source_urn, now, execution_id))
+        _write_result(tx, execution_id, {"status": target, "report": "booked again by `datahub ingest`: a new run "
+                                         "under the same run id"}, None)
+        return Applied(_row(tx, execution_id), target)
     why = event.why
     if isinstance(event, Release):
         tx.execute("UPDATE executions SET released_lease=?, failed_releases=failed_releases+? WHERE id=?",

@@ -142,3 +142,57 @@ def test_a_custom_source_s_default_run_id_with_dots_is_booked_with_its_metadata(
                                                   source=model.ExecutionRequestSourceClass(type="MANUAL_INGESTION_SOURCE")))
     with pytest.raises(OperationalError, match="execution id .* is refused"):
         graph.emit_mcp(elsewhere)  # a run an executor takes keeps the rule its paths and files need
+
+
+def test_a_hand_set_run_id_used_again_books_each_run_anew_under_the_same_urn(cp, graph, edge_sources, tmp_path):
+    datasets = [make_dataset_urn("hive", "edge.rerun")]
+    recipe = {**edge_recipe("rerun", datasets), "run_id": "edge-rerun"}
+    first = datahub_ingest(cp, edge_sources, tmp_path, recipe)
+    assert first.returncode == 0, said(first)
+    run = "urn:li:dataHubExecutionRequest:edge-rerun"
+    booked = graph.get_aspect(run, model.ExecutionRequestInputClass)
+    assert graph.get_aspect(run, model.ExecutionRequestResultClass).status == "SUCCESS"
+
+    second = datahub_ingest(cp, edge_sources, tmp_path, edge_recipe("rerun", datasets, fail=True,
+                                                                    description="the second run") | {"run_id": "edge-rerun"})
+    assert second.returncode == 1 and "Reporting failed" not in second.stdout + second.stderr, said(second)
+    assert graph.get_aspect(datasets[0], model.DatasetPropertiesClass).description == "the second run"
+    again = graph.get_aspect(run, model.ExecutionRequestInputClass)
+    assert again.validate() and again.requestedAt > booked.requestedAt, "the second run's start"
+    result = graph.get_aspect(run, model.ExecutionRequestResultClass)
+    assert result.validate() and result.status == "FAILURE" and result.startTimeMs >= again.requestedAt - 60_000
+    assert "told to fail" in result.report
+    assert cp.execution("edge-rerun")["status"] == "FAILURE"
+    runs = runs_of(graph, cli_source("rerun"))
+    assert runs["total"] == 1 and runs["executionRequests"][0]["result"]["status"] == "FAILURE", runs
+
+
+def cli_input(source_urn: str, requested_at: int) -> model.ExecutionRequestInputClass:
+    """The input DataHub's reporter writes at a run's start (its on_start)."""
+    return model.ExecutionRequestInputClass(
+        task="CLI Ingestion", args={"recipe": "", "version": "1.7.0"}, executorId=DATAHUB_CLI_EXECUTOR_ID,
+        requestedAt=requested_at, source=model.ExecutionRequestSourceClass(type="CLI_INGESTION_SOURCE",
+                                                                          ingestionSource=source_urn))
+
+
+def test_a_cli_run_booked_again_before_its_end_starts_anew_and_others_keep_their_input(cp, graph):
+    """A CLI killed before its end left its run PENDING; the next run of the recipe's run id
+    books itself on it all the same. A run an executor takes keeps the input it was made with."""
+    killed = "urn:li:dataHubExecutionRequest:edge-killed"
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=killed, aspect=cli_input(cli_source("killed"), 1)))
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=killed, aspect=cli_input(cli_source("killed"), 2)))
+    assert graph.get_aspect(killed, model.ExecutionRequestInputClass).requestedAt == 2
+    assert graph.get_aspect(killed, model.ExecutionRequestResultClass).status == "PENDING"
+    ended = model.ExecutionRequestResultClass(status="SUCCESS", startTimeMs=2, durationMs=1)
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=killed, aspect=ended))
+    assert graph.get_aspect(killed, model.ExecutionRequestResultClass) == ended
+    assert cp.execution("edge-killed")["status"] == "SUCCESS"
+
+    elsewhere = "urn:li:dataHubExecutionRequest:edge-elsewhere"
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=elsewhere, aspect=model.ExecutionRequestInputClass(
+        task="RUN_INGEST", args={}, executorId="elsewhere", requestedAt=1,
+        source=model.ExecutionRequestSourceClass(type="MANUAL_INGESTION_SOURCE"))))
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=elsewhere, aspect=ended))
+    with pytest.raises(OperationalError, match="its input cannot change"):
+        graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=elsewhere, aspect=cli_input(cli_source("killed"), 3)))
+    assert cp.execution("edge-elsewhere")["status"] == "SUCCESS"
