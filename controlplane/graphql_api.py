@@ -114,24 +114,56 @@ OWNERSHIP_TYPES = frozenset({"TECHNICAL_OWNER", "BUSINESS_OWNER", "DATA_STEWARD"
 SYSTEM_OWNERSHIP_TYPE = "urn:li:ownershipType:__system__"
 UNKNOWN_ACTOR = "urn:li:corpuser:unknown"  # AuditStamp's default in DataHub's Ownership model
 
+# The aspects DataHub's CorpUserMapper, CorpGroupMapper and OwnershipTypeMapper read for the
+# fields we serve, by GraphQL type. An entity without one answers null for what it feeds, as
+# GMS does: it loads any urn, stored or not, with its key (the username or group name) alone.
+CORP_USER_INFO, CORP_USER_EDITABLE_INFO, CORP_GROUP_INFO = "corpUserInfo", "corpUserEditableInfo", "corpGroupInfo"
+OWNERSHIP_TYPE_INFO, STATUS = "ownershipTypeInfo", "status"
+ENTITY_ASPECTS = {"CorpUser": (CORP_USER_INFO, CORP_USER_EDITABLE_INFO), "CorpGroup": (CORP_GROUP_INFO,),
+                  "OwnershipTypeEntity": (OWNERSHIP_TYPE_INFO, STATUS)}
+# The ownershipTypeInfo GMS bootstraps for its four system ownership types
+# (bootstrap_mcps/ownership-types.yaml), answered where none is stored (decision 83). The
+# deprecated legacy types (__system__dataowner, ...) are not bootstrapped: GMS has no info for them.
+SYSTEM_OWNERSHIP_TYPE_INFO = {
+    SYSTEM_OWNERSHIP_TYPE + "technical_owner": {
+        "name": "Technical Owner",
+        "description": "Involved in the production, maintenance, or distribution of the asset(s)."},
+    SYSTEM_OWNERSHIP_TYPE + "business_owner": {
+        "name": "Business Owner",
+        "description": "Principle stakeholders or domain experts associated with the asset(s)."},
+    SYSTEM_OWNERSHIP_TYPE + "data_steward": {
+        "name": "Data Steward", "description": "Involved in governance of the asset(s)."},
+    SYSTEM_OWNERSHIP_TYPE + "none": {"name": "None", "description": "No ownership type specified."},
+}
+
+
+def corp_user_ref(urn: str) -> dict[str, Any]:
+    """A CorpUser known by its urn; what its aspects feed is resolved when asked for.
+    editableInfo stays null: DataHub's CorpUserMapper fills in editableProperties only."""
+    return {"_kind": "CorpUser", "urn": urn, "type": "CORP_USER", "username": E.key_of(urn, "corpuser"),
+            "editableInfo": None}
+
+
+def corp_group_ref(urn: str) -> dict[str, Any]:
+    return {"_kind": "CorpGroup", "urn": urn, "type": "CORP_GROUP", "name": E.key_of(urn, "corpGroup")}
+
+
+def ownership_type_ref(urn: str) -> dict[str, Any]:
+    return {"_kind": "OwnershipTypeEntity", "urn": urn, "type": "CUSTOM_OWNERSHIP_TYPE"}
+
 
 def ownership_view(owned_urn: str, value: dict[str, Any]) -> dict[str, Any]:
     """DataHub's Ownership for a stored `ownership` aspect, as its OwnershipMapper and
-    OwnerMapper make it: each owner a CorpUser (a corpuser urn) or else a CorpGroup, known by its
-    urn (the name the urn keys), its ownership type that of its typeUrn or of its legacy type."""
+    OwnerMapper make it: each owner a CorpUser (a corpuser urn) or else a CorpGroup, its
+    ownership type that of its typeUrn or of its legacy type."""
     owners = []
     for owner in value.get("owners") or []:
         legacy = owner.get("type") if owner.get("type") in OWNERSHIP_TYPES else "CUSTOM"
         owner_urn = owner["owner"]
-        if owner_urn.startswith("urn:li:corpuser:"):
-            entity = {"_kind": "CorpUser", "urn": owner_urn, "type": "CORP_USER",
-                      "username": E.key_of(owner_urn, "corpuser")}
-        else:
-            entity = {"_kind": "CorpGroup", "urn": owner_urn, "type": "CORP_GROUP",
-                      "name": E.key_of(owner_urn, "corpGroup")}
+        entity = corp_user_ref(owner_urn) if owner_urn.startswith("urn:li:corpuser:") else corp_group_ref(owner_urn)
         type_urn = owner.get("typeUrn") or SYSTEM_OWNERSHIP_TYPE + legacy.lower()
         owners.append({"owner": entity, "type": legacy, "associatedUrn": owned_urn,
-                       "ownershipType": {"urn": type_urn, "type": "CUSTOM_OWNERSHIP_TYPE"}})
+                       "ownershipType": ownership_type_ref(type_urn)})
     stamp = value.get("lastModified") or {}
     return {"owners": owners, "lastModified": {"time": stamp.get("time", 0), "actor": stamp.get("actor", UNKNOWN_ACTOR)}}
 
@@ -181,6 +213,8 @@ def build_schema(cp: ControlPlane):
     query, mutation = QueryType(), MutationType()
     source_type, execution_type = ObjectType("IngestionSource"), ObjectType("ExecutionRequest")
     pool_type, executor_type = ObjectType("RemoteExecutorPool"), ObjectType("RemoteExecutor")
+    corp_user_type, corp_group_type = ObjectType("CorpUser"), ObjectType("CorpGroup")
+    corp_group_info_type, ownership_type_entity = ObjectType("CorpGroupInfo"), ObjectType("OwnershipTypeEntity")
 
     def identity(info) -> Identity:
         return info.context["identity"]
@@ -248,6 +282,57 @@ def build_schema(cp: ControlPlane):
         with cp.store.read() as db:
             stored = aspect_store.get(db, source["urn"], OWNERSHIP)
         return ownership_view(source["urn"], stored.value) if stored else None
+
+    # An owner's and an ownership type's fields, from the aspects stored for them. GraphQL
+    # resolves the objects' fields as DataHub's mappers map them: CorpUserInfo,
+    # CorpUserProperties, CorpUserEditableProperties, CorpGroupInfo, CorpGroupProperties and
+    # OwnershipTypeInfo take the aspect's fields of the same names.
+    def aspects_of(info, entity: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """ENTITY's aspects its mapper reads, read once per request however often it appears
+        (an owner who is also the admin and a member of an owning group)."""
+        cache = info.context.setdefault("owner_aspects", {})
+        if entity["urn"] not in cache:
+            spend(info, 1)
+            with cp.store.read() as db:
+                stored = aspect_store.latest(db, entity["urn"], ENTITY_ASPECTS[entity["_kind"]])
+            cache[entity["urn"]] = {name: aspect.value for name, aspect in stored.items()}
+        return cache[entity["urn"]]
+
+    @corp_user_type.field("info")
+    @corp_user_type.field("properties")
+    def resolve_user_info(user, info) -> dict[str, Any] | None:
+        return aspects_of(info, user).get(CORP_USER_INFO)
+
+    @corp_user_type.field("editableProperties")
+    def resolve_user_editable_properties(user, info) -> dict[str, Any] | None:
+        return aspects_of(info, user).get(CORP_USER_EDITABLE_INFO)
+
+    @corp_group_type.field("info")
+    @corp_group_type.field("properties")
+    def resolve_group_info(group, info) -> dict[str, Any] | None:
+        return aspects_of(info, group).get(CORP_GROUP_INFO)
+
+    def group_users(info, urns: list[str] | None) -> list[dict[str, Any]]:
+        spend(info, len(urns or []))
+        return [corp_user_ref(urn) for urn in urns or []]
+
+    @corp_group_info_type.field("admins")
+    def resolve_group_admins(group_info, info) -> list[dict[str, Any]]:
+        return group_users(info, group_info.get("admins"))
+
+    @corp_group_info_type.field("members")
+    def resolve_group_members(group_info, info) -> list[dict[str, Any]]:
+        return group_users(info, group_info.get("members"))
+
+    @ownership_type_entity.field("info")
+    def resolve_ownership_type_info(ownership_type, info) -> dict[str, Any] | None:
+        stored = aspects_of(info, ownership_type).get(OWNERSHIP_TYPE_INFO)
+        return stored if stored is not None else SYSTEM_OWNERSHIP_TYPE_INFO.get(ownership_type["urn"])
+
+    @ownership_type_entity.field("status")
+    def resolve_ownership_type_status(ownership_type, info) -> dict[str, Any] | None:
+        stored = aspects_of(info, ownership_type).get(STATUS)
+        return None if stored is None else {"removed": bool(stored.get("removed", False))}
 
     @query.field("listExecutionRequests")
     def resolve_list_executions(_, info, input: dict[str, Any]) -> dict[str, Any]:
@@ -411,7 +496,8 @@ def build_schema(cp: ControlPlane):
 
     owner_type = UnionType("OwnerType", lambda owner, *_: owner["_kind"])
     return make_executable_schema(load_schema_from_path(str(SCHEMA_PATH)), query, mutation, source_type,
-                                  execution_type, pool_type, executor_type, owner_type)
+                                  execution_type, pool_type, executor_type, owner_type, corp_user_type,
+                                  corp_group_type, corp_group_info_type, ownership_type_entity)
 
 
 def create_router(cp: ControlPlane) -> APIRouter:
