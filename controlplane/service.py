@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vocabulary import statuses as S
-
 from . import entities as E
 from . import lifecycle
 from .errors import Conflict, Forbidden, Invalid, NotFound
@@ -180,7 +178,7 @@ class ControlPlane:
     @staticmethod
     def _delete_execution(tx: sqlite3.Connection, execution_id: str) -> None:
         row = tx.execute("SELECT status FROM executions WHERE id=?", (execution_id,)).fetchone()
-        if row is not None and row[0] not in S.FINAL:
+        if row is not None and row[0] not in lifecycle.ENDED:
             raise Conflict(f"execution {execution_id} is {row[0]}; cancel it before deleting it")
         mirrored = tx.execute("SELECT state FROM upstream_requests WHERE execution_id=? AND state <> 'DONE'",
                               (execution_id,)).fetchone()

@@ -18,6 +18,7 @@ from datahub.emitter.mce_builder import datahub_guid, make_dataset_urn
 from datahub.emitter.mcp import MetadataChangeProposalWrapper
 from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
 
+from controlplane import admin_cli
 from controlplane.pools import DATAHUB_CLI_EXECUTOR_ID
 from controlplane.testing import ControlPlaneHandle, running_controlplane
 
@@ -35,8 +36,8 @@ from datahub.ingestion.api.source import Source, SourceReport
 
 
 class TinySource(Source):
-    """Datasets named in its config; then, as its config says, a failure or an end the
-    pipeline cannot name (an asyncio task's cancellation is no Exception)."""
+    """Datasets named in its config; then, as its config says, a failure, or an end the
+    pipeline cannot name when it closes (an asyncio task's cancellation is no Exception)."""
 
     platform = "hive"
 
@@ -55,6 +56,9 @@ class TinySource(Source):
                 description=self.config.get("description", "from a custom source"))).as_workunit()
         if self.config.get("fail"):
             self.report.failure(title="told to fail", message="this run was told to fail")
+
+    def close(self):
+        super().close()
         if self.config.get("cancelled"):
             raise asyncio.CancelledError()
 
@@ -196,3 +200,34 @@ def test_a_cli_run_booked_again_before_its_end_starts_anew_and_others_keep_their
     with pytest.raises(OperationalError, match="its input cannot change"):
         graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=elsewhere, aspect=cli_input(cli_source("killed"), 3)))
     assert cp.execution("edge-elsewhere")["status"] == "SUCCESS"
+
+
+def test_a_run_the_cli_ends_unknown_is_stored_and_shown_unknown(cp, graph, edge_sources, tmp_path):
+    """The pipeline stopped on a BaseException it cannot name (an asyncio task's cancellation,
+    as its source closed): DataHub's reporter books the run's end as UNKNOWN, in the batch of the
+    run's metadata."""
+    datasets = [make_dataset_urn("hive", "edge.unknown")]
+    ran = datahub_ingest(cp, edge_sources, tmp_path, {**edge_recipe("unknown", datasets, cancelled=True),
+                                                      "run_id": "edge-unknown"})
+    assert ran.returncode != 0 and "CancelledError" in ran.stdout + ran.stderr, said(ran)
+    assert "Reporting failed" not in ran.stdout + ran.stderr, said(ran)
+    assert graph.get_aspect(datasets[0], model.DatasetPropertiesClass) is not None, "the run's metadata is kept"
+    run = "urn:li:dataHubExecutionRequest:edge-unknown"
+    result = graph.get_aspect(run, model.ExecutionRequestResultClass)
+    assert result.validate() and result.status == "UNKNOWN", "stored as the CLI wrote it, as GMS stores it"
+    assert "Ingestion Report" in result.report
+    assert cp.execution("edge-unknown")["status"] == "UNKNOWN" and cp.execution("edge-unknown")["finished_at"]
+
+    assert runs_of(graph, cli_source("unknown"))["executionRequests"][0]["result"]["status"] == "UNKNOWN"
+    listed = graph.execute_graphql("query($i: ListExecutionRequestsInput!) { listExecutionRequests(input: $i) "
+                                   "{ total executionRequests { id result { status } } } }",
+                                   variables={"i": {"start": 0, "count": 10,
+                                                    "filters": [{"field": "status", "values": ["UNKNOWN"]}]}})
+    assert listed["listExecutionRequests"] == {"total": 1, "executionRequests": [
+        {"id": "edge-unknown", "result": {"status": "UNKNOWN"}}]}
+    admin = admin_cli.run(admin_cli.build_parser().parse_args([
+        "--url", cp.base_url, "--token-file", str(cp.server.admin_token_path), "executions", "list", "--status", "UNKNOWN"]))
+    assert [(row["id"], row["status"]) for row in admin] == [("edge-unknown", "UNKNOWN")]
+
+    graph.delete_entity(run, hard=True)  # an ended run, as any final one
+    assert not graph.exists(run)
