@@ -40,7 +40,6 @@ from vocabulary.tasks import RUN_INGEST, TASKS
 from . import entities as E
 from .executions import input_for_source
 from .ingest import UNVERSIONED_STORED, VERSION_HEADER, VERSION_REFUSED
-from .lifecycle import UNKNOWN
 from .liveness import ONLINE, liveness
 
 
@@ -176,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     executions = groups.add_parser("executions").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     listing = executions.add_parser("list")
     listing.add_argument("--source")
-    listing.add_argument("--status", type=str.upper, choices=sorted(S.ALL | {UNKNOWN}))
+    listing.add_argument("--status", type=str.upper, choices=sorted(S.ALL))
     listing.add_argument("--count", type=int, default=50)
     for name in ("show", "logs", "cancel"):
         executions.add_parser(name).add_argument("execution_id")

@@ -290,7 +290,7 @@ class Executions:
         # A final execution's claim is refused below (409: the executor deletes its message).
         # Asking an upstream DataHub for its secrets first made a redelivery of a finished run
         # wait out a DataHub outage (503, asked again) instead.
-        final = row is None or row["status"] in lifecycle.ENDED
+        final = row is None or row["status"] in S.ENDED
         extra = self.claim_context(execution_id, args) if self.claim_context and inputs and not final else {}
         with self.store.transaction() as tx:
             applied = lifecycle.apply(tx, execution_id, lifecycle.Claim(executor_id, instance, pool_id, receive_count,
@@ -350,7 +350,7 @@ class Executions:
             return None
         row = tx.execute("SELECT pool_id, status FROM executions WHERE id=?", (execution_id,)).fetchone()
         if row is not None and not self.pools.is_local(row[0]):
-            if row[1] not in lifecycle.ENDED:
+            if row[1] not in S.ENDED:
                 tx.execute("UPDATE executions SET cancel_requested=1 WHERE id=?", (execution_id,))
             return None
         return lifecycle.apply(tx, execution_id, lifecycle.Cancel(), self.ctx)

@@ -31,7 +31,8 @@
                                           (an execution for an executor elsewhere, whose
                                            executorId names no pool of ours: its result, written
                                            by that executor with an admin token, is the truth;
-                                           DataHub's CLI may end a run UNKNOWN, see UNKNOWN)
+                                           DataHub's CLI may end a run UNKNOWN:
+                                           vocabulary/statuses.py)
     any --rebooked--> PENDING             (a run of DataHub's CLI, executorId __datahub_cli_, only:
                                            `datahub ingest` run again under a run id it ran under
                                            before books the new run on the same request, with a
@@ -75,13 +76,6 @@ REFUSED_CLAIM_RETRY_S = 1.0
 
 # RUNNING with cancel_requested set: stored as RUNNING (DataHub's status), a state of its own here.
 RUNNING_CANCELLING = "RUNNING_CANCELLING"
-# DataHub's CLI ends a run UNKNOWN when its pipeline stopped on what it cannot name (a
-# BaseException that is neither an Exception nor an interrupt, such as asyncio's CancelledError:
-# its PipelineStatus.UNKNOWN), and its default reporter writes that as the run's result. GMS
-# stores it, as any status string. An end no executor of ours reports (not the vocabulary's),
-# reached only by a result written from elsewhere (Reported): final like the vocabulary's.
-UNKNOWN = "UNKNOWN"
-ENDED = S.FINAL | {UNKNOWN}  # the statuses a run has ended in
 
 # event -> {state it may leave: state it reaches}
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -98,7 +92,7 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "dead_lettered": {S.PENDING: S.FAILURE},
     "rebooked": {S.PENDING: S.PENDING, S.RUNNING: S.PENDING, RUNNING_CANCELLING: S.PENDING, S.SUCCESS: S.PENDING,
                  S.FAILURE: S.PENDING, S.CANCELLED: S.PENDING, S.TIMEOUT: S.PENDING, S.ABORTED: S.PENDING,
-                 S.DUPLICATE: S.PENDING, UNKNOWN: S.PENDING},
+                 S.DUPLICATE: S.PENDING, S.UNKNOWN: S.PENDING},
 }
 
 
@@ -245,13 +239,13 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
     if lease is not None and lease != row["lease"]:
         raise Conflict(f"stale lease for execution {execution_id}: it is held by executor {row['executor_id']} "
                        f"(lease epoch {row['lease_epoch']}); this executor lost it and must stop its task")
-    if isinstance(event, Finish) and status in ENDED:
+    if isinstance(event, Finish) and status in S.ENDED:
         if event.result.get("status") == status:
             return Applied(row, "repeated")
         raise Conflict(f"execution {execution_id} is already {status}; a final status is final")
-    if isinstance(event, Cancel) and status in ENDED:
+    if isinstance(event, Cancel) and status in S.ENDED:
         return Applied(row, "unchanged")
-    if isinstance(event, Reported) and status in ENDED:
+    if isinstance(event, Reported) and status in S.ENDED:
         if event.result.get("status") == status:
             return Applied(row, "repeated")
         raise Conflict(f"execution {execution_id} is already {status}; a final status is final")
@@ -292,7 +286,7 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
                        "peak_memory_bytes=MAX(COALESCE(peak_memory_bytes, 0), ?) WHERE id=?",
                        (S.RUNNING, started / 1000 if isinstance(started, int) else now, now, event.peak_memory_bytes or 0,
                         execution_id))
-        elif reported in ENDED:
+        elif reported in S.ENDED:
             _finalize(tx, execution_id, reported, event.reason, now, exit_code=event.exit_code, signal=event.signal,
                       peak=event.peak_memory_bytes)
         else:
@@ -365,7 +359,7 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
     if event.pool_id != row["pool_id"]:
         raise Forbidden(f"execution {execution_id} belongs to pool {row['pool_id']}, not to pool {event.pool_id} "
                         "of the claiming executor")
-    if status in ENDED:
+    if status in S.ENDED:
         raise Conflict(f"execution {execution_id} is already {status}")
     _require_claimer_registered(tx, event, now, ctx.started_at)
     if status == S.RUNNING:

@@ -19,6 +19,7 @@ from . import lifecycle
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .executions import Executions
 from .executors import Executors
+from vocabulary import statuses as S
 from vocabulary.results import LEASE_HEADER
 
 from .ingest import Ingest, Proposal
@@ -178,7 +179,7 @@ class ControlPlane:
     @staticmethod
     def _delete_execution(tx: sqlite3.Connection, execution_id: str) -> None:
         row = tx.execute("SELECT status FROM executions WHERE id=?", (execution_id,)).fetchone()
-        if row is not None and row[0] not in lifecycle.ENDED:
+        if row is not None and row[0] not in S.ENDED:
             raise Conflict(f"execution {execution_id} is {row[0]}; cancel it before deleting it")
         mirrored = tx.execute("SELECT state FROM upstream_requests WHERE execution_id=? AND state <> 'DONE'",
                               (execution_id,)).fetchone()

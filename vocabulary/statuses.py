@@ -14,7 +14,14 @@ DUPLICATE = "DUPLICATE"
 FINAL = frozenset({SUCCESS, FAILURE, CANCELLED, TIMEOUT, ABORTED, DUPLICATE})
 # What an executor may report at the end of a run it holds.
 EXECUTOR_RESULTS = frozenset({SUCCESS, FAILURE, CANCELLED, TIMEOUT, ABORTED})
-ALL = frozenset({PENDING, RUNNING}) | FINAL
+# DataHub's CLI ends a run UNKNOWN when its pipeline stopped on what it cannot name (a
+# BaseException that is neither an Exception nor an interrupt, such as asyncio's CancelledError:
+# its PipelineStatus.UNKNOWN), and its default reporter writes that as the run's result; GMS
+# stores it as any status. No executor of ours reports it: a run reaches it only by a result
+# written from elsewhere, and it is an end like FINAL's.
+UNKNOWN = "UNKNOWN"
+ENDED = FINAL | {UNKNOWN}  # every status a run has ended in
+ALL = frozenset({PENDING, RUNNING}) | ENDED
 
 # Reasons the executor reports.
 EXIT_CODE = "EXIT_CODE"
