@@ -19,7 +19,6 @@ UNIT = ROOT / "systemd" / "datahub-executor.service"
 INSTALL = ROOT / "systemd" / "install.sh"
 TASK_USER = "datahub-task"
 # The tests that run install.sh share one worker (--dist loadgroup), and so the installed tree.
-INSTALLS = pytest.mark.xdist_group("install-sh")
 
 
 def unit_settings() -> dict[str, str]:
@@ -83,7 +82,6 @@ def passwd_entry(root: Path, name: str) -> list[str] | None:
     return None
 
 
-@INSTALLS
 def test_install_script_installs_into_a_root_is_idempotent_and_keeps_the_environment_file(tmp_path):
     root = tmp_path / "root"
     first = install(root)
@@ -146,7 +144,6 @@ def documented_vm_commands() -> list[list[str]]:
     return commands
 
 
-@INSTALLS
 def test_the_unit_and_the_documented_commands_run_what_install_sh_installs(installed):
     """What install.sh puts on the machine is what the unit starts and what the operator is told
     to run: each documented command is run, its paths moved into the install root."""
@@ -160,7 +157,6 @@ def test_the_unit_and_the_documented_commands_run_what_install_sh_installs(insta
         assert ran.returncode == 2 and "DATAHUB_GMS_URL is not set" in ran.stderr, (argv, ran.stderr)
 
 
-@INSTALLS
 def test_the_installed_executor_runs_a_recipe_that_names_no_version(installed, tmp_path):
     """DATAHUB_EXECUTOR_DEFAULT_CLI_VERSION is `native` by default: a recipe naming no version runs
     the acryl-datahub installed beside the executor, so install.sh must install it, as the image
@@ -191,7 +187,6 @@ def test_the_installed_executor_runs_a_recipe_that_names_no_version(installed, t
             executor.stop()
 
 
-@INSTALLS
 def test_a_tree_staged_with_root_runs_wherever_it_is_unpacked(installed):
     """--root DIR stages a package's payload (or an image's tree): on the target it lives at /, not
     at DIR, so the venv's scripts must not name DIR. The staged tree, moved, runs its executor
