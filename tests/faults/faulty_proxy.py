@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import http.client
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from urllib.parse import urlparse
 
+from executor.testing import stop_all_without_draining
 from tests.http_handler import QuietHandler
 
 
@@ -101,3 +104,19 @@ class FaultyProxy:
     def stop(self) -> None:
         self._stopped.set()
         self._server.shutdown()
+        self._server.server_close()  # refused from now on, not accepted and left unanswered
+
+
+@contextmanager
+def in_front_of(upstream_url: str, executors: list) -> Iterator[FaultyProxy]:
+    """A FaultyProxy for a test's fixture. At the end it heals first and the EXECUTORS that may
+    talk through it stop, then it goes: an executor stopping behind a proxy that still breaks
+    answers (or is gone) spent seconds on its last heartbeats in every teardown."""
+    proxy = FaultyProxy(upstream_url)
+    try:
+        yield proxy
+    finally:
+        proxy.heal()
+        proxy._stopped.set()  # requests held in a black hole are let go (their connections closed)
+        stop_all_without_draining(executors)
+        proxy.stop()

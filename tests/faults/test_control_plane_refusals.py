@@ -18,7 +18,7 @@ from moto.server import ThreadedMotoServer
 from executor.testing import free_port
 from tests.e2e.conftest import mock_recipe
 
-from .faulty_proxy import FaultyProxy
+from .faulty_proxy import in_front_of
 
 REFUSED = "refused this execution's result for good"
 TOKEN_REFUSED = "refuses this executor's token"
@@ -26,9 +26,8 @@ TOKEN_REFUSED = "refuses this executor's token"
 
 @pytest.fixture
 def proxy(system):
-    broken = FaultyProxy(system.cp.gms_url)
-    yield broken
-    broken.stop()
+    with in_front_of(system.cp.gms_url, system.executors) as broken:
+        yield broken
 
 
 def _sqs(system):

@@ -13,21 +13,19 @@ from tests.e2e.conftest import custom_env, custom_recipe, live_tasks, mock_recip
 
 from executor.master import FINAL_HEARTBEAT_TIMEOUT_S, SECOND_SIGNAL_REPORT_S
 
-from .faulty_proxy import FaultyProxy
+from .faulty_proxy import in_front_of
 
 
 @pytest.fixture
 def proxy(system):
-    broken = FaultyProxy(system.cp.gms_url)
-    yield broken
-    broken.stop()
+    with in_front_of(system.cp.gms_url, system.executors) as broken:
+        yield broken
 
 
 @pytest.fixture
 def sqs_proxy(system):
-    broken = FaultyProxy(system.cp.sqs_endpoint_url)
-    yield broken
-    broken.stop()
+    with in_front_of(system.cp.sqs_endpoint_url, system.executors) as broken:
+        yield broken
 
 
 def test_answers_that_are_not_json_never_kill_a_runner(system, proxy, tmp_path):
