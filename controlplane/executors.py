@@ -82,7 +82,7 @@ class Executors:
         if not 0 < interval <= 3600:
             raise Invalid("heartbeatIntervalSeconds must be in (0, 3600]")
         state = properties.get("state") or ("STOPPED" if status.get("executorStopped") else "ACTIVE")
-        if state not in STATES:
+        if not isinstance(state, str) or state not in STATES:
             raise Invalid(f"state must be one of {', '.join(STATES)}")
         running = _json_property(properties, "runningExecutions", None)
         if running is not None and (not isinstance(running, list) or not all(isinstance(r, str) for r in running)):

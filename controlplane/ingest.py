@@ -109,7 +109,7 @@ class Ingest:
             raise Invalid("proposal.entityType is required")
         self.registry.entity(entity_type)
         change_type = raw.get("changeType")
-        if change_type not in CHANGE_TYPES:
+        if not isinstance(change_type, str) or change_type not in CHANGE_TYPES:
             raise Invalid(f"proposal.changeType {str(change_type)[:40]!r} is not one of {', '.join(sorted(CHANGE_TYPES))}")
         if change_type == "PATCH":
             raise Invalid("changeType PATCH is not supported by this server (its /config says patchCapable: false); "
@@ -217,8 +217,7 @@ class Ingest:
                                         value=proposal.value, system_metadata=proposal.system_metadata)
         elif proposal.aspect != self.registry.entity(proposal.entity_type).key_aspect:
             aspect_store.put(tx, urn=proposal.urn, entity_type=proposal.entity_type, aspect=proposal.aspect,
-                             value=proposal.value, system_metadata=proposal.system_metadata, actor=identity.actor,
-                             versioned=True)
+                             value=proposal.value, system_metadata=proposal.system_metadata, actor=identity.actor)
         run_id = identity.execution_id or proposal.run_id
         if run_id:
             tx.execute("INSERT INTO run_writes VALUES (?,?,?,?,1,?) ON CONFLICT(run_id, urn, aspect) DO UPDATE SET "

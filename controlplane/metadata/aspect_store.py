@@ -43,25 +43,24 @@ def now_ms() -> int:
 
 
 def put(tx: sqlite3.Connection, *, urn: str, entity_type: str, aspect: str, value: dict[str, Any],
-        system_metadata: dict[str, Any] | None = None, actor: str | None = None, versioned: bool = False) -> int:
+        system_metadata: dict[str, Any] | None = None, actor: str | None = None) -> int:
     """Write VALUE as the latest version; returns the number of history versions after it
     (0 for a first write). An unchanged value keeps its version.
 
-    VERSIONED: the latest value's number goes into its system metadata ("version"), as GMS puts
-    it in every aspect it writes and If-Version-Match names it (ingest.py): 1 for a first value,
-    one more for each change, the same again for the same value. History keeps the values a
-    change replaced as versions 1, 2, ..., dropping the oldest only, so the latest is the one
-    after the newest of those."""
+    The latest value's number goes into its system metadata ("version"), as GMS puts it in every
+    aspect it writes and If-Version-Match names it (ingest.py): 1 for a first value, one more for
+    each change, the same again for the same value. Every write path stamps it: an aspect written
+    both as an MCP and by a rule of ours (the default pool, a source's info) lost its number to
+    the unstamped write, and a conditional write holding the number read before that change was
+    then judged against "1" and could undo it. History keeps the values a change replaced as
+    versions 1, 2, ..., dropping the oldest only, so the latest is the one after the newest."""
     metadata = _dumps(value)
     created = now_ms()
     current = tx.execute("SELECT metadata FROM aspects WHERE urn=? AND aspect=? AND version=0", (urn, aspect)).fetchone()
     changed = current is not None and current[0] != metadata
-    newest = 0  # the newest history version
-    if changed or versioned:
-        newest = tx.execute("SELECT COALESCE(MAX(version), 0) FROM aspects WHERE urn=? AND aspect=?",
-                            (urn, aspect)).fetchone()[0]
-    if versioned:
-        system_metadata = {**(system_metadata or {}), "version": str(newest + (2 if changed else 1))}
+    newest = tx.execute("SELECT COALESCE(MAX(version), 0) FROM aspects WHERE urn=? AND aspect=?",
+                        (urn, aspect)).fetchone()[0]  # the newest history version
+    system_metadata = {**(system_metadata or {}), "version": str(newest + (2 if changed else 1))}
     system = _dumps(system_metadata) if system_metadata is not None else None
     if current is not None and not changed:
         tx.execute("UPDATE aspects SET system_metadata=? WHERE urn=? AND aspect=? AND version=0", (system, urn, aspect))

@@ -37,6 +37,12 @@ def proposals(registry: Registry, entity: Any, system_metadata: Any, where: str 
     unknown = set(snapshot) - {"urn", "aspects"}
     if unknown:
         raise MetadataInvalid(f"{where}: {', '.join(sorted(unknown))}: unrecognized field found but not allowed")
+    # Rest.li coerces the snapshot's typed urn (DatasetUrn, ...) before anything else: a malformed
+    # one, or one of another entity, is refused even with no aspect to write.
+    urn = registry.parse_urn(snapshot["urn"])
+    if urn.entity_type != spec.entity:
+        raise MetadataInvalid(f"{where}: urn {snapshot['urn'][:200]!r} is not of entityType {spec.entity}, which a "
+                              f"{name.rsplit('.', 1)[-1]} needs")
     made = []
     for index, member in enumerate(snapshot["aspects"]):
         if not isinstance(member, dict) or len(member) != 1:

@@ -71,7 +71,7 @@ def _criterion(raw: Any, where: str) -> Criterion:
             raise MetadataInvalid(f"{where}.value must be a string")
         values = [raw["value"]]
     condition = raw.get("condition", "EQUAL")
-    if condition not in CONDITIONS:
+    if not isinstance(condition, str) or condition not in CONDITIONS:
         raise MetadataInvalid(f"{where}.condition {str(condition)[:40]!r} is not supported on timeseries aspects by "
                               f"this server; use one of {', '.join(CONDITIONS)}")
     negated = raw.get("negated", False)

@@ -57,7 +57,7 @@ def _checked_input(request: dict[str, Any]) -> dict[str, Any] | Refusal:
         return Refusal(S.INVALID_ARGUMENTS, f"the request's id cannot be run here: {exc}")
     given = request.get("input") or {}
     task = given.get("task")
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         return Refusal(S.UNKNOWN_TASK, f"task {str(task)[:60]!r} is not one of {', '.join(sorted(TASKS))}")
     arguments = given.get("arguments") or []
     if not isinstance(arguments, list) or not all(isinstance(a, dict) and isinstance(a.get("key"), str)
