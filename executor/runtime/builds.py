@@ -38,21 +38,16 @@ class ConfinedBuilder:
                                          stderr=subprocess.STDOUT, user=step.user)
         except SandboxError as exc:
             raise TaskRejected("VENV_INSTALL_FAILED", f"the virtualenv build could not start: {exc}") from None
-        kept = b""
-        fd = process.stdout.fileno()
-        while True:
-            if self.stopping is not None and self.stopping.is_set():
-                process.kill()
-                process.wait()
-                process.stdout.close()
-                raise PreparationStopped("the executor is stopping; the virtualenv build was killed")
-            readable, _, _ = select.select([fd], [], [], STOP_POLL_S)
-            if not readable:
-                continue
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            kept = (kept + chunk)[-OUTPUT_KEPT_BYTES:]
+        try:
+            kept = self._drain(process)
+        except BaseException:
+            # Whatever broke the reading, the build must not outlive it: its runner gives back the
+            # weight and the uid next, and a build left running as that uid would be reachable by
+            # the next task given it.
+            process.kill()
+            process.wait()
+            process.stdout.close()
+            raise
         process.stdout.close()
         outcome = process.wait()
         if outcome.killed_by == "timeout":
@@ -62,3 +57,25 @@ class ConfinedBuilder:
             raise TaskRejected("VENV_INSTALL_FAILED", "installing the task environment ran out of memory (a build may "
                                                       f"use {BUILD_MEMORY_BYTES >> 30} GiB)")
         return code, kept.decode("utf-8", "replace")
+
+    def _drain(self, process) -> bytes:
+        """The build's output to its end, keeping the last OUTPUT_KEPT_BYTES; killed (and
+        PreparationStopped) if the executor stops meanwhile. poll(), not select(): the master's
+        descriptors pass 1023 once it runs a few hundred tasks (its open-files limit is raised),
+        and select() refuses those."""
+        kept = b""
+        fd = process.stdout.fileno()
+        waiting = select.poll()
+        waiting.register(fd, select.POLLIN)
+        while True:
+            if self.stopping is not None and self.stopping.is_set():
+                process.kill()
+                process.wait()
+                process.stdout.close()
+                raise PreparationStopped("the executor is stopping; the virtualenv build was killed")
+            if not waiting.poll(STOP_POLL_S * 1000):
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return kept
+            kept = (kept + chunk)[-OUTPUT_KEPT_BYTES:]
