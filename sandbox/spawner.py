@@ -20,6 +20,12 @@ Races handled here:
   the host's, until the master exited (a run could leave its pids limit of them, and a few runs
   the host without pids). Once a child forked here is reaped, this thread reaps the zombies among
   its children that it never forked (_reap_strays).
+- A child is counted out (`reaped()`) only after its reaper has also ended its tree and removed
+  its cgroups, milliseconds after the wait that freed its pid: a task forked meanwhile may get
+  that pid. Children are counted per pid, each fork one more, each `reaped()` one fewer, so the
+  late `reaped()` of the first does not count out the second (counted as a set, it did: close()
+  then ended this thread under a running task, whose parent-death signal killed it, and
+  _reap_strays took it for a stray).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import logging
 import os
 import queue
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -54,7 +61,7 @@ class Spawner:
     def __init__(self, name: str) -> None:
         self._requests: queue.SimpleQueue[_Request | object | None] = queue.SimpleQueue()
         self._lock = threading.Condition()
-        self._children: set[int] = set()  # pids of the direct children forked here and not yet reaped
+        self._children: Counter[int] = Counter()  # direct children forked here and not yet reaped, by pid
         self._closed = False
         self.namespaces: MountNamespaces | None = None
         self.namespaces_unavailable: str | None = None
@@ -95,13 +102,15 @@ class Spawner:
     def forked(self, pid: int) -> None:
         """Called by a work item on the spawner thread right after a successful fork of PID."""
         with self._lock:
-            self._children.add(pid)
+            self._children[pid] += 1
 
     def reaped(self, pid: int) -> None:
         """Called (from any thread) once the child PID forked here has been waited for. The
         zombies its task may have made this thread's are reaped next, on this thread."""
         with self._lock:
-            self._children.discard(pid)
+            self._children[pid] -= 1
+            if self._children[pid] <= 0:
+                del self._children[pid]
             self._lock.notify_all()
             if not self._closed:
                 self._requests.put(_REAP_STRAYS)
@@ -131,7 +140,7 @@ class Spawner:
     def live(self) -> int:
         """Direct children forked here and not yet reaped."""
         with self._lock:
-            return len(self._children)
+            return self._children.total()
 
     @property
     def thread(self) -> threading.Thread:
@@ -144,7 +153,7 @@ class Spawner:
             if self._closed:
                 return
             self._closed = True
-            live = len(self._children)
+            live = self._children.total()
         self._requests.put(None)
         if live == 0:
             self._thread.join(timeout_s)

@@ -141,3 +141,51 @@ def test_opening_and_closing_sandboxes_leaks_no_descriptor():
         sb.close()
         assert not sb.spawner_thread.is_alive()
     assert mount_namespace_fds() == before
+
+
+def test_a_task_given_the_pid_of_one_just_reaped_keeps_the_spawner_thread_when_the_sandbox_closes():
+    """A task is counted out of the spawner once its reaper has ended its tree and removed its
+    cgroups, after the wait that freed its pid. A task forked in between may get that pid
+    (forced here with ns_last_pid, and the window held open): counted as a set of pids, the first
+    one's late count-out dropped the second, so close() ended the spawner thread under it and its
+    parent-death signal killed it (SIGKILL where it would have exited 7)."""
+    sandbox = _open_or_skip()
+    gate = threading.Event()
+    original = sandbox._spawner.reaped
+
+    def slow_reaped(pid: int) -> None:  # the reaper still busy with the tree and the cgroups
+        gate.wait(30)
+        original(pid)
+
+    sandbox._spawner.reaped = slow_reaped
+    second = None
+    try:
+        first = sandbox.start(["true"], name="first")
+        while first._popen.returncode is None:  # reaped: its pid is free, its count-out held
+            time.sleep(0.001)
+        for _ in range(20):
+            try:
+                with open("/proc/sys/kernel/ns_last_pid", "w") as last:
+                    last.write(str(first.pid - 1))
+            except OSError as exc:
+                pytest.skip(f"cannot choose the next pid here ({exc.strerror}): needs CAP_CHECKPOINT_RESTORE")
+            second = sandbox.start(["sh", "-c", "sleep 1; exit 7"], name=f"second-{_}")
+            if second.pid == first.pid:
+                break
+            second.kill()
+            second.wait(10)
+            second = None
+        if second is None:
+            pytest.skip("another process kept taking the pid")
+        gate.set()
+        first.wait(10)
+        assert sandbox._spawner.live == 1, "the second task is counted as running"
+        sandbox.close()
+        outcome = second.wait(20)
+        assert (outcome.status, outcome.exit_code) == (Status.FAILED, 7), outcome
+    finally:
+        gate.set()
+        if second is not None and second.poll() is None:
+            second.kill()
+            second.wait(10)
+        sandbox.close()
