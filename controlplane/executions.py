@@ -285,7 +285,12 @@ class Executions:
                             "executor elsewhere that they name")
         with self.store.read() as db:
             inputs = aspect_store.get(db, E.execution_urn(execution_id), E.EXECUTION_INPUT)
-            row = db.execute("SELECT status FROM executions WHERE id=?", (execution_id,)).fetchone()
+            row = db.execute("SELECT status, pool_id FROM executions WHERE id=?", (execution_id,)).fetchone()
+        if row is not None:
+            # Refused before anything is done for the claim: claim_context may ask an upstream
+            # DataHub for the recipe's secrets, which another pool's executor must not set going
+            # (nor learn, from a 503, that the run's recipe names some).
+            lifecycle.require_claimers_pool(execution_id, row["pool_id"], pool_id)
         args = (inputs.value if inputs else {}).get("args", {})
         # A final execution's claim is refused below (409: the executor deletes its message).
         # Asking an upstream DataHub for its secrets first made a redelivery of a finished run

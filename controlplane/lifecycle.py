@@ -356,9 +356,7 @@ def _state(row: dict[str, Any]) -> str:
 
 def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: float) -> Applied:
     execution_id, status = row["id"], row["status"]
-    if event.pool_id != row["pool_id"]:
-        raise Forbidden(f"execution {execution_id} belongs to pool {row['pool_id']}, not to pool {event.pool_id} "
-                        "of the claiming executor")
+    require_claimers_pool(execution_id, row["pool_id"], event.pool_id)
     if status in S.ENDED:
         raise Conflict(f"execution {execution_id} is already {status}")
     _require_claimer_registered(tx, event, now, ctx.started_at)
@@ -430,6 +428,13 @@ def _require_claimer_registered(tx: sqlite3.Connection, event: Claim, now: float
         raise Conflict(f"executor {event.executor_id} has not heartbeaten for six of its intervals (OFFLINE); it takes "
                        "no work until a heartbeat of it arrives, and its message goes back for another executor",
                        retry_after_s=max(REFUSED_CLAIM_RETRY_S, round(row[2], 1)))
+
+
+def require_claimers_pool(execution_id: str, runs_pool: str, claimers_pool: str) -> None:
+    """Forbidden unless the run is of the claiming executor's pool."""
+    if claimers_pool != runs_pool:
+        raise Forbidden(f"execution {execution_id} belongs to pool {runs_pool}, not to pool {claimers_pool} of the "
+                        "claiming executor")
 
 
 def _claim_on_executor_clock(tx: sqlite3.Connection, event: Claim, now: float) -> int | None:

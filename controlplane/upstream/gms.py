@@ -72,7 +72,8 @@ class UpstreamGms:
         page = self._graphql(queries.LIST_EXECUTION_REQUESTS, {"start": start, "count": count})["listExecutionRequests"]
         if not isinstance(page, dict) or not isinstance(page.get("executionRequests"), list):
             raise UpstreamRefused("listExecutionRequests answered no executionRequests")
-        return int(page.get("total") or 0), page["executionRequests"]
+        total = page.get("total")
+        return (total if isinstance(total, int) and not isinstance(total, bool) else 0), page["executionRequests"]
 
     def write_result(self, urn: str, value: dict[str, Any]) -> None:
         """DataHub's dataHubExecutionRequestResult, as DataHub's own executor writes it; to the

@@ -27,17 +27,31 @@ class Refusal:
     message: str
 
 
-def request_id(request: dict[str, Any]) -> str:
+# The three below read a page's requests before any check of them, so they take any shape DataHub
+# (or whatever answers in its place) sends: a null entry or an input that is not an object raised
+# here, and every scan then stopped at that page, so nothing on it or behind it was ever taken.
+# Such a request names no request id and no executor: no pool of ours touches it.
+def request_id(request: Any) -> str:
+    if not isinstance(request, dict):
+        return ""
     return str(request.get("id") or str(request.get("urn", "")).rsplit(":", 1)[-1])
 
 
-def executor_id_of(request: dict[str, Any]) -> str:
-    return str(((request.get("input") or {}).get("executorId")) or "default")
+def executor_id_of(request: Any) -> str:
+    """The executor REQUEST is for (DataHub's "default" when its input names none); "" where its
+    input is not an object, which no pool is."""
+    given = request.get("input") if isinstance(request, dict) else "not a request"
+    if given is None:
+        return "default"
+    if not isinstance(given, dict):
+        return ""
+    return str(given.get("executorId") or "default")
 
 
-def requested_at(request: dict[str, Any]) -> int:
-    value = (request.get("input") or {}).get("requestedAt")
-    return value if isinstance(value, int) else 0
+def requested_at(request: Any) -> int:
+    given = request.get("input") if isinstance(request, dict) else None
+    value = given.get("requestedAt") if isinstance(given, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def as_input(request: dict[str, Any]) -> dict[str, Any] | Refusal:

@@ -157,7 +157,7 @@ class UpstreamSync:
                 self._scan = None
                 raise
             scan.start += len(page)
-            if len(page) < PAGE or (total and scan.start >= total) or any(requested_at(r) < scan.floor for r in page):
+            if len(page) < PAGE or (total and scan.start >= total) or any(isinstance(r, dict) and requested_at(r) < scan.floor for r in page):
                 self._scan = None
                 if scan.newest:
                     self.mirror.saw(scan.newest)
@@ -202,9 +202,11 @@ class UpstreamSync:
 
     def _take_new(self, page: list[dict], scan: _Scan, pools: set[str]) -> list[str]:
         """Take PAGE's requests that are new, for our pools and without a result."""
-        known = self.mirror.known([request_id(r) for r in page])
+        known = self.mirror.known([request_id(r) for r in page if isinstance(r, dict)])
         new = []
         for request in page:
+            if not isinstance(request, dict):
+                continue  # not a request (requests.py): nothing to take, and no reason to stop
             at = requested_at(request)
             scan.newest = max(scan.newest, min(at, scan.now))
             if at < scan.floor or executor_id_of(request) not in pools:

@@ -1,0 +1,142 @@
+"""Upstream mode, found by review. First, against a DataHub (or whatever answers in its place: a
+proxy, a service that is not DataHub) whose page of execution requests holds something that is not a request: a null
+entry, an input that is not an object, a total that is not a number. The page's requests were
+read before any check of them, so each raised, every scan stopped at that page, and no request on
+it or behind it was ever taken. Then, a claim of a mirrored run by another pool's executor,
+which asked DataHub for the run's secrets before it was refused. The stand-in GMS answers
+DataHub's own client."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from controlplane.testing import ControlPlaneHandle, running_controlplane
+from executor.controlplane_client import ControlPlaneError
+
+from .conftest import ExecutorDouble
+from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
+
+RECIPE = json.dumps({"source": {"type": "datahub-mock-data", "config": {}}})
+
+
+class PageServer:
+    """Answers UpstreamGms's listExecutionRequests with PAGE, and anything else as an empty GMS."""
+
+    def __init__(self) -> None:
+        self.page: dict = {"start": 0, "count": 0, "total": 0, "executionRequests": []}
+        self.secret_asks = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def answer(self, code: int, body) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/config"):
+                    return self.answer(200, {"noCode": "true", "versions": {"acryldata/datahub": {"version": "v1.0.0"}}})
+                return self.answer(404, {"status": 404, "message": "not found"})
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/api/graphql"):
+                    query = json.loads(body)["query"]
+                    if "listExecutionRequests" in query:
+                        return self.answer(200, {"data": {"listExecutionRequests": server.page}})
+                    server.secret_asks += 1
+                    return self.answer(200, {"data": {"getSecretValues": []}})
+                if "batchGet" in self.path:
+                    return self.answer(200, [])
+                return self.answer(200, {"value": "ok"})
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory) -> Iterator[ControlPlaneHandle]:
+    with running_controlplane(Path(tmp_path_factory.mktemp("ours"))) as handle:
+        yield handle
+
+
+@pytest.fixture
+def upstream() -> Iterator[PageServer]:
+    server = PageServer()
+    yield server
+    server.close()
+
+
+def request(request_id: str, pool: str) -> dict:
+    return {"urn": f"urn:li:dataHubExecutionRequest:{request_id}", "id": request_id, "result": None,
+            "input": {"task": "RUN_INGEST", "executorId": pool, "requestedAt": int(time.time() * 1000),
+                      "actorUrn": None, "arguments": [{"key": "recipe", "value": RECIPE}],
+                      "source": {"type": "MANUAL_INGESTION_SOURCE", "ingestionSource": None}}}
+
+
+@pytest.mark.parametrize("case", ["null entry", "input not an object", "total not a number"])
+def test_a_request_beside_one_that_is_not_a_request_is_taken(ours, upstream, tmp_path, case):
+    pool = f"p-{case.split()[0]}"
+    ours.create_pool(pool)
+    good = request(f"good-{pool}", pool)
+    hostile = {"null entry": None,
+               "input not an object": {"urn": "urn:li:dataHubExecutionRequest:odd", "id": "odd", "input": "text"},
+               "total not a number": None}[case]
+    entries = [good] if case == "total not a number" else [hostile, good]
+    upstream.page = {"start": 0, "count": len(entries), "total": "lots" if case == "total not a number" else len(entries),
+                     "executionRequests": entries}
+    (tmp_path / "token").write_text("upstream-token-not-checked-here")
+    (tmp_path / "ingest-token").write_text("ingest-token-not-checked-here")
+    sync = UpstreamSync(ours.cp, UpstreamConfig(url=upstream.url, token_file=tmp_path / "token",
+                                                ingest_token_file=tmp_path / "ingest-token", poll_interval_s=0.1))
+    assert good["id"] in sync.discover()
+    taken = {execution["id"]: execution for execution in ours.cp.executions.list()[1]}
+    assert taken[good["id"]]["pool_id"] == pool
+    assert "odd" not in taken, "what is not a request is never touched"
+
+
+def test_another_pools_executor_claiming_a_mirrored_run_is_refused_before_datahub_is_asked_for_its_secrets(
+        ours, upstream, tmp_path):
+    """The pool was checked inside the claim's transaction, after claim_context had asked DataHub
+    for the secrets the run's recipe names: a p1 token set that call going for p2's run, and with
+    DataHub down was told 503 (ask again, the recipe names secrets) instead of 403."""
+    ours.create_pool("claims-p1")
+    ours.create_pool("claims-p2")
+    secretive = request("secretive", "claims-p2")
+    secretive["input"]["arguments"] = [{"key": "recipe", "value": json.dumps(
+        {"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}})}]
+    upstream.page = {"start": 0, "count": 1, "total": 1, "executionRequests": [secretive]}
+    (tmp_path / "token").write_text("upstream-token-not-checked-here")
+    (tmp_path / "ingest-token").write_text("ingest-token-not-checked-here")
+    sync = UpstreamSync(ours.cp, UpstreamConfig(url=upstream.url, token_file=tmp_path / "token",
+                                                ingest_token_file=tmp_path / "ingest-token"))
+    before = ours.cp.executions.claim_context
+    sync.attach()
+    try:
+        assert sync.discover() == ["secretive"]
+        other = ExecutorDouble(ours, "claims-p1", "claims-exec-p1")
+        other.heartbeat()
+        asked = upstream.secret_asks
+        with pytest.raises(ControlPlaneError) as refused:
+            other.claim("secretive")
+        assert refused.value.status == 403 and "belongs to pool claims-p2" in str(refused.value)
+        assert upstream.secret_asks == asked, "DataHub was asked for another pool's secrets"
+    finally:
+        ours.cp.executions.claim_context = before  # the module's control plane is shared
