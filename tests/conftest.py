@@ -19,18 +19,22 @@ import pytest
 
 SYSTEM_TESTS = ("tests/e2e/", "tests/faults/")
 SHARED_FIXTURE_MODULES = (
-    "tests/deploy/test_systemd.py",  # `installed`: one install.sh run into a root (~30 s)
+    "tests/deploy/test_systemd.py",  # `installed`: one install.sh run into a root (~20-30 s)
     "tests/deploy/test_container_image.py",  # `image`: the image replayed into a root (~15 s)
+    "tests/deploy/test_pool_id_rule.py",  # `by_java`: one JVM over every pool id (~2 s)
+    # `first_run`: bin/bootstrap in a toy checkout (~15 s). Not a system test, though it lives in
+    # tests/e2e: no executor, control plane or cgroup, only the scripts with a stand-in apt-get.
+    "tests/e2e/test_first_run_scripts.py",
 )
 
 
 def scope_of(nodeid: str) -> str:
     """The unit of work a test belongs to: `system`, its module, or itself."""
     path = nodeid.split("::", 1)[0]
-    if path.startswith(SYSTEM_TESTS):
-        return "system"
     if path in SHARED_FIXTURE_MODULES:
         return path
+    if path.startswith(SYSTEM_TESTS):
+        return "system"
     return nodeid
 
 
