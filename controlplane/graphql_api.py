@@ -268,10 +268,15 @@ def build_schema(cp: ControlPlane):
 
     @query.field("ingestionSource")
     def resolve_source(_, info, urn: str) -> dict[str, Any] | None:
+        """By urn alone, as DataHub's resolver: sources.get also takes an id or a name (for the
+        admin CLI), which here answered a source whose urn was not the one asked for."""
+        if not urn.startswith(f"urn:li:{E.SOURCE}:"):
+            return None
         try:
-            return source_view(cp.sources.get(urn))
+            source = cp.sources.get(urn)
         except NotFound:
             return None
+        return source_view(source) if source["urn"] == urn else None
 
     @source_type.field("executions")
     def resolve_source_executions(source, info, start: int | None = None, count: int | None = None) -> dict[str, Any]:

@@ -88,3 +88,17 @@ def test_a_conditional_write_is_refused_after_a_graphql_change_of_the_same_aspec
         assert stored()[0] == "b", "the GraphQL change stands"
         write("a", changed)  # the version it has now is taken
         assert stored()[0] == "a"
+
+
+def test_graphql_ingestion_source_answers_only_the_urn_asked_for(cp):
+    """DataHub's resolver takes a urn; ours also found a source by id or name (the admin CLI's
+    lookup), so a query for one urn could answer a source with another."""
+    cp.create_pool("by-urn", default=False)
+    source = cp.create_source("named-like-an-id", '{"source": {"type": "datahub-mock-data", "config": {}}}',
+                              pool_id="by-urn")
+    query = "query($urn: String!) { ingestionSource(urn: $urn) { urn name } }"
+    with DataHubGraph(DatahubClientConfig(server=cp.gms_url, token=cp.admin_token)) as graph:
+        found = graph.execute_graphql(query, variables={"urn": source["urn"]})["ingestionSource"]
+        assert found == {"urn": source["urn"], "name": "named-like-an-id"}
+        for other in ("named-like-an-id", source["id"], f"urn:li:dataHubIngestionSource:{source['id']}x"):
+            assert graph.execute_graphql(query, variables={"urn": other})["ingestionSource"] is None, other
