@@ -20,7 +20,10 @@ def test_a_paused_master_loses_its_execution_and_kills_its_task_when_it_wakes(sy
     # claim before that is deferred (the message kept, test_execution_life_cycle.py), one after
     # succeeds; OFFLINE (an EXECUTOR_LOST abort) would come only at 18 s.
     paused = system.start_executor("paused-1", DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL="3")
-    source = system.cp.create_source("long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=25),
+    # The taker's run of it ends once the paused master's task is gone (RELEASE), not 25 s later.
+    release = tmp_path / "release"
+    source = system.cp.create_source("long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=25,
+                                                           until_exists=str(release)),
                                      pool_id="fenced", extra_env=custom_env())
     execution = system.cp.run_source(source["id"])
     wait_for_tick(system, execution["id"])
@@ -41,6 +44,7 @@ def test_a_paused_master_loses_its_execution_and_kills_its_task_when_it_wakes(sy
     while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in old_task):
         assert time.monotonic() < deadline, "the stale run's task was not killed"
         time.sleep(0.1)
+    release.touch()
     done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=120)
     assert (done["status"], done["executor_id"]) == ("SUCCESS", "taker-1"), "the run that holds the lease wrote the end"
     # The control plane records the result before the taker reads its answer and logs it.

@@ -74,8 +74,8 @@ class ControlPlaneProcess:
         answer.raise_for_status()
         return answer.json()["token"]
 
-    def run_sleepy(self, name: str, out_file: Path, seconds: int) -> str:
-        recipe = custom_recipe("SleepySource", out_file, seconds=seconds)
+    def run_sleepy(self, name: str, out_file: Path, seconds: int, **config: Any) -> str:
+        recipe = custom_recipe("SleepySource", out_file, seconds=seconds, **config)
         source = self.graphql("mutation($i: UpdateIngestionSourceInput!) { createIngestionSource(input: $i) }",
                               i={"name": name, "type": "e2e_test_sources.SleepySource",
                                  "config": {"recipe": recipe, "executorId": POOL, "extraArgs": [
@@ -156,11 +156,12 @@ def wait_for_start(system: System, cp: ControlPlaneProcess, execution_id: str) -
         time.sleep(0.2)
 
 
-def running_through_a_restart(cp: ControlPlaneProcess, system: System, name: str, recipe_path, seconds: float):
+def running_through_a_restart(cp: ControlPlaneProcess, system: System, name: str, recipe_path, seconds: float,
+                              **config: Any):
     """executor-a runs a sleepy run through a control-plane restart, then executor-b joins the
     pool: (executor-a, the run's id)."""
     holder = system.start_executor("executor-a", DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL=HEARTBEAT_S)
-    run = cp.run_sleepy(name, recipe_path, seconds=seconds)
+    run = cp.run_sleepy(name, recipe_path, seconds=seconds, **config)
     wait_for_start(system, cp, run)
     restart_while_running(cp, "executor-a")
     system.start_executor("executor-b", DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL=HEARTBEAT_S)
@@ -172,13 +173,16 @@ def test_a_run_whose_executor_crashes_after_a_control_plane_restart_runs_again_o
     executor then crashed, nothing was left to deliver, and the sweep ended it ABORTED
     (EXECUTOR_LOST) instead of another executor running it."""
     cp, system = restartable
-    holder, run = running_through_a_restart(cp, system, "crashes", tmp_path / "a.json", seconds=30)
+    release = tmp_path / "release"  # executor-b's run of it ends once started, not 30 s later
+    holder, run = running_through_a_restart(cp, system, "crashes", tmp_path / "a.json", seconds=30,
+                                            until_exists=str(release))
     assert cp.execution(run)["status"] == "RUNNING"
     holder.kill9()
     # The crash leaves its task's (empty) cgroup for the executor's next start to sweep; there is none.
     crashed_root = holder.env["DATAHUB_EXECUTOR_CGROUP_ROOT"]
     system.cgroup_roots.discard(crashed_root)
     remove_cgroup_roots({crashed_root})
+    release.touch()
     done = cp.wait_for(run, {"SUCCESS", "FAILURE", "ABORTED", "CANCELLED"}, timeout_s=240)
     assert (done["status"], done["reason"]) == ("SUCCESS", None), "its message was lost: nobody ran it again"
     assert done["executor_id"] == "executor-b"

@@ -17,9 +17,12 @@ def test_kill_9_with_four_tasks_running_ends_each_exactly_once_and_leaves_nothin
     cp = system.cp
     runs = []
     # 20 s: longer than the four starts take on a loaded 2-core machine (each CLI costs ~3 s of
-    # CPU), so no task ends around the kill (its result recorded, its "finished:" line not).
+    # CPU), so no task ends around the kill (its result recorded, its "finished:" line not). The
+    # reruns after the restart end once they have started (RELEASE), not 20 s later.
+    release = tmp_path / "release"
     for i in range(4):
-        source = cp.create_source(f"crash-{i}", custom_recipe("SleepySource", tmp_path / f"{i}.json", seconds=20),
+        source = cp.create_source(f"crash-{i}", custom_recipe("SleepySource", tmp_path / f"{i}.json", seconds=20,
+                                                              until_exists=str(release)),
                                   extra_env=custom_env())
         runs.append(cp.run_source(source["id"])["id"])
     for execution_id in runs:
@@ -32,6 +35,7 @@ def test_kill_9_with_four_tasks_running_ends_each_exactly_once_and_leaves_nothin
     second = system.start_executor(EXECUTOR, DATAHUB_EXECUTOR_CGROUP_ROOT=ROOT)
     assert any("task(s) left by a previous run" in line for line in second.lines)
     assert not still_running(running), "the crash's tasks died with it (parent-death signal) or by the sweep"
+    release.touch()
 
     results = [cp.wait_for_status(execution_id, {"SUCCESS", "FAILURE", "ABORTED", "CANCELLED"}, timeout_s=240)
                for execution_id in runs]

@@ -2,6 +2,7 @@
 the task's virtualenv (recipe type `e2e_test_sources.<Class>`, this directory on PYTHONPATH)."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -32,6 +33,9 @@ class _ConfiguredSource(Source):
 class SleepyConfig(ConfigModel):
     seconds: float = 10.0
     ignore_sigterm: bool = False
+    # Ends at its next tick once this file exists: a test that kills a run and waits for it to
+    # run again lets the second run end once it has started, not after `seconds` more.
+    until_exists: str = ""
 
 
 class SleepySource(_ConfiguredSource):
@@ -48,6 +52,9 @@ class SleepySource(_ConfiguredSource):
         end = time.monotonic() + self.config.seconds
         tick = 0
         while time.monotonic() < end:
+            if self.config.until_exists and os.path.exists(self.config.until_exists):
+                print(f"sleepy released after {tick} ticks", flush=True)
+                break
             print(f"sleepy tick {tick}", flush=True)
             sys.stdout.flush()
             tick += 1
