@@ -140,3 +140,28 @@ def test_another_pools_executor_claiming_a_mirrored_run_is_refused_before_datahu
         assert upstream.secret_asks == asked, "DataHub was asked for another pool's secrets"
     finally:
         ours.cp.executions.claim_context = before  # the module's control plane is shared
+
+
+def test_a_datahub_request_with_the_id_of_a_run_of_ours_is_refused_and_the_run_stays_ours(ours, upstream, tmp_path):
+    """DataHub's request ids are chosen by its users: one that names a run of ours was refused,
+    but its refusal row made our run look mirrored, and that run's claim was handed DataHub's sink
+    and secrets (a run of ours writing into DataHub, with DataHub's credentials)."""
+    ours.create_pool("same-id")
+    mine = ours.run_source(ours.create_source("ours-alone", RECIPE, pool_id="same-id")["id"])
+    upstream.page = {"start": 0, "count": 1, "total": 1, "executionRequests": [request(mine["id"], "same-id")]}
+    (tmp_path / "token").write_text("upstream-token-not-checked-here")
+    (tmp_path / "ingest-token").write_text("ingest-token-not-checked-here")
+    sync = UpstreamSync(ours.cp, UpstreamConfig(url=upstream.url, token_file=tmp_path / "token",
+                                                ingest_token_file=tmp_path / "ingest-token"))
+    before = ours.cp.executions.claim_context
+    sync.attach()
+    try:
+        sync.discover()
+        executor = ExecutorDouble(ours, "same-id", "same-id-exec")
+        executor.heartbeat()
+        claimed = executor.claim(mine["id"])
+        assert claimed is not None and claimed.execution_id == mine["id"]
+        assert claimed.sink_server is None and claimed.sink_token is None and not claimed.secrets, \
+            "a run of ours was given DataHub's sink or secrets"
+    finally:
+        ours.cp.executions.claim_context = before
