@@ -107,14 +107,36 @@ def _size(value: str) -> int:
     return parse_size(value)
 
 
-def _gms_url(value: str) -> str:
+def _http_url(value: str, example: str) -> tuple[str, str]:
+    """VALUE as an http(s) URL with a host and, if it names one, a port in range, and its path.
+    The HTTP client and boto3 refused the others at their first call, in a traceback."""
     url = value.strip().rstrip("/")
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"{value!r} is not an http(s) URL (e.g. https://<your-company>.acryl.io/gms)")
-    if not parsed.path.endswith("/gms"):
+    try:
+        parsed = urlparse(url)
+    except ValueError:  # an unclosed IPv6 bracket
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL (e.g. {example})")
+    if not parsed.hostname:
+        raise ValueError(f"{value!r} names no host (e.g. {example})")
+    try:
+        port = parsed.port  # raises for one that is not a number from 0 to 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{value!r} has a port that is not a number from 1 to 65535 (e.g. {example})")
+    return url, parsed.path
+
+
+def _gms_url(value: str) -> str:
+    url, path = _http_url(value, "https://<your-company>.acryl.io/gms")
+    if not path.endswith("/gms"):
         raise ValueError(f"{value!r} must end in /gms (e.g. https://<your-company>.acryl.io/gms)")
     return url
+
+
+def _endpoint_url(value: str) -> str:
+    return _http_url(value, "https://vpce-<id>.sqs.<region>.vpce.amazonaws.com, http://127.0.0.1:4566")[0]
 
 
 def _identifier(value: str) -> str:
@@ -255,7 +277,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATAHUB_EXECUTOR_VISIBILITY_TIMEOUT", "visibility_timeout_s", _visibility_seconds, "60",
             "Seconds a received message stays invisible before it is extended (at most 43200, SQS's ceiling); used "
             "when the pool names none."),
-    Setting("DATAHUB_EXECUTOR_SQS_ENDPOINT_URL", "sqs_endpoint_url", _text, None,
+    Setting("DATAHUB_EXECUTOR_SQS_ENDPOINT_URL", "sqs_endpoint_url", _endpoint_url, None,
             "Override the SQS endpoint the pool names (VPC endpoints, local testing)."),
 )
 

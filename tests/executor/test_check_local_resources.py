@@ -90,8 +90,8 @@ def test_check_passes_what_run_can_use_and_leaves_the_directories_it_made_none(t
     assert not (tmp_path / "work").exists() and not (tmp_path / "cache").exists(), "check changes nothing"
 
 
-def run_refused(env: dict[str, str]) -> str:
-    done = subprocess.run([EXECUTOR, "run"], env=env, capture_output=True, text=True, timeout=60)
+def run_refused(env: dict[str, str], timeout_s: float = 60) -> str:
+    done = subprocess.run([EXECUTOR, "run"], env=env, capture_output=True, text=True, timeout=timeout_s)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     (refusal,) = [line for line in done.stderr.splitlines() if "cannot start" in line]
@@ -107,6 +107,56 @@ def test_run_refuses_a_health_address_in_use_in_one_line_exit_2(tmp_path, taken_
     """A second executor on the host, at the first one's (default) address."""
     refusal = run_refused(environment(tmp_path, DATAHUB_EXECUTOR_HEALTH_ADDRESS=f"127.0.0.1:{taken_port}"))
     assert f"DATAHUB_EXECUTOR_HEALTH_ADDRESS 127.0.0.1:{taken_port} is in use" in refusal
+
+
+def an_unopenable_sandbox_mode() -> tuple[str, str]:
+    """A cgroup mode this host cannot give the executor, and why (opened and closed in a child, as
+    the executor would); skipped on a host that can give both."""
+    for mode in ("cgroup-v2", "cgroup-v1"):
+        probe = subprocess.run([sys.executable, "-c", "import sys; from sandbox import Sandbox; "
+                                f"Sandbox.open(sys.argv[1], mode={mode!r}).close()", f"test-probe-{uuid.uuid4().hex[:8]}"],
+                               capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+        if probe.returncode != 0:
+            return mode, probe.stderr.strip().splitlines()[-1]
+    pytest.skip("this host can open both cgroup modes: no forced mode fails here")
+
+
+def test_run_refuses_a_sandbox_mode_this_host_cannot_give_in_one_line_exit_2(tmp_path):
+    """A forced mode the host lacks (cgroup-v2 where the memory controller is not delegated) ended
+    `run` in the sandbox's traceback, exit 1."""
+    mode, _ = an_unopenable_sandbox_mode()
+    refusal = run_refused(environment(tmp_path, DATAHUB_EXECUTOR_SANDBOX_MODE=mode))
+    assert f"DATAHUB_EXECUTOR_SANDBOX_MODE={mode}" in refusal and "auto" in refusal, refusal
+
+
+@pytest.mark.parametrize("task_user,says", [("no-such-user", "user 'no-such-user' does not exist"),
+                                            ("7-3", "use FIRST-LAST")])
+def test_run_refuses_a_task_user_it_cannot_use_in_one_line_exit_2(tmp_path, task_user, says):
+    """The line was right, the status was 1: a settings error exits 2 (docs/operations.md)."""
+    refusal = run_refused(environment(tmp_path, DATAHUB_EXECUTOR_TASK_USER=task_user))
+    assert "DATAHUB_EXECUTOR_TASK_USER" in refusal and says in refusal, refusal
+
+
+def test_run_refuses_the_secrets_manager_store_without_an_aws_region_before_it_connects(tmp_path):
+    """The store was made after the pool lookup, and boto3's NoRegionError ended `run` in a
+    traceback, exit 1; the region is a setting of this host, judged before any connection (this
+    control plane, at 127.0.0.1:9, never answers)."""
+    refusal = run_refused(environment(tmp_path, DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER="true",
+                                      AWS_CONFIG_FILE=str(tmp_path / "absent"),
+                                      AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "absent")), timeout_s=30)
+    assert "DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER" in refusal and "AWS_REGION" in refusal, refusal
+
+
+@pytest.mark.parametrize("name,value", [("DATAHUB_GMS_URL", "http://127.0.0.1:99999/gms"),
+                                        ("DATAHUB_GMS_URL", "http://user@/gms"),
+                                        ("DATAHUB_EXECUTOR_SQS_ENDPOINT_URL", "sqs.internal:4566")])
+def test_run_refuses_a_url_it_could_not_connect_to_as_a_settings_error(tmp_path, name, value):
+    """Each passed validation and ended `run` in a traceback (the HTTP client's, boto3's), exit 1."""
+    done = subprocess.run([EXECUTOR, "run"], env=environment(tmp_path, **{name: value}), capture_output=True,
+                          text=True, timeout=30)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2 and output.startswith(f"datahub-executor: {name} is invalid: ") \
+        and len(output.splitlines()) == 1, output
 
 
 @pytest.mark.parametrize("command", ["check", "run"])

@@ -26,6 +26,14 @@ def test_defaults_are_the_seeds():
     [
         ({"DATAHUB_GMS_URL": "https://acme.acryl.io"}, "DATAHUB_GMS_URL"),
         ({"DATAHUB_GMS_URL": "acme.acryl.io/gms"}, "DATAHUB_GMS_URL"),
+        # Each passed, and `run` ended in the HTTP client's traceback (exit 1) at its first call.
+        ({"DATAHUB_GMS_URL": "http://127.0.0.1:99999/gms"}, "DATAHUB_GMS_URL"),
+        ({"DATAHUB_GMS_URL": "http://127.0.0.1:abc/gms"}, "DATAHUB_GMS_URL"),
+        ({"DATAHUB_GMS_URL": "http://user@/gms"}, "DATAHUB_GMS_URL"),
+        # Passed, and `run` ended in boto3's "Invalid endpoint" traceback once the pool was read.
+        ({"DATAHUB_EXECUTOR_SQS_ENDPOINT_URL": "sqs.internal:4566"}, "DATAHUB_EXECUTOR_SQS_ENDPOINT_URL"),
+        ({"DATAHUB_EXECUTOR_SQS_ENDPOINT_URL": "https://:4566"}, "DATAHUB_EXECUTOR_SQS_ENDPOINT_URL"),
+        ({"DATAHUB_EXECUTOR_SQS_ENDPOINT_URL": "http://sqs.internal:70000"}, "DATAHUB_EXECUTOR_SQS_ENDPOINT_URL"),
         ({"DATAHUB_EXECUTOR_POOL_ID": ""}, "DATAHUB_EXECUTOR_POOL_ID"),
         ({"DATAHUB_EXECUTOR_POOL_ID": "bad pool/id"}, "DATAHUB_EXECUTOR_POOL_ID"),
         ({"DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS": "four"}, "DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS"),
@@ -104,3 +112,14 @@ def test_a_token_broken_across_lines_is_refused_at_start_without_printing_it(tmp
     assert done.returncode == 2 and "Traceback" not in output
     assert output.startswith("datahub-executor: DATAHUB_GMS_TOKEN is invalid:") and len(output.strip().splitlines()) == 1
     assert "line break" in output or "space" in output
+
+
+@pytest.mark.parametrize("name,value", [
+    ("DATAHUB_GMS_URL", "http://127.0.0.1:8080/gms"), ("DATAHUB_GMS_URL", "https://[::1]:8443/gms"),
+    ("DATAHUB_GMS_URL", "https://acme.acryl.io/gms/"),
+    ("DATAHUB_EXECUTOR_SQS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+    ("DATAHUB_EXECUTOR_SQS_ENDPOINT_URL", "https://vpce-0a1b.sqs.us-east-1.vpce.amazonaws.com"),
+])
+def test_urls_with_a_host_and_a_port_in_range_are_accepted(name, value):
+    settings = load_settings({**BASE, name: value})
+    assert getattr(settings, next(s.attr for s in SETTINGS if s.env == name)) == value.rstrip("/")
