@@ -36,7 +36,7 @@ from loguru import logger
 if TYPE_CHECKING:
     import loguru
 
-from sandbox import Sandbox, TaskUser
+from sandbox import Sandbox, SandboxError, TaskUser
 from sandbox.driver import TASK_PREFIX
 from vocabulary.tasks import INGESTION, MONITORS
 
@@ -168,7 +168,14 @@ class Master:
             self._refuse_start(f"DATAHUB_EXECUTOR_WORK_DIR {s.work_dir} cannot be created or written "
                                f"({exc.strerror}: {exc.filename}): make it writable by the executor's user, or set "
                                "DATAHUB_EXECUTOR_WORK_DIR to a directory that is (under systemd, in ReadWritePaths=)")
-        self.sandbox = Sandbox.open(s.cgroup_root, mode=s.sandbox_mode)
+        try:
+            self.sandbox = Sandbox.open(s.cgroup_root, mode=s.sandbox_mode)
+        except SandboxError as exc:
+            self._refuse_start(
+                f"DATAHUB_EXECUTOR_SANDBOX_MODE={s.sandbox_mode} is not available on this host: {exc}; or set "
+                "DATAHUB_EXECUTOR_SANDBOX_MODE=auto to use what it offers (docs/operations.md, \"Containers and "
+                "cgroups\")" if s.sandbox_mode != "auto" else
+                f"the sandbox cannot be opened below DATAHUB_EXECUTOR_CGROUP_ROOT {s.cgroup_root} ({exc})")
         if self.sandbox.mode == "none":
             logger.warning("sandbox mode none: no writable cgroup filesystem here, so task memory is watched (RSS, "
                            "polled) instead of enforced by the kernel, and pids and cpu are not capped; "
@@ -184,8 +191,7 @@ class Master:
         try:
             self.task_identity = resolve_task_user(s.task_user, self.sandbox, s.tasks_at_once())
         except TaskUserError as exc:
-            self._close()
-            raise SystemExit(str(exc)) from None
+            self._refuse_start(str(exc))
         support = self.sandbox.isolation_support()
         self.private_tmp = s.task_private_tmp and support["private_tmp"].startswith("available")
         logger.info("isolation: {}; private /tmp per task: {}; this process's memory and environment: {}",
@@ -203,6 +209,7 @@ class Master:
                 f"DATAHUB_EXECUTOR_HEALTH_ADDRESS {address} cannot be bound ({exc.strerror or exc}): set it to an "
                 "address of this host")
         self.health_server.start()
+        secret_store = self._secret_store()  # before the first call: what it refuses is judged here, at once
         pool = self._until_ok("pool lookup", lambda: self.start_client.pool(s.pool_id))
         endpoint = s.sqs_endpoint_url or pool.endpoint_url
         visibility = pool.visibility_timeout_s or s.visibility_timeout_s
@@ -211,7 +218,6 @@ class Master:
                      for task_class, url in ((INGESTION, pool.ingestion_queue_url), (MONITORS, pool.monitors_queue_url))}
         self.acks = Acknowledger(consumers, self.leases)
         logs = LogUploader(self.client, bucket=s.log_s3_bucket, pool_id=s.pool_id)
-        secret_store = self._secret_store()
         venvs = VenvCache(s.venv_cache_dir, index_url=s.pip_index_url, python=s.task_python or sys.executable,
                           builder=ConfinedBuilder(self.sandbox, self.stopping), network=network_env.for_builds(os.environ),
                           stopping=self.stopping)
@@ -307,7 +313,14 @@ class Master:
         if s.aws_secrets:
             stores.append(AwsSecretArnStore(s.aws_secrets, clients))
         if s.aws_secrets_manager:
-            stores.append(AwsSecretsManagerStore(clients(None)))
+            from botocore.exceptions import NoRegionError
+
+            try:
+                stores.append(AwsSecretsManagerStore(clients(None)))
+            except NoRegionError:
+                self._refuse_start("DATAHUB_EXECUTOR_AWS_SECRETS_MANAGER is true, and no AWS region is configured for "
+                                   "its lookups by name: set AWS_REGION (or AWS_DEFAULT_REGION) to the secrets' region, "
+                                   "or give the AWS profile one")
         return ChainedSecretStore(stores)
 
     def _remove_work_dirs_of(self, swept: list[str]) -> None:
