@@ -1,7 +1,7 @@
 """The master's life cycle, top to bottom: start, register, consume, drain, stop.
 
 The main thread runs this and only this: it starts the services, then waits for a stop
-(SIGTERM/SIGINT, or a service asking), drains, and stops. Work happens on other threads: one
+(SIGTERM/SIGINT/SIGHUP, or a service asking), drains, and stops. Work happens on other threads: one
 intake per queue (ingestion, monitors) receives what its ledger can admit and starts a runner
 per message; each runner (runner.py) carries its execution from claim to recorded result; the
 acknowledger (acks.py) deletes the messages of recorded results, ten to a call; it, the
@@ -9,11 +9,14 @@ heartbeat and the visibility extender read the leases (leases.py), which are the
 of what this process holds. Children are started by the sandbox's own spawner thread, from any
 runner.
 
-Signals only set a flag and wake the main thread (a self-pipe): the first SIGTERM or SIGINT
-starts the drain (no new work, unstarted work given back, running tasks get the drain timeout);
-a second one kills running tasks at once, which are still reported (ABORTED, EXECUTOR_SHUTDOWN)
-if the control plane takes the reports within SECOND_SIGNAL_REPORT_S; the process then exits
-whether it did or not (decision 60).
+Signals only set a flag and wake the main thread (a self-pipe): the first SIGTERM, SIGINT or
+SIGHUP starts the drain (no new work, unstarted work given back, running tasks get the drain
+timeout); a second one kills running tasks at once, which are still reported (ABORTED,
+EXECUTOR_SHUTDOWN) if the control plane takes the reports within SECOND_SIGNAL_REPORT_S; the
+process then exits whether it did or not (decision 60). SIGHUP is a stop because there is no
+configuration to reload (settings are read once, at start), and its default action killed the
+master outright. SIGUSR1 and SIGUSR2, which the image's init forwards as tini does, mean nothing
+here and change nothing.
 """
 from __future__ import annotations
 
@@ -73,6 +76,10 @@ ACKS_LOOP = "acks"
 # without them. Time for a few retries through a brief outage; an operator who pressed Ctrl-C twice
 # does not wait out a long one (decision 60).
 SECOND_SIGNAL_REPORT_S = 5.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Caught by a handler that does nothing, not ignored (SIG_IGN): an ignored signal stays ignored
+# across fork and exec in every task and build the sandbox starts; a caught one is reset there.
+UNUSED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 # What a stop needs beyond the drain timeout: kill what still runs, report it, exit (the unit's
 # TimeoutStopSec=360 is the default drain and this).
 STOP_REPORT_S = 60.0
@@ -118,6 +125,7 @@ class Master:
         self._last_loop = time.monotonic()
         self._start_step = "opening the sandbox"  # what the start is doing: /health names it
         self._next_beat = 0.0  # when the heartbeat thread beats next (time.monotonic())
+        self._heartbeat_refusal: str | None = None  # the refusal last logged, until a beat is taken again
         self.sandbox: Sandbox | None = None
         self.health_server: HealthServer | None = None
         self.heartbeat: Heartbeat | None = None
@@ -126,8 +134,10 @@ class Master:
 
     # life cycle -------------------------------------------------------------------------------
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        for signum in UNUSED_SIGNALS:
+            signal.signal(signum, _unused_signal)
         try:
             self._start()
         except ExecutorIdInUse as exc:
@@ -500,7 +510,20 @@ class Master:
             except ControlPlaneError as exc:
                 if exc.status in REFUSING:  # our own pool's status: only the token can be refused here
                     self.credentials.refused(exc)
+                elif exc.final:
+                    # Refused for good (a 400: a heartbeat this control plane does not take). The
+                    # client logs outages only, and without this line the executor went OFFLINE
+                    # there, and its running tasks were ended as lost, without a word here.
+                    said = f"{exc.status}: {exc}"
+                    if said != self._heartbeat_refusal:
+                        self._heartbeat_refusal = said
+                        logger.error("the control plane refuses this executor's heartbeat ({}); it will be judged "
+                                     "gone and its running tasks lost while this lasts", printable(str(exc)))
                 # else an outage: the client logs it once; the next beat retries
+            else:
+                if self._heartbeat_refusal is not None:
+                    self._heartbeat_refusal = None
+                    logger.info("the control plane takes this executor's heartbeats again")
             self.notifier.status(f"{self.state}: " + ", ".join(
                 f"{n} {float(l.snapshot().used):.2f} used" for n, l in self.ledgers.items()))
         return 1.0
@@ -563,6 +586,10 @@ class Master:
             if dead:
                 return False, f"thread(s) gone: {', '.join(dead)}"
         return True, self.state
+
+
+def _unused_signal(signum: int, frame: object) -> None:
+    """SIGUSR1/SIGUSR2: their default action would kill the master with no drain (see UNUSED_SIGNALS)."""
 
 
 def raise_open_files_limit() -> None:
