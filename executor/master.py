@@ -295,15 +295,19 @@ class Master:
                 if not said:
                     logger.warning("{}; waiting for that process to go silent (a restart under a fixed id)", exc)
                     said = True
-                time.sleep(min(2.0, self.settings.heartbeat_interval_s))
+                _SignalWait(self).wait(min(2.0, self.settings.heartbeat_interval_s))
 
     def _until_ok(self, what: str, call):
         """CALL (to the control plane, at start) until it answers; a stop signal ends the wait at
-        once, not after the next attempt: each attempt is one try (the start client), and the
-        waits between them wake on the signal pipe."""
+        once, not after the next attempt: each attempt is one try (the start client), made on a
+        thread of its own while this one waits on the signal pipe, and the waits between
+        attempts wake on that pipe too."""
         self._start_step = f"waiting for the control plane ({what})"
+        stop = _SignalWait(self)
         try:
-            return retry_through_outages(call, stop=_SignalWait(self), what=what)
+            return retry_through_outages(lambda: stop.run(call), stop=stop, what=what)
+        except _Stopped:
+            raise SystemExit(0) from None  # stopped while the control plane had not answered
         except ControlPlaneError as exc:
             if exc.final:
                 if exc.status == 409:
@@ -604,6 +608,10 @@ def raise_open_files_limit() -> None:
             pass  # an infinite hard limit the kernel caps lower (nr_open): the soft one stays
 
 
+class _Stopped(Exception):
+    """A stop signal came while a call of the start was unanswered."""
+
+
 class _SignalWait:
     """The stop of a wait in the start: set by a stop signal (or request_stop), and a wait that
     the signal pipe wakes, since the handler may do no more than write to it."""
@@ -618,3 +626,42 @@ class _SignalWait:
         if not self.is_set():
             select.select([self._master._wake_r], [], [], timeout)
         return self.is_set()
+
+    def run(self, call):
+        """CALL's answer, or _Stopped as soon as a stop is set. The call runs on a daemon thread:
+        on the main thread, a control plane that took the connection and never answered held
+        the stop for the call's whole timeout (10 s); a shorter timeout would instead cut short
+        every answer of a control plane that is slow, not gone. A call given up on ends with
+        the process."""
+        if self.is_set():
+            raise _Stopped
+        outcome: list[tuple[bool, object]] = []
+        done_r, done_w = os.pipe()
+
+        def attempt() -> None:
+            try:
+                outcome.append((True, call()))
+            except BaseException as exc:
+                outcome.append((False, exc))
+            finally:
+                os.close(done_w)  # done_r reads end-of-file: the select below wakes
+
+        try:
+            thread = threading.Thread(target=attempt, name="start-call", daemon=True)
+            try:
+                thread.start()
+            except BaseException:
+                os.close(done_w)
+                raise
+            # Only a stop writes to the signal pipe, and it sets its flag first: a readable pipe
+            # means is_set(), so this never spins.
+            while not outcome:
+                if self.is_set():
+                    raise _Stopped
+                select.select([self._master._wake_r, done_r], [], [])
+        finally:
+            os.close(done_r)
+        answered, value = outcome[0]
+        if not answered:
+            raise value
+        return value
