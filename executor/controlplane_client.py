@@ -9,9 +9,13 @@ operation for, our own (/gms/executor/v1) for the rest (docs/protocol.md).
 - cancellation: DataHub's KILL signal aspect, read with GET /aspects.
 
 One pool of keep-alive connections (controlplane_http.py), retries configured once: connection
-errors and 5xx are retried with backoff; a 3xx or 4xx is final and raised with the server's
-reason. An outage is logged once when it starts and once when it ends, never per attempt. The
-token is sent, never logged. Every id that goes into a URL path has been validated and is quoted.
+errors, 5xx and the 4xx that mean "not now" (408, 425, 429: DataHub's own emitter retries them)
+are retried with backoff, a Retry-After obeyed up to RETRY_AFTER_MAX_S; any other 3xx or 4xx is
+final and raised with the server's reason. A success must be what the control plane answers (a
+JSON object): a 200 with anything else is a proxy or portal in the way, and retried like an
+outage, never taken for a recorded result. An outage is logged once when it starts and once when
+it ends, never per attempt. The token is sent, never logged. Every id that goes into a URL path
+has been validated and is quoted.
 """
 from __future__ import annotations
 
@@ -40,6 +44,16 @@ EXECUTOR_PREFIX = "/executor/v1"
 # reading it whole would put it in the master's memory.
 MAX_ANSWER_BYTES = 16 << 20
 MONITORS_SUFFIX = "-monitors"
+# 4xx answers that say "not now", not "no": a gateway's timeout, too early, throttled.
+NOT_NOW = frozenset({408, 425, 429})
+# The longest wait a Retry-After may ask for: one gateway's "Retry-After: 3600" put the heartbeat
+# thread to sleep for an hour, and the control plane, healthy again a second later, judged the
+# executor gone and ended its tasks.
+RETRY_AFTER_MAX_S = 10.0
+# One try of a call that must not hold back what follows it (the full log before the result): a
+# control plane that takes connections and never answers held a result back ~80 s through the
+# default retries, past a container's stop grace period.
+QUICK_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
 
@@ -53,8 +67,16 @@ class ControlPlaneError(Exception):
     @property
     def final(self) -> bool:
         """A 4xx (or a redirect, which is not followed): the control plane answered and said no;
-        retrying cannot help."""
-        return self.status is not None and 300 <= self.status < 500
+        retrying cannot help. Not one that says "not now" (NOT_NOW)."""
+        return self.status is not None and 300 <= self.status < 500 and self.status not in NOT_NOW
+
+
+class CappedRetry(Retry):
+    """urllib3's Retry, obeying a Retry-After only up to RETRY_AFTER_MAX_S."""
+
+    def get_retry_after(self, response) -> float | None:
+        after = super().get_retry_after(response)
+        return None if after is None else min(after, RETRY_AFTER_MAX_S)
 
 
 class LeaseLost(ControlPlaneError):
@@ -135,13 +157,23 @@ def _segment(value: str) -> str:
 class ControlPlaneClient:
     def __init__(self, gms_url: str, token: str, *, retries: int = 4, timeout_s: float = 15.0) -> None:
         self.gms_url = gms_url.rstrip("/")
-        retry = Retry(total=retries, connect=retries, read=retries, status=retries, redirect=0, backoff_factor=0.5,
-                      backoff_max=10, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
-                      raise_on_status=False, raise_on_redirect=False)
+        retry = CappedRetry(total=retries, connect=retries, read=retries, status=retries, redirect=0, backoff_factor=0.5,
+                            backoff_max=10, status_forcelist=(500, 502, 503, 504, *NOT_NOW), allowed_methods=None,
+                            raise_on_status=False, raise_on_redirect=False)
         headers = {"Authorization": f"Bearer {token}", "X-RestLi-Protocol-Version": "2.0.0"}
         self.http = ControlPlaneHttp(self.gms_url, headers, retry=retry, timeout_s=timeout_s)
+        self._token = token  # for quick(); never logged
+        self._quick: ControlPlaneClient | None = None
         self._down = False
         self._lock = threading.Lock()
+
+    def quick(self) -> ControlPlaneClient:
+        """A client of the same control plane and token that makes one try, QUICK_TIMEOUT_S at most
+        waiting for an answer: for a call that must not hold back the one after it."""
+        with self._lock:
+            if self._quick is None:
+                self._quick = ControlPlaneClient(self.gms_url, self._token, retries=0, timeout_s=QUICK_TIMEOUT_S)
+            return self._quick
 
     @property
     def reachable(self) -> bool:
@@ -170,7 +202,7 @@ class ControlPlaneClient:
         except TransportError as exc:
             self._state(True, str(exc))
             raise ControlPlaneError(f"{method} {path}: control plane unreachable ({exc})") from None
-        if answer.status >= 500:
+        if answer.status >= 500 or answer.status in NOT_NOW:
             self._state(True, f"HTTP {answer.status}")
             raise ControlPlaneError(f"{method} {path}: HTTP {answer.status}", answer.status)
         self._state(False)
@@ -198,8 +230,12 @@ class ControlPlaneClient:
         return body
 
     def _ingest(self, proposal: dict[str, Any], *, lease_error: bool = False) -> None:
-        self._call("POST", "/aspects?action=ingestProposal", json_value={"proposal": proposal, "async": "false"},
-                   lease_error=lease_error)
+        """One proposal, stored once GMS's answer says so: {"value": <its urn>}."""
+        answer = self._json(self._call("POST", "/aspects?action=ingestProposal",
+                                       json_value={"proposal": proposal, "async": "false"}, lease_error=lease_error))
+        if "value" not in answer:
+            self._state(True, "an ingest answer without its value")
+            raise ControlPlaneError("POST /aspects?action=ingestProposal: the answer is not GMS's ({\"value\": urn})")
 
     # DataHub's endpoints ---------------------------------------------------------------------
     def pool(self, pool_id: str) -> PoolQueues:
@@ -282,8 +318,8 @@ class ControlPlaneClient:
         """Give a claimed, unstarted execution back; FAILED when this executor broke rather than
         stopped (the control plane fails an execution given back so three times)."""
         path = f"{EXECUTOR_PREFIX}/executions/{_segment(ids.execution_id(execution_id))}/release"
-        self._call("POST", path, json_value={"why": why, "failed": failed}, headers={LEASE_HEADER: lease},
-                   lease_error=True)
+        self._json(self._call("POST", path, json_value={"why": why, "failed": failed}, headers={LEASE_HEADER: lease},
+                              lease_error=True))
 
     def upload_log(self, execution_id: str, lease: str, data: bytes, *, encoding: str | None = None) -> None:
         """DATA, the run's full log; ENCODING (gzip) only where the claim's log_encodings list it."""
@@ -291,7 +327,7 @@ class ControlPlaneClient:
         headers = {LEASE_HEADER: lease, "Content-Type": "text/plain; charset=utf-8"}
         if encoding:
             headers["Content-Encoding"] = encoding
-        self._call("PUT", path, data=data, headers=headers, lease_error=True)
+        self._json(self._call("PUT", path, data=data, headers=headers, lease_error=True))
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

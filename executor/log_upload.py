@@ -27,14 +27,17 @@ class LogUploader:
     def key(self, execution_id: str) -> str:
         return f"datahub-executor/{self.pool_id}/{execution_id}.log"
 
-    def upload(self, execution_id: str, lease: str, data: bytes, *, accepted: tuple[str, ...] = ()) -> str:
+    def upload(self, execution_id: str, lease: str, data: bytes, *, accepted: tuple[str, ...] = (),
+               quick: bool = False) -> str:
         """Ship DATA; to the control plane under the execution's LEASE (a stale one is refused),
         compressed if it ACCEPTED gzip (the claim's log_encodings). The S3 object stays plain
-        text: operators read it with tools that do not expand it."""
+        text: operators read it with tools that do not expand it. QUICK: one try of bounded
+        length (ControlPlaneClient.quick), for an upload that must not hold back the result."""
+        client = self.client.quick() if quick else self.client
         if self.bucket:
             self.s3.put_object(Bucket=self.bucket, Key=self.key(execution_id), Body=data, ContentType="text/plain")
         elif full_log.GZIP in accepted:
-            self.client.upload_log(execution_id, lease, full_log.compress(data), encoding=full_log.GZIP)
+            client.upload_log(execution_id, lease, full_log.compress(data), encoding=full_log.GZIP)
         else:
-            self.client.upload_log(execution_id, lease, data)
+            client.upload_log(execution_id, lease, data)
         return self.destination(execution_id)

@@ -343,13 +343,15 @@ class TaskRunner(threading.Thread):
         if log_in_report:
             self._report(claimed, result)
             return
-        # One try before the result (the client's own retries span ~8 s of an outage): on ECS the
-        # stop timeout is 30 s, and the result is what must be recorded; the rest come after it.
+        # One quick try before the result (one call, its answer awaited QUICK_TIMEOUT_S at most):
+        # on ECS the stop timeout is 30 s, and the result is what must be recorded; the rest come
+        # after it. Through the client's own retries a control plane that took the upload and
+        # never answered held the result back ~80 s.
         # To S3 only after it: S3 checks no lease, and a holder that had lost the execution (a
         # stale one whose task ended as it resumed) wrote over the log of the run that replaced
         # it under the same key. A recorded result proves the lease was ours, and a final
         # execution is never run again.
-        uploaded = not self.s.logs.bucket and self._upload_log(claimed, full_log, attempts=1)
+        uploaded = not self.s.logs.bucket and self._upload_log(claimed, full_log, attempts=1, quick=True)
         if self._report(claimed, result) and not uploaded:
             self._upload_log(claimed, full_log, attempts=LOG_UPLOAD_ATTEMPTS)
 
@@ -429,13 +431,14 @@ class TaskRunner(threading.Thread):
         return status, reason
 
     # reporting --------------------------------------------------------------------------------
-    def _upload_log(self, claimed: Claimed, data: bytes, *, attempts: int) -> bool:
+    def _upload_log(self, claimed: Claimed, data: bytes, *, attempts: int, quick: bool = False) -> bool:
         """A few tries, not forever: the result must not wait on the log (a container's grace
         period can end first); a log that could not go before the result is tried again after.
         Once the executor is stopping, one try: a stop waits on no log."""
         for attempt in range(attempts):
             try:
-                where = self.s.logs.upload(self.execution_id, claimed.lease, data, accepted=claimed.log_encodings)
+                where = self.s.logs.upload(self.execution_id, claimed.lease, data, accepted=claimed.log_encodings,
+                                           quick=quick)
                 self.log.debug("full log uploaded to {}", where)
                 return True
             except LeaseLost:

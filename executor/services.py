@@ -24,6 +24,11 @@ from .operability import ExecutorMetrics
 from .text import printable
 
 
+# An empty receive that came back sooner than this is followed by a wait for the rest of it: a
+# long poll (20 s) answers empty only at its end, unless the endpoint ignores long polling.
+EMPTY_RECEIVE_MIN_S = 1.0
+
+
 class Loop(threading.Thread):
     """A daemon thread running STEP until STOP is set; STEP returns how long to wait before the next turn."""
 
@@ -85,8 +90,13 @@ class Intake:
             self.outage.down(exc)
             return 2.0
         self.outage.up(asked)
+        took = time.monotonic() - asked
         if self.metrics is not None:
-            self.metrics.receive_latency.observe(time.monotonic() - asked)
+            self.metrics.receive_latency.observe(took)
+        if not received and took < EMPTY_RECEIVE_MIN_S:
+            # A long poll answered empty at once: an endpoint (or a proxy) that ignores long
+            # polling. Asked again at once, it was asked tens of times a second, for nothing.
+            return EMPTY_RECEIVE_MIN_S - took
         for message in received:
             if self.stop.is_set():  # a long poll that returned after the stop: give it straight back
                 try:

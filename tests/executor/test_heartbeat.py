@@ -41,7 +41,7 @@ class StatusServer:
                 else:
                     with lock:
                         outer.accepted.append(state)
-                payload = b"{}"
+                payload = json.dumps({"value": body["proposal"]["entityUrn"]}).encode()  # GMS's answer
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

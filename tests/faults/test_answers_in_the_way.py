@@ -1,0 +1,56 @@
+"""Answers that are not the control plane's, or that say "not now": what a proxy, a captive
+portal or a throttling gateway in the way sends. Found by review, each reproduced first with a
+real executor behind a breaking proxy:
+- a 200 whose body is not GMS's answer to the result was taken as the result recorded: the
+  message was deleted, the control plane kept the run RUNNING, and reconciliation ran it again;
+- a 429 on the result was a refusal for good: the run was given back and run again;
+- a 429 on the claim left the message for the dead-letter queue;
+- a log endpoint that took the upload and never answered held the result back ~80 s (the
+  client's retries), past a container's stop grace period.
+Four runs at once, one fault each, one executor."""
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import mock_recipe
+
+from .faulty_proxy import in_front_of
+
+THROTTLED = b'{"status": 429, "message": "Too many requests"}'
+
+
+@pytest.fixture
+def proxy(system):
+    with in_front_of(system.cp.gms_url, system.executors) as broken:
+        yield broken
+
+
+def starts(executor, execution_id: str) -> int:
+    return sum("started: RUN_INGEST" in line and execution_id in line for line in executor.lines)
+
+
+def test_answers_in_the_way_neither_lose_nor_repeat_a_run_nor_hold_back_its_result(system, proxy, tmp_path):
+    runs = {}
+    for name in ("portal", "throttled-result", "throttled-claim", "log-hangs"):
+        source = system.cp.create_source(name, mock_recipe(tmp_path / f"{name}.json"))
+        runs[name] = system.cp.run_source(source["id"])["id"]
+    # Each final result carries durationMs; progress reports do not.
+    proxy.break_("POST", "ingestProposal", status=200, body=b"<html>502 Bad Gateway</html>", times=1,
+                 body_has=(b"durationMs", runs["portal"].encode()))
+    proxy.break_("POST", "ingestProposal", status=429, body=THROTTLED, times=1,
+                 body_has=(b"durationMs", runs["throttled-result"].encode()))
+    claims = proxy.break_("POST", f"/executions/{runs['throttled-claim']}/claim", status=429, body=THROTTLED, times=2)
+    proxy.hang("PUT", f"/executions/{runs['log-hangs']}/log")
+    executor = system.start_executor(DATAHUB_GMS_URL=proxy.url)
+
+    ended = {name: system.cp.wait_for_status(execution_id, {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=240)
+             for name, execution_id in runs.items()}
+
+    assert {name: e["status"] for name, e in ended.items()} == dict.fromkeys(runs, "SUCCESS"), ended
+    assert {name: starts(executor, execution_id) for name, execution_id in runs.items()} == dict.fromkeys(runs, 1), \
+        "a run whose result or claim met an answer in the way ran again"
+    assert claims.hits == 2
+    assert not any("dead-letter queue" in line for line in executor.lines)
+    # Its result waited one quick try of the log (10 s), not the client's retries (~80 s).
+    held = ended["log-hangs"]["finished_at"] - ended["log-hangs"]["started_at"]
+    assert held < 45, f"the result came {held:.0f} s after the run began"
