@@ -10,6 +10,9 @@ real executor behind a breaking proxy:
 Four runs at once, one fault each, one executor."""
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from tests.e2e.conftest import mock_recipe
@@ -54,3 +57,21 @@ def test_answers_in_the_way_neither_lose_nor_repeat_a_run_nor_hold_back_its_resu
     # Its result waited one quick try of the log (10 s), not the client's retries (~80 s).
     held = ended["log-hangs"]["finished_at"] - ended["log-hangs"]["started_at"]
     assert held < 45, f"the result came {held:.0f} s after the run began"
+
+
+def test_heartbeats_refused_for_good_are_said_once_and_their_return_too(system, proxy):
+    """A 400 on every heartbeat: the client logs outages only, so the executor went OFFLINE at
+    the control plane (and its running tasks were ended as lost) without a line in its own log."""
+    executor = system.start_executor(DATAHUB_GMS_URL=proxy.url)
+    refusal = json.dumps({"status": 400, "message": "this heartbeat is not taken here"}).encode()
+    refused = proxy.break_("POST", "ingestProposal", status=400, body=refusal,
+                           body_has=(b"dataHubRemoteExecutorStatus",))
+    said = executor.wait_for_line("refuses this executor's heartbeat", timeout_s=30)
+    assert "this heartbeat is not taken here" in said
+    deadline = time.monotonic() + 30
+    while refused.hits < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert refused.hits >= 3
+    proxy.heal()
+    executor.wait_for_line("takes this executor's heartbeats again", timeout_s=30)
+    assert sum("refuses this executor's heartbeat" in line for line in executor.lines) == 1
