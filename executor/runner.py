@@ -353,7 +353,7 @@ class TaskRunner(threading.Thread):
         # execution is never run again.
         uploaded = not self.s.logs.bucket and self._upload_log(claimed, full_log, attempts=1, quick=True)
         if self._report(claimed, result) and not uploaded:
-            self._upload_log(claimed, full_log, attempts=LOG_UPLOAD_ATTEMPTS)
+            self._upload_log(claimed, full_log, attempts=LOG_UPLOAD_ATTEMPTS, after_result=True)
 
     def _watch(self, claimed: Claimed, process: ConfinedProcess, task_log: TaskLog, started_ms: int) -> Outcome:
         settings = self.s.settings
@@ -431,18 +431,26 @@ class TaskRunner(threading.Thread):
         return status, reason
 
     # reporting --------------------------------------------------------------------------------
-    def _upload_log(self, claimed: Claimed, data: bytes, *, attempts: int, quick: bool = False) -> bool:
+    def _upload_log(self, claimed: Claimed, data: bytes, *, attempts: int, quick: bool = False,
+                    after_result: bool = False) -> bool:
         """A few tries, not forever: the result must not wait on the log (a container's grace
         period can end first); a log that could not go before the result is tried again after.
-        Once the executor is stopping, one try: a stop waits on no log."""
+        Once the executor is stopping, one try: a stop waits on no log. AFTER_RESULT: a 409 is no
+        lost lease (the run's result is recorded, and a final run is never run again), only a log
+        not taken; raised, it went to _lost, which said "reporting nothing" of a recorded run and
+        moved a lease already acknowledged."""
         for attempt in range(attempts):
             try:
                 where = self.s.logs.upload(self.execution_id, claimed.lease, data, accepted=claimed.log_encodings,
                                            quick=quick)
                 self.log.debug("full log uploaded to {}", where)
                 return True
-            except LeaseLost:
-                raise
+            except LeaseLost as exc:
+                if not after_result:
+                    raise
+                self.log.warning("full log not uploaded: the control plane does not take it under this run's lease "
+                                 "({}); the run's result is recorded", printable(exc))
+                return False
             except ControlPlaneError as exc:
                 if exc.final:
                     break
