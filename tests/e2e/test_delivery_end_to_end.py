@@ -146,7 +146,11 @@ def test_check_passes_against_a_healthy_setup_and_names_the_fix_when_not(system,
         server.server_close()  # refused from now on, not accepted and left unanswered for 10 s
     lines = ok.stdout.splitlines()
     assert ok.returncode == 0, ok.stdout
-    assert [line.split()[0] for line in lines] == ["PASS"] * 10
+    verdicts = {line[6:].split(":")[0]: line.split()[0] for line in lines}
+    # The OOM line warns where the executor may not lower its score (no CAP_SYS_RESOURCE, as here):
+    # a WARN fails nothing, and everything else passes.
+    assert len(lines) == 11 and verdicts.pop("OOM protection") in {"PASS", "WARN"}, ok.stdout
+    assert set(verdicts.values()) == {"PASS"}, ok.stdout
     assert {line[6:].split(":")[0] for line in lines} >= {"directories", "task python", "health address"}
     assert any(line.startswith("PASS  isolation: tasks run as the executor's own user") for line in lines)
     assert any(line.startswith("PASS  cgroups: mode cgroup-v") for line in lines)
