@@ -40,7 +40,9 @@ def request_id(request: Any) -> str:
 def executor_id_of(request: Any) -> str:
     """The executor REQUEST is for (DataHub's "default" when its input names none); "" where its
     input is not an object, which no pool is."""
-    given = request.get("input") if isinstance(request, dict) else "not a request"
+    if not isinstance(request, dict):
+        return ""
+    given = request.get("input")
     if given is None:
         return "default"
     if not isinstance(given, dict):

@@ -59,8 +59,8 @@ class ConfinedBuilder:
         return code, kept.decode("utf-8", "replace")
 
     def _drain(self, process) -> bytes:
-        """The build's output to its end, keeping the last OUTPUT_KEPT_BYTES; killed (and
-        PreparationStopped) if the executor stops meanwhile. poll(), not select(): the master's
+        """The build's output to its end, keeping the last OUTPUT_KEPT_BYTES; PreparationStopped
+        if the executor stops meanwhile. poll(), not select(): the master's
         descriptors pass 1023 once it runs a few hundred tasks (its open-files limit is raised),
         and select() refuses those."""
         kept = b""
@@ -68,10 +68,7 @@ class ConfinedBuilder:
         waiting = select.poll()
         waiting.register(fd, select.POLLIN)
         while True:
-            if self.stopping is not None and self.stopping.is_set():
-                process.kill()
-                process.wait()
-                process.stdout.close()
+            if self.stopping is not None and self.stopping.is_set():  # killed by the caller, as on any exception
                 raise PreparationStopped("the executor is stopping; the virtualenv build was killed")
             if not waiting.poll(STOP_POLL_S * 1000):
                 continue

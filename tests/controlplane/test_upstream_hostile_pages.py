@@ -11,13 +11,15 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from controlplane.testing import ControlPlaneHandle, running_controlplane
 from executor.controlplane_client import ControlPlaneError
+from tests.http_handler import QuietHandler
 
 from .conftest import ExecutorDouble
 from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
@@ -33,34 +35,26 @@ class PageServer:
         self.secret_asks = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def answer(self, code: int, body) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(QuietHandler):
+            def answer_json(self, code: int, body) -> None:
+                self.answer(code, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
             def do_GET(self) -> None:
                 if self.path.startswith("/config"):
-                    return self.answer(200, {"noCode": "true", "versions": {"acryldata/datahub": {"version": "v1.0.0"}}})
-                return self.answer(404, {"status": 404, "message": "not found"})
+                    return self.answer_json(200, {"noCode": "true", "versions": {"acryldata/datahub": {"version": "v1.0.0"}}})
+                return self.answer_json(404, {"status": 404, "message": "not found"})
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path.startswith("/api/graphql"):
                     query = json.loads(body)["query"]
                     if "listExecutionRequests" in query:
-                        return self.answer(200, {"data": {"listExecutionRequests": server.page}})
+                        return self.answer_json(200, {"data": {"listExecutionRequests": server.page}})
                     server.secret_asks += 1
-                    return self.answer(200, {"data": {"getSecretValues": []}})
+                    return self.answer_json(200, {"data": {"getSecretValues": []}})
                 if "batchGet" in self.path:
-                    return self.answer(200, [])
-                return self.answer(200, {"value": "ok"})
+                    return self.answer_json(200, [])
+                return self.answer_json(200, {"value": "ok"})
 
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
@@ -91,6 +85,25 @@ def request(request_id: str, pool: str) -> dict:
                       "source": {"type": "MANUAL_INGESTION_SOURCE", "ingestionSource": None}}}
 
 
+def sync_with(ours: ControlPlaneHandle, upstream: PageServer, tmp_path: Path, **config) -> UpstreamSync:
+    """Our control plane's sync with UPSTREAM (which checks no token)."""
+    (tmp_path / "token").write_text("upstream-token-not-checked-here")
+    (tmp_path / "ingest-token").write_text("ingest-token-not-checked-here")
+    return UpstreamSync(ours.cp, UpstreamConfig(url=upstream.url, token_file=tmp_path / "token",
+                                                ingest_token_file=tmp_path / "ingest-token", **config))
+
+
+@contextmanager
+def attached(sync: UpstreamSync, ours: ControlPlaneHandle) -> Iterator[UpstreamSync]:
+    """SYNC's claims in place for the test, and the shared control plane's own again after it."""
+    before = ours.cp.executions.claim_context
+    sync.attach()
+    try:
+        yield sync
+    finally:
+        ours.cp.executions.claim_context = before
+
+
 @pytest.mark.parametrize("case", ["null entry", "input not an object", "total not a number"])
 def test_a_request_beside_one_that_is_not_a_request_is_taken(ours, upstream, tmp_path, case):
     pool = f"p-{case.split()[0]}"
@@ -102,10 +115,7 @@ def test_a_request_beside_one_that_is_not_a_request_is_taken(ours, upstream, tmp
     entries = [good] if case == "total not a number" else [hostile, good]
     upstream.page = {"start": 0, "count": len(entries), "total": "lots" if case == "total not a number" else len(entries),
                      "executionRequests": entries}
-    (tmp_path / "token").write_text("upstream-token-not-checked-here")
-    (tmp_path / "ingest-token").write_text("ingest-token-not-checked-here")
-    sync = UpstreamSync(ours.cp, UpstreamConfig(url=upstream.url, token_file=tmp_path / "token",
-                                                ingest_token_file=tmp_path / "ingest-token", poll_interval_s=0.1))
+    sync = sync_with(ours, upstream, tmp_path, poll_interval_s=0.1)
     assert good["id"] in sync.discover()
     taken = {execution["id"]: execution for execution in ours.cp.executions.list()[1]}
     assert taken[good["id"]]["pool_id"] == pool
@@ -123,13 +133,7 @@ def test_another_pools_executor_claiming_a_mirrored_run_is_refused_before_datahu
     secretive["input"]["arguments"] = [{"key": "recipe", "value": json.dumps(
         {"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}})}]
     upstream.page = {"start": 0, "count": 1, "total": 1, "executionRequests": [secretive]}
-    (tmp_path / "token").write_text("upstream-token-not-checked-here")
-    (tmp_path / "ingest-token").write_text("ingest-token-not-checked-here")
-    sync = UpstreamSync(ours.cp, UpstreamConfig(url=upstream.url, token_file=tmp_path / "token",
-                                                ingest_token_file=tmp_path / "ingest-token"))
-    before = ours.cp.executions.claim_context
-    sync.attach()
-    try:
+    with attached(sync_with(ours, upstream, tmp_path), ours) as sync:
         assert sync.discover() == ["secretive"]
         other = ExecutorDouble(ours, "claims-p1", "claims-exec-p1")
         other.heartbeat()
@@ -138,8 +142,6 @@ def test_another_pools_executor_claiming_a_mirrored_run_is_refused_before_datahu
             other.claim("secretive")
         assert refused.value.status == 403 and "belongs to pool claims-p2" in str(refused.value)
         assert upstream.secret_asks == asked, "DataHub was asked for another pool's secrets"
-    finally:
-        ours.cp.executions.claim_context = before  # the module's control plane is shared
 
 
 def test_a_datahub_request_with_the_id_of_a_run_of_ours_is_refused_and_the_run_stays_ours(ours, upstream, tmp_path):
@@ -149,13 +151,7 @@ def test_a_datahub_request_with_the_id_of_a_run_of_ours_is_refused_and_the_run_s
     ours.create_pool("same-id")
     mine = ours.run_source(ours.create_source("ours-alone", RECIPE, pool_id="same-id")["id"])
     upstream.page = {"start": 0, "count": 1, "total": 1, "executionRequests": [request(mine["id"], "same-id")]}
-    (tmp_path / "token").write_text("upstream-token-not-checked-here")
-    (tmp_path / "ingest-token").write_text("ingest-token-not-checked-here")
-    sync = UpstreamSync(ours.cp, UpstreamConfig(url=upstream.url, token_file=tmp_path / "token",
-                                                ingest_token_file=tmp_path / "ingest-token"))
-    before = ours.cp.executions.claim_context
-    sync.attach()
-    try:
+    with attached(sync_with(ours, upstream, tmp_path), ours) as sync:
         sync.discover()
         executor = ExecutorDouble(ours, "same-id", "same-id-exec")
         executor.heartbeat()
@@ -163,5 +159,3 @@ def test_a_datahub_request_with_the_id_of_a_run_of_ours_is_refused_and_the_run_s
         assert claimed is not None and claimed.execution_id == mine["id"]
         assert claimed.sink_server is None and claimed.sink_token is None and not claimed.secrets, \
             "a run of ours was given DataHub's sink or secrets"
-    finally:
-        ours.cp.executions.claim_context = before
