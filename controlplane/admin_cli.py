@@ -27,20 +27,23 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
 from vocabulary import statuses as S
 from vocabulary.results import executor_details
-from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.tasks import RUN_INGEST, TASKS
 
 from . import entities as E
-from .executions import input_for_source
-from .ingest import UNVERSIONED_STORED, VERSION_HEADER, VERSION_REFUSED
 from .liveness import ONLINE, liveness
+
+# Only what every command needs is imported above; the rest where it is used, so that a command
+# loads only its own. Imported here, .ingest (DataHub's schema classes) and .executions (boto3,
+# the store, the life cycle) made every call, `--help` too, take most of a second before it did
+# anything, for three strings and one function that two commands use. .server (FastAPI, the
+# GraphQL stack) is serve's alone, and requests is left to the commands that call the control
+# plane. tests/controlplane/test_admin_cli_imports.py holds the cheap commands to this.
 
 
 class AdminError(Exception):
@@ -55,6 +58,14 @@ class VersionConflict(AdminError):
 SET_POOL_ATTEMPTS = 5
 
 
+def _versioning() -> ModuleType:
+    """The module that defines GMS's conditional writes (If-Version-Match) once, for the server
+    and this client; it loads DataHub's schema classes, so only set-pool and a 422 import it."""
+    from . import ingest
+
+    return ingest
+
+
 class UsageError(Exception):
     """Bad arguments: exit 2."""
 
@@ -66,11 +77,15 @@ class OneLineParser(argparse.ArgumentParser):
 
 class AdminClient:
     def __init__(self, url: str, token: str) -> None:
+        import requests
+
         self.gms = url.rstrip("/") + "/gms"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+        import requests
+
         try:
             response = self.session.request(method, url, timeout=30, **kwargs)
         except requests.RequestException as exc:
@@ -82,7 +97,7 @@ class AdminClient:
         if response.status_code >= 400:
             reason = body.get("error") or body.get("message") if isinstance(body, dict) else body
             # A conditional write whose If-Version-Match no longer holds: 422 as GMS's Rest.li answers it.
-            refused = response.status_code == 422 and VERSION_REFUSED in str(reason)
+            refused = response.status_code == 422 and _versioning().VERSION_REFUSED in str(reason)
             raise (VersionConflict if refused else AdminError)(f"{response.status_code}: {reason}")
         return body
 
@@ -97,7 +112,7 @@ class AdminClient:
         proposal = {"entityType": urn.split(":", 3)[2], "entityUrn": urn, "changeType": "UPSERT", "aspectName": aspect,
                     "aspect": {"value": json.dumps(value), "contentType": "application/json"}}
         if if_version is not None:
-            proposal["headers"] = {VERSION_HEADER: if_version}
+            proposal["headers"] = {_versioning().VERSION_HEADER: if_version}
         self._request("POST", f"{self.gms}/aspects?action=ingestProposal", json={"proposal": proposal})
 
     def versioned(self, urn: str, aspect: str) -> tuple[dict[str, Any], str]:
@@ -105,7 +120,7 @@ class AdminClient:
         found = self.restli("GET", f"/entitiesV2/{quote(urn, safe='')}?aspects=List({aspect})")["aspects"].get(aspect)
         if found is None:
             raise AdminError(f"404: {aspect} of {urn} not found")
-        return found["value"], (found.get("systemMetadata") or {}).get("version") or UNVERSIONED_STORED
+        return found["value"], (found.get("systemMetadata") or {}).get("version") or _versioning().UNVERSIONED_STORED
 
     def restli(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, f"{self.gms}{path}", **kwargs)
@@ -383,6 +398,8 @@ def _info_for_source(source: dict[str, Any]) -> dict[str, Any]:
 
 
 def _source_input(name: str, recipe_text: str, pool: str | None, env: dict[str, str], version: str | None) -> dict:
+    from vocabulary.safe_yaml import YamlRefused, load_bounded
+
     try:
         recipe = load_bounded(recipe_text)
     except YamlRefused as exc:
@@ -483,6 +500,8 @@ def run(args: argparse.Namespace) -> object:
                             u=source["urn"])["createIngestionExecutionRequest"]
         else:  # DataHub has no mutation for these: an execution request is its input aspect, written
             import uuid
+
+            from .executions import input_for_source
 
             urn = E.execution_urn(str(uuid.uuid4()))
             c.ingest(urn, E.EXECUTION_INPUT, input_for_source(_info_for_source(source), args.task))
