@@ -36,6 +36,13 @@ send, receive, visibility change and delete cost the server ~48 ms of CPU agains
 none. The clock is read with time.time() (the same seconds since the epoch) and the retention
 period from the queue itself.
 
+moto's backend also assumes one request at a time, and the server runs each request on a
+thread of its own. Two receives could both find a message visible and both hand it out (166
+double deliveries in 6,000 messages, eight receivers), a receive that copied the set of
+in-flight messages while a delete changed it failed with HTTP 500 ("Set changed size during
+iteration"), and a delete with the message's latest receipt could be refused as invalid. Every
+backend call now runs under one lock; a receive's long poll waits outside it, between scans.
+
 And moto kept every receipt of every deleted message, so that deleting again succeeds, for the
 life of the process: about 300 bytes a task, a leak in a control plane that runs for months. The
 last DELETED_RECEIPTS_KEPT are kept per queue; a delete with an older one is refused as invalid,
@@ -43,10 +50,12 @@ as SQS may refuse a receipt it no longer knows.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -95,7 +104,47 @@ def correct() -> None:
             queue.deleted_messages = RecentReceipts()
 
         models.Queue.__init__ = queue_init
+        serialize_backend()
         _corrected = True
+
+
+# moto's backend state (queues, their messages and in-flight sets) is read and changed by every
+# request thread: one lock, reentrant since backend methods call one another.
+_backend_lock = threading.RLock()
+POLL_SLICE_S = 1.0  # a waiting receive scans again at least this often (moto's own wait slice)
+
+
+def serialize_backend() -> None:
+    """Every public SQSBackend method under _backend_lock; receive_message as scans under it
+    with the long poll's waits outside, so a receive waiting 20 s holds no other request up."""
+    for name, method in list(vars(models.SQSBackend).items()):
+        if inspect.isfunction(method) and not name.startswith("_") and name != "receive_message":
+            setattr(models.SQSBackend, name, _under_lock(method))
+    scan = models.SQSBackend.receive_message
+
+    def receive_message(backend: models.SQSBackend, queue_name: str, count: int, wait_seconds_timeout: int,
+                        visibility_timeout: int, message_attribute_names: list[str] | None = None) -> list[Any]:
+        deadline = time.monotonic() + wait_seconds_timeout
+        while True:
+            with _backend_lock:
+                found = scan(backend, queue_name, count, 0, visibility_timeout, message_attribute_names)
+                queue = backend.get_queue(queue_name)
+            left = deadline - time.monotonic()
+            if found or left <= 0:
+                return found
+            # Woken by a send (moto notifies this condition); a message whose visibility lapses
+            # notifies nothing, so the slice bounds how late it is seen, as in moto's own loop.
+            queue.wait_for_messages(min(left, POLL_SLICE_S))
+
+    models.SQSBackend.receive_message = receive_message
+
+
+def _under_lock(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _backend_lock:
+            return method(*args, **kwargs)
+    return locked
 
 
 class RecentReceipts:
