@@ -354,6 +354,10 @@ def _state(row: dict[str, Any]) -> str:
     return row["status"]
 
 
+# Whether execution {id} is an upstream DataHub's request, adopted here (upstream/mirror.py).
+_MIRRORED = "EXISTS (SELECT 1 FROM upstream_requests WHERE execution_id={id} AND refusal_reason IS NULL)"
+
+
 def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: float) -> Applied:
     execution_id, status = row["id"], row["status"]
     require_claimers_pool(execution_id, row["pool_id"], event.pool_id)
@@ -366,7 +370,11 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
             token = _mint_ingest_token(tx, ctx.tokens, execution_id)
             return Applied(row, "repeated", lease=row["lease"], ingest_token=token)
         if holder_online(tx, row["executor_id"], row["executor_instance"], now, ctx.started_at):
-            if event.message_id and event.message_id == row["message_id"]:
+            # A run whose message its queue lost (enqueued_at NULL, decision 68) has no message
+            # but the replacement the outbox sends once its holder falls silent: one claimed
+            # before the outbox has marked it as the run's message_id is that replacement, and is
+            # judged as the holder's own, as it will be once marked.
+            if event.message_id and (event.message_id == row["message_id"] or row["enqueued_at"] is None):
                 # The holder's own message, back because the holder stopped extending it (paused,
                 # cut off): keep it for a claim once the holder is judged gone, not deleted.
                 raise Conflict(f"execution {execution_id} is held by executor {row['executor_id']}, which stopped "
@@ -383,8 +391,12 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
                 "unreachable; not run again", now), None)
             return Applied(_row(tx, execution_id), "cancelled")
     if status == S.PENDING and row["source_urn"]:
-        other = tx.execute("SELECT id FROM executions WHERE source_urn=? AND status=? AND id<>?",
-                           (row["source_urn"], S.RUNNING, execution_id)).fetchone()
+        # A source is one DataHub's: an upstream DataHub's request names its source by that
+        # DataHub's urn, which a source of ours may share (`datahub ingest deploy --name x` makes
+        # the same urn on either server). Runs are duplicates only of runs of the same DataHub's source.
+        other = tx.execute(f"SELECT id FROM executions e WHERE source_urn=? AND status=? AND id<>? "
+                           f"AND {_MIRRORED.format(id='e.id')} = {_MIRRORED.format(id='?')}",
+                           (row["source_urn"], S.RUNNING, execution_id, execution_id)).fetchone()
         if other is not None:
             _finalize(tx, execution_id, S.DUPLICATE, S.SOURCE_ALREADY_RUNNING, now)
             _write_result(tx, execution_id, _control_plane_result(
