@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from sandbox import ConfinedProcess, Limits, Outcome, Sandbox, SandboxError, Status, TaskUser
+from sandbox import ConfinedProcess, Limits, Outcome, Sandbox, SandboxError, Status, TaskUser, reused_threads
 from vocabulary import statuses as S
 from vocabulary.results import executor_details
 from vocabulary.tasks import UnknownTask, task_class
@@ -121,9 +121,11 @@ def report_is_whole_log(report: str, full_log: bytes) -> bool:
     return text in (report, report + "\n")
 
 
-class TaskRunner(threading.Thread):
+class TaskRunner:
+    """The execution's life on a thread of its own: one an earlier task left idle where there is
+    one (sandbox/reused_threads.py). start(), is_alive() and join() as a Thread's."""
+
     def __init__(self, lease: Lease, services: RunnerServices) -> None:
-        super().__init__(name=f"task-{lease.execution_id}", daemon=True)
         self.lease = lease
         self.s = services
         self.execution_id = lease.execution_id
@@ -137,6 +139,18 @@ class TaskRunner(threading.Thread):
         self._end_reason: str | None = None  # "cancel" | "shutdown"
         self._kill_sent = False
         self._lock = threading.Lock()
+        self._job: reused_threads.Job | None = None
+
+    def start(self) -> None:
+        """RuntimeError where no thread can be had (the master at its own pids limit)."""
+        self._job = reused_threads.start(self.run, name=f"task-{self.execution_id}")
+
+    def is_alive(self) -> bool:
+        return self._job is not None and self._job.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._job is not None:
+            self._job.join(timeout)
 
     @property
     def consumer(self) -> SqsConsumer:

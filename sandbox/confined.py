@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from . import driver as _driver
+from . import reused_threads
 from .backoff import Backoff
 from .driver import TaskGroup
 from .errors import SandboxError
@@ -76,12 +77,12 @@ class ConfinedProcess:
         self.name = group.name
         self.isolation = isolation
         self.stdin, self.stdout, self.stderr = popen.stdin, popen.stdout, popen.stderr
-        self._reaper = threading.Thread(target=self._reap, name=f"sandbox-reaper-{self.name}", daemon=True)
+        self._reaper: reused_threads.Job | None = None
 
     def start_reaper(self) -> None:
         """The child has just been released: the timeout counts from now."""
         self._started = time.monotonic()
-        self._reaper.start()
+        self._reaper = reused_threads.start(self._reap, name=f"sandbox-reaper-{self.name}")
 
     def abandon(self) -> None:
         """The child was released but its reaper could not start: end the task here, in the

@@ -32,6 +32,7 @@ import weakref
 
 from loguru import logger
 
+from sandbox import reused_threads
 from vocabulary import full_log
 
 from . import executor_lines
@@ -115,10 +116,9 @@ class TaskLog:
         self._stop_pump = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         weakref.finalize(self, os.close, self._stop_pump)
 
-    def pump(self, stream) -> threading.Thread:
-        thread = threading.Thread(target=self._read, args=(stream,), name=f"task-log-{os.path.basename(self.path)}", daemon=True)
-        thread.start()
-        return thread
+    def pump(self, stream) -> reused_threads.Job:
+        """Relay STREAM on a thread of its own until it ends (join() waits for that)."""
+        return reused_threads.start(self._read, stream, name=f"task-log-{os.path.basename(self.path)}")
 
     def stop_pump(self) -> None:
         """End the pump as if its output had ended: what it holds back is masked and kept, and

@@ -6,14 +6,13 @@ import errno
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
 import pytest
 
 from sandbox import SandboxError, Status
-from sandbox import confined
+from sandbox import confined, reused_threads
 
 from .conftest import pid_alive
 
@@ -38,14 +37,14 @@ def test_a_failure_before_the_release_never_runs_the_command(sandbox, monkeypatc
 
 def test_a_failure_after_the_release_kills_and_reaps_the_command(sandbox, monkeypatch, tmp_path):
     pid_file = tmp_path / "pid"
-    real_start = threading.Thread.start
+    real_start = reused_threads.start
 
-    def no_thread_for_the_reaper(thread):
-        if thread.name.startswith("sandbox-reaper-"):
+    def no_thread_for_the_reaper(target, *args, name):
+        if name.startswith("sandbox-reaper-"):
             raise RuntimeError("can't start new thread")
-        real_start(thread)
+        return real_start(target, *args, name=name)
 
-    monkeypatch.setattr(threading.Thread, "start", no_thread_for_the_reaper)
+    monkeypatch.setattr(reused_threads, "start", no_thread_for_the_reaper)
     name = uuid.uuid4().hex[:10]
     with pytest.raises(SandboxError, match="can't start new thread"):
         sandbox.start(["bash", "-c", f"echo $$ > {pid_file}; exec sleep 300"], name=name)
