@@ -313,7 +313,7 @@ class Master:
             if exc.final:
                 if exc.status == 409:
                     raise ExecutorIdInUse(printable(exc)) from None
-                raise SystemExit(f"{what} refused by the control plane: {printable(exc)}") from None
+                self._refuse_start(f"{what} refused by the control plane: {printable(exc)}")
             raise SystemExit(0) from None  # stopped before the control plane came back
 
     def _secret_store(self) -> ChainedSecretStore:
