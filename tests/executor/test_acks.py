@@ -117,3 +117,28 @@ def test_an_ack_that_arrives_while_the_loop_waits_is_deleted_after_its_linger_no
     stepping.join(timeout=5)
     assert lease.state is State.ACKED
     assert time.monotonic() - started < 0.8, "deleted when the idle second ran out, not after the 0.1 s linger"
+
+
+def test_the_loop_waiting_is_woken_by_the_first_ack_and_by_the_tenth(queue):
+    """Acks given while the loop waits: the first starts the linger (not the loop's idle second),
+    the tenth sends the batch at once (not at the linger's end)."""
+    consumer, calls = queue
+    leases = Leases()
+    acks = Acknowledger({"ingestion": consumer}, leases, linger_s=0.3)
+    held = held_leases(consumer, leases, 11, through=State.REPORTING)
+    loop = threading.Thread(target=acks.step)
+    loop.start()
+    time.sleep(0.1)  # the loop waits, idle
+    began = time.monotonic()
+    acks.ack(held[0])
+    loop.join(5)
+    assert calls == [1] and 0.3 <= time.monotonic() - began < 0.9, "deleted at the linger's end"
+    loop = threading.Thread(target=acks.step)
+    loop.start()
+    time.sleep(0.1)
+    began = time.monotonic()
+    for lease in held[1:]:
+        acks.ack(lease)
+    loop.join(5)
+    assert calls == [1, BATCH] and time.monotonic() - began < 0.25, "a full batch does not wait for the linger"
+    assert len(leases) == 0
