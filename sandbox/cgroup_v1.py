@@ -67,7 +67,7 @@ class CgroupV1Driver(Driver):
                 pass
 
     def create(self, name: str, limits: Limits) -> TaskGroup:
-        dirs = {c: os.path.join(root, name) for c, root in self.roots.items() if needed_for(c, limits)}
+        dirs = {c: os.path.join(root, name) for c, root in self.roots.items()}
         group = V1TaskGroup(name, dirs)
         made: list[str] = []
         try:
@@ -102,15 +102,6 @@ class CgroupV1Driver(Driver):
     def close(self) -> None:
         for root in self.roots.values():
             fs.remove_root(root)
-
-
-def needed_for(controller: str, limits: Limits) -> bool:
-    """Whether a task with LIMITS gets a directory of its own in CONTROLLER's hierarchy. The cpu
-    hierarchy only limits: without a cpu limit (the executor sets none) a task directory there
-    was one more mkdir, attach and rmdir per task for nothing, and the task stays in the cpu
-    cgroup of whoever started it, as any process there. Every other hierarchy in use tracks the
-    task (memory, unified), counts what it does (memory, pids) or ends it (freezer)."""
-    return controller != "cpu" or limits.cpu_max is not None
 
 
 def tree_kill_words(hierarchies) -> str:

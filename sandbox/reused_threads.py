@@ -13,6 +13,10 @@ its thread bears its name while it is the job's, an exception it raises goes to 
 and ends only the job, and join()/is_alive() say when it is done. The job's callable and
 arguments are let go as it ends, as Thread.run does, so a job that refers to its owner makes no
 reference cycle. The threads are daemon threads, as every thread the master starts per task is.
+
+A job must not fork a child with a parent-death signal itself: the signal follows the thread
+that forked, and a reused thread ends up to IDLE_S after its job, killing the child then (shown
+in review). Children are forked by the sandbox's spawner thread, which lives as long as it.
 """
 from __future__ import annotations
 

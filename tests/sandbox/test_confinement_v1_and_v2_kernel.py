@@ -313,25 +313,19 @@ def test_a_cpu_limit_over_an_enclosing_quota_gets_that_quota_not_a_refused_start
     assert "allows 0.5" in outcome.limits_enforced["cpu"]
 
 
-def test_a_task_has_a_v1_cpu_cgroup_only_with_a_cpu_limit(sandbox, tmp_path):
-    """The v1 cpu hierarchy only limits: a task without a cpu limit has no cgroup of its own there
-    (it was a mkdir, an attach and an rmdir per task for nothing), while the memory hierarchy
-    still tracks it; a task with one is confined there too."""
+def test_a_task_without_a_cpu_limit_still_has_a_v1_cpu_cgroup_of_its_own(sandbox, tmp_path):
+    """The v1 cpu hierarchy also shares CPU between groups (cpu.shares), limit or none. A task
+    left in the master's own cpu cgroup competed thread for thread with the master's threads:
+    measured in review, a 16-thread burner placed so made 0.5 s of a master-like thread's work
+    take 8.8-11.8 s instead of 1.4-1.6 s below the executor's root. So every task gets its own
+    cpu cgroup below the root, with or without a limit."""
     cpu_root = getattr(sandbox.driver, "roots", {}).get("cpu")
     if sandbox.mode != "cgroup-v1" or cpu_root is None:
         pytest.skip("a writable cgroup v1 cpu hierarchy is needed")
     out = tmp_path / "cgroup"
-
-    def memberships() -> dict[str, str]:
-        return {line.split(":")[1]: line.split(":")[2] for line in out.read_text().splitlines()}
-
     plain = sandbox.start(["sh", "-c", f"cat /proc/self/cgroup > {out}"], Limits(memory_max_bytes=64 * MIB))
     assert plain.wait().status is Status.SUCCEEDED
-    cpu = next(name for name in memberships() if "cpu" in name.split(","))
-    assert plain.name in memberships()["memory"]
-    assert plain.name not in memberships()[cpu]
-    limited = sandbox.start(["sh", "-c", f"cat /proc/self/cgroup > {out}"], Limits(memory_max_bytes=64 * MIB, cpu_max=1.0))
-    outcome = limited.wait()
-    assert outcome.status is Status.SUCCEEDED
-    assert limited.name in memberships()[cpu]
-    assert outcome.limits_enforced["cpu"].startswith("cgroup v1 cpu.cfs_quota_us=")
+    memberships = {line.split(":")[1]: line.split(":")[2] for line in out.read_text().splitlines()}
+    cpu = next(name for name in memberships if "cpu" in name.split(","))
+    parent, task_dir = memberships[cpu].rsplit("/", 2)[-2:]
+    assert plain.name in task_dir and parent == os.path.basename(cpu_root), memberships[cpu]
