@@ -197,19 +197,23 @@ class Executions:
             silent_since = max(holder[0] if holder else 0.0, self.ctx.started_at)
             if now < silent_since + row["visibility_timeout_s"]:
                 continue
+            self.ctx.replacements_sending.add(row["id"])  # a claim before the mark is of this one
             try:
-                message_id = self.queues.send_text(self.pools.queue_for(row["pool_id"], row["task"]),
-                                                   message.encode(row["id"], row["task"], row["pool_id"],
-                                                                  int(row["created_at"] * 1000)))
-            except Exception as exc:  # as for a PENDING run's send: the next round tries again
-                failed[row["id"]] = type(exc).__name__
-                if self.queues.is_missing_queue(exc):
-                    gone.add(row["pool_id"])
-                continue
-            with self.store.transaction() as tx:
-                marked = tx.execute("UPDATE executions SET enqueued_at=?, message_id=? WHERE id=? AND status=? "
-                                    "AND lease_epoch=? AND enqueued_at IS NULL",
-                                    (now, message_id, row["id"], S.RUNNING, row["lease_epoch"])).rowcount
+                try:
+                    message_id = self.queues.send_text(self.pools.queue_for(row["pool_id"], row["task"]),
+                                                       message.encode(row["id"], row["task"], row["pool_id"],
+                                                                      int(row["created_at"] * 1000)))
+                except Exception as exc:  # as for a PENDING run's send: the next round tries again
+                    failed[row["id"]] = type(exc).__name__
+                    if self.queues.is_missing_queue(exc):
+                        gone.add(row["pool_id"])
+                    continue
+                with self.store.transaction() as tx:
+                    marked = tx.execute("UPDATE executions SET enqueued_at=?, message_id=? WHERE id=? AND status=? "
+                                        "AND lease_epoch=? AND enqueued_at IS NULL",
+                                        (now, message_id, row["id"], S.RUNNING, row["lease_epoch"])).rowcount
+            finally:
+                self.ctx.replacements_sending.discard(row["id"])
             if marked:
                 sent += 1
                 logger.bind(execution_id=row["id"]).warning(

@@ -201,11 +201,15 @@ Event = Claim | Progress | Finish | Release | Requeue | Lost | Cancel | Reported
 
 @dataclass(frozen=True)
 class Context:
-    """What transitions need besides the database: token minting, and when this control plane
-    started (executors are judged from then at the earliest; see liveness.py)."""
+    """What transitions need besides the database: token minting, when this control plane
+    started (executors are judged from then at the earliest; see liveness.py), and the runs whose
+    replacement message is being sent right now (executions.py, decision 68)."""
 
     tokens: Tokens
     started_at: float = 0.0
+    # Added and removed by the outbox's thread around a replacement's send and mark; read by
+    # claims (a set's add, discard and `in` are each atomic in CPython).
+    replacements_sending: set[str] = field(default_factory=set, compare=False)
 
 
 @dataclass
@@ -370,11 +374,12 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
             token = _mint_ingest_token(tx, ctx.tokens, execution_id)
             return Applied(row, "repeated", lease=row["lease"], ingest_token=token)
         if holder_online(tx, row["executor_id"], row["executor_instance"], now, ctx.started_at):
-            # A run whose message its queue lost (enqueued_at NULL, decision 68) has no message
-            # but the replacement the outbox sends once its holder falls silent: one claimed
-            # before the outbox has marked it as the run's message_id is that replacement, and is
-            # judged as the holder's own, as it will be once marked.
-            if event.message_id and (event.message_id == row["message_id"] or row["enqueued_at"] is None):
+            # While the outbox sends a lost message's replacement (decision 68), a claim may come
+            # before the send's answer lets it mark the replacement as the run's message_id: it
+            # is judged as the holder's own, as it will be once marked. Only then: a true second
+            # copy of a run marked unsent is refused as ever, not deferred until it is dead-lettered.
+            if event.message_id and (event.message_id == row["message_id"] or (
+                    row["enqueued_at"] is None and execution_id in ctx.replacements_sending)):
                 # The holder's own message, back because the holder stopped extending it (paused,
                 # cut off): keep it for a claim once the holder is judged gone, not deleted.
                 raise Conflict(f"execution {execution_id} is held by executor {row['executor_id']}, which stopped "

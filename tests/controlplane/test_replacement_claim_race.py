@@ -64,3 +64,31 @@ def test_a_replacement_claimed_as_its_holder_comes_back_before_it_is_marked_is_k
     claim = in_the_moment[0]
     assert claim is not None and claim.retry_after_s > 0, \
         "the replacement's claim was refused for good: its executor deletes the run's only message"
+
+
+def test_a_true_second_copy_of_a_run_marked_unsent_is_refused_not_deferred_into_the_dead_letter_queue(
+        cp, executor_double):
+    """Only the moment of a replacement's send defers a claim of an unmarked message (found by
+    review): a run marked unsent (a queue of its pool deleted and made again, decision 66) and
+    still held by a live executor stays so, and a real second copy of its message (decision 80's
+    resend) was deferred at every receive until SQS dead-lettered it, where nothing judges it."""
+    pool = cp.create_pool("p", default=True, visibility_timeout_s=30, max_receive_count=3)
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=cp.sqs_endpoint_url,
+                          aws_access_key_id="local", aws_secret_access_key="local")
+    holder, other = executor_double("p", "holder", interval_s=5.0), executor_double("p", "other", interval_s=5.0)
+    holder.heartbeat()
+    other.heartbeat()
+    run = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    first = client.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=10)["Messages"][0]
+    assert holder.client.claim(run, executor_id="holder", instance_id=holder.instance_id, pool_id="p",
+                               receive_count=1, message_id=first["MessageId"]) is not None
+    cp.cp.queues.send_text(pool["queue_url"], first["Body"])  # the second copy
+    cp.cp.executions.forget_queued("p")
+    holder.heartbeat(running=[run])
+    other.heartbeat()
+    (copy,) = client.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=5,
+                                     VisibilityTimeout=0)["Messages"]
+    claim = other.client.claim(run, executor_id="other", instance_id=other.instance_id, pool_id="p",
+                               receive_count=1, message_id=copy["MessageId"])
+    assert claim is None, "the copy was deferred: it goes round until the dead-letter queue takes it"
+    assert cp.execution(run)["status"] == "RUNNING"
