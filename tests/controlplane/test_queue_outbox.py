@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 import pytest
@@ -378,6 +378,35 @@ def test_runs_whose_queue_was_deleted_are_sent_to_the_queue_made_again_as_the_po
     assert redrive["deadLetterTargetArn"].endswith("-dlq") and int(redrive["maxReceiveCount"]) == pool["max_receive_count"]
 
 
+class HeldRun(NamedTuple):
+    pool: dict[str, Any]
+    client: Any  # boto3's SQS client
+    holder: ExecutorDouble
+    other: ExecutorDouble
+    run: str
+    first: dict[str, Any]  # the run's message, as the holder received it
+    claimed: Any  # the holder's claim
+
+
+def held_run(cp: ControlPlaneHandle, executor_double, *, visibility_s: int, interval_s: float,
+             **pool_options: Any) -> HeldRun:
+    """Pool "p" with two executors heartbeating ("holder" and "other"), and a run of it that the
+    holder has received and claimed: what decision 68's replacement is about."""
+    pool = cp.create_pool("p", default=True, visibility_timeout_s=visibility_s, **pool_options)
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=cp.sqs_endpoint_url,
+                          aws_access_key_id="local", aws_secret_access_key="local")
+    holder, other = (executor_double("p", "holder", interval_s=interval_s),
+                     executor_double("p", "other", interval_s=interval_s))
+    holder.heartbeat()
+    other.heartbeat()
+    run = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    first = client.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=10)["Messages"][0]
+    claimed = holder.client.claim(run, executor_id="holder", instance_id=holder.instance_id, pool_id="p",
+                                  receive_count=1, message_id=first["MessageId"])
+    assert claimed is not None
+    return HeldRun(pool, client, holder, other, run, first, claimed)
+
+
 def test_a_running_run_whose_message_was_lost_is_sent_again_once_its_holder_falls_silent(cp, executor_double):
     """The embedded queue server's restart (here: its message deleted, and the restart's
     forget_queued) leaves a RUNNING run without a message. Nothing is sent while its holder
@@ -386,16 +415,8 @@ def test_a_running_run_whose_message_was_lost_is_sent_again_once_its_holder_fall
     holder heartbeat again first, the claim is deferred and the message kept, as for the
     holder's own message (decisions 8 and 68)."""
     visibility_s = 4
-    pool = cp.create_pool("p", default=True, visibility_timeout_s=visibility_s)
-    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=cp.sqs_endpoint_url,
-                          aws_access_key_id="local", aws_secret_access_key="local")
-    holder, other = executor_double("p", "holder", interval_s=1.0), executor_double("p", "other", interval_s=1.0)
-    holder.heartbeat()
-    other.heartbeat()
-    run = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
-    first = client.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=10)["Messages"][0]
-    claimed = holder.client.claim(run, executor_id="holder", instance_id=holder.instance_id, pool_id="p",
-                                  receive_count=1, message_id=first["MessageId"])
+    pool, client, holder, other, run, first, claimed = held_run(cp, executor_double, visibility_s=visibility_s,
+                                                                interval_s=1.0)
     client.delete_message(QueueUrl=pool["queue_url"], ReceiptHandle=first["ReceiptHandle"])
     cp.cp.executions.forget_queued()
 
@@ -430,3 +451,58 @@ def test_a_running_run_whose_message_was_lost_is_sent_again_once_its_holder_fall
     assert taken is not None and taken.lease != claimed.lease
     execution = cp.execution(run)
     assert (execution["status"], execution["executor_id"]) == ("RUNNING", "other")
+
+
+def test_a_replacement_claimed_as_its_holder_comes_back_before_it_is_marked_is_kept(cp, executor_double, monkeypatch):
+    """The replacement becomes the run's `message_id` only once the queue's answer to its send is
+    back. An executor that received it and claimed it before that mark, just as the holder came
+    back, was judged against the holder's *old* message: refused for good ("running on live
+    executor", no retry_after_s), so it deleted the replacement, and the run had no message behind
+    it should its holder crash after all. Once marked, the same claim is deferred and the message
+    kept (decision 8). The moment between send and mark is held open by wrapping the queue's send:
+    the real message is sent, and the holder's heartbeat and the other executor's claim happen
+    before the send returns."""
+    pool, client, holder, other, run, first, _ = held_run(cp, executor_double, visibility_s=2, interval_s=1.0)
+    client.delete_message(QueueUrl=pool["queue_url"], ReceiptHandle=first["ReceiptHandle"])
+
+    send = cp.cp.queues.send_text
+    in_the_moment: list = []
+
+    def send_then_holder_back_and_claimed(queue_url: str, body: str) -> str:
+        message_id = send(queue_url, body)
+        if message.decode(body).execution_id == run and not in_the_moment:
+            holder.heartbeat(running=[run])  # back, just after the replacement went out
+            other.heartbeat()
+            in_the_moment.append(other.client.claim(run, executor_id="other", instance_id=other.instance_id,
+                                                    pool_id="p", receive_count=1, message_id=message_id))
+        return message_id
+
+    monkeypatch.setattr(cp.cp.queues, "send_text", send_then_holder_back_and_claimed)
+    cp.cp.executions.forget_queued()  # the embedded queue server's restart: the holder now falls silent
+    deadline = time.monotonic() + 30
+    while not in_the_moment:
+        assert time.monotonic() < deadline, "never sent again once its holder fell silent"
+        time.sleep(0.1)
+    claim = in_the_moment[0]
+    assert claim is not None and claim.retry_after_s > 0, \
+        "the replacement's claim was refused for good: its executor deletes the run's only message"
+
+
+def test_a_true_second_copy_of_a_run_marked_unsent_is_refused_not_deferred_into_the_dead_letter_queue(
+        cp, executor_double):
+    """Only the moment of a replacement's send defers a claim of an unmarked message (found by
+    review): a run marked unsent (a queue of its pool deleted and made again, decision 66) and
+    still held by a live executor stays so, and a real second copy of its message (decision 80's
+    resend) was deferred at every receive until SQS dead-lettered it, where nothing judges it."""
+    pool, client, holder, other, run, first, _ = held_run(cp, executor_double, visibility_s=30, interval_s=5.0,
+                                                          max_receive_count=3)
+    cp.cp.queues.send_text(pool["queue_url"], first["Body"])  # the second copy
+    cp.cp.executions.forget_queued("p")
+    holder.heartbeat(running=[run])
+    other.heartbeat()
+    (copy,) = client.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=5,
+                                     VisibilityTimeout=0)["Messages"]
+    claim = other.client.claim(run, executor_id="other", instance_id=other.instance_id, pool_id="p",
+                               receive_count=1, message_id=copy["MessageId"])
+    assert claim is None, "the copy was deferred: it goes round until the dead-letter queue takes it"
+    assert cp.execution(run)["status"] == "RUNNING"

@@ -7,29 +7,13 @@ Two of DataHub's requests of one source are still duplicates, as two runs of one
 are. The stand-in GMS answers DataHub's own client (test_upstream_hostile_pages.PageServer)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from controlplane.testing import ControlPlaneHandle, running_controlplane
 from vocabulary import statuses as S
 
 from .conftest import ExecutorDouble
-from .test_upstream_hostile_pages import RECIPE, PageServer, attached, request, sync_with
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory) -> Iterator[ControlPlaneHandle]:
-    with running_controlplane(Path(tmp_path_factory.mktemp("ours"))) as handle:
-        yield handle
-
-
-@pytest.fixture
-def upstream() -> Iterator[PageServer]:
-    server = PageServer()
-    yield server
-    server.close()
+from .test_upstream_hostile_pages import (RECIPE, PageServer, attached, ours, request,  # noqa: F401 - fixtures
+                                          sync_with, upstream)
 
 
 def of_source(request_id: str, pool: str, source_urn: str) -> dict:
