@@ -167,7 +167,7 @@ class RecentReceipts:
         return len(self._receipts)
 
     def update(self, receipts: Iterable[str | None]) -> None:
-        with self._lock:  # werkzeug serves each request on a thread of its own
+        with self._lock:  # the server serves each connection on a thread of its own
             for receipt in receipts:
                 self._receipts[receipt] = None
                 self._receipts.move_to_end(receipt)

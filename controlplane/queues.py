@@ -6,7 +6,7 @@ Every one keeps a message for SQS's longest retention, 14 days: with SQS's defau
 pool with no executor over a long weekend lost its queued runs without a word. What still
 leaves a queue unclaimed is the control plane's to notice (lost_messages.py).
 
-The embedded server is moto's ThreadedMotoServer on 127.0.0.1. Measured (ARCHITECTURE.md):
+The embedded server is moto's SQS backend on 127.0.0.1, served by sqs_http.py. Measured (ARCHITECTURE.md):
 long polling, visibility timeouts, ChangeMessageVisibility, ApproximateReceiveCount and
 redrive to a DLQ behave as SQS does, once embedded_sqs.py has corrected its visibility changes
 (the 12-hour cap, lapsed and replaced receipts, batch entries failing alone). ElasticMQ needs a
@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from loguru import logger
 
 from .http_guard import host_name
+from .sqs_http import KeepAliveServer
 
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 # The monitors queue's name is the pool queue's name plus this: an executor that knows only the
@@ -126,9 +128,6 @@ class Queues:
         return isinstance(exc, self.client.exceptions.QueueDoesNotExist)
 
 
-START_TIMEOUT_S = 10.0
-
-
 class QueueServerDidNotStart(RuntimeError):
     """The embedded SQS server did not serve in time; the message says what to do (one line)."""
 
@@ -156,45 +155,51 @@ def refuse_browsers(app: Callable) -> Callable:
 
 class EmbeddedSqs:
     """moto's SQS-protocol server on 127.0.0.1, started and stopped by the control plane; it
-    answers no browser (refuse_browsers)."""
+    answers no browser (refuse_browsers), and keeps its clients' connections open between
+    requests as AWS SQS does (sqs_http.py)."""
 
     def __init__(self, port: int = 0) -> None:
-        from moto.server import ThreadedMotoServer
-
         from . import embedded_sqs
 
         embedded_sqs.correct()
         self._port = port
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server: KeepAliveServer | None = None
+        self._thread: threading.Thread | None = None
         self.endpoint_url: str | None = None
 
     def start(self) -> str:
-        """The server's endpoint once it serves. Raises QueueServerDidNotStart after START_TIMEOUT_S:
-        moto's start waits without limit for a ready event its server thread never sets when the
-        bind fails (a port taken between our check and the bind), and the control plane hung
-        there, deaf to Ctrl-C."""
-        import logging
+        """The server's endpoint once it serves. Raises QueueServerDidNotStart where its port
+        cannot be bound (taken between our check and the bind): at once, the bind being done
+        here, where moto's own start waited for ever for a server thread whose bind had failed."""
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-        starting = threading.Thread(target=self._server.start, name="embedded-sqs-start", daemon=True)
-        starting.start()
-        starting.join(START_TIMEOUT_S)
-        if starting.is_alive() or getattr(self._server, "_server", None) is None:
-            raise QueueServerDidNotStart(f"the embedded SQS server did not start on 127.0.0.1:{self._port} within "
-                                         f"{START_TIMEOUT_S:.0f} s (is the port taken?); stop what listens there, or "
-                                         "remove sqs-port from the state dir for a free one")
-        dispatcher = self._server._server.app
+        dispatcher = DomainDispatcherApplication(create_backend_app)
         # moto finds the service of each request anew, under a lock every request takes: its
         # package directory listed and each of its ~200 entries stat'ed, then its services' URL
         # patterns tried in turn. The answer depends on the host alone, so it is kept: measured,
         # 1000 SendMessage calls cost the server 2.8 s of CPU instead of 3.3-4.6 s.
         dispatcher.get_backend_for_host = functools.lru_cache(maxsize=256)(dispatcher.get_backend_for_host)
-        # werkzeug's handler takes the application from its server at each request. No queue
-        # exists before start() returns (the control plane creates them after), so the moment
-        # moto served unguarded exposed nothing.
-        self._server._server.app = refuse_browsers(dispatcher)
-        self.endpoint_url = f"http://127.0.0.1:{self._server._server.server_port}"
+        try:
+            self._server = KeepAliveServer(("127.0.0.1", self._port), refuse_browsers(dispatcher),
+                                           on_error=lambda what: logger.error("embedded SQS server: {}", what))
+        except OSError as exc:
+            raise QueueServerDidNotStart(f"the embedded SQS server cannot listen on 127.0.0.1:{self._port} "
+                                         f"({exc.strerror}; is the port taken?); stop what listens there, or "
+                                         "remove sqs-port from the state dir for a free one") from None
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="embedded-sqs", daemon=True)
+        self._thread.start()
+        self.endpoint_url = f"http://127.0.0.1:{self._server.server_address[1]}"
         return self.endpoint_url
 
     def stop(self) -> None:
-        self._server.stop()
+        """Stop listening and close every open connection: a client then sees the server gone
+        (an SQS outage, in the fault suite), not a connection that still answers."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None

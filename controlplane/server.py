@@ -383,7 +383,7 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _cannot_listen(host: str, port: int) -> str | None:
-    """Why HOST:PORT cannot be listened on, or None. Probed as werkzeug binds, with SO_REUSEADDR."""
+    """Why HOST:PORT cannot be listened on, or None. Probed as the queue server binds, with SO_REUSEADDR."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -1,5 +1,5 @@
 """The embedded SQS server serves concurrent requests as SQS does: moto's backend assumes one
-request at a time, and werkzeug runs each on a thread of its own. Eight receivers take and delete
+request at a time, and the server runs each connection on a thread of its own. Eight receivers take and delete
 messages of one queue at once, through boto3 with retries off (a 500 is seen, not retried); the
 switch interval is shortened so that the threads interleave inside moto's receive, as they do
 now and then under a busy executor."""
