@@ -479,8 +479,10 @@ class Executions:
             aspects = aspect_store.latest(db, E.execution_urn(execution_id), (E.EXECUTION_INPUT, E.EXECUTION_RESULT))
             logged = db.execute(f"SELECT encoding, {'data' if with_log else 'NULL'} FROM execution_logs "
                                 "WHERE execution_id=?", (execution_id,)).fetchone()
+            mirrored = db.execute(f"SELECT {lifecycle.MIRRORED.format(id='?')}", (execution_id,)).fetchone()[0]
         row.pop("lease", None)
         row["urn"] = E.execution_urn(execution_id)
+        row["mirrored"] = bool(mirrored)  # an upstream DataHub's request: its source_urn is that DataHub's
         row["cancel_requested"] = bool(row["cancel_requested"])
         row["input"] = aspects[E.EXECUTION_INPUT].value if E.EXECUTION_INPUT in aspects else None
         row["result"] = aspects[E.EXECUTION_RESULT].value if E.EXECUTION_RESULT in aspects else None
@@ -493,12 +495,16 @@ class Executions:
 
     def list(self, *, source_urn: str | None = None, status: str | None = None, pool_id: str | None = None,
              executor_id: str | None = None, start: int = 0, count: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        """The runs that match, newest first. SOURCE_URN: the runs of our source of that urn; an
+        upstream DataHub's requests naming the same urn are runs of that DataHub's source."""
         where, params = ["1=1"], []
         for column, value in (("source_urn", source_urn), ("status", status), ("pool_id", pool_id),
                               ("executor_id", executor_id)):
             if value:
                 where.append(f"{column}=?")
                 params.append(value)
+        if source_urn:
+            where.append(f"NOT {lifecycle.MIRRORED.format(id='executions.id')}")
         clause = " AND ".join(where)
         total = self.store.one(f"SELECT COUNT(*) AS n FROM executions WHERE {clause}", tuple(params))["n"]
         rows = self.store.query(f"SELECT id FROM executions WHERE {clause} ORDER BY created_at DESC, id DESC "
@@ -507,10 +513,10 @@ class Executions:
 
     def index(self) -> list[dict[str, Any]]:
         """Every execution, newest first, with only what listings filter on (id, urn, source_urn,
-        pool_id, status, task): a listing filters and pages these, then views the page alone."""
-        rows = self.store.query("SELECT id, source_urn, pool_id, status, task FROM executions "
-                                "ORDER BY created_at DESC, id DESC")
-        return [{**row, "urn": E.execution_urn(row["id"])} for row in rows]
+        mirrored, pool_id, status, task): a listing filters and pages these, then views the page alone."""
+        rows = self.store.query(f"SELECT id, source_urn, {lifecycle.MIRRORED.format(id='e.id')} AS mirrored, pool_id, "
+                                "status, task FROM executions e ORDER BY created_at DESC, id DESC")
+        return [{**row, "mirrored": bool(row["mirrored"]), "urn": E.execution_urn(row["id"])} for row in rows]
 
     def run_summary(self, run_id: str) -> dict[str, Any]:
         """What a run wrote: entities and aspects (from the writes its ingest token made)."""

@@ -98,8 +98,17 @@ SOURCE_FIELDS = {
     "sourceType": lambda s: s["type"], "executorId": lambda s: s["info"].get("config", {}).get("executorId"),
     "sourceExecutorId": lambda s: s["info"].get("config", {}).get("executorId"),
 }
+
+
+def source_of_ours(execution: dict[str, Any]) -> str | None:
+    """The urn of our source EXECUTION is a run of. None for a request adopted from an upstream
+    DataHub: its input names that DataHub's source, which a source of ours may share the urn of
+    (decision 86) but is not."""
+    return None if execution["mirrored"] else execution["source_urn"]
+
+
 EXECUTION_FIELDS = {
-    "urn": lambda x: x["urn"], "ingestionSource": lambda x: x["source_urn"], "executorId": lambda x: x["pool_id"],
+    "urn": lambda x: x["urn"], "ingestionSource": source_of_ours, "executorId": lambda x: x["pool_id"],
     "status": lambda x: x["status"], "task": lambda x: x["task"],
 }
 
@@ -237,7 +246,7 @@ def build_schema(cp: ControlPlane):
                 "input": {"task": inputs.get("task", execution["task"]), "source": inputs.get("source") or {},
                           "arguments": _entries(inputs.get("args")), "requestedAt": inputs.get("requestedAt", 0),
                           "actorUrn": inputs.get("actorUrn"), "executorId": inputs.get("executorId")},
-                "result": execution["result"], "_source_urn": execution["source_urn"]}
+                "result": execution["result"], "_source_urn": source_of_ours(execution)}
 
     def pool_view(pool: dict[str, Any]) -> dict[str, Any]:
         return {"urn": pool["urn"], "type": "REMOTE_EXECUTOR_POOL", "executorPoolId": pool["id"],
@@ -348,7 +357,7 @@ def build_schema(cp: ControlPlane):
         spend(info, len(rows))
         if input.get("systemSources") is not None:  # only runs of system sources, or only of the others
             system = {s["urn"] for s in cp.sources.list() if is_system_source(s)}
-            rows = [r for r in rows if (r["source_urn"] in system) == input["systemSources"]]
+            rows = [r for r in rows if (source_of_ours(r) in system) == input["systemSources"]]
         rows = apply_filters(rows, input.get("filters"), EXECUTION_FIELDS, input.get("query"))
         if (input.get("sort") or {}).get("sortOrder") == "ASCENDING":
             rows.reverse()

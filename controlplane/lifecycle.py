@@ -358,8 +358,9 @@ def _state(row: dict[str, Any]) -> str:
     return row["status"]
 
 
-# Whether execution {id} is an upstream DataHub's request, adopted here (upstream/mirror.py).
-_MIRRORED = "EXISTS (SELECT 1 FROM upstream_requests WHERE execution_id={id} AND refusal_reason IS NULL)"
+# Whether execution {id} is an upstream DataHub's request, adopted here (upstream/mirror.py): a
+# run of that DataHub's source, never of a source of ours, whatever urn the two share.
+MIRRORED = "EXISTS (SELECT 1 FROM upstream_requests WHERE execution_id={id} AND refusal_reason IS NULL)"
 
 
 def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: float) -> Applied:
@@ -400,7 +401,7 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
         # DataHub's urn, which a source of ours may share (`datahub ingest deploy --name x` makes
         # the same urn on either server). Runs are duplicates only of runs of the same DataHub's source.
         other = tx.execute(f"SELECT id FROM executions e WHERE source_urn=? AND status=? AND id<>? "
-                           f"AND {_MIRRORED.format(id='e.id')} = {_MIRRORED.format(id='?')}",
+                           f"AND {MIRRORED.format(id='e.id')} = {MIRRORED.format(id='?')}",
                            (row["source_urn"], S.RUNNING, execution_id, execution_id)).fetchone()
         if other is not None:
             _finalize(tx, execution_id, S.DUPLICATE, S.SOURCE_ALREADY_RUNNING, now)

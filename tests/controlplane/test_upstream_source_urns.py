@@ -4,11 +4,17 @@ urn:li:dataHubIngestionSource:x on whichever server it points at; a source copie
 the other keeps its urn). They are different sources in different DataHubs: a run of one must
 not make a run of the other a DUPLICATE ("its source is already running"), whichever runs first.
 Two of DataHub's requests of one source are still duplicates, as two runs of one source of ours
-are. The stand-in GMS answers DataHub's own client (test_upstream_hostile_pages.PageServer)."""
+are. Nor is a run of one listed or resolved as a run of the other: our GraphQL, as DataHub's UI
+and client query it, lists and resolves only runs of ours as our source's. The stand-in GMS
+answers DataHub's own client (test_upstream_hostile_pages.PageServer)."""
 from __future__ import annotations
 
-import pytest
+from collections.abc import Iterator
 
+import pytest
+from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
+
+from controlplane import entities as E
 from vocabulary import statuses as S
 
 from .conftest import ExecutorDouble
@@ -65,3 +71,54 @@ def test_two_of_datahubs_requests_of_one_source_are_still_duplicates(ours, upstr
         assert executor.claim("twice-2") is None
         duplicate = ours.execution("twice-2")
         assert (duplicate["status"], duplicate["reason"]) == (S.DUPLICATE, S.SOURCE_ALREADY_RUNNING)
+
+
+@pytest.fixture
+def client(ours) -> Iterator[DataHubGraph]:
+    """DataHub's own client, on our control plane, as DataHub's UI and CLI query it."""
+    with DataHubGraph(DatahubClientConfig(server=ours.gms_url, token=ours.admin_token)) as graph:
+        yield graph
+
+
+def run_of_each(ours, upstream, tmp_path, name: str) -> tuple[dict, str, str]:
+    """A source of ours (pool NAME-ours) and a run of it, and DataHub's request THEIRS of
+    DataHub's source of the same urn (for pool NAME-theirs), taken: (the source, ours, theirs)."""
+    ours.create_pool(f"{name}-ours")
+    ours.create_pool(f"{name}-theirs")
+    mine = ours.create_source(f"mine-{name}", RECIPE, pool_id=f"{name}-ours")
+    local = ours.run_source(mine["id"])["id"]
+    offer(upstream, of_source(f"theirs-{name}", f"{name}-theirs", mine["urn"]))
+    assert sync_with(ours, upstream, tmp_path).discover() == [f"theirs-{name}"]
+    return mine, local, f"theirs-{name}"
+
+
+def test_a_source_of_ours_lists_its_own_runs_not_datahubs_runs_of_its_urn(ours, upstream, tmp_path, client):
+    """DataHub's UI shows a source's last run (listIngestionSources' executions) and, in its run
+    history, the runs its ingestionSource filter finds: DataHub's run of DataHub's source was
+    shown as the last run of ours, and in its history."""
+    mine, local, theirs = run_of_each(ours, upstream, tmp_path, "listed")
+    executions = client.execute_graphql(
+        "query($u: String!) { ingestionSource(urn: $u) { executions(start: 0, count: 10) { total "
+        "executionRequests { id } } } }", variables={"u": mine["urn"]})["ingestionSource"]["executions"]
+    assert ([r["id"] for r in executions["executionRequests"]], executions["total"]) == ([local], 1)
+    history = client.execute_graphql(
+        "query($u: String!) { listExecutionRequests(input: {start: 0, count: 10, filters: [{field: \"ingestionSource\", "
+        "values: [$u]}]}) { total executionRequests { id } } }", variables={"u": mine["urn"]})["listExecutionRequests"]
+    assert ([r["id"] for r in history["executionRequests"]], history["total"]) == ([local], 1)
+    every = client.execute_graphql("{ listExecutionRequests(input: {start: 0, count: 1000}) { executionRequests { id } } }")
+    assert {local, theirs} <= {r["id"] for r in every["listExecutionRequests"]["executionRequests"]}, \
+        "DataHub's run is still listed among all runs"
+
+
+def test_datahubs_run_of_its_source_resolves_to_no_source_of_ours(ours, upstream, tmp_path, client):
+    """An upstream run's `source` is DataHub's source, which this control plane does not hold: none,
+    as for an upstream run whose urn names no source here. Its input still names DataHub's urn."""
+    mine, local, theirs = run_of_each(ours, upstream, tmp_path, "resolved")
+    query = ("query($u: String!) { executionRequest(urn: $u) { source { urn name } "
+             "input { executorId source { type ingestionSource } } } }")
+    shown = client.execute_graphql(query, variables={"u": E.execution_urn(theirs)})["executionRequest"]
+    assert shown["source"] is None, f"DataHub's run resolved to our source {shown['source']}"
+    assert shown["input"] == {"executorId": "resolved-theirs",
+                              "source": {"type": "MANUAL_INGESTION_SOURCE", "ingestionSource": mine["urn"]}}
+    ours_shown = client.execute_graphql(query, variables={"u": E.execution_urn(local)})["executionRequest"]
+    assert ours_shown["source"] == {"urn": mine["urn"], "name": mine["name"]}
