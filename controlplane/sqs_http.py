@@ -3,10 +3,10 @@ that stay open between requests, as AWS SQS's do.
 
 moto serves through werkzeug's development server, which answers every request with
 `Connection: close`: each SQS call of the executor and of the control plane's outbox opened a
-TCP connection, and the server started a thread for it, for one request. Measured on the
-benchmark machine, a receive and a delete cost their client 4.1 ms of CPU and the server 6.0 ms
-that way. botocore keeps connections in a pool and uses them again where the server lets it, as
-AWS's endpoints do.
+TCP connection, and the server started a thread for it, for one request. botocore keeps
+connections in a pool and uses them again where the server lets it, as AWS's endpoints do.
+Measured on the benchmark machine (a boto3 receive and delete, 590 of each, alternating runs),
+kept connections cut their client's CPU from 3.6 to 3.2 ms and the server's from 5.3 to 4.1 ms.
 
 werkzeug closes because Python's http.server does not drain a request body its application left
 unread, and the rest of it would be read as the next request. Here the body is read whole,
