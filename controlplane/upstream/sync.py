@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from loguru import logger
 
@@ -50,6 +50,14 @@ REFUSED_RETRY_S = 60.0  # a result DataHub refused (4xx) is tried again after th
 OUTAGE_AFTER_FAILURES = 3  # failed writes in a row that make the step an outage (the rest wait for the next tick)
 FIRST_LOOK = "first_look_ms"
 SYSTEM = Identity("upstream", ADMIN, None, None)  # what this loop writes here, it writes as an admin
+
+
+def kill_signal(pool_id: str) -> dict[str, Any]:
+    """DataHub's KILL of a request, as we pass it on to our run of it. DataHub's cancel names the
+    executor of the request's source, which routed the request to POOL_ID; our cancel
+    (ControlPlane.cancel) looks the source up by the urn the input names, and a source of ours
+    may have the urn of DataHub's (decision 86): the KILL named our source's executor."""
+    return {"signal": "KILL", "executorId": pool_id, "createdAt": {"time": int(time.time() * 1000), "actor": SYSTEM.actor}}
 
 
 @dataclass(frozen=True)
@@ -227,10 +235,9 @@ class UpstreamSync:
         if not isinstance(decision, Refusal):
             urn = E.execution_urn(execution_id)
             proposals = [aspect_proposal(urn, E.EXECUTION_INPUT, decision)]
-            if cancelled:
-                proposals.append(aspect_proposal(urn, E.EXECUTION_SIGNAL, {
-                    "signal": "KILL", "createdAt": {"time": int(time.time() * 1000), "actor": SYSTEM.actor}}))
             pool_id = decision["executorId"]
+            if cancelled:
+                proposals.append(aspect_proposal(urn, E.EXECUTION_SIGNAL, kill_signal(pool_id)))
 
             def adopt(tx: sqlite3.Connection) -> None:
                 # The pools were read before the page came: one deleted meanwhile would leave the
@@ -328,7 +335,8 @@ class UpstreamSync:
         cancelled = []
         for request in waiting:
             if request.urn in killed:
-                self.cp.cancel(request.execution_id, SYSTEM)
+                assert request.pool_id is not None  # a DISPATCHED request's run, here
+                self.cp.write_aspect(request.urn, E.EXECUTION_SIGNAL, kill_signal(request.pool_id), SYSTEM)
                 self.mirror.cancel_passed_on(request.execution_id)
                 logger.info("DataHub cancelled execution request {}; cancelling it here", request.execution_id)
                 cancelled.append(request.execution_id)

@@ -4,15 +4,20 @@ urn:li:dataHubIngestionSource:x on whichever server it points at; a source copie
 the other keeps its urn). They are different sources in different DataHubs: a run of one must
 not make a run of the other a DUPLICATE ("its source is already running"), whichever runs first.
 Two of DataHub's requests of one source are still duplicates, as two runs of one source of ours
-are. Nor is a run of one listed or resolved as a run of the other: our GraphQL, as DataHub's UI
-and client query it, lists and resolves only runs of ours as our source's. The stand-in GMS
-answers DataHub's own client (test_upstream_hostile_pages.PageServer)."""
+are. Nor is a run of one listed or resolved as a run of the other (our GraphQL, as DataHub's UI
+and client query it, lists and resolves only runs of ours as our source's), and a KILL passed on
+from DataHub names the pool DataHub routed its run to, not our source's executor. The stand-in GMS answers
+DataHub's own client (test_upstream_hostile_pages.PageServer; test_upstream_sync's control plane
+playing DataHub where a KILL must be read from it)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from datahub.emitter.mcp import MetadataChangeProposalWrapper
 from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
+from datahub.metadata.schema_classes import (AuditStampClass, ExecutionRequestInputClass, ExecutionRequestSignalClass,
+                                             ExecutionRequestSourceClass)
 
 from controlplane import entities as E
 from vocabulary import statuses as S
@@ -20,6 +25,7 @@ from vocabulary import statuses as S
 from .conftest import ExecutorDouble
 from .test_upstream_hostile_pages import (RECIPE, PageServer, attached, ours, request,  # noqa: F401 - fixtures
                                           sync_with, upstream)
+from .test_upstream_sync import POOL, now_ms, pair  # noqa: F401 - a fixture
 
 
 def of_source(request_id: str, pool: str, source_urn: str) -> dict:
@@ -122,3 +128,31 @@ def test_datahubs_run_of_its_source_resolves_to_no_source_of_ours(ours, upstream
                               "source": {"type": "MANUAL_INGESTION_SOURCE", "ingestionSource": mine["urn"]}}
     ours_shown = client.execute_graphql(query, variables={"u": E.execution_urn(local)})["executionRequest"]
     assert ours_shown["source"] == {"urn": mine["urn"], "name": mine["name"]}
+
+
+@pytest.mark.parametrize("when", ["while it is ours", "before we took it"])
+def test_datahubs_cancel_of_its_run_names_the_pool_datahub_routed_it_to(pair, when):
+    """DataHub's UI cancels its run; the KILL this control plane writes for it, when it passes the
+    cancel on, named the executor of our source of the same urn (another pool) instead, and no
+    executor at all when DataHub's KILL was there before the request was taken."""
+    pair.ours.create_pool("shared-ours")
+    mine = pair.ours.create_source("mine-cancelled", RECIPE, pool_id="shared-ours")
+    urn = E.execution_urn("theirs-cancelled")
+    pair.graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=urn, aspect=ExecutionRequestInputClass(
+        task="RUN_INGEST", args={"recipe": RECIPE}, executorId=POOL, requestedAt=now_ms(),
+        source=ExecutionRequestSourceClass(type="MANUAL_INGESTION_SOURCE", ingestionSource=mine["urn"]))))
+    kill = MetadataChangeProposalWrapper(entityUrn=urn, aspect=ExecutionRequestSignalClass(
+        signal="KILL", createdAt=AuditStampClass(time=now_ms(), actor="urn:li:corpuser:datahub")))
+    sync = pair.sync()
+    if when == "before we took it":
+        pair.graph.emit_mcp(kill)
+        assert sync.discover() == ["theirs-cancelled"]
+    else:
+        assert sync.discover() == ["theirs-cancelled"]
+        pair.graph.emit_mcp(kill)
+        assert sync.pass_cancels() == ["theirs-cancelled"]
+    assert pair.ours.execution("theirs-cancelled")["status"] == S.CANCELLED
+    with DataHubGraph(DatahubClientConfig(server=pair.ours.gms_url, token=pair.ours.admin_token)) as graph:
+        written = graph.get_aspect(urn, ExecutionRequestSignalClass)
+    assert written is not None and written.signal == "KILL"
+    assert written.executorId == POOL, f"the KILL for DataHub's run names executor {written.executorId}"
