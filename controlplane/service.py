@@ -225,8 +225,14 @@ class ControlPlane:
         return self.write_aspect(E.execution_urn(execution_id), E.EXECUTION_SIGNAL, value, identity)
 
     def _executor_to_signal(self, execution_id: str) -> str | None:
+        """The executor a KILL of EXECUTION_ID names. A run adopted from an upstream DataHub is a
+        run of that DataHub's source, which routed it to the executor its input names; a source
+        of ours with the same urn is another source (decision 86), whose executor it is not."""
         with self.store.read() as db:
             inputs = aspect_store.get(db, E.execution_urn(execution_id), E.EXECUTION_INPUT)
+            adopted = db.execute(f"SELECT {lifecycle.MIRRORED.format(id='?')}", (execution_id,)).fetchone()[0]
+            if adopted:
+                return inputs.value.get("executorId") if inputs else None
             source_urn = ((inputs.value if inputs else {}).get("source") or {}).get("ingestionSource")
             source = aspect_store.get(db, source_urn, E.SOURCE_INFO) if source_urn else None
         if source is not None:

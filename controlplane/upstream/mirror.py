@@ -43,7 +43,6 @@ class OpenRequest:
     state: str
     result: dict[str, Any] | None  # what DataHub should show now (None: nothing yet)
     local_status: str | None  # our execution's status (DISPATCHED only)
-    pool_id: str | None  # the pool it runs on (DISPATCHED only): DataHub routed it there
     cancel_passed: bool
     pushed_digest: str | None
 
@@ -91,8 +90,8 @@ class Mirror:
                    "VALUES (?,?,?,?,?,?)", (execution_id, state, requested_at, time.time(), reason, message))
 
     def open_requests(self) -> list[OpenRequest]:
-        rows = self.store.query("SELECT u.*, e.status AS local_status, e.pool_id FROM upstream_requests u LEFT JOIN "
-                                "executions e ON e.id = u.execution_id WHERE u.state <> ? ORDER BY u.seen_at", (DONE,))
+        rows = self.store.query("SELECT u.*, e.status AS local_status FROM upstream_requests u LEFT JOIN executions e "
+                                "ON e.id = u.execution_id WHERE u.state <> ? ORDER BY u.seen_at", (DONE,))
         found = []
         with self.store.read() as db:
             for row in rows:
@@ -101,7 +100,7 @@ class Mirror:
                 else:
                     stored = aspect_store.get(db, E.execution_urn(row["execution_id"]), E.EXECUTION_RESULT)
                     result = stored.value if stored is not None else None
-                found.append(OpenRequest(row["execution_id"], row["state"], result, row["local_status"], row["pool_id"],
+                found.append(OpenRequest(row["execution_id"], row["state"], result, row["local_status"],
                                          bool(row["cancel_passed"]), row["pushed_digest"]))
         return found
 

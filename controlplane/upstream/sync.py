@@ -53,10 +53,9 @@ SYSTEM = Identity("upstream", ADMIN, None, None)  # what this loop writes here, 
 
 
 def kill_signal(pool_id: str) -> dict[str, Any]:
-    """DataHub's KILL of a request, as we pass it on to our run of it. DataHub's cancel names the
-    executor of the request's source, which routed the request to POOL_ID; our cancel
-    (ControlPlane.cancel) looks the source up by the urn the input names, and a source of ours
-    may have the urn of DataHub's (decision 86): the KILL named our source's executor."""
+    """DataHub's KILL of a request it cancelled before we took it, written as we take it: it
+    names the executor DataHub routed the request to (POOL_ID), as DataHub's cancel does. A
+    cancel once we hold the run goes through ControlPlane.cancel, which names the same."""
     return {"signal": "KILL", "executorId": pool_id, "createdAt": {"time": int(time.time() * 1000), "actor": SYSTEM.actor}}
 
 
@@ -335,8 +334,7 @@ class UpstreamSync:
         cancelled = []
         for request in waiting:
             if request.urn in killed:
-                assert request.pool_id is not None  # a DISPATCHED request's run, here
-                self.cp.write_aspect(request.urn, E.EXECUTION_SIGNAL, kill_signal(request.pool_id), SYSTEM)
+                self.cp.cancel(request.execution_id, SYSTEM)
                 self.mirror.cancel_passed_on(request.execution_id)
                 logger.info("DataHub cancelled execution request {}; cancelling it here", request.execution_id)
                 cancelled.append(request.execution_id)

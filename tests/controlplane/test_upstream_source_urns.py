@@ -156,3 +156,16 @@ def test_datahubs_cancel_of_its_run_names_the_pool_datahub_routed_it_to(pair, wh
         written = graph.get_aspect(urn, ExecutionRequestSignalClass)
     assert written is not None and written.signal == "KILL"
     assert written.executorId == POOL, f"the KILL for DataHub's run names executor {written.executorId}"
+
+
+def test_our_cancel_of_datahubs_run_names_the_pool_datahub_routed_it_to(ours, upstream, tmp_path, client):
+    """An operator cancels DataHub's run here (cancelIngestionExecutionRequest, as DataHub's UI
+    sends it, or the admin CLI): the KILL named the executor of our source of the same urn."""
+    mine, local, theirs = run_of_each(ours, upstream, tmp_path, "cancelled-here")
+    cancel = ("mutation($s: String!, $e: String!) { cancelIngestionExecutionRequest(input: {ingestionSourceUrn: $s, "
+              "executionRequestUrn: $e}) }")
+    for run, pool in ((theirs, "cancelled-here-theirs"), (local, "cancelled-here-ours")):
+        client.execute_graphql(cancel, variables={"s": mine["urn"], "e": E.execution_urn(run)})
+        written = client.get_aspect(E.execution_urn(run), ExecutionRequestSignalClass)
+        assert written is not None and written.signal == "KILL"
+        assert written.executorId == pool, f"the KILL for {run} names executor {written.executorId}"
