@@ -72,6 +72,8 @@ from moto.sqs.exceptions import (
     TooManyEntriesInBatchRequest,
 )
 
+from .sqs_http import request_abandoned
+
 BATCH_LIMIT = 10  # SQS's entries per batch call
 DELETED_RECEIPTS_KEPT = 10_000  # per queue: a few thousand deleted messages' receipts, ~3 MB
 _corrected = False
@@ -126,6 +128,8 @@ def serialize_backend() -> None:
                         visibility_timeout: int, message_attribute_names: list[str] | None = None) -> list[Any]:
         deadline = time.monotonic() + wait_seconds_timeout
         while True:
+            if request_abandoned():  # the server stopped: what this scan took, no one would receive
+                return []
             with _backend_lock:
                 found = scan(backend, queue_name, count, 0, visibility_timeout, message_attribute_names)
                 queue = backend.get_queue(queue_name)

@@ -32,13 +32,27 @@ from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 # SQS takes messages of up to 1 MiB (256 KiB before August 2025), a batch of up to ten within the
-# same total; their JSON escaping and the request's other parameters fit twice that.
-MAX_BODY_BYTES = 2 << 20
+# same total. botocore's JSON escapes a character outside ASCII as \uXXXX (six bytes for one of
+# two in UTF-8), and the query protocol's percent-encoding triples a byte: three times the
+# largest message, and room for the request's other parameters.
+MAX_BODY_BYTES = 4 << 20
 IDLE_TIMEOUT_S = 60  # longer than a long poll (20 s), so a consumer's connection stays open between polls
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer",
                         "upgrade", "proxy-connection"})
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# The server whose request this thread is answering, if any (set by the handler).
+_answering = threading.local()
+
+
+def request_abandoned() -> bool:
+    """Whether the request this thread answers can no longer be answered: its server stopped
+    and reset the connection. A long poll asks before each scan: a poll that went on inside
+    moto after a stop took the first message sent after the restart (the backend is the same),
+    for an answer no one would read, and the message stayed invisible for its visibility timeout."""
+    server = getattr(_answering, "server", None)
+    return server is not None and server.stopped.is_set()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -51,7 +65,22 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: KeepAliveServer
 
+    def handle_expect_100(self) -> bool:
+        """A client that waits for 100 Continue before its body gets it now, or the refusal of
+        its length as the final answer. http.server's own wrote the 100 into the buffer that
+        is sent after the request, which a waiting client never sees."""
+        refusal = self._length_refusal()
+        if refusal is not None:
+            self._refuse(*refusal)
+            self.wfile.flush()
+            return False
+        self.send_response_only(HTTPStatus.CONTINUE)
+        self.end_headers()
+        self.wfile.flush()
+        return True
+
     def do_request(self) -> None:
+        _answering.server = self.server
         body = self._body()
         if body is None:
             return
@@ -83,20 +112,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = do_request
 
+    def _length_refusal(self) -> tuple[HTTPStatus, str] | None:
+        """Why the body's length cannot be trusted, or None. Only one Content-Length, of ASCII
+        digits, is taken: with two that differ (RFC 9112 6.3) the rest of the body would be
+        read as another request on the kept connection."""
+        if "Transfer-Encoding" in self.headers:
+            return HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked"
+        given = {value.strip() for value in self.headers.get_all("Content-Length") or ["0"]}
+        text = next(iter(given))
+        if len(given) > 1 or not (text.isascii() and text.isdigit()):
+            return HTTPStatus.BAD_REQUEST, "Content-Length is not one number"
+        if int(text) > MAX_BODY_BYTES:
+            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY_BYTES} bytes"
+        return None
+
     def _body(self) -> bytes | None:
         """The request's body, read whole; None (the request answered and the connection to be
         closed) when its length is not a Content-Length this server takes."""
-        if "Transfer-Encoding" in self.headers:
-            self._refuse(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked")
+        refusal = self._length_refusal()
+        if refusal is not None:
+            self._refuse(*refusal)
             return None
-        text = self.headers.get("Content-Length", "0").strip()
-        if not text.isdigit():
-            self._refuse(HTTPStatus.BAD_REQUEST, "Content-Length is not a number")
-            return None
-        length = int(text)
-        if length > MAX_BODY_BYTES:
-            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY_BYTES} bytes")
-            return None
+        length = int(self.headers.get("Content-Length", "0").strip())
         body = self.rfile.read(length) if length else b""
         if len(body) < length:  # the client went away mid-body
             self.close_connection = True
@@ -133,12 +170,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
         code, _, reason = status.partition(" ")
         self.send_response(int(code), reason)
+        length = str(len(body))
         for name, value in headers:
-            if name.lower() not in HOP_BY_HOP and name.lower() not in ("server", "date"):
+            if name.lower() == "content-length" and self.command == "HEAD":
+                length = value  # what a GET would carry (RFC 9110 9.3.2)
+            elif name.lower() not in HOP_BY_HOP and name.lower() not in ("server", "date"):
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", length)
         if self.close_connection:
             self.send_header("Connection", "close")
+        elif self.request_version == "HTTP/1.0":  # it asked to keep the connection: say it is kept
+            self.send_header("Connection", "keep-alive")
         self.end_headers()
         if self.command != "HEAD" and body:
             self.wfile.write(body)
@@ -158,6 +200,7 @@ class KeepAliveServer(socketserver.ThreadingMixIn, HTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() closes the connections; a long poll's thread is not waited for
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 dropped a burst's connections for a 1 s retry (werkzeug: 128)
 
     def __init__(self, address: tuple[str, int], app: WsgiApp,
                  on_error: Callable[[str], None] = lambda message: None) -> None:
@@ -166,6 +209,7 @@ class KeepAliveServer(socketserver.ThreadingMixIn, HTTPServer):
         self._on_error = on_error
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self.stopped = threading.Event()  # close_connections() was called: no request can be answered
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
@@ -189,6 +233,7 @@ class KeepAliveServer(socketserver.ThreadingMixIn, HTTPServer):
         server gone instead of writing into a connection nothing answers. A reset, not a close:
         a closed connection's end stays bound to the port (FIN-WAIT, TIME_WAIT) while its client
         lives, and a program binding the port without SO_REUSEADDR was refused."""
+        self.stopped.set()
         with self._open_lock:
             open_now = list(self._open)
         for connection in open_now:
