@@ -98,9 +98,9 @@ class Ours:
 
     def fresh_pool(self) -> None:
         """A new pool, with new queues, for the next measurement. A stopped executor's long poll
-        (20 s) stays open on the SQS server, which may still hand it messages that then stay
-        invisible for the visibility timeout: measured here, that cost the next measurement a
-        minute. Real SQS does the same with a disconnected long poll."""
+        (20 s) could still be handed messages that then stay invisible for the visibility
+        timeout: measured here, that cost the next measurement a minute. The embedded server now
+        ends a poll whose client has gone (sqs_http.request_abandoned); SQS gives no such promise."""
         self.pools += 1
         self.pool_id = f"bench-{self.pools}"
         self.cp.create_pool(self.pool_id, visibility_timeout_s=60)

@@ -20,6 +20,7 @@ so that no client keeps talking to a server that is gone.
 from __future__ import annotations
 
 import io
+import select
 import socket
 import socketserver
 import struct
@@ -42,17 +43,33 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "conten
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-# The server whose request this thread is answering, if any (set by the handler).
+# The handler whose request this thread is answering, if any (set by the handler).
 _answering = threading.local()
 
 
 def request_abandoned() -> bool:
     """Whether the request this thread answers can no longer be answered: its server stopped
-    and reset the connection. A long poll asks before each scan: a poll that went on inside
-    moto after a stop took the first message sent after the restart (the backend is the same),
-    for an answer no one would read, and the message stayed invisible for its visibility timeout."""
-    server = getattr(_answering, "server", None)
-    return server is not None and server.stopped.is_set()
+    and reset the connection, or its client closed it (an executor stopped mid-poll). A long
+    poll asks before each scan. One that went on inside moto took the next message sent, for an
+    answer no one would read, and the message stayed invisible for its visibility timeout: after
+    a stop, the first message sent after the restart (the backend outlives the server); after an
+    executor's Ctrl-C, the first run started before it was back."""
+    handler = getattr(_answering, "handler", None)
+    return handler is not None and (handler.server.stopped.is_set() or _closed_by_peer(handler.connection))
+
+
+def _closed_by_peer(connection: socket.socket) -> bool:
+    """Whether the client has closed CONNECTION: it reads as ended, with nothing in it (a
+    request sent behind the one being answered is data, not an end). Looked at with a poll of
+    no wait first: the socket has a timeout, and its recv() would wait that long for data."""
+    readable = select.poll()
+    readable.register(connection, select.POLLIN)
+    if not readable.poll(0):
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True  # reset
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -80,7 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def do_request(self) -> None:
-        _answering.server = self.server
+        _answering.handler = self
         body = self._body()
         if body is None:
             return

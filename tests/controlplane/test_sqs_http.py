@@ -270,3 +270,34 @@ def test_a_burst_of_connections_waits_in_the_listen_backlog_not_for_a_syn_retry(
         for connection in connections:
             connection.close()
         server.server_close()
+
+
+def test_a_long_poll_its_client_left_takes_no_message_sent_after(sqs):
+    """An executor stopped in the middle of its long poll (Ctrl-C) closes its connection; the
+    poll went on inside moto for the rest of its 20 s and took the first message sent then (a
+    run started before the executor was back), which stayed invisible for its visibility timeout."""
+    client = _client(sqs.endpoint_url)
+    url = client.create_queue(QueueName=uuid.uuid4().hex[:12], Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+    with socket.create_connection(("127.0.0.1", _port(sqs)), timeout=5) as leaving:
+        leaving.sendall(_raw_request(_port(sqs), "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 20}))
+        time.sleep(0.5)  # its poll is waiting
+    time.sleep(0.5)
+    client.send_message(QueueUrl=url, MessageBody="sent after it left")
+    got = client.receive_message(QueueUrl=url, WaitTimeSeconds=3).get("Messages", [])
+    assert [m["Body"] for m in got] == ["sent after it left"], "the poll of a client that had gone took the message"
+
+
+def test_a_long_poll_whose_client_sent_its_next_request_behind_it_goes_on(sqs):
+    """A request pipelined behind a waiting poll is data on its connection, not its end."""
+    client = _client(sqs.endpoint_url)
+    url = client.create_queue(QueueName=uuid.uuid4().hex[:12])["QueueUrl"]
+    port = _port(sqs)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as pipelined:
+        pipelined.sendall(_raw_request(port, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 5})
+                          + _raw_request(port, "ListQueues", {}))
+        time.sleep(0.5)
+        client.send_message(QueueUrl=url, MessageBody="for the waiting poll")
+        answers = b""
+        while answers.count(b"HTTP/1.1 200 ") < 2:
+            answers += pipelined.recv(65536)
+    assert b"for the waiting poll" in answers
