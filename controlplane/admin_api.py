@@ -75,7 +75,9 @@ def create_router(cp: ControlPlane) -> APIRouter:
         return {k: pool[k] for k in ("id", "visibility_timeout_s", "max_receive_count", "queue_url", "monitors_queue_url",
                                      "queue_arn")}
 
-    @router.get("/executions/{execution_id}/log")
+    # A path, not a segment: a `datahub ingest` run's own run_id may hold '/' ("team/hive:orders"),
+    # and the router matches the decoded path, where the CLI's and the page's %2F is '/' again.
+    @router.get("/executions/{execution_id:path}/log")
     def execution_log(execution_id: str, request: Request) -> dict[str, Any]:
         admin(request)
         check_id(execution_id)

@@ -44,10 +44,14 @@ OUTBOX_WARNING_EVERY_S = 60.0  # while sends fail, how often the outbox says so 
 # (acryl-datahub's PipelineConfig), and a custom source's type is its class's import path:
 # `datahub ingest` of a `pkg.module.Source` books its run under an id with dots. Allowed to the
 # CLI's runs alone: ours, and those of executors elsewhere, reach executors' paths and file
-# names, where the vocabulary's rule (no '.') holds; no executor ever sees a CLI's run.
-CLI_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-CLI_RUN_ID_RULE = ("a run id of `datahub ingest` is 1-128 letters, digits, '.', '_' or '-', starting with a letter "
-                   "or digit")
+# names, where the vocabulary's rule (no '.') holds; no executor ever sees a CLI's run. A recipe
+# may also set its own run_id, which GMS takes whatever its characters, and people stamp theirs
+# with a time or a path ("nightly 2026-11-28T02:00:00Z", "team/hive:orders"): refused, the
+# reporter's write failed, and every write of its batch with it. Only what cannot be shown or
+# typed is refused: control characters, and spaces at either end.
+CLI_RUN_ID = re.compile(r"^[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]{0,126}[^\x00-\x20\x7f])?$")
+CLI_RUN_ID_RULE = ("a run id of `datahub ingest` is 1-128 characters, no control characters, and no space at either "
+                   "end")
 
 
 class Executions:

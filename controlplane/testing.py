@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -126,7 +127,7 @@ class ControlPlaneHandle:
         return self.execution(execution_id)
 
     def logs(self, execution_id: str) -> dict:
-        return self._admin("GET", f"/executions/{execution_id}/log")
+        return self._admin("GET", f"/executions/{quote(execution_id, safe='')}/log")  # as the admin CLI asks
 
     # the control plane's own records ---------------------------------------------------------
     def execution(self, execution_id: str) -> dict:

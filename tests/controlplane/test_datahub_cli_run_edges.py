@@ -231,3 +231,23 @@ def test_a_run_the_cli_ends_unknown_is_stored_and_shown_unknown(cp, graph, edge_
 
     graph.delete_entity(run, hard=True)  # an ended run, as any final one
     assert not graph.exists(run)
+
+
+@pytest.mark.parametrize("run_id", ["nightly 2026-11-28T02:00:00Z", "team/hive:orders"])
+def test_a_hand_set_run_id_with_spaces_colons_or_slashes_is_booked_with_its_metadata(cp, graph, edge_sources, tmp_path,
+                                                                                    run_id):
+    """GMS takes any run id a recipe sets, and people stamp theirs with a time or a path. We
+    refused these, and with the reporter's write every write of its batch: the run's metadata
+    was lost."""
+    pipeline = f"marked-{len(run_id)}"
+    datasets = [make_dataset_urn("hive", f"edge.{pipeline}.{i}") for i in range(2)]
+    ran = datahub_ingest(cp, edge_sources, tmp_path, {**edge_recipe(pipeline, datasets), "run_id": run_id})
+    assert ran.returncode == 0 and "Pipeline finished successfully" in ran.stdout, said(ran)
+    assert "Reporting failed" not in ran.stdout + ran.stderr, said(ran)
+    for urn in datasets:
+        assert graph.get_aspect(urn, model.DatasetPropertiesClass).description == "from a custom source", urn
+    runs = runs_of(graph, cli_source(pipeline))
+    assert [(r["id"], r["result"]["status"]) for r in runs["executionRequests"]] == [(run_id, "SUCCESS")], runs
+    assert graph.get_aspect(runs["executionRequests"][0]["urn"], model.ExecutionRequestResultClass).validate()
+    shown = cp.logs(run_id)
+    assert shown["status"] == "SUCCESS" and "Ingestion Report" in shown["log"], "the page's and admin CLI's log of it"
