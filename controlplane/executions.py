@@ -483,10 +483,10 @@ class Executions:
             aspects = aspect_store.latest(db, E.execution_urn(execution_id), (E.EXECUTION_INPUT, E.EXECUTION_RESULT))
             logged = db.execute(f"SELECT encoding, {'data' if with_log else 'NULL'} FROM execution_logs "
                                 "WHERE execution_id=?", (execution_id,)).fetchone()
-            mirrored = db.execute(f"SELECT {lifecycle.MIRRORED.format(id='?')}", (execution_id,)).fetchone()[0]
+            mirrored = lifecycle.is_mirrored(db, execution_id)
         row.pop("lease", None)
         row["urn"] = E.execution_urn(execution_id)
-        row["mirrored"] = bool(mirrored)  # an upstream DataHub's request: its source_urn is that DataHub's
+        row["mirrored"] = mirrored  # an upstream DataHub's request: its source_urn is that DataHub's
         row["cancel_requested"] = bool(row["cancel_requested"])
         row["input"] = aspects[E.EXECUTION_INPUT].value if E.EXECUTION_INPUT in aspects else None
         row["result"] = aspects[E.EXECUTION_RESULT].value if E.EXECUTION_RESULT in aspects else None

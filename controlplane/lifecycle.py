@@ -363,6 +363,13 @@ def _state(row: dict[str, Any]) -> str:
 MIRRORED = "EXISTS (SELECT 1 FROM upstream_requests WHERE execution_id={id} AND refusal_reason IS NULL)"
 
 
+def is_mirrored(db: sqlite3.Connection, execution_id: str) -> bool:
+    """Whether the run EXECUTION_ID is an upstream DataHub's request, adopted here (MIRRORED). Not
+    for a refused request: it made no run here, and a run of ours under its id (DataHub's ids are
+    its users' to choose) is no run of DataHub's source, nor given its sink and secrets."""
+    return bool(db.execute(f"SELECT {MIRRORED.format(id='?')}", (execution_id,)).fetchone()[0])
+
+
 def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: float) -> Applied:
     execution_id, status = row["id"], row["status"]
     require_claimers_pool(execution_id, row["pool_id"], event.pool_id)

@@ -230,8 +230,7 @@ class ControlPlane:
         of ours with the same urn is another source (decision 86), whose executor it is not."""
         with self.store.read() as db:
             inputs = aspect_store.get(db, E.execution_urn(execution_id), E.EXECUTION_INPUT)
-            adopted = db.execute(f"SELECT {lifecycle.MIRRORED.format(id='?')}", (execution_id,)).fetchone()[0]
-            if adopted:
+            if lifecycle.is_mirrored(db, execution_id):
                 return inputs.value.get("executorId") if inputs else None
             source_urn = ((inputs.value if inputs else {}).get("source") or {}).get("ingestionSource")
             source = aspect_store.get(db, source_urn, E.SOURCE_INFO) if source_urn else None

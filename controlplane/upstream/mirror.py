@@ -23,6 +23,7 @@ from vocabulary import statuses as S
 from vocabulary.results import structured_report
 
 from .. import entities as E
+from .. import lifecycle
 from ..metadata import aspect_store
 from ..store import Store
 
@@ -67,11 +68,9 @@ class Mirror:
             f"SELECT execution_id FROM upstream_requests WHERE execution_id IN ({marks})", tuple(execution_ids))}
 
     def is_mirrored(self, execution_id: str) -> bool:
-        """Whether the local run EXECUTION_ID is DataHub's request of that id. Not for a refused
-        request: it made no run here, and a run of ours under its id (DataHub's ids are its users'
-        to choose) must not be given DataHub's sink and secrets."""
-        return self.store.one("SELECT 1 AS x FROM upstream_requests WHERE execution_id=? AND refusal_reason IS NULL",
-                              (execution_id,)) is not None
+        """Whether the local run EXECUTION_ID is DataHub's request of that id (lifecycle.is_mirrored)."""
+        with self.store.read() as db:
+            return lifecycle.is_mirrored(db, execution_id)
 
     def adopt(self, tx: sqlite3.Connection, execution_id: str, requested_at: int, *, cancel_passed: bool = False) -> None:
         """CANCEL_PASSED: DataHub's KILL was there already, and is written with the input."""
