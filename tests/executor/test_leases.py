@@ -3,6 +3,7 @@ transitions, safe under concurrent runners, the extender and the heartbeat."""
 from __future__ import annotations
 
 import threading
+from fractions import Fraction
 
 import pytest
 from hypothesis import settings
@@ -72,6 +73,23 @@ def test_pending_counts_what_was_received_on_a_queue_and_not_yet_admitted():
     leases.move(a, State.CLAIMED)
     leases.move(a, State.ADMITTED)
     assert leases.pending("ingestion") == 1
+
+
+def test_finishing_weight_is_what_tasks_reporting_their_result_hold_in_a_ledger():
+    leases = Leases()
+    held = {}
+    for name, weight, task_class in (("a", Fraction(1, 4), "ingestion"), ("b", Fraction(1, 2), "ingestion"),
+                                     ("c", Fraction(1, 3), "monitors")):
+        held[name], _ = leases.receive(name, ref(f"m{name}"))
+        leases.move(held[name], State.CLAIMED)
+        leases.move(held[name], State.ADMITTED, weight=weight, task_class=task_class)
+        leases.move(held[name], State.RUNNING)
+    assert leases.finishing_weight("ingestion") == 0
+    leases.move(held["a"], State.REPORTING)
+    leases.move(held["c"], State.REPORTING)
+    assert leases.finishing_weight("ingestion") == Fraction(1, 4) and leases.finishing_weight("monitors") == Fraction(1, 3)
+    leases.move(held["a"], State.ACKED)
+    assert leases.finishing_weight("ingestion") == 0
 
 
 class LeasesFromThreads(RuleBasedStateMachine):
