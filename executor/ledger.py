@@ -10,17 +10,18 @@ first served: a task that does not fit waits at the head, and nothing behind it 
 until it starts. So a weight-1.0 task waits at most until the tasks already running end,
 however many small tasks keep arriving (no starvation).
 
-Receiving runs a little ahead of admission: the weight of tasks whose process has ended and
-whose result is being reported counts as free for receiving (`receive_capacity`'s FINISHING),
-though not for admission. The next message is received and claimed while that result call is
-under way, and its task is admitted the moment the weight is given back. Waiting for the receive
-and the claim until then left each slot idle for both, two calls of some milliseconds each, on
-every task (decision 87).
+Receiving runs a little ahead of admission: the weight that tasks whose process has ended and
+whose result is being reported still hold counts as free for receiving (`receive_capacity`'s
+FINISHING), though not for admission. The next message is received and claimed while that
+result call is under way, and its task is admitted the moment the weight is given back. Waiting
+for the receive and the claim until then left each slot idle for both, two calls of some
+milliseconds each, on every task (decision 87).
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -34,7 +35,6 @@ class LedgerSnapshot:
     used: Fraction
     running: int
     waiting: int
-    waiting_weight: Fraction = Fraction(0)  # the weight of the tasks waiting, in line, for admission
 
 
 class Ledger:
@@ -93,22 +93,29 @@ class Ledger:
         with self._changed:
             self._changed.notify_all()
 
-    def receive_capacity(self, pending: int = 0, most: int = 10, finishing: Fraction = Fraction(0)) -> int:
+    def receive_capacity(self, pending: int = 0, most: int = 10, finishing: Collection[str] = ()) -> int:
         """How many messages to receive now: none while a task waits for admission, else the
-        default-weight slots that are free or FINISHING (held by tasks whose process has ended and
-        whose result is being reported: free within one call), less PENDING (received, not yet
-        admitted). SQS hands out at most 10 per receive."""
+        default-weight slots that are free or held by FINISHING tasks (their process has ended
+        and their result is being reported: free within one call), less PENDING (received, not
+        yet admitted). SQS hands out at most 10 per receive."""
         with self._changed:
             if self._waiting:
                 return 0
-            used = self._used()
-            free_slots = int((FULL - used + min(max(finishing, Fraction(0)), used)) / self.default_weight)
+            free_slots = int(self._free_soon(finishing) / self.default_weight)
         return max(0, min(most, free_slots - pending))
+
+    def fits_soon(self, weight: Fraction, finishing: Collection[str] = ()) -> bool:
+        """Whether a task of WEIGHT arriving now is admitted at once, or as soon as the FINISHING
+        tasks give their weight back (with every task already waiting admitted before it)."""
+        with self._changed:
+            return sum(self._waiting.values(), Fraction(0)) + weight <= self._free_soon(finishing)
+
+    def _free_soon(self, finishing: Collection[str]) -> Fraction:
+        return FULL - self._used() + sum((self._running[key] for key in finishing if key in self._running), Fraction(0))
 
     def snapshot(self) -> LedgerSnapshot:
         with self._changed:
-            return LedgerSnapshot(self.task_class, self.max_workers, self._used(), len(self._running), len(self._waiting),
-                                  sum(self._waiting.values(), Fraction(0)))
+            return LedgerSnapshot(self.task_class, self.max_workers, self._used(), len(self._running), len(self._waiting))
 
     def running_keys(self) -> list[str]:
         with self._changed:

@@ -233,9 +233,9 @@ class TaskRunner:
         """A claimed task that must wait for capacity says so in its result's report, so the
         RUNNING an operator sees is explained until the task starts. Not one received ahead, for
         the weight of results being reported (ledger.py): it starts within a call."""
-        snap = ledger.snapshot()
-        if snap.waiting_weight + weight <= 1 - snap.used + self.s.leases.finishing_weight(ledger.task_class):
+        if ledger.fits_soon(weight, self.s.leases.reporting(ledger.task_class)):
             return
+        snap = ledger.snapshot()
         note = (f"[executor] waiting for capacity on {self.s.settings.executor_id}: this task weighs {float(weight):.2f}, "
                 f"{float(snap.used):.2f} of 1.0 is in use by {snap.running} task(s), {snap.waiting} waiting before it")
         try:

@@ -81,7 +81,7 @@ class Intake:
             self.credentials.wait_accepted(1.0)
             return 0
         capacity = self.ledger.receive_capacity(self.leases.pending(self.consumer.task_class),
-                                                finishing=self.leases.finishing_weight(self.ledger.task_class))
+                                                finishing=self.leases.reporting(self.ledger.task_class))
         if capacity <= 0:
             self.ledger.wait_for_change(1.0)
             return 0

@@ -75,21 +75,20 @@ def test_pending_counts_what_was_received_on_a_queue_and_not_yet_admitted():
     assert leases.pending("ingestion") == 1
 
 
-def test_finishing_weight_is_what_tasks_reporting_their_result_hold_in_a_ledger():
+def test_reporting_names_the_executions_of_a_ledger_whose_result_is_being_reported():
     leases = Leases()
     held = {}
-    for name, weight, task_class in (("a", Fraction(1, 4), "ingestion"), ("b", Fraction(1, 2), "ingestion"),
-                                     ("c", Fraction(1, 3), "monitors")):
+    for name, task_class in (("a", "ingestion"), ("b", "ingestion"), ("c", "monitors")):
         held[name], _ = leases.receive(name, ref(f"m{name}"))
         leases.move(held[name], State.CLAIMED)
-        leases.move(held[name], State.ADMITTED, weight=weight, task_class=task_class)
+        leases.move(held[name], State.ADMITTED, weight=Fraction(1, 4), task_class=task_class)
         leases.move(held[name], State.RUNNING)
-    assert leases.finishing_weight("ingestion") == 0
+    assert leases.reporting("ingestion") == set()
     leases.move(held["a"], State.REPORTING)
     leases.move(held["c"], State.REPORTING)
-    assert leases.finishing_weight("ingestion") == Fraction(1, 4) and leases.finishing_weight("monitors") == Fraction(1, 3)
+    assert leases.reporting("ingestion") == {"a"} and leases.reporting("monitors") == {"c"}
     leases.move(held["a"], State.ACKED)
-    assert leases.finishing_weight("ingestion") == 0
+    assert leases.reporting("ingestion") == set()
 
 
 class LeasesFromThreads(RuleBasedStateMachine):

@@ -99,13 +99,14 @@ def test_the_weight_of_results_being_reported_counts_for_receiving_not_for_admis
     ledger = Ledger("ingestion", 2)
     assert all(running.done.wait(2) for running in start(ledger, ["a", "b"], Fraction(1, 2)))
     assert ledger.receive_capacity() == 0
-    assert ledger.receive_capacity(finishing=Fraction(1, 2)) == 1, "a's process ended: its result is being reported"
-    assert ledger.receive_capacity(finishing=Fraction(3)) == 2, "never more than what runs"
+    assert ledger.receive_capacity(finishing={"a"}) == 1, "a's process ended: its result is being reported"
+    assert ledger.receive_capacity(finishing={"a", "gone"}) == 1, "only the weight still held here counts"
+    assert ledger.fits_soon(Fraction(1, 2), {"a"}) and not ledger.fits_soon(Fraction(1), {"a"})
     waiting = start(ledger, ["c"], Fraction(1, 2))
     assert not waiting[0].done.wait(0.2), "admission still waits for the weight itself"
-    snap = ledger.snapshot()
-    assert (snap.waiting, snap.waiting_weight) == (1, Fraction(1, 2))
-    assert ledger.receive_capacity(finishing=Fraction(1)) == 0, "nothing more while a task waits"
+    assert ledger.receive_capacity(finishing={"a", "b"}) == 0, "nothing more while a task waits"
+    assert not ledger.fits_soon(Fraction(1, 2), {"a"}), "c, waiting before it, takes what a gives back"
+    assert ledger.fits_soon(Fraction(1, 2), {"a", "b"})
     ledger.release("a")
     assert waiting[0].done.wait(2) and waiting[0].admitted
 
