@@ -9,19 +9,11 @@ thousand admissions and releases leave it at exactly zero. Admission is strictly
 first served: a task that does not fit waits at the head, and nothing behind it is admitted
 until it starts. So a weight-1.0 task waits at most until the tasks already running end,
 however many small tasks keep arriving (no starvation).
-
-Receiving runs a little ahead of admission: the weight that tasks whose process has ended and
-whose result is being reported still hold counts as free for receiving (`receive_capacity`'s
-FINISHING), though not for admission. The next message is received and claimed while that
-result call is under way, and its task is admitted the moment the weight is given back. Waiting
-for the receive and the claim until then left each slot idle for both, two calls of some
-milliseconds each, on every task (decision 87).
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Collection
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -93,25 +85,15 @@ class Ledger:
         with self._changed:
             self._changed.notify_all()
 
-    def receive_capacity(self, pending: int = 0, most: int = 10, finishing: Collection[str] = ()) -> int:
+    def receive_capacity(self, pending: int = 0, most: int = 10) -> int:
         """How many messages to receive now: none while a task waits for admission, else the
-        default-weight slots that are free or held by FINISHING tasks (their process has ended
-        and their result is being reported: free within one call), less PENDING (received, not
-        yet admitted). SQS hands out at most 10 per receive."""
+        default-weight slots that are free, less PENDING (received, not yet admitted). SQS hands
+        out at most 10 per receive."""
         with self._changed:
             if self._waiting:
                 return 0
-            free_slots = int(self._free_soon(finishing) / self.default_weight)
+            free_slots = int((FULL - self._used()) / self.default_weight)
         return max(0, min(most, free_slots - pending))
-
-    def fits_soon(self, weight: Fraction, finishing: Collection[str] = ()) -> bool:
-        """Whether a task of WEIGHT arriving now is admitted at once, or as soon as the FINISHING
-        tasks give their weight back (with every task already waiting admitted before it)."""
-        with self._changed:
-            return sum(self._waiting.values(), Fraction(0)) + weight <= self._free_soon(finishing)
-
-    def _free_soon(self, finishing: Collection[str]) -> Fraction:
-        return FULL - self._used() + sum((self._running[key] for key in finishing if key in self._running), Fraction(0))
 
     def snapshot(self) -> LedgerSnapshot:
         with self._changed:

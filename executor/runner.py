@@ -231,11 +231,10 @@ class TaskRunner:
 
     def _say_if_waiting(self, claimed: Claimed, ledger: Ledger, weight) -> None:
         """A claimed task that must wait for capacity says so in its result's report, so the
-        RUNNING an operator sees is explained until the task starts. Not one received ahead, for
-        the weight of results being reported (ledger.py): it starts within a call."""
-        if ledger.fits_soon(weight, self.s.leases.reporting(ledger.task_class)):
-            return
+        RUNNING an operator sees is explained until the task starts."""
         snap = ledger.snapshot()
+        if not snap.waiting and weight <= 1 - snap.used:
+            return
         note = (f"[executor] waiting for capacity on {self.s.settings.executor_id}: this task weighs {float(weight):.2f}, "
                 f"{float(snap.used):.2f} of 1.0 is in use by {snap.running} task(s), {snap.waiting} waiting before it")
         try:
@@ -354,7 +353,7 @@ class TaskRunner:
             exit_code=outcome.exit_code, signal=outcome.signal, peak_memory_bytes=outcome.peak_memory_bytes,
             executor_id=settings.executor_id, log_in_report=log_in_report)
         prepared.cleanup()  # nothing of the task is left on disk once DataHub shows it ended
-        self._begin_reporting()
+        self.s.leases.move(self.lease, State.REPORTING)
         if log_in_report:
             self._report(claimed, result)
             return
@@ -478,14 +477,6 @@ class TaskRunner:
         self.log.warning("full log not uploaded yet to {}", self.s.logs.destination(self.execution_id))
         return False
 
-    def _begin_reporting(self) -> None:
-        """REPORTING: the weight this task holds is given back within the result call, and its
-        intake may receive for it already (ledger.py). The intake, asleep on a full ledger, is
-        woken now, not by the release once the result is recorded."""
-        self.s.leases.move(self.lease, State.REPORTING)
-        if self._admitted_to is not None:
-            self._admitted_to.wake()
-
     def _report(self, claimed: Claimed, result: dict) -> bool:
         """The result, retried through outages until recorded; then the message goes to be deleted.
         True once recorded.
@@ -541,7 +532,7 @@ class TaskRunner:
         """A task that cannot run as given: FAILURE with the reason, without starting anything."""
         if self.lease.state is State.RECEIVED:
             self.s.leases.move(self.lease, State.CLAIMED, claim=claimed)
-        self._begin_reporting()
+        self.s.leases.move(self.lease, State.REPORTING)
         self._report(claimed, datahub_aspects.final_result(
             status=S.FAILURE, task=claimed.task, started_ms=datahub_aspects.now_ms(),
             duration_ms=int((time.monotonic() - started) * 1000), report=f"{reason}: {printable(text, 2000)}",
@@ -625,7 +616,7 @@ class TaskRunner:
                               f"started ({type(error).__name__})", failed=True)
             elif self.lease.state in (State.RUNNING, State.REPORTING) and claimed is not None:
                 if self.lease.state is State.RUNNING:
-                    self._begin_reporting()
+                    self.s.leases.move(self.lease, State.REPORTING)
                 self._report(claimed, datahub_aspects.final_result(
                     status=S.FAILURE, task=claimed.task, started_ms=datahub_aspects.now_ms(), duration_ms=0,
                     report="the executor failed while running this task; see its log", ingestion_report=None,
