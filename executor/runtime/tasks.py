@@ -93,10 +93,30 @@ class PreparedTask:
         if self._cleaned:
             return
         self._cleaned = True
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        remove_work_dir(self.workdir)
         release, self.release_venv = self.release_venv, None
         if release is not None:
             release()
+
+
+def remove_work_dir(workdir: str) -> None:
+    """WORKDIR and everything in it. rmtree needs a descriptor for each level, and out of them
+    (EMFILE: what failed a task's log or start fails its cleanup too) it removed nothing, so the
+    directory of a task that never ran stayed for good. That one holds only its empty tmp, and
+    rmdir needs no descriptor: it goes. What still cannot go is said, not left unsaid."""
+    failures: list[BaseException] = []
+    shutil.rmtree(workdir, onerror=lambda _function, _path, info: failures.append(info[1]))
+    if not os.path.lexists(workdir):
+        return
+    for path in (os.path.join(workdir, "tmp"), workdir):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+    if os.path.lexists(workdir):
+        why = next((os.strerror(f.errno) for f in failures if isinstance(f, OSError) and f.errno), "unknown")
+        logger.warning("work directory {} not removed ({}); remove it by hand once the executor has "
+                       "descriptors again", workdir, why)
 
 
 def read_task_file(path: str, max_bytes: int) -> bytes | None:
@@ -229,7 +249,7 @@ def _prepared(task: str, args: dict, recipe: dict, *, execution_id: str, cli: st
                             extra_env=extra_env, memory_limit=memory_limit, gms_url=gms_url,
                             ingest_token=ingest_token, user=user, network=network)
     except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_work_dir(workdir)
         raise
 
 
