@@ -162,6 +162,14 @@ class Leases:
             return sum(1 for lease in self._by_execution.values()
                        if lease.message.task_class == task_class and lease.state in (S.RECEIVED, S.CLAIMED))
 
+    def reporting(self, task_class: str) -> set[str]:
+        """Executions of TASK_CLASS's ledger reporting their result (their process has ended):
+        the weight they still hold there is given back within one call to the control plane,
+        so the intake may receive for it already (ledger.py)."""
+        with self._lock:
+            return {execution_id for execution_id, lease in self._by_execution.items()
+                    if lease.state is S.REPORTING and lease.task_class == task_class}
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             counts: dict[str, int] = {}

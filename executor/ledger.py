@@ -9,11 +9,20 @@ thousand admissions and releases leave it at exactly zero. Admission is strictly
 first served: a task that does not fit waits at the head, and nothing behind it is admitted
 until it starts. So a weight-1.0 task waits at most until the tasks already running end,
 however many small tasks keep arriving (no starvation).
+
+Receiving runs a little ahead of admission: when the intake looks (woken by an admission or a
+release, or at the end of its wait), the weight that tasks whose process has ended and whose
+result is being reported still hold counts as free for receiving (`receive_capacity`'s
+FINISHING), though not for admission; it comes back within a call. So a receive asks for every
+slot that is free or about to be, not only for the one a release has just freed: ~3 messages a
+receive instead of ~1.15 in the throughput benchmark, and ~0.6 ms less of the master's CPU a
+task (decision 87). A task received so waits for its weight in line, as any other.
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -85,15 +94,25 @@ class Ledger:
         with self._changed:
             self._changed.notify_all()
 
-    def receive_capacity(self, pending: int = 0, most: int = 10) -> int:
+    def receive_capacity(self, pending: int = 0, most: int = 10, finishing: Collection[str] = ()) -> int:
         """How many messages to receive now: none while a task waits for admission, else the
-        default-weight slots that are free, less PENDING (received, not yet admitted). SQS hands
-        out at most 10 per receive."""
+        default-weight slots that are free or held by FINISHING tasks (their process has ended
+        and their result is being reported: free within one call), less PENDING (received, not
+        yet admitted). SQS hands out at most 10 per receive."""
         with self._changed:
             if self._waiting:
                 return 0
-            free_slots = int((FULL - self._used()) / self.default_weight)
+            free_slots = int(self._free_soon(finishing) / self.default_weight)
         return max(0, min(most, free_slots - pending))
+
+    def fits_soon(self, weight: Fraction, finishing: Collection[str] = ()) -> bool:
+        """Whether a task of WEIGHT arriving now is admitted at once, or as soon as the FINISHING
+        tasks give their weight back (with every task already waiting admitted before it)."""
+        with self._changed:
+            return sum(self._waiting.values(), Fraction(0)) + weight <= self._free_soon(finishing)
+
+    def _free_soon(self, finishing: Collection[str]) -> Fraction:
+        return FULL - self._used() + sum((self._running[key] for key in finishing if key in self._running), Fraction(0))
 
     def snapshot(self) -> LedgerSnapshot:
         with self._changed:

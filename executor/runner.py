@@ -231,10 +231,11 @@ class TaskRunner:
 
     def _say_if_waiting(self, claimed: Claimed, ledger: Ledger, weight) -> None:
         """A claimed task that must wait for capacity says so in its result's report, so the
-        RUNNING an operator sees is explained until the task starts."""
-        snap = ledger.snapshot()
-        if not snap.waiting and weight <= 1 - snap.used:
+        RUNNING an operator sees is explained until the task starts. Not one received ahead, for
+        the weight of results being reported (ledger.py): it starts within a call."""
+        if ledger.fits_soon(weight, self.s.leases.reporting(ledger.task_class)):
             return
+        snap = ledger.snapshot()
         note = (f"[executor] waiting for capacity on {self.s.settings.executor_id}: this task weighs {float(weight):.2f}, "
                 f"{float(snap.used):.2f} of 1.0 is in use by {snap.running} task(s), {snap.waiting} waiting before it")
         try:

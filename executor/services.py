@@ -59,9 +59,11 @@ class Loop(threading.Thread):
 
 
 class Intake:
-    """Receives from one queue only what its ledger can admit, and hands each message over; nothing
-    while the control plane refuses our token (a receive would only spend the message's receive
-    count toward the dead-letter queue: credentials.py)."""
+    """Receives from one queue only what its ledger can admit, or will once the results being
+    reported are recorded (ledger.py), and hands each message over; nothing while the control
+    plane refuses our token (a receive would only spend the message's receive count toward the
+    dead-letter queue: credentials.py). A task beginning to report does not wake it: woken then,
+    it received one message at a time again, and the saving went (decision 87)."""
 
     def __init__(self, consumer: SqsConsumer, ledger: Ledger, leases: Leases, offer: Callable, stop: threading.Event,
                  outage: "OutageLog", *, metrics: ExecutorMetrics | None = None,
@@ -79,7 +81,8 @@ class Intake:
         if self.credentials is not None and self.credentials.refusal is not None:
             self.credentials.wait_accepted(1.0)
             return 0
-        capacity = self.ledger.receive_capacity(self.leases.pending(self.consumer.task_class))
+        capacity = self.ledger.receive_capacity(self.leases.pending(self.consumer.task_class),
+                                                finishing=self.leases.reporting(self.ledger.task_class))
         if capacity <= 0:
             self.ledger.wait_for_change(1.0)
             return 0

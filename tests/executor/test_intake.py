@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from executor.leases import Leases
+from executor.leases import Leases, QueueRef, State
 from executor.ledger import Ledger
 from executor.operability import ExecutorMetrics
 from executor.services import Intake, OutageLog
@@ -28,3 +28,25 @@ def test_each_receive_is_measured_in_the_receive_latency_histogram(consumer):
     while not offered:
         intake.step()
     assert metrics.registry.get_sample_value("datahub_executor_sqs_receive_seconds_count") >= 1
+
+
+def test_a_receive_asks_for_the_slots_of_results_being_reported_too(consumer):
+    """Three slots: one running task, one whose process has ended and whose result is being
+    reported, one free. The receive asks for two (decision 87): the second slot is free within a
+    call, and one receive for both costs the master less than two."""
+    for number in range(3):
+        consumer.client.send_message(QueueUrl=consumer.queue_url, MessageBody=(
+            f'{{"v": 1, "execution_id": "exe_{number}", "task": "RUN_INGEST", "pool_id": "p"}}'))
+    ledger, leases = Ledger("ingestion", 3), Leases()
+    for name, state in (("exe_running", State.RUNNING), ("exe_reporting", State.REPORTING)):
+        lease, _ = leases.receive(name, QueueRef("ingestion", f"m-{name}", "h", 1, 0))
+        leases.move(lease, State.CLAIMED)
+        assert ledger.acquire(name, ledger.default_weight)
+        leases.move(lease, State.ADMITTED, weight=ledger.default_weight, task_class="ingestion")
+        leases.move(lease, State.RUNNING)
+        if state is State.REPORTING:
+            leases.move(lease, State.REPORTING)
+    offered = []
+    intake = Intake(consumer, ledger, leases, offered.append, threading.Event(), OutageLog())
+    intake.step()
+    assert len(offered) == 2, [m.body.execution_id for m in offered]

@@ -3,6 +3,7 @@ transitions, safe under concurrent runners, the extender and the heartbeat."""
 from __future__ import annotations
 
 import threading
+from fractions import Fraction
 
 import pytest
 from hypothesis import settings
@@ -72,6 +73,22 @@ def test_pending_counts_what_was_received_on_a_queue_and_not_yet_admitted():
     leases.move(a, State.CLAIMED)
     leases.move(a, State.ADMITTED)
     assert leases.pending("ingestion") == 1
+
+
+def test_reporting_names_the_executions_of_a_ledger_whose_result_is_being_reported():
+    leases = Leases()
+    held = {}
+    for name, task_class in (("a", "ingestion"), ("b", "ingestion"), ("c", "monitors")):
+        held[name], _ = leases.receive(name, ref(f"m{name}"))
+        leases.move(held[name], State.CLAIMED)
+        leases.move(held[name], State.ADMITTED, weight=Fraction(1, 4), task_class=task_class)
+        leases.move(held[name], State.RUNNING)
+    assert leases.reporting("ingestion") == set()
+    leases.move(held["a"], State.REPORTING)
+    leases.move(held["c"], State.REPORTING)
+    assert leases.reporting("ingestion") == {"a"} and leases.reporting("monitors") == {"c"}
+    leases.move(held["a"], State.ACKED)
+    assert leases.reporting("ingestion") == set()
 
 
 class LeasesFromThreads(RuleBasedStateMachine):

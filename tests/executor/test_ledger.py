@@ -95,6 +95,22 @@ def test_receive_capacity_is_what_can_be_admitted_less_what_is_pending():
     assert Ledger("monitors", 30).receive_capacity() == 10, "SQS hands out at most 10"
 
 
+def test_the_weight_of_results_being_reported_counts_for_receiving_not_for_admission():
+    ledger = Ledger("ingestion", 2)
+    assert all(running.done.wait(2) for running in start(ledger, ["a", "b"], Fraction(1, 2)))
+    assert ledger.receive_capacity() == 0
+    assert ledger.receive_capacity(finishing={"a"}) == 1, "a's process ended: its result is being reported"
+    assert ledger.receive_capacity(finishing={"a", "gone"}) == 1, "only the weight still held here counts"
+    assert ledger.fits_soon(Fraction(1, 2), {"a"}) and not ledger.fits_soon(Fraction(1), {"a"})
+    waiting = start(ledger, ["c"], Fraction(1, 2))
+    assert not waiting[0].done.wait(0.2), "admission still waits for the weight itself"
+    assert ledger.receive_capacity(finishing={"a", "b"}) == 0, "nothing more while a task waits"
+    assert not ledger.fits_soon(Fraction(1, 2), {"a"}), "c, waiting before it, takes what a gives back"
+    assert ledger.fits_soon(Fraction(1, 2), {"a", "b"})
+    ledger.release("a")
+    assert waiting[0].done.wait(2) and waiting[0].admitted
+
+
 @pytest.mark.parametrize("text", ["1.5", "0", "-0.25", "abc", "nan", "1/0"])
 def test_invalid_weights_are_refused_with_the_value_named(text):
     with pytest.raises(InvalidWeight) as err:

@@ -213,3 +213,36 @@ def test_a_failed_sqs_delete_is_logged_and_the_master_carries_on(system, sqs_pro
     sqs_proxy.heal()
     good = system.cp.run_source(source["id"])
     assert system.cp.wait_for_status(good["id"], {"SUCCESS", "FAILURE"}, timeout_s=300)["status"] == "SUCCESS"
+
+
+def test_the_next_task_is_claimed_while_a_result_is_reported_and_starts_once_it_is_recorded(system, proxy, tmp_path):
+    """A task whose process has ended gives its weight back within one call: the intake receives
+    for it already (decision 87), and the task it claims starts only once the result is recorded
+    and the weight given back: running weights never pass 1.0. A result held back shows both."""
+    executor = system.start_executor(DATAHUB_GMS_URL=proxy.url, DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS="1")
+    first = system.cp.run_source(system.cp.create_source("first", mock_recipe(tmp_path / "f.json"))["id"])["id"]
+    # Only the final result carries durationMs; refused, it is sent again and again (an outage).
+    result = proxy.break_("POST", "ingestProposal", status=503, body=b'{"message": "busy"}',
+                          body_has=(b"durationMs", first.encode()))
+    deadline = time.monotonic() + 120
+    while result.hits < 1:
+        assert time.monotonic() < deadline, "the first task never reported its result"
+        time.sleep(0.1)
+    second = system.cp.run_source(system.cp.create_source("second", mock_recipe(tmp_path / "s.json"))["id"])["id"]
+    deadline = time.monotonic() + 60
+    while system.cp.execution(second)["status"] != "RUNNING":
+        assert time.monotonic() < deadline, "the next task was not claimed while the result was being reported"
+        time.sleep(0.1)
+    time.sleep(2)  # the second task has had every chance to start, were it admitted
+    assert system.cp.execution(first)["status"] == "RUNNING", "the first result is still not recorded"
+    assert not any("started: RUN_INGEST" in line and second in line for line in executor.lines), \
+        "admitted before the weight was given back"
+    assert "waiting for capacity" not in (system.cp.execution(second)["log_tail"] or ""), \
+        "a task that starts within a call says nothing of waiting"
+    proxy.heal()
+    for execution_id in (first, second):
+        assert system.cp.wait_for_status(execution_id, {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=120)["status"] \
+            == "SUCCESS"
+    finished = next(i for i, line in enumerate(executor.lines) if "finished: SUCCESS" in line and first in line)
+    started = next(i for i, line in enumerate(executor.lines) if "started: RUN_INGEST" in line and second in line)
+    assert finished < started, "the second task started before the first's result was recorded"
