@@ -115,8 +115,8 @@ def remove_work_dir(workdir: str) -> None:
             pass
     if os.path.lexists(workdir):
         why = next((os.strerror(f.errno) for f in failures if isinstance(f, OSError) and f.errno), "unknown")
-        logger.warning("work directory {} not removed ({}); remove it by hand once the executor has "
-                       "descriptors again", workdir, why)
+        logger.warning("work directory {} not removed ({}); nothing removes it later: remove it by hand",
+                       workdir, why)
 
 
 def read_task_file(path: str, max_bytes: int) -> bytes | None:
