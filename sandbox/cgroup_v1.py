@@ -10,7 +10,6 @@ v1 has no cgroup.kill and no atomic view of a process tree per controller, so:
 from __future__ import annotations
 
 import os
-import signal
 
 from . import cgroupfs as fs
 from .detect import Hierarchy, v1_hierarchy, v2_hierarchy
@@ -190,7 +189,7 @@ class V1TaskGroup(TaskGroup):
         return not self.pids() if populated is None else not populated
 
     def signal_all(self, sig: int) -> None:
-        fs.kill_pids(self.pids(), sig)
+        fs.signal_members(self._tracking, sig)
 
     def kill_all(self) -> None:
         # cgroup.kill, and the v1 freezer's state, act on the whole subtree, nested cgroups included.
@@ -198,7 +197,7 @@ class V1TaskGroup(TaskGroup):
             fs.write(os.path.join(self.dirs["unified"], "cgroup.kill"), "1", what="kill task")
             # cgroup.kill signals each thread-group leader alone; one that left by exit(2) while
             # other threads run passes the signal to none of them. kill(2) reaches the group.
-            fs.kill_pids(self.pids(), signal.SIGKILL)
+            fs.signal_members(self._tracking)
             return
         self._freeze_and_kill()
 
@@ -210,7 +209,7 @@ class V1TaskGroup(TaskGroup):
             state = os.path.join(freezer, "freezer.state")
             fs.write(state, "FROZEN", what="freeze task")
             fs.wait_for(lambda: (fs.read_text(state) or "").strip() != "FREEZING", FREEZE_WAIT_S)
-        fs.kill_pids(fs.read_subtree_pids(self.dirs["memory"]), signal.SIGKILL)
+        fs.signal_members(self.dirs["memory"])
         if freezer:
             fs.write(os.path.join(freezer, "freezer.state"), "THAWED", what="thaw task")
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 
 from . import cgroupfs as fs
 from .driver import TASK_PREFIX, Driver, TaskGroup
@@ -219,7 +218,7 @@ class V2TaskGroup(TaskGroup):
         return not self.pids() if populated is None else not populated
 
     def signal_all(self, sig: int) -> None:
-        fs.kill_pids(self.pids(), sig)
+        fs.signal_members(self.dir, sig)
 
     def kill_all(self) -> None:
         # cgroup.kill, cgroup.freeze and the sweeps' reads act on the whole subtree, nested cgroups included.
@@ -227,7 +226,7 @@ class V2TaskGroup(TaskGroup):
             fs.write(self._file("cgroup.kill"), "1", what="kill task")
             # cgroup.kill signals each thread-group leader alone; one that left by exit(2) while
             # other threads run passes the signal to none of them. kill(2) reaches the group.
-            fs.kill_pids(self.pids(), signal.SIGKILL)
+            fs.signal_members(self.dir)
         elif self.tree_kill == FREEZE:
             self._freeze_and_kill()
         else:
@@ -242,7 +241,7 @@ class V2TaskGroup(TaskGroup):
         fs.write(freeze, "1", what="freeze task")
         try:
             fs.wait_for(lambda: fs.read_keyed(self._file("cgroup.events")).get("frozen") == 1, FREEZE_WAIT_S)
-            fs.kill_pids(self.pids())
+            fs.signal_members(self.dir)
         finally:
             fs.write(freeze, "0", what="thaw task")
 
@@ -257,10 +256,9 @@ class V2TaskGroup(TaskGroup):
         rounds within its budget while the cgroup is populated."""
         killed: set[int] = set()
         for _ in range(SWEEPS_PER_ROUND):
-            fresh = [pid for pid in self.pids() if pid not in killed]
+            fresh = fs.signal_members(self.dir, skip=killed)
             if not fresh:
                 return
-            fs.kill_pids(fresh)
             killed.update(fresh)
 
     def oom_kills(self) -> int:

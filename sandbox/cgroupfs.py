@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Collection
 
 from .errors import SandboxError
 
@@ -189,12 +190,58 @@ def remove_root(path: str) -> None:
         log.warning("%s; the next start-up's sweep will clear it", exc)
 
 
-def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:
-    for pid in pids:
+# How many of a cgroup's processes signal_members holds a pidfd for at once: a tree as large as
+# pids.max allows is signalled batch by batch, well inside any descriptor limit.
+PIDFD_BATCH = 64
+
+
+def signal_members(path: str, sig: int = signal.SIGKILL, *, skip: Collection[int] = ()) -> list[int]:
+    """Send SIG to every process of the cgroup PATH and of every cgroup below it, and to no
+    other process; the pids signalled (those in SKIP are left alone).
+
+    A pid read from cgroup.procs can name someone else by the time it is signalled: a member
+    killed a moment before (cgroup.kill, an earlier round) is reaped by its parent or by init,
+    and with pid_max at 32768, still the default on many hosts, a busy machine hands its number
+    to an unrelated process within seconds. So each pid is pinned first with a pidfd, which
+    names one process for good; the cgroup is read again, and a pidfd is signalled only if its
+    pid is still listed there. A pid listed then is the pinned process (a reused pid listed in
+    the cgroup would be a process forked inside it, the task's own), and a signal to a pidfd
+    whose process has gone meanwhile reaches nobody. Where pidfd_open is missing (Linux before
+    5.3) or refused, the pid is signalled by number after the same second read: the window is
+    then only the time between that read and the kill."""
+    members = [pid for pid in read_subtree_pids(path) if pid not in skip]
+    signalled: list[int] = []
+    for start in range(0, len(members), PIDFD_BATCH):
+        pinned: dict[int, int | None] = {}  # pid -> its pidfd, or None where none can be had
         try:
+            for pid in members[start:start + PIDFD_BATCH]:
+                try:
+                    pinned[pid] = os.pidfd_open(pid)
+                except ProcessLookupError:
+                    continue  # gone already: nothing to signal
+                except (AttributeError, OSError):
+                    pinned[pid] = None
+            if not pinned:
+                continue
+            listed = set(read_subtree_pids(path))
+            signalled += [pid for pid, fd in pinned.items() if pid in listed and _send(pid, fd, sig)]
+        finally:
+            for fd in pinned.values():
+                if fd is not None:
+                    os.close(fd)
+    return signalled
+
+
+def _send(pid: int, pidfd: int | None, sig: int) -> bool:
+    """Signal the process PIDFD pins (PID itself where there is no pidfd); whether it was there."""
+    try:
+        if pidfd is None:
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        else:
+            signal.pidfd_send_signal(pidfd, sig)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def wait_for(condition, timeout_s: float) -> bool:

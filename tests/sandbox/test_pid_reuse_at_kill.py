@@ -1,0 +1,123 @@
+"""A task's kill signals its cgroup's processes and no other, even when a member's pid passes to
+an unrelated process between the kill's read of cgroup.procs and its signal.
+
+The race is made real, inside that read: the member is killed and reaped, and the next process
+is forked with exactly its pid (root may set /proc/sys/kernel/ns_last_pid, the pid the kernel
+gave last). pid_max is 32768 on many hosts, so on a busy one a number comes round again within
+seconds; cgroup.kill, which kills every member just before the read, makes the window real.
+Each way a tree is killed where a member can die between the read and the signal: cgroup v1's
+hybrid unified hierarchy (cgroup.kill) on this kernel, and the v2 driver's cgroup.kill,
+freeze-and-kill (a fatal signal ends a v2-frozen process) and SIGKILL sweeps, each on cgroups
+backed by real ones. v1's freezer loop is left out: a process frozen there does not die until
+thawed, so no member can leave between its read and its signal.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from sandbox import Limits
+from sandbox import cgroupfs as fs
+
+from .test_cgroup_v2_older_kernels import open_driver, real_v2_parent  # noqa: F401 (a fixture)
+from .test_v1_kill_paths import v1_sandbox
+
+NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
+
+
+def fork_with_pid(pid: int) -> subprocess.Popen | None:
+    """A `sleep` outside every test cgroup, with the pid PID; None if other forks on this
+    machine keep taking the number first."""
+    for _ in range(100):
+        Path(NS_LAST_PID).write_text(str(pid - 1))
+        decoy = subprocess.Popen(["sleep", "300"])
+        if decoy.pid == pid:
+            return decoy
+        decoy.kill()
+        decoy.wait()
+    return None
+
+
+@contextmanager
+def pid_passed_on_during_the_read(monkeypatch, member: subprocess.Popen) -> Iterator[list[subprocess.Popen]]:
+    """The first read of a cgroup's pids that lists MEMBER returns the list as read, but only
+    after MEMBER has died, been reaped and had its pid given to a new process outside the cgroup
+    (the decoy: the list the context gives holds it once made)."""
+    real_read = fs.read_subtree_pids
+    decoys: list[subprocess.Popen] = []
+
+    def read_then_pass_the_pid_on(path: str) -> list[int]:
+        pids = real_read(path)
+        if member.pid in pids and not decoys:
+            member.kill()
+            member.wait()
+            decoy = fork_with_pid(member.pid)
+            if decoy is None:
+                pytest.skip(f"could not fork a process with pid {member.pid}: other forks kept taking it")
+            decoys.append(decoy)
+        return pids
+
+    monkeypatch.setattr(fs, "read_subtree_pids", read_then_pass_the_pid_on)
+    try:
+        yield decoys
+    finally:
+        monkeypatch.setattr(fs, "read_subtree_pids", real_read)
+        for decoy in decoys:
+            decoy.kill()
+            decoy.wait()
+
+
+def assert_the_kill_spares_the_pids_new_owner(monkeypatch, group) -> None:
+    """cgroup.kill may end the member before the kill's read lists it (the member then leaves
+    cgroup.procs at once, and there is no read to stage the race in): tried again then."""
+    for _ in range(20):
+        member = subprocess.Popen(["sleep", "300"])
+        try:
+            group.attach(member.pid)
+            with pid_passed_on_during_the_read(monkeypatch, member) as decoys:
+                group.kill_all()
+                if not decoys:
+                    continue
+                assert decoys[0].pid == member.pid
+                with pytest.raises(subprocess.TimeoutExpired):  # a SIGKILL takes a moment to end it
+                    decoys[0].wait(timeout=0.5)
+                    pytest.fail("the kill signalled the process that took a dead member's pid")
+                return
+        finally:
+            if member.poll() is None:
+                member.kill()
+            member.wait()
+    pytest.fail("in 20 tries the kill's read never listed the member: the race was never staged")
+
+
+@pytest.fixture
+def writes_ns_last_pid() -> None:
+    if not os.access(NS_LAST_PID, os.W_OK):
+        pytest.skip("needs to choose the next pid (root, with CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE)")
+
+
+def test_the_v1_unified_kill_spares_a_process_that_took_a_members_pid(monkeypatch, writes_ns_last_pid):
+    sandbox = v1_sandbox(unified=True)
+    group = sandbox.driver.create("task-pid-reuse", Limits(pids_max=64))
+    try:
+        assert_the_kill_spares_the_pids_new_owner(monkeypatch, group)
+    finally:
+        group.remove()
+        sandbox.close()
+
+
+@pytest.mark.parametrize("kernel", ["5.14+", "5.2-5.13", "4.19"])
+def test_the_v2_kill_spares_a_process_that_took_a_members_pid(tmp_path, monkeypatch, real_v2_parent,  # noqa: F811
+                                                             writes_ns_last_pid, kernel):
+    driver, _ = open_driver(monkeypatch, tmp_path, kernel, real_v2_parent)
+    group = driver.create("task-pid-reuse", Limits(pids_max=64))
+    try:
+        assert_the_kill_spares_the_pids_new_owner(monkeypatch, group)
+    finally:
+        group.remove()
+        driver.close()
