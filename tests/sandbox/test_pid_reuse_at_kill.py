@@ -32,10 +32,16 @@ NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
 
 def fork_with_pid(pid: int) -> subprocess.Popen | None:
     """A `sleep` outside every test cgroup, with the pid PID; None if other forks on this
-    machine keep taking the number first."""
+    machine keep taking the number first. The kernel's counter is put back after each try:
+    left wound back, it would hand every process forked after it (the other test worker's) a
+    number that was in use a moment ago, which tests that watch a pid vanish would misread."""
     for _ in range(100):
+        counter = int(Path(NS_LAST_PID).read_text())
         Path(NS_LAST_PID).write_text(str(pid - 1))
-        decoy = subprocess.Popen(["sleep", "300"])
+        try:
+            decoy = subprocess.Popen(["sleep", "300"])
+        finally:
+            Path(NS_LAST_PID).write_text(str(max(counter, int(Path(NS_LAST_PID).read_text()))))
         if decoy.pid == pid:
             return decoy
         decoy.kill()
