@@ -7,7 +7,8 @@ with the control plane and the embedded SQS server of the benchmark process.
 
 Prints one JSON line: the seconds from the first receive to the last delete, and the CPU this
 process spent in that time (user + system, and the kernel's part apart; its children excluded:
-the payload's CPU is not the loop's), for CPU per task against our master's.
+the payload's CPU is not the loop's), for CPU per task against our master's; and, apart, the
+CPU of the payloads it ran (its reaped children), for the whole machine's CPU per task.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ import time
 import boto3
 
 
-def cpu_seconds() -> tuple[float, float]:
-    """(user + system, system) seconds of this process, its children excluded."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime, usage.ru_stime
+def cpu_seconds() -> tuple[float, float, float]:
+    """(user + system, system) seconds of this process, its children excluded; and user + system
+    of its children reaped so far (the payloads)."""
+    usage, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime, usage.ru_stime, children.ru_utime + children.ru_stime
 
 
 def run(queue_url: str, endpoint: str, standin: str, count: int, threads: int) -> dict[str, float]:
@@ -38,7 +40,7 @@ def run(queue_url: str, endpoint: str, standin: str, count: int, threads: int) -
     # When the last delete was answered, and the CPU then: the other threads are still in a long
     # poll of an empty queue (up to WaitTimeSeconds), which is not the loop's work. Timed to their
     # end, the loop's rate came out up to a second's worth low (72/s where it ran at 113/s).
-    finished: list[tuple[float, tuple[float, float]]] = []
+    finished: list[tuple[float, tuple[float, float, float]]] = []
 
     def work(sqs) -> None:
         nonlocal done
@@ -64,7 +66,8 @@ def run(queue_url: str, endpoint: str, standin: str, count: int, threads: int) -
         worker.join()
     (ended, cpu_after), = finished
     return {"seconds": ended - started, "cpu_seconds": cpu_after[0] - cpu_before[0],
-            "system_seconds": cpu_after[1] - cpu_before[1], "count": count}
+            "system_seconds": cpu_after[1] - cpu_before[1], "children_seconds": cpu_after[2] - cpu_before[2],
+            "count": count}
 
 
 if __name__ == "__main__":

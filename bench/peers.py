@@ -335,11 +335,15 @@ def throughput(cp: ControlPlaneHandle, ours: Ours, celery: CeleryPeer, count: in
     (medians); Celery, far slower, runs once. The per-task figures come from the same runs: wall
     time per task per worker is WORKERS / rate, and CPU per task is the runner's own process CPU
     (user + system, children excluded) over the run divided by COUNT, with this process's (the
-    control plane and the SQS server) beside it."""
+    control plane and the SQS server) beside it. The whole machine's CPU per task adds the
+    runner's reaped children (our tasks with their wrapper; the loop's payloads) to both: the
+    ratio of the rates is that of the CPU each side spends per task, scaled by how busy each
+    keeps the cores."""
     here = psutil.Process()
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=cp.sqs_endpoint_url,
                        aws_access_key_id="local", aws_secret_access_key="local")
     ours_rates, master_cpu, server_cpu, bare_rates, bare_cpu, bare_server_cpu = [], [], [], [], [], []
+    task_cpu, payload_cpu = [], []  # the runners' reaped children: our tasks (wrapper included), the loop's payloads
     master_kernel, bare_kernel = [], []  # the system (kernel) part of the CPU above
     for round_no in range(rounds):
         runs = [ours.run() for _ in range(count)]
@@ -351,6 +355,8 @@ def throughput(cp: ControlPlaneHandle, ours: Ours, celery: CeleryPeer, count: in
         after = master.cpu_times()
         master_cpu.append((after.user + after.system - before.user - before.system) / count * 1000)
         master_kernel.append((after.system - before.system) / count * 1000)
+        task_cpu.append((after.children_user + after.children_system - before.children_user - before.children_system)
+                        / count * 1000)
         server_cpu.append((cpu_seconds(here) - here_before) / count * 1000)
         ours.stop()
         assert all(d["status"] == "SUCCESS" for d in done), {d["status"] for d in done}
@@ -366,6 +372,7 @@ def throughput(cp: ControlPlaneHandle, ours: Ours, celery: CeleryPeer, count: in
         bare_rates.append(count / bare["seconds"])
         bare_cpu.append(bare["cpu_seconds"] / count * 1000)
         bare_kernel.append(bare["system_seconds"] / count * 1000)
+        payload_cpu.append(bare["children_seconds"] / count * 1000)
 
     celery.fresh_records()
     for _ in range(count):
@@ -379,6 +386,9 @@ def throughput(cp: ControlPlaneHandle, ours: Ours, celery: CeleryPeer, count: in
     ours_rate, bare_rate = median(ours_rates), median(bare_rates)
     master_cpu_ms, bare_cpu_ms = median(master_cpu), median(bare_cpu)
     ours_ms, bare_ms = workers / ours_rate * 1000, workers / bare_rate * 1000
+    ours_parts = (master_cpu_ms, median(task_cpu), median(server_cpu))
+    bare_parts = (bare_cpu_ms, median(payload_cpu), median(bare_server_cpu))
+    ours_all, bare_all = sum(ours_parts), sum(bare_parts)
     each = ", ".join(f"{o:.1f}/{b:.1f}" for o, b in zip(ours_rates, bare_rates))
     return [
         Row(f"throughput, trivial tasks, {workers} workers", f"{ours_rate:.1f}/s",
@@ -394,6 +404,12 @@ def throughput(cp: ControlPlaneHandle, ours: Ours, celery: CeleryPeer, count: in
             f"of it the kernel's: master {median(master_kernel):.1f} ms, bare loop {median(bare_kernel):.1f} ms; the "
             f"benchmark process (control plane and SQS server) spent {median(server_cpu):.1f} ms per task with ours, "
             f"{median(bare_server_cpu):.1f} ms (SQS server alone) with the bare loop"),
+        Row("the whole machine's CPU per task (runner, its tasks, control plane and SQS server)",
+            f"{ours_all:.1f} ms", f"bare loop {bare_all:.1f} ms", f"{ours_all / bare_all:.2f}x",
+            "same runs, medians of each part: ours = master {:.1f} + tasks {:.1f} (the wrapper's execs and the "
+            "payload) + benchmark process {:.1f}; bare = loop {:.1f} + payloads {:.1f} + SQS server {:.1f}. CPU "
+            "busy at the rates above: ours {:.2f}, bare {:.2f} of {} cores".format(
+                *ours_parts, *bare_parts, ours_rate * ours_all / 1000, bare_rate * bare_all / 1000, os.cpu_count())),
     ]
 
 
