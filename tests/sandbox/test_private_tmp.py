@@ -77,13 +77,15 @@ def test_shared_memory_a_task_makes_dies_with_it_and_it_sees_none_of_the_hosts(n
     host_id = host.split()[-1]
     try:
         before = shm_ids()
-        script = "ipcmk -M 65536 -p 0666 >/dev/null && ipcs -m | awk '/^0x/ {print $2}'"
+        # Sizes, not ids, tell the segments apart: a namespace numbers its first segment 0, and so
+        # does the host for the first one since boot (this test's, on a machine just started).
+        script = "ipcmk -M 65536 -p 0666 >/dev/null && ipcs -m | awk '/^0x/ {print $5}'"
         process = namespaces.start(["bash", "-c", script], user=TaskUser(61234, 61234), private_tmp=True,
                                    stdout=subprocess.PIPE, cwd="/")
         seen = process.stdout.read().decode().split()
         outcome = process.wait(timeout=10)
         assert outcome.status is Status.SUCCEEDED
-        assert host_id not in seen and len(seen) == 1, "the task sees its own segment and none of the host's"
+        assert seen == ["65536"], "the task sees its own segment and none of the host's"
         assert shm_ids() == before, "the task's segment outlived it"
         assert "private IPC namespace" in outcome.isolation["private_tmp"]
     finally:
