@@ -208,7 +208,8 @@ def signal_members(path: str, sig: int = signal.SIGKILL, *, skip: Collection[int
     the cgroup would be a process forked inside it, the task's own), and a signal to a pidfd
     whose process has gone meanwhile reaches nobody. Where pidfd_open is missing (Linux before
     5.3) or refused, the pid is signalled by number after the same second read: the window is
-    then only the time between that read and the kill."""
+    then only the time between that read and the kill. A second read that fails leaves the
+    kill to what the first listed."""
     members = [pid for pid in read_subtree_pids(path) if pid not in skip]
     signalled: list[int] = []
     for start in range(0, len(members), PIDFD_BATCH):
@@ -223,7 +224,12 @@ def signal_members(path: str, sig: int = signal.SIGKILL, *, skip: Collection[int
                     pinned[pid] = None
             if not pinned:
                 continue
-            listed = set(read_subtree_pids(path))
+            try:
+                listed = set(read_subtree_pids(path))
+            except OSError:
+                # Out of descriptors (a task can make the master run out): the kill still goes
+                # to what the first read listed, as it did before pids were pinned.
+                listed = set(pinned)
             signalled += [pid for pid, fd in pinned.items() if pid in listed and _send(pid, fd, sig)]
         finally:
             for fd in pinned.values():

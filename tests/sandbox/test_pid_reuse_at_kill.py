@@ -127,3 +127,32 @@ def test_the_v2_kill_spares_a_process_that_took_a_members_pid(tmp_path, monkeypa
     finally:
         group.remove()
         driver.close()
+
+
+def test_a_kill_that_cannot_read_the_cgroup_again_still_kills_what_it_read(monkeypatch):
+    """The second read fails (out of descriptors, say): the members the first listed are killed
+    all the same, never left running for want of a confirmation."""
+    sandbox = v1_sandbox(unified=False)  # the freezer loop: nothing but this helper kills
+    group = sandbox.driver.create("task-second-read", Limits(pids_max=64))
+    member = subprocess.Popen(["sleep", "300"])
+    try:
+        group.attach(member.pid)
+        real_read, reads = fs.read_subtree_pids, []
+
+        def second_read_fails(path: str) -> list[int]:
+            reads.append(path)
+            if len(reads) == 2:
+                raise OSError(24, "Too many open files")
+            return real_read(path)
+
+        monkeypatch.setattr(fs, "read_subtree_pids", second_read_fails)
+        group.kill_all()
+        monkeypatch.setattr(fs, "read_subtree_pids", real_read)
+        assert len(reads) >= 2, "the kill read the cgroup once only"
+        assert member.wait(timeout=10) == -9
+    finally:
+        if member.poll() is None:
+            member.kill()
+        member.wait()
+        group.remove()
+        sandbox.close()
