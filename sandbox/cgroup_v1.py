@@ -205,13 +205,18 @@ class V1TaskGroup(TaskGroup):
         """One round: freeze (a frozen process cannot fork), SIGKILL every member, thaw so the
         signals are delivered. kill_until_empty repeats it while anything is left."""
         freezer = self.dirs.get("freezer")
-        if freezer:
-            state = os.path.join(freezer, "freezer.state")
-            fs.write(state, "FROZEN", what="freeze task")
+        if not freezer:
+            fs.signal_members(self.dirs["memory"])
+            return
+        state = os.path.join(freezer, "freezer.state")
+        fs.write(state, "FROZEN", what="freeze task")
+        try:
             fs.wait_for(lambda: (fs.read_text(state) or "").strip() != "FREEZING", FREEZE_WAIT_S)
-        fs.signal_members(self.dirs["memory"])
-        if freezer:
-            fs.write(os.path.join(freezer, "freezer.state"), "THAWED", what="thaw task")
+            fs.signal_members(self.dirs["memory"])
+        finally:
+            # Also when the round fails (a read out of descriptors): a v1-frozen process does
+            # not die of SIGKILL until thawed, and left frozen the task could never end.
+            fs.write(state, "THAWED", what="thaw task")
 
     def _subtree_count(self, controller: str, filename: str, key: str) -> int:
         """KEY of FILENAME summed over the task's cgroup and every cgroup below it. v1 counts an

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from sandbox import Sandbox
+from sandbox import cgroupfs as fs
 from sandbox.cgroup_v1 import CgroupV1Driver
 from sandbox.detect import read_hierarchies, v1_hierarchy
 from sandbox.outcome import Status
@@ -87,3 +88,30 @@ def test_killing_a_task_ends_its_whole_tree(sandbox_v1):
         assert time.monotonic() < deadline, f"outlived the kill: {survivors}"
         time.sleep(0.02)
     assert ("cgroup.kill" if unified else "freeze-and-kill") in outcome.limits_enforced["tree"]
+
+
+def test_a_freezer_round_that_fails_still_thaws_the_task(monkeypatch):
+    """A read of the task's cgroup that fails inside the round (the master out of descriptors,
+    which a task can bring about) left the task FROZEN: a v1-frozen process does not die of
+    SIGKILL until thawed, so nothing could end it. The round thaws whatever happens, and the
+    next round kills the task."""
+    sandbox = v1_sandbox(unified=False)
+    try:
+        process = sandbox.start(["sleep", "300"])
+        group = sandbox.driver.open_existing(process.name)
+        real_read = fs.read_subtree_pids
+
+        def out_of_descriptors(path: str) -> list[int]:
+            raise OSError(24, "Too many open files")
+
+        monkeypatch.setattr(fs, "read_subtree_pids", out_of_descriptors)
+        with pytest.raises(OSError):
+            group.kill_all()
+        monkeypatch.setattr(fs, "read_subtree_pids", real_read)
+        state = os.path.join(group.dirs["freezer"], "freezer.state")
+        assert fs.read_text(state).strip() == "THAWED"
+        group.kill_all()
+        assert process.wait(timeout=10).signal == 9
+    finally:
+        sandbox.sweep()
+        sandbox.close()
