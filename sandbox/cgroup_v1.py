@@ -215,7 +215,8 @@ class V1TaskGroup(TaskGroup):
             fs.signal_members(self.dirs["memory"])
         finally:
             # Also when the round fails (a read out of descriptors): a v1-frozen process does
-            # not die of SIGKILL until thawed, and left frozen the task could never end.
+            # not die of SIGKILL until thawed, so the task stayed frozen, alive, until a later
+            # round got through, and for good once kill_until_empty gave up.
             fs.write(state, "THAWED", what="thaw task")
 
     def _subtree_count(self, controller: str, filename: str, key: str) -> int:
