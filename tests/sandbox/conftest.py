@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +79,35 @@ def task_python() -> str:
     if TASK_PYTHON is None:
         pytest.skip("no Python interpreter here that an unprivileged task user may run")
     return TASK_PYTHON
+
+
+NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
+
+
+def take_pid(pid: int, argv: list[str], *, tries: int = 100, **popen_args) -> subprocess.Popen | None:
+    """Start ARGV with exactly PID (free at the time) by setting the kernel's last pid, as pid
+    reuse would after a wrap-around; None if other processes kept taking it first. The counter
+    is put back after each try: left wound back, it would hand every process forked after it (the
+    other test worker's) a number in use a moment ago, which tests that watch a pid vanish would
+    misread."""
+    for _ in range(tries):
+        counter = int(Path(NS_LAST_PID).read_text())
+        Path(NS_LAST_PID).write_text(str(pid - 1))
+        try:
+            started = subprocess.Popen(argv, **popen_args)
+        finally:
+            Path(NS_LAST_PID).write_text(str(max(counter, int(Path(NS_LAST_PID).read_text()))))
+        if started.pid == pid:
+            return started
+        started.kill()
+        started.wait()
+    return None
+
+
+@pytest.fixture
+def writes_ns_last_pid() -> None:
+    if not os.access(NS_LAST_PID, os.W_OK):
+        pytest.skip("needs to choose the next pid (root, with CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE)")
 
 
 def pid_alive(pid: int) -> bool:

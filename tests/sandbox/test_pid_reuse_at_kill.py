@@ -13,40 +13,18 @@ thawed, so no member can leave between its read and its signal.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 from sandbox import Limits
 from sandbox import cgroupfs as fs
 
+from .conftest import take_pid
 from .test_cgroup_v2_older_kernels import open_driver, real_v2_parent  # noqa: F401 (a fixture)
 from .test_v1_kill_paths import v1_sandbox
-
-NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
-
-
-def fork_with_pid(pid: int) -> subprocess.Popen | None:
-    """A `sleep` outside every test cgroup, with the pid PID; None if other forks on this
-    machine keep taking the number first. The kernel's counter is put back after each try:
-    left wound back, it would hand every process forked after it (the other test worker's) a
-    number that was in use a moment ago, which tests that watch a pid vanish would misread."""
-    for _ in range(100):
-        counter = int(Path(NS_LAST_PID).read_text())
-        Path(NS_LAST_PID).write_text(str(pid - 1))
-        try:
-            decoy = subprocess.Popen(["sleep", "300"])
-        finally:
-            Path(NS_LAST_PID).write_text(str(max(counter, int(Path(NS_LAST_PID).read_text()))))
-        if decoy.pid == pid:
-            return decoy
-        decoy.kill()
-        decoy.wait()
-    return None
 
 
 @contextmanager
@@ -62,7 +40,7 @@ def pid_passed_on_during_the_read(monkeypatch, member: subprocess.Popen) -> Iter
         if member.pid in pids and not decoys:
             member.kill()
             member.wait()
-            decoy = fork_with_pid(member.pid)
+            decoy = take_pid(member.pid, ["sleep", "300"])
             if decoy is None:
                 pytest.skip(f"could not fork a process with pid {member.pid}: other forks kept taking it")
             decoys.append(decoy)
@@ -99,12 +77,6 @@ def assert_the_kill_spares_the_pids_new_owner(monkeypatch, group) -> None:
                 member.kill()
             member.wait()
     pytest.fail("in 20 tries the kill's read never listed the member: the race was never staged")
-
-
-@pytest.fixture
-def writes_ns_last_pid() -> None:
-    if not os.access(NS_LAST_PID, os.W_OK):
-        pytest.skip("needs to choose the next pid (root, with CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE)")
 
 
 def test_the_v1_unified_kill_spares_a_process_that_took_a_members_pid(monkeypatch, writes_ns_last_pid):
