@@ -180,10 +180,7 @@ class SessionGroup(TaskGroup):
 
     def signal_all(self, sig: int) -> None:
         for proc in self._scan():
-            try:
-                proc.send_signal(sig)
-            except psutil.Error:
-                pass
+            _signal_pinned(proc, sig)
 
     def kill_all(self) -> None:
         self.signal_all(signal.SIGKILL)
@@ -225,6 +222,31 @@ def _start_ticks(pid: int) -> int | None:
             return int(f.read().rsplit(") ", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _signal_pinned(proc: psutil.Process, sig: int) -> None:
+    """Signal PROC, found by a scan, only while its pid still names it. psutil checks the
+    creation time and then kill(2)s the pid by number: a process reaped in between passed the
+    signal to whoever took its number (pid_max is 32768 on many hosts). The pid is pinned with a
+    pidfd first and the creation time checked after, so the check and the signal are about one
+    process. Where there is no pidfd (Linux before 5.3), psutil's own check and kill."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):
+        try:
+            proc.send_signal(sig)
+        except psutil.Error:
+            pass
+        return
+    try:
+        if proc.is_running():  # the pinned process is the one the scan found (same creation time)
+            signal.pidfd_send_signal(pidfd, sig)
+    except (ProcessLookupError, PermissionError, psutil.Error):
+        pass
+    finally:
+        os.close(pidfd)
 
 
 def _alive(proc: psutil.Process) -> bool:

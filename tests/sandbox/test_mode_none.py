@@ -13,7 +13,7 @@ import pytest
 from sandbox import Limits, Status
 from sandbox.confined import ConfinedProcess
 
-from .conftest import leak_script, pid_alive
+from .conftest import leak_script, pid_alive, take_pid
 
 
 def test_rss_watchdog_stops_a_leak_and_says_it_was_best_effort(none_sandbox):
@@ -82,25 +82,11 @@ def test_a_child_forked_just_before_the_main_process_exits_dies_with_the_task(no
     assert survivors == [], "a child forked just before its task ended outlived it"
 
 
-def take_pid(pid: int, argv: list[str], **popen_args) -> subprocess.Popen | None:
-    """Start ARGV with exactly PID (free at the time) by setting the kernel's last pid, as pid
-    reuse would after a wrap-around; None if another process took it first."""
-    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-        f.write(str(pid - 1))
-    started = subprocess.Popen(argv, **popen_args)
-    if started.pid == pid:
-        return started
-    started.kill()
-    started.wait()
-    return None
-
-
 @pytest.mark.parametrize("victim", ["plain", "session leader with a child"])
-def test_a_process_that_reuses_the_main_pid_after_the_task_ended_is_left_alone(none_sandbox, monkeypatch, victim):
+def test_a_process_that_reuses_the_main_pid_after_the_task_ended_is_left_alone(none_sandbox, monkeypatch, victim,
+                                                                              writes_ns_last_pid):
     """The final scan runs after the main process is reaped; by then its pid (and so its session
     id) may belong to an unrelated process. Neither it nor its session may be taken for the task."""
-    if not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
-        pytest.skip("needs a writable /proc/sys/kernel/ns_last_pid (root in the pid namespace)")
     victims_ready = threading.Event()
     end_the_tree = ConfinedProcess._end_the_tree
 
@@ -116,11 +102,7 @@ def test_a_process_that_reuses_the_main_pid_after_the_task_ended_is_left_alone(n
         time.sleep(0.001)
     argv, popen_args = ((["sleep", "300"], {}) if victim == "plain"
                         else (["bash", "-c", "sleep 300 & wait"], {"start_new_session": True}))
-    reused = None
-    for _ in range(50):
-        reused = take_pid(process.pid, argv, **popen_args)
-        if reused is not None:
-            break
+    reused = take_pid(process.pid, argv, tries=50, **popen_args)
     victims_ready.set()
     if reused is None:
         pytest.skip("other processes kept taking the pid")
@@ -143,3 +125,52 @@ def test_a_process_that_reuses_the_main_pid_after_the_task_ended_is_left_alone(n
         else:
             os.killpg(reused.pid, signal.SIGKILL)
         reused.wait()
+
+
+def test_a_kill_never_reaches_a_process_that_took_a_members_pid_meanwhile(none_sandbox, monkeypatch, writes_ns_last_pid):
+    """Mode none finds a task's processes by scanning, and psutil checks a process's creation
+    time and then kill(2)s its pid by number: a member reaped between the two passed the SIGKILL
+    to whoever took its pid. Staged there for real: the signal's system call first kills and
+    reaps the member and forks a process with its pid, then goes ahead."""
+    member = subprocess.Popen(["sleep", "300"])
+    group = none_sandbox.driver.create("task-pid-reuse", Limits())
+    group.attach(member.pid)
+    decoys: list[subprocess.Popen] = []
+    real_kill, real_pidfd_send_signal = os.kill, signal.pidfd_send_signal
+
+    def pass_the_pid_on_first() -> None:
+        if decoys:
+            return
+        real_kill(member.pid, signal.SIGKILL)
+        member.wait()
+        decoy = take_pid(member.pid, ["sleep", "300"])
+        if decoy is None:
+            pytest.skip(f"could not fork a process with pid {member.pid}: other forks kept taking it")
+        decoys.append(decoy)
+
+    def kill(pid: int, sig: int) -> None:
+        if pid == member.pid:
+            pass_the_pid_on_first()
+        real_kill(pid, sig)
+
+    def pidfd_send_signal(pidfd: int, sig: int, *args) -> None:
+        if sig:  # not the scan's probe of whether the main process is still there (signal 0)
+            pass_the_pid_on_first()
+        real_pidfd_send_signal(pidfd, sig, *args)
+
+    try:
+        monkeypatch.setattr(os, "kill", kill)
+        monkeypatch.setattr(signal, "pidfd_send_signal", pidfd_send_signal)
+        group.kill_all()
+        monkeypatch.undo()
+        assert decoys, "the kill never signalled the member"
+        with pytest.raises(subprocess.TimeoutExpired):  # a SIGKILL takes a moment to end it
+            decoys[0].wait(timeout=0.5)
+            pytest.fail("the kill signalled the process that took a dead member's pid")
+    finally:
+        monkeypatch.undo()
+        for process in (member, *decoys):
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        group.remove()
