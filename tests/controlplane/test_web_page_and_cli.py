@@ -342,6 +342,10 @@ def test_a_restart_whose_remembered_queue_port_was_taken_meanwhile_starts_on_ano
         first.create_pool("remote", default=True)
     taken = int((tmp_path / "cp" / "sqs-port").read_text())
     with socket.socket() as squatter:
+        # As listening programs do: a connection the first run's server closed first (a refused
+        # request, a client gone mid-body) holds the port in TIME_WAIT for a minute, which refuses
+        # a bind without it (seen once in CI) but never a listener's.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()
         serve = subprocess.Popen([*ADMIN, "serve", "--state-dir", str(tmp_path / "cp"), "--port", str(_free_port())],
