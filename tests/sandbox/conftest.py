@@ -6,11 +6,13 @@ are the point of this suite, and a green run that skipped them would prove nothi
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,24 +86,53 @@ def task_python() -> str:
 NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
 
 
-def take_pid(pid: int, argv: list[str], *, tries: int = 100, **popen_args) -> subprocess.Popen | None:
-    """Start ARGV with exactly PID (free at the time) by setting the kernel's last pid, as pid
-    reuse would after a wrap-around; None if other processes kept taking it first. The counter
-    is put back after each try: left wound back, it would hand every process forked after it (the
-    other test worker's) a number in use a moment ago, which tests that watch a pid vanish would
-    misread."""
-    for _ in range(tries):
+@contextmanager
+def next_pid(pid: int) -> Iterator[None]:
+    """Inside, the next process forked on this machine gets PID (if it is free and no other fork
+    comes first): the kernel's last pid is set, and put back after. Left wound back, it would
+    hand every process forked after it (the other test worker's) a number in use a moment ago,
+    which tests that watch a pid vanish would misread. Skips the test where it cannot be set."""
+    try:
         counter = int(Path(NS_LAST_PID).read_text())
         Path(NS_LAST_PID).write_text(str(pid - 1))
-        try:
+    except OSError as exc:
+        pytest.skip(f"cannot choose the next pid here ({exc.strerror}): needs CAP_CHECKPOINT_RESTORE")
+    try:
+        yield
+    finally:
+        Path(NS_LAST_PID).write_text(str(max(counter, int(Path(NS_LAST_PID).read_text()))))
+
+
+def take_pid(pid: int, argv: list[str], *, tries: int = 100, **popen_args) -> subprocess.Popen | None:
+    """Start ARGV with exactly PID (free at the time), as pid reuse would after a wrap-around;
+    None if other processes kept taking it first."""
+    for _ in range(tries):
+        with next_pid(pid):
             started = subprocess.Popen(argv, **popen_args)
-        finally:
-            Path(NS_LAST_PID).write_text(str(max(counter, int(Path(NS_LAST_PID).read_text()))))
         if started.pid == pid:
             return started
         started.kill()
         started.wait()
     return None
+
+
+def pass_pid_on(member: subprocess.Popen, kill: Callable[[int, int], None] = os.kill) -> subprocess.Popen:
+    """Kill MEMBER (with KILL, for a test that has patched os.kill) and reap it, then start a
+    `sleep` outside every test cgroup with its pid: the process a stale pid now names."""
+    kill(member.pid, signal.SIGKILL)
+    member.wait()
+    decoy = take_pid(member.pid, ["sleep", "300"])
+    if decoy is None:
+        pytest.skip(f"could not fork a process with pid {member.pid}: other forks kept taking it")
+    return decoy
+
+
+def assert_spared(decoy: subprocess.Popen) -> None:
+    """DECOY, which took a dead member's pid, is still alive half a second after the kill (a
+    SIGKILL takes a moment to end a process)."""
+    with pytest.raises(subprocess.TimeoutExpired):
+        decoy.wait(timeout=0.5)
+        pytest.fail("the kill signalled the process that took a dead member's pid")
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from sandbox import Sandbox, SandboxError, Status
 
-from .conftest import NS_LAST_PID, PYTHON, _open_or_skip, pid_alive
+from .conftest import PYTHON, _open_or_skip, next_pid, pid_alive
 
 
 def wait_until_dead(pid: int, timeout_s: float = 5.0) -> bool:
@@ -165,15 +164,8 @@ def test_a_task_given_the_pid_of_one_just_reaped_keeps_the_spawner_thread_when_t
         while first._popen.returncode is None:  # reaped: its pid is free, its count-out held
             time.sleep(0.001)
         for _ in range(20):
-            try:
-                counter = int(Path(NS_LAST_PID).read_text())
-                Path(NS_LAST_PID).write_text(str(first.pid - 1))
-            except OSError as exc:
-                pytest.skip(f"cannot choose the next pid here ({exc.strerror}): needs CAP_CHECKPOINT_RESTORE")
-            try:
+            with next_pid(first.pid):
                 second = sandbox.start(["sh", "-c", "sleep 1; exit 7"], name=f"second-{_}")
-            finally:  # put back, as take_pid does: wound back, it hands out numbers just freed
-                Path(NS_LAST_PID).write_text(str(max(counter, int(Path(NS_LAST_PID).read_text()))))
             if second.pid == first.pid:
                 break
             second.kill()
