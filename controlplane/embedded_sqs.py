@@ -15,10 +15,14 @@ SQS's in three ways, each of which a test shows with boto3 (tests/controlplane/t
 - ChangeMessageVisibilityBatch let an entry's refusal other than an unknown receipt fail the
   whole call (the visibility extender read it as an SQS outage and extended none of the ten), and
   took empty, oversized and repeated-Id batches that SQS refuses whole. The single call took a
-  negative timeout (the message visible at once), which SQS refuses.
+  negative timeout (the message visible at once), which SQS refuses; so did ReceiveMessage,
+  whose message could then be received again at once.
 - DeleteMessageBatch judged a batch's entries distinct by their receipts, not their Ids: it
   took repeated Ids, and refused whole a batch in which one receipt came twice (every message of
   it back, a redelivery each), where SQS deletes each entry alone; and it took over ten entries.
+  Neither batch call checked its entries' Ids, which SQS refuses whole (InvalidBatchEntryId)
+  unless each is 1-80 letters, digits, hyphens and underscores: a client's Ids that only the
+  embedded server took would fail on SQS.
 
 `correct()` replaces those backend methods and moto's DeleteMessageBatch handler, and records
 each receive's time; it is applied
@@ -55,6 +59,7 @@ import inspect
 import threading
 import time
 from collections import OrderedDict
+import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -66,6 +71,7 @@ from moto.sqs.constants import MAXIMUM_VISIBILITY_TIMEOUT
 from moto.sqs.exceptions import (
     BatchEntryIdsNotDistinct,
     EmptyBatchRequest,
+    InvalidBatchEntryId,
     InvalidParameterValue,
     ReceiptHandleIsInvalid,
     SQSException,
@@ -75,6 +81,7 @@ from moto.sqs.exceptions import (
 from .sqs_http import request_abandoned
 
 BATCH_LIMIT = 10  # SQS's entries per batch call
+BATCH_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")  # SQS's rule for a batch entry's Id (ASCII only)
 DELETED_RECEIPTS_KEPT = 10_000  # per queue: a few thousand deleted messages' receipts, ~3 MB
 _corrected = False
 _lock = threading.Lock()
@@ -126,6 +133,7 @@ def serialize_backend() -> None:
 
     def receive_message(backend: models.SQSBackend, queue_name: str, count: int, wait_seconds_timeout: int,
                         visibility_timeout: int, message_attribute_names: list[str] | None = None) -> list[Any]:
+        check_visibility_timeout(visibility_timeout)  # moto's handler checks only the upper bound
         deadline = time.monotonic() + wait_seconds_timeout
         while True:
             if request_abandoned():  # the server stopped: what this scan took, no one would receive
@@ -194,11 +202,15 @@ def is_within_retention_period(backend: models.SQSBackend, queue_name: str, mess
     return retention_s + message.sent_timestamp / 1000 > unix_time()
 
 
-def change_message_visibility(backend: models.SQSBackend, queue_name: str, receipt_handle: str,
-                              visibility_timeout: int) -> None:
+def check_visibility_timeout(visibility_timeout: int) -> None:
     if not 0 <= int(visibility_timeout) <= MAXIMUM_VISIBILITY_TIMEOUT:
         raise InvalidParameterValue(f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "
                                     f"Reason: Must be between 0 and {MAXIMUM_VISIBILITY_TIMEOUT}.")
+
+
+def change_message_visibility(backend: models.SQSBackend, queue_name: str, receipt_handle: str,
+                              visibility_timeout: int) -> None:
+    check_visibility_timeout(visibility_timeout)
     queue = backend.get_queue(queue_name)
     now_ms = unix_time_millis()
     for message in queue._messages:
@@ -243,13 +255,16 @@ def change_message_visibility_batch(backend: models.SQSBackend, queue_name: str,
 
 
 def check_batch(entries: list[dict[str, Any]], action: str) -> None:
-    """What SQS refuses of a batch as a whole: none, over ten, or an Id twice."""
+    """What SQS refuses of a batch as a whole: none, over ten, an Id it does not allow, or an Id
+    twice."""
     if not entries:
         raise EmptyBatchRequest(action=action)
     if len(entries) > BATCH_LIMIT:
         raise TooManyEntriesInBatchRequest(len(entries))
     seen: set[str] = set()
     for entry in entries:
+        if not isinstance(entry.get("Id"), str) or not BATCH_ENTRY_ID.fullmatch(entry["Id"]):
+            raise InvalidBatchEntryId()
         if entry["Id"] in seen:
             raise BatchEntryIdsNotDistinct(entry["Id"])
         seen.add(entry["Id"])

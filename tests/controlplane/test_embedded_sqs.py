@@ -151,6 +151,8 @@ def test_a_receipt_that_never_existed_is_refused_as_invalid(queue):
      "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
     ([{"Id": "same", "ReceiptHandle": "r1", "VisibilityTimeout": 1}, {"Id": "same", "ReceiptHandle": "r2", "VisibilityTimeout": 1}],
      "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"),
+    ([{"Id": "a b", "ReceiptHandle": "r1", "VisibilityTimeout": 1}], "AWS.SimpleQueueService.InvalidBatchEntryId"),
+    ([{"Id": "x" * 81, "ReceiptHandle": "r1", "VisibilityTimeout": 1}], "AWS.SimpleQueueService.InvalidBatchEntryId"),
 ])
 def test_a_visibility_batch_sqs_would_refuse_whole_is_refused(queue, entries, code):
     client, url = queue
@@ -168,10 +170,22 @@ def test_a_negative_visibility_timeout_is_refused(queue):
     assert _visible(client, url) == [], "the message stays in flight"
 
 
+def test_a_receive_with_a_negative_visibility_timeout_is_refused(queue):
+    """The message was handed out and visible again at once (taken as 0): a client's bug that
+    SQS reports became silent redeliveries."""
+    client, url = queue
+    client.send_message(QueueUrl=url, MessageBody="held")
+    error = _error(lambda: client.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=-1))
+    assert error["Code"] == "InvalidParameterValue", error
+    assert _visible(client, url) == ["held"], "nothing was handed out by the refusal"
+
+
 @pytest.mark.parametrize("entries, code", [
     ([{"Id": str(i), "ReceiptHandle": f"r{i}"} for i in range(11)], "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
     ([{"Id": "same", "ReceiptHandle": "r1"}, {"Id": "same", "ReceiptHandle": "r2"}],
      "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"),
+    ([{"Id": "é", "ReceiptHandle": "r1"}], "AWS.SimpleQueueService.InvalidBatchEntryId"),
+    ([{"Id": "x" * 81, "ReceiptHandle": "r1"}], "AWS.SimpleQueueService.InvalidBatchEntryId"),
 ])
 def test_a_delete_batch_sqs_would_refuse_whole_is_refused(queue, entries, code):
     client, url = queue
