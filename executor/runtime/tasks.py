@@ -32,6 +32,7 @@ from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.tasks import RUN_MONITOR, TEST_CONNECTION, UnknownTask, task_class
 
 from ..text import printable
+from . import network_env
 from .masking import Masker
 from .rejection import TaskRejected
 from .secrets import ChainedSecretStore, SecretError, find_secret_references
@@ -313,5 +314,6 @@ def _prepared_in(task: str, args: dict, recipe: dict, workdir: str, *, execution
             raise TaskRejected("INVALID_ARGUMENTS", f"extra environment variable {key} is reserved for the executor")
         env[key] = value
     return PreparedTask(argv=argv, env=env, stdin_bytes=json.dumps(envelope).encode(), workdir=workdir,
-                        masker=Masker(values.values(), tokens=[ingest_token]), report_path=report_path,
+                        masker=Masker([*values.values(), *network_env.credentials(network or {})], tokens=[ingest_token]),
+                        report_path=report_path,
                         memory_limit_bytes=memory_limit, secret_names=list(values))

@@ -41,6 +41,8 @@ from loguru import logger
 
 from vocabulary import cli_versions
 
+from . import network_env
+from .masking import Masker
 from .rejection import TaskRejected
 
 INSTALL_TIMEOUT_S = 1800
@@ -270,6 +272,9 @@ class VenvCache:
     def _step(self, argv: list[str], env: dict[str, str], target: Path, user: Any) -> None:
         returncode, output = self.builder(InstallStep(argv, env, str(target), user))
         if returncode != 0:
+            # The index's and the proxy's credentials are the operator's: an installer that
+            # echoes a URL it failed on must not put them in the run's report.
+            output = Masker(network_env.credentials(env)).mask(output)
             detail = output.strip().splitlines()[-5:]
             how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
             raise TaskRejected("VENV_INSTALL_FAILED", f"installing the task environment failed ({Path(argv[0]).name} "

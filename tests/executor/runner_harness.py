@@ -23,9 +23,11 @@ from executor.task_users import TaskUsers
 RECIPE_ARGS = {"recipe": "source:\n  type: mysql\n", "version": "1.2.0"}
 
 
-def stand_in_prepare(tmp_path: Path, cli: str | bytes, *, work: Path | None = None) -> Callable[[Claimed, Any], PreparedTask]:
+def stand_in_prepare(tmp_path: Path, cli: str | bytes, *, work: Path | None = None,
+                     network: dict[str, str] | None = None) -> Callable[[Claimed, Any], PreparedTask]:
     """prepare_task as the master calls it, its venv build replaced by one that installs CLI (a
-    script) as the venv's `datahub`; work directories under WORK (TMP_PATH/work)."""
+    script) as the venv's `datahub`; work directories under WORK (TMP_PATH/work); NETWORK as
+    network_env.for_tasks gives it (none by default)."""
     def build(step) -> tuple[int, str]:
         target = Path(step.cwd)
         (target / "bin").mkdir(exist_ok=True)
@@ -39,7 +41,7 @@ def stand_in_prepare(tmp_path: Path, cli: str | bytes, *, work: Path | None = No
     return lambda claimed, user: prepare_task(
         claimed.task, claimed.args, execution_id=claimed.execution_id, secrets=ChainedSecretStore([]), venvs=venvs,
         work_root=work_root, default_version="native", gms_url="http://127.0.0.1:9", ingest_token="t", user=user,
-        network={})
+        network=dict(network or {}))
 
 
 class RecordingControlPlane:
