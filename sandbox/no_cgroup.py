@@ -126,9 +126,12 @@ class SessionGroup(TaskGroup):
                 return True
         return self._main_start_ticks is not None and _start_ticks(self._main) == self._main_start_ticks
 
-    def _remember(self, pid: int) -> None:
+    def _remember(self, proc: psutil.Process) -> None:
+        """PROC's creation time, from the object the scan found it as (psutil keeps the one it
+        read then): looked up again by pid, a task process that ended meanwhile would leave
+        whichever process took its pid known as the task's, and killed with it."""
         try:
-            self._known[pid] = psutil.Process(pid).create_time()
+            self._known[proc.pid] = proc.create_time()
         except psutil.Error:
             pass
 
@@ -170,9 +173,9 @@ class SessionGroup(TaskGroup):
                     procs[child.pid] = child
             except psutil.Error:
                 del self._known[pid]
-        for pid in procs:
+        for pid, proc in procs.items():
             if pid not in self._known and pid != self._main:
-                self._remember(pid)
+                self._remember(proc)
         return [p for p in procs.values() if _alive(p)]
 
     def pids(self) -> list[int]:

@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 
+import psutil
 import pytest
 
 from sandbox import Limits, Status
@@ -165,4 +166,49 @@ def test_a_kill_never_reaches_a_process_that_took_a_members_pid_meanwhile(none_s
             if process.poll() is None:
                 process.kill()
             process.wait()
+        group.remove()
+
+
+def test_a_process_that_took_a_new_members_pid_before_it_was_remembered_is_left_alone(none_sandbox, monkeypatch,
+                                                                                     writes_ns_last_pid):
+    """A scan finds a new member and remembers its creation time: looked up again by pid, a
+    member that ended in between left the process that took its pid remembered as the task's,
+    and killed with it. Staged for real: the member is killed and reaped, and its pid given to a
+    process outside the task, between the scan and the remembering."""
+    main = subprocess.Popen(["sh", "-c", "sleep 301; sleep 300"])
+    group = none_sandbox.driver.create("task-remembered-pid", Limits())
+    group.attach(main.pid)
+    decoys: list[subprocess.Popen] = []
+    try:
+        deadline = time.monotonic() + 10
+        while not (children := psutil.Process(main.pid).children()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (member,) = children
+        remember = type(group)._remember
+
+        def pass_the_pid_on_first(self, found) -> None:
+            pid = getattr(found, "pid", found)
+            if pid == member.pid and not decoys:
+                os.kill(pid, signal.SIGKILL)
+                while os.path.exists(f"/proc/{pid}"):  # until the shell has reaped it
+                    time.sleep(0.001)
+                decoy = take_pid(pid, ["sleep", "300"])
+                if decoy is None:
+                    pytest.skip(f"could not fork a process with pid {pid}: other forks kept taking it")
+                decoys.append(decoy)
+            remember(self, found)
+
+        monkeypatch.setattr(type(group), "_remember", pass_the_pid_on_first)
+        group.pids()
+        monkeypatch.undo()
+        assert decoys, "the scan never found the member"
+        group.kill_all()
+        assert_spared(decoys[0])
+    finally:
+        monkeypatch.undo()
+        for process in (main, *decoys):
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        group.kill_all()
         group.remove()
