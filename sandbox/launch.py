@@ -104,9 +104,13 @@ def fork_held(spawner: Spawner, launch: Launch) -> Spawned:
 
 def dispose(spawner: Spawner, spawned: Spawned) -> None:
     """A child that was forked but will never be released: EOF makes its wrapper exit
-    without running the command; reap it."""
+    without running the command; reap it, and close the pipes made for its stdin, stdout and
+    stderr, which no caller will ever get to close."""
     os.close(spawned.release_fd)
     spawned.ready.close()
     spawned.popen.kill()
     spawned.popen.wait()
     spawner.reaped(spawned.popen.pid)
+    for pipe in (spawned.popen.stdin, spawned.popen.stdout, spawned.popen.stderr):
+        if pipe is not None:
+            pipe.close()

@@ -198,9 +198,18 @@ def spawn_held(
     cwd and umask (it unshared them, see mount_ns.py), so the child must not inherit those.
     LOW, the spawner's descriptors below 10, carry the child's ends where there are some.
     """
-    # All close-on-exec; pass_fds opens the child's ends to the child only.
-    read_end, write_end = os.pipe()
-    ready_read, ready_write = os.pipe()
+    # All close-on-exec; pass_fds opens the child's ends to the child only. Out of descriptors
+    # (EMFILE), the start fails as every other start failure does, and the first pipe goes.
+    try:
+        read_end, write_end = os.pipe()
+    except OSError as exc:
+        raise SandboxError(f"cannot start {argv[0]}: {exc.strerror}") from exc
+    try:
+        ready_read, ready_write = os.pipe()
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        raise SandboxError(f"cannot start {argv[0]}: {exc.strerror}") from exc
     child_read, child_ready = read_end, ready_write
     try:
         if low is not None:

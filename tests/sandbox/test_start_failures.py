@@ -3,6 +3,7 @@ never runs; after, it is killed and reaped, and start() raises SandboxError eith
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from sandbox import SandboxError, Status
 from sandbox import confined, reused_threads
+from sandbox import sandbox as sandbox_module
 
 from .conftest import pid_alive
 
@@ -73,3 +75,74 @@ def test_a_wrapper_that_fails_before_its_release_is_a_start_error_saying_the_com
     assert result.returncode == 2, result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert "never ran" in error and "was started" not in error, result.stderr
+
+
+def _pipe_descriptors() -> set[int]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                found.add(int(fd))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_failure_while_held_closes_the_pipes_made_for_the_tasks_stdio(sandbox, monkeypatch):
+    """The caller never gets the Popen of a start that failed, so nothing else can close them:
+    three pipes a failed start stayed open, until the spawner's next start dropped the object."""
+    before = _pipe_descriptors()
+
+    def refused(pid: int) -> None:
+        raise SandboxError("cannot raise oom_score_adj (injected)")
+
+    monkeypatch.setattr(sandbox_module, "prepare_child", refused)
+    with pytest.raises(SandboxError, match="injected"):
+        sandbox.start(["true"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    monkeypatch.undo()
+    assert sandbox._spawner.live == 0, "the held child was not reaped"
+    assert _pipe_descriptors() - before == set(), "pipes of the failed start were left open"
+
+
+# Run apart, with a descriptor limit of its own: FREE descriptors left, a start of `true`; prints
+# what start() raised and how many descriptors it left open.
+OUT_OF_DESCRIPTORS = r"""
+import json, os, resource, subprocess, sys, uuid
+from sandbox import Sandbox
+sandbox = Sandbox.open(f"test-emfile-{uuid.uuid4().hex[:8]}", mode="none")
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+results = []
+for free in (1, 2, 3):
+    before = set(os.listdir("/proc/self/fd"))  # listdir's own descriptor is closed again
+    held = []
+    try:
+        while True:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    for _ in range(free):
+        os.close(held.pop())
+    try:
+        sandbox.start(["true"], stdin=subprocess.DEVNULL).wait(timeout=10)
+        raised = None
+    except Exception as exc:
+        raised = type(exc).__name__
+    for fd in held:
+        os.close(fd)
+    left = len(set(os.listdir("/proc/self/fd")) - before)
+    results.append({"free": free, "raised": raised, "left": left})
+sandbox.close()
+print(json.dumps(results))
+"""
+
+
+def test_out_of_descriptors_a_start_fails_as_a_start_error_and_leaks_none():
+    """With one to three descriptors free, the pipes that hold and release the child could not
+    be made: a raw OSError escaped start(), which callers (the executor's runner) do not catch,
+    and the first pipe's two descriptors were left open each time."""
+    result = subprocess.run([sys.executable, "-c", OUT_OF_DESCRIPTORS], capture_output=True, text=True, timeout=120,
+                            check=True, cwd=REPO)
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [r for r in results if r["raised"] not in (None, "SandboxError")] == [], results
+    assert [r for r in results if r["left"] > 0] == [], results
+    assert any(r["raised"] == "SandboxError" for r in results), results
