@@ -43,6 +43,9 @@ from .outcome import Outcome, classify
 
 log = logging.getLogger("sandbox")
 T = TypeVar("T")
+# How often, at most, the reaper looks whether the rest of a tree whose main process exited
+# during a terminate()'s grace has ended (a cgroup read; in mode none, a scan of the processes).
+GRACE_POLL_MAX_S = 0.1
 
 
 class ConfinedProcess:
@@ -70,6 +73,8 @@ class ConfinedProcess:
         self._on_finished = on_finished
         self._end = EndRequests()
         self._kill_backoff: Backoff | None = None
+        # When a terminate()'s grace runs out, while the reaper is in its TERMINATING phase.
+        self._grace_ends_at: float | None = None
         self._done = threading.Event()
         self._outcome: Outcome | None = None
         self._watch = ExitWatch(popen, before_reap=_main_exited_of(group))
@@ -155,6 +160,8 @@ class ConfinedProcess:
         oom_kills, peak, pids_limit_hits = 0, None, 0
         try:
             returncode = self._attempt("waiting for the task", self._wait_for_main_process, None)
+            if returncode is not None and self._grace_ends_at is not None:
+                self._attempt("giving the rest of the task its grace", self._await_the_rest_in_grace, None)
             # Nothing of a task outlives it: kill what is left of the tree before reporting.
             ended = self._attempt("killing what was left of the task", self._end_the_tree, None)
             left = ended if ended is not None else []
@@ -231,16 +238,32 @@ class ConfinedProcess:
             entered, phase = phase, next_phase(phase, asked, grace_over)
             if phase is Phase.TERMINATING and entered is Phase.RUNNING:
                 self._group.signal_all(signal.SIGTERM)
-                escalate_at = now + (asked.grace_s or 0.0)
+                escalate_at = self._grace_ends_at = now + (asked.grace_s or 0.0)
             if phase is not Phase.KILLING:
                 continue
-            escalate_at = None
+            escalate_at = self._grace_ends_at = None
             if next_kill is None or now >= next_kill:
                 self._group.try_kill_all()
                 pause = self._backoff().next_pause()
                 if pause is None:
                     return None
                 next_kill = now + pause
+
+    def _await_the_rest_in_grace(self) -> None:
+        """The main process exited during a terminate()'s grace: the grace is every process's
+        (SIGKILL only to what is left when it runs out), so the rest of the tree, which got the
+        same SIGTERM and may still be cleaning up, is given what is left of it; a kill() or
+        the task's timeout cuts it short. The tree's end is looked for in short, growing pauses."""
+        pause = 0.005
+        ends_at = self._grace_ends_at
+        if self._limits.timeout_s:
+            ends_at = min(ends_at, self._started + self._limits.timeout_s)
+        while True:
+            left = ends_at - time.monotonic()
+            if left <= 0 or self._end.snapshot().kill or self._group.is_empty():
+                return
+            self._watch.sleep(min(pause, left))
+            pause = min(pause * 2, GRACE_POLL_MAX_S)
 
     def _backoff(self) -> Backoff:
         """One kill budget per task, shared by the wait above and _end_the_tree."""

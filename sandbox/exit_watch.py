@@ -129,6 +129,15 @@ class ExitWatch:
             except BlockingIOError:
                 pass  # the pipe is full of wake-ups already
 
+    def sleep(self, timeout: float) -> bool:
+        """Wait up to TIMEOUT seconds for a wake-up alone (the main process has exited and been
+        reaped: its pidfd would answer every poll at once); True if woken."""
+        waiting = select.poll()
+        waiting.register(self._wake_read, select.POLLIN)
+        if waiting.poll(max(0, math.ceil(min(timeout, MAX_POLL_SLICE_S) * 1000))):
+            return self._drain()
+        return False
+
     def _drain(self) -> bool:
         woken = False
         while True:

@@ -286,6 +286,50 @@ def test_kill_during_a_terminate_grace_ends_the_tree_at_once_and_the_first_reque
     assert outcome.killed_by == "terminate()"
 
 
+def start_with_a_child_that_cleans_up(sandbox, tmp_path, clean_up: str):
+    """A task whose main process (a shell) exits on SIGTERM at once and whose child, given the
+    same SIGTERM, runs CLEAN_UP (Python) before it exits; a file says the child is ready."""
+    ready = tmp_path / "child-ready"
+    child = (f"import pathlib, signal, sys, time\n"
+             f"def stop(*_):\n{clean_up}\n    sys.exit(0)\n"
+             f"signal.signal(signal.SIGTERM, stop)\npathlib.Path({str(ready)!r}).touch()\ntime.sleep(300)\n")
+    process = sandbox.start(["sh", "-c", f"{PYTHON} -c \"$0\" & trap 'exit 0' TERM; wait", child],
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not ready.exists():
+        assert time.monotonic() < deadline, "the task's child never started"
+        time.sleep(0.02)
+    return process
+
+
+def test_terminate_gives_its_grace_to_the_rest_of_the_tree_when_the_main_process_exits_first(sandbox, tmp_path):
+    """SIGTERM to every process, SIGKILL to what is left after the grace: a main process that
+    exited on the SIGTERM at once had the rest of its tree SIGKILLed with it, a child still
+    cleaning up included, well inside the grace. The outcome waits for the child, no longer."""
+    cleaned = tmp_path / "cleaned"
+    process = start_with_a_child_that_cleans_up(
+        sandbox, tmp_path, f"    time.sleep(1)\n    pathlib.Path({str(cleaned)!r}).write_text('done')")
+    asked = time.monotonic()
+    process.terminate(grace_s=30)
+    outcome = process.wait(timeout=20)
+    took = time.monotonic() - asked
+    assert cleaned.exists(), "the child was killed before its clean-up, inside the grace"
+    assert took < 10, f"the outcome waited {took:.1f} s, for the grace rather than for the tree"
+    assert outcome.status is Status.KILLED and outcome.killed_by == "terminate()"
+    assert outcome.exit_code == 0, "the main process exited on its SIGTERM"
+
+
+def test_a_kill_cuts_short_the_grace_the_rest_of_the_tree_was_given(sandbox, tmp_path):
+    process = start_with_a_child_that_cleans_up(sandbox, tmp_path, "    time.sleep(300)")
+    process.terminate(grace_s=60)
+    time.sleep(0.5)  # the main process has exited; its child is in its long clean-up
+    asked = time.monotonic()
+    process.kill()
+    outcome = process.wait(timeout=10)
+    assert time.monotonic() - asked < 3, "kill() waited for what was left of the grace"
+    assert outcome.status is Status.KILLED and outcome.killed_by == "terminate()"
+
+
 def test_the_timeout_during_a_terminate_grace_ends_the_tree_at_once(sandbox, tmp_path):
     process = start_ignoring_sigterm(sandbox, tmp_path, Limits(timeout_s=1.5))
     process.terminate(grace_s=60)
