@@ -149,7 +149,7 @@ def resolve_command(argv: Sequence[str], env: Mapping[str, str] | None, cwd: str
     if cwd is not None and not os.path.isdir(cwd):
         raise SandboxError(f"working directory {cwd} does not exist")
     path = (env if env is not None else os.environ).get("PATH", os.defpath)
-    command = argv[0]
+    command = os.fsdecode(argv[0])  # bytes and paths are taken as arguments (check_command_input)
     if "/" in command:
         target = command if os.path.isabs(command) or cwd is None else os.path.join(cwd, command)
         if not os.path.exists(target):

@@ -3,7 +3,9 @@ before anything is forked or any cgroup is made: never a ValueError, TypeError o
 OverflowError from deep inside (the executor reports SandboxError as bad input)."""
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +53,12 @@ def test_a_grace_that_is_no_time_is_refused_and_the_task_runs_on(sandbox, grace_
     finally:
         process.kill()
         process.wait(timeout=20)
+
+
+@pytest.mark.parametrize("command", [b"/bin/echo", Path("/bin/echo"), b"echo"],
+                         ids=["bytes-path", "pathlib-path", "bytes-name"])
+def test_a_command_named_by_bytes_or_a_path_runs_as_its_other_arguments_do(sandbox, command):
+    """Arguments may be bytes or paths, the command's name too: its lookup raised TypeError."""
+    process = sandbox.start([command, "named"], env=PATH, stdout=subprocess.PIPE)
+    assert process.stdout.read() == b"named\n"
+    assert process.wait(timeout=20).exit_code == 0
