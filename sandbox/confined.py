@@ -229,9 +229,9 @@ class ConfinedProcess:
                 self._end.ask_kill("timeout", reported=self._could_still_be_the_cause())
             if next_watch is not None and now >= next_watch:
                 next_watch = now + WATCHDOG_INTERVAL_S
-                if limit is None:
-                    self._group.pids()
-                elif (self._group.memory_current() or 0) > limit:
+                # The scan, which also sums the tree's RSS: the peak the outcome reports,
+                # with a memory limit or without one.
+                if (self._group.memory_current() or 0) > (limit if limit is not None else math.inf):
                     self._end.ask_kill("memory-watchdog", reported=self._could_still_be_the_cause())
             asked = self._end.snapshot()
             grace_over = escalate_at is not None and now >= escalate_at

@@ -14,7 +14,7 @@ import pytest
 from sandbox import Limits, Status
 from sandbox.confined import ConfinedProcess
 
-from .conftest import assert_spared, leak_script, pass_pid_on, pid_alive, take_pid
+from .conftest import PYTHON, assert_spared, leak_script, pass_pid_on, pid_alive, take_pid
 
 
 def test_rss_watchdog_stops_a_leak_and_says_it_was_best_effort(none_sandbox):
@@ -24,6 +24,15 @@ def test_rss_watchdog_stops_a_leak_and_says_it_was_best_effort(none_sandbox):
     assert outcome.killed_by == "memory-watchdog"
     assert outcome.peak_memory_bytes >= 100 << 20
     assert outcome.limits_enforced["memory"].startswith("best effort")
+
+
+def test_the_peak_memory_is_reported_without_a_memory_limit_too(none_sandbox):
+    """The watchdog's scan ran either way, but summed the tree's RSS only under a limit: a task
+    without one (most, on Fargate) reported no peak at all."""
+    holds = "import time\nheld = bytearray(120 << 20)\nfor i in range(0, len(held), 4096): held[i] = 1\ntime.sleep(0.6)"
+    outcome = none_sandbox.start([PYTHON, "-c", holds], Limits(timeout_s=60)).wait()
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.peak_memory_bytes is not None and outcome.peak_memory_bytes >= 120 << 20, outcome.peak_memory_bytes
 
 
 def test_limits_it_cannot_enforce_are_reported_as_not_enforced(none_sandbox):
