@@ -87,6 +87,9 @@ class Lease:
     # SQS refused to extend this receipt: the queue no longer holds the message for us (an
     # embedded queue server that restarted lost it, or it lapsed and went elsewhere).
     message_refused: bool = False
+    # The run was cancelled while claimed but not started (services.CancelWatch): its runner
+    # gives it back unstarted instead of starting it.
+    cancel_asked: bool = False
 
 
 class Leases:
@@ -155,6 +158,21 @@ class Leases:
         """Executions this process holds a claim on: what the heartbeat lists."""
         with self._lock:
             return sorted(e for e, lease in self._by_execution.items() if lease.state in CLAIMED_STATES)
+
+    def unstarted_claims(self) -> list[str]:
+        """Executions claimed but not started (waiting for capacity or a task user, or being
+        prepared): no runner asks for their cancels, CancelWatch does."""
+        with self._lock:
+            return sorted(e for e, lease in self._by_execution.items() if lease.state in (S.CLAIMED, S.ADMITTED))
+
+    def ask_cancel(self, execution_id: str) -> bool:
+        """Mark a claimed, unstarted execution cancelled; True when that changed something."""
+        with self._lock:
+            lease = self._by_execution.get(execution_id)
+            if lease is None or lease.state not in (S.CLAIMED, S.ADMITTED) or lease.cancel_asked:
+                return False
+            lease.cancel_asked = True
+            return True
 
     def pending(self, task_class: str) -> int:
         """Received on TASK_CLASS's queue but not yet admitted: capacity the intake must not offer again."""

@@ -25,8 +25,16 @@ from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Protocol
 
 from vocabulary.weights import FULL, InvalidWeight
+
+
+class StopFlag(Protocol):
+    """What ends a wait early, read as a threading.Event's is_set() (the runner's combines the
+    executor's stop with the run's cancel)."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ class Ledger:
         head, weight = next(iter(self._waiting.items()))
         return head == key and weight <= FULL - self._used()
 
-    def acquire(self, key: str, weight: Fraction, *, cancelled: threading.Event | None = None,
+    def acquire(self, key: str, weight: Fraction, *, cancelled: StopFlag | None = None,
                 poll_s: float = 0.5) -> bool:
         """Wait, in arrival order, until KEY's WEIGHT fits; True once admitted. False if CANCELLED
         is set first (KEY is then no longer waiting)."""

@@ -61,7 +61,7 @@ from .runtime.task_log import TaskLogDirectory
 from .runtime.rejection import TaskRejected
 from .runtime.tasks import prepare_task, work_dir_of
 from .runtime.venvs import VenvCache
-from .services import ExecutorIdInUse, Heartbeat, Intake, Loop, OutageLog, VisibilityExtender
+from .services import CancelWatch, ExecutorIdInUse, Heartbeat, Intake, Loop, OutageLog, VisibilityExtender
 from .settings import SETTINGS, Settings
 from .text import printable
 from .undumpable import make_undumpable
@@ -269,6 +269,9 @@ class Master:
         self._threads.append(Loop(ACKS_LOOP, self.acks.step, stop_loops))
         self._threads.append(Loop("heartbeat", self._heartbeat_step, stop_loops))
         self._threads.append(Loop("visibility", VisibilityExtender(consumers, self.leases, self.outage).step, stop_loops))
+        # One quick try a turn: a control plane that does not answer must not hold the loop.
+        self._threads.append(Loop("cancels", CancelWatch(self.client.quick(), self.leases, self._wake_ledgers,
+                                                         self.settings.progress_interval_s).step, stop_loops))
         for thread in self._threads:
             thread.start()
 
@@ -450,12 +453,16 @@ class Master:
                              SECOND_SIGNAL_REPORT_S)
                 return left
 
+    def _wake_ledgers(self) -> None:
+        """Runners waiting for admission look at what ends their wait now: the stop, a cancel."""
+        for ledger in self.ledgers.values():
+            ledger.wake()
+
     def _begin_drain(self) -> None:
         self.state = "DRAINING"
         self.notifier.stopping(needs_s=self.settings.drain_timeout_s + STOP_REPORT_S)
         self.stopping.set()
-        for ledger in self.ledgers.values():
-            ledger.wake()  # runners waiting for admission see `stopping` now and give their work back
+        self._wake_ledgers()  # runners waiting for admission see `stopping` now and give their work back
         self._next_beat = 0.0  # the heartbeat thread says DRAINING now; this thread stays free for a second signal
 
     def _kill_running(self) -> None:

@@ -55,6 +55,21 @@ PUMP_JOIN_S = 10.0
 # A message given back because its runner failed before claiming is visible again after this
 # long (for another executor, or this one once the fault has passed), not at once.
 FAILED_RUNNER_RETURN_S = 10
+# Why a run cancelled while claimed but not started is given back (the release's why).
+CANCELLED_UNSTARTED = "cancelled before it started"
+
+
+@dataclass(frozen=True)
+class _WaitEnds:
+    """What ends a claimed task's waits for capacity and for a task user, and keeps it from
+    starting after its preparation: the executor stopping, or the run's cancel, which
+    services.CancelWatch marks on its lease."""
+
+    stopping: threading.Event
+    lease: Lease
+
+    def is_set(self) -> bool:
+        return self.stopping.is_set() or self.lease.cancel_asked
 
 
 @dataclass
@@ -191,8 +206,8 @@ class TaskRunner:
             self._report_failure(claimed, reason, str(exc), started)
             return
         self._say_if_waiting(claimed, ledger, weight)
-        if not ledger.acquire(self.execution_id, weight, cancelled=self.s.stopping):
-            self._release("the executor stopped before the task could start")
+        if not ledger.acquire(self.execution_id, weight, cancelled=self._waits_end):
+            self._give_back_unstarted("the executor stopped before the task could start")
             return
         self._admitted_to = ledger
         self.s.metrics.set_ledger(ledger.snapshot())
@@ -201,10 +216,10 @@ class TaskRunner:
             self.log.warning("no task uid of {} is free for the next {} task: waiting for one to end "
                              "(DATAHUB_EXECUTOR_TASK_USER)", self.s.task_users.describe(), ledger.task_class)
         try:
-            self._user = self.s.task_users.acquire(self.execution_id, ledger.task_class, self.s.stopping)
+            self._user = self.s.task_users.acquire(self.execution_id, ledger.task_class, self._waits_end)
             self._holds_user = True
         except Cancelled:
-            self._release("the executor stopped before the task could start")
+            self._give_back_unstarted("the executor stopped before the task could start")
             return
         try:
             prepared = self._prepared = self.s.prepare(claimed, self._user)
@@ -215,8 +230,8 @@ class TaskRunner:
         except PreparationStopped:
             self._release("the executor stopped while the task was being prepared")
             return
-        if self.s.stopping.is_set():  # preparing takes seconds (a build, minutes): the stop may have begun
-            self._release("the executor stopped while the task was being prepared")  # cleans it up first
+        if self._waits_end.is_set():  # preparing takes seconds (a build, minutes): a stop or cancel may have come
+            self._give_back_unstarted("the executor stopped while the task was being prepared")  # cleans it up first
             return
         try:
             self._run_prepared(claimed, prepared, started)
@@ -228,6 +243,15 @@ class TaskRunner:
             prepared.cleanup()
             if self._task_log is not None:  # after an exception: the log stays for operators
                 self._task_log.keep()
+
+    @property
+    def _waits_end(self) -> _WaitEnds:
+        return _WaitEnds(self.s.stopping, self.lease)
+
+    def _give_back_unstarted(self, stopping_why: str) -> None:
+        """Claimed work that will not start here: cancelled meanwhile (the control plane then
+        ends it CANCELLED), or, STOPPING_WHY, the executor is stopping (queued again)."""
+        self._release(CANCELLED_UNSTARTED if self.lease.cancel_asked else stopping_why)
 
     def _say_if_waiting(self, claimed: Claimed, ledger: Ledger, weight) -> None:
         """A claimed task that must wait for capacity says so in its result's report, so the
@@ -580,7 +604,8 @@ class TaskRunner:
         try:
             retry_through_outages(lambda: self.s.client.release(self.execution_id, claimed.lease, why, failed=failed),
                                   stop=self.s.kill_now, what=f"release of {self.execution_id}")
-            self.log.info("released ({}): queued again by the control plane", why)
+            self.log.info("released ({}): {}", why, "the control plane ends it CANCELLED" if why == CANCELLED_UNSTARTED
+                          else "queued again by the control plane")
             self._delete_message(message)
         except ControlPlaneError as exc:
             self.log.warning("release not recorded ({}); returning the message", printable(exc))

@@ -1,4 +1,5 @@
-"""The master's background threads: intake (one per queue), heartbeat and visibility extender.
+"""The master's background threads: intake (one per queue), heartbeat, visibility extender and
+the watch for cancels of claimed runs that have not started.
 
 Each loop survives any exception: it logs it once (the same error again is not logged again
 until the loop has had a good turn), waits a moment and carries on. A thread that is gone
@@ -193,6 +194,38 @@ class VisibilityExtender:
                         "while the task runs, and the claim will refuse it elsewhere; a new message for it received here "
                         "takes its place", printable(reason))
         return self.period_s
+
+
+class CancelWatch:
+    """Cancels of runs claimed but not started. A running task's runner asks for its own cancel
+    at each progress report; a claimed one that waits for capacity (behind tasks that may run
+    for hours), for a task user, or for its virtualenv build has no one asking, and was started
+    anyway once its turn came, to be cancelled only then. This loop asks for each of them every
+    INTERVAL_S, marks the lease of each one cancelled and wakes the waits, and its runner gives
+    it back unstarted: the control plane ends it CANCELLED (CANCELLED_BEFORE_START).
+
+    A question that fails (the control plane is down) is asked again next turn."""
+
+    def __init__(self, client: ControlPlaneClient, leases: Leases, wake: Callable[[], None], interval_s: float) -> None:
+        self.client = client
+        self.leases = leases
+        self.wake = wake
+        self.interval_s = interval_s
+
+    def step(self) -> float:
+        asked = False
+        for execution_id in self.leases.unstarted_claims():
+            try:
+                cancelled = self.client.cancel_requested(execution_id)
+            except ControlPlaneError:
+                continue
+            if cancelled and self.leases.ask_cancel(execution_id):
+                logger.bind(execution_id=execution_id).info("cancel requested before the task started: giving it back "
+                                                            "unstarted")
+                asked = True
+        if asked:
+            self.wake()
+        return self.interval_s
 
 
 class ExecutorIdInUse(RuntimeError):

@@ -234,7 +234,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL", "heartbeat_interval_s", _heartbeat_seconds, "15",
             "Seconds between heartbeats; the control plane judges liveness by it."),
     Setting("DATAHUB_EXECUTOR_PROGRESS_INTERVAL", "progress_interval_s", _seconds, "3",
-            "Seconds between progress reports (log tail, cancel check) of a running task."),
+            "Seconds between progress reports (log tail, cancel check) of a running task, and between cancel "
+            "checks of claimed tasks not yet started."),
     Setting("DATAHUB_EXECUTOR_DRAIN_TIMEOUT", "drain_timeout_s", _seconds, "300",
             "On SIGTERM, how long running tasks may take to finish before they are killed and reported ABORTED."),
     Setting("DATAHUB_EXECUTOR_CANCEL_GRACE", "cancel_grace_s", _seconds, "60",

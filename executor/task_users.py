@@ -28,6 +28,8 @@ from collections.abc import Mapping
 
 from sandbox import TaskUser
 
+from .ledger import StopFlag
+
 # 65536 uids is a whole user namespace's worth; more would be a typo.
 MAX_RANGE = 1 << 16
 
@@ -92,7 +94,7 @@ class TaskUsers:
         return cls([TaskUser(uid, uid) for uid in range(first, last + 1)], exclusive=True,
                    reserves=split_range(size, wants) if wants else None)
 
-    def acquire(self, execution_id: str, task_class: str, cancelled: threading.Event, *,
+    def acquire(self, execution_id: str, task_class: str, cancelled: StopFlag, *,
                 poll_s: float = 0.5) -> TaskUser | None:
         """The user EXECUTION_ID (a task of TASK_CLASS) runs as. Raises Cancelled when CANCELLED
         is set while the class may take no uid."""

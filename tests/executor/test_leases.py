@@ -10,7 +10,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
+from executor.controlplane_client import ControlPlaneError
 from executor.leases import ALLOWED, CLAIMED_STATES, TERMINAL, IllegalTransition, Leases, QueueRef, State
+from executor.services import CancelWatch
 
 
 def ref(message_id: str = "m1", handle: str = "h1", task_class: str = "ingestion") -> QueueRef:
@@ -89,6 +91,51 @@ def test_reporting_names_the_executions_of_a_ledger_whose_result_is_being_report
     assert leases.reporting("ingestion") == {"a"} and leases.reporting("monitors") == {"c"}
     leases.move(held["a"], State.ACKED)
     assert leases.reporting("ingestion") == set()
+
+
+def test_only_a_claimed_unstarted_run_is_marked_cancelled_and_watched_for_it():
+    """CancelWatch asks for the cancels of the runs no runner asks for (claimed, not started)."""
+    leases = Leases()
+    held = {}
+    for name, states in (("received", ()), ("claimed", (State.CLAIMED,)), ("admitted", (State.CLAIMED, State.ADMITTED)),
+                         ("running", (State.CLAIMED, State.ADMITTED, State.RUNNING))):
+        held[name], _ = leases.receive(name, ref(f"m-{name}"))
+        for state in states:
+            leases.move(held[name], state)
+    assert leases.unstarted_claims() == ["admitted", "claimed"]
+    assert [name for name in held if leases.ask_cancel(name)] == ["claimed", "admitted"]
+    assert not leases.ask_cancel("claimed"), "marked once"
+    assert [name for name, lease in held.items() if lease.cancel_asked] == ["claimed", "admitted"]
+    assert not leases.ask_cancel("unknown")
+
+
+class CancelsAnswered:
+    def __init__(self, answers: dict) -> None:
+        self.answers, self.asked = answers, []
+
+    def cancel_requested(self, execution_id: str) -> bool:
+        self.asked.append(execution_id)
+        if isinstance(self.answers[execution_id], Exception):
+            raise self.answers[execution_id]
+        return self.answers[execution_id]
+
+
+def test_the_cancel_watch_marks_cancelled_runs_wakes_the_waits_once_and_outlives_an_outage():
+    leases = Leases()
+    for name in ("a", "b", "c"):
+        lease, _ = leases.receive(name, ref(f"m-{name}"))
+        leases.move(lease, State.CLAIMED)
+    client = CancelsAnswered({"a": True, "b": ControlPlaneError("control plane unreachable"), "c": False})
+    wakes = []
+    watch = CancelWatch(client, leases, lambda: wakes.append(1), interval_s=3.0)
+    assert watch.step() == 3.0
+    assert client.asked == ["a", "b", "c"] and len(wakes) == 1
+    assert [lease.execution_id for lease in leases.all() if lease.cancel_asked] == ["a"]
+    client.answers["b"] = True
+    watch.step()
+    assert [lease.execution_id for lease in leases.all() if lease.cancel_asked] == ["a", "b"] and len(wakes) == 2
+    watch.step()
+    assert len(wakes) == 2, "nothing newly cancelled: no wake"
 
 
 class LeasesFromThreads(RuleBasedStateMachine):

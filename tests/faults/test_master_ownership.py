@@ -65,6 +65,32 @@ def test_work_claimed_but_not_started_is_given_back_on_shutdown(system, tmp_path
     assert (shut["status"], shut["reason"]) == ("ABORTED", "EXECUTOR_SHUTDOWN")
 
 
+def test_a_run_cancelled_while_it_waits_for_capacity_is_never_started(system, tmp_path):
+    """A claimed run waiting for its weight had no one asking for its cancel: it was started once
+    the task ahead of it ended, and only then cancelled. Now it is given back unstarted within
+    seconds and ends CANCELLED (CANCELLED_BEFORE_START) while the task ahead runs on."""
+    executor = system.start_executor(DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS="2", DATAHUB_EXECUTOR_PROGRESS_INTERVAL="1")
+    running = system.cp.run_source(system.cp.create_source(
+        "long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=60), extra_env=custom_env())["id"])
+    wait_for_tick(system, running["id"])
+    waiting = system.cp.run_source(system.cp.create_source(
+        "heavy", custom_recipe("SleepySource", tmp_path / "h.json", seconds=2),
+        extra_env=custom_env(EXECUTOR_TASK_WEIGHT="1.0"))["id"])
+    deadline = time.monotonic() + 60
+    while "waiting for capacity" not in (system.cp.execution(waiting["id"])["log_tail"] or ""):
+        assert time.monotonic() < deadline, "the heavy run was never claimed by the busy executor"
+        time.sleep(0.2)
+    system.cp.cancel(waiting["id"])
+    done = system.cp.wait_for_status(waiting["id"], {"CANCELLED", "SUCCESS", "FAILURE", "ABORTED"}, timeout_s=30)
+    assert (done["status"], done["reason"]) == ("CANCELLED", "CANCELLED_BEFORE_START")
+    assert any("released (cancelled before it started)" in line for line in executor.lines)
+    assert not [line for line in executor.lines if waiting["id"] in line and "task process" in line], "it started"
+    assert system.cp.execution(running["id"])["status"] == "RUNNING", "the task ahead runs on"
+    system.cp.cancel(running["id"])
+    assert system.cp.wait_for_status(running["id"], {"CANCELLED", "SUCCESS", "FAILURE"}, timeout_s=60)["status"] == \
+        "CANCELLED"
+
+
 def test_a_second_stop_signal_kills_running_tasks_at_once_and_still_reports_them(system, tmp_path):
     executor = system.start_executor(DATAHUB_EXECUTOR_DRAIN_TIMEOUT="300")
     execution = system.cp.run_source(system.cp.create_source(
