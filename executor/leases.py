@@ -155,9 +155,19 @@ class Leases:
             return list(self._by_execution.values())
 
     def claimed_ids(self) -> list[str]:
-        """Executions this process holds a claim on: what the heartbeat lists."""
+        """Executions this process holds a claim on."""
         with self._lock:
             return sorted(e for e, lease in self._by_execution.items() if lease.state in CLAIMED_STATES)
+
+    def listed_ids(self) -> list[str]:
+        """What the heartbeat lists as this process's: the executions it holds a claim on, and
+        those it is claiming. A claim granted whose answer is still on its way is ours; left
+        out of two heartbeats, the control plane took it for a lost claim and queued the run
+        again, while this process went on to run it on a lease no longer valid. A received
+        message whose claim is refused leaves the registry, and the next heartbeat with it."""
+        with self._lock:
+            return sorted(e for e, lease in self._by_execution.items()
+                          if lease.state is S.RECEIVED or lease.state in CLAIMED_STATES)
 
     def unstarted_claims(self) -> list[str]:
         """Executions claimed but not started (waiting for capacity or a task user, or being

@@ -264,7 +264,7 @@ class Heartbeat:
             capacity[name] = {"max_workers": snap.max_workers, "used_weight": float(snap.used), "running": snap.running,
                               "waiting": snap.waiting}
         return {"instanceId": self.instance_id, "heartbeatIntervalSeconds": str(self.interval_s), "state": state,
-                "startedAt": self.started_at, "runningExecutions": json.dumps(self.leases.claimed_ids()),
+                "startedAt": self.started_at, "runningExecutions": json.dumps(self.leases.listed_ids()),
                 "capacity": json.dumps(capacity), "sandbox": json.dumps(self.sandbox()),
                 "health": json.dumps(self.health())}
 

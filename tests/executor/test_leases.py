@@ -24,6 +24,7 @@ def test_a_lease_walks_its_life_and_leaves_the_registry_at_the_end():
     leases = Leases()
     lease, what = leases.receive("exe_1", ref())
     assert what == "new" and leases.claimed_ids() == []
+    assert leases.listed_ids() == ["exe_1"], "a claim may be on its way: the heartbeat lists it"
     for state in (State.CLAIMED, State.ADMITTED, State.RUNNING, State.REPORTING):
         leases.move(lease, state)
         assert leases.claimed_ids() == ["exe_1"]

@@ -28,6 +28,7 @@ class Rule:
     hang: bool = False  # read the request and never answer (until the proxy stops): a black hole
     body_has: tuple[bytes, ...] = ()  # also match only bodies holding each of these (one kind of proposal)
     forward: bool = False  # count the request and pass it on as it is (watch)
+    delay_s: float = 0.0  # pass it on at once, and hold the answer back this long (delay)
 
 
 class FaultyProxy:
@@ -57,7 +58,10 @@ class FaultyProxy:
                 connection.request(self.command, self.path, body=body, headers=headers)
                 answer = connection.getresponse()
                 kind = answer.getheader("Content-Type") or "application/json"
-                self.answer(answer.status, answer.read(), {"Content-Type": kind})
+                data = answer.read()
+                if rule is not None and rule.delay_s:
+                    outer._stopped.wait(rule.delay_s)
+                self.answer(answer.status, data, {"Content-Type": kind})
                 connection.close()
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
@@ -79,6 +83,11 @@ class FaultyProxy:
         """Requests that match are passed on unchanged and counted (rule.hits): how many reach the
         upstream. A rule added before it for the same requests takes them first."""
         return self._add(Rule(method, fragment, 0, b"", -1, forward=True))
+
+    def delay(self, method: str, fragment: str, seconds: float, *, times: int = -1) -> Rule:
+        """Requests that match reach the upstream at once; their answers come SECONDS later: a
+        slow network on the way back, the request already acted on."""
+        return self._add(Rule(method, fragment, 0, b"", times, forward=True, delay_s=seconds))
 
     def _add(self, rule: Rule) -> Rule:
         with self._lock:

@@ -91,6 +91,22 @@ def test_a_run_cancelled_while_it_waits_for_capacity_is_never_started(system, tm
         "CANCELLED"
 
 
+def test_a_claim_whose_answer_comes_late_is_listed_meanwhile_and_its_run_is_not_lost(system, proxy, tmp_path):
+    """The claim was granted, but its answer took longer than two heartbeats. The heartbeats did
+    not list a run whose claim was still on its way, so the control plane took it for a lost
+    claim and queued it again; the executor's intake then deleted the new message as a
+    duplicate of the run it held, and that run's result was refused (its lease was gone): the
+    run stayed PENDING with no message anywhere. Runs whose claim is in flight are listed."""
+    executor = system.start_executor(DATAHUB_GMS_URL=proxy.url, DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL="1")
+    late = proxy.delay("POST", "/claim", 5, times=1)
+    execution = system.cp.run_source(system.cp.create_source(
+        "slowly-claimed", custom_recipe("SleepySource", tmp_path / "s.json", seconds=1), extra_env=custom_env())["id"])
+    done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE", "ABORTED", "CANCELLED"}, timeout_s=90)
+    assert late.hits == 1, "the claim's answer was held back"
+    assert (done["status"], done["executor_id"]) == ("SUCCESS", "executor-1")
+    assert not [line for line in executor.lines if "queued again" in line or "lease" in line.lower() and "lost" in line]
+
+
 def test_a_second_stop_signal_kills_running_tasks_at_once_and_still_reports_them(system, tmp_path):
     executor = system.start_executor(DATAHUB_EXECUTOR_DRAIN_TIMEOUT="300")
     execution = system.cp.run_source(system.cp.create_source(
