@@ -560,7 +560,10 @@ def _int(details: dict[str, Any], name: str) -> int | None:
 
 
 def _reason(value: Any) -> str | None:
-    if isinstance(value, str) and value in S.REASONS:
+    """An executor's reason, kept where it is one an executor gives; the control plane's own
+    (EXECUTOR_LOST, CANCELLED_BEFORE_START, ...) say what the control plane decided, and an
+    executor's result naming one is not taken as having happened, as an unknown one is not."""
+    if isinstance(value, str) and value in S.EXECUTOR_REASONS:
         return value
     return None
 

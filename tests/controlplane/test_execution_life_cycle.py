@@ -13,6 +13,7 @@ from controlplane.sources import with_pipeline_name
 from controlplane.store import MIGRATIONS
 from executor import datahub_aspects
 from executor.controlplane_client import ControlPlaneError, LeaseLost
+from vocabulary import statuses as S
 
 from .conftest import RECIPE, raw
 
@@ -103,6 +104,23 @@ def test_a_result_or_claim_that_cannot_be_recorded_is_a_400_not_a_lost_lease_or_
         assert refused.value.status == 400 and not isinstance(refused.value, LeaseLost)
     assert cp.execution(execution)["status"] == "RUNNING", "nothing recorded; the lease still holds"
     executor.finish(claimed, "FAILURE", "EXIT_CODE")
+
+
+def test_an_executor_cannot_record_a_reason_only_the_control_plane_decides(cp, executor_double):
+    """EXECUTOR_LOST, CANCELLED_BEFORE_START and the like say what the control plane decided; a
+    result naming one (a bug, or a task's output crafted into a report) was recorded as such."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.heartbeat()
+    for reason in sorted(S.CONTROL_PLANE_REASONS):
+        execution = cp.run_source(cp.create_source(f"s-{reason.lower()}", RECIPE)["id"])["id"]
+        claimed = executor.claim(execution)
+        executor.finish(claimed, "FAILURE", reason)
+        shown = cp.execution(execution)
+        assert (shown["status"], shown["reason"]) == ("FAILURE", None), reason
+    execution = cp.run_source(cp.create_source("s-exit", RECIPE)["id"])["id"]
+    executor.finish(executor.claim(execution), "FAILURE", "EXIT_CODE")
+    assert cp.execution(execution)["reason"] == "EXIT_CODE", "an executor's own reason is kept"
 
 
 def test_a_stale_lease_is_refused_and_changes_nothing(cp, executor_double):
