@@ -75,6 +75,9 @@ class Executors:
             raise Invalid(f"executorPoolId {pool_id!r} names no pool")
         properties = dict((system_metadata or {}).get("properties") or {})
         instance = properties.get("instanceId") or "-"
+        if not isinstance(instance, str) or len(instance) > 64:
+            # A claim names it (1-64 characters): one longer could heartbeat but never claim.
+            raise Invalid("systemMetadata.properties.instanceId must be at most 64 characters")
         try:
             interval = float(properties.get("heartbeatIntervalSeconds") or DEFAULT_INTERVAL_S)
         except ValueError:

@@ -123,6 +123,21 @@ def test_an_executor_cannot_record_a_reason_only_the_control_plane_decides(cp, e
     assert cp.execution(execution)["reason"] == "EXIT_CODE", "an executor's own reason is kept"
 
 
+def test_a_heartbeat_naming_an_instance_no_claim_could_name_is_refused(cp, executor_double):
+    """A claim takes an instance id of 1-64 characters: an executor with a longer one was
+    registered, showed ONLINE, and had every claim refused."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e1")
+    executor.instance_id = "i" * 65
+    with pytest.raises(ControlPlaneError) as refused:
+        executor.heartbeat()
+    assert refused.value.status == 400 and "instanceId" in str(refused.value)
+    executor.instance_id = "i" * 64
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    assert executor.claim(execution) is not None
+
+
 def test_a_stale_lease_is_refused_and_changes_nothing(cp, executor_double):
     """A paused executor whose execution was taken over can never write over the new run."""
     cp.create_pool("p", default=True)
