@@ -6,9 +6,12 @@ document (aliases of aliases) is a few hundred bytes that expand to 10^9 nodes f
 it (our secret scan, datahub's own variable expansion), and a deeply nested flow sequence
 (`[[[[...`) recurses in the composer until Python's recursion limit, which is a RecursionError,
 not a YAMLError, and escapes the usual error handling. Limits here: the text size, the nesting
-depth (checked on the parser's events, before anything recurses), and the node count with every
-alias expanded (computed on the composed graph without expanding it). Real recipes are far
-below each.
+depth (checked on the parser's events, before anything recurses), and the node count and the
+scalars' characters with every alias expanded (computed on the composed graph without expanding
+it). The characters count because nodes alone let a few aliases of one long string through, and
+whoever writes the document out again (the executor dumps the recipe for the CLI; PyYAML never
+aliases a string) writes the string once per alias: 2,000 aliases of a 300 KB string, a 0.3 MB
+recipe, dumped to 600 MB. Real recipes are far below each.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import yaml
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 64
 MAX_EXPANDED_NODES = 100_000
+MAX_EXPANDED_CHARS = 8 * MAX_BYTES  # the scalars' characters once aliases are expanded
 
 
 class YamlRefused(ValueError):
@@ -59,14 +63,15 @@ def _scan_events(text: str) -> tuple[int, bool]:
         loader.dispose()
 
 
-def _expanded_size(root: yaml.Node) -> int:
-    """Nodes the document has once every alias is expanded, counted once per distinct node.
+def _expanded_size(root: yaml.Node) -> tuple[int, int]:
+    """(nodes, scalar characters) the document has once every alias is expanded, each distinct
+    node counted once.
 
     A node that holds an alias to itself or to a node around it (`a: &x [*x]`) has no finite
     expansion: PyYAML composes and constructs it as a structure that contains itself, and
     whoever walks it (this count, our secret scan, DataHub's variable expansion) never ends.
     It is refused as soon as the walk meets a node on its own path."""
-    sizes: dict[int, int] = {}
+    sizes: dict[int, tuple[int, int]] = {}
     on_path: set[int] = set()  # the nodes whose children are being counted: the current path
     pending: list[tuple[yaml.Node, bool]] = [(root, False)]
     while pending:  # iterative post-order: the graph may be deep (up to MAX_DEPTH) and wide
@@ -74,8 +79,11 @@ def _expanded_size(root: yaml.Node) -> int:
         key = id(node)
         if children_done:
             on_path.discard(key)
-            total = 1 + sum(sizes[id(child)] for child in _children(node))
-            sizes[key] = min(total, MAX_EXPANDED_NODES + 1)  # saturate: the count can be astronomical
+            children = [sizes[id(child)] for child in _children(node)]
+            nodes = 1 + sum(n for n, _ in children)
+            chars = len(node.value) if isinstance(node, yaml.ScalarNode) else sum(c for _, c in children)
+            # Saturated: the counts can be astronomical.
+            sizes[key] = (min(nodes, MAX_EXPANDED_NODES + 1), min(chars, MAX_EXPANDED_CHARS + 1))
             continue
         if key in sizes:
             continue
@@ -108,9 +116,14 @@ def load_bounded(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        if aliases and _expanded_size(node) > MAX_EXPANDED_NODES:
-            raise YamlRefused(f"expands to more than {MAX_EXPANDED_NODES} nodes through its aliases "
-                              "(a YAML bomb?)")
+        if aliases:
+            nodes, chars = _expanded_size(node)
+            if nodes > MAX_EXPANDED_NODES:
+                raise YamlRefused(f"expands to more than {MAX_EXPANDED_NODES} nodes through its aliases "
+                                  "(a YAML bomb?)")
+            if chars > MAX_EXPANDED_CHARS:
+                raise YamlRefused(f"expands to more than {MAX_EXPANDED_CHARS} characters through its aliases "
+                                  "(a YAML bomb?)")
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         if "maximum nesting depth" in str(getattr(exc, "problem", "")):  # libyaml's own limit (1000) met first

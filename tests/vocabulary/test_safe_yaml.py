@@ -7,7 +7,7 @@ import time
 import pytest
 import yaml
 
-from vocabulary.safe_yaml import MAX_DEPTH, MAX_EXPANDED_NODES, YamlRefused, load_bounded
+from vocabulary.safe_yaml import MAX_DEPTH, MAX_EXPANDED_CHARS, MAX_EXPANDED_NODES, YamlRefused, load_bounded
 
 BILLION_LAUGHS = "\n".join(
     ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
@@ -97,4 +97,23 @@ def test_a_recursive_alias_is_refused_at_once(text):
 
 def test_an_anchor_used_twice_side_by_side_is_no_recursion():
     text = "a: &x {k: v}\nb: [*x, *x, {c: *x}]\nsource: {type: file, config: *x}\n"
+    assert load_bounded(text) == yaml.safe_load(text)
+
+
+def test_aliases_of_a_long_string_are_refused_before_anyone_writes_them_out():
+    """Each alias was one node, but PyYAML writes a string out in full at every alias: 2,000
+    aliases of a 300 KB string (0.3 MB of recipe, well within the node limit) dumped to 600 MB
+    when the executor handed the recipe to the CLI."""
+    text = ("source:\n  type: mysql\n  config:\n    note: &x '" + "A" * 300_000 + "'\n"
+            "    more: [" + ", ".join(["*x"] * 2_000) + "]\n")
+    started = time.monotonic()
+    with pytest.raises(YamlRefused, match=f"more than {MAX_EXPANDED_CHARS} characters"):
+        load_bounded(text)
+    assert time.monotonic() - started < 5, "refused without expanding it"
+
+
+def test_an_anchored_block_reused_in_a_recipe_still_loads():
+    text = ("defaults: &conn\n  host_port: db:5432\n  password: '${DB_PASSWORD}'\n"
+            "source:\n  type: postgres\n  config: {<<: *conn, database: sales}\n"
+            "other: [*conn, *conn]\n")
     assert load_bounded(text) == yaml.safe_load(text)
