@@ -23,17 +23,45 @@ installed; tests/vocabulary/test_secret_reference_grammar.py holds it to expandv
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 
-# Any ${...}, and the variable name in it before a shell-style modifier (${NAME:-default}).
-ANY_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+# The variable name in a ${...} before a shell-style modifier (${NAME:-default}).
 REFERENCE_NAME = re.compile(r"^(.*?)(?::?[-=?+].*)?$", re.S)
 VALID_NAME = re.compile(r"^\w+\Z")  # \Z: no name ends in a newline
-# The values EnvResolver expands (its _resolve_element): '.' without DOTALL, as there.
-EXPANDED_VALUE = re.compile(r"(\$\{).+(\})")
+# How deep modifiers may nest (${A:-${B:-${C}}} is 3) before a value is taken as one the CLI
+# cannot expand: expandvars recurses at each level, as the scan below does (two frames a level),
+# and fails a few hundred levels deep; ~500 levels (a 3 KB value) were a RecursionError here
+# that escaped the scan's callers. Real recipes nest two or three.
+MAX_NESTING = 200
+
+
+def any_references(text: str) -> Iterator[str]:
+    """The inside of every ${...} in TEXT, up to its first '}', left to right (what the regex
+    \\$\\{([^}]*)\\} finds), in one pass. The regex tried each '${' against all the text after
+    it: a value of '${' repeated with no '}' took time quadratic in its length (80 KB, 40 s),
+    holding the GIL, so the master's other threads stood still meanwhile."""
+    at = 0
+    while (start := text.find("${", at)) != -1:
+        end = text.find("}", start + 2)
+        if end == -1:
+            return  # no '}' after this '${': none after any later one either
+        yield text[start + 2:end]
+        at = end + 1
+
+
+def is_expanded(value: str) -> bool:
+    """Whether EnvResolver expands VALUE (its _resolve_element's `(\\$\\{).+(\\})`, '.' without
+    DOTALL): a '${' and, later on the same line, a '}' with something between. Checked line by
+    line with the line's first '${' and last '}' (the regex was quadratic on '${' repeated)."""
+    for line in value.split("\n"):
+        start = line.find("${")
+        if start != -1 and line.rfind("}") >= start + 3:
+            return True
+    return False
 
 
 def is_secret_name(name: str) -> bool:
@@ -95,7 +123,7 @@ class _Scan:
         elif isinstance(value, list):
             for item in value:
                 self.walk(item)
-        elif isinstance(value, str) and EXPANDED_VALUE.search(value):
+        elif isinstance(value, str) and is_expanded(value):
             try:
                 self.expand(value, nounset=True)
             except _Malformed:
@@ -108,8 +136,11 @@ class _Scan:
         if required and name not in self.assigned:
             self.required.setdefault(name)
 
-    def expand(self, text: str, nounset: bool) -> None:
-        """expandvars.expand's scan: the names it looks up, and whether a missing one fails it."""
+    def expand(self, text: str, nounset: bool, nesting: int = 0) -> None:
+        """expandvars.expand's scan: the names it looks up, and whether a missing one fails it.
+        NESTING is how many modifiers the text lies in."""
+        if nesting > MAX_NESTING:
+            raise _Malformed()
         i, n = 0, len(text)
         while i < n:
             c = text[i]
@@ -119,11 +150,11 @@ class _Scan:
                     raise _Malformed()
                 i += 2  # \$ and \\ are escapes; any other pair is kept as it is
             elif c == "$" and following is not None and (_valid_char(following) or following in "{$"):
-                i = self.variable(text, i + 1, nounset)
+                i = self.variable(text, i + 1, nounset, nesting)
             else:
                 i += 1
 
-    def variable(self, text: str, i: int, nounset: bool) -> int:
+    def variable(self, text: str, i: int, nounset: bool, nesting: int) -> int:
         """expandvars' _read_var and _expand_var from TEXT[i] (after the '$'); the index after."""
         n = len(text)
         name: list[str] = []
@@ -194,7 +225,7 @@ class _Scan:
         required = indirect or kind == _STRICT or (nounset and kind is None)
         if var != "$":  # "$$" is the process id, no variable
             self.note(var, required)
-        self.expand("".join(modifier), nounset=False)
+        self.expand("".join(modifier), nounset=False, nesting=nesting + 1)
         if kind == _SET_DEFAULT:
             self.assigned.add(var)
         if (kind == _LENGTH and modifier) or (kind == _OFFSET and not modifier):

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vocabulary.secret_references import (ANY_REFERENCE, REFERENCE_NAME, VALID_NAME, SecretNames, recipe_secret_names,
+from vocabulary.secret_references import (REFERENCE_NAME, VALID_NAME, SecretNames, any_references, recipe_secret_names,
                                           secret_names)
 
 
@@ -68,7 +68,7 @@ def find_secret_references(text: str, parsed: Any = None) -> SecretNames:
     A reference that names no possible variable, such as ${../../etc/shadow}, is refused here
     rather than passed through for datahub to expand as it likes: it can only be a mistake or a
     probe, and the user should hear which."""
-    for reference in ANY_REFERENCE.findall(text):
+    for reference in any_references(text):
         name = REFERENCE_NAME.match(reference).group(1)
         if not VALID_NAME.match(name):
             shown = reference if len(reference) <= 60 else reference[:57] + "..."

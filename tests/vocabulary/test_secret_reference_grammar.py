@@ -111,3 +111,40 @@ def test_what_we_pass_resolves_the_recipe_as_datahubs_executor_does(value, store
     ours = {name: stored[name] for name in found.required + found.optional if name in stored}
     assert ours == stored
     assert config_loader.EnvResolver(ours).resolve({"v": value})["v"] == resolved
+
+
+def test_finding_references_is_linear_in_a_value_of_openings_without_a_close():
+    """'${' repeated with no '}': both scans tried every '${' against the rest of the text, so
+    80 KB took 40 s (a 1 MiB recipe, hours) holding the GIL; the executor's other threads (its
+    heartbeat, other tasks' log relays) stood still meanwhile."""
+    import time
+
+    from executor.runtime.secrets import find_secret_references
+
+    value = "${" * 400_000  # 800 KB, within the recipe size limit
+    started = time.monotonic()
+    assert secret_names({"v": value}) == secret_names({})
+    assert find_secret_references(f"source:\n  config:\n    v: '{value}'\n").required == []
+    assert time.monotonic() - started < 10, "quadratic again: the old scans took hours here"
+
+
+@pytest.mark.parametrize("depth", [3, 150, 500, 5_000])
+def test_modifiers_nested_deeply_never_raise_out_of_the_scan(depth):
+    """~500 levels of ${A:-${A:-...}} (3 KB) raised RecursionError out of the scan, which the
+    executor's preparation does not catch: the run failed as an executor error, not a recipe's."""
+    value = "${A:-" * depth + "x" + "}" * depth
+    found = secret_names({"v": value})
+    assert found.required == [] and found.optional in (["A"], [])
+
+
+def test_the_one_pass_scans_agree_with_the_expressions_they_replace():
+    import random
+    import re
+
+    from vocabulary.secret_references import any_references, is_expanded
+
+    generator = random.Random(13)
+    for _ in range(20_000):
+        text = "".join(generator.choice("${}\nab:-") for _ in range(generator.randrange(0, 14)))
+        assert list(any_references(text)) == re.findall(r"\$\{([^}]*)\}", text), repr(text)
+        assert is_expanded(text) == bool(re.search(r"(\$\{).+(\})", text)), repr(text)
