@@ -286,6 +286,19 @@ class TaskLog:
             newlines = ring.count(b"\n", size + at - count) + ring.count(b"\n", 0, at)
         return newlines + (not self._ends_line)
 
+    def _masked_lines_in_last(self, count: int) -> int:
+        """_lines_in_last(COUNT) of a window kept raw, counted once masked, as the tail close()
+        takes them from is: a secret of K lines among them is one line there, and counting the
+        raw lines took K-1 lines too many, which reached back into the head and were written
+        twice. The lines from the one where the head ends are masked apart; a secret that began
+        before them is let go as mask_window lets go of one cut at a window's start."""
+        view = self._ring_view
+        data = b"".join((view[self._ring_at:], view[: self._ring_at])) if view is not None else bytes(self._ring)
+        start = data.rfind(b"\n", 0, len(data) - count)  # the newline before the line the head ends in
+        masked = self.masker.mask_window(data[start:] if start != -1 else data, cut_at_start=start != -1,
+                                         open_at_end=False)
+        return masked.count(b"\n") + (not self._ends_line)
+
     @property
     def version(self) -> int:
         return self._version
@@ -334,6 +347,8 @@ class TaskLog:
         with self._lock:
             dropped = self._dropped_bytes
             past_head = self._lines_in_last(dropped) if dropped else 0
+            if dropped and self._window_raw and past_head <= len(self._ring):
+                past_head = self._masked_lines_in_last(dropped)
         lines = self._tail_lines(render=False)[1][-past_head:] if dropped else []
         with self._lock:
             if dropped and not self._file.closed:

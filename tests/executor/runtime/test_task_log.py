@@ -332,6 +332,34 @@ def test_output_just_past_the_files_cap_is_in_the_file_once_and_in_order(tmp_pat
     assert numbers[-1] == count - 1 and text.endswith(b"[executor] outcome: SUCCEEDED\n")
 
 
+PEM_PAST_THE_CAP = """
+import os, sys, time
+for i in range(int(sys.argv[1])):
+    os.write(1, b"line %07d " % i + b"n" * 86 + b"\\n")
+time.sleep(0.3)  # the file is at its cap: what follows is kept raw in the window
+os.write(1, sys.argv[2].encode() + b"\\nafter the key\\n")
+"""
+
+
+def test_a_multi_line_secret_past_the_files_cap_adds_no_line_of_the_head_again(tmp_path):
+    """The file's end adds as many of the window's last lines as the output past the head holds,
+    counted in the raw window; there a key of K lines is K lines, in the masked tail one: K-1
+    lines of the head came after the marker again."""
+    key = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(f"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC{i:02d}" for i in range(10)) + \
+        "\n-----END PRIVATE KEY-----"
+    log = TaskLog(str(tmp_path / "task.log"), Masker([key]), max_file_bytes=20_000, window_bytes=64 << 10)
+    child = subprocess.Popen([sys.executable, "-c", PEM_PAST_THE_CAP, "300", key], stdout=subprocess.PIPE)
+    log.pump(child.stdout).join(timeout=30)
+    assert child.wait(timeout=10) == 0
+    log.close()
+    text = (tmp_path / "task.log").read_text()
+    head, marker, end = text.partition("bytes of log omitted; the last lines follow ...]\n")
+    assert marker, "past the cap"
+    numbers = [int(n) for n in re.findall(r"^line (\d{7}) ", text, re.M)]
+    assert numbers == sorted(set(numbers)), "no line of the head twice"
+    assert "MIIEvQIBADANBgkq" not in text and MASK in end and end.endswith("after the key\n")
+
+
 CROSS_THE_CAP_WITHIN_A_SECRET = """
 import os, sys, time
 line = b"y" * 99 + b"\\n"
