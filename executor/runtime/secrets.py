@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.secret_references import (REFERENCE_NAME, VALID_NAME, SecretNames, any_references, recipe_secret_names,
                                           secret_names)
 
@@ -67,13 +68,37 @@ def find_secret_references(text: str, parsed: Any = None) -> SecretNames:
 
     A reference that names no possible variable, such as ${../../etc/shadow}, is refused here
     rather than passed through for datahub to expand as it likes: it can only be a mistake or a
-    probe, and the user should hear which."""
-    for reference in any_references(text):
+    probe, and the user should hear which. It is looked for where datahub expands, in the
+    recipe's string values: not in its comments (gone once the recipe is handed to the CLI),
+    nor in its keys, nor from a '${' in one value to a '}' in a later one, which DataHub's
+    executor runs as they are. Text that is not a recipe's YAML is one value."""
+    if parsed is None:
+        try:
+            parsed = load_bounded(text)
+        except YamlRefused:
+            parsed = text
+    values = _string_values(parsed) if isinstance(parsed, (dict, list)) else [text]
+    for reference in (reference for value in values for reference in any_references(value)):
         name = REFERENCE_NAME.match(reference).group(1)
         if not VALID_NAME.match(name):
             shown = reference if len(reference) <= 60 else reference[:57] + "..."
             raise SecretRefused(name, f"secret reference ${{{shown}}} is refused: names are letters, digits and '_' only")
-    return recipe_secret_names(text) if parsed is None else secret_names(parsed)
+    return secret_names(parsed) if isinstance(parsed, (dict, list)) else recipe_secret_names(text)
+
+
+def _string_values(value: Any) -> list[str]:
+    """Every string value in VALUE's dicts and lists (not the keys), as EnvResolver walks them."""
+    found: list[str] = []
+    pending = [value]
+    while pending:  # iterative: the bounded parse allows 64 levels, the walk need not recurse
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            pending.extend(reversed(item))
+        elif isinstance(item, str):
+            found.append(item)
+    return found
 
 
 def find_secret_names(text: str) -> list[str]:

@@ -59,6 +59,18 @@ def test_references_that_name_no_variable_are_refused_naming_them(reference):
     assert reference.split(":-")[0].rstrip("}") in str(refused.value)
 
 
+def test_what_datahub_never_expands_is_not_refused_comments_keys_and_braces_across_values():
+    """Only string values are expanded; the check ran over the whole text, so a comment naming a
+    vault path, a key that looks like a reference, or a '${' in one value closed by a '}' in a
+    later one failed a recipe DataHub's executor runs."""
+    recipe = ("# the password lives at ${vault.db/password}\n"
+              "source:\n  type: postgres\n  config:\n    password: '${DB_PASSWORD}'\n"
+              "    '${not.a.name}': 1\n    prefix: 'costs ${'\n    suffix: '} each'\n")
+    assert find_secret_names(recipe) == ["DB_PASSWORD"]
+    with pytest.raises(SecretRefused, match="is refused"):
+        find_secret_names(recipe + "    bad: '${vault.db/password}'\n")
+
+
 def test_shell_style_defaults_are_not_secret_references():
     assert find_secret_names("a: ${HOST:-localhost}, b: ${PORT-5432}, c: ${PASSWORD}") == ["PASSWORD"]
 
