@@ -516,10 +516,11 @@ class Executions:
         return total, [self.view(r["id"]) for r in rows]
 
     def index(self) -> list[dict[str, Any]]:
-        """Every execution, newest first, with only what listings filter on (id, urn, source_urn,
-        mirrored, pool_id, status, task): a listing filters and pages these, then views the page alone."""
+        """Every execution, newest first, with only what listings filter and sort on (id, urn,
+        source_urn, mirrored, pool_id, status, task, created_at): a listing filters, sorts and
+        pages these, then views the page alone."""
         rows = self.store.query(f"SELECT id, source_urn, {lifecycle.MIRRORED.format(id='e.id')} AS mirrored, pool_id, "
-                                "status, task FROM executions e ORDER BY created_at DESC, id DESC")
+                                "status, task, created_at FROM executions e ORDER BY created_at DESC, id DESC")
         return [{**row, "mirrored": bool(row["mirrored"]), "urn": E.execution_urn(row["id"])} for row in rows]
 
     def run_summary(self, run_id: str) -> dict[str, Any]:

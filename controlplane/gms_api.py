@@ -8,7 +8,7 @@
     GET  /gms/entitiesV2/{urn}?aspects=List(...)          an entity's latest aspects, and its key aspect
     GET  /gms/entitiesV2?ids=List(...)&aspects=List(...)  several entities
     POST /gms/entities?action=ingest | batchIngest        snapshots (MCEs), split into UPSERTs, all or nothing
-    POST /gms/entities?action=delete                      hard delete of an entity
+    POST /gms/entities?action=delete                      hard delete of an entity, or of a timeseries aspect's points
     POST /gms/runs?action=list | describe                 ingestion runs and what each wrote
 
 Errors have Rest.li's shape ({"exceptionClass", "message", "status"}), which DataHub's client
@@ -155,6 +155,31 @@ def timeseries_values(cp: ControlPlane, identity: Identity, body: dict[str, Any]
     if end_ms is not None:
         answer["endTimeMillis"] = end_ms
     return {"value": answer}
+
+
+def hard_delete(cp: ControlPlane, identity: Identity, body: dict[str, Any]) -> dict[str, Any]:
+    """GMS's EntityResource delete action. With an aspectName (a timeseries aspect's, as DataHub's
+    hard_delete_timeseries_aspect and `datahub delete --aspect` send it): only that aspect's
+    points within [startTimeMillis, endTimeMillis], answered as GMS answers it, the count in
+    `timeseriesRows` and no `rows`. Without: the whole entity, `rows` its versioned rows and
+    `timeseriesRows` its points, both 0 for an entity that never was. GMS would also apply the
+    bounds to an entity delete's points, keeping those outside them; we refuse bounds there
+    rather than leave points of an entity otherwise gone (decision 88)."""
+    urn = body.get("urn")
+    if not isinstance(urn, str):
+        raise Invalid("urn is required (a string)")
+    aspect = body.get("aspectName")
+    if aspect is not None and not isinstance(aspect, str):
+        raise Invalid(f"aspectName must be a string, not {str(aspect)[:40]!r}")
+    start_ms, end_ms = _long_or_none(body, "startTimeMillis"), _long_or_none(body, "endTimeMillis")
+    if aspect is not None:
+        points = cp.delete_timeseries(urn, aspect, start_ms, end_ms, identity)
+        return {"value": {"urn": urn, "timeseriesRows": points}}
+    if start_ms is not None or end_ms is not None:
+        raise Invalid("startTimeMillis and endTimeMillis bound the points of the timeseries aspect aspectName names; "
+                      "give aspectName, or leave them out to delete the whole entity with all its points")
+    deleted = cp.delete_entity(urn, identity)
+    return {"value": {"urn": urn, "rows": deleted.rows, "timeseriesRows": deleted.timeseries_rows}}
 
 
 def snapshot_proposals(cp: ControlPlane, action: str, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -329,13 +354,11 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         if action != "delete":
             return restli_error(404, f"action {action[:60]!r} of resource entities is not implemented by this server")
         body = loads(await request.body() or b"{}")
-        urn = body.get("urn") if isinstance(body, dict) else None
-        if not isinstance(urn, str):
-            raise Invalid("urn is required")
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object")
         # Off the event loop: a pool's delete deletes its queues, and a queue service that hangs
         # must not hold up every other call.
-        await run_in_threadpool(cp.delete_entity, urn, identity_of(request))
-        return {"value": {"urn": urn, "rows": 1}}
+        return await run_in_threadpool(hard_delete, cp, identity_of(request), body)
 
     @router.post("/gms/runs")
     async def runs_action(request: Request, action: str = "") -> Any:

@@ -111,6 +111,8 @@ EXECUTION_FIELDS = {
     "urn": lambda x: x["urn"], "ingestionSource": source_of_ours, "executorId": lambda x: x["pool_id"],
     "status": lambda x: x["status"], "task": lambda x: x["task"],
 }
+# and what a sort may also name: the time a run was asked for (DataHub's default order, newest first)
+EXECUTION_SORT_FIELDS = {**EXECUTION_FIELDS, "requestTimeMs": lambda x: x["created_at"]}
 
 
 OWNERSHIP = "ownership"  # DataHub's aspect, which sources may carry like any entity
@@ -205,6 +207,21 @@ def matches(value: Any, flt: dict[str, Any]) -> bool:
     return result != bool(flt.get("negated"))
 
 
+def sort_by(items: list[dict[str, Any]], sort: dict[str, Any] | None, fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """ITEMS in the order a SortCriterion ({field, sortOrder}) asks, on a field FIELDS reads, as
+    DataHub's resolvers pass it to their search index: text without regard to case, items with
+    no value last in either order, equal values in the order ITEMS had (the listing's own)."""
+    if not sort:
+        return items
+    getter = fields.get(sort["field"])
+    if getter is None:
+        raise Invalid(f"cannot sort on {sort['field']!r}; sort on one of {', '.join(sorted(fields))}")
+    valued = [(getter(item), item) for item in items]
+    present = [(value.lower() if isinstance(value, str) else value, item) for value, item in valued if value is not None]
+    present.sort(key=lambda pair: pair[0], reverse=sort["sortOrder"] == "DESCENDING")
+    return [item for _, item in present] + [item for value, item in valued if value is None]
+
+
 def apply_filters(items: list[dict[str, Any]], filters: list[dict[str, Any]] | None, fields: dict[str, Any],
                   query: str | None = None) -> list[dict[str, Any]]:
     for flt in filters or []:
@@ -272,6 +289,7 @@ def build_schema(cp: ControlPlane):
         sources = cp.sources.list()
         spend(info, len(sources))
         sources = apply_filters(sources, input.get("filters"), SOURCE_FIELDS, input.get("query"))
+        sources = sort_by(sources, input.get("sort"), SOURCE_FIELDS)
         start, count, page = _page(sources, input.get("start"), input.get("count"))
         return {"start": start, "count": len(page), "total": len(sources), "ingestionSources": [source_view(s) for s in page]}
 
@@ -359,8 +377,7 @@ def build_schema(cp: ControlPlane):
             system = {s["urn"] for s in cp.sources.list() if is_system_source(s)}
             rows = [r for r in rows if (source_of_ours(r) in system) == input["systemSources"]]
         rows = apply_filters(rows, input.get("filters"), EXECUTION_FIELDS, input.get("query"))
-        if (input.get("sort") or {}).get("sortOrder") == "ASCENDING":
-            rows.reverse()
+        rows = sort_by(rows, input.get("sort"), EXECUTION_SORT_FIELDS)  # none: newest first, as DataHub's default
         start, count, page = _page(rows, input.get("start"), input.get("count"))
         return {"start": start, "count": len(page), "total": len(rows),
                 "executionRequests": [execution_view(cp.executions.view(r["id"])) for r in page]}
@@ -463,7 +480,14 @@ def build_schema(cp: ControlPlane):
 
     @mutation.field("deleteIngestionSource")
     def resolve_delete_source(_, info, urn: str) -> str:
-        cp.delete_entity(cp.sources.get(urn)["urn"], identity(info))  # the source found, even by its name
+        """DataHub's DeleteIngestionSourceResolver: a hard delete answering the urn, a source that
+        is not there included (as deleteSecret), so a retried delete is not an error."""
+        identity(info).require_admin("deleting an ingestion source")
+        try:
+            found = cp.sources.get(urn)["urn"]  # the source found, even by its name
+        except NotFound:
+            return urn
+        cp.delete_entity(found, identity(info))
         return urn
 
     @mutation.field("createIngestionExecutionRequest")

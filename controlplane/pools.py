@@ -240,22 +240,23 @@ class Pools:
             monitors = False
         return row["monitors_queue_url"] if monitors else row["ingestion_queue_url"]
 
-    def delete(self, pool_id: str) -> None:
+    def delete(self, pool_id: str) -> aspect_store.Deleted:
         with self._changing:
-            self._delete(pool_id)
+            return self._delete(pool_id)
 
-    def _delete(self, pool_id: str) -> None:
+    def _delete(self, pool_id: str) -> aspect_store.Deleted:
         pool = self.get(pool_id)
         with self.store.transaction() as tx:
             self._require_unused(tx, pool_id)
             tx.execute("DELETE FROM pool_queues WHERE pool_id=?", (pool_id,))
-            aspect_store.delete_entity(tx, E.pool_urn(pool_id))
+            deleted = aspect_store.delete_entity(tx, E.pool_urn(pool_id))
             narrowed, revoked = Tokens.forget_pool(tx, pool_id)
         if narrowed or revoked:
             logger.info("pool {} deleted: executor tokens {} no longer name it; {} revoked (it named no other pool)",
                         pool_id, ", ".join(narrowed) or "none", ", ".join(revoked) or "none")
         self.queues.delete_pool_queues([pool["queue_url"], pool["dlq_url"], pool["monitors_queue_url"],
                                         pool["monitors_dlq_url"]])
+        return deleted
 
     def _require_unused(self, tx, pool_id: str) -> None:
         """Conflict unless nothing routes to POOL_ID: no source, no PENDING or RUNNING run, not

@@ -138,11 +138,30 @@ def latest_of_type(db: sqlite3.Connection, entity_type: str, aspect: str) -> lis
     return [_stored(row) for row in rows.fetchall()]
 
 
-def delete_entity(tx: sqlite3.Connection, urn: str) -> int:
+@dataclass(frozen=True)
+class Deleted:
+    """What a hard delete removed, counted as GMS's DeleteEntityResponse counts it: `rows`, the
+    versioned aspects' rows (every version; GMS's count leaves out its key aspect's own row,
+    which we never store), and `timeseries_rows`, the timeseries points."""
+    rows: int
+    timeseries_rows: int
+
+
+def delete_entity(tx: sqlite3.Connection, urn: str) -> Deleted:
     """Remove every aspect, version and timeseries point of URN (GMS's hard delete)."""
-    removed = tx.execute("DELETE FROM aspects WHERE urn=?", (urn,)).rowcount
-    removed += tx.execute("DELETE FROM timeseries_aspects WHERE urn=?", (urn,)).rowcount
-    return removed
+    rows = tx.execute("DELETE FROM aspects WHERE urn=?", (urn,)).rowcount
+    return Deleted(rows=rows, timeseries_rows=delete_timeseries(tx, urn))
+
+
+def delete_timeseries(tx: sqlite3.Connection, urn: str, aspect: str | None = None, *, start_ms: int | None = None,
+                      end_ms: int | None = None) -> int:
+    """Remove the points of URN's timeseries ASPECT (of all of them when None) with a timestamp
+    from START_MS to END_MS, both included and either open, as GMS's delete bounds them
+    (timestampMillis >= start, <= end); returns how many."""
+    return tx.execute("DELETE FROM timeseries_aspects WHERE urn=? AND (? IS NULL OR aspect=?) "
+                      "AND timestamp_ms BETWEEN ? AND ?",
+                      (urn, aspect, aspect, start_ms if start_ms is not None else -(1 << 63),
+                       end_ms if end_ms is not None else (1 << 63) - 1)).rowcount
 
 
 def delete_aspect(tx: sqlite3.Connection, urn: str, aspect: str) -> int:

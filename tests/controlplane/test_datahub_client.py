@@ -397,3 +397,49 @@ def test_deleting_a_source_deletes_the_source_its_reference_found(cp, graph):
     assert [s["name"] for s in cp.cp.sources.list()] == ["kept"]
     graph.execute_graphql(delete, variables={"u": kept["urn"]})
     assert cp.cp.sources.list() == []
+
+
+def test_deleting_a_source_that_is_not_there_answers_its_urn_as_datahub_does(cp, graph):
+    # DataHub's DeleteIngestionSourceResolver deletes the urn without looking it up first: a
+    # retried delete, or one of a source deleted meanwhile, is done, not a 404 (as deleteSecret).
+    cp.create_pool("remote", default=True)
+    kept = cp.create_source("kept", RECIPE)
+    gone = cp.create_source("gone", RECIPE)
+    delete = "mutation($u: String!) { deleteIngestionSource(urn: $u) }"
+    for _ in range(2):
+        assert graph.execute_graphql(delete, variables={"u": gone["urn"]}) == {"deleteIngestionSource": gone["urn"]}
+    never = "urn:li:dataHubIngestionSource:never-was"
+    assert graph.execute_graphql(delete, variables={"u": never}) == {"deleteIngestionSource": never}
+    assert [s["urn"] for s in cp.cp.sources.list()] == [kept["urn"]]
+
+
+def test_listings_are_sorted_on_the_field_and_in_the_order_the_sort_names(cp, graph):
+    # DataHub's list resolvers hand the SortCriterion to their search index; the sort was ignored
+    # for sources, and for runs ASCENDING reversed the listing whatever the field.
+    cp.create_pool("remote", default=True)
+    sources = {name: cp.create_source(name, RECIPE) for name in ("bravo", "Alpha", "charlie")}
+    runs = [cp.run_source(sources[name]["id"])["id"] for name in ("charlie", "Alpha", "bravo", "Alpha")]
+    listed_sources = ("query($i: ListIngestionSourcesInput!) { listIngestionSources(input: $i) "
+                      "{ total ingestionSources { name } } }")
+    listed_runs = ("query($i: ListExecutionRequestsInput!) { listExecutionRequests(input: $i) "
+                   "{ total executionRequests { id source { name } } } }")
+
+    def names(field: str, order: str) -> list[str]:
+        page = graph.execute_graphql(listed_sources, variables={"i": {"sort": {"field": field, "sortOrder": order}}})
+        return [s["name"] for s in page["listIngestionSources"]["ingestionSources"]]
+
+    def run_page(field: str | None = None, order: str | None = None) -> list[tuple[str, str]]:
+        sort = {"sort": {"field": field, "sortOrder": order}} if field else {}
+        page = graph.execute_graphql(listed_runs, variables={"i": {"count": 10, **sort}})
+        return [(r["id"], r["source"]["name"]) for r in page["listExecutionRequests"]["executionRequests"]]
+
+    assert names("name", "ASCENDING") == ["Alpha", "bravo", "charlie"], "without regard to case"
+    assert names("name", "DESCENDING") == ["charlie", "bravo", "Alpha"]
+    assert [run for run, _ in run_page()] == runs[::-1], "newest first by default"
+    assert [run for run, _ in run_page("requestTimeMs", "DESCENDING")] == runs[::-1]
+    assert [run for run, _ in run_page("requestTimeMs", "ASCENDING")] == runs
+    by_source = run_page("ingestionSource", "ASCENDING")
+    assert [name for _, name in by_source] == sorted((name for _, name in by_source),
+                                                     key=lambda name: sources[name]["urn"].lower())
+    with pytest.raises(GraphError, match="cannot sort on 'lastRun'"):
+        names("lastRun", "ASCENDING")
