@@ -83,7 +83,10 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
 
     check("SQS", sqs, lambda: _routes(sqs_endpoints))
 
-    index_url = settings.pip_index_url or "https://pypi.org/simple/"
+    # The index builds resolve from (network_env.build_index): PIP_INDEX_URL the setting (it may
+    # come from --env-file), else uv's own names, else uv's default.
+    index_name, index_url = network_env.build_index(
+        {**os.environ, "PIP_INDEX_URL": settings.pip_index_url or ""}) or ("PIP_INDEX_URL", "https://pypi.org/simple/")
     shown_index = _without_credentials(index_url)
 
     def package_index() -> str:
@@ -94,10 +97,10 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 raise RuntimeError(f"{shown_index} refused the credentials ({exc.code}): fix the user and password "
-                                   "in PIP_INDEX_URL") from None
-            raise RuntimeError(f"{shown_index} answered {exc.code}: allow it, or set PIP_INDEX_URL to a mirror") from None
+                                   f"in {index_name}") from None
+            raise RuntimeError(f"{shown_index} answered {exc.code}: allow it, or set {index_name} to a mirror") from None
         except Exception as exc:
-            raise RuntimeError(f"{shown_index} not reachable ({type(exc).__name__}): allow it, or set PIP_INDEX_URL to "
+            raise RuntimeError(f"{shown_index} not reachable ({type(exc).__name__}): allow it, or set {index_name} to "
                                "a mirror") from None
         return f"{shown_index} reachable"
 

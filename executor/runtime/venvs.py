@@ -253,10 +253,12 @@ class VenvCache:
         target.mkdir(mode=0o755)
         if user is not None:
             os.chown(target, user.uid, user.gid)
-        env = {**self.network, "PATH": f"{Path(uv).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(target),
-               "VIRTUAL_ENV": str(target), "UV_NO_CACHE": "1", "UV_PYTHON_DOWNLOADS": "never", "LANG": "C.UTF-8"}
-        if self.index_url:
-            env["UV_INDEX_URL"] = self.index_url
+        # PIP_INDEX_URL is a setting (it may come from --env-file, not the environment), and uv
+        # reads none of pip's names: network_env gives it uv's.
+        network = {**self.network, "PIP_INDEX_URL": self.index_url} if self.index_url else self.network
+        env = {**network_env.uv_names(network), "PATH": f"{Path(uv).parent}:/usr/local/bin:/usr/bin:/bin",
+               "HOME": str(target), "VIRTUAL_ENV": str(target), "UV_NO_CACHE": "1", "UV_PYTHON_DOWNLOADS": "never",
+               "LANG": "C.UTF-8"}
         try:
             self._step([uv, "venv", "--quiet", "--allow-existing", "--python", self.python, str(target)], env, target, user)
             self._step([uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"), *requirements], env,

@@ -46,11 +46,12 @@ def private_index():
         server.server_close()
 
 
-def package_index_line(tmp_path: Path, index_url: str) -> str:
+def package_index_line(tmp_path: Path, index_url: str, name: str = "PIP_INDEX_URL", **more: str) -> str:
+    """`check`'s package index line with INDEX_URL in the variable NAME (and MORE variables)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAHUB_", "AWS_", "PIP_", "UV_"))
            and "proxy" not in k.lower()}
     env.update({"DATAHUB_GMS_URL": "http://127.0.0.1:9/gms", "DATAHUB_GMS_TOKEN": "tok-not-used-here",
-                "DATAHUB_EXECUTOR_POOL_ID": "remote", "PIP_INDEX_URL": index_url,
+                "DATAHUB_EXECUTOR_POOL_ID": "remote", name: index_url, **more,
                 "DATAHUB_EXECUTOR_SANDBOX_MODE": "none", "DATAHUB_EXECUTOR_TASK_USER": "none",
                 "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0", "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path / "work"),
                 "DATAHUB_EXECUTOR_VENV_CACHE_DIR": str(tmp_path / "venvs"),
@@ -74,3 +75,20 @@ def test_credentials_the_index_refuses_fail_naming_the_fix_and_not_the_password(
     line = package_index_line(tmp_path, f"http://{USER}:wrong-7@127.0.0.1:{port}/simple/")
     assert line == (f"FAIL  package index: http://***@127.0.0.1:{port}/simple/ refused the credentials (401): fix the "
                     "user and password in PIP_INDEX_URL")
+
+
+def test_check_probes_the_index_uv_is_given_where_pip_index_url_is_unset(tmp_path, private_index):
+    """Builds run uv, which reads UV_INDEX_URL (and prefers UV_DEFAULT_INDEX): check probed
+    pypi.org instead, and passed or failed on an index no build uses."""
+    port, asked = private_index
+    line = package_index_line(tmp_path, f"http://{USER}:index-p%40ss-7@127.0.0.1:{port}/simple/", "UV_INDEX_URL")
+    assert line == f"PASS  package index: http://***@127.0.0.1:{port}/simple/ reachable"
+    assert len(asked) == 1, "the index uv is given was asked"
+
+
+def test_uv_default_index_wins_as_in_uv_and_a_failure_names_it(tmp_path, private_index):
+    port, _ = private_index
+    line = package_index_line(tmp_path, f"http://{USER}:wrong-7@127.0.0.1:{port}/simple/", "UV_DEFAULT_INDEX",
+                              UV_INDEX_URL="http://127.0.0.1:9/simple/")
+    assert line == (f"FAIL  package index: http://***@127.0.0.1:{port}/simple/ refused the credentials (401): fix the "
+                    "user and password in UV_DEFAULT_INDEX")
