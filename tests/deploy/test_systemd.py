@@ -4,10 +4,13 @@ an operating system tree with an /etc/passwd, where it also creates the task use
 from __future__ import annotations
 
 import fcntl
+import glob
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,26 @@ UNIT = ROOT / "systemd" / "datahub-executor.service"
 INSTALL = ROOT / "systemd" / "install.sh"
 TASK_USER = "datahub-task"
 # The tests that run install.sh share one worker (--dist loadgroup), and so the installed tree.
+HOME_DIRECTORIES = ("/home/", "/root/", "/run/user/")  # what the unit's ProtectHome=yes hides
+
+
+def _python_version(python: str) -> tuple[int, int] | None:
+    try:
+        done = subprocess.run([python, "-c", "import sys; print('%d %d' % sys.version_info[:2])"], capture_output=True,
+                              text=True, timeout=60)
+    except OSError:
+        return None
+    return tuple(map(int, done.stdout.split())) if done.returncode == 0 else None
+
+
+def _pythons(*patterns: str) -> list[str]:
+    return [path for pattern in patterns for path in sorted(glob.glob(pattern)) if os.access(path, os.X_OK)]
+
+
+# The service's Python, as on a host: the system's (this host's python3 on PATH may be pyenv's,
+# under /root, which install.sh refuses).
+SERVICE_PYTHON = next((p for p in _pythons("/usr/bin/python3", "/usr/local/bin/python3")
+                       if (_python_version(p) or (0, 0)) >= (3, 10)), None)
 
 
 def unit_settings() -> dict[str, str]:
@@ -66,13 +89,17 @@ def test_the_doc_says_how_to_keep_the_stop_timeout_above_a_longer_drain():
     assert drain > stop_timeout and raised - drain == stop_timeout - 300, "the same margin as the unit's"
 
 
-def install(root: Path) -> subprocess.CompletedProcess:
+def install(root: Path, *args: str, python: str | None = None) -> subprocess.CompletedProcess:
+    """install.sh --root ROOT of this checkout, with PYTHON=PYTHON (the system's by default)."""
+    python = python or SERVICE_PYTHON
+    if python is None:
+        pytest.fail("no Python 3.10 or newer at /usr/bin/python3 or /usr/local/bin/python3 for the service")
     # One at a time: pip builds the package in the checkout's own build/ directory, and two
     # builds at once (two test workers) trip over each other's files there.
     with open("/tmp/dhx-install-sh.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return subprocess.run([str(INSTALL), "--root", str(root), "--package", str(ROOT)],
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run([str(INSTALL), "--root", str(root), "--package", str(ROOT), *args],
+                              capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHON": python})
 
 
 def passwd_entry(root: Path, name: str) -> list[str] | None:
@@ -123,6 +150,74 @@ def test_install_script_installs_into_a_root_is_idempotent_and_keeps_the_environ
     subprocess.run(["systemd-sysusers", "--root", str(root), str(conf)], check=True, capture_output=True, timeout=60)
     assert (root / "etc/passwd").read_text() == users
 
+
+OLD_PYTHONS = [p for p in _pythons("/usr/bin/python3.[6-9]", "/usr/local/bin/python3.[6-9]",
+                                   "/root/.pyenv/versions/3.[6-9].*/bin/python3")
+               if (_python_version(p) or (3, 10)) < (3, 10)]
+
+
+def test_install_refuses_a_python_older_than_3_10_before_it_installs_anything(tmp_path):
+    """The package needs Python 3.10 (setup.cfg): install.sh made the venv with an older PYTHON,
+    then failed at the package install, and every later run kept that venv."""
+    if not OLD_PYTHONS:
+        pytest.skip("no Python older than 3.10 on this host")
+    old = OLD_PYTHONS[-1]
+    root = tmp_path / "root"
+    refused = install(root, "--datahub-version", "", python=old)
+    major, minor = _python_version(old)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (f"install.sh: PYTHON={old} is Python {major}.{minor}; the executor needs 3.10 or "
+                                      "newer: install one and run again with PYTHON= naming it (such as "
+                                      "PYTHON=/usr/bin/python3.11)")
+    assert not root.exists(), "install.sh wrote into the root before it refused"
+
+
+def test_install_refuses_a_python_under_a_home_directory_which_the_unit_hides(tmp_path):
+    """ProtectHome=yes hides /home, /root and /run/user from the service: a venv whose Python is
+    there (pyenv's, conda's) installs, and the service then cannot exec it. Refused, whatever the
+    path PYTHON names links to it by."""
+    hidden = [p for p in (os.path.realpath(sys.executable), *_pythons("/root/.pyenv/versions/3.1[0-9]*/bin/python3",
+                                                                       "/home/*/.pyenv/versions/3.1[0-9]*/bin/python3"))
+              if os.path.realpath(p).startswith(HOME_DIRECTORIES) and (_python_version(p) or (0, 0)) >= (3, 10)]
+    if not hidden:
+        pytest.skip("no Python 3.10 or newer under /home or /root on this host")
+    link = tmp_path / "python3"
+    link.symlink_to(hidden[0])
+    root = tmp_path / "root"
+    refused = install(root, "--datahub-version", "", python=str(link))
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"install.sh: PYTHON={link} is under a home directory "
+                                     f"({os.path.realpath(hidden[0])}): the unit's ProtectHome=yes hides /home, /root "
+                                     "and /run/user from the service, which could not start it;"), refused.stderr
+    assert not root.exists(), "install.sh wrote into the root before it refused"
+
+
+@pytest.mark.parametrize("made_with", ["an older Python", "a Python since removed"])
+def test_running_install_again_makes_again_a_venv_made_with_another_python(tmp_path, made_with):
+    """A venv made by an earlier run with another Python (too old, or one a system upgrade took
+    away) was kept by every later run: pyvenv.cfg was all install.sh looked at. Made again with
+    PYTHON, the install goes through and the service's executor starts."""
+    root = tmp_path / "root"
+    venv = root / "opt/datahub-executor/venv"
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent))
+    if made_with == "an older Python":
+        if not OLD_PYTHONS:
+            pytest.skip("no Python older than 3.10 on this host")
+        subprocess.run([uv, "venv", "--quiet", "--relocatable", "--python", OLD_PYTHONS[-1], str(venv)], check=True,
+                       timeout=120)
+    else:
+        gone = tmp_path / "gone" / "python3"
+        gone.parent.mkdir()
+        gone.symlink_to(SERVICE_PYTHON)
+        subprocess.run([uv, "venv", "--quiet", "--relocatable", "--python", str(gone), str(venv)], check=True, timeout=120)
+        gone.unlink()
+    again = install(root, "--datahub-version", "")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{venv} was made with" in again.stderr and "making it again" in again.stderr
+    assert (venv / "bin/python").resolve() == Path(SERVICE_PYTHON).resolve()
+    ran = subprocess.run([str(venv / "bin/datahub-executor"), "settings-table"], capture_output=True, text=True,
+                         timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert ran.returncode == 0, ran.stderr[-2000:]
 
 
 @pytest.fixture(scope="session")
