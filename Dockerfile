@@ -86,7 +86,7 @@ EXPOSE 9087
 
 USER 10001:10001
 WORKDIR /var/lib/datahub-executor
-# A stopped `docker stop` must give the drain its time: use `docker stop -t 330` (drain + margin).
+# A stopped `docker stop` must give the drain its time: use `docker stop -t 360` (drain + a minute to report and exit).
 STOPSIGNAL SIGTERM
 # --live: /health/live fails only on what a restart mends; orchestrators replace an unhealthy
 # container, which would kill its tasks for a refused token too (that fails /health alone).

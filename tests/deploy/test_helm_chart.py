@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from executor.master import STOP_REPORT_S
 from executor.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,7 +228,8 @@ def test_probes_watch_health_and_the_grace_period_covers_the_drain(helm_env):
     assert pod_spec(manifests)["terminationGracePeriodSeconds"] > drain
     longer = render(helm_env, {"executor.drainTimeoutSeconds": "900"})
     assert env_of(longer)["DATAHUB_EXECUTOR_DRAIN_TIMEOUT"]["value"] == "900"
-    assert pod_spec(longer)["terminationGracePeriodSeconds"] == 930
+    # The minute the master budgets after the drain to report and exit, as the systemd unit gives it.
+    assert pod_spec(longer)["terminationGracePeriodSeconds"] == 900 + STOP_REPORT_S
 
 
 def test_a_changed_health_port_moves_the_address_the_port_and_so_the_probes(helm_env):
