@@ -30,6 +30,7 @@ from .capacity import GMS_READ_THREADS, Threads
 from .errors import Forbidden, Invalid, NotFound
 from .json_input import loads
 from .metadata import aspect_store, snapshots
+from .metadata.entity_keys import SYSTEM_ACTOR, key_aspect
 from .metadata.registry import MetadataInvalid
 from .metadata.timeseries_filter import document, matches, parse_filter, timeseries_fields
 from .service import ControlPlane
@@ -41,7 +42,6 @@ from .tokens import ADMIN, EXECUTOR, INGEST, Identity
 SPOKEN_DATAHUB_VERSION = "v1.0.0"
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1  # Rest.li's Integer
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # Rest.li's Long
-SYSTEM_ACTOR = "urn:li:corpuser:__datahub_system"  # GMS's Constants.SYSTEM_ACTOR
 # getTimeseriesAspectValues: GMS's default limit, and the most its search index answers at once
 # (Elasticsearch's max_result_window; GMS fails past it).
 TIMESERIES_LIMIT = 10_000
@@ -278,40 +278,39 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
         can_read(cp, identity_of(request), str(parsed), parsed.entity_type)
         if spec.timeseries:
             raise Invalid(f"{aspect} is a timeseries aspect; it is not read by version")
-        entity = cp.registry.entity(parsed.entity_type)
         with cp.store.read() as db:
-            if aspect == entity.key_aspect:
-                found = aspect_store.exists(db, str(parsed))
-                value = cp.registry.key_value(parsed) if found else None
+            if aspect == cp.registry.entity(parsed.entity_type).key_aspect:
+                stored = key_aspect(db, cp.registry, parsed) if version == 0 else None
             else:
                 stored = aspect_store.get(db, str(parsed), aspect, version)
-                value = stored.value if stored else None
+        value = stored.value if stored else None
         if value is None:
             return restli_error(404, f"{aspect} of {urn} (version {version}) not found")
         return {"urn": str(parsed), "version": version, "aspect": {spec.restli_name: value}}
 
     def entity_response(urn: str, wanted: list[str] | None, with_key: bool) -> dict[str, Any]:
         """URN's EntityResponse as GMS's EntityV2Resource answers it: the latest of the WANTED
-        aspects that are stored (all when None), plus the key aspect derived from the urn unless
-        the caller said alwaysIncludeKeyAspect=false. GMS answers so for every urn asked about,
-        stored or not (DataHubGraph.get_entity_raw's "do not use this to determine if an entity
-        exists"); existence is the key aspect read through /aspects (DataHubGraph.exists)."""
+        aspects that are stored (all when None), the key aspect among them when the entity
+        exists, and the key aspect anyway unless the caller said alwaysIncludeKeyAspect=false.
+        GMS answers so for every urn asked about, stored or not (DataHubGraph.get_entity_raw's
+        "do not use this to determine if an entity exists"); existence is the key aspect read
+        through /aspects (DataHubGraph.exists)."""
         parsed = cp.registry.parse_urn(urn)
         for name in wanted or []:
             cp.registry.aspect(parsed.entity_type, name)
+        key = cp.registry.entity(parsed.entity_type).key_aspect
         with cp.store.read() as db:
             stored = aspect_store.latest(db, str(parsed), wanted)
+            stored.pop(key, None)  # entity_keys decides what is answered for it
+            if with_key or wanted is None or key in wanted:
+                found = key_aspect(db, cp.registry, parsed, only_if_exists=not with_key)
+                if found is not None:
+                    stored[key] = found
         aspects = {
             name: {"name": name, "type": "VERSIONED", "version": 0, "value": s.value,
                    "created": {"time": s.created_on_ms, "actor": s.created_by or "urn:li:corpuser:unknown"},
                    **({"systemMetadata": s.system_metadata} if s.system_metadata else {})}
             for name, s in stored.items()}
-        key = cp.registry.entity(parsed.entity_type).key_aspect
-        if with_key and key not in aspects:
-            # We never store key aspects (the urn says it all), so ours is always the one GMS
-            # builds for a key it has not stored (EntityUtils.getKeyEnvelopedAspect).
-            aspects[key] = {"name": key, "type": "VERSIONED", "version": 0, "value": cp.registry.key_value(parsed),
-                            "created": {"time": aspect_store.now_ms(), "actor": SYSTEM_ACTOR}}
         return {"urn": str(parsed), "entityName": parsed.entity_type, "aspects": aspects}
 
     @router.get("/gms/entitiesV2/{urn:path}")

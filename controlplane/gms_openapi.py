@@ -9,8 +9,8 @@ N ms). The answer is a list of `{"urn": URN, ASPECT_NAME: {"value": ..., "system
 "auditStamp": ...}}` in the order asked, each urn once; as GMS answers it:
 - an aspect asked for and not stored is left out, and so is a urn with none of its asked aspects
   stored (an entity that does not exist is not in the answer at all, and no error);
-- an entity with no aspect named asks for all of its aspects, the key aspect among them (ours is
-  built from the urn, present when the entity has any aspect stored: GMS stores it with the first);
+- an entity with no aspect named asks for all of its aspects, the key aspect among them, present
+  when the entity exists (metadata/entity_keys.py: stored, or built from the urn);
 - an aspect name the entity does not have is ignored, its lower-cased spelling is taken for the
   name, and an entity whose names are all unknown asks for all of its aspects;
 - `entityName` in the path is not read: each urn names its own entity type;
@@ -30,10 +30,11 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from .errors import Invalid, NotFound
-from .gms_api import INT64_MAX, SYSTEM_ACTOR, can_read, identity_of
+from .gms_api import INT64_MAX, can_read, identity_of
 from .ingest import VERSION_HEADER
 from .json_input import loads
 from .metadata import aspect_store
+from .metadata.entity_keys import key_aspect
 from .service import ControlPlane
 from .tokens import Identity
 
@@ -119,14 +120,10 @@ def create_router(cp: ControlPlane) -> APIRouter:
         found = aspect_store.latest(db, urn, latest_names) if latest_names else {}
         items: dict[str, Any] = {}
         for name, version in aspects.items():
-            if name == key:
-                if version == 0 and aspect_store.exists(db, urn):
-                    # Never stored here (the urn says it all); GMS's stamp for a key it built.
-                    items[name] = item(cp.registry.key_value(parsed), None, aspect_store.now_ms(), SYSTEM_ACTOR,
-                                       with_system_metadata, versioned=True)
-                continue
             timeseries = cp.registry.aspect(parsed.entity_type, name).timeseries
-            if timeseries:
+            if name == key:
+                stored = key_aspect(db, cp.registry, parsed) if version == 0 else None
+            elif timeseries:
                 stored = aspect_store.latest_timeseries(db, urn, name, version or None)
             else:
                 stored = found.get(name) if version == 0 else aspect_store.get(db, urn, name, version)

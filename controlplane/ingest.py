@@ -200,22 +200,27 @@ class Ingest:
 
     def write(self, tx: sqlite3.Connection, proposal: Proposal, identity: Identity) -> None:
         """Store a proposal as GMS would, with no rule of ours in between."""
+        is_key = proposal.aspect == self.registry.entity(proposal.entity_type).key_aspect
         if proposal.change_type == "DELETE":
-            entity = self.registry.entity(proposal.entity_type)
-            if proposal.aspect == entity.key_aspect:
-                aspect_store.delete_entity(tx, proposal.urn)
+            if is_key:
+                aspect_store.delete_entity(tx, proposal.urn, proposal.aspect)
             else:
                 aspect_store.delete_aspect(tx, proposal.urn, proposal.aspect)
             return
+        # An entity's key aspect is there as long as the entity is, stored or built from the urn
+        # (metadata/entity_keys.py): a CREATE of it is one of an entity.
         if proposal.change_type == "CREATE_ENTITY" and aspect_store.exists(tx, proposal.urn):
             raise Conflict(f"CREATE_ENTITY: {proposal.urn} already exists")
-        if proposal.change_type == "CREATE" and aspect_store.get(tx, proposal.urn, proposal.aspect) is not None:
+        if proposal.change_type == "CREATE" and (aspect_store.exists(tx, proposal.urn) if is_key else
+                                                 aspect_store.get(tx, proposal.urn, proposal.aspect) is not None):
             raise Conflict(f"CREATE: {proposal.aspect} of {proposal.urn} already exists")
         assert proposal.value is not None
-        if proposal.spec.timeseries:
+        if is_key and proposal.entity_type in E.CONTROL_PLANE_ENTITIES:
+            self._check_own_key(tx, proposal)
+        elif proposal.spec.timeseries:
             aspect_store.put_timeseries(tx, urn=proposal.urn, entity_type=proposal.entity_type, aspect=proposal.aspect,
                                         value=proposal.value, system_metadata=proposal.system_metadata)
-        elif proposal.aspect != self.registry.entity(proposal.entity_type).key_aspect:
+        else:
             aspect_store.put(tx, urn=proposal.urn, entity_type=proposal.entity_type, aspect=proposal.aspect,
                              value=proposal.value, system_metadata=proposal.system_metadata, actor=identity.actor)
         run_id = identity.execution_id or proposal.run_id
@@ -223,6 +228,18 @@ class Ingest:
             tx.execute("INSERT INTO run_writes VALUES (?,?,?,?,1,?) ON CONFLICT(run_id, urn, aspect) DO UPDATE SET "
                        "writes=writes+1, last_written=excluded.last_written",
                        (run_id, proposal.urn, proposal.aspect, proposal.entity_type, aspect_store.now_ms()))
+
+    @staticmethod
+    def _check_own_key(tx: sqlite3.Connection, proposal: Proposal) -> None:
+        """A key aspect of one of the control plane's own entities is not stored: each exists by
+        its rules (a pool with its queues, a run with its row and input, a secret with its
+        value), and a key alone would make one that none of them knows and none could delete.
+        Written for one that exists, it changes nothing, as the same key does in GMS."""
+        if not aspect_store.exists(tx, proposal.urn):
+            raise Invalid(f"{proposal.urn} does not exist, and a {proposal.entity_type} is not made by writing its key "
+                          f"aspect {proposal.aspect}: the control plane makes its own entities (createRemoteExecutorPool, "
+                          "createIngestionSource, createIngestionExecutionRequest, createSecret, an executor's "
+                          "first heartbeat)")
 
 
 def check_version(tx: sqlite3.Connection, proposal: Proposal) -> None:

@@ -173,7 +173,7 @@ class ControlPlane:
             return self._delete_execution(tx, E.key_of(urn, E.EXECUTION))
         if entity_type == E.EXECUTOR:
             self.executors.forget(tx, E.key_of(urn, E.EXECUTOR))
-        return aspect_store.delete_entity(tx, urn)
+        return aspect_store.delete_entity(tx, urn, self.registry.entity(entity_type).key_aspect)
 
     def delete_timeseries(self, urn_text: str, aspect: str, start_ms: int | None, end_ms: int | None,
                           identity: Identity) -> int:

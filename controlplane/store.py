@@ -8,7 +8,8 @@ Schema 2 is DataHub's model: `aspects` (versioned, as GMS's metadata_aspect_v2) 
 `timeseries_aspects` hold every entity, ours included (pools, sources, execution requests,
 executors); the other tables hold what DataHub has no field for and only the control plane
 uses (queues, execution leases, executor instances, tokens, full logs, what each run wrote).
-Schema 6 keeps each run's full log in a table of its own (execution_logs).
+Schema 6 keeps each run's full log in a table of its own (execution_logs); schema 10 keys
+timeseries points as GMS keys its documents.
 A database of schema 1 is converted on first start (controlplane/legacy_migration.py).
 """
 from __future__ import annotations
@@ -147,8 +148,34 @@ SCHEMA_9 = """
         seen_at REAL NOT NULL) WITHOUT ROWID;
 """
 
+# Timeseries points are keyed as GMS keys its documents (aspect_store.point_key): by urn, aspect
+# and timestamp only, two profiles of one moment for two partitions were one point, the second
+# overwriting the first. SQLite cannot change a primary key: the table is made again, and every
+# point kept, with the key its value gives (_key_timeseries_points).
+SCHEMA_10 = """
+    ALTER TABLE timeseries_aspects RENAME TO timeseries_aspects_9;
+    CREATE TABLE timeseries_aspects (
+        urn TEXT NOT NULL, aspect TEXT NOT NULL, timestamp_ms INTEGER NOT NULL, point_key TEXT NOT NULL,
+        entity_type TEXT NOT NULL, metadata TEXT NOT NULL, system_metadata TEXT, created_on INTEGER NOT NULL,
+        PRIMARY KEY (urn, aspect, timestamp_ms, point_key)) WITHOUT ROWID;
+"""
+
+
+def _key_timeseries_points(conn: sqlite3.Connection) -> None:
+    from .metadata.aspect_store import point_key
+
+    rows = conn.execute("SELECT urn, aspect, timestamp_ms, entity_type, metadata, system_metadata, created_on "
+                        "FROM timeseries_aspects_9")
+    conn.executemany("INSERT INTO timeseries_aspects (urn, aspect, timestamp_ms, point_key, entity_type, metadata, "
+                     "system_metadata, created_on) VALUES (?,?,?,?,?,?,?,?)",
+                     ((urn, aspect, timestamp, point_key(json.loads(metadata)), entity_type, metadata, system, created)
+                      for urn, aspect, timestamp, entity_type, metadata, system, created in rows))
+    conn.execute("DROP TABLE timeseries_aspects_9")
+
+
 MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3], [SCHEMA_4], [SCHEMA_5],
-                                     [SCHEMA_6], [SCHEMA_7], [SCHEMA_8], [SCHEMA_9]]
+                                     [SCHEMA_6], [SCHEMA_7], [SCHEMA_8], [SCHEMA_9],
+                                     [SCHEMA_10, _key_timeseries_points]]
 
 
 class Store:

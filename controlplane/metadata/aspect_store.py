@@ -82,14 +82,24 @@ def _history_count(tx: sqlite3.Connection, urn: str, aspect: str) -> int:
     return tx.execute("SELECT COUNT(*) FROM aspects WHERE urn=? AND aspect=? AND version>0", (urn, aspect)).fetchone()[0]
 
 
+def point_key(value: dict[str, Any]) -> str:
+    """What, besides its urn, aspect and timestamp, tells a timeseries point from another: the
+    rest of GMS's document id (TimeseriesAspectTransformer.getDocId: timestampMillis,
+    eventGranularity, urn, messageId, partitionSpec), so two profiles of one moment for two
+    partitions are two points, and the same point sent again replaces itself."""
+    return _dumps([value.get("eventGranularity"), value.get("messageId"), value.get("partitionSpec")])
+
+
 def put_timeseries(tx: sqlite3.Connection, *, urn: str, entity_type: str, aspect: str, value: dict[str, Any],
                    system_metadata: dict[str, Any] | None = None) -> None:
-    """One point of a timeseries aspect; the same timestamp again replaces it (GMS's document id)."""
+    """One point of a timeseries aspect; one with the same document id as GMS's (point_key)
+    replaces it."""
     timestamp = int(value.get("timestampMillis", now_ms()))
-    tx.execute("INSERT INTO timeseries_aspects (urn, aspect, timestamp_ms, entity_type, metadata, system_metadata, created_on) "
-               "VALUES (?,?,?,?,?,?,?) ON CONFLICT(urn, aspect, timestamp_ms) DO UPDATE SET metadata=excluded.metadata, "
+    tx.execute("INSERT INTO timeseries_aspects (urn, aspect, timestamp_ms, point_key, entity_type, metadata, "
+               "system_metadata, created_on) VALUES (?,?,?,?,?,?,?,?) "
+               "ON CONFLICT(urn, aspect, timestamp_ms, point_key) DO UPDATE SET metadata=excluded.metadata, "
                "system_metadata=excluded.system_metadata, created_on=excluded.created_on",
-               (urn, aspect, timestamp, entity_type, _dumps(value),
+               (urn, aspect, timestamp, point_key(value), entity_type, _dumps(value),
                 _dumps(system_metadata) if system_metadata is not None else None, now_ms()))
 
 
@@ -107,12 +117,18 @@ def latest(db: sqlite3.Connection, urn: str, aspects: Iterable[str] | None = Non
     return {row[2]: _stored(row) for row in rows if wanted is None or row[2] in wanted}
 
 
+# Timeseries points in time order; of one time, in the order written, then by point_key so that
+# points written in the same millisecond come in one order every time.
+_POINT_ORDER = {way: f"timestamp_ms {way}, created_on {way}, point_key {way}" for way in ("ASC", "DESC")}
+
+
 def latest_timeseries(db: sqlite3.Connection, urn: str, aspect: str, until_ms: int | None = None) -> StoredAspect | None:
     """The newest point of a timeseries aspect (at or before UNTIL_MS, when given), as GMS's
-    getLatestTimeseriesAspectValues answers it. Points keep no writer: created_by is None."""
+    getLatestTimeseriesAspectValues answers it; of several at that time, the last written.
+    Points keep no writer: created_by is None."""
     row = db.execute("SELECT urn, entity_type, aspect, 0, metadata, system_metadata, created_on, NULL "
                      "FROM timeseries_aspects WHERE urn=? AND aspect=? AND timestamp_ms<=? "
-                     "ORDER BY timestamp_ms DESC LIMIT 1",
+                     f"ORDER BY {_POINT_ORDER['DESC']} LIMIT 1",
                      (urn, aspect, until_ms if until_ms is not None else (1 << 63) - 1)).fetchone()
     return _stored(row) if row else None
 
@@ -120,11 +136,12 @@ def latest_timeseries(db: sqlite3.Connection, urn: str, aspect: str, until_ms: i
 def timeseries_points(db: sqlite3.Connection, urn: str, aspect: str, *, start_ms: int | None = None,
                       end_ms: int | None = None, oldest_first: bool = False) -> Iterator[StoredAspect]:
     """The points of a timeseries aspect with a timestamp from START_MS to END_MS (both included,
-    either open), newest first (GMS's getAspectValues order) unless OLDEST_FIRST. Read lazily:
-    consume it while DB is held."""
+    either open), newest first (GMS's getAspectValues order) unless OLDEST_FIRST; points of one
+    time in the order they were written (the other way for newest first), which GMS leaves to
+    its search index. Read lazily: consume it while DB is held."""
     cursor = db.execute("SELECT urn, entity_type, aspect, 0, metadata, system_metadata, created_on, NULL "
                         "FROM timeseries_aspects WHERE urn=? AND aspect=? AND timestamp_ms BETWEEN ? AND ? "
-                        f"ORDER BY timestamp_ms {'ASC' if oldest_first else 'DESC'}",
+                        f"ORDER BY {_POINT_ORDER['ASC' if oldest_first else 'DESC']}",
                         (urn, aspect, start_ms if start_ms is not None else -(1 << 63),
                          end_ms if end_ms is not None else (1 << 63) - 1))
     for row in cursor:
@@ -142,13 +159,17 @@ def latest_of_type(db: sqlite3.Connection, entity_type: str, aspect: str) -> lis
 class Deleted:
     """What a hard delete removed, counted as GMS's DeleteEntityResponse counts it: `rows`, the
     versioned aspects' rows (every version; GMS's count leaves out its key aspect's own row,
-    which we never store), and `timeseries_rows`, the timeseries points."""
+    which it deletes first), and `timeseries_rows`, the timeseries points."""
     rows: int
     timeseries_rows: int
 
 
-def delete_entity(tx: sqlite3.Connection, urn: str) -> Deleted:
-    """Remove every aspect, version and timeseries point of URN (GMS's hard delete)."""
+def delete_entity(tx: sqlite3.Connection, urn: str, key_aspect: str | None = None) -> Deleted:
+    """Remove every aspect, version and timeseries point of URN (GMS's hard delete). KEY_ASPECT,
+    the entity's key aspect, is deleted uncounted, as GMS deletes it before the rows it counts;
+    None only for the control plane's own entities, whose key is never stored (ingest.py)."""
+    if key_aspect is not None:
+        tx.execute("DELETE FROM aspects WHERE urn=? AND aspect=?", (urn, key_aspect))
     rows = tx.execute("DELETE FROM aspects WHERE urn=?", (urn,)).rowcount
     return Deleted(rows=rows, timeseries_rows=delete_timeseries(tx, urn))
 
@@ -169,6 +190,7 @@ def delete_aspect(tx: sqlite3.Connection, urn: str, aspect: str) -> int:
 
 
 def exists(db: sqlite3.Connection, urn: str) -> bool:
+    """Whether any aspect of URN is stored, its key aspect included (metadata/entity_keys.py)."""
     return db.execute("SELECT 1 FROM aspects WHERE urn=? AND version=0 LIMIT 1", (urn,)).fetchone() is not None
 
 

@@ -139,3 +139,38 @@ def test_a_schema_7_database_counts_claims_from_its_processes_last_heartbeat(tmp
         executor.heartbeat(running=[execution])
         (process,) = cp.cp.store.query("SELECT last_seen, reported_arrived_at FROM executor_instances")
         assert process["reported_arrived_at"] == process["last_seen"] > 0
+
+
+def test_a_schema_9_databases_timeseries_points_survive_being_keyed_as_gms_keys_them(tmp_path, monkeypatch):
+    """Schema 10 keys a timeseries point by GMS's document id, not its time alone: every point
+    stored before is still read back, one of the same time for another partition is added beside
+    it, not over it, and the same point sent again replaces it."""
+    import datahub.metadata.schema_classes as model
+    from datahub.emitter.mcp import MetadataChangeProposalWrapper
+    from datahub.ingestion.graph.client import DataHubGraph, DatahubClientConfig
+
+    import controlplane.store as store_module
+
+    urn = "urn:li:dataset:(urn:li:dataPlatform:hive,db.orders,PROD)"
+    (tmp_path / "cp").mkdir()
+    with monkeypatch.context() as schema_9:
+        schema_9.setattr(store_module, "MIGRATIONS", MIGRATIONS[:9])
+        with running_controlplane(tmp_path / "cp") as cp:
+            assert cp.cp.store.schema_version == 9
+            # As a schema-9 control plane stored them (this code writes the new column).
+            for timestamp, partition in ((1000, "a"), (2000, "a")):
+                cp.cp.store.query("INSERT INTO timeseries_aspects (urn, aspect, timestamp_ms, entity_type, metadata, "
+                                  "system_metadata, created_on) VALUES (?, 'datasetProfile', ?, 'dataset', ?, NULL, ?)",
+                                  (urn, timestamp, json.dumps({"timestampMillis": timestamp, "rowCount": 1,
+                                                               "partitionSpec": {"partition": partition,
+                                                                                 "type": "PARTITION"}}), timestamp))
+    with running_controlplane(tmp_path / "cp") as cp:
+        assert cp.cp.store.schema_version == len(MIGRATIONS) >= 10
+        with DataHubGraph(DatahubClientConfig(server=cp.gms_url, token=cp.admin_token)) as graph:
+            for partition, rows in (("b", 2), ("a", 3)):
+                graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=urn, aspect=model.DatasetProfileClass(
+                    timestampMillis=2000, rowCount=rows, partitionSpec=model.PartitionSpecClass(partition=partition))))
+            points = graph.get_timeseries_values(urn, model.DatasetProfileClass, filter={}, limit=10)
+        assert sorted((p.timestampMillis, p.partitionSpec.partition, p.rowCount) for p in points) == [
+            (1000, "a", 1), (2000, "a", 3), (2000, "b", 2)], "a stored point is replaced by the same point sent again"
+        assert all(p.validate() for p in points)
