@@ -3,8 +3,8 @@ each aspect's schema. Built from DataHub's own generated model (`datahub.metadat
 of acryl-datahub, or of acryl-datahub-cloud where that is installed), plus the remote-executor
 entities of DataHub Cloud where the installed model lacks them (remote_executor_model.py).
 
-Validation is GMS's: an unknown entity or aspect, a malformed urn, or an aspect that breaks its
-schema is refused with a 400 that names the problem. An aspect with a generated class is then
+Validation is GMS's: an unknown entity or aspect, a malformed urn (the entity's, or one an
+aspect's urn-typed field holds), or an aspect that breaks its schema is refused with a 400 that names the problem. An aspect with a generated class is then
 also instantiated and validated by that class (`from_obj` + `validate`), so what we store is
 what DataHub's own client reads back.
 """
@@ -30,6 +30,14 @@ PARSED_URNS = 1024
 
 class MetadataInvalid(ValueError):
     """A proposal GMS would refuse with 400; the message is GMS's kind of message."""
+
+
+class InvalidUrn(MetadataInvalid):
+    """A urn that does not parse, or has the wrong number of key parts; REASON says which."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__(f"Invalid urn {text!r}: {reason}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -132,12 +140,20 @@ class Registry:
         try:
             urn = Urn.from_string(text)
         except InvalidUrnError as exc:
-            raise MetadataInvalid(f"Invalid urn {text!r}: {exc}") from None
+            raise InvalidUrn(text, str(exc)) from None
         spec = self.entity(urn.entity_type)
         if len(urn.entity_ids) != len(spec.key_fields):
-            raise MetadataInvalid(f"Invalid urn {text!r}: entity {spec.name} has a key of {len(spec.key_fields)} part(s) "
-                                  f"({', '.join(spec.key_fields)}), the urn has {len(urn.entity_ids)}")
+            raise InvalidUrn(text, f"entity {spec.name} has a key of {len(spec.key_fields)} part(s) "
+                                   f"({', '.join(spec.key_fields)}), the urn has {len(urn.entity_ids)}")
         return urn
+
+    def _entity_of(self, text: str) -> str:
+        """The entity type of TEXT, held by a urn-typed field of an aspect (avro_check's ENTITY_OF):
+        GMS parses those as it parses an entity's urn."""
+        try:
+            return self.parse_urn(text).entity_type
+        except InvalidUrn as exc:
+            raise ValueError(exc.reason) from None
 
     def key_value(self, urn: Urn) -> dict[str, str]:
         """The entity's key aspect, as GMS derives it from the urn."""
@@ -156,7 +172,7 @@ class Registry:
     def validate(self, spec: AspectSpec, value: Any) -> None:
         """Refuse VALUE (Rest.li JSON) unless it conforms to SPEC's schema and, where DataHub has a
         generated class for it, that class accepts it."""
-        found = problems(spec.schema, value)
+        found = problems(spec.schema, value, self._entity_of)
         if found:
             raise MetadataInvalid(f"Failed to validate record with class {spec.restli_name}: {found}")
         if spec.model_class is not None:

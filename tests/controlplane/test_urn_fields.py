@@ -1,0 +1,60 @@
+"""Urn-typed fields of an aspect, written through DataHub's own client: the control plane takes a
+urn GMS takes there and refuses, with a 400 naming the field, one GMS refuses (its
+EntityRegistryUrnValidator: "Provided urn ... is invalid")."""
+from __future__ import annotations
+
+import pytest
+from datahub.configuration.common import OperationalError
+from datahub.emitter.mcp import MetadataChangeProposalWrapper
+from datahub.emitter.rest_emitter import DatahubRestEmitter
+import datahub.metadata.schema_classes as model
+
+DATASET = "urn:li:dataset:(urn:li:dataPlatform:hive,db.orders,PROD)"
+# A nested tuple, and a comma and a parenthesis percent-encoded inside a key part.
+UPSTREAM = "urn:li:dataset:(urn:li:dataPlatform:hive,db.t%2Cx%28y%29,PROD)"
+
+
+def container(urn: str) -> model.ContainerClass:
+    return model.ContainerClass(container=urn)
+
+
+def upstream(urn: str) -> model.UpstreamLineageClass:
+    return model.UpstreamLineageClass(upstreams=[model.UpstreamClass(dataset=urn, type="TRANSFORMED")])
+
+
+def owner(urn: str) -> model.OwnershipClass:
+    return model.OwnershipClass(owners=[model.OwnerClass(owner=urn, type="DATAOWNER")])
+
+
+@pytest.mark.parametrize("aspect, field, value, says", [
+    (container, "/container", "not-an-urn", "should start with 'urn:li:'"),
+    (upstream, "/upstreams/0/dataset", "hive.db.s", "should start with 'urn:li:'"),
+    (owner, "/owners/0/owner", "jdoe", "should start with 'urn:li:'"),
+    (upstream, "/upstreams/0/dataset", "urn:li:dataset:(urn:li:dataPlatform:hive,db.s)", "3 parts"),
+    (upstream, "/upstreams/0/dataset", "urn:li:dataset:(urn:li:dataPlatform:hive,db.s,PROD", "3 parts"),
+    (upstream, "/upstreams/0/dataset", "urn:li:chart:(looker,c1)", "a DatasetUrn is a urn of entity type dataset"),
+    (owner, "/owners/0/owner", "urn:li:noSuchEntity:jdoe", "Unknown entity type 'noSuchEntity'"),
+    (owner, "/owners/0/owner", DATASET, "entity type dataset is not a valid destination"),
+    (container, "/container", "urn:li:corpuser:jdoe", "entity type corpuser is not a valid destination"),
+])
+def test_an_invalid_urn_in_a_urn_field_is_refused_naming_the_field(cp, graph, aspect, field, value, says):
+    for client in (graph, DatahubRestEmitter(cp.gms_url, token=cp.admin_token)):
+        with pytest.raises(OperationalError) as refused:
+            client.emit_mcp(MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=aspect(value)))
+        assert refused.value.info.get("status") == 400
+        message = refused.value.info.get("message", "")
+        assert f"ERROR :: {field} :: Provided urn {value!r} is invalid" in message and says in message, message
+    assert cp.cp.store.query("SELECT urn FROM aspects") == [], "nothing of a refused proposal is stored"
+
+
+def test_valid_urns_in_urn_fields_are_taken_and_read_back(cp, graph):
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=container("urn:li:container:abc123")))
+    DatahubRestEmitter(cp.gms_url, token=cp.admin_token).emit_mcp(
+        MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=upstream(UPSTREAM)))
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=DATASET, aspect=model.OwnershipClass(owners=[
+        model.OwnerClass(owner="urn:li:corpuser:j%2Edoe", type="DATAOWNER"),
+        model.OwnerClass(owner="urn:li:corpGroup:data-eng", type="TECHNICAL_OWNER")])))
+    assert graph.get_aspect(DATASET, model.ContainerClass).container == "urn:li:container:abc123"
+    assert graph.get_aspect(DATASET, model.UpstreamLineageClass).upstreams[0].dataset == UPSTREAM
+    assert [o.owner for o in graph.get_aspect(DATASET, model.OwnershipClass).owners] == [
+        "urn:li:corpuser:j%2Edoe", "urn:li:corpGroup:data-eng"]
