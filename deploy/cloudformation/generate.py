@@ -74,6 +74,15 @@ PARAMETER_ENVIRONMENT = {
     "DATAHUB_EXECUTOR_MONITORS_MAX_WORKERS": "MonitorsMaxWorkers",
 }
 TOKEN_VARIABLE = "DATAHUB_GMS_TOKEN"
+# The GMS URLs the executor takes (executor/settings.py, _gms_url), as nearly as a regular
+# expression can say it, so that the stack refuses at create-stack what the task would refuse at
+# start, in a crash loop: http(s) in any case, a host (a name, or an IPv6 address in balanced
+# brackets), a port if any from 1 to 65535, and a path ending in /gms, then at most slashes or a
+# query or fragment (which urlparse sets apart from the path). The Helm chart's executor.gmsUrl
+# has the same pattern; tests/deploy checks both against the executor.
+PORT = r"[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]"
+GMS_URL = (r"^(?i:https?)://([^/?#\[\]]*@)?([^/?#@:\[\]]+|\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\])"
+           r"(:(0*(" + PORT + r"))?)?(/[^?#]*)?/gms(/*|[?#].*)$")
 RESERVED = (*PARAMETER_ENVIRONMENT, *FIXED_ENVIRONMENT, TOKEN_VARIABLE)
 NAME = r"(?!(?:" + "|".join(RESERVED) + r")=)[A-Za-z_][A-Za-z0-9_]*"
 # What ECS takes as a secret's valueFrom, as the executor's DATAHUB_EXECUTOR_AWS_SECRETS does: a full
@@ -175,8 +184,9 @@ def parameters() -> dict:
         "SubnetID": {"Type": "AWS::EC2::Subnet::Id",
                      "Description": "A subnet with outbound access to DataHub, SQS and your data sources (a NAT "
                                     "gateway, or AssignPublicIp=ENABLED in a public subnet)."},
-        "DataHubBaseUrl": {"Type": "String", "AllowedPattern": r"^https?://[^/]+(/.*)?/gms/?$",
-                           "ConstraintDescription": "must be an http(s) URL ending in /gms",
+        "DataHubBaseUrl": {"Type": "String", "AllowedPattern": GMS_URL,
+                           "ConstraintDescription": "must be an http(s) URL with a host, a port (if any) from 1 "
+                                                    "to 65535, and a path ending in /gms",
                            "Description": "DataHub's URL including /gms, e.g. https://<company>.acryl.io/gms "
                                           "(the update guide's DatahubGmsURL)."},
         "DataHubAccessToken": {"Type": "String", "NoEcho": True, "MinLength": 1,

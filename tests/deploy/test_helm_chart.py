@@ -151,7 +151,14 @@ def accepted_by_executor(setting: str, value: str) -> bool:
 
 @pytest.mark.parametrize("url", [
     "https://acme.acryl.io/gms", "https://acme.acryl.io/gms/", "http://gms:8080/api/gms", "https://acme.acryl.io",
-    "https://acme.acryl.io/gmsx", "https://acme.acryl.io/x?a=/gms", "ftp://acme.acryl.io/gms", "acme.acryl.io/gms"])
+    "https://acme.acryl.io/gmsx", "https://acme.acryl.io/x?a=/gms", "ftp://acme.acryl.io/gms", "acme.acryl.io/gms",
+    # Ports out of range or not numbers, no host, unbalanced brackets: the executor refuses them at start.
+    "https://acme.acryl.io:0/gms", "https://acme.acryl.io:99999/gms", "https://acme.acryl.io:65536/gms",
+    "https://acme.acryl.io:abc/gms", "https://[::1/gms", "https://user@:443/gms", "https://:443/gms",
+    "https://acme.acryl.io:65535/gms", "https://[::1]:8080/gms", "https://user:pw@acme.acryl.io:1/gms",
+    # A fragment or query is not part of the path the executor checks, unless a slash ends the path.
+    "https://acme.acryl.io/gms#frag", "https://acme.acryl.io/gms?x=1", "https://acme.acryl.io/gms/#frag",
+    "HTTPS://acme.acryl.io/gms", "https://acme.acryl.io//gms"])
 def test_the_chart_accepts_a_gms_url_exactly_when_the_executor_does(helm_env, url):
     executor_accepts = accepted_by_executor("DATAHUB_GMS_URL", url)
     result = template(helm_env, {"global.datahub.gms.url": url})

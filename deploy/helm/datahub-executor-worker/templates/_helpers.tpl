@@ -60,12 +60,15 @@ default to, and a default that pulls from nowhere only shows as ImagePullBackOff
 {{- printf "%s:%s" $repository (include "executor.verbatim" (list $tag "image.tag")) -}}
 {{- end -}}
 
-{{/* The GMS URL: required, http(s), its path ending in /gms (a trailing slash is allowed), as the
-executor checks it at start. */}}
+{{/* The GMS URL: required, and one the executor takes at start (executor/settings.py) as nearly as
+a regular expression can say it, so that a bad one fails here and not in a crash loop: http(s), a
+host (a name, or an IPv6 address in balanced brackets), a port if any from 1 to 65535, its path
+ending in /gms, then at most slashes or a query or fragment. The CloudFormation template's
+DataHubBaseUrl has the same pattern (deploy/cloudformation/generate.py, GMS_URL). */}}
 {{- define "executor.gmsUrl" -}}
 {{- $url := required "global.datahub.gms.url is required: DataHub's URL including /gms (--set global.datahub.gms.url=https://<your-company>.acryl.io/gms)" .Values.global.datahub.gms.url -}}
-{{- if not (regexMatch "^https?://[^/?#]+(/[^?#]*)?/gms/?$" $url) -}}
-{{- fail (printf "global.datahub.gms.url must be an http(s) URL ending in /gms, e.g. https://<your-company>.acryl.io/gms; got %q" $url) -}}
+{{- if not (regexMatch `^(?i:https?)://([^/?#\[\]]*@)?([^/?#@:\[\]]+|\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\])(:(0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?)?(/[^?#]*)?/gms(/*|[?#].*)$` $url) -}}
+{{- fail (printf "global.datahub.gms.url must be an http(s) URL ending in /gms, with a host and a port (if any) from 1 to 65535, e.g. https://<your-company>.acryl.io/gms; got %q" $url) -}}
 {{- end -}}
 {{- $url -}}
 {{- end -}}
