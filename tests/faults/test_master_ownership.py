@@ -70,8 +70,10 @@ def test_a_run_cancelled_while_it_waits_for_capacity_is_never_started(system, tm
     the task ahead of it ended, and only then cancelled. Now it is given back unstarted within
     seconds and ends CANCELLED (CANCELLED_BEFORE_START) while the task ahead runs on."""
     executor = system.start_executor(DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS="2", DATAHUB_EXECUTOR_PROGRESS_INTERVAL="1")
+    # Longer than the test takes on any machine (it is cancelled at the end): on a loaded one, a
+    # task ahead that ended first let the heavy run start before its cancel was looked at.
     running = system.cp.run_source(system.cp.create_source(
-        "long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=60), extra_env=custom_env())["id"])
+        "long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=600), extra_env=custom_env())["id"])
     wait_for_tick(system, running["id"])
     waiting = system.cp.run_source(system.cp.create_source(
         "heavy", custom_recipe("SleepySource", tmp_path / "h.json", seconds=2),
@@ -81,7 +83,7 @@ def test_a_run_cancelled_while_it_waits_for_capacity_is_never_started(system, tm
         assert time.monotonic() < deadline, "the heavy run was never claimed by the busy executor"
         time.sleep(0.2)
     system.cp.cancel(waiting["id"])
-    done = system.cp.wait_for_status(waiting["id"], {"CANCELLED", "SUCCESS", "FAILURE", "ABORTED"}, timeout_s=30)
+    done = system.cp.wait_for_status(waiting["id"], {"CANCELLED", "SUCCESS", "FAILURE", "ABORTED"}, timeout_s=60)
     assert (done["status"], done["reason"]) == ("CANCELLED", "CANCELLED_BEFORE_START")
     assert any("released (cancelled before it started)" in line for line in executor.lines)
     assert not [line for line in executor.lines if waiting["id"] in line and "task process" in line], "it started"
