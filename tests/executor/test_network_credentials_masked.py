@@ -20,7 +20,7 @@ from executor.runtime.rejection import TaskRejected
 from executor.runtime.venvs import InstallStep, VenvCache
 from sandbox import Sandbox
 
-from .runner_harness import RecordingControlPlane, runner_services, stand_in_prepare
+from .runner_harness import RecordingControlPlane, RecordingUploads, runner_services, stand_in_prepare
 
 EXECUTION = "exe_prints_its_proxy"
 PROXY_PASSWORD = "proxy-p@ss-7f3"  # percent-encoded in the URL, as a password with '@' must be
@@ -36,20 +36,6 @@ TASK = (f"#!/bin/sh\necho \"proxy: $HTTPS_PROXY\"\necho 'connecting as svc-inges
 SHOWN = ("proxy-p%40ss-7f3", PROXY_PASSWORD, BASIC)
 
 
-class Uploads:
-    bucket = None
-
-    def __init__(self) -> None:
-        self.logs: list[bytes] = []
-
-    def upload(self, execution_id: str, lease: str, data: bytes, *, accepted=(), quick: bool = False) -> str:
-        self.logs.append(data)
-        return "control plane"
-
-    def destination(self, execution_id: str) -> str:
-        return "control plane"
-
-
 def test_credentials_are_found_in_each_url_the_executor_passes_on():
     found = network_env.credentials({**ENVIRON, "PIP_FIND_LINKS": "https://a.example/x https://u:links-pw@b.example/y"})
     assert {"proxy-p%40ss-7f3", PROXY_PASSWORD, f"svc-ingest:{PROXY_PASSWORD}", "index-secret-9c1",
@@ -61,7 +47,7 @@ def test_credentials_are_found_in_each_url_the_executor_passes_on():
 def test_a_task_printing_the_proxy_credentials_ships_them_masked(tmp_path):
     work = tmp_path / "work"
     sandbox = Sandbox.open(f"test-{uuid.uuid4().hex[:10]}", mode="none")
-    control_plane, uploads, leases = RecordingControlPlane(EXECUTION), Uploads(), Leases()
+    control_plane, uploads, leases = RecordingControlPlane(EXECUTION), RecordingUploads(), Leases()
     lease, _ = leases.receive(EXECUTION, QueueRef("ingestion", "message-1", "handle-1", 1, 0))
     prepare = stand_in_prepare(tmp_path, TASK, work=work, network=network_env.for_tasks(ENVIRON))
     services = runner_services(client=control_plane, sandbox=sandbox, prepare=prepare, leases=leases,

@@ -14,7 +14,7 @@ from executor.leases import Leases, QueueRef
 from executor.runner import TaskRunner
 from sandbox import Sandbox
 
-from .runner_harness import RecordingControlPlane, runner_services, stand_in_prepare
+from .runner_harness import RecordingControlPlane, RecordingUploads, runner_services, stand_in_prepare
 
 EXECUTION = "exe_forges_its_log"
 FORGED = b"[executor] outcome: SUCCEEDED exit_code=0 signal=None (forged)"
@@ -23,20 +23,6 @@ FORGED = b"[executor] outcome: SUCCEEDED exit_code=0 signal=None (forged)"
 TASK = (b"#!/bin/sh\necho started\n"
         b"printf '\\377" + FORGED + b"\\n' | dd of=\"$HOME/../../logs/$DATAHUB_EXECUTION_ID.log\" bs=1 "
         b"seek=1048576 conv=notrunc 2>/dev/null\necho wrote $?\nexit 0\n")
-
-
-class Uploads:
-    bucket = None
-
-    def __init__(self) -> None:
-        self.logs: list[bytes] = []
-
-    def upload(self, execution_id: str, lease: str, data: bytes, *, accepted=(), quick: bool = False) -> str:
-        self.logs.append(data)
-        return "control plane"
-
-    def destination(self, execution_id: str) -> str:
-        return "control plane"
 
 
 def shown_as_the_executors(shipped: bytes) -> bool:
@@ -48,7 +34,7 @@ def shown_as_the_executors(shipped: bytes) -> bool:
 def test_a_task_of_the_executors_uid_cannot_forge_the_executors_lines_in_its_shipped_log(tmp_path):
     work = tmp_path / "work"
     sandbox = Sandbox.open(f"test-{uuid.uuid4().hex[:10]}", mode="none")
-    control_plane, uploads, acked = RecordingControlPlane(EXECUTION), Uploads(), []
+    control_plane, uploads, acked = RecordingControlPlane(EXECUTION), RecordingUploads(), []
     leases = Leases()
     lease, _ = leases.receive(EXECUTION, QueueRef("ingestion", "message-1", "handle-1", 1, 0))
     services = runner_services(client=control_plane, sandbox=sandbox, prepare=stand_in_prepare(tmp_path, TASK, work=work),

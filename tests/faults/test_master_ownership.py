@@ -41,20 +41,28 @@ def test_answers_that_are_not_json_never_kill_a_runner(system, proxy, tmp_path):
     assert executor.process.poll() is None
 
 
+def a_run_waiting_behind_another(system, tmp_path, ahead_s: float) -> tuple[dict, dict]:
+    """(the run ahead, the run waiting): a task of the default weight that runs AHEAD_S, then one
+    of the whole capacity, which an executor of two workers receives and claims while half its
+    capacity is free, and which then waits for admission, saying so in its log tail."""
+    running = system.cp.run_source(system.cp.create_source(
+        "long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=ahead_s), extra_env=custom_env())["id"])
+    wait_for_tick(system, running["id"])
+    waiting = system.cp.run_source(system.cp.create_source(
+        "heavy", custom_recipe("SleepySource", tmp_path / "h.json", seconds=2),
+        extra_env=custom_env(EXECUTOR_TASK_WEIGHT="1.0"))["id"])
+    deadline = time.monotonic() + 60
+    while "waiting for capacity" not in (system.cp.execution(waiting["id"])["log_tail"] or ""):
+        assert time.monotonic() < deadline, "the heavy run was never claimed by the busy executor"
+        time.sleep(0.2)
+    return running, waiting
+
+
 def test_work_claimed_but_not_started_is_given_back_on_shutdown(system, tmp_path):
     # Two workers: half the capacity is free while the first task runs, so the executor receives
     # and claims the whole-capacity second one, which then waits for admission.
     first = system.start_executor("first", DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS="2", DATAHUB_EXECUTOR_DRAIN_TIMEOUT="5")
-    running = system.cp.run_source(system.cp.create_source(
-        "long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=60), extra_env=custom_env())["id"])
-    wait_for_tick(system, running["id"])
-    waiting = system.cp.run_source(system.cp.create_source(
-        "short", custom_recipe("SleepySource", tmp_path / "s.json", seconds=2),
-        extra_env=custom_env(EXECUTOR_TASK_WEIGHT="1.0"))["id"])
-    deadline = time.monotonic() + 60
-    while "waiting for capacity" not in (system.cp.execution(waiting["id"])["log_tail"] or ""):
-        assert time.monotonic() < deadline, "the second task was never claimed by the full executor"
-        time.sleep(0.2)
+    running, waiting = a_run_waiting_behind_another(system, tmp_path, ahead_s=60)
     assert first.stop(timeout_s=60) == 0
     assert any("released (the executor stopped before the task could start)" in line for line in first.lines)
     assert system.cp.execution(waiting["id"])["status"] == "PENDING", "given back, not lost"
@@ -72,16 +80,7 @@ def test_a_run_cancelled_while_it_waits_for_capacity_is_never_started(system, tm
     executor = system.start_executor(DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS="2", DATAHUB_EXECUTOR_PROGRESS_INTERVAL="1")
     # Longer than the test takes on any machine (it is cancelled at the end): on a loaded one, a
     # task ahead that ended first let the heavy run start before its cancel was looked at.
-    running = system.cp.run_source(system.cp.create_source(
-        "long", custom_recipe("SleepySource", tmp_path / "l.json", seconds=600), extra_env=custom_env())["id"])
-    wait_for_tick(system, running["id"])
-    waiting = system.cp.run_source(system.cp.create_source(
-        "heavy", custom_recipe("SleepySource", tmp_path / "h.json", seconds=2),
-        extra_env=custom_env(EXECUTOR_TASK_WEIGHT="1.0"))["id"])
-    deadline = time.monotonic() + 60
-    while "waiting for capacity" not in (system.cp.execution(waiting["id"])["log_tail"] or ""):
-        assert time.monotonic() < deadline, "the heavy run was never claimed by the busy executor"
-        time.sleep(0.2)
+    running, waiting = a_run_waiting_behind_another(system, tmp_path, ahead_s=600)
     system.cp.cancel(waiting["id"])
     done = system.cp.wait_for_status(waiting["id"], {"CANCELLED", "SUCCESS", "FAILURE", "ABORTED"}, timeout_s=60)
     assert (done["status"], done["reason"]) == ("CANCELLED", "CANCELLED_BEFORE_START")

@@ -121,9 +121,15 @@ def pass_pid_on(member: subprocess.Popen, kill: Callable[[int, int], None] = os.
     `sleep` outside every test cgroup with its pid: the process a stale pid now names."""
     kill(member.pid, signal.SIGKILL)
     member.wait()
-    decoy = take_pid(member.pid, ["sleep", "300"])
+    return decoy_with_pid(member.pid)
+
+
+def decoy_with_pid(pid: int) -> subprocess.Popen:
+    """A `sleep` outside every test cgroup with PID, a dead member's, freed and reaped: the
+    process a stale pid now names. Skips the test where other forks keep taking the pid."""
+    decoy = take_pid(pid, ["sleep", "300"])
     if decoy is None:
-        pytest.skip(f"could not fork a process with pid {member.pid}: other forks kept taking it")
+        pytest.skip(f"could not fork a process with pid {pid}: other forks kept taking it")
     return decoy
 
 

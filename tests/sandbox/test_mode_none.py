@@ -14,7 +14,7 @@ import pytest
 from sandbox import Limits, Status
 from sandbox.confined import ConfinedProcess
 
-from .conftest import PYTHON, assert_spared, leak_script, pass_pid_on, pid_alive, take_pid
+from .conftest import PYTHON, assert_spared, decoy_with_pid, leak_script, pass_pid_on, pid_alive, take_pid
 
 
 def test_rss_watchdog_stops_a_leak_and_says_it_was_best_effort(none_sandbox):
@@ -201,10 +201,7 @@ def test_a_process_that_took_a_new_members_pid_before_it_was_remembered_is_left_
                 os.kill(pid, signal.SIGKILL)
                 while os.path.exists(f"/proc/{pid}"):  # until the shell has reaped it
                     time.sleep(0.001)
-                decoy = take_pid(pid, ["sleep", "300"])
-                if decoy is None:
-                    pytest.skip(f"could not fork a process with pid {pid}: other forks kept taking it")
-                decoys.append(decoy)
+                decoys.append(decoy_with_pid(pid))
             remember(self, found)
 
         monkeypatch.setattr(type(group), "_remember", pass_the_pid_on_first)
