@@ -254,16 +254,15 @@ class ConfinedProcess:
         (SIGKILL only to what is left when it runs out), so the rest of the tree, which got the
         same SIGTERM and may still be cleaning up, is given what is left of it; a kill() or
         the task's timeout cuts it short. The tree's end is looked for in short, growing pauses."""
-        pause = 0.005
         ends_at = self._grace_ends_at
         if self._limits.timeout_s:
             ends_at = min(ends_at, self._started + self._limits.timeout_s)
-        while True:
-            left = ends_at - time.monotonic()
-            if left <= 0 or self._end.snapshot().kill or self._group.is_empty():
+        pauses = Backoff(ends_at - time.monotonic(), first_s=0.005, cap_s=GRACE_POLL_MAX_S)
+        while not (self._end.snapshot().kill or self._group.is_empty()):
+            pause = pauses.next_pause()
+            if pause is None:
                 return
-            self._watch.sleep(min(pause, left))
-            pause = min(pause * 2, GRACE_POLL_MAX_S)
+            self._watch.sleep(pause)
 
     def _backoff(self) -> Backoff:
         """One kill budget per task, shared by the wait above and _end_the_tree."""
