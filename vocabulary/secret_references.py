@@ -64,6 +64,20 @@ def is_expanded(value: str) -> bool:
     return False
 
 
+def string_values(value: Any) -> Iterator[str]:
+    """Every string value in VALUE's dicts and lists, in order (keys are never expanded), as
+    EnvResolver walks a recipe; iteratively, whatever the nesting."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            pending.extend(reversed(item))
+        elif isinstance(item, str):
+            yield item
+
+
 def is_secret_name(name: str) -> bool:
     return bool(VALID_NAME.match(name))
 
@@ -117,17 +131,12 @@ class _Scan:
         self.assigned: set[str] = set()  # ${NAME:=default} sets NAME for the values after it
 
     def walk(self, value: Any) -> None:
-        if isinstance(value, dict):
-            for item in value.values():
-                self.walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                self.walk(item)
-        elif isinstance(value, str) and is_expanded(value):
-            try:
-                self.expand(value, nounset=True)
-            except _Malformed:
-                pass
+        for text in string_values(value):
+            if is_expanded(text):
+                try:
+                    self.expand(text, nounset=True)
+                except _Malformed:
+                    pass
 
     def note(self, name: str, required: bool) -> None:
         if not VALID_NAME.match(name):

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from vocabulary.safe_yaml import YamlRefused, load_bounded
 from vocabulary.secret_references import (REFERENCE_NAME, VALID_NAME, SecretNames, any_references, recipe_secret_names,
-                                          secret_names)
+                                          secret_names, string_values)
 
 
 class SecretError(Exception):
@@ -77,7 +77,7 @@ def find_secret_references(text: str, parsed: Any = None) -> SecretNames:
             parsed = load_bounded(text)
         except YamlRefused:
             parsed = text
-    values = _string_values(parsed) if isinstance(parsed, (dict, list)) else [text]
+    values = string_values(parsed) if isinstance(parsed, (dict, list)) else [text]
     for reference in (reference for value in values for reference in any_references(value)):
         name = REFERENCE_NAME.match(reference).group(1)
         if not VALID_NAME.match(name):
@@ -85,20 +85,6 @@ def find_secret_references(text: str, parsed: Any = None) -> SecretNames:
             raise SecretRefused(name, f"secret reference ${{{shown}}} is refused: names are letters, digits and '_' only")
     return secret_names(parsed) if isinstance(parsed, (dict, list)) else recipe_secret_names(text)
 
-
-def _string_values(value: Any) -> list[str]:
-    """Every string value in VALUE's dicts and lists (not the keys), as EnvResolver walks them."""
-    found: list[str] = []
-    pending = [value]
-    while pending:  # iterative: the bounded parse allows 64 levels, the walk need not recurse
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending.extend(reversed(list(item.values())))
-        elif isinstance(item, list):
-            pending.extend(reversed(item))
-        elif isinstance(item, str):
-            found.append(item)
-    return found
 
 
 def find_secret_names(text: str) -> list[str]:
