@@ -292,12 +292,17 @@ class TaskLog:
         raw lines took K-1 lines too many, which reached back into the head and were written
         twice. The lines from the one where the head ends are masked apart; a secret that began
         before them is let go as mask_window lets go of one cut at a window's start."""
-        view = self._ring_view
-        data = b"".join((view[self._ring_at:], view[: self._ring_at])) if view is not None else bytes(self._ring)
+        data = self._window_bytes()
         start = data.rfind(b"\n", 0, len(data) - count)  # the newline before the line the head ends in
         masked = self.masker.mask_window(data[start:] if start != -1 else data, cut_at_start=start != -1,
                                          open_at_end=False)
         return masked.count(b"\n") + (not self._ends_line)
+
+    def _window_bytes(self) -> bytes:
+        """The window as it is kept (raw or masked), oldest byte first: once the ring is full, one
+        copy of its two parts. Under the lock."""
+        view = self._ring_view
+        return b"".join((view[self._ring_at:], view[: self._ring_at])) if view is not None else bytes(self._ring)
 
     @property
     def version(self) -> int:
@@ -311,8 +316,7 @@ class TaskLog:
         with self._lock:
             if self._final_window is not None and self._final_window[0] == self._version:
                 return self._final_window[1]
-            view = self._ring_view  # once the ring is full: one copy, oldest byte first
-            data = b"".join((view[self._ring_at:], view[: self._ring_at])) if view is not None else bytes(self._ring)
+            data = self._window_bytes()
             truncated, raw, streaming, version = self._window_cut, self._window_raw, self._streaming, self._version
         if raw:
             data = self.masker.mask_window(data, cut_at_start=truncated, open_at_end=streaming)
