@@ -57,6 +57,8 @@ ALLOWED: dict[State, frozenset[State]] = {
 TERMINAL = frozenset({S.ACKED, S.RETURNED, S.RELEASED, S.DROPPED, S.LOST})
 CLAIMED_STATES = frozenset({S.CLAIMED, S.ADMITTED, S.RUNNING, S.REPORTING})
 UNSTARTED = frozenset({S.RECEIVED, S.CLAIMED, S.ADMITTED})
+CLAIMED_UNSTARTED = CLAIMED_STATES & UNSTARTED  # whose cancels CancelWatch asks for
+LISTED = CLAIMED_STATES | {S.RECEIVED}  # what the heartbeat lists: claims held or on their way
 
 
 class IllegalTransition(RuntimeError):
@@ -166,20 +168,19 @@ class Leases:
         again, while this process went on to run it on a lease no longer valid. A received
         message whose claim is refused leaves the registry, and the next heartbeat with it."""
         with self._lock:
-            return sorted(e for e, lease in self._by_execution.items()
-                          if lease.state is S.RECEIVED or lease.state in CLAIMED_STATES)
+            return sorted(e for e, lease in self._by_execution.items() if lease.state in LISTED)
 
     def unstarted_claims(self) -> list[str]:
         """Executions claimed but not started (waiting for capacity or a task user, or being
         prepared): no runner asks for their cancels, CancelWatch does."""
         with self._lock:
-            return sorted(e for e, lease in self._by_execution.items() if lease.state in (S.CLAIMED, S.ADMITTED))
+            return sorted(e for e, lease in self._by_execution.items() if lease.state in CLAIMED_UNSTARTED)
 
     def ask_cancel(self, execution_id: str) -> bool:
         """Mark a claimed, unstarted execution cancelled; True when that changed something."""
         with self._lock:
             lease = self._by_execution.get(execution_id)
-            if lease is None or lease.state not in (S.CLAIMED, S.ADMITTED) or lease.cancel_asked:
+            if lease is None or lease.state not in CLAIMED_UNSTARTED or lease.cancel_asked:
                 return False
             lease.cancel_asked = True
             return True
