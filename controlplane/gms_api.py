@@ -9,6 +9,7 @@
     GET  /gms/entitiesV2?ids=List(...)&aspects=List(...)  several entities
     POST /gms/entities?action=ingest | batchIngest        snapshots (MCEs), split into UPSERTs, all or nothing
     POST /gms/entities?action=delete                      hard delete of an entity, or of a timeseries aspect's points
+    POST /gms/entities?action=deleteReferences            the references other entities hold to one, removed
     POST /gms/runs?action=list | describe                 ingestion runs and what each wrote
 
 Errors have Rest.li's shape ({"exceptionClass", "message", "status"}), which DataHub's client
@@ -33,6 +34,7 @@ from .metadata import aspect_store, snapshots
 from .metadata.entity_keys import SYSTEM_ACTOR, key_aspect
 from .metadata.registry import MetadataInvalid
 from .metadata.timeseries_filter import document, matches, parse_filter, timeseries_fields
+from .references import delete_references
 from .service import ControlPlane
 from .tokens import ADMIN, EXECUTOR, INGEST, Identity
 
@@ -180,6 +182,17 @@ def hard_delete(cp: ControlPlane, identity: Identity, body: dict[str, Any]) -> d
                       "give aspectName, or leave them out to delete the whole entity with all its points")
     deleted = cp.delete_entity(urn, identity)
     return {"value": {"urn": urn, "rows": deleted.rows, "timeseriesRows": deleted.timeseries_rows}}
+
+
+def references_action(cp: ControlPlane, identity: Identity, body: dict[str, Any]) -> dict[str, Any]:
+    """GMS's EntityResource deleteReferences action: `urn`, and `dryRun` (false unless given)."""
+    urn = body.get("urn")
+    if not isinstance(urn, str):
+        raise Invalid("urn is required (a string)")
+    dry_run = body.get("dryRun", False)
+    if not isinstance(dry_run, bool):
+        raise Invalid(f"dryRun must be true or false, not {str(dry_run)[:40]!r}")
+    return {"value": delete_references(cp, urn, dry_run, identity)}
 
 
 def snapshot_proposals(cp: ControlPlane, action: str, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -350,11 +363,13 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
                 raise Invalid("the body must be a JSON object")
             cp.ingest.ingest(snapshot_proposals(cp, action, body), identity_of(request))
             return Response(status_code=200)  # GMS's action returns Void: 200, no body
-        if action != "delete":
+        if action not in ("delete", "deleteReferences"):
             return restli_error(404, f"action {action[:60]!r} of resource entities is not implemented by this server")
         body = loads(await request.body() or b"{}")
         if not isinstance(body, dict):
             raise Invalid("the body must be a JSON object")
+        if action == "deleteReferences":
+            return await run_in_threadpool(references_action, cp, identity_of(request), body)
         # Off the event loop: a pool's delete deletes its queues, and a queue service that hangs
         # must not hold up every other call.
         return await run_in_threadpool(hard_delete, cp, identity_of(request), body)

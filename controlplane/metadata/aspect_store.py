@@ -155,6 +155,15 @@ def latest_of_type(db: sqlite3.Connection, entity_type: str, aspect: str) -> lis
     return [_stored(row) for row in rows.fetchall()]
 
 
+def latest_holding(db: sqlite3.Connection, text: str) -> list[StoredAspect]:
+    """The latest versioned aspects, of every entity, whose stored JSON holds TEXT as a string
+    value (a urn that may be referenced), by urn and aspect: what deleteReferences must look
+    at. Found by the text as stored (this module's _dumps), then checked by the caller."""
+    rows = db.execute("SELECT urn, entity_type, aspect, version, metadata, system_metadata, created_on, created_by "
+                      "FROM aspects WHERE version=0 AND instr(metadata, ?) > 0 ORDER BY urn, aspect", (_dumps(text),))
+    return [_stored(row) for row in rows.fetchall()]
+
+
 @dataclass(frozen=True)
 class Deleted:
     """What a hard delete removed, counted as GMS's DeleteEntityResponse counts it: `rows`, the
