@@ -23,6 +23,7 @@ from datahub.utilities.urns.error import InvalidUrnError
 
 from . import remote_executor_model
 from .avro_check import problems, restli_name
+from .relationships import wrong_destinations
 
 # Urns remembered parsed: a batch names each entity once per aspect it writes.
 PARSED_URNS = 1024
@@ -172,7 +173,7 @@ class Registry:
     def validate(self, spec: AspectSpec, value: Any) -> None:
         """Refuse VALUE (Rest.li JSON) unless it conforms to SPEC's schema and, where DataHub has a
         generated class for it, that class accepts it."""
-        found = problems(spec.schema, value, self._entity_of)
+        found = problems(spec.schema, value, self._entity_of) or wrong_destinations(spec.schema, value, self._entity_of)
         if found:
             raise MetadataInvalid(f"Failed to validate record with class {spec.restli_name}: {found}")
         if spec.model_class is not None:

@@ -22,7 +22,7 @@ dangling pointer this call is for (decision 94).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ class RelationshipPath:
     name: str
     path: tuple[str, ...]
     destinations: tuple[str, ...]
+    by_path: bool = False  # declared by an enclosing field for a path below it
 
 
 _PATHS: dict[str, tuple[RelationshipPath, ...]] = {}
@@ -55,10 +56,10 @@ def paths_of(schema: avro.RecordSchema) -> tuple[RelationshipPath, ...]:
     return found
 
 
-def _relationship(annotation: Any, path: tuple[str, ...]) -> RelationshipPath | None:
+def _relationship(annotation: Any, path: tuple[str, ...], by_path: bool) -> RelationshipPath | None:
     if not isinstance(annotation, dict) or not isinstance(annotation.get("name"), str):
         return None
-    return RelationshipPath(annotation["name"], path, tuple(annotation.get("entityTypes") or ()))
+    return RelationshipPath(annotation["name"], path, tuple(annotation.get("entityTypes") or ()), by_path)
 
 
 def _collect(schema: avro.Schema, path: tuple[str, ...], by_path: dict[tuple[str, ...], Any], own: Any,
@@ -84,7 +85,7 @@ def _collect(schema: avro.Schema, path: tuple[str, ...], by_path: dict[tuple[str
                     given.setdefault(field_path + parts, inner)  # an outer field's says first
             _collect(field.type, field_path, given, annotation, inside, collected)
     elif kind == "string":
-        relationship = _relationship(by_path.get(path, own), path)
+        relationship = _relationship(by_path.get(path, own), path, path in by_path)
         if relationship is not None:
             collected[path] = relationship
 
@@ -101,6 +102,41 @@ def values_at(value: Any, path: tuple[str, ...]) -> Iterator[Any]:
                 yield from values_at(item, rest)
     elif isinstance(value, dict) and value.get(step) is not None:
         yield from values_at(value[step], rest)
+
+
+def located(value: Any, path: tuple[str, ...], where: str = "") -> Iterator[tuple[str, Any]]:
+    """values_at, each with where it is in VALUE as GMS names a place ("/owners/0/owner")."""
+    if not path:
+        yield where, value
+        return
+    step, rest = path[0], path[1:]
+    if step == ITEMS:
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from located(item, rest, f"{where}/{index}")
+    elif isinstance(value, dict) and value.get(step) is not None:
+        yield from located(value[step], rest, f"{where}/{step}")
+
+
+def wrong_destinations(schema: avro.RecordSchema, value: dict[str, Any],
+                       entity_of: Callable[[str], str]) -> list[str]:
+    """GMS's refusals (EntityRegistryUrnValidator) of a urn that a relationship declared by path
+    from an enclosing field may not point to (DashboardInfo.datasetEdges: `/*/destinationUrn`,
+    datasets only). A relationship declared on the urn field itself avro_check.py checks; a urn
+    that does not parse it refuses too, so it is passed over here."""
+    found = []
+    for relationship in paths_of(schema):
+        if not (relationship.by_path and relationship.destinations):
+            continue
+        for where, urn in located(value, relationship.path):
+            try:
+                entity = entity_of(urn) if isinstance(urn, str) else None
+            except ValueError:
+                continue
+            if entity is not None and entity not in relationship.destinations:
+                found.append(f"ERROR :: {where} :: Provided urn {urn!r} is invalid: entity type {entity} is not a "
+                             f"valid destination for this field (one of: {', '.join(relationship.destinations)})")
+    return found
 
 
 def references_to(schema: avro.RecordSchema, value: dict[str, Any], urn: str) -> list[RelationshipPath]:

@@ -58,3 +58,23 @@ def test_valid_urns_in_urn_fields_are_taken_and_read_back(cp, graph):
     assert graph.get_aspect(DATASET, model.UpstreamLineageClass).upstreams[0].dataset == UPSTREAM
     assert [o.owner for o in graph.get_aspect(DATASET, model.OwnershipClass).owners] == [
         "urn:li:corpuser:j%2Edoe", "urn:li:corpGroup:data-eng"]
+
+
+def dashboard_consuming(urn: str) -> model.DashboardInfoClass:
+    return model.DashboardInfoClass(title="orders", description="", lastModified=model.ChangeAuditStampsClass(),
+                                    datasetEdges=[model.EdgeClass(destinationUrn=urn)])
+
+
+def test_a_relationship_declared_by_path_from_an_enclosing_field_is_checked_for_its_entity_types(cp, graph):
+    """DashboardInfo.datasetEdges declares `/*/destinationUrn` a Consumes relationship to datasets;
+    an Edge's destinationUrn is any urn, so only that declaration says a chart is refused there."""
+    dashboard = "urn:li:dashboard:(looker,orders)"
+    with pytest.raises(OperationalError) as refused:
+        graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=dashboard,
+                                                     aspect=dashboard_consuming("urn:li:chart:(looker,c1)")))
+    message = refused.value.info.get("message", "")
+    assert refused.value.info.get("status") == 400
+    assert "ERROR :: /datasetEdges/0/destinationUrn :: Provided urn 'urn:li:chart:(looker,c1)' is invalid: entity type " \
+           "chart is not a valid destination for this field (one of: dataset)" in message, message
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=dashboard, aspect=dashboard_consuming(DATASET)))
+    assert graph.get_aspect(dashboard, model.DashboardInfoClass).datasetEdges[0].destinationUrn == DATASET
