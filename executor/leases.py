@@ -59,6 +59,7 @@ CLAIMED_STATES = frozenset({S.CLAIMED, S.ADMITTED, S.RUNNING, S.REPORTING})
 UNSTARTED = frozenset({S.RECEIVED, S.CLAIMED, S.ADMITTED})
 CLAIMED_UNSTARTED = CLAIMED_STATES & UNSTARTED  # whose cancels CancelWatch asks for
 LISTED = CLAIMED_STATES | {S.RECEIVED}  # what the heartbeat lists: claims held or on their way
+LISTED_LAST = CLAIMED_STATES - UNSTARTED  # what the last heartbeat (STOPPED) lists: what started
 
 
 class IllegalTransition(RuntimeError):
@@ -161,14 +162,20 @@ class Leases:
         with self._lock:
             return sorted(e for e, lease in self._by_execution.items() if lease.state in CLAIMED_STATES)
 
-    def listed_ids(self) -> list[str]:
+    def listed_ids(self, *, last: bool = False) -> list[str]:
         """What the heartbeat lists as this process's: the executions it holds a claim on, and
         those it is claiming. A claim granted whose answer is still on its way is ours; left
         out of two heartbeats, the control plane took it for a lost claim and queued the run
         again, while this process went on to run it on a lease no longer valid. A received
-        message whose claim is refused leaves the registry, and the next heartbeat with it."""
+        message whose claim is refused leaves the registry, and the next heartbeat with it.
+
+        LAST: the list of the last heartbeat (STOPPED), which the control plane takes as final,
+        only what started. Anything else still held then is a claim the process gave up on as
+        it exits (a second stop signal): listed, it stayed held by a stopped executor and ended
+        ABORTED (EXECUTOR_LOST) without having run; left out, it is queued again at once."""
+        states = LISTED_LAST if last else LISTED
         with self._lock:
-            return sorted(e for e, lease in self._by_execution.items() if lease.state in LISTED)
+            return sorted(e for e, lease in self._by_execution.items() if lease.state in states)
 
     def unstarted_claims(self) -> list[str]:
         """Executions claimed but not started (waiting for capacity or a task user, or being

@@ -263,8 +263,9 @@ class Heartbeat:
             snap = ledger.snapshot()
             capacity[name] = {"max_workers": snap.max_workers, "used_weight": float(snap.used), "running": snap.running,
                               "waiting": snap.waiting}
+        listed = self.leases.listed_ids(last=state == "STOPPED")  # the STOPPED one's list is final
         return {"instanceId": self.instance_id, "heartbeatIntervalSeconds": str(self.interval_s), "state": state,
-                "startedAt": self.started_at, "runningExecutions": json.dumps(self.leases.listed_ids()),
+                "startedAt": self.started_at, "runningExecutions": json.dumps(listed),
                 "capacity": json.dumps(capacity), "sandbox": json.dumps(self.sandbox()),
                 "health": json.dumps(self.health())}
 

@@ -25,9 +25,11 @@ def test_a_lease_walks_its_life_and_leaves_the_registry_at_the_end():
     lease, what = leases.receive("exe_1", ref())
     assert what == "new" and leases.claimed_ids() == []
     assert leases.listed_ids() == ["exe_1"], "a claim may be on its way: the heartbeat lists it"
+    assert leases.listed_ids(last=True) == [], "the last heartbeat lists only what started"
     for state in (State.CLAIMED, State.ADMITTED, State.RUNNING, State.REPORTING):
         leases.move(lease, state)
         assert leases.claimed_ids() == ["exe_1"]
+        assert leases.listed_ids(last=True) == (["exe_1"] if state in (State.RUNNING, State.REPORTING) else [])
     leases.move(lease, State.ACKED)
     assert len(leases) == 0
 

@@ -289,3 +289,31 @@ def test_the_next_task_is_claimed_while_a_result_is_reported_and_starts_once_it_
     finished = next(i for i, line in enumerate(executor.lines) if "finished: SUCCESS" in line and first in line)
     started = next(i for i, line in enumerate(executor.lines) if "started: RUN_INGEST" in line and second in line)
     assert finished < started, "the second task started before the first's result was recorded"
+
+
+def test_a_claim_in_flight_when_a_second_stop_signal_gives_up_is_queued_again_not_lost(system, proxy, tmp_path):
+    """The claim was granted, its answer slow, and the operator pressed Ctrl-C twice: the executor
+    exits without waiting for it. Its last heartbeat (STOPPED, whose list is final) listed the
+    run whose claim was on its way, as every heartbeat lists it (Leases.LISTED), so the control
+    plane kept it held by a stopped executor and ended it ABORTED (EXECUTOR_LOST), a run that
+    never started. The last list names only what started: the rest is queued again at once."""
+    executor = system.start_executor(DATAHUB_GMS_URL=proxy.url)
+    late = proxy.delay("POST", "/claim", 30, times=1)
+    execution = system.cp.run_source(system.cp.create_source(
+        "claimed-at-the-stop", custom_recipe("SleepySource", tmp_path / "s.json", seconds=1),
+        extra_env=custom_env())["id"])
+    deadline = time.monotonic() + 60
+    while late.hits < 1:
+        assert time.monotonic() < deadline, "the claim never went out"
+        time.sleep(0.1)
+    time.sleep(0.5)  # the claim is granted (its answer is what waits)
+    assert system.cp.execution(execution["id"])["status"] == "RUNNING"
+    executor.process.send_signal(signal.SIGTERM)
+    executor.wait_for_line("stop requested", timeout_s=10)
+    executor.process.send_signal(signal.SIGTERM)
+    assert executor.process.wait(timeout=60) == 1, "it gave up on the runner waiting for its claim's answer"
+    after = system.cp.wait_for_status(execution["id"], {"PENDING", "ABORTED", "SUCCESS", "FAILURE"}, timeout_s=30)
+    assert after["status"] == "PENDING", f"{after['status']} ({after['reason']}): a run that never started"
+    system.start_executor("second")
+    done = system.cp.wait_for_status(execution["id"], {"SUCCESS", "FAILURE", "ABORTED"}, timeout_s=180)
+    assert (done["status"], done["executor_id"]) == ("SUCCESS", "second")
