@@ -123,6 +123,8 @@ class Master:
         self._threads: list[threading.Thread] = []
         self._runners: list[TaskRunner] = []  # started runners; both intake threads add to it
         self._runners_lock = threading.Lock()
+        # Messages an intake is giving back, no runner taking them (_offer): the drain waits for them too.
+        self._giving_back = 0
         self._last_loop = time.monotonic()
         self._start_step = "opening the sandbox"  # what the start is doing: /health names it
         self._next_beat = 0.0  # when the heartbeat thread beats next (time.monotonic())
@@ -379,7 +381,7 @@ class Master:
         # back, and one offered before it has its runner started and listed before the drain
         # can look, so the drain never ends with a runner it did not see. The give-back itself
         # is outside the lock: it waits for the visibility extender (leases.py), and the main
-        # thread must not wait with it.
+        # thread must not wait with it; the drain looks at whether it is done (_giving_back_now).
         refused = None
         with self._runners_lock:
             if self.stopping.is_set():
@@ -392,8 +394,14 @@ class Master:
                     refused = f"no thread for the task: {exc}"
                 else:
                     self._runners = [r for r in self._runners if r.is_alive()] + [runner]
+            if refused is not None:
+                self._giving_back += 1  # the drain waits for it (_giving_back_now)
         if refused is not None:
-            self._give_back(lease, message.ref, log, refused)
+            try:
+                self._give_back(lease, message.ref, log, refused)
+            finally:
+                with self._runners_lock:
+                    self._giving_back -= 1
 
     def _give_back(self, lease: Lease, ref: QueueRef, log: "loguru.Logger", why: str) -> None:
         """A lease no runner will take: its message is visible on the queue again at once. The
@@ -412,11 +420,19 @@ class Master:
         with self._runners_lock:
             return [r for r in self._runners if r.is_alive()]
 
+    def _giving_back_now(self) -> bool:
+        """Whether an intake is giving a message back (_offer). Such a give-back waits for the
+        visibility extender's call in flight (leases.py): a drain that did not wait for it ended
+        the process first, and the message stayed hidden for its whole visibility timeout."""
+        with self._runners_lock:
+            return self._giving_back > 0
+
     def _wait_and_drain(self) -> list[TaskRunner]:
         """Until the stop is done: returns the runners given up on (their reports unrecorded
         SECOND_SIGNAL_REPORT_S after a second signal), none after an orderly drain."""
         drain_deadline: float | None = None
         give_up_at: float | None = None
+        give_backs_until: float | None = None
         while True:
             self._last_loop = time.monotonic()
             # The systemd watchdog is fed here, on every turn of the loop /health watches, and not
@@ -444,13 +460,18 @@ class Master:
                                self.settings.drain_timeout_s)
                 self._kill_running()
             if self.stopping.is_set() and not self._live_runners():
-                return []
+                # Give-backs within ACKS_JOIN_S, as the last deletes: an SQS that does not answer
+                # must not hold the exit, and a message not returned comes back all the same.
+                give_backs_until = give_backs_until or time.monotonic() + ACKS_JOIN_S
+                if not self._giving_back_now() or time.monotonic() >= give_backs_until:
+                    return []
             if give_up_at is not None and time.monotonic() >= give_up_at:
                 left = self._live_runners()
-                logger.error("exiting after the second stop signal without the results of {} recorded: the control "
-                             "plane did not take them within {:.0f} s; it ends them ABORTED (EXECUTOR_LOST) once "
-                             "this executor's heartbeats stop", ", ".join(r.execution_id for r in left),
-                             SECOND_SIGNAL_REPORT_S)
+                if left:  # else only a give-back was left: its message comes back after its visibility timeout
+                    logger.error("exiting after the second stop signal without the results of {} recorded: the "
+                                 "control plane did not take them within {:.0f} s; it ends them ABORTED "
+                                 "(EXECUTOR_LOST) once this executor's heartbeats stop",
+                                 ", ".join(r.execution_id for r in left), SECOND_SIGNAL_REPORT_S)
                 return left
 
     def _wake_ledgers(self) -> None:

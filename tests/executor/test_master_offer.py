@@ -3,8 +3,11 @@ The runner is a stand-in thread: what is under test is the master's own book of 
 drain waits on it) and what happens to a lease whose runner cannot start."""
 from __future__ import annotations
 
+import json
 import sys
 import threading
+import time
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import executor.master as master_module
@@ -132,3 +135,79 @@ def test_a_message_given_back_and_received_again_at_once_is_new_work(tmp_path, m
     master.services = SimpleNamespace(consumers={"ingestion": SimpleNamespace(return_now=return_now)})
     master._offer(message("ingestion", 1))
     assert offered == ["new"]
+
+
+
+@contextmanager
+def stopping_master_with_a_received_message(tmp_path):
+    """(a master whose stop has begun, wired to a real SQS-protocol queue and heartbeat server
+    as _start wires it, a message received from that queue and not yet offered, the queue)."""
+    from controlplane.queues import EmbeddedSqs
+    from executor.acks import Acknowledger
+    from executor.consumer import SqsConsumer
+    from executor.controlplane_client import ControlPlaneClient
+
+    from .test_heartbeat import StatusServer
+    from .test_master_stop import give_heartbeat
+
+    sqs = EmbeddedSqs()
+    endpoint = sqs.start()
+    try:
+        with StatusServer() as server:
+            consumer = SqsConsumer("", "ingestion", region="us-east-1", endpoint_url=endpoint, visibility_timeout_s=60,
+                                   local_credentials=True)
+            consumer.queue_url = consumer.client.create_queue(QueueName=f"offer-{time.monotonic_ns()}")["QueueUrl"]
+            consumer.client.send_message(QueueUrl=consumer.queue_url, MessageBody=json.dumps(
+                {"v": 1, "execution_id": "exe_1", "task": "RUN_INGEST", "pool_id": "pool"}))
+            (received,) = consumer.receive(1, wait_s=1)
+            master = a_master(tmp_path)
+            master.services = SimpleNamespace(consumers={"ingestion": consumer})
+            master.acks = Acknowledger({"ingestion": consumer}, master.leases)
+            give_heartbeat(master, ControlPlaneClient(server.gms_url, "t"), server.gms_url)
+            master._stop_loops = threading.Event()
+            master._threads = []
+            master._stop_requested = True  # the stop has begun; the intake's poll returned just before
+            master._begin_drain()
+            yield master, received, consumer
+    finally:
+        sqs.stop()
+
+
+def visible(consumer) -> int:
+    return int(consumer.client.get_queue_attributes(QueueUrl=consumer.queue_url, AttributeNames=[
+        "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def test_a_give_back_waiting_for_the_extender_at_the_stop_is_made_before_the_process_ends(tmp_path, monkeypatch):
+    """A long poll's message offered as the stop began is given back, and that give-back waits
+    for the visibility extender's call in flight. The drain did not wait for it: with no runner
+    left it stopped at once, and the process ended before the message was returned, which then
+    stayed hidden for its whole visibility timeout (one more receive spent toward the DLQ)."""
+    monkeypatch.setattr(master_module, "TaskRunner", Task)
+    with stopping_master_with_a_received_message(tmp_path) as (master, received, consumer):
+        with master.leases.visibility:  # the extender, mid-call
+            offering = threading.Thread(target=master._offer, args=(received,), daemon=True)
+            offering.start()
+            offering.join(timeout=0.5)
+            assert offering.is_alive(), "the give-back waits for the extender"
+            draining = threading.Thread(target=lambda: master._stop(master._wait_and_drain()), daemon=True)
+            draining.start()
+            draining.join(timeout=1.5)
+            stopped_early = not draining.is_alive()
+        draining.join(timeout=30)
+        assert not draining.is_alive()
+        assert not stopped_early, "the stop ended (the process exits) with a give-back still to be made"
+        assert visible(consumer) == 1, "the message was returned before the stop ended"
+
+
+def test_a_give_back_that_cannot_be_made_holds_the_stop_no_longer_than_the_last_deletes(tmp_path, monkeypatch):
+    """The drain waits for a give-back as for the last deletes, ACKS_JOIN_S at most: an SQS
+    that does not answer (the extender's call holds its lock for good) must not hold the exit."""
+    monkeypatch.setattr(master_module, "TaskRunner", Task)
+    monkeypatch.setattr(master_module, "ACKS_JOIN_S", 1.0)
+    with stopping_master_with_a_received_message(tmp_path) as (master, received, consumer):
+        with master.leases.visibility:  # the extender, mid-call, for good
+            threading.Thread(target=master._offer, args=(received,), daemon=True).start()
+            began = time.monotonic()
+            assert master._wait_and_drain() == []
+            assert time.monotonic() - began < 5
