@@ -224,6 +224,12 @@ class TaskRunner:
         try:
             prepared = self._prepared = self.s.prepare(claimed, self._user)
         except TaskRejected as exc:
+            if self.lease.cancel_asked:
+                # Cancelled while it was prepared (a build is not cut short for a cancel): the
+                # cancel, not why it could not have started, is how it ends (CANCELLED_BEFORE_START).
+                self.log.info("task rejected ({}) after its cancel: giving it back as cancelled", exc.reason)
+                self._release(CANCELLED_UNSTARTED)
+                return
             self.log.error("task rejected ({}): {}", exc.reason, printable(exc))
             self._report_failure(claimed, exc.reason, f"{exc.reason}: {exc}", started)
             return

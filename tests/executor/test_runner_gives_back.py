@@ -13,9 +13,11 @@ from executor.controlplane_client import Claimed
 from executor.leases import Leases, QueueRef, State
 from executor.ledger import Ledger
 from executor.operability import ExecutorMetrics
-from executor.runner import RunnerServices, TaskRunner
+from executor.runner import CANCELLED_UNSTARTED, RunnerServices, TaskRunner
+from executor.runtime.rejection import TaskRejected
 from executor.runtime.venvs import PreparationStopped
 from executor.task_users import TaskUsers
+from vocabulary import statuses as S
 
 EXECUTION = "exe_gives_back"
 FIRST = QueueRef("ingestion", "message-1", "handle-1", 1, 0)
@@ -113,6 +115,27 @@ def test_a_stop_that_begins_while_the_task_is_prepared_gives_it_back_unstarted()
     assert control_plane.released == ["the executor stopped while the task was being prepared"]
     assert control_plane.failed == [False], "a stop is no failure of the execution"
     assert cleaned == [True] and queue.deleted == ["message-1"]
+
+
+def test_a_run_cancelled_while_it_is_prepared_ends_cancelled_even_when_its_preparation_then_fails():
+    """Cancelled while its virtualenv was built (CancelWatch marked its lease; a build is not cut
+    short for it), then the build failed: the runner reported FAILURE (VENV_INSTALL_FAILED), and
+    the control plane took that as the end of a run its user had cancelled before it started.
+    It is given back as cancelled, and the control plane ends it CANCELLED (CANCELLED_BEFORE_START)."""
+    leases = Leases()
+
+    def prepare(stopping):
+        assert leases.ask_cancel(EXECUTION), "CancelWatch marks the claimed, unstarted run"
+        raise TaskRejected(S.VENV_INSTALL_FAILED, "acryl-datahub==0.0.1 could not be installed")
+
+    reported: list[dict] = []
+    control_plane = ControlPlane(leases)
+    control_plane.report = lambda execution_id, lease, result: reported.append(result)
+    control_plane, queue, _, _ = run_runner(prepare, control_plane)
+    assert not NoSandbox.started
+    assert [result["status"] for result in reported] == [], "a FAILURE reported for a cancelled run"
+    assert control_plane.released == [CANCELLED_UNSTARTED]
+    assert queue.deleted == ["message-1"]
 
 
 def test_a_build_given_up_for_the_stop_gives_the_task_back():
