@@ -221,6 +221,11 @@ class TaskRunner:
         except Cancelled:
             self._give_back_unstarted("the executor stopped before the task could start")
             return
+        if self._waits_end.is_set():
+            # Cancelled or stopping while it was admitted at once (the waits look at their flag
+            # only while they wait): nothing is prepared for it, which may be a build of minutes.
+            self._give_back_unstarted("the executor stopped before the task could start")
+            return
         try:
             prepared = self._prepared = self.s.prepare(claimed, self._user)
         except TaskRejected as exc:

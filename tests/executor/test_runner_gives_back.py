@@ -65,8 +65,8 @@ class NoSandbox:
         raise AssertionError("a task was started after the executor began to stop")
 
 
-def run_runner(prepare, control_plane: ControlPlane | None = None,
-               queue: Queue | None = None) -> tuple[ControlPlane, Queue, Leases, threading.Event]:
+def run_runner(prepare, control_plane: ControlPlane | None = None, queue: Queue | None = None,
+               ledger: Ledger | None = None) -> tuple[ControlPlane, Queue, Leases, threading.Event]:
     leases = control_plane.leases if control_plane is not None else Leases()
     lease, _ = leases.receive(EXECUTION, FIRST)
     control_plane = control_plane or ControlPlane(leases)
@@ -74,7 +74,7 @@ def run_runner(prepare, control_plane: ControlPlane | None = None,
     services = RunnerServices(
         settings=SimpleNamespace(executor_id="executor-1", pool_id="pool", cancel_grace_s=1),
         client=control_plane, consumers={"ingestion": queue}, acks=None,
-        ledgers={"ingestion": Ledger("ingestion", 2), "monitors": Ledger("monitors", 2)}, leases=leases,
+        ledgers={"ingestion": ledger or Ledger("ingestion", 2), "monitors": Ledger("monitors", 2)}, leases=leases,
         sandbox=NoSandbox(), prepare=lambda claimed, user: prepare(stopping), logs=None, task_logs=None,
         metrics=ExecutorMetrics(), instance_id="instance-1", task_users=TaskUsers.shared(None), private_tmp=False,
         stopping=stopping, kill_now=threading.Event())
@@ -134,6 +134,35 @@ def test_a_run_cancelled_while_it_is_prepared_ends_cancelled_even_when_its_prepa
     control_plane, queue, _, _ = run_runner(prepare, control_plane)
     assert not NoSandbox.started
     assert [result["status"] for result in reported] == [], "a FAILURE reported for a cancelled run"
+    assert control_plane.released == [CANCELLED_UNSTARTED]
+    assert queue.deleted == ["message-1"]
+
+
+class CancelledAsAdmitted(Ledger):
+    """A ledger with room, and the run's cancel marked (CancelWatch) as it asks for admission."""
+
+    def __init__(self, leases: Leases) -> None:
+        super().__init__("ingestion", 2)
+        self.leases = leases
+
+    def acquire(self, key, weight, **kwargs) -> bool:
+        assert self.leases.ask_cancel(key)
+        return super().acquire(key, weight, **kwargs)
+
+
+def test_a_run_cancelled_as_it_is_admitted_is_given_back_without_being_prepared():
+    """A ledger with room admitted a run whose cancel had come meanwhile (its wait looks at the
+    cancel only while it waits); the runner went on to prepare it, a virtualenv build of minutes
+    holding its weight and task user, before it looked again."""
+    leases = Leases()
+    prepared: list[bool] = []
+
+    def prepare(stopping):
+        prepared.append(True)
+        raise AssertionError("a cancelled run was prepared")
+
+    control_plane, queue, _, _ = run_runner(prepare, ControlPlane(leases), ledger=CancelledAsAdmitted(leases))
+    assert prepared == [] and not NoSandbox.started
     assert control_plane.released == [CANCELLED_UNSTARTED]
     assert queue.deleted == ["message-1"]
 
