@@ -49,7 +49,7 @@ from .controlplane_client import Claimed, ControlPlaneClient, ControlPlaneError,
 from .credentials import REFUSING, Credentials
 from .isolation import TaskUserError, resolve_task_user
 from .leases import Lease, Leases, QueueRef, State
-from .ledger import Ledger
+from .ledger import Ledger, StopFlag
 from .log_upload import LogUploader
 from .operability import ExecutorMetrics, HealthServer, SystemdNotifier
 from .runner import RunnerServices, TaskRunner
@@ -236,7 +236,7 @@ class Master:
                           stopping=self.stopping)
         task_network = network_env.for_tasks(os.environ)
 
-        def prepare(claimed: Claimed, user: TaskUser | None):
+        def prepare(claimed: Claimed, user: TaskUser | None, stop: StopFlag):
             stores = secret_store
             if claimed.secrets:
                 stores = ChainedSecretStore([*secret_store.stores, ProvidedSecretStore(claimed.secrets)])
@@ -244,7 +244,7 @@ class Master:
                                 venvs=venvs, work_root=str(self.work_dir), default_version=s.default_cli_version,
                                 gms_url=claimed.sink_server or s.gms_url,
                                 ingest_token=claimed.sink_token or claimed.ingest_token, user=user,
-                                network=task_network)
+                                network=task_network, stop=stop)
 
         self.services = RunnerServices(
             settings=s, client=self.client, consumers=consumers, acks=self.acks, ledgers=self.ledgers, leases=self.leases,

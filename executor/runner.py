@@ -36,7 +36,7 @@ from .controlplane_client import (Claimed, ClaimDeferred, ControlPlaneClient, Co
                                   retry_through_outages)
 from .credentials import REFUSING, Credentials
 from .leases import Lease, Leases, QueueRef, State
-from .ledger import Ledger
+from .ledger import Ledger, StopFlag
 from .log_upload import LogUploader
 from .operability import ExecutorMetrics
 from .runtime.rejection import TaskRejected
@@ -83,7 +83,9 @@ class RunnerServices:
     ledgers: dict[str, Ledger]
     leases: Leases
     sandbox: Sandbox
-    prepare: Callable[[Claimed, TaskUser | None], PreparedTask]
+    # The run's task as it will be started; its StopFlag (the stop, the run's cancel) ends a
+    # wait for its virtualenv and kills its build.
+    prepare: Callable[[Claimed, TaskUser | None, StopFlag], PreparedTask]
     logs: LogUploader
     task_logs: TaskLogDirectory
     metrics: ExecutorMetrics
@@ -227,19 +229,20 @@ class TaskRunner:
             self._give_back_unstarted("the executor stopped before the task could start")
             return
         try:
-            prepared = self._prepared = self.s.prepare(claimed, self._user)
+            prepared = self._prepared = self.s.prepare(claimed, self._user, self._waits_end)
         except TaskRejected as exc:
             if self.lease.cancel_asked:
-                # Cancelled while it was prepared (a build is not cut short for a cancel): the
-                # cancel, not why it could not have started, is how it ends (CANCELLED_BEFORE_START).
+                # Cancelled while it was prepared (a step of it that the cancel does not cut short
+                # failed meanwhile): the cancel, not why it could not have started, is how it ends
+                # (CANCELLED_BEFORE_START).
                 self.log.info("task rejected ({}) after its cancel: giving it back as cancelled", exc.reason)
                 self._release(CANCELLED_UNSTARTED)
                 return
             self.log.error("task rejected ({}): {}", exc.reason, printable(exc))
             self._report_failure(claimed, exc.reason, f"{exc.reason}: {exc}", started)
             return
-        except PreparationStopped:
-            self._release("the executor stopped while the task was being prepared")
+        except PreparationStopped:  # its virtualenv build or the wait for it, cut short by the stop or its cancel
+            self._give_back_unstarted("the executor stopped while the task was being prepared")
             return
         if self._waits_end.is_set():  # preparing takes seconds (a build, minutes): a stop or cancel may have come
             self._give_back_unstarted("the executor stopped while the task was being prepared")  # cleans it up first

@@ -39,7 +39,7 @@ class ConfinedBuilder:
         except SandboxError as exc:
             raise TaskRejected("VENV_INSTALL_FAILED", f"the virtualenv build could not start: {exc}") from None
         try:
-            kept = self._drain(process)
+            kept = self._drain(process, step.stop if step.stop is not None else self.stopping)
         except BaseException:
             # Whatever broke the reading, the build must not outlive it: its runner gives back the
             # weight and the uid next, and a build left running as that uid would be reachable by
@@ -58,9 +58,9 @@ class ConfinedBuilder:
                                                       f"use {BUILD_MEMORY_BYTES >> 30} GiB)")
         return code, kept.decode("utf-8", "replace")
 
-    def _drain(self, process) -> bytes:
+    def _drain(self, process, stop) -> bytes:
         """The build's output to its end, keeping the last OUTPUT_KEPT_BYTES; PreparationStopped
-        if the executor stops meanwhile. poll(), not select(): the master's
+        once STOP is set meanwhile (the executor stopping, the run cancelled). poll(), not select(): the master's
         descriptors pass 1023 once it runs a few hundred tasks (its open-files limit is raised),
         and select() refuses those."""
         kept = b""
@@ -68,8 +68,9 @@ class ConfinedBuilder:
         waiting = select.poll()
         waiting.register(fd, select.POLLIN)
         while True:
-            if self.stopping is not None and self.stopping.is_set():  # killed by the caller, as on any exception
-                raise PreparationStopped("the executor is stopping; the virtualenv build was killed")
+            if stop is not None and stop.is_set():  # killed by the caller, as on any exception
+                raise PreparationStopped("the virtualenv build was killed: the executor is stopping, or the run was "
+                                         "cancelled")
             if not waiting.poll(STOP_POLL_S * 1000):
                 continue
             chunk = os.read(fd, 1 << 16)

@@ -191,12 +191,13 @@ def extra_env_of(args: dict) -> dict[str, str]:
 
 def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSecretStore, venvs: VenvCache,
                  work_root: str, default_version: str, gms_url: str, ingest_token: str,
-                 user: Any = None, network: dict[str, str] | None = None) -> PreparedTask:
+                 user: Any = None, network: dict[str, str] | None = None, stop: Any = None) -> PreparedTask:
     """The task's command, environment and stdin. GMS_URL and INGEST_TOKEN are where the task's
     default `datahub-rest` sink writes, with a token that can ingest metadata for this run and
     nothing else (the control plane revokes it when the run ends). USER (a sandbox.TaskUser, the
     task's) owns the task's private work directory and builds its virtualenv; NETWORK is the proxy
-    and certificate settings the task needs (network_env.for_tasks)."""
+    and certificate settings the task needs (network_env.for_tasks); STOP ends a wait for its
+    virtualenv and kills its build (VenvCache.datahub_cli)."""
     try:
         task_class(task)
         ids.execution_id(execution_id)
@@ -225,7 +226,7 @@ def prepare_task(task: str, args: dict, *, execution_id: str, secrets: ChainedSe
     except pip_requirements.InvalidRequirements as exc:
         raise TaskRejected(S.INVALID_ARGUMENTS, str(exc)) from None
     version = str(args.get("version") or default_version)
-    cli = venvs.datahub_cli(version, plugins_for(recipe), extra_requirements, user)
+    cli = venvs.datahub_cli(version, plugins_for(recipe), extra_requirements, user, stop=stop)
     try:
         prepared = _prepared(task, args, recipe, execution_id=execution_id, cli=cli, values=values, extra_env=extra_env,
                              memory_limit=memory_limit, work_root=work_root, gms_url=gms_url,

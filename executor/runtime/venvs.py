@@ -76,6 +76,9 @@ class InstallStep:
     env: dict[str, str]
     cwd: str
     user: Any = None  # sandbox.TaskUser, or None: the executor's own user
+    # What kills the build before its end: the executor stopping, or the run it is for being
+    # cancelled (the runner's flag; is_set() as a threading.Event's). None: the builder's own.
+    stop: Any = None
 
 
 # Runs a step; returns its exit code (-N: killed by signal N) and (the end of) its output.
@@ -110,9 +113,15 @@ class VenvCache:
         self._held: dict[str, list[Any]] = {}  # CLI path -> the shared locks its running tasks hold
         self._held_lock = threading.Lock()
 
-    def datahub_cli(self, version: str, plugins: list[str], extra_requirements: list[str], user: Any = None) -> str:
+    def datahub_cli(self, version: str, plugins: list[str], extra_requirements: list[str], user: Any = None,
+                    stop: Any = None) -> str:
         """Path of the `datahub` executable for this combination, building its venv (as USER, a
-        sandbox.TaskUser) if needed. The venv is held (never evicted) until release(path)."""
+        sandbox.TaskUser) if needed. The venv is held (never evicted) until release(path).
+        STOP (is_set(), as a threading.Event's; the cache's `stopping` when None) ends a wait for
+        another task's build and kills this one's: PreparationStopped. A run cancelled while it
+        waits is given back within a poll, not when a build of minutes ends; a build killed so
+        leaves the venv unbuilt, and the next task that needs it builds it."""
+        stop = stop if stop is not None else self.stopping
         if version == cli_versions.NATIVE:
             try:
                 cli_versions.check_version(version, extra_requirements)
@@ -132,16 +141,16 @@ class VenvCache:
         try:
             while True:
                 if _is_ready(target):
-                    self._lock_or_stop(use, fcntl.LOCK_SH)  # waits out an eviction in progress, if any
+                    self._lock_or_stop(use, stop, fcntl.LOCK_SH)  # waits out an eviction in progress, if any
                     if _is_ready(target):
                         break
                     fcntl.flock(use, fcntl.LOCK_UN)  # evicted: built again below
                 with open(self.cache_dir / f"{key}.lock", "a") as lock:
-                    self._lock_or_stop(lock)  # the one that builds; the others wait, then find it ready
+                    self._lock_or_stop(lock, stop)  # the one that builds; the others wait, then find it ready
                     if not _is_ready(target):
                         self.evict_unused()
                         self._build(target, [spec, *extra_requirements], user,
-                                    day=_day() if version == cli_versions.LATEST else None)
+                                    day=_day() if version == cli_versions.LATEST else None, stop=stop)
                 # Taken shared at the loop's top; an eviction in between finds it just built and leaves it.
             os.utime(marker_of(target))
         except BaseException:
@@ -208,20 +217,24 @@ class VenvCache:
                 keys.add(name)
         return [self.cache_dir / key for key in sorted(keys)]
 
-    def _lock_or_stop(self, lock, operation: int = fcntl.LOCK_EX) -> None:
-        """flock(OPERATION), given up when the executor begins to stop: a blocking flock cannot be
-        interrupted, and another task's build may hold the lock for up to INSTALL_TIMEOUT_S."""
+    @staticmethod
+    def _lock_or_stop(lock, stop: Any, operation: int = fcntl.LOCK_EX) -> None:
+        """flock(OPERATION), given up once STOP is set (the executor stopping, the run cancelled):
+        a blocking flock cannot be interrupted, and another task's build may hold the lock for up
+        to INSTALL_TIMEOUT_S."""
         while True:
             try:
                 fcntl.flock(lock, operation | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 pass
-            if self.stopping is None:
+            if stop is None:
                 fcntl.flock(lock, operation)
                 return
-            if self.stopping.wait(LOCK_POLL_S):
-                raise PreparationStopped("the executor is stopping; the virtualenv is being built by another task")
+            if stop.is_set():
+                raise PreparationStopped("the virtualenv is being built by another task, and this one was stopped "
+                                         "(the executor is stopping, or the run was cancelled)")
+            time.sleep(LOCK_POLL_S)
 
     def venv_dir(self, version: str, plugins: list[str], extra_requirements: list[str]) -> Path:
         """Where the venv for this combination lives (built or not): one directory per
@@ -242,7 +255,8 @@ class VenvCache:
         except cli_versions.InvalidVersion as exc:
             raise TaskRejected("UNKNOWN_VERSION", str(exc)) from None
 
-    def _build(self, target: Path, requirements: list[str], user: Any, day: str | None = None) -> None:
+    def _build(self, target: Path, requirements: list[str], user: Any, day: str | None = None,
+               stop: Any = None) -> None:
         marker_of(target).unlink(missing_ok=True)  # one that outlived its venv (removed by hand)
         shutil.rmtree(target, ignore_errors=True)
         uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
@@ -260,9 +274,10 @@ class VenvCache:
                "HOME": str(target), "VIRTUAL_ENV": str(target), "UV_NO_CACHE": "1", "UV_PYTHON_DOWNLOADS": "never",
                "LANG": "C.UTF-8"}
         try:
-            self._step([uv, "venv", "--quiet", "--allow-existing", "--python", self.python, str(target)], env, target, user)
+            self._step([uv, "venv", "--quiet", "--allow-existing", "--python", self.python, str(target)], env, target, user,
+                       stop)
             self._step([uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"), *requirements], env,
-                       target, user)
+                       target, user, stop)
             _seal(target)
             _check_cli(target)
             _mark_ready(target, requirements, day)
@@ -271,8 +286,8 @@ class VenvCache:
             raise
         logger.info("task virtualenv {} ready in {:.1f}s", target.name, time.monotonic() - started)
 
-    def _step(self, argv: list[str], env: dict[str, str], target: Path, user: Any) -> None:
-        returncode, output = self.builder(InstallStep(argv, env, str(target), user))
+    def _step(self, argv: list[str], env: dict[str, str], target: Path, user: Any, stop: Any = None) -> None:
+        returncode, output = self.builder(InstallStep(argv, env, str(target), user, stop))
         if returncode != 0:
             # The index's and the proxy's credentials are the operator's: an installer that
             # echoes a URL it failed on must not put them in the run's report.

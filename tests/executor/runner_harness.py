@@ -24,7 +24,7 @@ RECIPE_ARGS = {"recipe": "source:\n  type: mysql\n", "version": "1.2.0"}
 
 
 def stand_in_prepare(tmp_path: Path, cli: str | bytes, *, work: Path | None = None,
-                     network: dict[str, str] | None = None) -> Callable[[Claimed, Any], PreparedTask]:
+                     network: dict[str, str] | None = None) -> Callable[[Claimed, Any, Any], PreparedTask]:
     """prepare_task as the master calls it, its venv build replaced by one that installs CLI (a
     script) as the venv's `datahub`; work directories under WORK (TMP_PATH/work); NETWORK as
     network_env.for_tasks gives it (none by default)."""
@@ -38,10 +38,10 @@ def stand_in_prepare(tmp_path: Path, cli: str | bytes, *, work: Path | None = No
 
     venvs = VenvCache(str(tmp_path / "venvs"), builder=build)
     work_root = str(work or tmp_path / "work")
-    return lambda claimed, user: prepare_task(
+    return lambda claimed, user, stop=None: prepare_task(
         claimed.task, claimed.args, execution_id=claimed.execution_id, secrets=ChainedSecretStore([]), venvs=venvs,
         work_root=work_root, default_version="native", gms_url="http://127.0.0.1:9", ingest_token="t", user=user,
-        network=dict(network or {}))
+        network=dict(network or {}), stop=stop)
 
 
 class RecordingControlPlane:

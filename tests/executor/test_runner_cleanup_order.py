@@ -82,7 +82,7 @@ def test_a_lost_execution_kills_its_task_before_its_directory_and_venv_go(tmp_pa
             started.append(process)
             return process
 
-    def prepare(claimed: Claimed, user):
+    def prepare(claimed: Claimed, user, stop=None):
         prepared = prepare_task(claimed.task, claimed.args, execution_id=claimed.execution_id,
                                 secrets=ChainedSecretStore([]), venvs=venvs, work_root=str(tmp_path / "work"),
                                 default_version="native", gms_url="http://127.0.0.1:9", ingest_token="t", user=user,

@@ -75,7 +75,7 @@ def run_runner(prepare, control_plane: ControlPlane | None = None, queue: Queue 
         settings=SimpleNamespace(executor_id="executor-1", pool_id="pool", cancel_grace_s=1),
         client=control_plane, consumers={"ingestion": queue}, acks=None,
         ledgers={"ingestion": ledger or Ledger("ingestion", 2), "monitors": Ledger("monitors", 2)}, leases=leases,
-        sandbox=NoSandbox(), prepare=lambda claimed, user: prepare(stopping), logs=None, task_logs=None,
+        sandbox=NoSandbox(), prepare=lambda claimed, user, stop: prepare(stopping), logs=None, task_logs=None,
         metrics=ExecutorMetrics(), instance_id="instance-1", task_users=TaskUsers.shared(None), private_tmp=False,
         stopping=stopping, kill_now=threading.Event())
     runner = TaskRunner(lease, services)
@@ -207,7 +207,7 @@ def test_a_released_execution_queued_again_here_is_admitted_while_its_first_runn
             second.start()
             second.join(timeout=30)  # before the release answers: the first runner is still in its call
 
-    def prepare(claimed, user):
+    def prepare(claimed, user, stop):
         if not prepared:
             prepared.append("first")
             raise RuntimeError("a bug after the claim")

@@ -74,8 +74,8 @@ def test_a_released_runner_leaves_the_directory_of_the_next_run_of_its_execution
     runners: list[TaskRunner] = []
     prepare_as_the_master = stand_in_prepare(tmp_path, CLI)
 
-    def prepare(claimed, user):
-        prepared = prepare_as_the_master(claimed, user)
+    def prepare(claimed, user, stop):
+        prepared = prepare_as_the_master(claimed, user, stop)
         Path(prepared.workdir, "marker").write_text(claimed.lease)
         return prepared
 

@@ -137,7 +137,7 @@ def run_task(tmp_path: Path, box, users: TaskUsers, freeze=None) -> tuple[Outcom
             (workdir / "go").touch()
             return process
 
-    def prepare(claimed: Claimed, user: TaskUser | None) -> PreparedTask:
+    def prepare(claimed: Claimed, user: TaskUser | None, stop=None) -> PreparedTask:
         assert user == TaskUser(TASK_UID, TASK_UID)
         return PreparedTask(argv=["/bin/sh", "-c", TASK], env={"PATH": os.defpath}, stdin_bytes=b"",
                             workdir=str(workdir), masker=Masker([]), report_path=str(workdir / "report.json"),

@@ -90,7 +90,7 @@ class StandInVenvs:
     def __init__(self, cli: str) -> None:
         self.cli = cli
 
-    def datahub_cli(self, version, plugins, extra, user) -> str:
+    def datahub_cli(self, version, plugins, extra, user, stop=None) -> str:
         return self.cli
 
     def release(self, cli: str) -> None:
@@ -131,7 +131,7 @@ def run_task(sandbox: Sandbox, tmp_path: Path, scenario: str, *, environment: di
     environment, provided = environment or {}, provided or {}
     store = ChainedSecretStore([EnvSecretStore(environment)])
 
-    def prepare(claimed: Claimed, user):
+    def prepare(claimed: Claimed, user, stop=None):
         stores = ChainedSecretStore([*store.stores, ProvidedSecretStore(claimed.secrets)])
         return prepare_task(claimed.task, claimed.args, execution_id=claimed.execution_id, secrets=stores,
                             venvs=StandInVenvs(str(cli)), work_root=str(tmp_path / "work"), default_version="1.0.0",

@@ -92,6 +92,32 @@ def test_a_run_cancelled_while_it_waits_for_capacity_is_never_started(system, tm
         "CANCELLED"
 
 
+def test_a_run_cancelled_while_its_virtualenv_builds_is_given_back_at_once_and_the_build_killed(system, tmp_path):
+    """A run whose CLI version must be built was cancelled while uv waited on a package index that
+    never answers: the build was not cut short for a cancel, only for the executor's stop, so the
+    run stayed RUNNING until the installer gave up (minutes), holding its weight and uid. Now the
+    cancel kills the build, and the run ends CANCELLED (CANCELLED_BEFORE_START) within seconds."""
+    import socket
+
+    silent_index = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    silent_index.bind(("127.0.0.1", 0))
+    silent_index.listen(16)
+    try:
+        executor = system.start_executor(PIP_INDEX_URL=f"http://127.0.0.1:{silent_index.getsockname()[1]}/simple/")
+        run = system.cp.run_source(system.cp.create_source(
+            "built", mock_recipe(tmp_path / "b.json"), version="1.6.0.1")["id"])
+        executor.wait_for_line("building task virtualenv", timeout_s=60)
+        system.cp.cancel(run["id"])
+        cancelled_at = time.monotonic()
+        done = system.cp.wait_for_status(run["id"], {"CANCELLED", "SUCCESS", "FAILURE", "ABORTED"}, timeout_s=120)
+        took_s = time.monotonic() - cancelled_at
+    finally:
+        silent_index.close()
+    assert (done["status"], done["reason"]) == ("CANCELLED", "CANCELLED_BEFORE_START")
+    assert took_s < 20, f"the cancel waited {took_s:.0f} s for the build to end by itself"
+    assert live_tasks(executor.env["DATAHUB_EXECUTOR_CGROUP_ROOT"]) == 0, "the build runs on"
+
+
 def test_a_claim_whose_answer_comes_late_is_listed_meanwhile_and_its_run_is_not_lost(system, proxy, tmp_path):
     """The claim was granted, but its answer took longer than two heartbeats. The heartbeats did
     not list a run whose claim was still on its way, so the control plane took it for a lost

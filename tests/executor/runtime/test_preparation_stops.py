@@ -40,6 +40,37 @@ def test_a_task_waiting_for_another_tasks_build_stops_waiting_when_the_executor_
         assert time.monotonic() - began < 20
 
 
+def test_a_task_waiting_for_another_tasks_build_stops_waiting_when_its_run_is_cancelled(tmp_path):
+    """The run's own flag (its cancel), not the executor's stop: the cache's stays unset."""
+    stopping, cancelled = threading.Event(), threading.Event()
+
+    def never_built(step: InstallStep):
+        raise AssertionError("the waiting task built the venv itself")
+
+    cache = VenvCache(str(tmp_path), builder=never_built, stopping=stopping)
+    key = cache.venv_dir(VERSION, [], []).name
+    with open(tmp_path / f"{key}.lock", "w") as building:
+        fcntl.flock(building, fcntl.LOCK_EX)
+        stop_soon(cancelled)
+        with pytest.raises(PreparationStopped):
+            cache.datahub_cli(VERSION, [], [], stop=cancelled)
+    assert not stopping.is_set()
+
+
+def test_a_running_build_is_killed_when_the_run_it_is_for_is_cancelled(tmp_path):
+    sandbox = _open_or_skip()
+    try:
+        cancelled = threading.Event()
+        builder = ConfinedBuilder(sandbox, threading.Event())
+        stop_soon(cancelled)
+        with pytest.raises(PreparationStopped):
+            builder(InstallStep(argv=["/bin/sleep", "600"], env={"PATH": "/usr/bin:/bin"}, cwd=str(tmp_path),
+                                stop=cancelled))
+        assert sandbox.sweep() == [], "the killed build left its cgroup"
+    finally:
+        sandbox.close()
+
+
 def test_a_running_build_is_killed_when_the_executor_stops(tmp_path):
     sandbox = _open_or_skip()
     try:

@@ -23,7 +23,7 @@ RECIPE = "source:\n  type: mysql\n  config: {password: '${DB_PASSWORD}'}\nsink:\
 class NativeCli(VenvCache):
     """A venv cache that answers with a fixed CLI path: these tests check the task, not the install."""
 
-    def datahub_cli(self, version, plugins, extra_requirements, user=None):
+    def datahub_cli(self, version, plugins, extra_requirements, user=None, stop=None):
         self.asked = (version, plugins, extra_requirements)
         return "/opt/venvs/x/bin/datahub"
 
