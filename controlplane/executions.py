@@ -172,7 +172,7 @@ class Executions:
             sent += self._send_replacements(failed, gone)
             self._say_how_sending_went(sent, failed)
         for pool_id in sorted(gone):  # outside the send lock: this waits for pool changes
-            self._remake_queues(pool_id)
+            self.remake_queues(pool_id)
         return sent
 
     def _send_replacements(self, failed: dict[str, str], gone: set[str], now: float | None = None) -> int:
@@ -226,7 +226,10 @@ class Executions:
                     now - silent_since)
         return sent
 
-    def _remake_queues(self, pool_id: str) -> None:
+    def remake_queues(self, pool_id: str) -> None:
+        """A queue of POOL_ID was found gone, by a send to it or by the look at the queues
+        (lost_messages.py): its queues made again as the pool says, and what they held sent again.
+        Not from under the send lock: this waits for pool changes."""
         try:
             if self.pools.remake_queues(pool_id):
                 # What the deleted queue held is gone: every PENDING run of the pool is sent again
@@ -437,7 +440,7 @@ class Executions:
         return lost
 
     def reconcile(self, tx: sqlite3.Connection, executor_id: str, instance: str, listed: set[str], *,
-                  reported_at_ms: int | None = None, final: bool = False) -> list[str]:
+                  reported_at_ms: int | None = None, final: bool = False, clock_set_back: bool = False) -> list[str]:
         """What an executor says it runs against what we think it runs: an execution it holds
         but did not list in two heartbeats in a row is queued again (a claim whose answer was
         lost, a task that never started). A FINAL list (its last heartbeat, STOPPED) is the
@@ -446,8 +449,19 @@ class Executions:
         The caller passes each heartbeat once (a copy the executor's HTTP layer re-sent is not
         reconciled again: executors.on_status). A heartbeat the executor reported (REPORTED_AT_MS,
         its own clock) before a claim was granted, by that claim's time on the same clock
-        (lifecycle._claim_on_executor_clock), could not list it: it is no miss."""
+        (lifecycle._claim_on_executor_clock), could not list it: it is no miss.
+
+        CLOCK_SET_BACK: this heartbeat is earlier than the last one reconciled (the executor's
+        clock was set back; executors._not_seen_before). A claim's time counted on the clock
+        before can no longer be compared with it, nor with any heartbeat after: compared, an
+        hour's step back made every heartbeat of that hour look built before the claim, and a
+        claim whose answer was lost stayed RUNNING for the hour. It is forgotten: such a claim
+        is queued again after two heartbeats without it, as one timed on no clock (of two in a
+        row, only the first can have been built before it)."""
         requeued = []
+        if clock_set_back:
+            tx.execute("UPDATE executions SET claimed_at_executor_ms=NULL WHERE status=? AND executor_id=? AND "
+                       "executor_instance=?", (S.RUNNING, executor_id, instance))
         held = tx.execute("SELECT id, unlisted_heartbeats, claimed_at_executor_ms FROM executions WHERE status=? "
                           "AND executor_id=? AND executor_instance=?", (S.RUNNING, executor_id, instance)).fetchall()
         for execution_id, unlisted, claimed_at_ms in held:

@@ -137,8 +137,10 @@ class Executors:
             requeued += self.executions.requeue_held(tx, executor_id, current[1],
                                                      f"executor {executor_id} restarted (a new process has its id)")
         if running is not None:
+            # Taken as new though earlier than the last one: the executor's clock was set back.
+            clock_set_back = reported is not None and last_reported is not None and reported < last_reported
             requeued += self.executions.reconcile(tx, executor_id, instance, set(running), reported_at_ms=reported,
-                                                  final=state == "STOPPED")
+                                                  final=state == "STOPPED", clock_set_back=clock_set_back)
         return {"status": {**status, "executorExpired": False}, "requeued": requeued}
 
     def expire_offline(self, now: float | None = None) -> list[str]:

@@ -5,8 +5,10 @@
     PENDING | RUNNING --claim--> refused  (409, nothing changes: the claiming process is STOPPED or no
                                            longer its executor id's registered one)
     PENDING --cancel-> CANCELLED          (reason CANCELLED_BEFORE_START)
-    RUNNING --claim--> RUNNING            (a new lease: the holder is no longer online, or the
-                                           holder's own claim retried)
+    RUNNING --claim--> RUNNING            (a new lease: the holder is no longer online, though
+                                           while it is only STALE not from another message than
+                                           its own (409); or the holder's own claim again, timed
+                                           anew)
     RUNNING --progress / cancel--> RUNNING (a cancel sets cancel_requested; the executor reads
                                            DataHub's KILL signal aspect; the table names RUNNING
                                            with cancel_requested RUNNING_CANCELLING)
@@ -59,7 +61,7 @@ from vocabulary.results import structured_report
 
 from . import entities as E
 from .errors import Conflict, Forbidden, Invalid, NotFound
-from .liveness import OFFLINE, ONLINE, STALE_AFTER_MISSED, liveness
+from .liveness import OFFLINE, ONLINE, STALE, STALE_AFTER_MISSED, liveness
 from .metadata import aspect_store
 from .pools import DATAHUB_CLI_EXECUTOR_ID
 from .tokens import INGEST, Tokens
@@ -379,9 +381,15 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
     if status == S.RUNNING:
         same_holder = (row["executor_id"], row["executor_instance"]) == (event.executor_id, event.instance)
         if same_holder:
+            # Its own claim again: a retry, or the message received anew after the holder gave
+            # up a claim whose answer was lost (and left it out of a heartbeat). Timed as a new
+            # claim: a heartbeat built before it, delivered after, is no miss (reconcile).
+            tx.execute("UPDATE executions SET unlisted_heartbeats=0, claimed_at_executor_ms=? WHERE id=?",
+                       (_claim_on_executor_clock(tx, event, now), execution_id))
             token = _mint_ingest_token(tx, ctx.tokens, execution_id)
             return Applied(row, "repeated", lease=row["lease"], ingest_token=token)
-        if holder_online(tx, row["executor_id"], row["executor_instance"], now, ctx.started_at):
+        holder = holder_liveness(tx, row["executor_id"], row["executor_instance"], now, ctx.started_at)
+        if holder == ONLINE:
             # While the outbox sends a lost message's replacement (decision 68), a claim may come
             # before the send's answer lets it mark the replacement as the run's message_id: it
             # is judged as the holder's own, as it will be once marked. Only then: a true second
@@ -403,6 +411,14 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
                 row, S.CANCELLED, S.CANCELLED_REASON, f"cancelled while its executor {row['executor_id']} was "
                 "unreachable; not run again", now), None)
             return Applied(_row(tx, execution_id), "cancelled")
+        if holder == STALE and _another_message(row, event):
+            # A STALE holder may be only paused: its own message, which it extends, comes back
+            # for a takeover once it stops (decision 6). Another message of the run (sent again
+            # before the retention ran out, or twice by a send a crash cut short) is in the queue
+            # all along: taken over with it, the run ran twice.
+            raise Conflict(f"execution {execution_id} is held by executor {row['executor_id']} (STALE), which has "
+                           f"not given up its message {row['message_id']}; message {event.message_id} is a second "
+                           "copy")
     if status == S.PENDING and row["source_urn"]:
         # A source is one DataHub's: an upstream DataHub's request names its source by that
         # DataHub's urn, which a source of ours may share (`datahub ingest deploy --name x` makes
@@ -426,6 +442,14 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
                                      "report": f"claimed by executor {event.executor_id}"}, event.executor_id)
     token = _mint_ingest_token(tx, ctx.tokens, execution_id)
     return Applied(started, S.RUNNING, lease=lease, ingest_token=token)
+
+
+def _another_message(row: dict, event: Claim) -> bool:
+    """Whether the claim comes from another message than the run's, which is known to be in its
+    queue (sent and marked). Not when either is unknown: a claim that names no message, a run
+    claimed so, or one whose message was lost with its queue (enqueued_at NULL, decision 68)."""
+    return bool(event.message_id and row["message_id"] and row["enqueued_at"] is not None
+                and event.message_id != row["message_id"])
 
 
 def _require_claimer_registered(tx: sqlite3.Connection, event: Claim, now: float, not_before: float) -> None:

@@ -22,6 +22,10 @@ A message leaves its queue unclaimed in two ways, and each left its run PENDING 
   latest (lifecycle.DeadLettered). The message is left in the dead-letter queue for operators
   (alarms count it there, and its body names the run); each one is judged once, its id
   remembered (table dead_letters) for as long as SQS can keep it.
+
+A queue the look finds gone (deleted by hand or by a script while we ran) took its messages with
+it: it is made again and what it held sent again (Executions.remake_queues, decision 66), as when
+a send finds it gone; a pool with no new run to send had its waiting runs PENDING for good.
 """
 from __future__ import annotations
 
@@ -73,6 +77,7 @@ class LostMessages:
         resent: list[str] = []
         ended: list[str] = []
         failures: list[str] = []
+        gone: set[str] = set()
         for pool in self.store.query("SELECT * FROM pool_queues ORDER BY pool_id"):
             for queue_url, dlq_url in ((pool["ingestion_queue_url"], pool["ingestion_dlq_url"]),
                                        (pool["monitors_queue_url"], pool["monitors_dlq_url"])):
@@ -81,6 +86,12 @@ class LostMessages:
                     ended += self._judge_dead_letters(pool, dlq_url, now)
                 except Exception as exc:  # the queue service down, or the queue deleted: the next round
                     failures.append(f"{queue_url.rsplit('/', 1)[-1]}: {type(exc).__name__}")
+                    if self.queues.is_missing_queue(exc):
+                        gone.add(pool["pool_id"])
+        # A queue deleted while we ran took its runs' messages, and they are marked sent: made
+        # again here too, not only when a send to it fails (a pool with no new run has none).
+        for pool_id in sorted(gone):
+            self.executions.remake_queues(pool_id)
         with self.store.transaction() as tx:
             tx.execute("DELETE FROM dead_letters WHERE seen_at < ?", (now - FORGET_AFTER_S,))
         if resent:

@@ -169,3 +169,62 @@ def test_dead_lettered_messages_that_are_not_a_waiting_runs_latest_are_left_alon
     assert len(noted) == 3, noted
     assert {n["execution_id"] for n in noted} == {waiting, done, None}
     assert _messages_in(sqs, pool["dlq_url"]) == 3
+
+
+def test_a_second_message_of_a_run_does_not_take_it_over_from_a_holder_that_is_only_stale(cp, executor_double):
+    """A run sent again before its queue's retention ran out has two messages; its holder claimed
+    one and keeps it (extending it), and the other waits in the queue. The holder misses three
+    heartbeats (STALE: paused, a slow network), not gone: its own message has not come back.
+    The other message's claim took the run over, with a new lease, and the run ran twice (the
+    holder learnt it only at its next write). It is a second copy, refused for good, as while
+    the holder is ONLINE; the holder's own message, back once it stops extending it, is the one
+    that may take the run over (decision 6)."""
+    pool = cp.create_pool("p", default=True)
+    sqs = _sqs(cp)
+    sqs.set_queue_attributes(QueueUrl=pool["queue_url"], Attributes={"MessageRetentionPeriod": "60"})
+    run = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    first = _sent(cp, run)
+    assert run in cp.cp.lost_messages.check(now=first["enqueued_at"] + 35)["resent"]
+    deadline = time.monotonic() + 10
+    while (again := cp.execution(run))["message_id"] == first["message_id"] or again["enqueued_at"] is None:
+        assert time.monotonic() < deadline, "never sent again"
+        time.sleep(0.05)
+    holder, other = executor_double("p", "holder", interval_s=0.2), executor_double("p", "other", interval_s=30)
+    holder.heartbeat()
+    other.heartbeat()
+    held = holder.client.claim(run, executor_id="holder", instance_id=holder.instance_id, pool_id="p",
+                               receive_count=1, message_id=again["message_id"])
+    assert held is not None
+    holder.heartbeat(running=[run])
+    time.sleep(0.8)  # more than three of its intervals: STALE, not yet OFFLINE
+    assert other.client.claim(run, executor_id="other", instance_id=other.instance_id, pool_id="p", receive_count=1,
+                              message_id=first["message_id"]) is None, "a second copy: refused for good"
+    shown = cp.execution(run)
+    assert (shown["status"], shown["executor_id"], shown["lease_epoch"]) == ("RUNNING", "holder", 1)
+    holder.heartbeat(running=[run])
+    holder.finish(held)
+    assert cp.execution(run)["status"] == "SUCCESS"
+
+
+def test_a_run_whose_queue_was_deleted_is_sent_again_though_no_other_run_is_sent_to_it(cp):
+    """A pool's queue deleted (by hand, a clean-up script) with a run's message in it, and no
+    run sent to the pool after: the queue was made again only when a send to it failed, so the
+    run, marked sent, waited PENDING with no message anywhere until the pool's next run, while
+    the look at the queues found that very queue gone every round and only said so. Found gone
+    by the look, it is made again as by a send (decision 66), and the run sent to it."""
+    pool = cp.create_pool("p", default=True)
+    sqs = _sqs(cp)
+    run = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    first = _sent(cp, run)
+    sqs.delete_queue(QueueUrl=pool["queue_url"])  # the run's message goes with it
+    deadline = time.monotonic() + 15
+    received: list[dict] = []
+    while not received:
+        assert time.monotonic() < deadline, "the run was never sent to a queue made again"
+        try:
+            received = sqs.receive_message(QueueUrl=pool["queue_url"], WaitTimeSeconds=1).get("Messages", [])
+        except sqs.exceptions.QueueDoesNotExist:
+            time.sleep(0.2)
+    assert message.decode(received[0]["Body"]).execution_id == run
+    shown = cp.execution(run)
+    assert shown["status"] == "PENDING" and shown["message_id"] == received[0]["MessageId"] != first["message_id"]

@@ -241,3 +241,49 @@ def test_a_reported_at_no_clock_reads_is_refused_and_claims_go_on(cp, executor_d
     assert refused.value.status == 400
     execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
     assert executor.claim(execution) is not None
+
+
+def test_a_run_its_holder_stopped_listing_is_queued_again_after_the_holders_clock_was_set_back(cp, executor_double):
+    """An executor's clock an hour ahead, corrected (NTP) after it claimed a run whose answer it
+    never got: its heartbeats, an hour earlier by its clock than the claim's time counted on it,
+    were each taken as built before the claim, and the run stayed RUNNING for that hour on an
+    executor that did not hold it. A heartbeat that sets its clock back is taken as new (it is
+    no copy), and the claims timed on the clock before it are no longer compared with it."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e", interval_s=15)
+    ahead_ms = 3600 * 1000
+    status, properties = _heartbeat_snapshot(executor, [])
+    executor.client.heartbeat("e", {**status, "reportedAt": status["reportedAt"] + ahead_ms}, properties)
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    assert executor.claim(execution) is not None  # its answer lost: the executor never holds it
+    for _ in range(2):
+        time.sleep(0.05)
+        executor.heartbeat(running=[])  # the clock corrected: an hour earlier
+    assert cp.execution(execution)["status"] == "PENDING", "not listed in two heartbeats: queued again"
+
+
+def test_a_heartbeat_built_before_a_claim_retried_is_no_miss(cp, executor_double):
+    """An executor gave up a claim (its answer lost) and left the run out of a heartbeat; it
+    then received the message again and claimed it anew, granted as its own claim repeated. A
+    heartbeat built before that claim and delivered after it was counted as the second miss,
+    from the first claim's time: the run was queued again as it started, and its executor fenced
+    off (409) and killing it. The claim granted again counts from its own time, as a first one."""
+    cp.create_pool("p", default=True)
+    executor = executor_double("p", "e", interval_s=15)
+    executor.heartbeat()
+    execution = cp.run_source(cp.create_source("s", RECIPE)["id"])["id"]
+    first = executor.claim(execution)  # its answer lost: the executor gives the claim up
+    time.sleep(0.05)
+    executor.heartbeat(running=[])
+    assert cp.execution(execution)["status"] == "RUNNING", "one heartbeat without it"
+    time.sleep(0.2)
+    built_before = _heartbeat_snapshot(executor, [])
+    time.sleep(0.3)
+    again = executor.claim(execution)
+    assert again is not None and again.lease == first.lease, "the same claim, granted again"
+    executor.client.heartbeat("e", *built_before)
+    assert cp.execution(execution)["status"] == "RUNNING", "a heartbeat built before the claim is no miss"
+    time.sleep(0.05)
+    executor.heartbeat(running=[execution])
+    executor.finish(again)
+    assert cp.execution(execution)["status"] == "SUCCESS"
