@@ -637,8 +637,11 @@ class TaskRunner:
                              type(exc).__name__)
 
     def _lost(self, exc: LeaseLost) -> None:
+        """Another run holds the execution: its task killed, nothing reported. Its weight and
+        task user go back before the lease leaves the registry, as in a release: our intake may
+        then receive the execution's new message and claim it here, under the same keys."""
         self.log.error("lost the execution: {}; killing its task, reporting nothing", printable(exc))
-        self._kill_and_wait()
+        self._free()  # kills and awaits the task first
         if self.lease.state not in (State.RECEIVED,):
             self.s.leases.move(self.lease, State.LOST)
 

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from executor.controlplane_client import Claimed
+from executor.controlplane_client import Claimed, LeaseLost
 from executor.leases import Leases, QueueRef, State
 from executor.ledger import Ledger
 from executor.operability import ExecutorMetrics
@@ -165,6 +165,33 @@ def test_a_run_cancelled_as_it_is_admitted_is_given_back_without_being_prepared(
     assert prepared == [] and not NoSandbox.started
     assert control_plane.released == [CANCELLED_UNSTARTED]
     assert queue.deleted == ["message-1"]
+
+
+class WatchedLeases(Leases):
+    """Notes what the ledger still holds when a lease leaves the registry as LOST."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = Ledger("ingestion", 2)
+        self.held_when_lost: list[list[str]] = []
+
+    def move(self, lease, to, **changes):
+        if to is State.LOST:
+            self.held_when_lost.append(self.ledger.running_keys())
+        return super().move(lease, to, **changes)
+
+
+def test_a_lost_execution_gives_its_weight_back_before_its_lease_leaves_the_registry():
+    """As a release does: once the lease is gone our intake may receive the execution's new
+    message and claim it, and a second runner found the execution id still in the ledger
+    (KeyError), failed, and released the execution as broken."""
+    leases = WatchedLeases()
+
+    def prepare(stopping):
+        raise LeaseLost("another run holds the execution now")
+
+    run_runner(prepare, ControlPlane(leases), ledger=leases.ledger)
+    assert leases.held_when_lost == [[]], "the weight was still held when the lease left the registry"
 
 
 def test_a_build_given_up_for_the_stop_gives_the_task_back():
