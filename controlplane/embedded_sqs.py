@@ -1,7 +1,7 @@
 """moto's SQS, corrected where it differs from AWS SQS in what the executor or an operator relies on.
 
 The embedded queue server (queues.EmbeddedSqs) is moto's. Its visibility changes differ from
-SQS's in three ways, each of which a test shows with boto3 (tests/controlplane/test_embedded_sqs.py):
+SQS's in these ways, each of which a test shows with boto3 (tests/controlplane/test_embedded_sqs.py):
 
 - The 12-hour cap counted from the message's send, not from the receive that gave the receipt:
   a message that waited in the queue, or was redelivered after a long first attempt, could not
@@ -23,6 +23,14 @@ SQS's in three ways, each of which a test shows with boto3 (tests/controlplane/t
   Neither batch call checked its entries' Ids, which SQS refuses whole (InvalidBatchEntryId)
   unless each is 1-80 letters, digits, hyphens and underscores: a client's Ids that only the
   embedded server took would fail on SQS.
+- A message given back (visibility 0) woke no waiting long poll, which saw it only at its next
+  scan, up to a second later; it is woken now, as by a send.
+
+moto also kept a message past its queue's retention period, where SQS deletes it: its receive
+marked the message received, then skipped it and ended its scan, so the receive answered
+without the messages behind it. Such messages are now deleted before each receive's scan. And
+moto took queue attributes SQS refuses (InvalidAttributeValue): numbers out of SQS's ranges,
+and failed with HTTP 500 on a number that is not one or a redrive policy that is not JSON.
 
 `correct()` replaces those backend methods and moto's DeleteMessageBatch handler, and records
 each receive's time; it is applied
@@ -50,12 +58,15 @@ backend call now runs under one lock; a receive's long poll waits outside it, be
 And moto kept every receipt of every deleted message, so that deleting again succeeds, for the
 life of the process: about 300 bytes a task, a leak in a control plane that runs for months. The
 last DELETED_RECEIPTS_KEPT are kept per queue; a delete with an older one is refused as invalid,
-as SQS may refuse a receipt it no longer knows.
+as SQS may refuse a receipt it no longer knows. Each message kept every receipt it was given too,
+which a dead-letter queue's message, looked at every 30 s for 14 days, makes ~40,000: the last
+OLD_RECEIPTS_KEPT are kept.
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -71,6 +82,7 @@ from moto.sqs.constants import MAXIMUM_VISIBILITY_TIMEOUT
 from moto.sqs.exceptions import (
     BatchEntryIdsNotDistinct,
     EmptyBatchRequest,
+    InvalidAttributeValue,
     InvalidBatchEntryId,
     InvalidParameterValue,
     ReceiptHandleIsInvalid,
@@ -82,7 +94,16 @@ from .sqs_http import request_abandoned
 
 BATCH_LIMIT = 10  # SQS's entries per batch call
 BATCH_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")  # SQS's rule for a batch entry's Id (ASCII only)
+# SQS's range for each of a queue's numeric attributes (SetQueueAttributes)
+QUEUE_ATTRIBUTE_RANGES = {"DelaySeconds": (0, 900), "MaximumMessageSize": (1024, 1048576),
+                          "MessageRetentionPeriod": (60, 1209600), "ReceiveMessageWaitTimeSeconds": (0, 20),
+                          "VisibilityTimeout": (0, MAXIMUM_VISIBILITY_TIMEOUT)}
 DELETED_RECEIPTS_KEPT = 10_000  # per queue: a few thousand deleted messages' receipts, ~3 MB
+# Per message, its receipts before the latest; moto kept them all. SQS's highest maxReceiveCount,
+# so that only a queue without redrive, a dead-letter queue, loses any: the control plane looks
+# at its messages every 30 s for 14 days, ~40,000 receipts (~10 MB) each, copied at each receive.
+OLD_RECEIPTS_KEPT = 1000
+EXPIRED_LOOK_INTERVAL_MS = 1000  # how often, at most, a queue's expired messages are looked for
 _corrected = False
 _lock = threading.Lock()
 
@@ -98,9 +119,23 @@ def correct() -> None:
         def mark_received(message: models.Message, visibility_timeout: int | None = None) -> None:
             receive(message, visibility_timeout)
             message.received_at_ms = unix_time_millis()  # SQS's 12 hours count from here
+            del message._old_receipt_handles[:-OLD_RECEIPTS_KEPT]
 
         models.Message.mark_received = mark_received
         models.SQSBackend.change_message_visibility = change_message_visibility
+        set_attributes, create = models.SQSBackend.set_queue_attributes, models.SQSBackend.create_queue
+
+        def set_queue_attributes(backend: models.SQSBackend, queue_name: str, attributes: dict[str, Any]) -> Any:
+            check_queue_attributes(attributes)
+            return set_attributes(backend, queue_name, attributes)
+
+        def create_queue(backend: models.SQSBackend, name: str, tags: dict[str, str] | None = None,
+                         **attributes: Any) -> Any:
+            check_queue_attributes(attributes)
+            return create(backend, name, tags, **attributes)
+
+        models.SQSBackend.set_queue_attributes = set_queue_attributes
+        models.SQSBackend.create_queue = create_queue
         models.SQSBackend.change_message_visibility_batch = change_message_visibility_batch
         responses.SQSResponse.delete_message_batch = delete_message_batch
         models.unix_time = unix_time
@@ -139,8 +174,9 @@ def serialize_backend() -> None:
             if request_abandoned():  # the server stopped: what this scan took, no one would receive
                 return []
             with _backend_lock:
-                found = scan(backend, queue_name, count, 0, visibility_timeout, message_attribute_names)
                 queue = backend.get_queue(queue_name)
+                drop_expired(queue)
+                found = scan(backend, queue_name, count, 0, visibility_timeout, message_attribute_names)
             left = deadline - time.monotonic()
             if found or left <= 0:
                 return found
@@ -202,6 +238,49 @@ def is_within_retention_period(backend: models.SQSBackend, queue_name: str, mess
     return retention_s + message.sent_timestamp / 1000 > unix_time()
 
 
+def drop_expired(queue: models.Queue) -> None:
+    """Delete QUEUE's messages kept for its retention period, as SQS does. moto's receive only
+    skipped such a message, once it had marked it received, and ended its scan there: the
+    receive answered without the messages behind it (none, for ever, with VisibilityTimeout 0),
+    and the message was kept in memory for good. Looked for at most once a second per queue:
+    a receive's cost must not grow with its queue (decision 75), and retention counts in minutes."""
+    now_ms = unix_time_millis()
+    if now_ms - getattr(queue, "expired_looked_for_ms", 0) < EXPIRED_LOOK_INTERVAL_MS:
+        return
+    queue.expired_looked_for_ms = now_ms
+    oldest_kept_ms = now_ms - int(queue.message_retention_period) * 1000
+    if any(message.sent_timestamp <= oldest_kept_ms for message in queue._messages):
+        expired = {message for message in queue._messages if message.sent_timestamp <= oldest_kept_ms}
+        queue._messages = [message for message in queue._messages if message not in expired]
+        queue.pending_messages.difference_update(expired)
+
+
+def check_queue_attributes(attributes: dict[str, Any]) -> None:
+    """What SQS refuses of a queue's attributes with InvalidAttributeValue. moto took a number
+    out of SQS's range (a visibility timeout over 12 hours, a maxReceiveCount of 0, which
+    dead-letters every message before any receive) and failed on one that is not a number or a
+    redrive policy that is not JSON (HTTP 500, which botocore retries, then a ClientError "500"),
+    having set the attributes before it."""
+    for name, (lowest, highest) in QUEUE_ATTRIBUTE_RANGES.items():
+        if name in attributes and not _integer_within(attributes[name], lowest, highest):
+            raise InvalidAttributeValue(name)
+    policy = attributes.get("RedrivePolicy")
+    if policy:  # "" removes the queue's policy
+        try:
+            policy = json.loads(policy) if isinstance(policy, str) else policy
+        except ValueError:
+            raise InvalidAttributeValue("RedrivePolicy") from None
+        if not isinstance(policy, dict) or (policy and not _integer_within(policy.get("maxReceiveCount"), 1, 1000)):
+            raise InvalidAttributeValue("RedrivePolicy")
+
+
+def _integer_within(value: Any, lowest: int, highest: int) -> bool:
+    try:
+        return lowest <= int(value) <= highest
+    except (TypeError, ValueError):
+        return False
+
+
 def check_visibility_timeout(visibility_timeout: int) -> None:
     if not 0 <= int(visibility_timeout) <= MAXIMUM_VISIBILITY_TIMEOUT:
         raise InvalidParameterValue(f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. "
@@ -228,8 +307,12 @@ def change_message_visibility(backend: models.SQSBackend, queue_name: str, recei
                                         f"Total VisibilityTimeout for the message is beyond the limit "
                                         f"[{MAXIMUM_VISIBILITY_TIMEOUT} seconds]")
         message.change_visibility(visibility_timeout)
-        if message.visible:
+        if int(visibility_timeout) == 0:
             queue.pending_messages.discard(message)
+            # Visible now: a waiting long poll is woken, as by a send (it would see the message
+            # only at its next scan, up to POLL_SLICE_S later).
+            with queue._messages_lock:
+                queue._messages_lock.notify_all()
         return
     raise ReceiptHandleIsInvalid()
 

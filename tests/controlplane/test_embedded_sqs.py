@@ -3,6 +3,7 @@ executor calls it: the 12-hour cap counts from the receive, a receipt whose visi
 that a later receive replaced changes nothing, and a batch entry SQS refuses fails alone."""
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -137,6 +138,33 @@ def test_a_receipt_from_an_earlier_receive_cannot_return_the_message_its_new_hol
     assert _visible(client, url) == ["taken-over"]
 
 
+def test_a_message_given_back_is_received_at_once_by_a_waiting_long_poll(queue, endpoint):
+    """Found by review: a message given back (VisibilityTimeout 0: an executor's return_now at a
+    stop or a refused claim) woke no waiting long poll, which saw it only at its next scan, up
+    to a second later; on SQS a long poll returns a message as soon as it is available."""
+    client, url = queue
+    client.send_message(QueueUrl=url, MessageBody="given back")
+    held = _receive_one(client, url, 300)
+    poller = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="local",
+                          aws_secret_access_key="local")
+    poller.get_queue_url(QueueName=url.rsplit("/", 1)[1])  # its connection made before the poll
+    answered: list[tuple[float, list[str]]] = []
+
+    def poll() -> None:
+        got = poller.receive_message(QueueUrl=url, WaitTimeSeconds=10).get("Messages", [])
+        answered.append((time.monotonic(), [m["Body"] for m in got]))
+
+    waiting = threading.Thread(target=poll)
+    waiting.start()
+    time.sleep(0.3)  # the poll is waiting in the server, its next scan most of a second away
+    given_back = time.monotonic()
+    client.change_message_visibility(QueueUrl=url, ReceiptHandle=held["ReceiptHandle"], VisibilityTimeout=0)
+    waiting.join(timeout=15)
+    [(at, bodies)] = answered
+    assert bodies == ["given back"]
+    assert at - given_back < 0.4, f"the waiting poll returned the message {at - given_back:.2f} s after it was given back"
+
+
 def test_a_receipt_that_never_existed_is_refused_as_invalid(queue):
     """`datahub-executor check` probes the queue with a receipt that cannot exist."""
     client, url = queue
@@ -157,6 +185,32 @@ def test_a_receipt_that_never_existed_is_refused_as_invalid(queue):
 def test_a_visibility_batch_sqs_would_refuse_whole_is_refused(queue, entries, code):
     client, url = queue
     assert _error(lambda: client.change_message_visibility_batch(QueueUrl=url, Entries=entries))["Code"] == code
+
+
+@pytest.mark.parametrize("attributes", [
+    {"VisibilityTimeout": "43201"}, {"VisibilityTimeout": "-1"}, {"VisibilityTimeout": "soon"},
+    {"MessageRetentionPeriod": "59"}, {"ReceiveMessageWaitTimeSeconds": "21"}, {"DelaySeconds": "901"},
+    {"RedrivePolicy": "not json"}, {"RedrivePolicy": {"maxReceiveCount": 0}}, {"RedrivePolicy": {"maxReceiveCount": "x"}},
+])
+def test_a_queue_attribute_sqs_refuses_is_refused_with_sqs_s_error_and_changes_nothing(queue, attributes):
+    """Found by review: moto took what SQS refuses with InvalidAttributeValue (a visibility
+    timeout over 12 hours or negative, a maxReceiveCount of 0, which dead-letters every message
+    before any receive), and failed on a value that is not a number or a policy that is not
+    JSON: HTTP 500, retried by botocore, then a ClientError with code "500"."""
+    client, url = queue
+    before = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    if isinstance(attributes.get("RedrivePolicy"), dict):
+        policy = json.loads(before["RedrivePolicy"]) | attributes["RedrivePolicy"]
+        attributes = {"RedrivePolicy": json.dumps(policy)}
+    with pytest.raises(client.exceptions.InvalidAttributeValue):
+        client.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    after = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert {name: after[name] for name in before if "Timestamp" not in name} == \
+        {name: before[name] for name in before if "Timestamp" not in name}
+    name = uuid.uuid4().hex[:12]
+    with pytest.raises(client.exceptions.InvalidAttributeValue):
+        client.create_queue(QueueName=name, Attributes=attributes)
+    assert client.list_queues(QueueNamePrefix=name).get("QueueUrls", []) == []
 
 
 def test_a_negative_visibility_timeout_is_refused(queue):
@@ -251,8 +305,25 @@ def test_a_message_past_the_queues_retention_period_is_not_received(queue):
     message.sent_timestamp -= 61_000  # sent 61 s ago
     assert _visible(client, url) == []
     client.send_message(QueueUrl=url, MessageBody="fresh")
-    _moto_queue(url)._messages.remove(message)
     assert _visible(client, url) == ["fresh"]
+
+
+def test_a_message_past_the_queues_retention_period_is_deleted_and_hides_no_message_behind_it(queue):
+    """Found by review: SQS deletes a message its queue has kept for the retention period. moto
+    only skipped it, after marking it received, and ended the receive there: a receive answered
+    nothing while a fresh message waited behind it (the control plane's look at a dead-letter
+    queue took that for an empty queue and stopped until its next round; with VisibilityTimeout
+    0 no receive ever got past it), and the message stayed in the server's memory for good."""
+    client, url = queue
+    client.set_queue_attributes(QueueUrl=url, Attributes={"MessageRetentionPeriod": "60"})
+    client.send_message(QueueUrl=url, MessageBody="expired")
+    [message] = _moto_queue(url)._messages
+    message.sent_timestamp -= 61_000  # sent 61 s ago
+    client.send_message(QueueUrl=url, MessageBody="fresh")
+    got = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                 VisibilityTimeout=10).get("Messages", [])
+    assert [m["Body"] for m in got] == ["fresh"], "the expired message hid the fresh one from the receive"
+    assert [m.body for m in _moto_queue(url)._messages] == ["fresh"], "the expired message is still kept"
 
 
 def test_the_receipts_of_deleted_messages_are_kept_within_a_bound(queue, monkeypatch):
@@ -271,6 +342,29 @@ def test_the_receipts_of_deleted_messages_are_kept_within_a_bound(queue, monkeyp
     client.delete_message(QueueUrl=url, ReceiptHandle=receipts[-1])  # deleting again: still fine
     assert _error(lambda: client.delete_message(QueueUrl=url, ReceiptHandle=receipts[0]))["Code"] == \
         "ReceiptHandleIsInvalid"
+
+
+def test_a_message_received_again_and_again_keeps_its_recent_receipts_only(endpoint, monkeypatch):
+    """Found by review: moto kept every receipt a message was ever given. A dead-letter queue's
+    message stays for the retention period (14 days) and the control plane looks at it every
+    30 s, a receive each: ~40,000 receipts, ~10 MB a message, all of them copied at each
+    receive. The latest ones are kept; a receipt older than those is refused as invalid, as
+    SQS may refuse one it no longer knows."""
+    monkeypatch.setattr(embedded_sqs, "OLD_RECEIPTS_KEPT", 5, raising=False)
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="local",
+                          aws_secret_access_key="local")
+    url = client.create_queue(QueueName=uuid.uuid4().hex[:12])["QueueUrl"]  # a dead-letter queue: no redrive
+    client.send_message(QueueUrl=url, MessageBody="dead-lettered")
+    receipts = [_receive_one(client, url, 0)["ReceiptHandle"] for _ in range(30)]
+    [message] = _moto_queue(url)._messages
+    assert len(message.all_receipt_handles) <= 6, "every receipt the message was given is kept"
+    error = _error(lambda: client.change_message_visibility(QueueUrl=url, ReceiptHandle=receipts[-2],
+                                                            VisibilityTimeout=60))
+    assert error["Code"] == "InvalidParameterValue", error  # a recent earlier receipt: known, and refused
+    assert _error(lambda: client.delete_message(QueueUrl=url, ReceiptHandle=receipts[0]))["Code"] == \
+        "ReceiptHandleIsInvalid"
+    client.delete_message(QueueUrl=url, ReceiptHandle=receipts[-1])
+    assert _moto_queue(url)._messages == []
 
 
 def test_the_server_finds_its_service_once_per_host_not_by_scanning_mocks_package_at_each_request(monkeypatch):
