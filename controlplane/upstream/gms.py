@@ -3,8 +3,8 @@
 The token is read from its file when a client is made, and a client is made again after a 401:
 an operator who replaces the token file is heard without a restart, and a refused token is
 named by its file (never shown). Every failure is one of two kinds the caller acts on:
-UpstreamUnreachable (no answer, 5xx: try again later) and UpstreamRefused (a 4xx: this request
-will not succeed as it is).
+UpstreamUnreachable (no answer, 5xx, 408, 429: try again later) and UpstreamRefused (another 4xx:
+this request will not succeed as it is).
 
 Many requests' KILL signals are read in one call (GMS's OpenAPI v3 batchGet, through the client's
 get_entities), SIGNAL_CHUNK urns at a time. A DataHub that does not serve it (a release before
@@ -45,11 +45,11 @@ class UpstreamError(Exception):
 
 
 class UpstreamUnreachable(UpstreamError):
-    """No answer, or a 5xx: the same request may succeed later."""
+    """No answer, a 5xx, a 408 or a 429: the same request may succeed later."""
 
 
 class UpstreamRefused(UpstreamError):
-    """A 4xx answer (or a GraphQL error): the request will not succeed as it is."""
+    """Another 4xx answer (or a GraphQL error): the request will not succeed as it is."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -242,7 +242,9 @@ class UpstreamGms:
         if status == 403:
             return UpstreamRefused(f"DataHub at {self.url} refused this request to the token in {self.token_file} "
                                    "(403): its user lacks a privilege (docs/datahub-oss.md lists them)", 403)
-        if status >= 500 or status == 429:
+        # 408: a proxy in front gave up waiting on a slow DataHub (Envoy's stream idle timeout),
+        # 429: DataHub throttles; both ask for the request again, neither is DataHub's verdict.
+        if status >= 500 or status in (408, 429):
             return UpstreamUnreachable(f"DataHub at {self.url} answered HTTP {status}")
         return UpstreamRefused(f"DataHub at {self.url} answered HTTP {status}", status)
 

@@ -9,7 +9,8 @@ back, and pass DataHub's cancels on. One thread, three steps per tick, each safe
   never touched. Taken means adopted (our execution of the same id, queued on the pool;
   CANCELLED at once when DataHub's KILL is there already) or refused (a FAILURE says why).
 - push (every tick, at least once a second): each open request's current result is written to DataHub when it changed
-  since the last write; a final one closes the request (mirror.py).
+  since the last write, for at most a poll interval a tick (the rest at the next, least recently
+  written first); a final one closes the request (mirror.py).
 - signals (every tick): a KILL DataHub's UI wrote for a request we run is passed on as our own
   cancel, which the executor reads within its progress interval. The open requests' signals
   are read in batches (gms.py), a few reads a tick however many requests are queued.
@@ -96,6 +97,7 @@ class UpstreamSync:
         self._problems: dict[str, str] = {}  # step -> what is wrong with DataHub for it now, logged once
         self._retry_after: dict[str, float] = {}
         self._untaken: set[str] = set()  # requests whose last result write DataHub failed to take: pushed last
+        self._last_tried: dict[str, float] = {}  # request -> monotonic time its result was last written (or tried)
         self._next_discovery = 0.0
         self._scan: _Scan | None = None
         self._clock_skew_said = False
@@ -181,11 +183,14 @@ class UpstreamSync:
         # every new request below the first look's floor, for good (the floor only rises). Only
         # a DataHub behind moves the floor, down: one ahead is caught by the cap, and a wrong
         # Date far ahead must not lift the floor over the requests made since.
+        # The first look is capped by our clock too: recorded while it was ahead (a host before
+        # NTP set it), it held the floor above every request made until our clock caught up.
         ours = int(time.time() * 1000)
         behind = max(0, -self._datahub_clock_offset_ms(ours))
         now = ours - behind
         seen = min(self.mirror.newest_seen() or 0, now)
-        floor = max(self._first_look - behind - int(self.config.lookback_s * 1000), seen - INDEX_LAG_MS)
+        first_look = min(self._first_look, ours)
+        floor = max(first_look - behind - int(self.config.lookback_s * 1000), seen - INDEX_LAG_MS)
         return _Scan(floor=floor, now=now)
 
     def _datahub_clock_offset_ms(self, ours: int) -> int:
@@ -272,18 +277,28 @@ class UpstreamSync:
         failed to take (5xx, a write it does not show) is tried again at each tick, after the
         others: one request DataHub keeps failing held every result after it back.
         OUTAGE_AFTER_FAILURES failures in a row are an outage: the step fails (said once) rather
-        than wait out every write's timeout."""
+        than wait out every write's timeout. Writes stop after a poll interval, as a scan does:
+        with a DataHub slow to take each, every changed result in one go held the tick's cancels
+        and discovery back for as long as they took. The rest go first at the next tick (least
+        recently written first), so results that change at every tick do not starve the others."""
         written = 0
         failed_in_a_row = 0
+        began = time.monotonic()
         requests = self.mirror.open_requests()
-        self._untaken &= {request.execution_id for request in requests}
-        for request in sorted(requests, key=lambda r: r.execution_id in self._untaken):  # stable: the failed last
+        still_open = {request.execution_id for request in requests}
+        self._untaken &= still_open
+        self._last_tried = {execution_id: at for execution_id, at in self._last_tried.items()
+                            if execution_id in still_open}
+        for request in sorted(requests, key=self._push_order):
             if request.result is None:
                 continue
             if digest(request.result) == request.pushed_digest:
                 continue
             if self._retry_after.get(request.execution_id, 0.0) > time.monotonic():
                 continue
+            if time.monotonic() - began >= self.config.poll_interval_s:
+                break  # a slow DataHub: the rest at the next tick, after this tick's cancels
+            self._last_tried[request.execution_id] = time.monotonic()
             try:
                 self.gms.write_result(request.urn, request.result)
                 self._check_kept(request)
@@ -309,6 +324,10 @@ class UpstreamSync:
             self.mirror.written(request.execution_id, request.result)
             written += 1
         return written
+
+    def _push_order(self, request: OpenRequest) -> tuple[bool, float]:
+        """Least recently written first; those DataHub failed to take last time after all others."""
+        return request.execution_id in self._untaken, self._last_tried.get(request.execution_id, 0.0)
 
     def _check_kept(self, request: OpenRequest) -> None:
         """A final result closes the request for good, so it counts as written only once DataHub

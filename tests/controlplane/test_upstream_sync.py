@@ -119,6 +119,20 @@ def test_a_datahub_whose_clock_is_hours_behind_ours_still_has_its_new_requests_t
     assert 3 * 3600 - 5 <= int(said[0].split("clock is ")[1].split(" s ")[0]) <= 3 * 3600 + 5, said[0]
 
 
+def test_a_first_look_taken_while_our_clock_was_ahead_does_not_hide_the_requests_made_since(pair, monkeypatch):
+    """The first start records its first look by this machine's clock, once and for good. Started
+    with that clock two hours ahead (a host before NTP set it), then set right and restarted, the
+    first look's floor stayed an hour ahead of every clock: every request made in DataHub meanwhile
+    fell below it and was never taken, on that scan or any later one, and nothing was logged."""
+    monkeypatch.setattr(sync_module, "time", _ClockAhead(2 * 3600))
+    pair.sync()  # the first start: its first look is recorded two hours ahead
+    monkeypatch.setattr(sync_module, "time", time)  # NTP sets our clock right; the control plane restarts
+    sync = pair.sync()
+    pair.create(pair.request("made-after-the-clock-was-set", now_ms()))
+    assert sync.discover() == ["made-after-the-clock-was-set"]
+    assert "made-after-the-clock-was-set" in pair.local_ids()
+
+
 def test_a_wrong_date_far_ahead_does_not_lift_the_floor_over_new_requests(pair, monkeypatch):
     """Only a DataHub behind ours moves the floor: an answer whose Date is a year ahead (a
     proxy's broken clock) must not hide the requests made since, as a requestedAt that far
@@ -356,6 +370,27 @@ def test_a_claim_while_datahubs_secret_store_fails_waits_instead_of_running_with
     assert answer.json()["secrets"] == {"DB_PASSWORD": "pw-" + tmp_path.name}
 
 
+def test_a_claim_whose_secrets_a_proxy_gave_up_waiting_for_waits_instead_of_running_without_them(pair, proxy, tmp_path):
+    """A proxy in front of a slow DataHub (Envoy's stream idle timeout, as in an Istio mesh)
+    answers 408 Request Timeout: a request to repeat, not DataHub's verdict. It was read as a
+    refusal, so the run went on without DataHub's secrets and failed SECRET_NOT_FOUND."""
+    pair.datahub.graphql("mutation($i: CreateSecretInput!) { createSecret(input: $i) }",
+                         i={"name": "DB_PASSWORD", "value": "pw-" + tmp_path.name})
+    sync = pair.sync(url=proxy.url)
+    executor = taken(pair, sync, "ours")
+    timed_out = proxy.break_("POST", "/api/graphql", status=408, body=b"stream timeout", body_has=(b"getSecretValues",),
+                             times=1)
+
+    refused = claim(pair, executor, "ours")
+    assert timed_out.hits == 1
+    assert refused.status_code == 503, "claimed without DataHub's secrets"
+    assert pair.ours.execution("ours")["status"] == "PENDING", "nothing claimed"
+
+    answer = claim(pair, executor, "ours")
+    assert answer.status_code == 200, answer.json().get("error")
+    assert answer.json()["secrets"] == {"DB_PASSWORD": "pw-" + tmp_path.name}
+
+
 def test_a_claim_whose_token_may_not_read_datahubs_secrets_runs_without_them(pair, proxy):
     """The other side of the same answer: GMS's UNAUTHORIZED (code 403, the token's user lacks
     MANAGE_SECRETS) is a verdict, not an outage: the run gets no DataHub secrets (decision 39)."""
@@ -550,3 +585,53 @@ def test_a_slow_search_over_a_backlog_does_not_hold_back_cancels(pair, monkeypat
     assert len(pages) <= 3, f"the tick read {len(pages)} pages of the backlog before the cancels"
     assert pair.ours.execution("ours")["status"] == "CANCELLED"
     assert sync._scan is not None and sync._scan.start == 50 * len(pages), "the scan goes on at the next tick"
+
+
+def test_results_a_slow_datahub_takes_one_by_one_do_not_hold_back_its_cancels(pair, proxy):
+    """Every changed result was written in one go at each tick, however long DataHub took: with
+    DataHub answering each write slowly, a tick with many ended runs to report passed a cancel
+    from DataHub's UI on only after the last of them (at 0.5 s a write, 8 results held it 4 s; at
+    DataHub's 15 s timeout, a hundred ended runs held it most of an hour), and no new request was taken.
+    The results not written within a poll interval wait for the next tick; all reach DataHub."""
+    sync = pair.sync(url=proxy.url, poll_interval_s=0.5)
+    ended = [f"ended-{i}" for i in range(8)]
+    pair.create(*(pair.request(run, now_ms() - i) for i, run in enumerate(ended)),
+                pair.request("to-cancel", now_ms() + 1))
+    assert sorted(sync.discover()) == sorted([*ended, "to-cancel"])
+    for run in ended:
+        pair.ours.cp.cancel(run, sync_module.SYSTEM)  # ended here, CANCELLED before they start
+    proxy.delay("GET", "/aspects/", 0.5)  # DataHub shows each written result slowly
+    kill_in_datahub(pair, "to-cancel")
+    began = time.monotonic()
+    sync.tick()
+    took = time.monotonic() - began
+    assert pair.ours.execution("to-cancel")["status"] == "CANCELLED", "the cancel waited for every result"
+    assert took < 3, f"the tick took {took:.1f} s writing results before it passed the cancel on"
+    runs = [*ended, "to-cancel"]
+    for _ in range(20):
+        sync.tick()
+        shown = {run: pair.graph.get_aspect(E.execution_urn(run), ExecutionRequestResultClass) for run in runs}
+        if all(result is not None and result.status == "CANCELLED" for result in shown.values()):
+            break
+    assert {run: result.status if result else None for run, result in shown.items()} == \
+        {run: "CANCELLED" for run in runs}, "every result reached DataHub at the next ticks"
+
+
+def test_a_run_reporting_progress_at_every_tick_does_not_starve_another_runs_end(pair, proxy):
+    """With a tick's writes bounded, the requests in the order they were taken would let one
+    whose progress changes at every tick take every tick's writes, and another run's end never
+    reach DataHub: the least recently written goes first."""
+    sync = pair.sync(url=proxy.url, poll_interval_s=0.3)
+    pair.create(pair.request("run-a", now_ms()), pair.request("run-b", now_ms()))
+    first, second = sync.discover()  # in the order taken, FIRST's result is written first at every tick
+    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
+    executor.heartbeat()
+    busy, quiet = executor.claim(first), executor.claim(second)
+    assert busy is not None and quiet is not None
+    executor.finish(quiet)
+    proxy.delay("POST", "/aspects", 0.5)  # each write takes longer than the tick's share: one a tick
+    for line in range(3):
+        executor.progress(busy, f"line {line}")
+        sync.push()
+    shown = pair.graph.get_aspect(E.execution_urn(second), ExecutionRequestResultClass)
+    assert shown is not None and shown.status == "SUCCESS", "the ended run's result never reached DataHub"
