@@ -344,9 +344,11 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
             row, S.CANCELLED, S.CANCELLED_BEFORE_START, f"cancelled, then given back before it started ({why})", now), None)
         return Applied(_row(tx, execution_id), S.CANCELLED)
     # Its message is no longer the claimed one (a release deletes that): the outbox sends a new
-    # one and records it (message_id), the one a dead-lettered message is judged against.
+    # one and records it (message_id), the one a dead-lettered message is judged against. It
+    # never started here, or its start is undone: the next claim starts its clock anew, or the
+    # time it waited in the queue again would count as run (startTimeMs, durationMs).
     tx.execute("UPDATE executions SET status=?, lease=NULL, executor_id=NULL, executor_instance=NULL, enqueued_at=NULL, "
-               "message_id=NULL, unlisted_heartbeats=0 WHERE id=?", (S.PENDING, execution_id))
+               "message_id=NULL, unlisted_heartbeats=0, started_at=NULL WHERE id=?", (S.PENDING, execution_id))
     tx.execute("DELETE FROM execution_logs WHERE execution_id=?", (execution_id,))  # the last run's; a new one will come
     Tokens.revoke_for_execution(tx, execution_id)
     _write_result(tx, execution_id, {"status": S.PENDING, "report": f"queued again: {why}"}, None)

@@ -397,7 +397,12 @@ def test_released_work_is_queued_again_at_once(cp, executor_double):
     assert json.loads(message["Body"])["execution_id"] == execution["id"]
     other = executor_double("p", "e2")
     other.heartbeat()
+    time.sleep(0.05)
+    claimed_again_at = time.time()
     assert other.claim(execution["id"]) is not None
+    shown = cp.execution(execution["id"])
+    assert shown["started_at"] >= claimed_again_at and shown["result"]["startTimeMs"] >= int(claimed_again_at * 1000), \
+        "the run given back starts anew: its time queued again is not counted as run"
 
 
 def test_an_execution_whose_runners_keep_failing_before_it_starts_ends_failed(cp, executor_double):
