@@ -15,6 +15,7 @@ import re
 import secrets
 import socket
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -65,6 +66,20 @@ def _positive_int(value: str) -> int:
     return number
 
 
+# The most a cgroup's pids.max takes: the kernel's PID_MAX_LIMIT on 64-bit kernels (pids.max
+# refuses it and more with ERANGE or EINVAL).
+MAX_TASK_PIDS = 4 * 1024 * 1024
+
+
+def _task_pids(value: str) -> int:
+    """As _positive_int, at most MAX_TASK_PIDS: a larger limit passed the start, and every task's
+    sandbox then failed writing it (SANDBOX_ERROR), with the executor ONLINE and taking work."""
+    number = _positive_int(value)
+    if number > MAX_TASK_PIDS:
+        raise ValueError(f"{number} is over {MAX_TASK_PIDS}, the most a cgroup's pids.max takes")
+    return number
+
+
 def _heartbeat_seconds(value: str) -> float:
     """As _seconds, at most an hour: the control plane refuses a longer interval (HTTP 400), and
     the executor would pass `check` and then stop at registration."""
@@ -91,6 +106,9 @@ def _seconds(value: str) -> float:
         raise ValueError(f"{value!r} is not a number of seconds") from None
     if not math.isfinite(number) or number <= 0:  # nan, inf: every wait on them raises or never ends
         raise ValueError(f"{value!r} must be a finite number of seconds, greater than zero")
+    if number > threading.TIMEOUT_MAX:
+        # A wait on it raises OverflowError: 1e10 passed here, and killed the loop that first waited on it.
+        raise ValueError(f"{value!r} is over {threading.TIMEOUT_MAX:.0f} seconds, the longest wait this platform takes")
     return number
 
 
@@ -169,6 +187,17 @@ def _aws_secrets(value: str) -> tuple[AwsSecretReference, ...]:
     return references
 
 
+def _s3_bucket(value: str) -> str:
+    """A bucket's name (or an access point's ARN), as botocore takes it. A URL (s3://bucket/prefix)
+    passed here, and botocore then refused every task's log before sending it: each run's full
+    log was lost, with a warning."""
+    bucket = value.strip()
+    if bucket.startswith("arn:") or re.fullmatch(r"[A-Za-z0-9._-]{1,255}", bucket):
+        return bucket
+    raise ValueError(f"{value!r} is not an S3 bucket name: name the bucket alone (e.g. my-executor-logs), without "
+                     "s3:// or a path")
+
+
 def _cli_version(value: str) -> str:
     """A version a recipe naming none can run with: checked as the executor checks a task's own
     before its build. Free text passed `check` and then failed every such recipe at run time."""
@@ -242,8 +271,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between SIGTERM and SIGKILL when a task is cancelled."),
     Setting("DATAHUB_EXECUTOR_TASK_TIMEOUT", "task_timeout_s", _seconds, "86400",
             "Longest a task may run before it ends as TIMEOUT."),
-    Setting("DATAHUB_EXECUTOR_TASK_PIDS_MAX", "task_pids_max", _positive_int, "4096",
-            "Most processes and threads one task may have at once (cgroup pids.max); stops a fork bomb."),
+    Setting("DATAHUB_EXECUTOR_TASK_PIDS_MAX", "task_pids_max", _task_pids, "4096",
+            f"Most processes and threads one task may have at once (cgroup pids.max, at most {MAX_TASK_PIDS}); stops "
+            "a fork bomb."),
     Setting("DATAHUB_EXECUTOR_TASK_USER", "task_user", _text, "datahub-task",
             "The unprivileged user tasks run as (a name or UID[:GID]), never the executor's own; FIRST-LAST (e.g. "
             "3000000-3000031, uids no account or group has) gives each running task a uid and group of its own, so "
@@ -273,8 +303,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATAHUB_EXECUTOR_LOG_JSON", "log_json", _bool, "false",
             "Log JSON lines instead of human-readable ones."),
     Setting("DATAHUB_EXECUTOR_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level of the executor's own log."),
-    Setting("DATAHUB_EXECUTOR_LOG_S3_BUCKET", "log_s3_bucket", _text, None,
-            "Upload full task logs to this S3 bucket instead of the control plane."),
+    Setting("DATAHUB_EXECUTOR_LOG_S3_BUCKET", "log_s3_bucket", _s3_bucket, None,
+            "Upload full task logs to this S3 bucket (its name alone, e.g. my-executor-logs) instead of the control "
+            "plane."),
     Setting("DATAHUB_EXECUTOR_VISIBILITY_TIMEOUT", "visibility_timeout_s", _visibility_seconds, "60",
             "Seconds a received message stays invisible before it is extended (at most 43200, SQS's ceiling); used "
             "when the pool names none."),

@@ -38,3 +38,64 @@ def test_a_pool_the_control_plane_does_not_know_exits_2(tmp_path):
                                            DATAHUB_EXECUTOR_POOL_ID="no-such-pool"))
     assert status == 2, "\n".join(lines[-10:])
     assert any("no-such-pool" in line and "refused by the control plane" in line for line in lines), "\n".join(lines)
+
+
+def test_a_pids_limit_over_what_the_kernel_takes_exits_2_naming_it(tmp_path):
+    """pids.max takes at most PID_MAX_LIMIT (4194304 on 64-bit kernels). A larger
+    DATAHUB_EXECUTOR_TASK_PIDS_MAX ("no limit to speak of") was accepted, the executor started and
+    went ONLINE, and then every task it took failed SANDBOX_ERROR ("the kernel refused ... for
+    pids.max"). It is refused at start instead, in one line naming the setting and the most it
+    takes; that most is what the kernel takes."""
+    from sandbox import Limits, Sandbox, Status
+    from executor.settings import MAX_TASK_PIDS
+
+    with running_controlplane(tmp_path / "cp") as cp:
+        cp.create_pool("remote", default=True)
+        status, lines = _start(environment(tmp_path, DATAHUB_GMS_URL=cp.gms_url,
+                                           DATAHUB_GMS_TOKEN=cp.create_executor_token(["remote"]),
+                                           DATAHUB_EXECUTOR_SANDBOX_MODE="auto",
+                                           DATAHUB_EXECUTOR_TASK_PIDS_MAX=str(MAX_TASK_PIDS + 1)))
+    assert status == 2, "\n".join(lines[-10:])
+    assert lines == [f"datahub-executor: DATAHUB_EXECUTOR_TASK_PIDS_MAX is invalid: {MAX_TASK_PIDS + 1} is over "
+                     f"{MAX_TASK_PIDS}, the most a cgroup's pids.max takes"], "\n".join(lines)
+    sandbox = Sandbox.open(f"test-pids-{tmp_path.name[-8:]}")
+    try:
+        if sandbox.mode == "none":
+            return  # no pids.max here to take it
+        outcome = sandbox.start(["true"], Limits(pids_max=MAX_TASK_PIDS)).wait(timeout=30)
+        assert outcome.status is Status.SUCCEEDED, outcome
+    finally:
+        sandbox.sweep()
+        sandbox.close()
+
+
+def test_a_progress_interval_longer_than_any_wait_exits_2_naming_it(tmp_path):
+    """A number of seconds past threading.TIMEOUT_MAX (about 292 years) passed the settings, and
+    the first wait on it raised OverflowError: with DATAHUB_EXECUTOR_PROGRESS_INTERVAL=1e10 the
+    executor went ONLINE, its cancels loop died at its first turn, and /health and /health/live
+    answered 503 "thread(s) gone: cancels" for good (a restart loop under a liveness probe or the
+    systemd watchdog). It is refused at start instead, in one line naming the setting."""
+    with running_controlplane(tmp_path / "cp") as cp:
+        cp.create_pool("remote", default=True)
+        status, lines = _start(environment(tmp_path, DATAHUB_GMS_URL=cp.gms_url,
+                                           DATAHUB_GMS_TOKEN=cp.create_executor_token(["remote"]),
+                                           DATAHUB_EXECUTOR_PROGRESS_INTERVAL="1e10"))
+    assert status == 2, "\n".join(lines[-10:])
+    assert len(lines) == 1 and lines[0].startswith(
+        "datahub-executor: DATAHUB_EXECUTOR_PROGRESS_INTERVAL is invalid: '1e10' is over "), "\n".join(lines)
+
+
+def test_a_log_bucket_written_as_a_url_exits_2_naming_it(tmp_path):
+    """DATAHUB_EXECUTOR_LOG_S3_BUCKET=s3://my-executor-logs was accepted, and then every task's
+    full log was refused by botocore before it left the host (ParamValidationError: invalid
+    bucket name), a warning per run, and never reached S3 nor the control plane. It is refused at
+    start instead, in one line naming the setting and the form it takes."""
+    with running_controlplane(tmp_path / "cp") as cp:
+        cp.create_pool("remote", default=True)
+        status, lines = _start(environment(tmp_path, DATAHUB_GMS_URL=cp.gms_url,
+                                           DATAHUB_GMS_TOKEN=cp.create_executor_token(["remote"]),
+                                           DATAHUB_EXECUTOR_LOG_S3_BUCKET="s3://my-executor-logs/executor"))
+    assert status == 2, "\n".join(lines[-10:])
+    assert lines == ["datahub-executor: DATAHUB_EXECUTOR_LOG_S3_BUCKET is invalid: 's3://my-executor-logs/executor' is "
+                     "not an S3 bucket name: name the bucket alone (e.g. my-executor-logs), without s3:// or a path"], \
+        "\n".join(lines)

@@ -44,6 +44,8 @@ def test_defaults_are_the_seeds():
         ({"DATAHUB_EXECUTOR_CANCEL_GRACE": "nan"}, "DATAHUB_EXECUTOR_CANCEL_GRACE"),
         ({"DATAHUB_EXECUTOR_DRAIN_TIMEOUT": "inf"}, "DATAHUB_EXECUTOR_DRAIN_TIMEOUT"),
         ({"DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL": "7200"}, "DATAHUB_EXECUTOR_HEARTBEAT_INTERVAL"),
+        # Passed, and every task then failed SANDBOX_ERROR: pids.max takes at most 4194304.
+        ({"DATAHUB_EXECUTOR_TASK_PIDS_MAX": "4194305"}, "DATAHUB_EXECUTOR_TASK_PIDS_MAX"),
         # Over SQS's ceiling every receive failed (InvalidParameterValue), taken for SQS being down.
         ({"DATAHUB_EXECUTOR_VISIBILITY_TIMEOUT": "43201"}, "DATAHUB_EXECUTOR_VISIBILITY_TIMEOUT"),
     ],
