@@ -12,13 +12,14 @@ import contextlib
 import errno
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -84,15 +85,16 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
     check("SQS", sqs, lambda: _routes(sqs_endpoints))
 
     # The index builds resolve from (network_env.build_index): PIP_INDEX_URL the setting (it may
-    # come from --env-file), else uv's own names, else uv's default.
-    index_name, index_url = network_env.build_index(
-        {**os.environ, "PIP_INDEX_URL": settings.pip_index_url or ""}) or ("PIP_INDEX_URL", "https://pypi.org/simple/")
+    # come from --env-file), else uv's own names, else uv's default; trusted as builds trust it.
+    build_env = network_env.uv_names(network_env.for_builds({**os.environ,
+                                                             "PIP_INDEX_URL": settings.pip_index_url or ""}))
+    index_name, index_url = network_env.build_index(build_env) or ("PIP_INDEX_URL", "https://pypi.org/simple/")
     shown_index = _without_credentials(index_url)
 
     def package_index() -> str:
         try:
-            with _index_opener(index_url).open(_strip_userinfo(index_url).rstrip("/") + "/acryl-datahub/",
-                                               timeout=10) as answer:
+            with _index_opener(index_url, build_env).open(_strip_userinfo(index_url).rstrip("/") + "/acryl-datahub/",
+                                                          timeout=10) as answer:
                 answer.read(1)
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
@@ -100,6 +102,10 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
                                    f"in {index_name}") from None
             raise RuntimeError(f"{shown_index} answered {exc.code}: allow it, or set {index_name} to a mirror") from None
         except Exception as exc:
+            if isinstance(getattr(exc, "reason", None), ssl.SSLCertVerificationError):
+                raise RuntimeError(f"{shown_index} not reachable (its certificate is not trusted: "
+                                   f"{exc.reason.verify_message}): set PIP_CERT to the bundle of the CA that signed it, "
+                                   "as builds are given it") from None
             raise RuntimeError(f"{shown_index} not reachable ({type(exc).__name__}): allow it, or set {index_name} to "
                                "a mirror") from None
         return f"{shown_index} reachable"
@@ -347,18 +353,33 @@ def _strip_userinfo(url: str) -> str:
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
-def _index_opener(index_url: str) -> urllib.request.OpenerDirector:
-    """An opener that sends the index URL's user and password as uv does: Basic, with the first
-    request (no 401 round trip), and only to that host. urllib itself takes `user:pass@host` for
-    the host name, so a mirror with credentials failed "Name or service not known" here though
-    builds reached it."""
+def _index_opener(index_url: str, build_env: Mapping[str, str]) -> urllib.request.OpenerDirector:
+    """An opener that reaches the index as a build's uv does (BUILD_ENV, network_env.uv_names):
+
+    - it sends the index URL's user and password as uv does: Basic, with the first request (no
+      401 round trip), and only to that host. urllib itself takes `user:pass@host` for the host
+      name, so a mirror with credentials failed "Name or service not known" here though builds
+      reached it;
+    - it trusts the index's certificate as uv does: not verified for a host of UV_INSECURE_HOST
+      (PIP_TRUSTED_HOST), else against SSL_CERT_FILE (PIP_CERT's bundle) where one is given. A
+      mirror signed by a private CA failed here, "not reachable", though builds reached it."""
     parts = urlsplit(index_url)
-    if parts.username is None:
-        return urllib.request.build_opener()
-    passwords = urllib.request.HTTPPasswordMgrWithPriorAuth()
-    passwords.add_password(None, _strip_userinfo(index_url), unquote(parts.username), unquote(parts.password or ""),
-                           is_authenticated=True)
-    return urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(passwords))
+    handlers: list[urllib.request.BaseHandler] = []
+    insecure = (build_env.get("UV_INSECURE_HOST") or "").split()
+    if parts.hostname and (parts.hostname in insecure or parts.netloc.rpartition("@")[2] in insecure):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    elif build_env.get("SSL_CERT_FILE") or build_env.get("SSL_CERT_DIR"):
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(
+            cafile=build_env.get("SSL_CERT_FILE"), capath=build_env.get("SSL_CERT_DIR"))))
+    if parts.username is not None:
+        passwords = urllib.request.HTTPPasswordMgrWithPriorAuth()
+        passwords.add_password(None, _strip_userinfo(index_url), unquote(parts.username), unquote(parts.password or ""),
+                               is_authenticated=True)
+        handlers.append(urllib.request.HTTPBasicAuthHandler(passwords))
+    return urllib.request.build_opener(*handlers)
 
 
 def _routes(urls: list[str], *, all_proxy: bool = False) -> str | None:

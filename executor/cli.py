@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .undumpable import make_undumpable
@@ -18,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  {s.env:44} {('required' if s.required else s.default or '')}" for s in SETTINGS)
     parser = argparse.ArgumentParser(prog="datahub-executor", epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env-file", help="a KEY=VALUE settings file (the environment wins over it)")
+    parser.add_argument("--env-file", help="a KEY=VALUE environment file, as systemd's EnvironmentFile= reads it: the "
+                                           "settings and every other variable in it (proxy, AWS); the environment "
+                                           "wins over it")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the executor")
     sub.add_parser("check", help="run the troubleshooting checks and exit")
@@ -46,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(env_template())
         return 0
     try:
-        settings = load_settings(file=args.env_file)
+        if args.env_file:
+            # The whole file, not only the settings: systemd's EnvironmentFile= gives the service
+            # every line of it, and the proxy and AWS variables the docs say to write there reach
+            # the clients through the environment. Read for its settings alone, `check` probed
+            # direct and without AWS credentials, unlike the service it checks.
+            os.environ.update(environment_with_file(file=args.env_file))
+        settings = load_settings()
     except SettingsError as exc:
         print(f"datahub-executor: {exc}", file=sys.stderr)
         return 2

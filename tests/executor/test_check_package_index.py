@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.executor.runtime.test_venv_builds_take_pips_index_settings import tls_index  # noqa: F401 (a fixture)
 from tests.http_handler import QuietHandler
 
 EXECUTOR = str(Path(sys.executable).parent / "datahub-executor")
@@ -92,3 +93,23 @@ def test_uv_default_index_wins_as_in_uv_and_a_failure_names_it(tmp_path, private
                               UV_INDEX_URL="http://127.0.0.1:9/simple/")
     assert line == (f"FAIL  package index: http://***@127.0.0.1:{port}/simple/ refused the credentials (401): fix the "
                     "user and password in UV_DEFAULT_INDEX")
+
+
+@pytest.mark.parametrize("trust", ["PIP_CERT", "PIP_TRUSTED_HOST"])
+def test_check_trusts_an_https_index_as_builds_do(tmp_path, tls_index, trust):
+    """A mirror whose certificate is signed by a private CA: builds trust it through PIP_CERT (uv
+    gets it as SSL_CERT_FILE) or skip its verification for a PIP_TRUSTED_HOST (UV_INSECURE_HOST),
+    and reach it (test_venv_builds_take_pips_index_settings.py builds from this very index). check
+    verified it against the system's CAs alone: FAIL "not reachable (URLError): allow it, or set
+    PIP_INDEX_URL to a mirror", naming a fix for a mirror that every build reached."""
+    index, bundle = tls_index
+    more = {"PIP_CERT": str(bundle)} if trust == "PIP_CERT" else {"PIP_TRUSTED_HOST": f"pypi.corp.example {index.host}"}
+    line = package_index_line(tmp_path, index.url, **more)
+    assert line == f"PASS  package index: {index.url} reachable"
+
+
+def test_an_untrusted_certificate_fails_naming_what_builds_trust(tmp_path, tls_index):
+    index, _ = tls_index
+    line = package_index_line(tmp_path, index.url)
+    assert line.startswith(f"FAIL  package index: {index.url} not reachable (its certificate is not trusted: ")
+    assert line.endswith("set PIP_CERT to the bundle of the CA that signed it, as builds are given it"), line

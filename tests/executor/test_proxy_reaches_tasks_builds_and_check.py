@@ -252,3 +252,44 @@ def test_a_check_line_names_the_way_its_client_goes(monkeypatch, environ, url, a
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     assert _routes([url], all_proxy=all_proxy) == way
+
+
+def test_check_with_an_env_file_takes_the_proxy_and_aws_credentials_written_in_it(
+        tmp_path, proxy, package_index, secretsmanager_endpoint):
+    """The first hour's check, `datahub-executor --env-file /etc/datahub-executor/executor.env
+    check`, read only the executor's settings from the file: the proxy and the AWS credentials the
+    docs say to write there (systemd's EnvironmentFile= gives the service every line of it) were
+    dropped, so check probed DataHub, SQS, the index and Secrets Manager direct, without the
+    credentials, and failed (or passed) unlike the service it checks."""
+    with running_controlplane(tmp_path / "controlplane") as cp:
+        cp.create_pool("remote", default=True)
+        secret_arn = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=secretsmanager_endpoint,
+                                  aws_access_key_id="test", aws_secret_access_key="test").create_secret(
+            Name="prod/db", SecretString=json.dumps({"password": "pw-7"}))["ARN"]
+        (tmp_path / "secrets").mkdir()
+        in_file = {
+            "DATAHUB_GMS_URL": cp.gms_url, "DATAHUB_GMS_TOKEN": cp.create_executor_token(["remote"]),
+            "DATAHUB_EXECUTOR_POOL_ID": "remote", "PIP_INDEX_URL": package_index,
+            "DATAHUB_EXECUTOR_FILE_SECRET_BASEDIR": str(tmp_path / "secrets"), "DATAHUB_EXECUTOR_SANDBOX_MODE": "none",
+            "DATAHUB_EXECUTOR_CGROUP_ROOT": f"test-check-{uuid.uuid4().hex[:8]}", "DATAHUB_EXECUTOR_TASK_USER": "none",
+            "DATAHUB_EXECUTOR_TASK_PRIVATE_TMP": "false", "DATAHUB_EXECUTOR_HEALTH_ADDRESS": "127.0.0.1:0",
+            "DATAHUB_EXECUTOR_WORK_DIR": str(tmp_path / "work"),
+            "DATAHUB_EXECUTOR_VENV_CACHE_DIR": str(tmp_path / "venvs"),
+            "DATAHUB_EXECUTOR_AWS_SECRETS": f"DB_PASSWORD={secret_arn}:password::",
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": secretsmanager_endpoint, "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test", "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "HTTP_PROXY": f"http://proxy-user:proxy-pass-7@127.0.0.1:{proxy.port}",
+        }
+        env_file = tmp_path / "executor.env"
+        env_file.write_text("".join(f"{name}={value}\n" for name, value in in_file.items()))
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("DATAHUB_", "AWS_", "UV_", "PIP_")) and k.lower() not in PROXY_VARIABLES}
+        done = subprocess.run([EXECUTOR, "--env-file", str(env_file), "check"], env=env, capture_output=True,
+                              text=True, timeout=120)
+    lines = {line[6:].split(":")[0]: line for line in done.stdout.splitlines()}
+    via = f"; via proxy http://***@127.0.0.1:{proxy.port} (HTTP_PROXY)"
+    for name in ("token and pool", "SQS", "package index", "secret stores"):
+        assert lines[name].startswith("PASS  ") and lines[name].endswith(via), done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert urlsplit(cp.gms_url).port in {urlsplit(url).port for _, url, _ in proxy.requests}
+    assert "proxy-pass-7" not in done.stdout + done.stderr and "pw-7" not in done.stdout
