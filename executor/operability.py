@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -24,13 +25,36 @@ def configure_logging(*, json: bool = False, level: str = "INFO") -> None:
     """Once, at start. Every line carries execution_id ('-' for lines not about a task).
 
     diagnose=False: loguru's default prints the values of every variable in a traceback's
-    frames, and a runner's frames hold lease tokens, ingest tokens and resolved secrets."""
+    frames, and a runner's frames hold lease tokens, ingest tokens and resolved secrets.
+
+    The sandbox (usable alone, so on the standard library's logging) writes here too: unhandled,
+    its warnings reached stderr bare, in no format and as plain text in a JSON log, through
+    logging's last-resort handler. Only its logger: botocore's and urllib3's debug lines quote
+    requests and answers, Secrets Manager's values among them."""
     logger.remove()
     logger.configure(extra={"execution_id": "-"})
     if json:
         logger.add(sys.stderr, level=level, serialize=True, diagnose=False)
     else:
         logger.add(sys.stderr, level=level, format=HUMAN_FORMAT, colorize=sys.stderr.isatty(), diagnose=False)
+    sandbox_log = logging.getLogger("sandbox")
+    sandbox_log.handlers = [_ToLoguru()]
+    sandbox_log.setLevel(logging.DEBUG)  # loguru's level decides
+    sandbox_log.propagate = False
+
+
+class _ToLoguru(logging.Handler):
+    """A standard library record, as a line of the one logger (loguru's README's InterceptHandler)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame, depth = logging.currentframe(), 2
+        while frame is not None and frame.f_code.co_filename == logging.__file__:
+            frame, depth = frame.f_back, depth + 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
 
 
 class SystemdNotifier:

@@ -100,3 +100,56 @@ def test_connections_a_task_holds_to_the_health_port_are_bounded_and_time_out(mo
         for connection in held:
             connection.close()
         server.stop()
+
+
+def test_the_sandboxs_own_lines_are_in_the_executors_log_format_json_too(tmp_path):
+    """The sandbox logs through the standard library's logging ("swept leftover task cgroup ...",
+    a task whose processes would not die, a failed clean-up), which nothing configured: its
+    warnings and errors reached stderr bare, through logging's last-resort handler, with no time,
+    level or execution id, and as plain text in a DATAHUB_EXECUTOR_LOG_JSON=true log, whose
+    collector expects one JSON object per line; its info lines were dropped. Here a previous run
+    left a task cgroup (its master SIGKILLed), which the next start sweeps and says so."""
+    import time
+    import uuid
+
+    import pytest
+
+    from executor.testing import ExecutorProcess, remove_cgroup_roots
+    from sandbox import Sandbox
+
+    from .test_check_local_resources import environment
+
+    root = f"test-logs-{uuid.uuid4().hex[:8]}"
+    probe = Sandbox.open(root)
+    mode = probe.mode
+    probe.close()
+    if mode == "none":
+        pytest.skip("no writable cgroups here: nothing is left to sweep")
+    crashed = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom sandbox import Limits, Sandbox\n"
+        f"Sandbox.open({root!r}).start(['sleep', '300'], Limits())\nprint('started', flush=True)\ntime.sleep(300)")],
+        stdout=subprocess.PIPE, text=True)
+    executor = None
+    try:
+        assert crashed.stdout.readline().strip() == "started"
+        crashed.kill()  # as a crash: the task dies of its parent-death signal, its cgroup stays
+        crashed.wait()
+        executor = ExecutorProcess(environment(tmp_path, DATAHUB_EXECUTOR_SANDBOX_MODE="auto",
+                                               DATAHUB_EXECUTOR_CGROUP_ROOT=root, DATAHUB_EXECUTOR_LOG_JSON="true"))
+        executor.wait_for_line("left by a previous run of this executor")
+        time.sleep(0.5)
+    finally:
+        if crashed.poll() is None:
+            crashed.kill()
+            crashed.wait()
+        if executor is not None:
+            executor.stop()
+        remove_cgroup_roots({root})
+    records = []
+    for line in executor.lines:
+        try:
+            records.append(json.loads(line)["record"])
+        except ValueError:
+            raise AssertionError(f"a line that is not JSON in a JSON log: {line!r}") from None
+    swept = [r for r in records if r["message"].startswith("swept leftover task cgroup ")]
+    assert len(swept) == 1 and swept[0]["level"]["name"] == "WARNING", records
