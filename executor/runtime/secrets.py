@@ -134,12 +134,29 @@ class FileSecretStore:
                     name, f"secret file for {name} is {info.st_size} bytes, over the {self.max_bytes}-byte cap "
                     "(DATAHUB_EXECUTOR_FILE_SECRET_MAXLEN)"
                 )
-            data = os.read(fd, self.max_bytes + 1)
+            data = _read_at_most(fd, self.max_bytes + 1)
             if len(data) > self.max_bytes:
                 raise SecretRefused(name, f"secret file for {name} is over the {self.max_bytes}-byte cap")
         finally:
             os.close(fd)
         return data.decode("utf-8", errors="replace").rstrip()
+
+
+READ_CHUNK = 1 << 20
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to LIMIT bytes of FD, read a chunk at a time: one os.read allocates what it is asked
+    for first, and the cap (DATAHUB_EXECUTOR_FILE_SECRET_MAXLEN, up to 8 EiB) asked for 1T raised
+    MemoryError, and for more OverflowError, on a file of a few bytes."""
+    chunks: list[bytes] = []
+    while limit > 0:
+        chunk = os.read(fd, min(limit, READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
 
 
 # Where the executor's own AWS credentials come from, never a recipe's secret whatever else is

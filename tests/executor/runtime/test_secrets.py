@@ -97,6 +97,19 @@ def test_a_file_over_the_cap_is_refused_without_reading_it(secret_dir):
     assert err.value.name == "HUGE"
 
 
+@pytest.mark.parametrize("cap", ["1T", str((1 << 63) - 1)])
+def test_a_cap_larger_than_memory_reads_a_small_file(secret_dir, cap):
+    """DATAHUB_EXECUTOR_FILE_SECRET_MAXLEN is accepted up to the largest size (sandbox.sizes), and
+    the file was read with one os.read of the cap plus a byte, which allocates that much first:
+    MemoryError (1T) or OverflowError (the largest), and the runner of every task with a file
+    secret failed with a traceback (given back failed; EXECUTOR_ERROR the third time)."""
+    from executor.settings import load_settings
+
+    settings = load_settings({"DATAHUB_GMS_URL": "https://acme.acryl.io/gms", "DATAHUB_GMS_TOKEN": "tok-123456",
+                              "DATAHUB_EXECUTOR_POOL_ID": "remote", "DATAHUB_EXECUTOR_FILE_SECRET_MAXLEN": cap})
+    assert FileSecretStore(str(secret_dir), settings.file_secret_maxlen).get("DB_PASSWORD") == "from-file"
+
+
 def test_a_symlink_out_of_the_directory_is_refused(secret_dir):
     os.symlink("/etc/shadow", secret_dir / "SHADOW")
     with pytest.raises(SecretRefused, match="resolves outside"):
