@@ -83,6 +83,9 @@ UNUSED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 # What a stop needs beyond the drain timeout: kill what still runs, report it, exit (the unit's
 # TimeoutStopSec=360 is the default drain and this).
 STOP_REPORT_S = 60.0
+# What each wait of the start asks of systemd beyond the wait itself: the next attempt's call
+# (one try of the start client, a connection and a read timeout) and some slack.
+START_EXTEND_S = 60.0
 
 
 class Master:
@@ -652,7 +655,9 @@ class _SignalWait:
         return bool(self._master._signals or self._master._stop_requested)
 
     def wait(self, timeout: float) -> bool:
+        """TIMEOUT seconds, or until a stop; systemd is told the start goes on meanwhile."""
         if not self.is_set():
+            self._master.notifier.starting(self._master._start_step, needs_s=timeout + START_EXTEND_S)
             select.select([self._master._wake_r], [], [], timeout)
         return self.is_set()
 

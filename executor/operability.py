@@ -83,6 +83,13 @@ class SystemdNotifier:
     def status(self, text: str) -> None:
         self._send(f"STATUS={text}")
 
+    def starting(self, text: str, needs_s: float) -> None:
+        """Still starting, for NEEDS_S more at least (EXTEND_TIMEOUT_USEC, systemd 236+): the
+        start waits for the control plane as long as it takes, and under Type=notify systemd's
+        start timeout (90 s by default) killed it and restarted it in a loop while DataHub was
+        unreachable, `systemctl start` failing each time. Sent at each wait of the start."""
+        self._send(f"STATUS={text}\nEXTEND_TIMEOUT_USEC={int(needs_s * 1_000_000)}")
+
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")
 

@@ -82,3 +82,35 @@ def test_a_stop_while_the_control_plane_is_unreachable_at_start_leaves_no_cgroup
     executor.process.send_signal(signal.SIGTERM)
     assert executor.process.wait(timeout=30) == 0
     assert not root.exists(), "the executor's cgroup root was left behind"
+
+
+def test_a_start_waiting_for_an_unreachable_control_plane_keeps_asking_systemd_for_time(system, tmp_path):
+    """Under Type=notify, READY=1 comes once the control plane answered; until then systemd's
+    start timeout (90 s by default) ran, killed the waiting executor and restarted it in a loop
+    while DataHub was unreachable (`systemctl start` failing each time). Each wait of the start
+    now extends it (EXTEND_TIMEOUT_USEC), naming what it waits on."""
+    import socket
+
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(path)
+        notify.settimeout(0.5)
+        env = system.executor_env(DATAHUB_GMS_URL=f"http://127.0.0.1:{free_port()}/gms", NOTIFY_SOCKET=path)
+        executor = ExecutorProcess(env)
+        system.executors.append(executor)
+        extensions: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(extensions) < 2 and time.monotonic() < deadline:
+            try:
+                message = notify.recv(4096).decode()
+            except socket.timeout:
+                continue
+            assert "READY=1" not in message, "ready before the control plane answered"
+            if "EXTEND_TIMEOUT_USEC=" in message:
+                extensions.append(message)
+        executor.process.send_signal(signal.SIGTERM)
+        assert executor.process.wait(timeout=30) == 0
+    assert len(extensions) == 2, "no extension of systemd's start timeout while the control plane was unreachable"
+    assert all("STATUS=waiting for the control plane" in message for message in extensions), extensions
+    asked_s = [int(message.split("EXTEND_TIMEOUT_USEC=")[1].split()[0]) / 1e6 for message in extensions]
+    assert all(seconds >= 60 for seconds in asked_s), asked_s
