@@ -50,9 +50,16 @@ from .tokens import Identity
 
 SCHEMA_PATH = Path(__file__).parent / "graphql" / "schema.graphql"
 MAX_PAGE = 1000
+SOURCE_RUNS_PAGE = 10  # IngestionSource.executions without a count
 # Our refusals, answered with their own message (which never quotes a secret) and HTTP-like code.
 REFUSALS = {Invalid: 400, MetadataInvalid: 400, Forbidden: 403, NotFound: 404, Conflict: 409, Unavailable: 503}
 MASK = "********"
+
+
+def refusal_status(error: BaseException | None) -> int | None:
+    """The status of ERROR when it is one of our refusals, its subclasses too (InvalidUrn is a
+    MetadataInvalid: a malformed urn in a mutation was answered and logged as our failure)."""
+    return next((status for kind, status in REFUSALS.items() if isinstance(error, kind)), None)
 
 
 # Rows a request's list fields may look at in all. DataHub's limits (graphql_limits.py) count
@@ -110,6 +117,9 @@ def source_of_ours(execution: dict[str, Any]) -> str | None:
 EXECUTION_FIELDS = {
     "urn": lambda x: x["urn"], "ingestionSource": source_of_ours, "executorId": lambda x: x["pool_id"],
     "status": lambda x: x["status"], "task": lambda x: x["task"],
+    # DataHub's own name for a run's status: ExecutionRequestResult.status is @Searchable as
+    # executionResultStatus, the field its search index (and so listExecutionRequests) filters on.
+    "executionResultStatus": lambda x: x["status"],
 }
 # and what a sort may also name: the time a run was asked for (DataHub's default order, newest first)
 EXECUTION_SORT_FIELDS = {**EXECUTION_FIELDS, "requestTimeMs": lambda x: x["created_at"]}
@@ -270,12 +280,19 @@ def build_schema(cp: ControlPlane):
                 "description": pool["info"].get("description"), "createdAt": pool["created_at_ms"],
                 "isDefault": pool["is_default"], "isEmbedded": pool["info"].get("isEmbedded")}
 
+    # A status may leave out the fields its model defaults (executorExpired, executorInternal, ...),
+    # which GMS's getters answer with their defaults: a status written without them nulled its
+    # executor, and with it the whole list it was in, on their Boolean! fields.
+    status_defaults = {field.name: field.default
+                       for field in cp.registry.aspect(E.EXECUTOR, E.EXECUTOR_STATUS).schema.fields if field.has_default}
+
     def executor_view(executor_id: str) -> dict[str, Any] | None:
         with cp.store.read() as db:
             stored = aspect_store.get(db, E.executor_urn(executor_id), E.EXECUTOR_STATUS)
         if stored is None:
             return None
-        return {**stored.value, "urn": stored.urn, "type": "REMOTE_EXECUTOR", "_executor_id": executor_id}
+        return {**status_defaults, **stored.value, "urn": stored.urn, "type": "REMOTE_EXECUTOR",
+                "_executor_id": executor_id}
 
     def executions_page(info, start, count, **where) -> dict[str, Any]:
         start, count = max(0, start or 0), max(0, min(MAX_PAGE, 20 if count is None else count))
@@ -289,7 +306,12 @@ def build_schema(cp: ControlPlane):
         sources = cp.sources.list()
         spend(info, len(sources))
         sources = apply_filters(sources, input.get("filters"), SOURCE_FIELDS, input.get("query"))
-        sources = sort_by(sources, input.get("sort"), SOURCE_FIELDS)
+        sort = input.get("sort")
+        sources = sort_by(sources, sort, SOURCE_FIELDS)
+        if sort and sort["field"] == "name":
+            # DataHub's ListIngestionSourcesResolver sorts "by name" on type first, then name
+            # (its UI's order); this sort is stable, so it keeps the names' order within a type.
+            sources = sort_by(sources, {**sort, "field": "type"}, SOURCE_FIELDS)
         start, count, page = _page(sources, input.get("start"), input.get("count"))
         return {"start": start, "count": len(page), "total": len(sources), "ingestionSources": [source_view(s) for s in page]}
 
@@ -307,7 +329,9 @@ def build_schema(cp: ControlPlane):
 
     @source_type.field("executions")
     def resolve_source_executions(source, info, start: int | None = None, count: int | None = None) -> dict[str, Any]:
-        return executions_page(info, start, count, source_urn=source["urn"])
+        # A source's runs default to a page of 10 (DataHub's IngestionSourceExecutionRequestsResolver),
+        # not the 20 of the listings.
+        return executions_page(info, start, SOURCE_RUNS_PAGE if count is None else count, source_urn=source["urn"])
 
     @source_type.field("ownership")
     def resolve_source_ownership(source, info) -> dict[str, Any] | None:
@@ -579,7 +603,7 @@ def _format_error(error: GraphQLError, body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(error, graphql_limits.QueryLimitExceeded):
         return formatted  # our own words and numbers, which quote nothing the request sent
     original = getattr(error, "original_error", None)
-    status = REFUSALS.get(type(original))
+    status = refusal_status(original)
     if status is not None:
         formatted["message"] = str(original)
         formatted.setdefault("extensions", {})["code"] = status
@@ -630,7 +654,10 @@ def _quoted_values(body: dict[str, Any]) -> list[tuple[re.Pattern[str], str]]:
         visit(parse(body["query"], max_tokens=graphql_limits.MAX_TOKENS), Literals())
     except GraphQLError:
         pass  # a document that does not parse is answered with a syntax error, which quotes no literal
-    patterns = [(text, re.compile(re.escape(text)), masked) for text, masked in quoted.items()]
+    # A block string ("""...""") prints on several lines, and inside an object or a list
+    # graphql-core's printer indents each of them: its lines are matched whatever the indent.
+    patterns = [(text, re.compile(r"\n *".join(re.escape(line) for line in text.split("\n"))), masked)
+                for text, masked in quoted.items()]
     patterns += [(text, re.compile(rf"(?<![\w.]){re.escape(text)}(?![\w.])"), MASK) for text in numbers]
     return [(pattern, masked) for _, pattern, masked in sorted(patterns, key=lambda found: -len(found[0]))]
 
@@ -643,7 +670,7 @@ class _OurFailures(logging.LoggerAdapter):
 
     def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
         original = getattr(msg, "original_error", None)
-        if original is None or isinstance(original, GraphQLError) or type(original) in REFUSALS:
+        if original is None or isinstance(original, GraphQLError) or refusal_status(original) is not None:
             return
         path = ".".join(str(p) for p in (getattr(msg, "path", None) or []))
         logger.error("GraphQL {} failed: {}", path or "request",
