@@ -120,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                 _say(f"the executor exited with code {executor.returncode}")
                 return 1
             stop.wait(0.5)
+        if last in (None, "PENDING", "RUNNING"):
+            # Ctrl-C before the run finished: the page and the CLI are about to go, so name neither.
+            _say(f"interrupted before execution {execution['id']} finished; stopping")
+            return 1
         _say(f"web page: {cp.base_url}/  (paste the admin token from {cp.server.admin_token_path})")
         _say(f"admin CLI: .venv/bin/datahub-executor-admin --state-dir {state / 'controlplane'} executions list")
         if not args.exit_after_run:

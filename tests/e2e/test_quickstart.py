@@ -44,3 +44,25 @@ def test_quickstart_runs_the_sample_to_success_and_ctrl_c_leaves_no_process_nor_
     with running_controlplane(tmp_path / "controlplane") as cp:
         left = [t["kind"] for t in cp.cp.tokens.list()]
     assert left == ["admin"], f"the executor's token is revoked when the quickstart stops, not left live: {left}"
+
+
+def test_ctrl_c_while_the_sample_runs_says_it_stops_not_that_it_is_running_and_leaves_no_process(tmp_path):
+    quickstart = subprocess.Popen([sys.executable, "-m", "controlplane.quickstart", "--state-dir", str(tmp_path),
+                                   "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    children: list[psutil.Process] = []
+    deadline = time.monotonic() + 300
+    for line in quickstart.stdout:
+        if not children:
+            children = psutil.Process(quickstart.pid).children(recursive=True)
+        if line.rstrip().endswith(": RUNNING") or time.monotonic() > deadline:
+            break
+    assert line.rstrip().endswith(": RUNNING"), line
+    quickstart.send_signal(signal.SIGINT)
+    after = quickstart.stdout.read().splitlines()
+
+    assert quickstart.wait(timeout=90) != 0, "a sample run that did not finish is not a success"
+    assert not any("Ctrl-C stops" in line or "web page:" in line for line in after), \
+        f"after Ctrl-C the quickstart says it stops, not that it runs on: {after}"
+    assert after[-1].endswith("stopped"), after
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left behind: {alive}"
