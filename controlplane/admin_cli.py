@@ -76,10 +76,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 class AdminClient:
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, *, state_dir: Path | None = None) -> None:
         import requests
 
         self.gms = url.rstrip("/") + "/gms"
+        self.state_dir = state_dir  # where the token came from, to say why it may be refused
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
 
@@ -98,6 +99,12 @@ class AdminClient:
             reason = body.get("error") or body.get("message") if isinstance(body, dict) else body
             # A conditional write whose If-Version-Match no longer holds: 422 as GMS's Rest.li answers it.
             refused = response.status_code == 422 and _versioning().VERSION_REFUSED in str(reason)
+            if response.status_code == 401 and self.state_dir is not None:
+                # The state dir's api-port outlives its control plane: another one may listen there now.
+                reason = (f"{reason}: the control plane at {self.gms} refused the token in {self.state_dir}/admin-token; "
+                          f"either it is not this state dir's (start that one: datahub-executor-admin serve "
+                          f"--state-dir {self.state_dir}) or that token was revoked (restart the control plane: "
+                          f"its next start writes a new one)")
             raise (VersionConflict if refused else AdminError)(f"{response.status_code}: {reason}")
         return body
 
@@ -213,13 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _client(args: argparse.Namespace) -> AdminClient:
-    url, token = args.url, os.environ.get("DATAHUB_ADMIN_TOKEN")
+    url, token, from_state_dir = args.url, os.environ.get("DATAHUB_ADMIN_TOKEN"), None
     if args.state_dir:
         state = Path(args.state_dir)
         try:
             token = (state / "admin-token").read_text().strip()
         except OSError as exc:
             raise AdminError(f"no admin token in {state} ({exc.strerror}): is it a control plane's state dir?") from None
+        from_state_dir = state
         if (state / "api-port").exists() and "DATAHUB_CONTROLPLANE_URL" not in os.environ and args.url.endswith(":9002"):
             url = f"http://127.0.0.1:{(state / 'api-port').read_text().strip()}"
     if args.token_file:
@@ -227,9 +235,10 @@ def _client(args: argparse.Namespace) -> AdminClient:
             token = Path(args.token_file).read_text().strip()
         except OSError as exc:
             raise UsageError(f"--token-file {args.token_file} cannot be read ({exc.strerror})") from None
+        from_state_dir = None
     if not token:
         raise AdminError("no admin token: use --token-file, --state-dir or DATAHUB_ADMIN_TOKEN")
-    return AdminClient(url, token)
+    return AdminClient(url, token, state_dir=from_state_dir)
 
 
 def _upstream_config(args: argparse.Namespace):
@@ -613,14 +622,21 @@ def main(argv: list[str] | None = None) -> int:
     except (AdminError, OSError) as exc:
         print(f"datahub-executor-admin: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
-    elif (args.group, args.action) == ("executions", "logs"):
-        print(result["log"])
-    elif isinstance(result, list) and (args.group, args.action) in VIEWS:
-        print(_table(result, VIEWS[(args.group, args.action)]))
-    else:
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    try:
+        if args.json:
+            print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        elif (args.group, args.action) == ("executions", "logs"):
+            print(result["log"])
+        elif isinstance(result, list) and (args.group, args.action) in VIEWS:
+            print(_table(result, VIEWS[(args.group, args.action)]))
+        else:
+            print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`| head`, `less` quit early). Point stdout at /dev/null so that the
+        # interpreter's own flush at exit does not raise again; what the command did stands.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -367,3 +367,34 @@ def test_a_restart_whose_remembered_queue_port_was_taken_meanwhile_starts_on_ano
             except subprocess.TimeoutExpired:  # the old hang was deaf to SIGTERM
                 serve.kill()
                 serve.wait()
+
+
+def test_output_piped_into_a_reader_that_stopped_ends_quietly_not_with_a_traceback(cp):
+    """`executions logs ID | head`, or quitting `less` early: the reader is gone before the CLI writes."""
+    cp.create_pool("remote", default=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "DATAHUB_CONTROLPLANE_URL": cp.base_url, "DATAHUB_ADMIN_TOKEN": cp.admin_token}
+    try:
+        done = subprocess.run([*ADMIN, "--json", "pools", "list"], env=env, stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.stderr == "" and done.returncode == 1, done.stderr
+
+
+def test_a_state_dir_whose_control_plane_stopped_while_another_took_its_port_says_so_not_just_401(tmp_path):
+    """The quickstart stopped, then `serve --state-dir .state/cp` took 9002: the quickstart's own
+    `--state-dir` command reached the other control plane, and the newcomer read only `401: unknown token`."""
+    from controlplane.testing import running_controlplane
+
+    port = _free_port()
+    with running_controlplane(tmp_path / "first", port=port):
+        pass
+    with running_controlplane(tmp_path / "second", port=port):
+        env = {k: v for k, v in os.environ.items() if k not in ("DATAHUB_CONTROLPLANE_URL", "DATAHUB_ADMIN_TOKEN")}
+        done = subprocess.run([*ADMIN, "--state-dir", str(tmp_path / "first"), "pools", "list"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "401" in done.stderr and f"serve --state-dir {tmp_path / 'first'}" in done.stderr, done.stderr
+    assert (tmp_path / "first" / "admin-token").read_text().strip() not in done.stderr
