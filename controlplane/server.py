@@ -273,8 +273,11 @@ class ControlPlaneServer:
             raise StartRefused(f"the admin token file {path} is not a regular file: remove it, and a new admin "
                                "token is written there at the next start") from None
         except OthersMayRead as refused:
-            raise StartRefused(f"the admin token file {path} may be read by others (mode {refused.mode:04o}): revoke "
-                               f"its token if others did read it (tokens revoke), then run: chmod 600 {path}") from None
+            # In the order that works: `tokens revoke` needs the control plane, which starts only
+            # once the mode is right.
+            raise StartRefused(f"the admin token file {path} may be read by others (mode {refused.mode:04o}): run "
+                               f"chmod 600 {path}; if others did read it, revoke its token once the control plane "
+                               "is up (tokens revoke) and restart it: the next start writes a new one") from None
         return None if content is None else content.decode("utf-8", "replace").strip()
 
     def _ensure_admin_token(self, kept: str | None) -> None:

@@ -170,8 +170,10 @@ def test_an_admin_token_file_others_may_read_is_refused_at_start(tmp_path, fresh
     token_file.chmod(0o644)
     server = ControlPlaneServer(ServerConfig(state_dir=state))
     with pytest.raises(StartRefused, match=f"the admin token file {token_file} may be read by others "
-                                           rf"\(mode 0644\).*chmod 600 {token_file}"):
+                                           rf"\(mode 0644\).*chmod 600 {token_file}") as refused:
         server.start()
+    said = str(refused.value)
+    assert said.index("chmod 600") < said.index("tokens revoke"), "a revoke needs the control plane, which needs the chmod"
     assert token_file.read_text() == before, "nothing was written into it"
     token_file.chmod(0o600)
     with running_controlplane(state) as cp:
