@@ -13,7 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     # runtime starts (the image's HEALTHCHECK, `docker exec ... check`) holds the container's
     # environment, and tasks of the same uid read a dumpable process's /proc/<pid>/environ.
     make_undumpable()
-    from .settings import SETTINGS, SettingsError, env_template, environment_with_file, load_settings, settings_table
+    from .settings import (SETTINGS, SettingsError, env_template, environment_with_file, load_settings, settings_table,
+                           unknown_settings)
 
     epilog = "settings (environment variables):\n" + "\n".join(
         f"  {s.env:44} {('required' if s.required else s.default or '')}" for s in SETTINGS)
@@ -59,9 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"datahub-executor: {exc}", file=sys.stderr)
         return 2
+    from loguru import logger
+
     from .operability import configure_logging
 
     configure_logging(json=settings.log_json, level=settings.log_level)
+    for line in unknown_settings():
+        logger.warning(line)
     if args.command == "check":
         from .check import run_checks
 

@@ -99,3 +99,14 @@ def test_a_log_bucket_written_as_a_url_exits_2_naming_it(tmp_path):
     assert lines == ["datahub-executor: DATAHUB_EXECUTOR_LOG_S3_BUCKET is invalid: 's3://my-executor-logs/executor' is "
                      "not an S3 bucket name: name the bucket alone (e.g. my-executor-logs), without s3:// or a path"], \
         "\n".join(lines)
+
+
+def test_a_misspelt_setting_is_named_at_start_with_the_setting_it_likely_meant(tmp_path):
+    """A name that is no setting was ignored in silence, its setting left at the default (two
+    workers asked for, four run): the start now says so, once, and goes on."""
+    with running_controlplane(tmp_path / "cp") as cp:
+        status, lines = _start(environment(tmp_path, DATAHUB_GMS_URL=cp.gms_url, DATAHUB_GMS_TOKEN="not-a-token",
+                                           DATAHUB_EXECUTOR_INGESTION_MAX_WORKER="2"))
+    said = [line for line in lines if "DATAHUB_EXECUTOR_INGESTION_MAX_WORKER names no setting" in line]
+    assert len(said) == 1 and "did you mean DATAHUB_EXECUTOR_INGESTION_MAX_WORKERS?" in said[0], "\n".join(lines)
+    assert status == 2  # the token: this start goes no further
