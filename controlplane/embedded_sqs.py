@@ -249,8 +249,8 @@ def drop_expired(queue: models.Queue) -> None:
         return
     queue.expired_looked_for_ms = now_ms
     oldest_kept_ms = now_ms - int(queue.message_retention_period) * 1000
-    if any(message.sent_timestamp <= oldest_kept_ms for message in queue._messages):
-        expired = {message for message in queue._messages if message.sent_timestamp <= oldest_kept_ms}
+    expired = {message for message in queue._messages if message.sent_timestamp <= oldest_kept_ms}
+    if expired:
         queue._messages = [message for message in queue._messages if message not in expired]
         queue.pending_messages.difference_update(expired)
 

@@ -421,13 +421,13 @@ def unknown_settings(environ: Mapping[str, str] | None = None) -> list[str]:
     """One line for each DATAHUB_EXECUTOR_ variable that names no setting, with the setting it
     most likely meant: a misspelt name (DATAHUB_EXECUTOR_INGESTION_MAX_WORKER) was ignored in
     silence, and its default taken, where the Helm chart's schema refuses the same mistake."""
-    names = [setting.env for setting in SETTINGS]
+    names = {setting.env for setting in SETTINGS}
+    # Compared without the prefix every name shares, which made any two look alike.
+    stems = sorted(name.removeprefix(PREFIX) for name in names)
     said = []
     for name in sorted(os.environ if environ is None else environ):
         if name.startswith(PREFIX) and name not in names:
-            # Compared without the prefix every name shares, which made any two look alike.
-            close = difflib.get_close_matches(name.removeprefix(PREFIX), [n.removeprefix(PREFIX) for n in names], n=1,
-                                              cutoff=0.8)
+            close = difflib.get_close_matches(name.removeprefix(PREFIX), stems, n=1, cutoff=0.8)
             meant = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
             said.append(f"{name} names no setting and is ignored{meant}; `datahub-executor --help` lists them")
     return said

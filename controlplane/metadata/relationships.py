@@ -90,22 +90,9 @@ def _collect(schema: avro.Schema, path: tuple[str, ...], by_path: dict[tuple[str
             collected[path] = relationship
 
 
-def values_at(value: Any, path: tuple[str, ...]) -> Iterator[Any]:
-    """What VALUE holds at PATH, one value for each array item passed through."""
-    if not path:
-        yield value
-        return
-    step, rest = path[0], path[1:]
-    if step == ITEMS:
-        if isinstance(value, list):
-            for item in value:
-                yield from values_at(item, rest)
-    elif isinstance(value, dict) and value.get(step) is not None:
-        yield from values_at(value[step], rest)
-
-
 def located(value: Any, path: tuple[str, ...], where: str = "") -> Iterator[tuple[str, Any]]:
-    """values_at, each with where it is in VALUE as GMS names a place ("/owners/0/owner")."""
+    """What VALUE holds at PATH, one value for each array item passed through, each with where it
+    is in VALUE as GMS names a place ("/owners/0/owner")."""
     if not path:
         yield where, value
         return
@@ -142,7 +129,7 @@ def wrong_destinations(schema: avro.RecordSchema, value: dict[str, Any],
 def references_to(schema: avro.RecordSchema, value: dict[str, Any], urn: str) -> list[RelationshipPath]:
     """The relationships of VALUE (an aspect of SCHEMA) that point to URN."""
     return [relationship for relationship in paths_of(schema)
-            if any(found == urn for found in values_at(value, relationship.path))]
+            if any(found == urn for _, found in located(value, relationship.path))]
 
 
 def without_reference(schema: avro.RecordSchema, value: dict[str, Any], path: tuple[str, ...],
