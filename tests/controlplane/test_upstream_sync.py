@@ -348,17 +348,15 @@ def graphql_error(code: int, message: str) -> bytes:
                        "data": {"getSecretValues": None}}).encode()
 
 
-def test_a_claim_while_datahubs_secret_store_fails_waits_instead_of_running_without_its_secrets(pair, proxy, tmp_path):
-    """getSecretValues failing inside GMS (its database or search briefly down) is answered
-    as GraphQL answers every resolver's failure: HTTP 200 with an error whose code is 500.
-    That was read as DataHub refusing the secrets, so the run went on without them and failed
-    SECRET_NOT_FOUND; it is DataHub not answering, and the claim waits for it (503)."""
+def a_claim_waits_for_datahubs_secrets(pair, proxy, tmp_path, **failure) -> None:
+    """A run whose recipe names DataHub's secret DB_PASSWORD, claimed while DataHub's
+    getSecretValues fails once as FAILURE says (proxy.break_'s status and body): that claim is
+    refused with 503 and nothing is claimed; the next one gets the secret."""
     pair.datahub.graphql("mutation($i: CreateSecretInput!) { createSecret(input: $i) }",
                          i={"name": "DB_PASSWORD", "value": "pw-" + tmp_path.name})
     sync = pair.sync(url=proxy.url)
     executor = taken(pair, sync, "ours")
-    failing = proxy.break_("POST", "/api/graphql", body=graphql_error(500, "Failed to perform update against input"),
-                           body_has=(b"getSecretValues",), times=1)
+    failing = proxy.break_("POST", "/api/graphql", body_has=(b"getSecretValues",), times=1, **failure)
 
     refused = claim(pair, executor, "ours")
     assert failing.hits == 1
@@ -370,25 +368,20 @@ def test_a_claim_while_datahubs_secret_store_fails_waits_instead_of_running_with
     assert answer.json()["secrets"] == {"DB_PASSWORD": "pw-" + tmp_path.name}
 
 
+def test_a_claim_while_datahubs_secret_store_fails_waits_instead_of_running_without_its_secrets(pair, proxy, tmp_path):
+    """getSecretValues failing inside GMS (its database or search briefly down) is answered
+    as GraphQL answers every resolver's failure: HTTP 200 with an error whose code is 500.
+    That was read as DataHub refusing the secrets, so the run went on without them and failed
+    SECRET_NOT_FOUND; it is DataHub not answering, and the claim waits for it (503)."""
+    a_claim_waits_for_datahubs_secrets(pair, proxy, tmp_path, body=graphql_error(
+        500, "Failed to perform update against input"))
+
+
 def test_a_claim_whose_secrets_a_proxy_gave_up_waiting_for_waits_instead_of_running_without_them(pair, proxy, tmp_path):
     """A proxy in front of a slow DataHub (Envoy's stream idle timeout, as in an Istio mesh)
     answers 408 Request Timeout: a request to repeat, not DataHub's verdict. It was read as a
     refusal, so the run went on without DataHub's secrets and failed SECRET_NOT_FOUND."""
-    pair.datahub.graphql("mutation($i: CreateSecretInput!) { createSecret(input: $i) }",
-                         i={"name": "DB_PASSWORD", "value": "pw-" + tmp_path.name})
-    sync = pair.sync(url=proxy.url)
-    executor = taken(pair, sync, "ours")
-    timed_out = proxy.break_("POST", "/api/graphql", status=408, body=b"stream timeout", body_has=(b"getSecretValues",),
-                             times=1)
-
-    refused = claim(pair, executor, "ours")
-    assert timed_out.hits == 1
-    assert refused.status_code == 503, "claimed without DataHub's secrets"
-    assert pair.ours.execution("ours")["status"] == "PENDING", "nothing claimed"
-
-    answer = claim(pair, executor, "ours")
-    assert answer.status_code == 200, answer.json().get("error")
-    assert answer.json()["secrets"] == {"DB_PASSWORD": "pw-" + tmp_path.name}
+    a_claim_waits_for_datahubs_secrets(pair, proxy, tmp_path, status=408, body=b"stream timeout")
 
 
 def test_a_claim_whose_token_may_not_read_datahubs_secrets_runs_without_them(pair, proxy):

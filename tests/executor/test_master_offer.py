@@ -3,7 +3,6 @@ The runner is a stand-in thread: what is under test is the master's own book of 
 drain waits on it) and what happens to a lease whose runner cannot start."""
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -144,21 +143,16 @@ def stopping_master_with_a_received_message(tmp_path):
     as _start wires it, a message received from that queue and not yet offered, the queue)."""
     from controlplane.queues import EmbeddedSqs
     from executor.acks import Acknowledger
-    from executor.consumer import SqsConsumer
     from executor.controlplane_client import ControlPlaneClient
 
     from .test_heartbeat import StatusServer
-    from .test_master_stop import give_heartbeat
+    from .test_master_stop import a_queue_with_one_message, give_heartbeat
 
     sqs = EmbeddedSqs()
     endpoint = sqs.start()
     try:
         with StatusServer() as server:
-            consumer = SqsConsumer("", "ingestion", region="us-east-1", endpoint_url=endpoint, visibility_timeout_s=60,
-                                   local_credentials=True)
-            consumer.queue_url = consumer.client.create_queue(QueueName=f"offer-{time.monotonic_ns()}")["QueueUrl"]
-            consumer.client.send_message(QueueUrl=consumer.queue_url, MessageBody=json.dumps(
-                {"v": 1, "execution_id": "exe_1", "task": "RUN_INGEST", "pool_id": "pool"}))
+            consumer = a_queue_with_one_message(endpoint, "offer", pool_id="pool")
             (received,) = consumer.receive(1, wait_s=1)
             master = a_master(tmp_path)
             master.services = SimpleNamespace(consumers={"ingestion": consumer})

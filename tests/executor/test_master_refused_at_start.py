@@ -20,6 +20,15 @@ def _start(env: dict[str, str]) -> tuple[int, list[str]]:
     return status, list(executor.lines)
 
 
+def _start_on_a_pool(tmp_path, **settings: str) -> tuple[int, list[str]]:
+    """An executor started with SETTINGS, and otherwise everything right: a control plane with
+    the pool and a token for it."""
+    with running_controlplane(tmp_path / "cp") as cp:
+        cp.create_pool("remote", default=True)
+        return _start(environment(tmp_path, DATAHUB_GMS_URL=cp.gms_url,
+                                  DATAHUB_GMS_TOKEN=cp.create_executor_token(["remote"]), **settings))
+
+
 def test_a_refused_token_exits_2_with_one_line(tmp_path):
     with running_controlplane(tmp_path / "cp") as cp:
         cp.create_pool("remote", default=True)
@@ -49,12 +58,8 @@ def test_a_pids_limit_over_what_the_kernel_takes_exits_2_naming_it(tmp_path):
     from sandbox import Limits, Sandbox, Status
     from executor.settings import MAX_TASK_PIDS
 
-    with running_controlplane(tmp_path / "cp") as cp:
-        cp.create_pool("remote", default=True)
-        status, lines = _start(environment(tmp_path, DATAHUB_GMS_URL=cp.gms_url,
-                                           DATAHUB_GMS_TOKEN=cp.create_executor_token(["remote"]),
-                                           DATAHUB_EXECUTOR_SANDBOX_MODE="auto",
-                                           DATAHUB_EXECUTOR_TASK_PIDS_MAX=str(MAX_TASK_PIDS + 1)))
+    status, lines = _start_on_a_pool(tmp_path, DATAHUB_EXECUTOR_SANDBOX_MODE="auto",
+                                     DATAHUB_EXECUTOR_TASK_PIDS_MAX=str(MAX_TASK_PIDS + 1))
     assert status == 2, "\n".join(lines[-10:])
     assert lines == [f"datahub-executor: DATAHUB_EXECUTOR_TASK_PIDS_MAX is invalid: {MAX_TASK_PIDS + 1} is over "
                      f"{MAX_TASK_PIDS}, the most a cgroup's pids.max takes"], "\n".join(lines)
@@ -75,11 +80,7 @@ def test_a_progress_interval_longer_than_any_wait_exits_2_naming_it(tmp_path):
     executor went ONLINE, its cancels loop died at its first turn, and /health and /health/live
     answered 503 "thread(s) gone: cancels" for good (a restart loop under a liveness probe or the
     systemd watchdog). It is refused at start instead, in one line naming the setting."""
-    with running_controlplane(tmp_path / "cp") as cp:
-        cp.create_pool("remote", default=True)
-        status, lines = _start(environment(tmp_path, DATAHUB_GMS_URL=cp.gms_url,
-                                           DATAHUB_GMS_TOKEN=cp.create_executor_token(["remote"]),
-                                           DATAHUB_EXECUTOR_PROGRESS_INTERVAL="1e10"))
+    status, lines = _start_on_a_pool(tmp_path, DATAHUB_EXECUTOR_PROGRESS_INTERVAL="1e10")
     assert status == 2, "\n".join(lines[-10:])
     assert len(lines) == 1 and lines[0].startswith(
         "datahub-executor: DATAHUB_EXECUTOR_PROGRESS_INTERVAL is invalid: '1e10' is over "), "\n".join(lines)
@@ -90,11 +91,7 @@ def test_a_log_bucket_written_as_a_url_exits_2_naming_it(tmp_path):
     full log was refused by botocore before it left the host (ParamValidationError: invalid
     bucket name), a warning per run, and never reached S3 nor the control plane. It is refused at
     start instead, in one line naming the setting and the form it takes."""
-    with running_controlplane(tmp_path / "cp") as cp:
-        cp.create_pool("remote", default=True)
-        status, lines = _start(environment(tmp_path, DATAHUB_GMS_URL=cp.gms_url,
-                                           DATAHUB_GMS_TOKEN=cp.create_executor_token(["remote"]),
-                                           DATAHUB_EXECUTOR_LOG_S3_BUCKET="s3://my-executor-logs/executor"))
+    status, lines = _start_on_a_pool(tmp_path, DATAHUB_EXECUTOR_LOG_S3_BUCKET="s3://my-executor-logs/executor")
     assert status == 2, "\n".join(lines[-10:])
     assert lines == ["datahub-executor: DATAHUB_EXECUTOR_LOG_S3_BUCKET is invalid: 's3://my-executor-logs/executor' is "
                      "not an S3 bucket name: name the bucket alone (e.g. my-executor-logs), without s3:// or a path"], \

@@ -29,6 +29,17 @@ def give_heartbeat(master: Master, client: ControlPlaneClient, gms_url: str) -> 
                                  started_at="2026-01-01T00:00:00+00:00", gms_url=gms_url)
 
 
+def a_queue_with_one_message(endpoint: str, name: str, pool_id: str = "p") -> SqsConsumer:
+    """A consumer of a new queue NAME-... on the SQS server at ENDPOINT, holding one message of
+    ours (execution exe_1 of POOL_ID)."""
+    consumer = SqsConsumer("", "ingestion", region="us-east-1", endpoint_url=endpoint, visibility_timeout_s=60,
+                           local_credentials=True)
+    consumer.queue_url = consumer.client.create_queue(QueueName=f"{name}-{time.monotonic_ns()}")["QueueUrl"]
+    consumer.client.send_message(QueueUrl=consumer.queue_url, MessageBody=json.dumps(
+        {"v": 1, "execution_id": "exe_1", "task": "RUN_INGEST", "pool_id": pool_id}))
+    return consumer
+
+
 def test_a_delete_in_flight_at_stop_ends_before_the_final_heartbeat(tmp_path):
     """The stop flushed what the acknowledger still held, but not the batch its thread was
     deleting at that moment: the STOPPED heartbeat listed that execution as running, and the
@@ -37,11 +48,7 @@ def test_a_delete_in_flight_at_stop_ends_before_the_final_heartbeat(tmp_path):
     endpoint = sqs.start()
     try:
         with StatusServer() as server:
-            consumer = SqsConsumer("", "ingestion", region="us-east-1", endpoint_url=endpoint, visibility_timeout_s=60,
-                                   local_credentials=True)
-            consumer.queue_url = consumer.client.create_queue(QueueName=f"stop-{time.monotonic_ns()}")["QueueUrl"]
-            consumer.client.send_message(QueueUrl=consumer.queue_url, MessageBody=json.dumps(
-                {"v": 1, "execution_id": "exe_1", "task": "RUN_INGEST", "pool_id": "p"}))
+            consumer = a_queue_with_one_message(endpoint, "stop")
             deleting = threading.Event()
 
             def slow_delete(**_) -> None:
