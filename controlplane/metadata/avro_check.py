@@ -12,10 +12,12 @@ with the name in its `com.linkedin.` form (no `pegasus2avro`).
 
 A field the schema marks as a urn (PDL's Urn typeref and its subclasses, which the generated
 schema carries as the field's "Urn" property) must hold a urn GMS can parse, of the entity type
-its class names (a DatasetUrn is a dataset's), and of a type its relationship may point to
-(Owner.owner: a corpuser, corpGroup or aiAgent): GMS's EntityRegistryUrnValidator refuses any
+its class names (a DatasetUrn is a dataset's): GMS's EntityRegistryUrnValidator refuses any
 other with "Provided urn ... is invalid". Parsing a urn needs the entity registry, which the
-caller passes in as ENTITY_OF.
+caller passes in as ENTITY_OF. The types a relationship may point to (Owner.owner: a corpuser,
+corpGroup or aiAgent) are relationships.wrong_destinations' to check, from the aspect's
+relationships as a whole: an annotation on an enclosing field replaces or removes the one a
+field carries, and only the aspect's own paths say which holds.
 """
 from __future__ import annotations
 
@@ -35,11 +37,9 @@ EntityOf = Callable[[str], str]
 
 @dataclass(frozen=True)
 class UrnField:
-    """What a urn-typed field may hold: a urn of ENTITY_TYPE (None: any), pointing to one of
-    DESTINATIONS (empty: any)."""
+    """What a urn-typed field may hold: a urn of ENTITY_TYPE (None: any)."""
     urn_class: str
     entity_type: str | None
-    destinations: tuple[str, ...]
 
 
 def restli_name(named: avro.NamedSchema) -> str:
@@ -60,10 +60,7 @@ def urn_field(field: avro.Field) -> UrnField | None:
     urn_class = field.other_props.get("Urn")
     if not isinstance(urn_class, str) or not urn_class.endswith("Urn"):
         return None
-    relationship = field.other_props.get("Relationship") or {}
-    # A relationship on an array of urns is given for its items, under the path "/*".
-    destinations = relationship.get("entityTypes") or (relationship.get("/*") or {}).get("entityTypes") or ()
-    return UrnField(urn_class, _entity_type_of_class(urn_class), tuple(destinations))
+    return UrnField(urn_class, _entity_type_of_class(urn_class))
 
 
 def _entity_type_of_class(urn_class: str) -> str | None:
@@ -84,9 +81,6 @@ def _check_urn(urn: UrnField, value: str, path: str, found: list[str], entity_of
     if urn.entity_type is not None and entity != urn.entity_type:
         found.append(f"ERROR :: {path} :: Provided urn {_describe(value)} is invalid: a {urn.urn_class} is a urn "
                      f"of entity type {urn.entity_type}, this is of {entity}")
-    elif urn.destinations and entity not in urn.destinations:
-        found.append(f"ERROR :: {path} :: Provided urn {_describe(value)} is invalid: entity type {entity} is not a "
-                     f"valid destination for this field (one of: {', '.join(urn.destinations)})")
 
 
 def _type_name(schema: avro.Schema) -> str:

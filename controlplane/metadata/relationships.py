@@ -107,13 +107,16 @@ def located(value: Any, path: tuple[str, ...], where: str = "") -> Iterator[tupl
 
 def wrong_destinations(schema: avro.RecordSchema, value: dict[str, Any],
                        entity_of: Callable[[str], str]) -> list[str]:
-    """GMS's refusals (EntityRegistryUrnValidator) of a urn that a relationship declared by path
-    from an enclosing field may not point to (DashboardInfo.datasetEdges: `/*/destinationUrn`,
-    datasets only). A relationship declared on the urn field itself avro_check.py checks; a urn
-    that does not parse it refuses too, so it is passed over here."""
+    """GMS's refusals (EntityRegistryUrnValidator) of a urn that its relationship may not point
+    to: Owner.owner only to a corpuser, corpGroup or aiAgent; DashboardInfo.datasetEdges'
+    `/*/destinationUrn`, declared by path from the enclosing field, only to a dataset. GMS looks
+    the field's path up among the aspect's relationships, so where an enclosing field removes a
+    relationship below it (SchemaAssertionInfo.schema nulls its SchemaMetadata's) the urn may be
+    of any type, whatever the field itself declares. A urn that does not parse avro_check.py
+    refuses, so it is passed over here."""
     found = []
     for relationship in paths_of(schema):
-        if not (relationship.by_path and relationship.destinations):
+        if not relationship.destinations:
             continue
         for where, urn in located(value, relationship.path):
             try:

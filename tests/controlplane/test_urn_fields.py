@@ -78,3 +78,32 @@ def test_a_relationship_declared_by_path_from_an_enclosing_field_is_checked_for_
            "chart is not a valid destination for this field (one of: dataset)" in message, message
     graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=dashboard, aspect=dashboard_consuming(DATASET)))
     assert graph.get_aspect(dashboard, model.DashboardInfoClass).datasetEdges[0].destinationUrn == DATASET
+
+
+def schema_assertion(foreign_dataset: str) -> model.AssertionInfoClass:
+    """A schema assertion whose expected schema has a foreign key to FOREIGN_DATASET. The
+    expected schema is a SchemaMetadata, whose ForeignKeyConstraint.foreignDataset declares a
+    relationship to datasets; SchemaAssertionInfo.schema removes the relationships below it."""
+    key = model.ForeignKeyConstraintClass(name="fk", foreignFields=[], sourceFields=[], foreignDataset=foreign_dataset)
+    schema = model.SchemaMetadataClass(schemaName="orders", platform="urn:li:dataPlatform:hive", version=0, hash="",
+                                       platformSchema=model.OtherSchemaClass(rawSchema=""), fields=[],
+                                       foreignKeys=[key])
+    return model.AssertionInfoClass(type="DATA_SCHEMA", schemaAssertion=model.SchemaAssertionInfoClass(
+        entity=DATASET, schema=schema))
+
+
+def test_a_relationship_an_enclosing_field_removes_checks_no_destination_and_one_it_keeps_does(cp, graph):
+    """GMS checks a urn's entity type against the relationships of the aspect at that path
+    (EntityRegistryUrnValidator), not against the annotation the field carries: in an assertion's
+    expected schema a foreign key may name a chart, while in a dataset's schema it may not."""
+    assertion = "urn:li:assertion:schema-check-1"
+    chart = "urn:li:chart:(looker,c1)"
+    graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=assertion, aspect=schema_assertion(chart)))
+    stored = graph.get_aspect(assertion, model.AssertionInfoClass)
+    assert stored.schemaAssertion.schema.foreignKeys[0].foreignDataset == chart
+    with pytest.raises(OperationalError) as refused:
+        graph.emit_mcp(MetadataChangeProposalWrapper(entityUrn=DATASET,
+                                                     aspect=schema_assertion(chart).schemaAssertion.schema))
+    message = refused.value.info.get("message", "")
+    assert (f"ERROR :: /foreignKeys/0/foreignDataset :: Provided urn {chart!r} is invalid: entity type chart is not "
+            "a valid destination for this field (one of: dataset)") in message, message
