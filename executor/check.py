@@ -89,7 +89,7 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
     build_env = network_env.uv_names(network_env.for_builds({**os.environ,
                                                              "PIP_INDEX_URL": settings.pip_index_url or ""}))
     index_name, index_url = network_env.build_index(build_env) or ("PIP_INDEX_URL", "https://pypi.org/simple/")
-    shown_index = _without_credentials(index_url)
+    shown_index = network_env.without_credentials(index_url)
 
     def package_index() -> str:
         try:
@@ -339,15 +339,6 @@ def _probe_health_address(host: str, port: int) -> str:
     return f"{shown} free for /health and /metrics" if port else f"{host}: a free port is picked at start"
 
 
-def _without_credentials(url: str) -> str:
-    """URL as check prints it, user and password hidden. network_env.proxy_in_use hides them
-    (for the proxy `check` reports); it reads the HTTPS variables, so any URL is handed to it
-    under that name."""
-    if "@" not in url:
-        return url
-    return network_env.proxy_in_use({"HTTPS_PROXY": url}).removesuffix(" (HTTPS_PROXY)")
-
-
 def _strip_userinfo(url: str) -> str:
     parts = urlsplit(url)
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
@@ -401,7 +392,7 @@ def _routes(urls: list[str], *, all_proxy: bool = False) -> str | None:
         elif urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
             ways[url] = "direct (NO_PROXY)"
         else:
-            ways[url] = f"via proxy {_without_credentials(os.environ[name])} ({name})"
+            ways[url] = f"via proxy {network_env.without_credentials(os.environ[name])} ({name})"
     if len(set(ways.values())) == 1:
         return next(iter(ways.values()))
     return "; ".join(f"{urlsplit(url).netloc} {way}" for url, way in ways.items())

@@ -112,9 +112,14 @@ def proxy_in_use(environ: Mapping[str, str]) -> str | None:
     """The proxy HTTPS traffic goes through, as `check` reports it (credentials hidden)."""
     for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         if environ.get(name):
-            value = environ[name]
-            if "@" in value:
-                scheme, _, rest = value.partition("://")
-                value = f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if rest else "***@" + value.rsplit("@", 1)[1]
-            return f"{value} ({name})"
+            return f"{without_credentials(environ[name])} ({name})"
     return None
+
+
+def without_credentials(url: str) -> str:
+    """URL (a proxy's or an index's, with or without a scheme) as it may be printed: its user
+    and password, if any, shown as ***."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if rest else "***@" + url.rsplit("@", 1)[1]
