@@ -66,24 +66,45 @@ class Ledger:
 
     def acquire(self, key: str, weight: Fraction, *, cancelled: StopFlag | None = None,
                 poll_s: float = 0.5) -> bool:
-        """Wait, in arrival order, until KEY's WEIGHT fits; True once admitted. False if CANCELLED
-        is set first (KEY is then no longer waiting)."""
+        """Wait, in arrival order, until KEY's WEIGHT fits; True once admitted. False once
+        CANCELLED is set (KEY is then no longer waiting), even when the weight fits by then.
+
+        The cancel is looked at before the fit: admitted when its turn came, a cancelled task
+        (a cancel, the stop) took the weight only for its runner to give it back, and meanwhile
+        held back every task behind it; at a stop, each waiter in turn took the weight the one
+        before had just returned."""
         if not 0 < weight <= FULL:
             raise InvalidWeight(f"weight {weight} is outside (0, 1.0]")
         with self._changed:
             if key in self._running or key in self._waiting:
                 raise KeyError(f"{key} is already in the {self.task_class} ledger")
             self._waiting[key] = weight
-            while not self._admissible(key):
+            while True:
                 if cancelled is not None and cancelled.is_set():
                     del self._waiting[key]
                     self._changed.notify_all()  # the next in line may fit now
                     return False
+                if self._admissible(key):
+                    break
                 self._changed.wait(poll_s if cancelled is not None else None)
             del self._waiting[key]
             self._running[key] = weight
             self._changed.notify_all()
             return True
+
+    def set_aside(self, key: str) -> str:
+        """KEY's weight stays taken, under a key of its own (returned, for its release): the task
+        has ended, but processes of it that would not die still hold what the weight stands for
+        (runner.py). The execution's own key is free again: a run of it queued again may be
+        admitted beside what its last run left."""
+        with self._changed:
+            if key not in self._running:
+                raise KeyError(f"{key} is not running in the {self.task_class} ledger")
+            aside = f"left-behind:{key}"
+            while aside in self._running:
+                aside += "+"
+            self._running[aside] = self._running.pop(key)
+            return aside
 
     def release(self, key: str) -> None:
         with self._changed:

@@ -15,6 +15,7 @@ this run is reported (fencing, docs/protocol.md).
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import threading
 import time
@@ -57,6 +58,34 @@ PUMP_JOIN_S = 10.0
 FAILED_RUNNER_RETURN_S = 10
 # Why a run cancelled while claimed but not started is given back (the release's why).
 CANCELLED_UNSTARTED = "cancelled before it started"
+
+
+# How often a weight still held for processes of an ended task that would not die is said again.
+LEFT_BEHIND_REMINDER_S = 600.0
+
+
+def _release_once_ended(pidfds: dict[int, int], ledger: Ledger, key: str, metrics: ExecutorMetrics, log) -> None:
+    """Gives KEY's weight back in LEDGER once every process of PIDFDS (pidfd -> pid) has ended;
+    until then, says every LEFT_BEHIND_REMINDER_S which still run. Its own thread."""
+    waiting = dict(pidfds)
+    since = time.monotonic()
+    try:
+        while waiting:
+            ended, _, _ = select.select(list(waiting), [], [], LEFT_BEHIND_REMINDER_S)
+            for fd in ended:
+                os.close(fd)
+                del waiting[fd]
+            if waiting and not ended:
+                log.warning("processes {} of the task, which would not die, still run after {:.0f} min: its weight "
+                            "stays taken in the {} ledger; a restart ends them (its start-up sweep)",
+                            " ".join(map(str, waiting.values())), (time.monotonic() - since) / 60, ledger.task_class)
+    finally:
+        for fd in waiting:
+            os.close(fd)
+        ledger.release(key)
+        metrics.set_ledger(ledger.snapshot())
+    log.info("the processes of the task that would not die have ended: its weight is free again in the {} ledger",
+             ledger.task_class)
 
 
 @dataclass(frozen=True)
@@ -406,6 +435,10 @@ class TaskRunner:
         # execution is never run again.
         uploaded = not self.s.logs.bucket and self._upload_log(claimed, full_log, attempts=1, quick=True)
         if self._report(claimed, result) and not uploaded:
+            # The result is recorded: the weight and the uid go back before the log's tries,
+            # which a slow or unanswering log store stretches to tens of seconds, while the
+            # task's process has ended and the lease, acknowledged, no longer counts as finishing.
+            self._free()
             self._upload_log(claimed, full_log, attempts=LOG_UPLOAD_ATTEMPTS, after_result=True)
 
     def _watch(self, claimed: Claimed, process: ConfinedProcess, task_log: TaskLog, started_ms: int) -> Outcome:
@@ -678,8 +711,58 @@ class TaskRunner:
             self.s.task_users.release(self.execution_id)
         if self._admitted_to is not None:
             ledger, self._admitted_to = self._admitted_to, None
-            ledger.release(self.execution_id)
+            if not self._weight_held_for_what_is_left(ledger):
+                ledger.release(self.execution_id)
             self.s.metrics.set_ledger(ledger.snapshot())
+
+    def _weight_held_for_what_is_left(self, ledger: Ledger) -> bool:
+        """Processes of the task that would not die (Outcome.unkillable_pids: stuck in the
+        kernel, or frozen) still hold the memory its weight stood for: the weight stays taken
+        until the last of them has ended, and a thread of its own gives it back then (a pidfd
+        of each wakes it; what runs less meanwhile is said). True when the weight was set aside
+        so. A task whose cgroup could not be seen empty, with no process named, has nothing to
+        wait for: its weight goes back, said. The uid is kept apart in both cases (_run_prepared)."""
+        with self._lock:
+            process = self._process
+        outcome = process.poll() if process is not None else None
+        if outcome is None or not (outcome.unkillable_pids or outcome.tree_left):
+            return False
+        if not outcome.unkillable_pids:
+            self.log.warning("the task's cgroup could not be seen empty and removed, with no process of it named as "
+                             "alive: its weight goes back (the next start-up's sweep ends anything left in it)")
+            return False
+        # A pid is taken for its process right after the sandbox saw that process alive and
+        # would not let it go: a pid reused in between would keep the weight for a stranger.
+        pidfds: dict[int, int] = {}
+        for pid in outcome.unkillable_pids:
+            try:
+                pidfds[os.pidfd_open(pid)] = pid
+            except ProcessLookupError:
+                continue  # it died after all
+            except OSError as exc:  # no pidfd (before Linux 5.3), or out of descriptors: nothing to wait on
+                for fd in pidfds:
+                    os.close(fd)
+                self.log.warning("processes {} of the task would not die, and cannot be watched ({}): its weight goes "
+                                 "back although they may still hold memory; restart the executor to end them (its "
+                                 "start-up sweep does)", " ".join(map(str, outcome.unkillable_pids)), exc.strerror)
+                return False
+        if not pidfds:
+            self.log.info("the processes of the task that would not die have ended since; its weight goes back")
+            return False
+        aside = ledger.set_aside(self.execution_id)
+        self.log.warning("processes {} of the task would not die (stuck in the kernel, or frozen): its weight {} stays "
+                         "taken in the {} ledger until they end, as they may still hold its memory, so this executor "
+                         "runs less meanwhile; a restart ends them (its start-up sweep)",
+                         " ".join(map(str, pidfds.values())), f"{float(self.lease.weight or 0):.2f}", ledger.task_class)
+        try:
+            threading.Thread(target=_release_once_ended, args=(pidfds, ledger, aside, self.s.metrics, self.log),
+                             name=f"left-behind-{self.execution_id}", daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had (the master at its pids limit)
+            for fd in pidfds:
+                os.close(fd)
+            ledger.release(aside)
+            self.log.warning("no thread to watch them ({}): the weight goes back now", exc)
+        return True
 
     def _kill_and_wait(self) -> None:
         with self._lock:

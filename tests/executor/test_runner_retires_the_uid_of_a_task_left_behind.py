@@ -116,13 +116,23 @@ def short_kill_budget(monkeypatch):
     monkeypatch.setattr(sandbox.driver, "KILL_BUDGET_S", 1.0)
 
 
-def run_task(tmp_path: Path, box, users: TaskUsers, freeze=None) -> tuple[Outcome, ControlPlane]:
-    """One task run by a real TaskRunner as the range's uid; FREEZE(pid), if given, is done to
-    the process the task leaves behind before the task is let end."""
+@dataclass
+class Ran:
+    """What run_task saw: the task's outcome, the control plane it reported to, the ingestion
+    ledger it was admitted to, and the task user it was prepared for."""
+    outcome: Outcome
+    control_plane: ControlPlane
+    ledger: Ledger
+    user: TaskUser | None
+
+
+def run_task(tmp_path: Path, box, users: TaskUsers, freeze=None) -> Ran:
+    """One task run by a real TaskRunner as the task user USERS gives (the executor's own, for
+    TaskUsers.shared(None)); FREEZE(pid), if given, is done to the process the task leaves
+    behind before the task is let end."""
     workdir = tmp_path / "work"
     workdir.mkdir()
-    os.chown(workdir, TASK_UID, TASK_UID)  # the task's own, as prepare_task makes it
-    started = []
+    started, prepared_for = [], []
 
     class StartedHere:
         def start(self, *args, **kwargs):
@@ -138,7 +148,9 @@ def run_task(tmp_path: Path, box, users: TaskUsers, freeze=None) -> tuple[Outcom
             return process
 
     def prepare(claimed: Claimed, user: TaskUser | None, stop=None) -> PreparedTask:
-        assert user == TaskUser(TASK_UID, TASK_UID)
+        prepared_for.append(user)
+        if user is not None:
+            os.chown(workdir, user.uid, user.gid)  # the task's own, as prepare_task makes it
         return PreparedTask(argv=["/bin/sh", "-c", TASK], env={"PATH": os.defpath}, stdin_bytes=b"",
                             workdir=str(workdir), masker=Masker([]), report_path=str(workdir / "report.json"),
                             memory_limit_bytes=None)
@@ -146,11 +158,12 @@ def run_task(tmp_path: Path, box, users: TaskUsers, freeze=None) -> tuple[Outcom
     control_plane = ControlPlane()
     leases = Leases()
     lease, _ = leases.receive(EXECUTION, QueueRef("ingestion", "message-1", "handle-1", 1, 0))
+    ledger = Ledger("ingestion", 2)
     services = RunnerServices(
         settings=SimpleNamespace(executor_id="executor-1", pool_id="pool", cancel_grace_s=1, task_pids_max=512,
                                  task_timeout_s=60, progress_interval_s=5),
         client=control_plane, consumers={"ingestion": None}, acks=Acks(),
-        ledgers={"ingestion": Ledger("ingestion", 2), "monitors": Ledger("monitors", 2)}, leases=leases,
+        ledgers={"ingestion": ledger, "monitors": Ledger("monitors", 2)}, leases=leases,
         sandbox=StartedHere(), prepare=prepare, logs=SimpleNamespace(bucket=None),
         task_logs=TaskLogDirectory(str(tmp_path / "logs"), held=lambda: set()), metrics=ExecutorMetrics(),
         instance_id="instance-1", task_users=users, private_tmp=False, stopping=threading.Event(),
@@ -159,8 +172,8 @@ def run_task(tmp_path: Path, box, users: TaskUsers, freeze=None) -> tuple[Outcom
     runner.start()
     runner.join(timeout=60)
     assert not runner.is_alive()
-    assert lease.state is State.REPORTING and len(started) == 1
-    return started[0].wait(timeout=10), control_plane
+    assert lease.state is State.REPORTING and len(started) == 1 and len(prepared_for) == 1
+    return Ran(started[0].wait(timeout=10), control_plane, ledger, prepared_for[0])
 
 
 def next_task_gets(users: TaskUsers) -> TaskUser | None:
@@ -176,16 +189,18 @@ def next_task_gets(users: TaskUsers) -> TaskUser | None:
 def test_the_uid_of_a_task_whose_process_would_not_die_is_not_given_to_the_next_task(tmp_path, task_sandbox,
                                                                                      freezer):
     users = TaskUsers.uid_range(TASK_UID, TASK_UID)
-    outcome, control_plane = run_task(tmp_path, task_sandbox, users, freeze=freezer.freeze)
-    assert outcome.unkillable_pids and outcome.tree_left, outcome
-    assert control_plane.results and control_plane.results[-1]["status"] == "SUCCESS", "the task itself ran"
+    ran = run_task(tmp_path, task_sandbox, users, freeze=freezer.freeze)
+    assert ran.user == TaskUser(TASK_UID, TASK_UID)
+    assert ran.outcome.unkillable_pids and ran.outcome.tree_left, ran.outcome
+    assert ran.control_plane.results and ran.control_plane.results[-1]["status"] == "SUCCESS", "the task itself ran"
     assert users.held() == {f"retired:{EXECUTION}": TaskUser(TASK_UID, TASK_UID)}
     assert next_task_gets(users) is None, "the uid of a process still alive was handed to another task"
 
 
 def test_the_uid_of_a_task_that_ended_whole_goes_back(tmp_path, task_sandbox):
     users = TaskUsers.uid_range(TASK_UID, TASK_UID)
-    outcome, _ = run_task(tmp_path, task_sandbox, users)
-    assert not outcome.unkillable_pids and not outcome.tree_left, outcome
+    ran = run_task(tmp_path, task_sandbox, users)
+    assert ran.user == TaskUser(TASK_UID, TASK_UID)
+    assert not ran.outcome.unkillable_pids and not ran.outcome.tree_left, ran.outcome
     assert users.held() == {}
     assert next_task_gets(users) == TaskUser(TASK_UID, TASK_UID)
