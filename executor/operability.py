@@ -69,13 +69,16 @@ class SystemdNotifier:
         self.watchdog_interval_s = int(usec) / 1e6 / 2 if usec and (not pid or int(pid) == os.getpid()) else None
 
     def _send(self, message: str) -> None:
+        """One datagram; a notification that cannot be sent is lost, said at debug level. The
+        socket is made inside the try too: at the open-files limit (EMFILE) making it raised on
+        the main thread (ready, watchdog, stopping), which ended the master without a drain."""
         if not self._address:
             return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            try:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                 sock.sendto(message.encode(), self._address)
-            except OSError as exc:
-                logger.debug("sd_notify failed: {}", exc)
+        except OSError as exc:
+            logger.debug("sd_notify failed: {}", exc)
 
     def ready(self) -> None:
         self._send("READY=1\nSTATUS=consuming tasks")

@@ -184,6 +184,7 @@ class TaskRunner:
         self._prepared: PreparedTask | None = None  # cleaned up before any release (_release)
         self._end_reason: str | None = None  # "cancel" | "shutdown"
         self._kill_sent = False
+        self._recorded = False  # the control plane recorded this run's result: nothing more is reported
         self._lock = threading.Lock()
         self._job: reused_threads.Job | None = None
 
@@ -574,11 +575,16 @@ class TaskRunner:
                     continue
                 self._result_refused(exc)
                 return False
-        details = executor_details(result)
-        reason, peak = details.get("reason"), details.get("peakMemoryBytes")
-        self.log.info("finished: {} {}", result["status"], reason or "")
-        self.s.metrics.task_finished(claimed.task, result["status"], reason, peak)
-        self.s.acks.ack(self.lease)  # deleted with others, then ACKED (acks.py)
+        # Recorded: whatever fails from here on, the run is not reported again (_recover), and
+        # its message still goes to be deleted.
+        self._recorded = True
+        try:
+            details = executor_details(result)
+            reason, peak = details.get("reason"), details.get("peakMemoryBytes")
+            self.log.info("finished: {} {}", result["status"], reason or "")
+            self.s.metrics.task_finished(claimed.task, result["status"], reason, peak)
+        finally:
+            self.s.acks.ack(self.lease)  # deleted with others, then ACKED (acks.py)
         return True
 
     def _result_refused(self, error: ControlPlaneError) -> None:
@@ -690,7 +696,7 @@ class TaskRunner:
             elif self.lease.state in (State.CLAIMED, State.ADMITTED):
                 self._release(f"the runner of executor {self.s.settings.executor_id} failed before the task "
                               f"started ({type(error).__name__})", failed=True)
-            elif self.lease.state in (State.RUNNING, State.REPORTING) and claimed is not None:
+            elif self.lease.state in (State.RUNNING, State.REPORTING) and claimed is not None and not self._recorded:
                 if self.lease.state is State.RUNNING:
                     self.s.leases.move(self.lease, State.REPORTING)
                 self._report(claimed, datahub_aspects.final_result(

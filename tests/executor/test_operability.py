@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from executor.operability import SystemdNotifier
 
@@ -153,3 +154,36 @@ def test_the_sandboxs_own_lines_are_in_the_executors_log_format_json_too(tmp_pat
             raise AssertionError(f"a line that is not JSON in a JSON log: {line!r}") from None
     swept = [r for r in records if r["message"].startswith("swept leftover task cgroup ")]
     assert len(swept) == 1 and swept[0]["level"]["name"] == "WARNING", records
+
+
+def test_a_master_out_of_descriptors_goes_on_without_its_notifications(tmp_path):
+    """At its open-files limit (EMFILE) the master cannot make the datagram socket a notification
+    needs: the notification is lost, not the main thread (ready, watchdog and stopping are sent
+    from it; raised, the master ended without a drain). Run in a process of its own, whose
+    limit is lowered until nothing more can be opened."""
+    script = """
+import os, resource, socket
+from executor.operability import SystemdNotifier
+notifier = SystemdNotifier({"NOTIFY_SOCKET": os.environ["SOCKET_PATH"]})
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+held = []
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+notifier.ready()
+notifier.watchdog()
+notifier.stopping()
+print("went on")
+"""
+    path = str(tmp_path / "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    try:
+        ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "SOCKET_PATH": path}, cwd=str(Path(__file__).resolve().parents[2]))
+    finally:
+        receiver.close()
+    assert ran.returncode == 0 and ran.stdout.strip() == "went on", ran.stderr[-2000:]
