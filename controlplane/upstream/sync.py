@@ -44,6 +44,10 @@ from .requests import Refusal, as_input, executor_id_of, request_id, requested_a
 
 PAGE = 50
 MAX_PAGES = 20  # one discovery reads at most 1,000 requests; the next tick's goes on from there
+# A scan ends at its floor, an empty page or DataHub's total; at the latest after this many pages
+# (10,000 requests when full, as deep as Elasticsearch pages by default: index.max_result_window),
+# so a DataHub whose total never comes down cannot keep one scan going, and new requests waiting, for good.
+MAX_SCAN_PAGES = 200
 INDEX_LAG_MS = 5 * 60 * 1000
 CLOCK_SKEW_SAID_MS = 60_000  # DataHub's clock this far from ours is said in the log
 TICK_S = 1.0
@@ -81,6 +85,7 @@ class _Scan:
     now: int
     start: int = 0
     newest: int = 0
+    pages: int = 0
     # DataHub failed a page of this scan past its first: the next discovery reads the first page
     # before it goes on, so a page DataHub keeps failing deep in a backlog delays no new request.
     failed_deep: bool = False
@@ -165,8 +170,12 @@ class UpstreamSync:
                 # that a failure that repeats here never keeps new requests from being taken.
                 self._scan = None
                 raise
+            # By the requests the page held, not by PAGE: DataHub leaves out the hits whose request is
+            # gone, so a short page may have held fewer hits than asked; the next page then reads a
+            # few of them again, and the mirror table takes each once.
             scan.start += len(page)
-            if len(page) < PAGE or (total and scan.start >= total) or any(isinstance(r, dict) and requested_at(r) < scan.floor for r in page):
+            scan.pages += 1
+            if self._scan_ends(scan, total, page):
                 self._scan = None
                 if scan.newest:
                     self.mirror.saw(scan.newest)
@@ -175,6 +184,23 @@ class UpstreamSync:
                 break  # a slow DataHub: results and cancels go first, then the rest of the backlog
         self._next_discovery = time.monotonic()  # the rest of the backlog, after this tick's other steps
         return taken
+
+    def _scan_ends(self, scan: _Scan, total: int, page: list) -> bool:
+        """Whether SCAN, which has just read PAGE, is complete. A page shorter than asked for is
+        no end: DataHub's search leaves out of a page the hits whose request no longer exists
+        (deleted before its index caught up) and still counts them in total, so a short page can
+        come with more behind it. Taken for the end, it moved the cursor over those, for good."""
+        if not page or (total and scan.start >= total):
+            return True
+        if any(isinstance(r, dict) and requested_at(r) < scan.floor for r in page):
+            return True
+        if scan.pages >= MAX_SCAN_PAGES:
+            logger.warning("DataHub's execution requests: {} pages read (offset {} of the {} DataHub counts) without "
+                           "reaching this scan's floor; the scan ends there, and requests of our pools below that "
+                           "offset, older than the newest less {:.0f} min, are not taken", scan.pages, scan.start,
+                           total, INDEX_LAG_MS / 60_000)
+            return True
+        return False
 
     def _new_scan(self) -> _Scan:
         # DataHub stores whatever requestedAt a client sends: one far ahead of now must not lift
