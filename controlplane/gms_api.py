@@ -10,7 +10,7 @@
     POST /gms/entities?action=ingest | batchIngest        snapshots (MCEs), split into UPSERTs, all or nothing
     POST /gms/entities?action=delete                      hard delete of an entity, or of a timeseries aspect's points
     POST /gms/entities?action=deleteReferences            the references other entities hold to one, removed
-    POST /gms/runs?action=list | describe                 ingestion runs and what each wrote
+    POST /gms/runs?action=list | describe | rollback      ingestion runs, what each wrote, and its undoing
 
 Errors have Rest.li's shape ({"exceptionClass", "message", "status"}), which DataHub's client
 turns into its OperationalError; what is not implemented answers 404 (an unknown resource or
@@ -243,6 +243,135 @@ def can_read(cp: ControlPlane, identity: Identity, urn: str, entity_type: str) -
     raise Forbidden(f"this token may not read {entity_type} entities")
 
 
+# Runs: GMS's BatchIngestionRunResource over its system-metadata index (our run index,
+# aspect_store.py), which books each latest aspect to the run that wrote it last.
+RUNS_PAGE_SIZE = 100  # BatchIngestionRunResource.DEFAULT_PAGE_SIZE
+RUN_ROWS_MAX = 10_000  # the most rows GMS's index answers at once (its results limit)
+ROLLBACK_SUMMARIES = 100  # the rows a rollback's answer shows
+
+
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise Invalid(f"{name} must be true or false, not {str(value)[:40]!r}")
+    return value
+
+
+def _run_id(body: dict[str, Any]) -> str:
+    run_id = body.get("runId")
+    if not isinstance(run_id, str):
+        raise Invalid("runId is required (a string)")
+    return run_id
+
+
+def _is_key(row: aspect_store.RunRow) -> bool:
+    """GMS tells a key aspect's row by its name (AspectRowSummary.keyAspect: it ends in "Key")."""
+    return row.aspect.endswith("Key")
+
+
+def _summary(row: aspect_store.RunRow) -> dict[str, Any]:
+    """A row as GMS's index answers it (an AspectRowSummary, with what the index has)."""
+    return {"runId": row.run_id, "aspectName": row.aspect, "urn": row.urn, "timestamp": row.last_updated,
+            "keyAspect": _is_key(row)}
+
+
+def list_runs(cp: ControlPlane, body: dict[str, Any]) -> dict[str, Any]:
+    """BatchIngestionRunResource.list: the runs that have rows in the index, newest first, each
+    with its rows (removed ones counted) and its newest row's time; a run whose every row is
+    removed (its entities soft deleted) only with includeSoft. A run whose rows later runs all
+    wrote again has none left, and is not listed."""
+    offset = _whole_number(body, ("pageOffset", "start"), 0)
+    size = _whole_number(body, ("pageSize", "count"), RUNS_PAGE_SIZE)
+    with cp.store.read() as db:
+        return {"value": aspect_store.runs(db, offset=max(0, offset), limit=max(0, min(size, RUN_ROWS_MAX)),
+                                           include_removed=_flag(body, "includeSoft", False))}
+
+
+def describe_run(cp: ControlPlane, body: dict[str, Any]) -> dict[str, Any]:
+    """BatchIngestionRunResource.describe: the run's rows of the index, by urn and aspect, from
+    `start`, at most `count`; removed ones only with includeSoft; with includeAspect, each with
+    the aspect's latest value."""
+    run_id = _run_id(body)
+    start, count = _whole_number(body, ("start",), 0), _whole_number(body, ("count",), RUNS_PAGE_SIZE)
+    with_aspect = _flag(body, "includeAspect", False)
+    summaries = []
+    with cp.store.read() as db:
+        for row in aspect_store.rows_of(db, run_id=run_id, include_removed=_flag(body, "includeSoft", False),
+                                        start=max(0, start), count=max(0, min(count, RUN_ROWS_MAX))):
+            summary = _summary(row)
+            if with_aspect:
+                parsed = cp.registry.parse_urn(row.urn)
+                stored = (key_aspect(db, cp.registry, parsed) if row.aspect == cp.registry.entity(
+                    parsed.entity_type).key_aspect else aspect_store.get(db, row.urn, row.aspect))
+                if stored is not None:
+                    summary["aspect"] = stored.value
+            summaries.append(summary)
+    return {"value": summaries}
+
+
+RUN_READS = {"list": list_runs, "describe": describe_run}
+
+
+def rollback_run(cp: ControlPlane, body: dict[str, Any]) -> dict[str, Any]:
+    """BatchIngestionRunResource.rollback (RollbackService.rollbackIngestion). The run's rows:
+    all with safe=false (hardDelete, the CLI's --nuke), else those not removed. Each aspect whose
+    latest value is still the run's is undone (aspect_store.roll_back: the version before it comes
+    back, or it goes); a key aspect's row, an entity the run made, soft deletes the entity
+    (status removed=true) or, with safe=false, deletes it with all its rows. The answer counts
+    as GMS's does, and names the entities being deleted that hold aspects of other runs (status
+    aside): unsafeEntities, found in the index as it stands before the rollback.
+
+    The control plane's own entities (pools, sources, executions, secrets, executors) are not in
+    the run index (ingest.Ingest._book): no rollback undoes them (decision 101)."""
+    run_id = _run_id(body)
+    if run_id == aspect_store.NO_RUN_ID:
+        raise Invalid(f"{run_id} is a default run-id provided for non labeled ingestion runs. You cannot delete "
+                      "using this reserved run-id")
+    dry_run = _flag(body, "dryRun", False)
+    safe = body.get("safe")
+    hard = not _flag(body, "safe", True) if safe is not None else _flag(body, "hardDelete", False)
+    with cp.store.transaction() as tx:
+        rows = aspect_store.rows_of(tx, run_id=run_id, include_removed=hard, count=RUN_ROWS_MAX)
+        keys = [row for row in rows if _is_key(row)]
+        unsafe = [row for key in keys for row in aspect_store.rows_of(tx, urn=key.urn, include_removed=False)
+                  if row.run_id != run_id and not _is_key(row) and row.aspect != aspect_store.STATUS]
+        unsafe_urns = list(dict.fromkeys(row.urn for row in unsafe))
+        report = {"aspectsAffected": len(unsafe), "unsafeEntitiesCount": len(unsafe_urns),
+                  "unsafeEntities": [{"urn": urn} for urn in unsafe_urns], "entitiesDeleted": len(keys)}
+        if dry_run:
+            shown = [row for row in rows[:ROLLBACK_SUMMARIES] if hard or not _is_key(row)]
+            return {"value": {**report, "aspectsReverted": len(rows) - (0 if hard else len(keys)),
+                              "entitiesAffected": len({row.urn for row in rows}),
+                              "aspectRowSummaries": [_summary(row) for row in shown]}}
+        undone, entity_rows = [], 0
+        for row in rows:
+            parsed = cp.registry.parse_urn(row.urn)
+            entity = cp.registry.entity(parsed.entity_type)
+            if row.aspect != entity.key_aspect:
+                if aspect_store.roll_back(tx, row.urn, row.aspect, run_id):
+                    undone.append(row)
+                continue
+            now = aspect_store.run_row(tx, row.urn, row.aspect)
+            if now is None or now.run_id != run_id:
+                continue
+            if hard:
+                entity_rows += aspect_store.delete_entity(tx, row.urn, entity.key_aspect).rows
+                undone.append(row)
+            elif aspect_store.STATUS in entity.aspects:
+                removed = {"removed": True}
+                aspect_store.index_write(tx, row.urn, aspect_store.STATUS, aspect_store.NO_RUN_ID,
+                                         aspect_store.now_ms(), removed)
+                aspect_store.put(tx, urn=row.urn, entity_type=parsed.entity_type, aspect=aspect_store.STATUS,
+                                 value=removed, actor=SYSTEM_ACTOR)
+        entity_rows += aspect_store.roll_back_timeseries(tx, run_id)
+    cp.ingest.after_commit()
+    return {"value": {**report, "aspectsReverted": len(undone) + entity_rows,
+                      "entitiesAffected": len({row.urn for row in undone}),
+                      "aspectRowSummaries": [_summary(row) for row in rows[:ROLLBACK_SUMMARIES]]}}
+
+
 def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRouter:
     router = APIRouter()
 
@@ -376,34 +505,15 @@ def create_router(cp: ControlPlane, *, cli_version: str | None = None) -> APIRou
 
     @router.post("/gms/runs")
     async def runs_action(request: Request, action: str = "") -> Any:
+        if action not in ("list", "describe", "rollback"):
+            return restli_error(404, f"action {action[:60]!r} of resource runs is not implemented by this server")
         body = loads(await request.body() or b"{}")
         if not isinstance(body, dict):
             raise Invalid("the body must be a JSON object")
-        identity_of(request).require_admin("reading ingestion runs")
-        start = _whole_number(body, ("start", "pageOffset"), 0)
-        count = _whole_number(body, ("count", "pageSize"), 100) or 100
-        if action == "list":
-            rows = cp.store.query("SELECT run_id, COUNT(*) AS n, MAX(last_written) AS ts FROM run_writes GROUP BY run_id "
-                                  "ORDER BY ts DESC LIMIT ? OFFSET ?", (max(0, min(count, 1000)), max(0, start)))
-            return {"value": [{"runId": r["run_id"], "rows": r["n"], "timestamp": r["ts"]} for r in rows]}
-        if action == "describe":
-            run_id = body.get("runId")
-            if not isinstance(run_id, str):
-                raise Invalid("runId is required")
-            rows = cp.store.query("SELECT urn, aspect, last_written FROM run_writes WHERE run_id=? ORDER BY urn, aspect "
-                                  "LIMIT ? OFFSET ?", (run_id, max(0, min(count, 1000)), max(0, start)))
-            summaries = []
-            for row in rows:
-                summary = {"runId": run_id, "urn": row["urn"], "aspectName": row["aspect"], "version": 0,
-                           "timestamp": row["last_written"], "keyAspect": False}
-                if body.get("includeAspect"):
-                    with cp.store.read() as db:
-                        stored = aspect_store.get(db, row["urn"], row["aspect"])
-                    if stored is not None:
-                        summary["aspect"] = stored.value
-                summaries.append(summary)
-            return {"value": summaries}
-        return restli_error(404, f"action {action[:60]!r} of resource runs is not implemented by this server")
+        identity_of(request).require_admin("reading and rolling back ingestion runs")
+        if action == "rollback":
+            return await run_in_threadpool(rollback_run, cp, body)
+        return await reads.run(RUN_READS[action], cp, body)
 
     return router
 

@@ -42,7 +42,7 @@ UNVERSIONED_STORED = "1"  # the version GMS counts an aspect stored without one 
 VERSION_REFUSED = "Expected version"  # GMS's words that begin a refused conditional write's reason
 SUPPORTED_HEADERS = {LEASE_HEADER, VERSION_HEADER}
 CHANGE_TYPES = {"UPSERT", "CREATE", "CREATE_ENTITY", "RESTATE", "DELETE", "PATCH"}
-NO_RUN_ID = "no-run-id-provided"
+NO_RUN_ID = aspect_store.NO_RUN_ID
 MAX_BATCH = 10_000
 # Aspect texts remembered as valid (ValidTexts): how many, and the longest remembered.
 VALID_TEXTS = 4096
@@ -215,19 +215,35 @@ class Ingest:
                                                  aspect_store.get(tx, proposal.urn, proposal.aspect) is not None):
             raise Conflict(f"CREATE: {proposal.aspect} of {proposal.urn} already exists")
         assert proposal.value is not None
+        run_id = identity.execution_id or proposal.run_id
         if is_key and proposal.entity_type in E.CONTROL_PLANE_ENTITIES:
             self._check_own_key(tx, proposal)
         elif proposal.spec.timeseries:
             aspect_store.put_timeseries(tx, urn=proposal.urn, entity_type=proposal.entity_type, aspect=proposal.aspect,
                                         value=proposal.value, system_metadata=proposal.system_metadata)
         else:
+            if proposal.entity_type not in E.CONTROL_PLANE_ENTITIES:
+                self._book(tx, proposal, run_id or NO_RUN_ID, is_key)
             aspect_store.put(tx, urn=proposal.urn, entity_type=proposal.entity_type, aspect=proposal.aspect,
                              value=proposal.value, system_metadata=proposal.system_metadata, actor=identity.actor)
-        run_id = identity.execution_id or proposal.run_id
         if run_id:
             tx.execute("INSERT INTO run_writes VALUES (?,?,?,?,1,?) ON CONFLICT(run_id, urn, aspect) DO UPDATE SET "
                        "writes=writes+1, last_written=excluded.last_written",
                        (run_id, proposal.urn, proposal.aspect, proposal.entity_type, aspect_store.now_ms()))
+
+    def _book(self, tx: sqlite3.Connection, proposal: Proposal, run_id: str, is_key: bool) -> None:
+        """Book the versioned aspect PROPOSAL writes to RUN_ID in the run index, as GMS's index
+        books every write, the same value again included (its runId follows the newest write).
+        The write that makes an entity books its key aspect to that run too, as GMS writes the
+        key row with an entity's first aspect: rolling the run back then removes the entity
+        (gms_api.rollback_run). Called before the write: whether the entity exists is asked.
+        The control plane's own entities are not booked: their life cycles are their rules', and
+        no run's rollback may undo them (decision 101)."""
+        observed = aspect_store.observed_ms(proposal.system_metadata)
+        if not is_key and not aspect_store.exists(tx, proposal.urn):
+            key = self.registry.entity(proposal.entity_type).key_aspect
+            aspect_store.index_write(tx, proposal.urn, key, run_id, observed)
+        aspect_store.index_write(tx, proposal.urn, proposal.aspect, run_id, observed, proposal.value)
 
     @staticmethod
     def _check_own_key(tx: sqlite3.Connection, proposal: Proposal) -> None:

@@ -9,7 +9,8 @@ Schema 2 is DataHub's model: `aspects` (versioned, as GMS's metadata_aspect_v2) 
 executors); the other tables hold what DataHub has no field for and only the control plane
 uses (queues, execution leases, executor instances, tokens, full logs, what each run wrote).
 Schema 6 keeps each run's full log in a table of its own (execution_logs); schema 10 keys
-timeseries points as GMS keys its documents.
+timeseries points as GMS keys its documents; schema 11 keeps which run wrote each latest aspect
+as GMS's system-metadata index does (run_index).
 A database of schema 1 is converted on first start (controlplane/legacy_migration.py).
 """
 from __future__ import annotations
@@ -173,9 +174,46 @@ def _key_timeseries_points(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE timeseries_aspects_9")
 
 
+# Which run wrote each latest versioned aspect, one row per urn and aspect, as GMS's
+# system-metadata index keeps it (metadata/aspect_store.py): run_writes keeps every run that ever
+# wrote an aspect, so a run whose aspects later runs had all written again still listed, and
+# would have been rolled back, with rows no longer its own. Filled from the aspects stored now
+# (_index_latest_aspects).
+SCHEMA_11 = """
+    CREATE TABLE run_index (
+        urn TEXT NOT NULL, aspect TEXT NOT NULL, run_id TEXT NOT NULL, last_updated INTEGER NOT NULL,
+        removed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (urn, aspect)) WITHOUT ROWID;
+    CREATE INDEX run_index_by_run ON run_index(run_id, urn, aspect);
+"""
+
+
+def _index_latest_aspects(conn: sqlite3.Connection) -> None:
+    """Each latest versioned aspect booked to the run its system metadata names; one written
+    with none to the run that wrote it last by run_writes (an ingest token's run), else to GMS's
+    default run. An entity whose status says removed has its rows removed. The control plane's
+    own entities are not booked (ingest.Ingest._book)."""
+    from .entities import CONTROL_PLANE_ENTITIES
+    from .metadata.aspect_store import NO_RUN_ID, STATUS, observed_ms
+
+    latest_run = {(row[0], row[1]): row[2] for row in conn.execute(
+        "SELECT urn, aspect, run_id FROM run_writes ORDER BY last_written")}
+    removed = {row[0] for row in conn.execute(
+        "SELECT urn FROM aspects WHERE aspect=? AND version=0 AND json_extract(metadata, '$.removed') = 1", (STATUS,))}
+    rows = []
+    for urn, aspect, system, created in conn.execute(
+            "SELECT urn, aspect, system_metadata, created_on FROM aspects WHERE version=0 AND entity_type NOT IN "
+            f"({','.join('?' * len(CONTROL_PLANE_ENTITIES))})", tuple(CONTROL_PLANE_ENTITIES)):
+        metadata = json.loads(system) if system else {}
+        run = metadata.get("runId") if metadata.get("runId") not in (None, "", NO_RUN_ID) else None
+        observed = metadata.get("lastObserved") if "lastObserved" in metadata else created
+        rows.append((urn, aspect, run or latest_run.get((urn, aspect)) or NO_RUN_ID,
+                     observed if isinstance(observed, int) else observed_ms(None), int(urn in removed)))
+    conn.executemany("INSERT INTO run_index (urn, aspect, run_id, last_updated, removed) VALUES (?,?,?,?,?)", rows)
+
+
 MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [SCHEMA_3], [SCHEMA_4], [SCHEMA_5],
                                      [SCHEMA_6], [SCHEMA_7], [SCHEMA_8], [SCHEMA_9],
-                                     [SCHEMA_10, _key_timeseries_points]]
+                                     [SCHEMA_10, _key_timeseries_points], [SCHEMA_11, _index_latest_aspects]]
 
 
 class Store:

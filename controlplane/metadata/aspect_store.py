@@ -8,6 +8,12 @@ kept to the newest RETAINED_VERSIONS per aspect: GMS's default retention policy 
 Timeseries aspects (datasetProfile, operation, ...) are not versioned: GMS keeps them in a
 search index keyed by timestamp, and so do we, in their own table.
 
+Which run wrote each latest versioned aspect is kept as GMS's system-metadata index keeps it
+(ElasticSearchSystemMetadataService: one document per urn and aspect, replaced by every write
+of it, so a run whose aspects were all written again by later runs has no row left; a status of
+removed=true marks every row of its urn removed). Runs are listed, described and rolled back
+from it (gms_api.py).
+
 Every function takes an open transaction: the caller decides what is atomic.
 """
 from __future__ import annotations
@@ -20,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 RETAINED_VERSIONS = 20
+NO_RUN_ID = "no-run-id-provided"  # GMS's DEFAULT_RUN_ID: the run of a write that names none
+STATUS = "status"  # the aspect whose `removed` marks an entity's rows removed (soft deleted)
 
 
 @dataclass(frozen=True)
@@ -174,9 +182,11 @@ class Deleted:
 
 
 def delete_entity(tx: sqlite3.Connection, urn: str, key_aspect: str | None = None) -> Deleted:
-    """Remove every aspect, version and timeseries point of URN (GMS's hard delete). KEY_ASPECT,
-    the entity's key aspect, is deleted uncounted, as GMS deletes it before the rows it counts;
-    None only for the control plane's own entities, whose key is never stored (ingest.py)."""
+    """Remove every aspect, version and timeseries point of URN (GMS's hard delete), and its
+    rows of the run index. KEY_ASPECT, the entity's key aspect, is deleted uncounted, as GMS
+    deletes it before the rows it counts; None only for the control plane's own entities,
+    whose key is never stored (ingest.py)."""
+    tx.execute("DELETE FROM run_index WHERE urn=?", (urn,))
     if key_aspect is not None:
         tx.execute("DELETE FROM aspects WHERE urn=? AND aspect=?", (urn, key_aspect))
     rows = tx.execute("DELETE FROM aspects WHERE urn=?", (urn,)).rowcount
@@ -195,12 +205,113 @@ def delete_timeseries(tx: sqlite3.Connection, urn: str, aspect: str | None = Non
 
 
 def delete_aspect(tx: sqlite3.Connection, urn: str, aspect: str) -> int:
+    tx.execute("DELETE FROM run_index WHERE urn=? AND aspect=?", (urn, aspect))
     return tx.execute("DELETE FROM aspects WHERE urn=? AND aspect=?", (urn, aspect)).rowcount
 
 
 def exists(db: sqlite3.Connection, urn: str) -> bool:
     """Whether any aspect of URN is stored, its key aspect included (metadata/entity_keys.py)."""
     return db.execute("SELECT 1 FROM aspects WHERE urn=? AND version=0 LIMIT 1", (urn,)).fetchone() is not None
+
+
+def run_of(system_metadata: dict[str, Any] | None) -> str:
+    """The run a value was written by, as GMS reads it from its system metadata."""
+    return (system_metadata or {}).get("runId") or NO_RUN_ID
+
+
+def observed_ms(system_metadata: dict[str, Any] | None) -> int:
+    """When a value was last seen: its lastObserved, or now, as GMS fills one not given."""
+    observed = (system_metadata or {}).get("lastObserved")
+    return observed if isinstance(observed, int) and not isinstance(observed, bool) and observed > 0 else now_ms()
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of the run index: the run that wrote URN's latest ASPECT, and when."""
+    urn: str
+    aspect: str
+    run_id: str
+    last_updated: int
+    removed: bool
+
+
+def index_write(tx: sqlite3.Connection, urn: str, aspect: str, run_id: str, last_updated: int,
+                value: dict[str, Any] | None = None) -> None:
+    """Book URN's latest ASPECT to RUN_ID (replacing the run that wrote it before), not removed;
+    a status (VALUE) marks every row of URN removed or not, as GMS's index does on a status."""
+    tx.execute("INSERT INTO run_index (urn, aspect, run_id, last_updated, removed) VALUES (?,?,?,?,0) "
+               "ON CONFLICT(urn, aspect) DO UPDATE SET run_id=excluded.run_id, last_updated=excluded.last_updated, "
+               "removed=0", (urn, aspect, run_id, last_updated))
+    if aspect == STATUS and value is not None:
+        tx.execute("UPDATE run_index SET removed=? WHERE urn=?", (int(bool(value.get("removed"))), urn))
+
+
+def run_row(db: sqlite3.Connection, urn: str, aspect: str) -> RunRow | None:
+    row = db.execute("SELECT urn, aspect, run_id, last_updated, removed FROM run_index WHERE urn=? AND aspect=?",
+                     (urn, aspect)).fetchone()
+    return _run_row(row) if row else None
+
+
+def runs(db: sqlite3.Connection, *, offset: int, limit: int, include_removed: bool) -> list[dict[str, Any]]:
+    """The runs that still have rows, newest first (by their newest row), each with its rows
+    counted removed or not; without INCLUDE_REMOVED, those whose every row is removed are left
+    out before paging (PostgresSystemMetadataService.listRuns)."""
+    having = "" if include_removed else " HAVING SUM(removed = 0) > 0"
+    return [{"runId": row[0], "rows": row[1], "timestamp": row[2]} for row in db.execute(
+        "SELECT run_id, COUNT(*), MAX(last_updated) AS ts FROM run_index GROUP BY run_id" + having +
+        " ORDER BY ts DESC, run_id LIMIT ? OFFSET ?", (limit, offset))]
+
+
+def rows_of(db: sqlite3.Connection, *, run_id: str | None = None, urn: str | None = None, include_removed: bool,
+            start: int = 0, count: int = -1) -> list[RunRow]:
+    """The rows of a run (RUN_ID) or of an entity (URN), by urn and aspect; removed ones only
+    with INCLUDE_REMOVED."""
+    column, value = ("run_id", run_id) if run_id is not None else ("urn", urn)
+    rows = db.execute(f"SELECT urn, aspect, run_id, last_updated, removed FROM run_index WHERE {column}=? "
+                      f"{'' if include_removed else 'AND removed = 0 '}ORDER BY urn, aspect LIMIT ? OFFSET ?",
+                      (value, count, start))
+    return [_run_row(row) for row in rows.fetchall()]
+
+
+def roll_back(tx: sqlite3.Connection, urn: str, aspect: str, run_id: str) -> bool:
+    """Undo RUN_ID's latest value of URN's versioned ASPECT, as GMS's rollback does
+    (EntityServiceImpl.deleteAspectWithoutMCL): only when the latest value is the run's (its
+    run index row); the run's history versions right before it go too, and the newest version
+    of another run becomes the latest again (booked to that run), or, when there is none, the
+    aspect is deleted. False when nothing was the run's to undo."""
+    row = run_row(tx, urn, aspect)
+    if row is None or row.run_id != run_id or get(tx, urn, aspect) is None:
+        return False
+    survivor = None
+    for version, system in tx.execute("SELECT version, system_metadata FROM aspects WHERE urn=? AND aspect=? "
+                                      "AND version > 0 ORDER BY version DESC", (urn, aspect)).fetchall():
+        if run_of(json.loads(system) if system else None) != run_id:
+            survivor = version
+            break
+        tx.execute("DELETE FROM aspects WHERE urn=? AND aspect=? AND version=?", (urn, aspect, version))
+    if survivor is None:
+        delete_aspect(tx, urn, aspect)
+        return True
+    tx.execute("UPDATE aspects SET (metadata, system_metadata, created_on, created_by) = (SELECT metadata, "
+               "system_metadata, created_on, created_by FROM aspects WHERE urn=? AND aspect=? AND version=?) "
+               "WHERE urn=? AND aspect=? AND version=0", (urn, aspect, survivor, urn, aspect))
+    tx.execute("DELETE FROM aspects WHERE urn=? AND aspect=? AND version=?", (urn, aspect, survivor))
+    restored = get(tx, urn, aspect)
+    assert restored is not None
+    index_write(tx, urn, aspect, run_of(restored.system_metadata), observed_ms(restored.system_metadata),
+                restored.value)
+    return True
+
+
+def roll_back_timeseries(tx: sqlite3.Connection, run_id: str) -> int:
+    """Remove the timeseries points RUN_ID wrote (TimeseriesAspectService.rollbackTimeseriesAspects);
+    how many."""
+    return tx.execute("DELETE FROM timeseries_aspects WHERE system_metadata IS NOT NULL "
+                      "AND json_extract(system_metadata, '$.runId') = ?", (run_id,)).rowcount
+
+
+def _run_row(row: tuple) -> RunRow:
+    return RunRow(urn=row[0], aspect=row[1], run_id=row[2], last_updated=row[3], removed=bool(row[4]))
 
 
 def _stored(row: tuple) -> StoredAspect:
