@@ -26,6 +26,19 @@ SQS's in these ways, each of which a test shows with boto3 (tests/controlplane/t
 - A message given back (visibility 0) woke no waiting long poll, which saw it only at its next
   scan, up to a second later; it is woken now, as by a send.
 
+Requests botocore never sends failed with HTTP 500 (which botocore retries, then reports as
+"500"): moto's parser walks a request's parameters as the operation's input shapes, assuming
+each is of its type. A body not JSON, or not an object, was taken as no parameters. Each request
+is now checked before moto parses it (`dispatch_checked`), and refused as SQS refuses it, with
+HTTP 400 in the request's own protocol: an action missing, unknown or not implemented here; a
+body that is not UTF-8 or not a JSON object; a parameter of the wrong type or a required one
+missing (InvalidParameterValue, MissingParameter).
+
+moto measured a message in characters and without its attributes, where SQS counts bytes: the
+body's UTF-8 and each attribute's name, data type and value. A message of 'é's under a queue's
+MaximumMessageSize in characters but over it in bytes was taken, and so was a batch over SQS's
+1 MiB total in bytes. Both are refused now (InvalidParameterValue, BatchRequestTooLong).
+
 moto also kept a message past its queue's retention period, where SQS deletes it: its receive
 marked the message received, then skipped it and ended its scan, so the receive answered
 without the messages behind it. Such messages are now deleted before each receive's scan. And
@@ -67,20 +80,25 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 import threading
 import time
+import uuid
 from collections import OrderedDict
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from xml.sax.saxutils import escape
 
+from botocore.model import Shape
 from moto.core import utils as moto_utils
-from moto.core.responses import ActionResult
+from moto.core.request import Request
+from moto.core.responses import ActionResult, BaseResponse
 from moto.sqs import models, responses
 from moto.sqs.constants import MAXIMUM_VISIBILITY_TIMEOUT
 from moto.sqs.exceptions import (
     BatchEntryIdsNotDistinct,
+    BatchRequestTooLong,
     EmptyBatchRequest,
     InvalidAttributeValue,
     InvalidBatchEntryId,
@@ -94,8 +112,12 @@ from .sqs_http import request_abandoned
 
 BATCH_LIMIT = 10  # SQS's entries per batch call
 BATCH_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")  # SQS's rule for a batch entry's Id (ASCII only)
+# SQS's largest message (its MaximumMessageSize's highest value and default) and a batch's largest
+# total, both 1 MiB since August 2025 (256 KiB before): the SQS API reference, SetQueueAttributes
+# and SendMessageBatch.
+MAX_MESSAGE_BYTES = 1_048_576
 # SQS's range for each of a queue's numeric attributes (SetQueueAttributes)
-QUEUE_ATTRIBUTE_RANGES = {"DelaySeconds": (0, 900), "MaximumMessageSize": (1024, 1048576),
+QUEUE_ATTRIBUTE_RANGES = {"DelaySeconds": (0, 900), "MaximumMessageSize": (1024, MAX_MESSAGE_BYTES),
                           "MessageRetentionPeriod": (60, 1209600), "ReceiveMessageWaitTimeSeconds": (0, 20),
                           "VisibilityTimeout": (0, MAXIMUM_VISIBILITY_TIMEOUT)}
 DELETED_RECEIPTS_KEPT = 10_000  # per queue: a few thousand deleted messages' receipts, ~3 MB
@@ -137,7 +159,22 @@ def correct() -> None:
         models.SQSBackend.set_queue_attributes = set_queue_attributes
         models.SQSBackend.create_queue = create_queue
         models.SQSBackend.change_message_visibility_batch = change_message_visibility_batch
+        send, send_batch = models.SQSBackend.send_message, models.SQSBackend.send_message_batch
+
+        def send_message(backend: models.SQSBackend, queue_name: str, message_body: str,
+                         message_attributes: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
+            check_message_size(backend.get_queue(queue_name), message_size(message_body, message_attributes))
+            return send(backend, queue_name, message_body, message_attributes, *args, **kwargs)
+
+        def send_message_batch(backend: models.SQSBackend, queue_name: str, entries: dict[str, dict[str, Any]]) -> Any:
+            check_batch_size(backend.get_queue(queue_name), list(entries.values()))
+            return send_batch(backend, queue_name, entries)
+
+        models.SQSBackend.send_message = send_message
+        models.SQSBackend.send_message_batch = send_message_batch
         responses.SQSResponse.delete_message_batch = delete_message_batch
+        responses.SQSResponse._dispatch = dispatch_checked
+        responses.SQSResponse.parse_parameters = parse_parameters_checked
         models.unix_time = unix_time
         models.unix_time_millis = unix_time_millis
         models.SQSBackend.is_message_valid_based_on_retention_period = is_within_retention_period
@@ -361,3 +398,172 @@ def delete_message_batch(response: responses.SQSResponse) -> ActionResult:
     check_batch(entries, "Delete")
     success, failed = response.sqs_backend.delete_message_batch(queue_name, entries)
     return ActionResult({"Successful": [{"Id": entry_id} for entry_id in success], "Failed": failed})
+
+
+def message_size(body: str, attributes: dict[str, Any] | None) -> int:
+    """A message's size as SQS counts it against MaximumMessageSize: its body in UTF-8, and each
+    attribute's name, data type and value (a binary value as its bytes, not their base64)."""
+    size = len(body.encode())
+    for name, attribute in (attributes or {}).items():
+        value = attribute.get("StringValue", attribute.get("BinaryValue", b""))
+        size += len(name.encode()) + len(attribute.get("DataType", "").encode())
+        size += len(value if isinstance(value, bytes) else str(value).encode())
+    return size
+
+
+def check_message_size(queue: models.Queue, size: int) -> None:
+    if size > int(queue.maximum_message_size):
+        raise InvalidParameterValue("One or more parameters are invalid. Reason: Message must be shorter than "
+                                    f"{queue.maximum_message_size} bytes.")
+
+
+def check_batch_size(queue: models.Queue, entries: list[dict[str, Any]]) -> None:
+    """What SQS refuses of a batch for its size: the whole batch over 1 MiB (BatchRequestTooLong),
+    or one message over its queue's limit, before any message of it is sent."""
+    sizes = [message_size(entry.get("MessageBody") or "", entry.get("MessageAttributes")) for entry in entries]
+    if sum(sizes) > MAX_MESSAGE_BYTES:
+        raise BatchRequestTooLong(sum(sizes))
+    for size in sizes:
+        check_message_size(queue, size)
+
+
+class RequestRefused(SQSException):
+    """A request SQS refuses before acting on it (HTTP 400, the sender's fault)."""
+
+
+SQS_TARGET_PREFIX = "AmazonSQS"  # the JSON protocol's X-Amz-Target is "AmazonSQS.<action>"
+# A JSON value's Python types for each shape type of SQS's input shapes; a blob is base64 text
+# in JSON, and bytes once moto has parsed a query-protocol request.
+SHAPE_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "long": (int,), "boolean": (bool,), "blob": (str, bytes),
+    "list": (list,), "map": (Mapping,), "structure": (Mapping,)}  # moto's parsed parameters are a Mapping
+
+
+def dispatch_checked(response: responses.SQSResponse, request: Request, full_url: str | None = None,
+                     headers: Any = None) -> tuple[int, dict[str, str], str]:
+    """moto's dispatch of one SQS request, with what SQS refuses of a request refused first, as
+    SQS does, where moto's parser and handlers failed on it with HTTP 500 or took it. A JSON
+    body is checked before moto parses it (its parser iterates a string given for a list); a
+    query's values are strings, checked as moto's parser reads them as their types."""
+    try:
+        input_shape = moto_utils.get_service_model("sqs").operation_model(requested_action(request)).input_shape
+        given = json_parameters(request) if _is_json(request) else None
+        if given is not None:
+            check_parameters(given, input_shape)
+        response.setup_class(request, full_url, headers)
+        if given is None:
+            check_parameters(response.params, input_shape)
+    except RequestRefused as refused:
+        return refusal_answer(request, refused)
+    return response.call_action()
+
+
+def parse_parameters_checked(response: responses.SQSResponse, request: Request) -> None:
+    """moto's parse of a request's parameters by its operation's input shapes, which reads each
+    value as its shape's type: a value that is not one (a query's MaxNumberOfMessages=x) is
+    the sender's fault, not the server's."""
+    try:
+        BaseResponse.parse_parameters(response, request)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise RequestRefused("InvalidParameterValue",
+                             f"The request's parameters are not those of {response._get_action()}: {exc}") from None
+
+
+def _is_json(request: Request) -> bool:
+    return (request.content_type or "").startswith("application/x-amz-json")
+
+
+@functools.cache
+def implemented_actions() -> frozenset[str]:
+    """The SQS actions moto has a handler for (the others failed with NotImplementedError)."""
+    handlers = set(moto_utils.method_names_from_class(responses.SQSResponse))
+    return frozenset(action for action in moto_utils.get_service_model("sqs").operation_names
+                     if moto_utils.camelcase_to_underscores(action) in handlers)
+
+
+def requested_action(request: Request) -> str:
+    """The SQS action REQUEST names (X-Amz-Target in the JSON protocol, Action in the query
+    protocol), if the embedded server answers it."""
+    if _is_json(request):
+        target = request.headers.get("X-Amz-Target") or ""
+        prefix, _, action = target.rpartition(".")
+        if target and prefix != SQS_TARGET_PREFIX:
+            raise RequestRefused("InvalidAction", f"{target[:100]} is not an SQS action: X-Amz-Target is "
+                                                  f"{SQS_TARGET_PREFIX}.<action>.")
+    else:
+        action = request.values.get("Action") or ""
+    if not action:
+        raise RequestRefused("MissingAction", "The request must contain the parameter Action.")
+    if action not in moto_utils.get_service_model("sqs").operation_names:
+        raise RequestRefused("InvalidAction", f"The action or operation requested is invalid: {action[:100]}.")
+    if action not in implemented_actions():
+        raise RequestRefused("UnsupportedOperation", f"{action} is an SQS action the embedded SQS server does "
+                                                     "not implement.")
+    return action
+
+
+def json_parameters(request: Request) -> dict[str, Any] | None:
+    """A JSON-protocol request's parameters: its body, a JSON object (none, for an empty body).
+    None for a gzipped body, which moto decompresses and reads itself."""
+    if request.content_encoding == "gzip":
+        return None
+    try:
+        parameters = json.loads(request.data.decode()) if request.data else {}
+    except ValueError:  # UnicodeDecodeError is one
+        parameters = None
+    if not isinstance(parameters, dict):
+        raise RequestRefused("SerializationException", "The request's body is not a JSON object in UTF-8.")
+    return parameters
+
+
+def check_parameters(parameters: Mapping[str, Any], input_shape: Shape | None) -> None:
+    """Refuse PARAMETERS as SQS would, before moto's handler reads them as well-typed."""
+    refusal = parameter_refusal(parameters, input_shape, "")
+    if refusal is not None:
+        raise refusal
+
+
+def parameter_refusal(value: Any, shape: Shape | None, name: str) -> RequestRefused | None:
+    """Why SQS refuses VALUE, given for the parameter NAME of SHAPE: not of its type
+    (InvalidParameterValue), or without a member its shape requires (MissingParameter). A
+    member given as null is taken as not given, as moto's parser takes it."""
+    expected = SHAPE_TYPES.get(shape.type_name) if shape is not None else None
+    if expected is not None and (not isinstance(value, expected)
+                                 or (isinstance(value, bool) and bool not in expected)):  # True is an int
+        return RequestRefused("InvalidParameterValue", f"Value {str(value)[:100]} for parameter "
+                                                       f"{name or 'the request'} is invalid. Reason: it must be of "
+                                                       f"type {shape.type_name}.")
+    members: list[tuple[str, Any, Shape]] = []
+    if shape is not None and shape.type_name == "structure":
+        for required in shape.required_members:
+            if value.get(required) is None:
+                return RequestRefused("MissingParameter", f"The request must contain the parameter "
+                                                          f"{_member(name, required)}.")
+        members = [(_member(name, member), value[member], member_shape)
+                   for member, member_shape in shape.members.items() if value.get(member) is not None]
+    elif shape is not None and shape.type_name == "list":
+        members = [(_member(name, str(number)), item, shape.member) for number, item in enumerate(value, 1)]
+    elif shape is not None and shape.type_name == "map":
+        members = [(_member(name, str(key)), item, shape.value) for key, item in value.items()]
+    for member_name, member_value, member_shape in members:
+        refusal = parameter_refusal(member_value, member_shape, member_name)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def _member(parent: str, member: str) -> str:
+    return f"{parent}.{member}" if parent else member
+
+
+def refusal_answer(request: Request, refused: RequestRefused) -> tuple[int, dict[str, str], str]:
+    """REFUSED as SQS answers it, HTTP 400 in the request's protocol: a JSON object with the
+    x-amzn-query-error header botocore reads its code from, or the query protocol's XML."""
+    if _is_json(request):
+        body = json.dumps({"__type": f"com.amazonaws.sqs#{refused.code}", "message": refused.message})
+        return 400, {"Content-Type": "application/x-amz-json-1.0", "x-amzn-query-error": f"{refused.code};Sender",
+                     "x-amzn-RequestId": str(uuid.uuid4())}, body
+    body = (f'<ErrorResponse xmlns="http://queue.amazonaws.com/doc/2012-11-05/"><Error><Type>Sender</Type>'
+            f"<Code>{escape(refused.code)}</Code><Message>{escape(refused.message)}</Message><Detail/></Error>"
+            f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>")
+    return 400, {"Content-Type": "text/xml"}, body

@@ -16,6 +16,12 @@ the connection whatever the application reads; a request whose length is not giv
 closed. Each answer carries its Content-Length. A connection idle for IDLE_TIMEOUT_S is closed
 (botocore opens a new one; AWS closes idle connections too), and stop() closes every open one,
 so that no client keeps talking to a server that is gone.
+
+A request, once its first byte came, is read whole (request line, headers, body) within
+REQUEST_READ_TIMEOUT_S, or its connection is closed. The socket's timeout bounds each read, not
+the request: a client sending a byte just inside it (slowloris) held its connection's thread for
+as long as it liked, and the server starts a thread for every connection it accepts. The
+deadline ends with the body: a long poll is the server answering slowly, not the client sending.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import socketserver
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -38,6 +45,9 @@ from urllib.parse import unquote_to_bytes, urlsplit
 # largest message, and room for the request's other parameters.
 MAX_BODY_BYTES = 4 << 20
 IDLE_TIMEOUT_S = 60  # longer than a long poll (20 s), so a consumer's connection stays open between polls
+# botocore sends a request in one go: its largest (MAX_BODY_BYTES) takes milliseconds on this
+# machine's loopback, and a few seconds over a slow tunnel to it.
+REQUEST_READ_TIMEOUT_S = 30
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer",
                         "upgrade", "proxy-connection"})
 
@@ -72,6 +82,29 @@ def _closed_by_peer(connection: socket.socket) -> bool:
         return True  # reset
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A connection's bytes as http.server reads them, no read waiting past the request's
+    deadline; between requests (no deadline), each read waits up to the idle timeout."""
+
+    def __init__(self, connection: socket.socket, idle_timeout_s: float) -> None:
+        super().__init__()
+        self._connection = connection
+        self._idle_timeout_s = idle_timeout_s
+        self.deadline: float | None = None  # time.monotonic() by which the request must be read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        wait = self._idle_timeout_s
+        if self.deadline is not None:
+            wait = self.deadline - time.monotonic()
+            if wait <= 0:
+                raise TimeoutError("the request was not read whole by its deadline")
+        self._connection.settimeout(wait)
+        return self._connection.recv_into(buffer)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT_S
@@ -81,6 +114,33 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = 1 << 16
     disable_nagle_algorithm = True
     server: KeepAliveServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # http.server's reader: each of its reads waited the whole timeout anew
+        self._reader = _DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        """Wait up to the idle timeout for the next request's first byte (one already sent
+        behind the last request is there at once), then read the request by its deadline. A
+        request not read by then ends in TimeoutError, which http.server answers by closing."""
+        self._reader.deadline = None
+        try:
+            started = self.rfile.peek(1)
+        except TimeoutError:  # idle for the idle timeout
+            started = b""
+        if not started:
+            self.close_connection = True
+            return
+        self._reader.deadline = time.monotonic() + self.server.request_read_timeout_s
+        super().handle_one_request()
+
+    def _request_read(self) -> None:
+        """The request is read: the answer, and a long poll before it, have no deadline; the
+        answer's writes wait as long as an idle read would."""
+        self._reader.deadline = None
+        self.connection.settimeout(self.timeout)
 
     def handle_expect_100(self) -> bool:
         """A client that waits for 100 Continue before its body gets it now, or the refusal of
@@ -152,6 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         length = int(self.headers.get("Content-Length", "0").strip())
         body = self.rfile.read(length) if length else b""
+        self._request_read()
         if len(body) < length:  # the client went away mid-body
             self.close_connection = True
             return None
@@ -203,6 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _refuse(self, status: HTTPStatus, why: str) -> None:
+        self._request_read()
         self.close_connection = True
         self._answer(f"{status.value} {status.phrase}", [("Content-Type", "text/plain")], why.encode() + b"\n")
 
@@ -218,6 +280,7 @@ class KeepAliveServer(socketserver.ThreadingMixIn, HTTPServer):
     block_on_close = False  # stop() closes the connections; a long poll's thread is not waited for
     allow_reuse_address = True
     request_queue_size = 128  # socketserver's 5 dropped a burst's connections for a 1 s retry (werkzeug: 128)
+    request_read_timeout_s: float = REQUEST_READ_TIMEOUT_S  # per server, so that a test can shorten it
 
     def __init__(self, address: tuple[str, int], app: WsgiApp,
                  on_error: Callable[[str], None] = lambda message: None) -> None:
