@@ -402,7 +402,11 @@ class TaskRunner:
             pump.join(timeout=PUMP_JOIN_S)
         task_log.write_line(f"[executor] outcome: {outcome.status.value} exit_code={outcome.exit_code} "
                             f"signal={outcome.signal} peak_memory_bytes={outcome.peak_memory_bytes}")
-        if outcome.oom_kills and outcome.status is not Status.MEMORY_LIMIT_EXCEEDED:
+        if outcome.oom_kills and outcome.memory_limit_reached is False:
+            task_log.write_line(f"[executor] the kernel's OOM killer ended {outcome.oom_kills} process(es) of the task "
+                                "for memory outside its own limit (the host's, or an enclosing cgroup's: a "
+                                "container's or the executor's); raising the task's limit would not help")
+        elif outcome.oom_kills and outcome.status is not Status.MEMORY_LIMIT_EXCEEDED:
             task_log.write_line(f"[executor] the kernel's OOM killer ended {outcome.oom_kills} process(es) of the task "
                                 "at its memory limit; the task went on without them, and ended as above")
         if outcome.pids_limit_hits:

@@ -22,6 +22,15 @@ CPU_PERIOD_US = 100_000
 # FREEZING, and then we kill what is frozen and let the caller retry.
 FREEZE_WAIT_S = 1.0
 CONTROLLERS = ("memory", "pids", "cpu", "freezer")
+# memory.limit_in_bytes of a cgroup without a limit: PAGE_COUNTER_MAX pages, ~2^63 bytes.
+V1_NO_LIMIT = 1 << 62
+PMD_SIZE_FILE = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
+
+
+def largest_charge() -> int:
+    """The most the kernel charges to a memory cgroup at once: a PMD-sized huge page (2 MiB on
+    x86-64, 512 MiB on arm64 with 64 KiB pages), read where the kernel says it; 2 MiB where not."""
+    return max(fs.read_int(PMD_SIZE_FILE) or 0, 2 << 20)
 
 
 class CgroupV1Driver(Driver):
@@ -147,7 +156,7 @@ class V1TaskGroup(TaskGroup):
             value = str(limits.memory_max_bytes)
             fs.write(self._file("memory", "memory.limit_in_bytes"), value, what="memory limit")
             memsw = self._file("memory", "memory.memsw.limit_in_bytes")
-            note = ""
+            note = "; swap not limited (no memory.memsw.limit_in_bytes: swap accounting is off)"
             if os.path.exists(memsw):
                 # Equal to the memory limit: the task may not escape its limit into swap.
                 fs.write(memsw, value, what="memory+swap limit")
@@ -229,6 +238,25 @@ class V1TaskGroup(TaskGroup):
 
     def oom_kills(self) -> int:
         return self._subtree_count("memory", "memory.oom_control", "oom_kill")
+
+    def memory_limit_reached(self) -> bool | None:
+        """Whether the task's usage ever came within one charge of its limit (memory, or memory
+        plus swap: both limits are the same). v1 has no "oom" event: memory.oom_control's
+        oom_kill counts the victims of any OOM killer (an enclosing cgroup's, the host's), and
+        memory.failcnt stayed 0 on an OOM kill at the task's own limit here. A charge is refused
+        only when usage plus the charge would pass the limit, and the kernel charges at most a
+        PMD-sized huge page at once, so an OOM at the task's own limit leaves the watermark
+        (max_usage_in_bytes) within that of the limit; a task killed for an enclosing cgroup's
+        limit, well below its own, does not. Without a limit it cannot have been the cause."""
+        limit = fs.read_int(self._file("memory", "memory.limit_in_bytes"))
+        peaks = [fs.read_int(self._file("memory", name))
+                 for name in ("memory.max_usage_in_bytes", "memory.memsw.max_usage_in_bytes")]
+        peaks = [p for p in peaks if p is not None]
+        if limit is None or not peaks:
+            return None
+        if limit >= V1_NO_LIMIT:
+            return False
+        return max(peaks) > limit - largest_charge()
 
     def memory_current(self) -> int | None:
         return fs.read_int(self._file("memory", "memory.usage_in_bytes"))

@@ -177,6 +177,12 @@ class V2TaskGroup(TaskGroup):
             fs.write(self._file("memory.high"), str(high), what="memory throttle point")
             if os.path.exists(self._file("memory.swap.max")):
                 fs.write(self._file("memory.swap.max"), "0", what="no swap")
+                swap = "swap 0"
+            else:
+                # No swap accounting (CONFIG_MEMCG_SWAP off, swapaccount=0): swap is charged to no
+                # cgroup, so the task may swap out past memory.max, and the limits must not say
+                # "swap 0".
+                swap = "swap not limited (no memory.swap.max: swap accounting is off)"
             # Kill the whole task on OOM, not one arbitrary process of it: a half-killed
             # ingestion pipeline would hang or report nonsense. memory.oom.group came in 4.19:
             # on 4.18 (RHEL/Rocky 8) cgroupfs cannot create it (EACCES), and writing it anyway
@@ -187,7 +193,7 @@ class V2TaskGroup(TaskGroup):
                 group_kill = "oom.group"
             else:
                 group_kill = "no oom.group (kernel before 4.19): the OOM killer ends one process"
-            self.enforced["memory"] = (f"cgroup v2 memory.max={limits.memory_max_bytes} memory.high={high} swap 0 "
+            self.enforced["memory"] = (f"cgroup v2 memory.max={limits.memory_max_bytes} memory.high={high} {swap} "
                                        f"{group_kill}")
         elif limits.memory_high_bytes is not None:
             fs.write(self._file("memory.high"), str(limits.memory_high_bytes), what="memory throttle point")
@@ -264,6 +270,14 @@ class V2TaskGroup(TaskGroup):
     def oom_kills(self) -> int:
         events = fs.read_keyed(self._file("memory.events"))
         return max(events.get("oom_kill", 0), events.get("oom_group_kill", 0))
+
+    def memory_limit_reached(self) -> bool | None:
+        """memory.events "oom": the times this cgroup's limit (or one below it) was reached and
+        the OOM killer called on it (cgroup-v2.rst). "oom_kill" and "oom_group_kill" also count
+        the victims of an OOM of an enclosing cgroup or of the host; "max" counts every time
+        usage met memory.max, reclaim that succeeded included, and means no kill."""
+        events = fs.read_keyed(self._file("memory.events"))
+        return events["oom"] > 0 if "oom" in events else None
 
     def memory_current(self) -> int | None:
         return fs.read_int(self._file("memory.current"))

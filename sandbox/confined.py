@@ -158,6 +158,7 @@ class ConfinedProcess:
         left: list[int] = []
         tree_left = True  # until the tree is seen ended and its cgroup removed
         oom_kills, peak, pids_limit_hits = 0, None, 0
+        limit_reached: bool | None = None
         try:
             returncode = self._attempt("waiting for the task", self._wait_for_main_process, None)
             if returncode is not None and self._grace_ends_at is not None:
@@ -168,7 +169,14 @@ class ConfinedProcess:
             tree_left = ended is None or bool(ended)
             if returncode is None:
                 returncode = self._popen.poll()  # it may have died in the last round
+            if returncode is None and self.pid not in left:
+                # The main process would not die and is not in its cgroups (it moved itself out):
+                # it is as much left of the task as a member that would not die.
+                left, tree_left = [self.pid, *left], True
             oom_kills = self._attempt("reading the OOM kill counter", self._group.oom_kills, 0)
+            if oom_kills:
+                limit_reached = self._attempt("reading whether the memory limit was reached",
+                                              self._group.memory_limit_reached, None)
             peak = self._attempt("reading the peak memory", self._group.memory_peak, None)
             pids_limit_hits = self._attempt("reading the pids limit counter", self._group.pids_limit_hits, 0)
             if left:
@@ -186,7 +194,7 @@ class ConfinedProcess:
             finished_now = self._popen.returncode is not None
             if finished_now:
                 self._finish()
-            self._publish(returncode, oom_kills, peak, pids_limit_hits, left, tree_left)
+            self._publish(returncode, oom_kills, limit_reached, peak, pids_limit_hits, left, tree_left)
         if not finished_now:
             self._linger()
 
@@ -244,10 +252,28 @@ class ConfinedProcess:
             escalate_at = self._grace_ends_at = None
             if next_kill is None or now >= next_kill:
                 self._group.try_kill_all()
+                self._kill_main_if_outside()
                 pause = self._backoff().next_pause()
                 if pause is None:
                     return None
                 next_kill = now + pause
+
+    def _kill_main_if_outside(self) -> None:
+        """SIGKILL the main process through its pidfd where it is not among the group's processes:
+        a task running as root can write its own pid into a cgroup outside its task's, and the
+        group's kill then missed it, the kill budget ran out on an empty cgroup and the outcome
+        named no signal and no unkillable pid while it ran on. Where it is in the group, the
+        group's kill is the one that reaches it (and the rest of its tree with it). In mode none
+        there is no cgroup to leave (the main process is always the group's), and a scan there
+        remembers processes: one more, at a kill, could adopt a pid just reused by another."""
+        if self._group.needs_watchdog():
+            return
+        try:
+            inside = self.pid in self._group.pids()
+        except (SandboxError, OSError):
+            inside = False  # cannot be told: our own child, killed either way
+        if not inside:
+            self._watch.kill()
 
     def _await_the_rest_in_grace(self) -> None:
         """The main process exited during a terminate()'s grace: the grace is every process's
@@ -284,11 +310,12 @@ class ConfinedProcess:
         self._attempt("releasing the task", self._on_finished, None)
         self._watch.close()
 
-    def _publish(self, returncode: int | None, oom_kills: int, peak: int | None, pids_limit_hits: int,
-                 left: list[int], tree_left: bool) -> None:
+    def _publish(self, returncode: int | None, oom_kills: int, limit_reached: bool | None, peak: int | None,
+                 pids_limit_hits: int, left: list[int], tree_left: bool) -> None:
         killed_by = self._end.snapshot().reported_by
         self._outcome = Outcome(
-            status=classify(returncode=returncode, oom_kills=oom_kills, killed_by=killed_by),
+            status=classify(returncode=returncode, oom_kills=oom_kills, killed_by=killed_by,
+                            limit_reached=limit_reached),
             exit_code=returncode if returncode is not None and returncode >= 0 else None,
             signal=-returncode if returncode is not None and returncode < 0 else None,
             oom_kills=oom_kills,
@@ -301,6 +328,7 @@ class ConfinedProcess:
             isolation=self.isolation,
             unkillable_pids=left,
             tree_left=tree_left,
+            memory_limit_reached=limit_reached if oom_kills else None,
         )
         self._done.set()
 

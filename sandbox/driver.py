@@ -68,6 +68,13 @@ class TaskGroup(ABC):
     @abstractmethod
     def oom_kills(self) -> int: ...
 
+    def memory_limit_reached(self) -> bool | None:
+        """Whether the task's own memory limit is what its OOM kills were for; None where that
+        cannot be told (mode none: its watchdog kills only for the limit). An OOM kill counter
+        counts the victims of any OOM killer: the host's, or one for an enclosing cgroup's limit
+        (a container's, the sandbox root's), which a task well inside its own limit can meet."""
+        return None
+
     @abstractmethod
     def memory_current(self) -> int | None: ...
 

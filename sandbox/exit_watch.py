@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import select
+import signal
 import subprocess
 import threading
 import time
@@ -77,6 +78,23 @@ class ExitWatch:
                     self._poller.unregister(self._pidfd)
                 return None
         return self._popen.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the main process itself, wherever it is: through its pidfd, or by number while
+        it is unreaped (only the reaper, which calls this, reaps it, so the number is still its).
+        A task running as root can write its own pid into a cgroup outside its task's, and a kill
+        of the task's cgroups then missed it: the reaper spent its kill budget on an empty cgroup,
+        published no signal and no unkillable pid, and left it running."""
+        with self._lock:
+            if self._closed or self._popen.returncode is not None:
+                return
+            try:
+                if self._pidfd is not None:
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+                else:
+                    os.kill(self._popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # exited already (a zombie takes no signal): the wait reaps it
 
     def exited(self) -> bool:
         """Whether the main process has exited (reaped or not), without waiting or reaping;

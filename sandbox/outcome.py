@@ -34,6 +34,11 @@ class Outcome:
     # could not be read or removed): something of the task may still run in it, kept for the
     # next sweep. Whoever gives the task's uid to another task must not (executor/runner.py).
     tree_left: bool = False
+    # Whether the OOM kills (oom_kills) were for the task's own memory limit; False where they
+    # were for the host's memory or an enclosing cgroup's limit (the run is then FAILED, not
+    # MEMORY_LIMIT_EXCEEDED: raising the task's limit would not help); None where there were
+    # none or it cannot be told.
+    memory_limit_reached: bool | None = None
 
     @property
     def shell_exit_code(self) -> int:
@@ -63,17 +68,21 @@ def signal_name(number: int) -> str:
 
 
 def classify(
-    *, returncode: int | None, oom_kills: int, killed_by: str | None
+    *, returncode: int | None, oom_kills: int, killed_by: str | None, limit_reached: bool | None = None
 ) -> Status:
     """The status from what we know for certain; OOM comes from counters, never from exit 137.
 
     Precedence: a limit breach the kernel (or our watchdog) recorded explains a failed run
     better than anything else; then an end we caused; then the exit code. RETURNCODE is None
     when the main process could not be waited for (it would not die, or waiting failed).
+    LIMIT_REACHED says whether the task's own memory limit is what the OOM kills were for
+    (None: cannot be told). An OOM kill for the host's memory or an enclosing cgroup's limit
+    is no breach of the task's limit: raising it would not help, so the run is FAILED, with
+    its signal and oom_kills saying what happened.
     """
     if killed_by == "memory-watchdog":
         return Status.MEMORY_LIMIT_EXCEEDED
-    if oom_kills > 0 and returncode != 0 and killed_by is None:
+    if oom_kills > 0 and returncode != 0 and killed_by is None and limit_reached is not False:
         return Status.MEMORY_LIMIT_EXCEEDED
     if killed_by == "timeout":
         return Status.TIMED_OUT
