@@ -10,7 +10,9 @@ the executor ~2 ms of CPU in botocore); when idle a delete waits at most LINGER_
 Until it is deleted the message is still held: its lease stays REPORTING, the visibility
 extender keeps extending it, and a crash in that window only means a redelivery, which the
 claim recognises as a duplicate (the execution is final) and deletes. A delete SQS refuses is
-the same case, and is logged.
+the same case, and is logged. A delete and the move to ACKED that follows its answer hold the
+visibility lock (leases.py): the extender sees the message either held or gone, never deleted
+and still held.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from collections import deque
 from loguru import logger
 
 from .consumer import SqsConsumer
-from .leases import IllegalTransition, Lease, Leases, State
+from .leases import IllegalTransition, Lease, Leases, QueueRef, State
 from .text import printable
 
 BATCH = 10  # SQS's limit for DeleteMessageBatch
@@ -83,23 +85,35 @@ class Acknowledger:
         return [self._waiting.popleft()[1] for _ in range(min(BATCH, len(self._waiting)))]
 
     def _delete(self, batch: list[Lease]) -> None:
-        by_queue: dict[str, list[Lease]] = {}
-        for lease in batch:
-            by_queue.setdefault(lease.message.task_class, []).append(lease)
-        for task_class, leases in by_queue.items():
-            refs = [(lease.execution_id, self.leases.current_message(lease)) for lease in leases]
+        if not batch:
+            return
+        # The deletes and the moves to ACKED under the visibility lock (leases.py), one step for
+        # the extender: an extension it read before a delete and sent after it was refused (the
+        # message is gone), and, the lease still held, warned about as a message that may be
+        # delivered again, and the lease marked refused. Each message is read under it too, so
+        # is the queue it is deleted from: a message that took another's place (Leases.receive)
+        # may be on the other queue.
+        with self.leases.visibility:
+            by_queue: dict[str, list[tuple[Lease, QueueRef]]] = {}
+            for lease in batch:
+                message = self.leases.current_message(lease)
+                by_queue.setdefault(message.task_class, []).append((lease, message))
+            for task_class, held in by_queue.items():
+                self._delete_from(task_class, held)
+
+    def _delete_from(self, task_class: str, held: list[tuple[Lease, QueueRef]]) -> None:
+        try:
+            refused = self.consumers[task_class].delete_batch([(lease.execution_id, ref) for lease, ref in held])
+        except Exception as exc:  # botocore: the messages come back and are recognised as duplicates
+            refused = {}
+            what = "message not deleted" if len(held) == 1 else f"{len(held)} messages not deleted"
+            logger.warning("{} ({}); a redelivery will be recognised as a duplicate", what, type(exc).__name__)
+        for lease, _ in held:
+            log = logger.bind(execution_id=lease.execution_id)
+            if lease.execution_id in refused:
+                log.warning("message not deleted ({}); a redelivery will be recognised as a duplicate",
+                            printable(refused[lease.execution_id]))
             try:
-                refused = self.consumers[task_class].delete_batch(refs)
-            except Exception as exc:  # botocore: the messages come back and are recognised as duplicates
-                refused = {}
-                what = "message not deleted" if len(leases) == 1 else f"{len(leases)} messages not deleted"
-                logger.warning("{} ({}); a redelivery will be recognised as a duplicate", what, type(exc).__name__)
-            for lease in leases:
-                log = logger.bind(execution_id=lease.execution_id)
-                if lease.execution_id in refused:
-                    log.warning("message not deleted ({}); a redelivery will be recognised as a duplicate",
-                                printable(refused[lease.execution_id]))
-                try:
-                    self.leases.move(lease, State.ACKED)
-                except IllegalTransition as exc:  # ended meanwhile (LOST): the others still end
-                    log.error("{}", exc)
+                self.leases.move(lease, State.ACKED)
+            except IllegalTransition as exc:  # ended meanwhile (LOST): the others still end
+                log.error("{}", exc)

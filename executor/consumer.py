@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from loguru import logger
 
 from vocabulary.message import MAX_VISIBILITY_S, MalformedMessage, QueueMessage, decode
@@ -67,16 +68,21 @@ class SqsConsumer:
         received_ms = int(time.time() * 1000)
         for raw in answer.get("Messages", []):
             attributes = raw.get("Attributes", {})
+            # Each message on its own: one the answer misstates (no receipt handle, a count that is
+            # not a number) is left alone, and the others of the batch are still handed over. Had
+            # it raised, the whole batch stayed hidden for a visibility timeout, offered to no one.
             try:
                 body = decode(raw["Body"])
-            except (MalformedMessage, KeyError) as exc:
+                ref = QueueRef(task_class=self.task_class, message_id=raw["MessageId"],
+                               receipt_handle=raw["ReceiptHandle"],
+                               receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+                               first_received_ms=int(attributes.get("ApproximateFirstReceiveTimestamp", 0)),
+                               received_ms=received_ms)
+            except (MalformedMessage, KeyError, ValueError, TypeError) as exc:
                 logger.error("message {} on the {} queue is malformed ({}); leaving it for the queue's redrive "
-                             "policy (DLQ)", printable(raw.get("MessageId")), self.task_class, printable(str(exc)))
+                             "policy (DLQ)", printable(str(raw.get("MessageId"))), self.task_class,
+                             printable(str(exc)))
                 continue
-            ref = QueueRef(task_class=self.task_class, message_id=raw["MessageId"], receipt_handle=raw["ReceiptHandle"],
-                           receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-                           first_received_ms=int(attributes.get("ApproximateFirstReceiveTimestamp", 0)),
-                           received_ms=received_ms)
             received.append(Received(ref, body))
         return received
 
@@ -111,10 +117,22 @@ class SqsConsumer:
             timeout = int(min(self.visibility_timeout_s, MAX_VISIBILITY_S - elapsed_s - CAP_MARGIN_S))
             if timeout > 0:
                 entries.append((execution_id, {"ReceiptHandle": ref.receipt_handle, "VisibilityTimeout": timeout}))
+        answered_error: ClientError | None = None
         for start in range(0, len(entries), 10):
             batch = entries[start:start + 10]
-            answer = self.client.change_message_visibility_batch(
-                QueueUrl=self.queue_url, Entries=[{"Id": str(index), **entry} for index, (_, entry) in enumerate(batch)])
+            try:
+                answer = self.client.change_message_visibility_batch(
+                    QueueUrl=self.queue_url, Entries=[{"Id": str(index), **entry} for index, (_, entry) in enumerate(batch)])
+            except ClientError as exc:
+                # SQS answered this call with an error (throttled, an internal error past the
+                # retries): the batches after it are still sent, or their messages lapsed, the
+                # running tasks' messages delivered again, for one call's error. Raised once all
+                # are sent. An SQS that does not answer (a timeout) ends the turn at once instead:
+                # each further call would hold the visibility lock for its own timeouts.
+                answered_error = answered_error or exc
+                continue
             failed.update({batch[int(f["Id"])][0]: f"{f.get('Code', '')}: {f.get('Message', '')}"
                            for f in answer.get("Failed", [])})
+        if answered_error is not None:
+            raise answered_error
         return failed

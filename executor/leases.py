@@ -32,6 +32,8 @@ from enum import Enum
 from fractions import Fraction
 from typing import Any
 
+from vocabulary import tasks
+
 
 class State(Enum):
     RECEIVED = "RECEIVED"
@@ -95,14 +97,29 @@ class Lease:
     cancel_asked: bool = False
 
 
+def _awaits(lease: Lease) -> str | None:
+    """The ledger LEASE waits to be admitted to, or None once admitted (or never to be: its claimed
+    task is one no executor runs, reported as failed without a ledger)."""
+    if lease.state is S.RECEIVED or (lease.state is S.CLAIMED and lease.claim is None):
+        return lease.message.task_class
+    if lease.state is S.CLAIMED:
+        try:
+            return tasks.task_class(lease.claim.task)
+        except tasks.UnknownTask:
+            return None
+    return None
+
+
 class Leases:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_execution: dict[str, Lease] = {}
         # Held around every change of a held message's visibility: the extender's look at the
-        # leases and its calls, and a give-back with the move out of the registry. An extension
-        # read before a give-back and sent after it would hide the message again for a whole
-        # visibility timeout. Taken before `_lock`, never while holding it.
+        # leases and its calls, a give-back with the move out of the registry, and a delete with
+        # the move to ACKED (acks.py). An extension read before a give-back and sent after it
+        # would hide the message again for a whole visibility timeout; one read before a delete
+        # and sent after it is refused, and warned about as a message that may come again.
+        # Taken before `_lock`, never while holding it.
         self.visibility = threading.Lock()
 
     def receive(self, execution_id: str, message: QueueRef) -> tuple[Lease | None, str]:
@@ -149,6 +166,11 @@ class Leases:
                 self._by_execution.pop(lease.execution_id, None)
             return lease
 
+    def holds(self, message_id: str) -> bool:
+        """Whether a lease holds the message MESSAGE_ID."""
+        with self._lock:
+            return any(lease.message.message_id == message_id for lease in self._by_execution.values())
+
     def current_message(self, lease: Lease) -> QueueRef:
         with self._lock:
             return lease.message
@@ -193,10 +215,13 @@ class Leases:
             return True
 
     def pending(self, task_class: str) -> int:
-        """Received on TASK_CLASS's queue but not yet admitted: capacity the intake must not offer again."""
+        """Leases on their way to TASK_CLASS's ledger, not yet admitted: capacity the intake must not
+        offer again. A received one is counted by its queue's class, the only guess before the
+        claim; a claimed one by its task's, which is the ledger it waits for: a monitor task
+        delivered on the ingestion queue, counted by its queue, took an ingestion slot for as
+        long as it waited for a monitors one, and the ingestion intake received nothing meanwhile."""
         with self._lock:
-            return sum(1 for lease in self._by_execution.values()
-                       if lease.message.task_class == task_class and lease.state in (S.RECEIVED, S.CLAIMED))
+            return sum(1 for lease in self._by_execution.values() if _awaits(lease) == task_class)
 
     def reporting(self, task_class: str) -> set[str]:
         """Executions of TASK_CLASS's ledger reporting their result (their process has ended):

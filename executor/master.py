@@ -390,11 +390,14 @@ class Master:
             if self.stopping.is_set():
                 refused = "the executor is stopping"
             else:
-                runner = TaskRunner(lease, self.services)
                 try:
+                    runner = TaskRunner(lease, self.services)
                     runner.start()
                 except RuntimeError as exc:  # "can't start new thread": the master is at its own pids limit
                     refused = f"no thread for the task: {exc}"
+                except Exception as exc:  # a bug; a lease no runner has would be extended and listed for ever
+                    log.opt(exception=exc).error("no runner for the task")
+                    refused = f"no runner for the task ({type(exc).__name__})"
                 else:
                     self._runners = [r for r in self._runners if r.is_alive()] + [runner]
             if refused is not None:

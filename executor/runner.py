@@ -346,8 +346,9 @@ class TaskRunner:
             return None
         if claimed is None:
             self.log.info("execution is final or running elsewhere: duplicate delivery, deleting the message")
-            self._delete_message()
-            self.s.leases.move(self.lease, State.ACKED)
+            with self.s.leases.visibility:  # as the acknowledger deletes (acks.py): never deleted and still held
+                self._delete_message()
+                self.s.leases.move(self.lease, State.ACKED)
             return None
         if claimed.pool_id != settings.pool_id or claimed.execution_id != self.execution_id:
             self.log.error("claim answer is for pool {} / execution {}, not ours; refused",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from loguru import logger
 
 from . import __version__, datahub_aspects
-from .consumer import SqsConsumer
+from .consumer import Received, SqsConsumer
 from .controlplane_client import ControlPlaneClient, ControlPlaneError
 from .credentials import Credentials
 from .leases import Leases
@@ -28,6 +28,10 @@ from .text import printable
 # An empty receive that came back sooner than this is followed by a wait for the rest of it: a
 # long poll (20 s) answers empty only at its end, unless the endpoint ignores long polling.
 EMPTY_RECEIVE_MIN_S = 1.0
+# A message the master failed to take over (Intake._offer_failed) is visible again after this
+# long (as runner.FAILED_RUNNER_RETURN_S), and the intake pauses as a Loop does after a failure.
+FAILED_OFFER_RETURN_S = 10
+FAILED_OFFER_PAUSE_S = 2.0
 
 
 class Loop(threading.Thread):
@@ -101,15 +105,39 @@ class Intake:
             # A long poll answered empty at once: an endpoint (or a proxy) that ignores long
             # polling. Asked again at once, it was asked tens of times a second, for nothing.
             return EMPTY_RECEIVE_MIN_S - took
+        failed = False
         for message in received:
             if self.stop.is_set():  # a long poll that returned after the stop: give it straight back
-                try:
-                    self.consumer.return_now(message.ref)
-                except Exception:
-                    pass
+                self._give_back(message)
                 continue
-            self.offer(message)
-        return 0
+            try:
+                self.offer(message)
+            except Exception as exc:  # a bug: the rest of the batch is still offered (not left hidden)
+                failed = True
+                self._offer_failed(message, exc)
+        # After a failed offer, the Loop's pause after a failure: a failure that repeats does not
+        # receive, fail and give back in a tight loop.
+        return FAILED_OFFER_PAUSE_S if failed else 0
+
+    def _offer_failed(self, message: Received, exc: Exception) -> None:
+        """OFFER raised for MESSAGE. Had it stopped the batch, the messages after it stayed hidden
+        for a whole visibility timeout, offered to no one. MESSAGE itself goes back unless a lease
+        holds it (the offer got as far as that: the lease's runner, or its give-back, has it),
+        after FAILED_OFFER_RETURN_S: not at once, or a failure that repeats would spend its
+        receive count toward the dead-letter queue in seconds."""
+        held = self.leases.holds(message.ref.message_id)
+        logger.bind(execution_id=message.body.execution_id).opt(exception=exc).error(
+            "message {} could not be handed over ({}: {}); {}", printable(message.ref.message_id),
+            type(exc).__name__, printable(str(exc)),
+            "its lease has it" if held else f"it is returned to the queue in {FAILED_OFFER_RETURN_S} s")
+        if not held:
+            self._give_back(message, FAILED_OFFER_RETURN_S)
+
+    def _give_back(self, message: Received, after_s: float = 0) -> None:
+        try:
+            self.consumer.return_now(message.ref, after_s)
+        except Exception:  # botocore: it comes back after its visibility timeout anyway
+            pass
 
 
 class OutageLog:
