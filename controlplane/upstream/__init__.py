@@ -9,6 +9,7 @@ executor would; the run's metadata goes straight from the task to that GMS.
     queries.py   the GraphQL documents sent upstream (checked against DataHub's published schema)
     requests.py  an upstream execution request -> our execution input, or why it is refused
     mirror.py    what became of each request we took: the table and its state machine
+    results.py   the forms of a result, whole to minimal, for a DataHub that refuses one
     sync.py      the loop: find new requests, write results back, pass DataHub's cancels on
     claims.py    what a claim of an upstream run adds: where its sink writes, DataHub's secrets
 """

@@ -9,7 +9,11 @@ this request will not succeed as it is).
 Many requests' KILL signals are read in one call (GMS's OpenAPI v3 batchGet, through the client's
 get_entities), SIGNAL_CHUNK urns at a time. A DataHub that does not serve it (a release before
 the OpenAPI v3 entity API: 404 or 405) is read one request at a time instead, said once in the
-log, and asked again every BATCH_RETRY_S (it may have been upgraded).
+log, and asked again every BATCH_RETRY_S (it may have been upgraded). A batch DataHub refuses
+otherwise (400: an urn among them it will not parse) is read one request at a time, and a request
+whose own read is refused counts as not cancelled (said once): one such request failed every
+read of the batch it was in, so no cancel among them was passed on, and a page holding it was
+never taken (sync.py), nor any behind it.
 
 Each answer's `Date` header is kept (last_answer_date_s): DataHub dates its requests by its own
 clock, and discovery (sync.py) reckons its floors in that clock, not in this machine's.
@@ -38,6 +42,7 @@ TIMEOUT_S = 15
 SIGNAL_CHUNK = 100  # urns per batchGet: one small SQL read in GMS, a body of a few KiB
 BATCH_RETRY_S = 600.0  # a DataHub without batchGet is asked again after this
 NO_BATCH_GET = (404, 405)  # what a GMS without the OpenAPI v3 entity API answers batchGet with
+UNREADABLE_SAID_MAX = 10_000  # urns whose refused signal read was logged, remembered to say each once
 
 
 class UpstreamError(Exception):
@@ -63,6 +68,7 @@ class UpstreamGms:
         self._graph: DataHubGraph | None = None
         self._lock = threading.Lock()
         self._no_batch_get_since: float | None = None  # monotonic; None: batchGet is served (or untried)
+        self._unreadable_said: set[str] = set()
         # The latest answer's Date header (epoch seconds, whole: HTTP dates have no fraction).
         self.last_answer_date_s: float | None = None
 
@@ -103,7 +109,13 @@ class UpstreamGms:
             try:
                 killed = set()
                 for start in range(0, len(urns), SIGNAL_CHUNK):
-                    killed |= self._kills_among(urns[start:start + SIGNAL_CHUNK])
+                    chunk = urns[start:start + SIGNAL_CHUNK]
+                    try:
+                        killed |= self._kills_among(chunk)
+                    except UpstreamRefused as exc:
+                        if exc.status in (401, 403, *NO_BATCH_GET):
+                            raise
+                        killed |= self._kills_one_by_one(chunk)
             except UpstreamRefused as exc:
                 if exc.status not in NO_BATCH_GET:
                     raise
@@ -111,7 +123,24 @@ class UpstreamGms:
             else:
                 self._batch_get_served()
                 return killed
-        return {urn for urn in urns if self.kill_requested(urn)}
+        return self._kills_one_by_one(urns)
+
+    def _kills_one_by_one(self, urns: list[str]) -> set[str]:
+        killed = set()
+        for urn in urns:
+            try:
+                if self.kill_requested(urn):
+                    killed.add(urn)
+            except UpstreamRefused as exc:
+                if exc.status in (401, 403):
+                    raise
+                if urn not in self._unreadable_said:
+                    if len(self._unreadable_said) >= UNREADABLE_SAID_MAX:
+                        self._unreadable_said.clear()
+                    self._unreadable_said.add(urn)
+                    logger.warning("DataHub refuses to show the KILL signal of {} ({}); taken as not cancelled: a "
+                                   "cancel from DataHub's UI does not reach that run", urn, exc)
+        return killed
 
     def _kills_among(self, urns: list[str]) -> set[str]:
         found = self._call(lambda graph: graph.get_entities(E.EXECUTION, urns, [E.EXECUTION_SIGNAL]))

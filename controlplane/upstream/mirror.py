@@ -2,7 +2,9 @@
 
     (new) --adopt-->  DISPATCHED   our execution of the same id runs it; each change of its
                                    result is written upstream
-    (new) --refuse--> REFUSED      it cannot run; a FAILURE saying why is written upstream
+    (new) --refuse--> REFUSED      it cannot run; a FAILURE saying why is written upstream (a
+                                   CANCELLED where DataHub's KILL was there already, as for a
+                                   request that could have run)
     DISPATCHED | REFUSED --final result written upstream--> DONE
 
 A request is adopted or refused once, whatever how often it is seen: its row is the proof, kept
@@ -78,9 +80,16 @@ class Mirror:
         if cancel_passed:
             tx.execute("UPDATE upstream_requests SET cancel_passed=1 WHERE execution_id=?", (execution_id,))
 
-    def refuse(self, execution_id: str, requested_at: int, reason: str, message: str) -> None:
+    def refuse(self, execution_id: str, requested_at: int, reason: str, message: str, *, cancelled: bool = False) -> None:
+        """CANCELLED: DataHub's KILL was there already. The cancel wins, as it does for a request
+        that could run: DataHub's user asked for it, and a FAILURE would say the run failed."""
+        if cancelled:
+            reason, message = S.CANCELLED_BEFORE_START, f"cancelled in DataHub before it was taken (it could not " \
+                                                        f"have run: {reason}: {message})"
         with self.store.transaction() as tx:
             self._insert(tx, "refuse", execution_id, requested_at, reason, message)
+            if cancelled:
+                tx.execute("UPDATE upstream_requests SET cancel_passed=1 WHERE execution_id=?", (execution_id,))
 
     def _insert(self, tx: sqlite3.Connection, event: str, execution_id: str, requested_at: int, reason: str | None,
                 message: str | None) -> None:
@@ -127,8 +136,10 @@ class Mirror:
 
 
 def refusal_result(reason: str, message: str, seen_at: float) -> dict[str, Any]:
-    """The FAILURE DataHub shows for a request we refused, shaped as our executors' results are
-    (the reason in the structured report's executor section)."""
-    return {"status": S.FAILURE, "startTimeMs": int(seen_at * 1000), "durationMs": 0,
-            "report": f"FAILURE ({reason}): not run: {message}",
+    """The FAILURE DataHub shows for a request we refused (CANCELLED for one DataHub's user had
+    cancelled already), shaped as our executors' results are (the reason in the structured
+    report's executor section)."""
+    status = S.CANCELLED if reason == S.CANCELLED_BEFORE_START else S.FAILURE
+    return {"status": status, "startTimeMs": int(seen_at * 1000), "durationMs": 0,
+            "report": f"{status} ({reason}): not run: {message}",
             "structuredReport": structured_report("RUN_INGEST", {"reason": reason})}

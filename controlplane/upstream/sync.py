@@ -7,10 +7,12 @@ back, and pass DataHub's cancels on. One thread, three steps per tick, each safe
   are reckoned in it too, as its answers' Date header shows it. A request is taken when its
   executorId names one of our pools and it has no result; `default` and every other id are
   never touched. Taken means adopted (our execution of the same id, queued on the pool;
-  CANCELLED at once when DataHub's KILL is there already) or refused (a FAILURE says why).
+  CANCELLED at once when DataHub's KILL is there already) or refused (a FAILURE says why; a
+  CANCELLED when DataHub's KILL is there already, as for one adopted).
 - push (every tick, at least once a second): each open request's current result is written to DataHub when it changed
   since the last write, for at most a poll interval a tick (the rest at the next, least recently
-  written first); a final one closes the request (mirror.py).
+  written first); a final one closes the request (mirror.py). One DataHub refuses for good (a 4xx
+  but 401/403/408/429) is written again at once, shortened, then minimal (results.py).
 - signals (every tick): a KILL DataHub's UI wrote for a request we run is passed on as our own
   cancel, which the executor reads within its progress interval. The open requests' signals
   are read in batches (gms.py), a few reads a tick however many requests are queued.
@@ -41,17 +43,26 @@ from .claims import UpstreamClaims
 from .gms import UpstreamError, UpstreamGms, UpstreamRefused, UpstreamUnreachable
 from .mirror import DISPATCHED, Mirror, OpenRequest, digest
 from .requests import Refusal, as_input, executor_id_of, request_id, requested_at
+from .results import FORM_NAMES, MINIMAL, WHOLE, result_form
 
-PAGE = 50
+PAGE = 50  # a scan's pages start PAGE apart
+# ... and each reads OVERLAP hits into the next: a request deleted in DataHub between two pages
+# moves every hit after it up by one, and without the overlap the first hit of the next page was
+# never read (lost for good when older than the floor). Up to OVERLAP deletions above a boundary,
+# between the reads of its two pages, lose nothing (a user deletes one at a time; DataHub's GC
+# deletes old requests by the thousand, and more than OVERLAP of those can still skip one); a
+# request read twice is taken once (the mirror table).
+OVERLAP = 5
 MAX_PAGES = 20  # one discovery reads at most 1,000 requests; the next tick's goes on from there
+MAX_RESULT_WINDOW = 10_000  # as deep as Elasticsearch pages by default (index.max_result_window): start + count
 # A scan ends at its floor, an empty page or DataHub's total; at the latest after this many pages
-# (10,000 requests when full, as deep as Elasticsearch pages by default: index.max_result_window),
-# so a DataHub whose total never comes down cannot keep one scan going, and new requests waiting, for good.
-MAX_SCAN_PAGES = 200
+# (about MAX_RESULT_WINDOW requests when full), so a DataHub whose total never comes down cannot
+# keep one scan going, and new requests waiting, for good.
+MAX_SCAN_PAGES = (MAX_RESULT_WINDOW - OVERLAP) // PAGE
 INDEX_LAG_MS = 5 * 60 * 1000
 CLOCK_SKEW_SAID_MS = 60_000  # DataHub's clock this far from ours is said in the log
 TICK_S = 1.0
-REFUSED_RETRY_S = 60.0  # a result DataHub refused (4xx) is tried again after this
+REFUSED_RETRY_S = 60.0  # a result DataHub refused (4xx) even in its least form is tried again after this
 OUTAGE_AFTER_FAILURES = 3  # failed writes in a row that make the step an outage (the rest wait for the next tick)
 FIRST_LOOK = "first_look_ms"
 SYSTEM = Identity("upstream", ADMIN, None, None)  # what this loop writes here, it writes as an admin
@@ -79,7 +90,8 @@ class _Scan:
     """A discovery scan under way (owned by the sync thread): DataHub's requests newest first
     from offset START down to FLOOR. NEWEST (capped at NOW, this control plane's clock when the
     scan began) becomes the cursor once the scan is complete. New requests arriving meanwhile
-    push the rest down: read twice at worst, and the mirror table takes each once."""
+    push the rest down: read twice at worst, and the mirror table takes each once; requests
+    deleted meanwhile pull the rest up, into the OVERLAP each page reads past its end."""
 
     floor: int
     now: int
@@ -103,6 +115,12 @@ class UpstreamSync:
         self._retry_after: dict[str, float] = {}
         self._untaken: set[str] = set()  # requests whose last result write DataHub failed to take: pushed last
         self._last_tried: dict[str, float] = {}  # request -> monotonic time its result was last written (or tried)
+        # (request, whether the result is final) -> the form DataHub took last (results.py) and
+        # how it refused the one before: later results of the request start there, a final one
+        # afresh from WHOLE (it may fit where a long progress report did not).
+        self._forms: dict[tuple[str, bool], tuple[int, str]] = {}
+        self._forms_said: set[tuple[str, bool, int]] = set()  # (request, final, form) logged, once each
+        self._refusal_said: set[str] = set()  # requests whose least form DataHub refused, logged once
         self._next_discovery = 0.0
         self._scan: _Scan | None = None
         self._clock_skew_said = False
@@ -156,7 +174,7 @@ class UpstreamSync:
             scan.failed_deep = False
         for _ in range(MAX_PAGES):
             try:
-                total, page = self.gms.execution_requests(scan.start if scan else 0, PAGE)
+                total, page = self.gms.execution_requests(scan.start if scan else 0, PAGE + OVERLAP)
             except UpstreamError:
                 if scan is not None and scan.start > 0:
                     scan.failed_deep = True
@@ -165,17 +183,24 @@ class UpstreamSync:
                 scan = self._scan = self._new_scan()
             try:
                 taken += self._take_new(page, scan, pools)
+            except UpstreamError:
+                # DataHub failing the page's KILL signals: the page is read again, as one it failed.
+                if scan.start > 0:
+                    scan.failed_deep = True
+                raise
             except Exception:
                 # Not DataHub's failure but ours on this page: start again from the newest, so
                 # that a failure that repeats here never keeps new requests from being taken.
                 self._scan = None
                 raise
-            # By the requests the page held, not by PAGE: DataHub leaves out the hits whose request is
-            # gone, so a short page may have held fewer hits than asked; the next page then reads a
-            # few of them again, and the mirror table takes each once.
-            scan.start += len(page)
+            # By the requests the page held (PAGE at most), not by PAGE: DataHub leaves out the hits
+            # whose request is gone, so a short page may have held fewer hits than asked; the next
+            # page then reads a few of them again. Either way it starts OVERLAP or more offsets
+            # before the end of the one read.
+            read_to = scan.start + len(page)
+            scan.start += min(len(page), PAGE)
             scan.pages += 1
-            if self._scan_ends(scan, total, page):
+            if self._scan_ends(scan, total, page, read_to):
                 self._scan = None
                 if scan.newest:
                     self.mirror.saw(scan.newest)
@@ -185,12 +210,13 @@ class UpstreamSync:
         self._next_discovery = time.monotonic()  # the rest of the backlog, after this tick's other steps
         return taken
 
-    def _scan_ends(self, scan: _Scan, total: int, page: list) -> bool:
-        """Whether SCAN, which has just read PAGE, is complete. A page shorter than asked for is
-        no end: DataHub's search leaves out of a page the hits whose request no longer exists
-        (deleted before its index caught up) and still counts them in total, so a short page can
-        come with more behind it. Taken for the end, it moved the cursor over those, for good."""
-        if not page or (total and scan.start >= total):
+    def _scan_ends(self, scan: _Scan, total: int, page: list, read_to: int) -> bool:
+        """Whether SCAN, which has just read PAGE (hits up to offset READ_TO at least), is complete.
+        A page shorter than asked for is no end: DataHub's search leaves out of a page the hits
+        whose request no longer exists (deleted before its index caught up) and still counts them
+        in total, so a short page can come with more behind it. Taken for the end, it moved the
+        cursor over those, for good."""
+        if not page or (total and read_to >= total):
             return True
         if any(isinstance(r, dict) and requested_at(r) < scan.floor for r in page):
             return True
@@ -287,9 +313,13 @@ class UpstreamSync:
                 return execution_id
             except (Invalid, Conflict) as exc:
                 decision = Refusal(S.INVALID_ARGUMENTS, str(exc))
-        self.mirror.refuse(execution_id, at, decision.reason, decision.message)
-        logger.warning("DataHub execution request {} refused ({}): {}", execution_id, decision.reason,
-                       decision.message)
+        self.mirror.refuse(execution_id, at, decision.reason, decision.message, cancelled=cancelled)
+        if cancelled:
+            logger.info("DataHub execution request {} taken cancelled in DataHub already (it could not have run: "
+                        "{}: {})", execution_id, decision.reason, decision.message)
+        else:
+            logger.warning("DataHub execution request {} refused ({}): {}", execution_id, decision.reason,
+                           decision.message)
         return execution_id
 
     def _first_look_ms(self) -> int:
@@ -315,6 +345,9 @@ class UpstreamSync:
         self._untaken &= still_open
         self._last_tried = {execution_id: at for execution_id, at in self._last_tried.items()
                             if execution_id in still_open}
+        self._forms = {key: form for key, form in self._forms.items() if key[0] in still_open}
+        self._forms_said = {said for said in self._forms_said if said[0] in still_open}
+        self._refusal_said &= still_open
         for request in sorted(requests, key=self._push_order):
             if request.result is None:
                 continue
@@ -326,14 +359,17 @@ class UpstreamSync:
                 break  # a slow DataHub: the rest at the next tick, after this tick's cancels
             self._last_tried[request.execution_id] = time.monotonic()
             try:
-                self.gms.write_result(request.urn, request.result)
+                self._write(request)
                 self._check_kept(request)
             except UpstreamRefused as exc:
                 if exc.status in (401, 403):
                     raise
                 self._retry_after[request.execution_id] = time.monotonic() + REFUSED_RETRY_S
-                logger.error("DataHub refused the result of {} ({}); trying again in {:.0f} s", request.execution_id,
-                             exc, REFUSED_RETRY_S)
+                if request.execution_id not in self._refusal_said:
+                    self._refusal_said.add(request.execution_id)
+                    logger.error("DataHub refused the result of {} in every form (results.py), or the read of it "
+                                 "back ({}); DataHub shows the run open; tried again every {:.0f} s, said once",
+                                 request.execution_id, exc, REFUSED_RETRY_S)
                 continue
             except UpstreamUnreachable as exc:
                 failed_in_a_row += 1
@@ -350,6 +386,29 @@ class UpstreamSync:
             self.mirror.written(request.execution_id, request.result)
             written += 1
         return written
+
+    def _write(self, request: OpenRequest) -> None:
+        """Write REQUEST's result in the first form DataHub takes (results.py), from the one it
+        took last, and say once which form a refused result was written in. Raises UpstreamRefused
+        when DataHub refuses even the least form (or our token)."""
+        assert request.result is not None
+        key = (request.execution_id, request.result.get("status") in S.FINAL)
+        form, refused = self._forms.get(key, (WHOLE, ""))
+        while True:
+            try:
+                self.gms.write_result(request.urn, result_form(request.result, form, request.execution_id, refused))
+            except UpstreamRefused as exc:
+                if exc.status in (401, 403) or form == MINIMAL:
+                    raise
+                form, refused = form + 1, (f"HTTP {exc.status}" if exc.status else str(exc)[:200])
+                self._forms[key] = (form, refused)
+                continue
+            if form != WHOLE and (*key, form) not in self._forms_said:
+                self._forms_said.add((*key, form))
+                logger.warning("DataHub refused the {} result of {} ({}); it is written {} (results.py), the whole "
+                               "result stays here", request.result.get("status"), request.execution_id, refused,
+                               FORM_NAMES[form])
+            return
 
     def _push_order(self, request: OpenRequest) -> tuple[bool, float]:
         """Least recently written first; those DataHub failed to take last time after all others."""
