@@ -161,61 +161,63 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--datahub-poll-interval", type=float, default=2.0, metavar="SECONDS",
                        help="upstream mode: how often DataHub is asked for new runs")
 
-    pools = groups.add_parser("pools").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
-    pools.add_parser("list")
-    create = pools.add_parser("create")
+    pools = groups.add_parser("pools", help="executor pools and their queues").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    pools.add_parser("list", help="every pool, its status and ONLINE executors")
+    create = pools.add_parser("create", help="a pool and its SQS queues")
     create.add_argument("pool_id")
     create.add_argument("--description", default="")
     create.add_argument("--default", action="store_true")
-    for name in ("show", "delete", "set-default"):
-        pools.add_parser(name).add_argument("pool_id")
-    describe = pools.add_parser("describe")
+    for name, what in (("show", "one pool, its queues and executors"), ("delete", "delete a pool"),
+                       ("set-default", "make it the pool of sources that name none (Executor ID 'default')")):
+        pools.add_parser(name, help=what).add_argument("pool_id")
+    describe = pools.add_parser("describe", help="set the pool's description to TEXT")
     describe.add_argument("pool_id")
     describe.add_argument("description")
-    queues = pools.add_parser("queues")
+    queues = pools.add_parser("queues", help="change its queues' visibility timeout or redrive count")
     queues.add_argument("pool_id")
     queues.add_argument("--visibility-timeout", type=int)
     queues.add_argument("--max-receive-count", type=int)
 
-    sources = groups.add_parser("sources").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
-    sources.add_parser("list")
-    create = sources.add_parser("create")
+    sources = groups.add_parser("sources", help="ingestion sources (recipes) and their runs").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    sources.add_parser("list", help="every source, its pool and last run's status")
+    create = sources.add_parser("create", help="a source from a recipe file (a name no source has)")
     create.add_argument("name")
     create.add_argument("--recipe-file", required=True)
     create.add_argument("--pool")
     create.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     create.add_argument("--version")
-    for name in ("show", "delete"):
-        sources.add_parser(name).add_argument("source")
-    set_pool = sources.add_parser("set-pool")
+    for name, what in (("show", "one source, by name or urn"), ("delete", "delete a source")):
+        sources.add_parser(name, help=what).add_argument("source")
+    set_pool = sources.add_parser("set-pool", help="route the source's runs to another pool")
     set_pool.add_argument("source")
     set_pool.add_argument("pool_id")
-    run = sources.add_parser("run")
+    run = sources.add_parser("run", help="run the source now (an execution, PENDING until an executor takes it)")
     run.add_argument("source")
     run.add_argument("--task", default=RUN_INGEST, choices=sorted(TASKS))
 
-    executions = groups.add_parser("executions").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
-    listing = executions.add_parser("list")
+    executions = groups.add_parser("executions", help="runs: list, show, logs, cancel").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    listing = executions.add_parser("list", help="the latest runs (--count of them, 50 by default)")
     listing.add_argument("--source")
     listing.add_argument("--status", type=str.upper, choices=sorted(S.ALL))
     listing.add_argument("--count", type=int, default=50)
-    for name in ("show", "logs", "cancel"):
-        executions.add_parser(name).add_argument("execution_id")
+    for name, what in (("show", "one run and its result"), ("logs", "a run's log, as the executor uploaded it"),
+                       ("cancel", "cancel a run (PENDING or RUNNING)")):
+        executions.add_parser(name, help=what).add_argument("execution_id")
 
-    executors = groups.add_parser("executors").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
-    executors.add_parser("list").add_argument("pool_id", nargs="?")
+    executors = groups.add_parser("executors", help="executors and their live status").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    executors.add_parser("list", help="executors (of POOL, or all) and their status").add_argument("pool_id", nargs="?")
 
-    runs = groups.add_parser("runs").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
-    runs.add_parser("show").add_argument("run_id")
+    runs = groups.add_parser("runs", help="what a run wrote (its run id is the execution id)").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    runs.add_parser("show", help="the entities and aspects a run wrote").add_argument("run_id")
 
-    tokens = groups.add_parser("tokens").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
-    tokens.add_parser("list")
-    create = tokens.add_parser("create")
+    tokens = groups.add_parser("tokens", help="access tokens (shown once, at creation)").add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    tokens.add_parser("list", help="tokens, never their values")
+    create = tokens.add_parser("create", help="a token, printed once")
     create.add_argument("--kind", choices=["executor", "admin", "ingest"], default="executor",
                         help="ingest: writes metadata and nothing else (e.g. for an upstream-mode control plane's tasks)")
     create.add_argument("--pool", action="append", help="scope to this pool (repeat); none: all pools")
     create.add_argument("--description", default="")
-    tokens.add_parser("revoke").add_argument("token_id")
+    tokens.add_parser("revoke", help="revoke a token by its id").add_argument("token_id")
     return parser
 
 
@@ -268,6 +270,14 @@ def _upstream_config(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # First, before the imports and the start, which take seconds on a busy machine. A stop signal
+    # during them was lost where SIGINT comes in ignored (a command started with `&` by a script:
+    # `serve & ...; kill -INT $!`), so the control plane started and ran on until a second one; in
+    # a terminal, Ctrl-C ended it with a traceback. Now it is remembered: nothing starts, or what
+    # started stops at once.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     upstream = _upstream_config(args)
     from .log_setup import configure_logging
     from .server import ControlPlaneServer, ServerConfig, StartRefused
@@ -277,17 +287,19 @@ def _serve(args: argparse.Namespace) -> int:
     state_dir = Path(args.serve_state_dir or args.state_dir or ".state/controlplane")
     server = ControlPlaneServer(ServerConfig(state_dir=state_dir, host=args.host, port=args.port, queue=args.queue,
                                              region=args.region, upstream=upstream))
+    if stop.is_set():
+        print("control plane not started: stop signal received while starting", flush=True)
+        return 0
     try:
         server.start()
     except StartRefused as exc:
         raise AdminError(str(exc)) from None
-    print(f"control plane on {server.base_url} (web page: {server.base_url}/, API: {server.gms_url}); "
-          f"admin token in {server.admin_token_path}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    if not stop.is_set():
+        print(f"control plane on {server.base_url} (web page: {server.base_url}/, API: {server.gms_url}); "
+              f"admin token in {server.admin_token_path}", flush=True)
     stop.wait()
     server.stop()
+    print("control plane stopped", flush=True)
     return 0
 
 
@@ -360,7 +372,11 @@ def _source(c: AdminClient, ref: str) -> dict[str, Any]:
     if not named:
         raise AdminError(f"404: source {ref} not found")
     if len(named) > 1:
-        raise AdminError(f"{len(named)} sources are named {ref}; give the urn")
+        # Two names alike come from DataHub's `datahub ingest deploy --name`, which makes its own
+        # source (urn ...:deploy-<hash of the name>) beside one `sources create` made: name the
+        # urns, or the operator has to find them in `sources list` first.
+        raise AdminError(f"{len(named)} sources are named {ref}: give one's urn instead of the name "
+                         f"({', '.join(s['urn'] for s in named)})")
     return named[0]
 
 
@@ -373,8 +389,9 @@ def _named(c: AdminClient, name: str) -> list[dict[str, Any]]:
 
 def _refuse_taken_name(c: AdminClient, name: str) -> None:
     """Every other command finds a source by its name: a second source of the same name made
-    each of them ask for the urn instead. DataHub lets names repeat, and its own `datahub ingest
-    deploy --name` updates the source of that name, so only this command refuses one."""
+    each of them ask for the urn instead. DataHub lets names repeat; its own `datahub ingest
+    deploy --name N` makes or updates the source whose urn it derives from N (deploy-<hash>),
+    whatever other source is named N, so only this command can refuse one."""
     taken = _named(c, name)
     if taken:
         raise AdminError(f"409: a source named {name} exists ({taken[0]['urn']}): choose another name, or change "

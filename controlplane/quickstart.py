@@ -14,10 +14,6 @@ import sys
 import threading
 from pathlib import Path
 
-from .log_setup import configure_logging
-from .server import StartRefused
-from .testing import ControlPlaneHandle
-
 SAMPLE_SOURCE = "sample-mock-data"
 # No sink: DataHub's default (datahub-rest) writes to the control plane, as in DataHub's UI. gen_1
 # makes a small lineage graph of tables and views with status, subtypes, lineage and profiles.
@@ -61,12 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datahub-version", default=DEFAULT_DATAHUB_VERSION)
     parser.add_argument("--exit-after-run", action="store_true", help="stop once the sample run has finished")
     args = parser.parse_args(argv)
-    configure_logging()
-    state = Path(args.state_dir).resolve()
+    # Before the control plane's imports, which take seconds on a busy machine: a stop signal
+    # during them was lost where SIGINT comes in ignored (`bin/quickstart &` in a script, then
+    # `kill -INT`), and the whole quickstart ran on as if none had come.
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from .log_setup import configure_logging
+    from .server import StartRefused
+    from .testing import ControlPlaneHandle
 
+    configure_logging()
+    state = Path(args.state_dir).resolve()
+    if stop.is_set():
+        _say("interrupted before starting; nothing started")
+        return 1
     cp = ControlPlaneHandle(state / "controlplane", port=_free_or(args.port))
     try:
         cp.start()
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     executor_token: dict | None = None
     try:
         _say(f"control plane on {cp.base_url} with its embedded SQS server at {cp.sqs_endpoint_url}")
+        if stop.is_set():
+            _say("interrupted while the control plane started; stopping")
+            return 1
         if "default" not in cp.cp.pools.ids():
             cp.create_pool("default", default=True, description="quickstart pool")
         # The executor's token lives as long as this quickstart: one left by a run that was killed

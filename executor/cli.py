@@ -20,13 +20,18 @@ def main(argv: list[str] | None = None) -> int:
         f"  {s.env:44} {('required' if s.required else s.default or '')}" for s in SETTINGS)
     parser = argparse.ArgumentParser(prog="datahub-executor", epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env-file", help="a KEY=VALUE environment file, as systemd's EnvironmentFile= reads it: the "
-                                           "settings and every other variable in it (proxy, AWS); the environment "
-                                           "wins over it")
+    env_file_help = ("a KEY=VALUE environment file, as systemd's EnvironmentFile= reads it: the settings and every "
+                     "other variable in it (proxy, AWS); the environment wins over it")
+    parser.add_argument("--env-file", help=env_file_help)
+    # Also after the command (`datahub-executor check --env-file F`), where operators type it too;
+    # given only before it, it used to be refused there as an unrecognized argument.
+    env_file_after = argparse.ArgumentParser(add_help=False)
+    env_file_after.add_argument("--env-file", default=argparse.SUPPRESS, help=env_file_help)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="start the executor")
-    sub.add_parser("check", help="run the troubleshooting checks and exit")
-    healthcheck = sub.add_parser("healthcheck", help="ask the running executor's /health; exit 0 if healthy (container probes)")
+    sub.add_parser("run", help="start the executor", parents=[env_file_after])
+    sub.add_parser("check", help="run the troubleshooting checks and exit", parents=[env_file_after])
+    healthcheck = sub.add_parser("healthcheck", help="ask the running executor's /health; exit 0 if healthy (container probes)",
+                                 parents=[env_file_after])
     healthcheck.add_argument("--live", action="store_true",
                              help="ask /health/live: fail only on what a restart mends (for checks that restart it)")
     sub.add_parser("settings-table", help="print the settings table (docs/settings.md)")
