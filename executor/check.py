@@ -29,7 +29,7 @@ from sandbox import Limits, Sandbox, SandboxError, TaskUser
 from sandbox.spawn import OOM_SCORE_CHILD, OOM_SCORE_MASTER
 
 from .consumer import SqsConsumer
-from .controlplane_client import ControlPlaneClient, ControlPlaneError
+from .controlplane_client import ControlPlaneClient, ControlPlaneError, pool_lookup_fix
 from .healthcheck import executor_at
 from .isolation import TaskIdentity, TaskUserError, resolve_task_user
 from .runtime import network_env
@@ -59,12 +59,9 @@ def run_checks(settings: Settings, out: Callable[[str], None] = print) -> bool:
         try:
             pools.append(client.pool(settings.pool_id))
         except ControlPlaneError as exc:
-            if exc.status == 401:
-                raise RuntimeError("token refused (401): generate a Remote Executor token and set DATAHUB_GMS_TOKEN") from None
-            if exc.status == 403:
-                raise RuntimeError(f"token not scoped to pool {settings.pool_id} (403): use a token for this pool") from None
-            if exc.status == 404:
-                raise RuntimeError(f"pool {settings.pool_id} does not exist: create it, or fix DATAHUB_EXECUTOR_POOL_ID") from None
+            fix = pool_lookup_fix(exc, settings.pool_id)
+            if fix is not None:
+                raise RuntimeError(fix) from None
             if exc.status is not None and 300 <= exc.status < 400:  # the message says where to
                 raise RuntimeError(str(exc)) from None
             raise RuntimeError(f"{exc}: check network connectivity to {settings.gms_url} and DATAHUB_GMS_URL") from None

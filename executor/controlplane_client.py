@@ -71,6 +71,19 @@ class ControlPlaneError(Exception):
         return self.status is not None and 300 <= self.status < 500 and self.status not in NOT_NOW
 
 
+def pool_lookup_fix(error: ControlPlaneError, pool_id: str) -> str | None:
+    """What to do about the control plane refusing the lookup of POOL_ID, in one sentence, or
+    None where its own message says it (a redirect names where to). Said by `check` and by `run`
+    when it cannot start, alike: `run` said only the refusal ("HTTP 401: unknown token")."""
+    if error.status == 401:
+        return "token refused (401): generate a Remote Executor token and set DATAHUB_GMS_TOKEN"
+    if error.status == 403:
+        return f"token not scoped to pool {pool_id} (403): use a token for this pool"
+    if error.status == 404:
+        return f"pool {pool_id} does not exist: create it, or fix DATAHUB_EXECUTOR_POOL_ID"
+    return None
+
+
 class CappedRetry(Retry):
     """urllib3's Retry, obeying a Retry-After only up to RETRY_AFTER_MAX_S."""
 

@@ -45,7 +45,8 @@ from vocabulary.tasks import INGESTION, MONITORS
 
 from .acks import Acknowledger
 from .consumer import Received, SqsConsumer
-from .controlplane_client import Claimed, ControlPlaneClient, ControlPlaneError, retry_through_outages
+from .controlplane_client import (Claimed, ControlPlaneClient, ControlPlaneError, pool_lookup_fix,
+                                  retry_through_outages)
 from .credentials import REFUSING, Credentials
 from .isolation import TaskUserError, resolve_task_user
 from .leases import Lease, Leases, QueueRef, State
@@ -72,6 +73,7 @@ RUNNER_JOIN_S = 60.0
 SQS_DOWN_UNREADY_S = 10.0  # readiness fails once SQS has not answered for this long (a blip is not an outage)
 ACKS_JOIN_S = 10.0  # a delete in flight at stop: bounded, as the stop must be
 ACKS_LOOP = "acks"
+POOL_LOOKUP = "pool lookup"  # the start step whose refusal is said with its fix (pool_lookup_fix)
 # After a second stop signal: how long the killed tasks' reports may take before the process exits
 # without them. Time for a few retries through a brief outage; an operator who pressed Ctrl-C twice
 # does not wait out a long one (decision 60).
@@ -226,7 +228,7 @@ class Master:
                 "address of this host")
         self.health_server.start()
         secret_store = self._secret_store()  # before the first call: what it refuses is judged here, at once
-        pool = self._until_ok("pool lookup", lambda: self.start_client.pool(s.pool_id))
+        pool = self._until_ok(POOL_LOOKUP, lambda: self.start_client.pool(s.pool_id))
         endpoint = s.sqs_endpoint_url or pool.endpoint_url
         visibility = pool.visibility_timeout_s or s.visibility_timeout_s
         consumers = {task_class: SqsConsumer(url, task_class, region=pool.region, endpoint_url=endpoint,
@@ -321,7 +323,9 @@ class Master:
             if exc.final:
                 if exc.status == 409:
                     raise ExecutorIdInUse(printable(exc)) from None
-                self._refuse_start(f"{what} refused by the control plane: {printable(exc)}")
+                fix = pool_lookup_fix(exc, self.settings.pool_id) if what == POOL_LOOKUP else None
+                self._refuse_start(f"{what} refused by the control plane: {printable(exc)}"
+                                   + (f"; {fix} (`datahub-executor check` tells more)" if fix else ""))
             raise SystemExit(0) from None  # stopped before the control plane came back
 
     def _secret_store(self) -> ChainedSecretStore:

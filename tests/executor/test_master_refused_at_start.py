@@ -37,6 +37,7 @@ def test_a_refused_token_exits_2_with_one_line(tmp_path):
     refusals = [line for line in lines if "refused by the control plane" in line]
     assert status == 2, "\n".join(lines[-10:])
     assert len(refusals) == 1 and "401" in refusals[0], "\n".join(lines[-10:])
+    assert "set DATAHUB_GMS_TOKEN" in refusals[0], f"the line says what to do, as check does: {refusals[0]}"
     assert not any("Traceback" in line for line in lines), "\n".join(lines)
 
 
@@ -46,7 +47,9 @@ def test_a_pool_the_control_plane_does_not_know_exits_2(tmp_path):
                                            DATAHUB_GMS_TOKEN=cp.create_executor_token(None),
                                            DATAHUB_EXECUTOR_POOL_ID="no-such-pool"))
     assert status == 2, "\n".join(lines[-10:])
-    assert any("no-such-pool" in line and "refused by the control plane" in line for line in lines), "\n".join(lines)
+    refusals = [line for line in lines if "no-such-pool" in line and "refused by the control plane" in line]
+    assert refusals, "\n".join(lines)
+    assert "create it, or fix DATAHUB_EXECUTOR_POOL_ID" in refusals[0], refusals[0]
 
 
 def test_a_pids_limit_over_what_the_kernel_takes_exits_2_naming_it(tmp_path):
