@@ -16,7 +16,9 @@ A database of schema 1 is converted on first start (controlplane/legacy_migratio
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -216,8 +218,36 @@ MIGRATIONS: list[list[Migration]] = [[SCHEMA_1], [SCHEMA_2, _convert_legacy], [S
                                      [SCHEMA_10, _key_timeseries_points], [SCHEMA_11, _index_latest_aspects]]
 
 
+def make_private(path: str) -> None:
+    """The database file at PATH, and the write-ahead log and shared-memory files beside it,
+    created or made readable by their owner alone (0600). They hold the runs' logs and results
+    and the metadata ingested, which the state directory's other private files (the admin token,
+    the secret key) are kept from other users for: created by SQLite with the umask's 0644, any
+    user of the host could read them. A file that others could read is made private, said once."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        loose = stat.S_IMODE(os.fstat(fd).st_mode) & 0o077
+        if loose:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    if loose:
+        from loguru import logger
+
+        logger.warning("{} could be read by other users (mode {:o}): made readable by its owner alone (0600)",
+                       path, loose | 0o600)
+    for suffix in ("-wal", "-shm"):
+        try:
+            os.chmod(path + suffix, 0o600)
+        except FileNotFoundError:
+            pass  # SQLite creates them with the database's mode
+
+
 class Store:
     def __init__(self, path: str) -> None:
+        make_private(path)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
