@@ -140,6 +140,19 @@ class Intake:
             pass
 
 
+def sqs_failure(exc: Exception) -> str:
+    """EXC, a failed SQS call, as an operator can act on it: SQS's own code and words where it
+    answered (AccessDenied, an expired token: credentials to fix, not a network), else what the
+    client could not reach, which botocore's message names (the endpoint's URL). The type's name
+    alone ("ClientError", "EndpointConnectionError") said neither where nor what."""
+    response = getattr(exc, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    if isinstance(error, dict) and error.get("Code"):
+        return (f"SQS unreachable: it refused the call, {printable(str(error.get('Code')))[:80]}: "
+                f"{printable(str(error.get('Message') or ''))[:200]}")
+    return f"SQS unreachable: {type(exc).__name__}: {printable(str(exc))[:300]}"
+
+
 class OutageLog:
     """One line when SQS becomes unreachable and one when it is back, not one per failed call.
 
@@ -158,7 +171,8 @@ class OutageLog:
             if first:
                 self._down_since = time.monotonic()
         if first:
-            logger.warning("SQS unreachable ({}); retrying", type(exc).__name__)
+            logger.warning("{}; retrying (`datahub-executor check` tests the queue and its credentials)",
+                           sqs_failure(exc))
 
     def down_for(self) -> float:
         """Seconds since SQS was noticed unreachable (0 while it answers)."""
