@@ -586,7 +586,7 @@ class TaskRunner:
         try:
             details = executor_details(result)
             reason, peak = details.get("reason"), details.get("peakMemoryBytes")
-            self.log.info("finished: {} {}", result["status"], reason or "")
+            self.log.info("finished: {}{}", result["status"], f" {reason}" if reason else "")
             self.s.metrics.task_finished(claimed.task, result["status"], reason, peak)
         finally:
             self.s.acks.ack(self.lease)  # deleted with others, then ACKED (acks.py)
