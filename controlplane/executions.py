@@ -188,17 +188,18 @@ class Executions:
         replacement becomes the execution's `message_id`, so that a claim of it is judged as
         of the holder's own message: deferred (kept) should the holder heartbeat again."""
         now = now or time.time()
+        not_before = self.ctx.not_before()
         sent = 0
         for row in self.store.query("SELECT e.id, e.pool_id, e.task, e.created_at, e.lease_epoch, e.executor_id, "
                                     "e.executor_instance, q.visibility_timeout_s FROM executions e JOIN pool_queues q "
                                     "ON q.pool_id = e.pool_id WHERE e.status=? AND e.enqueued_at IS NULL "
                                     "ORDER BY e.created_at", (S.RUNNING,)):
             with self.store.read() as db:
-                if lifecycle.holder_online(db, row["executor_id"], row["executor_instance"], now, self.ctx.started_at):
+                if lifecycle.holder_online(db, row["executor_id"], row["executor_instance"], now, not_before):
                     continue
                 holder = db.execute("SELECT last_seen FROM executor_instances WHERE executor_id=? AND instance=?",
                                     (row["executor_id"], row["executor_instance"])).fetchone()
-            silent_since = max(holder[0] if holder else 0.0, self.ctx.started_at)
+            silent_since = max(holder[0] if holder else 0.0, not_before)
             if now < silent_since + row["visibility_timeout_s"]:
                 continue
             self.ctx.replacements_sending.add(row["id"])  # a claim before the mark is of this one
@@ -413,6 +414,7 @@ class Executions:
         One row that cannot be judged is logged and passed over: the rows after it, and the
         expiry sweep after this one, still run."""
         now = now or time.time()
+        not_before = self.ctx.not_before()
         lost = []
         for row in self.store.query("SELECT e.id, e.executor_id, e.executor_instance, e.lease_epoch, i.instance, "
                                     "i.heartbeat_interval_s, i.last_seen, i.state FROM executions e "
@@ -423,7 +425,7 @@ class Executions:
             # from before processes were recorded) is gone, not a liveness to compute.
             gone = (row["executor_id"] is None or row["instance"] is None or row["instance"] != row["executor_instance"]
                     or liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"],
-                                self.ctx.started_at) == OFFLINE)
+                                not_before) == OFFLINE)
             if not gone:
                 continue
             holder = lifecycle.Lost(row["executor_id"], row["executor_instance"], row["lease_epoch"])

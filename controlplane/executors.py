@@ -62,6 +62,10 @@ class Executors:
         self.executions = executions
         self.started_at = started_at
 
+    def _not_before(self) -> float:
+        """Executors are judged from our start, or the wall clock's last step forward, at the earliest."""
+        return self.executions.ctx.clock.not_before(self.started_at)
+
     def on_status(self, tx: sqlite3.Connection, executor_id: str, status: dict[str, Any],
                   system_metadata: dict[str, Any] | None, identity: Identity, now: float | None = None) -> dict[str, Any]:
         """A heartbeat. Returns the status to store (executorExpired reset; None when the heartbeat
@@ -93,7 +97,7 @@ class Executors:
         current = tx.execute("SELECT pool_id, instance, heartbeat_interval_s, last_seen, state, reported_at_ms "
                              "FROM executor_instances WHERE executor_id=?", (executor_id,)).fetchone()
         if current is not None and current[1] != instance:
-            if liveness(current[3], current[2], now, current[4], self.started_at) == ONLINE:
+            if liveness(current[3], current[2], now, current[4], self._not_before()) == ONLINE:
                 raise Conflict(f"executor id {executor_id} is in use by another executor process that is still "
                                "running; give each executor its own DATAHUB_EXECUTOR_ID (the default, the host name "
                                "with a random suffix, is unique)")
@@ -167,7 +171,7 @@ class Executors:
         return expired
 
     def _offline(self, row: dict[str, Any], now: float) -> bool:
-        return liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"], self.started_at) == OFFLINE
+        return liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"], self._not_before()) == OFFLINE
 
     def forget(self, tx: sqlite3.Connection, executor_id: str, now: float | None = None) -> None:
         """Drop an executor's process record (its entity is being deleted). Refused while it is
@@ -176,7 +180,7 @@ class Executors:
         now = now or time.time()
         row = tx.execute("SELECT heartbeat_interval_s, last_seen, state FROM executor_instances WHERE executor_id=?",
                          (executor_id,)).fetchone()
-        if row is not None and liveness(row[1], row[0], now, row[2], self.started_at) == ONLINE:
+        if row is not None and liveness(row[1], row[0], now, row[2], self._not_before()) == ONLINE:
             raise Conflict(f"executor {executor_id} is ONLINE; stop it before deleting it")
         held = tx.execute("SELECT COUNT(*) FROM executions WHERE executor_id=? AND status=?",
                           (executor_id, S.RUNNING)).fetchone()[0]
@@ -200,7 +204,7 @@ class Executors:
     def _view(self, row: dict[str, Any], status: dict[str, Any], now: float) -> dict[str, Any]:
         details = json.loads(row["details"])
         return {"executor_id": row["executor_id"], "urn": E.executor_urn(row["executor_id"]), "pool_id": row["pool_id"],
-                "status": liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"], self.started_at),
+                "status": liveness(row["last_seen"], row["heartbeat_interval_s"], now, row["state"], self._not_before()),
                 "state": row["state"], "hostname": status.get("executorHostname"),
                 "address": status.get("executorAddress"), "version": status.get("executorReleaseVersion"),
                 "uptime_s": status.get("executorUptime"), "reported_at": status.get("reportedAt"),

@@ -61,7 +61,7 @@ from vocabulary.results import structured_report
 
 from . import entities as E
 from .errors import Conflict, Forbidden, Invalid, NotFound
-from .liveness import OFFLINE, ONLINE, STALE, STALE_AFTER_MISSED, liveness
+from .liveness import OFFLINE, ONLINE, STALE, STALE_AFTER_MISSED, WallClockSteps, liveness
 from .metadata import aspect_store
 from .pools import DATAHUB_CLI_EXECUTOR_ID
 from .tokens import INGEST, Tokens
@@ -204,14 +204,21 @@ Event = Claim | Progress | Finish | Release | Requeue | Lost | Cancel | Reported
 @dataclass(frozen=True)
 class Context:
     """What transitions need besides the database: token minting, when this control plane
-    started (executors are judged from then at the earliest; see liveness.py), and the runs whose
-    replacement message is being sent right now (executions.py, decision 68)."""
+    started (executors are judged from then, or from a later step of the wall clock, at the
+    earliest: not_before, liveness.py), and the runs whose replacement message is being sent
+    right now (executions.py, decision 68)."""
 
     tokens: Tokens
     started_at: float = 0.0
+    # Shared by the copies dataclasses.replace makes (service.serving): one wall clock, one watch.
+    clock: WallClockSteps = field(default_factory=WallClockSteps, compare=False)
     # Added and removed by the outbox's thread around a replacement's send and mark; read by
     # claims (a set's add, discard and `in` are each atomic in CPython).
     replacements_sending: set[str] = field(default_factory=set, compare=False)
+
+    def not_before(self) -> float:
+        """The earliest time executors are judged from: our start, or the wall clock's last step forward."""
+        return self.clock.not_before(self.started_at)
 
 
 @dataclass
@@ -300,7 +307,7 @@ def apply(tx: sqlite3.Connection, execution_id: str, event: Event, ctx: Context,
         _write_result(tx, execution_id, event.result, None)
         return Applied(_row(tx, execution_id), reported)
     if isinstance(event, Lost):
-        _require_holder_gone(tx, row, event, now, ctx.started_at)
+        _require_holder_gone(tx, row, event, now, ctx.not_before())
         _finalize(tx, execution_id, S.ABORTED, S.EXECUTOR_LOST, now)
         _write_result(tx, execution_id, _control_plane_result(
             row, S.ABORTED, S.EXECUTOR_LOST, f"executor {row['executor_id']} stopped reporting while running it", now), None)
@@ -379,7 +386,8 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
     require_claimers_pool(execution_id, row["pool_id"], event.pool_id)
     if status in S.ENDED:
         raise Conflict(f"execution {execution_id} is already {status}")
-    _require_claimer_registered(tx, event, now, ctx.started_at)
+    not_before = ctx.not_before()
+    _require_claimer_registered(tx, event, now, not_before)
     if status == S.RUNNING:
         same_holder = (row["executor_id"], row["executor_instance"]) == (event.executor_id, event.instance)
         if same_holder:
@@ -390,7 +398,7 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
                        (_claim_on_executor_clock(tx, event, now), execution_id))
             token = _mint_ingest_token(tx, ctx.tokens, execution_id)
             return Applied(row, "repeated", lease=row["lease"], ingest_token=token)
-        holder = holder_liveness(tx, row["executor_id"], row["executor_instance"], now, ctx.started_at)
+        holder = holder_liveness(tx, row["executor_id"], row["executor_instance"], now, not_before)
         if holder == ONLINE:
             # While the outbox sends a lost message's replacement (decision 68), a claim may come
             # before the send's answer lets it mark the replacement as the run's message_id: it
@@ -402,7 +410,7 @@ def _claim(tx: sqlite3.Connection, row: dict, event: Claim, ctx: Context, now: f
                 # cut off): keep it for a claim once the holder is judged gone, not deleted.
                 raise Conflict(f"execution {execution_id} is held by executor {row['executor_id']}, which stopped "
                                "extending its message; ask again once it is judged gone",
-                               retry_after_s=holder_stale_in(tx, row["executor_id"], now, ctx.started_at))
+                               retry_after_s=holder_stale_in(tx, row["executor_id"], now, not_before))
             raise Conflict(f"execution {execution_id} is running on live executor {row['executor_id']}")
         if row["cancel_requested"]:
             # A cancelled run is not started again elsewhere (as a release or requeue of it
@@ -462,12 +470,16 @@ def _require_claimer_registered(tx: sqlite3.Connection, event: Claim, now: float
     run EXECUTOR_LOST before its next heartbeat could list it. RETRY_AFTER_S makes the executor
     return the message instead of deleting it, so another executor runs the execution (for an
     OFFLINE process, after one of its intervals: by then its heartbeat, if it has one, is in).
-    A process with no heartbeat yet is let through: the executor heartbeats before it takes
-    work, and the sweep ends a claim no heartbeat follows."""
+    So is a claim from an executor id with no process recorded: the executor heartbeats before
+    it takes work, so this is one whose entity an admin deleted while it was cut off, back now.
+    Granted, the holder had no record and the next sweep ended the run ABORTED (EXECUTOR_LOST)
+    while it ran; deferred, its next heartbeat records it and its claims are granted again."""
     row = tx.execute("SELECT instance, state, heartbeat_interval_s, last_seen FROM executor_instances WHERE executor_id=?",
                      (event.executor_id,)).fetchone()
     if row is None:
-        return
+        raise Conflict(f"executor {event.executor_id} has no heartbeat on record (never sent, or its entity was "
+                       "deleted); it takes work once a heartbeat of it arrives, and its message goes back meanwhile",
+                       retry_after_s=REFUSED_CLAIM_RETRY_S)
     if row[0] != event.instance:
         raise Conflict(f"executor process {event.instance} is no longer executor {event.executor_id} (process "
                        f"{row[0]} heartbeats for it now); its message goes back for another executor",
