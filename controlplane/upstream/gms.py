@@ -15,6 +15,15 @@ whose own read is refused counts as not cancelled (said once): one such request 
 read of the batch it was in, so no cancel among them was passed on, and a page holding it was
 never taken (sync.py), nor any behind it.
 
+The open requests' batch read (signals) asks for each request's dataHubExecutionRequestInput
+too: GMS's batchGet leaves out of its answer every urn with none of the asked aspects (v3
+EntityController.buildEntityVersionedAspectList), so a request it answers without an input, or
+not at all, is one DataHub has no more: hard-deleted by its cleanup of old requests
+(execution_request_cleanup.py deletes RUNNING and PENDING ones over a month old too) or by a
+user. Only such an answer says so: a batch that fails raises, and requests read one at a time
+(no batchGet, or a batch refused) are never judged deleted, as one aspect's 404 does not tell a
+request without that aspect from one that is gone.
+
 Each answer's `Date` header is kept (last_answer_date_s): DataHub dates its requests by its own
 clock, and discovery (sync.py) reckons its floors in that clock, not in this machine's.
 """
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -43,6 +53,19 @@ SIGNAL_CHUNK = 100  # urns per batchGet: one small SQL read in GMS, a body of a 
 BATCH_RETRY_S = 600.0  # a DataHub without batchGet is asked again after this
 NO_BATCH_GET = (404, 405)  # what a GMS without the OpenAPI v3 entity API answers batchGet with
 UNREADABLE_SAID_MAX = 10_000  # urns whose refused signal read was logged, remembered to say each once
+
+
+@dataclass
+class Signals:
+    """What DataHub shows of some execution requests, by urn."""
+
+    killed: set[str] = field(default_factory=set)  # DataHub's UI cancelled them (a KILL signal)
+    gone: set[str] = field(default_factory=set)  # DataHub has no input for them any more: deleted there
+
+    def __ior__(self, other: Signals) -> Signals:
+        self.killed |= other.killed
+        self.gone |= other.gone
+        return self
 
 
 class UpstreamError(Exception):
@@ -69,6 +92,7 @@ class UpstreamGms:
         self._lock = threading.Lock()
         self._no_batch_get_since: float | None = None  # monotonic; None: batchGet is served (or untried)
         self._unreadable_said: set[str] = set()
+        self._strangers_said = False
         # The latest answer's Date header (epoch seconds, whole: HTTP dates have no fraction).
         self.last_answer_date_s: float | None = None
 
@@ -105,25 +129,38 @@ class UpstreamGms:
     def kills_requested(self, urns: list[str]) -> set[str]:
         """Which of URNS (execution requests) DataHub's UI cancelled: ceil(len/SIGNAL_CHUNK) reads,
         or one read each from a DataHub without batchGet."""
+        return self._signals(urns, with_input=False).killed
+
+    def signals(self, cancellable: list[str], others: list[str]) -> Signals:
+        """Which of CANCELLABLE DataHub's UI cancelled, and which of both lists DataHub no longer
+        has (module doc), in the reads kills_requested would make of both: each request's input
+        comes with its signal. Read one at a time, only CANCELLABLE's signals are read."""
+        found = self._signals(cancellable + others, with_input=True, one_by_one=cancellable)
+        found.killed &= set(cancellable)
+        return found
+
+    def _signals(self, urns: list[str], *, with_input: bool, one_by_one: list[str] | None = None) -> Signals:
+        """ONE_BY_ONE (default: URNS): the urns whose signal is read on its own where a batch is not."""
+        alone = set(urns if one_by_one is None else one_by_one)
         if urns and self._batch_get_worth_trying():
             try:
-                killed = set()
+                found = Signals()
                 for start in range(0, len(urns), SIGNAL_CHUNK):
                     chunk = urns[start:start + SIGNAL_CHUNK]
                     try:
-                        killed |= self._kills_among(chunk)
+                        found |= self._signals_among(chunk, with_input)
                     except UpstreamRefused as exc:
                         if exc.status in (401, 403, *NO_BATCH_GET):
                             raise
-                        killed |= self._kills_one_by_one(chunk)
+                        found.killed |= self._kills_one_by_one([urn for urn in chunk if urn in alone])
             except UpstreamRefused as exc:
                 if exc.status not in NO_BATCH_GET:
                     raise
                 self._batch_get_missing(exc.status)
             else:
                 self._batch_get_served()
-                return killed
-        return self._kills_one_by_one(urns)
+                return found
+        return Signals(killed=self._kills_one_by_one([urn for urn in urns if urn in alone]))
 
     def _kills_one_by_one(self, urns: list[str]) -> set[str]:
         killed = set()
@@ -142,11 +179,25 @@ class UpstreamGms:
                                    "cancel from DataHub's UI does not reach that run", urn, exc)
         return killed
 
-    def _kills_among(self, urns: list[str]) -> set[str]:
-        found = self._call(lambda graph: graph.get_entities(E.EXECUTION, urns, [E.EXECUTION_SIGNAL]))
-        # An entity without the aspect is left out of GMS's answer: nothing to cancel there.
-        return {urn for urn, aspects in found.items()
-                if E.EXECUTION_SIGNAL in aspects and aspects[E.EXECUTION_SIGNAL][0].signal == "KILL"}
+    def _signals_among(self, urns: list[str], with_input: bool) -> Signals:
+        names = [E.EXECUTION_SIGNAL, E.EXECUTION_INPUT] if with_input else [E.EXECUTION_SIGNAL]
+        found = self._call(lambda graph: graph.get_entities(E.EXECUTION, urns, names))
+        # An entity without the aspects asked for is left out of GMS's answer: nothing to cancel there.
+        killed = {urn for urn, aspects in found.items()
+                  if E.EXECUTION_SIGNAL in aspects and aspects[E.EXECUTION_SIGNAL][0].signal == "KILL"}
+        if not with_input:
+            return Signals(killed=killed)
+        strangers = set(found) - set(urns)
+        if strangers:
+            # Urns not asked for: a DataHub (or something in its place) that spells them otherwise,
+            # in whose answer every request asked for would look deleted. Nothing is judged gone.
+            if not self._strangers_said:
+                self._strangers_said = True
+                logger.warning("DataHub at {} answered a batchGet of execution requests with urns not asked for "
+                               "(such as {}); requests it deletes are not noticed while it does", self.url,
+                               sorted(strangers)[0][:200])
+            return Signals(killed=killed)
+        return Signals(killed=killed, gone={urn for urn in urns if E.EXECUTION_INPUT not in found.get(urn, {})})
 
     def _batch_get_worth_trying(self) -> bool:
         since = self._no_batch_get_since

@@ -6,6 +6,7 @@
                                    CANCELLED where DataHub's KILL was there already, as for a
                                    request that could have run)
     DISPATCHED | REFUSED --final result written upstream--> DONE
+    DISPATCHED | REFUSED --gone upstream (DataHub deleted it)--> DONE, nothing written
 
 A request is adopted or refused once, whatever how often it is seen: its row is the proof, kept
 in the same database as the execution it made, and both survive a restart. What was last
@@ -33,7 +34,7 @@ DISPATCHED = "DISPATCHED"
 REFUSED = "REFUSED"
 DONE = "DONE"
 TRANSITIONS = {"adopt": {None: DISPATCHED}, "refuse": {None: REFUSED},
-               "finish": {DISPATCHED: DONE, REFUSED: DONE}}
+               "finish": {DISPATCHED: DONE, REFUSED: DONE}, "gone": {DISPATCHED: DONE, REFUSED: DONE}}
 
 NEWEST_SEEN = "newest_requested_at"
 
@@ -119,6 +120,13 @@ class Mirror:
             after = TRANSITIONS["finish"][state] if value.get("status") in S.FINAL else state
             tx.execute("UPDATE upstream_requests SET pushed_digest=?, pushed_status=?, state=? WHERE execution_id=?",
                        (digest(value), value.get("status"), after, execution_id))
+
+    def gone(self, execution_id: str) -> None:
+        """DataHub deleted the request: nothing more is written there (a result would bring it back)."""
+        with self.store.transaction() as tx:
+            state = tx.execute("SELECT state FROM upstream_requests WHERE execution_id=?", (execution_id,)).fetchone()[0]
+            tx.execute("UPDATE upstream_requests SET state=? WHERE execution_id=?",
+                       (TRANSITIONS["gone"][state], execution_id))
 
     def cancel_passed_on(self, execution_id: str) -> None:
         with self.store.transaction() as tx:

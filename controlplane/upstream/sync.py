@@ -1,5 +1,6 @@
 """The upstream loop: find DataHub's new execution requests for our pools, write our results
-back, and pass DataHub's cancels on. One thread, three steps per tick, each safe to repeat:
+back, and pass DataHub's cancels on. One thread, three steps per tick (in this order), each
+safe to repeat:
 
 - discover (every poll interval): DataHub's requests newest first, back to the newest one the
   last scan saw (less a few minutes for the search index's lag) and never before this control
@@ -9,13 +10,17 @@ back, and pass DataHub's cancels on. One thread, three steps per tick, each safe
   never touched. Taken means adopted (our execution of the same id, queued on the pool;
   CANCELLED at once when DataHub's KILL is there already) or refused (a FAILURE says why; a
   CANCELLED when DataHub's KILL is there already, as for one adopted).
+- signals (every tick): a KILL DataHub's UI wrote for a request we run is passed on as our own
+  cancel, which the executor reads within its progress interval. The open requests' signals
+  are read in batches (gms.py), a few reads a tick however many requests are queued. A request
+  DataHub no longer has (deleted there, gms.py says how that is known) is cancelled here as a
+  KILL would be and closed without a word to DataHub: a result written for it would bring the
+  request back there, a result without an input. Before push, so no result of this tick goes
+  to a request deleted since the last.
 - push (every tick, at least once a second): each open request's current result is written to DataHub when it changed
   since the last write, for at most a poll interval a tick (the rest at the next, least recently
   written first); a final one closes the request (mirror.py). One DataHub refuses for good (a 4xx
   but 401/403/408/429) is written again at once, shortened, then minimal (results.py).
-- signals (every tick): a KILL DataHub's UI wrote for a request we run is passed on as our own
-  cancel, which the executor reads within its progress interval. The open requests' signals
-  are read in batches (gms.py), a few reads a tick however many requests are queued.
 
 A step that fails does not hold back the others: DataHub's search failing still lets results
 and cancels through. DataHub unreachable: nothing is lost (our executions go on; their latest
@@ -139,12 +144,13 @@ class UpstreamSync:
     def tick(self) -> None:
         """One round of the three steps, each run whatever became of the others: a DataHub whose
         search (listExecutionRequests) fails, or is slower than the poll interval, still gets our
-        results and passes its cancels on, which need only its aspects."""
+        results and passes its cancels on, which need only its aspects. Cancels before results: a
+        request DataHub deleted is closed before a result could bring it back there."""
         if time.monotonic() >= self._next_discovery:
             self._next_discovery = time.monotonic() + self.config.poll_interval_s
             self._step("discover", self.discover)
-        self._step("push", self.push)
         self._step("cancels", self.pass_cancels)
+        self._step("push", self.push)
 
     def _step(self, name: str, step: Callable[[], object]) -> None:
         try:
@@ -281,7 +287,9 @@ class UpstreamSync:
         # A request cancelled in DataHub before we took it (while this control plane was down,
         # or between two scans) is taken already cancelled, in one transaction, so the outbox
         # never queues it: adopted PENDING, it could be claimed and started before the next
-        # step passed the cancel on. The page's signals are read together.
+        # step passed the cancel on. The page's signals are read together. A request deleted in
+        # DataHub since the page was read is taken all the same, and closed at the next cancels
+        # step (DataHub's search lists only requests that exist: its pages leave the others out).
         killed = self.gms.kills_requested([E.execution_urn(request_id(r)) for r in new])
         return [self._take(request, E.execution_urn(request_id(request)) in killed) for request in new]
 
@@ -429,15 +437,37 @@ class UpstreamSync:
 
     # cancels ----------------------------------------------------------------------------------
     def pass_cancels(self) -> list[str]:
-        """Read the KILL signals of every request still PENDING or RUNNING here, in batches (a
-        few reads a tick, however many are queued), and cancel those DataHub's UI cancelled."""
-        waiting = [request for request in self.mirror.open_requests()
-                   if request.state == DISPATCHED and not request.cancel_passed
-                   and request.local_status in (S.PENDING, S.RUNNING)]
-        killed = self.gms.kills_requested([request.urn for request in waiting])
+        """Read the signals of the open requests in batches (a few reads a tick, however many are
+        queued; gms.py), cancel here those DataHub's UI cancelled that are still PENDING or
+        RUNNING, and close those DataHub no longer has. Returns the ids cancelled here.
+
+        Looked at: every request still PENDING or RUNNING here, its cancel passed on or not (a
+        run DataHub's user cancelled and then deleted still reports progress until its executor
+        stops it), and every one whose last result DataHub failed or refused to take (written
+        again later, maybe much later). A request that ended here since the last tick was looked
+        at then, as a run."""
+        requests = self.mirror.open_requests()
+        waiting, watched = set(), set()
+        for request in requests:
+            if request.state == DISPATCHED and request.local_status in (S.PENDING, S.RUNNING):
+                (watched if request.cancel_passed else waiting).add(request.execution_id)
+            elif request.execution_id in self._untaken or request.execution_id in self._retry_after:
+                watched.add(request.execution_id)
+        signals = self.gms.signals([request.urn for request in requests if request.execution_id in waiting],
+                                   [request.urn for request in requests if request.execution_id in watched])
         cancelled = []
-        for request in waiting:
-            if request.urn in killed:
+        for request in requests:
+            running = request.execution_id in waiting
+            if request.urn in signals.gone:
+                if running:
+                    self.cp.cancel(request.execution_id, SYSTEM)
+                    cancelled.append(request.execution_id)
+                self.mirror.gone(request.execution_id)
+                logger.warning("DataHub no longer has execution request {} (deleted there, by its cleanup of old "
+                               "requests or by a user); {}, and nothing more of it is written to DataHub, where a "
+                               "result would bring the request back without its input", request.execution_id,
+                               "cancelling it here" if running else "closed here")
+            elif running and request.urn in signals.killed:
                 self.cp.cancel(request.execution_id, SYSTEM)
                 self.mirror.cancel_passed_on(request.execution_id)
                 logger.info("DataHub cancelled execution request {}; cancelling it here", request.execution_id)
