@@ -21,6 +21,7 @@ otherwise wait for every task running the venv to end.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import functools
 import hashlib
@@ -137,7 +138,7 @@ class VenvCache:
         key = target.name
         cli = target / "bin" / "datahub"
         self.cache_dir.mkdir(mode=0o755, parents=True, exist_ok=True)  # the markers' directory: ours alone
-        use = open(self.cache_dir / f"{key}.use", "a")
+        use = self._lock_file(f"{key}.use")
         try:
             while True:
                 if _is_ready(target):
@@ -145,7 +146,7 @@ class VenvCache:
                     if _is_ready(target):
                         break
                     fcntl.flock(use, fcntl.LOCK_UN)  # evicted: built again below
-                with open(self.cache_dir / f"{key}.lock", "a") as lock:
+                with self._lock_file(f"{key}.lock") as lock:
                     self._lock_or_stop(lock, stop)  # the one that builds; the others wait, then find it ready
                     if not _is_ready(target):
                         self.evict_unused()
@@ -159,6 +160,24 @@ class VenvCache:
         with self._held_lock:
             self._held.setdefault(str(cli), []).append(use)
         return str(cli)
+
+    def _lock_file(self, name: str):
+        """The cache's lock file NAME, opened (made if new). Eviction runs only in builds, and a
+        new venv's lock files come before its build: on a cache whose disk (or inodes) the venvs
+        filled, they could not be made, no build ran, and nothing was ever evicted. So a full disk
+        here first evicts what is unneeded, then tries once more."""
+        try:
+            return open(self.cache_dir / name, "a")
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+        self.evict_unused()
+        try:
+            return open(self.cache_dir / name, "a")
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise TaskRejected("VENV_INSTALL_FAILED", _full(self.cache_dir, exc)) from None
 
     def release(self, cli: str) -> None:
         """The task that was given CLI has ended: its venv may be evicted once nobody holds it."""
@@ -264,9 +283,6 @@ class VenvCache:
             raise TaskRejected("VENV_INSTALL_FAILED", "uv is not installed next to the executor")
         started = time.monotonic()
         logger.info("building task virtualenv {} for {}", target.name, " ".join(requirements))
-        target.mkdir(mode=0o755)
-        if user is not None:
-            os.chown(target, user.uid, user.gid)
         # PIP_INDEX_URL is a setting (it may come from --env-file, not the environment), and uv
         # reads none of pip's names: network_env gives it uv's.
         network = {**self.network, "PIP_INDEX_URL": self.index_url} if self.index_url else self.network
@@ -274,6 +290,9 @@ class VenvCache:
                "HOME": str(target), "VIRTUAL_ENV": str(target), "UV_NO_CACHE": "1", "UV_PYTHON_DOWNLOADS": "never",
                "LANG": "C.UTF-8"}
         try:
+            target.mkdir(mode=0o755)
+            if user is not None:
+                os.chown(target, user.uid, user.gid)
             self._step([uv, "venv", "--quiet", "--allow-existing", "--python", self.python, str(target)], env, target, user,
                        stop)
             self._step([uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"), *requirements], env,
@@ -281,8 +300,17 @@ class VenvCache:
             _seal(target)
             _check_cli(target)
             _mark_ready(target, requirements, day)
-        except BaseException:
+        except BaseException as exc:
+            # The marker first, as in an eviction: one this build made (a disk that filled up
+            # while it was written) must not outlive the venv, nor mark what rmtree left.
+            marker_of(target).unlink(missing_ok=True)
             shutil.rmtree(target, ignore_errors=True)
+            if isinstance(exc, OSError):
+                # The executor's own steps (the directory, the seal, the sync, the marker): a
+                # failed install like any other, not an executor error the run is retried for.
+                raise TaskRejected("VENV_INSTALL_FAILED", _full(self.cache_dir, exc)
+                                   if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+                                   f"installing the task environment failed: {exc}") from None
             raise
         logger.info("task virtualenv {} ready in {:.1f}s", target.name, time.monotonic() - started)
 
@@ -296,6 +324,12 @@ class VenvCache:
             how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
             raise TaskRejected("VENV_INSTALL_FAILED", f"installing the task environment failed ({Path(argv[0]).name} "
                                                       f"{argv[1]} {argv[2]}, {how}): " + " | ".join(detail))
+
+
+def _full(cache_dir: Path, exc: OSError) -> str:
+    return (f"the virtualenv cache DATAHUB_EXECUTOR_VENV_CACHE_DIR {cache_dir} is full ({exc.strerror}), even after "
+            "removing the venvs no task needs: give it more space or inodes, or remove venvs by hand while no task "
+            "runs (docs/operations.md, \"The virtualenv cache\")")
 
 
 def _day(now: float | None = None) -> str:
