@@ -22,15 +22,25 @@ REQUEST_READ_TIMEOUT_S, or its connection is closed. The socket's timeout bounds
 the request: a client sending a byte just inside it (slowloris) held its connection's thread for
 as long as it liked, and the server starts a thread for every connection it accepts. The
 deadline ends with the body: a long poll is the server answering slowly, not the client sending.
+
+At most MAX_CONNECTIONS connections are open at once: there was no cap, and a client opening
+thousands of idle connections held a thread each for the idle timeout, until the process ran out
+of threads or memory and the executors' long polls failed. At the cap, the connection idle
+longest (accepted or answered, and no byte of its next request come) is closed for the new one,
+as botocore reopens a kept connection it finds closed; a connection in a request or a long poll
+is never closed for the cap. Only when none is idle is the new connection closed at once,
+reported once until a connection is taken again, not once for each in a burst.
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import select
 import socket
 import socketserver
 import struct
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -48,6 +58,10 @@ IDLE_TIMEOUT_S = 60  # longer than a long poll (20 s), so a consumer's connectio
 # botocore sends a request in one go: its largest (MAX_BODY_BYTES) takes milliseconds on this
 # machine's loopback, and a few seconds over a slow tunnel to it.
 REQUEST_READ_TIMEOUT_S = 30
+# Each executor holds a long poll per queue and botocore's pool of up to 10 connections per
+# client; the control plane's outbox holds a pool too. 1024 threads' stacks are virtual memory,
+# committed only as used, and a few dozen executors stay well inside it.
+MAX_CONNECTIONS = 1024
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer",
                         "upgrade", "proxy-connection"})
 
@@ -80,6 +94,17 @@ def _closed_by_peer(connection: socket.socket) -> bool:
         return connection.recv(1, socket.MSG_PEEK) == b""
     except OSError:
         return True  # reset
+
+
+def _bytes_arrived(connection: socket.socket) -> bool:
+    """Whether bytes wait unread on CONNECTION, asked of the kernel without reading. Not with
+    a poll and a peek, as _closed_by_peer: the connection's own thread might read the bytes
+    between the two, and the peek would then wait out the socket's timeout, the lock held."""
+    try:
+        waiting = fcntl.ioctl(connection.fileno(), termios.FIONREAD, struct.pack("i", 0))
+    except OSError:
+        return False
+    return struct.unpack("i", waiting)[0] > 0
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -126,11 +151,14 @@ class _Handler(BaseHTTPRequestHandler):
         behind the last request is there at once), then read the request by its deadline. A
         request not read by then ends in TimeoutError, which http.server answers by closing."""
         self._reader.deadline = None
+        if not self.server.connection_waiting(self.connection):  # closed for the cap already
+            self.close_connection = True
+            return
         try:
             started = self.rfile.peek(1)
         except TimeoutError:  # idle for the idle timeout
             started = b""
-        if not started:
+        if not started or not self.server.connection_in_request(self.connection):
             self.close_connection = True
             return
         self._reader.deadline = time.monotonic() + self.server.request_read_timeout_s
@@ -274,31 +302,90 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class KeepAliveServer(socketserver.ThreadingMixIn, HTTPServer):
-    """A thread per connection, each serving its connection's requests one after another."""
+    """A thread per connection, each serving its connection's requests one after another; at
+    most max_connections of them (see the module's docstring for which one gives way)."""
 
     daemon_threads = True
     block_on_close = False  # stop() closes the connections; a long poll's thread is not waited for
     allow_reuse_address = True
     request_queue_size = 128  # socketserver's 5 dropped a burst's connections for a 1 s retry (werkzeug: 128)
     request_read_timeout_s: float = REQUEST_READ_TIMEOUT_S  # per server, so that a test can shorten it
+    max_connections: int = MAX_CONNECTIONS  # per server, so that a test can lower it
 
     def __init__(self, address: tuple[str, int], app: WsgiApp,
                  on_error: Callable[[str], None] = lambda message: None) -> None:
         super().__init__(address, _Handler)
         self.app = app
         self._on_error = on_error
-        self._open: set[socket.socket] = set()
+        # Each open connection, with the time.monotonic() since which it has waited for a
+        # request's first byte, or None while it is in a request. One closed for the cap leaves
+        # it at once: its thread ends at its next read, and a new connection takes its place.
+        self._open: dict[socket.socket, float | None] = {}
         self._open_lock = threading.Lock()
+        self._refusing = False  # a refusal was reported, and no connection taken since
         self.stopped = threading.Event()  # close_connections() was called: no request can be answered
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
-            self._open.add(request)
+            taken = len(self._open) < self.max_connections or self._close_longest_idle()
+            if taken:
+                self._open[request] = time.monotonic()
+                report = self._refusing = False
+            else:
+                report, self._refusing = not self._refusing, True
+        if not taken:
+            self.shutdown_request(request)
+            if report:
+                self._on_error(
+                    f"refused a connection from {client_address[0]}:{client_address[1]}: all {self.max_connections} "
+                    f"open connections (MAX_CONNECTIONS in controlplane/sqs_http.py) are in a request or a long "
+                    f"poll. Refusals are not reported again until a connection is taken; clients retry. If this "
+                    f"lasts, look for a client holding many connections (ss -tn sport = :{self.server_address[1]}).")
+            return
         super().process_request(request, client_address)
+
+    def _close_longest_idle(self) -> bool:
+        """Close the open connection idle longest for a new one (the open lock held): whether
+        there was one. One whose next request's first byte is here, not yet read by its thread,
+        is in that request, not idle. A byte read by its thread in the instant before it says so
+        (connection_in_request) is lost with the connection, the race every server closing kept
+        connections has: botocore retries a request whose connection closed unanswered (the
+        executors' clients make three attempts)."""
+        idle = sorted((since, id(connection), connection) for connection, since in self._open.items()
+                      if since is not None)
+        for _, _, connection in idle:
+            if _bytes_arrived(connection):
+                continue
+            del self._open[connection]
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # its thread's read ends; botocore sees it closed
+            except OSError:
+                pass
+            return True
+        return False
+
+    def connection_waiting(self, connection: socket.socket) -> bool:
+        """CONNECTION waits for its next request's first byte, and may be closed for the cap
+        meanwhile: whether it is still open (False: it was closed for the cap)."""
+        with self._open_lock:
+            if connection not in self._open:
+                return False
+            if self._open[connection] is None:
+                self._open[connection] = time.monotonic()
+            return True
+
+    def connection_in_request(self, connection: socket.socket) -> bool:
+        """CONNECTION's next request has begun: it is not closed for the cap until answered.
+        Whether it is still open (False: closed for the cap as the request's first byte came)."""
+        with self._open_lock:
+            if connection not in self._open:
+                return False
+            self._open[connection] = None
+            return True
 
     def shutdown_request(self, request: Any) -> None:
         with self._open_lock:
-            self._open.discard(request)
+            self._open.pop(request, None)
         super().shutdown_request(request)
 
     def report_error(self, method: str, path: str, exc_info: Any) -> None:
