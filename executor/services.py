@@ -148,9 +148,9 @@ def sqs_failure(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     error = response.get("Error") if isinstance(response, dict) else None
     if isinstance(error, dict) and error.get("Code"):
-        return (f"SQS unreachable: it refused the call, {printable(str(error.get('Code')))[:80]}: "
+        return (f"it refused the call, {printable(str(error.get('Code')))[:80]}: "
                 f"{printable(str(error.get('Message') or ''))[:200]}")
-    return f"SQS unreachable: {type(exc).__name__}: {printable(str(exc))[:300]}"
+    return f"{type(exc).__name__}: {printable(str(exc))[:300]}"
 
 
 class OutageLog:
@@ -171,8 +171,8 @@ class OutageLog:
             if first:
                 self._down_since = time.monotonic()
         if first:
-            logger.warning("{}; retrying (`datahub-executor check` tests the queue and its credentials)",
-                           sqs_failure(exc))
+            logger.warning("SQS unreachable: {}; retrying (`datahub-executor check` tests the queue and its "
+                           "credentials)", sqs_failure(exc))
 
     def down_for(self) -> float:
         """Seconds since SQS was noticed unreachable (0 while it answers)."""

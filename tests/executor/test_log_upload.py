@@ -7,8 +7,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from controlplane.testing import running_controlplane
-from executor.controlplane_client import ControlPlaneClient, LeaseLost
+from executor.controlplane_client import Claimed, ControlPlaneClient, LeaseLost
 from executor.log_upload import LogUploader
+from tests.controlplane.conftest import ExecutorDouble
 
 
 @pytest.fixture
@@ -24,6 +25,16 @@ def s3():
         server.stop()
 
 
+def claimed_by_a_registered_executor(cp, execution_id: str) -> tuple[ControlPlaneClient, Claimed]:
+    """EXECUTION_ID claimed as an executor claims, after its first heartbeat: a claim from an
+    executor with none on record waits for one (decision 106)."""
+    executor = ExecutorDouble(cp, "remote", "e1")
+    executor.heartbeat()
+    claimed = executor.claim(execution_id)
+    assert isinstance(claimed, Claimed), claimed
+    return executor.client, claimed
+
+
 def test_with_a_bucket_the_full_log_goes_to_s3(s3):
     uploader = LogUploader(ControlPlaneClient("http://127.0.0.1:9/gms", "t", retries=0), bucket="task-logs",
                            pool_id="remote", s3_client=s3)
@@ -36,8 +47,7 @@ def test_without_a_bucket_the_full_log_goes_to_the_control_plane_under_the_lease
     with running_controlplane(tmp_path / "cp") as cp:
         cp.create_pool("remote", default=True)
         execution = cp.run_source(cp.create_source("s", "source: {type: datahub-mock-data}\n")["id"])
-        client = ControlPlaneClient(cp.gms_url, cp.create_executor_token(["remote"]))
-        claimed = client.claim(execution["id"], executor_id="e1", instance_id="i1", pool_id="remote", receive_count=1)
+        client, claimed = claimed_by_a_registered_executor(cp, execution["id"])
         uploader = LogUploader(client, bucket=None, pool_id="remote")
         assert uploader.upload(execution["id"], claimed.lease, b"all of it\n") == "control plane"
         assert cp.logs(execution["id"])["log"] == "all of it\n"
@@ -54,8 +64,7 @@ def test_a_control_plane_that_takes_gzip_gets_the_log_compressed_and_shows_it_wh
     with running_controlplane(tmp_path / "cp") as cp:
         cp.create_pool("remote", default=True)
         execution = cp.run_source(cp.create_source("s", "source: {type: datahub-mock-data}\n")["id"])["id"]
-        client = ControlPlaneClient(cp.gms_url, cp.create_executor_token(["remote"]))
-        claimed = client.claim(execution, executor_id="e1", instance_id="i1", pool_id="remote", receive_count=1)
+        client, claimed = claimed_by_a_registered_executor(cp, execution)
         assert claimed.log_encodings == ("gzip",)
         LogUploader(client, bucket=None, pool_id="remote").upload(execution, claimed.lease, log,
                                                                   accepted=claimed.log_encodings)
@@ -70,8 +79,7 @@ def test_an_executor_sends_a_plain_log_to_a_control_plane_that_did_not_say_gzip(
     with running_controlplane(tmp_path / "cp") as cp:
         cp.create_pool("remote", default=True)
         execution = cp.run_source(cp.create_source("s", "source: {type: datahub-mock-data}\n")["id"])["id"]
-        client = ControlPlaneClient(cp.gms_url, cp.create_executor_token(["remote"]))
-        claimed = client.claim(execution, executor_id="e1", instance_id="i1", pool_id="remote", receive_count=1)
+        client, claimed = claimed_by_a_registered_executor(cp, execution)
         LogUploader(client, bucket=None, pool_id="remote").upload(execution, claimed.lease, b"plain\n", accepted=())
         assert cp.cp.store.query("SELECT encoding, data FROM execution_logs") == [{"encoding": "identity",
                                                                                    "data": b"plain\n"}]

@@ -10,11 +10,13 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sandbox import Sandbox, SandboxError
@@ -116,9 +118,19 @@ def take_pid(pid: int, argv: list[str], *, tries: int = 100, **popen_args) -> su
     return None
 
 
+def past_its_start_tick(pid: int) -> None:
+    """Wait until PID started over 50 ms ago. Real pid reuse needs the pid space to wrap first,
+    never within a clock tick (10 ms) of the first process's start; staged at once, the process
+    taking the pid could start in the same tick, and the start time, what tells the two apart,
+    could not (a test staging it so failed now and then in CI)."""
+    while time.time() - psutil.Process(pid).create_time() < 0.05:
+        time.sleep(0.01)
+
+
 def pass_pid_on(member: subprocess.Popen, kill: Callable[[int, int], None] = os.kill) -> subprocess.Popen:
     """Kill MEMBER (with KILL, for a test that has patched os.kill) and reap it, then start a
     `sleep` outside every test cgroup with its pid: the process a stale pid now names."""
+    past_its_start_tick(member.pid)
     kill(member.pid, signal.SIGKILL)
     member.wait()
     return decoy_with_pid(member.pid)

@@ -14,7 +14,8 @@ import pytest
 from sandbox import Limits, Status
 from sandbox.confined import ConfinedProcess
 
-from .conftest import PYTHON, assert_spared, decoy_with_pid, leak_script, pass_pid_on, pid_alive, take_pid
+from .conftest import (PYTHON, assert_spared, decoy_with_pid, leak_script, pass_pid_on, past_its_start_tick,
+                       pid_alive, take_pid)
 
 
 def test_rss_watchdog_stops_a_leak_and_says_it_was_best_effort(none_sandbox):
@@ -193,6 +194,7 @@ def test_a_process_that_took_a_new_members_pid_before_it_was_remembered_is_left_
         while not (children := psutil.Process(main.pid).children()) and time.monotonic() < deadline:
             time.sleep(0.01)
         (member,) = children
+        past_its_start_tick(member.pid)
         remember = type(group)._remember
 
         def pass_the_pid_on_first(self, found) -> None:
