@@ -84,7 +84,10 @@ def test_a_run_cancelled_while_it_waits_for_capacity_is_never_started(system, tm
     system.cp.cancel(waiting["id"])
     done = system.cp.wait_for_status(waiting["id"], {"CANCELLED", "SUCCESS", "FAILURE", "ABORTED"}, timeout_s=60)
     assert (done["status"], done["reason"]) == ("CANCELLED", "CANCELLED_BEFORE_START")
-    assert any("released (cancelled before it started)" in line for line in executor.lines)
+    # Waited for: the executor says it once the release is answered, and the control plane has
+    # ended the run by then (read just after the status, the line could be a moment away).
+    assert "released (cancelled before it started)" in executor.wait_for_line("released (cancelled before it started)",
+                                                                               timeout_s=30)
     assert not [line for line in executor.lines if waiting["id"] in line and "task process" in line], "it started"
     assert system.cp.execution(running["id"])["status"] == "RUNNING", "the task ahead runs on"
     system.cp.cancel(running["id"])
