@@ -5,7 +5,6 @@ new one (botocore reopens its own transparently); a connection in a request or a
 does, and only when every connection is in one is the new connection refused, and reported once."""
 from __future__ import annotations
 
-import select
 import socket
 import threading
 import uuid
@@ -19,9 +18,9 @@ from loguru import logger
 
 from controlplane.queues import EmbeddedSqs
 
+from .test_embedded_sqs_hardening import AUTHORIZATION, _closed_within
+
 CAP = 8
-AUTHORIZATION = ("AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/sqs/aws4_request, "
-                 "SignedHeaders=host, Signature=0")
 
 
 @pytest.fixture
@@ -125,17 +124,6 @@ class _Connections:
             return self._live
 
 
-def _closed(raw: socket.socket, wait_s: float) -> bool:
-    """Whether the server closed RAW (an end or a reset) within WAIT_S."""
-    readable, _, _ = select.select([raw], [], [], wait_s)
-    if not readable:
-        return False
-    try:
-        return raw.recv(65536) == b""
-    except ConnectionError:
-        return True
-
-
 def _connect(sqs: EmbeddedSqs, count: int) -> list[socket.socket]:
     connections: list[socket.socket] = []
     try:
@@ -190,7 +178,7 @@ def test_idle_connections_past_the_cap_give_way_oldest_first_and_polls_and_sends
         assert got == [["sent past the cap"]], f"the long poll got {got}"
         live = connections.settle_at_most(CAP)
         assert live <= CAP, f"{live} threads serve connections, with a cap of {CAP}"
-        closed = [_closed(raw, 0) for raw in idle]
+        closed = [_closed_within(raw, 0) for raw in idle]
         shut = closed.count(True)
         assert closed == [True] * shut + [False] * (20 - shut) and shut >= 20 - CAP, \
             f"not the oldest idle connections were closed: {closed}"
@@ -212,7 +200,7 @@ def test_with_every_connection_in_a_long_poll_a_new_one_is_refused_and_reported_
     refused = _connect(sqs, 3)
     try:
         connections.wait_accepted(CAP + 3)  # the polls' (the first made create_queue's call), then these
-        still_open = [number for number, raw in enumerate(refused, start=CAP + 1) if not _closed(raw, 10)]
+        still_open = [number for number, raw in enumerate(refused, start=CAP + 1) if not _closed_within(raw, 10)]
     finally:
         _close(refused)
     assert still_open == [], f"connections {still_open} were taken past the cap of {CAP}, all in long polls"

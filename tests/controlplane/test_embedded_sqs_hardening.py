@@ -10,7 +10,6 @@ import select
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -22,21 +21,13 @@ from botocore.exceptions import ClientError
 from controlplane import sqs_http
 from controlplane.queues import EmbeddedSqs
 
+from .test_sqs_http import sqs  # noqa: F401 (fixture)
+
 AUTHORIZATION = ("AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/sqs/aws4_request, "
                  "SignedHeaders=host, Signature=0")
 JSON_TYPE = "application/x-amz-json-1.0"
 FORM_TYPE = "application/x-www-form-urlencoded"
 SQS_MAX_MESSAGE_BYTES = 1_048_576  # SQS's largest MaximumMessageSize, its default, and a batch's largest total
-
-
-@pytest.fixture
-def sqs() -> Iterator[EmbeddedSqs]:
-    server = EmbeddedSqs()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _port(sqs: EmbeddedSqs) -> int:

@@ -16,8 +16,7 @@ from controlplane.metadata import aspect_store
 from controlplane.upstream.gms import UpstreamUnreachable
 from vocabulary import statuses as S
 
-from .conftest import ExecutorDouble
-from .test_upstream_sync import POOL, Pair, kill_in_datahub, now_ms, pair, proxy  # noqa: F401 (fixtures)
+from .test_upstream_sync import RECIPE, Pair, kill_in_datahub, pair, proxy, taken  # noqa: F401 (fixtures)
 
 
 def hard_delete_in_datahub(pair: Pair, execution_id: str) -> None:
@@ -36,10 +35,7 @@ def shown_in_datahub(pair: Pair, execution_id: str) -> tuple[object, object]:
 
 def running(pair: Pair, sync, execution_id: str):
     """A request of DataHub's, taken and claimed here, its progress written back to DataHub."""
-    pair.create(pair.request(execution_id, now_ms()))
-    assert sync.discover() == [execution_id]
-    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
-    executor.heartbeat()
+    executor = taken(pair, sync, execution_id, RECIPE, attached=False)
     claimed = executor.claim(execution_id)
     assert claimed is not None
     executor.progress(claimed, "line 1")
@@ -82,13 +78,10 @@ def test_a_request_deleted_in_datahub_before_it_was_claimed_never_runs(pair, pro
     """Deleted in DataHub while queued here: cancelled before any executor claims it, and its
     CANCELLED end is not written to DataHub."""
     sync = pair.sync(url=proxy.url)
-    pair.create(pair.request("deleted-while-queued", now_ms()))
-    assert sync.discover() == ["deleted-while-queued"]
+    executor = taken(pair, sync, "deleted-while-queued", RECIPE, attached=False)
     hard_delete_in_datahub(pair, "deleted-while-queued")
     assert sync.pass_cancels() == ["deleted-while-queued"]
     assert pair.ours.execution("deleted-while-queued")["status"] == S.CANCELLED
-    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
-    executor.heartbeat()
     assert executor.claim("deleted-while-queued") is None
     writes = proxy.watch("POST", "/aspects")
     sync.tick()

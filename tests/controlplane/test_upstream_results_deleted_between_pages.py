@@ -10,20 +10,13 @@ import pytest
 from controlplane.testing import ControlPlaneHandle, running_controlplane
 from controlplane.upstream import sync as sync_module
 
-from .test_upstream_scan_pages import MINUTE_MS, SearchingDataHub, now_ms, request, sync_with
+from .test_upstream_scan_pages import MINUTE_MS, datahub, now_ms, request, sync_with  # noqa: F401 (fixture)
 
 
 @pytest.fixture
 def ours(tmp_path) -> Iterator[ControlPlaneHandle]:
     with running_controlplane(tmp_path / "ours") as handle:
         yield handle
-
-
-@pytest.fixture
-def datahub() -> Iterator[SearchingDataHub]:
-    server = SearchingDataHub()
-    yield server
-    server.close()
 
 
 @pytest.mark.parametrize("deleted", [1, 3])

@@ -10,17 +10,13 @@ from datahub.metadata.schema_classes import ExecutionRequestResultClass
 from controlplane import entities as E
 from controlplane.upstream import sync as sync_module
 
-from .conftest import ExecutorDouble
-from .test_upstream_sync import POOL, Pair, kill_in_datahub, now_ms, pair, proxy  # noqa: F401 (fixtures)
+from .test_upstream_sync import RECIPE, Pair, kill_in_datahub, now_ms, pair, proxy, taken  # noqa: F401 (fixtures)
 
 MARKER = "WHOLE-REPORT-ONLY"  # in the whole result's structured report only: the proxy refuses what holds it
 
 
 def finished_with_a_long_report(pair: Pair, sync: sync_module.UpstreamSync, execution_id: str) -> None:
-    pair.create(pair.request(execution_id, now_ms()))
-    assert sync.discover() == [execution_id]
-    executor = ExecutorDouble(pair.ours, POOL, "executor-1")
-    executor.heartbeat()
+    executor = taken(pair, sync, execution_id, RECIPE, attached=False)
     claimed = executor.claim(execution_id)
     assert claimed is not None
     executor.finish(claimed, "SUCCESS", ingestion_report={"warnings": [f"{MARKER} {i}" for i in range(2000)]})

@@ -197,10 +197,13 @@ def test_a_failing_search_does_not_hold_back_datahubs_cancels_or_our_results(pai
 SECRET_RECIPE = '{"source": {"type": "datahub-mock-data", "config": {"password": "${DB_PASSWORD}"}}}'
 
 
-def taken(pair: Pair, sync: UpstreamSync, execution_id: str, recipe: str = SECRET_RECIPE) -> ExecutorDouble:
-    """A request for RECIPE in DataHub, taken by SYNC (attached first), and an executor of the pool,
-    heartbeating, ready to claim it."""
-    sync.attach()
+def taken(pair: Pair, sync: UpstreamSync, execution_id: str, recipe: str = SECRET_RECIPE, *,
+          attached: bool = True) -> ExecutorDouble:
+    """A request for RECIPE in DataHub, taken by SYNC, and an executor of the pool, heartbeating,
+    ready to claim it. ATTACHED: SYNC answers the claims of DataHub's runs first (its sink and
+    DataHub's secrets); a test of the write-back alone leaves it out."""
+    if attached:
+        sync.attach()
     request = pair.request(execution_id, now_ms())
     request.aspect.args["recipe"] = recipe
     pair.create(request)
