@@ -8,67 +8,36 @@ DataHub's own client."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from controlplane.testing import ControlPlaneHandle, running_controlplane
+from controlplane.testing import ControlPlaneHandle
+from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
 from executor.controlplane_client import ControlPlaneError
-from tests.http_handler import QuietHandler
 
 from .conftest import ExecutorDouble
-from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
+from .stand_in_gms import StandInGms, ours  # noqa: F401 (fixture)
 
 RECIPE = json.dumps({"source": {"type": "datahub-mock-data", "config": {}}})
 
 
-class PageServer:
+class PageServer(StandInGms):
     """Answers UpstreamGms's listExecutionRequests with PAGE, and anything else as an empty GMS."""
 
     def __init__(self) -> None:
         self.page: dict = {"start": 0, "count": 0, "total": 0, "executionRequests": []}
         self.secret_asks = 0
-        server = self
+        super().__init__()
 
-        class Handler(QuietHandler):
-            def answer_json(self, code: int, body) -> None:
-                self.answer(code, json.dumps(body).encode(), {"Content-Type": "application/json"})
-
-            def do_GET(self) -> None:
-                if self.path.startswith("/config"):
-                    return self.answer_json(200, {"noCode": "true", "versions": {"acryldata/datahub": {"version": "v1.0.0"}}})
-                return self.answer_json(404, {"status": 404, "message": "not found"})
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.startswith("/api/graphql"):
-                    query = json.loads(body)["query"]
-                    if "listExecutionRequests" in query:
-                        return self.answer_json(200, {"data": {"listExecutionRequests": server.page}})
-                    server.secret_asks += 1
-                    return self.answer_json(200, {"data": {"getSecretValues": []}})
-                if "batchGet" in self.path:
-                    return self.answer_json(200, [])
-                return self.answer_json(200, {"value": "ok"})
-
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
-        threading.Thread(target=self._http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory) -> Iterator[ControlPlaneHandle]:
-    with running_controlplane(Path(tmp_path_factory.mktemp("ours"))) as handle:
-        yield handle
+    def graphql(self, request: dict) -> dict:
+        if "listExecutionRequests" in request["query"]:
+            return {"listExecutionRequests": self.page}
+        self.secret_asks += 1
+        return {"getSecretValues": []}
 
 
 @pytest.fixture

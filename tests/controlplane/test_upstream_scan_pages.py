@@ -8,19 +8,18 @@ client so, with a list of hits some of which are such ghosts."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from loguru import logger
 
-from controlplane.testing import ControlPlaneHandle, running_controlplane
+from controlplane.testing import ControlPlaneHandle
 from controlplane.upstream import sync as sync_module
 from controlplane.upstream.sync import UpstreamConfig, UpstreamSync
-from tests.http_handler import QuietHandler
+
+from .stand_in_gms import StandInGms, ours  # noqa: F401 (fixture)
 
 RECIPE = json.dumps({"source": {"type": "datahub-mock-data", "config": {}}})
 MINUTE_MS = 60_000
@@ -34,7 +33,7 @@ def request(request_id: str, pool: str, requested_at_ms: int) -> dict:
                       "source": {"type": "MANUAL_INGESTION_SOURCE", "ingestionSource": None}}}
 
 
-class SearchingDataHub:
+class SearchingDataHub(StandInGms):
     """listExecutionRequests over HITS (newest first; GHOST hits count in total and in the
     offsets, and are left out of the page), as DataHub answers it; no KILL signals."""
 
@@ -43,43 +42,14 @@ class SearchingDataHub:
         self.total: Callable[[], int] = lambda: len(self.hits)
         self.page_at: Callable[[int, int], list[dict | None]] = lambda start, count: self.hits[start:start + count]
         self.pages_read: list[int] = []
-        server = self
+        super().__init__()
 
-        class Handler(QuietHandler):
-            def answer_json(self, code: int, body) -> None:
-                self.answer(code, json.dumps(body).encode(), {"Content-Type": "application/json"})
-
-            def do_GET(self) -> None:
-                if self.path.startswith("/config"):
-                    return self.answer_json(200, {"noCode": "true", "versions": {"acryldata/datahub": {"version": "v1.0.0"}}})
-                return self.answer_json(404, {"status": 404, "message": "not found"})
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.startswith("/api/graphql"):
-                    variables = json.loads(body)["variables"]
-                    start, count = variables["start"], variables["count"]
-                    server.pages_read.append(start)
-                    page = [hit for hit in server.page_at(start, count) if hit is not GHOST]
-                    return self.answer_json(200, {"data": {"listExecutionRequests": {
-                        "start": start, "count": count, "total": server.total(), "executionRequests": page}}})
-                if "batchGet" in self.path:
-                    return self.answer_json(200, [])
-                return self.answer_json(200, {"value": "ok"})
-
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
-        threading.Thread(target=self._http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory) -> Iterator[ControlPlaneHandle]:
-    with running_controlplane(Path(tmp_path_factory.mktemp("ours"))) as handle:
-        yield handle
+    def graphql(self, request: dict) -> dict:
+        start, count = request["variables"]["start"], request["variables"]["count"]
+        self.pages_read.append(start)
+        page = [hit for hit in self.page_at(start, count) if hit is not GHOST]
+        return {"listExecutionRequests": {"start": start, "count": count, "total": self.total(),
+                                          "executionRequests": page}}
 
 
 @pytest.fixture
