@@ -127,11 +127,16 @@ class SessionGroup(TaskGroup):
         return self._main_start_ticks is not None and _start_ticks(self._main) == self._main_start_ticks
 
     def _remember(self, proc: psutil.Process) -> None:
-        """PROC's creation time, from the object the scan found it as (psutil keeps the one it
-        read then): looked up again by pid, a task process that ended meanwhile would leave
-        whichever process took its pid known as the task's, and killed with it."""
+        """PROC's creation time, as the process the scan found: looked up again by pid, a task
+        process that ended meanwhile would leave whichever process took its pid known as the
+        task's, and killed with it. psutil reads create_time() only when first asked, so it is
+        read and then checked against the identity psutil took when the scan made PROC
+        (is_running(): false once the pid names another process); the creation time of a pid
+        taken over in between had been remembered as the task's (a CI flake showed it)."""
         try:
-            self._known[proc.pid] = proc.create_time()
+            created = proc.create_time()
+            if proc.is_running():
+                self._known[proc.pid] = created
         except psutil.Error:
             pass
 
