@@ -121,8 +121,9 @@ def take_pid(pid: int, argv: list[str], *, tries: int = 100, **popen_args) -> su
 def past_its_start_tick(pid: int) -> None:
     """Wait until PID started over 50 ms ago. Real pid reuse needs the pid space to wrap first,
     never within a clock tick (10 ms) of the first process's start; staged at once, the process
-    taking the pid could start in the same tick, and the start time, what tells the two apart,
-    could not (a test staging it so failed now and then in CI)."""
+    taking the pid could start in the same tick, where start times cannot tell the two apart.
+    (The CI failures this was first taken for were the sandbox's own race: psutil's lazily read
+    create_time, mended in sandbox/no_cgroup.py SessionGroup._remember.)"""
     while time.time() - psutil.Process(pid).create_time() < 0.05:
         time.sleep(0.01)
 
